@@ -1,0 +1,53 @@
+"""Errors that name what went wrong and how to fix it.
+
+Every user-facing failure in pytest-layercheck is a ``LayercheckError``: the CLI prints it without a
+traceback and the pytest plugin turns it into a clean test failure or usage error.
+"""
+
+from __future__ import annotations
+
+
+class LayercheckError(Exception):
+    """Base error: a problem statement plus the fix the user should apply."""
+
+    def __init__(self, problem: str, fix: str | None = None) -> None:
+        self.problem = problem
+        self.fix = fix
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:
+        if self.fix:
+            return f"{self.problem}\n  How to fix: {self.fix}"
+        return self.problem
+
+
+class ModelLoadError(LayercheckError):
+    """A model spec could not be turned into a loaded model."""
+
+
+class UnsupportedArchitectureError(LayercheckError):
+    """The model family has no architecture adapter."""
+
+
+class DefaultModelCacheError(LayercheckError):
+    """The default model could not be fetched or converted into the cache."""
+
+
+class AblationError(LayercheckError):
+    """An ablation request does not fit the model (bad layer index, head index, mismatched models)."""
+
+
+class SuiteFormatError(LayercheckError):
+    """A suite file is malformed; the message names file, line and field."""
+
+
+class ProtocolError(LayercheckError):
+    """A suite cannot be scored under the requested protocol."""
+
+
+class BaselineError(LayercheckError):
+    """A baseline is missing, unreadable or does not match the current run."""
+
+
+class ConfigError(LayercheckError):
+    """Invalid plugin, CLI or YAML-check configuration."""

@@ -1,0 +1,82 @@
+"""Tiny random-weight causal LMs of every supported family, built in-process for fast tests."""
+
+from __future__ import annotations
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    Gemma2Config,
+    Gemma3TextConfig,
+    GemmaConfig,
+    GPT2Config,
+    GPTNeoXConfig,
+    LlamaConfig,
+    MistralConfig,
+    Phi3Config,
+    PretrainedConfig,
+    Qwen2Config,
+    Qwen3Config,
+)
+
+VOCAB = 128
+
+
+def _decoder_kwargs(layers: int) -> dict:
+    return dict(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+
+
+def tiny_config(family: str, layers: int = 6) -> PretrainedConfig:
+    """A small config of ``family`` with grouped-query attention where the family has it."""
+    kw = _decoder_kwargs(layers)
+    if family == "llama":
+        return LlamaConfig(**kw)
+    if family == "mistral":
+        return MistralConfig(**kw, sliding_window=None)
+    if family == "qwen2":
+        return Qwen2Config(**kw)
+    if family == "qwen3":
+        return Qwen3Config(**kw, head_dim=16)
+    if family == "gemma":
+        return GemmaConfig(**kw, head_dim=16)
+    if family == "gemma2":
+        return Gemma2Config(**kw, head_dim=16, sliding_window=8, query_pre_attn_scalar=16)
+    if family == "gemma3":
+        return Gemma3TextConfig(**kw, head_dim=16, sliding_window=8, query_pre_attn_scalar=16)
+    if family == "phi3":
+        return Phi3Config(**kw)
+    if family == "gpt2":
+        return GPT2Config(
+            vocab_size=VOCAB, n_embd=64, n_layer=layers, n_head=4, n_positions=256,
+            bos_token_id=1, eos_token_id=2,
+        )
+    if family == "gpt_neox":
+        return GPTNeoXConfig(
+            vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
+            num_attention_heads=4, max_position_embeddings=256, bos_token_id=1, eos_token_id=2,
+        )
+    raise ValueError(f"no tiny config for {family!r}")
+
+
+FAMILIES: tuple[str, ...] = (
+    "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3", "gpt2", "gpt_neox",
+)
+
+
+def tiny_model(family: str = "llama", layers: int = 6, seed: int = 0) -> torch.nn.Module:
+    """A float32, eval-mode random model; the same ``seed`` gives the same weights."""
+    torch.manual_seed(seed)
+    config = tiny_config(family, layers)
+    config._attn_implementation = "eager"
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="eager")
+    return model.eval()
