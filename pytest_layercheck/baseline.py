@@ -1,0 +1,191 @@
+"""The baseline store: one readable, diff-friendly JSON file per model profile under ``baselines/``.
+
+Baselines are reviewed and committed like snapshots, so the store follows syrupy's rules: nothing is
+written unless the user asked for it (``--layercheck-update``), a missing baseline is an error that
+says how to record one, and every save reports whether it wrote, updated or left the file unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pytest_layercheck.atomic import atomic_write_text
+from pytest_layercheck.errors import BaselineError, ConfigError
+from pytest_layercheck.profile_data import INTACT, SCHEMA_VERSION, DepthProfile
+
+UPDATE_FLAG = "--layercheck-update"
+DEFAULT_FOLDER = "baselines"
+#: Top-level keys whose change alone does not make a baseline "updated": they record where it was
+#: measured, not what was measured. Rewriting a file for them would only churn the git history.
+_PROVENANCE_KEYS = frozenset({"environment"})
+
+SaveStatus = Literal["written", "updated", "unchanged"]
+
+
+def slugify(name: str) -> str:
+    """File-name form of a model name: ``SmolLM2-135M-Instruct`` -> ``smollm2-135m-instruct``."""
+    slug = re.sub(r"[^a-z0-9._-]+", "-", name.strip().lower()).strip("-.")
+    if not slug:
+        raise ConfigError(f"model name {name!r} gives an empty baseline file name",
+                          "give the model a name with letters or digits")
+    return slug
+
+
+@dataclass(frozen=True)
+class SaveResult:
+    """What :meth:`BaselineStore.save` did, so the plugin can report "N baselines written/updated"."""
+
+    name: str
+    path: Path
+    status: SaveStatus
+
+
+def summarize_saves(results: Iterable[SaveResult]) -> str:
+    """``"1 baseline written, 2 updated, 3 unchanged"`` (empty string when nothing was saved)."""
+    counts = Counter(r.status for r in results)
+    parts = [f"{counts[s]} {s}" for s in ("written", "updated", "unchanged") if counts[s]]
+    if parts:
+        first = next(s for s in ("written", "updated", "unchanged") if counts[s])
+        parts[0] = f"{counts[first]} baseline{'' if counts[first] == 1 else 's'} {first}"
+    return ", ".join(parts)
+
+
+class BaselineStore:
+    """Reads and writes baselines in ``folder`` (``baselines/`` relative to the rootdir by default)."""
+
+    def __init__(self, folder: Path | str = DEFAULT_FOLDER) -> None:
+        self.folder = Path(folder)
+
+    def path_for(self, name: str) -> Path:
+        return self.folder / f"{slugify(name)}.json"
+
+    def exists(self, name: str) -> bool:
+        return self.path_for(name).is_file()
+
+    def stored(self) -> list[Path]:
+        """Every baseline file in the folder (to report baselines no run used, as syrupy does)."""
+        return sorted(self.folder.glob("*.json")) if self.folder.is_dir() else []
+
+    # -------------------------------------------------------------------- read
+    def load(self, name: str) -> DepthProfile:
+        """The stored profile of ``name``; any problem is a BaselineError naming the file and the fix."""
+        path = self.path_for(name)
+        if not path.is_file():
+            raise BaselineError(
+                f"no baseline for model {name!r}: {path} does not exist",
+                f"record it with `pytest {UPDATE_FLAG}`, review it, and commit {path}",
+            )
+        return read_baseline(path)
+
+    # ------------------------------------------------------------------- write
+    def save(self, profile: DepthProfile, name: str | None = None, *, update: bool = False) -> SaveResult:
+        """Write ``profile`` as the baseline of ``name`` (default: its model name), atomically.
+
+        Refuses unless ``update`` is true: a baseline is the reference every later run is judged
+        against, so it changes only on the user's explicit request. A profile equal to the stored one
+        (ignoring the recorded environment) leaves the file untouched and reports "unchanged".
+        """
+        name = name or str(profile.model.get("name") or "")
+        path = self.path_for(name)
+        if not update:
+            raise BaselineError(
+                f"refusing to write the baseline of {name!r} ({path}) without an explicit update",
+                f"run pytest with {UPDATE_FLAG} to record or replace baselines",
+            )
+        data = profile.to_json()
+        status: SaveStatus = "written"
+        if path.exists():
+            status = "updated"
+            try:
+                if _substance(json.loads(path.read_text(encoding="utf-8"))) == _substance(data):
+                    return SaveResult(name, path, "unchanged")
+            except (OSError, ValueError):
+                pass  # an unreadable old file is simply replaced
+        atomic_write_text(path, dumps_baseline(data))
+        return SaveResult(name, path, status)
+
+
+def dumps_baseline(data: dict[str, Any]) -> str:
+    """Stable text of a baseline: indent=2, metadata keys sorted, suite/band order kept (it is meaningful)."""
+    ordered = {key: (dict(sorted(value.items())) if key in ("model", "environment") and isinstance(value, dict)
+                     else value)
+               for key, value in data.items()}
+    return json.dumps(ordered, indent=2, ensure_ascii=False) + "\n"
+
+
+def read_baseline(path: Path) -> DepthProfile:
+    """Parse and check a baseline file; every failure is a BaselineError that says what to do."""
+    redo = f"re-record it with `pytest {UPDATE_FLAG}` (or restore it from version control)"
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise BaselineError(f"baseline {path} is not UTF-8 text ({exc.reason})", redo) from None
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        raise BaselineError(f"baseline {path} is not valid JSON ({where})",
+                            f"fix the file (a merge conflict?) or {redo}") from None
+    except OSError as exc:
+        raise BaselineError(f"cannot read baseline {path}: {exc.strerror or exc}",
+                            "check that the file is readable") from None
+    if not isinstance(data, dict):
+        raise BaselineError(f"baseline {path} does not hold a profile (top level is {type(data).__name__})", redo)
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        if isinstance(version, int) and version > SCHEMA_VERSION:
+            raise BaselineError(
+                f"baseline {path} has schema_version {version}, "
+                f"newer than this pytest-layercheck reads ({SCHEMA_VERSION})",
+                "upgrade pytest-layercheck, or " + redo,
+            )
+        raise BaselineError(
+            f"baseline {path} has schema_version {version!r}; this pytest-layercheck reads version {SCHEMA_VERSION}",
+            redo,
+        )
+    try:
+        profile = DepthProfile.from_json(data)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        what = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise BaselineError(f"baseline {path} is malformed ({what})", redo) from None
+    problems = consistency_problems(profile)
+    if problems:
+        raise BaselineError(f"baseline {path} is inconsistent: " + "; ".join(problems[:5]), redo)
+    return profile
+
+
+def consistency_problems(profile: DepthProfile) -> list[str]:
+    """Internal contradictions that would make a loaded profile crash or mislead later."""
+    problems = []
+    for (suite, _, key), ev in profile.evaluations.items():
+        info = profile.suites.get(suite)
+        if info is None:
+            problems.append(f"evaluation {suite}/{key} belongs to no listed suite")
+            continue
+        for metric, values in ev.outcomes.items():
+            if len(values) != len(info.item_ids):
+                problems.append(f"{suite}/{key} {metric} has {len(values)} outcomes for {len(info.item_ids)} items")
+    for suite, info in profile.suites.items():
+        if (suite, info.protocol, INTACT) not in profile.evaluations:
+            problems.append(f"suite {suite!r} has no intact evaluation")
+    return problems
+
+
+def _substance(data: Any) -> str:
+    """Canonical text of what a baseline measured (provenance left out), for "unchanged" checks.
+
+    Compared as text so that tuples vs lists and NaN (never equal to itself) do not matter.
+    """
+    if isinstance(data, dict):
+        data = {k: v for k, v in data.items() if k not in _PROVENANCE_KEYS}
+    return json.dumps(data, sort_keys=True)
+
+
+__all__ = [
+    "BaselineStore", "SaveResult", "SaveStatus", "consistency_problems", "dumps_baseline", "read_baseline",
+    "slugify", "summarize_saves",
+]

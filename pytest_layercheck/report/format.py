@@ -1,0 +1,121 @@
+"""Number and label formatting shared by every renderer, so a cell reads the same everywhere.
+
+Every number is shown next to its metric name (``acc`` vs ``acc_norm`` confusion is a known pitfall),
+values use three decimals, and the sentences describing a changed cell are built here once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from pytest_layercheck.comparison import CellComparison, ProfileComparison
+from pytest_layercheck.profile_data import INTACT, DepthProfile
+
+#: Marker next to a compared cell; "✗" is reserved for cells that fail the run.
+FAIL_MARK = "✗"
+STATUS_MARKS = {"regressed": FAIL_MARK, "changed": "~", "improved": "↑", "ok": ""}
+LEGEND = (f"{FAIL_MARK} fails (beyond tolerance, significant) · ~ beyond tolerance, not significant · "
+          "↑ improved")
+
+
+def fmt_value(value: float) -> str:
+    return f"{value:.3f}" if math.isfinite(value) else "n/a"
+
+
+def fmt_delta(delta: float) -> str:
+    return f"{delta:+.3f}" if math.isfinite(delta) else "n/a"
+
+
+def fmt_p(p: float) -> str:
+    """Three decimals, switching to scientific notation where that would print 0.000."""
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
+
+
+def fmt_layers(layers: Sequence[int]) -> str:
+    """``L0-3`` for a contiguous run, ``L0,2,5`` otherwise."""
+    if not layers:
+        return ""
+    ordered = sorted(layers)
+    if ordered == list(range(ordered[0], ordered[-1] + 1)) and len(ordered) > 1:
+        return f"L{ordered[0]}-{ordered[-1]}"
+    return "L" + ",".join(str(i) for i in ordered)
+
+
+def band_order(profile: DepthProfile) -> list[str]:
+    """Columns of every table: intact first, then the bands in the profile's (shallow-to-deep) order."""
+    return [INTACT, *profile.bands]
+
+
+def band_header(profile: DepthProfile, band: str) -> str:
+    return band if band == INTACT else f"{band} ({fmt_layers(profile.bands[band])})"
+
+
+def marker(cell: CellComparison) -> str:
+    return FAIL_MARK if cell.failed else STATUS_MARKS[cell.status]
+
+
+def cell_text(value: float, compared: CellComparison | None = None) -> str:
+    """``0.280`` alone, or ``0.280 (-0.150 ✗)`` against a baseline."""
+    if compared is None:
+        return fmt_value(value)
+    mark = marker(compared)
+    return f"{fmt_value(value)} ({fmt_delta(compared.delta)}{' ' + mark if mark else ''})"
+
+
+def unit_name(cell: CellComparison) -> str:
+    """What the paired test counted: items for the intact cell, (item, ablation) pairs for a band."""
+    return "items" if cell.band == INTACT else "(item, ablation) pairs"
+
+
+def describe_change(cell: CellComparison, with_label: bool = True) -> str:
+    """``knowledge/shallow acc dropped 0.620 -> 0.410 (p=0.003)``: the one-line form (annotations)."""
+    verb = "dropped" if cell.delta < 0 else "rose" if cell.delta > 0 else "stayed at"
+    change = f"{verb} {fmt_value(cell.baseline)} -> {fmt_value(cell.current)} (p={fmt_p(cell.p_value)})"
+    return f"{cell.label} {change}" if with_label else change
+
+
+def describe_detail(cell: CellComparison) -> str:
+    """The evidence behind a status: effect vs tolerance and the discordant counts."""
+    return (f"Δ {fmt_delta(cell.delta)} vs tolerance {cell.allowed:g}; {cell.worse} of {cell.pairs} "
+            f"{unit_name(cell)} got worse, {cell.better} better")
+
+
+def status_line(comparison: ProfileComparison) -> str:
+    """``FAILED: 1 regressed, 2 changed (not significant), 9 ok`` or ``passed: 12 ok``."""
+    counts = comparison.counts()
+    labels = {"regressed": "regressed", "improved": "improved", "changed": "changed (not significant)", "ok": "ok"}
+    parts = [f"{n} {labels[status]}" for status, n in counts.items() if n]
+    verdict = "passed" if comparison.passed else "FAILED"
+    return f"{verdict}: {', '.join(parts) or 'no cells compared'}"
+
+
+def fingerprint_text(fingerprint: object) -> str:
+    return str(fingerprint or "?")[:12]
+
+
+def metrics_text(profile: DepthProfile, metrics: Sequence[str] | None = None) -> str:
+    """``acc (knowledge, reasoning), exact_match (retrieval)``."""
+    by_metric: dict[str, list[str]] = {}
+    for name, info in profile.suites.items():
+        for metric in metrics or [info.primary_metric]:
+            by_metric.setdefault(metric, []).append(name)
+    return ", ".join(f"{metric} ({', '.join(names)})" for metric, names in by_metric.items())
+
+
+def title_text(profile: DepthProfile, comparison: ProfileComparison | None = None,
+               metrics: Sequence[str] | None = None) -> str:
+    """Model, fingerprint (and the baseline's), metric names and mode: what a reader needs to trust the numbers."""
+    parts = [f"layercheck: {profile.model.get('name', '?')}",
+             f"fingerprint {fingerprint_text(profile.model.get('fingerprint'))}"]
+    if comparison is not None:
+        parts[-1] += f" vs baseline {fingerprint_text(comparison.baseline_model.get('fingerprint'))}"
+    parts.append(f"metric: {metrics_text(profile, metrics)}")
+    parts.append(f"mode {profile.settings.get('mode', '?')}")
+    return " · ".join(parts)
+
+
+def criteria_text(comparison: ProfileComparison) -> str:
+    improvement = "; improvements fail too" if comparison.fail_on_improvement else ""
+    return (f"a cell fails when it drops by more than {comparison.tolerance} and the paired exact McNemar "
+            f"test gives p < {comparison.alpha:g}{improvement}")

@@ -1,0 +1,68 @@
+"""A machine-readable report: the profile plus per-cell comparison results and a top-level verdict."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from pytest_layercheck.atomic import atomic_write_text
+from pytest_layercheck.comparison import CellComparison, ProfileComparison
+from pytest_layercheck.profile_data import DepthProfile
+
+REPORT_VERSION = 1
+
+
+def comparison_to_json(comparison: ProfileComparison) -> dict[str, Any]:
+    return {
+        "passed": comparison.passed,
+        "tolerance": {"max_drop": comparison.tolerance.max_drop, "relative": comparison.tolerance.relative},
+        "alpha": comparison.alpha,
+        "fail_on_improvement": comparison.fail_on_improvement,
+        "baseline_model": comparison.baseline_model,
+        "counts": comparison.counts(),
+        "warnings": list(comparison.warnings),
+        "notes": list(comparison.notes),
+        "missing_suites": list(comparison.missing_suites),
+        "new_suites": list(comparison.new_suites),
+        "cells": [_cell_to_json(c) for c in comparison.cells],
+    }
+
+
+def _cell_to_json(cell: CellComparison) -> dict[str, Any]:
+    return {
+        "suite": cell.suite, "capability": cell.capability, "protocol": cell.protocol, "metric": cell.metric,
+        "band": cell.band, "layers": list(cell.layers), "ablations": list(cell.ablations),
+        "baseline": cell.baseline, "current": cell.current, "delta": cell.delta, "allowed": cell.allowed,
+        "worse": cell.worse, "better": cell.better, "pairs": cell.pairs, "p_value": cell.p_value,
+        "status": cell.status, "failed": cell.failed,
+    }
+
+
+def build_json_report(profile: DepthProfile, comparison: ProfileComparison | None = None) -> dict[str, Any]:
+    """``passed`` is true without a comparison: a run that only records a profile has nothing to fail."""
+    return _finite({
+        "report_version": REPORT_VERSION,
+        "passed": comparison.passed if comparison is not None else True,
+        "profile": profile.to_json(),
+        "comparison": comparison_to_json(comparison) if comparison is not None else None,
+    })
+
+
+def write_json_report(path: Path | str, profile: DepthProfile, comparison: ProfileComparison | None = None) -> Path:
+    """Write the report atomically (a CI step reading it never sees half a file); returns the path."""
+    path = Path(path)
+    atomic_write_text(path, json.dumps(build_json_report(profile, comparison), indent=2, allow_nan=False) + "\n")
+    return path
+
+
+def _finite(value: Any) -> Any:
+    """NaN/inf become null: strict JSON readers (jq, JavaScript) reject Python's ``NaN``."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

@@ -1,0 +1,175 @@
+"""The baseline store: naming, explicit-update writes, atomicity and clear errors on bad files."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from profile_factory import make_profile
+
+from pytest_layercheck.baseline import BaselineStore, SaveResult, slugify, summarize_saves
+from pytest_layercheck.comparison import compare_profiles
+from pytest_layercheck.errors import BaselineError, ConfigError
+from pytest_layercheck.profile_data import DepthProfile
+
+NAME = "SmolLM2-135M-Instruct"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> BaselineStore:
+    return BaselineStore(tmp_path / "baselines")
+
+
+@pytest.mark.parametrize(
+    ("name", "slug"),
+    [
+        ("SmolLM2-135M-Instruct", "smollm2-135m-instruct"),
+        ("HuggingFaceTB/SmolLM2-135M-Instruct", "huggingfacetb-smollm2-135m-instruct"),
+        ("Qwen2.5-0.5B", "qwen2.5-0.5b"),
+        ("  my model (v2)!  ", "my-model-v2"),
+        ("../../etc/passwd", "etc-passwd"),  # never escapes the folder
+    ],
+)
+def test_slugify(name: str, slug: str) -> None:
+    assert slugify(name) == slug
+
+
+def test_slugify_refuses_an_empty_name() -> None:
+    with pytest.raises(ConfigError):
+        slugify("///")
+
+
+def test_path_for_uses_the_slug(store: BaselineStore) -> None:
+    assert store.path_for(NAME) == store.folder / "smollm2-135m-instruct.json"
+
+
+def test_save_requires_an_explicit_update(store: BaselineStore) -> None:
+    with pytest.raises(BaselineError) as info:
+        store.save(make_profile(), NAME)
+    assert "--layercheck-update" in str(info.value)
+    assert not store.exists(NAME)
+
+
+def test_save_reports_written_unchanged_updated(store: BaselineStore) -> None:
+    first = store.save(make_profile(), NAME, update=True)
+    assert first == SaveResult(NAME, store.path_for(NAME), "written")
+    assert store.save(make_profile(), NAME, update=True).status == "unchanged"
+    assert store.save(make_profile(flip={("knowledge", "deep"): 3}), NAME, update=True).status == "updated"
+
+
+def test_environment_only_change_leaves_the_file_untouched(store: BaselineStore) -> None:
+    store.save(make_profile(), NAME, update=True)
+    before = store.path_for(NAME).read_bytes()
+    moved = make_profile()
+    moved.environment["versions"]["torch"] = "9.9.9"
+    assert store.save(moved, NAME, update=True).status == "unchanged"
+    assert store.path_for(NAME).read_bytes() == before  # no churn in the committed file
+
+
+def test_save_defaults_to_the_model_name(store: BaselineStore) -> None:
+    result = store.save(make_profile(name=NAME), update=True)
+    assert result.path.name == "smollm2-135m-instruct.json" and store.exists(NAME)
+
+
+def test_file_is_readable_json(store: BaselineStore) -> None:
+    path = store.save(make_profile(), NAME, update=True).path
+    text = path.read_text()
+    assert text.endswith("}\n") and '\n  "schema_version": 1' in text
+    data = json.loads(text)
+    assert list(data["bands"]) == ["shallow", "middle", "deep"]  # meaningful order kept, not sorted
+    assert list(data["model"]) == sorted(data["model"])
+    assert data["evaluations"]["knowledge"]["intact"]["outcomes"]["acc"].count("1") > 100  # "0110..." strings
+
+
+def test_round_trip_preserves_cells_and_outcomes(store: BaselineStore) -> None:
+    profile = make_profile(flip={("reasoning", "middle"): 7})
+    store.save(profile, NAME, update=True)
+    loaded = store.load(NAME)
+    assert loaded.cells() == profile.cells()
+    assert loaded.cells(["acc_norm"]) == profile.cells(["acc_norm"])
+    assert loaded.evaluations == profile.evaluations
+    assert list(loaded.bands) == list(profile.bands) and loaded.suites == profile.suites
+    assert compare_profiles(loaded, profile).counts()["ok"] == len(profile.cells())
+    assert DepthProfile.from_json(profile.to_json()).cells() == profile.cells()
+
+
+def test_missing_baseline_names_the_flag_and_the_path(store: BaselineStore) -> None:
+    with pytest.raises(BaselineError) as info:
+        store.load(NAME)
+    message = str(info.value)
+    assert "--layercheck-update" in message and "smollm2-135m-instruct.json" in message
+
+
+def _write(store: BaselineStore, text: str) -> Path:
+    path = store.path_for(NAME)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_invalid_json_is_a_clear_error(store: BaselineStore) -> None:
+    path = _write(store, '{"schema_version": 1,\n<<<<<<< HEAD\n')
+    with pytest.raises(BaselineError) as info:
+        store.load(NAME)
+    assert str(path) in info.value.problem and "not valid JSON (line 2" in info.value.problem
+    assert "--layercheck-update" in info.value.fix
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+@pytest.mark.parametrize(("version", "expected"), [(0, "schema_version 0"), (None, "schema_version None"),
+                                                     (99, "newer than")])
+def test_wrong_schema_version_is_a_clear_error(store: BaselineStore, version: object, expected: str) -> None:
+    data = make_profile().to_json()
+    data["schema_version"] = version
+    _write(store, json.dumps(data))
+    with pytest.raises(BaselineError, match=expected):
+        store.load(NAME)
+
+
+@pytest.mark.parametrize("damage", ["drop_suites", "not_a_dict", "short_outcomes"])
+def test_malformed_baseline_is_a_clear_error(store: BaselineStore, damage: str) -> None:
+    data = make_profile().to_json()
+    if damage == "drop_suites":
+        del data["suites"]
+    elif damage == "short_outcomes":
+        data["evaluations"]["knowledge"]["intact"]["outcomes"]["acc"] = "0101"
+    _write(store, json.dumps([1, 2] if damage == "not_a_dict" else data))
+    with pytest.raises(BaselineError) as info:
+        store.load(NAME)
+    assert "smollm2-135m-instruct.json" in info.value.problem and info.value.fix
+
+
+def test_failed_write_keeps_the_old_baseline_and_leaves_no_temp_file(
+    store: BaselineStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.save(make_profile(), NAME, update=True)
+    before = store.path_for(NAME).read_bytes()
+
+    def crash(src: str, dst: str) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        store.save(make_profile(flip={("knowledge", "shallow"): 10}), NAME, update=True)
+    monkeypatch.undo()
+    assert store.path_for(NAME).read_bytes() == before
+    assert [p.name for p in store.folder.iterdir()] == ["smollm2-135m-instruct.json"]
+    assert store.load(NAME).cells() == make_profile().cells()
+
+
+def test_corrupt_baseline_can_be_replaced_by_an_update(store: BaselineStore) -> None:
+    _write(store, "not json")
+    assert store.save(make_profile(), NAME, update=True).status == "updated"
+    assert store.load(NAME).cells() == make_profile().cells()
+
+
+def test_stored_and_summary(store: BaselineStore) -> None:
+    assert store.stored() == []
+    results = [store.save(make_profile(), name, update=True) for name in ("a", "b")]
+    results.append(store.save(make_profile(), "a", update=True))
+    assert [p.name for p in store.stored()] == ["a.json", "b.json"]
+    assert summarize_saves(results) == "2 baselines written, 1 unchanged"
+    assert summarize_saves(results[2:]) == "1 baseline unchanged"
+    assert summarize_saves([]) == ""

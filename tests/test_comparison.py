@@ -1,0 +1,231 @@
+"""Comparison of a profile with its baseline: the paired test, tolerances, statuses, refusals."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from profile_factory import DEFAULT_SUITES, make_profile
+
+from pytest_layercheck.comparison import Tolerance, classify, compare_profiles, exact_mcnemar
+from pytest_layercheck.errors import BaselineError, ConfigError
+from pytest_layercheck.profile_data import DepthProfile
+
+# ------------------------------------------------------------------------------ exact McNemar
+
+
+@pytest.mark.parametrize(
+    ("b", "c", "expected"),
+    [
+        (0, 0, 1.0),  # no discordant pairs: no evidence at all
+        (3, 3, 1.0),  # balanced
+        (0, 5, 2 / 32),  # 2 * P(X <= 0), X ~ Bin(5, 1/2)
+        (1, 9, 2 * (1 + 10) / 1024),
+        (10, 2, 2 * (1 + 12 + 66) / 4096),
+        (0, 1, 1.0),  # 2 * 1/2
+        (4, 5, 1.0),  # 2 * tail > 1 is capped
+    ],
+)
+def test_exact_mcnemar_matches_hand_computed_values(b: int, c: int, expected: float) -> None:
+    assert exact_mcnemar(b, c) == pytest.approx(expected, rel=1e-12)
+
+
+def test_exact_mcnemar_is_symmetric_and_handles_large_counts() -> None:
+    assert exact_mcnemar(7, 19) == exact_mcnemar(19, 7)
+    tiny = exact_mcnemar(0, 5000)  # 2**-4999 underflows to 0.0 rather than raising OverflowError
+    assert 0.0 <= tiny < 1e-300
+    assert 0 < exact_mcnemar(7000, 8000) < 1e-10
+
+
+def test_exact_mcnemar_rejects_negative_counts() -> None:
+    with pytest.raises(ValueError):
+        exact_mcnemar(-1, 3)
+
+
+def test_exact_mcnemar_agrees_with_scipy() -> None:
+    stats = pytest.importorskip("scipy.stats")
+    for b, c in [(0, 1), (1, 9), (5, 5), (3, 17), (40, 60), (120, 80)]:
+        expected = stats.binomtest(b, b + c, 0.5).pvalue
+        assert exact_mcnemar(b, c) == pytest.approx(expected, rel=1e-9)
+
+
+# ------------------------------------------------------------------------------ tolerance
+
+
+@pytest.mark.parametrize(
+    ("spec", "max_drop", "relative"),
+    [("0.05", 0.05, None), ("5%", 0.0, 0.05), ("0.02, 5%", 0.02, 0.05), (0.1, 0.1, None)],
+)
+def test_tolerance_parse(spec: str | float, max_drop: float, relative: float | None) -> None:
+    tol = Tolerance.parse(spec)
+    assert tol.max_drop == pytest.approx(max_drop)
+    assert tol.relative == (pytest.approx(relative) if relative is not None else None)
+
+
+@pytest.mark.parametrize("spec", ["", "abc", "5%%", "-0.1", "0.1,0.2", "150%"])
+def test_tolerance_parse_rejects_nonsense_with_a_fix(spec: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Tolerance.parse(spec)
+    assert info.value.fix
+
+
+def test_tolerance_allows_the_larger_of_absolute_and_relative() -> None:
+    tol = Tolerance(max_drop=0.02, relative=0.10)
+    assert tol.allowed(0.8) == pytest.approx(0.08)
+    assert tol.allowed(0.1) == pytest.approx(0.02)
+    assert str(tol) == "0.02 or 10%"
+    assert str(Tolerance.parse("5%")) == "5%"
+
+
+def test_classify_rules() -> None:
+    assert classify(-0.2, 0.05, 0.001, 0.05) == "regressed"
+    assert classify(-0.2, 0.05, 0.2, 0.05) == "changed"
+    assert classify(+0.2, 0.05, 0.001, 0.05) == "improved"
+    assert classify(-0.03, 0.05, 1e-9, 0.05) == "ok"  # significant but small: not worth failing
+    assert classify(0.62 - 0.67, 0.05, 1e-9, 0.05) == "ok"  # exactly the tolerance, despite float error
+    assert classify(math.nan, 0.05, 1.0, 0.05) == "ok"
+
+
+# ------------------------------------------------------------------------------ statuses
+
+
+def test_identical_profiles_are_all_ok() -> None:
+    result = compare_profiles(make_profile(), make_profile())
+    assert result.passed
+    assert result.cells and all(c.status == "ok" for c in result.cells)
+    assert all(c.worse == c.better == 0 and c.p_value == 1.0 for c in result.cells)
+    assert not result.warnings and not result.notes
+    # one cell per suite x (intact + 3 bands), primary metric only
+    assert len(result.cells) == 3 * 4
+    assert {c.metric for c in result.cells} == {"acc", "exact_match"}
+
+
+def test_large_drop_on_many_items_regresses_exactly_that_cell() -> None:
+    result = compare_profiles(make_profile(), make_profile(flip={("knowledge", "shallow"): 30}))
+    assert [c.label for c in result.regressions] == ["knowledge/shallow acc"]
+    cell = result.cell("knowledge", "shallow")
+    assert (cell.worse, cell.better, cell.pairs) == (60, 0, 400)  # 30 items x 2 shallow layers
+    assert cell.delta == pytest.approx(-30 / 200)
+    assert cell.p_value < 1e-10
+    assert cell.failed and not result.passed
+    assert all(c.status == "ok" for c in result.cells if c is not cell)
+
+
+def test_small_significant_drop_within_tolerance_is_ok() -> None:
+    result = compare_profiles(make_profile(), make_profile(flip={("knowledge", "shallow"): 4}))
+    cell = result.cell("knowledge", "shallow")
+    assert cell.delta == pytest.approx(-0.02)
+    assert cell.p_value < 0.05  # 8 pairs worse, none better: real, but small
+    assert cell.status == "ok" and result.passed
+
+
+def test_large_drop_on_few_items_is_changed_not_regressed() -> None:
+    suites = {"knowledge": ("mc_letters", 20)}
+    current = make_profile(suites=suites, flip={("knowledge", "intact"): 2})
+    result = compare_profiles(make_profile(suites=suites), current)
+    cell = result.cell("knowledge", "intact")
+    assert cell.delta == pytest.approx(-0.10)  # twice the tolerance...
+    assert cell.p_value == pytest.approx(0.5)  # ...but two items could be noise
+    assert cell.status == "changed" and not cell.failed
+    assert result.passed and result.changed == [cell]
+
+
+def test_improvements_pass_by_default_and_fail_on_request() -> None:
+    baseline, current = make_profile(), make_profile(flip={("reasoning", "middle"): -25})
+    result = compare_profiles(baseline, current)
+    assert [c.label for c in result.improvements] == ["reasoning/middle acc"]
+    assert result.passed and not result.regressions
+    strict = compare_profiles(baseline, current, fail_on_improvement=True)
+    assert not strict.passed and [c.label for c in strict.failures] == ["reasoning/middle acc"]
+
+
+def test_relative_tolerance_can_absorb_a_drop() -> None:
+    current = make_profile(flip={("knowledge", "shallow"): 30})
+    assert compare_profiles(make_profile(), current, tolerance="50%").passed
+    assert not compare_profiles(make_profile(), current, tolerance="5%").passed
+
+
+def test_bands_mode_pools_one_ablation_per_band() -> None:
+    result = compare_profiles(make_profile(mode="bands"), make_profile(mode="bands", flip={("retrieval", "deep"): 20}))
+    cell = result.cell("retrieval", "deep")
+    assert cell.ablations == ("band:deep",) and cell.pairs == 200
+    assert [c.label for c in result.regressions] == ["retrieval/deep exact_match"]
+
+
+def test_lookup_by_capability_band_and_metric() -> None:
+    result = compare_profiles(make_profile(), make_profile(), metrics=["acc", "acc_norm"])
+    assert result.cell("knowledge", "intact").metric == "acc"
+    assert result["knowledge", "deep", "acc_norm"].metric == "acc_norm"
+    with pytest.raises(KeyError):
+        result.cell("knowledge", "nowhere")
+    # retrieval has neither metric: skipped silently, it is not an error to ask for acc_norm
+    assert not any(c.suite == "retrieval" for c in result.cells) and not result.warnings
+
+
+def test_non_binary_metric_is_skipped_with_a_warning() -> None:
+    result = compare_profiles(make_profile(), make_profile(), metrics=["logprob"])
+    assert not result.cells
+    assert any("logprob" in w and "0/1" in w for w in result.warnings)
+
+
+# ------------------------------------------------------------------------------ compatibility
+
+
+def _refusal(baseline: DepthProfile, current: DepthProfile) -> str:
+    with pytest.raises(BaselineError) as info:
+        compare_profiles(baseline, current)
+    assert "--layercheck-update" in str(info.value.fix)
+    return info.value.problem
+
+
+def test_refuses_different_layer_count() -> None:
+    assert "baseline has 6 layers, this model has 9" in _refusal(make_profile(), make_profile(num_layers=9))
+
+
+def test_refuses_changed_suite_content() -> None:
+    message = _refusal(make_profile(), make_profile(content_hashes={"reasoning": "hash-v2"}))
+    assert "suite 'reasoning' changed" in message and "hash-v2" in message
+
+
+def test_refuses_bands_mapping_to_other_layers() -> None:
+    bands = {"shallow": (0,), "middle": (1, 2, 3), "deep": (4, 5)}
+    message = _refusal(make_profile(), make_profile(bands=bands))
+    assert "bands map to different layers" in message and "shallow=[0, 1]" in message and "shallow=[0]" in message
+
+
+def test_refuses_different_items_and_names_the_limit() -> None:
+    small = {name: (protocol, 50) for name, (protocol, _) in DEFAULT_SUITES.items()}
+    message = _refusal(make_profile(), make_profile(suites=small, limit=50))
+    assert "suite 'knowledge' has different items: baseline 200 items, this run 50" in message
+    assert "limit: baseline None, this run 50" in message
+    renamed = _refusal(make_profile(), make_profile(item_prefix="q"))
+    assert "first difference at position 0: 'knowledge-item-0000' vs 'knowledge-q-0000'" in renamed
+
+
+def test_refuses_different_mode_and_lists_every_problem() -> None:
+    message = _refusal(make_profile(), make_profile(mode="bands", num_layers=9))
+    assert "ablation mode: baseline used 'layers', this run uses 'bands'" in message
+    assert "layer count" in message and "ablations" in message
+
+
+def test_other_weights_are_noted_and_other_dtype_only_warns() -> None:
+    current = make_profile(fingerprint="0" * 64, model={"dtype": "bfloat16"})
+    result = compare_profiles(make_profile(), current)
+    assert result.passed
+    assert any("fingerprint ffffffffffff -> 000000000000" in n for n in result.notes)
+    assert any("dtype differs" in w and "float32 -> bfloat16" in w for w in result.warnings)
+
+
+def test_missing_and_new_suites_are_reported_not_crashed_on() -> None:
+    baseline = make_profile(suites={"knowledge": ("mc_letters", 50), "reasoning": ("mc_text", 50)})
+    current = make_profile(suites={"knowledge": ("mc_letters", 50), "retrieval": ("generate_until", 50)})
+    result = compare_profiles(baseline, current)
+    assert result.missing_suites == ["reasoning"] and result.new_suites == ["retrieval"]
+    assert {c.suite for c in result.cells} == {"knowledge"}
+    assert any("reasoning" in w for w in result.warnings) and any("retrieval" in w for w in result.warnings)
+
+
+def test_invalid_alpha_is_a_config_error() -> None:
+    with pytest.raises(ConfigError):
+        compare_profiles(make_profile(), make_profile(), alpha=1.5)
+
