@@ -1,0 +1,252 @@
+"""Turn a model spec into a loaded, evaluation-ready model and tokenizer.
+
+A spec is one of: ``default`` (SmolLM2-135M-Instruct from the package cache), a local transformers
+folder, a ``.gguf`` file, or a PEFT adapter folder (its base from ``adapter_config.json`` or given
+explicitly). Loading never reaches a model hub (``local_files_only``), prefers safetensors, and runs
+remote code only when the caller asks for it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .default_model import DEFAULT_MODEL_ALIASES, DEFAULT_MODEL_NAME, Progress, _silent, ensure_default_model
+from .devices import dtype_name, resolve_device, resolve_dtype
+from .errors import ModelLoadError
+from .fingerprint import model_fingerprint
+
+SPEC_HELP = "a spec is 'default', a local transformers folder, a .gguf file or a PEFT adapter folder"
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for evaluation, with what a baseline needs to identify it."""
+
+    model: Any
+    tokenizer: Any
+    spec: str
+    name: str
+    kind: str
+    device: torch.device
+    dtype: torch.dtype
+    load_seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        return model_fingerprint(self.model)
+
+    @property
+    def num_layers(self) -> int:
+        from .architecture import get_adapter
+
+        return get_adapter(self.model).num_layers
+
+    def describe(self) -> dict[str, Any]:
+        """The identity recorded in baselines and reports."""
+        return {
+            "name": self.name,
+            "spec": self.spec,
+            "kind": self.kind,
+            "model_type": self.model.config.model_type,
+            "num_layers": self.num_layers,
+            "fingerprint": self.fingerprint,
+            "device": str(self.device),
+            "dtype": dtype_name(self.dtype),
+            **self.extra,
+        }
+
+
+def load_model(
+    spec: str | Path = "default",
+    *,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    device_map: str | dict[str, Any] | None = None,
+    adapter_base: str | Path | None = None,
+    trust_remote_code: bool = False,
+    progress: Progress = _silent,
+) -> LoadedModel:
+    """Load ``spec`` on ``device`` (auto: CUDA+bf16, else CPU+float32) in eval mode.
+
+    ``device_map="auto"`` shards a model too large for one GPU (accelerate); then ``device`` only
+    decides the dtype default.
+    """
+    started = time.perf_counter()
+    resolved_device = resolve_device(device)
+    resolved_dtype = resolve_dtype(dtype, resolved_device)
+    spec_text = str(spec)
+    common = dict(dtype=resolved_dtype, device_map=device_map, trust_remote_code=trust_remote_code)
+
+    if spec_text in DEFAULT_MODEL_ALIASES:
+        folder = ensure_default_model(progress)
+        model, tokenizer = _load_folder(folder, **common)
+        kind, name = "default", DEFAULT_MODEL_NAME
+    else:
+        path = Path(spec_text).expanduser()
+        kind, name = _classify(path, spec_text), path.name
+        if kind == "gguf":
+            progress(f"loading GGUF {path.name} (de-quantising; about 20 s for small models)")
+            model, tokenizer = _load_gguf(path, **common)
+        elif kind == "peft":
+            model, tokenizer, base_spec = _load_peft(path, adapter_base, common, progress)
+            name = f"{name} (adapter on {Path(base_spec).name if base_spec not in DEFAULT_MODEL_ALIASES else DEFAULT_MODEL_NAME})"
+        else:
+            model, tokenizer = _load_folder(path, **common)
+
+    if device_map is None:
+        model.to(resolved_device)
+    model.eval()
+    _check_architecture(model, spec_text)
+    _ensure_pad_token(tokenizer)
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        spec=spec_text,
+        name=name,
+        kind=kind,
+        device=resolved_device if device_map is None else next(model.parameters()).device,
+        dtype=resolved_dtype,
+        load_seconds=time.perf_counter() - started,
+    )
+
+
+def _classify(path: Path, spec: str) -> str:
+    if not path.exists():
+        hint = (
+            " It looks like a hub id; pytest-layercheck never downloads from a model hub."
+            if "/" in spec and not spec.startswith((".", "/", "~"))
+            else ""
+        )
+        raise ModelLoadError(
+            f"model path {spec!r} does not exist.{hint}",
+            f"{SPEC_HELP}; save the model locally first (e.g. model.save_pretrained('my-model')) and pass that folder",
+        )
+    if path.is_file():
+        if path.suffix.lower() == ".gguf":
+            return "gguf"
+        raise ModelLoadError(
+            f"{spec!r} is a file but not a .gguf file",
+            f"{SPEC_HELP}; for a transformers checkpoint pass its folder, not a weight file",
+        )
+    if (path / "adapter_config.json").is_file():
+        return "peft"
+    if (path / "config.json").is_file():
+        return "transformers"
+    ggufs = sorted(path.glob("*.gguf"))
+    fix = f"pass the GGUF file itself, e.g. {ggufs[0]}" if ggufs else SPEC_HELP
+    raise ModelLoadError(f"folder {spec!r} has no config.json or adapter_config.json, so it is not a model folder", fix)
+
+
+def _load_folder(folder: Path, *, dtype: torch.dtype, device_map: Any, trust_remote_code: bool) -> tuple[Any, Any]:
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    try:
+        config = AutoConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=trust_remote_code)
+    except (ValueError, KeyError, OSError) as exc:
+        raise ModelLoadError(
+            f"cannot read the model config in {folder}: {exc}",
+            "check config.json; models with custom code need trust_remote_code, which you must opt into explicitly",
+        ) from None
+    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not trust_remote_code:
+        raise ModelLoadError(
+            f"{folder} holds a {config.model_type!r} model, which is not a causal language model",
+            "pass a decoder-only causal LM checkpoint (e.g. Llama, Qwen2, GPT-2 families)",
+        )
+    from .architecture import get_adapter_for_config
+
+    get_adapter_for_config(config)  # fail before reading weights if the family is unsupported
+    has_safetensors = any(folder.glob("*.safetensors"))
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            folder,
+            dtype=dtype,
+            device_map=device_map,
+            local_files_only=True,
+            trust_remote_code=trust_remote_code,
+            use_safetensors=True if has_safetensors else None,
+        )
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=trust_remote_code)
+    except OSError as exc:
+        raise ModelLoadError(
+            f"cannot load the model in {folder}: {exc}",
+            "the folder needs weights (model.safetensors) and tokenizer files as written by save_pretrained",
+        ) from None
+    return model, tokenizer
+
+
+def gguf_error(path: Path, exc: BaseException) -> ModelLoadError:
+    """The error for a GGUF file transformers cannot read."""
+    return ModelLoadError(
+        f"cannot read GGUF file {path}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+        "the file is corrupt or truncated, or its architecture is not supported by transformers' GGUF "
+        "loader; re-download it (for the default model delete the cache folder) or convert it elsewhere",
+    )
+
+
+def _load_gguf(path: Path, *, dtype: torch.dtype, device_map: Any, trust_remote_code: bool) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with path.open("rb") as handle:
+        magic = handle.read(4)
+    if magic != b"GGUF":
+        raise gguf_error(path, ValueError(f"bad magic bytes {magic!r}, expected b'GGUF'"))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            path.parent, gguf_file=path.name, dtype=dtype, device_map=device_map, trust_remote_code=trust_remote_code
+        )
+    except Exception as exc:  # noqa: BLE001 - transformers raises many types for a bad GGUF
+        raise gguf_error(path, exc) from None
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None:
+        quantizer.remove_quantization_config(model)
+    return model, tokenizer
+
+
+def _load_peft(path: Path, adapter_base: str | Path | None, common: dict[str, Any], progress: Progress) -> tuple[Any, Any, str]:
+    """Load the base (recursively, so it may itself be 'default' or a GGUF) and merge the adapter."""
+    try:
+        from peft import PeftModel
+    except ImportError:
+        raise ModelLoadError(
+            f"{path} is a PEFT adapter but the 'peft' package is not installed",
+            "pip install 'pytest-layercheck[peft]'",
+        ) from None
+    config = json.loads((path / "adapter_config.json").read_text())
+    base_spec = str(adapter_base) if adapter_base is not None else config.get("base_model_name_or_path")
+    if not base_spec:
+        raise ModelLoadError(
+            f"{path}/adapter_config.json names no base model",
+            "pass the base explicitly (adapter_base=... or --layercheck-adapter-base)",
+        )
+    if base_spec not in DEFAULT_MODEL_ALIASES and not Path(base_spec).expanduser().exists():
+        raise ModelLoadError(
+            f"the adapter's base model {base_spec!r} is not a local path (hub downloads are disabled)",
+            "pass the base explicitly as a local folder, .gguf file or 'default' (adapter_base=... or --layercheck-adapter-base)",
+        )
+    base = load_model(base_spec, device="cpu", dtype=common["dtype"], trust_remote_code=common["trust_remote_code"], progress=progress)
+    progress(f"applying adapter {path.name}")
+    peft_model = PeftModel.from_pretrained(base.model, str(path), is_trainable=False)
+    # Merging gives a plain model whose layers the ablation primitives can address directly.
+    return peft_model.merge_and_unload(), base.tokenizer, base_spec
+
+
+def _check_architecture(model: Any, spec: str) -> None:
+    from .architecture import get_adapter
+
+    get_adapter(model)
+
+
+def _ensure_pad_token(tokenizer: Any) -> None:
+    """Batched scoring pads; models without a pad token reuse EOS (masked out, so it never scores)."""
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
