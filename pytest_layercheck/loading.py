@@ -156,10 +156,14 @@ def _load_folder(folder: Path, *, dtype: torch.dtype, device_map: Any, trust_rem
             f"cannot read the model config in {folder}: {exc}",
             "check config.json; models with custom code need trust_remote_code, which you must opt into explicitly",
         ) from None
-    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not trust_remote_code:
+    architectures = list(getattr(config, "architectures", None) or [])
+    causal_heads = ("ForCausalLM", "LMHeadModel")
+    saved_as_other = architectures and not any(a.endswith(causal_heads) for a in architectures)
+    if saved_as_other or config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        what = ", ".join(architectures) or f"{config.model_type!r} model"
         raise ModelLoadError(
-            f"{folder} holds a {config.model_type!r} model, which is not a causal language model",
-            "pass a decoder-only causal LM checkpoint (e.g. Llama, Qwen2, GPT-2 families)",
+            f"{folder} holds a {what}, which is not a causal language model",
+            "pass a decoder-only causal LM checkpoint (e.g. Llama, Qwen2, GPT-2 families) saved with its LM head",
         )
     from .architecture import get_adapter_for_config
 

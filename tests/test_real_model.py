@@ -1,0 +1,44 @@
+"""A few lean checks on the real default model, SmolLM2-135M-Instruct (fetched and cached on first use)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pytest_layercheck.ablation import Ablation, ablate
+from pytest_layercheck.loading import LoadedModel, load_model
+
+pytestmark = pytest.mark.real_model
+
+
+@pytest.fixture(scope="module")
+def smollm() -> LoadedModel:
+    return load_model("default", device="cpu")
+
+
+def greedy(loaded: LoadedModel, prompt: str, tokens: int = 3) -> str:
+    inputs = loaded.tokenizer(prompt, return_tensors="pt")
+    with torch.inference_mode():
+        output = loaded.model.generate(**inputs, max_new_tokens=tokens, do_sample=False)
+    return loaded.tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def test_default_model_is_smollm2_with_30_llama_layers(smollm: LoadedModel) -> None:
+    info = smollm.describe()
+    assert info["name"] == "SmolLM2-135M-Instruct"
+    assert info["model_type"] == "llama" and info["num_layers"] == 30
+    assert info["dtype"] == "float32" and info["device"] == "cpu"
+
+
+def test_default_model_knows_the_capital_of_france(smollm: LoadedModel) -> None:
+    assert greedy(smollm, "The capital of France is").startswith(" Paris")
+
+
+def test_removing_the_first_layer_breaks_recall_and_restores_exactly(smollm: LoadedModel) -> None:
+    ids = smollm.tokenizer("The capital of France is", return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        before = smollm.model(ids).logits
+        with ablate(smollm.model, Ablation.skipping([0])):
+            assert not greedy(smollm, "The capital of France is").startswith(" Paris")
+        after = smollm.model(ids).logits
+    assert torch.equal(before, after)
