@@ -80,3 +80,33 @@ def tiny_model(family: str = "llama", layers: int = 6, seed: int = 0) -> torch.n
     config._attn_implementation = "eager"
     model = AutoModelForCausalLM.from_config(config, attn_implementation="eager")
     return model.eval()
+
+
+def tiny_tokenizer(add_bos: bool = False) -> PreTrainedTokenizerFast:
+    """A character-level BPE tokenizer (108 ids) that fits ``tiny_model``'s vocabulary of 128.
+
+    Ids 0-3 are ``<pad>``, ``<bos>``, ``<eos>``, ``<unk>`` (matching the tiny configs' pad/bos/eos
+    ids), then printable ASCII and newline, then a few merges such as " A" and " th" so that
+    word-initial spaces join the following token, as in real BPE vocabularies. ``add_bos`` adds
+    a post-processor that prepends ``<bos>``, like Llama/Gemma tokenizers.
+    """
+    from tokenizers import Tokenizer, decoders, models, processors
+    from transformers import PreTrainedTokenizerFast
+
+    special = ["<pad>", "<bos>", "<eos>", "<unk>"]
+    chars = [chr(c) for c in range(32, 127)] + ["\n"]
+    vocab = {token: i for i, token in enumerate(special + chars)}
+    merges = [(" ", "A"), (" ", "B"), (" ", "C"), (" ", "D"), (" ", "t"), ("t", "h"), (" t", "h"), ("e", "r")]
+    for left, right in merges:
+        vocab[left + right] = len(vocab)
+    assert len(vocab) <= VOCAB
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>"))
+    backend.decoder = decoders.Fuse()
+    if add_bos:
+        backend.post_processor = processors.TemplateProcessing(
+            single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", 1)]
+        )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>",
+        model_max_length=256,
+    )

@@ -1,0 +1,484 @@
+"""Batched execution of tokenised requests, split into PREPARATION and EXECUTION.
+
+A depth profile scores the same requests under ~31 ablations, so everything that does not depend
+on the model's weights is done once: tokenisation (``protocols.prepare``), grouping requests that
+share a prompt (:func:`prepare_loglikelihood`) and padding them into batches (``*Plan``; built once
+per batch setting and cached). Execution (:func:`run_loglikelihood`, :func:`run_generation`) is
+then only model calls plus vectorised gathers.
+
+**Log-likelihood with prompt sharing.** Requests are ``(context tokens, continuation tokens)``.
+All requests with the same context (the choices of a multiple-choice item) share one forward
+pass of that context:
+
+1. *Prompt pass*: unique contexts, longest first, LEFT-padded with an attention mask and explicit
+   ``position_ids`` (so rotary and GPT-2-style absolute positions are those of the unpadded
+   sequence), ``logits_to_keep=1``. The last position is then the last real token of every row,
+   and its logits score the FIRST token of every continuation of that context — for single-token
+   continuations (``mc_letters``: " A", " B", ...) this is the whole score, exactly lm-eval's
+   one-token-continuation cache.
+2. *Continuation pass* (only for continuations longer than one token): the prompt pass's KV
+   cache is selected per continuation row and ``continuation[:-1]`` is run on top of it,
+   RIGHT-padded (padding after the real tokens never influences them under causal attention),
+   with positions continuing from the real context length. Its logits score tokens 1..n-1.
+
+This is the same computation as running each ``context + continuation`` separately (lm-eval's
+way), evaluated in a different order; numbers agree to float rounding, as for any batching.
+Log-probabilities are ``logit[target] - logsumexp(logits)`` in float32, gathered for all scored
+positions at once; ``greedy`` is whether every target token is the argmax.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
+
+#: Default forward-pass size in padded tokens (KV-cache tokens included for continuation passes).
+#: CPU throughput saturates at small batches; accelerators profit from large ones.
+CPU_TOKEN_BUDGET = 2048
+ACCELERATOR_TOKEN_BUDGET = 16384
+#: Upper bound on float32 logits materialised at once (elements; 2**26 = 256 MiB).
+LOGIT_BUDGET = 2**26
+
+
+def model_device(model: Any) -> torch.device:
+    """Where the model's (first) parameters live; inputs go there."""
+    return next(model.parameters()).device
+
+
+def default_token_budget(device: torch.device) -> int:
+    """Forward-pass size by device: a token budget adapts to prompt lengths, an item count does not."""
+    return CPU_TOKEN_BUDGET if device.type == "cpu" else ACCELERATOR_TOKEN_BUDGET
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """Limits of one forward pass.
+
+    ``token_budget`` bounds padded input tokens, ``max_rows`` (the user's ``batch_size``) bounds
+    sequences, and ``logit_rows`` bounds the positions whose full-vocabulary logits are
+    materialised at once (``LOGIT_BUDGET // vocab_size``).
+    """
+
+    token_budget: int
+    max_rows: int | None = None
+    logit_rows: int | None = None
+
+    def fits(self, rows: int, width: int, scored_width: int) -> bool:
+        """Whether ``rows`` sequences of ``width`` tokens, ``scored_width`` of them with logits, fit."""
+        return (
+            rows * width <= self.token_budget
+            and (self.max_rows is None or rows <= self.max_rows)
+            and (self.logit_rows is None or rows * scored_width <= self.logit_rows)
+        )
+
+
+def _chunks(lengths: Sequence[int], settings: BatchSettings, scored_all: bool, cached: int = 0) -> list[slice]:
+    """Split length-sorted (descending) rows into consecutive slices that fit ``settings``.
+
+    The first row of a slice is its longest, so its length is the padded width. ``scored_all``:
+    logits are needed at every position (continuation pass), not only the last (prompt pass).
+    ``cached``: KV-cache tokens each row attends to (continuation pass), counted in the budget.
+    A row too long for the budget on its own still gets a slice of its own.
+    """
+    out: list[slice] = []
+    start = 0
+    for i in range(len(lengths)):
+        width = lengths[start]
+        if i > start and not settings.fits(i + 1 - start, width + cached, width if scored_all else 1):
+            out.append(slice(start, i))
+            start = i
+    if lengths:
+        out.append(slice(start, len(lengths)))
+    return out
+
+
+def _pad(seqs: Sequence[Sequence[int]], width: int, left: bool, pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad token lists to ``width``; returns (ids, attention mask)."""
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for r, seq in enumerate(seqs):
+        if seq:
+            cols = slice(width - len(seq), width) if left else slice(0, len(seq))
+            ids[r, cols] = torch.tensor(seq, dtype=torch.long)
+            mask[r, cols] = 1
+    return ids, mask
+
+
+# --------------------------------------------------------------------------------------------
+# Log-likelihood: preparation
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PreparedLoglikelihood:
+    """Requests grouped for prompt sharing; model-independent, so built once per suite/protocol."""
+
+    #: Unique (already truncated) contexts.
+    contexts: tuple[tuple[int, ...], ...]
+    #: Per request: index into ``contexts``, and its continuation tokens.
+    request_context: tuple[int, ...]
+    continuations: tuple[tuple[int, ...], ...]
+    #: Unique continuation-pass rows ``(context index, continuation[:-1])``; identical rows of
+    #: different requests (same prefix, different last token) are computed once.
+    rows: tuple[tuple[int, tuple[int, ...]], ...]
+    request_row: tuple[int, ...]  # -1 for single-token continuations
+    _plans: dict[BatchSettings, LoglikelihoodPlan] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def n_requests(self) -> int:
+        return len(self.continuations)
+
+    @property
+    def longest_input(self) -> int:
+        """Longest model input (context + continuation[:-1]) in tokens."""
+        return max(
+            (len(self.contexts[c]) + len(cont) - 1 for c, cont in zip(self.request_context, self.continuations)),
+            default=0,
+        )
+
+    def plan(self, settings: BatchSettings) -> LoglikelihoodPlan:
+        """The padded batches for ``settings``; built on first use, then reused across ablations."""
+        if settings not in self._plans:
+            self._plans[settings] = _plan_loglikelihood(self, settings)
+        return self._plans[settings]
+
+
+def prepare_loglikelihood(requests: Sequence[tuple[Sequence[int], Sequence[int]]]) -> PreparedLoglikelihood:
+    """Group ``(context tokens, continuation tokens)`` requests by shared context and prefix."""
+    context_index: dict[tuple[int, ...], int] = {}
+    row_index: dict[tuple[int, tuple[int, ...]], int] = {}
+    request_context: list[int] = []
+    request_row: list[int] = []
+    continuations: list[tuple[int, ...]] = []
+    for context, continuation in requests:
+        if not context or not continuation:
+            raise ValueError("log-likelihood requests need a non-empty context and continuation")
+        c = context_index.setdefault(tuple(context), len(context_index))
+        cont = tuple(continuation)
+        request_context.append(c)
+        continuations.append(cont)
+        request_row.append(row_index.setdefault((c, cont[:-1]), len(row_index)) if len(cont) > 1 else -1)
+    return PreparedLoglikelihood(
+        contexts=tuple(context_index),
+        request_context=tuple(request_context),
+        continuations=tuple(continuations),
+        rows=tuple(row_index),
+        request_row=tuple(request_row),
+    )
+
+
+@dataclass(frozen=True)
+class _Scored:
+    """Where to read log-probs: ``index`` into the logits (all but the vocab axis), target token, request."""
+
+    index: tuple[torch.Tensor, ...]
+    token: torch.Tensor
+    request: torch.Tensor
+
+
+@dataclass(frozen=True)
+class _ContinuationChunk:
+    source: torch.Tensor  # [R] rows of the prompt batch whose cache this chunk extends
+    input_ids: torch.Tensor  # [R, L2] continuation[:-1], right-padded
+    attention_mask: torch.Tensor  # [R, L + L2] prompt mask of the source row, then continuation mask
+    position_ids: torch.Tensor  # [R, L2]
+    scored: _Scored
+
+
+@dataclass(frozen=True)
+class _PromptBatch:
+    input_ids: torch.Tensor  # [B, L] left-padded contexts
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor
+    scored: _Scored  # first continuation token of every request of these contexts
+    chunks: tuple[_ContinuationChunk, ...]
+
+
+@dataclass(frozen=True)
+class LoglikelihoodPlan:
+    n_requests: int
+    batches: tuple[_PromptBatch, ...]
+
+
+def _plan_loglikelihood(prepared: PreparedLoglikelihood, settings: BatchSettings) -> LoglikelihoodPlan:
+    """Pad prepared requests into prompt batches and continuation chunks (done once per setting)."""
+    requests_of_context: list[list[int]] = [[] for _ in prepared.contexts]
+    for r, c in enumerate(prepared.request_context):
+        requests_of_context[c].append(r)
+    requests_of_row: list[list[int]] = [[] for _ in prepared.rows]
+    for r, row in enumerate(prepared.request_row):
+        if row >= 0:
+            requests_of_row[row].append(r)
+    rows_of_context: list[list[int]] = [[] for _ in prepared.contexts]
+    for j, (c, _) in enumerate(prepared.rows):
+        rows_of_context[c].append(j)
+
+    order = sorted(range(len(prepared.contexts)), key=lambda c: -len(prepared.contexts[c]))
+    lengths = [len(prepared.contexts[c]) for c in order]
+    batches: list[_PromptBatch] = []
+    for part in _chunks(lengths, settings, scored_all=False):
+        members = order[part]
+        width = lengths[part.start]
+        ids, mask = _pad([prepared.contexts[c] for c in members], width, left=True)
+        position_ids = (mask.cumsum(1) - 1).clamp(min=0)
+
+        first_req = [r for c in members for r in requests_of_context[c]]
+        local = {c: i for i, c in enumerate(members)}
+        first = _Scored(
+            index=(torch.tensor([local[prepared.request_context[r]] for r in first_req], dtype=torch.long),),
+            token=torch.tensor([prepared.continuations[r][0] for r in first_req], dtype=torch.long),
+            request=torch.tensor(first_req, dtype=torch.long),
+        )
+        rows = sorted((j for c in members for j in rows_of_context[c]), key=lambda j: -len(prepared.rows[j][1]))
+        chunks = _plan_chunks(prepared, rows, local, mask, requests_of_row, settings)
+        batches.append(_PromptBatch(ids, mask, position_ids, first, chunks))
+    return LoglikelihoodPlan(prepared.n_requests, tuple(batches))
+
+
+def _plan_chunks(
+    prepared: PreparedLoglikelihood,
+    rows: list[int],
+    local: dict[int, int],
+    prompt_mask: torch.Tensor,
+    requests_of_row: list[list[int]],
+    settings: BatchSettings,
+) -> tuple[_ContinuationChunk, ...]:
+    lengths = [len(prepared.rows[j][1]) for j in rows]
+    out: list[_ContinuationChunk] = []
+    for part in _chunks(lengths, settings, scored_all=True, cached=prompt_mask.shape[1]):
+        members = rows[part]
+        width = lengths[part.start]
+        source = torch.tensor([local[prepared.rows[j][0]] for j in members], dtype=torch.long)
+        ids, cont_mask = _pad([prepared.rows[j][1] for j in members], width, left=False)
+        context_len = prompt_mask[source].sum(1, keepdim=True)
+        req, row_idx, pos, tok = [], [], [], []
+        for i, j in enumerate(members):
+            for r in requests_of_row[j]:
+                targets = prepared.continuations[r][1:]
+                req += [r] * len(targets)
+                row_idx += [i] * len(targets)
+                pos += range(len(targets))
+                tok += targets
+        scored = _Scored(
+            index=(torch.tensor(row_idx, dtype=torch.long), torch.tensor(pos, dtype=torch.long)),
+            token=torch.tensor(tok, dtype=torch.long),
+            request=torch.tensor(req, dtype=torch.long),
+        )
+        out.append(
+            _ContinuationChunk(
+                source=source,
+                input_ids=ids,
+                attention_mask=torch.cat([prompt_mask[source], cont_mask], dim=1),
+                position_ids=(context_len + torch.arange(width)) * cont_mask,  # padding at 0
+                scored=scored,
+            )
+        )
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------------------------
+# Log-likelihood: execution
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoglikelihoodOutput:
+    """Per request: summed log-probability of the continuation, and whether it is the greedy one."""
+
+    loglikelihood: torch.Tensor  # float64 [N]
+    greedy: torch.Tensor  # bool [N]
+
+
+def _accepts_logits_to_keep(model: Any) -> bool:
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
+
+
+def _forward_logits(model: Any, keep_last: bool, **inputs: Any) -> tuple[torch.Tensor, Any]:
+    """Run the model; logits for the last position only when ``keep_last`` (LM head skipped elsewhere)."""
+    if _accepts_logits_to_keep(model):
+        out = model(**inputs, logits_to_keep=1 if keep_last else 0)
+        logits = out.logits
+    else:  # custom models without logits_to_keep: compute everything, keep what is needed
+        out = model(**inputs)
+        logits = out.logits[:, -1:] if keep_last else out.logits
+    return logits, getattr(out, "past_key_values", None)
+
+
+def _accumulate(logits: torch.Tensor, scored: _Scored, total: torch.Tensor, misses: torch.Tensor) -> None:
+    """Add the scored positions' log-probs and greedy misses to the per-request totals."""
+    device = logits.device
+    logits = logits.float()
+    index = tuple(i.to(device) for i in scored.index)
+    token = scored.token.to(device)
+    logprob = logits[(*index, token)] - torch.logsumexp(logits, dim=-1)[index]
+    miss = logits.argmax(dim=-1)[index] != token
+    total.index_add_(0, scored.request, logprob.double().cpu())
+    misses.index_add_(0, scored.request, miss.long().cpu())
+
+
+def _select_cache(cache: Any, rows: torch.Tensor, keep_original: bool) -> Any:
+    """The cache restricted to ``rows``; a shallow per-layer copy when the original is still needed."""
+    if keep_original:
+        if hasattr(cache, "layers"):
+            clone = copy.copy(cache)
+            clone.layers = [copy.copy(layer) for layer in cache.layers]
+            cache = clone
+        else:
+            cache = copy.deepcopy(cache)
+    cache.batch_select_indices(rows)
+    return cache
+
+
+@torch.inference_mode()
+def run_loglikelihood(model: Any, plan: LoglikelihoodPlan) -> LoglikelihoodOutput:
+    """Score every request of ``plan`` with ``model`` (see the module docstring for the scheme)."""
+    device = model_device(model)
+    total = torch.zeros(plan.n_requests, dtype=torch.float64)
+    misses = torch.zeros(plan.n_requests, dtype=torch.long)
+    for batch in plan.batches:
+        logits, cache = _forward_logits(
+            model,
+            keep_last=True,
+            input_ids=batch.input_ids.to(device),
+            attention_mask=batch.attention_mask.to(device),
+            position_ids=batch.position_ids.to(device),
+            use_cache=bool(batch.chunks),
+        )
+        _accumulate(logits[:, -1], batch.scored, total, misses)
+        for k, chunk in enumerate(batch.chunks):
+            past = _select_cache(cache, chunk.source.to(device), keep_original=k < len(batch.chunks) - 1)
+            logits, _ = _forward_logits(
+                model,
+                keep_last=False,
+                input_ids=chunk.input_ids.to(device),
+                attention_mask=chunk.attention_mask.to(device),
+                position_ids=chunk.position_ids.to(device),
+                past_key_values=past,
+                use_cache=True,
+            )
+            _accumulate(logits, chunk.scored, total, misses)
+            del past, logits
+        del cache
+    return LoglikelihoodOutput(total, misses == 0)
+
+
+# --------------------------------------------------------------------------------------------
+# Greedy generation
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PreparedGeneration:
+    """Tokenised prompts plus stop settings; model-independent."""
+
+    prompts: tuple[tuple[int, ...], ...]
+    until: tuple[str, ...]
+    max_new_tokens: int
+    _plans: dict[BatchSettings, tuple[_GenerationBatch, ...]] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def longest_input(self) -> int:
+        return max((len(p) for p in self.prompts), default=0) + self.max_new_tokens
+
+    def plan(self, settings: BatchSettings) -> tuple[_GenerationBatch, ...]:
+        if settings not in self._plans:
+            order = sorted(range(len(self.prompts)), key=lambda i: -len(self.prompts[i]))
+            widths = [len(self.prompts[i]) + self.max_new_tokens for i in order]
+            batches = []
+            for part in _chunks(widths, settings, scored_all=False):
+                members = order[part]
+                ids, mask = _pad([self.prompts[i] for i in members], len(self.prompts[members[0]]), left=True)
+                batches.append(_GenerationBatch(tuple(members), ids, mask))
+            self._plans[settings] = tuple(batches)
+        return self._plans[settings]
+
+
+@dataclass(frozen=True)
+class _GenerationBatch:
+    requests: tuple[int, ...]
+    input_ids: torch.Tensor  # left-padded
+    attention_mask: torch.Tensor
+
+
+def cut_at_stop(text: str, until: Sequence[str]) -> str:
+    """Text before the earliest occurrence of any stop string (lm-eval's post-processing)."""
+    for stop in until:
+        if stop:
+            text = text.split(stop, 1)[0]
+    return text
+
+
+class _StopOnStrings(StoppingCriteria):
+    """Marks a row finished once its generated text contains a stop string."""
+
+    def __init__(self, tokenizer: Any, until: Sequence[str], prompt_width: int) -> None:
+        self.tokenizer = tokenizer
+        self.until = [s for s in until if s]
+        self.prompt_width = prompt_width
+
+    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_width:].tolist(), skip_special_tokens=True)
+        done = [any(stop in text for stop in self.until) for text in texts]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    """EOS ids from the tokenizer and the model's generation config (either may list several)."""
+    ids: set[int] = set()
+    for value in (getattr(tokenizer, "eos_token_id", None), getattr(getattr(model, "generation_config", None), "eos_token_id", None)):
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, (list, tuple)):
+            ids.update(int(v) for v in value)
+    return sorted(ids)
+
+
+def greedy_config(model: Any, tokenizer: Any, max_new_tokens: int) -> GenerationConfig:
+    """Plain greedy decoding: logit processors a model's generation config may carry are neutralised."""
+    eos = eos_token_ids(model, tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos[0] if eos else 0)
+    return GenerationConfig(
+        do_sample=False,
+        num_beams=1,
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=0,
+        repetition_penalty=1.0,
+        no_repeat_ngram_size=0,
+        temperature=1.0,
+        top_k=50,
+        top_p=1.0,
+        eos_token_id=eos or None,
+        pad_token_id=pad,
+        use_cache=True,
+    )
+
+
+@torch.inference_mode()
+def run_generation(model: Any, tokenizer: Any, prepared: PreparedGeneration, settings: BatchSettings) -> list[str]:
+    """Greedy continuations of every prompt, cut at the first EOS and the first stop string."""
+    device = model_device(model)
+    config = greedy_config(model, tokenizer, prepared.max_new_tokens)
+    eos = torch.tensor(eos_token_ids(model, tokenizer), dtype=torch.long)
+    texts: list[str] = [""] * len(prepared.prompts)
+    for batch in prepared.plan(settings):
+        width = batch.input_ids.shape[1]
+        stops = StoppingCriteriaList([_StopOnStrings(tokenizer, prepared.until, width)]) if prepared.until else None
+        out = model.generate(
+            input_ids=batch.input_ids.to(device),
+            attention_mask=batch.attention_mask.to(device),
+            generation_config=config,
+            stopping_criteria=stops,
+        )
+        new = out[:, width:].cpu()
+        # Keep tokens before the first EOS (greedy rows that stopped early are padded after it).
+        keep = torch.isin(new, eos).cumsum(1) == 0
+        generated = [row[k].tolist() for row, k in zip(new, keep)]
+        for i, text in zip(batch.requests, tokenizer.batch_decode(generated, skip_special_tokens=True)):
+            texts[i] = cut_at_stop(text, prepared.until)
+    return texts

@@ -1,0 +1,259 @@
+"""Public entry points: prepare a suite once, score it under any number of ablations.
+
+    prepared = prepare(suite, "mc_text", tokenizer)       # render + tokenise + group, once
+    for ablated_model in ...:                              # ~31 times in a depth profile
+        result = score(ablated_model, prepared)            # model calls only
+
+Metrics per protocol (lm-evaluation-harness semantics, research notes §6):
+
+* ``mc_letters`` / ``mc_text``: ``acc`` = argmax of the summed log-likelihoods is gold;
+  ``acc_norm`` = argmax of log-likelihood / len(candidate in characters) is gold (ties go to the
+  first choice, as with ``np.argmax``). For letters every candidate has length 1, so the two agree.
+* ``continuation``: ``loglikelihood`` of the target and ``exact_match`` = the target is the
+  greedy continuation.
+* ``generate_until``: ``exact_match`` of the normalised extracted answer against the target.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..errors import ProtocolError
+from ..suites.schema import ProtocolSettings, Suite
+from .engine import (
+    LOGIT_BUDGET,
+    BatchSettings,
+    PreparedGeneration,
+    PreparedLoglikelihood,
+    default_token_budget,
+    model_device,
+    prepare_loglikelihood,
+    run_generation,
+    run_loglikelihood,
+)
+from .rendering import MULTIPLE_CHOICE, RenderedItem, render
+from .results import ItemOutcome, ProtocolResult
+from .tokenization import (
+    encode_pairs,
+    encode_texts,
+    encoding_rule,
+    model_max_length,
+    tokenizer_max_length,
+    truncate_pair,
+    truncate_prompt,
+)
+
+
+@dataclass(frozen=True)
+class PreparedSuite:
+    """A suite rendered and tokenised for one protocol and tokenizer; reusable across models
+    that share the tokenizer (all ablations of one model)."""
+
+    suite: Suite
+    protocol: str
+    settings: ProtocolSettings
+    items: tuple[RenderedItem, ...]
+    tokenizer: Any
+    max_length: int | None
+    loglikelihood: PreparedLoglikelihood | None = None
+    generation: PreparedGeneration | None = None
+    #: For log-likelihood protocols: the (item, candidate) position of each request.
+    request_item: torch.Tensor | None = None
+    request_choice: torch.Tensor | None = None
+
+    @property
+    def longest_input(self) -> int:
+        engine = self.loglikelihood or self.generation
+        return engine.longest_input if engine is not None else 0
+
+
+def prepare(
+    suite: Suite,
+    protocol: str | None,
+    tokenizer: Any,
+    limit: int | None = None,
+    max_length: int | None = None,
+) -> PreparedSuite:
+    """Render, validate and tokenise ``suite`` for ``protocol`` (None: the suite's default).
+
+    ``max_length`` left-truncates contexts to fit a model's window; None uses the tokenizer's
+    declared maximum (``score_suite`` passes the model's own limit).
+    """
+    protocol = protocol or suite.default_protocol
+    suite = suite.limited(limit)
+    settings = suite.settings(protocol)
+    items = tuple(render(suite, protocol))
+    max_length = max_length if max_length is not None else tokenizer_max_length(tokenizer)
+    rule = encoding_rule(tokenizer)
+    common = dict(suite=suite, protocol=protocol, settings=settings, items=items, tokenizer=tokenizer, max_length=max_length)
+
+    if protocol == "generate_until":
+        prompts = encode_texts(tokenizer, rule, [r.prompt for r in items])
+        return PreparedSuite(
+            **common,
+            generation=PreparedGeneration(
+                prompts=tuple(tuple(truncate_prompt(p, max_length, settings.max_gen_toks)) for p in prompts),
+                until=tuple(settings.until),
+                max_new_tokens=settings.max_gen_toks,
+            ),
+        )
+
+    pairs = [(r.prompt, settings.target_delimiter + cand) for r in items for cand in r.candidates]
+    encoded = encode_pairs(tokenizer, rule, pairs)
+    requests = [(truncate_pair(ctx, cont, max_length), cont) for ctx, cont in encoded]
+    return PreparedSuite(
+        **common,
+        loglikelihood=prepare_loglikelihood(requests),
+        request_item=torch.tensor([i for i, r in enumerate(items) for _ in r.candidates], dtype=torch.long),
+        request_choice=torch.tensor([c for r in items for c in range(len(r.candidates))], dtype=torch.long),
+    )
+
+
+def batch_settings(model: Any, batch_size: int | None = None, token_budget: int | None = None) -> BatchSettings:
+    """Forward-pass limits for ``model``: a device-dependent token budget, optionally a row cap."""
+    config = getattr(model, "config", None)
+    vocab = getattr(config, "vocab_size", None) or model.get_output_embeddings().weight.shape[0]
+    return BatchSettings(
+        token_budget=token_budget or default_token_budget(model_device(model)),
+        max_rows=batch_size,
+        logit_rows=max(1, LOGIT_BUDGET // int(vocab)),
+    )
+
+
+def score(
+    model: Any,
+    prepared: PreparedSuite,
+    batch_size: int | None = None,
+    token_budget: int | None = None,
+) -> ProtocolResult:
+    """Score prepared requests with ``model`` on its own device.
+
+    ``batch_size`` caps sequences per forward pass; by default only the token budget limits
+    batches. Results do not depend on either (up to float rounding).
+    """
+    limit = model_max_length(model)
+    if limit is not None and prepared.longest_input > limit:
+        raise ProtocolError(
+            f"suite {prepared.suite.name!r} has inputs of {prepared.longest_input} tokens, "
+            f"more than the model's maximum of {limit}",
+            f"prepare it with max_length={limit} (score_suite does this for you)",
+        )
+    settings = batch_settings(model, batch_size, token_budget)
+    if not prepared.items:
+        outcomes: list[ItemOutcome] = []
+    elif prepared.generation is not None:
+        texts = run_generation(model, prepared.tokenizer, prepared.generation, settings)
+        outcomes = _generation_outcomes(prepared, texts)
+    else:
+        assert prepared.loglikelihood is not None
+        output = run_loglikelihood(model, prepared.loglikelihood.plan(settings))
+        if prepared.protocol in MULTIPLE_CHOICE:
+            outcomes = _choice_outcomes(prepared, output.loglikelihood)
+        else:
+            outcomes = _continuation_outcomes(prepared, output.loglikelihood, output.greedy)
+    return ProtocolResult(prepared.suite.name, prepared.suite.content_hash, prepared.protocol, tuple(outcomes))
+
+
+def score_suite(
+    model: Any,
+    tokenizer: Any,
+    suite: Suite,
+    protocol: str | None = None,
+    limit: int | None = None,
+    batch_size: int | None = None,
+) -> ProtocolResult:
+    """One-shot convenience: ``prepare`` (truncating to the model's window) then ``score``."""
+    prepared = prepare(suite, protocol, tokenizer, limit=limit, max_length=model_max_length(model))
+    return score(model, prepared, batch_size=batch_size)
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics
+# --------------------------------------------------------------------------------------------
+
+
+def _choice_outcomes(prepared: PreparedSuite, lls: torch.Tensor) -> list[ItemOutcome]:
+    """acc / acc_norm for all items at once: lls laid out as [item, choice], padded with -inf."""
+    assert prepared.request_item is not None and prepared.request_choice is not None
+    n_items = len(prepared.items)
+    width = max(len(r.candidates) for r in prepared.items)
+    table = torch.full((n_items, width), float("-inf"), dtype=torch.float64)
+    lengths = torch.ones((n_items, width), dtype=torch.float64)
+    table[prepared.request_item, prepared.request_choice] = lls
+    lengths[prepared.request_item, prepared.request_choice] = torch.tensor(
+        [float(len(c)) for r in prepared.items for c in r.candidates], dtype=torch.float64
+    )
+    pred = table.argmax(1).tolist()
+    pred_norm = (table / lengths).argmax(1).tolist()
+    outcomes = []
+    for i, rendered in enumerate(prepared.items):
+        n, gold = len(rendered.candidates), rendered.item.gold
+        outcomes.append(
+            ItemOutcome(
+                rendered.item.id,
+                {"acc": float(pred[i] == gold), "acc_norm": float(pred_norm[i] == gold)},
+                {
+                    "loglikelihoods": table[i, :n].tolist(),
+                    "candidates": list(rendered.candidates),
+                    "prediction": pred[i],
+                    "prediction_norm": pred_norm[i],
+                    "gold": gold,
+                },
+            )
+        )
+    return outcomes
+
+
+def _continuation_outcomes(prepared: PreparedSuite, lls: torch.Tensor, greedy: torch.Tensor) -> list[ItemOutcome]:
+    return [
+        ItemOutcome(
+            rendered.item.id,
+            {"loglikelihood": ll, "exact_match": float(is_greedy)},
+            {"target": rendered.candidates[0]},
+        )
+        for rendered, ll, is_greedy in zip(prepared.items, lls.tolist(), greedy.tolist())
+    ]
+
+
+def extract_answer(text: str, answer_regex: str | None) -> str | None:
+    """The answer in a generation: the regex's first group (or whole match), else the stripped text.
+
+    Returns None when a regex is given and does not match (scored as wrong).
+    """
+    if answer_regex is None:
+        return text.strip()
+    match = re.search(answer_regex, text)
+    if match is None:
+        return None
+    answer = match.group(1) if match.re.groups else match.group(0)
+    return answer.strip() if answer is not None else None
+
+
+_TRAILING = string.punctuation + string.whitespace
+
+
+def normalize_answer(text: str) -> str:
+    """Strip, lowercase, and drop trailing punctuation/whitespace ("Paris." == "paris")."""
+    return text.strip().lower().rstrip(_TRAILING)
+
+
+def _generation_outcomes(prepared: PreparedSuite, texts: list[str]) -> list[ItemOutcome]:
+    regex = prepared.settings.answer_regex
+    outcomes = []
+    for rendered, text in zip(prepared.items, texts):
+        target = rendered.candidates[0]
+        answer = extract_answer(text, regex)
+        correct = answer is not None and normalize_answer(answer) == normalize_answer(target)
+        outcomes.append(
+            ItemOutcome(
+                rendered.item.id,
+                {"exact_match": float(correct)},
+                {"generation": text, "answer": answer, "target": target},
+            )
+        )
+    return outcomes

@@ -1,0 +1,476 @@
+"""The scorer against values computed by hand on the same tiny models.
+
+Every reference here runs the model UNBATCHED on one full token sequence (no padding, no cache,
+no attention mask), takes ``log_softmax`` itself, sums the target tokens' log-probs itself and
+picks argmaxes itself; generation references are a plain greedy loop that re-runs the whole
+sequence at every step. The engine (batching, padding, prompt sharing, KV caches,
+``logits_to_keep``, ``generate``) must reproduce those numbers.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from dataclasses import replace
+
+import pytest
+import torch
+
+from pytest_layercheck.errors import ProtocolError
+from pytest_layercheck.scoring.engine import BatchSettings
+from pytest_layercheck.scoring.protocols import (
+    extract_answer,
+    normalize_answer,
+    prepare,
+    score,
+    score_suite,
+)
+from pytest_layercheck.scoring.rendering import render_prompt
+from pytest_layercheck.scoring.tokenization import encode_pairs, encoding_rule
+from pytest_layercheck.suites.schema import ProtocolSettings, Suite, SuiteItem
+
+from tiny_models import FAMILIES, tiny_model, tiny_tokenizer
+
+TOL = 1e-4
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run fastest single-threaded; with 2 threads on a busy 2-core machine,
+    OpenMP spin-waiting makes each forward ~100x slower. Restored after this module."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# --------------------------------------------------------------------------------------------
+# Fixtures: sharpened tiny models, a tokenizer and small suites
+# --------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def sharp_model(family: str, attn: str = "eager") -> torch.nn.Module:
+    """A tiny model with larger random weights, so its predictions are peaked, not near-uniform.
+
+    Near-uniform logits would make argmax decisions (acc, greedy, generation) hinge on noise.
+    """
+    model = tiny_model(family, layers=3)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.ndim >= 2:
+                param.copy_(torch.randn(param.shape, generator=generator) * 2.0 / param.shape[-1] ** 0.5)
+    model.config._attn_implementation = attn
+    return model
+
+
+@functools.lru_cache(maxsize=None)
+def tokenizer(add_bos: bool = False):
+    return tiny_tokenizer(add_bos=add_bos)
+
+
+CONTEXTS = [
+    "What is 2+2?",
+    "Name the capital of France, please.",
+    "x",
+    "Which of these is a prime number and why would anyone ask?",
+    "The the the",
+    "Pick one.",
+    "Q",
+    "A longer question that spans well beyond the sliding window of the tiny Gemma models?",
+]
+CHOICES = [
+    ("four", "five", "twenty-two", "x"),
+    ("Paris", "Lyon"),
+    ("A", "B", "the other one", "none of them at all"),
+]
+
+
+def make_suite(n: int = 8, fewshot: int = 1, **settings: ProtocolSettings) -> Suite:
+    """Items with mixed context and choice lengths (so batches mix paddings) and few-shot examples."""
+    items = tuple(
+        SuiteItem(
+            id=f"q{i}",
+            context=CONTEXTS[i % len(CONTEXTS)] + (" " * (i % 2)),
+            domain="test",
+            kind="test",
+            choices=CHOICES[i % len(CHOICES)],
+            gold=i % len(CHOICES[i % len(CHOICES)]),
+            target=["four", "Paris", "the other"][i % 3],
+            line=i + 1,
+        )
+        for i in range(n + fewshot)
+    )
+    protocols = {
+        "mc_text": ProtocolSettings(template="Q: {context}\nA:"),
+        "mc_letters": ProtocolSettings(template="Q: {context}\n{choices_block}\nAnswer:"),
+        "continuation": ProtocolSettings(template="Q: {context}\nA:"),
+        "generate_until": ProtocolSettings(template="Q: {context}\nA:", until=("\n",), max_gen_toks=10),
+    }
+    protocols.update(settings)
+    return Suite(
+        name="tiny", capability="knowledge", description="", items=items[fewshot:], protocols=protocols,
+        default_protocol="mc_text", fewshot=items[:fewshot], content_hash="h",
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Hand references
+# --------------------------------------------------------------------------------------------
+
+
+def hand_pair(tok, context: str, continuation: str, bos: bool = False) -> tuple[list[int], list[int]]:
+    """lm-eval's encoding, written out: move trailing spaces, encode whole and context, split."""
+    stripped = context.rstrip()
+    continuation = context[len(stripped):] + continuation
+    prefix = [tok.bos_token_id] if bos else []
+    whole = prefix + tok.encode(stripped + continuation, add_special_tokens=False)
+    ctx = prefix + tok.encode(stripped, add_special_tokens=False)
+    return ctx, whole[len(ctx):]
+
+
+@torch.no_grad()
+def hand_loglikelihood(model, ctx: list[int], cont: list[int]) -> tuple[float, bool]:
+    """Sum of the continuation's log-probs on one unpadded sequence, and whether it is greedy."""
+    full = torch.tensor([ctx + cont])
+    logprobs = torch.log_softmax(model(full).logits[0].double(), dim=-1)
+    total, greedy = 0.0, True
+    for i, token in enumerate(cont):
+        row = logprobs[len(ctx) - 1 + i]
+        total += float(row[token])
+        greedy &= int(row.argmax()) == token
+    return total, greedy
+
+
+@torch.no_grad()
+def hand_generate(model, tok, prompt: list[int], until: tuple[str, ...], max_new: int) -> str:
+    """Plain greedy loop without cache; stop at EOS, a stop string, or ``max_new`` tokens."""
+    ids = list(prompt)
+    new: list[int] = []
+    for _ in range(max_new):
+        token = int(model(torch.tensor([ids])).logits[0, -1].argmax())
+        if token == tok.eos_token_id:
+            break
+        ids.append(token)
+        new.append(token)
+        if any(s in tok.decode(new, skip_special_tokens=True) for s in until):
+            break
+    text = tok.decode(new, skip_special_tokens=True)
+    for stop in until:
+        text = text.split(stop)[0]
+    return text
+
+
+def hand_prompt(item: SuiteItem, shots: tuple[SuiteItem, ...], answer, delimiter: str = " ") -> str:
+    """The Q/A template with few-shot examples, written out by hand."""
+    parts = [f"Q: {s.context}\nA:{delimiter}{answer(s)}" for s in shots]
+    return "\n\n".join([*parts, f"Q: {item.context}\nA:"])
+
+
+# --------------------------------------------------------------------------------------------
+# Protocols against hand computation
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_mc_text_matches_hand_computation(family: str) -> None:
+    model, tok, suite = sharp_model(family), tokenizer(), make_suite()
+    result = score_suite(model, tok, suite, "mc_text", batch_size=4)
+    for item, outcome in zip(suite.items, result.outcomes):
+        prompt = hand_prompt(item, suite.fewshot, lambda s: s.choices[s.gold])
+        lls = [hand_loglikelihood(model, *hand_pair(tok, prompt, " " + c))[0] for c in item.choices]
+        assert outcome.detail["loglikelihoods"] == pytest.approx(lls, abs=TOL)
+        pred = max(range(len(lls)), key=lambda i: lls[i])
+        pred_norm = max(range(len(lls)), key=lambda i: lls[i] / len(item.choices[i]))
+        assert outcome.scores == {"acc": float(pred == item.gold), "acc_norm": float(pred_norm == item.gold)}
+    # The sharpened models must not make this test vacuous: both metrics take both values somewhere.
+    assert result.mean("acc") < 1
+
+
+def test_acc_norm_divides_by_character_length() -> None:
+    model, tok = sharp_model("llama"), tokenizer()
+    result = score_suite(model, tok, make_suite(24), "mc_text")
+    disagreements = 0
+    for outcome in result.outcomes:
+        lls, cands = outcome.detail["loglikelihoods"], outcome.detail["candidates"]
+        normed = [ll / len(c) for ll, c in zip(lls, cands)]
+        assert outcome.detail["prediction_norm"] == normed.index(max(normed))
+        assert outcome.detail["prediction"] == lls.index(max(lls))
+        disagreements += outcome.detail["prediction"] != outcome.detail["prediction_norm"]
+    assert disagreements > 0, "choices of different lengths should make acc and acc_norm differ somewhere"
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gemma2"])
+def test_mc_letters_matches_hand_computation(family: str) -> None:
+    model, tok, suite = sharp_model(family), tokenizer(), make_suite()
+    result = score_suite(model, tok, suite, "mc_letters", batch_size=3)
+    for item, outcome in zip(suite.items, result.outcomes):
+        letters = "ABCD"[: len(item.choices)]
+        block = "\n".join(f"{L}. {c}" for L, c in zip(letters, item.choices))
+        shot = suite.fewshot[0]
+        shot_block = "\n".join(f"{L}. {c}" for L, c in zip("ABCD", shot.choices))
+        prompt = f"Q: {shot.context}\n{shot_block}\nAnswer: {'ABCD'[shot.gold]}\n\nQ: {item.context}\n{block}\nAnswer:"
+        assert render_prompt(suite, "mc_letters", item) == prompt
+        lls = [hand_loglikelihood(model, *hand_pair(tok, prompt, " " + L))[0] for L in letters]
+        assert outcome.detail["loglikelihoods"] == pytest.approx(lls, abs=TOL)
+        pred = max(range(len(lls)), key=lambda i: lls[i])
+        assert outcome.scores == {"acc": float(pred == item.gold), "acc_norm": float(pred == item.gold)}
+
+
+def test_mc_letters_scores_all_letters_from_one_prompt_row() -> None:
+    """" A", " B", ... are single tokens: one prompt pass per item, no continuation pass."""
+    prepared = prepare(make_suite(), "mc_letters", tokenizer())
+    ll = prepared.loglikelihood
+    assert len(ll.contexts) == len(prepared.items)
+    assert ll.rows == () and set(ll.request_row) == {-1}
+    plan = ll.plan(BatchSettings(token_budget=10**6))
+    assert all(batch.chunks == () for batch in plan.batches)
+
+
+def test_identical_requests_are_computed_once() -> None:
+    suite = make_suite(3)
+    duplicated = replace(suite, items=suite.items + suite.items)
+    prepared = prepare(duplicated, "mc_text", tokenizer())
+    assert len(prepared.loglikelihood.contexts) == 3
+    assert len(prepared.loglikelihood.rows) <= sum(len(i.choices) for i in suite.items)
+    result = score(sharp_model("llama"), prepared)
+    first, second = result.outcomes[:3], result.outcomes[3:]
+    assert [o.detail["loglikelihoods"] for o in first] == [o.detail["loglikelihoods"] for o in second]
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gemma3"])
+def test_continuation_matches_hand_computation(family: str) -> None:
+    model, tok = sharp_model(family), tokenizer()
+    # An empty delimiter lets a target be exactly the model's own greedy text.
+    suite = make_suite(continuation=ProtocolSettings(template="Q: {context}\nA:", target_delimiter=""))
+    items = []
+    for k, item in enumerate(suite.items):
+        if k % 2 == 0:  # half the targets: the greedy continuation, so exact_match can be 1
+            prompt = hand_prompt(item, suite.fewshot, lambda s: s.answer_text, delimiter="")
+            greedy = hand_generate(model, tok, tok.encode(prompt), (), 3)
+            item = replace(item, target=greedy or item.target)
+        items.append(item)
+    suite = replace(suite, items=tuple(items))
+    result = score_suite(model, tok, suite, "continuation", batch_size=5)
+    hits = 0
+    for item, outcome in zip(suite.items, result.outcomes):
+        prompt = hand_prompt(item, suite.fewshot, lambda s: s.answer_text, delimiter="")
+        ll, greedy = hand_loglikelihood(model, *hand_pair(tok, prompt, item.target))
+        assert outcome.scores["loglikelihood"] == pytest.approx(ll, abs=TOL)
+        assert outcome.scores["exact_match"] == float(greedy)
+        hits += greedy
+    assert 0 < hits < len(suite.items)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gemma2", "qwen3"])
+def test_generate_until_matches_plain_greedy_loop(family: str) -> None:
+    model, tok = sharp_model(family), tokenizer()
+    base = make_suite()
+    # Stop at a character the model does emit, so cutting is exercised.
+    probe = hand_generate(model, tok, tok.encode(hand_prompt(base.items[0], base.fewshot, lambda s: s.answer_text)), (), 10)
+    stops = [probe[k:k + 2] for k in range(2, len(probe) - 1) if probe.find(probe[k:k + 2]) >= 2]
+    settings = ProtocolSettings(template="Q: {context}\nA:", until=(*stops[:1], "\n"), max_gen_toks=10)
+    suite = make_suite(generate_until=settings)
+    expected = {}
+    for item in suite.items:
+        prompt = hand_prompt(item, suite.fewshot, lambda s: s.answer_text)
+        expected[item.id] = hand_generate(model, tok, tok.encode(prompt), settings.until, settings.max_gen_toks)
+    # Targets: half the model's own answers (exact_match 1), half the suite's.
+    suite = replace(suite, items=tuple(
+        replace(item, target=expected[item.id].strip() + ".") if k % 2 and expected[item.id].strip() else item
+        for k, item in enumerate(suite.items)
+    ))
+    result = score_suite(model, tok, suite, "generate_until", batch_size=3)
+    for item, outcome in zip(suite.items, result.outcomes):
+        assert outcome.detail["generation"] == expected[item.id]
+        assert outcome.detail["answer"] == expected[item.id].strip()
+        assert outcome.scores["exact_match"] == float(normalize_answer(expected[item.id]) == normalize_answer(item.target))
+    assert result.mean("exact_match") > 0
+
+
+def test_generation_ignores_sampling_settings_of_the_model() -> None:
+    """A model's generation_config (sampling, repetition penalty, ...) must not change greedy scoring."""
+    model, tok, suite = sharp_model("llama"), tokenizer(), make_suite(4)
+    expected = [o.detail["generation"] for o in score_suite(model, tok, suite, "generate_until").outcomes]
+    tuned = copy.deepcopy(model)
+    config = tuned.generation_config
+    config.do_sample, config.temperature, config.top_p = True, 0.6, 0.9
+    config.repetition_penalty, config.no_repeat_ngram_size, config.min_new_tokens = 1.5, 2, 5
+    assert [o.detail["generation"] for o in score_suite(tuned, tok, suite, "generate_until").outcomes] == expected
+
+
+def test_generate_until_answer_regex() -> None:
+    model, tok = sharp_model("llama"), tokenizer()
+    settings = ProtocolSettings(template="Q: {context}\nA:", until=("\n",), max_gen_toks=6, answer_regex=r"(\S)")
+    suite = make_suite(4, generate_until=settings)
+    result = score_suite(model, tok, suite, "generate_until")
+    for outcome in result.outcomes:
+        text = outcome.detail["generation"]
+        first = text.split()[0][0] if text.split() else None
+        assert outcome.detail["answer"] == first
+
+
+def test_extract_and_normalize_answer() -> None:
+    assert extract_answer("  Paris.\n", None) == "Paris."
+    assert extract_answer("The answer is 42, surely", r"answer is (\d+)") == "42"
+    assert extract_answer("#### 17", r"#### \d+") == "#### 17"
+    assert extract_answer("no number", r"(\d+)") is None
+    assert normalize_answer(" Paris. ") == normalize_answer("paris") == "paris"
+    assert normalize_answer("3.5") == "3.5"
+
+
+# --------------------------------------------------------------------------------------------
+# Batching and padding
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", ["mc_text", "mc_letters", "continuation"])
+def test_scores_do_not_depend_on_batch_size(protocol: str) -> None:
+    model, tok = sharp_model("llama"), tokenizer()
+    prepared = prepare(make_suite(16), protocol, tok)
+    results = {bs: score(model, prepared, batch_size=bs) for bs in (1, 3, 16)}
+    results["tokens"] = score(model, prepared, token_budget=64)  # budget-driven batches
+    reference = results[1]
+    metric_keys = reference.metrics
+    for other in results.values():
+        for a, b in zip(reference.outcomes, other.outcomes):
+            assert a.scores.keys() == b.scores.keys()
+            for key in metric_keys:
+                if key == "loglikelihood":
+                    assert a.scores[key] == pytest.approx(b.scores[key], abs=TOL)
+                else:
+                    assert a.scores[key] == b.scores[key]
+            if "loglikelihoods" in a.detail:
+                assert a.detail["loglikelihoods"] == pytest.approx(b.detail["loglikelihoods"], abs=TOL)
+
+
+def test_generation_does_not_depend_on_batch_size() -> None:
+    model, tok = sharp_model("gpt2"), tokenizer()
+    prepared = prepare(make_suite(9), "generate_until", tok)
+    texts = {bs: [o.detail["generation"] for o in score(model, prepared, batch_size=bs).outcomes] for bs in (1, 3, 16)}
+    assert texts[1] == texts[3] == texts[16]
+
+
+def test_batches_mix_lengths_and_continuation_pass_is_used() -> None:
+    """The padding paths under test are real: one batch holds contexts and continuations of several lengths."""
+    prepared = prepare(make_suite(8), "mc_text", tokenizer())
+    plan = prepared.loglikelihood.plan(BatchSettings(token_budget=10**6))
+    (batch,) = plan.batches
+    assert len(set(batch.attention_mask.sum(1).tolist())) > 3  # left padding in the prompt pass
+    chunk_lengths = {n for chunk in batch.chunks for n in chunk.input_ids.ne(0).sum(1).tolist()}
+    assert len(batch.chunks) == 1 and len(chunk_lengths) > 2  # right padding in the continuation pass
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gemma3"])
+def test_sdpa_attention_with_padding_matches_eager(family: str) -> None:
+    """Fully masked (left-padding) rows must not produce NaNs or leak into real rows under SDPA."""
+    tok, suite = tokenizer(), make_suite()
+    eager = score_suite(sharp_model(family, "eager"), tok, suite, "mc_text", batch_size=8)
+    sdpa = score_suite(sharp_model(family, "sdpa"), tok, suite, "mc_text", batch_size=8)
+    for a, b in zip(eager.outcomes, sdpa.outcomes):
+        assert b.detail["loglikelihoods"] == pytest.approx(a.detail["loglikelihoods"], abs=TOL)
+
+
+# --------------------------------------------------------------------------------------------
+# Encoding rules
+# --------------------------------------------------------------------------------------------
+
+
+def test_trailing_space_moves_onto_the_continuation() -> None:
+    tok = tokenizer()
+    rule = encoding_rule(tok)
+    (ctx, cont), = encode_pairs(tok, rule, [("Answer: ", "A")])
+    assert tok.convert_ids_to_tokens(cont) == [" A"]  # the merged token, not " " + "A"
+    assert ctx == tok.encode("Answer:", add_special_tokens=False)
+    # A prompt ending in a space scores exactly like the same prompt with " " + candidate.
+    model = sharp_model("llama")
+    spaced = make_suite(4, mc_text=ProtocolSettings(template="Q: {context}\nA: ", target_delimiter=""))
+    plain = make_suite(4)
+    a = score_suite(model, tok, spaced, "mc_text", batch_size=2)
+    b = score_suite(model, tok, plain, "mc_text", batch_size=2)
+    for x, y in zip(a.outcomes, b.outcomes):
+        assert x.detail["loglikelihoods"] == pytest.approx(y.detail["loglikelihoods"], abs=TOL)
+
+
+def test_empty_context_uses_the_bos_token() -> None:
+    tok = tokenizer()
+    (ctx, cont), = encode_pairs(tok, encoding_rule(tok), [("", "the")])
+    assert ctx == [tok.bos_token_id] and cont == tok.encode("the", add_special_tokens=False)
+
+
+def test_bos_rule_follows_the_tokenizer() -> None:
+    plain, with_bos = tokenizer(False), tokenizer(True)
+    assert encoding_rule(plain).prefix == ()
+    assert encoding_rule(with_bos).prefix == (with_bos.bos_token_id,)
+    (ctx, cont), = encode_pairs(with_bos, encoding_rule(with_bos), [("Q: hi\nA:", " B")])
+    assert ctx[0] == with_bos.bos_token_id and with_bos.bos_token_id not in cont
+    model, suite = sharp_model("gemma"), make_suite(4)
+    result = score_suite(model, with_bos, suite, "mc_text")
+    for item, outcome in zip(suite.items, result.outcomes):
+        prompt = hand_prompt(item, suite.fewshot, lambda s: s.choices[s.gold])
+        lls = [hand_loglikelihood(model, *hand_pair(with_bos, prompt, " " + c, bos=True))[0] for c in item.choices]
+        assert outcome.detail["loglikelihoods"] == pytest.approx(lls, abs=TOL)
+
+
+def test_long_contexts_are_left_truncated_keeping_the_continuation() -> None:
+    model, tok, suite = sharp_model("gpt2"), tokenizer(), make_suite(4)
+    prepared = prepare(suite, "mc_text", tok, max_length=20)
+    assert prepared.longest_input <= 20
+    result = score(model, prepared)
+    for item, outcome in zip(suite.items, result.outcomes):
+        prompt = hand_prompt(item, suite.fewshot, lambda s: s.choices[s.gold])
+        lls = []
+        for choice in item.choices:
+            ctx, cont = hand_pair(tok, prompt, " " + choice)
+            full = (ctx + cont)[-21:]  # lm-eval: keep max_length + 1 tokens, the last is never input
+            lls.append(hand_loglikelihood(model, full[: len(full) - len(cont)], cont)[0])
+        assert outcome.detail["loglikelihoods"] == pytest.approx(lls, abs=TOL)
+
+
+# --------------------------------------------------------------------------------------------
+# Errors
+# --------------------------------------------------------------------------------------------
+
+
+def test_protocol_mismatch_errors_name_the_item_and_fix() -> None:
+    tok = tokenizer()
+    suite = make_suite(2)
+    open_ended = replace(suite, items=(replace(suite.items[0], choices=(), gold=None),))
+    with pytest.raises(ProtocolError, match=r"item 'q1', line 2: protocol 'mc_text' needs 'choices'"):
+        prepare(open_ended, "mc_text", tok)
+    with pytest.raises(ProtocolError, match="does not declare protocol 'mc_letters'"):
+        prepare(replace(suite, protocols={"mc_text": suite.protocols["mc_text"]}), "mc_letters", tok)
+    with pytest.raises(ProtocolError, match="unknown protocol"):
+        prepare(replace(suite, protocols={**suite.protocols, "nope": ProtocolSettings()}), "nope", tok)
+    no_block = replace(suite, protocols={**suite.protocols, "mc_letters": ProtocolSettings(template="{context}")})
+    with pytest.raises(ProtocolError, match="choices_block"):
+        prepare(no_block, "mc_letters", tok)
+    no_target = replace(suite, items=(replace(suite.items[0], choices=(), gold=None, target=None),))
+    with pytest.raises(ProtocolError, match="needs a non-empty 'target'"):
+        prepare(no_target, "generate_until", tok)
+    bad_gold = replace(suite, items=(replace(suite.items[0], gold=7),))
+    with pytest.raises(ProtocolError, match="gold=7"):
+        prepare(bad_gold, "mc_text", tok)
+
+
+def test_inputs_longer_than_the_model_are_refused_with_a_fix() -> None:
+    prepared = prepare(make_suite(2), "mc_text", tokenizer(), max_length=10_000)
+    long_suite = replace(prepared.suite, items=(replace(prepared.suite.items[0], context="word " * 80),))
+    prepared = prepare(long_suite, "mc_text", tokenizer(), max_length=10_000)
+    with pytest.raises(ProtocolError, match="max_length=256"):
+        score(sharp_model("gpt2"), prepared)
+    result = score_suite(sharp_model("gpt2"), tokenizer(), long_suite, "mc_text")  # truncates for you
+    assert len(result.outcomes) == 1
+
+
+def test_empty_suite_scores_to_no_outcomes() -> None:
+    suite = replace(make_suite(1), items=())
+    for protocol in ("mc_text", "generate_until"):
+        assert score_suite(sharp_model("llama"), tokenizer(), suite, protocol).outcomes == ()
+
+
+def test_default_protocol_and_limit() -> None:
+    result = score_suite(sharp_model("llama"), tokenizer(), make_suite(6), limit=2)
+    assert result.protocol == "mc_text" and [o.item_id for o in result.outcomes] == ["q1", "q2"]
+    assert result.suite == "tiny" and result.suite_hash == "h"
