@@ -1,0 +1,205 @@
+"""The data of a depth-sensitivity profile: evaluations with per-item outcomes, and cells.
+
+An *evaluation* is one suite scored under one protocol with one ablation applied ("intact", or
+layers removed). A *cell* is capability × band × protocol × metric: the accuracy with the band's
+layers removed, aggregated over the evaluations that belong to the band (in the default per-layer
+mode, the mean over removing each of the band's layers in turn). Per-item outcomes are kept so that
+a later run can be compared with a paired test instead of by means alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+SCHEMA_VERSION = 1
+INTACT = "intact"
+
+#: The metric a protocol is judged by; the others are kept and reported.
+PRIMARY_METRIC: Mapping[str, str] = {
+    "mc_letters": "acc",
+    "mc_text": "acc",
+    "continuation": "exact_match",
+    "generate_until": "exact_match",
+}
+
+
+@dataclass(frozen=True)
+class SuiteInfo:
+    """What identifies a suite's contribution to a profile."""
+
+    name: str
+    capability: str
+    content_hash: str
+    protocol: str
+    item_ids: tuple[str, ...]
+
+    @property
+    def primary_metric(self) -> str:
+        return PRIMARY_METRIC[self.protocol]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One suite × protocol × ablation, with every item's outcome per metric (aligned with item_ids)."""
+
+    suite: str
+    protocol: str
+    ablation: str
+    removed_layers: tuple[int, ...]
+    outcomes: Mapping[str, tuple[float, ...]]
+
+    def mean(self, metric: str) -> float:
+        values = self.outcomes[metric]
+        return sum(values) / len(values) if values else float("nan")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """Capability × band × protocol × metric. ``band`` is ``"intact"`` for the unablated model."""
+
+    suite: str
+    capability: str
+    protocol: str
+    metric: str
+    band: str
+    layers: tuple[int, ...]
+    ablations: tuple[str, ...]
+    value: float
+    intact: float
+    worst: float
+    worst_ablation: str
+
+    @property
+    def drop(self) -> float:
+        """How much removing the band costs relative to the intact model."""
+        return self.intact - self.value
+
+
+@dataclass
+class DepthProfile:
+    """A complete profile of one model; serialisable to and from the baseline JSON format."""
+
+    model: dict[str, Any]
+    environment: dict[str, Any]
+    settings: dict[str, Any]
+    suites: dict[str, SuiteInfo]
+    bands: dict[str, tuple[int, ...]]
+    evaluations: dict[tuple[str, str, str], Evaluation] = field(default_factory=dict)
+
+    # ----------------------------------------------------------------- lookup
+    def evaluation(self, suite: str, ablation: str = INTACT) -> Evaluation:
+        return self.evaluations[(suite, self.suites[suite].protocol, ablation)]
+
+    def per_layer(self, suite: str, metric: str | None = None) -> dict[int, float]:
+        """Accuracy with each single layer removed (only the single-layer evaluations present)."""
+        info = self.suites[suite]
+        metric = metric or info.primary_metric
+        return {
+            ev.removed_layers[0]: ev.mean(metric)
+            for (name, protocol, _), ev in self.evaluations.items()
+            if name == suite and protocol == info.protocol and len(ev.removed_layers) == 1
+        }
+
+    def band_ablations(self, suite: str, band: str) -> list[Evaluation]:
+        """Evaluations whose removed layers all lie in ``band`` (per-layer, window or whole-band)."""
+        info = self.suites[suite]
+        members = set(self.bands[band])
+        return [
+            ev
+            for (name, protocol, key), ev in sorted(self.evaluations.items())
+            if name == suite and protocol == info.protocol and key != INTACT and ev.removed_layers
+            and set(ev.removed_layers) <= members
+        ]
+
+    # ------------------------------------------------------------ aggregation
+    def cells(self, metrics: Iterable[str] | None = None) -> list[Cell]:
+        """Every cell of the profile: per suite, the intact cell then one per non-empty band."""
+        out: list[Cell] = []
+        for name, info in self.suites.items():
+            intact = self.evaluation(name)
+            for metric in metrics or [info.primary_metric]:
+                if metric not in intact.outcomes:
+                    continue
+                intact_value = intact.mean(metric)
+                out.append(Cell(name, info.capability, info.protocol, metric, INTACT, (), (INTACT,),
+                                intact_value, intact_value, intact_value, INTACT))
+                for band, layers in self.bands.items():
+                    group = self.band_ablations(name, band)
+                    if not group:
+                        continue
+                    means = [ev.mean(metric) for ev in group]
+                    worst_index = min(range(len(means)), key=means.__getitem__)
+                    out.append(Cell(
+                        name, info.capability, info.protocol, metric, band, tuple(layers),
+                        tuple(ev.ablation for ev in group), sum(means) / len(means), intact_value,
+                        means[worst_index], group[worst_index].ablation,
+                    ))
+        return out
+
+    def cell(self, suite_or_capability: str, band: str, metric: str | None = None) -> Cell:
+        """Look a cell up by suite name or capability, band and (default: primary) metric."""
+        for candidate in self.cells(None if metric is None else [metric]):
+            if suite_or_capability in (candidate.suite, candidate.capability) and candidate.band == band:
+                return candidate
+        raise KeyError(f"no cell for {suite_or_capability!r} / {band!r} / {metric or 'primary metric'}")
+
+    # ---------------------------------------------------------- serialisation
+    def to_json(self) -> dict[str, Any]:
+        evaluations: dict[str, dict[str, Any]] = {}
+        for (suite, protocol, key), ev in sorted(self.evaluations.items()):
+            evaluations.setdefault(suite, {})[key] = {
+                "protocol": protocol,
+                "removed_layers": list(ev.removed_layers),
+                "means": {m: ev.mean(m) for m in sorted(ev.outcomes)},
+                "outcomes": {m: _encode_outcomes(v) for m, v in sorted(ev.outcomes.items())},
+            }
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "model": self.model,
+            "environment": self.environment,
+            "settings": self.settings,
+            "bands": {name: list(layers) for name, layers in self.bands.items()},
+            "suites": {name: {**asdict(info), "item_ids": list(info.item_ids)} for name, info in self.suites.items()},
+            "cells": [
+                {**asdict(c), "layers": list(c.layers), "ablations": list(c.ablations), "drop": c.drop}
+                for c in self.cells()
+            ],
+            "evaluations": evaluations,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> DepthProfile:
+        suites = {
+            name: SuiteInfo(
+                name=name, capability=s["capability"], content_hash=s["content_hash"],
+                protocol=s["protocol"], item_ids=tuple(s["item_ids"]),
+            )
+            for name, s in data["suites"].items()
+        }
+        evaluations = {}
+        for suite, by_key in data["evaluations"].items():
+            for key, ev in by_key.items():
+                evaluations[(suite, ev["protocol"], key)] = Evaluation(
+                    suite=suite, protocol=ev["protocol"], ablation=key,
+                    removed_layers=tuple(ev["removed_layers"]),
+                    outcomes={m: _decode_outcomes(v) for m, v in ev["outcomes"].items()},
+                )
+        return cls(
+            model=dict(data["model"]), environment=dict(data["environment"]), settings=dict(data["settings"]),
+            suites=suites, bands={k: tuple(v) for k, v in data["bands"].items()}, evaluations=evaluations,
+        )
+
+
+def _encode_outcomes(values: tuple[float, ...]) -> str | list[float]:
+    """Binary outcomes become a compact, diff-friendly "0110…" string; other metrics stay numbers."""
+    if all(v in (0.0, 1.0) for v in values):
+        return "".join("1" if v else "0" for v in values)
+    return [round(float(v), 6) for v in values]
+
+
+def _decode_outcomes(encoded: str | list[float]) -> tuple[float, ...]:
+    if isinstance(encoded, str):
+        return tuple(1.0 if ch == "1" else 0.0 for ch in encoded)
+    return tuple(float(v) for v in encoded)
