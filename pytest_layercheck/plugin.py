@@ -1,0 +1,260 @@
+"""The pytest plugin: options, fixtures, the ``layercheck`` marker, YAML checks and the summary.
+
+The plugin is a thin layer over the library: the session lazily loads the model under test, computes
+its depth profile once, and compares it with the stored baseline. Under pytest-xdist each worker
+computes (or reads from the result cache) the profile; only the controller writes baselines and
+reports, so there are no racing writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .ablation import Ablation, ablate
+from .checks import CellCheck, run_check
+from .errors import LayercheckError
+from .session import LayercheckSession, SessionOptions
+from .yaml_checks import collect_yaml_checks, is_check_file
+
+SESSION_KEY = pytest.StashKey[LayercheckSession]()
+
+_OPTIONS: list[tuple[str, str, str, Any]] = [
+    # (option suffix, ini name, help, default)
+    ("model", "layercheck_model", "model under test: 'default', a transformers folder, a .gguf file or a PEFT adapter folder", "default"),
+    ("reference", "layercheck_reference", "reference model for comparisons (same spec forms as the model)", None),
+    ("adapter-base", "layercheck_adapter_base", "base model for a PEFT adapter whose adapter_config.json names no local base", None),
+    ("device", "layercheck_device", "device: auto (CUDA if available), cpu, cuda, cuda:N", "auto"),
+    ("dtype", "layercheck_dtype", "dtype: auto (bf16 on CUDA, float32 on CPU), float32, bfloat16, float16", "auto"),
+    ("baseline-dir", "layercheck_baseline_dir", "folder of baseline JSON files (relative to the rootdir)", "baselines"),
+    ("baseline", "layercheck_baseline", "baseline name to compare against (default: derived from the model name)", None),
+    ("suites", "layercheck_suites", "comma-separated suites (built-in names or YAML paths)", "knowledge,reasoning,retrieval"),
+    ("protocols", "layercheck_protocols", "per-suite protocol overrides, e.g. 'knowledge=mc_text,reasoning=continuation'", ""),
+    ("mode", "layercheck_mode", "ablation mode: layers (one layer at a time), bands (whole band) or window:K", "layers"),
+    ("bands", "layercheck_bands", "depth bands as fractions, e.g. 'shallow=0:0.3,middle=0.3:0.7,deep=0.7:1'", ""),
+    ("max-drop", "layercheck_max_drop", "tolerated drop: absolute (0.05) or relative ('5%')", "0.05"),
+    ("alpha", "layercheck_alpha", "significance level of the paired exact McNemar test", "0.05"),
+    ("limit", "layercheck_limit", "items per suite (0 = all); small values make quick runs", None),
+    ("report", "layercheck_report", "write a JSON report to this path", None),
+    ("heatmap", "layercheck_heatmap", "write a per-layer heatmap PNG to this path (needs matplotlib)", None),
+]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("layercheck", "layer-level capability regression checks (pytest-layercheck)")
+    for suffix, ini, help_text, default in _OPTIONS:
+        group.addoption(f"--layercheck-{suffix}", dest=ini, default=None, help=f"{help_text} [ini: {ini}]")
+        parser.addini(ini, help_text, default=default)
+    group.addoption("--layercheck-update", action="store_true", dest="layercheck_update",
+                    help="write or refresh the baseline from this run instead of failing on differences")
+    group.addoption("--layercheck-no-cache", action="store_true", dest="layercheck_no_cache",
+                    help="recompute every evaluation instead of reading the on-disk result cache")
+    group.addoption("--layercheck-fail-on-improvement", action="store_true", dest="layercheck_fail_on_improvement",
+                    help="also fail cells that improved significantly beyond the tolerance")
+    parser.addini("layercheck_check_files", "glob patterns of YAML check files collected as tests",
+                  type="args", default=["layercheck_*.yaml", "layercheck_*.yml"])
+
+
+def _option(config: pytest.Config, ini: str) -> Any:
+    value = config.getoption(ini)
+    return value if value is not None else config.getini(ini)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "layercheck(capability, band='intact', protocol=None, metric=None, max_drop=None, relative=None, "
+        "alpha=None, min=None): assert that the capability's cell in the depth profile has not regressed "
+        "against the baseline (pytest-layercheck)",
+    )
+    options = SessionOptions(
+        model=_option(config, "layercheck_model"),
+        reference=_option(config, "layercheck_reference"),
+        adapter_base=_option(config, "layercheck_adapter_base"),
+        device=_option(config, "layercheck_device"),
+        dtype=_option(config, "layercheck_dtype"),
+        baseline_dir=Path(config.rootpath, _option(config, "layercheck_baseline_dir")),
+        baseline_name=_option(config, "layercheck_baseline"),
+        suites=_option(config, "layercheck_suites"),
+        protocols=_option(config, "layercheck_protocols"),
+        mode=_option(config, "layercheck_mode"),
+        bands=_option(config, "layercheck_bands"),
+        max_drop=_option(config, "layercheck_max_drop"),
+        alpha=_option(config, "layercheck_alpha"),
+        limit=_option(config, "layercheck_limit"),
+        report=_option(config, "layercheck_report"),
+        heatmap=_option(config, "layercheck_heatmap"),
+        update=bool(config.getoption("layercheck_update")),
+        use_cache=not config.getoption("layercheck_no_cache"),
+        fail_on_improvement=bool(config.getoption("layercheck_fail_on_improvement")),
+        is_xdist_worker=hasattr(config, "workerinput"),
+    )
+    try:
+        config.stash[SESSION_KEY] = LayercheckSession(options)
+    except LayercheckError as exc:
+        raise pytest.UsageError(f"pytest-layercheck: {exc}") from None
+
+
+def _session(config: pytest.Config) -> LayercheckSession:
+    return config.stash[SESSION_KEY]
+
+
+# --------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="session")
+def layercheck_session(pytestconfig: pytest.Config) -> LayercheckSession:
+    """The plugin's session state: settings, model, profile, baseline."""
+    return _session(pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def layercheck_model(layercheck_session: LayercheckSession) -> Any:
+    """The model under test (``LoadedModel``), loaded once per session on CUDA if present, else CPU."""
+    return _guard(layercheck_session.model)
+
+
+@pytest.fixture(scope="session")
+def layercheck_reference_model(layercheck_session: LayercheckSession) -> Any:
+    """The reference model from ``--layercheck-reference``; skips the test when none is configured."""
+    if not layercheck_session.options.reference:
+        pytest.skip("no reference model configured (--layercheck-reference)")
+    return _guard(layercheck_session.reference_model)
+
+
+@pytest.fixture
+def layercheck_ablate(layercheck_model: Any) -> Callable[..., contextlib.AbstractContextManager[Any]]:
+    """Factory of ablation contexts on the session model: ``with layercheck_ablate(band="deep"): ...``."""
+    from .architecture import get_adapter
+    from .bands import DepthBands
+
+    def factory(
+        skip: Any = (),
+        band: str | None = None,
+        heads: dict[int, Any] | None = None,
+        head_mode: str = "zero",
+        swap: Any = (),
+        donor: Any = None,
+    ) -> contextlib.AbstractContextManager[Any]:
+        layers = tuple(skip)
+        if band is not None:
+            num_layers = get_adapter(layercheck_model.model).num_layers
+            layers += tuple(DepthBands().layers(band, num_layers))
+        donor_model = getattr(donor, "model", donor)
+        ablation = Ablation.build(skip=layers, heads=heads or {}, head_mode=head_mode, swap=swap)
+        return _model_context(layercheck_model, ablation, donor_model)
+
+    return factory
+
+
+@contextlib.contextmanager
+def _model_context(loaded: Any, ablation: Ablation, donor: Any) -> Iterator[Any]:
+    with ablate(loaded.model, ablation, donor=donor):
+        yield loaded
+
+
+@pytest.fixture(scope="session")
+def layercheck_suite() -> Callable[..., Any]:
+    """Suite loader: ``layercheck_suite("knowledge", limit=20)`` or a path to a YAML suite."""
+    from .suites.builtin import resolve_suite
+
+    def load(name_or_path: str, limit: int | None = None) -> Any:
+        return resolve_suite(name_or_path).limited(limit)
+
+    return load
+
+
+@pytest.fixture(scope="session")
+def layercheck_profile(layercheck_session: LayercheckSession) -> Any:
+    """The session's depth profile (``DepthProfile``), computed once and shared by every test."""
+    return _guard(lambda: layercheck_session.profile)
+
+
+@pytest.fixture(scope="session")
+def layercheck_baseline(layercheck_session: LayercheckSession) -> Any:
+    """The stored baseline profile; fails with the fix when it is missing or incompatible."""
+    return _guard(lambda: layercheck_session.baseline)
+
+
+def _guard(getter: Callable[[], Any]) -> Any:
+    """Call ``getter``; a LayercheckError becomes a clean failure (no traceback, no chained error)."""
+    try:
+        return getter()
+    except LayercheckError as exc:
+        message = str(exc)
+    pytest.fail(message, pytrace=False)
+
+
+# ------------------------------------------------------------------------ the marker
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    result = yield
+    marker = item.get_closest_marker("layercheck")
+    if marker is not None:
+        check = _guard(lambda: CellCheck.from_mapping(_marker_arguments(marker), where=item.nodeid))
+        assert_check(_session(item.config), check)
+    return result
+
+
+def _marker_arguments(marker: pytest.Mark) -> dict[str, Any]:
+    arguments = dict(marker.kwargs)
+    positional = ("capability", "band")
+    for name, value in zip(positional, marker.args):
+        arguments[name] = value
+    return arguments
+
+
+def assert_check(session: LayercheckSession, check: CellCheck) -> None:
+    """Run one check against the session profile; a failure is a clean pytest failure."""
+    outcome = _guard(
+        lambda: run_check(check, session.profile, session.baseline_or_none_for(check), session.tolerance, session.alpha)
+    )
+    session.record_check(check, outcome)
+    if not outcome.passed:
+        pytest.fail(outcome.message, pytrace=False)
+
+
+# ------------------------------------------------------------------------ YAML checks
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    if is_check_file(file_path, parent.config.getini("layercheck_check_files")):
+        return collect_yaml_checks(file_path, parent)
+    return None
+
+
+# ---------------------------------------------------------------- xdist and summary
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    state = _session(session.config)
+    if state.options.is_xdist_worker:
+        payload = state.worker_payload()
+        if payload is not None:
+            session.config.workeroutput["layercheck"] = payload  # type: ignore[attr-defined]
+        return
+    try:
+        failed = state.finish()
+    except LayercheckError as exc:
+        state.messages.append(f"error: {exc}")
+        failed = True
+    if failed and session.exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """xdist controller: take the profile computed by a worker (all workers compute the same one)."""
+    payload = getattr(node, "workeroutput", {}).get("layercheck")
+    if payload is not None:
+        _session(node.config).absorb_worker_payload(payload)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    state = _session(config)
+    if state.options.is_xdist_worker:
+        return
+    lines = state.summary_lines(width=terminalreporter._tw.fullwidth)
+    if lines:
+        terminalreporter.section("layercheck depth-sensitivity profile")
+        for line in lines:
+            terminalreporter.write_line(line)
+

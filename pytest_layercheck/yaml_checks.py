@@ -1,0 +1,95 @@
+"""YAML check files: capability guards declared without Python, collected by pytest as tests.
+
+A file named like ``layercheck_guards.yaml`` holds::
+
+    checks:
+      - name: facts survive in the shallow layers
+        capability: knowledge
+        band: shallow
+        max_drop: 0.05
+      - name: reasoning stays above chance
+        capability: reasoning
+        band: intact
+        min: 0.4
+
+Each entry becomes one test item; its fields are those of the ``layercheck`` marker.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from .checks import CellCheck
+from .errors import ConfigError, LayercheckError
+
+
+def is_check_file(path: Path, patterns: Iterable[str]) -> bool:
+    return path.suffix in (".yaml", ".yml") and any(fnmatch.fnmatch(path.name, p) for p in patterns)
+
+
+def collect_yaml_checks(path: Path, parent: pytest.Collector) -> pytest.Collector:
+    return YamlCheckFile.from_parent(parent, path=path)
+
+
+def _load_entries(path: Path) -> list[tuple[str, dict[str, Any], int]]:
+    """(name, fields, line) per check; errors name the file and line."""
+    try:
+        document = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}", "fix the syntax; see the example in the README") from None
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or not isinstance(data.get("checks"), list):
+        raise ConfigError(f"{path}: expected a mapping with a 'checks:' list", "see the example in the README")
+    unknown = sorted(set(data) - {"checks"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown top-level field(s) {unknown}", "only 'checks:' is allowed")
+    checks_node = next(value for key, value in document.value if key.value == "checks")
+    entries = []
+    for index, (entry, node) in enumerate(zip(data["checks"], checks_node.value)):
+        line = node.start_mark.line + 1
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{path}:{line}: check #{index + 1} must be a mapping", "e.g. '- capability: knowledge'")
+        fields = dict(entry)
+        name = str(fields.pop("name", f"{fields.get('capability', 'check')}-{fields.get('band', 'intact')}-{index + 1}"))
+        entries.append((name, fields, line))
+    return entries
+
+
+class YamlCheckFile(pytest.File):
+    def collect(self) -> Iterator[pytest.Item]:
+        try:
+            entries = _load_entries(self.path)
+        except LayercheckError as exc:
+            raise self.CollectError(str(exc)) from None
+        for name, fields, line in entries:
+            try:
+                check = CellCheck.from_mapping(fields, where=f"{self.path}:{line}")
+            except LayercheckError as exc:
+                raise self.CollectError(str(exc)) from None
+            yield YamlCheckItem.from_parent(self, name=name, check=check, line=line)
+
+
+class YamlCheckItem(pytest.Item):
+    def __init__(self, *, check: CellCheck, line: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.check = check
+        self.line = line
+
+    def runtest(self) -> None:
+        from .plugin import SESSION_KEY, assert_check
+
+        assert_check(self.config.stash[SESSION_KEY], self.check)
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.path, self.line - 1, f"layercheck: {self.name} ({self.check.label})"
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        if isinstance(excinfo.value, LayercheckError):
+            return str(excinfo.value)
+        return str(excinfo.value) if excinfo.errisinstance(pytest.fail.Exception) else super().repr_failure(excinfo)

@@ -1,0 +1,195 @@
+"""End-to-end plugin behaviour through pytester, on a tiny model that memorised a fact suite."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from trained_tiny import perturbed, save, train_fact_model, write_fact_suite
+
+pytest.importorskip("pytest_layercheck.plugin")
+
+GUARDS = """
+import pytest
+
+@pytest.mark.layercheck("knowledge", "intact")
+def test_knowledge_intact():
+    pass
+
+@pytest.mark.layercheck(capability="knowledge", band="shallow")
+def test_knowledge_shallow():
+    pass
+
+@pytest.mark.layercheck(capability="knowledge", band="deep", max_drop=0.2)
+def test_knowledge_deep_loose():
+    pass
+"""
+
+
+@pytest.fixture(scope="session")
+def fact_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("fact-models")
+    model = train_fact_model(steps=300)
+    return {
+        "good": save(model, root / "good"),
+        # Strong noise on the two shallowest blocks: the memorised facts are lost.
+        "damaged": save(perturbed(model, [0, 1], scale=2.0), root / "damaged"),
+        # Noise far below the weights' scale on every block: nothing measurable changes.
+        "noisy": save(perturbed(model, list(range(6)), scale=0.005), root / "noisy"),
+    }
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.Pytester:
+    monkeypatch.setenv("LAYERCHECK_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    write_fact_suite(pytester.path / "facts.yaml")
+    pytester.makeini(
+        "[pytest]\n"
+        "layercheck_suites = facts.yaml\n"
+        "layercheck_limit = 0\n"
+        "layercheck_baseline = facts-model\n"
+    )
+    pytester.makepyfile(test_guards=GUARDS)
+    return pytester
+
+
+def run(project: pytest.Pytester, model: Path, *args: str) -> pytest.RunResult:
+    return project.runpytest(f"--layercheck-model={model}", "-p", "no:cacheprovider", *args)
+
+
+def record(project: pytest.Pytester, model: Path) -> Path:
+    result = run(project, model, "--layercheck-update")
+    result.assert_outcomes(passed=3)
+    baseline = project.path / "baselines" / "facts-model.json"
+    assert baseline.is_file()
+    return baseline
+
+
+def test_missing_baseline_fails_and_names_the_flag(project: pytest.Pytester, fact_models: dict[str, Path]) -> None:
+    result = run(project, fact_models["good"])
+    result.assert_outcomes(failed=3)
+    result.stdout.fnmatch_lines(["*--layercheck-update*"])
+    assert not (project.path / "baselines").exists()
+
+
+def test_update_writes_a_baseline_and_says_so(project: pytest.Pytester, fact_models: dict[str, Path]) -> None:
+    baseline = record(project, fact_models["good"])
+    data = json.loads(baseline.read_text())
+    assert data["schema_version"] == 1
+    assert data["model"]["num_layers"] == 6
+    assert data["suites"]["facts"]["content_hash"].startswith("sha256:")
+    assert {"torch", "transformers", "python"} <= set(data["environment"])
+    assert data["settings"]["seed"] == 0
+    result = run(project, fact_models["good"], "--layercheck-update")
+    result.stdout.fnmatch_lines(["*baseline unchanged*facts-model.json*"])
+
+
+def test_update_in_ci_does_not_pass_silently(project: pytest.Pytester, fact_models: dict[str, Path],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CI", "true")
+    result = run(project, fact_models["good"], "--layercheck-update")
+    assert result.ret != 0
+    result.stdout.fnmatch_lines(["*baseline written*", "*written during a CI run*"])
+
+
+def test_run_against_its_own_baseline_passes_and_prints_the_profile(
+    project: pytest.Pytester, fact_models: dict[str, Path]
+) -> None:
+    record(project, fact_models["good"])
+    result = run(project, fact_models["good"])
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(["*layercheck depth-sensitivity profile*", "*facts*acc*"])
+
+
+def test_damaged_shallow_layers_fail_the_knowledge_cells_with_a_readable_report(
+    project: pytest.Pytester, fact_models: dict[str, Path]
+) -> None:
+    record(project, fact_models["good"])
+    result = run(project, fact_models["damaged"])
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed", 0) >= 2
+    result.stdout.fnmatch_lines([
+        "*test_knowledge_intact*",
+        "*knowledge/intact*fell from*McNemar p =*",
+        "*obtained*expected*diff*p (McNemar)*",
+        "*--layercheck-update*",
+    ])
+
+
+def test_a_little_noise_does_not_fail(project: pytest.Pytester, fact_models: dict[str, Path]) -> None:
+    record(project, fact_models["good"])
+    run(project, fact_models["noisy"]).assert_outcomes(passed=3)
+
+
+def test_json_report_and_step_summary_are_written(project: pytest.Pytester, fact_models: dict[str, Path],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    record(project, fact_models["good"])
+    summary = project.path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    result = run(project, fact_models["damaged"], "--layercheck-report=report.json")
+    assert result.ret != 0
+    report = json.loads((project.path / "report.json").read_text())
+    assert report["passed"] is False
+    assert "|" in summary.read_text() and "facts" in summary.read_text()
+
+
+def test_yaml_check_file_is_collected_as_tests(project: pytest.Pytester, fact_models: dict[str, Path]) -> None:
+    record(project, fact_models["good"])
+    (project.path / "test_guards.py").unlink()
+    project.path.joinpath("layercheck_guards.yaml").write_text(
+        "checks:\n"
+        "  - name: facts survive\n"
+        "    capability: knowledge\n"
+        "    band: intact\n"
+        "  - name: facts well above chance\n"
+        "    capability: knowledge\n"
+        "    band: intact\n"
+        "    min: 0.6\n"
+    )
+    run(project, fact_models["good"]).assert_outcomes(passed=2)
+    result = run(project, fact_models["damaged"])
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(["*below the required minimum*"])
+
+
+def test_malformed_yaml_check_is_a_clear_collection_error(project: pytest.Pytester, fact_models: dict[str, Path]) -> None:
+    project.path.joinpath("layercheck_bad.yaml").write_text("checks:\n  - capability: knowledge\n    bandd: shallow\n")
+    result = run(project, fact_models["good"], "layercheck_bad.yaml")
+    result.stdout.fnmatch_lines(["*layercheck_bad.yaml:2*unknown field*bandd*"])
+
+
+def test_incompatible_baseline_is_refused_not_compared(project: pytest.Pytester, fact_models: dict[str, Path]) -> None:
+    record(project, fact_models["good"])
+    result = run(project, fact_models["good"], "--layercheck-limit=20")
+    result.assert_outcomes(failed=3)
+    result.stdout.fnmatch_lines(["*measured differently*", "*different items*48 items*20*"])
+
+
+def test_ablate_fixture_skips_layers_of_the_session_model(project: pytest.Pytester, fact_models: dict[str, Path]) -> None:
+    project.makepyfile(test_guards="""
+import torch
+
+def test_skip_first_layer_changes_logits(layercheck_model, layercheck_ablate):
+    ids = torch.tensor([[5, 6, 7]])
+    before = layercheck_model.model(ids).logits
+    with layercheck_ablate(skip=[0]):
+        changed = layercheck_model.model(ids).logits
+    with layercheck_ablate(band="shallow"):
+        pass
+    assert not torch.allclose(before, changed)
+    assert torch.equal(before, layercheck_model.model(ids).logits)
+""")
+    run(project, fact_models["good"]).assert_outcomes(passed=1)
+
+
+def test_xdist_workers_share_results_and_only_the_controller_writes(
+    project: pytest.Pytester, fact_models: dict[str, Path]
+) -> None:
+    pytest.importorskip("xdist")
+    result = run(project, fact_models["good"], "-n", "2", "--layercheck-update")
+    result.assert_outcomes(passed=3)
+    assert (project.path / "baselines" / "facts-model.json").is_file()
+    run(project, fact_models["good"], "-n", "2").assert_outcomes(passed=3)
