@@ -8,8 +8,10 @@ remote code only when the caller asks for it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -79,6 +81,33 @@ def load_model(
     ``device_map="auto"`` shards a model too large for one GPU (accelerate); then ``device`` only
     decides the dtype default.
     """
+    with _quiet_transformers():
+        return _load(spec, device, dtype, device_map, adapter_base, trust_remote_code, progress)
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Hide transformers' per-tensor progress bars; layercheck reports loading its own way."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _load(
+    spec: str | Path,
+    device: str | torch.device | None,
+    dtype: str | torch.dtype | None,
+    device_map: str | dict[str, Any] | None,
+    adapter_base: str | Path | None,
+    trust_remote_code: bool,
+    progress: Progress,
+) -> LoadedModel:
     started = time.perf_counter()
     resolved_device = resolve_device(device)
     resolved_dtype = resolve_dtype(dtype, resolved_device)

@@ -36,6 +36,7 @@ class ResultCache:
 
     def get(self, identity: Mapping[str, Any]) -> Evaluation | None:
         if not self.enabled:
+            self.misses += 1
             return None
         path = self._path(self.key(identity))
         try:
