@@ -1,0 +1,40 @@
+"""Example guard module: copy it into your project's tests.
+
+Record the baseline once with ``pytest --layercheck-update`` on the model you trust, commit
+``baselines/``, then run plain ``pytest`` on every candidate (``--layercheck-model=path/to/candidate``
+and ``--layercheck-baseline=<name of the trusted model's baseline>``).
+"""
+
+import pytest
+import torch
+
+
+@pytest.mark.layercheck("knowledge", "intact")
+def test_knowledge_not_lost():
+    """The full model's closed-book recall has not dropped significantly."""
+
+
+@pytest.mark.layercheck(capability="knowledge", band="shallow", max_drop=0.05)
+def test_knowledge_still_lives_in_the_shallow_layers():
+    """Removing shallow layers costs knowledge as much as it did before, not more."""
+
+
+@pytest.mark.layercheck(capability="reasoning", band="deep")
+def test_reasoning_depends_on_deep_layers_as_before():
+    """Reasoning accuracy with deep layers removed has not shifted."""
+
+
+@pytest.mark.layercheck(capability="retrieval", band="intact", min=0.5)
+def test_retrieval_floor():
+    """Absolute floor: in-context lookup must stay well above chance (needs no baseline)."""
+
+
+def test_removing_the_first_layer_breaks_recall(layercheck_model, layercheck_ablate):
+    """Plain code works too: the fixtures give the model and ablation contexts."""
+    tokenizer, model = layercheck_model.tokenizer, layercheck_model.model
+    inputs = tokenizer("The capital of France is", return_tensors="pt").to(layercheck_model.device)
+    with torch.inference_mode():
+        paris = tokenizer(" Paris", add_special_tokens=False)["input_ids"][0]
+        assert model(**inputs).logits[0, -1].argmax() == paris
+        with layercheck_ablate(skip=[0]):
+            assert model(**inputs).logits[0, -1].argmax() != paris
