@@ -42,3 +42,26 @@ def test_removing_the_first_layer_breaks_recall_and_restores_exactly(smollm: Loa
             assert not greedy(smollm, "The capital of France is").startswith(" Paris")
         after = smollm.model(ids).logits
     assert torch.equal(before, after)
+
+
+@pytest.mark.parametrize("suite_name", ["knowledge", "reasoning", "retrieval"])
+def test_intact_default_model_is_clearly_above_chance(smollm: LoadedModel, suite_name: str) -> None:
+    """A suite where the intact model sits at chance would say nothing about ablation."""
+    from pytest_layercheck.scoring.protocols import score_suite
+    from pytest_layercheck.suites.builtin import load_builtin_suite
+
+    suite = load_builtin_suite(suite_name).limited(24)
+    result = score_suite(smollm.model, smollm.tokenizer, suite)
+    chance = sum(1 / len(item.choices) for item in suite.items) / len(suite.items)
+    assert result.mean("acc") >= chance + 0.15, (suite_name, result.mean("acc"), chance)
+
+
+def test_cli_profile_prints_the_depth_table(tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from pytest_layercheck.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    code = main(["profile", "--suites", "knowledge", "--limit", "4", "--json", "report.json"])
+    output = capsys.readouterr().out
+    assert code == 0
+    assert "knowledge" in output and "shallow" in output and "deep" in output and "acc" in output
+    assert (tmp_path / "report.json").is_file()
