@@ -23,6 +23,24 @@ pass of that context:
 
 This is the same computation as running each ``context + continuation`` separately (lm-eval's
 way), evaluated in a different order; numbers agree to float rounding, as for any batching.
+
+**Shared-prefix reuse.** Few-shot suites put the same examples before every prompt, so most of a
+prompt is a token prefix common to all of them. With ``share_prefix`` (the default) and a common
+prefix of at least :data:`MIN_SHARED_PREFIX` tokens, each evaluation first runs that prefix ONCE
+(batch size 1, into a fresh full-length ``DynamicCache``, so it is always computed by the model as
+it is at call time, ablated or not). Every prompt batch then keeps exactly the layout of the
+unshared prompt pass (rows left-padded to width ``W``, real tokens contiguous and ending at
+``W - 1``), but the first ``K`` = prefix-length columns come from the prefix cache instead of being
+computed: row ``r`` with ``pad_r`` padding columns holds prefix entry ``j - pad_r`` at cache column
+``j`` (a per-row shifted copy, gathered into new tensors per batch, so nothing is mutated or shared
+between batches; columns ``< pad_r`` are padding, masked as before). Only columns ``K..W-1`` (the
+rest of the prefix for rows with ``pad_r > 0``, then each row's own suffix) are run. Every token
+therefore sits at the same cache column, with the same position id and attention mask as without
+sharing — which also keeps index-based sliding windows (Gemma 2/3) exact — and a prefix token's
+keys/values depend only on the prefix itself under causal attention. The resulting cache is the
+one the unshared prompt pass would produce, so continuation chunks run on it unchanged.
+Greedy generation shares the prefix the same way: ``generate`` receives the full left-padded
+prompts plus the shifted prefix cache and only computes the columns the cache does not cover.
 Log-probabilities are ``logit[target] - logsumexp(logits)`` in float32, gathered for all scored
 positions at once; ``greedy`` is whether every target token is the argmax.
 """
@@ -33,10 +51,12 @@ import copy
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import torch
-from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
+from transformers import DynamicCache, GenerationConfig, StoppingCriteria, StoppingCriteriaList
+from transformers.cache_utils import DynamicLayer
 
 #: Default forward-pass size in padded tokens (KV-cache tokens included for continuation passes).
 #: CPU throughput saturates at small batches; accelerators profit from large ones.
@@ -44,6 +64,9 @@ CPU_TOKEN_BUDGET = 2048
 ACCELERATOR_TOKEN_BUDGET = 16384
 #: Upper bound on float32 logits materialised at once (elements; 2**26 = 256 MiB).
 LOGIT_BUDGET = 2**26
+#: Shared prompt prefixes shorter than this (in tokens) are recomputed per row: a separate prefix
+#: pass is not worth it.
+MIN_SHARED_PREFIX = 16
 
 
 def model_device(model: Any) -> torch.device:
@@ -110,6 +133,94 @@ def _pad(seqs: Sequence[Sequence[int]], width: int, left: bool, pad_id: int = 0)
     return ids, mask
 
 
+def shared_prefix(seqs: Sequence[Sequence[int]]) -> tuple[int, ...]:
+    """The longest common token prefix of ``seqs``, cut so every sequence keeps one token of its own.
+
+    The last token of each sequence must be run per row (its logits score what follows), so the
+    prefix is at most ``min(len) - 1`` tokens. Fewer than two distinct sequences share nothing.
+    """
+    distinct = set(map(tuple, seqs))
+    if len(distinct) < 2:
+        return ()
+    # The common prefix of all sequences is that of the lexicographically first and last ones.
+    lo, hi = min(distinct), max(distinct)
+    limit = min(map(len, distinct)) - 1
+    n = 0
+    while n < limit and lo[n] == hi[n]:
+        n += 1
+    return tuple(lo[:n])
+
+
+class _PrefixCache:
+    """Keys/values of the shared prefix for the model as it is now (one batch-1 pass per evaluation).
+
+    :meth:`expand` builds, per prompt batch, a new cache whose row ``r`` holds prefix entry
+    ``j - pads[r]`` at column ``j`` (columns before ``pads[r]`` are left padding, masked).
+    """
+
+    def __init__(self, layers: list[tuple[torch.Tensor, torch.Tensor]], length: int) -> None:
+        self.layers = layers
+        self.length = length
+
+    @classmethod
+    def compute(cls, model: Any, prefix: Sequence[int], device: torch.device) -> _PrefixCache | None:
+        """Run ``prefix`` once; None when the model's cache is not a plain full-length DynamicCache."""
+        ids = torch.tensor([list(prefix)], dtype=torch.long, device=device)
+        _, cache = _forward_logits(
+            model,
+            keep_last=True,
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            position_ids=torch.arange(len(prefix), device=device).unsqueeze(0),
+            past_key_values=DynamicCache(),  # no config: full-length layers, none slides or drops
+            use_cache=True,
+        )
+        layers = getattr(cache, "layers", None)
+        if not isinstance(cache, DynamicCache) or not layers:
+            return None
+        if any(type(layer) is not DynamicLayer or layer.keys is None or layer.keys.ndim != 4
+               or layer.keys.shape[0] != 1 or layer.keys.shape[-2] != len(prefix) for layer in layers):
+            return None
+        return cls([(layer.keys, layer.values) for layer in layers], len(prefix))
+
+    def expand(self, pads: torch.Tensor) -> DynamicCache:
+        """A new cache of ``length`` columns for ``len(pads)`` rows, row ``r`` shifted right by ``pads[r]``.
+
+        The prefix tensors are only read: ``DynamicLayer.update`` concatenates into new tensors, and
+        later forwards grow (and ``batch_select_indices`` re-index) the new cache, never this one.
+        """
+        rows = int(pads.shape[0])
+        index = None
+        if bool((pads > 0).any()):
+            index = (torch.arange(self.length).unsqueeze(0) - pads.cpu().unsqueeze(1)).clamp(min=0)
+        on_device: dict[torch.device, torch.Tensor] = {}  # layers may sit on several devices
+        cache = DynamicCache()
+        for layer_idx, (keys, values) in enumerate(self.layers):
+            if index is None:
+                k, v = keys.expand(rows, -1, -1, -1), values.expand(rows, -1, -1, -1)
+            else:
+                if keys.device not in on_device:
+                    on_device[keys.device] = index.to(keys.device)
+                k, v = self._shift(keys, on_device[keys.device]), self._shift(values, on_device[keys.device])
+            cache.update(k, v, layer_idx)
+        return cache
+
+    @staticmethod
+    def _shift(states: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """[1, H, K, D] -> [rows, H, K, D] with row r's column j = column index[r, j] of ``states``."""
+        rows, _ = index.shape
+        _, heads, _, dim = states.shape
+        gather = index.view(rows, 1, -1, 1).expand(rows, heads, -1, dim)
+        return torch.gather(states.expand(rows, -1, -1, -1), 2, gather)
+
+
+def _prefix_for(model: Any, prefix: Sequence[int], share: bool) -> _PrefixCache | None:
+    """The prefix cache to use for one evaluation, or None (sharing off, prefix too short)."""
+    if not share or len(prefix) < MIN_SHARED_PREFIX:
+        return None
+    return _PrefixCache.compute(model, prefix, model_device(model))
+
+
 # --------------------------------------------------------------------------------------------
 # Log-likelihood: preparation
 # --------------------------------------------------------------------------------------------
@@ -128,6 +239,8 @@ class PreparedLoglikelihood:
     #: different requests (same prefix, different last token) are computed once.
     rows: tuple[tuple[int, tuple[int, ...]], ...]
     request_row: tuple[int, ...]  # -1 for single-token continuations
+    #: Token prefix common to all contexts (see :func:`shared_prefix`); run once per evaluation.
+    prefix: tuple[int, ...] = ()
     _plans: dict[BatchSettings, LoglikelihoodPlan] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -170,6 +283,7 @@ def prepare_loglikelihood(requests: Sequence[tuple[Sequence[int], Sequence[int]]
         continuations=tuple(continuations),
         rows=tuple(row_index),
         request_row=tuple(request_row),
+        prefix=shared_prefix(list(context_index)),
     )
 
 
@@ -204,6 +318,7 @@ class _PromptBatch:
 class LoglikelihoodPlan:
     n_requests: int
     batches: tuple[_PromptBatch, ...]
+    prefix: tuple[int, ...] = ()
 
 
 def _plan_loglikelihood(prepared: PreparedLoglikelihood, settings: BatchSettings) -> LoglikelihoodPlan:
@@ -238,7 +353,7 @@ def _plan_loglikelihood(prepared: PreparedLoglikelihood, settings: BatchSettings
         rows = sorted((j for c in members for j in rows_of_context[c]), key=lambda j: -len(prepared.rows[j][1]))
         chunks = _plan_chunks(prepared, rows, local, mask, requests_of_row, settings)
         batches.append(_PromptBatch(ids, mask, position_ids, first, chunks))
-    return LoglikelihoodPlan(prepared.n_requests, tuple(batches))
+    return LoglikelihoodPlan(prepared.n_requests, tuple(batches), prepared.prefix)
 
 
 def _plan_chunks(
@@ -335,20 +450,37 @@ def _select_cache(cache: Any, rows: torch.Tensor, keep_original: bool) -> Any:
     return cache
 
 
+def _prompt_inputs(batch: _PromptBatch, prefix: _PrefixCache | None, device: torch.device) -> dict[str, Any]:
+    """Model inputs of a left-padded prompt batch; with ``prefix``, its first columns come from the cache."""
+    mask = batch.attention_mask
+    if prefix is None:
+        return {"input_ids": batch.input_ids.to(device), "attention_mask": mask.to(device),
+                "position_ids": batch.position_ids.to(device)}
+    cached = prefix.length
+    return {
+        "input_ids": batch.input_ids[:, cached:].to(device),
+        "attention_mask": mask.to(device),  # covers the cached columns too
+        "position_ids": batch.position_ids[:, cached:].to(device),
+        "past_key_values": prefix.expand(mask.shape[1] - mask.sum(1)),
+    }
+
+
 @torch.inference_mode()
-def run_loglikelihood(model: Any, plan: LoglikelihoodPlan) -> LoglikelihoodOutput:
-    """Score every request of ``plan`` with ``model`` (see the module docstring for the scheme)."""
+def run_loglikelihood(model: Any, plan: LoglikelihoodPlan, share_prefix: bool = True) -> LoglikelihoodOutput:
+    """Score every request of ``plan`` with ``model`` (see the module docstring for the scheme).
+
+    ``share_prefix``: run the contexts' common token prefix once instead of once per context.
+    """
     device = model_device(model)
     total = torch.zeros(plan.n_requests, dtype=torch.float64)
     misses = torch.zeros(plan.n_requests, dtype=torch.long)
+    prefix = _prefix_for(model, plan.prefix, share_prefix)
     for batch in plan.batches:
         logits, cache = _forward_logits(
             model,
             keep_last=True,
-            input_ids=batch.input_ids.to(device),
-            attention_mask=batch.attention_mask.to(device),
-            position_ids=batch.position_ids.to(device),
-            use_cache=bool(batch.chunks),
+            **_prompt_inputs(batch, prefix, device),
+            use_cache=bool(batch.chunks) or prefix is not None,
         )
         _accumulate(logits[:, -1], batch.scored, total, misses)
         for k, chunk in enumerate(batch.chunks):
@@ -385,6 +517,11 @@ class PreparedGeneration:
     @property
     def longest_input(self) -> int:
         return max((len(p) for p in self.prompts), default=0) + self.max_new_tokens
+
+    @cached_property
+    def prefix(self) -> tuple[int, ...]:
+        """Token prefix common to all prompts (see :func:`shared_prefix`)."""
+        return shared_prefix(self.prompts)
 
     def plan(self, settings: BatchSettings) -> tuple[_GenerationBatch, ...]:
         if settings not in self._plans:
@@ -460,20 +597,29 @@ def greedy_config(model: Any, tokenizer: Any, max_new_tokens: int) -> Generation
 
 
 @torch.inference_mode()
-def run_generation(model: Any, tokenizer: Any, prepared: PreparedGeneration, settings: BatchSettings) -> list[str]:
-    """Greedy continuations of every prompt, cut at the first EOS and the first stop string."""
+def run_generation(
+    model: Any, tokenizer: Any, prepared: PreparedGeneration, settings: BatchSettings, share_prefix: bool = True
+) -> list[str]:
+    """Greedy continuations of every prompt, cut at the first EOS and the first stop string.
+
+    ``share_prefix``: run the prompts' common token prefix once; ``generate`` gets the full
+    left-padded prompts and a cache covering their first columns, and computes only the rest.
+    """
     device = model_device(model)
     config = greedy_config(model, tokenizer, prepared.max_new_tokens)
     eos = torch.tensor(eos_token_ids(model, tokenizer), dtype=torch.long)
     texts: list[str] = [""] * len(prepared.prompts)
+    prefix = _prefix_for(model, prepared.prefix, share_prefix)
     for batch in prepared.plan(settings):
         width = batch.input_ids.shape[1]
         stops = StoppingCriteriaList([_StopOnStrings(tokenizer, prepared.until, width)]) if prepared.until else None
+        past = {} if prefix is None else {"past_key_values": prefix.expand(width - batch.attention_mask.sum(1))}
         out = model.generate(
             input_ids=batch.input_ids.to(device),
             attention_mask=batch.attention_mask.to(device),
             generation_config=config,
             stopping_criteria=stops,
+            **past,
         )
         new = out[:, width:].cpu()
         # Keep tokens before the first EOS (greedy rows that stopped early are padded after it).

@@ -130,11 +130,14 @@ def score(
     prepared: PreparedSuite,
     batch_size: int | None = None,
     token_budget: int | None = None,
+    share_prefix: bool = True,
 ) -> ProtocolResult:
     """Score prepared requests with ``model`` on its own device.
 
     ``batch_size`` caps sequences per forward pass; by default only the token budget limits
-    batches. Results do not depend on either (up to float rounding).
+    batches. ``share_prefix`` runs the token prefix common to all prompts (few-shot examples)
+    once per call instead of once per prompt. Results depend on none of these (up to float
+    rounding).
     """
     limit = model_max_length(model)
     if limit is not None and prepared.longest_input > limit:
@@ -147,11 +150,11 @@ def score(
     if not prepared.items:
         outcomes: list[ItemOutcome] = []
     elif prepared.generation is not None:
-        texts = run_generation(model, prepared.tokenizer, prepared.generation, settings)
+        texts = run_generation(model, prepared.tokenizer, prepared.generation, settings, share_prefix=share_prefix)
         outcomes = _generation_outcomes(prepared, texts)
     else:
         assert prepared.loglikelihood is not None
-        output = run_loglikelihood(model, prepared.loglikelihood.plan(settings))
+        output = run_loglikelihood(model, prepared.loglikelihood.plan(settings), share_prefix=share_prefix)
         if prepared.protocol in MULTIPLE_CHOICE:
             outcomes = _choice_outcomes(prepared, output.loglikelihood)
         else:

@@ -1,0 +1,397 @@
+"""Shared-prefix reuse in the scoring engine: exact, run once per evaluation, and easy to switch off.
+
+Few-shot suites put the same examples before every prompt. The engine runs that common token
+prefix once per ``score`` call and every prompt batch on top of a per-row shifted copy of its KV
+cache (see ``pytest_layercheck/scoring/engine.py``). These tests check that this changes nothing
+but speed: against ``share_prefix=False`` and against references computed by hand, unbatched and
+without any cache, on tiny models of families with rotary positions (Llama, Qwen2), sliding
+windows and logit soft-capping (Gemma2, window of 8 tokens, so any misplaced cache column shows)
+and absolute position embeddings (GPT-2); at several batch sizes, with items whose lengths differ
+by more than the shared prefix, and under layer ablations.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import replace
+
+import pytest
+import torch
+
+from pytest_layercheck.ablation import Ablation, ablate
+from pytest_layercheck.scoring import engine
+from pytest_layercheck.scoring.engine import MIN_SHARED_PREFIX, BatchSettings, shared_prefix
+from pytest_layercheck.scoring.protocols import batch_settings, prepare, score
+from pytest_layercheck.suites.schema import ProtocolSettings, Suite, SuiteItem
+
+from tiny_models import tiny_model, tiny_tokenizer
+
+TOL = 1e-4
+FAMILIES = ("llama", "qwen2", "gemma2", "gpt2")
+BATCHES = (1, 3, None)  # None: only the token budget limits a batch
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models are fastest single-threaded (and OpenMP spin-waits on a busy 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# --------------------------------------------------------------------------------------------
+# Models, tokenizer, suites
+# --------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def model(family: str, attn: str = "eager") -> torch.nn.Module:
+    """A 3-layer tiny model with enlarged random weights: peaked predictions, so argmax-based
+    decisions (acc, greedy, generations) are not decided by noise. Token embeddings keep their
+    small initialisation (Gemma scales them by sqrt(hidden); enlarged, they swamp every layer and
+    the model repeats one token whatever the prompt)."""
+    m = tiny_model(family, layers=3)
+    generator = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for name, param in m.named_parameters():
+            if param.ndim >= 2 and "embed_tokens" not in name and "wte" not in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * 2.0 / param.shape[-1] ** 0.5)
+    m.config._attn_implementation = attn
+    return m
+
+
+@functools.lru_cache(maxsize=None)
+def tokenizer():
+    return tiny_tokenizer()
+
+
+# Item contexts from 1 to ~70 characters (the tokenizer is nearly character-level), so the
+# suffixes after the shared few-shot prefix differ by far more than one batch's padding.
+CONTEXTS = [
+    "What is 2+2?",
+    "x",
+    "Name the capital of France, and say why it became the capital at all?",
+    "Pick one.",
+    "Which of these numbers is prime?",
+    "Q",
+    "The the the",
+    "How many legs do three spiders and two ants have together?",
+    "Sum?",
+    "Which word rhymes with cat?",
+]
+CHOICES = [
+    ("four", "five", "twenty-two", "x"),
+    ("Paris", "Lyon"),
+    ("A", "B", "the other one", "none of them at all"),
+]
+SHOTS = [
+    SuiteItem(id="s1", context="What is 1+1?", domain="t", kind="t", choices=("two", "three"), gold=0, target="two"),
+    SuiteItem(id="s2", context="Colour of the sky?", domain="t", kind="t", choices=("green", "blue"), gold=1, target="blue"),
+    SuiteItem(id="s3", context="Opposite of up?", domain="t", kind="t", choices=("down", "left"), gold=0, target="down"),
+]
+
+
+def few_shot_suite(n: int = 10, shots: int = 3, **settings: ProtocolSettings) -> Suite:
+    items = tuple(
+        SuiteItem(
+            id=f"q{i}",
+            context=CONTEXTS[i % len(CONTEXTS)],
+            domain="t",
+            kind="t",
+            choices=CHOICES[i % len(CHOICES)],
+            gold=i % len(CHOICES[i % len(CHOICES)]),
+            target=["four", "Paris", "the other"][i % 3],
+        )
+        for i in range(n)
+    )
+    protocols = {
+        "mc_text": ProtocolSettings(template="Q: {context}\nA:"),
+        "mc_letters": ProtocolSettings(template="Q: {context}\n{choices_block}\nA:"),
+        "continuation": ProtocolSettings(template="Q: {context}\nA:"),
+        "generate_until": ProtocolSettings(template="Q: {context}\nA:", until=("\n",), max_gen_toks=8),
+    }
+    protocols.update(settings)
+    return Suite(
+        name="fewshot", capability="knowledge", description="", items=items, protocols=protocols,
+        default_protocol="mc_text", fewshot=tuple(SHOTS[:shots]), content_hash="h",
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Hand references: one unpadded sequence per request, no cache, no mask, own log_softmax
+# --------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def hand_loglikelihood(m, ctx: list[int], cont: list[int]) -> tuple[float, bool]:
+    logprobs = torch.log_softmax(m(torch.tensor([ctx + cont])).logits[0].double(), dim=-1)
+    rows = [logprobs[len(ctx) - 1 + i] for i in range(len(cont))]
+    return sum(float(r[t]) for r, t in zip(rows, cont)), all(int(r.argmax()) == t for r, t in zip(rows, cont))
+
+
+@torch.no_grad()
+def hand_generate(m, tok, prompt: list[int], until: tuple[str, ...], max_new: int) -> str:
+    ids, new = list(prompt), []
+    for _ in range(max_new):
+        token = int(m(torch.tensor([ids])).logits[0, -1].argmax())
+        if token == tok.eos_token_id:
+            break
+        ids.append(token)
+        new.append(token)
+        if any(s in tok.decode(new, skip_special_tokens=True) for s in until):
+            break
+    text = tok.decode(new, skip_special_tokens=True)
+    for stop in until:
+        text = text.split(stop)[0]
+    return text
+
+
+def hand_requests(prepared) -> list[list[tuple[list[int], list[int]]]]:
+    """Per item, the (context, continuation) token pairs, encoded by hand (lm-eval's rule)."""
+    tok, delim = prepared.tokenizer, prepared.settings.target_delimiter
+    out = []
+    for rendered in prepared.items:
+        pairs = []
+        for cand in rendered.candidates:
+            stripped = rendered.prompt.rstrip()
+            whole = tok.encode(stripped + rendered.prompt[len(stripped):] + delim + cand, add_special_tokens=False)
+            ctx = tok.encode(stripped, add_special_tokens=False)
+            pairs.append((ctx, whole[len(ctx):]))
+        out.append(pairs)
+    return out
+
+
+def lls_of(result) -> list[list[float]]:
+    if "loglikelihoods" in result.outcomes[0].detail:
+        return [list(o.detail["loglikelihoods"]) for o in result.outcomes]
+    return [[o.scores["loglikelihood"]] for o in result.outcomes]
+
+
+def assert_same_result(a, b) -> None:
+    """Same log-likelihoods (to float rounding), identical metric decisions and generations."""
+    assert [o.item_id for o in a.outcomes] == [o.item_id for o in b.outcomes]
+    for x, y in zip(a.outcomes, b.outcomes):
+        assert x.scores.keys() == y.scores.keys()
+        for key in x.scores:
+            if key == "loglikelihood":
+                assert x.scores[key] == pytest.approx(y.scores[key], abs=TOL)
+            else:
+                assert x.scores[key] == y.scores[key], (x.item_id, key)
+        for key in ("loglikelihoods",):
+            if key in x.detail:
+                assert x.detail[key] == pytest.approx(y.detail[key], abs=TOL)
+        for key in ("prediction", "prediction_norm", "generation"):
+            if key in x.detail:
+                assert x.detail[key] == y.detail[key], (x.item_id, key)
+
+
+class ForwardLog:
+    """Records the token shape of every model forward (via the input embedding) while active."""
+
+    def __init__(self, m) -> None:
+        self.m, self.shapes = m, []
+
+    def __enter__(self):
+        self.handle = self.m.get_input_embeddings().register_forward_hook(
+            lambda mod, args, out: self.shapes.append(tuple(args[0].shape))
+        )
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.handle.remove()
+
+
+# --------------------------------------------------------------------------------------------
+# The common prefix
+# --------------------------------------------------------------------------------------------
+
+
+def test_shared_prefix_is_the_longest_common_token_prefix() -> None:
+    assert shared_prefix([(1, 2, 3, 4), (1, 2, 3, 5, 6), (1, 2, 9)]) == (1, 2)
+    # Every sequence keeps at least its last token (its logits score what follows).
+    assert shared_prefix([(1, 2, 3), (1, 2, 3, 4, 5)]) == (1, 2)
+    assert shared_prefix([(7, 1), (8, 1)]) == ()
+    # Fewer than two distinct sequences: nothing to share.
+    assert shared_prefix([(1, 2, 3), (1, 2, 3)]) == ()
+    assert shared_prefix([]) == ()
+    # Order does not matter (the lexicographic extremes bound everything in between).
+    seqs = [(5, 5, 1, 9), (5, 5, 1, 0, 0), (5, 5, 1, 4), (5, 5, 2)]
+    assert shared_prefix(seqs) == shared_prefix(seqs[::-1]) == (5, 5)
+
+
+def test_few_shot_prompts_share_a_long_prefix_and_batches_mix_lengths() -> None:
+    """The situation under test is real: a long shared prefix, suffixes differing by more than it."""
+    prepared = prepare(few_shot_suite(), "mc_text", tokenizer())
+    ll = prepared.loglikelihood
+    suffixes = [len(c) - len(ll.prefix) for c in ll.contexts]
+    assert len(ll.prefix) >= MIN_SHARED_PREFIX
+    assert all(c[: len(ll.prefix)] == ll.prefix for c in ll.contexts)
+    assert max(suffixes) - min(suffixes) > len(ll.prefix) // 2
+    (batch,) = ll.plan(BatchSettings(token_budget=10**6)).batches
+    assert len(set(batch.attention_mask.sum(1).tolist())) > 5
+    short = prepare(few_shot_suite(shots=0), "mc_text", tokenizer()).loglikelihood
+    assert len(short.prefix) < MIN_SHARED_PREFIX
+
+
+# --------------------------------------------------------------------------------------------
+# Exactness
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("protocol", ["mc_text", "continuation"])
+def test_loglikelihood_with_sharing_equals_hand_computation(family: str, protocol: str) -> None:
+    m, tok = model(family), tokenizer()
+    # An empty delimiter lets a continuation target be the model's own greedy text (exact_match 1).
+    suite = few_shot_suite(continuation=ProtocolSettings(template="Q: {context}\nA:", target_delimiter=""))
+    if protocol == "continuation":
+        greedy = {r.item.id: hand_generate(m, tok, tok.encode(r.prompt), (), 3) for r in prepare(suite, protocol, tok).items}
+        suite = replace(suite, items=tuple(
+            replace(it, target=greedy[it.id]) if k % 2 == 0 and greedy[it.id] else it for k, it in enumerate(suite.items)
+        ))
+    prepared = prepare(suite, protocol, tok)
+    expected = [[hand_loglikelihood(m, ctx, cont) for ctx, cont in pairs] for pairs in hand_requests(prepared)]
+    unshared = score(m, prepared, batch_size=4, share_prefix=False)
+    results = {bs: score(m, prepared, batch_size=bs) for bs in BATCHES}
+    results["budget"] = score(m, prepared, token_budget=300)  # budget-driven batches of a few rows
+    for result in results.values():
+        assert_same_result(result, unshared)
+        for item, outcome, ref in zip(prepared.items, result.outcomes, expected):
+            lls = [ll for ll, _ in ref]
+            if protocol == "mc_text":
+                assert outcome.detail["loglikelihoods"] == pytest.approx(lls, abs=TOL)
+                pred = max(range(len(lls)), key=lls.__getitem__)
+                pred_norm = max(range(len(lls)), key=lambda i: lls[i] / len(item.candidates[i]))
+                assert outcome.scores == {"acc": float(pred == item.item.gold), "acc_norm": float(pred_norm == item.item.gold)}
+            else:
+                assert outcome.scores["loglikelihood"] == pytest.approx(lls[0], abs=TOL)
+                assert outcome.scores["exact_match"] == float(ref[0][1])
+    # Decisions go both ways, so their equality means something.
+    assert 0 < unshared.mean("acc" if protocol == "mc_text" else "exact_match") < 1
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma2", "gpt2"])
+def test_single_token_candidates_with_sharing(family: str) -> None:
+    """mc_letters: every score comes from the shared pass's last position, no continuation pass."""
+    m, tok = model(family), tokenizer()
+    prepared = prepare(few_shot_suite(8, shots=2), "mc_letters", tok)
+    assert len(prepared.loglikelihood.prefix) >= MIN_SHARED_PREFIX
+    unshared = score(m, prepared, share_prefix=False)
+    for bs in BATCHES:
+        result = score(m, prepared, batch_size=bs)
+        assert_same_result(result, unshared)
+        for outcome, pairs in zip(result.outcomes, hand_requests(prepared)):
+            assert outcome.detail["loglikelihoods"] == pytest.approx([hand_loglikelihood(m, *p)[0] for p in pairs], abs=TOL)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_generation_with_sharing_equals_plain_greedy_loop(family: str) -> None:
+    m, tok = model(family), tokenizer()
+    settings = ProtocolSettings(template="Q: {context}\nA:", until=("\n", "?"), max_gen_toks=8)
+    prepared = prepare(few_shot_suite(generate_until=settings), "generate_until", tok)
+    assert len(prepared.generation.prefix) >= MIN_SHARED_PREFIX
+    expected = [hand_generate(m, tok, tok.encode(r.prompt), settings.until, settings.max_gen_toks) for r in prepared.items]
+    assert len(set(expected)) > 1
+    unshared = score(m, prepared, batch_size=4, share_prefix=False)
+    assert [o.detail["generation"] for o in unshared.outcomes] == expected
+    for bs in BATCHES:
+        result = score(m, prepared, batch_size=bs)
+        assert [o.detail["generation"] for o in result.outcomes] == expected
+        assert_same_result(result, unshared)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3", "gpt2"])  # Gemma2's soft-capping is eager-only
+def test_sdpa_attention_with_sharing(family: str) -> None:
+    """SDPA builds its (sliding-window) masks its own way; sharing must not depend on that."""
+    tok = tokenizer()
+    prepared = prepare(few_shot_suite(), "mc_text", tok)
+    eager = score(model(family, "eager"), prepared, share_prefix=False)
+    sdpa_model = model(family, "sdpa")
+    for bs in (2, None):
+        assert_same_result(score(sdpa_model, prepared, batch_size=bs), eager)
+
+
+def test_rows_padded_past_the_whole_prefix() -> None:
+    """A short shared prefix (one short shot) and very different suffixes in one batch: some rows'
+    left padding is shorter than the prefix (their cache columns are shifted copies of it), others'
+    is wider (their cache holds no prefix column at all; they are computed in full)."""
+    shot = SuiteItem(id="s", context="Up?", domain="t", kind="t", choices=("down", "left"), gold=0, target="down")
+    suite = replace(few_shot_suite(10, shots=0), fewshot=(shot,))
+    items = [replace(it, context=it.context * 2) for it in suite.items]
+    longest = max(items, key=lambda it: len(it.context))
+    items += [replace(longest, id=f"cut{k}", context=longest.context[:-k]) for k in (3, 9)]
+    suite = replace(suite, items=tuple(items))
+    for family in ("llama", "gemma2", "gpt2"):
+        m = model(family)
+        prepared = prepare(suite, "mc_text", tokenizer())
+        ll = prepared.loglikelihood
+        (batch,) = ll.plan(batch_settings(m)).batches
+        pads = batch.attention_mask.shape[1] - batch.attention_mask.sum(1)
+        assert MIN_SHARED_PREFIX <= len(ll.prefix)
+        assert ((pads > 0) & (pads < len(ll.prefix))).sum() >= 2 and (pads > len(ll.prefix)).sum() >= 2
+        result = score(m, prepared)
+        assert_same_result(result, score(m, prepared, share_prefix=False))
+        for outcome, pairs in zip(result.outcomes, hand_requests(prepared)):
+            assert outcome.detail["loglikelihoods"] == pytest.approx([hand_loglikelihood(m, *p)[0] for p in pairs], abs=TOL)
+
+
+def test_duplicate_prompts_and_truncated_contexts() -> None:
+    m, tok = model("llama"), tokenizer()
+    suite = few_shot_suite(4)
+    doubled = prepare(replace(suite, items=suite.items + suite.items), "mc_text", tok)
+    result = score(m, doubled)
+    assert lls_of(result)[:4] == lls_of(result)[4:]
+    assert_same_result(result, score(m, doubled, share_prefix=False))
+    # Left truncation cuts the few-shot block differently per prompt: nothing is shared, still right.
+    truncated = prepare(suite, "mc_text", tok, max_length=40)
+    assert len(truncated.loglikelihood.prefix) < MIN_SHARED_PREFIX
+    assert_same_result(score(m, truncated), score(m, truncated, share_prefix=False))
+
+
+# --------------------------------------------------------------------------------------------
+# Once per evaluation, from the model as it is at call time
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", ["mc_text", "generate_until"])
+def test_prefix_runs_once_per_score_call(protocol: str) -> None:
+    m, tok = model("llama"), tokenizer()
+    prepared = prepare(few_shot_suite(), protocol, tok)
+    prompts = prepared.loglikelihood.contexts if prepared.loglikelihood else prepared.generation.prompts
+    prefix, width = len((prepared.loglikelihood or prepared.generation).prefix), max(map(len, prompts))
+    for _ in range(2):  # again on the second call: the prefix cache is never kept between calls
+        with ForwardLog(m) as log:
+            score(m, prepared, batch_size=3)
+        assert log.shapes[0] == (1, prefix) and log.shapes.count((1, prefix)) == 1
+        assert log.shapes[1] == (3, width - prefix)  # the first batch runs only the columns after the prefix
+    with ForwardLog(m) as log:
+        score(m, prepared, batch_size=3, share_prefix=False)
+    assert (1, prefix) not in log.shapes and log.shapes[0] == (3, width)
+
+
+def test_no_prefix_pass_below_the_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
+    m, tok = model("llama"), tokenizer()
+    prepared = prepare(few_shot_suite(), "mc_text", tok)
+    prefix, width = len(prepared.loglikelihood.prefix), max(map(len, prepared.loglikelihood.contexts))
+    monkeypatch.setattr(engine, "MIN_SHARED_PREFIX", prefix + 1)
+    with ForwardLog(m) as log:
+        result = score(m, prepared, batch_size=3)
+    assert (1, prefix) not in log.shapes and log.shapes[0] == (3, width)
+    assert_same_result(result, score(m, prepared, batch_size=3, share_prefix=False))
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma2", "gpt2"])
+def test_sharing_follows_the_ablation_of_each_call(family: str) -> None:
+    """Layer skipping deletes blocks and renumbers KV slots between calls: the prefix cache must be
+    the current model's, so the same prepared suite is scored intact, ablated and intact again."""
+    m, tok = model(family), tokenizer()
+    prepared = prepare(few_shot_suite(6), "continuation", tok)
+    intact = score(m, prepared)
+    with ablate(m, Ablation.skipping((1,))):
+        ablated = score(m, prepared, batch_size=2)
+        assert_same_result(ablated, score(m, prepared, batch_size=2, share_prefix=False))
+        for outcome, pairs in zip(ablated.outcomes, hand_requests(prepared)):
+            assert outcome.scores["loglikelihood"] == pytest.approx(hand_loglikelihood(m, *pairs[0])[0], abs=TOL)
+    assert_same_result(score(m, prepared), intact)
+    assert max(abs(a - b) for a, b in zip(intact.values("loglikelihood"), ablated.values("loglikelihood"))) > 0.1
