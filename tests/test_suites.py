@@ -412,6 +412,13 @@ def test_malformed_suite_names_file_line_and_field(tmp_path: Path, case: str) ->
     assert caught.value.fix, "every error says how to fix it"
 
 
+def test_literal_braces_and_choice_lists_in_templates(tmp_path: Path) -> None:
+    """Only {context} and {choices_block} are placeholders (as in the scorer); JSON stays literal."""
+    text = _edit(6, """  mc_text: {template: '{"task": "capital"} {context}\n{choices_block}'}""")
+    suite = load_suite(_write(tmp_path, "json.yaml", text))
+    assert suite.settings("mc_text").template.startswith('{"task": "capital"}')
+
+
 def test_valid_fixture_loads(tmp_path: Path) -> None:
     suite = load_suite(_write(tmp_path, "ok.yaml", VALID))
     assert [item.line for item in suite.items] == [9, 16]

@@ -610,9 +610,9 @@ def needle_problems(draw: st.DrawFn, size: str, depth: float) -> Problem:
     return needle(size, depth, filler, draw(pick(NEEDLE_THINGS)), code, decoys)
 
 
-RETRIEVAL_FEWSHOT: tuple[Problem, ...] = (
-    key_value(("Mila", "Jonas", "Ruth", "Kurt"), (5127, 8043, 2961, 7318), "table number", 2),
-)
+#: No few-shot examples: with one key-value example in front, SmolLM2-135M often copied that
+#: example's answer, and lookups by generation fell from 6 to 2 of 16.
+RETRIEVAL_FEWSHOT: tuple[Problem, ...] = ()
 
 
 # --------------------------------------------------------------------------------------------------

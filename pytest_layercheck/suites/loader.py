@@ -28,8 +28,10 @@ File format (every built-in suite repeats this in a comment at its top)::
         target: Paris              # the answer for continuation / generate_until
         metadata: {...}            # optional, JSON-like; provenance, never scored
 
-Templates may use ``{context}`` (required) and, in ``mc_letters`` only, ``{choices_block}``
-(required there). ``until``, ``max_gen_toks`` and ``answer_regex`` only apply to ``generate_until``.
+Templates must use ``{context}``; ``{choices_block}`` (the ``A. text`` lines) is required in
+``mc_letters`` and allowed elsewhere for multiple-choice items. Other braces are kept literally
+(the scorer substitutes only these two), but ``{word}`` is rejected as a misspelt placeholder.
+``until``, ``max_gen_toks`` and ``answer_regex`` only apply to ``generate_until``.
 Answers must be YAML strings: quote numbers (``target: "42"``) so YAML 1.1 cannot silently turn
 ``010`` into 8 or ``1:20`` into 80.
 
@@ -46,7 +48,6 @@ import json
 import math
 import os
 import re
-import string
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import fields, replace
 from pathlib import Path
@@ -365,16 +366,11 @@ class _Fields:
         return _plain(self.raw[key]) or {}
 
 
-def _template_fields(template: str) -> list[str]:
-    """Replacement-field names of a ``str.format`` template; raises ValueError on broken braces."""
-    names = []
-    for _, name, spec, conversion in string.Formatter().parse(template):
-        if name is None:
-            continue
-        if spec or conversion:
-            raise ValueError(f"'{{{name}...}}' uses a format spec or conversion")
-        names.append(name)
-    return names
+#: What looks like a placeholder. Only {context} and {choices_block} are substituted (in one pass,
+#: like the scorer's ``fill_template``); other braces stay literal, so JSON in a template is fine,
+#: but an identifier in braces is almost always a misspelt placeholder.
+_PLACEHOLDER_LIKE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+PLACEHOLDERS: tuple[str, ...] = ("context", "choices_block")
 
 
 def _placeholders(names: Iterable[str]) -> str:
@@ -462,15 +458,15 @@ class _SuiteBuilder:
         return result
 
     def _check_template(self, body: _Fields, template: str, protocol: str) -> None:
-        allowed = {"context", "choices_block"} if protocol == "mc_letters" else {"context"}
-        fix = f"use {_placeholders(allowed)}; write literal braces as {{{{ and }}}}"
-        try:
-            names = _template_fields(template)
-        except ValueError as exc:
-            body.fail("template", f"field 'template' is not a valid format string: {exc}", fix)
-        for unknown in sorted(set(names) - allowed):
-            body.fail("template", f"field 'template' uses unknown placeholder '{{{unknown}}}'", fix)
-        if missing := allowed - set(names):
+        names = set(_PLACEHOLDER_LIKE.findall(template))
+        for unknown in sorted(names - set(PLACEHOLDERS)):
+            body.fail(
+                "template",
+                f"field 'template' uses unknown placeholder '{{{unknown}}}'",
+                f"use {_placeholders(PLACEHOLDERS)}; other text in braces is kept literally",
+            )
+        required = {"context", "choices_block"} if protocol == "mc_letters" else {"context"}
+        if missing := required - names:
             body.fail(
                 "template",
                 f"field 'template' lacks {_placeholders(missing)}",
@@ -563,7 +559,10 @@ class _SuiteBuilder:
     ) -> None:
         """Every item must be scorable under every declared protocol."""
         for protocol, settings in protocols.items():
-            if protocol in MULTIPLE_CHOICE_PROTOCOLS and not item.is_multiple_choice:
+            shows_choices = "{choices_block}" in settings.template
+            if (
+                protocol in MULTIPLE_CHOICE_PROTOCOLS or shows_choices
+            ) and not item.is_multiple_choice:
                 fields.fail(
                     None,
                     f"fields 'choices' and 'gold' are missing but protocol '{protocol}' needs them",
