@@ -164,16 +164,20 @@ def arrange_choices(answer: str, wrong: Iterable[str], position: int) -> tuple[l
     return distractors[:gold] + [answer] + distractors[gold:], gold
 
 
-#: Every numeric item's four choices have the same shape {b, b+1, b+2, b+10} (one-digit answers:
-#: {b, ..., b+3}); the answer is the member at a rank drawn from the question text, so neither the
-#: shape nor "the middle of three consecutive numbers" points to it.
-_SHAPES: Mapping[bool, tuple[int, ...]] = {True: (0, 1, 2, 3), False: (0, 1, 2, 10)}
+#: The shapes of a numeric item's four choices: the answer with its tens digit wrong (the mark of
+#: a carry mistake), {b, b+10, b+20, b+30}; where that cannot hold the answer at every rank
+#: (answers below 40, one-digit answers), consecutive numbers {b, ..., b+3}. The shape depends on
+#: the answer alone and the answer's rank in size cycles within each kind (``Problem.item``), so
+#: "the smallest" or "the middle one" is never a shortcut. (An earlier version let the rank fall
+#: back to 0 when a shape did not fit: the answer was then the smallest choice in 48% of items and
+#: the model's preference for small numbers passed for skill.)
+_SHAPES: tuple[tuple[int, ...], ...] = ((0, 10, 20, 30), (0, 1, 2, 3))
 _NEAR_MISSES: tuple[int, ...] = (1, -1, 2, -2, 3, -3, 10, -10, 4, -4, 5, -5, 11, -11, 20, -20)
 
 
 def numeric_distractors(answer: int, rank: int) -> list[str]:
-    """Three near misses (off by one, two, ten) with the answer at ``rank`` in size where possible,
-    never negative and with as many digits as the answer.
+    """Three near misses in the shape of :data:`_SHAPES` with the answer at ``rank`` in size where
+    possible, never negative and with as many digits as the answer.
 
     Digits are separate tokens, so under summed log-likelihood a shorter number wins by length alone
     (measured: "60" beat "600" for "How many centimetres are in 6 metres?"). We also tried computed
@@ -185,18 +189,16 @@ def numeric_distractors(answer: int, rank: int) -> list[str]:
     def valid(number: int) -> bool:
         return number >= 0 and len(str(number)) == len(str(answer))
 
-    shape = _SHAPES[answer < 10]
-    for r in range(rank, rank + len(shape)):  # the requested rank first, then the next that fits
-        base = answer - shape[r % len(shape)]
-        wrong = [base + step for step in shape if base + step != answer]
-        if all(map(valid, wrong)):
-            return [str(w) for w in wrong]
-    return [str(answer + d) for d in _NEAR_MISSES if valid(answer + d)]  # pragma: no cover
+    def choices(shape: tuple[int, ...], at: int) -> list[int]:
+        base = answer - shape[at]
+        return [base + step for step in shape if base + step != answer]
 
-
-def _stable_rank(text: str) -> int:
-    """A rank from the question text alone, so it does not depend on the order of generation."""
-    return int(hashlib.sha256(text.encode("utf-8")).hexdigest(), 16) % 4
+    # The shape depends on the answer alone (the first that fits at every rank), so the answer's
+    # rank stays uniform within each shape.
+    for shape in _SHAPES:
+        if all(all(map(valid, choices(shape, at))) for at in range(len(shape))):
+            return [str(w) for w in choices(shape, rank % len(shape))]
+    return [str(answer + d) for d in _NEAR_MISSES if valid(answer + d)]  # answers 0..2, 10..12
 
 
 # --------------------------------------------------------------------------------------------------
@@ -205,17 +207,27 @@ def _stable_rank(text: str) -> int:
 
 @dataclass(frozen=True)
 class Problem:
-    """One generated question with its computed answer and the wrong answers offered with it."""
+    """One generated question with its computed answer and the wrong answers offered with it.
+
+    ``wrong`` are fixed distractors (values from the context, the other numbers compared); numeric
+    problems are then topped up with :func:`numeric_distractors` at the rank the item is given.
+    """
 
     domain: str
     kind: str
     context: str
     answer: str
-    wrong: tuple[str, ...]
+    wrong: tuple[str, ...] = ()
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    numeric: bool = False
 
-    def item(self, item_id: str, position: int) -> dict[str, Any]:
-        choices, gold = arrange_choices(self.answer, self.wrong, position)
+    def item(self, item_id: str, index: int) -> dict[str, Any]:
+        """The item as the ``index``-th of its kind: gold position and the answer's rank in size
+        both cycle, decorrelated ((i + i // 4) % 4), so each kind is balanced in both."""
+        wrong = self.wrong
+        if self.numeric:
+            wrong += tuple(numeric_distractors(int(self.answer), (index + index // 4) % 4))
+        choices, gold = arrange_choices(self.answer, wrong, index)
         return {
             "id": item_id, "domain": self.domain, "kind": self.kind, "context": self.context,
             "choices": choices, "gold": gold, "target": self.answer,
@@ -225,8 +237,9 @@ class Problem:
 
 def _numeric(domain: str, kind: str, context: str, answer: int, expression: str) -> Problem:
     """A numeric problem; ``expression`` (also computing the answer) lets tests re-check it."""
-    wrong = tuple(numeric_distractors(answer, _stable_rank(context)))
-    return Problem(domain, kind, context, str(answer), wrong, {"expression": expression})
+    return Problem(
+        domain, kind, context, str(answer), metadata={"expression": expression}, numeric=True
+    )
 
 
 # Reasoning procedures. Each is a plain function of its numbers (the few-shot examples call them
@@ -306,16 +319,10 @@ def comparison(kind: str, values: Sequence[int]) -> Problem:
         context = f"Which number is {kind}: {values[0]} or {values[1]}?"
     else:
         context = f"Which number is the {kind}: {listed}?"
-    others = [str(v) for v in values if v != answer]
-    near = numeric_distractors(answer, _stable_rank(context))
-    wrong = (*others, *(v for v in near if int(v) not in values))
+    others = tuple(str(v) for v in values if v != answer)
+    expression = f"{pick.__name__}({listed})"
     return Problem(
-        "comparison",
-        kind,
-        context,
-        str(answer),
-        wrong,
-        {"expression": f"{pick.__name__}({listed})"},
+        "comparison", kind, context, str(answer), others, {"expression": expression}, True
     )
 
 
@@ -347,10 +354,14 @@ def algebra(kind: str, x: int, a: int, b: int = 0) -> Problem:
 
 
 def word_problem(kind: str, name: str, a: int, b: int, c: int = 0) -> Problem:
+    """A short story from :data:`STORIES` about ``name`` with the numbers filled in."""
     story, compute, expression = STORIES[kind]
     numbers = {"a": a, "b": b, "c": c, "ab": a * b}
     context = story.format(name=name, **numbers)
     return _numeric("word_problem", kind, context, compute(a, b, c), expression.format(**numbers))
+
+
+# Strategies: "the same procedure with any numbers".
 
 
 def numbers(low: int, high: int) -> st.SearchStrategy[int]:
@@ -629,22 +640,20 @@ def _per_kind(
 
 
 def reasoning_groups() -> list[list[_Group]]:
-    """Per domain, one group per kind (a fixed count each, so kinds are balanced)."""
+    """Per domain, one group per kind (a fixed count each, so kinds are balanced).
+
+    Weighted towards one-step arithmetic and unit conversion, which SmolLM2-135M does well above
+    chance; algebra, comparisons and word problems sit near chance for it but separate larger
+    models, so they stay, fewer.
+    """
+    comparisons = ("larger", "smaller", "largest", "smallest")
     return [
-        _per_kind("arithmetic", arithmetic_problems, {"add": 14, "subtract": 13, "multiply": 13}),
-        _per_kind("multi_step", arithmetic_problems, dict.fromkeys(MULTI_STEP, 8)),
-        _per_kind(
-            "comparison",
-            comparison_problems,
-            dict.fromkeys(("larger", "smaller", "largest", "smallest"), 8),
-        ),
-        _per_kind("unit_conversion", unit_conversion_problems, {"to_small": 24, "to_big": 12}),
-        _per_kind("algebra", algebra_problems, dict.fromkeys(ALGEBRA, 8)),
-        _per_kind(
-            "word_problem",
-            word_problems,
-            {"buy": 7, "give": 7, "boxes": 7, "share": 7, "packs_give": 6, "pages": 6},
-        ),
+        _per_kind("arithmetic", arithmetic_problems, {"add": 20, "subtract": 16, "multiply": 24}),
+        _per_kind("multi_step", arithmetic_problems, dict.fromkeys(MULTI_STEP, 7)),
+        _per_kind("comparison", comparison_problems, dict.fromkeys(comparisons, 7)),
+        _per_kind("unit_conversion", unit_conversion_problems, {"to_small": 28, "to_big": 12}),
+        _per_kind("algebra", algebra_problems, dict.fromkeys(ALGEBRA, 7)),
+        _per_kind("word_problem", word_problems, dict.fromkeys(STORIES, 5)),
     ]
 
 
@@ -687,7 +696,7 @@ def _domain_items(
             taken.add(spec.distinct_by(problem))
             by_kind.setdefault(problem.kind, []).append(problem)
     problems = interleave([list(enumerate(group)) for group in by_kind.values()])
-    items = [problem.item("", position) for position, problem in problems]
+    items = [problem.item("", index) for index, problem in problems]
     for n, item in enumerate(items, 1):
         item["id"] = f"{item['domain']}-{n:03d}"
     return items
