@@ -178,9 +178,8 @@ def assert_same_result(a, b) -> None:
                 assert x.scores[key] == pytest.approx(y.scores[key], abs=TOL)
             else:
                 assert x.scores[key] == y.scores[key], (x.item_id, key)
-        for key in ("loglikelihoods",):
-            if key in x.detail:
-                assert x.detail[key] == pytest.approx(y.detail[key], abs=TOL)
+        if "loglikelihoods" in x.detail:
+            assert x.detail["loglikelihoods"] == pytest.approx(y.detail["loglikelihoods"], abs=TOL)
         for key in ("prediction", "prediction_norm", "generation"):
             if key in x.detail:
                 assert x.detail[key] == y.detail[key], (x.item_id, key)
