@@ -1,6 +1,6 @@
 """Parity check: our scorer vs lm-evaluation-harness's HF backend on the same requests.
 
-    python benchmarks/lmeval_parity.py [--model /tmp/smol/st] [--items 40] [--no-install]
+    python benchmarks/lmeval_parity.py [--model default|PATH] [--items 40] [--no-install]
 
 lm-eval is not a dependency of pytest-layercheck; when it is missing this script installs it
 with ``pip install lm-eval`` into the running interpreter's environment (``--no-install``
@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from pytest_layercheck.scoring.protocols import prepare, score
 from pytest_layercheck.suites.schema import ProtocolSettings
@@ -44,7 +43,7 @@ def ensure_lm_eval(install: bool) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model", default="/tmp/smol/st")
+    parser.add_argument("--model", default="default", help="'default' or any spec layercheck can load")
     parser.add_argument("--items", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=8, help="lm-eval's batch size")
     parser.add_argument("--no-install", action="store_true")
@@ -53,8 +52,10 @@ def main() -> None:
     from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM
 
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    from pytest_layercheck.loading import load_model
+
+    loaded = load_model(args.model, device="cpu", dtype="float32")
+    model, tokenizer = loaded.model, loaded.tokenizer
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=args.batch_size, device="cpu")
     suite = synthetic_suite(args.items)
     # One few-shot example, so the prompts exercise the few-shot path as well.

@@ -1,6 +1,6 @@
 """Throughput of the scoring engine on a real model (default: the converted SmolLM2-135M-Instruct).
 
-    python benchmarks/scoring_throughput.py [--model /tmp/smol/st] [--items 100] [--threads N]
+    python benchmarks/scoring_throughput.py [--model default|PATH] [--items 100] [--threads N]
     python benchmarks/scoring_throughput.py --builtin reasoning,knowledge,retrieval [--limit 40] [--threads N]
 
 Reports items/s for mc_text (4 choices, ~40-token prompts), mc_letters, continuation and
@@ -108,7 +108,7 @@ def builtin_prefix_sharing(model, tokenizer, names: list[str], protocol: str | N
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model", default="/tmp/smol/st")
+    parser.add_argument("--model", default="default", help="'default' or any spec layercheck can load")
     parser.add_argument("--items", type=int, default=100)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--token-budget", type=int, default=None)
