@@ -3,8 +3,17 @@ matmuls, and 2 threads on a busy 2-core machine made them ~100x slower)."""
 
 from __future__ import annotations
 
+import pytest
 import torch
+
+from pytest_layercheck.loading import LoadedModel, load_model
 
 pytest_plugins = ["pytester"]
 
 torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def smollm() -> LoadedModel:
+    """The real default model (SmolLM2-135M-Instruct) on the CPU, loaded once for every real-model test."""
+    return load_model("default", device="cpu")

@@ -6,14 +6,9 @@ import pytest
 import torch
 
 from pytest_layercheck.ablation import Ablation, ablate
-from pytest_layercheck.loading import LoadedModel, load_model
+from pytest_layercheck.loading import LoadedModel
 
 pytestmark = pytest.mark.real_model
-
-
-@pytest.fixture(scope="module")
-def smollm() -> LoadedModel:
-    return load_model("default", device="cpu")
 
 
 def greedy(loaded: LoadedModel, prompt: str, tokens: int = 3) -> str:

@@ -1,0 +1,52 @@
+"""What every ``layercheck`` command shares: consoles, model arguments, loading and the progress bar."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+if TYPE_CHECKING:
+    from ..loading import LoadedModel
+
+console = Console(stderr=False)
+err_console = Console(stderr=True)
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, positional: str = "model") -> None:
+    """The model to load and where: the same flags for every command."""
+    parser.add_argument(positional, nargs="?", default="default",
+                        help="'default', a transformers folder, a .gguf file or a PEFT adapter folder")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
+    parser.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, float32 on CPU), float32, bfloat16")
+    parser.add_argument("--adapter-base", default=None, help="base model of a PEFT adapter, if not in its config")
+
+
+def load(spec: str, args: argparse.Namespace) -> LoadedModel:
+    """Load ``spec`` with the command's device, dtype and adapter flags, showing progress on stderr."""
+    from ..loading import load_model
+
+    with err_console.status(f"loading model {spec!r}") as status:
+        loaded = load_model(spec, device=args.device, dtype=args.dtype, adapter_base=args.adapter_base,
+                            progress=lambda message: status.update(message))
+    err_console.print(f"loaded {loaded.name} on {loaded.device} ({loaded.load_seconds:.1f} s)")
+    return loaded
+
+
+@contextmanager
+def progress_bar(what: str = "profiling") -> Iterator[Callable[[str, int, int], None]]:
+    """A rich progress bar on stderr, driven by ``hook(description, done, total)``."""
+    with Progress(
+        TextColumn("[bold]{task.description:<32}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=False,
+    ) as progress:
+        task = progress.add_task(what, total=None)
+
+        def hook(description: str, done: int, total: int) -> None:
+            progress.update(task, description=description, completed=done, total=total)
+
+        yield hook

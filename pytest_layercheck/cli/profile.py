@@ -1,0 +1,120 @@
+"""``layercheck profile`` and ``layercheck baseline``: compute a depth profile, print it or record it."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .common import add_model_arguments, console, err_console, load, progress_bar
+
+if TYPE_CHECKING:
+    from ..profile_data import DepthProfile
+    from ..profiler import ProfileSettings
+
+
+def add_profile_arguments(parser: argparse.ArgumentParser) -> None:
+    """What a profile computes; shared by every command that profiles."""
+    parser.add_argument("--suites", default="knowledge,reasoning,retrieval", help="comma-separated suites")
+    parser.add_argument("--protocols", default="", help="overrides, e.g. knowledge=mc_text,reasoning=continuation")
+    parser.add_argument("--limit", default=None,
+                        help="items per suite: N, or suite=N,... (0 = all; default: the built-in per-suite defaults)")
+    parser.add_argument("--mode", default="layers", help="layers (default), bands or window:K")
+    parser.add_argument("--bands", default="", help="e.g. shallow=0:0.3,middle=0.3:0.7,deep=0.7:1")
+    parser.add_argument("--no-cache", action="store_true", help="recompute instead of reading the result cache")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    profile = subparsers.add_parser("profile", help="print the depth-sensitivity profile of a model")
+    add_model_arguments(profile)
+    add_profile_arguments(profile)
+    profile.add_argument("--baseline-dir", default="baselines", help="compare with the baseline here if one exists")
+    profile.add_argument("--baseline", default=None, help="baseline name to compare with (default: the model name)")
+    profile.add_argument("--json", dest="json_path", default=None, help="write a JSON report here")
+    profile.add_argument("--markdown", default=None, help="write the markdown table here")
+    profile.add_argument("--heatmap", default=None, help="write a per-layer heatmap PNG here (needs matplotlib)")
+    profile.set_defaults(handler=run_profile)
+
+    baseline = subparsers.add_parser("baseline", help="record or refresh a model's baseline")
+    add_model_arguments(baseline)
+    add_profile_arguments(baseline)
+    baseline.add_argument("--baseline-dir", default="baselines", help="folder of baseline files")
+    baseline.add_argument("--name", default=None, help="baseline name (default: the model name)")
+    baseline.add_argument("--update", action="store_true", help="allow replacing an existing, different baseline")
+    baseline.set_defaults(handler=run_baseline)
+
+
+def settings_from(args: argparse.Namespace) -> ProfileSettings:
+    from ..bands import DepthBands
+    from ..profiler import ProfileSettings
+    from ..session import parse_limit, parse_protocols
+
+    return ProfileSettings(
+        suites=tuple(s.strip() for s in args.suites.split(",") if s.strip()),
+        protocols=parse_protocols(args.protocols),
+        mode=args.mode,
+        bands=DepthBands.parse(args.bands) if args.bands else DepthBands(),
+        limit=parse_limit(args.limit),
+    )
+
+
+def compute_profile(args: argparse.Namespace, spec: str | None = None) -> DepthProfile:
+    """Load the model named by ``spec`` (default: ``args.model``) and profile it with a progress bar."""
+    from ..profiler import build_profile
+    from ..result_cache import ResultCache
+
+    loaded = load(spec or args.model, args)
+    cache = ResultCache(enabled=not args.no_cache)
+    started = time.perf_counter()
+    with progress_bar() as hook:
+        profile = build_profile(loaded, settings_from(args), cache=cache, progress=hook)
+    seconds = time.perf_counter() - started
+    err_console.print(f"profile: {seconds:.1f} s ({cache.hits} evaluations from cache, {cache.misses} computed)")
+    return profile
+
+
+def run_profile(args: argparse.Namespace) -> int:
+    from ..baseline import BaselineStore
+    from ..comparison import Tolerance, compare_profiles
+    from ..errors import BaselineError
+    from ..report.terminal import render_terminal
+
+    profile = compute_profile(args)
+    comparison = None
+    store = BaselineStore(Path(args.baseline_dir))
+    name = args.baseline or str(profile.model["name"])
+    if store.exists(name):
+        try:
+            comparison = compare_profiles(store.load(name), profile, tolerance=Tolerance.parse("0.05"), alpha=0.05)
+        except BaselineError as exc:
+            err_console.print(f"[yellow]not compared with baseline {name!r}:[/] {exc}", highlight=False)
+    console.print(render_terminal(profile, comparison, width=console.width), highlight=False)
+    if args.json_path:
+        from ..report.json_report import write_json_report
+
+        write_json_report(Path(args.json_path), profile, comparison)
+        err_console.print(f"JSON report: {args.json_path}")
+    if args.markdown:
+        from ..atomic import atomic_write_text
+        from ..report.markdown import render_markdown
+
+        atomic_write_text(Path(args.markdown), render_markdown(profile, comparison))
+        err_console.print(f"markdown: {args.markdown}")
+    if args.heatmap:
+        from ..report.heatmap import plot_layer_heatmap
+
+        plot_layer_heatmap(profile, Path(args.heatmap))
+        err_console.print(f"heatmap: {args.heatmap}")
+    return 1 if comparison is not None and not comparison.passed else 0
+
+
+def run_baseline(args: argparse.Namespace) -> int:
+    from ..baseline import BaselineStore
+
+    profile = compute_profile(args)
+    store = BaselineStore(Path(args.baseline_dir))
+    name = args.name or str(profile.model["name"])
+    result = store.save(profile, name, update=args.update)
+    console.print(f"baseline {result.status}: {result.path}")
+    return 0
