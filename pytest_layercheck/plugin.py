@@ -38,7 +38,7 @@ _OPTIONS: list[tuple[str, str, str, Any]] = [
     ("bands", "layercheck_bands", "depth bands as fractions, e.g. 'shallow=0:0.3,middle=0.3:0.7,deep=0.7:1'", ""),
     ("max-drop", "layercheck_max_drop", "tolerated drop: absolute (0.05) or relative ('5%')", "0.05"),
     ("alpha", "layercheck_alpha", "significance level of the paired exact McNemar test", "0.05"),
-    ("limit", "layercheck_limit", "items per suite (0 = all); small values make quick runs", None),
+    ("limit", "layercheck_limit", "items per suite: N or suite=N,... (0 = all; default: built-in per-suite counts); small values make quick runs", None),
     ("report", "layercheck_report", "write a JSON report to this path", None),
     ("heatmap", "layercheck_heatmap", "write a per-layer heatmap PNG to this path (needs matplotlib)", None),
 ]

@@ -23,14 +23,20 @@ from .errors import ConfigError
 from .loading import LoadedModel
 from .profile_data import INTACT, DepthProfile, Evaluation, SuiteInfo
 from .result_cache import ResultCache
-from .scoring.protocols import prepare, score
+from .scoring.protocols import prepare, score, score_sweep
 from .scoring.results import ProtocolResult
 from .suites.builtin import BUILTIN_SUITES, resolve_suite
 from .suites.schema import Suite
 
-#: Items per suite in a default profile: sized so the whole default profile (three suites, every
-#: layer of SmolLM2-135M removed in turn) stays under three minutes on a 2-core CPU.
+#: Items per suite in a default profile, sized so the whole default profile (three suites, every
+#: layer of SmolLM2-135M removed in turn) stays under three minutes on a 2-core CPU. Retrieval
+#: items carry contexts of 150-600 tokens with nothing shared, so they cost several times more.
+DEFAULT_LIMITS: dict[str, int] = {"knowledge": 40, "reasoning": 40, "retrieval": 16}
+#: Items for suites without an entry in DEFAULT_LIMITS (user suites).
 DEFAULT_LIMIT = 40
+
+#: A limit: items for every suite (None = all), or per suite name (missing names take the default).
+Limit = int | None | dict[str, int | None]
 
 ProgressHook = Callable[[str, int, int], None]
 
@@ -43,14 +49,20 @@ class ProfileSettings:
     protocols: dict[str, str] = field(default_factory=dict)
     mode: str = "layers"
     bands: DepthBands = field(default_factory=DepthBands)
-    limit: int | None = DEFAULT_LIMIT
+    limit: Limit = field(default_factory=lambda: dict(DEFAULT_LIMITS))
     seed: int = 0
     batch_size: int | None = None
+
+    def limit_for(self, suite: str) -> int | None:
+        """Items of ``suite`` to score (None = all)."""
+        if isinstance(self.limit, dict):
+            return self.limit.get(suite, DEFAULT_LIMITS.get(suite, DEFAULT_LIMIT))
+        return self.limit
 
     def describe(self) -> dict[str, object]:
         return {
             "mode": self.mode,
-            "limit": self.limit,
+            "limit": {suite: self.limit_for(suite) for suite in self.suites},
             "seed": self.seed,
             "bands": self.bands.describe(),
             "protocols": dict(self.protocols),
@@ -95,26 +107,36 @@ def build_profile(
     with _deterministic(settings.seed):
         for suite in suites:
             protocol = settings.protocols.get(suite.name, suite.default_protocol)
-            limited = suite.limited(settings.limit)
+            limited = suite.limited(settings.limit_for(suite.name))
             info = SuiteInfo(suite.name, suite.capability, suite.content_hash, protocol, tuple(i.id for i in limited.items))
             infos[suite.name] = info
-            prepared = None  # tokenised lazily: a fully cached profile never tokenises
-            for removed in [(), *plan]:
-                ablation = Ablation.skipping(removed) if removed else Ablation()
-                key = ablation.key if removed else INTACT
-                if progress:
-                    progress(f"{suite.name} · {key}", done, total)
-                identity = _identity(loaded, info, key, settings)
-                evaluation = cache.get(identity)
-                if evaluation is None:
-                    if prepared is None:
-                        prepared = prepare(limited, protocol, loaded.tokenizer)
-                    with ablate(loaded.model, ablation):
-                        result = score(loaded.model, prepared, batch_size=settings.batch_size)
-                    evaluation = to_evaluation(result, info, key, removed)
-                    cache.put(identity, evaluation)
-                evaluations[(suite.name, protocol, key)] = evaluation
-                done += 1
+            variants = [(INTACT, ())] + [(Ablation.skipping(removed).key, removed) for removed in plan]
+            identities = {key: _identity(loaded, info, key, settings) for key, _ in variants}
+            found = {key: cache.get(identity) for key, identity in identities.items()}
+            missing = [(key, removed) for key, removed in variants if found[key] is None and removed]
+            if found[INTACT] is None or missing:
+                # Tokenised only when something must be computed: a fully cached profile never tokenises.
+                prepared = prepare(limited, protocol, loaded.tokenizer)
+                base = done
+
+                def on_step(step: int, steps: int, base: int = base, name: str = suite.name) -> None:
+                    if progress:
+                        progress(f"{name} · sweep", base + step * len(variants) // steps, total)
+
+                intact, ablated = score_sweep(
+                    loaded.model, prepared, [Ablation.skipping(removed) for _, removed in missing],
+                    batch_size=settings.batch_size, on_step=on_step,
+                )
+                computed = [(INTACT, (), intact), *((key, removed, r) for (key, removed), r in zip(missing, ablated))]
+                for key, removed, result in computed:
+                    if found[key] is None:
+                        found[key] = to_evaluation(result, info, key, removed)
+                        cache.put(identities[key], found[key])
+            for key, _ in variants:
+                evaluations[(suite.name, protocol, key)] = found[key]  # type: ignore[assignment]
+            done += len(variants)
+            if progress:
+                progress(suite.name, done, total)
     if progress:
         progress("done", done, total)
     return DepthProfile(

@@ -19,7 +19,7 @@ from .comparison import ProfileComparison, Tolerance, compare_profiles
 from .errors import BaselineError, ConfigError
 from .loading import LoadedModel, load_model
 from .profile_data import DepthProfile
-from .profiler import DEFAULT_LIMIT, ProfileSettings, build_profile
+from .profiler import DEFAULT_LIMITS, Limit, ProfileSettings, build_profile
 from .result_cache import ResultCache
 
 
@@ -60,13 +60,28 @@ def parse_protocols(text: str) -> dict[str, str]:
     return result
 
 
-def parse_limit(text: str | int | None) -> int | None:
+def parse_limit(text: str | int | None) -> Limit:
+    """``""``/None: the built-in per-suite defaults; ``N``: N items of every suite (0 = all);
+    ``suite=N,...``: per suite, the others keep their defaults."""
     if text is None or text == "":
-        return DEFAULT_LIMIT
+        return dict(DEFAULT_LIMITS)
+    if isinstance(text, str) and "=" in text:
+        limits: dict[str, int | None] = dict(DEFAULT_LIMITS)
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            suite, _, value = part.partition("=")
+            if not suite.strip():
+                raise ConfigError(f"bad item limit {part!r}", "write suite=N, e.g. knowledge=40,retrieval=10")
+            limits[suite.strip()] = _items(value.strip())
+        return limits
+    return _items(text)
+
+
+def _items(text: str | int) -> int | None:
     try:
         value = int(text)
     except ValueError:
-        raise ConfigError(f"bad item limit {text!r}", "use a whole number of items per suite; 0 means all") from None
+        raise ConfigError(f"bad item limit {text!r}",
+                          "use a whole number of items per suite (0 means all), or suite=N,...") from None
     if value < 0:
         raise ConfigError(f"bad item limit {text!r}", "use a whole number >= 0; 0 means all items")
     return None if value == 0 else value

@@ -24,41 +24,21 @@ from pytest_layercheck.scoring.engine import MIN_SHARED_PREFIX, BatchSettings, s
 from pytest_layercheck.scoring.protocols import batch_settings, prepare, score
 from pytest_layercheck.suites.schema import ProtocolSettings, Suite, SuiteItem
 
-from tiny_models import tiny_model, tiny_tokenizer
+from scoring_references import hand_generate, hand_loglikelihood, sharp_model
+from tiny_models import tiny_tokenizer
+
+
+def model(family: str, attn: str = "eager") -> torch.nn.Module:
+    return sharp_model(family, attn, seed=7, sharpen_embeddings=False)
 
 TOL = 1e-4
 FAMILIES = ("llama", "qwen2", "gemma2", "gpt2")
 BATCHES = (1, 3, None)  # None: only the token budget limits a batch
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models are fastest single-threaded (and OpenMP spin-waits on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # --------------------------------------------------------------------------------------------
 # Models, tokenizer, suites
 # --------------------------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=None)
-def model(family: str, attn: str = "eager") -> torch.nn.Module:
-    """A 3-layer tiny model with enlarged random weights: peaked predictions, so argmax-based
-    decisions (acc, greedy, generations) are not decided by noise. Token embeddings keep their
-    small initialisation (Gemma scales them by sqrt(hidden); enlarged, they swamp every layer and
-    the model repeats one token whatever the prompt)."""
-    m = tiny_model(family, layers=3)
-    generator = torch.Generator().manual_seed(7)
-    with torch.no_grad():
-        for name, param in m.named_parameters():
-            if param.ndim >= 2 and "embed_tokens" not in name and "wte" not in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * 2.0 / param.shape[-1] ** 0.5)
-    m.config._attn_implementation = attn
-    return m
 
 
 @functools.lru_cache(maxsize=None)
@@ -121,30 +101,6 @@ def few_shot_suite(n: int = 10, shots: int = 3, **settings: ProtocolSettings) ->
 # --------------------------------------------------------------------------------------------
 # Hand references: one unpadded sequence per request, no cache, no mask, own log_softmax
 # --------------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def hand_loglikelihood(m, ctx: list[int], cont: list[int]) -> tuple[float, bool]:
-    logprobs = torch.log_softmax(m(torch.tensor([ctx + cont])).logits[0].double(), dim=-1)
-    rows = [logprobs[len(ctx) - 1 + i] for i in range(len(cont))]
-    return sum(float(r[t]) for r, t in zip(rows, cont)), all(int(r.argmax()) == t for r, t in zip(rows, cont))
-
-
-@torch.no_grad()
-def hand_generate(m, tok, prompt: list[int], until: tuple[str, ...], max_new: int) -> str:
-    ids, new = list(prompt), []
-    for _ in range(max_new):
-        token = int(m(torch.tensor([ids])).logits[0, -1].argmax())
-        if token == tok.eos_token_id:
-            break
-        ids.append(token)
-        new.append(token)
-        if any(s in tok.decode(new, skip_special_tokens=True) for s in until):
-            break
-    text = tok.decode(new, skip_special_tokens=True)
-    for stop in until:
-        text = text.split(stop)[0]
-    return text
 
 
 def hand_requests(prepared) -> list[list[tuple[list[int], list[int]]]]:

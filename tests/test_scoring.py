@@ -29,40 +29,15 @@ from pytest_layercheck.scoring.rendering import render_prompt
 from pytest_layercheck.scoring.tokenization import encode_pairs, encoding_rule
 from pytest_layercheck.suites.schema import ProtocolSettings, Suite, SuiteItem
 
+from scoring_references import hand_generate, hand_loglikelihood, sharp_model
 from tiny_models import FAMILIES, tiny_model, tiny_tokenizer
 
 TOL = 1e-4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest single-threaded; with 2 threads on a busy 2-core machine,
-    OpenMP spin-waiting makes each forward ~100x slower. Restored after this module."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # --------------------------------------------------------------------------------------------
 # Fixtures: sharpened tiny models, a tokenizer and small suites
 # --------------------------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=None)
-def sharp_model(family: str, attn: str = "eager") -> torch.nn.Module:
-    """A tiny model with larger random weights, so its predictions are peaked, not near-uniform.
-
-    Near-uniform logits would make argmax decisions (acc, greedy, generation) hinge on noise.
-    """
-    model = tiny_model(family, layers=3)
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for param in model.parameters():
-            if param.ndim >= 2:
-                param.copy_(torch.randn(param.shape, generator=generator) * 2.0 / param.shape[-1] ** 0.5)
-    model.config._attn_implementation = attn
-    return model
 
 
 @functools.lru_cache(maxsize=None)
@@ -128,38 +103,6 @@ def hand_pair(tok, context: str, continuation: str, bos: bool = False) -> tuple[
     whole = prefix + tok.encode(stripped + continuation, add_special_tokens=False)
     ctx = prefix + tok.encode(stripped, add_special_tokens=False)
     return ctx, whole[len(ctx):]
-
-
-@torch.no_grad()
-def hand_loglikelihood(model, ctx: list[int], cont: list[int]) -> tuple[float, bool]:
-    """Sum of the continuation's log-probs on one unpadded sequence, and whether it is greedy."""
-    full = torch.tensor([ctx + cont])
-    logprobs = torch.log_softmax(model(full).logits[0].double(), dim=-1)
-    total, greedy = 0.0, True
-    for i, token in enumerate(cont):
-        row = logprobs[len(ctx) - 1 + i]
-        total += float(row[token])
-        greedy &= int(row.argmax()) == token
-    return total, greedy
-
-
-@torch.no_grad()
-def hand_generate(model, tok, prompt: list[int], until: tuple[str, ...], max_new: int) -> str:
-    """Plain greedy loop without cache; stop at EOS, a stop string, or ``max_new`` tokens."""
-    ids = list(prompt)
-    new: list[int] = []
-    for _ in range(max_new):
-        token = int(model(torch.tensor([ids])).logits[0, -1].argmax())
-        if token == tok.eos_token_id:
-            break
-        ids.append(token)
-        new.append(token)
-        if any(s in tok.decode(new, skip_special_tokens=True) for s in until):
-            break
-    text = tok.decode(new, skip_special_tokens=True)
-    for stop in until:
-        text = text.split(stop)[0]
-    return text
 
 
 def hand_prompt(item: SuiteItem, shots: tuple[SuiteItem, ...], answer, delimiter: str = " ") -> str:

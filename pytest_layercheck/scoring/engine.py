@@ -151,7 +151,7 @@ def shared_prefix(seqs: Sequence[Sequence[int]]) -> tuple[int, ...]:
     return tuple(lo[:n])
 
 
-class _PrefixCache:
+class PrefixCache:
     """Keys/values of the shared prefix for the model as it is now (one batch-1 pass per evaluation).
 
     :meth:`expand` builds, per prompt batch, a new cache whose row ``r`` holds prefix entry
@@ -163,7 +163,7 @@ class _PrefixCache:
         self.length = length
 
     @classmethod
-    def compute(cls, model: Any, prefix: Sequence[int], device: torch.device) -> _PrefixCache | None:
+    def compute(cls, model: Any, prefix: Sequence[int], device: torch.device) -> PrefixCache | None:
         """Run ``prefix`` once; None when the model's cache is not a plain full-length DynamicCache."""
         ids = torch.tensor([list(prefix)], dtype=torch.long, device=device)
         _, cache = _forward_logits(
@@ -214,11 +214,11 @@ class _PrefixCache:
         return torch.gather(states.expand(rows, -1, -1, -1), 2, gather)
 
 
-def _prefix_for(model: Any, prefix: Sequence[int], share: bool) -> _PrefixCache | None:
+def prefix_for(model: Any, prefix: Sequence[int], share: bool) -> PrefixCache | None:
     """The prefix cache to use for one evaluation, or None (sharing off, prefix too short)."""
     if not share or len(prefix) < MIN_SHARED_PREFIX:
         return None
-    return _PrefixCache.compute(model, prefix, model_device(model))
+    return PrefixCache.compute(model, prefix, model_device(model))
 
 
 # --------------------------------------------------------------------------------------------
@@ -450,7 +450,7 @@ def _select_cache(cache: Any, rows: torch.Tensor, keep_original: bool) -> Any:
     return cache
 
 
-def _prompt_inputs(batch: _PromptBatch, prefix: _PrefixCache | None, device: torch.device) -> dict[str, Any]:
+def _prompt_inputs(batch: _PromptBatch, prefix: PrefixCache | None, device: torch.device) -> dict[str, Any]:
     """Model inputs of a left-padded prompt batch; with ``prefix``, its first columns come from the cache."""
     mask = batch.attention_mask
     if prefix is None:
@@ -465,6 +465,41 @@ def _prompt_inputs(batch: _PromptBatch, prefix: _PrefixCache | None, device: tor
     }
 
 
+def run_batch(model: Any, batch: _PromptBatch, prefix: PrefixCache | None, device: torch.device,
+              total: torch.Tensor, misses: torch.Tensor) -> int:
+    """Score one prompt batch and its continuation chunks into ``total``/``misses``.
+
+    Makes one forward call for the prompts, then one per continuation chunk, in that order
+    (the layer-sweep relies on the order); returns the number of calls.
+    """
+    logits, cache = _forward_logits(
+        model,
+        keep_last=True,
+        **_prompt_inputs(batch, prefix, device),
+        use_cache=bool(batch.chunks) or prefix is not None,
+    )
+    _accumulate(logits[:, -1], batch.scored, total, misses)
+    for k, chunk in enumerate(batch.chunks):
+        past = _select_cache(cache, chunk.source.to(device), keep_original=k < len(batch.chunks) - 1)
+        logits, _ = _forward_logits(
+            model,
+            keep_last=False,
+            input_ids=chunk.input_ids.to(device),
+            attention_mask=chunk.attention_mask.to(device),
+            position_ids=chunk.position_ids.to(device),
+            past_key_values=past,
+            use_cache=True,
+        )
+        _accumulate(logits, chunk.scored, total, misses)
+        del past, logits
+    return 1 + len(batch.chunks)
+
+
+def empty_totals(plan: LoglikelihoodPlan) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-request accumulators: summed log-probability (float64) and greedy misses."""
+    return torch.zeros(plan.n_requests, dtype=torch.float64), torch.zeros(plan.n_requests, dtype=torch.long)
+
+
 @torch.inference_mode()
 def run_loglikelihood(model: Any, plan: LoglikelihoodPlan, share_prefix: bool = True) -> LoglikelihoodOutput:
     """Score every request of ``plan`` with ``model`` (see the module docstring for the scheme).
@@ -472,31 +507,10 @@ def run_loglikelihood(model: Any, plan: LoglikelihoodPlan, share_prefix: bool = 
     ``share_prefix``: run the contexts' common token prefix once instead of once per context.
     """
     device = model_device(model)
-    total = torch.zeros(plan.n_requests, dtype=torch.float64)
-    misses = torch.zeros(plan.n_requests, dtype=torch.long)
-    prefix = _prefix_for(model, plan.prefix, share_prefix)
+    total, misses = empty_totals(plan)
+    prefix = prefix_for(model, plan.prefix, share_prefix)
     for batch in plan.batches:
-        logits, cache = _forward_logits(
-            model,
-            keep_last=True,
-            **_prompt_inputs(batch, prefix, device),
-            use_cache=bool(batch.chunks) or prefix is not None,
-        )
-        _accumulate(logits[:, -1], batch.scored, total, misses)
-        for k, chunk in enumerate(batch.chunks):
-            past = _select_cache(cache, chunk.source.to(device), keep_original=k < len(batch.chunks) - 1)
-            logits, _ = _forward_logits(
-                model,
-                keep_last=False,
-                input_ids=chunk.input_ids.to(device),
-                attention_mask=chunk.attention_mask.to(device),
-                position_ids=chunk.position_ids.to(device),
-                past_key_values=past,
-                use_cache=True,
-            )
-            _accumulate(logits, chunk.scored, total, misses)
-            del past, logits
-        del cache
+        run_batch(model, batch, prefix, device, total, misses)
     return LoglikelihoodOutput(total, misses == 0)
 
 
@@ -609,7 +623,7 @@ def run_generation(
     config = greedy_config(model, tokenizer, prepared.max_new_tokens)
     eos = torch.tensor(eos_token_ids(model, tokenizer), dtype=torch.long)
     texts: list[str] = [""] * len(prepared.prompts)
-    prefix = _prefix_for(model, prepared.prefix, share_prefix)
+    prefix = prefix_for(model, prepared.prefix, share_prefix)
     for batch in prepared.plan(settings):
         width = batch.input_ids.shape[1]
         stops = StoppingCriteriaList([_StopOnStrings(tokenizer, prepared.until, width)]) if prepared.until else None

@@ -18,16 +18,19 @@ from __future__ import annotations
 
 import re
 import string
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from ..ablation import Ablation, ablate
 from ..errors import ProtocolError
 from ..suites.schema import ProtocolSettings, Suite
 from .engine import (
     LOGIT_BUDGET,
     BatchSettings,
+    LoglikelihoodOutput,
     PreparedGeneration,
     PreparedLoglikelihood,
     default_token_budget,
@@ -36,6 +39,7 @@ from .engine import (
     run_generation,
     run_loglikelihood,
 )
+from .sweep import run_loglikelihood_sweep
 from .rendering import MULTIPLE_CHOICE, RenderedItem, render
 from .results import ItemOutcome, ProtocolResult
 from .tokenization import (
@@ -139,6 +143,51 @@ def score(
     once per call instead of once per prompt. Results depend on none of these (up to float
     rounding).
     """
+    _check_fits(model, prepared)
+    settings = batch_settings(model, batch_size, token_budget)
+    if not prepared.items:
+        return _result(prepared, [])
+    if prepared.generation is not None:
+        texts = run_generation(model, prepared.tokenizer, prepared.generation, settings, share_prefix=share_prefix)
+        return _result(prepared, _generation_outcomes(prepared, texts))
+    assert prepared.loglikelihood is not None
+    output = run_loglikelihood(model, prepared.loglikelihood.plan(settings), share_prefix=share_prefix)
+    return _loglikelihood_result(prepared, output)
+
+
+def score_sweep(
+    model: Any,
+    prepared: PreparedSuite,
+    ablations: Sequence[Ablation],
+    *,
+    donor: Any = None,
+    batch_size: int | None = None,
+    token_budget: int | None = None,
+    share_prefix: bool = True,
+    on_step: Callable[[int, int], None] | None = None,
+) -> tuple[ProtocolResult, list[ProtocolResult]]:
+    """Score ``prepared`` intact and under each ablation: (intact result, [result per ablation]).
+
+    Log-likelihood protocols reuse the intact model's activations below each ablation's first
+    affected layer (:mod:`.sweep`); generation scores each ablated model in turn. The results
+    equal ``score`` under ``ablate`` for each ablation, up to float rounding.
+    """
+    _check_fits(model, prepared)
+    if prepared.loglikelihood is None or not prepared.items:
+        results = []
+        for done, ablation in enumerate([Ablation(), *ablations], start=1):
+            with ablate(model, ablation, donor=donor):
+                results.append(score(model, prepared, batch_size, token_budget, share_prefix))
+            if on_step:
+                on_step(done, len(ablations) + 1)
+        return results[0], results[1:]
+    plan = prepared.loglikelihood.plan(batch_settings(model, batch_size, token_budget))
+    intact, outputs = run_loglikelihood_sweep(model, plan, ablations, donor=donor, share_prefix=share_prefix,
+                                              on_step=on_step)
+    return _loglikelihood_result(prepared, intact), [_loglikelihood_result(prepared, o) for o in outputs]
+
+
+def _check_fits(model: Any, prepared: PreparedSuite) -> None:
     limit = model_max_length(model)
     if limit is not None and prepared.longest_input > limit:
         raise ProtocolError(
@@ -146,20 +195,16 @@ def score(
             f"more than the model's maximum of {limit}",
             f"prepare it with max_length={limit} (score_suite does this for you)",
         )
-    settings = batch_settings(model, batch_size, token_budget)
-    if not prepared.items:
-        outcomes: list[ItemOutcome] = []
-    elif prepared.generation is not None:
-        texts = run_generation(model, prepared.tokenizer, prepared.generation, settings, share_prefix=share_prefix)
-        outcomes = _generation_outcomes(prepared, texts)
-    else:
-        assert prepared.loglikelihood is not None
-        output = run_loglikelihood(model, prepared.loglikelihood.plan(settings), share_prefix=share_prefix)
-        if prepared.protocol in MULTIPLE_CHOICE:
-            outcomes = _choice_outcomes(prepared, output.loglikelihood)
-        else:
-            outcomes = _continuation_outcomes(prepared, output.loglikelihood, output.greedy)
+
+
+def _result(prepared: PreparedSuite, outcomes: list[ItemOutcome]) -> ProtocolResult:
     return ProtocolResult(prepared.suite.name, prepared.suite.content_hash, prepared.protocol, tuple(outcomes))
+
+
+def _loglikelihood_result(prepared: PreparedSuite, output: LoglikelihoodOutput) -> ProtocolResult:
+    if prepared.protocol in MULTIPLE_CHOICE:
+        return _result(prepared, _choice_outcomes(prepared, output.loglikelihood))
+    return _result(prepared, _continuation_outcomes(prepared, output.loglikelihood, output.greedy))
 
 
 def score_suite(

@@ -1,0 +1,149 @@
+"""The layer sweep that reuses the intact model's activations: the same numbers as scoring every
+ablated model from scratch, with less layer work.
+
+The reference for every ablation is the plain engine run on the ablated model
+(``ablate`` + ``run_loglikelihood``), which recomputes all layers; that engine is itself checked
+against unbatched hand computations in test_scoring.py and test_prefix_sharing.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pytest_layercheck.ablation import Ablation, ablate
+from pytest_layercheck.architecture import get_adapter
+from pytest_layercheck.scoring.engine import run_loglikelihood
+from pytest_layercheck.scoring.protocols import batch_settings, prepare
+from pytest_layercheck.scoring.sweep import first_affected_layer, resume_layer, run_loglikelihood_sweep
+from pytest_layercheck.suites.schema import ProtocolSettings, Suite, SuiteItem
+
+from scoring_references import sharp_model
+from tiny_models import tiny_tokenizer
+
+LAYERS = 5
+CONTEXTS = ["What is 2+2?", "x", "Name the capital of France, and say why it became the capital at all?",
+            "Pick one.", "Which of these numbers is prime?", "The the the", "Sum?"]
+CHOICES = [("four", "five", "twenty-two", "x"), ("Paris", "Lyon"), ("A", "B", "the other one")]
+SHOTS = tuple(
+    SuiteItem(id=f"s{i}", context=c, domain="t", kind="t", choices=("yes", "no"), gold=0, target="yes")
+    for i, c in enumerate(["Is water wet?", "Is fire hot?", "Is ice cold?"])
+)
+
+
+def suite(shots: int) -> Suite:
+    items = tuple(
+        SuiteItem(id=f"q{i}", context=CONTEXTS[i % len(CONTEXTS)], domain="t", kind="t",
+                  choices=CHOICES[i % 3], gold=i % len(CHOICES[i % 3]), target=CHOICES[i % 3][0])
+        for i in range(9)
+    )
+    template = ProtocolSettings(template="Q: {context}\nA:")
+    return Suite(
+        name="sweep", capability="knowledge", description="", items=items, default_protocol="mc_text",
+        protocols={"mc_text": template, "continuation": template,
+                   "mc_letters": ProtocolSettings(template="Q: {context}\n{choices_block}\nA:")},
+        fewshot=SHOTS[:shots], content_hash="h",
+    )
+
+
+def model(family: str) -> torch.nn.Module:
+    return sharp_model(family, seed=3, sharpen_embeddings=False, layers=LAYERS)
+
+
+ABLATIONS = [
+    *(Ablation.skipping(i) for i in range(LAYERS)),
+    Ablation.skipping(1, 2),
+    Ablation.skipping(2, 4),
+    Ablation.skipping(3, 4),  # everything from layer 3 on removed: resumes at layer 2
+    Ablation.skipping(range(LAYERS)),  # nothing left to resume from
+    Ablation.masking({2: [0, 3]}),
+    Ablation.masking({1: [1]}, mode="uniform"),
+    Ablation.build(skip=[3], heads={1: [2]}),
+]
+
+
+def plan_of(family: str, protocol: str, shots: int, token_budget: int | None = None):
+    prepared = prepare(suite(shots), protocol, tiny_tokenizer())
+    assert prepared.loglikelihood is not None
+    settings = batch_settings(model(family), token_budget=token_budget)
+    return prepared.loglikelihood.plan(settings)
+
+
+def reference(m: torch.nn.Module, plan, ablation: Ablation, donor=None):
+    with ablate(m, ablation, donor=donor):
+        return run_loglikelihood(m, plan)
+
+
+def assert_same(a, b) -> None:
+    torch.testing.assert_close(a.loglikelihood, b.loglikelihood, rtol=0, atol=1e-5)
+    assert torch.equal(a.greedy, b.greedy)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma2", "gpt2", "qwen3"])
+@pytest.mark.parametrize(("protocol", "shots"), [("mc_text", 3), ("continuation", 0), ("mc_letters", 2)])
+def test_sweep_equals_scoring_each_ablated_model(family: str, protocol: str, shots: int) -> None:
+    m = model(family)
+    plan = plan_of(family, protocol, shots, token_budget=160)  # several batches and chunks
+    assert len(plan.batches) > 1
+    intact, outputs = run_loglikelihood_sweep(m, plan, ABLATIONS)
+    assert_same(intact, reference(m, plan, Ablation()))
+    for ablation, output in zip(ABLATIONS, outputs):
+        assert_same(output, reference(m, plan, ablation))
+
+
+def test_sweep_with_a_donor_swap() -> None:
+    m, donor = model("llama"), sharp_model("llama", seed=11, sharpen_embeddings=False, layers=LAYERS)
+    plan = plan_of("llama", "mc_text", 3)
+    swaps = [Ablation.swapping([2]), Ablation.swapping([0, 4])]
+    _, outputs = run_loglikelihood_sweep(m, plan, swaps, donor=donor)
+    for ablation, output in zip(swaps, outputs):
+        assert_same(output, reference(m, plan, ablation, donor=donor))
+
+
+def test_the_model_is_left_as_it_was() -> None:
+    m = model("llama")
+    plan = plan_of("llama", "mc_text", 3)
+    before = run_loglikelihood(m, plan)
+    adapter = get_adapter(m)
+    blocks = list(adapter.layers)
+    run_loglikelihood_sweep(m, plan, ABLATIONS)
+    assert list(get_adapter(m).layers) == blocks
+    assert all(not block._forward_pre_hooks for block in blocks)
+    assert_same(run_loglikelihood(m, plan), before)
+
+
+def test_ablated_runs_only_compute_the_layers_after_the_resume_point() -> None:
+    m = model("llama")
+    plan = plan_of("llama", "mc_text", 3)
+    calls = [0] * LAYERS
+    handles = [block.register_forward_pre_hook(lambda mod, args, i=i: calls.__setitem__(i, calls[i] + 1))
+               for i, block in enumerate(get_adapter(m).layers)]
+    try:
+        run_loglikelihood_sweep(m, plan, [Ablation.skipping(i) for i in range(LAYERS)])
+    finally:
+        for handle in handles:
+            handle.remove()
+    forwards = 1 + sum(1 + len(batch.chunks) for batch in plan.batches)  # prefix pass + prompt/chunk passes
+    # Layer i runs once intact, and once for each removed layer k < i (removing k >= i starts after i),
+    # except that removing the last layer resumes at the layer before it.
+    expected = [forwards * (1 + i + (1 if i == LAYERS - 2 else 0)) for i in range(LAYERS)]
+    assert calls == expected
+    assert sum(calls) < forwards * LAYERS * (1 + LAYERS - 1)  # fewer than scoring each model from scratch
+
+
+def test_resume_points() -> None:
+    assert first_affected_layer(Ablation()) is None
+    assert first_affected_layer(Ablation.build(skip=[5], heads={3: [0]}, swap=[7])) == 3
+    assert resume_layer(Ablation.skipping(4), 10) == 4
+    assert resume_layer(Ablation.skipping(0), 10) is None
+    assert resume_layer(Ablation.skipping(8, 9), 10) == 7
+    assert resume_layer(Ablation.skipping(range(10)), 10) is None
+
+
+def test_progress_steps_cover_every_batch_and_variant() -> None:
+    m = model("llama")
+    plan = plan_of("llama", "mc_text", 3, token_budget=160)
+    seen: list[tuple[int, int]] = []
+    run_loglikelihood_sweep(m, plan, ABLATIONS[:3], on_step=lambda done, total: seen.append((done, total)))
+    total = len(plan.batches) * 4
+    assert seen == [(i, total) for i in range(1, total + 1)]
