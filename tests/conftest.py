@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from pytest_layercheck.loading import LoadedModel, load_model
+from pytest_layercheck.scoring import engine
 
 pytest_plugins = ["pytester"]
 
@@ -17,3 +18,9 @@ torch.set_num_threads(1)
 def smollm() -> LoadedModel:
     """The real default model (SmolLM2-135M-Instruct) on the CPU, loaded once for every real-model test."""
     return load_model("default", device="cpu")
+
+
+@pytest.fixture
+def one_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prompt batches mix any lengths (no split where padding dominates), as some engine tests need."""
+    monkeypatch.setattr(engine, "MIN_FILL", 0.0)

@@ -175,7 +175,7 @@ def test_shared_prefix_is_the_longest_common_token_prefix() -> None:
     assert shared_prefix(seqs) == shared_prefix(seqs[::-1]) == (5, 5)
 
 
-def test_few_shot_prompts_share_a_long_prefix_and_batches_mix_lengths() -> None:
+def test_few_shot_prompts_share_a_long_prefix_and_batches_mix_lengths(one_batch: None) -> None:
     """The situation under test is real: a long shared prefix, suffixes differing by more than it."""
     prepared = prepare(few_shot_suite(), "mc_text", tokenizer())
     ll = prepared.loglikelihood
@@ -267,7 +267,7 @@ def test_sdpa_attention_with_sharing(family: str) -> None:
         assert_same_result(score(sdpa_model, prepared, batch_size=bs), eager)
 
 
-def test_rows_padded_past_the_whole_prefix() -> None:
+def test_rows_padded_past_the_whole_prefix(one_batch: None) -> None:
     """A short shared prefix (one short shot) and very different suffixes in one batch: some rows'
     left padding is shorter than the prefix (their cache columns are shifted copies of it), others'
     is wider (their cache holds no prefix column at all; they are computed in full)."""
@@ -310,7 +310,7 @@ def test_duplicate_prompts_and_truncated_contexts() -> None:
 
 
 @pytest.mark.parametrize("protocol", ["mc_text", "generate_until"])
-def test_prefix_runs_once_per_score_call(protocol: str) -> None:
+def test_prefix_runs_once_per_score_call(protocol: str, one_batch: None) -> None:
     m, tok = model("llama"), tokenizer()
     prepared = prepare(few_shot_suite(), protocol, tok)
     prompts = prepared.loglikelihood.contexts if prepared.loglikelihood else prepared.generation.prompts

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from pytest_layercheck.errors import ProtocolError
+from pytest_layercheck.scoring import engine
 from pytest_layercheck.scoring.engine import BatchSettings
 from pytest_layercheck.scoring.protocols import (
     extract_answer,
@@ -295,7 +296,7 @@ def test_generation_does_not_depend_on_batch_size() -> None:
     assert texts[1] == texts[3] == texts[16]
 
 
-def test_batches_mix_lengths_and_continuation_pass_is_used() -> None:
+def test_batches_mix_lengths_and_continuation_pass_is_used(one_batch: None) -> None:
     """The padding paths under test are real: one batch holds contexts and continuations of several lengths."""
     prepared = prepare(make_suite(8), "mc_text", tokenizer())
     plan = prepared.loglikelihood.plan(BatchSettings(token_budget=10**6))
@@ -417,3 +418,14 @@ def test_default_protocol_and_limit() -> None:
     result = score_suite(sharp_model("llama"), tokenizer(), make_suite(6), limit=2)
     assert result.protocol == "mc_text" and [o.item_id for o in result.outcomes] == ["q1", "q2"]
     assert result.suite == "tiny" and result.suite_hash == "h"
+
+
+def test_prompt_batches_split_where_padding_would_dominate() -> None:
+    settings = BatchSettings(token_budget=10_000)
+    # Computed widths (after a 20-token shared prefix): 20, 18, 13, 12 | 11 | 4, 3 (each >= 0.6 of the first).
+    lengths = [40, 38, 33, 32, 31, 24, 23]
+    assert engine._chunks(lengths, settings, scored_all=False, shared=20, min_fill=0.6) == [
+        slice(0, 4), slice(4, 5), slice(5, 7)]
+    assert engine._chunks(lengths, settings, scored_all=False, shared=20) == [slice(0, 7)]  # no fill rule
+    # Nothing shared: whole lengths count, and only 23 < 0.6 * 40.
+    assert engine._chunks(lengths, settings, scored_all=False, min_fill=0.6) == [slice(0, 6), slice(6, 7)]

@@ -67,6 +67,9 @@ LOGIT_BUDGET = 2**26
 #: Shared prompt prefixes shorter than this (in tokens) are recomputed per row: a separate prefix
 #: pass is not worth it.
 MIN_SHARED_PREFIX = 16
+#: A prompt batch ends where the next (shorter) row would fill less than this share of the
+#: batch's computed width: beyond that, padding wastes more than a further forward call costs.
+MIN_FILL = 0.6
 
 
 def model_device(model: Any) -> torch.device:
@@ -101,19 +104,24 @@ class BatchSettings:
         )
 
 
-def _chunks(lengths: Sequence[int], settings: BatchSettings, scored_all: bool, cached: int = 0) -> list[slice]:
+def _chunks(lengths: Sequence[int], settings: BatchSettings, scored_all: bool, cached: int = 0,
+            shared: int = 0, min_fill: float = 0.0) -> list[slice]:
     """Split length-sorted (descending) rows into consecutive slices that fit ``settings``.
 
     The first row of a slice is its longest, so its length is the padded width. ``scored_all``:
     logits are needed at every position (continuation pass), not only the last (prompt pass).
     ``cached``: KV-cache tokens each row attends to (continuation pass), counted in the budget.
-    A row too long for the budget on its own still gets a slice of its own.
+    ``shared``: leading tokens that come from a shared-prefix cache and are not computed; with
+    ``min_fill`` a slice also ends where a row's computed part would fill less than that share of
+    the slice's computed width (padding costs as much as real tokens). A row too long for the budget on its
+    own still gets a slice of its own.
     """
     out: list[slice] = []
     start = 0
     for i in range(len(lengths)):
         width = lengths[start]
-        if i > start and not settings.fits(i + 1 - start, width + cached, width if scored_all else 1):
+        underfilled = lengths[i] - shared < min_fill * (width - shared)
+        if i > start and (underfilled or not settings.fits(i + 1 - start, width + cached, width if scored_all else 1)):
             out.append(slice(start, i))
             start = i
     if lengths:
@@ -337,7 +345,8 @@ def _plan_loglikelihood(prepared: PreparedLoglikelihood, settings: BatchSettings
     order = sorted(range(len(prepared.contexts)), key=lambda c: -len(prepared.contexts[c]))
     lengths = [len(prepared.contexts[c]) for c in order]
     batches: list[_PromptBatch] = []
-    for part in _chunks(lengths, settings, scored_all=False):
+    shared = len(prepared.prefix) if len(prepared.prefix) >= MIN_SHARED_PREFIX else 0
+    for part in _chunks(lengths, settings, scored_all=False, shared=shared, min_fill=MIN_FILL):
         members = order[part]
         width = lengths[part.start]
         ids, mask = _pad([prepared.contexts[c] for c in members], width, left=True)

@@ -1,0 +1,105 @@
+"""Floating-point work a log-likelihood evaluation requires, counted from the model's shapes.
+
+Benchmarks set measured time against this count to say how close scoring runs to the hardware:
+useful FLOP/s = required FLOPs / seconds. Padding, recomputation and anything else the engine does
+beyond the minimum is not counted, so it shows up as lost efficiency.
+
+Counted per real token and layer: every linear map of the block (2·in·out, from the block's own
+weights) plus causal attention (4·heads·head_dim per attended position: QKᵀ and AV). The LM head
+(2·hidden·vocab) counts at scored positions only. The shared prompt prefix counts once per
+evaluation when the engine shares it (at least ``MIN_SHARED_PREFIX`` tokens). Norms, activations,
+softmax and embedding lookups are linear in size and left out (well under 1% here).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from torch import nn
+
+from ..ablation import Ablation
+from ..architecture import get_adapter
+from .engine import MIN_SHARED_PREFIX, PreparedLoglikelihood
+from .sweep import resume_layer
+
+
+def _linear_flops(block: nn.Module) -> int:
+    """2·in·out summed over the block's linear maps (``nn.Linear`` and GPT-2's ``Conv1D``)."""
+    total = 0
+    for module in block.modules():
+        weight = getattr(module, "weight", None)
+        if weight is not None and weight.ndim == 2 and (isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"):
+            total += 2 * weight.numel()
+    return total
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What the count needs from a model: per-layer linear work, attention width, LM head size."""
+
+    linear_per_token: tuple[int, ...]  # per layer
+    attention_per_pair: int  # per (query token, attended position) and layer: 4 · heads · head_dim
+    lm_head_per_token: int  # 2 · hidden · vocab
+
+    @classmethod
+    def of(cls, model: nn.Module) -> ModelShape:
+        adapter = get_adapter(model)
+        head = model.get_output_embeddings()
+        return cls(
+            linear_per_token=tuple(_linear_flops(block) for block in adapter.layers),
+            attention_per_pair=4 * adapter.num_heads * adapter.head_dim,
+            lm_head_per_token=2 * head.weight.numel(),
+        )
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.linear_per_token)
+
+
+@dataclass(frozen=True)
+class TokenWork:
+    """The token positions one evaluation computes, model-independently."""
+
+    positions: tuple[int, ...]  # 0-based position of every computed token (its causal context is position + 1)
+    scored: int  # LM-head rows
+
+    @classmethod
+    def of(cls, prepared: PreparedLoglikelihood) -> TokenWork:
+        shared = len(prepared.prefix) if len(prepared.prefix) >= MIN_SHARED_PREFIX else 0
+        positions: list[int] = list(range(shared))
+        for context in prepared.contexts:
+            positions += range(shared, len(context))
+        for c, row in prepared.rows:
+            start = len(prepared.contexts[c])
+            positions += range(start, start + len(row))
+        scored = len(prepared.contexts) + sum(len(row) for _, row in prepared.rows)
+        return cls(tuple(positions), scored)
+
+    def flops(self, shape: ModelShape, layers: Iterable[int]) -> dict[str, int]:
+        """FLOPs of running ``layers`` (then the LM head) on these tokens, by component."""
+        layers = list(layers)
+        tokens = len(self.positions)
+        attended = sum(p + 1 for p in self.positions)
+        return {
+            "linear": tokens * sum(shape.linear_per_token[i] for i in layers),
+            "attention": attended * shape.attention_per_pair * len(layers),
+            "lm_head": self.scored * shape.lm_head_per_token,
+        }
+
+
+def evaluation_flops(work: TokenWork, shape: ModelShape, ablation: Ablation = Ablation(), reuse: bool = False) -> int:
+    """FLOPs of one evaluation under ``ablation``: the ablated model's layers, or with ``reuse`` only
+    those a layer sweep computes (kept layers from the resume point on)."""
+    kept = [i for i in range(shape.num_layers) if i not in ablation.skip]
+    if reuse:
+        start = resume_layer(ablation, shape.num_layers)
+        kept = [i for i in kept if start is None or i >= start]
+    return sum(work.flops(shape, kept).values())
+
+
+def sweep_flops(work: TokenWork, shape: ModelShape, ablations: Sequence[Ablation]) -> tuple[int, int]:
+    """(FLOPs scoring intact + each ablated model from scratch, FLOPs of the sweep that reuses activations)."""
+    scratch = evaluation_flops(work, shape) + sum(evaluation_flops(work, shape, a) for a in ablations)
+    reused = evaluation_flops(work, shape) + sum(evaluation_flops(work, shape, a, reuse=True) for a in ablations)
+    return scratch, reused

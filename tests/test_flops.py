@@ -1,0 +1,64 @@
+"""FLOP counts from model shapes, checked against torch's own FLOP counter on real forwards."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from pytest_layercheck.ablation import Ablation
+from pytest_layercheck.scoring.engine import MIN_SHARED_PREFIX, prepare_loglikelihood
+from pytest_layercheck.scoring.flops import ModelShape, TokenWork, evaluation_flops, sweep_flops
+
+from tiny_models import tiny_model
+
+
+def counted(model: torch.nn.Module, length: int) -> dict[str, int]:
+    """torch's count for one unpadded sequence with logits at the last position only."""
+    ids = torch.randint(4, 100, (1, length), generator=torch.Generator().manual_seed(0))
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        model(input_ids=ids, logits_to_keep=1)
+    ops = {str(op): n for op, n in counter.get_flop_counts()["Global"].items()}
+    return {"matmul": ops.get("aten.mm", 0) + ops.get("aten.addmm", 0), "batched": ops.get("aten.bmm", 0)}
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen3", "gpt2", "phi3"])
+def test_one_context_matches_torch_flop_counter(family: str) -> None:
+    model, length = tiny_model(family, layers=3), 11
+    shape = ModelShape.of(model)
+    work = TokenWork.of(prepare_loglikelihood([(list(range(5, 5 + length)), [7])]))
+    ours = work.flops(shape, range(3))
+    torch_counts = counted(model, length)
+    assert ours["linear"] + ours["lm_head"] == torch_counts["matmul"]
+    # Eager attention multiplies the full L×L score matrix; we count the causal half plus the diagonal.
+    dense = torch_counts["batched"]
+    assert dense == shape.attention_per_pair * length * length * 3
+    assert ours["attention"] == shape.attention_per_pair * (length * (length + 1) // 2) * 3
+
+
+def test_token_positions_of_contexts_rows_and_shared_prefix() -> None:
+    prefix = list(range(10, 10 + MIN_SHARED_PREFIX))
+    prepared = prepare_loglikelihood([
+        (prefix + [1, 2], [3, 4, 5]),  # context of 18, continuation row of 2 tokens at 18, 19
+        (prefix + [1, 2], [3, 4, 6]),  # same row: computed once
+        (prefix + [9], [8]),  # single-token continuation: no row
+    ])
+    work = TokenWork.of(prepared)
+    n = MIN_SHARED_PREFIX
+    assert sorted(work.positions) == sorted([*range(n), n, n + 1, n, n + 2, n + 3])
+    assert work.scored == 2 + 2  # one per context, one per row token
+
+
+def test_sweep_reuse_counts_only_the_tail() -> None:
+    model = tiny_model("llama", layers=4)
+    shape = ModelShape.of(model)
+    work = TokenWork.of(prepare_loglikelihood([([5, 6, 7], [8, 9])]))
+    per_layer = sum(work.flops(shape, [0]).values()) - work.flops(shape, [])["lm_head"]
+    head = work.flops(shape, [])["lm_head"]
+    assert evaluation_flops(work, shape) == 4 * per_layer + head
+    assert evaluation_flops(work, shape, Ablation.skipping(1)) == 3 * per_layer + head
+    assert evaluation_flops(work, shape, Ablation.skipping(1), reuse=True) == 2 * per_layer + head  # layers 2, 3
+    assert evaluation_flops(work, shape, Ablation.skipping(3), reuse=True) == 1 * per_layer + head  # resumes at 2
+    scratch, reused = sweep_flops(work, shape, [Ablation.skipping(i) for i in range(4)])
+    assert scratch == 5 * head + (4 + 4 * 3) * per_layer
+    assert reused == 5 * head + (4 + 3 + 2 + 1 + 1) * per_layer
