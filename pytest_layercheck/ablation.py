@@ -383,6 +383,23 @@ def mask_heads(
         yield model
 
 
+@contextmanager
+def eager_attention(model: nn.Module) -> Iterator[nn.Module]:
+    """Run every layer through layercheck's eager attention function, masking nothing.
+
+    SDPA and flash attention return no attention weights, and analyses that read them (the top-1
+    attended position of each head, for retrieval heads) need the eager math. Outputs equal the
+    model's own attention up to float rounding; each attention module's forward returns
+    ``(output, weights)`` with weights of shape (batch, query heads, queries, keys). Heads flagged by
+    an enclosing ``mask_heads(mode="uniform")`` stay masked. The previous implementation is restored
+    on exit.
+    """
+    adapter = get_adapter(model)
+    with ExitStack() as stack:
+        _enable_uniform(stack, adapter, {})
+        yield model
+
+
 # --------------------------------------------------------------------------------------------------
 # swap_layers
 # --------------------------------------------------------------------------------------------------

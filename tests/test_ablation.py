@@ -610,3 +610,58 @@ def test_ablations_on_a_dispatched_model() -> None:
     with skip_layers(model, [1]), mask_heads(model, {2: [0]}, mode="uniform"):
         assert torch.equal(greedy(model), greedy(model, use_cache=False))
     assert_same(before, snapshot(model))
+
+
+# --------------------------------------------------------------------------------------------------
+# eager_attention
+# --------------------------------------------------------------------------------------------------
+
+
+def _attention_weights(model: nn.Module, family: str, layer: int) -> list[object]:
+    """Register a hook on one layer's attention module that keeps its second output (the weights)."""
+    attn_name = ATTN_OUT.get(family, ("self_attn", "o_proj"))[0]
+    seen: list[object] = []
+    getattr(blocks(model, family)[layer], attn_name).register_forward_hook(
+        lambda module, args, output: seen.append(output[1])
+    )
+    return seen
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen3", "gemma3", "phi3", "gpt2", "gpt_neox"])
+def test_eager_attention_returns_weights_and_restores_sdpa(family: str) -> None:
+    """On an SDPA model the attention modules return no weights; inside ``eager_attention`` they
+    return softmax rows over the visible keys, the logits stay the same, and SDPA comes back."""
+    from pytest_layercheck.ablation import eager_attention
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(tiny_config(family), attn_implementation="sdpa").eval()
+    seen = _attention_weights(model, family, 1)
+    base = logits(model)
+    assert seen[-1] is None  # SDPA: nothing to read
+    with eager_attention(model):
+        eager = logits(model)
+        weights = seen[-1]
+    assert isinstance(weights, torch.Tensor) and weights.shape == (2, 4, 12, 12)
+    close(weights.sum(-1), torch.ones(2, 4, 12))
+    assert torch.all(weights.triu(1) == 0)  # causal: no weight on later positions
+    close(eager, base)
+    assert model.config._attn_implementation == "sdpa"
+    logits(model)
+    assert seen[-1] is None
+
+
+def test_eager_attention_inside_uniform_mask_keeps_the_mask() -> None:
+    """A head flagged by an enclosing uniform mask still attends uniformly (weights 1/(t+1))."""
+    from pytest_layercheck.ablation import eager_attention
+
+    model = sharpened("llama")
+    seen = _attention_weights(model, "llama", 2)
+    with mask_heads(model, {2: [3]}, mode="uniform"), eager_attention(model):
+        logits(model)
+    weights = seen[-1]
+    assert isinstance(weights, torch.Tensor)
+    rows = torch.arange(1, 13, dtype=torch.float32)[:, None]
+    expected = torch.tril(torch.ones(12, 12)) / rows
+    close(weights[0, 3], expected)
+    assert (weights[0, 0] - expected).abs().max() > 0.05  # an unflagged head is not uniform
+    assert model.config._attn_implementation == "eager"
