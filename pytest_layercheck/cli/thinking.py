@@ -1,0 +1,53 @@
+"""``layercheck thinking``: the same items answered directly and with chain-of-thought, per domain."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from .common import add_model_arguments, console, err_console, load, progress_bar
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "thinking", help="fast (direct) vs slow (chain-of-thought) answers: corrections and overthinking per domain")
+    add_model_arguments(parser)
+    parser.add_argument("--suites", default="knowledge,reasoning", help="comma-separated suites")
+    parser.add_argument("--limit", type=int, default=40, help="items per suite (0 = all)")
+    parser.add_argument("--cot-tokens", type=int, default=96, help="most tokens of chain-of-thought per item")
+    parser.add_argument("--fast-tokens", type=int, default=24, help="most tokens of a direct answer")
+    parser.add_argument("--by-domain", action="store_true", help="also show every suite domain on its own")
+    parser.add_argument("--show", type=int, default=0, help="print N example generations per group")
+    parser.add_argument("--json", dest="json_path", default=None, help="write the result (with every generation) here")
+    parser.add_argument("--markdown", default=None, help="write the markdown table here")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..analysis.thinking import compare_thinking
+    from ..atomic import atomic_write_text
+    from ..report.analyses import json_text, thinking_markdown, thinking_renderable
+
+    loaded = load(args.model, args)
+    suites = [s.strip() for s in args.suites.split(",") if s.strip()]
+    started = time.perf_counter()
+    with progress_bar("generating") as hook:
+        result = compare_thinking(loaded, suites=suites, limit=args.limit or None, cot_tokens=args.cot_tokens,
+                                  fast_tokens=args.fast_tokens, progress=hook)
+    err_console.print(f"thinking: {time.perf_counter() - started:.1f} s")
+    console.print(thinking_renderable(result, fine=args.by_domain), highlight=False)
+    if args.show:
+        for group in result.groups():
+            for pair in [p for p in result.items if p.group == group][: args.show]:
+                console.print(f"[bold]{pair.item_id}[/] target {pair.target!r}: fast {pair.fast.answer!r} "
+                              f"({'right' if pair.fast.correct else 'wrong'}), slow {pair.slow.answer!r} "
+                              f"({'right' if pair.slow.correct else 'wrong'})", highlight=False)
+                console.print(f"  chain of thought: {pair.slow_text.strip()[:240]!r}", highlight=False)
+    if args.json_path:
+        atomic_write_text(Path(args.json_path), json_text(result.to_json()))
+        err_console.print(f"JSON: {args.json_path}")
+    if args.markdown:
+        atomic_write_text(Path(args.markdown), thinking_markdown(result, fine=args.by_domain))
+        err_console.print(f"markdown: {args.markdown}")
+    return 0

@@ -1,0 +1,46 @@
+"""``layercheck transfer``: does correctness survive new numbers (reasoning) vs another fact (knowledge)?"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from .common import add_model_arguments, console, err_console, load, progress_bar
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "transfer", help="stability of correctness under new numbers (reasoning) vs other facts (knowledge)")
+    add_model_arguments(parser)
+    parser.add_argument("--suites", default="reasoning,knowledge", help="comma-separated suites")
+    parser.add_argument("--limit", type=int, default=40, help="original items per suite (0 = all)")
+    parser.add_argument("--variants", type=int, default=3, help="variants per original item")
+    parser.add_argument("--protocol", default=None, help="scoring protocol (default: each suite's own)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the variant draws and the bootstrap")
+    parser.add_argument("--by-domain", action="store_true", help="also show every domain")
+    parser.add_argument("--json", dest="json_path", default=None, help="write the result as JSON here")
+    parser.add_argument("--markdown", default=None, help="write the markdown table here")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..analysis.transfer import contrast
+    from ..atomic import atomic_write_text
+    from ..report.analyses import json_text, transfer_markdown, transfer_renderable
+
+    loaded = load(args.model, args)
+    suites = [s.strip() for s in args.suites.split(",") if s.strip()]
+    started = time.perf_counter()
+    with progress_bar("scoring variants") as hook:
+        results = contrast(loaded, suites, progress=hook, limit=args.limit or None, variants=args.variants,
+                           protocol=args.protocol, seed=args.seed)
+    err_console.print(f"transfer: {time.perf_counter() - started:.1f} s")
+    console.print(transfer_renderable(results, by_domain=args.by_domain), highlight=False)
+    if args.json_path:
+        atomic_write_text(Path(args.json_path), json_text([r.to_json() for r in results]))
+        err_console.print(f"JSON: {args.json_path}")
+    if args.markdown:
+        atomic_write_text(Path(args.markdown), transfer_markdown(results, by_domain=args.by_domain))
+        err_console.print(f"markdown: {args.markdown}")
+    return 0
