@@ -23,7 +23,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from pytest_layercheck.scoring.protocols import prepare, score
 from pytest_layercheck.suites.schema import ProtocolSettings

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 from dataclasses import dataclass, field
 
 import torch
@@ -110,33 +111,20 @@ def build_profile(
             limited = suite.limited(settings.limit_for(suite.name))
             info = SuiteInfo(suite.name, suite.capability, suite.content_hash, protocol, tuple(i.id for i in limited.items))
             infos[suite.name] = info
-            variants = [(INTACT, ())] + [(Ablation.skipping(removed).key, removed) for removed in plan]
-            identities = {key: _identity(loaded, info, key, settings) for key, _ in variants}
-            found = {key: cache.get(identity) for key, identity in identities.items()}
-            missing = [(key, removed) for key, removed in variants if found[key] is None and removed]
-            if found[INTACT] is None or missing:
-                # Tokenised only when something must be computed: a fully cached profile never tokenises.
-                prepared = prepare(limited, protocol, loaded.tokenizer)
-                base = done
+            ablations = [Ablation.skipping(removed) for removed in plan]
 
-                def on_step(step: int, steps: int, base: int = base, name: str = suite.name) -> None:
-                    if progress:
-                        progress(f"{name} · sweep", base + step * len(variants) // steps, total)
+            def on_step(done_here: int, _total: int, base: int = done, name: str = suite.name) -> None:
+                if progress:
+                    progress(name, base + done_here, total)
 
-                intact, ablated = score_sweep(
-                    loaded.model, prepared, [Ablation.skipping(removed) for _, removed in missing],
-                    batch_size=settings.batch_size, on_step=on_step,
-                )
-                computed = [(INTACT, (), intact), *((key, removed, r) for (key, removed), r in zip(missing, ablated))]
-                for key, removed, result in computed:
-                    if found[key] is None:
-                        found[key] = to_evaluation(result, info, key, removed)
-                        cache.put(identities[key], found[key])
-            for key, _ in variants:
-                evaluations[(suite.name, protocol, key)] = found[key]  # type: ignore[assignment]
-            done += len(variants)
-            if progress:
-                progress(suite.name, done, total)
+            found = evaluate_ablations(
+                loaded.model, loaded.tokenizer, limited, info, ablations, cache=cache,
+                identity=lambda key, info=info: cache_identity(loaded, info, key, settings.seed),
+                batch_size=settings.batch_size, progress=on_step,
+            )
+            for evaluation in found:
+                evaluations[(suite.name, protocol, evaluation.ablation)] = evaluation
+            done += len(found)
     if progress:
         progress("done", done, total)
     return DepthProfile(
@@ -147,6 +135,50 @@ def build_profile(
         bands=settings.bands.as_dict(num_layers),
         evaluations=evaluations,
     )
+
+
+def evaluate_ablations(
+    model: Any,
+    tokenizer: Any,
+    suite: Suite,
+    info: SuiteInfo,
+    ablations: Sequence[Ablation],
+    *,
+    cache: ResultCache | None = None,
+    identity: Callable[[str], dict[str, object]] | None = None,
+    batch_size: int | None = None,
+    max_length: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Evaluation]:
+    """Evaluations of ``suite`` intact and under each ablation, in that order.
+
+    With a ``cache`` and an ``identity(ablation key)``, stored evaluations are reused and only the
+    missing ones are computed, in one activation-reusing sweep (:func:`score_sweep`); the suite is
+    tokenised only if something must be computed. ``progress(done, total)`` counts evaluations.
+    """
+    keys = [INTACT, *(a.key for a in ablations)]
+    total = len(keys)
+    use_cache = cache is not None and identity is not None
+    found: dict[str, Evaluation | None] = {k: cache.get(identity(k)) if use_cache else None for k in keys}  # type: ignore[union-attr,misc]
+    missing = [a for a in ablations if found[a.key] is None]
+    if found[INTACT] is None or missing:
+        prepared = prepare(suite, info.protocol, tokenizer, max_length=max_length)
+        cached = total - len(missing) - (found[INTACT] is None)
+
+        def on_step(step: int, steps: int) -> None:
+            if progress:
+                progress(cached + step * (total - cached) // steps, total)
+
+        intact, results = score_sweep(model, prepared, missing, batch_size=batch_size, on_step=on_step)
+        for ablation, result in [(Ablation(), intact), *zip(missing, results)]:
+            key = ablation.key if not ablation.is_intact else INTACT
+            if found[key] is None:
+                found[key] = to_evaluation(result, info, key, ablation.skip)
+                if use_cache:
+                    cache.put(identity(key), found[key])  # type: ignore[union-attr,misc,arg-type]
+    if progress:
+        progress(total, total)
+    return [found[k] for k in keys]  # type: ignore[misc]
 
 
 def to_evaluation(result: ProtocolResult, info: SuiteInfo, key: str, removed: Sequence[int]) -> Evaluation:
@@ -162,7 +194,8 @@ def to_evaluation(result: ProtocolResult, info: SuiteInfo, key: str, removed: Se
     )
 
 
-def _identity(loaded: LoadedModel, info: SuiteInfo, ablation_key: str, settings: ProfileSettings) -> dict[str, object]:
+def cache_identity(loaded: LoadedModel, info: SuiteInfo, ablation_key: str, seed: int) -> dict[str, object]:
+    """What a cached evaluation depends on; the same fields for every analysis, so they share entries."""
     import transformers
 
     from . import __version__
@@ -175,7 +208,7 @@ def _identity(loaded: LoadedModel, info: SuiteInfo, ablation_key: str, settings:
         "items": list(info.item_ids),
         "dtype": dtype_name(loaded.dtype),
         "device": loaded.device.type,
-        "seed": settings.seed,
+        "seed": seed,
         "versions": [__version__, torch.__version__, transformers.__version__],
     }
 

@@ -14,7 +14,6 @@ import functools
 from dataclasses import replace
 
 import pytest
-import torch
 
 from pytest_layercheck.errors import ProtocolError
 from pytest_layercheck.scoring import engine
@@ -31,7 +30,7 @@ from pytest_layercheck.scoring.tokenization import encode_pairs, encoding_rule
 from pytest_layercheck.suites.schema import ProtocolSettings, Suite, SuiteItem
 
 from scoring_references import hand_generate, hand_loglikelihood, sharp_model
-from tiny_models import FAMILIES, tiny_model, tiny_tokenizer
+from tiny_models import FAMILIES, tiny_tokenizer
 
 TOL = 1e-4
 

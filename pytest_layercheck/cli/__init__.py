@@ -1,8 +1,14 @@
 """The ``layercheck`` command line: one module per subcommand, registered in :data:`COMMANDS`.
 
-    layercheck profile [MODEL]        depth-sensitivity profile, printed as a table
-    layercheck baseline [MODEL]       record (or refresh) the baseline in baselines/
-    layercheck info [MODEL]           load a model and show what layercheck sees
+    layercheck profile [MODEL]              depth-sensitivity profile, printed as a table
+    layercheck baseline [MODEL]             record (or refresh) the baseline in baselines/
+    layercheck compare BASE CANDIDATE       profile shift, weight change and where it lives
+    layercheck heads [MODEL]                head-level importance for a capability
+    layercheck retrieval-heads [MODEL]      Wu et al. retrieval heads and their masking effect
+    layercheck redundancy [MODEL]           angular distance / Block Influence vs measured drops
+    layercheck thinking [MODEL]             fast (direct) vs slow (chain-of-thought) answers
+    layercheck transfer [MODEL]             stability of correctness under new numbers
+    layercheck info [MODEL]                 load a model and show what layercheck sees
 
 MODEL defaults to ``default`` (SmolLM2-135M-Instruct, fetched and cached on first use). Each
 command module defines ``register(subparsers)``, which adds its parser and sets ``handler``.
@@ -19,7 +25,7 @@ from ..errors import LayercheckError
 from .common import err_console
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMANDS: tuple[str, ...] = ("profile", "info")
+COMMANDS: tuple[str, ...] = ("profile", "compare", "heads", "redundancy", "thinking", "transfer", "info")
 
 
 def build_parser() -> argparse.ArgumentParser:
