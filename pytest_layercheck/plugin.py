@@ -178,6 +178,16 @@ def layercheck_baseline(layercheck_session: LayercheckSession) -> Any:
     return _guard(lambda: layercheck_session.baseline)
 
 
+@pytest.fixture(scope="session")
+def layercheck_analyses(layercheck_session: LayercheckSession) -> Any:
+    """Analyses of the session model: ``.heads()``, ``.retrieval_heads()``, ``.masking(k)``,
+    ``.redundancy()``, ``.thinking()``, ``.transfer()`` and ``.compare()`` (against the reference);
+    each computed once per argument set."""
+    from .analysis.session_analyses import SessionAnalyses
+
+    return SessionAnalyses(layercheck_session)
+
+
 def _guard(getter: Callable[[], Any]) -> Any:
     """Call ``getter``; a LayercheckError becomes a clean failure (no traceback, no chained error)."""
     try:

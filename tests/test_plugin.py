@@ -193,3 +193,21 @@ def test_xdist_workers_share_results_and_only_the_controller_writes(
     result.assert_outcomes(passed=3)
     assert (project.path / "baselines" / "facts-model.json").is_file()
     run(project, fact_models["good"], "-n", "2").assert_outcomes(passed=3)
+
+
+ANALYSES = """
+def test_head_importance_is_computed_once(layercheck_analyses):
+    first = layercheck_analyses.heads("facts.yaml", layers=[0, 1], limit=12)
+    assert first is layercheck_analyses.heads("facts.yaml", layers=[0, 1], limit=12)
+    assert first.intact > 0.9 and len(first.accuracy) == 2 * 4
+
+def test_redundancy_never_suggests_the_last_layer(layercheck_analyses):
+    result = layercheck_analyses.redundancy(block=2, suites=("facts.yaml",), limit=12)
+    assert len(result.suggested) == 2 and max(result.suggested) < 5
+"""
+
+
+def test_analyses_fixture_runs_on_the_session_model(project: pytest.Pytester, fact_models: dict[str, Path]) -> None:
+    project.makepyfile(test_analyses=ANALYSES)
+    result = run(project, fact_models["good"], "test_analyses.py")
+    result.assert_outcomes(passed=2)

@@ -1,0 +1,91 @@
+"""Every analysis on the pytest session's model, behind one fixture (``layercheck_analyses``).
+
+Tests assert on analyses the way they assert on profiles::
+
+    def test_knowledge_heads_stay_concentrated(layercheck_analyses):
+        heads = layercheck_analyses.heads("knowledge", layers="0-3")
+        assert heads.concentration() > 0.5
+
+Results are memoised per argument set for the session (analyses are deterministic), so several
+tests can look at one analysis without paying for it twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from ..session import LayercheckSession
+    from .compare import ModelComparison
+    from .heads import HeadImportance
+    from .redundancy import RedundancyResult
+    from .retrieval_heads import MaskingComparison, RetrievalHeads
+    from .thinking import ThinkingResult
+    from .transfer import TransferStability
+
+T = TypeVar("T")
+
+
+class SessionAnalyses:
+    """Library analyses bound to the session's model (and reference model, for ``compare``)."""
+
+    def __init__(self, session: LayercheckSession) -> None:
+        self.session = session
+        self._memo: dict[str, Any] = {}
+
+    def _once(self, name: str, kwargs: dict[str, Any], compute: Callable[[], T]) -> T:
+        key = name + json.dumps(kwargs, sort_keys=True, default=repr)
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
+    def heads(self, suite: str = "knowledge", **kwargs: Any) -> HeadImportance:
+        """Head importance (:func:`.heads.head_importance`), sharing the session's result cache."""
+        from .heads import head_importance
+
+        kwargs.setdefault("cache", self.session.cache)
+        shown = {k: v for k, v in kwargs.items() if k != "cache"}
+        return self._once("heads", {"suite": suite, **shown},
+                          lambda: head_importance(self.session.model(), suite=suite, **kwargs))
+
+    def retrieval_heads(self, **kwargs: Any) -> RetrievalHeads:
+        """Retrieval heads on generated needle tests (:func:`.retrieval_heads.find_retrieval_heads`)."""
+        from .retrieval_heads import find_retrieval_heads
+
+        return self._once("retrieval_heads", kwargs, lambda: find_retrieval_heads(self.session.model(), **kwargs))
+
+    def masking(self, k: int, **kwargs: Any) -> MaskingComparison:
+        """Top-k retrieval heads vs k random heads masked (:func:`.retrieval_heads.compare_masking`)."""
+        from .retrieval_heads import compare_masking
+
+        return self._once("masking", {"k": k, **kwargs},
+                          lambda: compare_masking(self.session.model(), k=k, **kwargs))
+
+    def redundancy(self, block: int = 1, **kwargs: Any) -> RedundancyResult:
+        """Angular distance and Block Influence (:func:`.redundancy.measure_redundancy`)."""
+        from .redundancy import measure_redundancy
+
+        return self._once("redundancy", {"block": block, **kwargs},
+                          lambda: measure_redundancy(self.session.model(), block=block, **kwargs))
+
+    def thinking(self, **kwargs: Any) -> ThinkingResult:
+        """Fast vs slow answers (:func:`.thinking.compare_thinking`)."""
+        from .thinking import compare_thinking
+
+        return self._once("thinking", kwargs, lambda: compare_thinking(self.session.model(), **kwargs))
+
+    def transfer(self, suite: str = "reasoning", **kwargs: Any) -> TransferStability:
+        """Stability of correctness under new numbers or sibling facts (:func:`.transfer.stability`)."""
+        from .transfer import stability
+
+        return self._once("transfer", {"suite": suite, **kwargs},
+                          lambda: stability(self.session.model(), suite, **kwargs))
+
+    def compare(self, localise: str = "bands,changed") -> ModelComparison:
+        """The session model against ``--layercheck-reference`` (:func:`.compare.compare_with_reference`)."""
+        from .compare import compare_with_reference
+
+        return self._once("compare", {"localise": localise},
+                          lambda: compare_with_reference(self.session, localise=localise))
