@@ -1,0 +1,105 @@
+"""``layercheck compare BASE CANDIDATE``: profile both, show the shift per cell, weight deltas, localisation.
+
+Exit status: 0 when no cell regressed, 1 when the candidate regressed (a drop beyond the tolerance that
+the paired test calls significant), 2 for usage or loading errors (printed by ``cli.main``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .common import console, err_console, load, progress_bar
+from .profile import add_profile_arguments, settings_from
+
+if TYPE_CHECKING:
+    from ..analysis.compare import CompareSettings
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "compare", help="compare a candidate (fine-tune, PEFT adapter, GGUF) with its base model",
+        description="Profile BASE and CANDIDATE, show the shift of every cell with its significance, the "
+        "relative weight change per layer, and which layers, reverted to the base, restore a lost capability.",
+    )
+    parser.add_argument("base", help="the trusted model: 'default', a transformers folder or a .gguf file")
+    parser.add_argument("candidate", help="the model to check: a transformers folder, a .gguf file or a PEFT "
+                        "adapter folder")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
+    parser.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, float32 on CPU), float32, bfloat16")
+    parser.add_argument("--adapter-base", default=None,
+                        help="base model of a PEFT adapter candidate, if its adapter_config.json names no local one "
+                        "(usually the same as BASE)")
+    add_profile_arguments(parser)
+    parser.add_argument("--max-drop", default="0.05", help="tolerated drop: absolute (0.05) or relative (5%%)")
+    parser.add_argument("--alpha", type=float, default=0.05, help="significance level of the paired exact McNemar test")
+    parser.add_argument("--localise", default="bands,changed",
+                        help="layer groups to revert: bands, layers (each single layer), changed (runs of the "
+                        "most-changed layers), comma-combined, or none (default: bands,changed)")
+    parser.add_argument("--threshold", type=float, default=0.8,
+                        help="share of the loss a reverted group must recover to be named (default 0.8)")
+    parser.add_argument("--no-weights", action="store_true", help="skip the per-layer weight deltas")
+    parser.add_argument("--json", dest="json_path", default=None, help="write the full comparison as JSON here")
+    parser.add_argument("--markdown", default=None, help="write the markdown report here")
+    parser.add_argument("--summary", action="store_true", help="also append the markdown to $GITHUB_STEP_SUMMARY")
+    parser.set_defaults(handler=run_compare)
+
+
+def compare_settings_from(args: argparse.Namespace) -> CompareSettings:
+    from ..analysis.compare import CompareSettings
+    from ..comparison import Tolerance
+
+    localise = args.localise
+    if args.no_weights and "changed" in localise:
+        localise = ",".join(s for s in localise.split(",") if s.strip() != "changed") or "none"
+    return CompareSettings(profile=settings_from(args), tolerance=Tolerance.parse(args.max_drop), alpha=args.alpha,
+                           localise=localise, threshold=args.threshold, weights=not args.no_weights)
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from ..analysis.compare import compare_models
+    from ..atomic import atomic_write_text
+    from ..report.compare import render_compare_markdown, render_compare_terminal
+    from ..result_cache import ResultCache
+
+    settings = compare_settings_from(args)  # before loading: a typo should not cost two model loads
+    base = load(args.base, args)
+    candidate = load(args.candidate, args)
+    cache = ResultCache(enabled=not args.no_cache)
+    started = time.perf_counter()
+    with progress_bar("comparing") as hook:
+        result = compare_models(base, candidate, settings, cache=cache, progress=hook)
+    err_console.print(f"compare: {time.perf_counter() - started:.1f} s "
+                      f"({cache.hits} evaluations from cache, {cache.misses} computed)")
+    console.print(render_compare_terminal(result, width=console.width), highlight=False)
+    markdown = None
+    if args.json_path:
+        atomic_write_text(Path(args.json_path), json.dumps(_finite(result.to_dict()), indent=2, allow_nan=False) + "\n")
+        err_console.print(f"JSON report: {args.json_path}")
+    if args.markdown or args.summary:
+        markdown = render_compare_markdown(result)
+    if args.markdown:
+        atomic_write_text(Path(args.markdown), markdown)
+        err_console.print(f"markdown: {args.markdown}")
+    if args.summary:
+        from ..report.markdown import append_step_summary
+
+        written = append_step_summary(markdown)
+        if written is None:
+            err_console.print("[yellow]--summary: $GITHUB_STEP_SUMMARY is not set; nothing appended[/]")
+    return 0 if result.passed else 1
+
+
+def _finite(value: Any) -> Any:
+    """Non-finite floats have no JSON form; they are written as null so every JSON parser reads the file."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

@@ -1,0 +1,65 @@
+"""The fine-tune scenario of examples/finetune_scenario.py, CI-sized, on the real default model.
+
+Fine-tunes SmolLM2-135M-Instruct twice on a CPU (a hard chain-of-thought SFT and a gentle in-distribution
+one), saves both candidates, and runs the guard on them. The guard must fail the harmful candidate and
+pass the benign one, and the comparison must localise the harmful loss to the fine-tuned layers.
+About 1.5-3 minutes on one CPU thread (see examples/README.md for measured times).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.real_model
+
+SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "finetune_scenario.py"
+
+
+def load_script():  # noqa: ANN201 - a module object
+    spec = importlib.util.spec_from_file_location("finetune_scenario", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_guard_fails_the_harmful_fine_tune_and_passes_the_benign_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scenario = load_script()
+    threads = torch.get_num_threads()
+    try:
+        code = scenario.main(["--out", str(tmp_path), "--quick", "--compare", "--limit", "40",
+                              "--localise", "changed", "--threads", "1"])
+    finally:
+        torch.set_num_threads(threads)
+        for name in ("harmful", "benign"):  # 0.5 GB each; pytest keeps recent tmp dirs around
+            shutil.rmtree(tmp_path / name, ignore_errors=True)
+    output = capsys.readouterr().out
+    timings = json.loads((tmp_path / "timings.json").read_text())
+    harmful, benign = timings["guard"]["harmful"], timings["guard"]["benign"]
+
+    assert code == 0, output
+    assert not harmful["passed"] and harmful["candidate_acc"] < harmful["base_acc"] - 0.1
+    assert harmful["p_value"] < 0.05
+    assert benign["passed"] and benign["candidate_acc"] >= benign["base_acc"] - 0.05
+    assert "guard told the candidates apart" in output
+
+    report = json.loads((tmp_path / "harmful-report.json").read_text())
+    trained = set(scenario.TRAINED_LAYERS)
+    assert set(report["weights"]["most_changed"]) <= trained  # only the fine-tuned layers moved
+    untouched = [row for row in report["weights"]["layers"] if row["layer"] not in trained]
+    assert all(row["relative"] == 0 for row in untouched)
+    entry = report["localisation"]["suites"][0]
+    restorations = {tuple(r["group"]["layers"]): r for r in entry["restorations"]}
+    # Reverting every fine-tuned layer gives back exactly the base accuracy (the rest is identical).
+    assert restorations[tuple(sorted(trained))]["accuracy"] == entry["base"]
+    assert entry["restored_by"] is not None and set(entry["restored_by"]["layers"]) <= trained
+    assert report["verdicts"] and "is restored by reverting layers" in report["verdicts"][0]
