@@ -32,7 +32,7 @@ from .suites.schema import Suite
 #: Items per suite in a default profile, sized so the whole default profile (three suites, every
 #: layer of SmolLM2-135M removed in turn) stays under three minutes on a 2-core CPU. Retrieval
 #: items carry contexts of 150-600 tokens with nothing shared, so they cost several times more.
-DEFAULT_LIMITS: dict[str, int] = {"knowledge": 40, "reasoning": 40, "retrieval": 16}
+DEFAULT_LIMITS: dict[str, int] = {"knowledge": 40, "reasoning": 40, "retrieval": 10}
 #: Items for suites without an entry in DEFAULT_LIMITS (user suites).
 DEFAULT_LIMIT = 40
 
