@@ -105,7 +105,7 @@ def build_profile(
     evaluations: dict[tuple[str, str, str], Evaluation] = {}
     total = len(suites) * (len(plan) + 1)
     done = 0
-    with _deterministic(settings.seed):
+    with deterministic(settings.seed):
         for suite in suites:
             protocol = settings.protocols.get(suite.name, suite.default_protocol)
             limited = suite.limited(settings.limit_for(suite.name))
@@ -214,7 +214,7 @@ def cache_identity(loaded: LoadedModel, info: SuiteInfo, ablation_key: str, seed
 
 
 @contextlib.contextmanager
-def _deterministic(seed: int) -> Iterator[None]:
+def deterministic(seed: int) -> Iterator[None]:
     """Seeded, deterministic kernels for the duration of a profile; the caller's state is restored."""
     previous = torch.are_deterministic_algorithms_enabled()
     previous_warn = torch.is_deterministic_algorithms_warn_only_enabled()

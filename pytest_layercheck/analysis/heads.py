@@ -15,22 +15,20 @@ and how much two models' critical sets overlap::
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
 
 from ..ablation import GQA_MODES, HEAD_MODES, Ablation
 from ..architecture import get_adapter
 from ..errors import AblationError, ConfigError
 from ..loading import LoadedModel
 from ..profile_data import PRIMARY_METRIC, SuiteInfo
-from ..profiler import cache_identity, evaluate_ablations
+from ..profiler import cache_identity, deterministic, evaluate_ablations
 from ..result_cache import ResultCache
 from ..scoring.tokenization import model_max_length
 from ..suites.builtin import resolve_suite
@@ -327,19 +325,6 @@ def _model_and_tokenizer(model: LoadedModel | Any, tokenizer: Any | None) -> tup
 
 def _resolve(suite: str | os.PathLike[str] | Suite) -> Suite:
     return suite if isinstance(suite, Suite) else resolve_suite(suite)
-
-
-@contextlib.contextmanager
-def deterministic(seed: int) -> Iterator[None]:
-    """Seeded, deterministic kernels while an analysis runs; the caller's settings come back after."""
-    previous = torch.are_deterministic_algorithms_enabled()
-    previous_warn = torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(previous, warn_only=previous_warn)
 
 
 def head_ablations(model: Any, layers: Sequence[int], mode: str = "zero", gqa: str = "query") -> dict[HeadKey, Ablation]:

@@ -15,13 +15,11 @@ swapping cannot revert.
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import torch
 
 from pytest_layercheck.ablation import Ablation
 from pytest_layercheck.bands import DepthBands
@@ -32,6 +30,7 @@ from pytest_layercheck.profiler import (
     ProfileSettings,
     ProgressHook,
     cache_identity,
+    deterministic,
     evaluate_ablations,
     to_evaluation,
 )
@@ -312,19 +311,6 @@ def _mean(values: Sequence[float]) -> float:
 # --------------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _seeded(seed: int) -> Iterator[None]:
-    """Deterministic kernels and a fixed seed while scoring, as in the profiler; caller state restored."""
-    previous = torch.are_deterministic_algorithms_enabled()
-    previous_warn = torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(previous, warn_only=previous_warn)
-
-
 @dataclass
 class _SuiteJob:
     suite: Suite
@@ -451,7 +437,7 @@ def localise(
 
     entries: list[SuiteLocalisation] = []
     candidate_outcomes: dict[str, tuple[float, ...]] = {}
-    with _seeded(settings.seed):
+    with deterministic(settings.seed):
         for job in jobs:
             pair = []
             for side, model, profile in (("base", base, profiles[0]), ("candidate", candidate, profiles[1])):

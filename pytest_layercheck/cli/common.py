@@ -50,3 +50,22 @@ def progress_bar(what: str = "profiling") -> Iterator[Callable[[str, int, int], 
             progress.update(task, description=description, completed=done, total=total)
 
         yield hook
+
+
+def add_output_arguments(parser: argparse.ArgumentParser, what: str = "the result") -> None:
+    """``--json`` and ``--markdown`` report files, the same for every analysis command."""
+    parser.add_argument("--json", dest="json_path", default=None, help=f"write {what} as JSON here")
+    parser.add_argument("--markdown", default=None, help="write the markdown table here")
+
+
+def write_outputs(args: argparse.Namespace, json_text: Callable[[], str] | None = None,
+                  markdown: Callable[[], str] | None = None) -> None:
+    """Write the files asked for with ``--json``/``--markdown`` (atomically), rendering only those."""
+    from pathlib import Path
+
+    from ..atomic import atomic_write_text
+
+    for path, render, label in ((args.json_path, json_text, "JSON"), (args.markdown, markdown, "markdown")):
+        if path and render is not None:
+            atomic_write_text(Path(path), render())
+            err_console.print(f"{label}: {path}")

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
-from .common import add_model_arguments, console, err_console, load, progress_bar
+from .common import add_model_arguments, add_output_arguments, write_outputs, console, err_console, load, progress_bar
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,8 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--generation-blocks", type=int, default=6, help="blocks evaluated under generation")
     parser.add_argument("--tolerance", type=float, default=0.05,
                         help="accuracy a suggestion may lose beyond the least harmful block and still agree")
-    parser.add_argument("--json", dest="json_path", default=None, help="write the result as JSON here")
-    parser.add_argument("--markdown", default=None, help="write the markdown tables here")
+    add_output_arguments(parser)
     parser.set_defaults(handler=run)
 
 
@@ -47,7 +45,6 @@ def parse_views(text: str) -> list[tuple[str, str]]:
 
 def run(args: argparse.Namespace) -> int:
     from ..analysis.redundancy import compare_with_capabilities, measure_redundancy
-    from ..atomic import atomic_write_text
     from ..report.analyses import json_text, redundancy_markdown, redundancy_renderable
 
     views = parse_views(args.views)
@@ -65,11 +62,6 @@ def run(args: argparse.Namespace) -> int:
                 generation_blocks=args.generation_blocks, tolerance=args.tolerance, progress=hook)
         err_console.print(f"comparison: {time.perf_counter() - started:.1f} s")
     console.print(redundancy_renderable(result, comparison), highlight=False)
-    if args.json_path:
-        payload = comparison.to_json() if comparison is not None else {"result": result.to_json()}
-        atomic_write_text(Path(args.json_path), json_text(payload))
-        err_console.print(f"JSON: {args.json_path}")
-    if args.markdown:
-        atomic_write_text(Path(args.markdown), redundancy_markdown(result, comparison))
-        err_console.print(f"markdown: {args.markdown}")
+    payload = comparison.to_json() if comparison is not None else {"result": result.to_json()}
+    write_outputs(args, lambda: json_text(payload), lambda: redundancy_markdown(result, comparison))
     return 0

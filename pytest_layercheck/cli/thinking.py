@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
-from .common import add_model_arguments, console, err_console, load, progress_bar
+from .common import add_model_arguments, add_output_arguments, write_outputs, console, err_console, load, progress_bar
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,14 +18,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--fast-tokens", type=int, default=24, help="most tokens of a direct answer")
     parser.add_argument("--by-domain", action="store_true", help="also show every suite domain on its own")
     parser.add_argument("--show", type=int, default=0, help="print N example generations per group")
-    parser.add_argument("--json", dest="json_path", default=None, help="write the result (with every generation) here")
-    parser.add_argument("--markdown", default=None, help="write the markdown table here")
+    add_output_arguments(parser, "the result (with every generation)")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..analysis.thinking import compare_thinking
-    from ..atomic import atomic_write_text
     from ..report.analyses import json_text, thinking_markdown, thinking_renderable
 
     loaded = load(args.model, args)
@@ -44,10 +41,5 @@ def run(args: argparse.Namespace) -> int:
                               f"({'right' if pair.fast.correct else 'wrong'}), slow {pair.slow.answer!r} "
                               f"({'right' if pair.slow.correct else 'wrong'})", highlight=False)
                 console.print(f"  chain of thought: {pair.slow_text.strip()[:240]!r}", highlight=False)
-    if args.json_path:
-        atomic_write_text(Path(args.json_path), json_text(result.to_json()))
-        err_console.print(f"JSON: {args.json_path}")
-    if args.markdown:
-        atomic_write_text(Path(args.markdown), thinking_markdown(result, fine=args.by_domain))
-        err_console.print(f"markdown: {args.markdown}")
+    write_outputs(args, lambda: json_text(result.to_json()), lambda: thinking_markdown(result, fine=args.by_domain))
     return 0

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
-from .common import add_model_arguments, console, err_console, load, progress_bar
+from .common import add_model_arguments, add_output_arguments, write_outputs, console, err_console, load, progress_bar
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,14 +18,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--protocol", default=None, help="scoring protocol (default: each suite's own)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the variant draws and the bootstrap")
     parser.add_argument("--by-domain", action="store_true", help="also show every domain")
-    parser.add_argument("--json", dest="json_path", default=None, help="write the result as JSON here")
-    parser.add_argument("--markdown", default=None, help="write the markdown table here")
+    add_output_arguments(parser)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..analysis.transfer import contrast
-    from ..atomic import atomic_write_text
     from ..report.analyses import json_text, transfer_markdown, transfer_renderable
 
     loaded = load(args.model, args)
@@ -37,10 +34,6 @@ def run(args: argparse.Namespace) -> int:
                            protocol=args.protocol, seed=args.seed)
     err_console.print(f"transfer: {time.perf_counter() - started:.1f} s")
     console.print(transfer_renderable(results, by_domain=args.by_domain), highlight=False)
-    if args.json_path:
-        atomic_write_text(Path(args.json_path), json_text([r.to_json() for r in results]))
-        err_console.print(f"JSON: {args.json_path}")
-    if args.markdown:
-        atomic_write_text(Path(args.markdown), transfer_markdown(results, by_domain=args.by_domain))
-        err_console.print(f"markdown: {args.markdown}")
+    write_outputs(args, lambda: json_text([r.to_json() for r in results]),
+                  lambda: transfer_markdown(results, by_domain=args.by_domain))
     return 0

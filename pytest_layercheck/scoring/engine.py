@@ -62,8 +62,8 @@ from transformers.cache_utils import DynamicLayer
 #: CPU throughput saturates at small batches; accelerators profit from large ones.
 CPU_TOKEN_BUDGET = 2048
 ACCELERATOR_TOKEN_BUDGET = 16384
-#: Upper bound on float32 logits materialised at once (elements; 2**26 = 256 MiB).
-LOGIT_BUDGET = 2**26
+#: Upper bound on float32 logits materialised at once (elements; 2**24 = 64 MiB; logsumexp doubles it).
+LOGIT_BUDGET = 2**24
 #: Shared prompt prefixes shorter than this (in tokens) are recomputed per row: a separate prefix
 #: pass is not worth it.
 MIN_SHARED_PREFIX = 16
