@@ -19,7 +19,13 @@ from typing import Any
 
 import torch
 
-from .default_model import DEFAULT_MODEL_ALIASES, DEFAULT_MODEL_NAME, Progress, _silent, ensure_default_model
+from .default_model import (
+    DEFAULT_MODEL_ALIASES,
+    DEFAULT_MODEL_NAME,
+    Progress,
+    _silent,
+    ensure_default_model,
+)
 from .devices import dtype_name, resolve_device, resolve_dtype
 from .errors import ModelLoadError
 from .fingerprint import model_fingerprint

@@ -183,9 +183,7 @@ def layercheck_analyses(layercheck_session: LayercheckSession) -> Any:
     """Analyses of the session model: ``.heads()``, ``.retrieval_heads()``, ``.masking(k)``,
     ``.redundancy()``, ``.thinking()``, ``.transfer()`` and ``.compare()`` (against the reference);
     each computed once per argument set."""
-    from .analysis.session_analyses import SessionAnalyses
-
-    return SessionAnalyses(layercheck_session)
+    return layercheck_session.analyses
 
 
 def _guard(getter: Callable[[], Any]) -> Any:
@@ -262,9 +260,16 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     state = _session(config)
     if state.options.is_xdist_worker:
         return
-    lines = state.summary_lines(width=terminalreporter._tw.fullwidth)
+    width = terminalreporter._tw.fullwidth
+    lines = state.summary_lines(width=width)
     if lines:
         terminalreporter.section("layercheck depth-sensitivity profile")
         for line in lines:
             terminalreporter.write_line(line)
+    if state.has_analyses:
+        from .report.format import render_text
+
+        terminalreporter.section("layercheck analyses")
+        for renderable in state.analyses.renderables():
+            terminalreporter.write(render_text(renderable, width=width))
 

@@ -10,9 +10,10 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .baseline import BaselineStore
 from .bands import DepthBands
+from .baseline import BaselineStore
 from .checks import CellCheck, CheckOutcome
 from .comparison import ProfileComparison, Tolerance, compare_profiles
 from .errors import BaselineError, ConfigError
@@ -20,6 +21,9 @@ from .loading import LoadedModel, load_model
 from .profile_data import DepthProfile
 from .profiler import DEFAULT_LIMITS, Limit, ProfileSettings, build_profile
 from .result_cache import ResultCache
+
+if TYPE_CHECKING:
+    from .analysis.session_analyses import SessionAnalyses
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,7 @@ class LayercheckSession:
         self.check_outcomes: list[tuple[CellCheck, CheckOutcome]] = []
         self._model: LoadedModel | None = None
         self._reference: LoadedModel | None = None
+        self._analyses: SessionAnalyses | None = None
         self._profile: DepthProfile | None = None
         self._profile_seconds: float | None = None
         self._baseline: DepthProfile | None = None
@@ -116,6 +121,19 @@ class LayercheckSession:
         self._refused = False
 
     # ------------------------------------------------------------------ models
+    @property
+    def analyses(self) -> SessionAnalyses:
+        """Analyses of the session model (the ``layercheck_analyses`` fixture), created on first use."""
+        if self._analyses is None:
+            from .analysis.session_analyses import SessionAnalyses
+
+            self._analyses = SessionAnalyses(self)
+        return self._analyses
+
+    @property
+    def has_analyses(self) -> bool:
+        return self._analyses is not None and len(self._analyses) > 0
+
     def model(self) -> LoadedModel:
         if self._model is None:
             self._model = load_model(self.options.model, device=self.options.device, dtype=self.options.dtype,

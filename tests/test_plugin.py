@@ -211,3 +211,4 @@ def test_analyses_fixture_runs_on_the_session_model(project: pytest.Pytester, fa
     project.makepyfile(test_analyses=ANALYSES)
     result = run(project, fact_models["good"], "test_analyses.py")
     result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*layercheck analyses*", "*Head importance*", "*layercheck redundancy*"])

@@ -14,9 +14,19 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pytest_layercheck.analysis.localise import DEFAULT_THRESHOLD, Localisation, localise, parse_strategies
+from pytest_layercheck.analysis.localise import (
+    DEFAULT_THRESHOLD,
+    Localisation,
+    localise,
+    parse_strategies,
+)
 from pytest_layercheck.analysis.weight_delta import WeightDelta, weight_delta
-from pytest_layercheck.comparison import DEFAULT_ALPHA, ProfileComparison, Tolerance, compare_profiles
+from pytest_layercheck.comparison import (
+    DEFAULT_ALPHA,
+    ProfileComparison,
+    Tolerance,
+    compare_profiles,
+)
 from pytest_layercheck.errors import ConfigError
 from pytest_layercheck.profile_data import INTACT, DepthProfile
 from pytest_layercheck.profiler import ProfileSettings, ProgressHook, build_profile

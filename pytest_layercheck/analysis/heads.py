@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-
 from ..ablation import GQA_MODES, HEAD_MODES, Ablation
 from ..architecture import get_adapter
 from ..errors import AblationError, ConfigError

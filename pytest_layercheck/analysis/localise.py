@@ -20,7 +20,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-
 from pytest_layercheck.ablation import Ablation
 from pytest_layercheck.bands import DepthBands
 from pytest_layercheck.comparison import Tolerance, exact_mcnemar

@@ -54,11 +54,22 @@ from ..ablation import Ablation
 from ..architecture import get_adapter
 from ..comparison import exact_mcnemar
 from ..errors import ConfigError
-from ..scoring.engine import MIN_SHARED_PREFIX, PrefixCache, default_token_budget, model_device, shared_prefix
+from ..scoring.engine import (
+    MIN_SHARED_PREFIX,
+    PrefixCache,
+    default_token_budget,
+    model_device,
+    shared_prefix,
+)
 from ..scoring.protocols import prepare, score_sweep
 from ..scoring.rendering import render
 from ..scoring.results import ProtocolResult
-from ..scoring.tokenization import encode_texts, encoding_rule, model_max_length, tokenizer_max_length
+from ..scoring.tokenization import (
+    encode_texts,
+    encoding_rule,
+    model_max_length,
+    tokenizer_max_length,
+)
 from ..suites.builtin import resolve_suite
 from ..suites.schema import Suite
 

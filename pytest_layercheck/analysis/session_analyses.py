@@ -33,13 +33,44 @@ class SessionAnalyses:
 
     def __init__(self, session: LayercheckSession) -> None:
         self.session = session
-        self._memo: dict[str, Any] = {}
+        self._memo: dict[str, tuple[str, Any]] = {}
 
     def _once(self, name: str, kwargs: dict[str, Any], compute: Callable[[], T]) -> T:
         key = name + json.dumps(kwargs, sort_keys=True, default=repr)
         if key not in self._memo:
-            self._memo[key] = compute()
-        return self._memo[key]
+            self._memo[key] = (name, compute())
+        return self._memo[key][1]
+
+    def __len__(self) -> int:
+        return len(self._memo)
+
+    def renderables(self) -> list[Any]:
+        """A rich report of every analysis computed this session, for pytest's terminal summary."""
+        from rich.text import Text
+
+        from ..report.analyses import (
+            redundancy_renderable,
+            thinking_renderable,
+            transfer_renderable,
+        )
+        from ..report.compare import compare_renderable
+        from ..report.heads import (
+            importance_renderable,
+            masking_summary,
+            masking_title,
+            retrieval_renderable,
+        )
+
+        render: dict[str, Callable[[Any], Any]] = {
+            "heads": lambda r: importance_renderable(r, top=10, grid=False),
+            "retrieval_heads": retrieval_renderable,
+            "masking": lambda r: Text(f"{masking_title(r)}\n{masking_summary(r)}"),
+            "redundancy": redundancy_renderable,
+            "thinking": thinking_renderable,
+            "transfer": lambda r: transfer_renderable([r]),
+            "compare": compare_renderable,
+        }
+        return [render[name](result) for name, result in self._memo.values()]
 
     def heads(self, suite: str = "knowledge", **kwargs: Any) -> HeadImportance:
         """Head importance (:func:`.heads.head_importance`), sharing the session's result cache."""

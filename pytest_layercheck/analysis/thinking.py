@@ -60,7 +60,12 @@ from ..comparison import exact_mcnemar
 from ..errors import ConfigError
 from ..scoring.engine import PreparedGeneration, run_generation
 from ..scoring.protocols import batch_settings
-from ..scoring.tokenization import encode_texts, encoding_rule, model_max_length, truncate_prompt
+from ..scoring.tokenization import (
+    encode_texts,
+    encoding_rule,
+    model_max_length,
+    truncate_prompt,
+)
 from ..suites.builtin import resolve_suite
 from ..suites.schema import Suite, SuiteItem
 

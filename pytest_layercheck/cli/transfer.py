@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 import time
 
-from .common import add_model_arguments, add_output_arguments, write_outputs, console, err_console, load, progress_bar
+from .common import (
+    add_model_arguments,
+    add_output_arguments,
+    console,
+    err_console,
+    load,
+    progress_bar,
+    write_outputs,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

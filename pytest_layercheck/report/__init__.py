@@ -5,8 +5,17 @@ Each lives in its own module; matplotlib is imported only when a heatmap is draw
 
 from pytest_layercheck.report.heatmap import plot_layer_heatmap
 from pytest_layercheck.report.json_report import build_json_report, write_json_report
-from pytest_layercheck.report.markdown import append_step_summary, github_annotations, markdown_table, render_markdown
-from pytest_layercheck.report.terminal import profile_table, render_terminal, terminal_renderable
+from pytest_layercheck.report.markdown import (
+    append_step_summary,
+    github_annotations,
+    markdown_table,
+    render_markdown,
+)
+from pytest_layercheck.report.terminal import (
+    profile_table,
+    render_terminal,
+    terminal_renderable,
+)
 
 __all__ = [
     "append_step_summary", "build_json_report", "github_annotations", "markdown_table", "plot_layer_heatmap",

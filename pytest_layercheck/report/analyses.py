@@ -7,21 +7,25 @@ Numbers keep three decimals and carry their metric name, as in the profile table
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console, Group, RenderableType
+from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 from tabulate import tabulate
 
 from pytest_layercheck.report.format import fmt_p, fmt_value
 
+from .format import render_text  # noqa: F401 - re-exported for callers of this module
+
 if TYPE_CHECKING:
-    from pytest_layercheck.analysis.redundancy import RedundancyComparison, RedundancyResult
+    from pytest_layercheck.analysis.redundancy import (
+        RedundancyComparison,
+        RedundancyResult,
+    )
     from pytest_layercheck.analysis.thinking import Shift, ThinkingResult
     from pytest_layercheck.analysis.transfer import StabilityScore, TransferStability
 
@@ -75,13 +79,6 @@ def json_text(payload: Any) -> str:
     """Indented strict JSON of an analysis result (``to_json()`` output), newline-terminated."""
     return json.dumps(finite(payload), indent=2, allow_nan=False) + "\n"
 
-
-def render_text(renderable: RenderableType, width: int = 120) -> str:
-    """A renderable as plain text (tests, logs, files)."""
-    console = Console(record=True, width=width, file=io.StringIO(), force_terminal=False, no_color=True,
-                      highlight=False)
-    console.print(renderable)
-    return console.export_text()
 
 
 # --------------------------------------------------------------------------------------------------

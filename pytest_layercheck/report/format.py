@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 from pytest_layercheck.comparison import CellComparison, ProfileComparison
 from pytest_layercheck.profile_data import INTACT, DepthProfile
@@ -119,3 +120,15 @@ def criteria_text(comparison: ProfileComparison) -> str:
     improvement = "; improvements fail too" if comparison.fail_on_improvement else ""
     return (f"a cell fails when it drops by more than {comparison.tolerance} and the paired exact McNemar "
             f"test gives p < {comparison.alpha:g}{improvement}")
+
+
+def render_text(renderable: Any, width: int = 120) -> str:
+    """A rich renderable as plain text: for tests, logs, files and pytest's terminal summary."""
+    import io
+
+    from rich.console import Console
+
+    console = Console(record=True, width=width, file=io.StringIO(), force_terminal=False, no_color=True,
+                      highlight=False)
+    console.print(renderable)
+    return console.export_text()

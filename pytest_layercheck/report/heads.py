@@ -6,18 +6,19 @@ always show the same numbers.
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Sequence
 
 from rich import box
-from rich.console import Console, Group, RenderableType
+from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 from tabulate import tabulate
 
 from pytest_layercheck.analysis.heads import HeadImportance, format_layers
 from pytest_layercheck.analysis.retrieval_heads import MaskingComparison, RetrievalHeads
+
+from .format import render_text  # noqa: F401 - re-exported for callers of this module
 
 Rows = tuple[list[str], list[list[str]]]
 
@@ -221,10 +222,3 @@ def retrieval_markdown(result: RetrievalHeads, comparison: MaskingComparison | N
                   masking_summary(comparison)]
     return "\n".join(lines) + "\n"
 
-
-def render_text(renderable: RenderableType, width: int = 120) -> str:
-    """Plain text of a renderable (tests, pytest's terminal summary)."""
-    console = Console(record=True, width=width, file=io.StringIO(), force_terminal=False, no_color=True,
-                      highlight=False)
-    console.print(renderable)
-    return console.export_text()

@@ -55,7 +55,12 @@ from functools import cached_property
 from typing import Any
 
 import torch
-from transformers import DynamicCache, GenerationConfig, StoppingCriteria, StoppingCriteriaList
+from transformers import (
+    DynamicCache,
+    GenerationConfig,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
 from transformers.cache_utils import DynamicLayer
 
 #: Default forward-pass size in padded tokens (KV-cache tokens included for continuation passes).

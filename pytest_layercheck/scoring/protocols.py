@@ -39,9 +39,9 @@ from .engine import (
     run_generation,
     run_loglikelihood,
 )
-from .sweep import run_loglikelihood_sweep
 from .rendering import MULTIPLE_CHOICE, RenderedItem, render
 from .results import ItemOutcome, ProtocolResult
+from .sweep import run_loglikelihood_sweep
 from .tokenization import (
     encode_pairs,
     encode_texts,
