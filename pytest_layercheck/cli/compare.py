@@ -7,12 +7,11 @@ the paired test calls significant), 2 for usage or loading errors (printed by ``
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ..report.format import json_text
 from .common import console, err_console, load, progress_bar
 from .profile import add_profile_arguments, settings_from
 
@@ -78,7 +77,7 @@ def run_compare(args: argparse.Namespace) -> int:
     console.print(render_compare_terminal(result, width=console.width), highlight=False)
     markdown = None
     if args.json_path:
-        atomic_write_text(Path(args.json_path), json.dumps(_finite(result.to_dict()), indent=2, allow_nan=False) + "\n")
+        atomic_write_text(Path(args.json_path), json_text(result.to_dict()))
         err_console.print(f"JSON report: {args.json_path}")
     if args.markdown or args.summary:
         markdown = render_compare_markdown(result)
@@ -94,12 +93,3 @@ def run_compare(args: argparse.Namespace) -> int:
     return 0 if result.passed else 1
 
 
-def _finite(value: Any) -> Any:
-    """Non-finite floats have no JSON form; they are written as null so every JSON parser reads the file."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value

@@ -7,10 +7,9 @@ Numbers keep three decimals and carry their metric name, as in the profile table
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rich.console import Group, RenderableType
 from rich.table import Table
@@ -19,7 +18,7 @@ from tabulate import tabulate
 
 from pytest_layercheck.report.format import fmt_p, fmt_value
 
-from .format import render_text  # noqa: F401 - re-exported for callers of this module
+from .format import finite, json_text, render_text  # noqa: F401 - re-exported for callers of this module
 
 if TYPE_CHECKING:
     from pytest_layercheck.analysis.redundancy import (
@@ -62,22 +61,6 @@ def _rich(title: str, rows: Rows, caption: str | None = None, lead: int = 1) -> 
 def _markdown(rows: Rows) -> str:
     headers, body = rows
     return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
-
-
-def finite(value: Any) -> Any:
-    """NaN/inf become null, tuples lists: strict JSON readers reject Python's ``NaN``."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite(v) for v in value]
-    return value
-
-
-def json_text(payload: Any) -> str:
-    """Indented strict JSON of an analysis result (``to_json()`` output), newline-terminated."""
-    return json.dumps(finite(payload), indent=2, allow_nan=False) + "\n"
 
 
 

@@ -132,3 +132,23 @@ def render_text(renderable: Any, width: int = 120) -> str:
                       highlight=False)
     console.print(renderable)
     return console.export_text()
+
+
+def finite(value: Any) -> Any:
+    """NaN/inf become null and tuples lists: strict JSON readers (jq, JavaScript) reject Python's ``NaN``."""
+    import math
+
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
+def json_text(payload: Any) -> str:
+    """Indented strict JSON (non-finite numbers as null), newline-terminated."""
+    import json
+
+    return json.dumps(finite(payload), indent=2, allow_nan=False) + "\n"

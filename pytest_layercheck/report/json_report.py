@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 from typing import Any
 
 from pytest_layercheck.atomic import atomic_write_text
 from pytest_layercheck.comparison import CellComparison, ProfileComparison
 from pytest_layercheck.profile_data import DepthProfile
+
+from .format import finite, json_text
 
 REPORT_VERSION = 1
 
@@ -42,7 +42,7 @@ def _cell_to_json(cell: CellComparison) -> dict[str, Any]:
 
 def build_json_report(profile: DepthProfile, comparison: ProfileComparison | None = None) -> dict[str, Any]:
     """``passed`` is true without a comparison: a run that only records a profile has nothing to fail."""
-    return _finite({
+    return finite({
         "report_version": REPORT_VERSION,
         "passed": comparison.passed if comparison is not None else True,
         "profile": profile.to_json(),
@@ -53,16 +53,5 @@ def build_json_report(profile: DepthProfile, comparison: ProfileComparison | Non
 def write_json_report(path: Path | str, profile: DepthProfile, comparison: ProfileComparison | None = None) -> Path:
     """Write the report atomically (a CI step reading it never sees half a file); returns the path."""
     path = Path(path)
-    atomic_write_text(path, json.dumps(build_json_report(profile, comparison), indent=2, allow_nan=False) + "\n")
+    atomic_write_text(path, json_text(build_json_report(profile, comparison)))
     return path
-
-
-def _finite(value: Any) -> Any:
-    """NaN/inf become null: strict JSON readers (jq, JavaScript) reject Python's ``NaN``."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
