@@ -3,7 +3,6 @@ scoring (direct ``ablate`` and weight surgery on a copy), caching, errors, repor
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import math
@@ -21,6 +20,7 @@ from pytest_layercheck.analysis.heads import (
     head_importance,
     parse_layers,
 )
+from pytest_layercheck.cli import main
 from pytest_layercheck.errors import AblationError, ConfigError
 from pytest_layercheck.loading import LoadedModel
 from pytest_layercheck.result_cache import ResultCache
@@ -227,7 +227,11 @@ def test_bad_input_names_the_fix(model: torch.nn.Module, fact_suite) -> None:
 
 
 def test_reports_show_the_numbers() -> None:
-    from pytest_layercheck.report.heads import importance_markdown, importance_renderable, render_text
+    from pytest_layercheck.report.heads import (
+        importance_markdown,
+        importance_renderable,
+        render_text,
+    )
 
     result = hand_made(DROPS)
     text = render_text(importance_renderable(result, top=3), width=120)
@@ -239,16 +243,11 @@ def test_reports_show_the_numbers() -> None:
 
 
 def test_cli_heads_writes_the_library_result(model: torch.nn.Module, tmp_path: Path) -> None:
-    from pytest_layercheck.cli import heads as cli_heads
-
     folder = save(model, tmp_path / "tiny")
     suite = write_fact_suite(tmp_path / "facts.yaml", n=12)
-    parser = argparse.ArgumentParser()
-    cli_heads.register(parser.add_subparsers())
     out = tmp_path / "heads.json"
-    args = parser.parse_args(["heads", str(folder), "--suite", str(suite), "--layers", "1", "--limit", "6",
-                              "--no-cache", "--json", str(out), "--markdown", str(tmp_path / "heads.md")])
-    assert args.handler(args) == 0
+    assert main(["heads", str(folder), "--suite", str(suite), "--layers", "1", "--limit", "6",
+                 "--no-cache", "--json", str(out), "--markdown", str(tmp_path / "heads.md")]) == 0
     written = json.loads(out.read_text())
     expected = head_importance(model, tiny_tokenizer(), load_suite(suite), layers=[1], limit=6)
     assert {(h["layer"], h["head"]): h["accuracy"] for h in written["heads"]} == expected.accuracy

@@ -4,7 +4,6 @@ on a tiny model, the masking comparison against independent decoding, errors, re
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from pytest_layercheck.analysis.retrieval_heads import (
     random_control_heads,
     tokenize_needle,
 )
+from pytest_layercheck.cli import main
 from pytest_layercheck.comparison import exact_mcnemar
 from pytest_layercheck.errors import ConfigError
 from pytest_layercheck.scoring.protocols import normalize_answer, prepare, score
@@ -387,7 +387,11 @@ def test_compare_masking_rejects_bad_k_and_foreign_heads() -> None:
 
 
 def test_reports_show_scores_and_comparison() -> None:
-    from pytest_layercheck.report.heads import render_text, retrieval_markdown, retrieval_renderable
+    from pytest_layercheck.report.heads import (
+        render_text,
+        retrieval_markdown,
+        retrieval_renderable,
+    )
 
     heads = synthetic_heads(SCORES)
     comparison = MaskingComparison("m", "retrieval", "generate_until", "exact_match", 2, 0, True, ("a", "b"),
@@ -403,19 +407,14 @@ def test_reports_show_scores_and_comparison() -> None:
 def test_cli_retrieval_heads(tmp_path: Path, echo_suite: Path) -> None:
     from trained_tiny import save
 
-    from pytest_layercheck.cli import heads as cli_heads
-
     config = tiny_config("llama", layers=2)
     config.max_position_embeddings = 1024  # needle prompts are ~700 characters, one token each here
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").eval()
     folder = save(model, tmp_path / "tiny")
-    parser = argparse.ArgumentParser()
-    cli_heads.register(parser.add_subparsers())
     out = tmp_path / "rh.json"
-    args = parser.parse_args(["retrieval-heads", str(folder), "--tests", "2", "--k", "2", "--suite", str(echo_suite),
-                              "--limit", "2", "--json", str(out)])
-    assert args.handler(args) == 0
+    assert main(["retrieval-heads", str(folder), "--tests", "2", "--k", "2", "--suite", str(echo_suite),
+                 "--limit", "2", "--json", str(out)]) == 0
     written = json.loads(out.read_text())
     assert written["retrieval_heads"]["tests"] == 2 and len(written["retrieval_heads"]["scores"]) == 2
     assert written["masking"]["k"] == 2 and written["masking"]["items"] == 2

@@ -3,12 +3,13 @@ model run whose batched generations are checked against one-prompt-at-a-time gre
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import tiny_model, tiny_tokenizer
+from trained_tiny import save
 
 from pytest_layercheck.analysis.thinking import (
     ALL,
@@ -26,13 +27,16 @@ from pytest_layercheck.analysis.thinking import (
     question_text,
     slow_prompt,
 )
+from pytest_layercheck.cli import main
 from pytest_layercheck.errors import ConfigError
 from pytest_layercheck.loading import LoadedModel
-from pytest_layercheck.report.analyses import render_text, thinking_markdown, thinking_renderable
+from pytest_layercheck.report.analyses import (
+    render_text,
+    thinking_markdown,
+    thinking_renderable,
+)
 from pytest_layercheck.scoring.engine import cut_at_stop
 from pytest_layercheck.suites.schema import ProtocolSettings, Suite, SuiteItem
-
-from tiny_models import tiny_model, tiny_tokenizer
 
 
 def item(context: str, target: str, choices: tuple[str, ...] = (), domain: str = "geography") -> SuiteItem:
@@ -168,17 +172,10 @@ def test_compare_thinking_pairs_batched_generations_per_item() -> None:
 
 
 def test_cli_runs_on_a_saved_tiny_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from pytest_layercheck.cli import thinking as command
-
-    folder = tmp_path / "tiny"
-    tiny_model("llama", layers=2, seed=4).save_pretrained(folder)
-    tiny_tokenizer().save_pretrained(folder)
-    parser = argparse.ArgumentParser()
-    command.register(parser.add_subparsers())
+    folder = save(tiny_model("llama", layers=2, seed=4), tmp_path / "tiny")
     out = tmp_path / "t.json"
-    args = parser.parse_args(["thinking", str(folder), "--device", "cpu", "--limit", "2", "--cot-tokens", "8",
-                              "--fast-tokens", "4", "--show", "1", "--json", str(out)])
-    assert args.handler(args) == 0
+    assert main(["thinking", str(folder), "--device", "cpu", "--limit", "2", "--cot-tokens", "8",
+                 "--fast-tokens", "4", "--show", "1", "--json", str(out)]) == 0
     assert "layercheck thinking" in capsys.readouterr().out
     payload = json.loads(out.read_text())
     assert len(payload["items"]) == 4 and payload["groups"][-1]["group"] == ALL

@@ -3,7 +3,6 @@ solver, the stability score by hand, and a tiny-model run checked against separa
 
 from __future__ import annotations
 
-import argparse
 import ast
 import json
 import math
@@ -16,6 +15,8 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tiny_models import tiny_model, tiny_tokenizer
+from trained_tiny import save
 
 from pytest_layercheck.analysis.transfer import (
     cohen_kappa,
@@ -25,14 +26,17 @@ from pytest_layercheck.analysis.transfer import (
     stability_from_outcomes,
     variant_strategy,
 )
+from pytest_layercheck.cli import main
 from pytest_layercheck.errors import ConfigError
 from pytest_layercheck.loading import LoadedModel
 from pytest_layercheck.profiler import score_suite_under
-from pytest_layercheck.report.analyses import render_text, transfer_markdown, transfer_renderable
+from pytest_layercheck.report.analyses import (
+    render_text,
+    transfer_markdown,
+    transfer_renderable,
+)
 from pytest_layercheck.suites.builtin import load_builtin_suite
 from pytest_layercheck.suites.schema import SuiteItem
-
-from tiny_models import tiny_model, tiny_tokenizer
 
 REASONING = load_builtin_suite("reasoning")
 KNOWLEDGE = load_builtin_suite("knowledge")
@@ -219,17 +223,10 @@ def test_knowledge_contrast_and_reports(tiny: LoadedModel) -> None:
 
 
 def test_cli_runs_on_a_saved_tiny_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from pytest_layercheck.cli import transfer as command
-
-    folder = tmp_path / "tiny"
-    tiny_model("llama", layers=2, seed=5).save_pretrained(folder)
-    tiny_tokenizer().save_pretrained(folder)
-    parser = argparse.ArgumentParser()
-    command.register(parser.add_subparsers())
+    folder = save(tiny_model("llama", layers=2, seed=5), tmp_path / "tiny")
     out = tmp_path / "t.json"
-    args = parser.parse_args(["transfer", str(folder), "--device", "cpu", "--limit", "2", "--variants", "2",
-                              "--json", str(out), "--markdown", str(tmp_path / "t.md")])
-    assert args.handler(args) == 0
+    assert main(["transfer", str(folder), "--device", "cpu", "--limit", "2", "--variants", "2",
+                 "--json", str(out), "--markdown", str(tmp_path / "t.md")]) == 0
     assert "layercheck transfer" in capsys.readouterr().out
     payload = json.loads(out.read_text())
     assert [p["suite"] for p in payload] == ["reasoning", "knowledge"]
