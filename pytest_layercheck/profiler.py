@@ -24,7 +24,7 @@ from .errors import ConfigError
 from .loading import LoadedModel
 from .profile_data import INTACT, DepthProfile, Evaluation, SuiteInfo
 from .result_cache import ResultCache
-from .scoring.protocols import prepare, score, score_sweep
+from .scoring.protocols import PreparedSuite, prepare, score, score_sweep
 from .scoring.results import ProtocolResult
 from .suites.builtin import BUILTIN_SUITES, resolve_suite
 from .suites.schema import Suite
@@ -146,15 +146,18 @@ def evaluate_ablations(
     *,
     cache: ResultCache | None = None,
     identity: Callable[[str], dict[str, object]] | None = None,
+    donor: Any = None,
     batch_size: int | None = None,
     max_length: int | None = None,
+    prepared: Callable[[], PreparedSuite] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[Evaluation]:
     """Evaluations of ``suite`` intact and under each ablation, in that order.
 
     With a ``cache`` and an ``identity(ablation key)``, stored evaluations are reused and only the
-    missing ones are computed, in one activation-reusing sweep (:func:`score_sweep`); the suite is
-    tokenised only if something must be computed. ``progress(done, total)`` counts evaluations.
+    missing ones are computed, in one activation-reusing sweep (:func:`score_sweep`; ``donor`` for
+    layer swaps); the suite is tokenised only if something must be computed (``prepared`` supplies a
+    caller's tokenised suite instead). ``progress(done, total)`` counts evaluations.
     """
     keys = [INTACT, *(a.key for a in ablations)]
     total = len(keys)
@@ -162,14 +165,14 @@ def evaluate_ablations(
     found: dict[str, Evaluation | None] = {k: cache.get(identity(k)) if use_cache else None for k in keys}  # type: ignore[union-attr,misc]
     missing = [a for a in ablations if found[a.key] is None]
     if found[INTACT] is None or missing:
-        prepared = prepare(suite, info.protocol, tokenizer, max_length=max_length)
+        tokenised = prepared() if prepared is not None else prepare(suite, info.protocol, tokenizer, max_length=max_length)
         cached = total - len(missing) - (found[INTACT] is None)
 
         def on_step(step: int, steps: int) -> None:
             if progress:
                 progress(cached + step * (total - cached) // steps, total)
 
-        intact, results = score_sweep(model, prepared, missing, batch_size=batch_size, on_step=on_step)
+        intact, results = score_sweep(model, tokenised, missing, donor=donor, batch_size=batch_size, on_step=on_step)
         for ablation, result in [(Ablation(), intact), *zip(missing, results)]:
             key = ablation.key if not ablation.is_intact else INTACT
             if found[key] is None:

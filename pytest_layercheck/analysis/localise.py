@@ -31,10 +31,9 @@ from pytest_layercheck.profiler import (
     cache_identity,
     deterministic,
     evaluate_ablations,
-    to_evaluation,
 )
 from pytest_layercheck.result_cache import ResultCache
-from pytest_layercheck.scoring.protocols import PreparedSuite, prepare, score_sweep
+from pytest_layercheck.scoring.protocols import PreparedSuite, prepare
 from pytest_layercheck.suites.builtin import resolve_suite
 from pytest_layercheck.suites.schema import Suite
 
@@ -356,30 +355,28 @@ def _intact(model: LoadedModel, job: _SuiteJob, cache: ResultCache, settings: Pr
     evaluation = evaluate_ablations(
         model.model, model.tokenizer, job.suite, job.info, [], cache=cache,
         identity=lambda key: cache_identity(model, job.info, key, settings.seed), batch_size=settings.batch_size,
+        prepared=lambda: job.prepared_for(model.tokenizer),
     )[0]
     return tuple(evaluation.outcomes[job.metric])
 
 
 def _restored(candidate: LoadedModel, base: LoadedModel, job: _SuiteJob, ablations: Sequence[Ablation],
               cache: ResultCache, settings: ProfileSettings) -> dict[str, tuple[float, ...]]:
-    """Outcomes of the candidate under each swap-back, cached under the candidate's key plus the donor's.
+    """Outcomes of the candidate under each swap-back, cached under the candidate's key plus the donor's
+    (its intact outcomes, which the sweep also yields, under the candidate's key alone).
 
     Missing ones are computed in one sweep that reuses the candidate's activations below each group's
     first reverted layer (the layers below it are the candidate's own, so nothing changes there).
     """
     def identity(key: str) -> dict[str, object]:
-        return {**cache_identity(candidate, job.info, key, settings.seed), "donor": base.fingerprint}
+        plain = cache_identity(candidate, job.info, key, settings.seed)
+        return plain if key == INTACT else {**plain, "donor": base.fingerprint}  # intact needs no donor
 
-    found = {a.key: cache.get(identity(a.key)) for a in ablations}
-    missing = [a for a in ablations if found[a.key] is None]
-    if missing:
-        prepared = job.prepared_for(candidate.tokenizer)
-        _, results = score_sweep(candidate.model, prepared, missing, donor=base.model,
-                                 batch_size=settings.batch_size)
-        for ablation, result in zip(missing, results, strict=True):
-            found[ablation.key] = to_evaluation(result, job.info, ablation.key, ())
-            cache.put(identity(ablation.key), found[ablation.key])
-    return {key: tuple(ev.outcomes[job.metric]) for key, ev in found.items() if ev is not None}
+    evaluations = evaluate_ablations(
+        candidate.model, candidate.tokenizer, job.suite, job.info, ablations, cache=cache, identity=identity,
+        donor=base.model, batch_size=settings.batch_size, prepared=lambda: job.prepared_for(candidate.tokenizer),
+    )
+    return {ablation.key: tuple(ev.outcomes[job.metric]) for ablation, ev in zip(ablations, evaluations[1:])}
 
 
 def localise(
