@@ -5,8 +5,10 @@ relative depth, so checks name a band instead of layer indices and work for any 
 
 Rounding rule: a band ``(lo, hi)`` of an ``N``-layer model holds layers ``b(lo) .. b(hi) - 1`` where
 ``b(f) = floor(f * N + 0.5)`` (round half up, computed exactly on the decimal value of ``f``). Because
-consecutive bands share their boundary, the bands cover every layer exactly once for any ``N >= 1``. For
-very shallow models a band can be empty (``N = 1``: shallow and deep are empty, middle holds layer 0).
+consecutive bands share their boundary, the bands cover every layer exactly once for any ``N >= 1``. A
+band can hold no layer (``0:0.01`` of 30 layers; with the defaults, every model under 3 layers):
+:meth:`DepthBands.layers` then returns ``()``, but :meth:`DepthBands.as_dict`, which profiles use,
+refuses it with a ConfigError instead of silently dropping the band's cells.
 With the defaults and ``N = 30``: shallow 0-8, middle 9-20, deep 21-29.
 """
 
@@ -103,8 +105,18 @@ class DepthBands:
         return next(name for name in self.names if layer in self.layers(name, num_layers))
 
     def as_dict(self, num_layers: int) -> dict[str, tuple[int, ...]]:
-        """``{band: layer indices}`` for every band, shallowest first."""
-        return {name: self.layers(name, num_layers) for name in self.names}
+        """``{band: layer indices}`` for every band, shallowest first; a band with no layer is a ConfigError."""
+        layers = {name: self.layers(name, num_layers) for name in self.names}
+        empty = [name for name, held in layers.items() if not held]
+        if empty:
+            spans = ", ".join(f"{name}={lo:g}:{hi:g}" for name, lo, hi in self.bands if name in empty)
+            raise ConfigError(
+                f"depth band(s) {spans} hold no layer of this {num_layers}-layer model, so their checks "
+                "would silently have nothing to measure.",
+                fix=f"widen them to at least 1/{num_layers} of depth each, or use fewer bands "
+                f"(a {num_layers}-layer model has room for at most {num_layers}).",
+            )
+        return layers
 
 
 def _check_num_layers(num_layers: int) -> None:

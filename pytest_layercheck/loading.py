@@ -25,10 +25,11 @@ from .default_model import (
     Progress,
     _silent,
     ensure_default_model,
+    safetensors_problem,
 )
 from .devices import dtype_name, resolve_device, resolve_dtype
-from .errors import ModelLoadError
-from .fingerprint import model_fingerprint
+from .errors import LayercheckError, ModelLoadError
+from .fingerprint import generation_config_digest, model_fingerprint, tokenizer_fingerprint
 
 SPEC_HELP = "a spec is 'default', a local transformers folder, a .gguf file or a PEFT adapter folder"
 
@@ -50,6 +51,15 @@ class LoadedModel:
     @cached_property
     def fingerprint(self) -> str:
         return model_fingerprint(self.model)
+
+    @cached_property
+    def tokenizer_fingerprint(self) -> str:
+        """Hash of everything that decides the token ids (see :func:`fingerprint.tokenizer_fingerprint`)."""
+        return tokenizer_fingerprint(self.tokenizer)
+
+    @cached_property
+    def generation_fingerprint(self) -> str | None:
+        return generation_config_digest(self.model)
 
     @property
     def num_layers(self) -> int:
@@ -203,7 +213,12 @@ def _load_folder(folder: Path, *, dtype: torch.dtype, device_map: Any, trust_rem
     from .architecture import get_adapter_for_config
 
     get_adapter_for_config(config)  # fail before reading weights if the family is unsupported
-    has_safetensors = any(folder.glob("*.safetensors"))
+    weights = sorted(folder.glob("*.safetensors"))
+    for path in weights:
+        problem = safetensors_problem(path)
+        if problem:
+            raise ModelLoadError(f"cannot load the model in {folder}: {problem}", _WEIGHTS_FIX)
+    has_safetensors = bool(weights)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             folder,
@@ -214,18 +229,26 @@ def _load_folder(folder: Path, *, dtype: torch.dtype, device_map: Any, trust_rem
             use_safetensors=True if has_safetensors else None,
         )
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=trust_remote_code)
-    except OSError as exc:
-        raise ModelLoadError(
-            f"cannot load the model in {folder}: {exc}",
-            "the folder needs weights (model.safetensors) and tokenizer files as written by save_pretrained",
-        ) from None
+    except LayercheckError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - transformers and safetensors raise many types for bad files
+        raise ModelLoadError(f"cannot load the model in {folder}: {_first_line(exc)}", _WEIGHTS_FIX) from None
     return model, tokenizer
+
+
+_WEIGHTS_FIX = ("the folder needs complete weights (model.safetensors) and tokenizer files as written by "
+                "save_pretrained; re-save or re-download it (a copy interrupted midway leaves a truncated file)")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 def gguf_error(path: Path, exc: BaseException) -> ModelLoadError:
     """The error for a GGUF file transformers cannot read."""
     return ModelLoadError(
-        f"cannot read GGUF file {path}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+        f"cannot read GGUF file {path}: {_first_line(exc)}",
         "the file is corrupt or truncated, or its architecture is not supported by transformers' GGUF "
         "loader; re-download it (for the default model delete the cache folder) or convert it elsewhere",
     )
@@ -260,7 +283,13 @@ def _load_peft(path: Path, adapter_base: str | Path | None, common: dict[str, An
             f"{path} is a PEFT adapter but the 'peft' package is not installed",
             "pip install 'pytest-layercheck[peft]'",
         ) from None
-    config = json.loads((path / "adapter_config.json").read_text())
+    try:
+        config = json.loads((path / "adapter_config.json").read_text())
+        if not isinstance(config, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot read {path}/adapter_config.json: {_first_line(exc)}",
+                             "restore the adapter folder as written by PEFT's save_pretrained") from None
     base_spec = str(adapter_base) if adapter_base is not None else config.get("base_model_name_or_path")
     if not base_spec:
         raise ModelLoadError(
@@ -274,7 +303,12 @@ def _load_peft(path: Path, adapter_base: str | Path | None, common: dict[str, An
         )
     base = load_model(base_spec, device="cpu", dtype=common["dtype"], trust_remote_code=common["trust_remote_code"], progress=progress)
     progress(f"applying adapter {path.name}")
-    peft_model = PeftModel.from_pretrained(base.model, str(path), is_trainable=False)
+    try:
+        peft_model = PeftModel.from_pretrained(base.model, str(path), is_trainable=False)
+    except Exception as exc:  # noqa: BLE001 - a broken adapter raises many types
+        raise ModelLoadError(f"cannot apply the adapter in {path}: {_first_line(exc)}",
+                             "the adapter must be complete (adapter_model.safetensors) and made for this base model"
+                             ) from None
     # Merging gives a plain model whose layers the ablation primitives can address directly.
     return peft_model.merge_and_unload(), base.tokenizer, base_spec
 

@@ -15,7 +15,7 @@ def _round_half_up(fraction: str, n: int) -> int:
     return int((Decimal(fraction) * n).quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
-@pytest.mark.parametrize("n", [*range(1, 65), 85, 165])
+@pytest.mark.parametrize("n", [*range(3, 65), 85, 165])
 def test_default_bands_cover_every_layer_exactly_once(n: int) -> None:
     bands = DepthBands().as_dict(n)
     assert list(bands) == ["shallow", "middle", "deep"]
@@ -47,8 +47,8 @@ def test_half_rounds_up_exactly() -> None:
     assert DepthBands().as_dict(5) == {"shallow": (0, 1), "middle": (2, 3), "deep": (4,)}
     # 0.7 * 45 = 31.5, but 31.499999999999996 in binary floating point; the rule still rounds it up.
     assert DepthBands().layers("deep", 45) == tuple(range(32, 45))
-    # A band may be empty for very shallow models.
-    assert DepthBands().as_dict(1) == {"shallow": (), "middle": (0,), "deep": ()}
+    # A band may hold no layer of a very shallow model; layers() says so, as_dict() refuses it.
+    assert DepthBands().layers("shallow", 1) == ()
 
 
 def test_custom_bands_from_mapping_and_parse_round_trip() -> None:
@@ -97,3 +97,15 @@ def test_bad_queries_raise_config_error() -> None:
         bands.as_dict(0)
     with pytest.raises(ConfigError):
         DepthBands(())
+
+
+@pytest.mark.parametrize(("text", "n", "empty"), [
+    ("shallow=0:0.01,middle=0.01:0.7,deep=0.7:1", 30, "shallow=0:0.01"),
+    ("shallow=0:0.3,middle=0.3:0.7,deep=0.7:1", 2, "middle=0.3:0.7"),
+    ("shallow=0:0.3,middle=0.3:0.7,deep=0.7:1", 1, "shallow=0:0.3, deep=0.7:1"),
+])
+def test_a_band_that_holds_no_layer_is_an_error_not_dropped(text: str, n: int, empty: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        DepthBands.parse(text).as_dict(n)
+    assert f"depth band(s) {empty} hold no layer of this {n}-layer model" in info.value.problem
+    assert f"at least 1/{n} of depth" in info.value.fix

@@ -10,8 +10,19 @@
     layercheck transfer [MODEL]             stability of correctness under new numbers
     layercheck info [MODEL]                 load a model and show what layercheck sees
 
+    layercheck cache show|verify|prune      inspect, check and clean the result cache
+
 MODEL defaults to ``default`` (SmolLM2-135M-Instruct, fetched and cached on first use). Each
 command module defines ``register(subparsers)``, which adds its parser and sets ``handler``.
+
+Exit status, the same for every command (and the README's "Reliability" section):
+
+    0  passed (nothing regressed; the command did what was asked)
+    1  a capability regressed (only commands that compare: profile with a baseline, compare)
+    2  usage, configuration or input error: bad arguments, a model, suite, baseline or cache entry
+       that cannot be used, a file that cannot be written. The message names the problem and the fix.
+    3  internal error (a bug in pytest-layercheck): the traceback is printed; please report it
+  130  interrupted
 """
 
 from __future__ import annotations
@@ -21,15 +32,33 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from .. import __version__
 from ..errors import LayercheckError
 from .common import err_console
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMANDS: tuple[str, ...] = ("profile", "compare", "heads", "redundancy", "thinking", "transfer", "info")
+COMMANDS: tuple[str, ...] = ("profile", "compare", "heads", "redundancy", "thinking", "transfer", "info", "cache")
+
+#: Exit statuses (see the module docstring).
+EXIT_PASSED, EXIT_REGRESSED, EXIT_ERROR, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+def count(text: str) -> int:
+    """An argparse type: a whole number >= 0 (a negative limit would silently mean "all but the last N")."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; use a whole number >= 0")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="layercheck", description="Layer-level capability profiles of language models.")
+    parser = argparse.ArgumentParser(prog="layercheck", description="Layer-level capability profiles of language models.",
+                                     epilog="exit status: 0 passed, 1 a capability regressed, 2 usage, configuration "
+                                     "or input error, 3 internal error (a bug)")
+    parser.add_argument("--version", action="version", version=f"layercheck (pytest-layercheck) {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         importlib.import_module(f"{__name__}.{name}").register(subparsers)
@@ -37,15 +66,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # usage errors exit 2 (argparse)
     try:
-        return int(args.handler(args))
+        status = int(args.handler(args))
     except LayercheckError as exc:
         err_console.print(f"[bold red]layercheck:[/] {exc}", highlight=False)
-        return 2
+        return EXIT_ERROR
+    except OSError as exc:  # a file that cannot be read or written is an input problem, not a regression
+        where = f" ({exc.filename})" if exc.filename else ""
+        err_console.print(f"[bold red]layercheck:[/] {exc.strerror or exc}{where}\n"
+                          "  How to fix: check the path, its permissions and the free disk space", highlight=False)
+        return EXIT_ERROR
     except KeyboardInterrupt:
-        err_console.print("[bold red]layercheck:[/] interrupted; nothing was written")
-        return 130
+        err_console.print("[bold red]layercheck:[/] interrupted; files are written atomically, so none is half-written")
+        return EXIT_INTERRUPTED
+    except Exception:  # noqa: BLE001 - never let a bug exit 1, which means "regressed"
+        import traceback
+
+        traceback.print_exc()
+        err_console.print("[bold red]layercheck: internal error[/] (a bug in pytest-layercheck; please report it "
+                          "with the traceback above)", highlight=False)
+        return EXIT_BUG
+    if status not in (EXIT_PASSED, EXIT_REGRESSED, EXIT_ERROR):
+        err_console.print(f"[bold red]layercheck: internal error[/]: command returned status {status}")
+        return EXIT_BUG
+    return status
 
 
 if __name__ == "__main__":

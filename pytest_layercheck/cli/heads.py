@@ -11,6 +11,7 @@ import json
 import time
 from pathlib import Path
 
+from . import count
 from .common import add_model_arguments, console, err_console, load, progress_bar
 
 
@@ -20,11 +21,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     heads.add_argument("--suite", default="knowledge", help="built-in suite name or suite YAML path")
     heads.add_argument("--protocol", default=None, help="scoring protocol (default: the suite's)")
     heads.add_argument("--layers", default="all", help="layers to scan, e.g. 0-3,29 (default: all)")
-    heads.add_argument("--limit", type=int, default=None, help="items (default: 24; 0 = all)")
+    heads.add_argument("--limit", type=count, default=None, help="items (default: 24; 0 = all)")
     heads.add_argument("--mode", default="zero", choices=("zero", "uniform"), help="head masking (default: zero)")
     heads.add_argument("--gqa", default="query", choices=("query", "group"),
                        help="mask single query heads (default) or whole KV groups")
-    heads.add_argument("--top", type=int, default=15, help="heads listed in the ranking")
+    heads.add_argument("--top", type=count, default=15, help="heads listed in the ranking")
     heads.add_argument("--no-grid", action="store_true", help="omit the layers x heads grid")
     heads.add_argument("--json", dest="json_path", default=None, help="write the full result as JSON here")
     heads.add_argument("--markdown", default=None, help="write the tables as markdown here")
@@ -35,16 +36,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "retrieval-heads", help="find retrieval heads on needle tests and compare masking them with random heads"
     )
     add_model_arguments(retrieval)
-    retrieval.add_argument("--tests", type=int, default=20, help="needle-in-a-haystack tests (default: 20)")
+    retrieval.add_argument("--tests", type=count, default=20, help="needle-in-a-haystack tests (default: 20)")
     retrieval.add_argument("--seed", type=int, default=0, help="seed of the needle tests and the random heads")
     retrieval.add_argument("--threshold", type=float, default=0.1, help="retrieval-head threshold (paper: 0.1)")
-    retrieval.add_argument("--k", type=int, default=None,
+    retrieval.add_argument("--k", type=count, default=None,
                            help="heads to mask in the comparison (default: 5%% of all heads; 0 = no comparison)")
     retrieval.add_argument("--suite", default="retrieval", help="suite for the masking comparison")
     retrieval.add_argument("--protocol", default="generate_until",
                            help="protocol of the comparison (generate_until masks during decoding only)")
-    retrieval.add_argument("--limit", type=int, default=40, help="suite items in the comparison (0 = all)")
-    retrieval.add_argument("--top", type=int, default=20, help="heads listed in the ranking")
+    retrieval.add_argument("--limit", type=count, default=40, help="suite items in the comparison (0 = all)")
+    retrieval.add_argument("--top", type=count, default=20, help="heads listed in the ranking")
     retrieval.add_argument("--json", dest="json_path", default=None, help="write the results as JSON here")
     retrieval.add_argument("--markdown", default=None, help="write the tables as markdown here")
     retrieval.set_defaults(handler=run_retrieval_heads)

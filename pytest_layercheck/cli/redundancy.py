@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from . import count
 from .common import (
     add_model_arguments,
     add_output_arguments,
@@ -20,18 +21,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "redundancy", help="angular distance and Block Influence per layer; the most prunable block vs measured drops")
     add_model_arguments(parser)
-    parser.add_argument("--block", type=int, default=1, help="layers per block to drop (n; default 1)")
+    parser.add_argument("--block", type=count, default=1, help="layers per block to drop (n; default 1)")
     parser.add_argument("--suites", default="knowledge,reasoning",
                         help="suites whose prompts are the metric's samples (comma-separated)")
-    parser.add_argument("--prompts", type=int, default=40, help="prompts per suite for the metrics (0 = all)")
+    parser.add_argument("--prompts", type=count, default=40, help="prompts per suite for the metrics (0 = all)")
     parser.add_argument("--no-compare", action="store_true",
                         help="only the metrics; skip removing blocks and scoring capabilities")
     parser.add_argument("--views", default="knowledge=mc_text,reasoning=mc_text,knowledge=generate_until,"
                         "reasoning=generate_until", help="capability views to compare: SUITE=PROTOCOL,...")
-    parser.add_argument("--limit", type=int, default=40, help="items per suite when scoring capabilities (0 = all)")
-    parser.add_argument("--candidates", type=int, default=0,
+    parser.add_argument("--limit", type=count, default=40, help="items per suite when scoring capabilities (0 = all)")
+    parser.add_argument("--candidates", type=count, default=0,
                         help="blocks evaluated under likelihood protocols (0 = every eligible block)")
-    parser.add_argument("--generation-blocks", type=int, default=6, help="blocks evaluated under generation")
+    parser.add_argument("--generation-blocks", type=count, default=6, help="blocks evaluated under generation")
     parser.add_argument("--tolerance", type=float, default=0.05,
                         help="accuracy a suggestion may lose beyond the least harmful block and still agree")
     add_output_arguments(parser)

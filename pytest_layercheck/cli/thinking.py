@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from . import count
 from .common import (
     add_model_arguments,
     add_output_arguments,
@@ -21,11 +22,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "thinking", help="fast (direct) vs slow (chain-of-thought) answers: corrections and overthinking per domain")
     add_model_arguments(parser)
     parser.add_argument("--suites", default="knowledge,reasoning", help="comma-separated suites")
-    parser.add_argument("--limit", type=int, default=40, help="items per suite (0 = all)")
-    parser.add_argument("--cot-tokens", type=int, default=96, help="most tokens of chain-of-thought per item")
-    parser.add_argument("--fast-tokens", type=int, default=24, help="most tokens of a direct answer")
+    parser.add_argument("--limit", type=count, default=40, help="items per suite (0 = all)")
+    parser.add_argument("--cot-tokens", type=count, default=96, help="most tokens of chain-of-thought per item")
+    parser.add_argument("--fast-tokens", type=count, default=24, help="most tokens of a direct answer")
     parser.add_argument("--by-domain", action="store_true", help="also show every suite domain on its own")
-    parser.add_argument("--show", type=int, default=0, help="print N example generations per group")
+    parser.add_argument("--show", type=count, default=0, help="print N example generations per group")
     add_output_arguments(parser, "the result (with every generation)")
     parser.set_defaults(handler=run)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from . import count
 from .common import (
     add_model_arguments,
     add_output_arguments,
@@ -21,8 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "transfer", help="stability of correctness under new numbers (reasoning) vs other facts (knowledge)")
     add_model_arguments(parser)
     parser.add_argument("--suites", default="reasoning,knowledge", help="comma-separated suites")
-    parser.add_argument("--limit", type=int, default=40, help="original items per suite (0 = all)")
-    parser.add_argument("--variants", type=int, default=3, help="variants per original item")
+    parser.add_argument("--limit", type=count, default=40, help="original items per suite (0 = all)")
+    parser.add_argument("--variants", type=count, default=3, help="variants per original item")
     parser.add_argument("--protocol", default=None, help="scoring protocol (default: each suite's own)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the variant draws and the bootstrap")
     parser.add_argument("--by-domain", action="store_true", help="also show every domain")

@@ -8,6 +8,7 @@ has no such folder, so we fall back to ``<repo>/suites/``.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from ..errors import SuiteFormatError
@@ -77,5 +78,33 @@ def resolve_suite_path(name_or_path: str | os.PathLike[str]) -> Path:
 
 
 def resolve_suite(name_or_path: str | os.PathLike[str]) -> Suite:
-    """Load a suite given a built-in name or a path to a YAML file."""
-    return load_suite(resolve_suite_path(name_or_path))
+    """Load a suite given a built-in name or a path to a YAML file.
+
+    A user file may not take a built-in suite's name: its results would be recorded, cached and compared
+    as that suite's, silently replacing it.
+    """
+    path = resolve_suite_path(name_or_path)
+    suite = load_suite(path)
+    if suite.name in BUILTIN_SUITES and path.resolve() != builtin_suite_path(suite.name).resolve():
+        raise SuiteFormatError(
+            f"{path}: suite name {suite.name!r} is the name of a built-in suite; the file would silently "
+            "replace it in profiles and baselines",
+            f"give the suite its own name (e.g. name: my-{suite.name})",
+        )
+    return suite
+
+
+def resolve_suites(names_or_paths: Iterable[str | os.PathLike[str]]) -> list[Suite]:
+    """Load several suites (see :func:`resolve_suite`); two with one name would mix up results, so that is an error."""
+    suites: dict[str, tuple[str, Suite]] = {}
+    for entry in names_or_paths:
+        suite = resolve_suite(entry)
+        if suite.name in suites:
+            first = suites[suite.name][0]
+            raise SuiteFormatError(
+                f"suites {first!r} and {os.fspath(entry)!r} are both named {suite.name!r}; their results would "
+                "be merged under one name",
+                "list each suite once, and give every suite file a distinct 'name'",
+            )
+        suites[suite.name] = (os.fspath(entry), suite)
+    return [suite for _, suite in suites.values()]

@@ -166,8 +166,37 @@ _LineLoader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
 _LineLoader.add_constructor("tag:yaml.org,2002:seq", _construct_sequence)
 
 
+#: Largest suite file read (the biggest built-in suite is under 300 kB); ``$LAYERCHECK_MAX_SUITE_BYTES`` raises it.
+MAX_SUITE_BYTES = 8 << 20
+SIZE_ENV = "LAYERCHECK_MAX_SUITE_BYTES"
+#: YAML aliases (``*name``) a suite may use, and the nodes the document may hold once they are expanded:
+#: a few hundred bytes of nested aliases (a "billion laughs") would otherwise expand to billions.
+MAX_ALIASES = 1000
+MAX_EXPANDED_NODES = 2_000_000
+
+
+def _size_limit() -> int:
+    text = os.environ.get(SIZE_ENV, "").strip()
+    if not text:
+        return MAX_SUITE_BYTES
+    if not text.isdigit() or int(text) < 1:
+        raise SuiteFormatError(f"{SIZE_ENV}={text!r} is not a positive number of bytes",
+                               f"set {SIZE_ENV} to a byte count, e.g. {MAX_SUITE_BYTES * 4}, or unset it")
+    return int(text)
+
+
+def _check_size(size: int, source: Path) -> None:
+    limit = _size_limit()
+    if size > limit:
+        raise SuiteFormatError(
+            f"{source}: suite file is {size / 1e6:.1f} MB, more than the limit of {limit / 1e6:.1f} MB",
+            f"split it into several suites, or raise the limit with {SIZE_ENV}=<bytes> if it is meant to be this large",
+        )
+
+
 def _read_text(path: Path) -> str:
     try:
+        _check_size(path.stat().st_size, path)
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SuiteFormatError(f"{path}: suite file not found", "check the path") from None
@@ -177,9 +206,46 @@ def _read_text(path: Path) -> str:
         ) from None
 
 
+def _check_aliases(text: str) -> None:
+    """Count aliases and the nodes they expand to, from the event stream, before anything is built."""
+    sizes: dict[str, int] = {}  # anchor -> nodes of the anchored subtree, aliases expanded
+    open_nodes: list[tuple[str | None, int]] = []  # (anchor, expanded node count so far) per open collection
+    aliases = expanded = 0
+    for event in yaml.parse(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+        if isinstance(event, yaml.AliasEvent):
+            aliases += 1
+            count = sizes.get(event.anchor or "", 1)
+            if aliases > MAX_ALIASES:
+                raise _YamlProblem(event.start_mark.line + 1, f"more than {MAX_ALIASES} YAML aliases",
+                                   "write the repeated values out; suites need few aliases, if any")
+        elif isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            open_nodes.append((event.anchor, 1))
+            continue
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            anchor, count = open_nodes.pop()
+            if anchor:
+                sizes[anchor] = count
+        elif isinstance(event, yaml.ScalarEvent):
+            count = 1
+            if event.anchor:
+                sizes[event.anchor] = 1
+        else:
+            continue
+        expanded += count
+        if open_nodes:
+            anchor, inner = open_nodes[-1]
+            open_nodes[-1] = (anchor, inner + count)
+        if expanded > MAX_EXPANDED_NODES:
+            raise _YamlProblem(event.start_mark.line + 1,
+                               f"YAML aliases expand the document to more than {MAX_EXPANDED_NODES} nodes",
+                               "write the repeated values out instead of nesting aliases")
+
+
 def _parse(text: str, source: Path) -> _MarkedDict:
     """Parse safely into marked containers; syntax problems become SuiteFormatErrors with a line."""
+    _check_size(len(text.encode("utf-8")), source)
     try:
+        _check_aliases(text)
         document = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - _LineLoader is a SafeLoader
     except _YamlProblem as exc:
         raise SuiteFormatError(f"{source}:{exc.line}: {exc.problem}", exc.fix) from None
