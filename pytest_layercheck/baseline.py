@@ -11,13 +11,13 @@ import json
 import re
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from pytest_layercheck.atomic import atomic_write_text
 from pytest_layercheck.errors import BaselineError, ConfigError
-from pytest_layercheck.profile_data import INTACT, SCHEMA_VERSION, DepthProfile
+from pytest_layercheck.profile_data import INTACT, SCHEMA_VERSION, DepthProfile, merge_profiles
 
 UPDATE_FLAG = "--layercheck-update"
 DEFAULT_FOLDER = "baselines"
@@ -44,6 +44,7 @@ class SaveResult:
     name: str
     path: Path
     status: SaveStatus
+    changes: list[str] = field(default_factory=list)
 
 
 def summarize_saves(results: Iterable[SaveResult]) -> str:
@@ -87,28 +88,69 @@ class BaselineStore:
     def save(self, profile: DepthProfile, name: str | None = None, *, update: bool = False) -> SaveResult:
         """Write ``profile`` as the baseline of ``name`` (default: its model name), atomically.
 
-        Refuses unless ``update`` is true: a baseline is the reference every later run is judged
-        against, so it changes only on the user's explicit request. A profile equal to the stored one
-        (ignoring the recorded environment) leaves the file untouched and reports "unchanged".
+        A missing baseline is written. An existing one is merged with the profile (suites the profile
+        does not hold are kept) and replaced only when ``update`` is true: a baseline is the reference
+        every later run is judged against, so it changes only on the user's explicit request. The
+        result lists what changed, cell by cell; "unchanged" (ignoring the recorded environment)
+        leaves the file untouched.
         """
         name = name or str(profile.model.get("name") or "")
         path = self.path_for(name)
+        if not path.exists():
+            atomic_write_text(path, dumps_baseline(profile.to_json()))
+            return SaveResult(name, path, "written", cell_changes(None, profile))
+        try:
+            old = read_baseline(path)
+        except BaselineError as exc:
+            if not update:
+                raise
+            atomic_write_text(path, dumps_baseline(profile.to_json()))
+            return SaveResult(name, path, "updated", [f"replaced an unreadable baseline: {exc}"])
+        merged = merge_profiles(old, profile)
+        data = merged.to_json()
+        if _substance(old.to_json()) == _substance(data):
+            return SaveResult(name, path, "unchanged")
+        changes = cell_changes(old, merged)
         if not update:
+            shown = "\n".join(f"  {line}" for line in changes[:12])
             raise BaselineError(
-                f"refusing to write the baseline of {name!r} ({path}) without an explicit update",
-                f"run pytest with {UPDATE_FLAG} to record or replace baselines",
+                f"the baseline of {name!r} ({path}) exists and this run differs from it:\n{shown}",
+                f"review the differences, then replace it with {UPDATE_FLAG} (pytest) or --update "
+                "(layercheck baseline)",
             )
-        data = profile.to_json()
-        status: SaveStatus = "written"
-        if path.exists():
-            status = "updated"
-            try:
-                if _substance(json.loads(path.read_text(encoding="utf-8"))) == _substance(data):
-                    return SaveResult(name, path, "unchanged")
-            except (OSError, ValueError):
-                pass  # an unreadable old file is simply replaced
         atomic_write_text(path, dumps_baseline(data))
-        return SaveResult(name, path, status)
+        return SaveResult(name, path, "updated", changes)
+
+
+def cell_changes(old: DepthProfile | None, new: DepthProfile) -> list[str]:
+    """What a write changes, one line per cell, like syrupy's report of an updated snapshot."""
+    def values(profile: DepthProfile | None) -> dict[str, float]:
+        if profile is None:
+            return {}
+        return {f"{c.suite}/{c.band} {c.metric}": c.value for c in profile.cells()}
+
+    before, after = values(old), values(new)
+    lines = []
+    for label, value in after.items():
+        if label not in before:
+            lines.append(f"+ {label} = {value:.3f}")
+        elif _differs(before[label], value):
+            lines.append(f"~ {label}: {before[label]:.3f} -> {value:.3f}")
+    lines += [f"- {label} (removed)" for label in before if label not in after]
+    if old is not None:
+        changed_items = _changed_outcomes(old, new)
+        if changed_items:
+            lines.append(f"~ per-item outcomes changed in {changed_items} evaluation(s)")
+    return lines
+
+
+def _differs(a: float, b: float) -> bool:
+    return not (a == b or (a != a and b != b))  # NaN equals NaN here
+
+
+def _changed_outcomes(old: DepthProfile, new: DepthProfile) -> int:
+    return sum(1 for key, ev in new.evaluations.items()
+               if key in old.evaluations and dict(old.evaluations[key].outcomes) != dict(ev.outcomes))
 
 
 def dumps_baseline(data: dict[str, Any]) -> str:
@@ -166,9 +208,10 @@ def consistency_problems(profile: DepthProfile) -> list[str]:
         if info is None:
             problems.append(f"evaluation {suite}/{key} belongs to no listed suite")
             continue
+        expected = len(info.ids_for(key))
         for metric, values in ev.outcomes.items():
-            if len(values) != len(info.item_ids):
-                problems.append(f"{suite}/{key} {metric} has {len(values)} outcomes for {len(info.item_ids)} items")
+            if len(values) != expected:
+                problems.append(f"{suite}/{key} {metric} has {len(values)} outcomes for {expected} items")
     for suite, info in profile.suites.items():
         if (suite, info.protocol, INTACT) not in profile.evaluations:
             problems.append(f"suite {suite!r} has no intact evaluation")
@@ -186,6 +229,6 @@ def _substance(data: Any) -> str:
 
 
 __all__ = [
-    "BaselineStore", "SaveResult", "SaveStatus", "consistency_problems", "dumps_baseline", "read_baseline",
+    "BaselineStore", "SaveResult", "SaveStatus", "cell_changes", "consistency_problems", "dumps_baseline", "read_baseline",
     "slugify", "summarize_saves",
 ]

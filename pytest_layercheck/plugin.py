@@ -9,6 +9,7 @@ reports, so there are no racing writes.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -36,9 +37,10 @@ _OPTIONS: list[tuple[str, str, str, Any]] = [
     ("protocols", "layercheck_protocols", "per-suite protocol overrides, e.g. 'knowledge=mc_text,reasoning=continuation'", ""),
     ("mode", "layercheck_mode", "ablation mode: layers (one layer at a time), bands (whole band) or window:K", "layers"),
     ("bands", "layercheck_bands", "depth bands as fractions, e.g. 'shallow=0:0.3,middle=0.3:0.7,deep=0.7:1'", ""),
-    ("max-drop", "layercheck_max_drop", "tolerated drop: absolute (0.05) or relative ('5%')", "0.05"),
+    ("max-drop", "layercheck_max_drop", "tolerated drop: absolute (0.05) or relative ('5%%')", "0.05"),
     ("alpha", "layercheck_alpha", "significance level of the paired exact McNemar test", "0.05"),
-    ("limit", "layercheck_limit", "items per suite: N or suite=N,... (0 = all; default: built-in per-suite counts); small values make quick runs", None),
+    ("limit", "layercheck_limit", "items per suite scored intact: N or suite=N,... (0 = all; default: all knowledge and reasoning items, 40 retrieval); small values make quick runs", None),
+    ("sweep-limit", "layercheck_sweep_limit", "leading items per suite scored with layers removed: N or suite=N,... (0 = all; default: knowledge 40, reasoning 40, retrieval 10; never more than --layercheck-limit)", None),
     ("report", "layercheck_report", "write a JSON report to this path", None),
     ("heatmap", "layercheck_heatmap", "write a per-layer heatmap PNG to this path (needs matplotlib)", None),
 ]
@@ -53,6 +55,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="write or refresh the baseline from this run instead of failing on differences")
     group.addoption("--layercheck-no-cache", action="store_true", dest="layercheck_no_cache",
                     help="recompute every evaluation instead of reading the on-disk result cache")
+    group.addoption("--layercheck-allow-model-change", action="store_true", dest="layercheck_allow_model_change",
+                    help="with --layercheck-update: confirm that this run's model, though not the model the "
+                         "baseline names (or a candidate beside --layercheck-reference), becomes the baseline")
     group.addoption("--layercheck-fail-on-improvement", action="store_true", dest="layercheck_fail_on_improvement",
                     help="also fail cells that improved significantly beyond the tolerance")
     parser.addini("layercheck_check_files", "glob patterns of YAML check files collected as tests",
@@ -86,17 +91,22 @@ def pytest_configure(config: pytest.Config) -> None:
         max_drop=_option(config, "layercheck_max_drop"),
         alpha=_option(config, "layercheck_alpha"),
         limit=_option(config, "layercheck_limit"),
+        sweep_limit=_option(config, "layercheck_sweep_limit"),
         report=_option(config, "layercheck_report"),
         heatmap=_option(config, "layercheck_heatmap"),
         update=bool(config.getoption("layercheck_update")),
         use_cache=not config.getoption("layercheck_no_cache"),
         fail_on_improvement=bool(config.getoption("layercheck_fail_on_improvement")),
+        allow_model_change=bool(config.getoption("layercheck_allow_model_change")),
         is_xdist_worker=hasattr(config, "workerinput"),
     )
     try:
-        config.stash[SESSION_KEY] = LayercheckSession(options)
+        state = LayercheckSession(options)
     except LayercheckError as exc:
         raise pytest.UsageError(f"pytest-layercheck: {exc}") from None
+    if not options.is_xdist_worker:
+        state.progress = TerminalProgress(config)
+    config.stash[SESSION_KEY] = state
 
 
 def _session(config: pytest.Config) -> LayercheckSession:
@@ -196,13 +206,38 @@ def _guard(getter: Callable[[], Any]) -> Any:
 
 
 # ------------------------------------------------------------------------ the marker
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Plan the profile from the collected checks: a run computes only the cells its checks ask for."""
+    state = _session(config)
+    for item in items:
+        check = item_check(item)
+        if check is not None:
+            state.plan_check(check)
+
+
+def item_check(item: pytest.Item) -> CellCheck | None:
+    """The check a collected item asserts (a marked test or a YAML check); None when it has none or
+    its arguments are bad (the test then reports that, with the fix, when it runs)."""
+    from .yaml_checks import YamlCheckItem
+
+    if isinstance(item, YamlCheckItem):
+        return item.check
+    marker = item.get_closest_marker("layercheck")
+    if marker is None:
+        return None
+    try:
+        return CellCheck.from_mapping(_marker_arguments(marker), where=item.nodeid)
+    except LayercheckError:
+        return None
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     result = yield
     marker = item.get_closest_marker("layercheck")
     if marker is not None:
         check = _guard(lambda: CellCheck.from_mapping(_marker_arguments(marker), where=item.nodeid))
-        assert_check(_session(item.config), check)
+        assert_check(_session(item.config), check, item)
     return result
 
 
@@ -214,14 +249,85 @@ def _marker_arguments(marker: pytest.Mark) -> dict[str, Any]:
     return arguments
 
 
-def assert_check(session: LayercheckSession, check: CellCheck) -> None:
-    """Run one check against the session profile; a failure is a clean pytest failure."""
+def assert_check(session: LayercheckSession, check: CellCheck, item: pytest.Item | None = None) -> None:
+    """Run one check against the session profile; a failure is a clean pytest failure.
+
+    The cell's values go into the JUnit XML (``record_property``), and a failure becomes a GitHub
+    annotation on the check's file and line.
+    """
     outcome = _guard(
-        lambda: run_check(check, session.profile, session.baseline_or_none_for(check), session.tolerance, session.alpha)
+        lambda: run_check(check, session.profile_for(check), session.baseline_or_none_for(check),
+                          session.tolerance, session.alpha)
     )
     session.record_check(check, outcome)
+    if item is not None:
+        item.user_properties.append(("layercheck_cell", check.label))
+        item.user_properties.append(("layercheck_passed", outcome.passed))
+        item.user_properties.append(("layercheck_verdict", outcome.message.splitlines()[0]))
+        for name, value in getattr(outcome, "properties", {}).items():
+            item.user_properties.append((f"layercheck_{name}", value))
     if not outcome.passed:
         pytest.fail(outcome.message, pytrace=False)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """A failed check becomes a GitHub annotation on its file and line (also for xdist workers'
+    reports, which carry the properties to the controller)."""
+    if report.failed and os.environ.get("GITHUB_ACTIONS") == "true":
+        verdict = dict(report.user_properties).get("layercheck_verdict")
+        if verdict:
+            path, line, _ = report.location
+            ANNOTATIONS.append(workflow_command("error", str(verdict), path=path, line=line))
+
+
+#: Annotations of this run's failed checks, printed in the terminal summary.
+ANNOTATIONS: list[str] = []
+
+
+def workflow_command(kind: str, message: str, *, path: str, line: int | None) -> str:
+    """A GitHub ``::error file=…,line=…`` command; ``path`` relative to the rootdir, ``line`` 0-based
+    as pytest reports it."""
+    from .report.markdown import _escape
+
+    position = f"file={Path(path).as_posix()}" + (f",line={line + 1}" if line is not None else "")
+    return f"::{kind} {position},title=layercheck::{_escape(message)}"
+
+
+class TerminalProgress:
+    """Progress of a long profile in pytest's terminal, shown while output capture is suspended: a
+    redrawn bar on a terminal, a line every 10% otherwise (CI logs)."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.started = 0.0
+        self.shown = -1
+
+    def __call__(self, what: str, done: int, total: int) -> None:
+        import time
+
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        capture = self.config.pluginmanager.get_plugin("capturemanager")
+        if reporter is None or total <= 0:
+            return
+        if done == 0 or self.started == 0.0:
+            self.started = self.started or time.perf_counter()
+        tty = reporter.isatty()
+        step = done * 10 // total
+        if not tty and (step == self.shown and done < total):
+            return
+        self.shown = step
+        elapsed = time.perf_counter() - self.started
+        filled = done * 24 // total
+        text = (f"layercheck: profiling {what:<10} [{'#' * filled}{'.' * (24 - filled)}] "
+                f"{done}/{total} evaluations, {elapsed:.0f} s")
+        context = capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext()
+        with context:
+            if tty:
+                reporter.write("\r" + text + ("\n" if what == "done" else ""), flush=True)
+            else:
+                reporter.write_line(text)
+        if what == "done":
+            self.started, self.shown = 0.0, -1
 
 
 # ------------------------------------------------------------------------ YAML checks
@@ -260,6 +366,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     state = _session(config)
     if state.options.is_xdist_worker:
         return
+    for command in ANNOTATIONS:
+        terminalreporter.write_line(command)
+    ANNOTATIONS.clear()
     width = terminalreporter._tw.fullwidth
     lines = state.summary_lines(width=width)
     if lines:

@@ -34,10 +34,23 @@ class SuiteInfo:
     content_hash: str
     protocol: str
     item_ids: tuple[str, ...]
+    #: Leading items scored under ablations. The intact evaluation scores every item (it is cheap and
+    #: carries the power of the intact cells); a layer sweep scores only the first ``sweep_items``.
+    #: ``None``: every item.
+    sweep_items: int | None = None
 
     @property
     def primary_metric(self) -> str:
         return PRIMARY_METRIC[self.protocol]
+
+    @property
+    def swept_ids(self) -> tuple[str, ...]:
+        """Ids of the items that ablation evaluations score, in order."""
+        return self.item_ids if self.sweep_items is None else self.item_ids[: self.sweep_items]
+
+    def ids_for(self, ablation: str) -> tuple[str, ...]:
+        """Ids of the items an evaluation under ``ablation`` scores."""
+        return self.item_ids if ablation == INTACT else self.swept_ids
 
 
 @dataclass(frozen=True)
@@ -125,6 +138,10 @@ class DepthProfile:
                 intact_value = intact.mean(metric)
                 out.append(Cell(name, info.capability, info.protocol, metric, INTACT, (), (INTACT,),
                                 intact_value, intact_value, intact_value, INTACT))
+                # A band's drop is measured on the items the sweep scored, against the intact model's
+                # outcomes on those same items.
+                swept = intact.outcomes[metric][: len(info.swept_ids)]
+                swept_intact = sum(swept) / len(swept) if swept else float("nan")
                 for band, layers in self.bands.items():
                     group = self.band_ablations(name, band)
                     if not group:
@@ -133,7 +150,7 @@ class DepthProfile:
                     worst_index = min(range(len(means)), key=means.__getitem__)
                     out.append(Cell(
                         name, info.capability, info.protocol, metric, band, tuple(layers),
-                        tuple(ev.ablation for ev in group), sum(means) / len(means), intact_value,
+                        tuple(ev.ablation for ev in group), sum(means) / len(means), swept_intact,
                         means[worst_index], group[worst_index].ablation,
                     ))
         return out
@@ -171,25 +188,33 @@ class DepthProfile:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> DepthProfile:
+        """Decode a profile document strictly: a malformed, non-finite or hand-edited one raises SchemaError."""
+        from .validation import check_derived, check_profile_json, decode_outcomes
+
+        check_profile_json(data)
         suites = {
             name: SuiteInfo(
                 name=name, capability=s["capability"], content_hash=s["content_hash"],
-                protocol=s["protocol"], item_ids=tuple(s["item_ids"]),
+                protocol=s["protocol"], item_ids=tuple(s["item_ids"]), sweep_items=s.get("sweep_items"),
             )
             for name, s in data["suites"].items()
         }
         evaluations = {}
         for suite, by_key in data["evaluations"].items():
             for key, ev in by_key.items():
+                expected = len(suites[suite].ids_for(key))
                 evaluations[(suite, ev["protocol"], key)] = Evaluation(
                     suite=suite, protocol=ev["protocol"], ablation=key,
                     removed_layers=tuple(ev["removed_layers"]),
-                    outcomes={m: _decode_outcomes(v) for m, v in ev["outcomes"].items()},
+                    outcomes={m: decode_outcomes(v, f"evaluations.{suite}.{key}.outcomes.{m}", expected, binary=False)
+                              for m, v in ev["outcomes"].items()},
                 )
-        return cls(
+        profile = cls(
             model=dict(data["model"]), environment=dict(data["environment"]), settings=dict(data["settings"]),
             suites=suites, bands={k: tuple(v) for k, v in data["bands"].items()}, evaluations=evaluations,
         )
+        check_derived(data, profile)
+        return profile
 
 
 def _encode_outcomes(values: tuple[float, ...]) -> str | list[float]:
@@ -203,3 +228,39 @@ def _decode_outcomes(encoded: str | list[float]) -> tuple[float, ...]:
     if isinstance(encoded, str):
         return tuple(1.0 if ch == "1" else 0.0 for ch in encoded)
     return tuple(float(v) for v in encoded)
+
+
+def merge_profiles(old: DepthProfile, new: DepthProfile) -> DepthProfile:
+    """``old`` with ``new``'s suites added or replacing its own: a partial re-record keeps the rest.
+
+    Both must be measured the same way (same model weights, dtype, mode and bands); otherwise the kept
+    suites would describe another model or another measurement, so the merge is refused with the fix.
+    """
+    from .errors import BaselineError
+
+    kept = [name for name in old.suites if name not in new.suites]
+    if kept:
+        differences = [
+            what for what, a, b in (
+                ("model fingerprint", old.model.get("fingerprint"), new.model.get("fingerprint")),
+                ("dtype", old.model.get("dtype"), new.model.get("dtype")),
+                ("ablation mode", old.settings.get("mode"), new.settings.get("mode")),
+                ("bands", old.bands, new.bands),
+            ) if a != b
+        ]
+        if differences:
+            raise BaselineError(
+                f"cannot merge suites {sorted(new.suites)} into a baseline that also holds {kept}: "
+                f"its {', '.join(differences)} differ from this run's",
+                f"re-record every suite in one run (add {','.join(kept)} to the suites), or delete the old file",
+            )
+    settings = dict(new.settings)
+    for key in ("limit", "sweep_limit"):
+        before, after = old.settings.get(key), new.settings.get(key)
+        if kept and isinstance(before, dict) and isinstance(after, dict):
+            settings[key] = {**{name: before[name] for name in kept if name in before}, **after}
+    suites = {**{name: old.suites[name] for name in kept}, **new.suites}
+    evaluations = {key: ev for key, ev in old.evaluations.items() if key[0] in kept}
+    evaluations.update(new.evaluations)
+    return DepthProfile(model=dict(new.model), environment=dict(new.environment), settings=settings,
+                        suites=suites, bands=dict(new.bands), evaluations=evaluations)

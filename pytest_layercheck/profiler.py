@@ -9,8 +9,8 @@ cached on disk by model fingerprint, suite hash, protocol, ablation and settings
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -29,17 +29,41 @@ from .scoring.results import ProtocolResult
 from .suites.builtin import BUILTIN_SUITES, resolve_suite
 from .suites.schema import Suite
 
-#: Items per suite in a default profile, sized so the whole default profile (three suites, every
-#: layer of SmolLM2-135M removed in turn) stays under three minutes on a 2-core CPU. Retrieval
-#: items carry contexts of 150-600 tokens with nothing shared, so they cost several times more.
-DEFAULT_LIMITS: dict[str, int] = {"knowledge": 40, "reasoning": 40, "retrieval": 10}
-#: Items for suites without an entry in DEFAULT_LIMITS (user suites).
-DEFAULT_LIMIT = 40
+#: Items per suite scored on the intact model (None = every item). Intact scoring is cheap, and the
+#: intact cells are the ones a guard leans on, so knowledge and reasoning use every item: at ~264 and
+#: ~214 items a 0.05 drop of intact accuracy is detectable (see README, "What a red build means").
+#: Retrieval items carry 150-600-token contexts, so their intact count is capped.
+DEFAULT_LIMITS: dict[str, int | None] = {"knowledge": None, "reasoning": None, "retrieval": 40}
+#: Items for suites without an entry in DEFAULT_LIMITS (user suites): all of them.
+DEFAULT_LIMIT: int | None = None
+#: Leading items scored under each ablation of a layer sweep: a sweep costs one evaluation per layer,
+#: so it uses a subset, sized to keep the default profile within a few minutes on a 2-core CPU.
+DEFAULT_SWEEP_LIMITS: dict[str, int | None] = {"knowledge": 40, "reasoning": 40, "retrieval": 10}
+#: Sweep items for suites without an entry in DEFAULT_SWEEP_LIMITS.
+DEFAULT_SWEEP_LIMIT: int | None = 40
 
 #: A limit: items for every suite (None = all), or per suite name (missing names take the default).
 Limit = int | None | dict[str, int | None]
 
 ProgressHook = Callable[[str, int, int], None]
+
+#: What a partial profile needs: per suite name, the bands whose ablations to compute (the intact
+#: evaluation is always computed). A suite absent from the mapping is not computed at all.
+Needs = Mapping[str, frozenset[str]]
+ALL_BANDS: frozenset[str] = frozenset({"*"})
+
+
+def _limit_of(limit: Limit, suite: str, defaults: Mapping[str, int | None], fallback: int | None) -> int | None:
+    if isinstance(limit, dict):
+        return limit.get(suite, defaults.get(suite, fallback))
+    return limit
+
+
+def _smaller(a: int | None, b: int | None) -> int | None:
+    """The smaller of two item counts, None meaning unlimited."""
+    if a is None:
+        return b
+    return a if b is None else min(a, b)
 
 
 @dataclass(frozen=True)
@@ -51,19 +75,24 @@ class ProfileSettings:
     mode: str = "layers"
     bands: DepthBands = field(default_factory=DepthBands)
     limit: Limit = field(default_factory=lambda: dict(DEFAULT_LIMITS))
+    sweep_limit: Limit = field(default_factory=lambda: dict(DEFAULT_SWEEP_LIMITS))
     seed: int = 0
     batch_size: int | None = None
 
     def limit_for(self, suite: str) -> int | None:
-        """Items of ``suite`` to score (None = all)."""
-        if isinstance(self.limit, dict):
-            return self.limit.get(suite, DEFAULT_LIMITS.get(suite, DEFAULT_LIMIT))
-        return self.limit
+        """Items of ``suite`` scored intact (None = all)."""
+        return _limit_of(self.limit, suite, DEFAULT_LIMITS, DEFAULT_LIMIT)
+
+    def sweep_limit_for(self, suite: str) -> int | None:
+        """Leading items of ``suite`` scored under ablations: never more than are scored intact."""
+        return _smaller(_limit_of(self.sweep_limit, suite, DEFAULT_SWEEP_LIMITS, DEFAULT_SWEEP_LIMIT),
+                        self.limit_for(suite))
 
     def describe(self) -> dict[str, object]:
         return {
             "mode": self.mode,
             "limit": {suite: self.limit_for(suite) for suite in self.suites},
+            "sweep_limit": {suite: self.sweep_limit_for(suite) for suite in self.suites},
             "seed": self.seed,
             "bands": self.bands.describe(),
             "protocols": dict(self.protocols),
@@ -88,43 +117,78 @@ def plan_ablations(num_layers: int, mode: str, bands: DepthBands) -> list[tuple[
     raise ConfigError(f"unknown profile mode {mode!r}", "use 'layers' (default), 'bands' or 'window:K'")
 
 
+def plan_for(plan: Sequence[tuple[int, ...]], bands: Mapping[str, Sequence[int]], wanted: frozenset[str]) -> list[tuple[int, ...]]:
+    """The ablations of ``plan`` that the bands in ``wanted`` aggregate (all of them for ALL_BANDS)."""
+    if wanted == ALL_BANDS:
+        return list(plan)
+    members = [set(bands[band]) for band in wanted if band in bands]
+    return [removed for removed in plan if any(set(removed) <= band for band in members)]
+
+
 def build_profile(
     loaded: LoadedModel,
     settings: ProfileSettings | None = None,
     *,
     cache: ResultCache | None = None,
     progress: ProgressHook | None = None,
+    needs: Needs | None = None,
 ) -> DepthProfile:
-    """Profile ``loaded`` under ``settings``; deterministic for a given model, suite and settings."""
+    """Profile ``loaded`` under ``settings``; deterministic for a given model, suite and settings.
+
+    Each suite is scored intact on its ``limit`` items and, under every ablation of the plan, on its
+    first ``sweep_limit`` items. ``needs`` restricts the work to some suites and bands (what a pytest
+    session's checks ask for); the result is then a partial profile with the same cells' values.
+    """
     settings = settings or ProfileSettings()
     cache = cache if cache is not None else ResultCache()
     num_layers = get_adapter(loaded.model).num_layers
     plan = plan_ablations(num_layers, settings.mode, settings.bands)
+    band_layers = settings.bands.as_dict(num_layers)
+    # Every suite is loaded and checked first, also those this run skips: bad input fails early.
     suites = [resolve_suite(name) for name in settings.suites]
+    suites = [suite for suite in suites if needs is None or suite.name in needs]
+    work = {suite.name: plan_for(plan, band_layers, needs[suite.name] if needs is not None else ALL_BANDS)
+            for suite in suites}
     infos: dict[str, SuiteInfo] = {}
     evaluations: dict[tuple[str, str, str], Evaluation] = {}
-    total = len(suites) * (len(plan) + 1)
+    total = sum(1 + len(removed) for removed in work.values())
     done = 0
     with deterministic(settings.seed):
         for suite in suites:
             protocol = settings.protocols.get(suite.name, suite.default_protocol)
             limited = suite.limited(settings.limit_for(suite.name))
-            info = SuiteInfo(suite.name, suite.capability, suite.content_hash, protocol, tuple(i.id for i in limited.items))
+            swept = limited.limited(settings.sweep_limit_for(suite.name))
+            ids = tuple(i.id for i in limited.items)
+            info = SuiteInfo(suite.name, suite.capability, suite.content_hash, protocol, ids,
+                             sweep_items=len(swept.items) if len(swept.items) < len(ids) else None)
             infos[suite.name] = info
-            ablations = [Ablation.skipping(removed) for removed in plan]
+            ablations = [Ablation.skipping(removed) for removed in work[suite.name]]
+            sweep_info = replace(info, item_ids=info.swept_ids, sweep_items=None)
 
-            def on_step(done_here: int, _total: int, base: int = done, name: str = suite.name) -> None:
-                if progress:
-                    progress(name, base + done_here, total)
+            def run(subset: Suite, subset_info: SuiteInfo, subset_ablations: list[Ablation], base: int,
+                    name: str = suite.name) -> list[Evaluation]:
+                share = len(subset_ablations) / (len(subset_ablations) + 1)
 
-            found = evaluate_ablations(
-                loaded.model, loaded.tokenizer, limited, info, ablations, cache=cache,
-                identity=lambda key, info=info: cache_identity(loaded, info, key, settings.seed),
-                batch_size=settings.batch_size, progress=on_step,
-            )
-            for evaluation in found:
-                evaluations[(suite.name, protocol, evaluation.ablation)] = evaluation
-            done += len(found)
+                def on_step(done_here: int, _total: int) -> None:
+                    if progress:
+                        progress(name, base + int(done_here * share if subset_ablations else done_here), total)
+
+                return evaluate_ablations(
+                    loaded.model, loaded.tokenizer, subset, subset_info, subset_ablations, cache=cache,
+                    identity=lambda key: cache_identity(loaded, subset_info, key, settings.seed),
+                    batch_size=settings.batch_size, progress=on_step,
+                )
+
+            if info.sweep_items is not None or not ablations:
+                # The intact model scores every item; the sweep below re-scores only its prefix.
+                evaluations[(suite.name, protocol, INTACT)] = run(limited, info, [], done)[0]
+                done += 1
+            if ablations:
+                sweep_intact, *ablated = run(swept, sweep_info, ablations, done)
+                evaluations.setdefault((suite.name, protocol, INTACT), sweep_intact)
+                for evaluation in ablated:
+                    evaluations[(suite.name, protocol, evaluation.ablation)] = evaluation
+                done += len(ablated) + (info.sweep_items is None)
     if progress:
         progress("done", done, total)
     return DepthProfile(
@@ -132,7 +196,7 @@ def build_profile(
         environment=collect_environment(loaded.device),
         settings=settings.describe(),
         suites=infos,
-        bands=settings.bands.as_dict(num_layers),
+        bands=band_layers,
         evaluations=evaluations,
     )
 
@@ -198,21 +262,33 @@ def to_evaluation(result: ProtocolResult, info: SuiteInfo, key: str, removed: Se
 
 
 def cache_identity(loaded: LoadedModel, info: SuiteInfo, ablation_key: str, seed: int) -> dict[str, object]:
-    """What a cached evaluation depends on; the same fields for every analysis, so they share entries."""
+    """What a cached evaluation depends on; the same fields for every analysis, so they share entries.
+
+    Weights and config (fingerprint), tokenizer, chat template, generation config, suite content (with
+    its protocol settings), protocol, ablation, the items scored, dtype, device type, seed, library
+    versions and the hash of the scoring code. The entry stores this and it is compared on read.
+    """
+    import tokenizers
     import transformers
 
     from . import __version__
+    from .fingerprint import chat_template_digest, code_fingerprint
 
     return {
         "fingerprint": loaded.fingerprint,
+        "tokenizer": loaded.tokenizer_fingerprint,
+        "chat_template": chat_template_digest(loaded.tokenizer),
+        "generation_config": loaded.generation_fingerprint,
         "suite_hash": info.content_hash,
         "protocol": info.protocol,
         "ablation": ablation_key,
-        "items": list(info.item_ids),
+        "items": list(info.ids_for(ablation_key)),
         "dtype": dtype_name(loaded.dtype),
         "device": loaded.device.type,
         "seed": seed,
-        "versions": [__version__, torch.__version__, transformers.__version__],
+        "versions": {"pytest_layercheck": __version__, "torch": torch.__version__,
+                     "transformers": transformers.__version__, "tokenizers": tokenizers.__version__},
+        "scoring_code": code_fingerprint(),
     }
 
 

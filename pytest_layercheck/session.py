@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .bands import DepthBands
-from .baseline import BaselineStore
+from .baseline import UPDATE_FLAG, BaselineStore, slugify
 from .checks import CellCheck, CheckOutcome
 from .comparison import ProfileComparison, Tolerance, compare_profiles
 from .errors import BaselineError, ConfigError
 from .loading import LoadedModel, load_model
-from .profile_data import DepthProfile
-from .profiler import DEFAULT_LIMITS, Limit, ProfileSettings, build_profile
+from .profile_data import INTACT, DepthProfile
+from .profiler import DEFAULT_LIMITS, DEFAULT_SWEEP_LIMITS, Limit, ProfileSettings, ProgressHook, build_profile
 from .result_cache import ResultCache
 
 if TYPE_CHECKING:
@@ -44,11 +44,13 @@ class SessionOptions:
     max_drop: str = "0.05"
     alpha: str = "0.05"
     limit: str | None = None
+    sweep_limit: str | None = None
     report: str | None = None
     heatmap: str | None = None
     update: bool = False
     use_cache: bool = True
     fail_on_improvement: bool = False
+    allow_model_change: bool = False
     is_xdist_worker: bool = False
 
 
@@ -63,13 +65,13 @@ def parse_protocols(text: str) -> dict[str, str]:
     return result
 
 
-def parse_limit(text: str | int | None) -> Limit:
-    """``""``/None: the built-in per-suite defaults; ``N``: N items of every suite (0 = all);
+def parse_limit(text: str | int | None, defaults: dict[str, int | None] = DEFAULT_LIMITS) -> Limit:
+    """``""``/None: the built-in per-suite ``defaults``; ``N``: N items of every suite (0 = all);
     ``suite=N,...``: per suite, the others keep their defaults."""
     if text is None or text == "":
-        return dict(DEFAULT_LIMITS)
+        return dict(defaults)
     if isinstance(text, str) and "=" in text:
-        limits: dict[str, int | None] = dict(DEFAULT_LIMITS)
+        limits: dict[str, int | None] = dict(defaults)
         for part in filter(None, (p.strip() for p in text.split(","))):
             suite, _, value = part.partition("=")
             if not suite.strip():
@@ -77,6 +79,18 @@ def parse_limit(text: str | int | None) -> Limit:
             limits[suite.strip()] = _items(value.strip())
         return limits
     return _items(text)
+
+
+def parse_alpha(text: str | float) -> float:
+    """A significance level: a probability strictly between 0 and 1."""
+    try:
+        alpha = float(text)
+    except (TypeError, ValueError):
+        alpha = float("nan")
+    if not 0 < alpha < 1:
+        raise ConfigError(f"bad alpha {text!r}: a significance level lies strictly between 0 and 1",
+                          "use a probability such as 0.05")
+    return alpha
 
 
 def _items(text: str | int) -> int | None:
@@ -91,7 +105,7 @@ def _items(text: str | int) -> int | None:
 
 
 class LayercheckSession:
-    """Lazily loads the model, builds the profile, reads and writes the baseline."""
+    """Lazily loads the model, builds the profile the checks need, reads and writes the baseline."""
 
     def __init__(self, options: SessionOptions) -> None:
         self.options = options
@@ -101,24 +115,27 @@ class LayercheckSession:
             mode=options.mode or "layers",
             bands=DepthBands.parse(options.bands) if options.bands else DepthBands(),
             limit=parse_limit(options.limit),
+            sweep_limit=parse_limit(options.sweep_limit, DEFAULT_SWEEP_LIMITS),
         )
         self.tolerance = Tolerance.parse(str(options.max_drop))
-        try:
-            self.alpha = float(options.alpha)
-        except ValueError:
-            raise ConfigError(f"bad alpha {options.alpha!r}", "use a probability such as 0.05") from None
+        self.alpha = parse_alpha(options.alpha)
         self.store = BaselineStore(options.baseline_dir)
         self.cache = ResultCache(enabled=options.use_cache)
+        self.progress: ProgressHook | None = None
         self.messages: list[str] = []
         self.check_outcomes: list[tuple[CellCheck, CheckOutcome]] = []
+        self._needs: dict[str, set[str]] = {}
+        self._capabilities: dict[str, str] | None = None
         self._model: LoadedModel | None = None
         self._reference: LoadedModel | None = None
         self._analyses: SessionAnalyses | None = None
         self._profile: DepthProfile | None = None
-        self._profile_seconds: float | None = None
+        self._complete = False
+        self._profile_seconds = 0.0
         self._baseline: DepthProfile | None = None
         self._comparison: ProfileComparison | None = None
         self._refused = False
+        self._update_confirmed = False
 
     # ------------------------------------------------------------------ models
     @property
@@ -148,12 +165,71 @@ class LayercheckSession:
         return self._reference
 
     # ----------------------------------------------------------------- profile
+    def plan_check(self, check: CellCheck) -> None:
+        """Note what a collected check will need, so one computation serves every check of the run."""
+        suite = self._suite_name(check.capability)
+        if suite is not None:
+            bands = self._needs.setdefault(suite, set())
+            if check.band != INTACT:
+                bands.add(check.band)
+
+    def _suite_name(self, capability: str) -> str | None:
+        """The suite a check's capability (or suite name) refers to; None when ambiguous or unknown
+        (the check itself reports that, with the fix, when it runs)."""
+        from .suites.builtin import resolve_suite
+
+        if self._capabilities is None:
+            self._capabilities = {}
+            for spec in self.settings.suites:
+                suite = resolve_suite(spec)
+                self._capabilities[suite.name] = suite.capability
+        names = self._capabilities
+        if capability in names:
+            return capability
+        matches = [name for name, cap in names.items() if cap == capability]
+        return matches[0] if len(matches) == 1 else None
+
     @property
     def profile(self) -> DepthProfile:
-        if self._profile is None:
-            started = time.perf_counter()
-            self._profile = build_profile(self.model(), self.settings, cache=self.cache)
-            self._profile_seconds = time.perf_counter() - started
+        """The complete profile of every configured suite (the ``layercheck_profile`` fixture)."""
+        if not self._complete:
+            self._compute(None)
+            self._complete = True
+        assert self._profile is not None
+        return self._profile
+
+    def profile_for(self, check: CellCheck) -> DepthProfile:
+        """A profile holding at least what ``check`` needs: the first call computes the needs of every
+        collected check at once (intact-only checks cost one evaluation per suite)."""
+        self.plan_check(check)
+        if self._complete or (self._profile is not None and self._covers(self._profile)):
+            assert self._profile is not None
+            return self._profile
+        self._compute({name: frozenset(bands) for name, bands in self._needs.items()})
+        assert self._profile is not None
+        return self._profile
+
+    def _covers(self, profile: DepthProfile) -> bool:
+        for suite, bands in self._needs.items():
+            if suite not in profile.suites:
+                return False
+            if any(not profile.band_ablations(suite, band) for band in bands if band in profile.bands):
+                return False
+        return True
+
+    def _compute(self, needs: dict[str, frozenset[str]] | None) -> None:
+        started = time.perf_counter()
+        if needs is not None and self._profile is not None:
+            # Recompute the union: evaluations already done come back from the result cache.
+            for suite in self._profile.suites:
+                needs.setdefault(suite, frozenset())
+        self._profile = build_profile(self.model(), self.settings, cache=self.cache, progress=self.progress,
+                                      needs=needs)
+        self._profile_seconds += time.perf_counter() - started
+
+    @property
+    def current(self) -> DepthProfile | None:
+        """Whatever profile this run has computed so far (partial or complete), or None."""
         return self._profile
 
     @property
@@ -168,10 +244,59 @@ class LayercheckSession:
     def baseline(self) -> DepthProfile:
         """The stored baseline; under ``--layercheck-update`` the profile of this run."""
         if self.options.update:
+            self.confirm_update()
             return self.profile
         if self._baseline is None:
-            self._baseline = self.store.load(self.baseline_name)
+            name = self.baseline_name
+            if not self.store.exists(name):
+                raise BaselineError(f"no baseline {name!r}: {self.store.path_for(name)} does not exist",
+                                    self._how_to_record(name))
+            self._baseline = self.store.load(name)
         return self._baseline
+
+    def _how_to_record(self, name: str) -> str:
+        """Advice that records the baseline from the trusted model, never silently from a candidate."""
+        path = self.store.path_for(name)
+        suites = ",".join(self.settings.suites)
+        if self.options.reference:
+            return (f"record it from the reference model: `layercheck baseline {self.options.reference} "
+                    f"--name {name} --suites {suites}`, review it, and commit {path}")
+        if self._candidate_reason(name):
+            return (f"this run tests {self.model().name!r}, not the model {name!r} names; record the baseline "
+                    f"from the model you trust: `layercheck baseline MODEL --name {name} --suites {suites}`, "
+                    f"and commit {path}")
+        return f"record it with `pytest {UPDATE_FLAG}` (or `layercheck baseline`), review it, and commit {path}"
+
+    def _candidate_reason(self, name: str) -> str | None:
+        """Why the session model looks like a candidate rather than the baseline's model, if it does."""
+        if self.options.reference:
+            return f"a reference model is configured ({self.options.reference}), so the session model is a candidate"
+        model_name = self.model().name
+        if slugify(model_name) != slugify(name):
+            return f"the session model {model_name!r} is not the model the baseline {name!r} is named after"
+        if self.store.exists(name):
+            try:
+                stored = self.store.load(name).model.get("fingerprint")
+            except BaselineError:
+                return None
+            if stored != self.model().fingerprint:
+                return (f"the stored baseline {name!r} was recorded from other weights "
+                        f"(fingerprint {str(stored)[:16]}, this model {self.model().fingerprint[:16]})")
+        return None
+
+    def confirm_update(self) -> None:
+        """Refuse to record a candidate as its own baseline unless the user confirmed it by flag."""
+        if self._update_confirmed:
+            return
+        reason = self._candidate_reason(self.baseline_name)
+        if reason and not self.options.allow_model_change:
+            raise ConfigError(
+                f"refusing to record the baseline {self.baseline_name!r} from this run: {reason}; "
+                "a guard whose baseline is the candidate itself always passes",
+                "record the baseline from the trusted model (`layercheck baseline MODEL`), or confirm with "
+                "--layercheck-allow-model-change that this model is to become the baseline",
+            )
+        self._update_confirmed = True
 
     def baseline_or_none_for(self, check: CellCheck) -> DepthProfile | None:
         """Pure floor checks (``min`` only) need no baseline; all others do."""
@@ -212,11 +337,13 @@ class LayercheckSession:
             return False
         failed = False
         if self.options.update:
-            result = self.store.save(self._profile, self.baseline_name, update=True)
+            self.confirm_update()
+            result = self.store.save(self.profile, self.baseline_name, update=True)
             self.messages.append(f"baseline {result.status}: {result.path}")
+            self.messages.extend(f"  {line}" for line in result.changes)
             if _running_in_ci() and result.status != "unchanged":
                 self.messages.append(
-                    "baselines were written during a CI run; commit them and run again without --layercheck-update"
+                    f"baselines were written during a CI run; commit them and run again without {UPDATE_FLAG}"
                 )
                 failed = True
         comparison = self.comparison()
@@ -245,7 +372,7 @@ class LayercheckSession:
         from .report.terminal import render_terminal
 
         lines = render_terminal(self._profile, self.comparison(), width=width).splitlines()
-        if self._profile_seconds is not None:
+        if self._profile_seconds:
             lines.append(f"profile computed in {self._profile_seconds:.1f} s "
                          f"({self.cache.hits} evaluations from cache, {self.cache.misses} computed)")
         return lines + self.messages

@@ -84,7 +84,7 @@ class YamlCheckItem(pytest.Item):
     def runtest(self) -> None:
         from .plugin import SESSION_KEY, assert_check
 
-        assert_check(self.config.stash[SESSION_KEY], self.check)
+        assert_check(self.config.stash[SESSION_KEY], self.check, self)
 
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.path, self.line - 1, f"layercheck: {self.name} ({self.check.label})"

@@ -45,18 +45,58 @@ def test_path_for_uses_the_slug(store: BaselineStore) -> None:
     assert store.path_for(NAME) == store.folder / "smollm2-135m-instruct.json"
 
 
-def test_save_requires_an_explicit_update(store: BaselineStore) -> None:
+def test_a_missing_baseline_is_written_without_a_flag(store: BaselineStore) -> None:
+    result = store.save(make_profile(), NAME)
+    assert (result.status, result.path) == ("written", store.path_for(NAME))
+    assert store.exists(NAME)
+    assert any(line.startswith("+ knowledge/intact acc") for line in result.changes)
+
+
+def test_a_different_baseline_is_replaced_only_with_update(store: BaselineStore) -> None:
+    store.save(make_profile(), NAME)
+    before = store.path_for(NAME).read_bytes()
     with pytest.raises(BaselineError) as info:
-        store.save(make_profile(), NAME)
-    assert "--layercheck-update" in str(info.value)
-    assert not store.exists(NAME)
+        store.save(make_profile(flip={("knowledge", "deep"): 3}), NAME)
+    assert "--layercheck-update" in str(info.value) and "knowledge/deep acc" in str(info.value)
+    assert store.path_for(NAME).read_bytes() == before  # nothing lost, nothing changed
 
 
 def test_save_reports_written_unchanged_updated(store: BaselineStore) -> None:
     first = store.save(make_profile(), NAME, update=True)
-    assert first == SaveResult(NAME, store.path_for(NAME), "written")
+    assert (first.name, first.path, first.status) == (NAME, store.path_for(NAME), "written")
     assert store.save(make_profile(), NAME, update=True).status == "unchanged"
-    assert store.save(make_profile(flip={("knowledge", "deep"): 3}), NAME, update=True).status == "updated"
+    updated = store.save(make_profile(flip={("knowledge", "deep"): 3}), NAME, update=True)
+    assert updated.status == "updated"
+    assert [line for line in updated.changes if line.startswith("~ knowledge/deep acc")]
+
+
+def test_a_partial_update_merges_and_keeps_the_other_suites(store: BaselineStore) -> None:
+    full = make_profile()
+    store.save(full, NAME)
+    partial = make_profile(flip={("knowledge", "intact"): 2})
+    for name in [n for n in partial.suites if n != "knowledge"]:
+        del partial.suites[name]
+    partial.evaluations = {k: v for k, v in partial.evaluations.items() if k[0] == "knowledge"}
+    result = store.save(partial, NAME, update=True)
+    assert result.status == "updated"
+    assert any(line.startswith("~ knowledge/intact acc") for line in result.changes)
+    assert not any(line.startswith("-") for line in result.changes)  # nothing silently dropped
+    stored = store.load(NAME)
+    assert set(stored.suites) == set(full.suites)
+    other = next(n for n in full.suites if n != "knowledge")
+    assert stored.evaluation(other).outcomes == full.evaluation(other).outcomes
+
+
+def test_a_partial_update_from_other_weights_is_refused(store: BaselineStore) -> None:
+    store.save(make_profile(), NAME)
+    partial = make_profile(flip={("knowledge", "intact"): 2})
+    partial.model["fingerprint"] = "sha256:other"
+    partial.suites = {"knowledge": partial.suites["knowledge"]}
+    partial.evaluations = {k: v for k, v in partial.evaluations.items() if k[0] == "knowledge"}
+    before = store.path_for(NAME).read_bytes()
+    with pytest.raises(BaselineError, match="model fingerprint"):
+        store.save(partial, NAME, update=True)
+    assert store.path_for(NAME).read_bytes() == before
 
 
 def test_environment_only_change_leaves_the_file_untouched(store: BaselineStore) -> None:

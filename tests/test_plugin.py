@@ -60,18 +60,36 @@ def run(project: pytest.Pytester, model: Path, *args: str) -> pytest.RunResult:
     return project.runpytest(f"--layercheck-model={model}", "-p", "no:cacheprovider", *args)
 
 
+#: The fixture's models are named after their folders ("good"), not after the baseline "facts-model",
+#: so recording needs the explicit confirmation.
+UPDATE = ("--layercheck-update", "--layercheck-allow-model-change")
+
+
 def record(project: pytest.Pytester, model: Path) -> Path:
-    result = run(project, model, "--layercheck-update")
+    result = run(project, model, *UPDATE)
     result.assert_outcomes(passed=3)
     baseline = project.path / "baselines" / "facts-model.json"
     assert baseline.is_file()
     return baseline
 
 
-def test_missing_baseline_fails_and_names_the_flag(project: pytest.Pytester, fact_models: dict[str, Path]) -> None:
+def test_missing_baseline_fails_and_says_how_to_record_it(project: pytest.Pytester,
+                                                         fact_models: dict[str, Path]) -> None:
     result = run(project, fact_models["good"])
     result.assert_outcomes(failed=3)
-    result.stdout.fnmatch_lines(["*--layercheck-update*"])
+    # The session model is not the model the baseline is named after: the advice records the baseline
+    # from the trusted model, never `--layercheck-update` on this (candidate) model.
+    result.stdout.fnmatch_lines(["*no baseline 'facts-model'*", "*layercheck baseline MODEL --name facts-model*"])
+    assert "--layercheck-update" not in result.stdout.str()
+    assert not (project.path / "baselines").exists()
+
+
+def test_recording_a_candidate_as_the_baseline_needs_confirmation(project: pytest.Pytester,
+                                                                  fact_models: dict[str, Path]) -> None:
+    result = run(project, fact_models["good"], "--layercheck-update")
+    result.assert_outcomes(failed=3)
+    result.stdout.fnmatch_lines(["*refusing to record the baseline 'facts-model'*",
+                                 "*--layercheck-allow-model-change*"])
     assert not (project.path / "baselines").exists()
 
 
@@ -83,14 +101,14 @@ def test_update_writes_a_baseline_and_says_so(project: pytest.Pytester, fact_mod
     assert data["suites"]["facts"]["content_hash"].startswith("sha256:")
     assert {"torch", "transformers", "python"} <= set(data["environment"])
     assert data["settings"]["seed"] == 0
-    result = run(project, fact_models["good"], "--layercheck-update")
+    result = run(project, fact_models["good"], *UPDATE)
     result.stdout.fnmatch_lines(["*baseline unchanged*facts-model.json*"])
 
 
 def test_update_in_ci_does_not_pass_silently(project: pytest.Pytester, fact_models: dict[str, Path],
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CI", "true")
-    result = run(project, fact_models["good"], "--layercheck-update")
+    result = run(project, fact_models["good"], *UPDATE)
     assert result.ret != 0
     result.stdout.fnmatch_lines(["*baseline written*", "*written during a CI run*"])
 
@@ -189,7 +207,7 @@ def test_xdist_workers_share_results_and_only_the_controller_writes(
     project: pytest.Pytester, fact_models: dict[str, Path]
 ) -> None:
     pytest.importorskip("xdist")
-    result = run(project, fact_models["good"], "-n", "2", "--layercheck-update")
+    result = run(project, fact_models["good"], "-n", "2", *UPDATE)
     result.assert_outcomes(passed=3)
     assert (project.path / "baselines" / "facts-model.json").is_file()
     run(project, fact_models["good"], "-n", "2").assert_outcomes(passed=3)

@@ -12,7 +12,7 @@ from pytest_layercheck.ablation import Ablation
 from pytest_layercheck.errors import ConfigError
 from pytest_layercheck.loading import LoadedModel, load_model
 from pytest_layercheck.profile_data import INTACT
-from pytest_layercheck.profiler import DEFAULT_LIMITS, ProfileSettings, build_profile, plan_ablations, score_suite_under
+from pytest_layercheck.profiler import ALL_BANDS, DEFAULT_LIMITS, ProfileSettings, build_profile, plan_ablations, score_suite_under
 from pytest_layercheck.result_cache import ResultCache
 from pytest_layercheck.session import parse_limit
 from pytest_layercheck.suites.loader import load_suite
@@ -74,7 +74,40 @@ def test_limits_default_per_suite_and_parse() -> None:
     assert parse_limit("0") is None and parse_limit("7") == 7
     parsed = parse_limit("retrieval=4, knowledge=0")
     assert parsed == {**DEFAULT_LIMITS, "retrieval": 4, "knowledge": None}
-    assert ProfileSettings(limit=parsed).limit_for("my-suite") == 40
+    assert ProfileSettings(limit=parsed).limit_for("my-suite") is None  # user suites: every item intact
+    assert ProfileSettings(limit=parsed).sweep_limit_for("my-suite") == 40
+    assert ProfileSettings(limit=7).sweep_limit_for("knowledge") == 7  # the sweep never exceeds the limit
+    assert ProfileSettings(limit=None, sweep_limit=None).sweep_limit_for("knowledge") is None
     for bad in ("x", "-1", "=3", "retrieval=many"):
         with pytest.raises(ConfigError):
             parse_limit(bad)
+
+
+def test_the_sweep_scores_a_prefix_and_intact_every_item(fact_model, tmp_path: Path) -> None:
+    """Intact over all 24 items, ablations over the first 8: each equals scoring that model on its own."""
+    loaded, suite_path = fact_model
+    settings = ProfileSettings(suites=(str(suite_path),), limit=None, sweep_limit=8)
+    profile = build_profile(loaded, settings, cache=ResultCache(tmp_path, enabled=False))
+    info = profile.suites["facts"]
+    assert len(info.item_ids) == 24 and info.sweep_items == 8 and len(info.swept_ids) == 8
+    suite = load_suite(suite_path)
+    intact = profile.evaluations[("facts", "mc_text", INTACT)].outcomes["acc"]
+    assert list(intact) == [o.scores["acc"] for o in score_suite_under(loaded, suite, "mc_text").outcomes]
+    removed = profile.evaluations[("facts", "mc_text", Ablation.skipping((2,)).key)].outcomes["acc"]
+    reference = score_suite_under(loaded, suite, "mc_text", Ablation.skipping((2,)), limit=8)
+    assert list(removed) == [o.scores["acc"] for o in reference.outcomes]
+    band = profile.cell("facts", "middle")
+    assert band.intact == sum(intact[:8]) / 8  # a band's drop is measured on the items it scored
+
+
+@pytest.mark.parametrize(("needs", "expected"), [
+    ({"facts": frozenset()}, 1),                    # an intact-only check: one evaluation
+    ({"facts": frozenset({"shallow"})}, 1 + 2),     # a band check: its band's ablations
+    ({"facts": ALL_BANDS}, 1 + 6),
+    ({}, 0),                                        # no check names the suite: nothing computed
+])
+def test_needs_restrict_the_work(fact_model, tmp_path: Path, needs, expected: int) -> None:
+    loaded, suite_path = fact_model
+    cache = ResultCache(tmp_path, enabled=True)
+    profile = build_profile(loaded, ProfileSettings(suites=(str(suite_path),), limit=None), cache=cache, needs=needs)
+    assert cache.misses == expected == len(profile.evaluations)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from ..report.format import json_text
 from .common import console, err_console, load, progress_bar
-from .profile import add_profile_arguments, settings_from
+from .profile import add_profile_arguments, add_verdict_arguments, settings_from
 
 if TYPE_CHECKING:
     from ..analysis.compare import CompareSettings
@@ -34,8 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="base model of a PEFT adapter candidate, if its adapter_config.json names no local one "
                         "(usually the same as BASE)")
     add_profile_arguments(parser)
-    parser.add_argument("--max-drop", default="0.05", help="tolerated drop: absolute (0.05) or relative (5%%)")
-    parser.add_argument("--alpha", type=float, default=0.05, help="significance level of the paired exact McNemar test")
+    add_verdict_arguments(parser)
     parser.add_argument("--localise", default="bands,changed",
                         help="layer groups to revert: bands, layers (each single layer), changed (runs of the "
                         "most-changed layers), comma-combined, or none (default: bands,changed)")
@@ -49,13 +48,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def compare_settings_from(args: argparse.Namespace) -> CompareSettings:
+    from ..session import parse_alpha
     from ..analysis.compare import CompareSettings
     from ..comparison import Tolerance
 
     localise = args.localise
     if args.no_weights and "changed" in localise:
         localise = ",".join(s for s in localise.split(",") if s.strip() != "changed") or "none"
-    return CompareSettings(profile=settings_from(args), tolerance=Tolerance.parse(args.max_drop), alpha=args.alpha,
+    return CompareSettings(profile=settings_from(args), tolerance=Tolerance.parse(args.max_drop), alpha=parse_alpha(args.alpha),
                            localise=localise, threshold=args.threshold, weights=not args.no_weights)
 
 

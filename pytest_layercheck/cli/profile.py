@@ -19,7 +19,11 @@ def add_profile_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--suites", default="knowledge,reasoning,retrieval", help="comma-separated suites")
     parser.add_argument("--protocols", default="", help="overrides, e.g. knowledge=mc_text,reasoning=continuation")
     parser.add_argument("--limit", default=None,
-                        help="items per suite: N, or suite=N,... (0 = all; default: the built-in per-suite defaults)")
+                        help="items per suite scored intact: N, or suite=N,... (0 = all; default: all knowledge "
+                             "and reasoning items, 40 retrieval)")
+    parser.add_argument("--sweep-limit", default=None,
+                        help="leading items per suite scored with layers removed: N, or suite=N,... (0 = all; "
+                             "default: knowledge 40, reasoning 40, retrieval 10)")
     parser.add_argument("--mode", default="layers", help="layers (default), bands or window:K")
     parser.add_argument("--bands", default="", help="e.g. shallow=0:0.3,middle=0.3:0.7,deep=0.7:1")
     parser.add_argument("--no-cache", action="store_true", help="recompute instead of reading the result cache")
@@ -31,6 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_profile_arguments(profile)
     profile.add_argument("--baseline-dir", default="baselines", help="compare with the baseline here if one exists")
     profile.add_argument("--baseline", default=None, help="baseline name to compare with (default: the model name)")
+    add_verdict_arguments(profile)
     profile.add_argument("--json", dest="json_path", default=None, help="write a JSON report here")
     profile.add_argument("--markdown", default=None, help="write the markdown table here")
     profile.add_argument("--heatmap", default=None, help="write a per-layer heatmap PNG here (needs matplotlib)")
@@ -41,13 +46,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_profile_arguments(baseline)
     baseline.add_argument("--baseline-dir", default="baselines", help="folder of baseline files")
     baseline.add_argument("--name", default=None, help="baseline name (default: the model name)")
-    baseline.add_argument("--update", action="store_true", help="allow replacing an existing, different baseline")
+    baseline.add_argument("--update", action="store_true",
+                          help="replace an existing baseline that differs (a missing one is always written)")
     baseline.set_defaults(handler=run_baseline)
+
+
+def add_verdict_arguments(parser: argparse.ArgumentParser) -> None:
+    """How a comparison with a baseline is judged; shared by every command that compares."""
+    parser.add_argument("--max-drop", default="0.05",
+                        help="tolerated drop: absolute (0.05), relative (5%%) or both (0.02,5%%)")
+    parser.add_argument("--alpha", default="0.05", help="significance level of the paired tests")
 
 
 def settings_from(args: argparse.Namespace) -> ProfileSettings:
     from ..bands import DepthBands
     from ..profiler import ProfileSettings
+    from ..profiler import DEFAULT_SWEEP_LIMITS
     from ..session import parse_limit, parse_protocols
 
     return ProfileSettings(
@@ -56,6 +70,7 @@ def settings_from(args: argparse.Namespace) -> ProfileSettings:
         mode=args.mode,
         bands=DepthBands.parse(args.bands) if args.bands else DepthBands(),
         limit=parse_limit(args.limit),
+        sweep_limit=parse_limit(args.sweep_limit, DEFAULT_SWEEP_LIMITS),
     )
 
 
@@ -79,14 +94,16 @@ def run_profile(args: argparse.Namespace) -> int:
     from ..comparison import Tolerance, compare_profiles
     from ..errors import BaselineError
     from ..report.terminal import render_terminal
+    from ..session import parse_alpha
 
+    tolerance, alpha = Tolerance.parse(args.max_drop), parse_alpha(args.alpha)  # before the model loads
     profile = compute_profile(args)
     comparison = None
     store = BaselineStore(Path(args.baseline_dir))
     name = args.baseline or str(profile.model["name"])
     if store.exists(name):
         try:
-            comparison = compare_profiles(store.load(name), profile, tolerance=Tolerance.parse("0.05"), alpha=0.05)
+            comparison = compare_profiles(store.load(name), profile, tolerance=tolerance, alpha=alpha)
         except BaselineError as exc:
             err_console.print(f"[yellow]not compared with baseline {name!r}:[/] {exc}", highlight=False)
     console.print(render_terminal(profile, comparison, width=console.width), highlight=False)
@@ -110,11 +127,18 @@ def run_profile(args: argparse.Namespace) -> int:
 
 
 def run_baseline(args: argparse.Namespace) -> int:
+    """Write a missing baseline; merge into an existing one, replacing it only with ``--update``."""
     from ..baseline import BaselineStore
 
-    profile = compute_profile(args)
     store = BaselineStore(Path(args.baseline_dir))
+    profile = compute_profile(args)
     name = args.name or str(profile.model["name"])
     result = store.save(profile, name, update=args.update)
-    console.print(f"baseline {result.status}: {result.path}")
+    console.print(f"baseline {result.status}: {result.path}", highlight=False)
+    for line in result.changes[:40]:
+        console.print(f"  {line}", highlight=False, markup=False)
+    if len(result.changes) > 40:
+        console.print(f"  ... and {len(result.changes) - 40} more", highlight=False)
+    if result.status != "unchanged":
+        console.print(f"Review it and commit {result.path}.", highlight=False)
     return 0
