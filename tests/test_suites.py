@@ -22,7 +22,7 @@ from pytest_layercheck.suites.builtin import (
     load_builtin_suite,
     resolve_suite,
 )
-from pytest_layercheck.suites.loader import load_suite, load_suite_metadata, load_suites
+from pytest_layercheck.suites.loader import load_suite, load_suite_metadata, load_suite_text, load_suites
 from pytest_layercheck.suites.schema import CAPABILITIES, PROTOCOLS, Suite
 
 GENERATED = ("reasoning", "retrieval")
@@ -423,3 +423,74 @@ def test_valid_fixture_loads(tmp_path: Path) -> None:
     suite = load_suite(_write(tmp_path, "ok.yaml", VALID))
     assert [item.line for item in suite.items] == [9, 16]
     assert suite.settings("generate_until").until == ("\n",)
+
+
+# --------------------------------------------------------------------------------------------------
+# Limits at the door
+
+
+def test_a_suite_over_the_size_limit_is_refused_without_parsing(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_layercheck.suites import loader
+
+    big = _write(tmp_path, "big.yaml", VALID + "# padding\n" * 3_000_000)  # 30 MB
+    monkeypatch.setattr(loader, "_parse", lambda *a: pytest.fail("a refused file must not be parsed"))
+    with pytest.raises(SuiteFormatError) as info:
+        load_suite(big)
+    assert "more than the limit of 8.4 MB" in info.value.problem and "LAYERCHECK_MAX_SUITE_BYTES" in info.value.fix
+    monkeypatch.undo()
+    monkeypatch.setenv("LAYERCHECK_MAX_SUITE_BYTES", "100")
+    with pytest.raises(SuiteFormatError, match="more than the limit"):
+        load_suite_text(VALID)
+
+
+def billion_laughs(levels: int = 9) -> str:
+    text = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
+    for level in range(1, levels):
+        previous, current = chr(ord("a") + level - 1), chr(ord("a") + level)
+        text += f"{current}: &{current} [" + ",".join([f"*{previous}"] * 9) + "]\n"
+    return text
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once() -> None:
+    import time
+
+    text = billion_laughs()
+    assert len(text) < 700
+    started = time.perf_counter()
+    with pytest.raises(SuiteFormatError, match="aliases expand the document to more than 2000000 nodes"):
+        load_suite_text(text)
+    assert time.perf_counter() - started < 1.0
+
+
+def test_too_many_aliases_are_refused() -> None:
+    text = "x: &x 1\nitems: [" + ",".join(["*x"] * 1001) + "]\n"
+    with pytest.raises(SuiteFormatError, match="more than 1000 YAML aliases"):
+        load_suite_text(text)
+
+
+def test_a_few_aliases_and_merge_keys_still_load() -> None:
+    text = VALID.replace('  mc_text: {template: "{context}"}', '  mc_text: &plain {template: "{context}"}\n'
+                         '  continuation: *plain')
+    assert set(load_suite_text(text).protocols) == {"mc_text", "generate_until", "continuation"}
+
+
+def test_resolve_suites_refuses_two_suites_with_one_name(tmp_path: Path) -> None:
+    from pytest_layercheck.suites.builtin import resolve_suites
+
+    first = _write(tmp_path, "one.yaml", VALID)
+    second = _write(tmp_path, "two.yaml", VALID)
+    with pytest.raises(SuiteFormatError) as info:
+        resolve_suites([str(first), str(second)])
+    assert "are both named 'tiny'" in info.value.problem
+    with pytest.raises(SuiteFormatError, match="both named 'knowledge'"):
+        resolve_suites(["knowledge", "knowledge"])
+    assert [s.name for s in resolve_suites(["knowledge", str(first)])] == ["knowledge", "tiny"]
+
+
+def test_a_user_file_may_not_take_a_builtin_name(tmp_path: Path) -> None:
+    impostor = _write(tmp_path, "knowledge.yaml", VALID.replace("name: tiny", "name: knowledge"))
+    with pytest.raises(SuiteFormatError) as info:
+        resolve_suite(str(impostor))
+    assert "is the name of a built-in suite" in info.value.problem and "my-knowledge" in info.value.fix
+    assert resolve_suite("knowledge").source == builtin_suite_path("knowledge")
