@@ -97,16 +97,21 @@ def parse_limits(text: str) -> dict[str, int]:
     return {k.strip(): int(v) for k, v in (p.split("=") for p in text.split(",") if p.strip())}
 
 
+#: The lm-eval the benchmarks compare with, pinned: the version RESULTS.md was measured with.
+LM_EVAL_REQUIREMENT = "lm-eval==0.4.13"
+
+
 def ensure_lm_eval(install: bool) -> bool:
+    """True when lm-eval can be imported, installing the pinned version first if allowed."""
     if importlib.util.find_spec("lm_eval") is not None:
         return True
     if not install:
         print("lm-eval is not installed and --no-install was given: skipping the lm-eval comparison")
         return False
-    print("installing lm-eval into", sys.prefix, flush=True)
+    print(f"installing {LM_EVAL_REQUIREMENT} into", sys.prefix, flush=True)
     constraints = Path(__file__).resolve().parent.parent / ".ci" / "constraints.txt"  # keep torch as it is
     extra = ["-c", str(constraints)] if constraints.exists() else []
-    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "lm-eval", *extra])
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", LM_EVAL_REQUIREMENT, *extra])
     return True
 
 

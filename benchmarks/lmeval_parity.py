@@ -3,7 +3,7 @@
     python benchmarks/lmeval_parity.py [--model default|PATH] [--items 40] [--no-install]
 
 lm-eval is not a dependency of pytest-layercheck; when it is missing this script installs it
-with ``pip install lm-eval`` into the running interpreter's environment (``--no-install``
+with ``pip install lm-eval==0.4.13`` (pinned in depth_sweep.py) into the running interpreter's environment (``--no-install``
 refuses; prefer running it from a separate virtualenv). Both sides get the same prompt strings
 (rendered by our ``rendering`` module) and the same model object; lm-eval receives them as raw
 ``loglikelihood`` / ``generate_until`` ``Instance`` requests through ``HFLM(pretrained=model)``,
@@ -15,8 +15,6 @@ derived from lm-eval's log-likelihoods with its multiple-choice formulas
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -28,16 +26,8 @@ from pytest_layercheck.scoring.protocols import prepare, score
 from pytest_layercheck.suites.schema import ProtocolSettings
 
 sys.path.insert(0, str(Path(__file__).parent))
+from depth_sweep import LM_EVAL_REQUIREMENT, ensure_lm_eval  # noqa: E402
 from scoring_throughput import synthetic_suite  # noqa: E402
-
-
-def ensure_lm_eval(install: bool) -> None:
-    if importlib.util.find_spec("lm_eval") is not None:
-        return
-    if not install:
-        sys.exit("lm-eval is not installed (pip install lm-eval), and --no-install was given")
-    print("installing lm-eval into", sys.prefix, flush=True)
-    subprocess.check_call([sys.executable, "-m", "pip", "install", "lm-eval"])
 
 
 def main() -> None:
@@ -47,7 +37,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="lm-eval's batch size")
     parser.add_argument("--no-install", action="store_true")
     args = parser.parse_args()
-    ensure_lm_eval(install=not args.no_install)
+    if not ensure_lm_eval(install=not args.no_install):
+        sys.exit(f"lm-eval is not installed (pip install {LM_EVAL_REQUIREMENT}), and --no-install was given")
     from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM
 
