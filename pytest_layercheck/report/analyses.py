@@ -12,13 +12,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from rich.console import Group, RenderableType
-from rich.table import Table
 from rich.text import Text
 from tabulate import tabulate
 
 from pytest_layercheck.report.format import fmt_p, fmt_value
 
 from .format import finite, json_text, render_text  # noqa: F401 - re-exported for callers of this module
+from .terminal import fitted_rows
 
 if TYPE_CHECKING:
     from pytest_layercheck.analysis.redundancy import (
@@ -48,14 +48,10 @@ def _span(layers: Sequence[int]) -> str:
     return "L" + ",".join(map(str, ordered))
 
 
-def _rich(title: str, rows: Rows, caption: str | None = None, lead: int = 1) -> Table:
-    headers, body = rows
-    table = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
-    for index, header in enumerate(headers):
-        table.add_column(header, justify="left" if index < lead else "right", no_wrap=index == 0)
-    for row in body:
-        table.add_row(*row)
-    return table
+def _rich(title: str, rows: Rows, caption: str | None = None, lead: int = 1) -> RenderableType:
+    """Boxed, light or one paragraph per row, whichever fits; a ``note`` column may wrap."""
+    headers = rows[0]
+    return fitted_rows(*rows, title, caption=caption, lead=lead, wrap=[i for i, h in enumerate(headers) if h == "note"])
 
 
 def _markdown(rows: Rows) -> str:
@@ -157,10 +153,10 @@ def _shift_row(shift: Shift) -> list[str]:
             _signed(shift.difference), str(shift.corrections), str(shift.overthinking), fmt_p(shift.p_value)]
 
 
-THINKING_HEADERS = ["domain", "items", "fast acc", "slow acc", "slow - fast", "corrections", "overthinking",
-                    "McNemar p"]
-THINKING_CAPTION = ("fast = direct answer, slow = chain of thought; corrections = wrong→right, "
-                    "overthinking = right→wrong (paired per item); McNemar p on those two counts")
+THINKING_HEADERS = ["domain", "items", "fast", "slow", "Δ", "corrections", "overthinking", "p"]
+THINKING_CAPTION = ("fast / slow = accuracy answering directly / after a chain of thought, Δ = slow − fast; "
+                    "corrections = wrong→right, "
+                    "overthinking = right→wrong (paired per item); p: exact McNemar on those two counts")
 
 
 def thinking_rows(result: ThinkingResult, fine: bool = False) -> Rows:

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rich.console import Console, Group, RenderableType
-from rich.table import Table
 from rich.text import Text
 from tabulate import tabulate
 
@@ -23,7 +22,7 @@ from pytest_layercheck.analysis.localise import SuiteLocalisation
 from pytest_layercheck.analysis.weight_delta import ModuleDelta, WeightDelta
 from pytest_layercheck.report.format import fingerprint_text, fmt_p
 from pytest_layercheck.report.markdown import render_markdown
-from pytest_layercheck.report.terminal import terminal_renderable
+from pytest_layercheck.report.terminal import Fitting, fitted_rows, records, rows_table, terminal_renderable
 
 BAR_WIDTH = 10
 WINNER = "◀"
@@ -55,6 +54,10 @@ class _Rows:
     headers: list[str]
     rows: list[list[str]]
 
+    def without(self, columns: Sequence[int]) -> _Rows:
+        keep = [i for i in range(len(self.headers)) if i not in set(columns)]
+        return _Rows([self.headers[i] for i in keep], [[row[i] for i in keep] for row in self.rows])
+
 
 def _groups_of(weights: WeightDelta) -> list[str]:
     """Top-level parts of a block (``self_attn``, ``mlp``, ``input_layernorm``…), in block order."""
@@ -69,7 +72,7 @@ def part_header(part: str) -> str:
 def weight_rows(weights: WeightDelta, bands: dict[str, tuple[int, ...]] | None = None) -> _Rows:
     """One row per moved layer (runs of unmoved layers folded into one), per-part relative change."""
     parts = _groups_of(weights)
-    headers = ["layers", *(["band"] if bands else []), "‖ΔW‖/‖W‖", "", *map(part_header, parts), "largest module"]
+    headers = ["layers", *(["band"] if bands else []), "‖ΔW‖/‖W‖", "", *map(part_header, parts), "top module"]
     band_of = {i: name for name, layers in (bands or {}).items() for i in layers}
     peak = max((d.relative for d in weights.layers if math.isfinite(d.relative)), default=0.0)
     rows: list[list[str]] = []
@@ -94,7 +97,7 @@ def weight_rows(weights: WeightDelta, bands: dict[str, tuple[int, ...]] | None =
                    for part in parts]
         rows.append([f"L{layer.layer}", *([band_of.get(layer.layer, "")] if bands else []),
                      fmt_relative(layer.relative), _bar(layer.relative, peak), *by_part,
-                     f"{top.short_name} {fmt_relative(top.relative)}"])
+                     f"{part_header(top.short_name)} {fmt_relative(top.relative)}"])
     flush()
     return _Rows(headers, rows)
 
@@ -143,30 +146,33 @@ def _timing_text(result: ModelComparison) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-def _rich_table(rows: _Rows, title: str, numeric_from: int = 1) -> Table:
-    table = Table(title=title, title_justify="left")
-    for index, header in enumerate(rows.headers):
-        table.add_column(header, justify="right" if index >= numeric_from else "left", no_wrap=index == 0)
-    for row in rows.rows:
-        table.add_row(*row)
-    return table
+def weight_table(weights: WeightDelta, bands: dict[str, tuple[int, ...]] | None = None) -> Fitting:
+    """The weight-change table, boxed where it fits; on narrow consoles lighter, then without the
+    per-part columns (the top module still names its part), then without the bar."""
+    rows = weight_rows(weights, bands)
+    title = "weight change per layer (relative Frobenius norm)"
+    lead = 2 if bands else 1
+    narrow = rows.without(range(lead + 2, len(rows.headers) - 1))
+    layouts = [(rows, False), (rows, True), (narrow, True), (narrow.without([lead + 1]), True)]
+    return Fitting(*(rows_table(r.headers, r.rows, title, lead=lead, light=light) for r, light in layouts),
+                   records(narrow.headers, narrow.rows, title))
 
 
 def compare_renderable(result: ModelComparison) -> RenderableType:
     """Header, the profile-shift table with its verdict, weight deltas, then localisation and verdicts."""
     parts: list[RenderableType] = [
         Text(header_text(result), style="bold green" if result.passed else "bold red"),
-        terminal_renderable(result.candidate, result.comparison),
+        terminal_renderable(result.candidate, result.comparison, baseline=result.base),
     ]
     if result.weights is not None:
-        rows = weight_rows(result.weights, result.candidate.bands)
-        parts.append(_rich_table(rows, "weight change per layer (relative Frobenius norm)",
-                                 numeric_from=2 if result.candidate.bands else 1))
+        parts += [Text(""), weight_table(result.weights, result.candidate.bands)]
         parts.append(Text(f"{most_changed_text(result.weights)} · {outside_text(result.weights)}", style="dim"))
     if result.localisation is not None:
         for entry in result.localisation.suites:
             if entry.localised:
-                parts.append(_rich_table(localisation_rows(entry),
+                rows = localisation_rows(entry)
+                parts.append(Text(""))
+                parts.append(fitted_rows(rows.headers, rows.rows,
                                          f"delta replacement: {entry.suite} ({entry.items} items)"))
         for entry in result.localisation.suites:
             style = "bold" if entry.restored_by is not None else "yellow"

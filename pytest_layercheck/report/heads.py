@@ -19,6 +19,7 @@ from pytest_layercheck.analysis.heads import HeadImportance, format_layers
 from pytest_layercheck.analysis.retrieval_heads import MaskingComparison, RetrievalHeads
 
 from .format import render_text  # noqa: F401 - re-exported for callers of this module
+from .terminal import Fitting, fitted_rows
 
 Rows = tuple[list[str], list[list[str]]]
 
@@ -94,14 +95,8 @@ def importance_grid_rows(result: HeadImportance) -> Rows:
     return headers, rows
 
 
-def _rich_table(title: str, rows: Rows, numeric_from: int = 1) -> Table:
-    headers, body = rows
-    table = Table(title=title, title_justify="left")
-    for i, header in enumerate(headers):
-        table.add_column(header, justify="right" if i >= numeric_from else "left", no_wrap=True)
-    for row in body:
-        table.add_row(*row)
-    return table
+def _rich_table(title: str, rows: Rows, numeric_from: int = 1) -> RenderableType:
+    return fitted_rows(*rows, title, lead=numeric_from)
 
 
 def _drop_style(text: str) -> str:
@@ -121,16 +116,35 @@ def _drop_style(text: str) -> str:
 def importance_renderable(result: HeadImportance, top: int = 15, grid: bool = True) -> RenderableType:
     parts: list[RenderableType] = [_rich_table(importance_title(result), importance_rows(result, top))]
     if grid:
-        headers, body = importance_grid_rows(result)
-        table = Table(title="drop per head (intact - masked; · = no change)", title_justify="left",
-                      box=box.SIMPLE, padding=(0, 1), pad_edge=False)
-        for header in headers:
-            table.add_column(header, justify="right", no_wrap=True)
-        for row in body:
-            table.add_row(row[0], *(Text(cell, style=_drop_style(cell)) for cell in row[1:]))
-        parts.append(table)
+        parts.append(importance_grid(result))
     parts.append(Text(importance_summary(result)))
     return Group(*parts)
+
+
+GRID_TITLE = "drop per head (intact - masked; · = no change)"
+
+
+def _grid_table(rows: Rows, title: str | None) -> Table:
+    headers, body = rows
+    table = Table(title=title, title_justify="left", box=box.SIMPLE, padding=(0, 1), pad_edge=False,
+                  collapse_padding=True)
+    for header in headers:
+        table.add_column(header, justify="right", no_wrap=True)
+    for row in body:
+        table.add_row(row[0], *(Text(cell, style=_drop_style(cell)) for cell in row[1:]))
+    return table
+
+
+def importance_grid(result: HeadImportance) -> RenderableType:
+    """Layers × heads, all heads side by side where they fit; else in blocks of 16, 12, 8 or 4 heads."""
+    headers, body = importance_grid_rows(result)
+    heads = len(headers) - 1
+    layouts = []
+    for per in sorted({heads, *(n for n in (16, 12, 8, 4) if n < heads)}, reverse=True):
+        blocks = [([headers[0], *headers[1 + start:1 + start + per]],
+                   [[row[0], *row[1 + start:1 + start + per]] for row in body]) for start in range(0, heads, per)]
+        layouts.append(Group(*(_grid_table(block, GRID_TITLE if i == 0 else None) for i, block in enumerate(blocks))))
+    return Fitting(*layouts)
 
 
 def importance_markdown(result: HeadImportance, top: int = 15, grid: bool = True) -> str:
