@@ -36,7 +36,7 @@ def cells_of(line: str) -> str:
     """The glyph cells of a strip line: after the label and lead (or the ▲/▼ marker), before the note."""
     marker = next((m for m in ("▲ ", "▼ ") if m in line), None)
     body = line.split(marker, 1)[1] if marker else re.sub(r"^\S+\s+(?:\d\.\d{3}\s)?", "", line)
-    return re.split(r"\s{2}(?=worst|lowest|most|no drop)", body.rstrip("\n"))[0]
+    return re.split(r"\s{2}(?=worst|lowest|most|no drop|no layer)", body.rstrip("\n"))[0]
 
 
 def assert_fits(text: str, width: int = 80) -> None:
@@ -153,6 +153,7 @@ def test_delta_strip_shows_where_it_moved(moved: tuple[DepthProfile, DepthProfil
     reasoning = lines[lines.index(strip_rows(text, "reasoning")[0])]
     assert set(cells_of(reasoning).split("│")[2]) <= set(RISE) and "most up L20 +0.050" in reasoning
     assert delta_strip(baseline, drop_layers(current, keep=set())) is None
+    assert "no layer moved" in render_text(delta_strip(baseline, baseline), width=80)
 
 
 def test_the_report_shows_both_strips_and_the_evidence(

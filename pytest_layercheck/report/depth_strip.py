@@ -380,13 +380,12 @@ def delta_strip(baseline: DepthProfile, current: DepthProfile,
     for suite, (moved, intact_delta) in deltas.items():
         rise = _worst(moved, lambda v: v)
         fall = _worst(moved, lambda v: -v)
+        up = f"most up L{rise[0]} {rise[1]:+.3f}" if rise and rise[1] > 1e-9 else ""
+        down = f"most down L{fall[0]} {fall[1]:+.3f}" if fall and fall[1] < -1e-9 else ""
         groups.append([
-            StripRow(suite, f"{intact_delta:+.3f} ▲", moved,
-                     f"most up L{rise[0]} {rise[1]:+.3f}" if rise and rise[1] > 1e-9 else "",
+            StripRow(suite, f"{intact_delta:+.3f} ▲", moved, up or ("" if down else "no layer moved"),
                      max, _signed_glyph(scale, True)),
-            StripRow("", "▼", moved,
-                     f"most down L{fall[0]} {fall[1]:+.3f}" if fall and fall[1] < -1e-9 else "",
-                     min, _signed_glyph(scale, False)),
+            StripRow("", "▼", moved, down, min, _signed_glyph(scale, False)),
         ])
     title = "where it moved: metric with one layer removed, this run − baseline"
     legend = [_key(RISE, RISE_STYLES, "rose (▲)"), _key(FALL, FALL_STYLES, f"fell (▼), up to {_scale_text(scale)}"),
