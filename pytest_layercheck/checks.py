@@ -1,9 +1,15 @@
 """One capability assertion, shared by the ``@pytest.mark.layercheck`` marker and YAML check files.
 
 A check names a cell (capability or suite, band, optionally protocol and metric) and passes when the
-cell has not regressed against the baseline: a drop beyond the tolerance that is also significant
-under the paired exact McNemar test. It can also demand an absolute floor (``min``) that needs no
-baseline at all.
+cell has not regressed against the baseline under ``comparison``'s fail rule: a drop that is
+significant under the item-level test after the run's multiplicity correction, and at least half the
+tolerance. The check is judged inside the same family as the session (every cell of the profile), so
+a marker's verdict is the session's verdict for that cell. It can also demand an absolute floor
+(``min``) that needs no baseline at all.
+
+Tolerances: a plain number is an absolute drop (``max_drop: 0.05``); a percentage is relative to the
+baseline value (``max_drop: 10%``, the same as ``relative: 10%``); ``"0.02,5%"`` gives both (the larger
+applies). A check that sets either replaces the session's tolerance.
 """
 
 from __future__ import annotations
@@ -14,9 +20,10 @@ from typing import Any
 
 from tabulate import tabulate
 
-from .comparison import ProfileComparison, Tolerance, compare_profiles
+from .comparison import CellComparison, ProfileComparison, Tolerance, compare_profiles
 from .errors import ConfigError
 from .profile_data import INTACT, DepthProfile
+from .statistics import CI_LEVEL, DEFAULT_CORRECTION
 
 CHECK_FIELDS = ("capability", "band", "protocol", "metric", "max_drop", "relative", "alpha", "min")
 UPDATE_HINT = "If this change was intended, re-record the baseline with --layercheck-update."
@@ -47,17 +54,28 @@ class CellCheck:
         for name in ("band", "protocol", "metric"):
             if data.get(name) is not None:
                 values[name] = str(data[name])
-        for name in ("max_drop", "relative", "alpha", "min"):
+        values.update(_tolerance_fields(data, where))
+        for name in ("alpha", "min"):  # a share, not a drop: "5%" is 0.05
             if data.get(name) is not None:
                 value = data[name]
-                if isinstance(value, str) and value.strip().endswith("%"):
-                    value = float(value.strip()[:-1]) / 100
                 try:
+                    if isinstance(value, str) and value.strip().endswith("%"):
+                        value = float(value.strip()[:-1]) / 100
                     values[name] = float(value)
                 except (TypeError, ValueError):
-                    raise ConfigError(f"{where}: field {name!r} must be a number, got {value!r}",
+                    raise ConfigError(f"{where}: field {name!r} must be a number, got {data[name]!r}",
                                       f"e.g. {name}: 0.05") from None
         return cls(**values)
+
+    @property
+    def has_tolerance(self) -> bool:
+        return self.max_drop is not None or self.relative is not None
+
+    def tolerance(self, default: Tolerance) -> Tolerance:
+        """The check's own tolerance when it sets one (absolute, relative or both), else ``default``."""
+        if not self.has_tolerance:
+            return default
+        return Tolerance(max_drop=self.max_drop or 0.0, relative=self.relative)
 
     @property
     def label(self) -> str:
@@ -81,8 +99,19 @@ def run_check(
     baseline: DepthProfile | None,
     default_tolerance: Tolerance,
     default_alpha: float,
+    *,
+    correction: str = DEFAULT_CORRECTION,
+    fail_on_improvement: bool = False,
+    allow_precision_mismatch: bool = False,
+    flip_rate: float | None = None,
 ) -> CheckOutcome:
-    """Evaluate ``check``; a ``None`` baseline is only acceptable for pure ``min`` checks."""
+    """Evaluate ``check``; a ``None`` baseline is only acceptable for pure ``min`` checks.
+
+    The whole profile is compared, with the session's settings (``correction``,
+    ``fail_on_improvement``, ``allow_precision_mismatch``, ``flip_rate``): the family is every cell of
+    the session's comparison (plus the check's cell when it names a non-primary metric), so the verdict
+    for a cell is the session's.
+    """
     suite = _suite_for(check, profile)
     info = profile.suites[suite]
     if check.protocol and check.protocol != info.protocol:
@@ -103,23 +132,28 @@ def run_check(
     failures: list[str] = []
     if check.min is not None and current.value < check.min:
         failures.append(f"{check.label}: {metric} = {current.value:.3f} is below the required minimum {check.min:.3f}")
-    only_floor = check.min is not None and check.max_drop is None and check.relative is None
+    only_floor = check.min is not None and not check.has_tolerance
     comparison: ProfileComparison | None = None
     if not only_floor:
         if baseline is None:
             return CheckOutcome(False, "no baseline to compare against")
-        tolerance = Tolerance(
-            max_drop=check.max_drop if check.max_drop is not None else default_tolerance.max_drop,
-            relative=check.relative if check.relative is not None else default_tolerance.relative,
-        )
         alpha = check.alpha if check.alpha is not None else default_alpha
-        comparison = compare_profiles(baseline, profile, tolerance=tolerance, alpha=alpha)
-        verdict = comparison.cell(suite, check.band, metric)
+        metrics = {name: [s.primary_metric] for name, s in profile.suites.items()}
+        if metric not in metrics[suite]:
+            metrics[suite].append(metric)
+        comparison = compare_profiles(
+            baseline, profile, tolerance=check.tolerance(default_tolerance), alpha=alpha,
+            fail_on_improvement=fail_on_improvement, metrics=metrics, correction=correction,
+            allow_precision_mismatch=allow_precision_mismatch, flip_rate=flip_rate,
+        )
+        try:
+            verdict = comparison.cell(suite, check.band, metric)
+        except KeyError:
+            raise ConfigError(f"check {check.label}: the baseline has no {check.band!r} cell of {suite!r} "
+                              f"for {metric!r} to compare with",
+                              "re-record the baseline with --layercheck-update") from None
         if verdict.status == "regressed":
-            failures.append(
-                f"{check.label}: {metric} fell from {verdict.baseline:.3f} to {verdict.current:.3f} "
-                f"(drop {-verdict.delta:.3f} > tolerance, exact McNemar p = {verdict.p_value:.3g} < alpha {alpha})"
-            )
+            failures.append(failure_text(check.label, verdict, comparison))
     if not failures:
         return CheckOutcome(True, f"{check.label}: ok ({metric} = {current.value:.3f})")
     table = band_table(comparison, suite, metric) if comparison is not None else ""
@@ -127,14 +161,83 @@ def run_check(
     return CheckOutcome(False, message)
 
 
+def failure_text(label: str, cell: CellComparison, comparison: ProfileComparison, shown_items: int = 10) -> str:
+    """Why ``cell`` failed: the drop against the tolerance, the test's raw and adjusted p, the interval,
+    the detectable drop, and the items that got worse."""
+    correction = comparison.correction
+    adjusted = (f"{correction.capitalize()}-adjusted over {comparison.family_size} hypotheses p = "
+                f"{cell.p_adjusted:.3g}" if correction != "none" else "no multiplicity correction")
+    worse = ", ".join(cell.worse_items[:shown_items])
+    more = f" and {len(cell.worse_items) - shown_items} more" if len(cell.worse_items) > shown_items else ""
+    return (
+        f"{label}: {cell.metric} fell from {cell.baseline:.3f} to {cell.current:.3f} (drop {cell.drop:.3f}, "
+        f"tolerance {cell.allowed:.3g}; one-sided {cell.test} p = {cell.p_value:.3g}, {adjusted} <= alpha "
+        f"{comparison.alpha:g}; {CI_LEVEL:.0%} CI of the change [{cell.ci_low:+.3f}, {cell.ci_high:+.3f}]; "
+        f"detectable drop {_fmt_drop(cell.detectable_drop)})\n"
+        f"{len(cell.worse_items)} of {cell.items} items got worse, {len(cell.better_items)} better"
+        + (f"; worse: {worse}{more}" if worse else "")
+    )
+
+
 def band_table(comparison: ProfileComparison, suite: str, metric: str) -> str:
-    """obtained | expected | diff per band for one suite, with p-values (pytest-regressions style)."""
+    """obtained | expected | diff per band for one suite, with the evidence (pytest-regressions style)."""
     rows = []
     for cell in comparison.cells:
         if cell.suite == suite and cell.metric == metric:
             rows.append([cell.band, f"{cell.current:.3f}", f"{cell.baseline:.3f}", f"{cell.delta:+.3f}",
-                         f"{cell.p_value:.3g}", cell.status])
-    return tabulate(rows, headers=["band", "obtained", "expected", "diff", "p (McNemar)", "status"], tablefmt="simple")
+                         f"[{cell.ci_low:+.3f}, {cell.ci_high:+.3f}]", f"{cell.test} ({cell.items} items)",
+                         f"{cell.p_value:.3g}", f"{cell.p_adjusted:.3g}", _fmt_drop(cell.detectable_drop), cell.status])
+    headers = ["band", "obtained", "expected", "diff", f"{CI_LEVEL:.0%} CI", "test", "p",
+               f"p ({comparison.correction})", "detectable", "status"]
+    return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
+
+
+def _fmt_drop(value: float) -> str:
+    return f"{value:.3f}" if value != float("inf") else "none"
+
+
+def _tolerance_fields(data: Mapping[str, Any], where: str) -> dict[str, float]:
+    """``max_drop``/``relative`` of a check, read with ``Tolerance.parse``: ``%`` is relative everywhere.
+
+    ``max_drop: 0.05`` is absolute, ``max_drop: 10%`` relative, ``max_drop: "0.02,5%"`` both;
+    ``relative`` is relative either way (``relative: 0.1`` or ``relative: 10%``).
+    """
+    fields: dict[str, float] = {}
+
+    def put(key: str, value: float) -> None:
+        if key in fields and fields[key] != value:
+            raise ConfigError(f"{where}: two different {'absolute' if key == 'max_drop' else 'relative'} tolerances "
+                              f"({fields[key]:g} and {value:g})",
+                              "give each once: max_drop: 0.05 (absolute), relative: 10% (or max_drop: 10%)")
+        fields[key] = value
+
+    for name in ("max_drop", "relative"):
+        raw = data.get(name)
+        if raw is None:
+            continue
+        if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
+            raise ConfigError(f"{where}: field {name!r} must be a number or a percentage, got {raw!r}",
+                              f"e.g. {name}: 0.05 or {name}: 5%")
+        text = str(raw).strip()
+        try:
+            if name == "relative" and not text.endswith("%"):
+                tolerance = Tolerance(max_drop=0.0, relative=_number(text))
+            else:
+                tolerance = Tolerance.parse(text)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: field {name!r}: {exc.problem}", exc.fix) from None
+        if tolerance.relative is not None:
+            put("relative", tolerance.relative)
+        if tolerance.relative is None or "," in text:  # an absolute part was given
+            put("max_drop", tolerance.max_drop)
+    return fields
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"cannot read {text!r} as a number", "e.g. relative: 10% or relative: 0.1") from None
 
 
 def _suite_for(check: CellCheck, profile: DepthProfile) -> str:

@@ -1,53 +1,69 @@
-"""Comparing a depth-sensitivity profile with its baseline without crying wolf.
+"""Comparing a depth-sensitivity profile with its baseline without crying wolf, and without missing harm.
 
-A cell fails only when its change is both *large* (beyond the tolerance) and *real* (a paired exact
-McNemar test on the per-item outcomes says it is unlikely to be noise). Profiles that were not
-measured the same way (different layer count, suite version, bands, mode or items) are refused
-outright: comparing them would produce numbers that look meaningful and are not.
+**Unit: the item.** Every cell is tested over items (``statistics``): an intact cell with the exact
+McNemar test, a band cell with the exact paired sign-flip permutation test of each item's change in
+its share of right answers over the band's ablations (the ``m`` ablations of one item are correlated,
+so pooling (item, ablation) pairs as independent would overstate the evidence). Both tests are
+one-sided, in the direction of the change, and report an Agresti–Min interval for the mean change.
 
-Pooling: a band cell aggregates several ablations (in per-layer mode, removing each of the band's
-layers in turn). Its paired test pools the (item, ablation) pairs of all of them, so the unit of the
-test is an (item, removed layer) pair, not an item. The pairs of one item are correlated across
-layers, which makes the p-value of a band cell optimistic compared with a per-item test; the
-tolerance (an effect size every failure must also exceed) is what keeps that from failing builds on
-trivial shifts.
+**Family.** Every compared cell is one hypothesis "this cell dropped"; the family-wise error over all
+of them (plus "this cell rose" for each cell under ``fail_on_improvement``) is controlled at ``alpha``
+by Holm's step-down procedure (``correction="holm"``; ``"bonferroni"`` and ``"none"`` on request).
+``p_value`` is a cell's raw one-sided p, ``p_adjusted`` its adjusted p. Improvements that cannot fail
+the run are adjusted within a family of their own.
+
+**Fail rule.** A cell *regresses* when its drop is significant (``p_adjusted <= alpha``) and the
+observed drop is at least ``EFFECT_FLOOR`` (half) of the tolerance. The tolerance is thus the
+smallest drop the guard is meant to catch: a true drop equal to it fails with the cell's power at
+that size (>= 80% wherever ``detectable_drop <= tolerance``), while a real but trivial shift (under
+half the tolerance) never fails. A change beyond the tolerance that is not significant is *changed*.
+
+**Power.** Each cell reports ``detectable_drop``: the smallest true drop its test detects with 80%
+power at the level a lone regression must reach after the correction (Holm's first step and
+Bonferroni: ``alpha/K`` for ``K`` hypotheses; none: ``alpha``), under ``statistics.ALTERNATIVE`` with
+the background flip rate estimated from the comparison (twice the mean per-item rise: under that
+model only background flips raise an item) unless ``flip_rate`` is given. ``sensitivity_warning``
+says when a tolerance is below it.
+
+**Refusals.** Profiles measured differently (layer count, suite version, bands, mode, items, ablated
+layers) are refused outright, and so are profiles computed in another dtype or device type unless
+``allow_precision_mismatch`` (then a warning says the verdicts carry precision noise).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
+
 from pytest_layercheck.errors import BaselineError, ConfigError
-from pytest_layercheck.profile_data import INTACT, PRIMARY_METRIC, Cell, DepthProfile
+from pytest_layercheck.profile_data import INTACT, PRIMARY_METRIC, DepthProfile
+from pytest_layercheck.statistics import (
+    CI_LEVEL,
+    DEFAULT_CORRECTION,
+    DEFAULT_POWER,
+    adjust_p_values,
+    check_correction,
+    detectable_drop,
+    exact_mcnemar,
+    item_steps,
+    mean_difference_ci,
+    per_test_alpha,
+    sign_flip_test,
+)
 
 Status = Literal["ok", "changed", "regressed", "improved"]
 
 DEFAULT_ALPHA = 0.05
+#: A significant drop fails only when it is at least this share of the tolerance (see the module doc).
+EFFECT_FLOOR = 0.5
 UPDATE_FLAG = "--layercheck-update"
+ALLOW_PRECISION_FLAG = "--layercheck-allow-precision-mismatch"
 #: Float slack so that a drop of exactly the tolerance (0.62 - 0.57) is not "beyond" it.
 _EPS = 1e-9
-
-
-def exact_mcnemar(b: int, c: int) -> float:
-    """Two-sided exact McNemar p-value: a binomial test of ``b`` vs ``c`` discordant pairs at p=1/2.
-
-    Exact integer arithmetic, so it is correct for small counts (where the chi-square version is not)
-    and does not overflow for large ones.
-    """
-    if b < 0 or c < 0:
-        raise ValueError(f"discordant counts must be non-negative, got b={b}, c={c}")
-    n = b + c
-    if n == 0:
-        return 1.0
-    k = min(b, c)
-    term, tail = 1, 1  # C(n, 0)
-    for i in range(k):
-        term = term * (n - i) // (i + 1)
-        tail += term
-    return min(1.0, 2 * tail / 2**n)
 
 
 @dataclass(frozen=True)
@@ -114,7 +130,13 @@ class Tolerance:
 
 @dataclass(frozen=True)
 class CellComparison:
-    """One cell of the baseline paired with the same cell of the current run."""
+    """One cell of the baseline paired with the same cell of the current run.
+
+    ``baseline``/``current`` are the cell's means over the paired items (the items both runs scored
+    under every ablation of the cell). ``worse``/``better``/``pairs`` count (item, ablation) pairs and
+    are descriptive only; the test counts items: ``worse_items``/``better_items`` are the ids of the
+    items whose share of right answers fell / rose.
+    """
 
     suite: str
     capability: str
@@ -127,12 +149,21 @@ class CellComparison:
     current: float
     delta: float  # current - baseline
     allowed: float  # tolerance for this cell, in metric units
-    worse: int  # b: pairs that went 1 -> 0
-    better: int  # c: pairs that went 0 -> 1
+    worse: int  # (item, ablation) pairs that went 1 -> 0
+    better: int  # (item, ablation) pairs that went 0 -> 1
     pairs: int  # (item, ablation) pairs compared
-    p_value: float
+    p_value: float  # raw one-sided p in the direction of the change
     status: Status
     failed: bool
+    test: str = "McNemar"  # "McNemar" (intact, or one ablation per band) or "sign-flip"
+    items: int = 0  # items paired
+    p_adjusted: float = 1.0  # after the run's multiplicity correction
+    ci_low: float = math.nan  # CI_LEVEL interval of the mean change (Agresti-Min)
+    ci_high: float = math.nan
+    detectable_drop: float = math.inf  # smallest drop detected with 80% power (inf: none)
+    flip_rate: float = 0.0  # background flip rate detectable_drop assumes
+    worse_items: tuple[str, ...] = ()
+    better_items: tuple[str, ...] = ()
 
     @property
     def drop(self) -> float:
@@ -142,6 +173,11 @@ class CellComparison:
     def label(self) -> str:
         """``knowledge/shallow acc``: how the cell is named in every report."""
         return f"{self.suite}/{self.band} {self.metric}"
+
+    @property
+    def underpowered(self) -> bool:
+        """The tolerance is below the smallest drop this cell can detect with 80% power."""
+        return self.detectable_drop > self.allowed + _EPS
 
 
 @dataclass
@@ -157,6 +193,21 @@ class ProfileComparison:
     missing_suites: list[str] = field(default_factory=list)  # in the baseline, not in this run
     new_suites: list[str] = field(default_factory=list)  # in this run, not in the baseline
     baseline_model: dict[str, Any] = field(default_factory=dict)
+    correction: str = DEFAULT_CORRECTION
+    power: float = DEFAULT_POWER  # at which detectable drops are quoted
+    flip_rate: float | None = None  # assumed background flip rate; None: estimated per cell
+    precision_mismatch: bool = False  # compared across dtype/device type (allowed explicitly)
+    suite_hashes: dict[str, str] = field(default_factory=dict)  # content hash of each compared suite
+
+    @property
+    def family_size(self) -> int:
+        """Hypotheses whose rejection fails the run: one per cell, two under ``fail_on_improvement``."""
+        return len(self.cells) * (2 if self.fail_on_improvement else 1)
+
+    @property
+    def detection_alpha(self) -> float:
+        """The raw p a lone regression must reach, at which ``detectable_drop`` is quoted."""
+        return per_test_alpha(self.alpha, self.family_size, self.correction)
 
     @property
     def regressions(self) -> list[CellComparison]:
@@ -174,6 +225,11 @@ class ProfileComparison:
     @property
     def failures(self) -> list[CellComparison]:
         return [c for c in self.cells if c.failed]
+
+    @property
+    def underpowered(self) -> list[CellComparison]:
+        """Cells whose tolerance is below their smallest detectable drop."""
+        return [c for c in self.cells if c.underpowered]
 
     @property
     def passed(self) -> bool:
@@ -195,6 +251,14 @@ class ProfileComparison:
 
     def __getitem__(self, key: tuple[str, str] | tuple[str, str, str | None]) -> CellComparison:
         return self.cell(*key)
+
+    def criteria(self) -> str:
+        """How a cell fails, in one sentence (reports and failure messages)."""
+        family = f"{self.correction.capitalize()} over {self.family_size} hypotheses" if self.correction != "none" \
+            else f"no multiplicity correction ({self.family_size} hypotheses)"
+        improvement = "; improvements fail too" if self.fail_on_improvement else ""
+        return (f"a cell fails when its drop is significant (one-sided item-level test, {family}, adjusted "
+                f"p <= {self.alpha:g}) and at least {EFFECT_FLOOR:g} x the tolerance {self.tolerance}{improvement}")
 
 
 # --------------------------------------------------------------------------- compatibility
@@ -232,16 +296,11 @@ def _suite_problems(name: str, baseline: DepthProfile, current: DepthProfile) ->
         problems.append(f"suite {name!r} has different items: "
                         f"{_item_difference(old.item_ids, new.item_ids)} ({limits})")
     old_ablations, new_ablations = _ablation_layers(baseline, name), _ablation_layers(current, name)
-    if old.protocol == new.protocol and old_ablations != new_ablations:
-        only_old = sorted(old_ablations.keys() - new_ablations.keys())
-        only_new = sorted(new_ablations.keys() - old_ablations.keys())
-        moved = sorted(k for k in old_ablations.keys() & new_ablations.keys() if old_ablations[k] != new_ablations[k])
-        detail = "; ".join(part for part in (
-            f"only in baseline: {_preview(only_old)}" if only_old else "",
-            f"only in this run: {_preview(only_new)}" if only_new else "",
-            f"different layers removed: {_preview(moved)}" if moved else "",
-        ) if part)
-        problems.append(f"suite {name!r} was evaluated under different ablations ({detail})")
+    moved = sorted(k for k in old_ablations.keys() & new_ablations.keys() if old_ablations[k] != new_ablations[k])
+    if old.protocol == new.protocol and moved:
+        # Evaluations only one side has are fine (a partial profile): only cells both have are compared.
+        problems.append(f"suite {name!r} was evaluated under different ablations "
+                        f"(different layers removed: {_preview(moved)})")
     return problems
 
 
@@ -264,6 +323,25 @@ def _preview(keys: Sequence[str], limit: int = 3) -> str:
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
+def precision_problems(baseline: DepthProfile, current: DepthProfile) -> tuple[list[str], list[str]]:
+    """(differences in dtype or device type, fields one side does not record)."""
+    problems, unknown = [], []
+    for key, what in (("dtype", "dtype"), ("device", "device type")):
+        old, new = _precision_field(baseline, key), _precision_field(current, key)
+        if old is None or new is None:
+            unknown.append(what)
+        elif old != new:
+            problems.append(f"{what}: baseline {old}, this run {new}")
+    return problems, unknown
+
+
+def _precision_field(profile: DepthProfile, key: str) -> str | None:
+    value = profile.model.get(key) or profile.settings.get(key)
+    if value is None:
+        return None
+    return str(value).split(":")[0] if key == "device" else str(value)
+
+
 def _context_differences(baseline: DepthProfile, current: DepthProfile) -> tuple[list[str], list[str]]:
     """Differences that do not prevent a comparison: (warnings, notes)."""
     warnings: list[str] = []
@@ -272,10 +350,6 @@ def _context_differences(baseline: DepthProfile, current: DepthProfile) -> tuple
     if b_fp != c_fp:
         notes.append(f"weights differ from the baseline (fingerprint {str(b_fp)[:12]} -> {str(c_fp)[:12]}), "
                      "as expected when checking a fine-tune or a new checkpoint against its base")
-    for key in ("dtype", "device"):
-        old, new = baseline.model.get(key), current.model.get(key)
-        if old != new:
-            warnings.append(f"{key} differs from the baseline ({old} -> {new}); numbers can shift slightly")
     old_versions = baseline.environment.get("versions", baseline.environment)
     new_versions = current.environment.get("versions", current.environment)
     for key in ("torch", "transformers"):
@@ -292,19 +366,31 @@ def compare_profiles(
     tolerance: Tolerance | str | float | None = None,
     alpha: float = DEFAULT_ALPHA,
     fail_on_improvement: bool = False,
-    metrics: Iterable[str] | None = None,
+    metrics: Iterable[str] | Mapping[str, Iterable[str]] | None = None,
+    *,
+    correction: str = DEFAULT_CORRECTION,
+    allow_precision_mismatch: bool = False,
+    flip_rate: float | None = None,
+    power: float = DEFAULT_POWER,
 ) -> ProfileComparison:
     """Compare every cell the two profiles share; refuse (BaselineError) if they were measured differently.
 
-    ``metrics`` defaults to each suite's primary metric (the one it is judged by); every compared cell
-    can fail. Non-binary metrics have no paired exact test and are skipped with a warning.
+    ``metrics`` defaults to each suite's primary metric (the one it is judged by); a mapping gives the
+    metrics per suite. Every compared cell is one hypothesis of the family ``correction`` controls
+    (``holm``, ``bonferroni`` or ``none``). Non-binary metrics have no paired exact test and are
+    skipped with a warning. A dtype or device-type difference is refused unless
+    ``allow_precision_mismatch``. ``flip_rate`` fixes the background flip rate the detectable drops
+    assume (default: estimated per cell from this comparison).
     """
     tol = Tolerance() if tolerance is None else Tolerance.parse(tolerance)
     if not 0 < alpha < 1:
         raise ConfigError(f"alpha must be between 0 and 1, got {alpha!r}", "use a significance level like 0.05")
+    check_correction(correction)
+    if flip_rate is not None and not 0 <= flip_rate <= 1:
+        raise ConfigError(f"flip_rate must be between 0 and 1, got {flip_rate!r}", "e.g. 0.02, or leave it unset")
+    name = current.model.get("name") or baseline.model.get("name") or "this model"
     problems = compatibility_problems(baseline, current)
     if problems:
-        name = current.model.get("name") or baseline.model.get("name") or "this model"
         raise BaselineError(
             f"the baseline of {name} was measured differently from this run, so the two cannot be compared:\n"
             + "\n".join(f"  - {p}" for p in problems),
@@ -312,6 +398,20 @@ def compare_profiles(
             "otherwise run with the settings the baseline was recorded with",
         )
     warnings, notes = _context_differences(baseline, current)
+    precision, unknown = precision_problems(baseline, current)
+    if precision and not allow_precision_mismatch:
+        raise BaselineError(
+            f"the baseline of {name} was computed in another precision ({'; '.join(precision)}). Precision alone "
+            "flips items (the default model scored knowledge 0.845 in float32 and 0.837 in bfloat16), so the "
+            "verdicts would mix that noise with real change",
+            "run with the baseline's --layercheck-dtype / --layercheck-device, record a baseline for this "
+            f"precision with {UPDATE_FLAG}, or accept the noise with {ALLOW_PRECISION_FLAG}",
+        )
+    if precision:
+        warnings.append(f"compared across precision ({'; '.join(precision)}), as allowed: precision noise is "
+                        "part of these verdicts")
+    if unknown:
+        warnings.append(f"{' and '.join(unknown)} not recorded by both profiles; precision could not be checked")
     missing = [s for s in baseline.suites if s not in current.suites]
     new = [s for s in current.suites if s not in baseline.suites]
     if missing:
@@ -320,29 +420,37 @@ def compare_profiles(
         warnings.append(f"suites in this run but not in the baseline (not compared; record them with "
                         f"{UPDATE_FLAG}): {', '.join(new)}")
 
-    wanted = list(metrics) if metrics is not None else None
-    cells: list[CellComparison] = []
+    paired: list[_Paired] = []
     for suite in (s for s in current.suites if s in baseline.suites):
-        for metric in wanted or [current.suites[suite].primary_metric]:
+        for metric in _wanted_metrics(metrics, suite, current):
             skip = _metric_problem(baseline, current, suite, metric)
             if skip is not None:
                 warnings.extend([skip] if skip else [])
                 continue
-            old_cells = _cells_of(baseline, suite, metric)
-            for band, new_cell in _cells_of(current, suite, metric).items():
-                if band in old_cells:
-                    cells.append(_compare_cell(baseline, current, old_cells[band], new_cell, tol, alpha,
-                                               fail_on_improvement))
+            paired.extend(_paired_cells(baseline, current, suite, metric, warnings))
+    cells = _judge(paired, tol, alpha, fail_on_improvement, correction, flip_rate, power)
     return ProfileComparison(
         cells=cells, tolerance=tol, alpha=alpha, fail_on_improvement=fail_on_improvement, warnings=warnings,
         notes=notes, missing_suites=missing, new_suites=new, baseline_model=dict(baseline.model),
+        correction=correction, power=power, flip_rate=flip_rate, precision_mismatch=bool(precision),
+        suite_hashes={c.suite: current.suites[c.suite].content_hash for c in paired},
     )
+
+
+def _wanted_metrics(metrics: Iterable[str] | Mapping[str, Iterable[str]] | None, suite: str,
+                    profile: DepthProfile) -> list[str]:
+    if metrics is None:
+        return [profile.suites[suite].primary_metric]
+    if isinstance(metrics, Mapping):
+        return list(metrics.get(suite, ()))
+    return list(metrics)
 
 
 def _metric_problem(baseline: DepthProfile, current: DepthProfile, suite: str, metric: str) -> str | None:
     """Why ``metric`` of ``suite`` cannot be compared with a paired exact test ("" if it needs no
     mention), or None when it can."""
-    present = [metric in profile.evaluation(suite).outcomes for profile in (baseline, current)]
+    present = [any(metric in ev.outcomes for (name, _, _), ev in profile.evaluations.items() if name == suite)
+               for profile in (baseline, current)]
     if not any(present):
         return ""  # the suite's protocol has no such metric: nothing to compare, nothing to report
     if not all(present):
@@ -355,50 +463,188 @@ def _metric_problem(baseline: DepthProfile, current: DepthProfile, suite: str, m
     return None
 
 
-def _cells_of(profile: DepthProfile, suite: str, metric: str) -> dict[str, Cell]:
-    return {c.band: c for c in profile.cells([metric]) if c.suite == suite}
+@dataclass(frozen=True)
+class _Paired:
+    """One cell's outcomes on both sides: items × ablations 0/1 matrices over the paired items."""
+
+    suite: str
+    capability: str
+    protocol: str
+    metric: str
+    band: str
+    layers: tuple[int, ...]
+    ablations: tuple[str, ...]
+    item_ids: tuple[str, ...]
+    before: np.ndarray
+    after: np.ndarray
 
 
-def _compare_cell(
-    baseline: DepthProfile, current: DepthProfile, old: Cell, new: Cell, tol: Tolerance, alpha: float,
-    fail_on_improvement: bool,
-) -> CellComparison:
-    worse = better = pairs = 0
-    for key in old.ablations:  # same keys on both sides: compatibility_problems checked the ablations
-        before = baseline.evaluation(old.suite, key).outcomes[old.metric]
-        after = current.evaluation(new.suite, key).outcomes[new.metric]
-        for x, y in zip(before, after, strict=True):
-            pairs += 1
-            if x > y:
-                worse += 1
-            elif y > x:
-                better += 1
-    p_value = exact_mcnemar(worse, better)
-    delta = new.value - old.value
-    allowed = tol.allowed(old.value)
-    status = classify(delta, allowed, p_value, alpha)
+def _paired_cells(baseline: DepthProfile, current: DepthProfile, suite: str, metric: str,
+                  warnings: list[str]) -> list[_Paired]:
+    """The intact cell and every band cell both profiles hold, items paired by position."""
+    info = current.suites[suite]
+    groups: list[tuple[str, tuple[int, ...], list[str]]] = [(INTACT, (), [INTACT])]
+    groups += [(band, tuple(layers), []) for band, layers in current.bands.items()]
+    for band, _, keys in groups[1:]:
+        old_keys = [ev.ablation for ev in baseline.band_ablations(suite, band)]
+        new_keys = [ev.ablation for ev in current.band_ablations(suite, band)]
+        if old_keys and new_keys and old_keys != new_keys:
+            warnings.append(f"{suite}/{band} {metric}: the two profiles hold different ablations of the band "
+                            f"({len(old_keys)} vs {len(new_keys)}), so the cell is not compared")
+        elif old_keys and new_keys:
+            keys.extend(new_keys)
+    out = []
+    for band, layers, keys in groups:
+        sides = [[_outcomes(profile, suite, key, metric) for key in keys] for profile in (baseline, current)]
+        if not keys or any(v is None for side in sides for v in side):
+            continue
+        lengths = {len(v) for side in sides for v in side}  # type: ignore[arg-type]
+        n = min(lengths)
+        if len(lengths) > 1 and band != INTACT:
+            warnings.append(f"{suite}/{band} {metric}: the runs scored different numbers of items under the "
+                            f"band's ablations ({sorted(lengths)}); the first {n} items are compared")
+        before, after = (np.array([v[:n] for v in side], dtype=float).T.reshape(n, len(keys)) for side in sides)
+        out.append(_Paired(suite, info.capability, info.protocol, metric, band, layers, tuple(keys),
+                           tuple(info.item_ids[:n]), before, after))
+    return out
+
+
+def _outcomes(profile: DepthProfile, suite: str, key: str, metric: str) -> tuple[float, ...] | None:
+    ev = profile.evaluations.get((suite, profile.suites[suite].protocol, key))
+    return None if ev is None else ev.outcomes.get(metric)
+
+
+@dataclass(frozen=True)
+class _Tested:
+    paired: _Paired
+    steps: np.ndarray  # t_i
+    p_less: float
+    p_greater: float
+    test: str
+
+
+def _judge(paired: list[_Paired], tol: Tolerance, alpha: float, fail_on_improvement: bool, correction: str,
+           flip_rate: float | None, power: float) -> list[CellComparison]:
+    """Test every cell, correct over the family, and apply the fail rule."""
+    tested = []
+    for cell in paired:
+        steps = item_steps(cell.before, cell.after)
+        result = sign_flip_test(steps.tolist())
+        tested.append(_Tested(cell, steps, result.p_less, result.p_greater, result.test))
+    k = len(tested)
+    drops = [t.p_less for t in tested]
+    rises = [t.p_greater for t in tested]
+    if fail_on_improvement:  # one family: both directions can fail the run
+        both = adjust_p_values(drops + rises, correction)
+        drop_adjusted, rise_adjusted = both[:k], both[k:]
+    else:  # rises cannot fail the run: their own (reported) family
+        drop_adjusted, rise_adjusted = adjust_p_values(drops, correction), adjust_p_values(rises, correction)
+    detection_alpha = per_test_alpha(alpha, k * (2 if fail_on_improvement else 1), correction)
+    return [
+        _cell_comparison(t, down, up, tol, alpha, fail_on_improvement, detection_alpha, flip_rate, power)
+        for t, down, up in zip(tested, drop_adjusted, rise_adjusted, strict=True)
+    ]
+
+
+def _cell_comparison(t: _Tested, drop_adjusted: float, rise_adjusted: float, tol: Tolerance, alpha: float,
+                     fail_on_improvement: bool, detection_alpha: float, flip_rate: float | None,
+                     power: float) -> CellComparison:
+    cell = t.paired
+    n, m = cell.before.shape
+    before_mean = float(cell.before.mean()) if n else math.nan
+    after_mean = float(cell.after.mean()) if n else math.nan
+    delta = after_mean - before_mean
+    rose = delta > 0
+    p_value, p_adjusted = (t.p_greater, rise_adjusted) if rose else (t.p_less, drop_adjusted)
+    allowed = tol.allowed(before_mean)
+    status = classify(delta, allowed, p_adjusted, alpha)
+    differences = t.steps / m
+    low, high = mean_difference_ci(differences, CI_LEVEL)
+    background = flip_rate if flip_rate is not None else (
+        float(2 * np.clip(differences, 0, None).sum() / n) if n else 0.0)
+    item_means = cell.before.mean(axis=1) if n else np.zeros(0)
     return CellComparison(
-        suite=new.suite, capability=new.capability, protocol=new.protocol, metric=new.metric, band=new.band,
-        layers=new.layers, ablations=new.ablations, baseline=old.value, current=new.value, delta=delta,
-        allowed=allowed, worse=worse, better=better, pairs=pairs, p_value=p_value, status=status,
-        failed=status == "regressed" or (fail_on_improvement and status == "improved"),
+        suite=cell.suite, capability=cell.capability, protocol=cell.protocol, metric=cell.metric,
+        band=cell.band, layers=cell.layers, ablations=cell.ablations, baseline=before_mean, current=after_mean,
+        delta=delta, allowed=allowed, worse=int((cell.before > cell.after).sum()),
+        better=int((cell.after > cell.before).sum()), pairs=n * m, p_value=p_value, status=status,
+        failed=status == "regressed" or (fail_on_improvement and status == "improved"), test=t.test, items=n,
+        p_adjusted=p_adjusted, ci_low=low, ci_high=high,
+        detectable_drop=detectable_drop(item_means, m, detection_alpha, power, min(1.0, background)),
+        flip_rate=background,
+        worse_items=tuple(i for i, s in zip(cell.item_ids, t.steps, strict=True) if s < 0),
+        better_items=tuple(i for i, s in zip(cell.item_ids, t.steps, strict=True) if s > 0),
     )
 
 
 def classify(delta: float, allowed: float, p_value: float, alpha: float) -> Status:
-    """Large and significant -> regressed/improved; large but not significant -> changed; else ok.
+    """The fail rule, given the cell's adjusted one-sided p for the direction of ``delta``.
 
-    A significant change within the tolerance is "ok": with many items, tiny real shifts are common
-    and not worth failing a build over.
+    Significant and at least ``EFFECT_FLOOR`` × the tolerance -> regressed/improved; beyond the
+    tolerance but not significant -> changed; else ok. A significant shift under half the tolerance is
+    "ok": with many items, tiny real shifts are common and not worth failing a build over.
     """
-    if not math.isfinite(delta) or abs(delta) <= allowed + _EPS:
+    if not math.isfinite(delta) or delta == 0:
         return "ok"
-    if p_value >= alpha:
+    if p_value <= alpha and abs(delta) >= EFFECT_FLOOR * allowed - _EPS:
+        return "regressed" if delta < 0 else "improved"
+    if abs(delta) > allowed + _EPS:
         return "changed"
-    return "regressed" if delta < 0 else "improved"
+    return "ok"
+
+
+# --------------------------------------------------------------------------- sensitivity
+def baseline_sensitivity(
+    baseline: DepthProfile,
+    tolerance: Tolerance | str | float | None = None,
+    alpha: float = DEFAULT_ALPHA,
+    fail_on_improvement: bool = False,
+    metrics: Iterable[str] | Mapping[str, Iterable[str]] | None = None,
+    *,
+    correction: str = DEFAULT_CORRECTION,
+    flip_rate: float = 0.0,
+    power: float = DEFAULT_POWER,
+) -> ProfileComparison:
+    """The detectable drop of every cell of ``baseline`` before a candidate exists (the baseline
+    compared with itself), at an assumed background ``flip_rate`` (default 0: the best case, so a cell
+    this calls underpowered is underpowered for every candidate). Feed it to ``sensitivity_warning``."""
+    return compare_profiles(baseline, baseline, tolerance, alpha, fail_on_improvement, metrics,
+                            correction=correction, flip_rate=flip_rate, power=power)
+
+
+def sensitivity_warning(comparison: ProfileComparison, *, strict: bool = False) -> str | None:
+    """"tolerance X is below the smallest detectable drop Y of cell Z", for every such cell, or None.
+
+    ``strict`` raises ConfigError instead of returning the text.
+    """
+    weak = comparison.underpowered
+    if not weak:
+        return None
+    shown = "; ".join(
+        f"{c.label} {_fmt_drop(c.detectable_drop)} (tolerance {c.allowed:.3g}, {c.items} items"
+        f"{f' x {len(c.ablations)} ablations' if c.band != INTACT else ''})" for c in weak
+    )
+    text = (f"the tolerance is below the smallest detectable drop ({comparison.power:.0%} power at p <= "
+            f"{comparison.detection_alpha:.2g}, {_correction_text(comparison)}) of {len(weak)} of "
+            f"{len(comparison.cells)} cells, so a real drop of the tolerance there will usually pass: {shown}")
+    if strict:
+        raise ConfigError(text, "score more items (--layercheck-limit, e.g. 0 for every item), raise the "
+                                "tolerance of those cells, or drop the strict power check")
+    return text
+
+
+def _fmt_drop(value: float) -> str:
+    return f"{value:.3f}" if math.isfinite(value) else "none detectable"
+
+
+def _correction_text(comparison: ProfileComparison) -> str:
+    if comparison.correction == "none":
+        return "no multiplicity correction"
+    return f"{comparison.correction.capitalize()} over {comparison.family_size} hypotheses"
 
 
 __all__ = [
-    "DEFAULT_ALPHA", "INTACT", "CellComparison", "ProfileComparison", "Status", "Tolerance", "classify",
-    "compare_profiles", "compatibility_problems", "exact_mcnemar",
+    "DEFAULT_ALPHA", "EFFECT_FLOOR", "INTACT", "CellComparison", "ProfileComparison", "Status", "Tolerance",
+    "baseline_sensitivity", "classify", "compare_profiles", "compatibility_problems", "exact_mcnemar",
+    "precision_problems", "sensitivity_warning",
 ]

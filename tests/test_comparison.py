@@ -81,9 +81,14 @@ def test_classify_rules() -> None:
     assert classify(-0.2, 0.05, 0.001, 0.05) == "regressed"
     assert classify(-0.2, 0.05, 0.2, 0.05) == "changed"
     assert classify(+0.2, 0.05, 0.001, 0.05) == "improved"
-    assert classify(-0.03, 0.05, 1e-9, 0.05) == "ok"  # significant but small: not worth failing
-    assert classify(0.62 - 0.67, 0.05, 1e-9, 0.05) == "ok"  # exactly the tolerance, despite float error
+    assert classify(-0.02, 0.05, 1e-9, 0.05) == "ok"  # significant but under half the tolerance
+    assert classify(-0.03, 0.05, 1e-9, 0.05) == "regressed"  # significant and over half the tolerance
+    assert classify(-0.03, 0.05, 0.2, 0.05) == "ok"  # within tolerance, not significant
+    assert classify(0.62 - 0.645, 0.05, 1e-9, 0.05) == "regressed"  # exactly half, despite float error
+    assert classify(-0.05, 0.05, 0.05, 0.05) == "regressed"  # p <= alpha rejects
+    assert classify(-0.01, 0.0, 1e-3, 0.05) == "regressed"  # zero tolerance: any significant drop
     assert classify(math.nan, 0.05, 1.0, 0.05) == "ok"
+    assert classify(0.0, 0.05, 0.0, 0.05) == "ok"
 
 
 # ------------------------------------------------------------------------------ statuses
@@ -125,7 +130,10 @@ def test_large_drop_on_few_items_is_changed_not_regressed() -> None:
     result = compare_profiles(make_profile(suites=suites), current)
     cell = result.cell("knowledge", "intact")
     assert cell.delta == pytest.approx(-0.10)  # twice the tolerance...
-    assert cell.p_value == pytest.approx(0.5)  # ...but two items could be noise
+    assert cell.p_value == pytest.approx(0.25)  # ...but two items could be noise (one-sided)
+    before = make_profile(suites=suites).evaluation("knowledge").outcomes["acc"]
+    first_right = [f"knowledge-item-{i:04d}" for i, v in enumerate(before) if v == 1.0][:2]
+    assert cell.worse_items == tuple(first_right) and cell.better_items == ()  # the two flipped items
     assert cell.status == "changed" and not cell.failed
     assert result.passed and result.changed == [cell]
 
@@ -140,8 +148,9 @@ def test_improvements_pass_by_default_and_fail_on_request() -> None:
 
 
 def test_relative_tolerance_can_absorb_a_drop() -> None:
-    current = make_profile(flip={("knowledge", "shallow"): 30})
-    assert compare_profiles(make_profile(), current, tolerance="50%").passed
+    current = make_profile(flip={("knowledge", "shallow"): 30})  # 0.43 -> 0.28
+    assert compare_profiles(make_profile(), current, tolerance="80%").passed  # half of 0.344 > 0.15
+    assert not compare_profiles(make_profile(), current, tolerance="50%").passed  # half of 0.215 < 0.15
     assert not compare_profiles(make_profile(), current, tolerance="5%").passed
 
 
@@ -205,15 +214,37 @@ def test_refuses_different_items_and_names_the_limit() -> None:
 def test_refuses_different_mode_and_lists_every_problem() -> None:
     message = _refusal(make_profile(), make_profile(mode="bands", num_layers=9))
     assert "ablation mode: baseline used 'layers', this run uses 'bands'" in message
-    assert "layer count" in message and "ablations" in message
+    assert "layer count" in message and "bands map to different layers" in message
 
 
-def test_other_weights_are_noted_and_other_dtype_only_warns() -> None:
-    current = make_profile(fingerprint="0" * 64, model={"dtype": "bfloat16"})
-    result = compare_profiles(make_profile(), current)
-    assert result.passed
+def test_other_weights_are_noted() -> None:
+    result = compare_profiles(make_profile(), make_profile(fingerprint="0" * 64))
+    assert result.passed and not result.warnings
     assert any("fingerprint ffffffffffff -> 000000000000" in n for n in result.notes)
-    assert any("dtype differs" in w and "float32 -> bfloat16" in w for w in result.warnings)
+
+
+@pytest.mark.parametrize(("model", "expected"), [
+    ({"dtype": "bfloat16"}, "dtype: baseline float32, this run bfloat16"),
+    ({"device": "cuda:0"}, "device type: baseline cpu, this run cuda"),
+])
+def test_other_precision_is_refused_unless_allowed(model: dict[str, str], expected: str) -> None:
+    current = make_profile(model=model)
+    with pytest.raises(BaselineError) as info:
+        compare_profiles(make_profile(), current)
+    assert expected in info.value.problem and "--layercheck-allow-precision-mismatch" in str(info.value.fix)
+    result = compare_profiles(make_profile(), current, allow_precision_mismatch=True)
+    assert result.passed and result.precision_mismatch
+    assert any(expected in w and "precision noise" in w for w in result.warnings)
+
+
+def test_same_device_type_on_another_index_is_not_a_mismatch() -> None:
+    result = compare_profiles(make_profile(model={"device": "cuda:0"}), make_profile(model={"device": "cuda:1"}))
+    assert not result.precision_mismatch and not result.warnings
+
+
+def test_unrecorded_precision_is_a_warning() -> None:
+    result = compare_profiles(make_profile(model={"dtype": None}), make_profile())
+    assert any("dtype not recorded" in w for w in result.warnings)
 
 
 def test_missing_and_new_suites_are_reported_not_crashed_on() -> None:
