@@ -109,8 +109,8 @@ def run_check(
 
     The whole profile is compared, with the session's settings (``correction``,
     ``fail_on_improvement``, ``allow_precision_mismatch``, ``flip_rate``): the family is every cell of
-    the session's comparison (plus the check's cell when it names a non-primary metric), so the verdict
-    for a cell is the session's.
+    the session's comparison (plus that metric's cells of the check's suite when it names a non-primary
+    metric), so the verdict for a cell is the session's.
     """
     suite = _suite_for(check, profile)
     info = profile.suites[suite]

@@ -530,7 +530,8 @@ def _judge(paired: list[_Paired], tol: Tolerance, alpha: float, fail_on_improvem
     for cell in paired:
         steps = item_steps(cell.before, cell.after)
         result = sign_flip_test(steps.tolist())
-        tested.append(_Tested(cell, steps, result.p_less, result.p_greater, result.test))
+        name = "McNemar" if cell.before.shape[1] == 1 else "sign-flip"  # the same test when m == 1
+        tested.append(_Tested(cell, steps, result.p_less, result.p_greater, name))
     k = len(tested)
     drops = [t.p_less for t in tested]
     rises = [t.p_greater for t in tested]

@@ -163,8 +163,11 @@ def binomial_pmf(n: int, p: float) -> np.ndarray:
     return np.exp(logs)
 
 
+@lru_cache(maxsize=64)
 def _log_factorials(n: int) -> np.ndarray:
-    return np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, n + 1, dtype=float)))])
+    table = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, n + 1, dtype=float)))])
+    table.flags.writeable = False  # shared by the cache
+    return table
 
 
 # --------------------------------------------------------------------------- differences and interval

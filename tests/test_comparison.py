@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 from profile_factory import DEFAULT_SUITES, make_profile
 
-from pytest_layercheck.comparison import Tolerance, classify, compare_profiles, exact_mcnemar
+from pytest_layercheck.checks import CellCheck, run_check
+from pytest_layercheck.comparison import (
+    Tolerance,
+    baseline_sensitivity,
+    classify,
+    compare_profiles,
+    exact_mcnemar,
+    sensitivity_warning,
+)
 from pytest_layercheck.errors import BaselineError, ConfigError
-from pytest_layercheck.profile_data import DepthProfile
+from pytest_layercheck.profile_data import INTACT, DepthProfile
+from pytest_layercheck.statistics import sign_flip_test
 
 # ------------------------------------------------------------------------------ exact McNemar
 
@@ -260,3 +270,167 @@ def test_invalid_alpha_is_a_config_error() -> None:
     with pytest.raises(ConfigError):
         compare_profiles(make_profile(), make_profile(), alpha=1.5)
 
+
+
+# ------------------------------------------------------------------------------ item-level tests
+
+
+def test_band_cells_are_tested_over_items_not_pooled_pairs() -> None:
+    baseline, current = make_profile(), make_profile(flip={("knowledge", "shallow"): 30})
+    cell = compare_profiles(baseline, current).cell("knowledge", "shallow")
+    keys = ("layer:00", "layer:01")
+    before = [sum(baseline.evaluation("knowledge", k).outcomes["acc"][i] for k in keys) for i in range(200)]
+    after = [sum(current.evaluation("knowledge", k).outcomes["acc"][i] for k in keys) for i in range(200)]
+    steps = [int(a - b) for a, b in zip(after, before, strict=True)]
+    assert cell.test == "sign-flip" and cell.items == 200 and cell.pairs == 400
+    assert cell.p_value == sign_flip_test(steps).p_less
+    assert len(cell.worse_items) == sum(s < 0 for s in steps) and not cell.better_items
+    assert cell.ci_low < cell.delta < cell.ci_high < 0
+
+
+def _with_sweep(profile: DepthProfile, sweep: int) -> DepthProfile:
+    """The profile as the lead's sweep_items makes it: intact on every item, ablations on the first ``sweep``."""
+    evaluations = {key: ev if key[2] == INTACT else replace(ev, outcomes={m: v[:sweep] for m, v in ev.outcomes.items()})
+                   for key, ev in profile.evaluations.items()}
+    suites = {name: replace(info, sweep_items=sweep) for name, info in profile.suites.items()}
+    return replace(profile, evaluations=evaluations, suites=suites)
+
+
+def test_sweeps_shorter_than_the_intact_evaluation_pair_the_leading_items() -> None:
+    baseline = _with_sweep(make_profile(), 50)
+    current = _with_sweep(make_profile(flip={("reasoning", "deep"): 20, ("reasoning", "intact"): 3}), 50)
+    result = compare_profiles(baseline, current)
+    intact, deep = result.cell("reasoning", "intact"), result.cell("reasoning", "deep")
+    assert intact.items == 200 and intact.test == "McNemar" and len(intact.worse_items) == 3
+    assert deep.items == 50 and deep.pairs == 100
+    assert all(int(i.rsplit("-", 1)[1]) < 50 for i in deep.worse_items)
+    assert not result.warnings
+
+
+def test_partial_profiles_compare_the_cells_both_hold() -> None:
+    baseline = make_profile()
+    partial = replace(baseline, evaluations={k: v for k, v in baseline.evaluations.items()
+                                             if not (k[0] == "knowledge" and k[2] in ("layer:04", "layer:05"))})
+    result = compare_profiles(baseline, partial)
+    assert ("knowledge", "deep") not in {(c.suite, c.band) for c in result.cells} and len(result.cells) == 11
+    assert result.passed and not result.warnings
+    half = replace(baseline, evaluations={k: v for k, v in baseline.evaluations.items()
+                                          if not (k[0] == "knowledge" and k[2] == "layer:05")})
+    result = compare_profiles(baseline, half)
+    assert len(result.cells) == 11 and any("knowledge/deep acc" in w and "not compared" in w for w in result.warnings)
+
+
+def test_ablations_removing_other_layers_are_refused() -> None:
+    baseline = make_profile()
+    moved = dict(baseline.evaluations)
+    key = ("knowledge", "mc_letters", "layer:05")
+    moved[key] = replace(moved[key], removed_layers=(4,))
+    assert "different layers removed: 'layer:05'" in _refusal(baseline, replace(baseline, evaluations=moved))
+
+
+# ------------------------------------------------------------------------------ multiplicity and the fail rule
+
+
+def test_correction_is_applied_over_every_compared_cell() -> None:
+    baseline, current = make_profile(), make_profile(flip={("knowledge", "intact"): 7})
+    raw = compare_profiles(baseline, current, correction="none").cell("knowledge", "intact")
+    assert raw.p_value == raw.p_adjusted == pytest.approx(2**-7)
+    bonferroni = compare_profiles(baseline, current, correction="bonferroni")
+    assert bonferroni.cell("knowledge", "intact").p_adjusted == pytest.approx(12 * 2**-7)
+    holm = compare_profiles(baseline, current)  # the only change: Holm's first step is Bonferroni's
+    assert holm.correction == "holm" and holm.family_size == 12
+    assert holm.cell("knowledge", "intact").p_adjusted == pytest.approx(12 * 2**-7)
+    assert raw.status == "regressed" and holm.cell("knowledge", "intact").status == "ok"  # 0.094 > 0.05
+    with pytest.raises(ConfigError):
+        compare_profiles(baseline, current, correction="fdr")
+
+
+def test_a_real_drop_at_the_tolerance_fails_and_trivial_ones_do_not() -> None:
+    suites = {"knowledge": ("mc_letters", 264)}
+    baseline = make_profile(suites=suites, accuracy=0.78)
+    at_tolerance = compare_profiles(baseline, make_profile(suites=suites, accuracy=0.78,
+                                                           flip={("knowledge", "intact"): 13}))
+    cell = at_tolerance.cell("knowledge", "intact")
+    assert cell.drop == pytest.approx(13 / 264) and cell.drop < cell.allowed  # under the tolerance...
+    assert cell.status == "regressed" and not at_tolerance.passed  # ...and still caught
+    trivial = compare_profiles(baseline, make_profile(suites=suites, accuracy=0.78, flip={("knowledge", "intact"): 6}))
+    assert trivial.cell("knowledge", "intact").status == "ok"  # 0.023 < half the tolerance
+
+
+def test_detectable_drop_names_its_level_and_flip_rate() -> None:
+    result = compare_profiles(make_profile(), make_profile(flip={("knowledge", "intact"): 5,
+                                                                 ("knowledge", "shallow"): -5}))
+    assert result.detection_alpha == pytest.approx(0.05 / 12)
+    intact = result.cell("knowledge", "intact")
+    assert intact.flip_rate == 0.0  # nothing rose: no background flips seen
+    shallow = result.cell("knowledge", "shallow")
+    assert shallow.flip_rate > 0 and shallow.detectable_drop > 0
+    fixed = compare_profiles(make_profile(), make_profile(), flip_rate=0.05)
+    assert all(c.flip_rate == 0.05 for c in fixed.cells)
+    assert fixed.cell("knowledge", "intact").detectable_drop > compare_profiles(
+        make_profile(), make_profile()).cell("knowledge", "intact").detectable_drop
+
+
+def test_sensitivity_warning_and_strict_mode() -> None:
+    small = {"retrieval": ("generate_until", 10)}
+    before = baseline_sensitivity(make_profile(suites=small), tolerance=0.05)
+    text = sensitivity_warning(before)
+    assert text and "retrieval/intact exact_match" in text and "10 items" in text and "Holm over 4" in text
+    with pytest.raises(ConfigError) as info:
+        sensitivity_warning(before, strict=True)
+    assert "--layercheck-limit" in str(info.value.fix)
+    assert sensitivity_warning(baseline_sensitivity(make_profile(), tolerance=0.5)) is None
+
+
+# ------------------------------------------------------------------------------ checks
+
+
+@pytest.mark.parametrize(("fields", "max_drop", "relative"), [
+    ({"max_drop": 0.05}, 0.05, None),
+    ({"max_drop": "10%"}, None, 0.10),
+    ({"max_drop": " 0.02, 5% "}, 0.02, 0.05),
+    ({"relative": 0.1}, None, 0.1),
+    ({"relative": "10%"}, None, 0.1),
+    ({"max_drop": 0.03, "relative": "10%"}, 0.03, 0.1),
+])
+def test_check_percentages_are_relative(fields: dict[str, object], max_drop: float | None,
+                                        relative: float | None) -> None:
+    check = CellCheck.from_mapping({"capability": "knowledge", **fields}, where="t")
+    assert check.max_drop == (pytest.approx(max_drop) if max_drop is not None else None)
+    assert check.relative == (pytest.approx(relative) if relative is not None else None)
+    tolerance = check.tolerance(Tolerance(max_drop=0.2))
+    assert tolerance.allowed(0.5) == pytest.approx(max(max_drop or 0, (relative or 0) * 0.5))
+
+
+@pytest.mark.parametrize("fields", [{"max_drop": "10%", "relative": "20%"}, {"max_drop": "abc"},
+                                    {"relative": "x"}, {"max_drop": [1]}, {"max_drop": "150%"}])
+def test_bad_check_tolerances_are_config_errors(fields: dict[str, object]) -> None:
+    with pytest.raises(ConfigError) as info:
+        CellCheck.from_mapping({"capability": "knowledge", **fields}, where="guards.yaml:3")
+    assert "guards.yaml:3" in info.value.problem and info.value.fix
+
+
+def test_check_alpha_and_min_read_percentages_as_shares() -> None:
+    check = CellCheck.from_mapping({"capability": "knowledge", "alpha": "5%", "min": "30%"}, where="t")
+    assert check.alpha == pytest.approx(0.05) and check.min == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize("flips", [7, 9])
+def test_a_check_gives_the_sessions_verdict(flips: int) -> None:
+    baseline, current = make_profile(), make_profile(flip={("knowledge", "intact"): flips})
+    session = compare_profiles(baseline, current).cell("knowledge", "intact")
+    outcome = run_check(CellCheck("knowledge", INTACT), current, baseline, Tolerance(), 0.05)
+    assert outcome.passed == (not session.failed)
+    assert session.failed == (flips == 9)  # 7 flips: p = 2^-7 is significant alone, not over 12 cells
+    if not outcome.passed:
+        for part in ("one-sided McNemar p = ", "Holm-adjusted over 12 hypotheses p = ", "95% CI of the change",
+                     "detectable drop", f"{flips} of 200 items got worse", "worse: knowledge-item-",
+                     "p (holm)", "sign-flip (200 items)"):
+            assert part in outcome.message
+
+
+def test_a_check_on_another_metric_joins_the_family() -> None:
+    baseline, current = make_profile(), make_profile(flip={("knowledge", "intact"): 9})
+    outcome = run_check(CellCheck("knowledge", INTACT, metric="acc_norm"), current, baseline, Tolerance(), 0.05)
+    # the session's 12 cells plus the 4 acc_norm cells of the knowledge suite
+    assert not outcome.passed and "over 16 hypotheses" in outcome.message

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from profile_factory import make_profile
 
 from pytest_layercheck.comparison import ProfileComparison, compare_profiles
 from pytest_layercheck.errors import ConfigError
+from pytest_layercheck.profile_data import DepthProfile
 from pytest_layercheck.report import (
     append_step_summary,
     github_annotations,
@@ -21,7 +23,9 @@ from pytest_layercheck.report import (
     write_json_report,
 )
 from pytest_layercheck.report.format import cell_text, fmt_layers, fmt_p
+from pytest_layercheck.report.json_report import comparison_to_json
 from pytest_layercheck.report.markdown import TRUNCATED
+from pytest_layercheck.suites.builtin import resolve_suite
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +75,13 @@ def test_markdown_table_and_regressions(regressed: tuple[ProfileComparison, obje
     assert "**Regressions**" in text
     regression = next(line for line in text.splitlines() if line.startswith("- ✗ `knowledge/shallow acc`"))
     assert "p=" in regression and "0.430 -> 0.280" in regression
+    for part in ("43 of 200 items worse", "sign-flip p=", "adjusted p=", "95% CI [", "detectable drop 0.0"):
+        assert part in regression
+    ids = text.splitlines()[text.splitlines().index(regression) + 1]
+    assert ids.startswith("  - worse: `knowledge-item-0001`") and "and 33 more (see the JSON report)" in ids
+    row = next(line for line in text.splitlines() if line.startswith("| `knowledge/shallow acc`"))  # evidence table
+    assert [part.strip() for part in row.split("|")[2:5]] == ["-0.150", "sign-flip", "200"]
+    assert "Holm over 12 hypotheses" in text
     assert "✅ passed" in render_markdown(current, compare_profiles(current, current))
 
 
@@ -132,6 +143,38 @@ def test_json_report(tmp_path: Path, regressed: tuple[ProfileComparison, object]
     assert cell["delta"] == pytest.approx(-0.15) and cell["p_value"] < 1e-10 and cell["failed"] is True
     assert data["profile"]["model"]["name"] == "tiny-model"
     assert [p.name for p in path.parent.iterdir()] == ["layercheck.json"]
+    # the evidence: test, raw and adjusted p, interval, detectable drop, the items that got worse
+    assert cell["test"] == "sign-flip" and cell["items"] == 200
+    assert cell["p_value"] <= cell["p_adjusted"] <= 12 * cell["p_value"]
+    assert cell["ci_low"] < cell["delta"] < cell["ci_high"] and 0 < cell["detectable_drop"] < 0.1
+    assert len(cell["worse_items"]) == 43 and cell["worse_items"][0] == {"id": "knowledge-item-0001"}  # no such suite
+    assert cell["better_items"] == [] and (cell["worse"], cell["pairs"]) == (60, 400)
+    summary = data["comparison"]
+    assert summary["correction"] == "holm" and summary["family_size"] == 12 and summary["effect_floor"] == 0.5
+    assert "Holm over 12 hypotheses" in summary["criteria"]
+    assert summary["detection_alpha"] == pytest.approx(0.05 / 12)
+
+
+def test_json_report_lists_prompts_of_flipped_items(tmp_path: Path) -> None:
+    suite = resolve_suite("knowledge")
+    ids = tuple(item.id for item in suite.items[:40])
+
+    def profile(**flip: int) -> DepthProfile:
+        made = make_profile(suites={"knowledge": ("mc_text", 40)}, content_hashes={"knowledge": suite.content_hash},
+                            flip={("knowledge", "intact"): flip.get("intact", 0)})
+        return replace(made, suites={"knowledge": replace(made.suites["knowledge"], item_ids=ids)})
+
+    current = profile(intact=3)
+    cell = compare_profiles(profile(), current).cell("knowledge", "intact")
+    data = json.loads(write_json_report(tmp_path / "r.json", current, compare_profiles(profile(), current)).read_text())
+    listed = next(c for c in data["comparison"]["cells"] if c["band"] == "intact")["worse_items"]
+    by_id = {item.id: item for item in suite.items}
+    assert [entry["id"] for entry in listed] == list(cell.worse_items) and len(listed) == 3
+    for entry in listed:
+        assert entry["prompt"] == by_id[entry["id"]].context and entry["answer"] == by_id[entry["id"]].answer_text
+    other = replace(current, suites={"knowledge": replace(current.suites["knowledge"], content_hash="sha256:other")})
+    stale = comparison_to_json(compare_profiles(replace(profile(), suites=other.suites), other))
+    assert all(set(entry) == {"id"} for c in stale["cells"] for entry in c["worse_items"])  # another version: ids only
 
 
 def test_json_report_without_comparison_is_strict_json(tmp_path: Path) -> None:

@@ -8,23 +8,26 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from pytest_layercheck.comparison import CellComparison, ProfileComparison
+from pytest_layercheck.comparison import CellComparison, ProfileComparison, sensitivity_warning
 from pytest_layercheck.profile_data import DepthProfile
 from pytest_layercheck.report.format import (
     LEGEND,
-    criteria_text,
     describe_change,
-    describe_detail,
+    fmt_delta,
+    fmt_p,
     marker,
     status_line,
     title_text,
 )
+from pytest_layercheck.statistics import CI_LEVEL
 from pytest_layercheck.report.table import build_table
 
 #: GitHub rejects step summaries over 1 MiB; stay well below it, counting what is already there.
 MAX_SUMMARY_BYTES = 512 * 1024
 #: GitHub shows at most 10 annotations of each kind per step.
 MAX_ANNOTATIONS = 10
+#: Item ids listed per failing cell (the JSON report lists them all, with prompts).
+MAX_ITEM_IDS = 10
 TRUNCATED = "\n\n_(layercheck summary truncated to stay under GitHub's size limit; see the JSON report)_\n"
 
 
@@ -36,13 +39,15 @@ def markdown_table(profile: DepthProfile, comparison: ProfileComparison | None =
 
 def render_markdown(profile: DepthProfile, comparison: ProfileComparison | None = None,
                     metrics: Sequence[str] | None = None) -> str:
-    """Heading with the verdict, the table, then regressions (with p-values), other changes and warnings."""
+    """Heading with the verdict, the table, then regressions (test, raw and adjusted p, interval,
+    detectable drop, the items that got worse), other changes, the evidence per cell, sensitivity and
+    warnings."""
     verdict = "" if comparison is None else (" — ✅ passed" if comparison.passed else
                                              f" — ❌ {len(comparison.failures)} failing cell(s)")
     lines = [f"### {title_text(profile, comparison, metrics)}{verdict}", "",
              markdown_table(profile, comparison, metrics)]
     if comparison is not None:
-        lines += ["", f"_{LEGEND}_", "", f"**{status_line(comparison)}** — {criteria_text(comparison)}."]
+        lines += ["", f"_{LEGEND}_", "", f"**{status_line(comparison)}** — {comparison.criteria()}."]
         sections = [
             ("Regressions", comparison.regressions),
             ("Improvements", comparison.improvements),
@@ -51,6 +56,12 @@ def render_markdown(profile: DepthProfile, comparison: ProfileComparison | None 
         for heading, cells in sections:
             if cells:
                 lines += ["", f"**{heading}**", *(_bullet(cell) for cell in cells)]
+        if comparison.cells:
+            lines += ["", "<details><summary>Evidence per cell</summary>", "", evidence_table(comparison), "",
+                      "</details>"]
+        weak = sensitivity_warning(comparison)
+        if weak:
+            lines += ["", "**Sensitivity**", f"- {weak}"]
         for heading, items in (("Warnings", comparison.warnings), ("Notes", comparison.notes)):
             if items:
                 lines += ["", f"**{heading}**", *(f"- {item}" for item in items)]
@@ -60,7 +71,38 @@ def render_markdown(profile: DepthProfile, comparison: ProfileComparison | None 
 def _bullet(cell: CellComparison) -> str:
     mark = marker(cell)
     lead = f"{mark} " if mark else ""
-    return f"- {lead}`{cell.label}` {describe_change(cell, with_label=False)}: {describe_detail(cell)}"
+    line = f"- {lead}`{cell.label}` {describe_change(cell, with_label=False)}: {_evidence(cell)}"
+    if cell.failed and (cell.worse_items or cell.better_items):
+        line += f"\n  - worse: {_ids(cell.worse_items)}" + (f"; better: {_ids(cell.better_items)}"
+                                                            if cell.better_items else "")
+    return line
+
+
+def _evidence(cell: CellComparison) -> str:
+    """Δ against the tolerance, the test with raw and adjusted p, the interval and the detectable drop."""
+    return (f"Δ {fmt_delta(cell.delta)} vs tolerance {cell.allowed:.3g}; {len(cell.worse_items)} of {cell.items} "
+            f"items worse, {len(cell.better_items)} better; {cell.test} p={fmt_p(cell.p_value)}, "
+            f"adjusted p={fmt_p(cell.p_adjusted)}; {CI_LEVEL:.0%} CI [{fmt_delta(cell.ci_low)}, "
+            f"{fmt_delta(cell.ci_high)}]; detectable drop {_drop(cell.detectable_drop)}")
+
+
+def _ids(ids: Sequence[str]) -> str:
+    shown = ", ".join(f"`{i}`" for i in ids[:MAX_ITEM_IDS])
+    return shown + (f" and {len(ids) - MAX_ITEM_IDS} more (see the JSON report)" if len(ids) > MAX_ITEM_IDS else "")
+
+
+def _drop(value: float) -> str:
+    return f"{value:.3f}" if value != float("inf") else "none"
+
+
+def evidence_table(comparison: ProfileComparison) -> str:
+    """One row per compared cell: test, items, raw and adjusted p, interval, detectable drop, status."""
+    headers = ["cell", "Δ", "test", "items", "p", f"p ({comparison.correction})", f"{CI_LEVEL:.0%} CI",
+               "detectable drop", "status"]
+    rows = [[f"`{c.label}`", fmt_delta(c.delta), c.test, str(c.items), fmt_p(c.p_value), fmt_p(c.p_adjusted),
+             f"[{fmt_delta(c.ci_low)}, {fmt_delta(c.ci_high)}]", _drop(c.detectable_drop),
+             f"{marker(c)} {c.status}".strip()] for c in comparison.cells]
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 
 
 def append_step_summary(markdown: str, path: str | os.PathLike[str] | None = None,
