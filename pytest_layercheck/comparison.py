@@ -68,10 +68,11 @@ _EPS = 1e-9
 
 @dataclass(frozen=True)
 class Tolerance:
-    """How far a cell may move before the change counts as large.
+    """The smallest drop the guard is meant to catch, per cell.
 
     The allowed change is the larger of ``max_drop`` (absolute, in metric units) and ``relative`` ×
-    the baseline value, as with ``pytest.approx``'s ``abs``/``rel``.
+    the baseline value, as with ``pytest.approx``'s ``abs``/``rel``. A significant drop of at least
+    ``EFFECT_FLOOR`` × this fails (see the module doc); ``%`` always means relative (``"5%"``).
     """
 
     max_drop: float = 0.05
@@ -433,7 +434,7 @@ def compare_profiles(
         cells=cells, tolerance=tol, alpha=alpha, fail_on_improvement=fail_on_improvement, warnings=warnings,
         notes=notes, missing_suites=missing, new_suites=new, baseline_model=dict(baseline.model),
         correction=correction, power=power, flip_rate=flip_rate, precision_mismatch=bool(precision),
-        suite_hashes={c.suite: current.suites[c.suite].content_hash for c in paired},
+        suite_hashes={c.identity["suite"]: current.suites[c.identity["suite"]].content_hash for c in paired},
     )
 
 
@@ -465,15 +466,11 @@ def _metric_problem(baseline: DepthProfile, current: DepthProfile, suite: str, m
 
 @dataclass(frozen=True)
 class _Paired:
-    """One cell's outcomes on both sides: items × ablations 0/1 matrices over the paired items."""
+    """One cell's outcomes on both sides: items × ablations 0/1 matrices over the paired items.
 
-    suite: str
-    capability: str
-    protocol: str
-    metric: str
-    band: str
-    layers: tuple[int, ...]
-    ablations: tuple[str, ...]
+    ``identity``: the CellComparison fields that name the cell (suite ... ablations)."""
+
+    identity: dict[str, Any]
     item_ids: tuple[str, ...]
     before: np.ndarray
     after: np.ndarray
@@ -504,8 +501,9 @@ def _paired_cells(baseline: DepthProfile, current: DepthProfile, suite: str, met
             warnings.append(f"{suite}/{band} {metric}: the runs scored different numbers of items under the "
                             f"band's ablations ({sorted(lengths)}); the first {n} items are compared")
         before, after = (np.array([v[:n] for v in side], dtype=float).T.reshape(n, len(keys)) for side in sides)
-        out.append(_Paired(suite, info.capability, info.protocol, metric, band, layers, tuple(keys),
-                           tuple(info.item_ids[:n]), before, after))
+        identity = {"suite": suite, "capability": info.capability, "protocol": info.protocol, "metric": metric,
+                    "band": band, "layers": layers, "ablations": tuple(keys)}
+        out.append(_Paired(identity, tuple(info.item_ids[:n]), before, after))
     return out
 
 
@@ -565,8 +563,7 @@ def _cell_comparison(t: _Tested, drop_adjusted: float, rise_adjusted: float, tol
         float(2 * np.clip(differences, 0, None).sum() / n) if n else 0.0)
     item_means = cell.before.mean(axis=1) if n else np.zeros(0)
     return CellComparison(
-        suite=cell.suite, capability=cell.capability, protocol=cell.protocol, metric=cell.metric,
-        band=cell.band, layers=cell.layers, ablations=cell.ablations, baseline=before_mean, current=after_mean,
+        **cell.identity, baseline=before_mean, current=after_mean,
         delta=delta, allowed=allowed, worse=int((cell.before > cell.after).sum()),
         better=int((cell.after > cell.before).sum()), pairs=n * m, p_value=p_value, status=status,
         failed=status == "regressed" or (fail_on_improvement and status == "improved"), test=t.test, items=n,
@@ -595,22 +592,12 @@ def classify(delta: float, allowed: float, p_value: float, alpha: float) -> Stat
 
 
 # --------------------------------------------------------------------------- sensitivity
-def baseline_sensitivity(
-    baseline: DepthProfile,
-    tolerance: Tolerance | str | float | None = None,
-    alpha: float = DEFAULT_ALPHA,
-    fail_on_improvement: bool = False,
-    metrics: Iterable[str] | Mapping[str, Iterable[str]] | None = None,
-    *,
-    correction: str = DEFAULT_CORRECTION,
-    flip_rate: float = 0.0,
-    power: float = DEFAULT_POWER,
-) -> ProfileComparison:
+def baseline_sensitivity(baseline: DepthProfile, *, flip_rate: float = 0.0, **options: Any) -> ProfileComparison:
     """The detectable drop of every cell of ``baseline`` before a candidate exists (the baseline
     compared with itself), at an assumed background ``flip_rate`` (default 0: the best case, so a cell
-    this calls underpowered is underpowered for every candidate). Feed it to ``sensitivity_warning``."""
-    return compare_profiles(baseline, baseline, tolerance, alpha, fail_on_improvement, metrics,
-                            correction=correction, flip_rate=flip_rate, power=power)
+    this calls underpowered is underpowered for every candidate). ``options`` are compare_profiles's
+    (tolerance, alpha, fail_on_improvement, metrics, correction, power). Feed it to ``sensitivity_warning``."""
+    return compare_profiles(baseline, baseline, flip_rate=flip_rate, **options)
 
 
 def sensitivity_warning(comparison: ProfileComparison, *, strict: bool = False) -> str | None:
