@@ -66,7 +66,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import warnings
+
+    from ..result_cache import CacheEntryWarning
+
     args = build_parser().parse_args(argv)  # usage errors exit 2 (argparse)
+    previous = warnings.formatwarning
+
+    def one_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 line: str | None = None) -> str:
+        """A warning meant for the user (a rejected cache entry) as one line, not a source listing."""
+        if issubclass(category, CacheEntryWarning):
+            return f"layercheck: warning: {message}\n"
+        return previous(message, category, filename, lineno, line)
+
+    warnings.formatwarning = one_line
+    try:
+        return _run(args)
+    finally:
+        warnings.formatwarning = previous
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         status = int(args.handler(args))
     except LayercheckError as exc:
