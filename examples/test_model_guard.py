@@ -1,8 +1,9 @@
 """Example guard module: copy it into your project's tests.
 
-Record the baseline once with ``pytest --layercheck-update`` on the model you trust, commit
-``baselines/``, then run plain ``pytest`` on every candidate (``--layercheck-model=path/to/candidate``
-and ``--layercheck-baseline=<name of the trusted model's baseline>``).
+The default model's baseline ships in ``baselines/``. For another base, record its baseline once with
+``layercheck baseline path/to/base`` and commit ``baselines/``. Then run plain ``pytest`` on every
+candidate: ``pytest --layercheck-model=path/to/candidate --layercheck-baseline=smollm2-135m-instruct``
+(the name of the trusted model's baseline).
 """
 
 import pytest

@@ -636,3 +636,32 @@ __all__ = [
     "baseline_sensitivity", "classify", "compare_profiles", "compatibility_problems", "exact_mcnemar",
     "precision_problems", "sensitivity_warning",
 ]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """How a run judges its comparison: one object that the plugin, its checks and the CLI share, so a
+    marker's verdict on a cell is the session's verdict on it."""
+
+    tolerance: Tolerance = field(default_factory=Tolerance)
+    alpha: float = DEFAULT_ALPHA
+    correction: str = DEFAULT_CORRECTION
+    fail_on_improvement: bool = False
+    allow_precision_mismatch: bool = False
+    strict_power: bool = False
+
+    def __post_init__(self) -> None:
+        check_correction(self.correction)
+        if not 0 < self.alpha < 1:
+            raise ConfigError(f"bad alpha {self.alpha!r}: a significance level lies strictly between 0 and 1",
+                              "use a probability such as 0.05")
+
+    def options(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`compare_profiles` (and ``run_check``) beyond tolerance and alpha."""
+        return {"correction": self.correction, "fail_on_improvement": self.fail_on_improvement,
+                "allow_precision_mismatch": self.allow_precision_mismatch}
+
+    def compare(self, baseline: DepthProfile, current: DepthProfile) -> ProfileComparison:
+        comparison = compare_profiles(baseline, current, tolerance=self.tolerance, alpha=self.alpha, **self.options())
+        sensitivity_warning(comparison, strict=self.strict_power)  # strict: an underpowered check is an error
+        return comparison

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from .ablation import Ablation, ablate
-from .checks import CellCheck, run_check
+from .checks import CellCheck, CheckOutcome, run_check
 from .errors import LayercheckError
 from .session import LayercheckSession, SessionOptions
 from .yaml_checks import collect_yaml_checks, is_check_file
@@ -38,7 +38,8 @@ _OPTIONS: list[tuple[str, str, str, Any]] = [
     ("mode", "layercheck_mode", "ablation mode: layers (one layer at a time), bands (whole band) or window:K", "layers"),
     ("bands", "layercheck_bands", "depth bands as fractions, e.g. 'shallow=0:0.3,middle=0.3:0.7,deep=0.7:1'", ""),
     ("max-drop", "layercheck_max_drop", "tolerated drop: absolute (0.05) or relative ('5%%')", "0.05"),
-    ("alpha", "layercheck_alpha", "significance level of the paired exact McNemar test", "0.05"),
+    ("alpha", "layercheck_alpha", "significance level of the paired tests over items (family-wise, see --layercheck-correction)", "0.05"),
+    ("correction", "layercheck_correction", "multiplicity correction over the cells a run compares: holm, bonferroni or none", "holm"),
     ("limit", "layercheck_limit", "items per suite scored intact: N or suite=N,... (0 = all; default: all knowledge and reasoning items, 40 retrieval); small values make quick runs", None),
     ("sweep-limit", "layercheck_sweep_limit", "leading items per suite scored with layers removed: N or suite=N,... (0 = all; default: knowledge 40, reasoning 40, retrieval 10; never more than --layercheck-limit)", None),
     ("report", "layercheck_report", "write a JSON report to this path", None),
@@ -58,6 +59,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--layercheck-allow-model-change", action="store_true", dest="layercheck_allow_model_change",
                     help="with --layercheck-update: confirm that this run's model, though not the model the "
                          "baseline names (or a candidate beside --layercheck-reference), becomes the baseline")
+    group.addoption("--layercheck-allow-precision-mismatch", action="store_true",
+                    dest="layercheck_allow_precision_mismatch",
+                    help="compare with a baseline measured in another dtype or device type (the report says so)")
+    group.addoption("--layercheck-strict-power", action="store_true", dest="layercheck_strict_power",
+                    help="fail when a compared cell cannot detect a drop of the tolerance's size with 80%% power")
     group.addoption("--layercheck-fail-on-improvement", action="store_true", dest="layercheck_fail_on_improvement",
                     help="also fail cells that improved significantly beyond the tolerance")
     parser.addini("layercheck_check_files", "glob patterns of YAML check files collected as tests",
@@ -90,6 +96,7 @@ def pytest_configure(config: pytest.Config) -> None:
         bands=_option(config, "layercheck_bands"),
         max_drop=_option(config, "layercheck_max_drop"),
         alpha=_option(config, "layercheck_alpha"),
+        correction=_option(config, "layercheck_correction"),
         limit=_option(config, "layercheck_limit"),
         sweep_limit=_option(config, "layercheck_sweep_limit"),
         report=_option(config, "layercheck_report"),
@@ -98,6 +105,8 @@ def pytest_configure(config: pytest.Config) -> None:
         use_cache=not config.getoption("layercheck_no_cache"),
         fail_on_improvement=bool(config.getoption("layercheck_fail_on_improvement")),
         allow_model_change=bool(config.getoption("layercheck_allow_model_change")),
+        allow_precision_mismatch=bool(config.getoption("layercheck_allow_precision_mismatch")),
+        strict_power=bool(config.getoption("layercheck_strict_power")),
         is_xdist_worker=hasattr(config, "workerinput"),
     )
     try:
@@ -255,10 +264,13 @@ def assert_check(session: LayercheckSession, check: CellCheck, item: pytest.Item
     The cell's values go into the JUnit XML (``record_property``), and a failure becomes a GitHub
     annotation on the check's file and line.
     """
-    outcome = _guard(
-        lambda: run_check(check, session.profile_for(check), session.baseline_or_none_for(check),
-                          session.tolerance, session.alpha)
-    )
+    def verdict() -> CheckOutcome:
+        baseline = session.baseline_or_none_for(check)  # a missing baseline fails before the profile's cost
+        verdict = session.verdict
+        return run_check(check, session.profile_for(check), baseline, verdict.tolerance, verdict.alpha,
+                         **verdict.options())
+
+    outcome = _guard(verdict)
     session.record_check(check, outcome)
     if item is not None:
         item.user_properties.append(("layercheck_cell", check.label))
@@ -370,7 +382,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         terminalreporter.write_line(command)
     ANNOTATIONS.clear()
     width = terminalreporter._tw.fullwidth
-    lines = state.summary_lines(width=width)
+    lines = state.summary_lines(width=width, color=bool(getattr(terminalreporter, "hasmarkup", False)))
     if lines:
         terminalreporter.section("layercheck depth-sensitivity profile")
         for line in lines:

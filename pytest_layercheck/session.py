@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 from .bands import DepthBands
 from .baseline import UPDATE_FLAG, BaselineStore, slugify
 from .checks import CellCheck, CheckOutcome
-from .comparison import ProfileComparison, Tolerance, compare_profiles
-from .errors import BaselineError, ConfigError
+from .comparison import ProfileComparison, Tolerance, Verdict
+from .errors import BaselineError, ConfigError, LayercheckError
 from .loading import LoadedModel, load_model
 from .profile_data import INTACT, DepthProfile
 from .profiler import DEFAULT_LIMITS, DEFAULT_SWEEP_LIMITS, Limit, ProfileSettings, ProgressHook, build_profile
@@ -43,6 +43,7 @@ class SessionOptions:
     bands: str = ""
     max_drop: str = "0.05"
     alpha: str = "0.05"
+    correction: str = "holm"
     limit: str | None = None
     sweep_limit: str | None = None
     report: str | None = None
@@ -51,6 +52,8 @@ class SessionOptions:
     use_cache: bool = True
     fail_on_improvement: bool = False
     allow_model_change: bool = False
+    allow_precision_mismatch: bool = False
+    strict_power: bool = False
     is_xdist_worker: bool = False
 
 
@@ -117,8 +120,11 @@ class LayercheckSession:
             limit=parse_limit(options.limit),
             sweep_limit=parse_limit(options.sweep_limit, DEFAULT_SWEEP_LIMITS),
         )
-        self.tolerance = Tolerance.parse(str(options.max_drop))
-        self.alpha = parse_alpha(options.alpha)
+        self.verdict = Verdict(
+            tolerance=Tolerance.parse(str(options.max_drop)), alpha=parse_alpha(options.alpha),
+            correction=options.correction or "holm", fail_on_improvement=options.fail_on_improvement,
+            allow_precision_mismatch=options.allow_precision_mismatch, strict_power=options.strict_power,
+        )
         self.store = BaselineStore(options.baseline_dir)
         self.cache = ResultCache(enabled=options.use_cache)
         self.progress: ProgressHook | None = None
@@ -310,11 +316,8 @@ class LayercheckSession:
     def comparison(self) -> ProfileComparison | None:
         if self._comparison is None and self._profile is not None and not self.options.update and not self._refused:
             try:
-                self._comparison = compare_profiles(
-                    self.baseline, self._profile, tolerance=self.tolerance, alpha=self.alpha,
-                    fail_on_improvement=self.options.fail_on_improvement,
-                )
-            except BaselineError as exc:
+                self._comparison = self.verdict.compare(self.baseline, self._profile)
+            except LayercheckError as exc:
                 self._refused = True
                 self.messages.append(str(exc))
         return self._comparison
@@ -366,12 +369,20 @@ class LayercheckSession:
         if os.environ.get("GITHUB_STEP_SUMMARY"):
             append_step_summary(render_markdown(self._profile, comparison))
 
-    def summary_lines(self, width: int = 100) -> list[str]:
+    def summary_lines(self, width: int = 100, color: bool = False) -> list[str]:
         if self._profile is None:
             return list(self.messages)
         from .report.terminal import render_terminal
 
-        lines = render_terminal(self._profile, self.comparison(), width=width).splitlines()
+        comparison = self.comparison()
+        baseline = self._baseline if comparison is not None else None
+        lines = render_terminal(self._profile, comparison, width=width, color=color, baseline=baseline).splitlines()
+        if comparison is not None:
+            from .comparison import sensitivity_warning
+
+            warning = sensitivity_warning(comparison)
+            if warning:
+                lines += ["", *warning.splitlines()]
         if self._profile_seconds:
             lines.append(f"profile computed in {self._profile_seconds:.1f} s "
                          f"({self.cache.hits} evaluations from cache, {self.cache.misses} computed)")

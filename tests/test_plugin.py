@@ -132,7 +132,7 @@ def test_damaged_shallow_layers_fail_the_knowledge_cells_with_a_readable_report(
     result.stdout.fnmatch_lines([
         "*test_knowledge_intact*",
         "*knowledge/intact*fell from*McNemar p =*",
-        "*obtained*expected*diff*p (McNemar)*",
+        "*obtained*expected*diff*95% CI*test*p (holm)*detectable*status*",
         "*--layercheck-update*",
     ])
 
@@ -230,3 +230,31 @@ def test_analyses_fixture_runs_on_the_session_model(project: pytest.Pytester, fa
     result = run(project, fact_models["good"], "test_analyses.py")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["*layercheck analyses*", "*Head importance*", "*layercheck redundancy*"])
+
+
+@pytest.mark.parametrize(("module", "computed"), [
+    # One intact check: one evaluation (the facts suite, intact), not the 7 of a full profile.
+    ('@pytest.mark.layercheck("knowledge", "intact")\ndef test_one():\n    pass\n', 1),
+    # A shallow-band check: intact on all 48 items, then the sweep over the first 40 (its own intact
+    # pass, which the activation reuse runs anyway, and the band's two single-layer removals).
+    ('@pytest.mark.layercheck("knowledge", "shallow")\ndef test_one():\n    pass\n', 4),
+])
+def test_a_run_computes_only_what_its_checks_need(project: pytest.Pytester, fact_models: dict[str, Path],
+                                                  module: str, computed: int) -> None:
+    record(project, fact_models["good"])
+    (project.path / "test_guards.py").write_text("import pytest\n\n" + module)
+    result = run(project, fact_models["good"], "--layercheck-no-cache")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([f"*profile computed in*(0 evaluations from cache, {computed} computed)*"])
+
+
+def test_failed_checks_become_annotations_and_junit_properties(project: pytest.Pytester,
+                                                               fact_models: dict[str, Path],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    record(project, fact_models["good"])
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    result = run(project, fact_models["damaged"], "--junitxml=junit.xml")
+    result.stdout.fnmatch_lines(["::error file=test_guards.py,line=*,title=layercheck::knowledge/intact*"])
+    junit = (project.path / "junit.xml").read_text()
+    assert 'name="layercheck_cell" value="knowledge/intact"' in junit
+    assert 'name="layercheck_passed" value="False"' in junit

@@ -59,7 +59,7 @@ def test_terminal_with_comparison_marks_the_failing_cell(regressed: tuple[Profil
     assert "0.280 (-0.150 ✗)" in text
     assert "vs baseline ffffffffffff" in text and "fingerprint abcdef012345" in text
     assert "FAILED: 1 regressed, 11 ok" in text
-    assert "knowledge/shallow acc dropped 0.430 -> 0.280" in text and "60 of 400" in text
+    assert "knowledge/shallow acc dropped 0.430 -> 0.280" in text and "43 of 200 items" in text
     coloured = render_terminal(current, comparison, width=200, color=True)
     assert "\x1b[1;31m" in coloured  # bold red for the regression
 

@@ -23,9 +23,10 @@ from pytest_layercheck.analysis.localise import (
 from pytest_layercheck.analysis.weight_delta import WeightDelta, weight_delta
 from pytest_layercheck.comparison import (
     DEFAULT_ALPHA,
+    DEFAULT_CORRECTION,
     ProfileComparison,
     Tolerance,
-    compare_profiles,
+    Verdict,
 )
 from pytest_layercheck.errors import ConfigError
 from pytest_layercheck.profile_data import INTACT, DepthProfile
@@ -48,6 +49,13 @@ class CompareSettings:
     localise: str = "bands,changed"
     threshold: float = DEFAULT_THRESHOLD
     weights: bool = True
+    correction: str = DEFAULT_CORRECTION
+    allow_precision_mismatch: bool = False
+
+    @property
+    def verdict(self) -> Verdict:
+        return Verdict(tolerance=self.tolerance, alpha=self.alpha, correction=self.correction,
+                       allow_precision_mismatch=self.allow_precision_mismatch)
 
     def __post_init__(self) -> None:
         parse_strategies(self.localise)  # fail early on a typo, before two models are profiled
@@ -162,7 +170,7 @@ def compare_models(
                                                                progress=hook("base")))
     cand_profile = timed("profile_candidate", lambda: build_profile(candidate, settings.profile, cache=cache,
                                                                     progress=hook("candidate")))
-    comparison = compare_profiles(base_profile, cand_profile, tolerance=settings.tolerance, alpha=settings.alpha)
+    comparison = settings.verdict.compare(base_profile, cand_profile)
     localisation = None
     strategies = parse_strategies(settings.localise)
     dropped = dropped_suites(comparison)
@@ -185,7 +193,9 @@ def compare_with_reference(session: LayercheckSession, *, localise: str = "bands
     """
     import os
 
-    settings = CompareSettings(profile=session.settings, tolerance=session.tolerance, alpha=session.alpha,
+    verdict = session.verdict
+    settings = CompareSettings(profile=session.settings, tolerance=verdict.tolerance, alpha=verdict.alpha,
+                               correction=verdict.correction, allow_precision_mismatch=verdict.allow_precision_mismatch,
                                localise=localise)
     result = compare_models(session.reference_model(), session.model(), settings, cache=session.cache)
     if summary and os.environ.get("GITHUB_STEP_SUMMARY"):

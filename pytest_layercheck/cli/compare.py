@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from ..report.format import json_text
 from .common import console, err_console, load, progress_bar
-from .profile import add_profile_arguments, add_verdict_arguments, settings_from
+from .profile import add_profile_arguments, add_verdict_arguments, settings_from, verdict_from
 
 if TYPE_CHECKING:
     from ..analysis.compare import CompareSettings
@@ -48,14 +48,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def compare_settings_from(args: argparse.Namespace) -> CompareSettings:
-    from ..session import parse_alpha
     from ..analysis.compare import CompareSettings
-    from ..comparison import Tolerance
 
     localise = args.localise
     if args.no_weights and "changed" in localise:
         localise = ",".join(s for s in localise.split(",") if s.strip() != "changed") or "none"
-    return CompareSettings(profile=settings_from(args), tolerance=Tolerance.parse(args.max_drop), alpha=parse_alpha(args.alpha),
+    verdict = verdict_from(args)
+    return CompareSettings(profile=settings_from(args), tolerance=verdict.tolerance, alpha=verdict.alpha,
+                           correction=verdict.correction, allow_precision_mismatch=verdict.allow_precision_mismatch,
                            localise=localise, threshold=args.threshold, weights=not args.no_weights)
 
 

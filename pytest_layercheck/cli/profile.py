@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from .common import add_model_arguments, console, err_console, load, progress_bar
 
 if TYPE_CHECKING:
+    from ..comparison import Verdict
     from ..profile_data import DepthProfile
     from ..profiler import ProfileSettings
 
@@ -55,7 +56,23 @@ def add_verdict_arguments(parser: argparse.ArgumentParser) -> None:
     """How a comparison with a baseline is judged; shared by every command that compares."""
     parser.add_argument("--max-drop", default="0.05",
                         help="tolerated drop: absolute (0.05), relative (5%%) or both (0.02,5%%)")
-    parser.add_argument("--alpha", default="0.05", help="significance level of the paired tests")
+    parser.add_argument("--alpha", default="0.05", help="family-wise significance level of the paired tests")
+    parser.add_argument("--correction", default="holm", choices=("holm", "bonferroni", "none"),
+                        help="multiplicity correction over the compared cells (default: holm)")
+    parser.add_argument("--allow-precision-mismatch", action="store_true",
+                        help="compare with a baseline measured in another dtype or device type")
+    parser.add_argument("--strict-power", action="store_true",
+                        help="an error when a cell cannot detect a drop of the tolerance's size with 80%% power")
+
+
+def verdict_from(args: argparse.Namespace) -> Verdict:
+    """The judging options of a command, checked before any model is loaded."""
+    from ..comparison import Tolerance, Verdict
+    from ..session import parse_alpha
+
+    return Verdict(tolerance=Tolerance.parse(args.max_drop), alpha=parse_alpha(args.alpha),
+                   correction=args.correction, allow_precision_mismatch=args.allow_precision_mismatch,
+                   strict_power=args.strict_power)
 
 
 def settings_from(args: argparse.Namespace) -> ProfileSettings:
@@ -91,22 +108,27 @@ def compute_profile(args: argparse.Namespace, spec: str | None = None) -> DepthP
 
 def run_profile(args: argparse.Namespace) -> int:
     from ..baseline import BaselineStore
-    from ..comparison import Tolerance, compare_profiles
     from ..errors import BaselineError
-    from ..report.terminal import render_terminal
-    from ..session import parse_alpha
+    from ..report.terminal import terminal_renderable
 
-    tolerance, alpha = Tolerance.parse(args.max_drop), parse_alpha(args.alpha)  # before the model loads
+    verdict = verdict_from(args)  # before the model loads: a typo should not cost a profile
     profile = compute_profile(args)
-    comparison = None
+    comparison = stored = None
     store = BaselineStore(Path(args.baseline_dir))
     name = args.baseline or str(profile.model["name"])
     if store.exists(name):
+        stored = store.load(name)  # a corrupt baseline is an error (exit 2), never silently skipped
         try:
-            comparison = compare_profiles(store.load(name), profile, tolerance=tolerance, alpha=alpha)
+            comparison = verdict.compare(stored, profile)
         except BaselineError as exc:
-            err_console.print(f"[yellow]not compared with baseline {name!r}:[/] {exc}", highlight=False)
-    console.print(render_terminal(profile, comparison, width=console.width), highlight=False)
+            if args.baseline:
+                raise  # asked for by name: a comparison that cannot be made is an error (exit 2)
+            err_console.print(f"[yellow]not compared with baseline {name!r} (found by model name):[/] {exc}",
+                              highlight=False)
+            stored = None
+    elif args.baseline:
+        store.load(name)  # raises: the named baseline does not exist
+    console.print(terminal_renderable(profile, comparison, baseline=stored))
     if args.json_path:
         from ..report.json_report import write_json_report
 

@@ -16,8 +16,8 @@ from pytest_layercheck.profile_data import INTACT, DepthProfile
 #: Marker next to a compared cell; "✗" is reserved for cells that fail the run.
 FAIL_MARK = "✗"
 STATUS_MARKS = {"regressed": FAIL_MARK, "changed": "~", "improved": "↑", "ok": ""}
-LEGEND = (f"{FAIL_MARK} fails (beyond tolerance, significant) · ~ beyond tolerance, not significant · "
-          "↑ improved")
+LEGEND = (f"{FAIL_MARK} fails (a significant drop of at least half the tolerance) · ~ beyond tolerance, "
+          "not significant · ↑ improved")
 
 
 def fmt_value(value: float) -> str:
@@ -65,8 +65,8 @@ def cell_text(value: float, compared: CellComparison | None = None) -> str:
 
 
 def unit_name(cell: CellComparison) -> str:
-    """What the paired test counted: items for the intact cell, (item, ablation) pairs for a band."""
-    return "items" if cell.band == INTACT else "(item, ablation) pairs"
+    """What the paired test counted: items (a band's item outcome is averaged over its ablations)."""
+    return "items" if cell.band == INTACT else "items (averaged over the band's ablations)"
 
 
 def describe_change(cell: CellComparison, with_label: bool = True) -> str:
@@ -78,8 +78,8 @@ def describe_change(cell: CellComparison, with_label: bool = True) -> str:
 
 def describe_detail(cell: CellComparison) -> str:
     """The evidence behind a status: effect vs tolerance and the discordant counts."""
-    return (f"Δ {fmt_delta(cell.delta)} vs tolerance {cell.allowed:g}; {cell.worse} of {cell.pairs} "
-            f"{unit_name(cell)} got worse, {cell.better} better")
+    return (f"Δ {fmt_delta(cell.delta)} vs tolerance {cell.allowed:g}; {len(cell.worse_items)} of {cell.items} "
+            f"{unit_name(cell)} got worse, {len(cell.better_items)} better")
 
 
 def status_line(comparison: ProfileComparison) -> str:
@@ -117,9 +117,7 @@ def title_text(profile: DepthProfile, comparison: ProfileComparison | None = Non
 
 
 def criteria_text(comparison: ProfileComparison) -> str:
-    improvement = "; improvements fail too" if comparison.fail_on_improvement else ""
-    return (f"a cell fails when it drops by more than {comparison.tolerance} and the paired exact McNemar "
-            f"test gives p < {comparison.alpha:g}{improvement}")
+    return comparison.criteria()
 
 
 def render_text(renderable: Any, width: int = 120) -> str:

@@ -1,0 +1,187 @@
+"""A new user's first hour, run as that user would: subprocesses in a temporary project folder.
+
+The README's path, on the real default model (SmolLM2-135M-Instruct): every ``--help``; ``layercheck
+baseline`` writing, merging and refusing; the committed ``baselines/`` reproduced exactly by
+``layercheck baseline default``; the copied ``examples/`` passing on the default model; and the
+examples guarding two candidates made by ``examples/finetune_scenario.py --quick``: the harmful one
+fails through the knowledge/intact marker check (with the job summary, the JSON report, JUnit
+properties and a GitHub annotation), the harmless one passes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.real_model
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+BASELINE = "smollm2-135m-instruct"
+SUBCOMMANDS = ("profile", "baseline", "compare", "heads", "retrieval-heads", "redundancy", "thinking", "transfer",
+               "info", "cache")
+
+
+def sh(*command: str | Path, cwd: Path, env: dict[str, str] | None = None, timeout: int = 1200) -> subprocess.CompletedProcess[str]:
+    """Run a command as a user would, in ``cwd``; returns the finished process (never raises on exit codes)."""
+    return subprocess.run([str(c) for c in command], cwd=cwd, env=env or user_env(), capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def user_env(**extra: str) -> dict[str, str]:
+    """The environment of a user's shell: the venv's commands first, no pytest options leaking in."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PYTEST_", "GITHUB_")) and k not in ("CI", "COV_CORE_SOURCE")}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra)
+    return env
+
+
+def output(process: subprocess.CompletedProcess[str]) -> str:
+    return process.stdout + process.stderr
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A user's project: the examples copied in, the committed baselines beside them."""
+    root = tmp_path_factory.mktemp("user-project")
+    for name in ("test_model_guard.py", "layercheck_guards.yaml"):
+        shutil.copy(REPO / "examples" / name, root / name)
+    shutil.copytree(REPO / "baselines", root / "baselines")
+    return root
+
+
+@pytest.fixture(scope="module")
+def candidates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two fine-tunes of the default model made by the documented script (its CI-sized variant)."""
+    out = tmp_path_factory.mktemp("candidates")
+    made = sh(sys.executable, REPO / "examples" / "finetune_scenario.py", "--out", out, "--quick", cwd=out)
+    assert made.returncode == 0, output(made)
+    yield {"harmful": out / "harmful", "harmless": out / "benign"}
+    shutil.rmtree(out, ignore_errors=True)  # 0.5 GB each
+
+
+def test_every_help_works(project: Path) -> None:
+    pytest_help = sh(sys.executable, "-m", "pytest", "--help", cwd=project)
+    assert pytest_help.returncode == 0, output(pytest_help)
+    for option in ("--layercheck-max-drop", "--layercheck-update", "--layercheck-sweep-limit",
+                   "--layercheck-allow-model-change", "5%"):
+        assert option in pytest_help.stdout, option
+    main_help = sh("layercheck", "--help", cwd=project)
+    assert main_help.returncode == 0 and all(name in main_help.stdout for name in SUBCOMMANDS), output(main_help)
+    version = sh("layercheck", "--version", cwd=project)
+    assert version.returncode == 0 and version.stdout.strip().startswith("layercheck "), output(version)
+    for name in SUBCOMMANDS:
+        sub = sh("layercheck", name, "--help", cwd=project)
+        assert sub.returncode == 0 and f"usage: layercheck {name}" in sub.stdout, output(sub)
+
+
+def test_layercheck_profile_prints_where_each_capability_lives(project: Path) -> None:
+    """README quick start: ``layercheck profile`` (here on fewer items), compared with the committed
+    baseline found by the model's name; no library warnings leak into what the user reads."""
+    run = sh("layercheck", "profile", "--suites", "knowledge", "--limit", "12", "--sweep-limit", "3", "--json",
+             "profile.json", cwd=project)
+    text = output(run)
+    assert run.returncode == 0, text
+    assert "where each capability lives" in run.stdout and "knowledge" in run.stdout
+    assert "not compared with baseline" in run.stderr  # other item counts than the committed baseline's
+    assert "Warning" not in text, text
+    assert json.loads((project / "profile.json").read_text())["profile"]["suites"]["knowledge"]
+    named = sh("layercheck", "profile", "--suites", "knowledge", "--limit", "12", "--sweep-limit", "3",
+               "--baseline", BASELINE, cwd=project)
+    assert named.returncode == 2 and "How to fix" in named.stderr, output(named)  # asked for by name: an error
+
+
+def test_layercheck_baseline_writes_keeps_merges_and_refuses(project: Path) -> None:
+    folder = project / "small-baselines"
+    small = ("--baseline-dir", folder, "--name", "small", "--mode", "bands", "--sweep-limit", "4")
+    path = folder / "small.json"
+
+    first = sh("layercheck", "baseline", "default", "--suites", "knowledge", "--limit", "12", *small, cwd=project)
+    assert first.returncode == 0 and "baseline written" in first.stdout, output(first)
+    assert "+ knowledge/intact acc" in first.stdout and path.is_file()
+
+    again = sh("layercheck", "baseline", "default", "--suites", "knowledge", "--limit", "12", *small, cwd=project)
+    assert again.returncode == 0 and "baseline unchanged" in again.stdout, output(again)
+
+    # Another suite is merged in: the knowledge entries stay as they were.
+    before = json.loads(path.read_text())
+    merged = sh("layercheck", "baseline", "default", "--suites", "reasoning", "--limit", "6", *small, "--update",
+                cwd=project)
+    assert merged.returncode == 0 and "baseline updated" in merged.stdout, output(merged)
+    assert "+ reasoning/intact" in merged.stdout and "- knowledge" not in merged.stdout
+    after = json.loads(path.read_text())
+    assert set(after["suites"]) == {"knowledge", "reasoning"}
+    assert after["evaluations"]["knowledge"] == before["evaluations"]["knowledge"]
+
+    # A different measurement of a recorded suite is refused without --update, and nothing changes.
+    text = path.read_text()
+    refused = sh("layercheck", "baseline", "default", "--suites", "knowledge", "--limit", "13", *small, cwd=project)
+    assert refused.returncode == 2, output(refused)
+    assert "exists and this run differs" in refused.stderr and "--update" in refused.stderr
+    assert path.read_text() == text
+
+
+def test_the_committed_baseline_is_what_layercheck_baseline_computes(project: Path) -> None:
+    """README: ``layercheck baseline default``. On the committed file it must change nothing: the
+    shipped baseline is reproduced exactly by today's code at the default settings."""
+    path = project / "baselines" / f"{BASELINE}.json"
+    before = path.read_bytes()
+    run = sh("layercheck", "baseline", "default", cwd=project)
+    assert run.returncode == 0, output(run)
+    assert f"baseline unchanged: baselines/{BASELINE}.json" in run.stdout, output(run)
+    assert path.read_bytes() == before
+
+
+def test_the_examples_pass_on_the_default_model(project: Path) -> None:
+    run = sh(sys.executable, "-m", "pytest", "-p", "no:cacheprovider", cwd=project)
+    assert run.returncode == 0, output(run)
+    assert "layercheck depth-sensitivity profile" in run.stdout
+    assert "FutureWarning" not in output(run)
+
+
+def test_a_harmful_fine_tune_fails_the_knowledge_check(project: Path, candidates: dict[str, Path]) -> None:
+    summary = project / "summary-harmful.md"
+    env = user_env(GITHUB_STEP_SUMMARY=str(summary), GITHUB_ACTIONS="true")
+    run = sh(sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--layercheck-model={candidates['harmful']}",
+             f"--layercheck-baseline={BASELINE}", "--layercheck-report=report.json", "--junitxml=junit.xml",
+             cwd=project, env=env)
+    text = output(run)
+    assert run.returncode == 1, text
+    assert "FAILED test_model_guard.py::test_knowledge_not_lost" in run.stdout, text
+    assert "knowledge/intact: acc fell from" in run.stdout, text
+    assert "::error file=test_model_guard.py,line=" in run.stdout and "title=layercheck::knowledge/intact" in run.stdout
+    report = json.loads((project / "report.json").read_text())
+    assert report["comparison"]["passed"] is False
+    failing = {(c["suite"], c["band"]) for c in report["comparison"]["cells"] if c["failed"]}
+    assert ("knowledge", "intact") in failing
+    assert "knowledge" in summary.read_text() and "intact" in summary.read_text()
+    junit = (project / "junit.xml").read_text()
+    assert 'name="layercheck_cell" value="knowledge/intact"' in junit
+
+
+def test_a_harmless_fine_tune_passes(project: Path, candidates: dict[str, Path]) -> None:
+    summary = project / "summary-harmless.md"
+    run = sh(sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--layercheck-model={candidates['harmless']}",
+             f"--layercheck-baseline={BASELINE}", "--layercheck-report=report-harmless.json", cwd=project,
+             env=user_env(GITHUB_STEP_SUMMARY=str(summary)))
+    assert run.returncode == 0, output(run)
+    report = json.loads((project / "report-harmless.json").read_text())
+    assert report["comparison"]["passed"] is True
+    assert summary.is_file()
+
+
+def test_recording_the_candidate_as_its_own_baseline_is_refused(project: Path, candidates: dict[str, Path]) -> None:
+    before = (project / "baselines" / f"{BASELINE}.json").read_bytes()
+    run = sh(sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--layercheck-model={candidates['harmful']}",
+             f"--layercheck-baseline={BASELINE}", "--layercheck-update", "test_model_guard.py::test_knowledge_not_lost",
+             cwd=project)
+    assert run.returncode == 1, output(run)
+    assert "refusing to record the baseline" in run.stdout and "--layercheck-allow-model-change" in run.stdout
+    assert (project / "baselines" / f"{BASELINE}.json").read_bytes() == before
