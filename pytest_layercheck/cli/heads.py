@@ -80,7 +80,7 @@ def run_heads(args: argparse.Namespace) -> int:
             limit=_limit(args.limit, DEFAULT_HEAD_LIMIT), mode=args.mode, gqa=args.gqa, cache=cache, progress=hook,
         )
     seconds = time.perf_counter() - started
-    err_console.print(f"heads: {seconds:.1f} s ({cache.hits} evaluations from cache, {cache.misses} computed, "
+    err_console.print(f"heads: {seconds:.1f} s ({cache.summary()}, "
                       f"{torch.get_num_threads()} CPU threads)")
     console.print(importance_renderable(result, top=args.top, grid=not args.no_grid), highlight=False)
     if args.json_path:
