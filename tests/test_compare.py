@@ -133,14 +133,17 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_cli_exit_code_is_1_for_the_harmful_candidate_and_0_for_the_benign_one(
-    folders: dict, suite: Path, isolated: Path, capsys: pytest.CaptureFixture[str]
+    folders: dict, suite: Path, isolated: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
     common = ["--suites", str(suite), "--limit", "0", "--mode", "bands", "--device", "cpu"]
     report, markdown = isolated / "compare.json", isolated / "compare.md"
     code = cli(str(folders["base"]), str(folders["harmful"]), *common, "--json", str(report),
                "--markdown", str(markdown))
-    out = " ".join(capsys.readouterr().out.split())  # rich wraps at the terminal width
+    raw = capsys.readouterr().out
+    out = " ".join(raw.split())  # rich wraps at the terminal width
     assert code == 1 and "FAILED" in out and "restored by reverting" in out
+    assert any(line.startswith("::error title=layercheck::") for line in raw.splitlines())  # a workflow annotation
     data = json.loads(report.read_text())
     assert data["passed"] is False and data["comparison"]["counts"]["regressed"] >= 1
     assert data["localisation"]["suites"][0]["restored_by"]["layers"][0] == 0

@@ -7,6 +7,7 @@ the paired test calls significant), 2 for usage or loading errors (printed by ``
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -90,6 +91,11 @@ def run_compare(args: argparse.Namespace) -> int:
         written = append_step_summary(markdown)
         if written is None:
             err_console.print("[yellow]--summary: $GITHUB_STEP_SUMMARY is not set; nothing appended[/]")
+    if os.environ.get("GITHUB_ACTIONS") == "true":
+        from ..report.markdown import github_annotations
+
+        for command in github_annotations(result.comparison):
+            print(command)  # plain stdout: rich would wrap or style a workflow command
     return 0 if result.passed else 1
 
 

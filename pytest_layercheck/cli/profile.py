@@ -129,6 +129,12 @@ def run_profile(args: argparse.Namespace) -> int:
     elif args.baseline:
         store.load(name)  # raises: the named baseline does not exist
     console.print(terminal_renderable(profile, comparison, baseline=stored))
+    if comparison is not None:
+        from ..comparison import sensitivity_warning
+
+        warning = sensitivity_warning(comparison)
+        if warning:
+            err_console.print(warning, style="yellow", highlight=False, markup=False)
     if args.json_path:
         from ..report.json_report import write_json_report
 
