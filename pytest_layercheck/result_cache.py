@@ -228,7 +228,12 @@ class ResultCache:
                           stacklevel=2)
             return
         payload["signature"] = _sign(self.key_bytes, payload)
-        atomic_write_text(self.path_for(identity), json.dumps(payload, separators=(",", ":")))
+        try:
+            atomic_write_text(self.path_for(identity), json.dumps(payload, separators=(",", ":")))
+        except OSError as exc:  # a full disk or a read-only folder costs the cache, not the run
+            warnings.warn(CacheEntryWarning(f"could not write result-cache entry {self.path_for(identity)}: "
+                                            f"{exc.strerror or exc}"), stacklevel=2)
+            return
         self.writes += 1
 
     # ------------------------------------------------------------ maintenance

@@ -140,6 +140,20 @@ def test_unwritable_outcomes_are_not_cached(cache: ResultCache) -> None:
     assert not cache.path_for(IDENTITY).exists()
 
 
+def test_a_failed_write_costs_the_cache_not_the_run(cache: ResultCache, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_layercheck import atomic
+
+    def full(*_: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "replace", full)
+    with pytest.warns(CacheEntryWarning, match="No space left on device"):
+        cache.put(IDENTITY, EVALUATION)
+    monkeypatch.undo()
+    assert cache.writes == 0 and cache.get(IDENTITY) is None
+    assert list(cache.folder.rglob("*.tmp")) == []
+
+
 def test_readonly_mode_reads_but_never_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ResultCache(tmp_path / "results").put(IDENTITY, EVALUATION)
     monkeypatch.setenv("LAYERCHECK_CACHE_MODE", "read-only")
