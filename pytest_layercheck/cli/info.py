@@ -21,7 +21,8 @@ def run(args: argparse.Namespace) -> int:
 
     loaded = load(args.model, args)
     adapter = get_adapter(loaded.model)
-    bands = DepthBands().as_dict(adapter.num_layers)
+    default = DepthBands()
+    bands = {name: default.layers(name, adapter.num_layers) for name in default.names}  # may be empty: shown as such
     for key, value in loaded.describe().items():
         console.print(f"{key:>12}: {value}")
     console.print(f"{'heads':>12}: {adapter.num_heads} query / {adapter.num_kv_heads} key-value, head dim {adapter.head_dim}")
