@@ -37,7 +37,8 @@ from ..errors import LayercheckError
 from .common import err_console
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMANDS: tuple[str, ...] = ("profile", "compare", "heads", "redundancy", "thinking", "transfer", "info", "cache")
+COMMANDS: tuple[str, ...] = ("profile", "compare", "compare_samples", "heads", "redundancy", "thinking", "transfer",
+                             "info", "suite", "cache")
 
 #: Exit statuses (see the module docstring).
 EXIT_PASSED, EXIT_REGRESSED, EXIT_ERROR, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 130

@@ -7,7 +7,7 @@ every validation error can say ``FILE:LINE: where: field 'x' ...`` and how to fi
 File format (every built-in suite repeats this in a comment at its top)::
 
     name: knowledge                # required, string
-    capability: knowledge          # required, one of CAPABILITIES
+    capability: knowledge          # required: a built-in capability or any label of your own (safety, my-evals)
     description: ...               # required, string
     version: 1                     # optional integer; documentation only
     default_protocol: mc_text      # required, must be declared under protocols
@@ -443,6 +443,25 @@ def _placeholders(names: Iterable[str]) -> str:
     return ", ".join("{" + name + "}" for name in sorted(names))
 
 
+#: A capability label: the built-ins (CAPABILITIES) or any label of the user's own, e.g. ``safety``.
+_LABEL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def _capability(doc: _Fields) -> str:
+    """Any label is allowed, but one a letter or two from a built-in capability is almost always a typo."""
+    label = doc.string("capability")
+    if not _LABEL_PATTERN.match(label):
+        doc.fail("capability", f"field 'capability' is {label!r}",
+                 "use letters, digits and . _ - only, e.g. knowledge or safety")
+    if label not in CAPABILITIES:
+        close = [c for c in difflib.get_close_matches(label, CAPABILITIES, n=1, cutoff=0.85)
+                 if not (label.startswith(c) or c.startswith(label))]
+        if close:
+            doc.fail("capability", f"field 'capability' is {label!r}",
+                     f"did you mean '{close[0]}'? (labels of your own are allowed, e.g. safety)")
+    return label
+
+
 class _SuiteBuilder:
     """Turns one parsed document into a validated :class:`Suite`."""
 
@@ -454,7 +473,7 @@ class _SuiteBuilder:
         doc = self.doc
         doc.check_keys(HEADER_FIELDS, REQUIRED_HEADER_FIELDS)
         name = doc.string("name")
-        capability = doc.choice("capability", CAPABILITIES)
+        capability = _capability(doc)
         description = doc.string("description")
         if "version" in doc:
             doc.integer("version", minimum=1)

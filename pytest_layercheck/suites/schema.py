@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+#: The built-in capabilities. A suite may also carry any label of its own (``safety``, ``my-evals``).
 CAPABILITIES: tuple[str, ...] = ("knowledge", "reasoning", "retrieval")
 
 #: Scoring protocols. The two multiple-choice variants are the paper's "log-likelihood default"

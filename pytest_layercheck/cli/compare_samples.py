@@ -1,0 +1,352 @@
+"""``layercheck compare-samples A B``: a paired comparison of two lm-eval ``--log_samples`` runs.
+
+A and B are the outputs of ``lm_eval ... --log_samples --output_path DIR`` for the same task(s) and two
+models (A the base, B the candidate): a ``samples_<task>_<date>.jsonl`` file, or a folder holding such
+files (the newest per task is used). Documents are paired by ``doc_id`` and must be the same documents
+(``doc_hash`` and ``target_hash``); prompts that differ (another chat template or few-shot setting) are
+reported. Each task becomes the intact cell of a profile and the pair is judged exactly as
+``layercheck compare`` judges its intact cells (:func:`pytest_layercheck.comparison.compare_profiles`:
+paired exact McNemar test per cell, Holm over the cells, tolerance and effect floor), with the same
+terminal, JSON and markdown reports. There are no layer sweeps, weight deltas or localisation: lm-eval
+ran the models, this command only reads what it logged.
+
+Metrics: a task is judged by ``acc`` if lm-eval logged it, else ``exact_match`` (``--metrics`` picks
+others; metrics that are not 0/1 per document have no paired exact test and are skipped with a
+warning). For ``loglikelihood`` tasks lm-eval's ``acc`` means "the target is the greedy continuation",
+which layercheck's ``continuation`` protocol calls ``exact_match``, and it is reported under that name.
+
+Exit status: 0 no cell regressed, 1 a cell regressed, 2 unreadable or mismatched inputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import BaselineError, ConfigError
+from .common import console, err_console, write_outputs
+
+if TYPE_CHECKING:
+    from ..analysis.compare import ModelComparison
+    from ..profile_data import DepthProfile
+
+#: lm-eval metrics per protocol label, in the order a task is judged by them by default.
+_PRIMARY = ("acc", "exact_match")
+
+
+@dataclass
+class TaskSamples:
+    """One task's logged documents of one run: per doc id, the metric values and hashes."""
+
+    task: str
+    path: Path
+    output_type: str
+    filter: str
+    filters: tuple[str, ...]
+    docs: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def metrics(self) -> list[str]:
+        first = next(iter(self.docs.values()), {})
+        return list(first.get("metrics_values", {}))
+
+
+@dataclass
+class SamplesRun:
+    """What one ``--log_samples`` output holds: the model's name and each task's documents."""
+
+    source: Path
+    model: str
+    tasks: dict[str, TaskSamples]
+    notes: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------ reading
+def _task_of(path: Path) -> tuple[str, str]:
+    """``samples_<task>_<date>.jsonl`` -> (task, date), as lm-eval's own get_file_task_name does."""
+    stem = path.name[: -len(".jsonl")] if path.name.endswith(".jsonl") else path.stem
+    body = stem[len("samples_"):] if stem.startswith("samples_") else stem
+    task, sep, date = body.rpartition("_")
+    return (task, date) if sep and task else (body, "")
+
+
+def _output_type(arguments: Any) -> str:
+    """From the logged request arguments: several (context, continuation) pairs, generation kwargs, or one pair."""
+    if isinstance(arguments, Mapping):
+        args = [list(v.values()) if isinstance(v, Mapping) else v for v in arguments.values()]
+    else:
+        args = list(arguments or [])
+    if args and len(args[0]) > 1 and isinstance(args[0][1], Mapping):
+        return "generate_until"
+    return "multiple_choice" if len(args) > 1 else "loglikelihood"
+
+
+def read_task_samples(path: Path, filter_name: str | None = None) -> TaskSamples:
+    """One ``samples_*.jsonl`` file; with several filters (``strict-match``, ``flexible-extract``) the
+    named one, else the first logged."""
+    task, _ = _task_of(path)
+    by_filter: dict[str, dict[int, dict[str, Any]]] = {}
+    output_type = ""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read lm-eval samples: {exc}", "pass a samples_*.jsonl file written by "
+                          "lm-eval --log_samples") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            sample = json.loads(line)
+            doc_id = int(sample["doc_id"])
+            names = list(sample["metrics"])
+            values = {name: sample[name] for name in names if name in sample}
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{path}:{number}: not an lm-eval sample record ({type(exc).__name__}: {exc})",
+                              "pass the samples_*.jsonl files lm-eval writes with --log_samples") from None
+        output_type = output_type or _output_type(sample.get("arguments"))
+        docs = by_filter.setdefault(str(sample.get("filter", "none")), {})
+        if doc_id in docs:
+            raise ConfigError(f"{path}:{number}: document {doc_id} is logged twice for filter {sample.get('filter')!r}",
+                              "the file holds two runs appended; pass the file of one run")
+        docs[doc_id] = {"metrics_values": values, "doc_hash": sample.get("doc_hash"),
+                        "target_hash": sample.get("target_hash"), "prompt_hash": sample.get("prompt_hash")}
+    if not by_filter:
+        raise ConfigError(f"{path}: no samples", "pass a samples_*.jsonl file written by lm-eval --log_samples")
+    filters = tuple(by_filter)
+    chosen = filter_name if filter_name is not None else filters[0]
+    if chosen not in by_filter:
+        raise ConfigError(f"{path}: no samples for filter {chosen!r}", f"use --filter with one of: {', '.join(filters)}")
+    return TaskSamples(task, path, output_type, chosen, filters, by_filter[chosen])
+
+
+def _model_name(folder: Path, fallback: str) -> tuple[str, dict[str, Any]]:
+    """The model lm-eval named in the newest results_*.json beside the samples, else ``fallback``."""
+    results = sorted(folder.glob("results_*.json"))
+    if not results:
+        return fallback, {}
+    try:
+        data = json.loads(results[-1].read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return fallback, {}
+    config = data.get("config") if isinstance(data.get("config"), Mapping) else {}
+    name = data.get("model_name") or config.get("model_args") or fallback
+    if isinstance(name, Mapping):
+        name = name.get("pretrained") or fallback
+    if isinstance(name, str) and "pretrained=" in name:
+        name = name.split("pretrained=", 1)[1].split(",", 1)[0]
+    return str(name), dict(config)
+
+
+def read_samples(source: Path, filter_name: str | None = None) -> SamplesRun:
+    """A samples file, or a folder (searched recursively) holding lm-eval's ``samples_*.jsonl`` files."""
+    source = Path(source)
+    if source.is_file():
+        files = [source]
+    elif source.is_dir():
+        files = sorted(source.rglob("samples_*.jsonl"))
+        if not files:
+            raise ConfigError(f"{source}: no samples_*.jsonl files in it",
+                              "run lm-eval with --log_samples --output_path DIR and pass DIR (or one samples file)")
+    else:
+        raise ConfigError(f"{source}: not found", "pass a samples_*.jsonl file or the --output_path folder of lm-eval")
+    runs: dict[str, list[tuple[str, Path]]] = {}
+    for path in files:
+        task, date = _task_of(path)
+        runs.setdefault(task, []).append((date, path))
+    newest = {task: max(found)[1] for task, found in runs.items()}
+    notes = [f"{source}: {len(found)} runs of task {task!r}; using the newest, {newest[task].name}"
+             for task, found in runs.items() if len(found) > 1]
+    tasks = {task: read_task_samples(path, filter_name) for task, path in sorted(newest.items())}
+    folder = files[0].parent
+    model, config = _model_name(folder, folder.name if source.is_dir() else source.stem)
+    return SamplesRun(source, model, tasks, notes, config)
+
+
+# ------------------------------------------------------------------------------------------ profiles
+def _protocol(output_type: str) -> str:
+    return {"multiple_choice": "mc_text", "generate_until": "generate_until", "loglikelihood": "continuation"}.get(
+        output_type, "generate_until")
+
+
+def _metric_names(samples: TaskSamples) -> dict[str, str]:
+    """lm-eval metric -> the name it is reported under (loglikelihood ``acc`` is ``exact_match``)."""
+    rename = {"acc": "exact_match"} if samples.output_type == "loglikelihood" else {}
+    return {m: rename.get(m, m) for m in samples.metrics}
+
+
+def _judged(samples: TaskSamples, wanted: Sequence[str] | None) -> list[str]:
+    names = _metric_names(samples)
+    reported = list(names.values())
+    if wanted:
+        missing = [m for m in wanted if m not in reported]
+        if len(missing) == len(wanted):
+            raise ConfigError(f"task {samples.task!r} logged none of the metrics {list(wanted)} (it has {reported})",
+                              "pick metrics the task logs with --metrics")
+        return [m for m in wanted if m in reported]
+    for metric in _PRIMARY:
+        if metric in reported:
+            return [metric]
+    raise ConfigError(f"task {samples.task!r} logged neither acc nor exact_match (it has {reported})",
+                      "pick a 0/1 metric with --metrics")
+
+
+def _value(value: Any) -> float:
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)) and math.isfinite(float(value)):
+        return float(value)
+    if isinstance(value, list) and len(value) == 1:
+        return _value(value[0])
+    return float("nan")
+
+
+def samples_profile(run: SamplesRun, tasks: Sequence[str]) -> DepthProfile:
+    """The intact cells of each task as a profile (``compare_profiles`` judges it like any other)."""
+    from ..profile_data import INTACT, DepthProfile, Evaluation, SuiteInfo
+
+    suites, evaluations = {}, {}
+    for name in tasks:
+        samples = run.tasks[name]
+        ids = sorted(samples.docs)
+        digest = hashlib.sha256()
+        for doc_id in ids:
+            doc = samples.docs[doc_id]
+            digest.update(f"{doc_id}\0{doc['doc_hash']}\0{doc['target_hash']}\n".encode())
+        protocol = _protocol(samples.output_type)
+        suites[name] = SuiteInfo(name, name, "sha256:" + digest.hexdigest(), protocol, tuple(str(i) for i in ids))
+        outcomes = {reported: tuple(_value(samples.docs[i]["metrics_values"].get(metric)) for i in ids)
+                    for metric, reported in _metric_names(samples).items()}
+        evaluations[(name, protocol, INTACT)] = Evaluation(name, protocol, INTACT, (), outcomes)
+    model = {"name": run.model, "kind": "lm-eval samples", "source": str(run.source)}
+    return DepthProfile(model=model, environment={"lm_eval_config": run.config}, settings={"mode": "lm-eval samples"},
+                        suites=suites, bands={}, evaluations=evaluations)
+
+
+def _prompt_notes(base: SamplesRun, candidate: SamplesRun, tasks: Sequence[str]) -> list[str]:
+    notes = []
+    for name in tasks:
+        a, b = base.tasks[name].docs, candidate.tasks[name].docs
+        differ = [i for i in a if i in b and a[i]["prompt_hash"] != b[i]["prompt_hash"]]
+        if differ:
+            notes.append(f"task {name!r}: the prompts of {len(differ)} of {len(a)} documents differ between the runs "
+                         "(another chat template, system instruction or few-shot setting?), so the verdict mixes the "
+                         "prompt change with the model change")
+    return notes
+
+
+def _check_pairing(base: SamplesRun, candidate: SamplesRun, tasks: Sequence[str]) -> None:
+    problems = []
+    for name in tasks:
+        a, b = base.tasks[name], candidate.tasks[name]
+        if set(a.docs) != set(b.docs):
+            only_a, only_b = sorted(set(a.docs) - set(b.docs)), sorted(set(b.docs) - set(a.docs))
+            problems.append(f"task {name!r}: {len(a.docs)} documents in A, {len(b.docs)} in B "
+                            f"(only in A: {only_a[:3]}, only in B: {only_b[:3]}); was --limit different?")
+            continue
+        changed = [i for i in a.docs if (a.docs[i]["doc_hash"], a.docs[i]["target_hash"]) !=
+                   (b.docs[i]["doc_hash"], b.docs[i]["target_hash"])]
+        if changed:
+            problems.append(f"task {name!r}: documents {changed[:3]} differ between the runs (doc_hash/target_hash); "
+                            "the task's data or version changed")
+        if a.filter != b.filter:
+            problems.append(f"task {name!r}: filter {a.filter!r} in A, {b.filter!r} in B")
+    if problems:
+        raise BaselineError("the two runs did not score the same documents, so they cannot be paired:\n"
+                            + "\n".join(f"  - {p}" for p in problems),
+                            "run lm-eval on both models with the same tasks, task versions and --limit")
+
+
+def compare_samples(base: SamplesRun, candidate: SamplesRun, *, tasks: Sequence[str] | None = None,
+                    metrics: Sequence[str] | None = None, tolerance: Any = None, alpha: float = 0.05,
+                    fail_on_improvement: bool = False) -> ModelComparison:
+    """Judge ``candidate`` against ``base`` task by task, as ``layercheck compare`` judges intact cells."""
+    from ..analysis.compare import CompareSettings, ModelComparison
+    from ..comparison import Tolerance, compare_profiles
+    from ..profiler import ProfileSettings
+
+    shared = [t for t in base.tasks if t in candidate.tasks]
+    if tasks:
+        unknown = [t for t in tasks if t not in shared]
+        if unknown:
+            raise ConfigError(f"task(s) {unknown} are not in both runs (shared: {shared or 'none'})",
+                              "name tasks both runs logged with --tasks")
+        shared = list(tasks)
+    if not shared:
+        raise ConfigError(f"the runs share no task (A: {sorted(base.tasks)}, B: {sorted(candidate.tasks)})",
+                          "compare runs of the same task(s)")
+    _check_pairing(base, candidate, shared)
+    started = time.perf_counter()
+    base_profile, cand_profile = samples_profile(base, shared), samples_profile(candidate, shared)
+    judged = {t: _judged(candidate.tasks[t], metrics) for t in shared}
+    tol = Tolerance() if tolerance is None else Tolerance.parse(tolerance)
+    comparison = compare_profiles(base_profile, cand_profile, tolerance=tol, alpha=alpha,
+                                  fail_on_improvement=fail_on_improvement, metrics=judged)
+    only = sorted(set(base.tasks) ^ set(candidate.tasks))
+    if only:
+        comparison.warnings.append(f"tasks logged by one run only (not compared): {', '.join(only)}")
+    comparison.warnings.extend(_prompt_notes(base, candidate, shared))
+    for run in (base, candidate):
+        comparison.notes.extend(run.notes)
+        for name in shared:
+            samples = run.tasks[name]
+            if len(samples.filters) > 1:
+                comparison.notes.append(f"{run.source}: task {name!r} has filters {list(samples.filters)}; "
+                                        f"compared: {samples.filter!r} (choose with --filter)")
+    settings = CompareSettings(profile=ProfileSettings(suites=tuple(shared), limit=None, sweep_limit=None),
+                               tolerance=tol, alpha=alpha, localise="none", weights=False)
+    return ModelComparison(base_profile, cand_profile, comparison, None, None, settings,
+                           {"compare": round(time.perf_counter() - started, 2)})
+
+
+# ------------------------------------------------------------------------------------------ command
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "compare-samples", help="paired comparison of two lm-eval --log_samples runs (base A, candidate B)",
+        description="Pair the documents two lm-eval --log_samples runs scored (the same task, two models) and judge "
+        "B against A with the paired exact McNemar test, as `layercheck compare` judges its intact cells.",
+    )
+    parser.add_argument("base", help="samples_<task>_<date>.jsonl of the base model, or the --output_path folder")
+    parser.add_argument("candidate", help="the same for the candidate model")
+    parser.add_argument("--tasks", default="", help="comma-separated tasks to compare (default: every shared task)")
+    parser.add_argument("--metrics", default="", help="metrics to judge (default: acc, else exact_match)")
+    parser.add_argument("--filter", default=None, help="lm-eval filter to compare when a task logged several")
+    parser.add_argument("--max-drop", default="0.05",
+                        help="tolerated drop: absolute (0.05), relative (5%%) or both (0.02,5%%)")
+    parser.add_argument("--alpha", default="0.05", help="significance level of the paired tests")
+    parser.add_argument("--fail-on-improvement", action="store_true", help="also fail cells that improved significantly")
+    parser.add_argument("--json", dest="json_path", default=None, help="write the comparison as JSON here")
+    parser.add_argument("--markdown", default=None, help="write the markdown report here")
+    parser.add_argument("--summary", action="store_true", help="also append the markdown to $GITHUB_STEP_SUMMARY")
+    parser.set_defaults(handler=run_compare_samples)
+
+
+def _names(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def run_compare_samples(args: argparse.Namespace) -> int:
+    from ..comparison import Tolerance
+    from ..report.compare import render_compare_markdown, render_compare_terminal
+    from ..report.format import json_text
+    from ..session import parse_alpha
+
+    tolerance, alpha = Tolerance.parse(args.max_drop), parse_alpha(args.alpha)
+    base, candidate = read_samples(Path(args.base), args.filter), read_samples(Path(args.candidate), args.filter)
+    result = compare_samples(base, candidate, tasks=_names(args.tasks), metrics=_names(args.metrics),
+                             tolerance=tolerance, alpha=alpha, fail_on_improvement=args.fail_on_improvement)
+    console.print(render_compare_terminal(result, width=console.width), highlight=False)
+    write_outputs(args, lambda: json_text(result.to_dict()), lambda: render_compare_markdown(result))
+    if args.summary:
+        from ..report.markdown import append_step_summary
+
+        if append_step_summary(render_compare_markdown(result)) is None:
+            err_console.print("[yellow]--summary: $GITHUB_STEP_SUMMARY is not set; nothing appended[/]")
+    return 0 if result.passed else 1
