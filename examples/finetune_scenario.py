@@ -201,7 +201,7 @@ def guard(out: Path, limit: int | None, localise: str, width: int) -> tuple[bool
     from pytest_layercheck.report.compare import render_compare_markdown, render_compare_terminal
     from pytest_layercheck.result_cache import ResultCache
 
-    settings = CompareSettings(profile=ProfileSettings(suites=("knowledge",), limit=limit, mode="bands"),
+    settings = CompareSettings(profile=ProfileSettings(suites=("knowledge",), limit=limit, sweep_limit=limit, mode="bands"),
                                localise=localise)
     base = load_model("default", device="cpu")
     cache = ResultCache()

@@ -15,7 +15,7 @@ applies). A check that sets either replaces the session's tolerance.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tabulate import tabulate
@@ -26,7 +26,8 @@ from .profile_data import INTACT, DepthProfile
 from .statistics import CI_LEVEL, DEFAULT_CORRECTION
 
 CHECK_FIELDS = ("capability", "band", "protocol", "metric", "max_drop", "relative", "alpha", "min")
-UPDATE_HINT = "If this change was intended, re-record the baseline with --layercheck-update."
+UPDATE_HINT = ("If this change was intended, re-record the baseline from the model you trust: "
+               "`layercheck baseline MODEL --update`, or --layercheck-update when this run's model is that model.")
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,8 @@ class CellCheck:
 class CheckOutcome:
     passed: bool
     message: str
+    #: The cell's numbers for the JUnit XML (``record_property``): value, baseline, delta, p, status.
+    properties: Mapping[str, Any] = field(default_factory=dict)
 
 
 def run_check(
@@ -154,11 +157,17 @@ def run_check(
                               "re-record the baseline with --layercheck-update") from None
         if verdict.status == "regressed":
             failures.append(failure_text(check.label, verdict, comparison))
+    properties: dict[str, Any] = {"metric": metric, "value": round(current.value, 6)}
+    if comparison is not None:
+        cell = comparison.cell(suite, check.band, metric)
+        properties.update(baseline=round(cell.baseline, 6), delta=round(cell.delta, 6), p=f"{cell.p_value:.3g}",
+                          p_adjusted=f"{cell.p_adjusted:.3g}", detectable_drop=round(cell.detectable_drop, 4),
+                          status=cell.status)
     if not failures:
-        return CheckOutcome(True, f"{check.label}: ok ({metric} = {current.value:.3f})")
+        return CheckOutcome(True, f"{check.label}: ok ({metric} = {current.value:.3f})", properties)
     table = band_table(comparison, suite, metric) if comparison is not None else ""
     message = "\n".join(failures) + (f"\n\n{table}" if table else "") + f"\n\n{UPDATE_HINT}"
-    return CheckOutcome(False, message)
+    return CheckOutcome(False, message, properties)
 
 
 def failure_text(label: str, cell: CellComparison, comparison: ProfileComparison, shown_items: int = 10) -> str:

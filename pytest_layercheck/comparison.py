@@ -234,7 +234,8 @@ class ProfileComparison:
 
     @property
     def passed(self) -> bool:
-        return not self.failures
+        """True when cells were compared and none failed: a comparison of nothing is never a pass."""
+        return bool(self.cells) and not self.failures
 
     def counts(self) -> dict[str, int]:
         out = {status: 0 for status in ("regressed", "improved", "changed", "ok")}

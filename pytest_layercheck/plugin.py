@@ -218,10 +218,13 @@ def _guard(getter: Callable[[], Any]) -> Any:
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     """Plan the profile from the collected checks: a run computes only the cells its checks ask for."""
     state = _session(config)
-    for item in items:
-        check = item_check(item)
-        if check is not None:
-            state.plan_check(check)
+    try:
+        for item in items:
+            check = item_check(item)
+            if check is not None:
+                state.plan_check(check)  # reads and checks the suites: bad input stops before any model loads
+    except LayercheckError as exc:
+        raise pytest.UsageError(f"pytest-layercheck: {exc}") from None
 
 
 def item_check(item: pytest.Item) -> CellCheck | None:

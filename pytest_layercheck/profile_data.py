@@ -224,12 +224,6 @@ def _encode_outcomes(values: tuple[float, ...]) -> str | list[float]:
     return [round(float(v), 6) for v in values]
 
 
-def _decode_outcomes(encoded: str | list[float]) -> tuple[float, ...]:
-    if isinstance(encoded, str):
-        return tuple(1.0 if ch == "1" else 0.0 for ch in encoded)
-    return tuple(float(v) for v in encoded)
-
-
 def merge_profiles(old: DepthProfile, new: DepthProfile) -> DepthProfile:
     """``old`` with ``new``'s suites added or replacing its own: a partial re-record keeps the rest.
 

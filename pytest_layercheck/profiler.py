@@ -26,7 +26,7 @@ from .profile_data import INTACT, DepthProfile, Evaluation, SuiteInfo
 from .result_cache import ResultCache
 from .scoring.protocols import PreparedSuite, prepare, score, score_sweep
 from .scoring.results import ProtocolResult
-from .suites.builtin import BUILTIN_SUITES, resolve_suite
+from .suites.builtin import BUILTIN_SUITES, resolve_suites
 from .suites.schema import Suite
 
 #: Items per suite scored on the intact model (None = every item). Intact scoring is cheap, and the
@@ -145,8 +145,7 @@ def build_profile(
     plan = plan_ablations(num_layers, settings.mode, settings.bands)
     band_layers = settings.bands.as_dict(num_layers)
     # Every suite is loaded and checked first, also those this run skips: bad input fails early.
-    suites = [resolve_suite(name) for name in settings.suites]
-    suites = [suite for suite in suites if needs is None or suite.name in needs]
+    suites = [suite for suite in resolve_suites(settings.suites) if needs is None or suite.name in needs]
     work = {suite.name: plan_for(plan, band_layers, needs[suite.name] if needs is not None else ALL_BANDS)
             for suite in suites}
     infos: dict[str, SuiteInfo] = {}

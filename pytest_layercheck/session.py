@@ -182,13 +182,10 @@ class LayercheckSession:
     def _suite_name(self, capability: str) -> str | None:
         """The suite a check's capability (or suite name) refers to; None when ambiguous or unknown
         (the check itself reports that, with the fix, when it runs)."""
-        from .suites.builtin import resolve_suite
+        from .suites.builtin import resolve_suites
 
         if self._capabilities is None:
-            self._capabilities = {}
-            for spec in self.settings.suites:
-                suite = resolve_suite(spec)
-                self._capabilities[suite.name] = suite.capability
+            self._capabilities = {suite.name: suite.capability for suite in resolve_suites(self.settings.suites)}
         names = self._capabilities
         if capability in names:
             return capability
@@ -385,7 +382,7 @@ class LayercheckSession:
                 lines += ["", *warning.splitlines()]
         if self._profile_seconds:
             lines.append(f"profile computed in {self._profile_seconds:.1f} s "
-                         f"({self.cache.hits} evaluations from cache, {self.cache.misses} computed)")
+                         f"(evaluations: {self.cache.summary()})")
         return lines + self.messages
 
 

@@ -332,8 +332,6 @@ def test_layercheck_baseline_refuses_to_silently_replace_a_corrupt_baseline(ws: 
     assert path.read_text() == "{ <<<<<<< HEAD"
 
 
-@pytest.mark.xfail(strict=True, reason="needs lead/comparison helper: comparison.py ProfileComparison.passed must "
-                   "be False when no cell was compared (today: `not self.failures`, so zero cells pass)")
 def test_no_cells_compared_is_a_failure_not_a_pass() -> None:
     from pytest_layercheck.comparison import compare_profiles
     from pytest_layercheck.profile_data import Evaluation
@@ -383,9 +381,6 @@ def test_a_negative_limit_is_refused(ws: Path, args: tuple[str, ...]) -> None:
     assert "negative" in result or ">= 0" in result
 
 
-@pytest.mark.xfail(strict=True, reason="needs lead: profiler.build_profile must load its suites with "
-                   "suites.builtin.resolve_suites(settings.suites) (refuses two suites with one name) instead of "
-                   "[resolve_suite(name) for name in settings.suites]")
 def test_two_suites_with_one_name_are_refused(ws: Path) -> None:
     shutil.copy(ws / "facts.yaml", ws / "facts-copy.yaml")
     assert_exit(layercheck(ws, "profile", "good", "--suites", "facts.yaml,facts-copy.yaml", "--limit", "0"), 2,
@@ -413,8 +408,6 @@ def test_an_oversized_suite_and_an_alias_bomb_are_exit_2(ws: Path) -> None:
     assert_exit(layercheck(ws, "profile", "good", "--suites", "bomb.yaml"), 2, "aliases expand the document")
 
 
-@pytest.mark.xfail(strict=True, reason="needs lead: resolve the suites (suites.builtin.resolve_suites) in "
-                   "cli/profile.py settings_from / session setup, before the model loads")
 def test_suites_are_checked_before_the_model_loads(ws: Path) -> None:
     from test_suites import billion_laughs
 

@@ -245,7 +245,7 @@ def test_a_run_computes_only_what_its_checks_need(project: pytest.Pytester, fact
     (project.path / "test_guards.py").write_text("import pytest\n\n" + module)
     result = run(project, fact_models["good"], "--layercheck-no-cache")
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines([f"*profile computed in*(0 evaluations from cache, {computed} computed)*"])
+    result.stdout.fnmatch_lines([f"*profile computed in*(evaluations: 0 from cache, {computed} computed)*"])
 
 
 def test_failed_checks_become_annotations_and_junit_properties(project: pytest.Pytester,
@@ -258,3 +258,4 @@ def test_failed_checks_become_annotations_and_junit_properties(project: pytest.P
     junit = (project.path / "junit.xml").read_text()
     assert 'name="layercheck_cell" value="knowledge/intact"' in junit
     assert 'name="layercheck_passed" value="False"' in junit
+    assert 'name="layercheck_status" value="regressed"' in junit and 'name="layercheck_baseline" value="0.9' in junit

@@ -57,13 +57,24 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+#: A held-out harmful fine-tune, unlike the scenario's recipe: chain-of-thought arithmetic SFT on the
+#: shallow layers 0-8 only, 8 steps at lr 1e-3, seed 1 (calibrated once to cost intact knowledge about
+#: 0.08-0.1 on the full suite, measured in test_a_held_out_harmful_fine_tune_fails).
+HELD_OUT = ("--layers", "0-8", "--harmful-steps", "8", "--harmful-lr", "1e-3", "--seed", "1")
+
+
 @pytest.fixture(scope="module")
 def candidates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Two fine-tunes of the default model made by the documented script (its CI-sized variant)."""
+    """Fine-tunes of the default model made by the documented script (its CI-sized variant), and a
+    held-out harmful one made with other layers, steps, rate and seed."""
     out = tmp_path_factory.mktemp("candidates")
     made = sh(sys.executable, REPO / "examples" / "finetune_scenario.py", "--out", out, "--quick", cwd=out)
     assert made.returncode == 0, output(made)
-    yield {"harmful": out / "harmful", "harmless": out / "benign"}
+    held_out = out / "held-out"
+    made = sh(sys.executable, REPO / "examples" / "finetune_scenario.py", "--out", held_out, "--quick", *HELD_OUT,
+              cwd=out)
+    assert made.returncode == 0, output(made)
+    yield {"harmful": out / "harmful", "harmless": out / "benign", "held-out": held_out / "harmful"}
     shutil.rmtree(out, ignore_errors=True)  # 0.5 GB each
 
 
@@ -124,7 +135,8 @@ def test_layercheck_baseline_writes_keeps_merges_and_refuses(project: Path) -> N
     text = path.read_text()
     refused = sh("layercheck", "baseline", "default", "--suites", "knowledge", "--limit", "13", *small, cwd=project)
     assert refused.returncode == 2, output(refused)
-    assert "exists and this run differs" in refused.stderr and "--update" in refused.stderr
+    said = " ".join(refused.stderr.split())
+    assert "exists and this run differs from it: ~ knowledge/intact acc" in said and "--update" in said
     assert path.read_text() == text
 
 
@@ -185,3 +197,17 @@ def test_recording_the_candidate_as_its_own_baseline_is_refused(project: Path, c
     assert run.returncode == 1, output(run)
     assert "refusing to record the baseline" in run.stdout and "--layercheck-allow-model-change" in run.stdout
     assert (project / "baselines" / f"{BASELINE}.json").read_bytes() == before
+
+
+def test_a_held_out_harmful_fine_tune_fails(project: Path, candidates: dict[str, Path]) -> None:
+    """A fine-tune that costs intact knowledge at least 0.08 on the full suite fails the example's
+    ``test_knowledge_not_lost`` at the default settings (that check alone: one evaluation)."""
+    run = sh(sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--layercheck-model={candidates['held-out']}",
+             f"--layercheck-baseline={BASELINE}", "--layercheck-report=report-held-out.json",
+             "test_model_guard.py::test_knowledge_not_lost", cwd=project)
+    assert run.returncode == 1, output(run)
+    cell = next(c for c in json.loads((project / "report-held-out.json").read_text())["comparison"]["cells"]
+                if (c["suite"], c["band"]) == ("knowledge", "intact"))
+    print(f"held-out fine-tune: knowledge/intact {cell['baseline']:.3f} -> {cell['current']:.3f}")
+    assert cell["baseline"] - cell["current"] >= 0.08 and cell["failed"]
+    assert "(evaluations: 0 from cache, 1 computed)" in run.stdout

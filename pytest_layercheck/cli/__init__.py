@@ -92,7 +92,9 @@ def _run(args: argparse.Namespace) -> int:
     try:
         status = int(args.handler(args))
     except LayercheckError as exc:
-        err_console.print(f"[bold red]layercheck:[/] {exc}", highlight=False)
+        from rich.markup import escape
+
+        err_console.print(f"[bold red]layercheck:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return EXIT_ERROR
     except OSError as exc:  # a file that cannot be read or written is an input problem, not a regression
         where = f" ({exc.filename})" if exc.filename else ""

@@ -74,7 +74,7 @@ def run_compare(args: argparse.Namespace) -> int:
     with progress_bar("comparing") as hook:
         result = compare_models(base, candidate, settings, cache=cache, progress=hook)
     err_console.print(f"compare: {time.perf_counter() - started:.1f} s "
-                      f"({cache.hits} evaluations from cache, {cache.misses} computed)")
+                      f"(evaluations: {cache.summary()})")
     console.print(render_compare_terminal(result, width=console.width), highlight=False)
     markdown = None
     if args.json_path:

@@ -81,8 +81,12 @@ def settings_from(args: argparse.Namespace) -> ProfileSettings:
     from ..profiler import DEFAULT_SWEEP_LIMITS
     from ..session import parse_limit, parse_protocols
 
+    from ..suites.builtin import resolve_suites
+
+    suites = tuple(s.strip() for s in args.suites.split(",") if s.strip())
+    resolve_suites(suites)  # every suite is read and checked before any model loads
     return ProfileSettings(
-        suites=tuple(s.strip() for s in args.suites.split(",") if s.strip()),
+        suites=suites,
         protocols=parse_protocols(args.protocols),
         mode=args.mode,
         bands=DepthBands.parse(args.bands) if args.bands else DepthBands(),
@@ -96,13 +100,14 @@ def compute_profile(args: argparse.Namespace, spec: str | None = None) -> DepthP
     from ..profiler import build_profile
     from ..result_cache import ResultCache
 
+    settings = settings_from(args)  # suites read and checked before the model loads
     loaded = load(spec or args.model, args)
     cache = ResultCache(enabled=not args.no_cache)
     started = time.perf_counter()
     with progress_bar() as hook:
-        profile = build_profile(loaded, settings_from(args), cache=cache, progress=hook)
+        profile = build_profile(loaded, settings, cache=cache, progress=hook)
     seconds = time.perf_counter() - started
-    err_console.print(f"profile: {seconds:.1f} s ({cache.hits} evaluations from cache, {cache.misses} computed)")
+    err_console.print(f"profile: {seconds:.1f} s (evaluations: {cache.summary()})", highlight=False)
     return profile
 
 
