@@ -63,10 +63,10 @@ class SamplesRun:
     """What one ``--log_samples`` output holds: the model's name and each task's documents."""
 
     source: Path
-    model: str
+    model: dict[str, Any]
     tasks: dict[str, TaskSamples]
     notes: list[str] = field(default_factory=list)
-    config: dict[str, Any] = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------------------ reading
@@ -91,7 +91,7 @@ def _output_type(arguments: Any) -> str:
 
 def read_task_samples(path: Path, filter_name: str | None = None) -> TaskSamples:
     """One ``samples_*.jsonl`` file; with several filters (``strict-match``, ``flexible-extract``) the
-    named one, else the first logged."""
+    named one, else the first logged (a task that logged a single filter keeps it)."""
     task, _ = _task_of(path)
     by_filter: dict[str, dict[int, dict[str, Any]]] = {}
     output_type = ""
@@ -121,28 +121,39 @@ def read_task_samples(path: Path, filter_name: str | None = None) -> TaskSamples
     if not by_filter:
         raise ConfigError(f"{path}: no samples", "pass a samples_*.jsonl file written by lm-eval --log_samples")
     filters = tuple(by_filter)
-    chosen = filter_name if filter_name is not None else filters[0]
-    if chosen not in by_filter:
+    # A named filter applies to the tasks that logged it; a task with one filter keeps it
+    chosen = filter_name if filter_name in by_filter else filters[0]
+    if filter_name is not None and chosen != filter_name and len(filters) > 1:
         raise ConfigError(f"{path}: no samples for filter {chosen!r}", f"use --filter with one of: {', '.join(filters)}")
     return TaskSamples(task, path, output_type, chosen, filters, by_filter[chosen])
 
 
-def _model_name(folder: Path, fallback: str) -> tuple[str, dict[str, Any]]:
-    """The model lm-eval named in the newest results_*.json beside the samples, else ``fallback``."""
-    results = sorted(folder.glob("results_*.json"))
-    if not results:
-        return fallback, {}
-    try:
-        data = json.loads(results[-1].read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return fallback, {}
-    config = data.get("config") if isinstance(data.get("config"), Mapping) else {}
-    name = data.get("model_name") or config.get("model_args") or fallback
-    if isinstance(name, Mapping):
-        name = name.get("pretrained") or fallback
-    if isinstance(name, str) and "pretrained=" in name:
-        name = name.split("pretrained=", 1)[1].split(",", 1)[0]
-    return str(name), dict(config)
+def _results(folder: Path) -> dict[str, Any]:
+    """The newest ``results_*.json`` beside the samples (model name, dtype, device, versions), or ``{}``."""
+    for path in sorted(folder.glob("results_*.json"), reverse=True):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict):
+            return data
+    return {}
+
+
+def _model(results: Mapping[str, Any], fallback: str) -> dict[str, Any]:
+    """What the profile records of the model: lm-eval's name for it, dtype and device when lm-eval logged them."""
+    config = results.get("config") if isinstance(results.get("config"), Mapping) else {}
+    args = config.get("model_args")
+    pretrained = args.get("pretrained") if isinstance(args, Mapping) else (
+        str(args).split("pretrained=", 1)[1].split(",", 1)[0] if args and "pretrained=" in str(args) else None)
+    model: dict[str, Any] = {"name": str(results.get("model_name") or pretrained or fallback), "kind": "lm-eval samples"}
+    if config.get("model_dtype"):
+        model["dtype"] = str(config["model_dtype"]).removeprefix("torch.")
+    if config.get("device"):
+        model["device"] = str(config["device"])
+    if config.get("model_sha"):
+        model["fingerprint"] = str(config["model_sha"])
+    return model
 
 
 def read_samples(source: Path, filter_name: str | None = None) -> SamplesRun:
@@ -166,8 +177,9 @@ def read_samples(source: Path, filter_name: str | None = None) -> SamplesRun:
              for task, found in runs.items() if len(found) > 1]
     tasks = {task: read_task_samples(path, filter_name) for task, path in sorted(newest.items())}
     folder = files[0].parent
-    model, config = _model_name(folder, folder.name if source.is_dir() else source.stem)
-    return SamplesRun(source, model, tasks, notes, config)
+    results = _results(folder)
+    model = _model(results, folder.name)  # lm-eval names the folder after the model
+    return SamplesRun(source, {**model, "source": str(source)}, tasks, notes, results)
 
 
 # ------------------------------------------------------------------------------------------ profiles
@@ -225,8 +237,8 @@ def samples_profile(run: SamplesRun, tasks: Sequence[str]) -> DepthProfile:
         outcomes = {reported: tuple(_value(samples.docs[i]["metrics_values"].get(metric)) for i in ids)
                     for metric, reported in _metric_names(samples).items()}
         evaluations[(name, protocol, INTACT)] = Evaluation(name, protocol, INTACT, (), outcomes)
-    model = {"name": run.model, "kind": "lm-eval samples", "source": str(run.source)}
-    return DepthProfile(model=model, environment={"lm_eval_config": run.config}, settings={"mode": "lm-eval samples"},
+    versions = {k: run.results[f"{k}_version"] for k in ("transformers", "lm_eval") if run.results.get(f"{k}_version")}
+    return DepthProfile(model=dict(run.model), environment={"versions": versions}, settings={"mode": "lm-eval samples"},
                         suites=suites, bands={}, evaluations=evaluations)
 
 
