@@ -5,15 +5,30 @@ A prompt is the few-shot examples (each rendered with the item template, then
 template. Candidates are the strings whose log-likelihood is scored after ``target_delimiter``:
 the letters for ``mc_letters``, the choice texts for ``mc_text`` and the target for
 ``continuation``; ``generate_until`` has a single expected answer instead.
+
+**Chat templates.** :func:`with_chat_template` returns the suite as rendered through a tokenizer's
+chat template, with the semantics of lm-evaluation-harness's ``--apply_chat_template``
+(``--fewshot_as_multiturn``, ``--system_instruction``; ``lm_eval/api/task.py``, ``fewshot_context``
+and ``build_qa_turn``; lm-eval 0.4.13): an optional system message; the few-shot examples as
+alternating user/assistant turns (lm-eval's default under a chat template), or collapsed with the item
+into one user message holding the plain prompt text (``singleturn``, ``--fewshot_as_multiturn false``);
+then ``apply_chat_template(..., add_generation_prompt=True)``. Log-likelihood candidates follow
+the assistant header directly, so their ``target_delimiter`` becomes ``""`` (lm-eval does this for
+multiple choice; few-shot turns keep the suite's delimiter). The rendered suite's ``content_hash``
+covers the chat options, so results, caches and baselines never mix chat and plain prompts; the
+template text itself belongs to the model (the result cache keys on its digest).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
 
-from ..errors import ProtocolError
+from ..errors import ConfigError, ProtocolError
 from ..suites.schema import LETTERS, PROTOCOLS, ProtocolSettings, Suite, SuiteItem
 
 MULTIPLE_CHOICE: frozenset[str] = frozenset({"mc_letters", "mc_text"})
@@ -66,7 +81,9 @@ def gold_answer(protocol: str, item: SuiteItem) -> str:
 
 
 def render_prompt(suite: Suite, protocol: str, item: SuiteItem) -> str:
-    """Few-shot block plus the item's rendered template."""
+    """Few-shot block plus the item's rendered template (through the chat template for a chat suite)."""
+    if isinstance(suite, ChatRenderedSuite):
+        return suite.render_chat(protocol, item)
     settings = suite.settings(protocol)
     shots = [
         fill_template(settings.template, shot) + settings.target_delimiter + gold_answer(protocol, shot)
@@ -117,3 +134,131 @@ def _item_problem(protocol: str, item: SuiteItem) -> str | None:
     if not item.answer_text:
         return f"protocol {protocol!r} needs a non-empty 'target' (or choices with 'gold')"
     return None
+
+
+# --------------------------------------------------------------------------------------------------
+# Chat templates (lm-eval's --apply_chat_template)
+
+#: Bumped if the way chat options enter a suite's content hash changes.
+CHAT_HASH_FORMAT = "pytest-layercheck-chat/1"
+_CHAT_OFF = ("", "0", "false", "no", "off", "none")
+_CHAT_ON = ("1", "true", "yes", "on", "chat", "multiturn")
+_CHAT_SINGLETURN = ("singleturn", "single-turn")
+
+
+@dataclass(frozen=True)
+class ChatTemplate:
+    """How prompts go through a tokenizer's chat template: lm-eval's ``--apply_chat_template`` options."""
+
+    #: Few-shot examples as alternating user/assistant turns (``--fewshot_as_multiturn``, lm-eval's default
+    #: with ``--apply_chat_template``); False: they and the item are one user message, the plain prompt text.
+    fewshot_as_multiturn: bool = True
+    #: A system message (``--system_instruction``); None leaves the template's own default, if any.
+    system_instruction: str | None = None
+
+    @classmethod
+    def parse(cls, spec: str | bool | None, system_instruction: str | None = None) -> ChatTemplate | None:
+        """An option value: off (``""``, ``off``, ``false``), on (``on``, ``true``, ``multiturn``: few-shot
+        examples as turns, lm-eval's default) or ``singleturn`` (``--fewshot_as_multiturn false``)."""
+        if isinstance(spec, bool) or spec is None:
+            enabled, multiturn = bool(spec), True
+        else:
+            text = str(spec).strip().lower()
+            if text in _CHAT_OFF:
+                enabled, multiturn = False, False
+            elif text in _CHAT_ON or text in _CHAT_SINGLETURN:
+                enabled, multiturn = True, text not in _CHAT_SINGLETURN
+            else:
+                raise ConfigError(f"cannot read chat-template option {spec!r}",
+                                  "use 'on' (lm-eval's --apply_chat_template, few-shot examples as turns), "
+                                  "'singleturn' (with --fewshot_as_multiturn false) or 'off'")
+        if not enabled:
+            if system_instruction:
+                raise ConfigError("a system instruction was given without a chat template",
+                                  "turn the chat template on, or drop the system instruction")
+            return None
+        return cls(fewshot_as_multiturn=multiturn, system_instruction=system_instruction or None)
+
+    def describe(self) -> dict[str, Any]:
+        """What a baseline and a cache key record (JSON)."""
+        return {"apply_chat_template": True, "fewshot_as_multiturn": self.fewshot_as_multiturn,
+                "system_instruction": self.system_instruction}
+
+
+@dataclass(frozen=True)
+class ChatRenderedSuite(Suite):
+    """A suite whose prompts are rendered through ``tokenizer``'s chat template (see :func:`with_chat_template`).
+
+    ``protocols`` hold the settings used for scoring (log-likelihood delimiters emptied);
+    ``plain_protocols`` the suite's own, used to render few-shot turns as lm-eval does.
+    """
+
+    chat: ChatTemplate = field(default_factory=ChatTemplate)
+    tokenizer: Any = field(default=None, compare=False, repr=False)
+    plain_protocols: Mapping[str, ProtocolSettings] = field(default_factory=dict)
+    plain_hash: str = ""
+
+    def chat_messages(self, protocol: str, item: SuiteItem) -> list[dict[str, str]]:
+        """The messages lm-eval's ``fewshot_context`` builds for ``item`` (before the template)."""
+        settings = self.plain_protocols[protocol]
+        turns: list[tuple[str, str, str]] = []  # role, content, plain-text delimiter after it
+        for shot in self.fewshot:
+            turns.append(("user", fill_template(settings.template, shot), settings.target_delimiter))
+            turns.append(("assistant", gold_answer(protocol, shot), settings.fewshot_delimiter))
+        turns.append(("user", fill_template(settings.template, item), ""))
+        system = [{"role": "system", "content": self.chat.system_instruction}] if self.chat.system_instruction else []
+        if self.chat.fewshot_as_multiturn:
+            return system + [{"role": role, "content": content} for role, content, _ in turns]
+        # lm-eval's multiturn_to_singleturn: every turn's text and delimiter, the last delimiter dropped
+        return system + [{"role": "user", "content": "".join(c + d for _, c, d in turns[:-1]) + turns[-1][1]}]
+
+    def render_chat(self, protocol: str, item: SuiteItem) -> str:
+        return apply_chat_template(self.tokenizer, self.chat_messages(protocol, item))
+
+
+def apply_chat_template(tokenizer: Any, messages: list[dict[str, str]]) -> str:
+    """``tokenizer.apply_chat_template`` as lm-eval's HFLM calls it: text, generation prompt added; a template
+    that rejects the system role is retried without it (lm-eval does the same, with a warning)."""
+    import jinja2
+
+    kwargs = dict(tokenize=False, add_generation_prompt=True, continue_final_message=False)
+    try:
+        text = tokenizer.apply_chat_template(messages, **kwargs)
+    except jinja2.exceptions.TemplateError:
+        without_system = [m for m in messages if m["role"] != "system"]
+        if len(without_system) == len(messages):
+            raise
+        text = tokenizer.apply_chat_template(without_system, **kwargs)
+    if not isinstance(text, str):
+        raise ProtocolError(f"the tokenizer's apply_chat_template returned {type(text).__name__}, not text",
+                            "use a tokenizer whose chat template renders to a string")
+    return text
+
+
+def with_chat_template(suite: Suite, tokenizer: Any, chat: ChatTemplate | None = None) -> Suite:
+    """``suite`` with its prompts rendered through ``tokenizer``'s chat template (``chat`` None: unchanged).
+
+    Log-likelihood protocols score candidates right after the assistant header (``target_delimiter`` "",
+    as lm-eval does for multiple choice under a chat template); ``generate_until`` is unchanged apart from
+    the prompt. The content hash covers the plain suite and the chat options.
+    """
+    if chat is None:
+        return suite
+    if isinstance(suite, ChatRenderedSuite):
+        if suite.chat == chat and suite.tokenizer is tokenizer:
+            return suite
+        raise ProtocolError(f"suite {suite.name!r} is already rendered through a chat template",
+                            "apply the chat template to the plain suite")
+    if not getattr(tokenizer, "chat_template", None):
+        raise ProtocolError(
+            f"the tokenizer has no chat template, so suite {suite.name!r} cannot be rendered as chat",
+            "turn the chat-template option off for this model (base models have none), or use its instruct variant",
+        )
+    scored = {name: replace(settings, target_delimiter="") if name != "generate_until" else settings
+              for name, settings in suite.protocols.items()}
+    digest = hashlib.sha256(json.dumps({"format": CHAT_HASH_FORMAT, "suite": suite.content_hash, "chat": chat.describe()},
+                                       sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
+    fields_ = {f: getattr(suite, f) for f in Suite.__dataclass_fields__}
+    fields_.update(protocols=scored, content_hash="sha256:" + digest)
+    return ChatRenderedSuite(**fields_, chat=chat, tokenizer=tokenizer, plain_protocols=dict(suite.protocols),
+                             plain_hash=suite.content_hash)
