@@ -177,12 +177,21 @@ metric_list:
 """
 
 
-def lm_eval_cli(model: Path, task: Path, out: Path) -> None:
-    done = subprocess.run([str(BIN / "lm_eval"), "--model", "hf", "--model_args", f"pretrained={model},dtype=float32",
-                           "--tasks", str(task), "--device", "cpu", "--batch_size", "8", "--log_samples",
-                           "--output_path", str(out)], env=user_env(), capture_output=True, text=True, timeout=600,
-                          check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
+def lm_eval_run(model: Path, task: Path, out: Path) -> None:
+    """``lm_eval --model hf --model_args pretrained=MODEL --tasks TASK --log_samples --output_path OUT``, in-process
+    (what lm-eval's CLI does: simple_evaluate, then the tracker writes results_*.json and samples_*.jsonl)."""
+    import lm_eval
+    from lm_eval.loggers import EvaluationTracker
+    from lm_eval.tasks import TaskManager
+
+    tracker = EvaluationTracker(output_path=str(out))
+    results = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={model},dtype=float32", tasks=[str(task)],
+                                      device="cpu", batch_size=8, log_samples=True, evaluation_tracker=tracker,
+                                      task_manager=TaskManager(include_defaults=False))
+    samples = results.pop("samples")
+    tracker.save_results_aggregated(results=results, samples=samples)
+    for name in results["configs"]:
+        tracker.save_results_samples(task_name=name, samples=samples[name])
 
 
 def intact(report: dict[str, Any]) -> dict[str, Any]:
@@ -191,11 +200,13 @@ def intact(report: dict[str, Any]) -> dict[str, Any]:
     return {k: cell[k] for k in ("baseline", "current", "items", "p_value", "status", "worse_items", "better_items")}
 
 
-def test_compare_samples_gives_the_verdict_of_compare_on_the_same_items(tmp_path: Path) -> None:
+def test_compare_samples_gives_the_verdict_of_compare_on_the_same_items(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """lm-eval's own runs of an imported task, on a base, a damaged and a harmlessly changed tiny model: the
     intact cell and the exit status of compare-samples equal those of `layercheck compare` on the suite."""
     pytest.importorskip("lm_eval")
-    sys.path.insert(0, str(Path(__file__).parent))
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     from trained_tiny import fact_suite_items, perturbed, save, train_fact_model
 
     facts = fact_suite_items(24)
@@ -206,7 +217,7 @@ def test_compare_samples_gives_the_verdict_of_compare_on_the_same_items(tmp_path
               "benign": perturbed(model, list(range(6)), scale=0.005)}
     for name, weights in models.items():
         save(weights, tmp_path / name)
-        lm_eval_cli(tmp_path / name, tmp_path / "facts_task.yaml", tmp_path / f"samples-{name}")
+        lm_eval_run(tmp_path / name, tmp_path / "facts_task.yaml", tmp_path / f"samples-{name}")
     done = sh("layercheck", "suite", "import", "facts_task.yaml", "-o", "facts.yaml", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     for candidate, expected in (("harmful", 1), ("benign", 0)):

@@ -24,7 +24,6 @@ import yaml
 
 from pytest_layercheck.errors import SuiteFormatError
 from pytest_layercheck.suites.importers import (
-    FieldMap,
     ImportOptions,
     import_records,
     import_source,
@@ -467,7 +466,6 @@ def non_binary_outcomes_survive_a_baseline_file() -> bool:
                    "so validation refuses every continuation baseline as edited (lead: fix in profile_data.py)")
 def test_a_users_jsonl_guarded_by_a_marker_on_its_own_label(tmp_path: Path) -> None:
     """Import prompt/answer pairs with one command, record the baseline, guard it with a marker; a damaged model fails."""
-    sys.path.insert(0, str(Path(__file__).parent))
     from trained_tiny import fact_suite_items, perturbed, save, train_fact_model
 
     facts = fact_suite_items(16)
