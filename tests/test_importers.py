@@ -494,3 +494,14 @@ def test_a_users_jsonl_guarded_by_a_marker_on_its_own_label(tmp_path: Path) -> N
     failed = sh(*run, "--layercheck-model=tiny-damaged", cwd=tmp_path, LAYERCHECK_CACHE_DIR=str(tmp_path / "cache"))
     assert failed.returncode == 1, failed.stdout + failed.stderr
     assert "my_facts/intact" in failed.stdout and "exact_match" in failed.stdout
+
+
+def test_missing_extras_say_which_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "lm_eval", None)  # an import of it now fails, as when it is not installed
+    monkeypatch.setitem(sys.modules, "datasets", None)
+    with pytest.raises(SuiteFormatError, match="needs the 'lm_eval' package") as info:
+        import_source(str(DATA / TASKS["mc"]))
+    assert "pip install 'pytest-layercheck[lmeval]'" in str(info.value)
+    (tmp_path / "rows.parquet").write_bytes(b"")
+    with pytest.raises(SuiteFormatError, match="pytest-layercheck\\[datasets\\]"):
+        import_source(str(tmp_path / "rows.parquet"))
