@@ -32,9 +32,11 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import BaselineError, ConfigError
 from .common import console, err_console, write_outputs
+from .profile import add_verdict_arguments, verdict_from
 
 if TYPE_CHECKING:
     from ..analysis.compare import ModelComparison
+    from ..comparison import Verdict
     from ..profile_data import DepthProfile
 
 #: lm-eval metrics per protocol label, in the order a task is judged by them by default.
@@ -277,12 +279,14 @@ def _check_pairing(base: SamplesRun, candidate: SamplesRun, tasks: Sequence[str]
 
 
 def compare_samples(base: SamplesRun, candidate: SamplesRun, *, tasks: Sequence[str] | None = None,
-                    metrics: Sequence[str] | None = None, tolerance: Any = None, alpha: float = 0.05,
-                    fail_on_improvement: bool = False) -> ModelComparison:
-    """Judge ``candidate`` against ``base`` task by task, as ``layercheck compare`` judges intact cells."""
+                    metrics: Sequence[str] | None = None, verdict: Verdict | None = None) -> ModelComparison:
+    """Judge ``candidate`` against ``base`` task by task, as ``layercheck compare`` judges intact cells
+    (``verdict``: tolerance, alpha, correction and the rest; default: the defaults of ``layercheck compare``)."""
     from ..analysis.compare import CompareSettings, ModelComparison
-    from ..comparison import Tolerance, compare_profiles
+    from ..comparison import Verdict, compare_profiles, sensitivity_warning
     from ..profiler import ProfileSettings
+
+    verdict = verdict or Verdict()
 
     shared = [t for t in base.tasks if t in candidate.tasks]
     if tasks:
@@ -298,9 +302,9 @@ def compare_samples(base: SamplesRun, candidate: SamplesRun, *, tasks: Sequence[
     started = time.perf_counter()
     base_profile, cand_profile = samples_profile(base, shared), samples_profile(candidate, shared)
     judged = {t: _judged(candidate.tasks[t], metrics) for t in shared}
-    tol = Tolerance() if tolerance is None else Tolerance.parse(tolerance)
-    comparison = compare_profiles(base_profile, cand_profile, tolerance=tol, alpha=alpha,
-                                  fail_on_improvement=fail_on_improvement, metrics=judged)
+    comparison = compare_profiles(base_profile, cand_profile, tolerance=verdict.tolerance, alpha=verdict.alpha,
+                                  metrics=judged, **verdict.options())
+    sensitivity_warning(comparison, strict=verdict.strict_power)  # strict: an underpowered cell is an error
     only = sorted(set(base.tasks) ^ set(candidate.tasks))
     if only:
         comparison.warnings.append(f"tasks logged by one run only (not compared): {', '.join(only)}")
@@ -313,7 +317,7 @@ def compare_samples(base: SamplesRun, candidate: SamplesRun, *, tasks: Sequence[
                 comparison.notes.append(f"{run.source}: task {name!r} has filters {list(samples.filters)}; "
                                         f"compared: {samples.filter!r} (choose with --filter)")
     settings = CompareSettings(profile=ProfileSettings(suites=tuple(shared), limit=None, sweep_limit=None),
-                               tolerance=tol, alpha=alpha, localise="none", weights=False)
+                               tolerance=verdict.tolerance, alpha=verdict.alpha, localise="none", weights=False)
     return ModelComparison(base_profile, cand_profile, comparison, None, None, settings,
                            {"compare": round(time.perf_counter() - started, 2)})
 
@@ -330,9 +334,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--tasks", default="", help="comma-separated tasks to compare (default: every shared task)")
     parser.add_argument("--metrics", default="", help="metrics to judge (default: acc, else exact_match)")
     parser.add_argument("--filter", default=None, help="lm-eval filter to compare when a task logged several")
-    parser.add_argument("--max-drop", default="0.05",
-                        help="tolerated drop: absolute (0.05), relative (5%%) or both (0.02,5%%)")
-    parser.add_argument("--alpha", default="0.05", help="significance level of the paired tests")
+    add_verdict_arguments(parser)
     parser.add_argument("--fail-on-improvement", action="store_true", help="also fail cells that improved significantly")
     parser.add_argument("--json", dest="json_path", default=None, help="write the comparison as JSON here")
     parser.add_argument("--markdown", default=None, help="write the markdown report here")
@@ -345,15 +347,14 @@ def _names(text: str) -> list[str]:
 
 
 def run_compare_samples(args: argparse.Namespace) -> int:
-    from ..comparison import Tolerance
+    from dataclasses import replace
+
     from ..report.compare import render_compare_markdown, render_compare_terminal
     from ..report.format import json_text
-    from ..session import parse_alpha
 
-    tolerance, alpha = Tolerance.parse(args.max_drop), parse_alpha(args.alpha)
+    verdict = replace(verdict_from(args), fail_on_improvement=args.fail_on_improvement)
     base, candidate = read_samples(Path(args.base), args.filter), read_samples(Path(args.candidate), args.filter)
-    result = compare_samples(base, candidate, tasks=_names(args.tasks), metrics=_names(args.metrics),
-                             tolerance=tolerance, alpha=alpha, fail_on_improvement=args.fail_on_improvement)
+    result = compare_samples(base, candidate, tasks=_names(args.tasks), metrics=_names(args.metrics), verdict=verdict)
     console.print(render_compare_terminal(result, width=console.width), highlight=False)
     write_outputs(args, lambda: json_text(result.to_dict()), lambda: render_compare_markdown(result))
     if args.summary:

@@ -38,6 +38,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import SuiteFormatError
+from ..fingerprint import file_sha256
 from .schema import LETTERS, Suite
 
 __all__ = [
@@ -156,14 +157,6 @@ class ImportedSuite:
     @property
     def text(self) -> str:
         return self.header + _dump(self.document)
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _slug(text: str, fallback: str = "suite") -> str:
@@ -533,7 +526,7 @@ def import_records(path: Path, fmap: FieldMap | str | None = None, options: Impo
     if options.limit:
         items = items[: options.limit]
     protocols, default, notes = _protocols(items, options, shots)
-    provenance = dict(provenance or {"format": fmt, "path": path.as_posix(), "sha256": _sha256_file(path)})
+    provenance = dict(provenance or {"format": fmt, "path": path.as_posix(), "sha256": file_sha256(path)})
     provenance.update(records=len(numbered), map=fmap.describe() or "identity")
     if fewshot_count:
         provenance["fewshot"] = f"the first {fewshot_count} records"
@@ -577,7 +570,7 @@ def import_dataset(path: Path, fmap: FieldMap | str | None = None, options: Impo
     for file in sorted(path.rglob("*")) if path.is_dir() else [path]:
         if file.is_file():
             digest.update(file.relative_to(path).as_posix().encode() if path.is_dir() else b"")
-            digest.update(_sha256_file(file).encode())
+            digest.update(file_sha256(file).encode())
     provenance = {"format": "datasets", "path": path.as_posix(), "split": split, "sha256": digest.hexdigest()}
     limit = len(data) if options.limit is None else min(len(data), options.limit + (options.num_fewshot or 0))
     records = ((row, data[row]) for row in range(limit))
@@ -809,7 +802,7 @@ def import_lm_eval_task(spec: str, options: ImportOptions | None = None) -> Impo
                   "num_fewshot": n_shots, "lm_eval": getattr(lm_eval, "__version__", "unknown"),
                   "documents": len(docs)}
     if Path(spec).is_file():
-        provenance.update(path=shown, sha256=_sha256_file(Path(spec)))
+        provenance.update(path=shown, sha256=file_sha256(Path(spec)))
     description_text = options.description or f"lm-eval task {config.task} ({output_type}, {len(items)} documents of split {split})."
     return _build(name, options.capability, description_text, protocols, default, items, shots, provenance,
                   list(dict.fromkeys(notes)), options.command)
