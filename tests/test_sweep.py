@@ -15,11 +15,11 @@ from pytest_layercheck.ablation import Ablation, ablate
 from pytest_layercheck.architecture import get_adapter
 from pytest_layercheck.scoring.engine import run_loglikelihood
 from pytest_layercheck.scoring.protocols import batch_settings, prepare
-from pytest_layercheck.scoring.sweep import first_affected_layer, resume_layer, run_loglikelihood_sweep
+from pytest_layercheck.scoring.sweep import StreamBudget, first_affected_layer, resume_layer, run_loglikelihood_sweep
 from pytest_layercheck.suites.schema import ProtocolSettings, Suite, SuiteItem
 
 from scoring_references import sharp_model
-from tiny_models import tiny_tokenizer
+from tiny_models import FAMILIES, tiny_tokenizer
 
 LAYERS = 5
 CONTEXTS = ["What is 2+2?", "x", "Name the capital of France, and say why it became the capital at all?",
@@ -79,13 +79,14 @@ def assert_same(a, b) -> None:
     assert torch.equal(a.greedy, b.greedy)
 
 
+@pytest.mark.parametrize("wavefront", [True, False])
 @pytest.mark.parametrize("family", ["llama", "gemma2", "gpt2", "qwen3"])
 @pytest.mark.parametrize(("protocol", "shots"), [("mc_text", 3), ("continuation", 0), ("mc_letters", 2)])
-def test_sweep_equals_scoring_each_ablated_model(family: str, protocol: str, shots: int) -> None:
+def test_sweep_equals_scoring_each_ablated_model(family: str, protocol: str, shots: int, wavefront: bool) -> None:
     m = model(family)
     plan = plan_of(family, protocol, shots, token_budget=160)  # several batches and chunks
     assert len(plan.batches) > 1
-    intact, outputs = run_loglikelihood_sweep(m, plan, ABLATIONS)
+    intact, outputs = run_loglikelihood_sweep(m, plan, ABLATIONS, wavefront=wavefront)
     assert_same(intact, reference(m, plan, Ablation()))
     for ablation, output in zip(ABLATIONS, outputs):
         assert_same(output, reference(m, plan, ablation))
@@ -112,23 +113,92 @@ def test_the_model_is_left_as_it_was() -> None:
     assert_same(run_loglikelihood(m, plan), before)
 
 
-def test_ablated_runs_only_compute_the_layers_after_the_resume_point() -> None:
-    m = model("llama")
-    plan = plan_of("llama", "mc_text", 3)
-    calls = [0] * LAYERS
-    handles = [block.register_forward_pre_hook(lambda mod, args, i=i: calls.__setitem__(i, calls[i] + 1))
+def count_block_calls(m, run) -> tuple[list[int], list[int]]:
+    """(calls, rows) per decoder block while ``run()`` runs."""
+    calls, rows = [0] * LAYERS, [0] * LAYERS
+
+    def hook(i, args, kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        calls[i] += 1
+        rows[i] += hidden.shape[0]
+
+    handles = [block.register_forward_pre_hook(lambda mod, args, kwargs, i=i: hook(i, args, kwargs), with_kwargs=True)
                for i, block in enumerate(get_adapter(m).layers)]
     try:
-        run_loglikelihood_sweep(m, plan, [Ablation.skipping(i) for i in range(LAYERS)])
+        run()
     finally:
         for handle in handles:
             handle.remove()
+    return calls, rows
+
+
+def test_per_ablation_runs_only_compute_the_layers_after_the_resume_point() -> None:
+    m = model("llama")
+    plan = plan_of("llama", "mc_text", 3)
+    calls, _ = count_block_calls(
+        m, lambda: run_loglikelihood_sweep(m, plan, [Ablation.skipping(i) for i in range(LAYERS)], wavefront=False))
     forwards = 1 + sum(1 + len(batch.chunks) for batch in plan.batches)  # prefix pass + prompt/chunk passes
     # Layer i runs once intact, and once for each removed layer k < i (removing k >= i starts after i),
     # except that removing the last layer resumes at the layer before it.
     expected = [forwards * (1 + i + (1 if i == LAYERS - 2 else 0)) for i in range(LAYERS)]
     assert calls == expected
     assert sum(calls) < forwards * LAYERS * (1 + LAYERS - 1)  # fewer than scoring each model from scratch
+
+
+def test_the_wavefront_runs_each_layer_once_for_all_streams() -> None:
+    m = model("llama")
+    plan = plan_of("llama", "mc_text", 3, token_budget=160)
+    ablations = [Ablation.skipping(i) for i in range(LAYERS)]
+    calls, rows = count_block_calls(m, lambda: run_loglikelihood_sweep(m, plan, ablations))
+    old_calls, old_rows = count_block_calls(m, lambda: run_loglikelihood_sweep(m, plan, ablations, wavefront=False))
+    forwards = 1 + sum(1 + len(batch.chunks) for batch in plan.batches)
+    # Per forward: layer 0 only intact (every stream branches at or after it); every later layer
+    # once intact and once for all the streams that removed an earlier layer.
+    assert calls == [forwards] + [2 * forwards] * (LAYERS - 1)
+    # The rows computed are those of the per-ablation path, less its re-run of layer N-2 when the
+    # last layer is removed: the same work in fewer, fuller calls.
+    intact_rows = rows[0]
+    assert rows == [intact_rows * (1 + i) for i in range(LAYERS)]
+    assert old_rows == [r + (intact_rows if i == LAYERS - 2 else 0) for i, r in enumerate(rows)]
+    assert old_calls == [forwards * (1 + i + (1 if i == LAYERS - 2 else 0)) for i in range(LAYERS)]
+    # With N layers: 2N - 1 block calls per forward instead of N + N(N + 1)/2 (30 layers: 59 vs 495).
+    assert sum(calls) == forwards * (2 * LAYERS - 1) < sum(old_calls)
+
+
+def test_streams_split_by_the_budget_give_the_same_numbers() -> None:
+    m = model("gemma2")
+    plan = plan_of("gemma2", "continuation", 0, token_budget=160)
+    _, whole = run_loglikelihood_sweep(m, plan, ABLATIONS)
+    one_at_a_time = StreamBudget(tokens=1, bytes=1)
+    calls, _ = count_block_calls(m, lambda: run_loglikelihood_sweep(m, plan, ABLATIONS, budget=one_at_a_time))
+    _, split = run_loglikelihood_sweep(m, plan, ABLATIONS, budget=one_at_a_time)
+    for a, b in zip(whole, split):
+        assert_same(a, b)
+    whole_calls, _ = count_block_calls(m, lambda: run_loglikelihood_sweep(m, plan, ABLATIONS))
+    assert sum(calls) > sum(whole_calls)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_under_a_mixed_sweep(family: str) -> None:
+    """Skips, zero and uniform head masks (the uniform one on the per-ablation path), GQA groups,
+    donor swaps next to skips at the same layer, an intact entry: all equal scoring from scratch."""
+    m = sharp_model(family, seed=3, sharpen_embeddings=False, layers=LAYERS)
+    donor = sharp_model(family, seed=11, sharpen_embeddings=False, layers=LAYERS)
+    plan = plan_of(family, "mc_text", 3, token_budget=160)
+    ablations = [
+        Ablation(),
+        Ablation.skipping(1),
+        Ablation.swapping([1]),
+        Ablation.build(swap=[2], skip=[3]),
+        Ablation.build(skip=[1], heads={2: [1]}),
+        Ablation.masking({1: [0]}, gqa="group"),
+        Ablation.masking({3: [2]}, mode="uniform"),
+        Ablation.skipping(range(LAYERS)),
+    ]
+    intact, outputs = run_loglikelihood_sweep(m, plan, ablations, donor=donor)
+    assert_same(intact, reference(m, plan, Ablation()))
+    for ablation, output in zip(ablations, outputs):
+        assert_same(output, reference(m, plan, ablation, donor=donor))
 
 
 def test_resume_points() -> None:

@@ -1,37 +1,63 @@
-"""Ablation sweeps that reuse the intact model's activations.
+"""Ablation sweeps that reuse the intact model's activations, run as a wavefront.
 
 A depth profile scores the same requests under ~31 ablations. An ablation whose first affected
 layer is ``a`` (removing layer ``a``, masking heads of layer ``a``, swapping in a donor's layer
-``a``) leaves layers ``0..a-1`` untouched, so their output — the residual stream entering layer
-``a`` — and their keys/values are exactly the intact model's. The sweep therefore runs the intact
-model once per batch while recording the input of every decoder block, then evaluates each
-ablation on the TAIL only: layers ``0..a-1`` are removed as well and the recorded input of layer
-``a`` is fed to the first remaining block. For a per-layer sweep that halves the layer work.
+``a``) leaves layers ``0..a-1`` untouched, so the residual stream entering layer ``a`` and the
+keys/values of layers ``0..a-1`` are exactly the intact model's. Each ablation is therefore a
+STREAM that branches off the intact model at its first affected layer.
 
-The KV cache needs no special care: the tail's cache holds only tail layers, and a continuation
-pass over the tail attends only to them, as the tail model's own forward does.
+**Wavefront.** Per prompt batch the intact model runs once through its own forward, while every
+decoder block's call is recorded (its input, attention mask, position ids/rotary embeddings, which
+argument is the KV cache). The streams then advance together, layer by layer: at layer ``L``,
+every stream that has branched off (first affected layer ``<= L``) and still runs layer ``L`` goes
+through the block in ONE batched call: the streams' hidden states are stacked along the batch
+axis, the recorded mask and position tensors are tiled to match, and the KV cache is the streams'
+own states of that layer, stacked the same way. Streams that run different modules at ``L``
+(a donor's layer swapped in) form separate calls; zero-mode head masks are applied per row inside
+the shared call. A stream that skips ``L`` just carries its hidden state. After the last layer the
+streams' final hidden states go through the model's own final norm and LM head (the model is run
+with every layer skipped and the norm's input replaced), so per-family head details such as
+Gemma 2's logit soft-capping are the model's own.
 
-Execution is batch-outer, ablation-inner, so recorded activations are bounded by one batch
-(``num_layers × batch tokens × hidden size``) and never grow with the suite. Results equal
-scoring each ablated model separately (the same kernels on the same inputs, up to float rounding,
-which tests check).
+Per stream this is the same computation as the ablated model's own forward: the same kernels on
+the same inputs, rows of a batch never interact, and each stream's cache holds only its own
+layers' states (layer ``L``'s cache type, full or sliding-window, is taken from the intact
+model's). Results equal scoring each ablated model from scratch up to float rounding, which tests
+check on several families and protocols. The shared prompt prefix is run once per stream (a
+batch-1 wavefront) and its states are expanded per prompt row exactly as the engine does.
+
+**Memory.** Work is batch-outer: recorded activations are bounded by one prompt batch. Streams
+are processed in chunks sized per batch by a token cap (tokens in one block call) and a byte budget
+(their KV caches and hidden states), see :class:`StreamBudget`.
+
+Ablations in ``uniform`` head mode switch the whole model's attention function, so they keep the
+per-ablation path: the ablated model's own forward from its first affected layer, fed the recorded
+input of that layer (the same reuse, one ablation at a time).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
+from transformers import DynamicCache
+from transformers.cache_utils import Cache, DynamicLayer
 
-from ..ablation import Ablation, ablate, skip_layers
-from ..architecture import get_adapter
+from ..ablation import Ablation, ablate, resolve_heads, skip_layers, swap_layers
+from ..architecture import ArchitectureAdapter, get_adapter
 from .engine import (
+    LOGIT_BUDGET,
     LoglikelihoodOutput,
     LoglikelihoodPlan,
     PrefixCache,
+    _accumulate,
+    _forward_logits,
+    _PromptBatch,
     empty_totals,
     model_device,
     prefix_for,
@@ -40,44 +66,449 @@ from .engine import (
 
 StepHook = Callable[[int, int], None]
 
+#: Final-norm attribute names on the backbone, by family (llama-like, GPT-2, GPT-NeoX).
+_FINAL_NORMS = ("norm", "ln_f", "final_layer_norm")
+
+
+@dataclass(frozen=True)
+class StreamBudget:
+    """How many ablation streams advance together through one prompt batch.
+
+    ``tokens``: rows × columns of one stacked block call (bounds activations and attention scores);
+    ``bytes``: the streams' KV caches and hidden states held while the batch runs.
+    """
+
+    tokens: int
+    bytes: int
+
+    @classmethod
+    def for_device(cls, device: torch.device) -> StreamBudget:
+        if device.type == "cpu":
+            return cls(tokens=8192, bytes=256 * 2**20)
+        return cls(tokens=131072, bytes=8 * 2**30)
+
 
 def _hidden_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
     return args[0] if args else kwargs["hidden_states"]
 
 
-class _BlockInputRecorder:
-    """Records the hidden states entering every decoder block of the intact model, per forward call."""
+# --------------------------------------------------------------------------------------------
+# Recording the intact model's block calls
+# --------------------------------------------------------------------------------------------
+
+_CACHE = object()  # stands for the KV cache in recorded block arguments
+
+
+@dataclass
+class _BlockCall:
+    """One decoder block's call in the intact forward, with the cache taken out."""
+
+    hidden: torch.Tensor
+    args: tuple[Any, ...]  # positional arguments after the hidden states
+    kwargs: dict[str, Any]
+    fresh: Any = None  # an empty cache layer like the intact one, when the call started it empty
+
+    def new_layer(self) -> Any:
+        return copy.deepcopy(self.fresh) if self.fresh is not None else DynamicLayer()
+
+
+def _fresh_layer(cache: Cache, index: int) -> Any:
+    layers = cache.layers
+    if index < len(layers):
+        layer = layers[index]
+        return copy.deepcopy(layer) if not getattr(layer, "is_initialized", True) else None
+    replicate = getattr(cache, "layer_class_to_replicate", None)
+    return replicate() if replicate is not None else None
+
+
+class _Recorder:
+    """Records every decoder block's call in the intact model, per forward call."""
 
     def __init__(self, blocks: Sequence[nn.Module]) -> None:
         self.blocks = list(blocks)
-        self.inputs: list[torch.Tensor] = []
+        self.records: list[_BlockCall] = []
         self.active = False
 
-    def _hook(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        if self.active:
-            self.inputs.append(_hidden_of(args, kwargs))
+    def _hook(self, index: int, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if not self.active:
+            return
+        caches: list[Cache] = []
+
+        def strip(value: Any) -> Any:
+            if isinstance(value, Cache):
+                caches.append(value)
+                return _CACHE
+            return value
+
+        if args:
+            hidden, rest, kw = args[0], tuple(strip(a) for a in args[1:]), {k: strip(v) for k, v in kwargs.items()}
+        else:
+            kw = {k: strip(v) for k, v in kwargs.items() if k != "hidden_states"}
+            hidden, rest = kwargs["hidden_states"], ()
+        fresh = _fresh_layer(caches[0], index) if caches else None
+        self.records.append(_BlockCall(hidden, rest, kw, fresh))
 
     @contextmanager
-    def installed(self) -> Iterator[_BlockInputRecorder]:
+    def installed(self) -> Iterator[_Recorder]:
         with ExitStack() as stack:
-            for block in self.blocks:
-                stack.callback(block.register_forward_pre_hook(self._hook, with_kwargs=True).remove)
+            for index, block in enumerate(self.blocks):
+                hook = (lambda i: lambda m, a, k: self._hook(i, m, a, k))(index)
+                stack.callback(block.register_forward_pre_hook(hook, with_kwargs=True).remove)
             yield self
 
     @contextmanager
-    def recording(self) -> Iterator[list[list[torch.Tensor]]]:
-        """Yields a list that, on exit, holds one list of per-block inputs per forward call made."""
-        calls: list[list[torch.Tensor]] = []
-        self.inputs, self.active = [], True
+    def recording(self) -> Iterator[list[list[_BlockCall]]]:
+        """Yields a list that, on exit, holds one list of per-block calls per forward call made."""
+        calls: list[list[_BlockCall]] = []
+        self.records, self.active = [], True
         try:
             yield calls
         finally:
             self.active = False
         n = len(self.blocks)
-        if len(self.inputs) % n:
-            raise RuntimeError(f"recorded {len(self.inputs)} block inputs, not a multiple of {n} blocks")
-        calls.extend(self.inputs[i:i + n] for i in range(0, len(self.inputs), n))
-        self.inputs = []
+        if len(self.records) % n:
+            raise RuntimeError(f"recorded {len(self.records)} block calls, not a multiple of {n} blocks")
+        calls.extend(self.records[i:i + n] for i in range(0, len(self.records), n))
+        self.records = []
+
+
+# --------------------------------------------------------------------------------------------
+# Streams
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Stream:
+    """One ablation as a wavefront stream: what it runs at each layer from its branch point on."""
+
+    index: int  # position in the caller's ablation list
+    start: int  # first affected layer
+    blocks: list[nn.Module | None]  # per layer: the module it runs (None: skipped)
+    heads: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> bool [width] zeroed inputs
+
+    def runs(self, layer: int) -> bool:
+        return layer >= self.start and self.blocks[layer] is not None
+
+
+@dataclass
+class _Group:
+    """Streams that share one block call at one layer."""
+
+    module: nn.Module
+    members: list[_Stream]
+    drop: torch.Tensor | None  # bool [members, width]: head inputs each member zeroes, or None
+
+
+def _groups(streams: Sequence[_Stream], layer: int) -> list[_Group]:
+    by_module: dict[int, list[_Stream]] = {}
+    modules: dict[int, nn.Module] = {}
+    for stream in streams:
+        if stream.runs(layer):
+            module = stream.blocks[layer]
+            assert module is not None
+            by_module.setdefault(id(module), []).append(stream)
+            modules[id(module)] = module
+    groups = []
+    for key, members in by_module.items():
+        masks = [s.heads.get(layer) for s in members]
+        drop = None
+        if any(m is not None for m in masks):
+            width = next(m for m in masks if m is not None).shape[0]
+            drop = torch.stack([m if m is not None else torch.zeros(width, dtype=torch.bool) for m in masks])
+        groups.append(_Group(modules[key], members, drop))
+    return groups
+
+
+def first_affected_layer(ablation: Ablation) -> int | None:
+    """The lowest original layer index an ablation changes; None when it changes none."""
+    touched = [*ablation.skip, *(layer for layer, _ in ablation.heads), *(target for target, _ in ablation.swap)]
+    return min(touched) if touched else None
+
+
+def resume_layer(ablation: Ablation, num_layers: int) -> int | None:
+    """Where the per-ablation path's forward may start from recorded inputs: a layer with an
+    unaffected input that the ablated model still runs. None: nothing to reuse (start at the embeddings)."""
+    first = first_affected_layer(ablation)
+    if not first:
+        return None
+    kept_after = [i for i in range(first, num_layers) if i not in ablation.skip]
+    if kept_after:
+        return first
+    return first - 1  # everything from ``first`` on is removed: resume at the last kept layer
+
+
+def _wavefront_capable(ablation: Ablation) -> bool:
+    return ablation.head_mode == "zero"
+
+
+def _streams_of(model: nn.Module, adapter: ArchitectureAdapter, ablations: Sequence[Ablation],
+                indices: Sequence[int], donor: nn.Module | None) -> list[_Stream]:
+    """Streams for ``ablations[i]``, ``i`` in ``indices`` (none of them intact)."""
+    width = adapter.num_heads * adapter.head_dim
+    originals = list(adapter.layers)
+    swapped: dict[tuple[int, int], nn.Module] = {}
+    streams = []
+    for i in indices:
+        ablation = ablations[i]
+        start = first_affected_layer(ablation)
+        assert start is not None
+        blocks: list[nn.Module | None] = list(originals)
+        if ablation.swap:
+            missing = [pair for pair in ablation.swap if pair not in swapped]
+            if missing:
+                if donor is None:
+                    with ablate(model, ablation):  # raises the usual "no donor" error
+                        pass
+                with swap_layers(model, donor, dict(missing)):  # validated copies, installed briefly
+                    for target, source in missing:
+                        swapped[(target, source)] = adapter.layers[target]
+            for pair in ablation.swap:
+                blocks[pair[0]] = swapped[pair]
+        heads: dict[int, torch.Tensor] = {}
+        for layer, layer_heads in resolve_heads(model, ablation.heads, ablation.gqa).items():  # type: ignore[arg-type]
+            drop = torch.zeros(width, dtype=torch.bool)
+            for h in layer_heads:
+                drop[h * adapter.head_dim:(h + 1) * adapter.head_dim] = True
+            heads[layer] = drop
+        for layer in ablation.skip:
+            blocks[layer] = None
+        streams.append(_Stream(i, start, blocks, heads))
+    return streams
+
+
+class _StreamCache(DynamicCache):
+    """The streams' states of ONE layer, stacked along the batch axis; every update goes to them."""
+
+    def __init__(self, layer: Any) -> None:
+        Cache.__init__(self, layers=[layer])
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args: Any,
+               **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.layers[0].update(key_states, value_states, *args, **kwargs)
+
+
+def _tile(value: Any, rows: int, times: int, memo: dict[tuple[int, int], Any]) -> Any:
+    """``value`` with every batch-sized tensor repeated ``times`` along the batch axis (memoised per call)."""
+    if times == 1:
+        return value
+    if isinstance(value, torch.Tensor):
+        if value.ndim < 2 or value.shape[0] != rows:
+            return value
+        key = (id(value), times)
+        if key not in memo:
+            memo[key] = (value, value.repeat(times, *([1] * (value.ndim - 1))))
+        return memo[key][1]
+    if isinstance(value, tuple):
+        return tuple(_tile(v, rows, times, memo) for v in value)
+    if isinstance(value, list):
+        return [_tile(v, rows, times, memo) for v in value]
+    if isinstance(value, dict):
+        return {k: _tile(v, rows, times, memo) for k, v in value.items()}
+    return value
+
+
+def _zero_rows_hook(drop: torch.Tensor) -> Any:
+    """Out-projection pre-hook: zero the masked heads' inputs of each row (``drop``: bool [rows, width])."""
+
+    def hook(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        x = args[0]
+        if x.shape[-1] != drop.shape[-1] or x.shape[0] != drop.shape[0]:
+            raise RuntimeError(f"output projection input {tuple(x.shape)} does not fit the head mask {tuple(drop.shape)}")
+        mask = drop.to(x.device).view(x.shape[0], *([1] * (x.ndim - 2)), x.shape[-1])
+        return (x.masked_fill(mask, 0), *args[1:])
+
+    return hook
+
+
+def _run_block(adapter: ArchitectureAdapter, group: _Group, call: _BlockCall, hidden: torch.Tensor,
+               layer: Any, memo: dict[tuple[int, int], Any]) -> torch.Tensor:
+    """One stacked block call for ``group`` with the recorded arguments of ``call``."""
+    rows, times = call.hidden.shape[0], len(group.members)
+    cache = _StreamCache(layer) if layer is not None else None
+    args = tuple(cache if a is _CACHE else _tile(a, rows, times, memo) for a in call.args)
+    kwargs = {k: cache if v is _CACHE else _tile(v, rows, times, memo) for k, v in call.kwargs.items()}
+    with ExitStack() as stack:
+        if group.drop is not None:
+            drop = group.drop.repeat_interleave(rows, dim=0)
+            proj = adapter.out_proj_of(group.module)
+            stack.callback(proj.register_forward_pre_hook(_zero_rows_hook(drop)).remove)
+        out = group.module(hidden, *args, **kwargs)
+    return out[0] if isinstance(out, tuple) else out
+
+
+def _stack(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    return tensors[0] if len(tensors) == 1 else torch.cat(list(tensors))
+
+
+# Per-layer stacked cache layers of one call's groups: (layer, id(first member stream)) -> cache layer.
+GroupStates = dict[tuple[int, int], Any]
+
+
+def _advance(adapter: ArchitectureAdapter, streams: Sequence[_Stream], calls: list[_BlockCall],
+             pre_state: Callable[[int, _Group, _BlockCall], Any]) -> tuple[dict[int, torch.Tensor], GroupStates]:
+    """Run ``streams`` through one recorded forward call, layer by layer.
+
+    ``pre_state(layer, group, call)`` gives the group's cache layer before this call (None: no cache).
+    Returns each stream's final hidden state and the groups' cache layers after the call.
+    """
+    hidden: dict[int, torch.Tensor] = {}
+    states: GroupStates = {}
+    memo: dict[tuple[int, int], Any] = {}
+    for layer, call in enumerate(calls):
+        for stream in streams:
+            if stream.start == layer:
+                hidden[stream.index] = call.hidden
+        for group in _groups(streams, layer):
+            state = pre_state(layer, group, call)
+            x = _stack([hidden[s.index] for s in group.members])
+            out = _run_block(adapter, group, call, x, state, memo)
+            for s, part in zip(group.members, out.split(call.hidden.shape[0])):
+                hidden[s.index] = part
+            if state is not None:
+                states[(layer, group.members[0].index)] = state
+    return hidden, states
+
+
+def _final_norm(adapter: ArchitectureAdapter) -> nn.Module | None:
+    for name in _FINAL_NORMS:
+        module = getattr(adapter.backbone, name, None)
+        if isinstance(module, nn.Module):
+            return module
+    return None
+
+
+def _head_logits(model: nn.Module, norm: nn.Module, hidden: torch.Tensor, keep_last: bool) -> torch.Tensor:
+    """The model's own final norm + LM head on ``hidden`` (run with every layer skipped)."""
+
+    def replace(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        return (hidden, *args[1:])
+
+    ids = torch.zeros(hidden.shape[:2], dtype=torch.long, device=model_device(model))
+    with skip_layers(model, range(len(get_adapter(model).layers))):
+        handle = norm.register_forward_pre_hook(replace)
+        try:
+            logits, _ = _forward_logits(model, keep_last=keep_last, input_ids=ids, use_cache=False)
+        finally:
+            handle.remove()
+    return logits
+
+
+# --------------------------------------------------------------------------------------------
+# The sweep
+# --------------------------------------------------------------------------------------------
+
+
+class _Wavefront:
+    """The wavefront part of one sweep: the streams, their prefix states, their chunking."""
+
+    def __init__(self, model: nn.Module, adapter: ArchitectureAdapter, norm: nn.Module, streams: list[_Stream],
+                 budget: StreamBudget, totals: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        self.model, self.adapter, self.norm = model, adapter, norm
+        self.streams, self.budget, self.totals = streams, budget, totals
+        self.prefix: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}  # (stream, layer) -> [1,h,K,d]
+        config = adapter.config
+        vocab = getattr(getattr(model, "config", None), "vocab_size", None) or model.get_output_embeddings().weight.shape[0]
+        self.logit_rows = max(1, LOGIT_BUDGET // int(vocab))
+        dtype = next(model.parameters()).dtype
+        self.kv_bytes = 2 * adapter.num_kv_heads * adapter.head_dim * torch.finfo(dtype).bits // 8
+        self.hidden_size = int(getattr(config, "hidden_size", None) or getattr(config, "n_embd", 0) or 1)
+        self.elem = torch.finfo(dtype).bits // 8
+
+    # -- the shared prefix ------------------------------------------------------------------
+    def run_prefix(self, calls: list[list[_BlockCall]]) -> None:
+        """Each stream's own keys/values of the shared prefix (one batch-1 pass per stream)."""
+        (prefix_call,) = calls
+        for chunk in self._chunks(self.streams, tokens=prefix_call[0].hidden.shape[1], cache_tokens=prefix_call[0].hidden.shape[1]):
+            _, states = _advance(self.adapter, chunk, prefix_call, lambda layer, group, call: call.new_layer())
+            for (layer, first), state in states.items():
+                group = next(g for g in _groups(chunk, layer) if g.members[0].index == first)
+                for s, k, v in zip(group.members, state.keys.split(1), state.values.split(1)):
+                    self.prefix[(s.index, layer)] = (k, v)
+
+    def _prefix_layer(self, group: _Group, layer: int, pads: torch.Tensor) -> DynamicLayer:
+        """The group's prefix states expanded to its prompt rows, as :meth:`PrefixCache.expand` does per model."""
+        keys = torch.cat([self.prefix[(s.index, layer)][0] for s in group.members])
+        values = torch.cat([self.prefix[(s.index, layer)][1] for s in group.members])
+        rows = int(pads.shape[0])
+        keys, values = keys.repeat_interleave(rows, dim=0), values.repeat_interleave(rows, dim=0)
+        if bool((pads > 0).any()):
+            length = keys.shape[2]
+            index = (torch.arange(length).unsqueeze(0) - pads.cpu().unsqueeze(1)).clamp(min=0)
+            index = index.repeat(len(group.members), 1).to(keys.device)
+            gather = index.view(index.shape[0], 1, length, 1).expand(-1, keys.shape[1], -1, keys.shape[3])
+            keys, values = torch.gather(keys, 2, gather), torch.gather(values, 2, gather)
+        state = DynamicLayer()
+        state.update(keys, values)
+        return state
+
+    # -- one prompt batch -------------------------------------------------------------------
+    def run_batch(self, batch: _PromptBatch, calls: list[list[_BlockCall]], prefix: PrefixCache | None,
+                  on_stream: Callable[[], None]) -> None:
+        """Score ``batch`` for every stream, given the intact model's recorded calls of the batch."""
+        rows, width = batch.attention_mask.shape
+        tokens = max(call[0].hidden.shape[0] * call[0].hidden.shape[1] for call in calls)
+        cache_tokens = rows * width + sum(int(c.source.shape[0]) * (width + c.input_ids.shape[1]) for c in batch.chunks)
+        uses_cache = any(a is _CACHE for call in calls for a in (*call[0].args, *call[0].kwargs.values()))
+        pads = width - batch.attention_mask.sum(1)
+        for chunk in self._chunks(self.streams, tokens=tokens, cache_tokens=cache_tokens if uses_cache else 0):
+            self._run_chunk(batch, calls, chunk, prefix, pads)
+            for _ in chunk:
+                on_stream()
+
+    def _run_chunk(self, batch: _PromptBatch, calls: list[list[_BlockCall]], chunk: list[_Stream],
+                   prefix: PrefixCache | None, pads: torch.Tensor) -> None:
+        def prompt_state(layer: int, group: _Group, call: _BlockCall) -> Any:
+            if not any(a is _CACHE for a in (*call.args, *call.kwargs.values())):
+                return None
+            return self._prefix_layer(group, layer, pads) if prefix is not None else call.new_layer()
+
+        hidden, prompt_states = _advance(self.adapter, chunk, calls[0], prompt_state)
+        self._score(chunk, hidden, keep_last=True, scored=lambda logits, s: _accumulate(logits[:, -1], batch.scored, *self.totals[s.index]))
+        del hidden
+        rows = batch.attention_mask.shape[0]
+        for chunk_plan, call in zip(batch.chunks, calls[1:]):
+            source = chunk_plan.source
+
+            def chunk_state(layer: int, group: _Group, call: _BlockCall, source: torch.Tensor = source) -> Any:
+                state = copy.copy(prompt_states[(layer, group.members[0].index)])
+                index = torch.cat([m * rows + source for m in range(len(group.members))])
+                state.batch_select_indices(index.to(state.keys.device))
+                return state
+
+            hidden, _ = _advance(self.adapter, chunk, call, chunk_state)
+            self._score(chunk, hidden, keep_last=False,
+                        scored=lambda logits, s, c=chunk_plan: _accumulate(logits, c.scored, *self.totals[s.index]))
+            del hidden
+
+    def _score(self, chunk: list[_Stream], hidden: dict[int, torch.Tensor], keep_last: bool,
+               scored: Callable[[torch.Tensor, _Stream], None]) -> None:
+        """Final norm + LM head for the streams' hidden states, as few calls as the logit budget allows."""
+        rows, columns = next(iter(hidden.values())).shape[:2]
+        per_stream = rows * (1 if keep_last else columns)
+        step = max(1, self.logit_rows // max(1, per_stream))
+        for i in range(0, len(chunk), step):
+            part = chunk[i:i + step]
+            logits = _head_logits(self.model, self.norm, _stack([hidden[s.index] for s in part]), keep_last)
+            for s, piece in zip(part, logits.split(rows)):
+                scored(piece, s)
+            del logits
+
+    def _chunks(self, streams: list[_Stream], tokens: int, cache_tokens: int) -> list[list[_Stream]]:
+        """Consecutive runs of streams within the token cap and the byte budget."""
+        out: list[list[_Stream]] = []
+        current: list[_Stream] = []
+        used = 0
+        for stream in streams:
+            layers = sum(stream.runs(layer) for layer in range(len(stream.blocks)))
+            cost = layers * cache_tokens * self.kv_bytes + 3 * tokens * self.hidden_size * self.elem
+            if current and ((len(current) + 1) * tokens > self.budget.tokens or used + cost > self.budget.bytes):
+                out.append(current)
+                current, used = [], 0
+            current.append(stream)
+            used += cost
+        if current:
+            out.append(current)
+        return out
 
 
 class _Injector:
@@ -96,24 +527,6 @@ class _Injector:
         if args:
             return (recorded, *args[1:]), kwargs
         return args, {**kwargs, "hidden_states": recorded}
-
-
-def first_affected_layer(ablation: Ablation) -> int | None:
-    """The lowest original layer index an ablation changes; None when it changes none."""
-    touched = [*ablation.skip, *(layer for layer, _ in ablation.heads), *(target for target, _ in ablation.swap)]
-    return min(touched) if touched else None
-
-
-def resume_layer(ablation: Ablation, num_layers: int) -> int | None:
-    """Where the ablated forward may start from recorded inputs: a layer with an unaffected input
-    that the ablated model still runs. None: nothing to reuse (start at the embeddings)."""
-    first = first_affected_layer(ablation)
-    if not first:
-        return None
-    kept_after = [i for i in range(first, num_layers) if i not in ablation.skip]
-    if kept_after:
-        return first
-    return first - 1  # everything from ``first`` on is removed: resume at the last kept layer
 
 
 @contextmanager
@@ -138,47 +551,71 @@ def run_loglikelihood_sweep(
     donor: nn.Module | None = None,
     share_prefix: bool = True,
     on_step: StepHook | None = None,
+    wavefront: bool = True,
+    budget: StreamBudget | None = None,
 ) -> tuple[LoglikelihoodOutput, list[LoglikelihoodOutput]]:
     """Score ``plan`` intact and under each ablation; returns (intact, [per ablation]).
 
+    ``wavefront=False`` runs every ablation on its own (from its first affected layer, fed the
+    recorded input), as before the wavefront existed; benchmarks compare the two. ``budget``
+    bounds the streams advanced together (default :meth:`StreamBudget.for_device`).
     ``on_step(done, total)`` is called after each (batch, model variant) step, for progress bars.
     """
     device = model_device(model)
     adapter = get_adapter(model)
     num_layers = adapter.num_layers
-    recorder = _BlockInputRecorder(adapter.layers)
-    starts = [resume_layer(a, num_layers) for a in ablations]
+    recorder = _Recorder(adapter.layers)
     intact_totals = empty_totals(plan)
     totals = [empty_totals(plan) for _ in ablations]
-    injector = _Injector()
     steps, done = len(plan.batches) * (1 + len(ablations)), 0
+
+    def step() -> None:
+        nonlocal done
+        done += 1
+        if on_step:
+            on_step(done, steps)
+
+    norm = _final_norm(adapter) if wavefront else None
+    intact_copies = [i for i, a in enumerate(ablations) if a.is_intact]
+    wave = [i for i, a in enumerate(ablations) if not a.is_intact and norm is not None and _wavefront_capable(a)]
+    single = [i for i, a in enumerate(ablations) if not a.is_intact and i not in set(wave)]
+    streams = _streams_of(model, adapter, ablations, wave, donor)
+    front = (_Wavefront(model, adapter, norm, streams, budget or StreamBudget.for_device(device), totals)
+             if streams and norm is not None else None)
+    starts = {i: resume_layer(ablations[i], num_layers) for i in single}
+    injector = _Injector()
 
     with recorder.installed():
         with recorder.recording() as prefix_calls:
             prefix = prefix_for(model, plan.prefix, share_prefix)
+        if front is not None and prefix is not None:
+            front.run_prefix(prefix_calls)
         tail_prefixes: dict[int, PrefixCache | None] = {}
         for batch in plan.batches:
             with recorder.recording() as calls:
                 run_batch(model, batch, prefix, device, *intact_totals)
-            done += 1
-            if on_step:
-                on_step(done, steps)
-            for index, (ablation, start) in enumerate(zip(ablations, starts)):
-                with _tail_of(model, ablation, donor, start, injector):
+            step()
+            for _ in intact_copies:  # filled in at the end
+                step()
+            if front is not None:
+                front.run_batch(batch, calls, prefix, step)
+            for index in single:
+                start = starts[index]
+                with _tail_of(model, ablations[index], donor, start, injector):
                     if index not in tail_prefixes:  # the ablated model's own prefix cache, once
                         tail_prefixes[index] = None
                         if prefix is not None:
                             if start:
-                                injector.queue = [prefix_calls[0][start]]
+                                injector.queue = [prefix_calls[0][start].hidden]
                             tail_prefixes[index] = PrefixCache.compute(model, plan.prefix, device)
                     if start:
-                        injector.queue = [call[start] for call in calls]
+                        injector.queue = [call[start].hidden for call in calls]
                     run_batch(model, batch, tail_prefixes[index], device, *totals[index])
                     if injector.queue:
                         raise RuntimeError("the layer sweep made fewer forward calls than it recorded")
-                done += 1
-                if on_step:
-                    on_step(done, steps)
+                step()
             del calls
+    for i in intact_copies:
+        totals[i] = (intact_totals[0].clone(), intact_totals[1].clone())
     outputs = [LoglikelihoodOutput(total, misses == 0) for total, misses in totals]
     return LoglikelihoodOutput(intact_totals[0], intact_totals[1] == 0), outputs
