@@ -58,7 +58,8 @@ def test_sweep_reuse_counts_only_the_tail() -> None:
     assert evaluation_flops(work, shape) == 4 * per_layer + head
     assert evaluation_flops(work, shape, Ablation.skipping(1)) == 3 * per_layer + head
     assert evaluation_flops(work, shape, Ablation.skipping(1), reuse=True) == 2 * per_layer + head  # layers 2, 3
-    assert evaluation_flops(work, shape, Ablation.skipping(3), reuse=True) == 1 * per_layer + head  # resumes at 2
+    assert evaluation_flops(work, shape, Ablation.skipping(3), reuse=True) == head  # nothing after layer 3
+    assert evaluation_flops(work, shape, Ablation(), reuse=True) == 0  # a copy of the intact evaluation
     scratch, reused = sweep_flops(work, shape, [Ablation.skipping(i) for i in range(4)])
     assert scratch == 5 * head + (4 + 4 * 3) * per_layer
-    assert reused == 5 * head + (4 + 3 + 2 + 1 + 1) * per_layer
+    assert reused == 5 * head + (4 + 3 + 2 + 1 + 0) * per_layer

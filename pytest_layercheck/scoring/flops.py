@@ -21,7 +21,7 @@ from torch import nn
 from ..ablation import Ablation
 from ..architecture import get_adapter
 from .engine import MIN_SHARED_PREFIX, PreparedLoglikelihood
-from .sweep import resume_layer
+from .sweep import first_affected_layer
 
 
 def _linear_flops(block: nn.Module) -> int:
@@ -90,11 +90,14 @@ class TokenWork:
 
 def evaluation_flops(work: TokenWork, shape: ModelShape, ablation: Ablation = Ablation(), reuse: bool = False) -> int:
     """FLOPs of one evaluation under ``ablation``: the ablated model's layers, or with ``reuse`` only
-    those a layer sweep computes (kept layers from the resume point on)."""
+    those the wavefront sweep computes (kept layers from the first affected one on; an intact
+    entry in a sweep is a copy of the intact evaluation and costs nothing)."""
     kept = [i for i in range(shape.num_layers) if i not in ablation.skip]
     if reuse:
-        start = resume_layer(ablation, shape.num_layers)
-        kept = [i for i in kept if start is None or i >= start]
+        start = first_affected_layer(ablation)
+        if start is None:
+            return 0
+        kept = [i for i in kept if i >= start]
     return sum(work.flops(shape, kept).values())
 
 
