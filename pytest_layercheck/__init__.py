@@ -1,3 +1,5 @@
 """pytest-layercheck: depth-sensitivity profiles of language models as pytest regression tests."""
 
-__version__ = "0.1.0"
+from pytest_layercheck.core.version import __version__
+
+__all__ = ["__version__"]

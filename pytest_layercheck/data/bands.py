@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 
-from pytest_layercheck.errors import ConfigError
+from pytest_layercheck.core.errors import ConfigError
 
 BandSpec = Mapping[str, tuple[float, float]] | Iterable[tuple[str, float, float]]
 

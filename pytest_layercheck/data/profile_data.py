@@ -189,7 +189,7 @@ class DepthProfile:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> DepthProfile:
         """Decode a profile document strictly: a malformed, non-finite or hand-edited one raises SchemaError."""
-        from .validation import check_derived, check_profile_json, decode_outcomes
+        from pytest_layercheck.data.validation import check_derived, check_profile_json, decode_outcomes
 
         check_profile_json(data)
         suites = {
@@ -230,7 +230,7 @@ def merge_profiles(old: DepthProfile, new: DepthProfile) -> DepthProfile:
     Both must be measured the same way (same model weights, dtype, mode and bands); otherwise the kept
     suites would describe another model or another measurement, so the merge is refused with the fix.
     """
-    from .errors import BaselineError
+    from pytest_layercheck.core.errors import BaselineError
 
     kept = [name for name in old.suites if name not in new.suites]
     if kept:

@@ -196,7 +196,7 @@ def mean_difference_ci(differences: Sequence[float], level: float = CI_LEVEL) ->
 
 # --------------------------------------------------------------------------- multiplicity
 def check_correction(correction: str) -> Correction:
-    from .errors import ConfigError
+    from pytest_layercheck.core.errors import ConfigError
 
     if correction not in CORRECTIONS:
         raise ConfigError(f"unknown multiplicity correction {correction!r}",

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pytest_layercheck.atomic import atomic_write_text
-from pytest_layercheck.errors import BaselineError, ConfigError
-from pytest_layercheck.profile_data import INTACT, SCHEMA_VERSION, DepthProfile, merge_profiles
+from pytest_layercheck.core.atomic import atomic_write_text
+from pytest_layercheck.core.errors import BaselineError, ConfigError
+from pytest_layercheck.data.profile_data import INTACT, SCHEMA_VERSION, DepthProfile, merge_profiles
 
 UPDATE_FLAG = "--layercheck-update"
 DEFAULT_FOLDER = "baselines"

@@ -39,9 +39,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from pytest_layercheck.errors import BaselineError, ConfigError
-from pytest_layercheck.profile_data import INTACT, PRIMARY_METRIC, DepthProfile
-from pytest_layercheck.statistics import (
+from pytest_layercheck.core.errors import BaselineError, ConfigError
+from pytest_layercheck.data.profile_data import INTACT, PRIMARY_METRIC, DepthProfile
+from pytest_layercheck.data.statistics import (
     CI_LEVEL,
     DEFAULT_CORRECTION,
     DEFAULT_POWER,

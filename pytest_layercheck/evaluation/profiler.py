@@ -15,19 +15,19 @@ from typing import Any
 
 import torch
 
-from .ablation import Ablation, ablate
-from .architecture import get_adapter
-from .bands import DepthBands
-from .devices import dtype_name
-from .environment import collect_environment
-from .errors import ConfigError
-from .loading import LoadedModel
-from .profile_data import INTACT, DepthProfile, Evaluation, SuiteInfo
-from .result_cache import ResultCache
-from .scoring.protocols import PreparedSuite, prepare, score, score_sweep
-from .scoring.results import ProtocolResult
-from .suites.builtin import BUILTIN_SUITES, resolve_suites
-from .suites.schema import Suite
+from pytest_layercheck.model.ablation import Ablation, ablate
+from pytest_layercheck.model.architecture import get_adapter
+from pytest_layercheck.data.bands import DepthBands
+from pytest_layercheck.model.devices import dtype_name
+from pytest_layercheck.model.environment import collect_environment
+from pytest_layercheck.core.errors import ConfigError
+from pytest_layercheck.loading import LoadedModel
+from pytest_layercheck.data.profile_data import INTACT, DepthProfile, Evaluation, SuiteInfo
+from pytest_layercheck.evaluation.result_cache import ResultCache
+from pytest_layercheck.scoring.protocols import PreparedSuite, prepare, score, score_sweep
+from pytest_layercheck.scoring.results import ProtocolResult
+from pytest_layercheck.suites.builtin import BUILTIN_SUITES, resolve_suites
+from pytest_layercheck.suites.schema import Suite
 
 #: Items per suite scored on the intact model (None = every item). Intact scoring is cheap, and the
 #: intact cells are the ones a guard leans on, so knowledge and reasoning use every item: at ~264 and
@@ -270,8 +270,8 @@ def cache_identity(loaded: LoadedModel, info: SuiteInfo, ablation_key: str, seed
     import tokenizers
     import transformers
 
-    from . import __version__
-    from .fingerprint import chat_template_digest, code_fingerprint
+    from pytest_layercheck.core.version import __version__
+    from pytest_layercheck.model.fingerprint import chat_template_digest, code_fingerprint
 
     return {
         "fingerprint": loaded.fingerprint,

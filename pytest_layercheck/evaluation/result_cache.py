@@ -32,11 +32,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_write_text
-from .cache_dirs import results_dir
-from .errors import ConfigError, LayercheckError
-from .profile_data import Evaluation
-from .validation import CACHE_ENTRY_KEYS, SchemaError, decode_cache_entry, expect_object
+from pytest_layercheck.core.atomic import atomic_write_text
+from pytest_layercheck.core.cache_dirs import results_dir
+from pytest_layercheck.core.errors import ConfigError, LayercheckError
+from pytest_layercheck.data.profile_data import Evaluation
+from pytest_layercheck.data.validation import CACHE_ENTRY_KEYS, SchemaError, decode_cache_entry, expect_object
 
 #: Bumped when the entry format changes; entries of another format are misses.
 CACHE_FORMAT = 2

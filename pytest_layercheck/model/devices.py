@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import ConfigError
+from pytest_layercheck.core.errors import ConfigError
 
 _DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,

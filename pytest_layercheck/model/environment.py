@@ -11,7 +11,7 @@ import torch
 def collect_environment(device: torch.device | str) -> dict[str, Any]:
     import transformers
 
-    from . import __version__
+    from pytest_layercheck.core.version import __version__
 
     device = torch.device(device)
     if device.type == "cuda":

@@ -61,7 +61,8 @@ _TOKENIZER_ATTRIBUTES: tuple[str, ...] = (
 )
 #: Package code whose change can change a score; its hash is part of every result-cache key.
 SCORING_CODE: tuple[str, ...] = (
-    "scoring", "ablation.py", "architecture.py", "profiler.py", "loading.py", "devices.py", "suites/schema.py",
+    "scoring", "model/ablation.py", "model/architecture.py", "evaluation/profiler.py", "loading.py",
+    "model/loading.py", "model/devices.py", "suites/schema.py",
 )
 
 
@@ -116,10 +117,12 @@ def generation_config_digest(model: Any) -> str | None:
 @functools.lru_cache(maxsize=1)
 def code_fingerprint() -> str:
     """``sha256:<hex>`` of the package code that computes scores (:data:`SCORING_CODE`), read once per process."""
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]
     digest = hashlib.sha256()
     for entry in SCORING_CODE:
         path = package / entry
+        if not path.exists():
+            continue  # a module on its way into its layer folder exists at one of its two paths
         for source in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
             digest.update(source.relative_to(package).as_posix().encode() + b"\0")
             digest.update(source.read_bytes() + b"\0")

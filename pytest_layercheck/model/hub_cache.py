@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ModelLoadError
+from pytest_layercheck.core.errors import ModelLoadError
 
 __all__ = ["HubModel", "hub_cache_dir", "looks_like_hub_id", "resolve_hub_model", "cached_models"]
 

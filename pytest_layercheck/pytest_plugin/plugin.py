@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from .ablation import Ablation, ablate
-from .checks import CellCheck, CheckOutcome, run_check
-from .errors import LayercheckError
-from .session import LayercheckSession, SessionOptions
-from .yaml_checks import collect_yaml_checks, is_check_file
+from pytest_layercheck.model.ablation import Ablation, ablate
+from pytest_layercheck.evaluation.checks import CellCheck, CheckOutcome, run_check
+from pytest_layercheck.core.errors import LayercheckError
+from pytest_layercheck.pytest_plugin.session import LayercheckSession, SessionOptions
+from pytest_layercheck.pytest_plugin.yaml_checks import collect_yaml_checks, is_check_file
 
 SESSION_KEY = pytest.StashKey[LayercheckSession]()
 
@@ -146,8 +146,8 @@ def layercheck_reference_model(layercheck_session: LayercheckSession) -> Any:
 @pytest.fixture
 def layercheck_ablate(layercheck_model: Any) -> Callable[..., contextlib.AbstractContextManager[Any]]:
     """Factory of ablation contexts on the session model: ``with layercheck_ablate(band="deep"): ...``."""
-    from .architecture import get_adapter
-    from .bands import DepthBands
+    from pytest_layercheck.model.architecture import get_adapter
+    from pytest_layercheck.data.bands import DepthBands
 
     def factory(
         skip: Any = (),
@@ -177,7 +177,7 @@ def _model_context(loaded: Any, ablation: Ablation, donor: Any) -> Iterator[Any]
 @pytest.fixture(scope="session")
 def layercheck_suite() -> Callable[..., Any]:
     """Suite loader: ``layercheck_suite("knowledge", limit=20)`` or a path to a YAML suite."""
-    from .suites.builtin import resolve_suite
+    from pytest_layercheck.suites.builtin import resolve_suite
 
     def load(name_or_path: str, limit: int | None = None) -> Any:
         return resolve_suite(name_or_path).limited(limit)
@@ -230,7 +230,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 def item_check(item: pytest.Item) -> CellCheck | None:
     """The check a collected item asserts (a marked test or a YAML check); None when it has none or
     its arguments are bad (the test then reports that, with the fix, when it runs)."""
-    from .yaml_checks import YamlCheckItem
+    from pytest_layercheck.pytest_plugin.yaml_checks import YamlCheckItem
 
     if isinstance(item, YamlCheckItem):
         return item.check
@@ -302,7 +302,7 @@ ANNOTATIONS: list[str] = []
 def workflow_command(kind: str, message: str, *, path: str, line: int | None) -> str:
     """A GitHub ``::error file=…,line=…`` command; ``path`` relative to the rootdir, ``line`` 0-based
     as pytest reports it."""
-    from .report.markdown import _escape
+    from pytest_layercheck.report.markdown import _escape
 
     position = f"file={Path(path).as_posix()}" + (f",line={line + 1}" if line is not None else "")
     return f"::{kind} {position},title=layercheck::{_escape(message)}"
@@ -391,7 +391,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         for line in lines:
             terminalreporter.write_line(line)
     if state.has_analyses:
-        from .report.format import render_text
+        from pytest_layercheck.report.format import render_text
 
         terminalreporter.section("layercheck analyses")
         for renderable in state.analyses.renderables():

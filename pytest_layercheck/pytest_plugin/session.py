@@ -12,18 +12,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .bands import DepthBands
-from .baseline import UPDATE_FLAG, BaselineStore, slugify
-from .checks import CellCheck, CheckOutcome
-from .comparison import ProfileComparison, Tolerance, Verdict
-from .errors import BaselineError, ConfigError, LayercheckError
-from .loading import LoadedModel, load_model
-from .profile_data import INTACT, DepthProfile
-from .profiler import DEFAULT_LIMITS, DEFAULT_SWEEP_LIMITS, Limit, ProfileSettings, ProgressHook, build_profile
-from .result_cache import ResultCache
+from pytest_layercheck.data.bands import DepthBands
+from pytest_layercheck.evaluation.baseline import UPDATE_FLAG, BaselineStore, slugify
+from pytest_layercheck.evaluation.checks import CellCheck, CheckOutcome
+from pytest_layercheck.evaluation.comparison import ProfileComparison, Tolerance, Verdict
+from pytest_layercheck.core.errors import BaselineError, ConfigError, LayercheckError
+from pytest_layercheck.loading import LoadedModel, load_model
+from pytest_layercheck.data.profile_data import INTACT, DepthProfile
+from pytest_layercheck.evaluation.profiler import DEFAULT_LIMITS, DEFAULT_SWEEP_LIMITS, Limit, ProfileSettings, ProgressHook, build_profile
+from pytest_layercheck.evaluation.result_cache import ResultCache
 
 if TYPE_CHECKING:
-    from .analysis.session_analyses import SessionAnalyses
+    from pytest_layercheck.pytest_plugin.session_analyses import SessionAnalyses
 
 
 @dataclass(frozen=True)
@@ -148,7 +148,7 @@ class LayercheckSession:
     def analyses(self) -> SessionAnalyses:
         """Analyses of the session model (the ``layercheck_analyses`` fixture), created on first use."""
         if self._analyses is None:
-            from .analysis.session_analyses import SessionAnalyses
+            from pytest_layercheck.pytest_plugin.session_analyses import SessionAnalyses
 
             self._analyses = SessionAnalyses(self)
         return self._analyses
@@ -182,7 +182,7 @@ class LayercheckSession:
     def _suite_name(self, capability: str) -> str | None:
         """The suite a check's capability (or suite name) refers to; None when ambiguous or unknown
         (the check itself reports that, with the fix, when it runs)."""
-        from .suites.builtin import resolve_suites
+        from pytest_layercheck.suites.builtin import resolve_suites
 
         if self._capabilities is None:
             self._capabilities = {suite.name: suite.capability for suite in resolve_suites(self.settings.suites)}
@@ -351,15 +351,15 @@ class LayercheckSession:
         return failed
 
     def _write_reports(self, comparison: ProfileComparison | None) -> None:
-        from .report.json_report import write_json_report
-        from .report.markdown import append_step_summary, render_markdown
+        from pytest_layercheck.report.json_report import write_json_report
+        from pytest_layercheck.report.markdown import append_step_summary, render_markdown
 
         assert self._profile is not None
         if self.options.report:
             write_json_report(Path(self.options.report), self._profile, comparison)
             self.messages.append(f"JSON report written: {self.options.report}")
         if self.options.heatmap:
-            from .report.heatmap import plot_layer_heatmap
+            from pytest_layercheck.report.heatmap import plot_layer_heatmap
 
             plot_layer_heatmap(self._profile, Path(self.options.heatmap))
             self.messages.append(f"heatmap written: {self.options.heatmap}")
@@ -369,13 +369,13 @@ class LayercheckSession:
     def summary_lines(self, width: int = 100, color: bool = False) -> list[str]:
         if self._profile is None:
             return list(self.messages)
-        from .report.terminal import render_terminal
+        from pytest_layercheck.report.terminal import render_terminal
 
         comparison = self.comparison()
         baseline = self._baseline if comparison is not None else None
         lines = render_terminal(self._profile, comparison, width=width, color=color, baseline=baseline).splitlines()
         if comparison is not None:
-            from .comparison import sensitivity_warning
+            from pytest_layercheck.evaluation.comparison import sensitivity_warning
 
             warning = sensitivity_warning(comparison)
             if warning:

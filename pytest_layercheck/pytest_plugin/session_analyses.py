@@ -17,13 +17,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
-    from ..session import LayercheckSession
-    from .compare import ModelComparison
-    from .heads import HeadImportance
-    from .redundancy import RedundancyResult
-    from .retrieval_heads import MaskingComparison, RetrievalHeads
-    from .thinking import ThinkingResult
-    from .transfer import TransferStability
+    from pytest_layercheck.pytest_plugin.session import LayercheckSession
+    from pytest_layercheck.analysis.compare import ModelComparison
+    from pytest_layercheck.analysis.heads import HeadImportance
+    from pytest_layercheck.analysis.redundancy import RedundancyResult
+    from pytest_layercheck.analysis.retrieval_heads import MaskingComparison, RetrievalHeads
+    from pytest_layercheck.analysis.thinking import ThinkingResult
+    from pytest_layercheck.analysis.transfer import TransferStability
 
 T = TypeVar("T")
 
@@ -48,13 +48,13 @@ class SessionAnalyses:
         """A rich report of every analysis computed this session, for pytest's terminal summary."""
         from rich.text import Text
 
-        from ..report.analyses import (
+        from pytest_layercheck.report.analyses import (
             redundancy_renderable,
             thinking_renderable,
             transfer_renderable,
         )
-        from ..report.compare import compare_renderable
-        from ..report.heads import (
+        from pytest_layercheck.report.compare import compare_renderable
+        from pytest_layercheck.report.heads import (
             importance_renderable,
             masking_summary,
             masking_title,
@@ -74,7 +74,7 @@ class SessionAnalyses:
 
     def heads(self, suite: str = "knowledge", **kwargs: Any) -> HeadImportance:
         """Head importance (:func:`.heads.head_importance`), sharing the session's result cache."""
-        from .heads import head_importance
+        from pytest_layercheck.analysis.heads import head_importance
 
         kwargs.setdefault("cache", self.session.cache)
         shown = {k: v for k, v in kwargs.items() if k != "cache"}
@@ -83,40 +83,40 @@ class SessionAnalyses:
 
     def retrieval_heads(self, **kwargs: Any) -> RetrievalHeads:
         """Retrieval heads on generated needle tests (:func:`.retrieval_heads.find_retrieval_heads`)."""
-        from .retrieval_heads import find_retrieval_heads
+        from pytest_layercheck.analysis.retrieval_heads import find_retrieval_heads
 
         return self._once("retrieval_heads", kwargs, lambda: find_retrieval_heads(self.session.model(), **kwargs))
 
     def masking(self, k: int, **kwargs: Any) -> MaskingComparison:
         """Top-k retrieval heads vs k random heads masked (:func:`.retrieval_heads.compare_masking`)."""
-        from .retrieval_heads import compare_masking
+        from pytest_layercheck.analysis.retrieval_heads import compare_masking
 
         return self._once("masking", {"k": k, **kwargs},
                           lambda: compare_masking(self.session.model(), k=k, **kwargs))
 
     def redundancy(self, block: int = 1, **kwargs: Any) -> RedundancyResult:
         """Angular distance and Block Influence (:func:`.redundancy.measure_redundancy`)."""
-        from .redundancy import measure_redundancy
+        from pytest_layercheck.analysis.redundancy import measure_redundancy
 
         return self._once("redundancy", {"block": block, **kwargs},
                           lambda: measure_redundancy(self.session.model(), block=block, **kwargs))
 
     def thinking(self, **kwargs: Any) -> ThinkingResult:
         """Fast vs slow answers (:func:`.thinking.compare_thinking`)."""
-        from .thinking import compare_thinking
+        from pytest_layercheck.analysis.thinking import compare_thinking
 
         return self._once("thinking", kwargs, lambda: compare_thinking(self.session.model(), **kwargs))
 
     def transfer(self, suite: str = "reasoning", **kwargs: Any) -> TransferStability:
         """Stability of correctness under new numbers or sibling facts (:func:`.transfer.stability`)."""
-        from .transfer import stability
+        from pytest_layercheck.analysis.transfer import stability
 
         return self._once("transfer", {"suite": suite, **kwargs},
                           lambda: stability(self.session.model(), suite, **kwargs))
 
     def compare(self, localise: str = "bands,changed") -> ModelComparison:
         """The session model against ``--layercheck-reference`` (:func:`.compare.compare_with_reference`)."""
-        from .compare import compare_with_reference
+        from pytest_layercheck.analysis.compare import compare_with_reference
 
         return self._once("compare", {"localise": localise},
                           lambda: compare_with_reference(self.session, localise=localise))

@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 import yaml
 
-from .checks import CellCheck
-from .errors import ConfigError, LayercheckError
+from pytest_layercheck.evaluation.checks import CellCheck
+from pytest_layercheck.core.errors import ConfigError, LayercheckError
 
 
 def is_check_file(path: Path, patterns: Iterable[str]) -> bool:
@@ -82,7 +82,7 @@ class YamlCheckItem(pytest.Item):
         self.line = line
 
     def runtest(self) -> None:
-        from .plugin import SESSION_KEY, assert_check
+        from pytest_layercheck.pytest_plugin.plugin import SESSION_KEY, assert_check
 
         assert_check(self.config.stash[SESSION_KEY], self.check, self)
 

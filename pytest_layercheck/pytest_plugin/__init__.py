@@ -1,0 +1,1 @@
+"""pytest_plugin layer (see ARCHITECTURE.md)."""
