@@ -91,14 +91,23 @@ def load_model(
     adapter_base: str | Path | None = None,
     trust_remote_code: bool = False,
     progress: Progress = _silent,
+    max_memory: dict[int | str, int | str] | None = None,
+    offload_folder: str | Path | None = None,
 ) -> LoadedModel:
     """Load ``spec`` on ``device`` (auto: CUDA+bf16, else CPU+float32) in eval mode.
 
-    ``device_map="auto"`` shards a model too large for one GPU (accelerate); then ``device`` only
-    decides the dtype default.
+    ``device_map="auto"`` shards a model too large for one GPU (accelerate), offloading what does
+    not fit to CPU memory, or to ``offload_folder`` on disk; ``max_memory`` caps each device
+    (accelerate's ``{0: "70GiB", "cpu": "200GiB"}``). Then ``device`` only decides the dtype
+    default, and ``LoadedModel.device`` is where inputs go (the first layer's execution device).
     """
+    placement: dict[str, Any] = {}
+    if max_memory is not None:
+        placement["max_memory"] = max_memory
+    if offload_folder is not None:
+        placement["offload_folder"] = str(offload_folder)
     with _quiet_transformers():
-        return _load(spec, device, dtype, device_map, adapter_base, trust_remote_code, progress)
+        return _load(spec, device, dtype, device_map, adapter_base, trust_remote_code, progress, placement)
 
 
 @contextlib.contextmanager
@@ -123,12 +132,13 @@ def _load(
     adapter_base: str | Path | None,
     trust_remote_code: bool,
     progress: Progress,
+    placement: dict[str, Any] | None = None,
 ) -> LoadedModel:
     started = time.perf_counter()
     resolved_device = resolve_device(device)
     resolved_dtype = resolve_dtype(dtype, resolved_device)
     spec_text = str(spec)
-    common = dict(dtype=resolved_dtype, device_map=device_map, trust_remote_code=trust_remote_code)
+    common = dict(dtype=resolved_dtype, device_map=device_map, trust_remote_code=trust_remote_code, **(placement or {}))
 
     if spec_text in DEFAULT_MODEL_ALIASES:
         folder = ensure_default_model(progress)
@@ -157,7 +167,7 @@ def _load(
         spec=spec_text,
         name=name,
         kind=kind,
-        device=resolved_device if device_map is None else next(model.parameters()).device,
+        device=resolved_device if device_map is None else _input_device(model),
         dtype=resolved_dtype,
         load_seconds=time.perf_counter() - started,
     )
@@ -190,7 +200,14 @@ def _classify(path: Path, spec: str) -> str:
     raise ModelLoadError(f"folder {spec!r} has no config.json or adapter_config.json, so it is not a model folder", fix)
 
 
-def _load_folder(folder: Path, *, dtype: torch.dtype, device_map: Any, trust_remote_code: bool) -> tuple[Any, Any]:
+def _input_device(model: Any) -> torch.device:
+    from .scoring.engine import model_device
+
+    return model_device(model)
+
+
+def _load_folder(folder: Path, *, dtype: torch.dtype, device_map: Any, trust_remote_code: bool,
+                 **placement: Any) -> tuple[Any, Any]:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
@@ -227,6 +244,7 @@ def _load_folder(folder: Path, *, dtype: torch.dtype, device_map: Any, trust_rem
             local_files_only=True,
             trust_remote_code=trust_remote_code,
             use_safetensors=True if has_safetensors else None,
+            **placement,
         )
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=trust_remote_code)
     except LayercheckError:
@@ -254,7 +272,8 @@ def gguf_error(path: Path, exc: BaseException) -> ModelLoadError:
     )
 
 
-def _load_gguf(path: Path, *, dtype: torch.dtype, device_map: Any, trust_remote_code: bool) -> tuple[Any, Any]:
+def _load_gguf(path: Path, *, dtype: torch.dtype, device_map: Any, trust_remote_code: bool,
+               **placement: Any) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     with path.open("rb") as handle:
@@ -264,7 +283,8 @@ def _load_gguf(path: Path, *, dtype: torch.dtype, device_map: Any, trust_remote_
     try:
         tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         model = AutoModelForCausalLM.from_pretrained(
-            path.parent, gguf_file=path.name, dtype=dtype, device_map=device_map, trust_remote_code=trust_remote_code
+            path.parent, gguf_file=path.name, dtype=dtype, device_map=device_map, trust_remote_code=trust_remote_code,
+            **placement,
         )
     except Exception as exc:  # noqa: BLE001 - transformers raises many types for a bad GGUF
         raise gguf_error(path, exc) from None

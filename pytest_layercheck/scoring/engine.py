@@ -78,8 +78,17 @@ MIN_FILL = 0.6
 
 
 def model_device(model: Any) -> torch.device:
-    """Where the model's (first) parameters live; inputs go there."""
-    return next(model.parameters()).device
+    """Where inputs go: the device of the model's first parameter, or, when that parameter is
+    offloaded (``device_map`` with CPU/disk offload: weights on the meta device), the execution
+    device accelerate's hooks load the weights to."""
+    device = next(model.parameters()).device
+    if device.type != "meta":
+        return device
+    for module in model.modules():
+        execution = getattr(getattr(module, "_hf_hook", None), "execution_device", None)
+        if execution is not None:
+            return torch.device(f"cuda:{execution}" if isinstance(execution, int) else execution)
+    return device
 
 
 def default_token_budget(device: torch.device) -> int:
