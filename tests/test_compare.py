@@ -188,7 +188,7 @@ def test_cli_refuses_a_bad_strategy_before_loading(isolated: Path) -> None:
 
 # ------------------------------------------------------------------------------------------- pytest
 REFERENCE_GUARD = """
-from pytest_layercheck.analysis.compare import compare_with_reference
+from pytest_layercheck.pytest_plugin.session_analyses import compare_with_reference
 
 def test_candidate_keeps_what_the_reference_knows(layercheck_session, layercheck_reference_model):
     result = compare_with_reference(layercheck_session, localise="layers")

@@ -35,7 +35,6 @@ from pytest_layercheck.result_cache import ResultCache
 
 if TYPE_CHECKING:
     from pytest_layercheck.loading import LoadedModel
-    from pytest_layercheck.session import LayercheckSession
 
 
 @dataclass(frozen=True)
@@ -103,16 +102,12 @@ class ModelComparison:
 
     def failure_message(self) -> str:
         """What a pytest assertion should print: the failing cells, then where the loss lives."""
-        from pytest_layercheck.report.format import describe_change, describe_detail
-
         lines = [f"{self.candidate.model.get('name')} regressed against {self.base.model.get('name')}:"]
         lines += [f"  {describe_change(c)}: {describe_detail(c)}" for c in self.comparison.failures]
         lines += [f"  {v}" for v in self.verdicts]
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
-        from pytest_layercheck.report.json_report import comparison_to_json
-
         return {
             "passed": self.passed,
             "base": self.base.model,
@@ -183,27 +178,4 @@ def compare_models(
     return ModelComparison(base_profile, cand_profile, comparison, weights, localisation, settings, seconds)
 
 
-def compare_with_reference(session: LayercheckSession, *, localise: str = "bands,changed",
-                           summary: bool = True) -> ModelComparison:
-    """The pytest form: the session's model against ``--layercheck-reference``, judged by the session's options.
-
-    Uses the session's suites, protocols, mode, bands, limit, tolerance, alpha and result cache, so a test
-    reads ``assert result.passed, result.failure_message()``. Under GitHub Actions (``summary``) the
-    comparison's markdown is appended to the job summary.
-    """
-    import os
-
-    verdict = session.verdict
-    settings = CompareSettings(profile=session.settings, tolerance=verdict.tolerance, alpha=verdict.alpha,
-                               correction=verdict.correction, allow_precision_mismatch=verdict.allow_precision_mismatch,
-                               localise=localise)
-    result = compare_models(session.reference_model(), session.model(), settings, cache=session.cache)
-    if summary and os.environ.get("GITHUB_STEP_SUMMARY"):
-        from pytest_layercheck.report.compare import render_compare_markdown
-        from pytest_layercheck.report.markdown import append_step_summary
-
-        append_step_summary(render_compare_markdown(result))
-    return result
-
-
-__all__ = ["CompareSettings", "ModelComparison", "compare_models", "compare_with_reference", "dropped_suites"]
+__all__ = ["CompareSettings", "ModelComparison", "compare_models", "dropped_suites"]

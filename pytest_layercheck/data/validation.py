@@ -144,7 +144,7 @@ def _item_ids(value: Any, where: str) -> tuple[str, ...]:
 
 def check_profile_json(data: Any) -> None:
     """Raise :class:`SchemaError` unless ``data`` is an exact, well-typed, finite, binary profile document."""
-    from pytest_layercheck.data.profile_data import INTACT, PRIMARY_METRIC, SCHEMA_VERSION
+    from pytest_layercheck.data.records import INTACT, PRIMARY_METRIC, SCHEMA_VERSION
 
     top = expect_object(data, "profile", PROFILE_KEYS)
     check_finite(top, "profile")
@@ -254,7 +254,7 @@ def decode_cache_entry(payload: Any, identity: Mapping[str, Any]) -> Evaluation:
     The stored identity must equal ``identity``; the suite, protocol and ablation must be the ones the
     identity names; outcomes must be 0/1 and as many as the identity's ``items``.
     """
-    from pytest_layercheck.data.profile_data import INTACT, PRIMARY_METRIC, Evaluation
+    from pytest_layercheck.data.records import INTACT, PRIMARY_METRIC, Evaluation
 
     entry = expect_object(payload, "cache entry", CACHE_ENTRY_KEYS)
     check_finite(entry, "cache entry")

@@ -17,12 +17,11 @@ from typing import Any
 import pytest
 
 from pytest_layercheck.model.ablation import Ablation, ablate
-from pytest_layercheck.evaluation.checks import CellCheck, CheckOutcome, run_check
+from pytest_layercheck.evaluation.checks import CellCheck
+from pytest_layercheck.pytest_plugin.checking import SESSION_KEY, assert_check, guard, session_of
 from pytest_layercheck.core.errors import LayercheckError
 from pytest_layercheck.pytest_plugin.session import LayercheckSession, SessionOptions
 from pytest_layercheck.pytest_plugin.yaml_checks import collect_yaml_checks, is_check_file
-
-SESSION_KEY = pytest.StashKey[LayercheckSession]()
 
 _OPTIONS: list[tuple[str, str, str, Any]] = [
     # (option suffix, ini name, help, default)
@@ -118,21 +117,17 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SESSION_KEY] = state
 
 
-def _session(config: pytest.Config) -> LayercheckSession:
-    return config.stash[SESSION_KEY]
-
-
 # --------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="session")
-def layercheck_session(pytestconfig: pytest.Config) -> LayercheckSession:
+def layerchecksession_of(pytestconfig: pytest.Config) -> LayercheckSession:
     """The plugin's session state: settings, model, profile, baseline."""
-    return _session(pytestconfig)
+    return session_of(pytestconfig)
 
 
 @pytest.fixture(scope="session")
 def layercheck_model(layercheck_session: LayercheckSession) -> Any:
     """The model under test (``LoadedModel``), loaded once per session on CUDA if present, else CPU."""
-    return _guard(layercheck_session.model)
+    return guard(layercheck_session.model)
 
 
 @pytest.fixture(scope="session")
@@ -140,7 +135,7 @@ def layercheck_reference_model(layercheck_session: LayercheckSession) -> Any:
     """The reference model from ``--layercheck-reference``; skips the test when none is configured."""
     if not layercheck_session.options.reference:
         pytest.skip("no reference model configured (--layercheck-reference)")
-    return _guard(layercheck_session.reference_model)
+    return guard(layercheck_session.reference_model)
 
 
 @pytest.fixture
@@ -188,13 +183,13 @@ def layercheck_suite() -> Callable[..., Any]:
 @pytest.fixture(scope="session")
 def layercheck_profile(layercheck_session: LayercheckSession) -> Any:
     """The session's depth profile (``DepthProfile``), computed once and shared by every test."""
-    return _guard(lambda: layercheck_session.profile)
+    return guard(lambda: layercheck_session.profile)
 
 
 @pytest.fixture(scope="session")
 def layercheck_baseline(layercheck_session: LayercheckSession) -> Any:
     """The stored baseline profile; fails with the fix when it is missing or incompatible."""
-    return _guard(lambda: layercheck_session.baseline)
+    return guard(lambda: layercheck_session.baseline)
 
 
 @pytest.fixture(scope="session")
@@ -205,19 +200,10 @@ def layercheck_analyses(layercheck_session: LayercheckSession) -> Any:
     return layercheck_session.analyses
 
 
-def _guard(getter: Callable[[], Any]) -> Any:
-    """Call ``getter``; a LayercheckError becomes a clean failure (no traceback, no chained error)."""
-    try:
-        return getter()
-    except LayercheckError as exc:
-        message = str(exc)
-    pytest.fail(message, pytrace=False)
-
-
 # ------------------------------------------------------------------------ the marker
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     """Plan the profile from the collected checks: a run computes only the cells its checks ask for."""
-    state = _session(config)
+    state = session_of(config)
     try:
         for item in items:
             check = item_check(item)
@@ -248,8 +234,8 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     result = yield
     marker = item.get_closest_marker("layercheck")
     if marker is not None:
-        check = _guard(lambda: CellCheck.from_mapping(_marker_arguments(marker), where=item.nodeid))
-        assert_check(_session(item.config), check, item)
+        check = guard(lambda: CellCheck.from_mapping(_marker_arguments(marker), where=item.nodeid))
+        assert_check(session_of(item.config), check, item)
     return result
 
 
@@ -259,30 +245,6 @@ def _marker_arguments(marker: pytest.Mark) -> dict[str, Any]:
     for name, value in zip(positional, marker.args):
         arguments[name] = value
     return arguments
-
-
-def assert_check(session: LayercheckSession, check: CellCheck, item: pytest.Item | None = None) -> None:
-    """Run one check against the session profile; a failure is a clean pytest failure.
-
-    The cell's values go into the JUnit XML (``record_property``), and a failure becomes a GitHub
-    annotation on the check's file and line.
-    """
-    def verdict() -> CheckOutcome:
-        baseline = session.baseline_or_none_for(check)  # a missing baseline fails before the profile's cost
-        verdict = session.verdict
-        return run_check(check, session.profile_for(check), baseline, verdict.tolerance, verdict.alpha,
-                         **verdict.options())
-
-    outcome = _guard(verdict)
-    session.record_check(check, outcome)
-    if item is not None:
-        item.user_properties.append(("layercheck_cell", check.label))
-        item.user_properties.append(("layercheck_passed", outcome.passed))
-        item.user_properties.append(("layercheck_verdict", outcome.message.splitlines()[0]))
-        for name, value in getattr(outcome, "properties", {}).items():
-            item.user_properties.append((f"layercheck_{name}", value))
-    if not outcome.passed:
-        pytest.fail(outcome.message, pytrace=False)
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -354,7 +316,7 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 
 # ---------------------------------------------------------------- xdist and summary
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    state = _session(session.config)
+    state = session_of(session.config)
     if state.options.is_xdist_worker:
         payload = state.worker_payload()
         if payload is not None:
@@ -374,11 +336,11 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
     """xdist controller: take the profile computed by a worker (all workers compute the same one)."""
     payload = getattr(node, "workeroutput", {}).get("layercheck")
     if payload is not None:
-        _session(node.config).absorb_worker_payload(payload)
+        session_of(node.config).absorb_worker_payload(payload)
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    state = _session(config)
+    state = session_of(config)
     if state.options.is_xdist_worker:
         return
     for command in ANNOTATIONS:

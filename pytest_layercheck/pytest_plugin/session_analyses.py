@@ -13,8 +13,12 @@ tests can look at one analysis without paying for it twice.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
+
+from pytest_layercheck.report.compare import render_compare_markdown
+from pytest_layercheck.report.markdown import append_step_summary
 
 if TYPE_CHECKING:
     from pytest_layercheck.pytest_plugin.session import LayercheckSession
@@ -115,8 +119,27 @@ class SessionAnalyses:
                           lambda: stability(self.session.model(), suite, **kwargs))
 
     def compare(self, localise: str = "bands,changed") -> ModelComparison:
-        """The session model against ``--layercheck-reference`` (:func:`.compare.compare_with_reference`)."""
-        from pytest_layercheck.analysis.compare import compare_with_reference
+        """The session model against ``--layercheck-reference`` (:func:`compare_with_reference`)."""
 
         return self._once("compare", {"localise": localise},
                           lambda: compare_with_reference(self.session, localise=localise))
+
+
+def compare_with_reference(session: LayercheckSession, *, localise: str = "bands,changed",
+                           summary: bool = True) -> ModelComparison:
+    """The pytest form: the session's model against ``--layercheck-reference``, judged by the session's options.
+
+    Uses the session's suites, protocols, mode, bands, limit, tolerance, alpha and result cache, so a test
+    reads ``assert result.passed, result.failure_message()``. Under GitHub Actions (``summary``) the
+    comparison's markdown is appended to the job summary.
+    """
+    from pytest_layercheck.analysis.compare import CompareSettings, compare_models
+
+    verdict = session.verdict
+    settings = CompareSettings(profile=session.settings, tolerance=verdict.tolerance, alpha=verdict.alpha,
+                               correction=verdict.correction, allow_precision_mismatch=verdict.allow_precision_mismatch,
+                               localise=localise)
+    result = compare_models(session.reference_model(), session.model(), settings, cache=session.cache)
+    if summary and os.environ.get("GITHUB_STEP_SUMMARY"):
+        append_step_summary(render_compare_markdown(result))
+    return result

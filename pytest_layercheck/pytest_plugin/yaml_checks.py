@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from pytest_layercheck.evaluation.checks import CellCheck
+from pytest_layercheck.pytest_plugin.checking import SESSION_KEY, assert_check
 from pytest_layercheck.core.errors import ConfigError, LayercheckError
 
 
@@ -82,8 +83,6 @@ class YamlCheckItem(pytest.Item):
         self.line = line
 
     def runtest(self) -> None:
-        from pytest_layercheck.pytest_plugin.plugin import SESSION_KEY, assert_check
-
         assert_check(self.config.stash[SESSION_KEY], self.check, self)
 
     def reportinfo(self) -> tuple[Path, int, str]:

@@ -11,6 +11,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from pytest_layercheck.comparison import CellComparison, ProfileComparison
+from pytest_layercheck.evaluation.describe import (  # noqa: F401 - the renderers' shared vocabulary
+    describe_change,
+    describe_detail,
+    fmt_delta,
+    fmt_p,
+    fmt_value,
+    unit_name,
+)
 from pytest_layercheck.profile_data import INTACT, DepthProfile
 
 #: Marker next to a compared cell; "✗" is reserved for cells that fail the run.
@@ -18,19 +26,6 @@ FAIL_MARK = "✗"
 STATUS_MARKS = {"regressed": FAIL_MARK, "changed": "~", "improved": "↑", "ok": ""}
 LEGEND = (f"{FAIL_MARK} fails (a significant drop of at least half the tolerance) · ~ beyond tolerance, "
           "not significant · ↑ improved")
-
-
-def fmt_value(value: float) -> str:
-    return f"{value:.3f}" if math.isfinite(value) else "n/a"
-
-
-def fmt_delta(delta: float) -> str:
-    return f"{delta:+.3f}" if math.isfinite(delta) else "n/a"
-
-
-def fmt_p(p: float) -> str:
-    """Three decimals, switching to scientific notation where that would print 0.000."""
-    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
 
 
 def fmt_layers(layers: Sequence[int]) -> str:
@@ -62,24 +57,6 @@ def cell_text(value: float, compared: CellComparison | None = None) -> str:
         return fmt_value(value)
     mark = marker(compared)
     return f"{fmt_value(value)} ({fmt_delta(compared.delta)}{' ' + mark if mark else ''})"
-
-
-def unit_name(cell: CellComparison) -> str:
-    """What the paired test counted: items (a band's item outcome is averaged over its ablations)."""
-    return "items" if cell.band == INTACT else "items (averaged over the band's ablations)"
-
-
-def describe_change(cell: CellComparison, with_label: bool = True) -> str:
-    """``knowledge/shallow acc dropped 0.620 -> 0.410 (p=0.003)``: the one-line form (annotations)."""
-    verb = "dropped" if cell.delta < 0 else "rose" if cell.delta > 0 else "stayed at"
-    change = f"{verb} {fmt_value(cell.baseline)} -> {fmt_value(cell.current)} (p={fmt_p(cell.p_value)})"
-    return f"{cell.label} {change}" if with_label else change
-
-
-def describe_detail(cell: CellComparison) -> str:
-    """The evidence behind a status: effect vs tolerance and the discordant counts."""
-    return (f"Δ {fmt_delta(cell.delta)} vs tolerance {cell.allowed:g}; {len(cell.worse_items)} of {cell.items} "
-            f"{unit_name(cell)} got worse, {len(cell.better_items)} better")
 
 
 def status_line(comparison: ProfileComparison) -> str:
@@ -134,7 +111,6 @@ def render_text(renderable: Any, width: int = 120) -> str:
 
 def finite(value: Any) -> Any:
     """NaN/inf become null and tuples lists: strict JSON readers (jq, JavaScript) reject Python's ``NaN``."""
-    import math
 
     if isinstance(value, float):
         return value if math.isfinite(value) else None

@@ -1,0 +1,86 @@
+"""The plain records of a profile: one suite's identity, one evaluation's per-item outcomes, one cell.
+
+They sit below ``profile_data`` (the whole profile) and ``validation`` (which decodes records read
+from disk), so both can use them without importing each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+SCHEMA_VERSION = 1
+INTACT = "intact"
+
+#: The metric a protocol is judged by; the others are kept and reported.
+PRIMARY_METRIC: Mapping[str, str] = {
+    "mc_letters": "acc",
+    "mc_text": "acc",
+    "continuation": "exact_match",
+    "generate_until": "exact_match",
+}
+
+
+@dataclass(frozen=True)
+class SuiteInfo:
+    """What identifies a suite's contribution to a profile."""
+
+    name: str
+    capability: str
+    content_hash: str
+    protocol: str
+    item_ids: tuple[str, ...]
+    #: Leading items scored under ablations. The intact evaluation scores every item (it is cheap and
+    #: carries the power of the intact cells); a layer sweep scores only the first ``sweep_items``.
+    #: ``None``: every item.
+    sweep_items: int | None = None
+
+    @property
+    def primary_metric(self) -> str:
+        return PRIMARY_METRIC[self.protocol]
+
+    @property
+    def swept_ids(self) -> tuple[str, ...]:
+        """Ids of the items that ablation evaluations score, in order."""
+        return self.item_ids if self.sweep_items is None else self.item_ids[: self.sweep_items]
+
+    def ids_for(self, ablation: str) -> tuple[str, ...]:
+        """Ids of the items an evaluation under ``ablation`` scores."""
+        return self.item_ids if ablation == INTACT else self.swept_ids
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One suite × protocol × ablation, with every item's outcome per metric (aligned with item_ids)."""
+
+    suite: str
+    protocol: str
+    ablation: str
+    removed_layers: tuple[int, ...]
+    outcomes: Mapping[str, tuple[float, ...]]
+
+    def mean(self, metric: str) -> float:
+        values = self.outcomes[metric]
+        return sum(values) / len(values) if values else float("nan")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """Capability × band × protocol × metric. ``band`` is ``"intact"`` for the unablated model."""
+
+    suite: str
+    capability: str
+    protocol: str
+    metric: str
+    band: str
+    layers: tuple[int, ...]
+    ablations: tuple[str, ...]
+    value: float
+    intact: float
+    worst: float
+    worst_ablation: str
+
+    @property
+    def drop(self) -> float:
+        """How much removing the band costs relative to the intact model."""
+        return self.intact - self.value

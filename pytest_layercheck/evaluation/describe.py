@@ -1,0 +1,122 @@
+"""A comparison in words and in JSON: the one wording of a changed cell, shared by failure messages,
+reports and analyses, so a cell reads the same everywhere.
+
+Every number is shown next to its metric name (``acc`` vs ``acc_norm`` confusion is a known pitfall),
+values use three decimals, and a JSON cell lists the items that got worse or better, with prompts and
+answers when the suite can be loaded and is the version the profile scored (as lm-eval's
+``--log_samples`` lets a reviewer read them).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
+
+from pytest_layercheck.evaluation.comparison import (
+    EFFECT_FLOOR,
+    CellComparison,
+    ProfileComparison,
+    sensitivity_warning,
+)
+from pytest_layercheck.data.profile_data import INTACT
+
+
+def fmt_value(value: float) -> str:
+    return f"{value:.3f}" if math.isfinite(value) else "n/a"
+
+
+def fmt_delta(delta: float) -> str:
+    return f"{delta:+.3f}" if math.isfinite(delta) else "n/a"
+
+
+def fmt_p(p: float) -> str:
+    """Three decimals, switching to scientific notation where that would print 0.000."""
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
+
+
+def unit_name(cell: CellComparison) -> str:
+    """What the paired test counted: items (a band's item outcome is averaged over its ablations)."""
+    return "items" if cell.band == INTACT else "items (averaged over the band's ablations)"
+
+
+def describe_change(cell: CellComparison, with_label: bool = True) -> str:
+    """``knowledge/shallow acc dropped 0.620 -> 0.410 (p=0.003)``: the one-line form (annotations)."""
+    verb = "dropped" if cell.delta < 0 else "rose" if cell.delta > 0 else "stayed at"
+    change = f"{verb} {fmt_value(cell.baseline)} -> {fmt_value(cell.current)} (p={fmt_p(cell.p_value)})"
+    return f"{cell.label} {change}" if with_label else change
+
+
+def describe_detail(cell: CellComparison) -> str:
+    """The evidence behind a status: effect vs tolerance and the discordant counts."""
+    return (f"Δ {fmt_delta(cell.delta)} vs tolerance {cell.allowed:g}; {len(cell.worse_items)} of {cell.items} "
+            f"{unit_name(cell)} got worse, {len(cell.better_items)} better")
+
+
+
+ItemTexts = Callable[[str, str], dict[str, dict[str, str]]]
+
+
+def comparison_to_json(comparison: ProfileComparison, item_texts: ItemTexts | None = None) -> dict[str, Any]:
+    """``item_texts(suite, content_hash)`` gives ``{id: {"prompt": ..., "answer": ...}}`` (default: the
+    suite from ``resolve_suite`` when its content hash matches; ids alone otherwise)."""
+    texts = item_texts or suite_item_texts
+    return {
+        "passed": comparison.passed,
+        "tolerance": {"max_drop": comparison.tolerance.max_drop, "relative": comparison.tolerance.relative},
+        "alpha": comparison.alpha,
+        "correction": comparison.correction,
+        "family_size": comparison.family_size,
+        "criteria": comparison.criteria(),
+        "effect_floor": EFFECT_FLOOR,
+        "power": comparison.power,
+        "detection_alpha": comparison.detection_alpha,
+        "flip_rate": comparison.flip_rate,
+        "precision_mismatch": comparison.precision_mismatch,
+        "underpowered": [c.label for c in comparison.underpowered],
+        "sensitivity_warning": sensitivity_warning(comparison),
+        "fail_on_improvement": comparison.fail_on_improvement,
+        "baseline_model": comparison.baseline_model,
+        "counts": comparison.counts(),
+        "warnings": list(comparison.warnings),
+        "notes": list(comparison.notes),
+        "missing_suites": list(comparison.missing_suites),
+        "new_suites": list(comparison.new_suites),
+        "cells": [_cell_to_json(c, texts(c.suite, comparison.suite_hashes.get(c.suite, ""))) for c in comparison.cells],
+    }
+
+
+def _cell_to_json(cell: CellComparison, texts: dict[str, dict[str, str]]) -> dict[str, Any]:
+    return {
+        "suite": cell.suite, "capability": cell.capability, "protocol": cell.protocol, "metric": cell.metric,
+        "band": cell.band, "layers": list(cell.layers), "ablations": list(cell.ablations),
+        "baseline": cell.baseline, "current": cell.current, "delta": cell.delta, "allowed": cell.allowed,
+        "test": cell.test, "items": cell.items, "p_value": cell.p_value, "p_adjusted": cell.p_adjusted,
+        "ci_low": cell.ci_low, "ci_high": cell.ci_high, "detectable_drop": cell.detectable_drop,
+        "flip_rate": cell.flip_rate, "status": cell.status, "failed": cell.failed,
+        "worse_items": [{"id": i, **texts.get(i, {})} for i in cell.worse_items],
+        "better_items": [{"id": i, **texts.get(i, {})} for i in cell.better_items],
+        # (item, ablation) pairs, descriptive only: the test's unit is the item
+        "worse": cell.worse, "better": cell.better, "pairs": cell.pairs,
+    }
+
+
+def suite_item_texts(suite: str, content_hash: str) -> dict[str, dict[str, str]]:
+    """Prompt (the item's context) and answer per item id of the suite the profile scored, or ``{}``."""
+    return dict(_item_texts(suite, content_hash))
+
+
+@lru_cache(maxsize=16)
+def _item_texts(suite: str, content_hash: str) -> tuple[tuple[str, dict[str, str]], ...]:
+    from pytest_layercheck.errors import LayercheckError
+    from pytest_layercheck.suites.builtin import resolve_suite
+
+    try:
+        loaded = resolve_suite(suite)
+    except (LayercheckError, OSError, ValueError):
+        return ()
+    if not content_hash or loaded.content_hash != content_hash:
+        return ()  # another version of the suite: its texts could belong to other items
+    return tuple((item.id, {"prompt": item.context, **({"answer": item.answer_text} if item.answer_text else {})})
+                 for item in loaded.items)
