@@ -1,0 +1,46 @@
+"""The GPU benchmark's parts, run small on the CPU (the script itself needs CUDA or --device cpu)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import torch
+
+from pytest_layercheck.scoring.protocols import prepare
+
+from test_sweep import suite
+from tiny_models import tiny_tokenizer
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_sweep.py"
+
+
+def gpu_sweep():
+    spec = importlib.util.spec_from_file_location("gpu_sweep", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_sweep"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_it_refuses_without_cuda(capsys, monkeypatch) -> None:
+    bench = gpu_sweep()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert bench.main([]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_rows_on_a_small_random_llama() -> None:
+    bench = gpu_sweep()
+    device = torch.device("cpu")
+    model = bench.random_llama(device, torch.float32, vocab=128, layers=3, hidden=32, intermediate=64, heads=4,
+                               kv_heads=2)
+    assert len(model.model.layers) == 3 and model.config.hidden_size == 32
+    prepared = prepare(suite(3), "mc_text", tiny_tokenizer())
+    peak = bench.matmul_peak(device, torch.float32, size=64, repeats=1)
+    rows = bench.run_rows(model, "tiny", [prepared, prepared], device, deadline=float("inf"), compare=True, peak=peak)
+    assert [r.suite for r in rows] == ["sweep", "sweep", "total"]
+    first = rows[0]
+    assert first.evaluations == 4 and first.flops > 0 and first.flips == 0 and first.max_delta < 1e-5
+    assert len(first.cells(peak)) == len(bench.HEADERS)
