@@ -29,7 +29,8 @@ import datetime
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,29 +42,12 @@ from pytest_layercheck.scoring.flops import ModelShape, TokenWork, sweep_flops
 from pytest_layercheck.scoring.protocols import PreparedSuite, batch_settings, prepare
 from pytest_layercheck.scoring.sweep import run_loglikelihood_sweep
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from depth_sweep import machine, matmul_peak, parse_limits, timed  # a sibling script
+
 SUITES = ("knowledge", "reasoning", "retrieval")
 HEADERS = ["model", "suite", "items", "evals", "wavefront s", "per-ablation s", "speed-up", "TFLOP",
            "wavefront TFLOP/s", "of peak", "max |Δll|", "greedy flips"]
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def matmul_peak(device: torch.device, dtype: torch.dtype, size: int, repeats: int = 10) -> float:
-    """Best FLOP/s of a square ``size``³ matmul (2·n³ FLOPs) over ``repeats`` runs after a warm-up."""
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    best = float("inf")
-    for i in range(repeats + 2):
-        synchronize(device)
-        start = time.perf_counter()
-        torch.mm(a, b)
-        synchronize(device)
-        if i >= 2:
-            best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best
 
 
 def random_llama(device: torch.device, dtype: torch.dtype, vocab: int, layers: int = 32, hidden: int = 4096,
@@ -102,14 +86,6 @@ class Row:
                 self.flips if self.flips is not None else "—"]
 
 
-def timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, Any]:
-    synchronize(device)
-    start = time.perf_counter()
-    out = fn()
-    synchronize(device)
-    return time.perf_counter() - start, out
-
-
 def sweep_row(model: torch.nn.Module, name: str, prepared: PreparedSuite, device: torch.device,
               compare: bool = True) -> Row:
     """Time the per-layer sweep of ``prepared`` with the wavefront and, if ``compare``, per ablation."""
@@ -137,10 +113,6 @@ def prepared_suites(tokenizer: Any, limits: dict[str, int], max_length: int | No
             out.append(prepare(suite.limited(limits[name] or None), suite.default_protocol, tokenizer,
                                max_length=max_length))
     return out
-
-
-def parse_limits(text: str) -> dict[str, int]:
-    return {k.strip(): int(v) for k, v in (p.split("=") for p in text.split(",") if p.strip())}
 
 
 def run_rows(model: torch.nn.Module, label: str, suites: Sequence[PreparedSuite], device: torch.device,
@@ -191,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     compare = not args.no_compare
     threads = f", {torch.get_num_threads()} torch threads" if device.type == "cpu" else ""
     rate = f"{peak / 1e12:.1f} TFLOP/s" if device.type == "cuda" else f"{peak / 1e9:.0f} GFLOP/s"
-    header = (f"{machine(device)}; torch {torch.__version__}{threads}; {str(dtype).removeprefix('torch.')} matmul "
+    header = (f"{machine()}; torch {torch.__version__}{threads}; {str(dtype).removeprefix('torch.')} matmul "
               f"peak measured in this process: {rate}")
     print(header, flush=True)
     warm = prepared_suites(loaded.tokenizer, {"knowledge": 4}, model_max_length(loaded.model))
@@ -216,9 +188,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         memory.append(f"7B-shaped: peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB")
     table = tabulate([r.cells(peak) for r in rows], headers=HEADERS, tablefmt="github")
     text = "\n".join([
-        f"### Layer sweeps, wavefront vs per-ablation (`python benchmarks/gpu_sweep.py`), "
-        f"{datetime.date.today().isoformat()}", "", header + f"; 1-minute load average at the end "
-        f"{os.getloadavg()[0]:.1f}; {time.monotonic() - started:.0f} s in all.", "", table, "", *memory,
+        (f"### Layer sweeps, wavefront vs per-ablation (`python benchmarks/gpu_sweep.py`), "
+         f"{datetime.date.today().isoformat()}"),
+        "",
+        (f"{header}; 1-minute load average at the end {os.getloadavg()[0]:.1f}; "
+         f"{time.monotonic() - started:.0f} s in all."),
+        "", table, "", *memory,
     ])
     print()
     print(text)
@@ -226,19 +201,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         with open(args.append, "a") as f:
             f.write("\n" + text + "\n")
     return 0
-
-
-def machine(device: torch.device) -> str:
-    cpu = "CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    text = f"{cpu}, {os.cpu_count()} cores"
-    if device.type == "cuda":
-        text = f"{torch.cuda.get_device_name(device)} ({text})"
-    return text
 
 
 if __name__ == "__main__":

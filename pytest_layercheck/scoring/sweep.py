@@ -38,6 +38,7 @@ input of that layer (the same reuse, one ablation at a time).
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -152,7 +153,7 @@ class _Recorder:
     def installed(self) -> Iterator[_Recorder]:
         with ExitStack() as stack:
             for index, block in enumerate(self.blocks):
-                hook = (lambda i: lambda m, a, k: self._hook(i, m, a, k))(index)
+                hook = functools.partial(self._hook, index)
                 stack.callback(block.register_forward_pre_hook(hook, with_kwargs=True).remove)
             yield self
 
