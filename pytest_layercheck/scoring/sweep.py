@@ -28,7 +28,9 @@ batch-1 wavefront) and its states are expanded per prompt row exactly as the eng
 
 **Memory.** Work is batch-outer: recorded activations are bounded by one prompt batch. Streams
 are processed in chunks sized per batch by a token cap (tokens in one block call) and a byte budget
-(their KV caches and hidden states), see :class:`StreamBudget`.
+(their hidden states, and the KV caches of the one layer being run: a prompt call and its
+continuation calls advance through the layers together, so no stream holds a cache of all its
+layers), see :class:`StreamBudget`.
 
 Ablations in ``uniform`` head mode switch the whole model's attention function, so they keep the
 per-ablation path: the ablated model's own forward from its first affected layer, fed the recorded
@@ -76,7 +78,7 @@ class StreamBudget:
     """How many ablation streams advance together through one prompt batch.
 
     ``tokens``: rows × columns of one stacked block call (bounds activations and attention scores);
-    ``bytes``: the streams' KV caches and hidden states held while the batch runs.
+    ``bytes``: the streams' hidden states for the batch's calls and one layer's KV caches.
     """
 
     tokens: int
@@ -341,33 +343,45 @@ def _stack(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     return tensors[0] if len(tensors) == 1 else torch.cat(list(tensors))
 
 
-# Per-layer stacked cache layers of one call's groups: (layer, id(first member stream)) -> cache layer.
-GroupStates = dict[tuple[int, int], Any]
+def _uses_cache(call: _BlockCall) -> bool:
+    return any(a is _CACHE for a in (*call.args, *call.kwargs.values()))
 
 
-def _advance(adapter: ArchitectureAdapter, streams: Sequence[_Stream], calls: list[_BlockCall],
-             pre_state: Callable[[int, _Group, _BlockCall], Any]) -> tuple[dict[int, torch.Tensor], GroupStates]:
-    """Run ``streams`` through one recorded forward call, layer by layer.
+def _advance(adapter: ArchitectureAdapter, streams: Sequence[_Stream], calls: Sequence[list[_BlockCall]],
+             first_state: Callable[[int, _Group, _BlockCall], Any],
+             later_state: Callable[[int, int, _Group, Any], Any] | None = None,
+             on_state: Callable[[int, _Group, Any], None] | None = None) -> list[dict[int, torch.Tensor]]:
+    """Run ``streams`` through a prompt batch's recorded forward calls, ALL CALLS TOGETHER layer by layer.
 
-    ``pre_state(layer, group, call)`` gives the group's cache layer before this call (None: no cache).
-    Returns each stream's final hidden state and the groups' cache layers after the call.
+    ``calls[0]`` is the prompt call, ``calls[1:]`` the continuation calls that extend its cache.
+    ``first_state(layer, group, call)`` gives the group's cache layer before the prompt call (None:
+    no cache); ``later_state(k, layer, group, prompt_state)`` the one of continuation call ``k``,
+    made from the prompt call's state at the same layer; ``on_state`` receives the prompt call's
+    state after the call. A layer's states are dropped once the layer is done, so streams hold one
+    layer's cache at a time. Returns each stream's final hidden state, per call.
     """
-    hidden: dict[int, torch.Tensor] = {}
-    states: GroupStates = {}
+    hidden: list[dict[int, torch.Tensor]] = [{} for _ in calls]
     memo: dict[tuple[int, int], Any] = {}
-    for layer, call in enumerate(calls):
-        for stream in streams:
-            if stream.start == layer:
-                hidden[stream.index] = call.hidden
+    for layer in range(len(calls[0])):
+        for c, call in enumerate(calls):
+            for stream in streams:
+                if stream.start == layer:
+                    hidden[c][stream.index] = call[layer].hidden
         for group in _groups(streams, layer):
-            state = pre_state(layer, group, call)
-            x = _stack([hidden[s.index] for s in group.members])
-            out = _run_block(adapter, group, call, x, state, memo)
-            for s, part in zip(group.members, out.split(call.hidden.shape[0])):
-                hidden[s.index] = part
-            if state is not None:
-                states[(layer, group.members[0].index)] = state
-    return hidden, states
+            prompt_state = None
+            for c, call in enumerate(calls):
+                record = call[layer]
+                if c == 0:
+                    state = prompt_state = first_state(layer, group, record)
+                else:
+                    state = later_state(c - 1, layer, group, prompt_state) if later_state and _uses_cache(record) else None
+                x = _stack([hidden[c][s.index] for s in group.members])
+                out = _run_block(adapter, group, record, x, state, memo)
+                for s, part in zip(group.members, out.split(record.hidden.shape[0])):
+                    hidden[c][s.index] = part
+            if on_state is not None and prompt_state is not None:
+                on_state(layer, group, prompt_state)
+    return hidden
 
 
 def _final_norm(adapter: ArchitectureAdapter) -> nn.Module | None:
@@ -419,12 +433,14 @@ class _Wavefront:
     def run_prefix(self, calls: list[list[_BlockCall]]) -> None:
         """Each stream's own keys/values of the shared prefix (one batch-1 pass per stream)."""
         (prefix_call,) = calls
-        for chunk in self._chunks(self.streams, tokens=prefix_call[0].hidden.shape[1], cache_tokens=prefix_call[0].hidden.shape[1]):
-            _, states = _advance(self.adapter, chunk, prefix_call, lambda layer, group, call: call.new_layer())
-            for (layer, first), state in states.items():
-                group = next(g for g in _groups(chunk, layer) if g.members[0].index == first)
-                for s, k, v in zip(group.members, state.keys.split(1), state.values.split(1)):
-                    self.prefix[(s.index, layer)] = (k, v)
+        length = prefix_call[0].hidden.shape[1]
+
+        def keep(layer: int, group: _Group, state: Any) -> None:
+            for s, k, v in zip(group.members, state.keys.split(1), state.values.split(1)):
+                self.prefix[(s.index, layer)] = (k, v)
+
+        for chunk in self._chunks(self.streams, [length], cache_tokens=length):
+            _advance(self.adapter, chunk, [prefix_call], lambda layer, group, call: call.new_layer(), on_state=keep)
 
     def _prefix_layer(self, group: _Group, layer: int, pads: torch.Tensor) -> DynamicLayer:
         """The group's prefix states expanded to its prompt rows, as :meth:`PrefixCache.expand` does per model."""
@@ -447,39 +463,34 @@ class _Wavefront:
                   on_stream: Callable[[], None]) -> None:
         """Score ``batch`` for every stream, given the intact model's recorded calls of the batch."""
         rows, width = batch.attention_mask.shape
-        tokens = max(call[0].hidden.shape[0] * call[0].hidden.shape[1] for call in calls)
-        cache_tokens = rows * width + sum(int(c.source.shape[0]) * (width + c.input_ids.shape[1]) for c in batch.chunks)
-        uses_cache = any(a is _CACHE for call in calls for a in (*call[0].args, *call[0].kwargs.values()))
+        tokens = [call[0].hidden.shape[0] * call[0].hidden.shape[1] for call in calls]
+        cache_tokens = rows * width + max((int(c.source.shape[0]) * (width + c.input_ids.shape[1])
+                                           for c in batch.chunks), default=0)
         pads = width - batch.attention_mask.sum(1)
-        for chunk in self._chunks(self.streams, tokens=tokens, cache_tokens=cache_tokens if uses_cache else 0):
-            self._run_chunk(batch, calls, chunk, prefix, pads)
-            for _ in chunk:
-                on_stream()
 
-    def _run_chunk(self, batch: _PromptBatch, calls: list[list[_BlockCall]], chunk: list[_Stream],
-                   prefix: PrefixCache | None, pads: torch.Tensor) -> None:
-        def prompt_state(layer: int, group: _Group, call: _BlockCall) -> Any:
-            if not any(a is _CACHE for a in (*call.args, *call.kwargs.values())):
+        def first_state(layer: int, group: _Group, call: _BlockCall) -> Any:
+            if not _uses_cache(call):
                 return None
             return self._prefix_layer(group, layer, pads) if prefix is not None else call.new_layer()
 
-        hidden, prompt_states = _advance(self.adapter, chunk, calls[0], prompt_state)
-        self._score(chunk, hidden, keep_last=True, scored=lambda logits, s: _accumulate(logits[:, -1], batch.scored, *self.totals[s.index]))
-        del hidden
-        rows = batch.attention_mask.shape[0]
-        for chunk_plan, call in zip(batch.chunks, calls[1:]):
-            source = chunk_plan.source
+        def later_state(k: int, layer: int, group: _Group, prompt_state: Any) -> Any:
+            state = copy.copy(prompt_state)  # as the engine's _select_cache: shallow copy, then select rows
+            source = batch.chunks[k].source
+            index = torch.cat([m * rows + source for m in range(len(group.members))])
+            state.batch_select_indices(index.to(state.keys.device))
+            return state
 
-            def chunk_state(layer: int, group: _Group, call: _BlockCall, source: torch.Tensor = source) -> Any:
-                state = copy.copy(prompt_states[(layer, group.members[0].index)])
-                index = torch.cat([m * rows + source for m in range(len(group.members))])
-                state.batch_select_indices(index.to(state.keys.device))
-                return state
-
-            hidden, _ = _advance(self.adapter, chunk, call, chunk_state)
-            self._score(chunk, hidden, keep_last=False,
-                        scored=lambda logits, s, c=chunk_plan: _accumulate(logits, c.scored, *self.totals[s.index]))
+        uses_cache = any(_uses_cache(call[0]) for call in calls)
+        for chunk in self._chunks(self.streams, tokens, cache_tokens if uses_cache else 0):
+            hidden = _advance(self.adapter, chunk, calls, first_state, later_state)
+            self._score(chunk, hidden[0], keep_last=True,
+                        scored=lambda logits, s: _accumulate(logits[:, -1], batch.scored, *self.totals[s.index]))
+            for plan, final in zip(batch.chunks, hidden[1:]):
+                self._score(chunk, final, keep_last=False,
+                            scored=lambda logits, s, c=plan: _accumulate(logits, c.scored, *self.totals[s.index]))
             del hidden
+            for _ in chunk:
+                on_stream()
 
     def _score(self, chunk: list[_Stream], hidden: dict[int, torch.Tensor], keep_last: bool,
                scored: Callable[[torch.Tensor, _Stream], None]) -> None:
@@ -494,19 +505,23 @@ class _Wavefront:
                 scored(piece, s)
             del logits
 
-    def _chunks(self, streams: list[_Stream], tokens: int, cache_tokens: int) -> list[list[_Stream]]:
-        """Consecutive runs of streams within the token cap and the byte budget."""
+    def _chunks(self, streams: list[_Stream], tokens: Sequence[int], cache_tokens: int) -> list[list[_Stream]]:
+        """Consecutive runs of streams within the token cap and the byte budget.
+
+        ``tokens``: hidden-state tokens per stream of each call (all held until the head runs);
+        ``cache_tokens``: KV-cache tokens per stream of one layer (the prompt's and one continuation's).
+        """
+        per_call = max(tokens)
+        cost = (2 * sum(tokens) * self.hidden_size * self.elem  # hidden states of every call, in and out
+                + cache_tokens * self.kv_bytes)  # one layer's caches
         out: list[list[_Stream]] = []
         current: list[_Stream] = []
-        used = 0
         for stream in streams:
-            layers = sum(stream.runs(layer) for layer in range(len(stream.blocks)))
-            cost = layers * cache_tokens * self.kv_bytes + 3 * tokens * self.hidden_size * self.elem
-            if current and ((len(current) + 1) * tokens > self.budget.tokens or used + cost > self.budget.bytes):
+            if current and ((len(current) + 1) * per_call > self.budget.tokens
+                            or (len(current) + 1) * cost > self.budget.bytes):
                 out.append(current)
-                current, used = [], 0
+                current = []
             current.append(stream)
-            used += cost
         if current:
             out.append(current)
         return out
