@@ -443,9 +443,8 @@ def test_suite_import_of_an_lm_eval_task_from_its_folder(tmp_path: Path) -> None
     assert elsewhere.returncode == 2 and "resolves relative data_files against the current directory" in elsewhere.stderr
 
 
-def non_binary_outcomes_survive_a_baseline_file() -> bool:
+def test_non_binary_outcomes_survive_a_baseline_file() -> None:
     """A continuation profile (per-item log-likelihoods beside exact_match) read back from its JSON."""
-    from pytest_layercheck.errors import LayercheckError
     from pytest_layercheck.profile_data import INTACT, DepthProfile, Evaluation, SuiteInfo
 
     outcomes = {"exact_match": (1.0, 0.0), "loglikelihood": (-0.0240538712, -1.25)}
@@ -454,16 +453,10 @@ def non_binary_outcomes_survive_a_baseline_file() -> bool:
                            suites={"s": SuiteInfo("s", "c", "sha256:" + "0" * 64, "continuation", ("a", "b"))},
                            bands={}, evaluations={("s", "continuation", INTACT): Evaluation(
                                "s", "continuation", INTACT, (), outcomes)})
-    try:
-        DepthProfile.from_json(json.loads(json.dumps(profile.to_json())))
-    except LayercheckError as exc:
-        return "are not the means of the stored outcomes" not in str(exc)
-    return True
+    read = DepthProfile.from_json(json.loads(json.dumps(profile.to_json())))
+    assert read.evaluations == profile.evaluations
 
 
-@pytest.mark.xfail(not non_binary_outcomes_survive_a_baseline_file(), strict=True,
-                   reason="profile_data stores non-binary outcomes rounded to 6 decimals but their means unrounded, "
-                   "so validation refuses every continuation baseline as edited (lead: fix in profile_data.py)")
 def test_a_users_jsonl_guarded_by_a_marker_on_its_own_label(tmp_path: Path) -> None:
     """Import prompt/answer pairs with one command, record the baseline, guard it with a marker; a damaged model fails."""
     from trained_tiny import fact_suite_items, perturbed, save, train_fact_model

@@ -14,7 +14,7 @@ from pytest_layercheck.loading import LoadedModel, load_model
 from pytest_layercheck.profile_data import INTACT
 from pytest_layercheck.profiler import ALL_BANDS, DEFAULT_LIMITS, ProfileSettings, build_profile, plan_ablations, score_suite_under
 from pytest_layercheck.result_cache import ResultCache
-from pytest_layercheck.session import parse_limit
+from pytest_layercheck.evaluation.options import parse_limit
 from pytest_layercheck.suites.loader import load_suite
 
 

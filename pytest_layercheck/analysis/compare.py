@@ -29,6 +29,7 @@ from pytest_layercheck.comparison import (
     Verdict,
 )
 from pytest_layercheck.errors import ConfigError
+from pytest_layercheck.evaluation.describe import comparison_to_json, describe_change, describe_detail
 from pytest_layercheck.profile_data import INTACT, DepthProfile
 from pytest_layercheck.profiler import ProfileSettings, ProgressHook, build_profile
 from pytest_layercheck.result_cache import ResultCache

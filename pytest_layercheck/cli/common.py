@@ -28,9 +28,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, positional: str = "mode
     """The model to load and where: the same flags for every command."""
     parser.add_argument(positional, nargs="?", default="default",
                         help="'default', a transformers folder, a .gguf file or a PEFT adapter folder")
-    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
-    parser.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, float32 on CPU), float32, bfloat16")
-    parser.add_argument("--adapter-base", default=None, help="base model of a PEFT adapter, if not in its config")
+    from ..evaluation.options import MODEL, add_cli_arguments
+
+    add_cli_arguments(parser, MODEL)
 
 
 def load(spec: str, args: argparse.Namespace) -> LoadedModel:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..report.format import json_text
+from ..evaluation.options import MODEL, add_cli_arguments
 from .common import console, err_console, load, progress_bar
 from .profile import add_profile_arguments, add_verdict_arguments, settings_from, verdict_from
 
@@ -29,11 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("base", help="the trusted model: 'default', a transformers folder or a .gguf file")
     parser.add_argument("candidate", help="the model to check: a transformers folder, a .gguf file or a PEFT "
                         "adapter folder")
-    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
-    parser.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, float32 on CPU), float32, bfloat16")
-    parser.add_argument("--adapter-base", default=None,
-                        help="base model of a PEFT adapter candidate, if its adapter_config.json names no local one "
-                        "(usually the same as BASE)")
+    add_cli_arguments(parser, MODEL)
     add_profile_arguments(parser)
     add_verdict_arguments(parser)
     parser.add_argument("--localise", default="bands,changed",

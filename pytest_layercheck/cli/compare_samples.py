@@ -335,7 +335,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--metrics", default="", help="metrics to judge (default: acc, else exact_match)")
     parser.add_argument("--filter", default=None, help="lm-eval filter to compare when a task logged several")
     add_verdict_arguments(parser)
-    parser.add_argument("--fail-on-improvement", action="store_true", help="also fail cells that improved significantly")
     parser.add_argument("--json", dest="json_path", default=None, help="write the comparison as JSON here")
     parser.add_argument("--markdown", default=None, help="write the markdown report here")
     parser.add_argument("--summary", action="store_true", help="also append the markdown to $GITHUB_STEP_SUMMARY")
@@ -347,12 +346,10 @@ def _names(text: str) -> list[str]:
 
 
 def run_compare_samples(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
     from ..report.compare import render_compare_markdown, render_compare_terminal
     from ..report.format import json_text
 
-    verdict = replace(verdict_from(args), fail_on_improvement=args.fail_on_improvement)
+    verdict = verdict_from(args)
     base, candidate = read_samples(Path(args.base), args.filter), read_samples(Path(args.candidate), args.filter)
     result = compare_samples(base, candidate, tasks=_names(args.tasks), metrics=_names(args.metrics), verdict=verdict)
     console.print(render_compare_terminal(result, width=console.width), highlight=False)

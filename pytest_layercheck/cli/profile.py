@@ -16,18 +16,10 @@ if TYPE_CHECKING:
 
 
 def add_profile_arguments(parser: argparse.ArgumentParser) -> None:
-    """What a profile computes; shared by every command that profiles."""
-    parser.add_argument("--suites", default="knowledge,reasoning,retrieval", help="comma-separated suites")
-    parser.add_argument("--protocols", default="", help="overrides, e.g. knowledge=mc_text,reasoning=continuation")
-    parser.add_argument("--limit", default=None,
-                        help="items per suite scored intact: N, or suite=N,... (0 = all; default: all knowledge "
-                             "and reasoning items, 40 retrieval)")
-    parser.add_argument("--sweep-limit", default=None,
-                        help="leading items per suite scored with layers removed: N, or suite=N,... (0 = all; "
-                             "default: knowledge 40, reasoning 40, retrieval 10)")
-    parser.add_argument("--mode", default="layers", help="layers (default), bands or window:K")
-    parser.add_argument("--bands", default="", help="e.g. shallow=0:0.3,middle=0.3:0.7,deep=0.7:1")
-    parser.add_argument("--no-cache", action="store_true", help="recompute instead of reading the result cache")
+    """What a profile computes; shared by every command that profiles (and by the pytest plugin)."""
+    from ..evaluation.options import PROFILE, add_cli_arguments
+
+    add_cli_arguments(parser, PROFILE)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -54,45 +46,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def add_verdict_arguments(parser: argparse.ArgumentParser) -> None:
     """How a comparison with a baseline is judged; shared by every command that compares."""
-    parser.add_argument("--max-drop", default="0.05",
-                        help="tolerated drop: absolute (0.05), relative (5%%) or both (0.02,5%%)")
-    parser.add_argument("--alpha", default="0.05", help="family-wise significance level of the paired tests")
-    parser.add_argument("--correction", default="holm", choices=("holm", "bonferroni", "none"),
-                        help="multiplicity correction over the compared cells (default: holm)")
-    parser.add_argument("--allow-precision-mismatch", action="store_true",
-                        help="compare with a baseline measured in another dtype or device type")
-    parser.add_argument("--strict-power", action="store_true",
-                        help="an error when a cell cannot detect a drop of the tolerance's size with 80%% power")
+    from ..evaluation.options import VERDICT, add_cli_arguments
+
+    add_cli_arguments(parser, VERDICT)
 
 
 def verdict_from(args: argparse.Namespace) -> Verdict:
     """The judging options of a command, checked before any model is loaded."""
-    from ..comparison import Tolerance, Verdict
-    from ..session import parse_alpha
+    from ..evaluation.options import verdict
 
-    return Verdict(tolerance=Tolerance.parse(args.max_drop), alpha=parse_alpha(args.alpha),
-                   correction=args.correction, allow_precision_mismatch=args.allow_precision_mismatch,
-                   strict_power=args.strict_power)
+    return verdict(vars(args))
 
 
 def settings_from(args: argparse.Namespace) -> ProfileSettings:
-    from ..bands import DepthBands
-    from ..profiler import ProfileSettings
-    from ..profiler import DEFAULT_SWEEP_LIMITS
-    from ..session import parse_limit, parse_protocols
-
+    """What to profile; every suite is read and checked here, before any model loads."""
+    from ..evaluation.options import profile_settings
     from ..suites.builtin import resolve_suites
 
-    suites = tuple(s.strip() for s in args.suites.split(",") if s.strip())
-    resolve_suites(suites)  # every suite is read and checked before any model loads
-    return ProfileSettings(
-        suites=suites,
-        protocols=parse_protocols(args.protocols),
-        mode=args.mode,
-        bands=DepthBands.parse(args.bands) if args.bands else DepthBands(),
-        limit=parse_limit(args.limit),
-        sweep_limit=parse_limit(args.sweep_limit, DEFAULT_SWEEP_LIMITS),
-    )
+    settings = profile_settings(vars(args))
+    resolve_suites(settings.suites)
+    return settings
 
 
 def compute_profile(args: argparse.Namespace, spec: str | None = None) -> DepthProfile:

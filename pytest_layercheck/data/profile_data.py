@@ -154,7 +154,7 @@ def _encode_outcomes(values: tuple[float, ...]) -> str | list[float]:
     """Binary outcomes become a compact, diff-friendly "0110…" string; other metrics stay numbers."""
     if all(v in (0.0, 1.0) for v in values):
         return "".join("1" if v else "0" for v in values)
-    return [round(float(v), 6) for v in values]
+    return [float(v) for v in values]  # full precision: the stored means must be what these values give
 
 
 def merge_profiles(old: DepthProfile, new: DepthProfile) -> DepthProfile:

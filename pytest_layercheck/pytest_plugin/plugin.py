@@ -18,60 +18,42 @@ import pytest
 
 from pytest_layercheck.model.ablation import Ablation, ablate
 from pytest_layercheck.evaluation.checks import CellCheck
+from pytest_layercheck.evaluation.options import MODEL, PROFILE, VERDICT, Option, add_pytest_options
 from pytest_layercheck.pytest_plugin.checking import SESSION_KEY, assert_check, guard, session_of
 from pytest_layercheck.core.errors import LayercheckError
 from pytest_layercheck.pytest_plugin.session import LayercheckSession, SessionOptions
 from pytest_layercheck.pytest_plugin.yaml_checks import collect_yaml_checks, is_check_file
 
-_OPTIONS: list[tuple[str, str, str, Any]] = [
-    # (option suffix, ini name, help, default)
-    ("model", "layercheck_model", "model under test: 'default', a transformers folder, a .gguf file or a PEFT adapter folder", "default"),
-    ("reference", "layercheck_reference", "reference model for comparisons (same spec forms as the model)", None),
-    ("adapter-base", "layercheck_adapter_base", "base model for a PEFT adapter whose adapter_config.json names no local base", None),
-    ("device", "layercheck_device", "device: auto (CUDA if available), cpu, cuda, cuda:N", "auto"),
-    ("dtype", "layercheck_dtype", "dtype: auto (bf16 on CUDA, float32 on CPU), float32, bfloat16, float16", "auto"),
-    ("baseline-dir", "layercheck_baseline_dir", "folder of baseline JSON files (relative to the rootdir)", "baselines"),
-    ("baseline", "layercheck_baseline", "baseline name to compare against (default: derived from the model name)", None),
-    ("suites", "layercheck_suites", "comma-separated suites (built-in names or YAML paths)", "knowledge,reasoning,retrieval"),
-    ("protocols", "layercheck_protocols", "per-suite protocol overrides, e.g. 'knowledge=mc_text,reasoning=continuation'", ""),
-    ("mode", "layercheck_mode", "ablation mode: layers (one layer at a time), bands (whole band) or window:K", "layers"),
-    ("bands", "layercheck_bands", "depth bands as fractions, e.g. 'shallow=0:0.3,middle=0.3:0.7,deep=0.7:1'", ""),
-    ("max-drop", "layercheck_max_drop", "tolerated drop: absolute (0.05) or relative ('5%%')", "0.05"),
-    ("alpha", "layercheck_alpha", "significance level of the paired tests over items (family-wise, see --layercheck-correction)", "0.05"),
-    ("correction", "layercheck_correction", "multiplicity correction over the cells a run compares: holm, bonferroni or none", "holm"),
-    ("limit", "layercheck_limit", "items per suite scored intact: N or suite=N,... (0 = all; default: all knowledge and reasoning items, 40 retrieval); small values make quick runs", None),
-    ("sweep-limit", "layercheck_sweep_limit", "leading items per suite scored with layers removed: N or suite=N,... (0 = all; default: knowledge 40, reasoning 40, retrieval 10; never more than --layercheck-limit)", None),
-    ("report", "layercheck_report", "write a JSON report to this path", None),
-    ("heatmap", "layercheck_heatmap", "write a per-layer heatmap PNG to this path (needs matplotlib)", None),
-]
+#: The plugin's own settings; those the ``layercheck`` command shares come from evaluation.options.
+PLUGIN_OPTIONS = (
+    Option("model", "model under test: 'default', a transformers folder, a .gguf file or a PEFT adapter folder",
+           "default"),
+    Option("reference", "reference model for comparisons (same spec forms as the model)"),
+    Option("baseline-dir", "folder of baseline JSON files (relative to the rootdir)", "baselines"),
+    Option("baseline", "baseline name to compare against (default: derived from the model name)"),
+    Option("report", "write a JSON report to this path"),
+    Option("heatmap", "write a per-layer heatmap PNG to this path (needs matplotlib)"),
+)
+SHARED_OPTIONS = (*MODEL, *PROFILE, *VERDICT)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("layercheck", "layer-level capability regression checks (pytest-layercheck)")
-    for suffix, ini, help_text, default in _OPTIONS:
-        group.addoption(f"--layercheck-{suffix}", dest=ini, default=None, help=f"{help_text} [ini: {ini}]")
-        parser.addini(ini, help_text, default=default)
+    add_pytest_options(group, parser, (*PLUGIN_OPTIONS, *SHARED_OPTIONS))
     group.addoption("--layercheck-update", action="store_true", dest="layercheck_update",
-                    help="write or refresh the baseline from this run instead of failing on differences")
-    group.addoption("--layercheck-no-cache", action="store_true", dest="layercheck_no_cache",
-                    help="recompute every evaluation instead of reading the on-disk result cache")
+                    help="write a missing baseline, merge this run into an existing one and print what changed")
     group.addoption("--layercheck-allow-model-change", action="store_true", dest="layercheck_allow_model_change",
                     help="with --layercheck-update: confirm that this run's model, though not the model the "
                          "baseline names (or a candidate beside --layercheck-reference), becomes the baseline")
-    group.addoption("--layercheck-allow-precision-mismatch", action="store_true",
-                    dest="layercheck_allow_precision_mismatch",
-                    help="compare with a baseline measured in another dtype or device type (the report says so)")
-    group.addoption("--layercheck-strict-power", action="store_true", dest="layercheck_strict_power",
-                    help="fail when a compared cell cannot detect a drop of the tolerance's size with 80%% power")
-    group.addoption("--layercheck-fail-on-improvement", action="store_true", dest="layercheck_fail_on_improvement",
-                    help="also fail cells that improved significantly beyond the tolerance")
     parser.addini("layercheck_check_files", "glob patterns of YAML check files collected as tests",
                   type="args", default=["layercheck_*.yaml", "layercheck_*.yml"])
 
 
-def _option(config: pytest.Config, ini: str) -> Any:
-    value = config.getoption(ini)
-    return value if value is not None else config.getini(ini)
+def _option(config: pytest.Config, option: Option) -> Any:
+    """Command line over ini over default."""
+    key = f"layercheck_{option.key}"
+    value = config.getoption(key)
+    return value if value is not None else config.getini(key)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -81,32 +63,18 @@ def pytest_configure(config: pytest.Config) -> None:
         "alpha=None, min=None): assert that the capability's cell in the depth profile has not regressed "
         "against the baseline (pytest-layercheck)",
     )
+    plugin = {option.key: _option(config, option) for option in PLUGIN_OPTIONS}
     options = SessionOptions(
-        model=_option(config, "layercheck_model"),
-        reference=_option(config, "layercheck_reference"),
-        adapter_base=_option(config, "layercheck_adapter_base"),
-        device=_option(config, "layercheck_device"),
-        dtype=_option(config, "layercheck_dtype"),
-        baseline_dir=Path(config.rootpath, _option(config, "layercheck_baseline_dir")),
-        baseline_name=_option(config, "layercheck_baseline"),
-        suites=_option(config, "layercheck_suites"),
-        protocols=_option(config, "layercheck_protocols"),
-        mode=_option(config, "layercheck_mode"),
-        bands=_option(config, "layercheck_bands"),
-        max_drop=_option(config, "layercheck_max_drop"),
-        alpha=_option(config, "layercheck_alpha"),
-        correction=_option(config, "layercheck_correction"),
-        limit=_option(config, "layercheck_limit"),
-        sweep_limit=_option(config, "layercheck_sweep_limit"),
-        report=_option(config, "layercheck_report"),
-        heatmap=_option(config, "layercheck_heatmap"),
+        model=plugin["model"],
+        reference=plugin["reference"],
+        baseline_dir=Path(config.rootpath, plugin["baseline_dir"]),
+        baseline_name=plugin["baseline"],
+        report=plugin["report"],
+        heatmap=plugin["heatmap"],
         update=bool(config.getoption("layercheck_update")),
-        use_cache=not config.getoption("layercheck_no_cache"),
-        fail_on_improvement=bool(config.getoption("layercheck_fail_on_improvement")),
         allow_model_change=bool(config.getoption("layercheck_allow_model_change")),
-        allow_precision_mismatch=bool(config.getoption("layercheck_allow_precision_mismatch")),
-        strict_power=bool(config.getoption("layercheck_strict_power")),
         is_xdist_worker=hasattr(config, "workerinput"),
+        shared={option.key: _option(config, option) for option in SHARED_OPTIONS},
     )
     try:
         state = LayercheckSession(options)
@@ -119,7 +87,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 # --------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="session")
-def layerchecksession_of(pytestconfig: pytest.Config) -> LayercheckSession:
+def layercheck_session(pytestconfig: pytest.Config) -> LayercheckSession:
     """The plugin's session state: settings, model, profile, baseline."""
     return session_of(pytestconfig)
 

@@ -8,18 +8,19 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from pytest_layercheck.data.bands import DepthBands
 from pytest_layercheck.evaluation.baseline import UPDATE_FLAG, BaselineStore, slugify
 from pytest_layercheck.evaluation.checks import CellCheck, CheckOutcome
-from pytest_layercheck.evaluation.comparison import ProfileComparison, Tolerance, Verdict
+from pytest_layercheck.evaluation.comparison import ProfileComparison
 from pytest_layercheck.core.errors import BaselineError, ConfigError, LayercheckError
 from pytest_layercheck.loading import LoadedModel, load_model
 from pytest_layercheck.data.profile_data import INTACT, DepthProfile
-from pytest_layercheck.evaluation.profiler import DEFAULT_LIMITS, DEFAULT_SWEEP_LIMITS, Limit, ProfileSettings, ProgressHook, build_profile
+from pytest_layercheck.evaluation.options import profile_settings, verdict
+from pytest_layercheck.evaluation.profiler import ProgressHook, build_profile
 from pytest_layercheck.evaluation.result_cache import ResultCache
 
 if TYPE_CHECKING:
@@ -28,83 +29,30 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class SessionOptions:
-    """Raw option values (command line over ini); parsed and validated by ``LayercheckSession``."""
+    """Raw option values (command line over ini); parsed and validated by ``LayercheckSession``.
+
+    ``shared`` holds the settings the ``layercheck`` command has too (:mod:`..evaluation.options`),
+    keyed by option name; the fields are the plugin's own.
+    """
 
     model: str = "default"
     reference: str | None = None
-    adapter_base: str | None = None
-    device: str | None = "auto"
-    dtype: str | None = "auto"
     baseline_dir: Path = Path("baselines")
     baseline_name: str | None = None
-    suites: str = "knowledge,reasoning,retrieval"
-    protocols: str = ""
-    mode: str = "layers"
-    bands: str = ""
-    max_drop: str = "0.05"
-    alpha: str = "0.05"
-    correction: str = "holm"
-    limit: str | None = None
-    sweep_limit: str | None = None
     report: str | None = None
     heatmap: str | None = None
     update: bool = False
-    use_cache: bool = True
-    fail_on_improvement: bool = False
     allow_model_change: bool = False
-    allow_precision_mismatch: bool = False
-    strict_power: bool = False
     is_xdist_worker: bool = False
+    shared: Mapping[str, Any] = field(default_factory=dict)
 
+    def setting(self, key: str) -> Any:
+        """A shared setting's value, or its default."""
+        from pytest_layercheck.evaluation.options import MODEL, PROFILE, VERDICT
 
-def parse_protocols(text: str) -> dict[str, str]:
-    """'knowledge=mc_text,reasoning=continuation' -> mapping; empty text -> suite defaults."""
-    result: dict[str, str] = {}
-    for part in filter(None, (p.strip() for p in (text or "").split(","))):
-        suite, sep, protocol = part.partition("=")
-        if not sep or not suite.strip() or not protocol.strip():
-            raise ConfigError(f"bad protocol override {part!r}", "use SUITE=PROTOCOL, e.g. knowledge=mc_text")
-        result[suite.strip()] = protocol.strip()
-    return result
-
-
-def parse_limit(text: str | int | None, defaults: dict[str, int | None] = DEFAULT_LIMITS) -> Limit:
-    """``""``/None: the built-in per-suite ``defaults``; ``N``: N items of every suite (0 = all);
-    ``suite=N,...``: per suite, the others keep their defaults."""
-    if text is None or text == "":
-        return dict(defaults)
-    if isinstance(text, str) and "=" in text:
-        limits: dict[str, int | None] = dict(defaults)
-        for part in filter(None, (p.strip() for p in text.split(","))):
-            suite, _, value = part.partition("=")
-            if not suite.strip():
-                raise ConfigError(f"bad item limit {part!r}", "write suite=N, e.g. knowledge=40,retrieval=10")
-            limits[suite.strip()] = _items(value.strip())
-        return limits
-    return _items(text)
-
-
-def parse_alpha(text: str | float) -> float:
-    """A significance level: a probability strictly between 0 and 1."""
-    try:
-        alpha = float(text)
-    except (TypeError, ValueError):
-        alpha = float("nan")
-    if not 0 < alpha < 1:
-        raise ConfigError(f"bad alpha {text!r}: a significance level lies strictly between 0 and 1",
-                          "use a probability such as 0.05")
-    return alpha
-
-
-def _items(text: str | int) -> int | None:
-    try:
-        value = int(text)
-    except ValueError:
-        raise ConfigError(f"bad item limit {text!r}",
-                          "use a whole number of items per suite (0 means all), or suite=N,...") from None
-    if value < 0:
-        raise ConfigError(f"bad item limit {text!r}", "use a whole number >= 0; 0 means all items")
-    return None if value == 0 else value
+        option = next(o for o in (*MODEL, *PROFILE, *VERDICT) if o.key == key)
+        value = self.shared.get(key)
+        return option.default if value is None else value
 
 
 class LayercheckSession:
@@ -112,21 +60,10 @@ class LayercheckSession:
 
     def __init__(self, options: SessionOptions) -> None:
         self.options = options
-        self.settings = ProfileSettings(
-            suites=tuple(s.strip() for s in options.suites.split(",") if s.strip()),
-            protocols=parse_protocols(options.protocols),
-            mode=options.mode or "layers",
-            bands=DepthBands.parse(options.bands) if options.bands else DepthBands(),
-            limit=parse_limit(options.limit),
-            sweep_limit=parse_limit(options.sweep_limit, DEFAULT_SWEEP_LIMITS),
-        )
-        self.verdict = Verdict(
-            tolerance=Tolerance.parse(str(options.max_drop)), alpha=parse_alpha(options.alpha),
-            correction=options.correction or "holm", fail_on_improvement=options.fail_on_improvement,
-            allow_precision_mismatch=options.allow_precision_mismatch, strict_power=options.strict_power,
-        )
+        self.settings = profile_settings(options.shared)
+        self.verdict = verdict(options.shared)
         self.store = BaselineStore(options.baseline_dir)
-        self.cache = ResultCache(enabled=options.use_cache)
+        self.cache = ResultCache(enabled=not options.setting("no_cache"))
         self.progress: ProgressHook | None = None
         self.messages: list[str] = []
         self.check_outcomes: list[tuple[CellCheck, CheckOutcome]] = []
@@ -159,15 +96,16 @@ class LayercheckSession:
 
     def model(self) -> LoadedModel:
         if self._model is None:
-            self._model = load_model(self.options.model, device=self.options.device, dtype=self.options.dtype,
-                                     adapter_base=self.options.adapter_base)
+            self._model = load_model(self.options.model, device=self.options.setting("device"),
+                                     dtype=self.options.setting("dtype"), adapter_base=self.options.setting("adapter_base"))
         return self._model
 
     def reference_model(self) -> LoadedModel:
         if self._reference is None:
             if not self.options.reference:
                 raise ConfigError("no reference model configured", "pass --layercheck-reference=MODEL")
-            self._reference = load_model(self.options.reference, device=self.options.device, dtype=self.options.dtype)
+            self._reference = load_model(self.options.reference, device=self.options.setting("device"),
+                                         dtype=self.options.setting("dtype"))
         return self._reference
 
     # ----------------------------------------------------------------- profile

@@ -1,0 +1,169 @@
+"""One definition of every setting both front ends share: its name, default, help and parsing.
+
+The pytest plugin adds each as ``--layercheck-NAME`` plus the ini setting ``layercheck_NAME``; the
+``layercheck`` command adds it as ``--NAME``. Both read the values back into the same objects
+(:func:`profile_settings`, :func:`verdict`), so the two front ends cannot drift apart (the way
+pytest-benchmark feeds one option table to its plugin and its CLI).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pytest_layercheck.core.errors import ConfigError
+from pytest_layercheck.data.bands import DepthBands
+from pytest_layercheck.data.statistics import CORRECTIONS
+from pytest_layercheck.evaluation.comparison import Tolerance, Verdict
+from pytest_layercheck.evaluation.profiler import DEFAULT_LIMITS, DEFAULT_SWEEP_LIMITS, Limit, ProfileSettings
+
+
+@dataclass(frozen=True)
+class Option:
+    """A setting: ``--layercheck-NAME`` / ini ``layercheck_NAME`` in pytest, ``--NAME`` on the CLI."""
+
+    name: str
+    help: str
+    default: str | None = None
+    flag: bool = False  # a switch (store_true) rather than a value
+    choices: tuple[str, ...] | None = None
+
+    @property
+    def key(self) -> str:
+        """The attribute name: ``sweep-limit`` -> ``sweep_limit``."""
+        return self.name.replace("-", "_")
+
+
+MODEL = (
+    Option("device", "auto (CUDA if available), cpu, cuda, cuda:N", "auto"),
+    Option("dtype", "auto (bf16 on CUDA, float32 on CPU), float32, bfloat16, float16", "auto"),
+    Option("adapter-base", "base model of a PEFT adapter whose adapter_config.json names no local base"),
+)
+PROFILE = (
+    Option("suites", "comma-separated suites: built-in names or suite YAML paths", "knowledge,reasoning,retrieval"),
+    Option("protocols", "per-suite protocol overrides, e.g. knowledge=mc_text,reasoning=continuation", ""),
+    Option("limit", "items per suite scored intact: N, or suite=N,... (0 = all; default: all knowledge and "
+                    "reasoning items, 40 retrieval)"),
+    Option("sweep-limit", "leading items per suite scored with layers removed: N, or suite=N,... (0 = all; "
+                          "default: knowledge 40, reasoning 40, retrieval 10; never more than the limit)"),
+    Option("mode", "ablation mode: layers (one layer at a time), bands (whole band) or window:K", "layers"),
+    Option("bands", "depth bands as fractions, e.g. shallow=0:0.3,middle=0.3:0.7,deep=0.7:1", ""),
+    Option("no-cache", "recompute every evaluation instead of reading the on-disk result cache", flag=True),
+)
+VERDICT = (
+    Option("max-drop", "tolerated drop: absolute (0.05), relative to the baseline (5%%) or both (0.02,5%%)",
+           "0.05"),
+    Option("alpha", "family-wise significance level of the paired tests over items", "0.05"),
+    Option("correction", "multiplicity correction over the compared cells", "holm", choices=CORRECTIONS),
+    Option("allow-precision-mismatch", "compare with a baseline measured in another dtype or device type "
+                                       "(the report says so)", flag=True),
+    Option("strict-power", "an error when a compared cell cannot detect a drop of the tolerance's size with "
+                           "80%% power", flag=True),
+    Option("fail-on-improvement", "also fail cells that improved significantly", flag=True),
+)
+
+
+# ------------------------------------------------------------------------------------ front ends
+def add_cli_arguments(parser: argparse.ArgumentParser, options: Iterable[Option]) -> None:
+    """``--NAME`` arguments of a ``layercheck`` command."""
+    for option in options:
+        if option.flag:
+            parser.add_argument(f"--{option.name}", action="store_true", help=option.help)
+        else:
+            parser.add_argument(f"--{option.name}", default=option.default, choices=option.choices,
+                                help=option.help + (f" (default: {option.default})" if option.default else ""))
+
+
+def add_pytest_options(group: Any, parser: Any, options: Iterable[Option]) -> None:
+    """``--layercheck-NAME`` options with an ini setting ``layercheck_NAME`` each (command line wins)."""
+    for option in options:
+        ini = f"layercheck_{option.key}"
+        if option.flag:
+            group.addoption(f"--layercheck-{option.name}", action="store_true", dest=ini, default=None,
+                            help=f"{option.help} [ini: {ini}]")
+            parser.addini(ini, option.help.replace("%%", "%"), type="bool", default=False)
+        else:
+            group.addoption(f"--layercheck-{option.name}", dest=ini, default=None, choices=option.choices,
+                            help=f"{option.help} [ini: {ini}]")
+            parser.addini(ini, option.help.replace("%%", "%"), default=option.default)
+
+
+# --------------------------------------------------------------------------------------- parsing
+def parse_protocols(text: str | None) -> dict[str, str]:
+    """'knowledge=mc_text,reasoning=continuation' -> mapping; empty text -> suite defaults."""
+    result: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        suite, sep, protocol = part.partition("=")
+        if not sep or not suite.strip() or not protocol.strip():
+            raise ConfigError(f"bad protocol override {part!r}", "use SUITE=PROTOCOL, e.g. knowledge=mc_text")
+        result[suite.strip()] = protocol.strip()
+    return result
+
+
+def parse_limit(text: str | int | None, defaults: Mapping[str, int | None] = DEFAULT_LIMITS) -> Limit:
+    """``""``/None: the built-in per-suite ``defaults``; ``N``: N items of every suite (0 = all);
+    ``suite=N,...``: per suite, the others keep their defaults."""
+    if text is None or text == "":
+        return dict(defaults)
+    if isinstance(text, str) and "=" in text:
+        limits: dict[str, int | None] = dict(defaults)
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            suite, _, value = part.partition("=")
+            if not suite.strip():
+                raise ConfigError(f"bad item limit {part!r}", "write suite=N, e.g. knowledge=40,retrieval=10")
+            limits[suite.strip()] = _items(value.strip())
+        return limits
+    return _items(text)
+
+
+def _items(text: str | int) -> int | None:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigError(f"bad item limit {text!r}",
+                          "use a whole number of items per suite (0 means all), or suite=N,...") from None
+    if value < 0:
+        raise ConfigError(f"bad item limit {text!r}", "use a whole number >= 0; 0 means all items")
+    return None if value == 0 else value
+
+
+def parse_alpha(text: str | float) -> float:
+    """A significance level: a probability strictly between 0 and 1."""
+    try:
+        alpha = float(text)
+    except (TypeError, ValueError):
+        alpha = float("nan")
+    if not 0 < alpha < 1:
+        raise ConfigError(f"bad alpha {text!r}: a significance level lies strictly between 0 and 1",
+                          "use a probability such as 0.05")
+    return alpha
+
+
+def _value(values: Mapping[str, Any], option: Option) -> Any:
+    value = values.get(option.key)
+    return option.default if value is None and not option.flag else value
+
+
+def profile_settings(values: Mapping[str, Any]) -> ProfileSettings:
+    """What a profile computes, from the PROFILE options' values (keyed by :attr:`Option.key`)."""
+    get = {option.key: _value(values, option) for option in PROFILE}
+    return ProfileSettings(
+        suites=tuple(s.strip() for s in str(get["suites"]).split(",") if s.strip()),
+        protocols=parse_protocols(get["protocols"]),
+        mode=get["mode"] or "layers",
+        bands=DepthBands.parse(get["bands"]) if get["bands"] else DepthBands(),
+        limit=parse_limit(get["limit"]),
+        sweep_limit=parse_limit(get["sweep_limit"], DEFAULT_SWEEP_LIMITS),
+    )
+
+
+def verdict(values: Mapping[str, Any]) -> Verdict:
+    """How a comparison is judged, from the VERDICT options' values (keyed by :attr:`Option.key`)."""
+    get = {option.key: _value(values, option) for option in VERDICT}
+    return Verdict(
+        tolerance=Tolerance.parse(str(get["max_drop"])), alpha=parse_alpha(get["alpha"]),
+        correction=get["correction"] or "holm", fail_on_improvement=bool(get["fail_on_improvement"]),
+        allow_precision_mismatch=bool(get["allow_precision_mismatch"]), strict_power=bool(get["strict_power"]),
+    )
