@@ -30,6 +30,7 @@ from .default_model import (
 from .devices import dtype_name, resolve_device, resolve_dtype
 from .errors import LayercheckError, ModelLoadError
 from .fingerprint import generation_config_digest, model_fingerprint, tokenizer_fingerprint
+from .hub_cache import looks_like_hub_id, resolve_hub_model
 
 SPEC_HELP = "a spec is 'default', a local transformers folder, a .gguf file or a PEFT adapter folder"
 
@@ -146,7 +147,10 @@ def _load(
         kind, name = "default", DEFAULT_MODEL_NAME
     else:
         path = Path(spec_text).expanduser()
-        kind, name = _classify(path, spec_text), path.name
+        hub = resolve_hub_model(spec_text) if not path.exists() and looks_like_hub_id(spec_text) else None
+        if hub is not None:  # a hub id, read offline from the local Hugging Face cache
+            path = hub.folder
+        kind, name = _classify(path, spec_text), hub.repo_id if hub is not None else path.name
         if kind == "gguf":
             progress(f"loading GGUF {path.name} (de-quantising; about 20 s for small models)")
             model, tokenizer = _load_gguf(path, **common)
@@ -316,6 +320,21 @@ def _load_peft(path: Path, adapter_base: str | Path | None, common: dict[str, An
             f"{path}/adapter_config.json names no base model",
             "pass the base explicitly (adapter_base=... or --layercheck-adapter-base)",
         )
+    if adapter_base is None and base_spec in DEFAULT_MODEL_ALIASES and looks_like_hub_id(base_spec):
+        # Trained on the hub's weights: 'default' is a de-quantised Q4_1 copy, not those weights, so the
+        # adapter is merged onto them only when they are cached, or onto 'default' only when asked.
+        try:
+            base_spec = str(resolve_hub_model(base_spec).folder)
+        except ModelLoadError as exc:
+            raise ModelLoadError(
+                f"{path} was trained on {base_spec!r} (the hub's weights), which are not in the local Hugging "
+                f"Face cache; 'default' is a de-quantised Q4_1 copy with slightly different weights",
+                f"fetch them ({exc.fix}), or merge onto the de-quantised copy on purpose with "
+                "--adapter-base default (--layercheck-adapter-base default)",
+            ) from None
+    elif base_spec not in DEFAULT_MODEL_ALIASES and not Path(base_spec).expanduser().exists() \
+            and looks_like_hub_id(base_spec):
+        base_spec = str(resolve_hub_model(base_spec).folder)  # raises with the fetch command when absent
     if base_spec not in DEFAULT_MODEL_ALIASES and not Path(base_spec).expanduser().exists():
         raise ModelLoadError(
             f"the adapter's base model {base_spec!r} is not a local path (hub downloads are disabled)",

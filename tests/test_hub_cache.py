@@ -131,3 +131,34 @@ def test_a_resolved_snapshot_loads_as_a_model_folder(tmp_path: Path) -> None:
     found = resolve_hub_model("tiny-org/tiny-llama", cache=tmp_path / "cache")
     loaded = load_model(found.folder, device="cpu")
     assert loaded.num_layers == 2 and loaded.kind == "transformers"
+
+
+def test_load_model_takes_a_cached_hub_id_and_refuses_an_uncached_one(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    saved = tmp_path / "saved"
+    tiny_model("llama", layers=2).save_pretrained(saved)
+    tiny_tokenizer().save_pretrained(saved)
+    cache_model(tmp_path / "cache", "tiny-org/tiny-llama", files={p.name: p.read_bytes() for p in saved.iterdir()})
+    loaded = load_model("tiny-org/tiny-llama", device="cpu")
+    assert loaded.name == "tiny-org/tiny-llama" and loaded.num_layers == 2
+    with pytest.raises(ModelLoadError, match="huggingface-cli download tiny-org/absent"):
+        load_model("tiny-org/absent", device="cpu")
+
+
+def test_an_adapter_trained_on_the_hub_smollm2_is_not_merged_onto_the_dequantised_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """'default' aliases the hub id, but its weights are a de-quantised Q4_1 copy: an adapter trained on the
+    hub weights is refused unless those are cached, and the fix names the explicit opt-in."""
+    pytest.importorskip("peft")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps(
+        {"peft_type": "LORA", "base_model_name_or_path": "HuggingFaceTB/SmolLM2-135M-Instruct", "r": 2,
+         "target_modules": ["q_proj"]}))
+    with pytest.raises(ModelLoadError) as info:
+        load_model(adapter, device="cpu")
+    message = str(info.value)
+    assert "de-quantised Q4_1 copy" in message and "--layercheck-adapter-base default" in message

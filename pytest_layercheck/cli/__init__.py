@@ -11,6 +11,8 @@
     layercheck info [MODEL]                 load a model and show what layercheck sees
 
     layercheck cache show|verify|prune      inspect, check and clean the result cache
+    layercheck suite import|check SOURCE    turn JSONL/JSON/CSV, datasets or lm-eval tasks into a suite
+    layercheck compare-samples A B          paired comparison of two lm-eval --log_samples runs
 
 MODEL defaults to ``default`` (SmolLM2-135M-Instruct, fetched and cached on first use). Each
 command module defines ``register(subparsers)``, which adds its parser and sets ``handler``.

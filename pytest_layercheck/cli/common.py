@@ -35,11 +35,11 @@ def add_model_arguments(parser: argparse.ArgumentParser, positional: str = "mode
 
 def load(spec: str, args: argparse.Namespace) -> LoadedModel:
     """Load ``spec`` with the command's device, dtype and adapter flags, showing progress on stderr."""
+    from ..evaluation.options import model_arguments
     from ..loading import load_model
 
     with err_console.status(f"loading model {spec!r}") as status:
-        loaded = load_model(spec, device=args.device, dtype=args.dtype, adapter_base=args.adapter_base,
-                            progress=lambda message: status.update(message))
+        loaded = load_model(spec, **model_arguments(vars(args)), progress=lambda message: status.update(message))
     err_console.print(f"loaded {loaded.name} on {loaded.device} ({loaded.load_seconds:.1f} s)")
     return loaded
 

@@ -18,6 +18,7 @@ from pytest_layercheck.data.bands import DepthBands
 from pytest_layercheck.data.statistics import CORRECTIONS
 from pytest_layercheck.evaluation.comparison import Tolerance, Verdict
 from pytest_layercheck.evaluation.profiler import DEFAULT_LIMITS, DEFAULT_SWEEP_LIMITS, Limit, ProfileSettings
+from pytest_layercheck.scoring.rendering import ChatTemplate
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,8 @@ MODEL = (
     Option("device", "auto (CUDA if available), cpu, cuda, cuda:N", "auto"),
     Option("dtype", "auto (bf16 on CUDA, float32 on CPU), float32, bfloat16, float16", "auto"),
     Option("adapter-base", "base model of a PEFT adapter whose adapter_config.json names no local base"),
+    Option("device-map", "accelerate device map (auto, balanced, sequential) for a model larger than one device"),
+    Option("trust-remote-code", "run the model repository's own code (only for models you trust)", flag=True),
 )
 PROFILE = (
     Option("suites", "comma-separated suites: built-in names or suite YAML paths", "knowledge,reasoning,retrieval"),
@@ -50,6 +53,10 @@ PROFILE = (
                           "default: knowledge 40, reasoning 40, retrieval 10; never more than the limit)"),
     Option("mode", "ablation mode: layers (one layer at a time), bands (whole band) or window:K", "layers"),
     Option("bands", "depth bands as fractions, e.g. shallow=0:0.3,middle=0.3:0.7,deep=0.7:1", ""),
+    Option("chat-template", "render prompts through the tokenizer's chat template as lm-eval's "
+                            "--apply_chat_template: on (few-shot examples as turns), singleturn or off", "off"),
+    Option("system-instruction", "system message under --chat-template (lm-eval's --system_instruction)"),
+    Option("batch-size", "most sequences per forward pass (default: sized by a memory budget)"),
     Option("no-cache", "recompute every evaluation instead of reading the on-disk result cache", flag=True),
 )
 VERDICT = (
@@ -156,7 +163,28 @@ def profile_settings(values: Mapping[str, Any]) -> ProfileSettings:
         bands=DepthBands.parse(get["bands"]) if get["bands"] else DepthBands(),
         limit=parse_limit(get["limit"]),
         sweep_limit=parse_limit(get["sweep_limit"], DEFAULT_SWEEP_LIMITS),
+        chat_template=ChatTemplate.parse(get["chat_template"], get["system_instruction"]),
+        batch_size=_positive(get["batch_size"], "batch size"),
     )
+
+
+def _positive(text: str | int | None, what: str) -> int | None:
+    if text is None or text == "":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(f"bad {what} {text!r}", f"use a whole number >= 1, or leave the {what} unset")
+    return value
+
+
+def model_arguments(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Keyword arguments of ``load_model`` from the MODEL options' values."""
+    get = {option.key: _value(values, option) for option in MODEL}
+    return {"device": get["device"], "dtype": get["dtype"], "adapter_base": get["adapter_base"],
+            "device_map": get["device_map"] or None, "trust_remote_code": bool(get["trust_remote_code"])}
 
 
 def verdict(values: Mapping[str, Any]) -> Verdict:

@@ -27,6 +27,7 @@ from pytest_layercheck.evaluation.service import (  # noqa: F401 - the service's
     score_suite_under,
     to_evaluation,
 )
+from pytest_layercheck.scoring.rendering import ChatTemplate, with_chat_template
 from pytest_layercheck.suites.builtin import BUILTIN_SUITES, resolve_suites
 from pytest_layercheck.suites.schema import Suite
 
@@ -79,6 +80,8 @@ class ProfileSettings:
     sweep_limit: Limit = field(default_factory=lambda: dict(DEFAULT_SWEEP_LIMITS))
     seed: int = 0
     batch_size: int | None = None
+    #: Prompts through the tokenizer's chat template (lm-eval's --apply_chat_template); None: plain text.
+    chat_template: ChatTemplate | None = None
 
     def limit_for(self, suite: str) -> int | None:
         """Items of ``suite`` scored intact (None = all)."""
@@ -98,6 +101,8 @@ class ProfileSettings:
             "bands": self.bands.describe(),
             "protocols": dict(self.protocols),
             "deterministic_algorithms": True,
+            # Only when set, so that baselines recorded without it keep their keys.
+            **({"chat_template": self.chat_template.describe()} if self.chat_template is not None else {}),
         }
 
 
@@ -146,7 +151,8 @@ def build_profile(
     plan = plan_ablations(num_layers, settings.mode, settings.bands)
     band_layers = settings.bands.as_dict(num_layers)
     # Every suite is loaded and checked first, also those this run skips: bad input fails early.
-    suites = [suite for suite in resolve_suites(settings.suites) if needs is None or suite.name in needs]
+    suites = [with_chat_template(suite, loaded.tokenizer, settings.chat_template)
+              for suite in resolve_suites(settings.suites) if needs is None or suite.name in needs]
     work = {suite.name: plan_for(plan, band_layers, needs[suite.name] if needs is not None else ALL_BANDS)
             for suite in suites}
     infos: dict[str, SuiteInfo] = {}

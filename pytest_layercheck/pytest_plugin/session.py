@@ -19,7 +19,7 @@ from pytest_layercheck.evaluation.comparison import ProfileComparison
 from pytest_layercheck.core.errors import BaselineError, ConfigError, LayercheckError
 from pytest_layercheck.loading import LoadedModel, load_model
 from pytest_layercheck.data.profile_data import INTACT, DepthProfile
-from pytest_layercheck.evaluation.options import profile_settings, verdict
+from pytest_layercheck.evaluation.options import model_arguments, profile_settings, verdict
 from pytest_layercheck.evaluation.profiler import ProgressHook, build_profile
 from pytest_layercheck.evaluation.result_cache import ResultCache
 
@@ -96,16 +96,15 @@ class LayercheckSession:
 
     def model(self) -> LoadedModel:
         if self._model is None:
-            self._model = load_model(self.options.model, device=self.options.setting("device"),
-                                     dtype=self.options.setting("dtype"), adapter_base=self.options.setting("adapter_base"))
+            self._model = load_model(self.options.model, **model_arguments(self.options.shared))
         return self._model
 
     def reference_model(self) -> LoadedModel:
         if self._reference is None:
             if not self.options.reference:
                 raise ConfigError("no reference model configured", "pass --layercheck-reference=MODEL")
-            self._reference = load_model(self.options.reference, device=self.options.setting("device"),
-                                         dtype=self.options.setting("dtype"))
+            self._reference = load_model(self.options.reference,
+                                         **{**model_arguments(self.options.shared), "adapter_base": None})
         return self._reference
 
     # ----------------------------------------------------------------- profile

@@ -35,6 +35,7 @@ from hypothesis import HealthCheck, Phase, Verbosity, assume, given, seed, setti
 from hypothesis import strategies as st
 
 from .builtin import source_suites_dir
+from .yaml_style import SuiteDumper, flow_lists
 
 T = TypeVar("T")
 
@@ -790,39 +791,6 @@ def build_document(spec: SuiteSpec) -> dict[str, Any]:
 # YAML output
 
 
-class _Flow(list):  # type: ignore[type-arg]
-    """A list written inline (``[a, b, c]``): choices and stop strings read better that way."""
-
-
-class _Dumper(yaml.SafeDumper):
-    """Safe dumper: multi-line strings as literal blocks, ``_Flow`` lists inline."""
-
-
-def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    return dumper.represent_scalar(
-        "tag:yaml.org,2002:str", value, style="|" if "\n" in value else None
-    )
-
-
-def _represent_flow(dumper: yaml.SafeDumper, value: _Flow) -> yaml.SequenceNode:
-    return dumper.represent_sequence("tag:yaml.org,2002:seq", value, flow_style=True)
-
-
-_Dumper.add_representer(str, _represent_str)
-_Dumper.add_representer(_Flow, _represent_flow)
-
-
-def _flow_lists(value: Any) -> Any:
-    """Lists of scalars become inline lists; lists of mappings (items) stay block lists."""
-    if isinstance(value, Mapping):
-        return {k: _flow_lists(v) for k, v in value.items()}
-    if isinstance(value, list):
-        if all(isinstance(v, (str, int, float)) for v in value):
-            return _Flow(value)
-        return [_flow_lists(v) for v in value]
-    return value
-
-
 def render_yaml(document: Mapping[str, Any]) -> str:
     """The file text: a header comment, then the document (round-trips through the safe loader)."""
     from .loader import FORMAT_SUMMARY
@@ -835,7 +803,7 @@ def render_yaml(document: Mapping[str, Any]) -> str:
         + "".join(f"# {line}".rstrip() + "\n" for line in FORMAT_SUMMARY.splitlines())
     )
     body = yaml.dump(
-        _flow_lists(document), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=1_000_000
+        flow_lists(document), Dumper=SuiteDumper, sort_keys=False, allow_unicode=True, width=1_000_000
     )
     return header + body
 

@@ -443,9 +443,9 @@ def _dump(document: Mapping[str, Any]) -> str:
     """The built-in suites' YAML style; texts of only whitespace (delimiters) double-quoted, as ``"\\n\\n"``."""
     import yaml
 
-    from .generate import _Dumper, _flow_lists
+    from .yaml_style import SuiteDumper, flow_lists
 
-    class Dumper(_Dumper):
+    class Dumper(SuiteDumper):
         pass
 
     def represent(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
@@ -453,7 +453,7 @@ def _dump(document: Mapping[str, Any]) -> str:
         return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
     Dumper.add_representer(str, represent)
-    return yaml.dump(_flow_lists(document), Dumper=Dumper, sort_keys=False, allow_unicode=True, width=1_000_000)
+    return yaml.dump(flow_lists(document), Dumper=Dumper, sort_keys=False, allow_unicode=True, width=1_000_000)
 
 
 def write_suite(imported: ImportedSuite, path: Path, *, force: bool = False) -> str:
