@@ -132,10 +132,9 @@ def test_chat_requests_are_lm_evals_own(lm_eval_dir: Path, task: str, multiturn:
 
 @pytest.mark.real_model
 def test_chat_scored_the_same_as_lm_evals_apply_chat_template(lm_eval_dir: Path, tmp_path: Path,  # noqa: F811
-                                                              smollm: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+                                                              smollm: Any) -> None:
     """Both test tasks, imported, rendered through SmolLM2's chat template and profiled with build_profile, score
     like ``lm_eval --apply_chat_template`` (few-shot examples as turns, its default)."""
-    from pytest_layercheck import profiler
     from pytest_layercheck.suites.importers import import_source, write_suite
 
     chat = ChatTemplate()
@@ -145,10 +144,7 @@ def test_chat_scored_the_same_as_lm_evals_apply_chat_template(lm_eval_dir: Path,
     for key, result in ((k, import_source(n)) for k, n in TASKS.items()):
         write_suite(result, tmp_path / f"{key}.yaml")
         paths.append(tmp_path / f"{key}.yaml")
-    # build_profile resolves suite files; the chat option is applied where the lead wires it (ProfileSettings)
-    resolve = profiler.resolve_suites
-    monkeypatch.setattr(profiler, "resolve_suites", lambda specs: [rendered[s.name] for s in resolve(specs)])
-    profile = intact_profile(smollm, list(rendered.values()), paths)
+    profile = intact_profile(smollm, list(rendered.values()), paths, chat_template=chat)  # as ProfileSettings has it
     assert {name: info.content_hash for name, info in profile.suites.items()} == {
         name: suite.content_hash for name, suite in rendered.items()}
     samples = lm_eval_samples(smollm, list(TASKS.values()), apply_chat_template=True)

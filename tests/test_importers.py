@@ -365,11 +365,12 @@ def assert_scored_like_lm_eval(suite: Any, samples: list[dict[str, Any]], loaded
     return {"exact_match": evaluation.mean("exact_match")}
 
 
-def intact_profile(loaded: Any, suites: Sequence[Any], paths: Sequence[Path]) -> Any:
+def intact_profile(loaded: Any, suites: Sequence[Any], paths: Sequence[Path], chat_template: Any = None) -> Any:
     from pytest_layercheck.profiler import ProfileSettings, build_profile
     from pytest_layercheck.result_cache import ResultCache
 
-    settings = ProfileSettings(suites=tuple(str(p) for p in paths), limit=None, sweep_limit=None)
+    settings = ProfileSettings(suites=tuple(str(p) for p in paths), limit=None, sweep_limit=None,
+                               chat_template=chat_template)
     return build_profile(loaded, settings, cache=ResultCache(enabled=False),
                          needs={s.name: frozenset() for s in suites})
 
