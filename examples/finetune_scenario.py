@@ -197,9 +197,9 @@ def guard(out: Path, limit: int | None, localise: str, width: int) -> tuple[bool
     """Compare both candidates with the base on the knowledge suite; True when harmful fails and benign passes."""
     from pytest_layercheck.analysis.compare import CompareSettings, compare_models
     from pytest_layercheck.loading import load_model
-    from pytest_layercheck.profiler import ProfileSettings
+    from pytest_layercheck.evaluation.profiler import ProfileSettings
     from pytest_layercheck.report.compare import render_compare_markdown, render_compare_terminal
-    from pytest_layercheck.result_cache import ResultCache
+    from pytest_layercheck.evaluation.result_cache import ResultCache
 
     settings = CompareSettings(profile=ProfileSettings(suites=("knowledge",), limit=limit, sweep_limit=limit, mode="bands"),
                                localise=localise)

@@ -17,7 +17,7 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
-from pytest_layercheck.profile_data import INTACT, PRIMARY_METRIC, DepthProfile, Evaluation, SuiteInfo
+from pytest_layercheck.data.profile_data import INTACT, PRIMARY_METRIC, DepthProfile, Evaluation, SuiteInfo
 
 #: name -> (protocol, number of items)
 DEFAULT_SUITES: dict[str, tuple[str, int]] = {

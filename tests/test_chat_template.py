@@ -20,7 +20,7 @@ from test_importers import (
 )
 from tiny_models import tiny_tokenizer
 
-from pytest_layercheck.errors import ConfigError, ProtocolError
+from pytest_layercheck.core.errors import ConfigError, ProtocolError
 from pytest_layercheck.scoring.rendering import ChatRenderedSuite, ChatTemplate, render, with_chat_template
 from pytest_layercheck.suites.loader import load_suite_text
 

@@ -27,9 +27,9 @@ from profile_factory import make_profile
 from tiny_models import tiny_tokenizer
 from trained_tiny import perturbed, save, train_fact_model, write_fact_suite
 
-from pytest_layercheck.baseline import BaselineStore, dumps_baseline
-from pytest_layercheck.errors import BaselineError
-from pytest_layercheck.validation import SchemaError
+from pytest_layercheck.evaluation.baseline import BaselineStore, dumps_baseline
+from pytest_layercheck.core.errors import BaselineError
+from pytest_layercheck.data.validation import SchemaError
 
 SUITE = ("--suites", "facts.yaml", "--limit", "0")
 RECORDED = ("--baseline-dir", "baselines", "--baseline", "facts")
@@ -269,7 +269,7 @@ def test_a_partial_profile_with_fewer_swept_items_round_trips() -> None:
     """Ablations score the first ``sweep_items`` items, and not every ablation need be present."""
     from dataclasses import replace
 
-    from pytest_layercheck.profile_data import DepthProfile, Evaluation
+    from pytest_layercheck.data.profile_data import DepthProfile, Evaluation
 
     profile = make_profile(suites={"knowledge": ("mc_text", 10)})
     profile.suites["knowledge"] = replace(profile.suites["knowledge"], sweep_items=4)
@@ -333,8 +333,8 @@ def test_layercheck_baseline_refuses_to_silently_replace_a_corrupt_baseline(ws: 
 
 
 def test_no_cells_compared_is_a_failure_not_a_pass() -> None:
-    from pytest_layercheck.comparison import compare_profiles
-    from pytest_layercheck.profile_data import Evaluation
+    from pytest_layercheck.evaluation.comparison import compare_profiles
+    from pytest_layercheck.data.profile_data import Evaluation
 
     baseline = make_profile(suites={"knowledge": ("mc_text", 40)}, extra_metrics=False)
     current = make_profile(suites={"knowledge": ("mc_text", 40)}, extra_metrics=False)
@@ -464,7 +464,7 @@ def test_an_internal_error_is_exit_3_never_1(monkeypatch: pytest.MonkeyPatch, ca
 
 
 def test_version(tmp_path: Path) -> None:
-    from pytest_layercheck import __version__
+    from pytest_layercheck.core.version import __version__
 
     assert_exit(layercheck(tmp_path, "--version"), 0, f"layercheck (pytest-layercheck) {__version__}")
 

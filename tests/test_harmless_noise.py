@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from pytest_layercheck.baseline import BaselineStore
-from pytest_layercheck.comparison import Verdict
+from pytest_layercheck.evaluation.baseline import BaselineStore
+from pytest_layercheck.evaluation.comparison import Verdict
 from pytest_layercheck.loading import LoadedModel
-from pytest_layercheck.profiler import ProfileSettings, build_profile
-from pytest_layercheck.result_cache import ResultCache
+from pytest_layercheck.evaluation.profiler import ProfileSettings, build_profile
+from pytest_layercheck.evaluation.result_cache import ResultCache
 
 pytestmark = pytest.mark.real_model
 

@@ -13,7 +13,7 @@ import torch
 from tiny_models import tiny_model, tiny_tokenizer
 from trained_tiny import save, write_fact_suite
 
-from pytest_layercheck.ablation import Ablation, ablate
+from pytest_layercheck.model.ablation import Ablation, ablate
 from pytest_layercheck.analysis.heads import (
     HeadImportance,
     format_layers,
@@ -21,9 +21,9 @@ from pytest_layercheck.analysis.heads import (
     parse_layers,
 )
 from pytest_layercheck.cli import main
-from pytest_layercheck.errors import AblationError, ConfigError
+from pytest_layercheck.core.errors import AblationError, ConfigError
 from pytest_layercheck.loading import LoadedModel
-from pytest_layercheck.result_cache import ResultCache
+from pytest_layercheck.evaluation.result_cache import ResultCache
 from pytest_layercheck.scoring.protocols import prepare, score
 from pytest_layercheck.suites.builtin import resolve_suite
 from pytest_layercheck.suites.loader import load_suite

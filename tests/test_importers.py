@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import yaml
 
-from pytest_layercheck.errors import SuiteFormatError
+from pytest_layercheck.core.errors import SuiteFormatError
 from pytest_layercheck.suites.importers import (
     ImportOptions,
     import_records,
@@ -366,8 +366,8 @@ def assert_scored_like_lm_eval(suite: Any, samples: list[dict[str, Any]], loaded
 
 
 def intact_profile(loaded: Any, suites: Sequence[Any], paths: Sequence[Path], chat_template: Any = None) -> Any:
-    from pytest_layercheck.profiler import ProfileSettings, build_profile
-    from pytest_layercheck.result_cache import ResultCache
+    from pytest_layercheck.evaluation.profiler import ProfileSettings, build_profile
+    from pytest_layercheck.evaluation.result_cache import ResultCache
 
     settings = ProfileSettings(suites=tuple(str(p) for p in paths), limit=None, sweep_limit=None,
                                chat_template=chat_template)
@@ -446,7 +446,7 @@ def test_suite_import_of_an_lm_eval_task_from_its_folder(tmp_path: Path) -> None
 
 def test_non_binary_outcomes_survive_a_baseline_file() -> None:
     """A continuation profile (per-item log-likelihoods beside exact_match) read back from its JSON."""
-    from pytest_layercheck.profile_data import INTACT, DepthProfile, Evaluation, SuiteInfo
+    from pytest_layercheck.data.profile_data import INTACT, DepthProfile, Evaluation, SuiteInfo
 
     outcomes = {"exact_match": (1.0, 0.0), "loglikelihood": (-0.0240538712, -1.25)}
     profile = DepthProfile(model={"name": "m", "fingerprint": "sha256:" + "1" * 64, "num_layers": 2},

@@ -10,15 +10,15 @@ import torch
 from tiny_models import tiny_model, tiny_tokenizer
 from transformers import AutoModelForCausalLM, BertConfig, BertModel, OPTConfig, OPTForCausalLM
 
-from pytest_layercheck import default_model
-from pytest_layercheck.devices import resolve_device, resolve_dtype
-from pytest_layercheck.errors import (
+from pytest_layercheck.model import default_model
+from pytest_layercheck.model.devices import resolve_device, resolve_dtype
+from pytest_layercheck.core.errors import (
     ConfigError,
     DefaultModelCacheError,
     ModelLoadError,
     UnsupportedArchitectureError,
 )
-from pytest_layercheck.fingerprint import model_fingerprint
+from pytest_layercheck.model.fingerprint import model_fingerprint
 from pytest_layercheck.loading import load_model
 
 

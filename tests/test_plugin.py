@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from trained_tiny import perturbed, save, train_fact_model, write_fact_suite
 
-pytest.importorskip("pytest_layercheck.plugin")
+pytest.importorskip("pytest_layercheck.pytest_plugin.plugin")
 
 GUARDS = """
 import pytest

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pytest_layercheck.ablation import Ablation, ablate
+from pytest_layercheck.model.ablation import Ablation, ablate
 from pytest_layercheck.loading import LoadedModel
 
 pytestmark = pytest.mark.real_model

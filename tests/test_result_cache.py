@@ -13,12 +13,12 @@ import torch
 from tiny_models import tiny_model, tiny_tokenizer
 from trained_tiny import write_fact_suite
 
-from pytest_layercheck import fingerprint
-from pytest_layercheck.errors import ConfigError
+from pytest_layercheck.model import fingerprint
+from pytest_layercheck.core.errors import ConfigError
 from pytest_layercheck.loading import LoadedModel
-from pytest_layercheck.profile_data import INTACT, Evaluation, SuiteInfo
-from pytest_layercheck.profiler import ProfileSettings, build_profile, cache_identity
-from pytest_layercheck.result_cache import (
+from pytest_layercheck.data.profile_data import INTACT, Evaluation, SuiteInfo
+from pytest_layercheck.evaluation.profiler import ProfileSettings, build_profile, cache_identity
+from pytest_layercheck.evaluation.result_cache import (
     CACHE_FORMAT,
     CacheEntryWarning,
     ResultCache,
@@ -141,7 +141,7 @@ def test_unwritable_outcomes_are_not_cached(cache: ResultCache) -> None:
 
 
 def test_a_failed_write_costs_the_cache_not_the_run(cache: ResultCache, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pytest_layercheck import atomic
+    from pytest_layercheck.core import atomic
 
     def full(*_: object) -> None:
         raise OSError(28, "No space left on device")

@@ -13,7 +13,7 @@ import yaml
 from tiny_models import tiny_config, tiny_model, tiny_tokenizer
 from transformers import AutoModelForCausalLM
 
-from pytest_layercheck.ablation import mask_heads
+from pytest_layercheck.model.ablation import mask_heads
 from pytest_layercheck.analysis.retrieval_heads import (
     MaskingComparison,
     NeedleTest,
@@ -29,8 +29,8 @@ from pytest_layercheck.analysis.retrieval_heads import (
     tokenize_needle,
 )
 from pytest_layercheck.cli import main
-from pytest_layercheck.comparison import exact_mcnemar
-from pytest_layercheck.errors import ConfigError
+from pytest_layercheck.evaluation.comparison import exact_mcnemar
+from pytest_layercheck.core.errors import ConfigError
 from pytest_layercheck.scoring.protocols import normalize_answer, prepare, score
 from pytest_layercheck.suites.generate import DECOYS
 from pytest_layercheck.suites.loader import load_suite

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from pytest_layercheck.comparison import classify, compare_profiles, exact_mcnemar
-from pytest_layercheck.errors import ConfigError
-from pytest_layercheck.profile_data import INTACT, DepthProfile, Evaluation, SuiteInfo
-from pytest_layercheck.statistics import (
+from pytest_layercheck.evaluation.comparison import classify, compare_profiles, exact_mcnemar
+from pytest_layercheck.core.errors import ConfigError
+from pytest_layercheck.data.profile_data import INTACT, DepthProfile, Evaluation, SuiteInfo
+from pytest_layercheck.data.statistics import (
     _background_rates,
     adjust_p_values,
     detectable_drop,

@@ -15,7 +15,7 @@ from pathlib import Path
 import hypothesis
 import pytest
 
-from pytest_layercheck.errors import SuiteFormatError
+from pytest_layercheck.core.errors import SuiteFormatError
 from pytest_layercheck.suites.builtin import (
     BUILTIN_SUITES,
     builtin_suite_path,

@@ -28,7 +28,7 @@ from pytest_layercheck.analysis.thinking import (
     slow_prompt,
 )
 from pytest_layercheck.cli import main
-from pytest_layercheck.errors import ConfigError
+from pytest_layercheck.core.errors import ConfigError
 from pytest_layercheck.loading import LoadedModel
 from pytest_layercheck.report.analyses import (
     render_text,

@@ -11,7 +11,7 @@ import torch
 from tiny_models import tiny_model
 
 from pytest_layercheck.analysis.weight_delta import ArchitectureMismatchError, weight_delta
-from pytest_layercheck.errors import LayercheckError
+from pytest_layercheck.core.errors import LayercheckError
 
 
 def _norm(tensor: torch.Tensor) -> float:

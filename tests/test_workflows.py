@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from pytest_layercheck.baseline import BaselineStore, slugify
-from pytest_layercheck.default_model import DEFAULT_MODEL_NAME
+from pytest_layercheck.evaluation.baseline import BaselineStore, slugify
+from pytest_layercheck.model.default_model import DEFAULT_MODEL_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = ROOT / ".github" / "workflows"

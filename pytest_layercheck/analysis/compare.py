@@ -21,18 +21,18 @@ from pytest_layercheck.analysis.localise import (
     parse_strategies,
 )
 from pytest_layercheck.analysis.weight_delta import WeightDelta, weight_delta
-from pytest_layercheck.comparison import (
+from pytest_layercheck.evaluation.comparison import (
     DEFAULT_ALPHA,
     DEFAULT_CORRECTION,
     ProfileComparison,
     Tolerance,
     Verdict,
 )
-from pytest_layercheck.errors import ConfigError
+from pytest_layercheck.core.errors import ConfigError
 from pytest_layercheck.evaluation.describe import comparison_to_json, describe_change, describe_detail
-from pytest_layercheck.profile_data import INTACT, DepthProfile
-from pytest_layercheck.profiler import ProfileSettings, ProgressHook, build_profile
-from pytest_layercheck.result_cache import ResultCache
+from pytest_layercheck.data.profile_data import INTACT, DepthProfile
+from pytest_layercheck.evaluation.profiler import ProfileSettings, ProgressHook, build_profile
+from pytest_layercheck.evaluation.result_cache import ResultCache
 
 if TYPE_CHECKING:
     from pytest_layercheck.loading import LoadedModel

@@ -22,16 +22,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..ablation import GQA_MODES, HEAD_MODES, Ablation
-from ..architecture import get_adapter
-from ..errors import AblationError, ConfigError
-from ..loading import LoadedModel
-from ..profile_data import PRIMARY_METRIC, SuiteInfo
-from ..profiler import cache_identity, deterministic, evaluate_ablations
-from ..result_cache import ResultCache
-from ..scoring.tokenization import model_max_length
-from ..suites.builtin import resolve_suite
-from ..suites.schema import Suite
+from pytest_layercheck.model.ablation import GQA_MODES, HEAD_MODES, Ablation
+from pytest_layercheck.model.architecture import get_adapter
+from pytest_layercheck.core.errors import AblationError, ConfigError
+from pytest_layercheck.loading import LoadedModel
+from pytest_layercheck.data.profile_data import PRIMARY_METRIC, SuiteInfo
+from pytest_layercheck.evaluation.profiler import cache_identity, deterministic, evaluate_ablations
+from pytest_layercheck.evaluation.result_cache import ResultCache
+from pytest_layercheck.scoring.tokenization import model_max_length
+from pytest_layercheck.suites.builtin import resolve_suite
+from pytest_layercheck.suites.schema import Suite
 
 #: Items per head evaluation by default. Each head costs one suite evaluation: on a 2-core CPU,
 #: single-threaded, SmolLM2-135M scores 24 knowledge items (mc_text) in about 2.5 s, so all
@@ -425,7 +425,7 @@ def save_json(result: HeadImportance, path: str | os.PathLike[str]) -> Path:
     """Write ``result.to_dict()`` as JSON (atomically)."""
     import json
 
-    from ..atomic import atomic_write_text
+    from pytest_layercheck.core.atomic import atomic_write_text
 
     target = Path(path)
     atomic_write_text(target, json.dumps(result.to_dict(), indent=2))

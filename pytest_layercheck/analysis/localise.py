@@ -20,19 +20,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pytest_layercheck.ablation import Ablation
-from pytest_layercheck.bands import DepthBands
-from pytest_layercheck.comparison import Tolerance, exact_mcnemar
-from pytest_layercheck.errors import ConfigError, LayercheckError
-from pytest_layercheck.profile_data import INTACT, PRIMARY_METRIC, SuiteInfo
-from pytest_layercheck.profiler import (
+from pytest_layercheck.model.ablation import Ablation
+from pytest_layercheck.data.bands import DepthBands
+from pytest_layercheck.evaluation.comparison import Tolerance, exact_mcnemar
+from pytest_layercheck.core.errors import ConfigError, LayercheckError
+from pytest_layercheck.data.profile_data import INTACT, PRIMARY_METRIC, SuiteInfo
+from pytest_layercheck.evaluation.profiler import (
     ProfileSettings,
     ProgressHook,
     cache_identity,
     deterministic,
     evaluate_ablations,
 )
-from pytest_layercheck.result_cache import ResultCache
+from pytest_layercheck.evaluation.result_cache import ResultCache
 from pytest_layercheck.scoring.protocols import PreparedSuite, prepare
 from pytest_layercheck.suites.builtin import resolve_suite
 from pytest_layercheck.suites.schema import Suite
@@ -40,7 +40,7 @@ from pytest_layercheck.suites.schema import Suite
 if TYPE_CHECKING:
     from pytest_layercheck.analysis.weight_delta import WeightDelta
     from pytest_layercheck.loading import LoadedModel
-    from pytest_layercheck.profile_data import DepthProfile
+    from pytest_layercheck.data.profile_data import DepthProfile
 
 #: Fraction of the loss a group must bring back to be named in the verdict.
 DEFAULT_THRESHOLD = 0.8

@@ -50,28 +50,28 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..ablation import Ablation
-from ..architecture import get_adapter
-from ..comparison import exact_mcnemar
-from ..errors import ConfigError
-from ..scoring.engine import (
+from pytest_layercheck.model.ablation import Ablation
+from pytest_layercheck.model.architecture import get_adapter
+from pytest_layercheck.evaluation.comparison import exact_mcnemar
+from pytest_layercheck.core.errors import ConfigError
+from pytest_layercheck.scoring.engine import (
     MIN_SHARED_PREFIX,
     PrefixCache,
     default_token_budget,
     model_device,
     shared_prefix,
 )
-from ..scoring.protocols import prepare, score_sweep
-from ..scoring.rendering import render
-from ..scoring.results import ProtocolResult
-from ..scoring.tokenization import (
+from pytest_layercheck.scoring.protocols import prepare, score_sweep
+from pytest_layercheck.scoring.rendering import render
+from pytest_layercheck.scoring.results import ProtocolResult
+from pytest_layercheck.scoring.tokenization import (
     encode_texts,
     encoding_rule,
     model_max_length,
     tokenizer_max_length,
 )
-from ..suites.builtin import resolve_suite
-from ..suites.schema import Suite
+from pytest_layercheck.suites.builtin import resolve_suite
+from pytest_layercheck.suites.schema import Suite
 
 #: Suites whose rendered prompts are the default samples of the metrics.
 DEFAULT_SUITES: tuple[str, ...] = ("knowledge", "reasoning")

@@ -56,18 +56,18 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..comparison import exact_mcnemar
-from ..errors import ConfigError
-from ..scoring.engine import PreparedGeneration, run_generation
-from ..scoring.protocols import batch_settings
-from ..scoring.tokenization import (
+from pytest_layercheck.evaluation.comparison import exact_mcnemar
+from pytest_layercheck.core.errors import ConfigError
+from pytest_layercheck.scoring.engine import PreparedGeneration, run_generation
+from pytest_layercheck.scoring.protocols import batch_settings
+from pytest_layercheck.scoring.tokenization import (
     encode_texts,
     encoding_rule,
     model_max_length,
     truncate_prompt,
 )
-from ..suites.builtin import resolve_suite
-from ..suites.schema import Suite, SuiteItem
+from pytest_layercheck.suites.builtin import resolve_suite
+from pytest_layercheck.suites.schema import Suite, SuiteItem
 
 DEFAULT_SUITES: tuple[str, ...] = ("knowledge", "reasoning")
 DEFAULT_LIMIT = 40

@@ -42,12 +42,12 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
-from ..errors import ConfigError
-from ..scoring.protocols import prepare, score
-from ..scoring.tokenization import model_max_length
-from ..suites import generate as gen
-from ..suites.builtin import resolve_suite
-from ..suites.schema import Suite, SuiteItem
+from pytest_layercheck.core.errors import ConfigError
+from pytest_layercheck.scoring.protocols import prepare, score
+from pytest_layercheck.scoring.tokenization import model_max_length
+from pytest_layercheck.suites import generate as gen
+from pytest_layercheck.suites.builtin import resolve_suite
+from pytest_layercheck.suites.schema import Suite, SuiteItem
 
 DEFAULT_LIMIT = 40
 DEFAULT_VARIANTS = 3

@@ -34,9 +34,9 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from .. import __version__
-from ..errors import LayercheckError
-from .common import err_console
+from pytest_layercheck.core.version import __version__
+from pytest_layercheck.core.errors import LayercheckError
+from pytest_layercheck.cli.common import err_console
 
 #: Subcommand modules, in the order ``--help`` lists them.
 COMMANDS: tuple[str, ...] = ("profile", "compare", "compare_samples", "heads", "redundancy", "thinking", "transfer",
@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     import warnings
 
-    from ..result_cache import CacheEntryWarning
+    from pytest_layercheck.evaluation.result_cache import CacheEntryWarning
 
     args = build_parser().parse_args(argv)  # usage errors exit 2 (argparse)
     previous = warnings.formatwarning

@@ -2,6 +2,6 @@
 
 import sys
 
-from . import main
+from pytest_layercheck.cli import main
 
 sys.exit(main())

@@ -12,8 +12,8 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
-from . import EXIT_ERROR, EXIT_PASSED, count
-from .common import console, err_console
+from pytest_layercheck.cli import EXIT_ERROR, EXIT_PASSED, count
+from pytest_layercheck.cli.common import console, err_console
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,14 +36,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..result_cache import ResultCache
+    from pytest_layercheck.evaluation.result_cache import ResultCache
 
     cache = ResultCache(Path(args.cache_dir) if args.cache_dir else None, mode="readwrite")
     return {"show": _show, "verify": _verify, "prune": _prune}[args.action](cache, args)
 
 
 def _show(cache, args: argparse.Namespace) -> int:  # noqa: ANN001 - ResultCache, imported lazily
-    from ..result_cache import resolve_mode, signing_key
+    from pytest_layercheck.evaluation.result_cache import resolve_mode, signing_key
 
     files = list(cache.files())
     size = sum(path.stat().st_size for path in files)
@@ -83,7 +83,7 @@ def _verify(cache, args: argparse.Namespace) -> int:  # noqa: ANN001
 
 
 def _prune(cache, args: argparse.Namespace) -> int:  # noqa: ANN001
-    from ..result_cache import age_days
+    from pytest_layercheck.evaluation.result_cache import age_days
 
     doomed: list[tuple[Path, str]] = [(path, "leftover of an interrupted write") for path in cache.leftovers()]
     for path in cache.files():

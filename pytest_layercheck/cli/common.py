@@ -18,7 +18,7 @@ from rich.progress import (
 )
 
 if TYPE_CHECKING:
-    from ..loading import LoadedModel
+    from pytest_layercheck.loading import LoadedModel
 
 console = Console(stderr=False)
 err_console = Console(stderr=True)
@@ -28,15 +28,15 @@ def add_model_arguments(parser: argparse.ArgumentParser, positional: str = "mode
     """The model to load and where: the same flags for every command."""
     parser.add_argument(positional, nargs="?", default="default",
                         help="'default', a transformers folder, a .gguf file or a PEFT adapter folder")
-    from ..evaluation.options import MODEL, add_cli_arguments
+    from pytest_layercheck.evaluation.options import MODEL, add_cli_arguments
 
     add_cli_arguments(parser, MODEL)
 
 
 def load(spec: str, args: argparse.Namespace) -> LoadedModel:
     """Load ``spec`` with the command's device, dtype and adapter flags, showing progress on stderr."""
-    from ..evaluation.options import model_arguments
-    from ..loading import load_model
+    from pytest_layercheck.evaluation.options import model_arguments
+    from pytest_layercheck.loading import load_model
 
     with err_console.status(f"loading model {spec!r}") as status:
         loaded = load_model(spec, **model_arguments(vars(args)), progress=lambda message: status.update(message))
@@ -70,7 +70,7 @@ def write_outputs(args: argparse.Namespace, json_text: Callable[[], str] | None 
     """Write the files asked for with ``--json``/``--markdown`` (atomically), rendering only those."""
     from pathlib import Path
 
-    from ..atomic import atomic_write_text
+    from pytest_layercheck.core.atomic import atomic_write_text
 
     for path, render, label in ((args.json_path, json_text, "JSON"), (args.markdown, markdown, "markdown")):
         if path and render is not None:

@@ -12,13 +12,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..report.format import json_text
-from ..evaluation.options import MODEL, add_cli_arguments
-from .common import console, err_console, load, progress_bar
-from .profile import add_profile_arguments, add_verdict_arguments, settings_from, verdict_from
+from pytest_layercheck.report.format import json_text
+from pytest_layercheck.evaluation.options import MODEL, add_cli_arguments
+from pytest_layercheck.cli.common import console, err_console, load, progress_bar
+from pytest_layercheck.cli.profile import add_profile_arguments, add_verdict_arguments, settings_from, verdict_from
 
 if TYPE_CHECKING:
-    from ..analysis.compare import CompareSettings
+    from pytest_layercheck.analysis.compare import CompareSettings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def compare_settings_from(args: argparse.Namespace) -> CompareSettings:
-    from ..analysis.compare import CompareSettings
+    from pytest_layercheck.analysis.compare import CompareSettings
 
     localise = args.localise
     if args.no_weights and "changed" in localise:
@@ -58,10 +58,10 @@ def compare_settings_from(args: argparse.Namespace) -> CompareSettings:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from ..analysis.compare import compare_models
-    from ..atomic import atomic_write_text
-    from ..report.compare import render_compare_markdown, render_compare_terminal
-    from ..result_cache import ResultCache
+    from pytest_layercheck.analysis.compare import compare_models
+    from pytest_layercheck.core.atomic import atomic_write_text
+    from pytest_layercheck.report.compare import render_compare_markdown, render_compare_terminal
+    from pytest_layercheck.evaluation.result_cache import ResultCache
 
     settings = compare_settings_from(args)  # before loading: a typo should not cost two model loads
     base = load(args.base, args)
@@ -83,13 +83,13 @@ def run_compare(args: argparse.Namespace) -> int:
         atomic_write_text(Path(args.markdown), markdown)
         err_console.print(f"markdown: {args.markdown}")
     if args.summary:
-        from ..report.markdown import append_step_summary
+        from pytest_layercheck.report.markdown import append_step_summary
 
         written = append_step_summary(markdown)
         if written is None:
             err_console.print("[yellow]--summary: $GITHUB_STEP_SUMMARY is not set; nothing appended[/]")
     if os.environ.get("GITHUB_ACTIONS") == "true":
-        from ..report.markdown import github_annotations
+        from pytest_layercheck.report.markdown import github_annotations
 
         for command in github_annotations(result.comparison):
             print(command)  # plain stdout: rich would wrap or style a workflow command

@@ -5,7 +5,7 @@ models (A the base, B the candidate): a ``samples_<task>_<date>.jsonl`` file, or
 files (the newest per task is used). Documents are paired by ``doc_id`` and must be the same documents
 (``doc_hash`` and ``target_hash``); prompts that differ (another chat template or few-shot setting) are
 reported. Each task becomes the intact cell of a profile and the pair is judged exactly as
-``layercheck compare`` judges its intact cells (:func:`pytest_layercheck.comparison.compare_profiles`:
+``layercheck compare`` judges its intact cells (:func:`pytest_layercheck.evaluation.comparison.compare_profiles`:
 paired exact McNemar test per cell, Holm over the cells, tolerance and effect floor), with the same
 terminal, JSON and markdown reports. There are no layer sweeps, weight deltas or localisation: lm-eval
 ran the models, this command only reads what it logged.
@@ -30,14 +30,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BaselineError, ConfigError
-from .common import console, err_console, write_outputs
-from .profile import add_verdict_arguments, verdict_from
+from pytest_layercheck.core.errors import BaselineError, ConfigError
+from pytest_layercheck.cli.common import console, err_console, write_outputs
+from pytest_layercheck.cli.profile import add_verdict_arguments, verdict_from
 
 if TYPE_CHECKING:
-    from ..analysis.compare import ModelComparison
-    from ..comparison import Verdict
-    from ..profile_data import DepthProfile
+    from pytest_layercheck.analysis.compare import ModelComparison
+    from pytest_layercheck.evaluation.comparison import Verdict
+    from pytest_layercheck.data.profile_data import DepthProfile
 
 #: lm-eval metrics per protocol label, in the order a task is judged by them by default.
 _PRIMARY = ("acc", "exact_match")
@@ -224,7 +224,7 @@ def _value(value: Any) -> float:
 
 def samples_profile(run: SamplesRun, tasks: Sequence[str]) -> DepthProfile:
     """The intact cells of each task as a profile (``compare_profiles`` judges it like any other)."""
-    from ..profile_data import INTACT, DepthProfile, Evaluation, SuiteInfo
+    from pytest_layercheck.data.profile_data import INTACT, DepthProfile, Evaluation, SuiteInfo
 
     suites, evaluations = {}, {}
     for name in tasks:
@@ -282,9 +282,9 @@ def compare_samples(base: SamplesRun, candidate: SamplesRun, *, tasks: Sequence[
                     metrics: Sequence[str] | None = None, verdict: Verdict | None = None) -> ModelComparison:
     """Judge ``candidate`` against ``base`` task by task, as ``layercheck compare`` judges intact cells
     (``verdict``: tolerance, alpha, correction and the rest; default: the defaults of ``layercheck compare``)."""
-    from ..analysis.compare import CompareSettings, ModelComparison
-    from ..comparison import Verdict, compare_profiles, sensitivity_warning
-    from ..profiler import ProfileSettings
+    from pytest_layercheck.analysis.compare import CompareSettings, ModelComparison
+    from pytest_layercheck.evaluation.comparison import Verdict, compare_profiles, sensitivity_warning
+    from pytest_layercheck.evaluation.profiler import ProfileSettings
 
     verdict = verdict or Verdict()
 
@@ -346,8 +346,8 @@ def _names(text: str) -> list[str]:
 
 
 def run_compare_samples(args: argparse.Namespace) -> int:
-    from ..report.compare import render_compare_markdown, render_compare_terminal
-    from ..report.format import json_text
+    from pytest_layercheck.report.compare import render_compare_markdown, render_compare_terminal
+    from pytest_layercheck.report.format import json_text
 
     verdict = verdict_from(args)
     base, candidate = read_samples(Path(args.base), args.filter), read_samples(Path(args.candidate), args.filter)
@@ -355,7 +355,7 @@ def run_compare_samples(args: argparse.Namespace) -> int:
     console.print(render_compare_terminal(result, width=console.width), highlight=False)
     write_outputs(args, lambda: json_text(result.to_dict()), lambda: render_compare_markdown(result))
     if args.summary:
-        from ..report.markdown import append_step_summary
+        from pytest_layercheck.report.markdown import append_step_summary
 
         if append_step_summary(render_compare_markdown(result)) is None:
             err_console.print("[yellow]--summary: $GITHUB_STEP_SUMMARY is not set; nothing appended[/]")

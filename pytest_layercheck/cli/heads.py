@@ -11,8 +11,8 @@ import json
 import time
 from pathlib import Path
 
-from . import count
-from .common import add_model_arguments, console, err_console, load, progress_bar
+from pytest_layercheck.cli import count
+from pytest_layercheck.cli.common import add_model_arguments, console, err_console, load, progress_bar
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -58,7 +58,7 @@ def _limit(value: int | None, default: int) -> int | None:
 
 
 def _write(path: str, text: str, what: str) -> None:
-    from ..atomic import atomic_write_text
+    from pytest_layercheck.core.atomic import atomic_write_text
 
     atomic_write_text(Path(path), text)
     err_console.print(f"{what}: {path}")
@@ -67,9 +67,9 @@ def _write(path: str, text: str, what: str) -> None:
 def run_heads(args: argparse.Namespace) -> int:
     import torch
 
-    from ..analysis.heads import DEFAULT_HEAD_LIMIT, head_importance
-    from ..report.heads import importance_markdown, importance_renderable
-    from ..result_cache import ResultCache
+    from pytest_layercheck.analysis.heads import DEFAULT_HEAD_LIMIT, head_importance
+    from pytest_layercheck.report.heads import importance_markdown, importance_renderable
+    from pytest_layercheck.evaluation.result_cache import ResultCache
 
     loaded = load(args.model, args)
     cache = ResultCache(enabled=not args.no_cache)
@@ -93,8 +93,8 @@ def run_heads(args: argparse.Namespace) -> int:
 def run_retrieval_heads(args: argparse.Namespace) -> int:
     import math
 
-    from ..analysis.retrieval_heads import compare_masking, find_retrieval_heads
-    from ..report.heads import retrieval_markdown, retrieval_renderable
+    from pytest_layercheck.analysis.retrieval_heads import compare_masking, find_retrieval_heads
+    from pytest_layercheck.report.heads import retrieval_markdown, retrieval_renderable
 
     loaded = load(args.model, args)
     started = time.perf_counter()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_model_arguments, console, load
+from pytest_layercheck.cli.common import add_model_arguments, console, load
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,8 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..architecture import get_adapter
-    from ..bands import DepthBands
+    from pytest_layercheck.model.architecture import get_adapter
+    from pytest_layercheck.data.bands import DepthBands
 
     loaded = load(args.model, args)
     adapter = get_adapter(loaded.model)

@@ -7,17 +7,17 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .common import add_model_arguments, console, err_console, load, progress_bar
+from pytest_layercheck.cli.common import add_model_arguments, console, err_console, load, progress_bar
 
 if TYPE_CHECKING:
-    from ..comparison import Verdict
-    from ..profile_data import DepthProfile
-    from ..profiler import ProfileSettings
+    from pytest_layercheck.evaluation.comparison import Verdict
+    from pytest_layercheck.data.profile_data import DepthProfile
+    from pytest_layercheck.evaluation.profiler import ProfileSettings
 
 
 def add_profile_arguments(parser: argparse.ArgumentParser) -> None:
     """What a profile computes; shared by every command that profiles (and by the pytest plugin)."""
-    from ..evaluation.options import PROFILE, add_cli_arguments
+    from pytest_layercheck.evaluation.options import PROFILE, add_cli_arguments
 
     add_cli_arguments(parser, PROFILE)
 
@@ -46,22 +46,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def add_verdict_arguments(parser: argparse.ArgumentParser) -> None:
     """How a comparison with a baseline is judged; shared by every command that compares."""
-    from ..evaluation.options import VERDICT, add_cli_arguments
+    from pytest_layercheck.evaluation.options import VERDICT, add_cli_arguments
 
     add_cli_arguments(parser, VERDICT)
 
 
 def verdict_from(args: argparse.Namespace) -> Verdict:
     """The judging options of a command, checked before any model is loaded."""
-    from ..evaluation.options import verdict
+    from pytest_layercheck.evaluation.options import verdict
 
     return verdict(vars(args))
 
 
 def settings_from(args: argparse.Namespace) -> ProfileSettings:
     """What to profile; every suite is read and checked here, before any model loads."""
-    from ..evaluation.options import profile_settings
-    from ..suites.builtin import resolve_suites
+    from pytest_layercheck.evaluation.options import profile_settings
+    from pytest_layercheck.suites.builtin import resolve_suites
 
     settings = profile_settings(vars(args))
     resolve_suites(settings.suites)
@@ -70,8 +70,8 @@ def settings_from(args: argparse.Namespace) -> ProfileSettings:
 
 def compute_profile(args: argparse.Namespace, spec: str | None = None) -> DepthProfile:
     """Load the model named by ``spec`` (default: ``args.model``) and profile it with a progress bar."""
-    from ..profiler import build_profile
-    from ..result_cache import ResultCache
+    from pytest_layercheck.evaluation.profiler import build_profile
+    from pytest_layercheck.evaluation.result_cache import ResultCache
 
     settings = settings_from(args)  # suites read and checked before the model loads
     loaded = load(spec or args.model, args)
@@ -85,9 +85,9 @@ def compute_profile(args: argparse.Namespace, spec: str | None = None) -> DepthP
 
 
 def run_profile(args: argparse.Namespace) -> int:
-    from ..baseline import BaselineStore
-    from ..errors import BaselineError
-    from ..report.terminal import terminal_renderable
+    from pytest_layercheck.evaluation.baseline import BaselineStore
+    from pytest_layercheck.core.errors import BaselineError
+    from pytest_layercheck.report.terminal import terminal_renderable
 
     verdict = verdict_from(args)  # before the model loads: a typo should not cost a profile
     profile = compute_profile(args)
@@ -108,24 +108,24 @@ def run_profile(args: argparse.Namespace) -> int:
         store.load(name)  # raises: the named baseline does not exist
     console.print(terminal_renderable(profile, comparison, baseline=stored))
     if comparison is not None:
-        from ..comparison import sensitivity_warning
+        from pytest_layercheck.evaluation.comparison import sensitivity_warning
 
         warning = sensitivity_warning(comparison)
         if warning:
             err_console.print(warning, style="yellow", highlight=False, markup=False)
     if args.json_path:
-        from ..report.json_report import write_json_report
+        from pytest_layercheck.report.json_report import write_json_report
 
         write_json_report(Path(args.json_path), profile, comparison)
         err_console.print(f"JSON report: {args.json_path}")
     if args.markdown:
-        from ..atomic import atomic_write_text
-        from ..report.markdown import render_markdown
+        from pytest_layercheck.core.atomic import atomic_write_text
+        from pytest_layercheck.report.markdown import render_markdown
 
         atomic_write_text(Path(args.markdown), render_markdown(profile, comparison))
         err_console.print(f"markdown: {args.markdown}")
     if args.heatmap:
-        from ..report.heatmap import plot_layer_heatmap
+        from pytest_layercheck.report.heatmap import plot_layer_heatmap
 
         plot_layer_heatmap(profile, Path(args.heatmap))
         err_console.print(f"heatmap: {args.heatmap}")
@@ -134,7 +134,7 @@ def run_profile(args: argparse.Namespace) -> int:
 
 def run_baseline(args: argparse.Namespace) -> int:
     """Write a missing baseline; merge into an existing one, replacing it only with ``--update``."""
-    from ..baseline import BaselineStore
+    from pytest_layercheck.evaluation.baseline import BaselineStore
 
     store = BaselineStore(Path(args.baseline_dir))
     profile = compute_profile(args)

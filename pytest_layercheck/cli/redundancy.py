@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from . import count
-from .common import (
+from pytest_layercheck.cli import count
+from pytest_layercheck.cli.common import (
     add_model_arguments,
     add_output_arguments,
     console,
@@ -41,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def parse_views(text: str) -> list[tuple[str, str]]:
     """``knowledge=mc_text,reasoning=generate_until`` -> [(suite, protocol), ...]."""
-    from ..errors import ConfigError
+    from pytest_layercheck.core.errors import ConfigError
 
     views = []
     for part in filter(None, (p.strip() for p in text.split(","))):
@@ -53,8 +53,8 @@ def parse_views(text: str) -> list[tuple[str, str]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..analysis.redundancy import compare_with_capabilities, measure_redundancy
-    from ..report.analyses import json_text, redundancy_markdown, redundancy_renderable
+    from pytest_layercheck.analysis.redundancy import compare_with_capabilities, measure_redundancy
+    from pytest_layercheck.report.analyses import json_text, redundancy_markdown, redundancy_renderable
 
     views = parse_views(args.views)
     loaded = load(args.model, args)

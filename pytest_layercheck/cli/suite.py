@@ -19,7 +19,7 @@ import os
 import shlex
 from pathlib import Path
 
-from .common import console, err_console
+from pytest_layercheck.cli.common import console, err_console
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -91,8 +91,8 @@ def _command(args: argparse.Namespace) -> str:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from ..errors import ConfigError
-    from ..suites.importers import FieldMap, ImportOptions, import_source, write_suite
+    from pytest_layercheck.core.errors import ConfigError
+    from pytest_layercheck.suites.importers import FieldMap, ImportOptions, import_source, write_suite
 
     for flag, value in (("--limit", args.limit), ("--max-gen-toks", args.max_gen_toks), ("--num-fewshot", args.num_fewshot)):
         if value is not None and value < (0 if flag == "--num-fewshot" else 1):
@@ -127,8 +127,8 @@ def run_import(args: argparse.Namespace) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from ..suites.builtin import resolve_suite
-    from ..suites.importers import RECORD_FORMATS, load_records_suite
+    from pytest_layercheck.suites.builtin import resolve_suite
+    from pytest_layercheck.suites.importers import RECORD_FORMATS, load_records_suite
 
     for spec in args.path:
         suite = load_records_suite(spec) if Path(spec).suffix.lower() in RECORD_FORMATS else resolve_suite(spec)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from . import count
-from .common import (
+from pytest_layercheck.cli import count
+from pytest_layercheck.cli.common import (
     add_model_arguments,
     add_output_arguments,
     console,
@@ -32,8 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..analysis.thinking import compare_thinking
-    from ..report.analyses import json_text, thinking_markdown, thinking_renderable
+    from pytest_layercheck.analysis.thinking import compare_thinking
+    from pytest_layercheck.report.analyses import json_text, thinking_markdown, thinking_renderable
 
     loaded = load(args.model, args)
     suites = [s.strip() for s in args.suites.split(",") if s.strip()]

@@ -109,7 +109,7 @@ def suite_item_texts(suite: str, content_hash: str) -> dict[str, dict[str, str]]
 
 @lru_cache(maxsize=16)
 def _item_texts(suite: str, content_hash: str) -> tuple[tuple[str, dict[str, str]], ...]:
-    from pytest_layercheck.errors import LayercheckError
+    from pytest_layercheck.core.errors import LayercheckError
     from pytest_layercheck.suites.builtin import resolve_suite
 
     try:

@@ -17,8 +17,8 @@ from tabulate import tabulate
 
 from pytest_layercheck.report.format import fmt_p, fmt_value
 
-from .format import finite, json_text, render_text  # noqa: F401 - re-exported for callers of this module
-from .terminal import fitted_rows
+from pytest_layercheck.report.format import finite, json_text, render_text  # noqa: F401 - re-exported for callers of this module
+from pytest_layercheck.report.terminal import fitted_rows
 
 if TYPE_CHECKING:
     from pytest_layercheck.analysis.redundancy import (

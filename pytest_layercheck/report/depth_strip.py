@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.text import Text
 
-from pytest_layercheck.profile_data import INTACT, DepthProfile, Evaluation
+from pytest_layercheck.data.profile_data import INTACT, DepthProfile, Evaluation
 
 #: Glyphs of a profile strip, lowest to highest (eight levels).
 RAMP = "▁▂▃▄▅▆▇█"

@@ -18,8 +18,8 @@ from tabulate import tabulate
 from pytest_layercheck.analysis.heads import HeadImportance, format_layers
 from pytest_layercheck.analysis.retrieval_heads import MaskingComparison, RetrievalHeads
 
-from .format import render_text  # noqa: F401 - re-exported for callers of this module
-from .terminal import Fitting, fitted_rows
+from pytest_layercheck.report.format import render_text  # noqa: F401 - re-exported for callers of this module
+from pytest_layercheck.report.terminal import Fitting, fitted_rows
 
 Rows = tuple[list[str], list[list[str]]]
 

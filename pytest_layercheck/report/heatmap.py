@@ -8,9 +8,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pytest_layercheck.atomic import atomic_write_bytes
-from pytest_layercheck.errors import ConfigError
-from pytest_layercheck.profile_data import DepthProfile
+from pytest_layercheck.core.atomic import atomic_write_bytes
+from pytest_layercheck.core.errors import ConfigError
+from pytest_layercheck.data.profile_data import DepthProfile
 from pytest_layercheck.report.format import fmt_value
 
 #: Above this many layers the per-cell numbers would be unreadable and are left out.

@@ -11,9 +11,9 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..errors import SuiteFormatError
-from .loader import load_suite
-from .schema import Suite
+from pytest_layercheck.core.errors import SuiteFormatError
+from pytest_layercheck.suites.loader import load_suite
+from pytest_layercheck.suites.schema import Suite
 
 BUILTIN_SUITES: tuple[str, ...] = ("knowledge", "reasoning", "retrieval")
 
@@ -83,7 +83,7 @@ def resolve_suite(name_or_path: str | os.PathLike[str]) -> Suite:
     A user file may not take a built-in suite's name: its results would be recorded, cached and compared
     as that suite's, silently replacing it.
     """
-    from .importers import RECORD_FORMATS, load_records_suite
+    from pytest_layercheck.suites.importers import RECORD_FORMATS, load_records_suite
 
     path = resolve_suite_path(name_or_path)
     # A record file whose fields already have the suite's names is a suite as it is.

@@ -34,8 +34,8 @@ import yaml
 from hypothesis import HealthCheck, Phase, Verbosity, assume, given, seed, settings
 from hypothesis import strategies as st
 
-from .builtin import source_suites_dir
-from .yaml_style import SuiteDumper, flow_lists
+from pytest_layercheck.suites.builtin import source_suites_dir
+from pytest_layercheck.suites.yaml_style import SuiteDumper, flow_lists
 
 T = TypeVar("T")
 
@@ -793,7 +793,7 @@ def build_document(spec: SuiteSpec) -> dict[str, Any]:
 
 def render_yaml(document: Mapping[str, Any]) -> str:
     """The file text: a header comment, then the document (round-trips through the safe loader)."""
-    from .loader import FORMAT_SUMMARY
+    from pytest_layercheck.suites.loader import FORMAT_SUMMARY
 
     header = (
         f"# Built-in '{document['name']}' suite of pytest-layercheck.\n"
@@ -814,7 +814,7 @@ def render_yaml(document: Mapping[str, Any]) -> str:
 
 def generate_texts() -> dict[str, str]:
     """Suite name -> file text for every generated suite; each text is validated by the loader."""
-    from .loader import load_suite_text
+    from pytest_layercheck.suites.loader import load_suite_text
 
     texts = {}
     for spec in SPECS:
@@ -847,7 +847,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = args.out or source_suites_dir()
     if out is None:
         parser.error("no source checkout found; pass --out DIR")
-    from ..atomic import atomic_write_text
+    from pytest_layercheck.core.atomic import atomic_write_text
 
     stale = []
     for name, text in generate_texts().items():

@@ -36,10 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
-from ..errors import SuiteFormatError
-from ..fingerprint import file_sha256
-from .schema import LETTERS, Suite
+from pytest_layercheck.core.version import __version__
+from pytest_layercheck.core.errors import SuiteFormatError
+from pytest_layercheck.model.fingerprint import file_sha256
+from pytest_layercheck.suites.schema import LETTERS, Suite
 
 __all__ = [
     "FieldMap", "ImportOptions", "ImportedSuite", "RECORD_FORMATS", "detect_format", "import_source",
@@ -392,7 +392,7 @@ def _protocols(items: Sequence[dict[str, Any]], options: ImportOptions,
 def _build(name: str, capability: str | None, description: str, protocols: dict[str, Any], default: str,
            items: list[dict[str, Any]], fewshot: list[dict[str, Any]], provenance: dict[str, Any],
            warnings: list[str], command: str | None) -> ImportedSuite:
-    from .loader import load_suite_text
+    from pytest_layercheck.suites.loader import load_suite_text
 
     document: dict[str, Any] = {
         "name": name,
@@ -443,7 +443,7 @@ def _dump(document: Mapping[str, Any]) -> str:
     """The built-in suites' YAML style; texts of only whitespace (delimiters) double-quoted, as ``"\\n\\n"``."""
     import yaml
 
-    from .yaml_style import SuiteDumper, flow_lists
+    from pytest_layercheck.suites.yaml_style import SuiteDumper, flow_lists
 
     class Dumper(SuiteDumper):
         pass
@@ -459,8 +459,8 @@ def _dump(document: Mapping[str, Any]) -> str:
 def write_suite(imported: ImportedSuite, path: Path, *, force: bool = False) -> str:
     """Write the file: ``written``, ``unchanged`` (same text), or ``replaced`` (``force``); a different
     existing file is refused without ``force``, with the change of content hash in the message."""
-    from ..atomic import atomic_write_text
-    from .loader import load_suite
+    from pytest_layercheck.core.atomic import atomic_write_text
+    from pytest_layercheck.suites.loader import load_suite
 
     text = imported.text
     if path.exists():

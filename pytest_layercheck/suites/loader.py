@@ -55,8 +55,8 @@ from typing import Any, NoReturn
 
 import yaml
 
-from ..errors import SuiteFormatError
-from .schema import CAPABILITIES, LETTERS, PROTOCOLS, ProtocolSettings, Suite, SuiteItem
+from pytest_layercheck.core.errors import SuiteFormatError
+from pytest_layercheck.suites.schema import CAPABILITIES, LETTERS, PROTOCOLS, ProtocolSettings, Suite, SuiteItem
 
 __all__ = [
     "FORMAT_SUMMARY", "load_suite", "load_suite_text", "load_suites", "load_suite_metadata",

@@ -81,7 +81,7 @@ class Suite:
     source: Path | None = None
 
     def settings(self, protocol: str) -> ProtocolSettings:
-        from ..errors import ProtocolError
+        from pytest_layercheck.core.errors import ProtocolError
 
         try:
             return self.protocols[protocol]
