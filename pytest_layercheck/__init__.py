@@ -1,5 +1,90 @@
-"""pytest-layercheck: depth-sensitivity profiles of language models as pytest regression tests."""
+"""pytest-layercheck: depth-sensitivity profiles of language models as pytest regression tests.
+
+The public API is what this module exports; deeper module paths may move between releases::
+
+    from pytest_layercheck import load_model, build_profile, BaselineStore, compare_profiles
+
+    loaded = load_model("default")
+    profile = build_profile(loaded)
+    comparison = compare_profiles(BaselineStore("baselines").load("smollm2-135m-instruct"), profile)
+
+Names load on first use, so that pytest's start-up (which imports this package for the plugin) does
+not pay for the model and scoring layers.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from pytest_layercheck.core.version import __version__
 
-__all__ = ["__version__"]
+#: Public name -> the module that defines it (and the name there, when it differs).
+_EXPORTS: dict[str, tuple[str, str]] = {
+    # models and ablations
+    "load_model": ("pytest_layercheck.loading", "load_model"),
+    "LoadedModel": ("pytest_layercheck.loading", "LoadedModel"),
+    "Ablation": ("pytest_layercheck.model.ablation", "Ablation"),
+    "ablate": ("pytest_layercheck.model.ablation", "ablate"),
+    "DepthBands": ("pytest_layercheck.data.bands", "DepthBands"),
+    # suites and scoring
+    "load_suite": ("pytest_layercheck.suites.loader", "load_suite"),
+    "resolve_suite": ("pytest_layercheck.suites.builtin", "resolve_suite"),
+    "score": ("pytest_layercheck.evaluation.service", "score_suite_under"),
+    # profiles, baselines, verdicts
+    "ProfileSettings": ("pytest_layercheck.evaluation.profiler", "ProfileSettings"),
+    "build_profile": ("pytest_layercheck.evaluation.profiler", "build_profile"),
+    "DepthProfile": ("pytest_layercheck.data.profile_data", "DepthProfile"),
+    "BaselineStore": ("pytest_layercheck.evaluation.baseline", "BaselineStore"),
+    "compare_profiles": ("pytest_layercheck.evaluation.comparison", "compare_profiles"),
+    "Tolerance": ("pytest_layercheck.evaluation.comparison", "Tolerance"),
+    "Verdict": ("pytest_layercheck.evaluation.comparison", "Verdict"),
+    "ResultCache": ("pytest_layercheck.evaluation.result_cache", "ResultCache"),
+    # analyses
+    "head_importance": ("pytest_layercheck.analysis.heads", "head_importance"),
+    "find_retrieval_heads": ("pytest_layercheck.analysis.retrieval_heads", "find_retrieval_heads"),
+    "compare_masking": ("pytest_layercheck.analysis.retrieval_heads", "compare_masking"),
+    "measure_redundancy": ("pytest_layercheck.analysis.redundancy", "measure_redundancy"),
+    "compare_thinking": ("pytest_layercheck.analysis.thinking", "compare_thinking"),
+    "transfer_stability": ("pytest_layercheck.analysis.transfer", "stability"),
+    "weight_delta": ("pytest_layercheck.analysis.weight_delta", "weight_delta"),
+    "compare_models": ("pytest_layercheck.analysis.compare", "compare_models"),
+    # errors
+    "LayercheckError": ("pytest_layercheck.core.errors", "LayercheckError"),
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ loads these on first use
+    from pytest_layercheck.analysis.compare import compare_models
+    from pytest_layercheck.analysis.heads import head_importance
+    from pytest_layercheck.analysis.redundancy import measure_redundancy
+    from pytest_layercheck.analysis.retrieval_heads import compare_masking, find_retrieval_heads
+    from pytest_layercheck.analysis.thinking import compare_thinking
+    from pytest_layercheck.analysis.transfer import stability as transfer_stability
+    from pytest_layercheck.analysis.weight_delta import weight_delta
+    from pytest_layercheck.core.errors import LayercheckError
+    from pytest_layercheck.data.bands import DepthBands
+    from pytest_layercheck.data.profile_data import DepthProfile
+    from pytest_layercheck.evaluation.baseline import BaselineStore
+    from pytest_layercheck.evaluation.comparison import Tolerance, Verdict, compare_profiles
+    from pytest_layercheck.evaluation.profiler import ProfileSettings, build_profile
+    from pytest_layercheck.evaluation.result_cache import ResultCache
+    from pytest_layercheck.evaluation.service import score_suite_under as score
+    from pytest_layercheck.loading import LoadedModel, load_model
+    from pytest_layercheck.model.ablation import Ablation, ablate
+    from pytest_layercheck.suites.builtin import resolve_suite
+    from pytest_layercheck.suites.loader import load_suite
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'pytest_layercheck' has no attribute {name!r}")
+    module, attribute = _EXPORTS[name]
+    value = getattr(importlib.import_module(module), attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

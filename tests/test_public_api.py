@@ -1,0 +1,31 @@
+"""The declared public API: every exported name resolves to its defining object, lazily, and the README
+imports only from it."""
+
+from __future__ import annotations
+
+import importlib
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest_layercheck
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_every_export_is_the_defining_object() -> None:
+    for name, (module, attribute) in pytest_layercheck._EXPORTS.items():
+        assert getattr(pytest_layercheck, name) is getattr(importlib.import_module(module), attribute), name
+    assert set(pytest_layercheck.__all__) == {"__version__", *pytest_layercheck._EXPORTS}
+
+
+def test_importing_the_package_loads_no_model_code() -> None:
+    """pytest imports the package at start-up for the plugin's entry point: torch must wait for first use."""
+    code = "import sys, pytest_layercheck; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+def test_the_readme_imports_only_the_public_api() -> None:
+    imports = re.findall(r"^\s*from (pytest_layercheck[\w.]*) import", README.read_text(encoding="utf-8"), re.M)
+    assert imports and set(imports) == {"pytest_layercheck"}, imports
