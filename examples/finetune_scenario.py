@@ -196,10 +196,10 @@ def build_candidate(base: Any, tokenizer: Any, recipe: Recipe, out: Path, seed: 
 def guard(out: Path, limit: int | None, localise: str, width: int) -> tuple[bool, dict[str, Any]]:
     """Compare both candidates with the base on the knowledge suite; True when harmful fails and benign passes."""
     from pytest_layercheck.analysis.compare import CompareSettings, compare_models
-    from pytest_layercheck.loading import load_model
     from pytest_layercheck.evaluation.profiler import ProfileSettings
-    from pytest_layercheck.report.compare import render_compare_markdown, render_compare_terminal
     from pytest_layercheck.evaluation.result_cache import ResultCache
+    from pytest_layercheck.loading import load_model
+    from pytest_layercheck.report.compare import render_compare_markdown, render_compare_terminal
 
     settings = CompareSettings(profile=ProfileSettings(suites=("knowledge",), limit=limit, sweep_limit=limit, mode="bands"),
                                localise=localise)

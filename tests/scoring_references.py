@@ -9,11 +9,10 @@ from __future__ import annotations
 import functools
 
 import torch
-
 from tiny_models import tiny_model
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def sharp_model(family: str, attn: str = "eager", seed: int = 1, sharpen_embeddings: bool = True,
                 layers: int = 3) -> torch.nn.Module:
     """A tiny model with larger random weights, so its predictions are peaked, not near-uniform.

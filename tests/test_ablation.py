@@ -17,6 +17,7 @@ from tiny_models import FAMILIES, tiny_config, tiny_model
 from torch import nn
 from transformers import AutoModelForCausalLM
 
+from pytest_layercheck.core.errors import AblationError
 from pytest_layercheck.model.ablation import (
     Ablation,
     ablate,
@@ -25,7 +26,6 @@ from pytest_layercheck.model.ablation import (
     skip_layers,
     swap_layers,
 )
-from pytest_layercheck.core.errors import AblationError
 
 HEAD_DIM = 16
 IDS = torch.randint(3, 128, (2, 12), generator=torch.Generator().manual_seed(0))  # longer than window 8

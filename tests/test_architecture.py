@@ -7,8 +7,8 @@ import torch
 from tiny_models import FAMILIES, tiny_config, tiny_model
 from torch import nn
 
-from pytest_layercheck.model.architecture import get_adapter, get_adapter_for_config
 from pytest_layercheck.core.errors import UnsupportedArchitectureError
+from pytest_layercheck.model.architecture import get_adapter, get_adapter_for_config
 
 # Independent expectations, written from the transformers module trees:
 # (layer list path, attention attr, output projection attr, v projection attr or None, KV heads)

@@ -6,8 +6,8 @@ from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
 
-from pytest_layercheck.data.bands import DepthBands
 from pytest_layercheck.core.errors import ConfigError
+from pytest_layercheck.data.bands import DepthBands
 
 
 def _round_half_up(fraction: str, n: int) -> int:

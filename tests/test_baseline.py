@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from profile_factory import make_profile
 
-from pytest_layercheck.evaluation.baseline import BaselineStore, SaveResult, slugify, summarize_saves
-from pytest_layercheck.evaluation.comparison import compare_profiles
 from pytest_layercheck.core.errors import BaselineError, ConfigError
 from pytest_layercheck.data.profile_data import DepthProfile
+from pytest_layercheck.evaluation.baseline import BaselineStore, slugify, summarize_saves
+from pytest_layercheck.evaluation.comparison import compare_profiles
 
 NAME = "SmolLM2-135M-Instruct"
 

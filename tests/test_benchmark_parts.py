@@ -7,11 +7,10 @@ import sys
 from pathlib import Path
 
 import torch
-
-from pytest_layercheck.scoring.protocols import prepare
-
 from test_sweep import suite
 from tiny_models import tiny_tokenizer
+
+from pytest_layercheck.scoring.protocols import prepare
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_sweep.py"
 

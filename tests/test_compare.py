@@ -13,12 +13,12 @@ from trained_tiny import perturbed, save, train_fact_model, write_fact_suite
 
 from pytest_layercheck.analysis.compare import CompareSettings, compare_models
 from pytest_layercheck.cli import compare as compare_cli
-from pytest_layercheck.evaluation.comparison import Tolerance
 from pytest_layercheck.core.errors import ConfigError
-from pytest_layercheck.loading import LoadedModel
+from pytest_layercheck.evaluation.comparison import Tolerance
 from pytest_layercheck.evaluation.profiler import ProfileSettings
-from pytest_layercheck.report.compare import render_compare_markdown, render_compare_terminal
 from pytest_layercheck.evaluation.result_cache import ResultCache
+from pytest_layercheck.loading import LoadedModel
+from pytest_layercheck.report.compare import render_compare_markdown, render_compare_terminal
 
 FACTS = 24
 

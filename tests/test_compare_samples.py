@@ -16,9 +16,9 @@ import pytest
 
 from pytest_layercheck.cli import main
 from pytest_layercheck.cli.compare_samples import compare_samples, read_samples
-from pytest_layercheck.evaluation.comparison import compare_profiles
 from pytest_layercheck.core.errors import BaselineError, ConfigError
 from pytest_layercheck.data.statistics import exact_mcnemar
+from pytest_layercheck.evaluation.comparison import compare_profiles
 
 BIN = Path(sys.executable).parent
 DATE = "2026-01-02T03-04-05.000001"

@@ -8,6 +8,9 @@ from dataclasses import replace
 import pytest
 from profile_factory import DEFAULT_SUITES, make_profile
 
+from pytest_layercheck.core.errors import BaselineError, ConfigError
+from pytest_layercheck.data.profile_data import INTACT, DepthProfile
+from pytest_layercheck.data.statistics import sign_flip_test
 from pytest_layercheck.evaluation.checks import CellCheck, run_check
 from pytest_layercheck.evaluation.comparison import (
     Tolerance,
@@ -17,9 +20,6 @@ from pytest_layercheck.evaluation.comparison import (
     exact_mcnemar,
     sensitivity_warning,
 )
-from pytest_layercheck.core.errors import BaselineError, ConfigError
-from pytest_layercheck.data.profile_data import INTACT, DepthProfile
-from pytest_layercheck.data.statistics import sign_flip_test
 
 # ------------------------------------------------------------------------------ exact McNemar
 

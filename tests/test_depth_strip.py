@@ -13,8 +13,8 @@ from pytest_layercheck.analysis.heads import HeadImportance
 from pytest_layercheck.analysis.thinking import Shift
 from pytest_layercheck.analysis.transfer import StabilityScore
 from pytest_layercheck.analysis.weight_delta import ModuleDelta, WeightDelta
-from pytest_layercheck.evaluation.comparison import ProfileComparison, compare_profiles
 from pytest_layercheck.data.profile_data import INTACT, DepthProfile
+from pytest_layercheck.evaluation.comparison import ProfileComparison, compare_profiles
 from pytest_layercheck.report import analyses
 from pytest_layercheck.report.compare import weight_table
 from pytest_layercheck.report.depth_strip import FALL, MISSING, RAMP, RISE, delta_strip, profile_strip, segments

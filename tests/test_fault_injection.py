@@ -27,9 +27,9 @@ from profile_factory import make_profile
 from tiny_models import tiny_tokenizer
 from trained_tiny import perturbed, save, train_fact_model, write_fact_suite
 
-from pytest_layercheck.evaluation.baseline import BaselineStore, dumps_baseline
 from pytest_layercheck.core.errors import BaselineError
 from pytest_layercheck.data.validation import SchemaError
+from pytest_layercheck.evaluation.baseline import BaselineStore, dumps_baseline
 
 SUITE = ("--suites", "facts.yaml", "--limit", "0")
 RECORDED = ("--baseline-dir", "baselines", "--baseline", "facts")
@@ -333,8 +333,8 @@ def test_layercheck_baseline_refuses_to_silently_replace_a_corrupt_baseline(ws: 
 
 
 def test_no_cells_compared_is_a_failure_not_a_pass() -> None:
-    from pytest_layercheck.evaluation.comparison import compare_profiles
     from pytest_layercheck.data.profile_data import Evaluation
+    from pytest_layercheck.evaluation.comparison import compare_profiles
 
     baseline = make_profile(suites={"knowledge": ("mc_text", 40)}, extra_metrics=False)
     current = make_profile(suites={"knowledge": ("mc_text", 40)}, extra_metrics=False)

@@ -13,7 +13,6 @@ import torch
 from tiny_models import tiny_model, tiny_tokenizer
 from trained_tiny import save, write_fact_suite
 
-from pytest_layercheck.model.ablation import Ablation, ablate
 from pytest_layercheck.analysis.heads import (
     HeadImportance,
     format_layers,
@@ -22,8 +21,9 @@ from pytest_layercheck.analysis.heads import (
 )
 from pytest_layercheck.cli import main
 from pytest_layercheck.core.errors import AblationError, ConfigError
-from pytest_layercheck.loading import LoadedModel
 from pytest_layercheck.evaluation.result_cache import ResultCache
+from pytest_layercheck.loading import LoadedModel
+from pytest_layercheck.model.ablation import Ablation, ablate
 from pytest_layercheck.scoring.protocols import prepare, score
 from pytest_layercheck.suites.builtin import resolve_suite
 from pytest_layercheck.suites.loader import load_suite
@@ -34,7 +34,7 @@ HEAD_DIM = 16  # tiny models: hidden 64 / 4 heads
 def hand_made(drops: dict[tuple[int, int], float], intact: float = 0.75, layers: int = 2, heads: int = 10,
               gqa: str = "query") -> HeadImportance:
     """A result over ``layers`` x ``heads`` where the listed heads have the given drops, the rest 0."""
-    accuracy = {(l, h): intact - drops.get((l, h), 0.0) for l in range(layers) for h in range(heads)}
+    accuracy = {(layer, h): intact - drops.get((layer, h), 0.0) for layer in range(layers) for h in range(heads)}
     return HeadImportance(
         model="hand", suite="s", protocol="mc_text", metric="acc", mode="zero", gqa=gqa,
         layers=tuple(range(layers)), heads_per_layer=heads, item_ids=("a", "b"), intact=intact, accuracy=accuracy,
@@ -60,7 +60,7 @@ def test_concentration_by_hand() -> None:
 
 def test_concentration_counts_top_share_of_heads_evaluated() -> None:
     """With 270 heads, the top 5% is ceil(13.5) = 14 heads."""
-    drops = {(l, h): 0.01 for l in range(30) for h in range(9)}  # an evenly spread effect
+    drops = {(layer, h): 0.01 for layer in range(30) for h in range(9)}  # an evenly spread effect
     result = hand_made(drops, layers=30, heads=9)
     assert result.concentration() == pytest.approx(14 / 270)
 
@@ -164,7 +164,7 @@ def test_every_entry_equals_weight_surgery(model: torch.nn.Module, fact_suite) -
                              metric="loglikelihood")
     prepared = prepare(fact_suite, "continuation", tok)
     assert result.intact == pytest.approx(score(model, prepared).mean("loglikelihood"), abs=1e-9)
-    assert sorted(result.accuracy) == [(l, h) for l in (1, 3) for h in range(4)]
+    assert sorted(result.accuracy) == [(layer, h) for layer in (1, 3) for h in range(4)]
     for (layer, head), value in result.accuracy.items():
         assert value == pytest.approx(surgery_loglikelihood(model, prepared, layer, [head]), abs=1e-4)
     values = sorted(result.accuracy.values())

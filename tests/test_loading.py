@@ -10,16 +10,16 @@ import torch
 from tiny_models import tiny_model, tiny_tokenizer
 from transformers import AutoModelForCausalLM, BertConfig, BertModel, OPTConfig, OPTForCausalLM
 
-from pytest_layercheck.model import default_model
-from pytest_layercheck.model.devices import resolve_device, resolve_dtype
 from pytest_layercheck.core.errors import (
     ConfigError,
     DefaultModelCacheError,
     ModelLoadError,
     UnsupportedArchitectureError,
 )
-from pytest_layercheck.model.fingerprint import model_fingerprint
 from pytest_layercheck.loading import load_model
+from pytest_layercheck.model import default_model
+from pytest_layercheck.model.devices import resolve_device, resolve_dtype
+from pytest_layercheck.model.fingerprint import model_fingerprint
 
 
 def save_tiny(folder: Path, family: str = "llama", seed: int = 0) -> Path:

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from profile_factory import make_profile
 
-from pytest_layercheck.evaluation.comparison import ProfileComparison, compare_profiles
 from pytest_layercheck.core.errors import ConfigError
 from pytest_layercheck.data.profile_data import DepthProfile
+from pytest_layercheck.evaluation.comparison import ProfileComparison, compare_profiles
 from pytest_layercheck.report import (
     append_step_summary,
     github_annotations,

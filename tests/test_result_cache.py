@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -13,18 +14,17 @@ import torch
 from tiny_models import tiny_model, tiny_tokenizer
 from trained_tiny import write_fact_suite
 
-from pytest_layercheck.model import fingerprint
 from pytest_layercheck.core.errors import ConfigError
-from pytest_layercheck.loading import LoadedModel
 from pytest_layercheck.data.profile_data import INTACT, Evaluation, SuiteInfo
 from pytest_layercheck.evaluation.profiler import ProfileSettings, build_profile, cache_identity
 from pytest_layercheck.evaluation.result_cache import (
-    CACHE_FORMAT,
     CacheEntryWarning,
     ResultCache,
     _sign,
     signing_key,
 )
+from pytest_layercheck.loading import LoadedModel
+from pytest_layercheck.model import fingerprint
 
 IDENTITY = {"fingerprint": "sha256:abc", "suite_hash": "sha256:def", "protocol": "mc_text", "ablation": INTACT,
             "items": ["a", "b", "c", "d"], "seed": 0}
@@ -49,10 +49,8 @@ def _rewrite(cache: ResultCache, identity: dict, edit, *, resign: bool = True) -
     payload = json.loads(path.read_text())
     edit(payload)
     if resign and "signature" in payload:
-        try:
+        with contextlib.suppress(ValueError):  # NaN cannot be signed canonically; the reader refuses it for that
             payload["signature"] = _sign(cache.key_bytes, payload)
-        except ValueError:
-            pass  # NaN cannot be signed canonically; the reader refuses it for that reason
     path.write_text(json.dumps(payload))
     return path
 

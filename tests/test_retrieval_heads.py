@@ -13,7 +13,6 @@ import yaml
 from tiny_models import tiny_config, tiny_model, tiny_tokenizer
 from transformers import AutoModelForCausalLM
 
-from pytest_layercheck.model.ablation import mask_heads
 from pytest_layercheck.analysis.retrieval_heads import (
     MaskingComparison,
     NeedleTest,
@@ -29,8 +28,9 @@ from pytest_layercheck.analysis.retrieval_heads import (
     tokenize_needle,
 )
 from pytest_layercheck.cli import main
-from pytest_layercheck.evaluation.comparison import exact_mcnemar
 from pytest_layercheck.core.errors import ConfigError
+from pytest_layercheck.evaluation.comparison import exact_mcnemar
+from pytest_layercheck.model.ablation import mask_heads
 from pytest_layercheck.scoring.protocols import normalize_answer, prepare, score
 from pytest_layercheck.suites.generate import DECOYS
 from pytest_layercheck.suites.loader import load_suite
@@ -202,7 +202,7 @@ def test_detection_equals_hand_computation() -> None:
     assert total.max() > 0  # some head copies, so the comparison below is not all zeros
     for (layer, head), value in result.scores.items():
         assert value == pytest.approx(float(total[layer, head]) / 2, abs=1e-12)
-    expected = sorted(((l, h) for l in range(4) for h in range(4) if total[l, h] / 2 > 0.1),
+    expected = sorted(((layer, h) for layer in range(4) for h in range(4) if total[layer, h] / 2 > 0.1),
                       key=lambda k: (-float(total[k]), k))
     assert result.retrieval_heads == expected
     assert result.share == len(expected) / 16
@@ -253,7 +253,7 @@ def test_masking_applies_during_decoding_only() -> None:
 
 
 def synthetic_heads(scores: dict[tuple[int, int], float], layers: int = 4, heads: int = 4) -> RetrievalHeads:
-    full = {(l, h): scores.get((l, h), 0.0) for l in range(layers) for h in range(heads)}
+    full = {(layer, h): scores.get((layer, h), 0.0) for layer in range(layers) for h in range(heads)}
     return RetrievalHeads("tiny", layers, heads, 0.1, 0.5, full, ())
 
 

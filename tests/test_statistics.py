@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import itertools
 import math
-from statistics import NormalDist
 from collections import Counter
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 import pytest
 
-from pytest_layercheck.evaluation.comparison import classify, compare_profiles, exact_mcnemar
 from pytest_layercheck.core.errors import ConfigError
 from pytest_layercheck.data.profile_data import INTACT, DepthProfile, Evaluation, SuiteInfo
 from pytest_layercheck.data.statistics import (
@@ -26,6 +25,7 @@ from pytest_layercheck.data.statistics import (
     sign_flip_null,
     sign_flip_test,
 )
+from pytest_layercheck.evaluation.comparison import classify, compare_profiles, exact_mcnemar
 
 ALPHA = 0.05
 

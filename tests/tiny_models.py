@@ -14,6 +14,7 @@ from transformers import (
     MistralConfig,
     Phi3Config,
     PretrainedConfig,
+    PreTrainedTokenizerFast,
     Qwen2Config,
     Qwen3Config,
 )
@@ -91,7 +92,6 @@ def tiny_tokenizer(add_bos: bool = False) -> PreTrainedTokenizerFast:
     a post-processor that prepends ``<bos>``, like Llama/Gemma tokenizers.
     """
     from tokenizers import Tokenizer, decoders, models, processors
-    from transformers import PreTrainedTokenizerFast
 
     special = ["<pad>", "<bos>", "<eos>", "<unk>"]
     chars = [chr(c) for c in range(32, 127)] + ["\n"]

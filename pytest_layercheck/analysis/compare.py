@@ -21,6 +21,8 @@ from pytest_layercheck.analysis.localise import (
     parse_strategies,
 )
 from pytest_layercheck.analysis.weight_delta import WeightDelta, weight_delta
+from pytest_layercheck.core.errors import ConfigError
+from pytest_layercheck.data.profile_data import INTACT, DepthProfile
 from pytest_layercheck.evaluation.comparison import (
     DEFAULT_ALPHA,
     DEFAULT_CORRECTION,
@@ -28,9 +30,7 @@ from pytest_layercheck.evaluation.comparison import (
     Tolerance,
     Verdict,
 )
-from pytest_layercheck.core.errors import ConfigError
 from pytest_layercheck.evaluation.describe import comparison_to_json, describe_change, describe_detail
-from pytest_layercheck.data.profile_data import INTACT, DepthProfile
 from pytest_layercheck.evaluation.profiler import ProfileSettings, ProgressHook, build_profile
 from pytest_layercheck.evaluation.result_cache import ResultCache
 

@@ -20,11 +20,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pytest_layercheck.model.ablation import Ablation
-from pytest_layercheck.data.bands import DepthBands
-from pytest_layercheck.evaluation.comparison import Tolerance, exact_mcnemar
 from pytest_layercheck.core.errors import ConfigError, LayercheckError
+from pytest_layercheck.data.bands import DepthBands
 from pytest_layercheck.data.profile_data import INTACT, PRIMARY_METRIC, SuiteInfo
+from pytest_layercheck.evaluation.comparison import Tolerance, exact_mcnemar
 from pytest_layercheck.evaluation.profiler import (
     ProfileSettings,
     ProgressHook,
@@ -33,14 +32,15 @@ from pytest_layercheck.evaluation.profiler import (
     evaluate_ablations,
 )
 from pytest_layercheck.evaluation.result_cache import ResultCache
+from pytest_layercheck.model.ablation import Ablation
 from pytest_layercheck.scoring.protocols import PreparedSuite, prepare
 from pytest_layercheck.suites.builtin import resolve_suite
 from pytest_layercheck.suites.schema import Suite
 
 if TYPE_CHECKING:
     from pytest_layercheck.analysis.weight_delta import WeightDelta
-    from pytest_layercheck.loading import LoadedModel
     from pytest_layercheck.data.profile_data import DepthProfile
+    from pytest_layercheck.loading import LoadedModel
 
 #: Fraction of the loss a group must bring back to be named in the verdict.
 DEFAULT_THRESHOLD = 0.8

@@ -50,10 +50,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pytest_layercheck.core.errors import ConfigError
+from pytest_layercheck.evaluation.comparison import exact_mcnemar
 from pytest_layercheck.model.ablation import Ablation
 from pytest_layercheck.model.architecture import get_adapter
-from pytest_layercheck.evaluation.comparison import exact_mcnemar
-from pytest_layercheck.core.errors import ConfigError
 from pytest_layercheck.scoring.engine import (
     MIN_SHARED_PREFIX,
     PrefixCache,

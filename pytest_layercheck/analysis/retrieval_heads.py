@@ -41,18 +41,18 @@ from typing import Any
 import torch
 from torch import nn
 
+from pytest_layercheck.analysis.heads import _model_and_tokenizer, _resolve, deterministic
+from pytest_layercheck.core.errors import ConfigError, LayercheckError
+from pytest_layercheck.data.profile_data import PRIMARY_METRIC
+from pytest_layercheck.evaluation.comparison import exact_mcnemar
+from pytest_layercheck.loading import LoadedModel
 from pytest_layercheck.model.ablation import Ablation, ablate, eager_attention, mask_heads, original_layers
 from pytest_layercheck.model.architecture import get_adapter
-from pytest_layercheck.evaluation.comparison import exact_mcnemar
-from pytest_layercheck.core.errors import ConfigError, LayercheckError
-from pytest_layercheck.loading import LoadedModel
-from pytest_layercheck.data.profile_data import PRIMARY_METRIC
 from pytest_layercheck.scoring.engine import cut_at_stop, eos_token_ids, model_device
 from pytest_layercheck.scoring.protocols import extract_answer, normalize_answer, prepare, score
 from pytest_layercheck.scoring.tokenization import encoding_rule, model_max_length
 from pytest_layercheck.suites.generate import DECOYS, DEPTHS, FILLER, HAYSTACK_WORDS, NEEDLE_THINGS
 from pytest_layercheck.suites.schema import Suite
-from pytest_layercheck.analysis.heads import _model_and_tokenizer, _resolve, deterministic
 
 #: The paper's threshold: heads whose retrieval score exceeds it are retrieval heads.
 RETRIEVAL_THRESHOLD = 0.1

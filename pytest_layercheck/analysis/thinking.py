@@ -56,8 +56,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_layercheck.evaluation.comparison import exact_mcnemar
 from pytest_layercheck.core.errors import ConfigError
+from pytest_layercheck.evaluation.comparison import exact_mcnemar
 from pytest_layercheck.scoring.engine import PreparedGeneration, run_generation
 from pytest_layercheck.scoring.protocols import batch_settings
 from pytest_layercheck.scoring.tokenization import (

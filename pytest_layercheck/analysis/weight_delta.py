@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from pytest_layercheck.model.architecture import get_adapter, unwrap_model
 from pytest_layercheck.core.errors import LayercheckError
+from pytest_layercheck.model.architecture import get_adapter, unwrap_model
 
 
 class ArchitectureMismatchError(LayercheckError):

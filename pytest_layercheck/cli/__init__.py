@@ -34,9 +34,9 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from pytest_layercheck.core.version import __version__
-from pytest_layercheck.core.errors import LayercheckError
 from pytest_layercheck.cli.common import err_console
+from pytest_layercheck.core.errors import LayercheckError
+from pytest_layercheck.core.version import __version__
 
 #: Subcommand modules, in the order ``--help`` lists them.
 COMMANDS: tuple[str, ...] = ("profile", "compare", "compare_samples", "heads", "redundancy", "thinking", "transfer",

@@ -30,14 +30,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_layercheck.core.errors import BaselineError, ConfigError
 from pytest_layercheck.cli.common import console, err_console, write_outputs
 from pytest_layercheck.cli.profile import add_verdict_arguments, verdict_from
+from pytest_layercheck.core.errors import BaselineError, ConfigError
 
 if TYPE_CHECKING:
     from pytest_layercheck.analysis.compare import ModelComparison
-    from pytest_layercheck.evaluation.comparison import Verdict
     from pytest_layercheck.data.profile_data import DepthProfile
+    from pytest_layercheck.evaluation.comparison import Verdict
 
 #: lm-eval metrics per protocol label, in the order a task is judged by them by default.
 _PRIMARY = ("acc", "exact_match")

@@ -68,8 +68,8 @@ def run_heads(args: argparse.Namespace) -> int:
     import torch
 
     from pytest_layercheck.analysis.heads import DEFAULT_HEAD_LIMIT, head_importance
-    from pytest_layercheck.report.heads import importance_markdown, importance_renderable
     from pytest_layercheck.evaluation.result_cache import ResultCache
+    from pytest_layercheck.report.heads import importance_markdown, importance_renderable
 
     loaded = load(args.model, args)
     cache = ResultCache(enabled=not args.no_cache)

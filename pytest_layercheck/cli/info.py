@@ -16,8 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from pytest_layercheck.model.architecture import get_adapter
     from pytest_layercheck.data.bands import DepthBands
+    from pytest_layercheck.model.architecture import get_adapter
 
     loaded = load(args.model, args)
     adapter = get_adapter(loaded.model)

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 from pytest_layercheck.cli.common import add_model_arguments, console, err_console, load, progress_bar
 
 if TYPE_CHECKING:
-    from pytest_layercheck.evaluation.comparison import Verdict
     from pytest_layercheck.data.profile_data import DepthProfile
+    from pytest_layercheck.evaluation.comparison import Verdict
     from pytest_layercheck.evaluation.profiler import ProfileSettings
 
 
@@ -85,8 +85,8 @@ def compute_profile(args: argparse.Namespace, spec: str | None = None) -> DepthP
 
 
 def run_profile(args: argparse.Namespace) -> int:
-    from pytest_layercheck.evaluation.baseline import BaselineStore
     from pytest_layercheck.core.errors import BaselineError
+    from pytest_layercheck.evaluation.baseline import BaselineStore
     from pytest_layercheck.report.terminal import terminal_renderable
 
     verdict = verdict_from(args)  # before the model loads: a typo should not cost a profile

@@ -85,7 +85,7 @@ def _command(args: argparse.Namespace) -> str:
                    "target_delimiter", "fewshot_delimiter", "until", "max_gen_toks", "answer_regex", "domain", "kind",
                    "split", "task", "num_fewshot", "limit"):
         value = getattr(args, option)
-        if value not in (None, "") and not (option, value) in (("format", "auto"), ("template", "{context}")):
+        if value not in (None, "") and (option, value) not in (("format", "auto"), ("template", "{context}")):
             words += ["--map" if option == "field_map" else "--" + option.replace("_", "-"), str(value)]
     return " ".join(shlex.quote(w) for w in words)
 

@@ -20,10 +20,10 @@ from typing import Any
 
 from tabulate import tabulate
 
-from pytest_layercheck.evaluation.comparison import CellComparison, ProfileComparison, Tolerance, compare_profiles
 from pytest_layercheck.core.errors import ConfigError
 from pytest_layercheck.data.profile_data import INTACT, DepthProfile
 from pytest_layercheck.data.statistics import CI_LEVEL, DEFAULT_CORRECTION
+from pytest_layercheck.evaluation.comparison import CellComparison, ProfileComparison, Tolerance, compare_profiles
 
 CHECK_FIELDS = ("capability", "band", "protocol", "metric", "max_drop", "relative", "alpha", "min")
 UPDATE_HINT = ("If this change was intended, re-record the baseline from the model you trust: "

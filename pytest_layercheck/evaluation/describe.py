@@ -14,13 +14,13 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
+from pytest_layercheck.data.profile_data import INTACT
 from pytest_layercheck.evaluation.comparison import (
     EFFECT_FLOOR,
     CellComparison,
     ProfileComparison,
     sensitivity_warning,
 )
-from pytest_layercheck.data.profile_data import INTACT
 
 
 def fmt_value(value: float) -> str:

@@ -11,13 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-
-from pytest_layercheck.model.ablation import Ablation
-from pytest_layercheck.model.architecture import get_adapter
-from pytest_layercheck.data.bands import DepthBands
-from pytest_layercheck.model.environment import collect_environment
 from pytest_layercheck.core.errors import ConfigError
-from pytest_layercheck.loading import LoadedModel
+from pytest_layercheck.data.bands import DepthBands
 from pytest_layercheck.data.profile_data import INTACT, DepthProfile, Evaluation, SuiteInfo
 from pytest_layercheck.evaluation.result_cache import ResultCache
 from pytest_layercheck.evaluation.service import (  # noqa: F401 - the service's names, as analyses import them
@@ -27,6 +22,10 @@ from pytest_layercheck.evaluation.service import (  # noqa: F401 - the service's
     score_suite_under,
     to_evaluation,
 )
+from pytest_layercheck.loading import LoadedModel
+from pytest_layercheck.model.ablation import Ablation
+from pytest_layercheck.model.architecture import get_adapter
+from pytest_layercheck.model.environment import collect_environment
 from pytest_layercheck.scoring.rendering import ChatTemplate, with_chat_template
 from pytest_layercheck.suites.builtin import BUILTIN_SUITES, resolve_suites
 from pytest_layercheck.suites.schema import Suite

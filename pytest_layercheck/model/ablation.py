@@ -19,8 +19,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from pytest_layercheck.model.architecture import ArchitectureAdapter, get_adapter
 from pytest_layercheck.core.errors import AblationError
+from pytest_layercheck.model.architecture import ArchitectureAdapter, get_adapter
 
 HeadMode = Literal["zero", "uniform"]
 GqaMode = Literal["query", "group"]
@@ -280,10 +280,8 @@ def _uniform_attention(
         scores = scores.masked_fill(rows[None, :, None, None], 0.0)
     if attention_mask is not None:
         mask = attention_mask[:, :, :, : key.shape[-2]]
-        if mask.dtype == torch.bool:
-            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-        else:
-            scores = scores + mask
+        bool_mask = mask.dtype == torch.bool
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min) if bool_mask else scores + mask
     weights = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
     weights = nn.functional.dropout(weights, p=dropout, training=module.training)
     output = torch.matmul(weights, value).transpose(1, 2).contiguous()

@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from pytest_layercheck.model.ablation import Ablation, ablate
+from pytest_layercheck.core.errors import LayercheckError
 from pytest_layercheck.evaluation.checks import CellCheck
 from pytest_layercheck.evaluation.options import MODEL, PROFILE, VERDICT, Option, add_pytest_options
+from pytest_layercheck.model.ablation import Ablation, ablate
 from pytest_layercheck.pytest_plugin.checking import SESSION_KEY, assert_check, guard, session_of
-from pytest_layercheck.core.errors import LayercheckError
 from pytest_layercheck.pytest_plugin.session import LayercheckSession, SessionOptions
 from pytest_layercheck.pytest_plugin.yaml_checks import collect_yaml_checks, is_check_file
 
@@ -109,8 +109,8 @@ def layercheck_reference_model(layercheck_session: LayercheckSession) -> Any:
 @pytest.fixture
 def layercheck_ablate(layercheck_model: Any) -> Callable[..., contextlib.AbstractContextManager[Any]]:
     """Factory of ablation contexts on the session model: ``with layercheck_ablate(band="deep"): ...``."""
-    from pytest_layercheck.model.architecture import get_adapter
     from pytest_layercheck.data.bands import DepthBands
+    from pytest_layercheck.model.architecture import get_adapter
 
     def factory(
         skip: Any = (),

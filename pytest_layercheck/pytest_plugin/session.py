@@ -13,15 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pytest_layercheck.core.errors import BaselineError, ConfigError, LayercheckError
+from pytest_layercheck.data.profile_data import INTACT, DepthProfile
 from pytest_layercheck.evaluation.baseline import UPDATE_FLAG, BaselineStore, slugify
 from pytest_layercheck.evaluation.checks import CellCheck, CheckOutcome
 from pytest_layercheck.evaluation.comparison import ProfileComparison
-from pytest_layercheck.core.errors import BaselineError, ConfigError, LayercheckError
-from pytest_layercheck.loading import LoadedModel, load_model
-from pytest_layercheck.data.profile_data import INTACT, DepthProfile
 from pytest_layercheck.evaluation.options import model_arguments, profile_settings, verdict
 from pytest_layercheck.evaluation.profiler import ProgressHook, build_profile
 from pytest_layercheck.evaluation.result_cache import ResultCache
+from pytest_layercheck.loading import LoadedModel, load_model
 
 if TYPE_CHECKING:
     from pytest_layercheck.pytest_plugin.session_analyses import SessionAnalyses

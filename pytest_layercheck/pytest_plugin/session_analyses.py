@@ -21,13 +21,13 @@ from pytest_layercheck.report.compare import render_compare_markdown
 from pytest_layercheck.report.markdown import append_step_summary
 
 if TYPE_CHECKING:
-    from pytest_layercheck.pytest_plugin.session import LayercheckSession
     from pytest_layercheck.analysis.compare import ModelComparison
     from pytest_layercheck.analysis.heads import HeadImportance
     from pytest_layercheck.analysis.redundancy import RedundancyResult
     from pytest_layercheck.analysis.retrieval_heads import MaskingComparison, RetrievalHeads
     from pytest_layercheck.analysis.thinking import ThinkingResult
     from pytest_layercheck.analysis.transfer import TransferStability
+    from pytest_layercheck.pytest_plugin.session import LayercheckSession
 
 T = TypeVar("T")
 

@@ -25,9 +25,9 @@ from typing import Any
 import pytest
 import yaml
 
+from pytest_layercheck.core.errors import ConfigError, LayercheckError
 from pytest_layercheck.evaluation.checks import CellCheck
 from pytest_layercheck.pytest_plugin.checking import SESSION_KEY, assert_check
-from pytest_layercheck.core.errors import ConfigError, LayercheckError
 
 
 def is_check_file(path: Path, patterns: Iterable[str]) -> bool:

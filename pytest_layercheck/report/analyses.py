@@ -15,9 +15,7 @@ from rich.console import Group, RenderableType
 from rich.text import Text
 from tabulate import tabulate
 
-from pytest_layercheck.report.format import fmt_p, fmt_value
-
-from pytest_layercheck.report.format import finite, json_text, render_text  # noqa: F401 - re-exported for callers of this module
+from pytest_layercheck.report.format import finite, fmt_p, fmt_value, json_text, render_text  # noqa: F401 - re-exported for callers of this module
 from pytest_layercheck.report.terminal import fitted_rows
 
 if TYPE_CHECKING:

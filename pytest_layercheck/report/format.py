@@ -10,6 +10,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from pytest_layercheck.data.profile_data import INTACT, DepthProfile
 from pytest_layercheck.evaluation.comparison import CellComparison, ProfileComparison
 from pytest_layercheck.evaluation.describe import (  # noqa: F401 - the renderers' shared vocabulary
     describe_change,
@@ -19,7 +20,6 @@ from pytest_layercheck.evaluation.describe import (  # noqa: F401 - the renderer
     fmt_value,
     unit_name,
 )
-from pytest_layercheck.data.profile_data import INTACT, DepthProfile
 
 #: Marker next to a compared cell; "✗" is reserved for cells that fail the run.
 FAIL_MARK = "✗"

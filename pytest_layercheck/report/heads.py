@@ -17,7 +17,6 @@ from tabulate import tabulate
 
 from pytest_layercheck.analysis.heads import HeadImportance, format_layers
 from pytest_layercheck.analysis.retrieval_heads import MaskingComparison, RetrievalHeads
-
 from pytest_layercheck.report.format import render_text  # noqa: F401 - re-exported for callers of this module
 from pytest_layercheck.report.terminal import Fitting, fitted_rows
 

@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from pytest_layercheck.core.atomic import atomic_write_text
+from pytest_layercheck.data.profile_data import DepthProfile
 from pytest_layercheck.evaluation.comparison import ProfileComparison
 from pytest_layercheck.evaluation.describe import comparison_to_json
-from pytest_layercheck.data.profile_data import DepthProfile
-
 from pytest_layercheck.report.format import finite, json_text
 
 REPORT_VERSION = 2

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from pytest_layercheck.evaluation.comparison import CellComparison, ProfileComparison, sensitivity_warning
 from pytest_layercheck.data.profile_data import DepthProfile
+from pytest_layercheck.data.statistics import CI_LEVEL
+from pytest_layercheck.evaluation.comparison import CellComparison, ProfileComparison, sensitivity_warning
 from pytest_layercheck.report.format import (
     LEGEND,
     describe_change,
@@ -19,7 +20,6 @@ from pytest_layercheck.report.format import (
     status_line,
     title_text,
 )
-from pytest_layercheck.data.statistics import CI_LEVEL
 from pytest_layercheck.report.table import build_table
 
 #: GitHub rejects step summaries over 1 MiB; stay well below it, counting what is already there.

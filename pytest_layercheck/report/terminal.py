@@ -16,8 +16,8 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from pytest_layercheck.evaluation.comparison import CellComparison, ProfileComparison
 from pytest_layercheck.data.profile_data import DepthProfile
+from pytest_layercheck.evaluation.comparison import CellComparison, ProfileComparison
 from pytest_layercheck.report.depth_strip import delta_strip, profile_strip
 from pytest_layercheck.report.format import (
     LEGEND,

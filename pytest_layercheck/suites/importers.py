@@ -36,9 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_layercheck.core.version import __version__
 from pytest_layercheck.core.errors import SuiteFormatError
 from pytest_layercheck.core.hashing import file_sha256
+from pytest_layercheck.core.version import __version__
 from pytest_layercheck.suites.schema import LETTERS, Suite
 
 __all__ = [
@@ -656,7 +656,7 @@ def _lm_eval_docs(task: Any, split: str | None) -> tuple[list[Any], str]:
             return list(docs()), split
     if task.dataset is not None and split in task.dataset:
         return list(task.dataset[split]), split
-    available = ", ".join(str(s) for s in (task.dataset or {}).keys())
+    available = ", ".join(str(s) for s in (task.dataset or {}))
     raise SuiteFormatError(f"task {config.task!r} has no split {split!r}", f"use --split with one of: {available}")
 
 
