@@ -86,8 +86,8 @@ class StreamBudget:
 
     @classmethod
     def for_device(cls, device: torch.device) -> StreamBudget:
-        if device.type == "cpu":
-            return cls(tokens=8192, bytes=256 * 2**20)
+        if device.type == "cpu":  # CPU matmuls gain little from larger calls; memory matters more
+            return cls(tokens=4096, bytes=256 * 2**20)
         return cls(tokens=131072, bytes=8 * 2**30)
 
 
@@ -428,6 +428,7 @@ class _Wavefront:
         self.kv_bytes = 2 * adapter.num_kv_heads * adapter.head_dim * torch.finfo(dtype).bits // 8
         self.hidden_size = int(getattr(config, "hidden_size", None) or getattr(config, "n_embd", 0) or 1)
         self.elem = torch.finfo(dtype).bits // 8
+        self.heads = adapter.num_heads
 
     # -- the shared prefix ------------------------------------------------------------------
     def run_prefix(self, calls: list[list[_BlockCall]]) -> None:
@@ -439,7 +440,7 @@ class _Wavefront:
             for s, k, v in zip(group.members, state.keys.split(1), state.values.split(1)):
                 self.prefix[(s.index, layer)] = (k, v)
 
-        for chunk in self._chunks(self.streams, [length], cache_tokens=length):
+        for chunk in self._chunks(self.streams, [length], cache_tokens=length, scores=length * length):
             _advance(self.adapter, chunk, [prefix_call], lambda layer, group, call: call.new_layer(), on_state=keep)
 
     def _prefix_layer(self, group: _Group, layer: int, pads: torch.Tensor) -> DynamicLayer:
@@ -480,8 +481,10 @@ class _Wavefront:
             state.batch_select_indices(index.to(state.keys.device))
             return state
 
+        scores = max(call[0].hidden.shape[0] * call[0].hidden.shape[1] * (width + extra)
+                     for call, extra in zip(calls, [0, *(c.input_ids.shape[1] for c in batch.chunks)]))
         uses_cache = any(_uses_cache(call[0]) for call in calls)
-        for chunk in self._chunks(self.streams, tokens, cache_tokens if uses_cache else 0):
+        for chunk in self._chunks(self.streams, tokens, cache_tokens if uses_cache else 0, scores):
             hidden = _advance(self.adapter, chunk, calls, first_state, later_state)
             self._score(chunk, hidden[0], keep_last=True,
                         scored=lambda logits, s: _accumulate(logits[:, -1], batch.scored, *self.totals[s.index]))
@@ -505,15 +508,18 @@ class _Wavefront:
                 scored(piece, s)
             del logits
 
-    def _chunks(self, streams: list[_Stream], tokens: Sequence[int], cache_tokens: int) -> list[list[_Stream]]:
+    def _chunks(self, streams: list[_Stream], tokens: Sequence[int], cache_tokens: int,
+                scores: int) -> list[list[_Stream]]:
         """Consecutive runs of streams within the token cap and the byte budget.
 
         ``tokens``: hidden-state tokens per stream of each call (all held until the head runs);
-        ``cache_tokens``: KV-cache tokens per stream of one layer (the prompt's and one continuation's).
+        ``cache_tokens``: KV-cache tokens per stream of one layer (the prompt's and one continuation's);
+        ``scores``: (query, key) pairs per head of the largest call (attention scores and weights).
         """
         per_call = max(tokens)
         cost = (2 * sum(tokens) * self.hidden_size * self.elem  # hidden states of every call, in and out
-                + cache_tokens * self.kv_bytes)  # one layer's caches
+                + cache_tokens * self.kv_bytes  # one layer's caches
+                + 2 * scores * self.heads * 4)  # float32 attention scores and weights of one call
         out: list[list[_Stream]] = []
         current: list[_Stream] = []
         for stream in streams:
