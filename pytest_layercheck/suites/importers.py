@@ -811,9 +811,11 @@ def import_lm_eval_task(spec: str, options: ImportOptions | None = None) -> Impo
 def _protocols_for_lm_eval(items: list[dict[str, Any]], settings: ImportOptions,
                            shots: list[dict[str, Any]]) -> tuple[dict[str, Any], str, list[str]]:
     """Only the protocol lm-eval scores the task with: the file says what lm-eval does, nothing more."""
+    protocol = settings.protocol
+    assert protocol is not None, "the lm-eval importer always sets the protocol it scores with"
     body: dict[str, Any] = {"template": settings.template, "target_delimiter": settings.target_delimiter,
                             "fewshot_delimiter": settings.fewshot_delimiter}
-    if settings.protocol == "generate_until":
+    if protocol == "generate_until":
         body.update(until=list(settings.until or ()), max_gen_toks=settings.max_gen_toks)
         if settings.answer_regex:
             body["answer_regex"] = settings.answer_regex
@@ -821,7 +823,7 @@ def _protocols_for_lm_eval(items: list[dict[str, Any]], settings: ImportOptions,
         if blocked:
             raise SuiteFormatError(f"the target of {blocked[0]} contains a stop string of the task {list(settings.until or ())}",
                                    "generation could never produce it; fix the task's until or the data")
-    return {settings.protocol: body}, str(settings.protocol), []
+    return {protocol: body}, protocol, []
 
 
 def _doc_hash(doc: Any) -> str:

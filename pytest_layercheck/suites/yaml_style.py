@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 
-class Flow(list):  # type: ignore[type-arg]
+class Flow(list):
     """A list written inline (``[a, b, c]``): choices and stop strings read better that way."""
 
 
