@@ -65,8 +65,8 @@ def plot_layer_heatmap(profile: DepthProfile, path: Path | str, metrics: Mapping
     ax.set_xticks(range(num_layers))
     ax.set_xlabel("removed layer")
     if num_layers <= ANNOTATE_MAX_LAYERS:
-        for row, values in enumerate(grid):
-            for col, value in enumerate(values):
+        for row, row_values in enumerate(grid):
+            for col, value in enumerate(row_values):
                 if not math.isnan(value):
                     ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=7,
                             color="black" if value > 0.6 else "white")

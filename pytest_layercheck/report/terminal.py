@@ -9,8 +9,10 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Callable, Sequence
+from typing import TypedDict
 
 from rich import box
+from rich.box import Box
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.measure import Measurement
 from rich.table import Table
@@ -65,8 +67,19 @@ class Fitting:
         return Measurement.get(console, options, self.pick(console, options))
 
 
+class TableFrame(TypedDict, total=False):
+    """Keywords of :class:`rich.table.Table` that set its frame."""
+
+    box: Box | None
+    show_edge: bool
+    pad_edge: bool
+    collapse_padding: bool
+
+
 #: Table keywords of the light frame narrow layouts use: a rule under the header, one space between columns.
-LIGHT = {"box": box.SIMPLE_HEAD, "show_edge": False, "pad_edge": False, "collapse_padding": True}
+LIGHT: TableFrame = {"box": box.SIMPLE_HEAD, "show_edge": False, "pad_edge": False, "collapse_padding": True}
+#: The default frame: rich's own box.
+BOXED: TableFrame = {}
 
 
 def _longest_word(text: str) -> str:
@@ -81,7 +94,7 @@ def rows_table(headers: Sequence[str], rows: Sequence[Sequence[str]], title: str
 
     def build(probe: bool) -> Table:
         table = Table(title=title, title_justify="left", caption=caption, caption_justify="left",
-                      **(LIGHT if light else {}))
+                      **(LIGHT if light else BOXED))
         for index, header in enumerate(headers):
             table.add_column(_longest_word(header) if probe and index in wrap else header,
                              justify="left" if index < lead else "right", no_wrap=index not in wrap)
@@ -129,7 +142,7 @@ def profile_table(profile: DepthProfile, comparison: ProfileComparison | None = 
     title = title_text(profile, comparison, metrics)
     keep = [i for i, header in enumerate(model.headers) if not (narrow and header == "items")]
     table = Table(title=None if narrow else title, title_justify="left", caption=LEGEND if comparison else None,
-                  caption_justify="left", **(LIGHT if narrow else {}))
+                  caption_justify="left", **(LIGHT if narrow else BOXED))
     for index in keep:
         header = model.headers[index]
         text_column = index < model.lead_columns and header != "items"
@@ -248,8 +261,9 @@ def terminal_renderable(profile: DepthProfile, comparison: ProfileComparison | N
         parts += [Text(""), depth]
     if comparison is not None:
         evidence = evidence_table(comparison)
-        if evidence is not None:
-            parts += [Text(""), Fitting(evidence, evidence_table(comparison, interval=False))]
+        compact = evidence_table(comparison, interval=False)
+        if evidence is not None and compact is not None:
+            parts += [Text(""), Fitting(evidence, compact)]
         baseline = baseline if baseline is not None else getattr(comparison, "baseline_profile", None)
         moved = delta_strip(baseline, profile, metrics) if strip and baseline is not None else None
         if moved is not None:
