@@ -23,7 +23,8 @@ from pytest_layercheck.suites.builtin import (
     resolve_suite,
 )
 from pytest_layercheck.suites.loader import load_suite, load_suite_metadata, load_suite_text, load_suites
-from pytest_layercheck.suites.schema import CAPABILITIES, PROTOCOLS, Suite
+from pytest_layercheck.suites.protocols import protocol_names
+from pytest_layercheck.suites.schema import CAPABILITIES, Suite
 
 GENERATED = ("reasoning", "retrieval")
 
@@ -44,7 +45,7 @@ def test_builtin_suite_is_well_formed(suites: dict[str, Suite], name: str) -> No
     assert suite.capability in CAPABILITIES
     assert len(suite.items) >= 200
     assert suite.default_protocol in suite.protocols
-    assert set(suite.protocols) == set(PROTOCOLS)
+    assert set(suite.protocols) == set(protocol_names())
     ids = [item.id for item in suite.items]
     assert len(ids) == len(set(ids))
     contexts = [item.context for item in suite.items]

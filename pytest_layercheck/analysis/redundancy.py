@@ -71,6 +71,7 @@ from pytest_layercheck.scoring.tokenization import (
     tokenizer_max_length,
 )
 from pytest_layercheck.suites.builtin import resolve_suite
+from pytest_layercheck.suites.protocols import get_protocol
 from pytest_layercheck.suites.schema import Suite
 
 #: Suites whose rendered prompts are the default samples of the metrics.
@@ -495,7 +496,7 @@ class CapabilityView:
 
     @property
     def label(self) -> str:
-        kind = "generation" if self.protocol == "generate_until" else "likelihood"
+        kind = "generation" if get_protocol(self.protocol).generates else "likelihood"
         return f"{self.suite}/{self.protocol} ({kind})"
 
     @property
@@ -629,7 +630,7 @@ class RedundancyComparison:
                                     f"(gap {v.gap:.3f} > {v.tolerance:g}, McNemar p = {v.p_value:.3g}).")
         by_suite: dict[str, dict[bool, ViewVerdict]] = {}
         for v in self.verdicts:
-            by_suite.setdefault(v.view.suite, {})[v.view.protocol == "generate_until"] = v
+            by_suite.setdefault(v.view.suite, {})[get_protocol(v.view.protocol).generates] = v
         for suite, pair in by_suite.items():
             if len(pair) < 2:
                 continue
@@ -678,7 +679,7 @@ def _outcomes(result: ProtocolResult, metric: str, order: Sequence[str]) -> tupl
 
 
 def _view_metric(protocol: str) -> str:
-    return "acc" if protocol in ("mc_text", "mc_letters") else "exact_match"
+    return get_protocol(protocol).primary_metric
 
 
 def compare_with_capabilities(
@@ -707,13 +708,13 @@ def compare_with_capabilities(
                           f"{get_adapter(model).num_layers}", "measure and compare the same model")
     likelihood_starts = (list(result.eligible) if candidates is None
                          else generation_candidates(result, max(1, candidates)))
-    ordered = sorted(views, key=lambda v: v[1] == "generate_until")  # likelihood first
+    ordered = sorted(views, key=lambda v: get_protocol(v[1]).generates)  # likelihood first
     verdicts: list[ViewVerdict] = []
     notes: list[str] = []
     least_by_suite: dict[str, list[int]] = {}
     for step, (spec, protocol) in enumerate(ordered):
         suite = spec if isinstance(spec, Suite) else resolve_suite(spec)
-        generation = protocol == "generate_until"
+        generation = get_protocol(protocol).generates
         starts = (generation_candidates(result, generation_blocks, least_by_suite.get(suite.name, ()))
                   if generation else likelihood_starts)
         if progress:
@@ -736,7 +737,7 @@ def compare_with_capabilities(
             least_by_suite.setdefault(suite.name, []).append(verdict.least_harmful)
     if progress:
         progress("done", len(ordered), len(ordered))
-    if candidates is not None or any(v.view.protocol == "generate_until" for v in verdicts):
+    if candidates is not None or any(get_protocol(v.view.protocol).generates for v in verdicts):
         notes.append("Blocks evaluated: " + "; ".join(
             f"{v.view.label}: {v.evaluated}" for v in verdicts) + f" of {len(result.eligible)} eligible.")
     return RedundancyComparison(result, tuple(verdicts), tolerance, limit, tuple(notes))

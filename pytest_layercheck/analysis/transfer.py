@@ -47,6 +47,7 @@ from pytest_layercheck.scoring.protocols import prepare, score
 from pytest_layercheck.scoring.tokenization import model_max_length
 from pytest_layercheck.suites import generate as gen
 from pytest_layercheck.suites.builtin import resolve_suite
+from pytest_layercheck.suites.protocols import get_protocol
 from pytest_layercheck.suites.schema import Suite, SuiteItem
 
 DEFAULT_LIMIT = 40
@@ -307,7 +308,7 @@ class TransferStability:
 
 
 def _metric(protocol: str) -> str:
-    return "acc" if protocol in ("mc_text", "mc_letters") else "exact_match"
+    return get_protocol(protocol).primary_metric
 
 
 def _method(suite: Suite, method: str | None) -> str:

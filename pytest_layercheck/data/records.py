@@ -6,19 +6,31 @@ from disk), so both can use them without importing each other.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+
+from pytest_layercheck.suites.protocols import get_protocol, protocol_names
 
 SCHEMA_VERSION = 1
 INTACT = "intact"
 
+class _PrimaryMetrics(Mapping[str, str]):
+    """Protocol name -> the metric it is judged by, read from the protocol registry."""
+
+    def __getitem__(self, protocol: str) -> str:
+        if protocol not in protocol_names():
+            raise KeyError(protocol)
+        return get_protocol(protocol).primary_metric
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(protocol_names())
+
+    def __len__(self) -> int:
+        return len(protocol_names())
+
+
 #: The metric a protocol is judged by; the others are kept and reported.
-PRIMARY_METRIC: Mapping[str, str] = {
-    "mc_letters": "acc",
-    "mc_text": "acc",
-    "continuation": "exact_match",
-    "generate_until": "exact_match",
-}
+PRIMARY_METRIC: Mapping[str, str] = _PrimaryMetrics()
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ import torch
 
 from ..ablation import Ablation, ablate
 from ..errors import ProtocolError
+from ..suites.protocols import get_protocol
 from ..suites.schema import ProtocolSettings, Suite
 from .engine import (
     LOGIT_BUDGET,
@@ -39,7 +40,7 @@ from .engine import (
     run_generation,
     run_loglikelihood,
 )
-from .rendering import MULTIPLE_CHOICE, RenderedItem, render
+from .rendering import RenderedItem, render
 from .results import ItemOutcome, ProtocolResult
 from .sweep import run_loglikelihood_sweep
 from .tokenization import (
@@ -96,7 +97,7 @@ def prepare(
     rule = encoding_rule(tokenizer)
     common = dict(suite=suite, protocol=protocol, settings=settings, items=items, tokenizer=tokenizer, max_length=max_length)
 
-    if protocol == "generate_until":
+    if get_protocol(protocol).generates:
         prompts = encode_texts(tokenizer, rule, [r.prompt for r in items])
         return PreparedSuite(
             **common,
@@ -202,7 +203,7 @@ def _result(prepared: PreparedSuite, outcomes: list[ItemOutcome]) -> ProtocolRes
 
 
 def _loglikelihood_result(prepared: PreparedSuite, output: LoglikelihoodOutput) -> ProtocolResult:
-    if prepared.protocol in MULTIPLE_CHOICE:
+    if get_protocol(prepared.protocol).multiple_choice:
         return _result(prepared, _choice_outcomes(prepared, output.loglikelihood))
     return _result(prepared, _continuation_outcomes(prepared, output.loglikelihood, output.greedy))
 

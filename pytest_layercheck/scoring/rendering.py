@@ -29,9 +29,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import ConfigError, ProtocolError
-from ..suites.schema import LETTERS, PROTOCOLS, ProtocolSettings, Suite, SuiteItem
-
-MULTIPLE_CHOICE: frozenset[str] = frozenset({"mc_letters", "mc_text"})
+from ..suites.protocols import get_protocol
+from ..suites.schema import LETTERS, ProtocolSettings, Suite, SuiteItem
 
 _PLACEHOLDER = re.compile(r"\{(context|choices_block)\}")
 
@@ -66,18 +65,12 @@ def fill_template(template: str, item: SuiteItem) -> str:
 
 def candidates(protocol: str, item: SuiteItem) -> tuple[str, ...]:
     """What is scored (or expected) after the prompt under ``protocol``."""
-    if protocol == "mc_letters":
-        return tuple(LETTERS[: len(item.choices)])
-    if protocol == "mc_text":
-        return tuple(item.choices)
-    return (item.answer_text or "",)
+    return get_protocol(protocol).candidates(item)
 
 
 def gold_answer(protocol: str, item: SuiteItem) -> str:
     """The answer a few-shot example shows under ``protocol``."""
-    if protocol in MULTIPLE_CHOICE:
-        return candidates(protocol, item)[item.gold]  # type: ignore[index]
-    return item.answer_text or ""
+    return get_protocol(protocol).gold_answer(item)
 
 
 def render_prompt(suite: Suite, protocol: str, item: SuiteItem) -> str:
@@ -101,39 +94,22 @@ def render(suite: Suite, protocol: str, items: Sequence[SuiteItem] | None = None
 
 def validate(suite: Suite, protocol: str, items: Sequence[SuiteItem]) -> None:
     """Raise ``ProtocolError`` naming the first item that ``protocol`` cannot score."""
-    if protocol not in PROTOCOLS:
-        raise ProtocolError(f"unknown protocol {protocol!r}", f"use one of {list(PROTOCOLS)}")
+    spec = get_protocol(protocol)
     settings: ProtocolSettings = suite.settings(protocol)
     where = f"suite {suite.name!r}" + (f" ({suite.source})" if suite.source else "")
-    if protocol == "mc_letters" and "{choices_block}" not in settings.template:
+    if "choices_block" in spec.placeholders and "{choices_block}" not in settings.template:
         raise ProtocolError(
-            f"{where}: the mc_letters template has no {{choices_block}}, so the model never sees the options",
-            "add '{choices_block}' to the template of the mc_letters protocol",
+            f"{where}: the {protocol} template has no {{choices_block}}, so the model never sees the options",
+            f"add '{{choices_block}}' to the template of the {protocol} protocol",
         )
     for role, item in [*(("few-shot example", s) for s in suite.fewshot), *(("item", i) for i in items)]:
-        problem = _item_problem(protocol, item)
+        problem = spec.item_problem(item)
         if problem:
             line = f", line {item.line}" if item.line is not None else ""
             raise ProtocolError(
                 f"{where}, {role} {item.id!r}{line}: {problem}",
                 f"fix the item, or score the suite with a protocol it supports (declared: {sorted(suite.protocols)})",
             )
-
-
-def _item_problem(protocol: str, item: SuiteItem) -> str | None:
-    if protocol in MULTIPLE_CHOICE:
-        if not item.is_multiple_choice:
-            return f"protocol {protocol!r} needs 'choices' and 'gold', but the item has none"
-        if not 0 <= item.gold < len(item.choices):  # type: ignore[operator]
-            return f"gold={item.gold} is outside the {len(item.choices)} choices"
-        if protocol == "mc_letters" and len(item.choices) > len(LETTERS):
-            return f"mc_letters supports at most {len(LETTERS)} choices, the item has {len(item.choices)}"
-        if protocol == "mc_text" and not all(item.choices):
-            return "an empty choice cannot be scored (acc_norm divides by the choice length)"
-        return None
-    if not item.answer_text:
-        return f"protocol {protocol!r} needs a non-empty 'target' (or choices with 'gold')"
-    return None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -254,7 +230,7 @@ def with_chat_template(suite: Suite, tokenizer: Any, chat: ChatTemplate | None =
             f"the tokenizer has no chat template, so suite {suite.name!r} cannot be rendered as chat",
             "turn the chat-template option off for this model (base models have none), or use its instruct variant",
         )
-    scored = {name: replace(settings, target_delimiter="") if name != "generate_until" else settings
+    scored = {name: replace(settings, target_delimiter="") if not get_protocol(name).generates else settings
               for name, settings in suite.protocols.items()}
     digest = hashlib.sha256(json.dumps({"format": CHAT_HASH_FORMAT, "suite": suite.content_hash, "chat": chat.describe()},
                                        sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()

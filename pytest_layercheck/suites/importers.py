@@ -39,6 +39,7 @@ from typing import Any
 from pytest_layercheck.core.errors import SuiteFormatError
 from pytest_layercheck.core.hashing import file_sha256
 from pytest_layercheck.core.version import __version__
+from pytest_layercheck.suites.protocols import get_protocol
 from pytest_layercheck.suites.schema import LETTERS, Suite
 
 __all__ = [
@@ -815,7 +816,7 @@ def _protocols_for_lm_eval(items: list[dict[str, Any]], settings: ImportOptions,
     assert protocol is not None, "the lm-eval importer always sets the protocol it scores with"
     body: dict[str, Any] = {"template": settings.template, "target_delimiter": settings.target_delimiter,
                             "fewshot_delimiter": settings.fewshot_delimiter}
-    if protocol == "generate_until":
+    if get_protocol(protocol).generates:
         body.update(until=list(settings.until or ()), max_gen_toks=settings.max_gen_toks)
         if settings.answer_regex:
             body["answer_regex"] = settings.answer_regex

@@ -56,7 +56,8 @@ from typing import Any, NoReturn
 import yaml
 
 from pytest_layercheck.core.errors import SuiteFormatError
-from pytest_layercheck.suites.schema import CAPABILITIES, LETTERS, PROTOCOLS, ProtocolSettings, Suite, SuiteItem
+from pytest_layercheck.suites.protocols import GENERATION_FIELDS, get_protocol, protocol_names
+from pytest_layercheck.suites.schema import CAPABILITIES, LETTERS, ProtocolSettings, Suite, SuiteItem
 
 __all__ = [
     "FORMAT_SUMMARY", "load_suite", "load_suite_text", "load_suites", "load_suite_metadata",
@@ -91,9 +92,7 @@ REQUIRED_HEADER_FIELDS: tuple[str, ...] = (
 ITEM_FIELDS: tuple[str, ...] = (
     "id", "context", "domain", "kind", "choices", "gold", "target", "metadata",
 )  # fmt: skip
-GENERATION_FIELDS: tuple[str, ...] = ("until", "max_gen_toks", "answer_regex")
 SETTINGS_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(ProtocolSettings))
-MULTIPLE_CHOICE_PROTOCOLS: tuple[str, ...] = ("mc_letters", "mc_text")
 
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
 _PathLike = str | os.PathLike[str]
@@ -503,18 +502,18 @@ class _SuiteBuilder:
             declared.fail(
                 None,
                 "field 'protocols' is empty",
-                f"declare at least one of: {', '.join(PROTOCOLS)}",
+                f"declare at least one of: {', '.join(protocol_names())}",
             )
         result: dict[str, ProtocolSettings] = {}
         for name in declared.raw:
-            if name not in PROTOCOLS:
+            if name not in protocol_names():
                 declared.fail(
                     name,
                     f"unknown protocol '{name}' under 'protocols'",
-                    f"use one of: {', '.join(PROTOCOLS)}",
+                    f"use one of: {', '.join(protocol_names())}",
                 )
             body = declared.mapping(name, f"protocol '{name}'")
-            generation = name == "generate_until"
+            generation = get_protocol(name).generates
             body.check_keys(
                 [f for f in SETTINGS_FIELDS if generation or f not in GENERATION_FIELDS]
             )
@@ -550,12 +549,11 @@ class _SuiteBuilder:
                 f"field 'template' uses unknown placeholder '{{{unknown}}}'",
                 f"use {_placeholders(PLACEHOLDERS)}; other text in braces is kept literally",
             )
-        required = {"context", "choices_block"} if protocol == "mc_letters" else {"context"}
-        if missing := required - names:
+        if missing := set(get_protocol(protocol).placeholders) - names:
             body.fail(
                 "template",
                 f"field 'template' lacks {_placeholders(missing)}",
-                "every prompt needs the item's context (and in mc_letters its lettered choices)",
+                f"every {protocol} prompt needs {_placeholders(get_protocol(protocol).placeholders)}",
             )
 
     def _items(self, key: str, protocols: Mapping[str, ProtocolSettings]) -> tuple[SuiteItem, ...]:
@@ -644,28 +642,25 @@ class _SuiteBuilder:
     ) -> None:
         """Every item must be scorable under every declared protocol."""
         for protocol, settings in protocols.items():
+            spec = get_protocol(protocol)
             shows_choices = "{choices_block}" in settings.template
-            if (
-                protocol in MULTIPLE_CHOICE_PROTOCOLS or shows_choices
-            ) and not item.is_multiple_choice:
+            if (spec.multiple_choice or shows_choices) and not item.is_multiple_choice:
                 fields.fail(
                     None,
                     f"fields 'choices' and 'gold' are missing but protocol '{protocol}' needs them",
                     f"add choices and gold, or remove '{protocol}' from 'protocols'",
                 )
             answer = item.answer_text
-            if protocol not in MULTIPLE_CHOICE_PROTOCOLS and answer is None:
+            if not spec.multiple_choice and answer is None:
                 fields.fail(
                     None,
                     f"field 'target' is missing but protocol '{protocol}' needs an answer",
                     f"add 'target: ...', or remove '{protocol}' from 'protocols'",
                 )
-            if protocol == "generate_until" and (
-                stops := [s for s in settings.until if s in answer]
-            ):
+            if spec.generates and (stops := [s for s in settings.until if s in answer]):
                 problem = (
                     f"the answer {answer!r} contains the stop string {stops[0]!r} of "
-                    "generate_until, so generation can never produce it"
+                    f"{protocol}, so generation can never produce it"
                 )
                 fields.fail(
                     "target" if "target" in fields else "choices",

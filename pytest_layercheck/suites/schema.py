@@ -16,7 +16,6 @@ CAPABILITIES: tuple[str, ...] = ("knowledge", "reasoning", "retrieval")
 
 #: Scoring protocols. The two multiple-choice variants are the paper's "log-likelihood default"
 #: (answer letters) and "log-likelihood continuation" (full answer texts).
-PROTOCOLS: tuple[str, ...] = ("mc_letters", "mc_text", "continuation", "generate_until")
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
