@@ -1,6 +1,8 @@
 """Head-level importance: mask one attention head at a time and measure what a capability loses.
 
-Retrieval and recall rest on sparse sets of heads (research notes §1 and §3), so a per-head map
+Retrieval and recall rest on sparse sets of heads ("Demystifying the Roles of LLM Layers", arXiv
+2510.02091; Wu et al., "Retrieval Head Mechanistically Explains Long-Context Factuality", arXiv
+2404.15574), so a per-head map
 says more than a per-layer one, and the *set* of critical heads is something a fine-tune can move.
 :func:`head_importance` evaluates a suite intact and with each head of the chosen layers masked in
 turn (zeroed by default: a pre-hook on the output projection removes exactly that head's

@@ -2,7 +2,7 @@
 
 For each group of layers (depth bands by default; optionally every single layer, or the runs of layers
 the fine-tune moved most), the candidate is evaluated with the base model's blocks swapped in at those
-indices (research notes §1, "delta model replacement"). If reverting a group brings the lost accuracy
+indices ("delta model replacement", "Demystifying the Roles of LLM Layers" (arXiv 2510.02091)). If reverting a group brings the lost accuracy
 back, the harmful part of the change lives there. Each restoration is reported as the fraction of the
 loss it recovers, ``(acc_restored − acc_candidate) / (acc_base − acc_candidate)``, with a paired exact
 McNemar test of the restored model against the candidate on the same items.

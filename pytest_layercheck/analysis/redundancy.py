@@ -1,6 +1,7 @@
 """Layer redundancy: which block of layers a similarity metric calls prunable, and what removing it costs.
 
-Two metrics from the pruning literature (research notes, section 2), both computed from the residual
+Two metrics from the pruning literature (Gromov et al., "The Unreasonable Ineffectiveness of the Deeper
+Layers", arXiv 2403.17887; ShortGPT, arXiv 2403.03853), both computed from the residual
 stream of the model as it is now (an active ablation is measured as installed):
 
 * **Angular distance** (Gromov et al., arXiv 2403.17887). ``x^l`` is the hidden state entering
@@ -18,7 +19,7 @@ stream of the model as it is now (an active ablation is measured as installed):
 * **Block Influence** (ShortGPT, arXiv 2403.03853). ``BI_i = 1 - mean over tokens of
   cos(x^i, x^{i+1})``, pooled over every real token of every prompt (a few-shot prefix that all
   of a suite's prompts share is run once and counts once). ShortGPT removes the ``n``
-  lowest-BI layers (not necessarily contiguous; the last layer is not excluded, as in the paper).
+  lowest-BI layers (not necessarily contiguous; the last layer is not excluded, as in ShortGPT).
 
 Why hooks and not ``output_hidden_states``: in transformers 5.x ``hidden_states[i]`` is the input of
 layer ``i`` for ``i < N``, but ``hidden_states[N]`` is replaced by the *final-normed* output

@@ -1,6 +1,7 @@
 """Retrieval heads (Wu et al., arXiv 2404.15574): the sparse heads that copy from the context.
 
-Definition (research notes §3, read in the paper and its code). On needle-in-a-haystack tests the
+Definition (as in the paper, "Retrieval Head Mechanistically Explains Long-Context Factuality", and
+its code). On needle-in-a-haystack tests the
 model greedily decodes its answer. At each decoding step every head's top-1 attended input
 position is recorded; head ``h`` *copies* at that step when the generated token ``w`` equals the
 token at that position and the position lies inside the needle span. Per test,

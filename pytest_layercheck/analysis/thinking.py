@@ -1,6 +1,6 @@
 """Fast vs slow thinking: the same items answered directly and with chain-of-thought, paired per item.
 
-"Decoupling Knowledge and Reasoning" (arXiv 2507.18178; research notes, section 4) asks one model
+"Decoupling Knowledge and Reasoning" (arXiv 2507.18178) asks one model
 to answer directly (fast: knowledge retrieval only) and with chain-of-thought (slow: retrieval plus
 a reasoning adjustment). The difference, per domain, splits into **corrections** (wrong → right)
 and **overthinking** (right → wrong). Reasoning is reported to help maths and to hurt

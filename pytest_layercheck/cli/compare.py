@@ -73,12 +73,10 @@ def run_compare(args: argparse.Namespace) -> int:
     err_console.print(f"compare: {time.perf_counter() - started:.1f} s "
                       f"(evaluations: {cache.summary()})")
     console.print(render_compare_terminal(result, width=console.width), highlight=False)
-    markdown = None
     if args.json_path:
         atomic_write_text(Path(args.json_path), json_text(result.to_dict()))
         err_console.print(f"JSON report: {args.json_path}")
-    if args.markdown or args.summary:
-        markdown = render_compare_markdown(result)
+    markdown = render_compare_markdown(result) if args.markdown or args.summary else ""
     if args.markdown:
         atomic_write_text(Path(args.markdown), markdown)
         err_console.print(f"markdown: {args.markdown}")

@@ -144,7 +144,8 @@ def _results(folder: Path) -> dict[str, Any]:
 
 def _model(results: Mapping[str, Any], fallback: str) -> dict[str, Any]:
     """What the profile records of the model: lm-eval's name for it, dtype and device when lm-eval logged them."""
-    config = results.get("config") if isinstance(results.get("config"), Mapping) else {}
+    logged = results.get("config")
+    config: Mapping[str, Any] = logged if isinstance(logged, Mapping) else {}
     args = config.get("model_args")
     pretrained = args.get("pretrained") if isinstance(args, Mapping) else (
         str(args).split("pretrained=", 1)[1].split(",", 1)[0] if args and "pretrained=" in str(args) else None)

@@ -185,7 +185,7 @@ def _describe(adapter: ArchitectureAdapter) -> str:
 def skip_layers(model: nn.Module, layers: Iterable[int] | int) -> Iterator[nn.Module]:
     """Remove decoder blocks so each skipped block acts as the identity on the residual stream.
 
-    Done as in the paper's code: the backbone gets a new ``ModuleList`` of the kept blocks, the kept blocks'
+    Done as in the code of "Demystifying the Roles of LLM Layers" (arXiv 2510.02091): the backbone gets a new ``ModuleList`` of the kept blocks, the kept blocks'
     ``layer_idx`` are renumbered (their KV-cache slots; without this generation breaks, transformers
     #30508), ``config.num_hidden_layers`` shrinks and ``config.layer_types`` (read per index by Gemma2/3
     and Qwen and used to build the cache) becomes the kept layers' types. The result is numerically the
@@ -356,8 +356,8 @@ def mask_heads(
     Grouped-query attention (``gqa``):
       * ``"query"`` (default) — only the named query heads are affected; the shared K/V projections and the
         other query heads of the group are untouched.
-      * ``"group"`` — every query head of each KV group touched is affected. This reproduces the paper's
-        code, which also zeroed the shared ``k_proj``/``v_proj`` rows and so silenced the whole group.
+      * ``"group"`` — every query head of each KV group touched is affected. This reproduces the code of
+        "Demystifying the Roles of LLM Layers" (arXiv 2510.02091), which also zeroed the shared ``k_proj``/``v_proj`` rows and so silenced the whole group.
     """
     _check_choice(mode, HEAD_MODES, "head mask mode")
     adapter = get_adapter(model)

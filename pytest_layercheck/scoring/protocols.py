@@ -4,7 +4,7 @@
     for ablated_model in ...:                              # ~31 times in a depth profile
         result = score(ablated_model, prepared)            # model calls only
 
-Metrics per protocol (lm-evaluation-harness semantics, research notes §6):
+Metrics per protocol (lm-evaluation-harness semantics, read in its source; suites/protocols.py):
 
 * ``mc_letters`` / ``mc_text``: ``acc`` = argmax of the summed log-likelihoods is gold;
   ``acc_norm`` = argmax of log-likelihood / len(candidate in characters) is gold (ties go to the

@@ -2,8 +2,7 @@
 
 Reasoning rests on procedures that transfer across instances, so the reasoning suite asks each
 procedure (arithmetic, unit conversion, algebra, ...) with many different numbers; hypothesis
-strategies describe "the same procedure with any numbers" and a fixed seed picks the instances
-(research notes, section 5). The retrieval suite puts the answer only in the context: key-value
+strategies describe "the same procedure with any numbers" and a fixed seed picks the instances. The retrieval suite puts the answer only in the context: key-value
 lookups and needles hidden at several depths of haystacks of several lengths.
 
 Determinism: each group of problems runs one ``@given`` test under ``@seed`` (derived from

@@ -14,8 +14,9 @@ from typing import Any
 #: The built-in capabilities. A suite may also carry any label of its own (``safety``, ``my-evals``).
 CAPABILITIES: tuple[str, ...] = ("knowledge", "reasoning", "retrieval")
 
-#: Scoring protocols. The two multiple-choice variants are the paper's "log-likelihood default"
-#: (answer letters) and "log-likelihood continuation" (full answer texts).
+#: Scoring protocols (see suites/protocols.py). The two multiple-choice variants are the
+#: "log-likelihood default" (answer letters) and "log-likelihood continuation" (full answer texts) of
+#: "Demystifying the Roles of LLM Layers" (arXiv 2510.02091).
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
