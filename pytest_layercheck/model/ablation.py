@@ -60,7 +60,7 @@ def _as_index(value: object, what: str) -> int:
 def normalize_layers(layers: Iterable[int] | int) -> tuple[int, ...]:
     """Sorted, de-duplicated layer indices."""
     if isinstance(layers, (int, str)) or not isinstance(layers, Iterable):
-        layers = [layers]  # type: ignore[list-item]
+        layers = [layers]
     return tuple(sorted({_as_index(i, "layer") for i in layers}))
 
 
@@ -139,7 +139,8 @@ def _renumber(stack: ExitStack | None, block: nn.Module, layer_idx: int) -> None
         current = getattr(module, "layer_idx", None)
         if isinstance(current, int) and not isinstance(current, bool) and current != layer_idx:
             if stack is None:
-                module.layer_idx = layer_idx
+                # torch annotates Module.__setattr__ for tensors and modules only; plain attributes work
+                module.layer_idx = layer_idx  # type: ignore[assignment]
             else:
                 _set_restorably(stack, module, "layer_idx", layer_idx)
 

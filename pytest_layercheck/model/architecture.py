@@ -166,10 +166,9 @@ def _find_backbone(model: nn.Module, layout: _FamilyLayout) -> nn.Module | None:
 
 def _in_features(proj: nn.Module) -> int | None:
     """Input width of a Linear, GPT-2 Conv1D (weight is ``(in, out)``) or a PEFT wrapper of either."""
-    if hasattr(proj, "in_features"):
-        return int(proj.in_features)
-    if hasattr(proj, "nx"):
-        return int(proj.nx)
+    for name in ("in_features", "nx"):
+        if hasattr(proj, name):
+            return int(getattr(proj, name))
     return None
 
 
@@ -200,7 +199,8 @@ def get_adapter(model: nn.Module) -> ArchitectureAdapter:
     model = unwrap_model(model)
     config = getattr(model, "config", None)
     model_type = getattr(config, "model_type", None)
-    layout = _layout_for(model_type if model_type is not None else type(model).__name__)
+    family: str = model_type if model_type is not None else type(model).__name__
+    layout = _layout_for(family)
 
     backbone = _find_backbone(model, layout)
     if backbone is None:
@@ -211,6 +211,8 @@ def get_adapter(model: nn.Module) -> ArchitectureAdapter:
             "load it as a causal LM (AutoModelForCausalLM)",
         )
 
+    if config is None:  # only a module whose class is named like a family gets here without a config
+        raise _unsupported(family, f"{type(model).__name__} has no config")
     text_config = config.get_text_config(decoder=True)
     backbone_config = getattr(backbone, "config", text_config)
     decoder_configs = tuple({id(c): c for c in (backbone_config, text_config)}.values())
@@ -220,7 +222,7 @@ def get_adapter(model: nn.Module) -> ArchitectureAdapter:
     head_dim = getattr(text_config, "head_dim", None) or text_config.hidden_size // num_heads
     adapter = ArchitectureAdapter(
         model=model,
-        family=model_type,
+        family=family,
         backbone=backbone,
         decoder_configs=decoder_configs,
         num_heads=num_heads,

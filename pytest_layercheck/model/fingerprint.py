@@ -40,7 +40,7 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     config = getattr(model, "config", None)
     if config is not None:
         digest.update(config_digest(config).encode())
-    tensors = dict(model.named_parameters())
+    tensors: dict[str, torch.Tensor] = dict(model.named_parameters())
     tensors.update({f"buffer:{name}": b for name, b in model.named_buffers() if b.is_floating_point()})
     for name in sorted(tensors):
         tensor = tensors[name].detach()
