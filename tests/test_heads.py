@@ -15,12 +15,12 @@ from trained_tiny import save, write_fact_suite
 
 from pytest_layercheck.analysis.heads import (
     HeadImportance,
-    format_layers,
     head_importance,
     parse_layers,
 )
 from pytest_layercheck.cli import main
 from pytest_layercheck.core.errors import AblationError, ConfigError
+from pytest_layercheck.data.bands import format_layers
 from pytest_layercheck.evaluation.result_cache import ResultCache
 from pytest_layercheck.loading import LoadedModel
 from pytest_layercheck.model.ablation import Ablation, ablate

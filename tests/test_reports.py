@@ -11,6 +11,7 @@ import pytest
 from profile_factory import make_profile
 
 from pytest_layercheck.core.errors import ConfigError
+from pytest_layercheck.data.bands import format_layers
 from pytest_layercheck.data.profile_data import DepthProfile
 from pytest_layercheck.evaluation.comparison import ProfileComparison, compare_profiles
 from pytest_layercheck.report import (
@@ -22,7 +23,7 @@ from pytest_layercheck.report import (
     render_terminal,
     write_json_report,
 )
-from pytest_layercheck.report.format import cell_text, fmt_layers, fmt_p
+from pytest_layercheck.report.format import cell_text, fmt_p
 from pytest_layercheck.report.json_report import comparison_to_json
 from pytest_layercheck.report.markdown import TRUNCATED
 from pytest_layercheck.suites.builtin import resolve_suite
@@ -35,7 +36,8 @@ def regressed() -> tuple[ProfileComparison, object]:
 
 
 def test_formatting_helpers() -> None:
-    assert fmt_layers((0, 1, 2, 3)) == "L0-3" and fmt_layers((0, 2, 5)) == "L0,2,5" and fmt_layers((4,)) == "L4"
+    assert format_layers((0, 1, 2, 3), "L") == "L0-3" and format_layers((0, 2, 5), "L") == "L0,2,5"
+    assert format_layers((4,), "L") == "L4" and format_layers((0, 1, 2, 5), "L") == "L0-2,5" and format_layers(()) == ""
     assert fmt_p(0.0031) == "0.003" and fmt_p(2.1e-05) == "2.1e-05"
     assert cell_text(float("nan")) == "n/a"
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pytest_layercheck.core.errors import AblationError, ConfigError
+from pytest_layercheck.data.bands import format_layers
 from pytest_layercheck.data.profile_data import PRIMARY_METRIC, SuiteInfo
 from pytest_layercheck.evaluation.profiler import cache_identity, deterministic, evaluate_ablations
 from pytest_layercheck.evaluation.result_cache import ResultCache
@@ -287,20 +288,6 @@ def parse_layers(text: str | int | Iterable[int] | None, num_layers: int | None 
     return result
 
 
-def format_layers(layers: Sequence[int]) -> str:
-    """``(0, 1, 2, 3, 29)`` -> ``"0-3,29"``."""
-    parts: list[str] = []
-    ordered = sorted(layers)
-    i = 0
-    while i < len(ordered):
-        j = i
-        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
-            j += 1
-        parts.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
-        i = j + 1
-    return ",".join(parts)
-
-
 # --------------------------------------------------------------------------------------------------
 # Computation
 # --------------------------------------------------------------------------------------------------
@@ -400,7 +387,7 @@ def head_importance(
             batch_size=batch_size, max_length=model_max_length(net),
             progress=(lambda done, total: progress(limited.name, done, total)) if progress else None,
         )
-    if metric not in evaluations[0].outcomes:
+    if metric is None or metric not in evaluations[0].outcomes:
         raise ConfigError(
             f"metric {metric!r} is not produced by protocol {protocol!r}",
             f"use one of {', '.join(sorted(evaluations[0].outcomes))}",

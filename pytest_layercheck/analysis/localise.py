@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pytest_layercheck.core.errors import ConfigError, LayercheckError
-from pytest_layercheck.data.bands import DepthBands
+from pytest_layercheck.data.bands import DepthBands, layer_runs
 from pytest_layercheck.data.profile_data import INTACT, PRIMARY_METRIC, SuiteInfo
+from pytest_layercheck.data.statistics import mean
 from pytest_layercheck.evaluation.comparison import Tolerance, exact_mcnemar
 from pytest_layercheck.evaluation.profiler import (
     ProfileSettings,
@@ -58,7 +59,7 @@ def layer_span(layers: Sequence[int]) -> str:
     ordered = sorted(set(layers))
     if len(ordered) == 1:
         return f"layer {ordered[0]}"
-    runs = _runs(ordered)
+    runs = layer_runs(ordered)
     return "layers " + ", ".join(f"{r[0]}–{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
 
 
@@ -87,17 +88,6 @@ class LayerGroup:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "layers": list(self.layers), "kind": self.kind}
-
-
-def _runs(layers: Iterable[int]) -> list[tuple[int, ...]]:
-    """Split sorted indices into maximal contiguous runs: [3,4,5,9] -> [(3,4,5), (9,)]."""
-    runs: list[list[int]] = []
-    for index in sorted(set(layers)):
-        if runs and index == runs[-1][-1] + 1:
-            runs[-1].append(index)
-        else:
-            runs.append([index])
-    return [tuple(r) for r in runs]
 
 
 def parse_strategies(spec: str | Iterable[str]) -> tuple[str, ...]:
@@ -138,7 +128,7 @@ def layer_groups(
             if weights is None:
                 raise ConfigError("the 'changed' localisation strategy needs the weight deltas",
                                   "pass weights=weight_delta(base, candidate), or use bands/layers")
-            runs = _runs(weights.changed_layers(changed_fraction))
+            runs = layer_runs(weights.changed_layers(changed_fraction))
             groups += [LayerGroup(f"changed {layer_span(r)}", r, "changed") for r in runs]
             if len(runs) > 1:
                 union = tuple(i for r in runs for i in r)
@@ -300,10 +290,6 @@ def _paired(before: Sequence[float], after: Sequence[float]) -> tuple[int, int, 
     return fixed, broken, exact_mcnemar(broken, fixed)
 
 
-def _mean(values: Sequence[float]) -> float:
-    return sum(values) / len(values) if values else float("nan")
-
-
 # --------------------------------------------------------------------------------------------------
 # The measurement
 # --------------------------------------------------------------------------------------------------
@@ -442,7 +428,7 @@ def localise(
                 pair.append(outcomes if outcomes is not None else _intact(model, job, cache, settings))
                 done += 1
             candidate_outcomes[job.info.name] = pair[1]
-            b_acc, c_acc = _mean(pair[0]), _mean(pair[1])
+            b_acc, c_acc = mean(pair[0]), mean(pair[1])
             entries.append(SuiteLocalisation(
                 suite=job.info.name, capability=job.info.capability, protocol=job.info.protocol,
                 metric=job.metric, items=len(pair[0]), base=b_acc, candidate=c_acc,
@@ -459,7 +445,7 @@ def localise(
             for group, ablation in zip(group_list, ablations, strict=True):
                 outcomes = restored[ablation.key]
                 fixed, broken, p_value = _paired(before, outcomes)
-                accuracy = _mean(outcomes)
+                accuracy = mean(outcomes)
                 recovered = (accuracy - entry.candidate) / entry.loss if entry.loss > 0 else None
                 entry.restorations.append(Restoration(group, accuracy, recovered, fixed, broken, p_value, outcomes))
             done += 1

@@ -52,6 +52,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from pytest_layercheck.core.errors import ConfigError
+from pytest_layercheck.data.bands import format_layers
+from pytest_layercheck.data.statistics import mean
 from pytest_layercheck.evaluation.comparison import exact_mcnemar
 from pytest_layercheck.model.ablation import Ablation
 from pytest_layercheck.model.architecture import get_adapter
@@ -502,10 +504,10 @@ class CapabilityView:
 
     @property
     def intact_accuracy(self) -> float:
-        return _mean(self.intact)
+        return mean(self.intact)
 
     def accuracy(self, start: int) -> float:
-        return _mean(self.after[start])
+        return mean(self.after[start])
 
     def drop(self, start: int) -> float:
         """Accuracy lost by removing the block at ``start`` (positive = worse)."""
@@ -513,11 +515,7 @@ class CapabilityView:
 
     @property
     def bi_drop(self) -> float | None:
-        return None if self.bi_after is None else self.intact_accuracy - _mean(self.bi_after)
-
-
-def _mean(values: Sequence[float]) -> float:
-    return sum(values) / len(values) if values else float("nan")
+        return None if self.bi_after is None else self.intact_accuracy - mean(self.bi_after)
 
 
 @dataclass(frozen=True)
@@ -650,7 +648,7 @@ class RedundancyComparison:
 
 
 def _span(layers: Sequence[int]) -> str:
-    return f"L{layers[0]}" if len(layers) == 1 else f"L{layers[0]}-{layers[-1]}"
+    return format_layers(layers, prefix="L")
 
 
 def generation_candidates(result: RedundancyResult, count: int, must: Sequence[int] = ()) -> list[int]:

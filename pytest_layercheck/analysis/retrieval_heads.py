@@ -45,6 +45,7 @@ from torch import nn
 from pytest_layercheck.analysis.heads import _model_and_tokenizer, _resolve, deterministic
 from pytest_layercheck.core.errors import ConfigError, LayercheckError
 from pytest_layercheck.data.profile_data import PRIMARY_METRIC
+from pytest_layercheck.data.statistics import mean
 from pytest_layercheck.evaluation.comparison import exact_mcnemar
 from pytest_layercheck.loading import LoadedModel
 from pytest_layercheck.model.ablation import Ablation, ablate, eager_attention, mask_heads, original_layers
@@ -503,21 +504,17 @@ class MaskingComparison:
     #: Generated answers per condition ("intact", "top", "random"), for generation protocols.
     answers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
-    @staticmethod
-    def _mean(values: Sequence[float]) -> float:
-        return sum(values) / len(values) if values else float("nan")
-
     @property
     def intact_accuracy(self) -> float:
-        return self._mean(self.intact)
+        return mean(self.intact)
 
     @property
     def top_accuracy(self) -> float:
-        return self._mean(self.top_masked)
+        return mean(self.top_masked)
 
     @property
     def random_accuracy(self) -> float:
-        return self._mean(self.random_masked)
+        return mean(self.random_masked)
 
     @property
     def difference(self) -> float:

@@ -165,9 +165,9 @@ def _module_path(name: str) -> str:
 def _parameters(model: nn.Module) -> tuple[list[dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
     """(per-layer ``{name: tensor}``, ``{name: tensor}`` outside the layers); tied tensors once."""
     adapter = get_adapter(model)
-    layers = [dict(block.named_parameters()) for block in adapter.layers]
+    layers: list[dict[str, torch.Tensor]] = [dict(block.named_parameters()) for block in adapter.layers]
     in_layers = {id(p) for params in layers for p in params.values()}
-    outside = {name: p for name, p in unwrap_model(model).named_parameters() if id(p) not in in_layers}
+    outside: dict[str, torch.Tensor] = {name: p for name, p in unwrap_model(model).named_parameters() if id(p) not in in_layers}
     return layers, outside
 
 
@@ -176,7 +176,7 @@ def _check_same_layout(base: nn.Module, candidate: nn.Module, base_layers: list[
                        cand_out: dict[str, torch.Tensor]) -> None:
     """Raise ArchitectureMismatchError naming every difference that makes ΔW meaningless."""
     problems: list[str] = []
-    b_type, c_type = base.config.model_type, candidate.config.model_type
+    b_type, c_type = (getattr(model.config, "model_type", None) for model in (base, candidate))
     if b_type != c_type:
         problems.append(f"model family: base is {b_type!r}, candidate is {c_type!r}")
     if len(base_layers) != len(cand_layers):

@@ -177,3 +177,21 @@ def _validate(spec: BandSpec) -> tuple[tuple[str, float, float], ...]:
             fix=f"end the last band at 1, e.g. {_FORMAT}.",
         )
     return tuple(bands)
+
+
+def layer_runs(layers: Iterable[int]) -> list[tuple[int, ...]]:
+    """Sorted indices in maximal contiguous runs: [3, 4, 5, 9] -> [(3, 4, 5), (9,)]."""
+    runs: list[list[int]] = []
+    for index in sorted(set(layers)):
+        if runs and index == runs[-1][-1] + 1:
+            runs[-1].append(index)
+        else:
+            runs.append([index])
+    return [tuple(r) for r in runs]
+
+
+def format_layers(layers: Iterable[int], prefix: str = "") -> str:
+    """Layer indices as runs, the one short form of every table and message: (0, 1, 2, 3, 29) ->
+    ``0-3,29``; with ``prefix="L"``: ``L0-3,29``; no layers: ``""``."""
+    runs = layer_runs(layers)
+    return prefix + ",".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs) if runs else ""

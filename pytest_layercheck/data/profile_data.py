@@ -21,6 +21,7 @@ from pytest_layercheck.data.records import (  # noqa: F401 - re-exported: the pr
     Evaluation,
     SuiteInfo,
 )
+from pytest_layercheck.data.statistics import mean
 
 
 @dataclass
@@ -74,7 +75,7 @@ class DepthProfile:
                 # A band's drop is measured on the items the sweep scored, against the intact model's
                 # outcomes on those same items.
                 swept = intact.outcomes[metric][: len(info.swept_ids)]
-                swept_intact = sum(swept) / len(swept) if swept else float("nan")
+                swept_intact = mean(swept)
                 for band, layers in self.bands.items():
                     group = self.band_ablations(name, band)
                     if not group:
@@ -83,7 +84,7 @@ class DepthProfile:
                     worst_index = min(range(len(means)), key=means.__getitem__)
                     out.append(Cell(
                         name, info.capability, info.protocol, metric, band, tuple(layers),
-                        tuple(ev.ablation for ev in group), sum(means) / len(means), swept_intact,
+                        tuple(ev.ablation for ev in group), mean(means), swept_intact,
                         means[worst_index], group[worst_index].ablation,
                     ))
         return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
+from pytest_layercheck.data.statistics import mean
 from pytest_layercheck.suites.protocols import get_protocol, protocol_names
 
 SCHEMA_VERSION = 1
@@ -72,8 +73,7 @@ class Evaluation:
     outcomes: Mapping[str, tuple[float, ...]]
 
     def mean(self, metric: str) -> float:
-        values = self.outcomes[metric]
-        return sum(values) / len(values) if values else float("nan")
+        return mean(self.outcomes[metric])
 
 
 @dataclass(frozen=True)

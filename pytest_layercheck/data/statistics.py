@@ -336,3 +336,8 @@ __all__ = [
     "detection_power", "exact_mcnemar", "item_steps", "mean_difference_ci", "per_test_alpha",
     "sign_flip_null", "sign_flip_test",
 ]
+
+
+def mean(values: Sequence[float]) -> float:
+    """The arithmetic mean; NaN for no values (a cell with no items has no accuracy)."""
+    return sum(values) / len(values) if values else float("nan")

@@ -54,13 +54,13 @@ from pytest_layercheck.data.statistics import (
     per_test_alpha,
     sign_flip_test,
 )
+from pytest_layercheck.evaluation.baseline import UPDATE_FLAG
 
 Status = Literal["ok", "changed", "regressed", "improved"]
 
 DEFAULT_ALPHA = 0.05
 #: A significant drop fails only when it is at least this share of the tolerance (see the module doc).
 EFFECT_FLOOR = 0.5
-UPDATE_FLAG = "--layercheck-update"
 ALLOW_PRECISION_FLAG = "--layercheck-allow-precision-mismatch"
 #: Float slack so that a drop of exactly the tolerance (0.62 - 0.57) is not "beyond" it.
 _EPS = 1e-9

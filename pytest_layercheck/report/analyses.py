@@ -15,6 +15,7 @@ from rich.console import Group, RenderableType
 from rich.text import Text
 from tabulate import tabulate
 
+from pytest_layercheck.data.bands import format_layers
 from pytest_layercheck.report.format import finite, fmt_p, fmt_value, json_text, render_text  # noqa: F401 - re-exported for callers of this module
 from pytest_layercheck.report.terminal import fitted_rows
 
@@ -35,15 +36,6 @@ def _signed(value: float) -> str:
 
 def _interval(low: float, high: float) -> str:
     return f"[{low:.2f}, {high:.2f}]" if math.isfinite(low) and math.isfinite(high) else ""
-
-
-def _span(layers: Sequence[int]) -> str:
-    if not layers:
-        return ""
-    ordered = sorted(layers)
-    if ordered == list(range(ordered[0], ordered[-1] + 1)):
-        return f"L{ordered[0]}" if len(ordered) == 1 else f"L{ordered[0]}-{ordered[-1]}"
-    return "L" + ",".join(map(str, ordered))
 
 
 def _rich(title: str, rows: Rows, caption: str | None = None, lead: int = 1) -> RenderableType:
@@ -72,7 +64,7 @@ def redundancy_rows(result: RedundancyResult) -> Rows:
         notes = []
         has_distance = layer < len(result.distances)
         if layer == result.best_start:
-            notes.append(f"most prunable block {_span(result.suggested)}")
+            notes.append(f"most prunable block {span(result.suggested)}")
         if has_distance and layer not in result.eligible:
             notes.append("block holds the last layer: never suggested")
         if layer in picked:
@@ -91,16 +83,16 @@ def redundancy_title(result: RedundancyResult) -> str:
 
 
 def redundancy_caption(result: RedundancyResult) -> str:
-    return (f"Angular distance picks {_span(result.suggested)} (d = {result.best_distance:.3f}); "
-            f"the {result.block} lowest-BI layers are {_span(result.bi_suggested)}. "
+    return (f"Angular distance picks {span(result.suggested)} (d = {result.best_distance:.3f}); "
+            f"the {result.block} lowest-BI layers are {span(result.bi_suggested)}. "
             "d is measured on the last real token at each layer's input; the block must end before the last layer.")
 
 
 def comparison_rows(comparison: RedundancyComparison) -> Rows:
     """One row per capability view: the metric's pick beside the least harmful evaluated block."""
     r = comparison.result
-    headers = ["capability (protocol)", "items", "intact", f"w/o {_span(r.suggested)}", "rank",
-               "least harmful", "Spearman", f"w/o BI {_span(r.bi_suggested)}", "verdict"]
+    headers = ["capability (protocol)", "items", "intact", f"w/o {span(r.suggested)}", "rank",
+               "least harmful", "Spearman", f"w/o BI {span(r.bi_suggested)}", "verdict"]
     body = []
     for v in comparison.verdicts:
         view = v.view
@@ -108,7 +100,7 @@ def comparison_rows(comparison: RedundancyComparison) -> Rows:
         body.append([
             f"{view.label} {view.metric}", str(view.items), fmt_value(view.intact_accuracy),
             fmt_value(view.accuracy(v.suggested)), f"{v.rank}/{v.evaluated}",
-            f"{_span(r.block_layers(v.least_harmful))}: {fmt_value(view.accuracy(v.least_harmful))}",
+            f"{span(r.block_layers(v.least_harmful))}: {fmt_value(view.accuracy(v.least_harmful))}",
             f"{v.spearman:+.2f}" if math.isfinite(v.spearman) else "n/a", bi,
             v.status if v.agrees else f"{v.status} (p={fmt_p(v.p_value)})",
         ])  # fmt: skip
@@ -228,3 +220,7 @@ def transfer_renderable(results: Sequence[TransferStability], by_domain: bool = 
 
 def transfer_markdown(results: Sequence[TransferStability], by_domain: bool = False) -> str:
     return f"### {transfer_title(results)}\n\n{_markdown(transfer_rows(results, by_domain))}\n"
+
+
+def span(layers: Sequence[int]) -> str:
+    return format_layers(layers, prefix="L")

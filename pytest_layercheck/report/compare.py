@@ -8,19 +8,18 @@ dropped suite, then the verdict).
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from rich.console import Console, Group, RenderableType
+from rich.console import Group, RenderableType
 from rich.text import Text
 from tabulate import tabulate
 
 from pytest_layercheck.analysis.compare import ModelComparison
 from pytest_layercheck.analysis.localise import SuiteLocalisation
 from pytest_layercheck.analysis.weight_delta import ModuleDelta, WeightDelta
-from pytest_layercheck.report.format import fingerprint_text, fmt_p
+from pytest_layercheck.report.format import fingerprint_text, fmt_p, render_text
 from pytest_layercheck.report.markdown import render_markdown
 from pytest_layercheck.report.terminal import Fitting, fitted_rows, records, rows_table, terminal_renderable
 
@@ -185,10 +184,7 @@ def compare_renderable(result: ModelComparison) -> RenderableType:
 
 def render_compare_terminal(result: ModelComparison, *, width: int = 120, color: bool = False) -> str:
     """The comparison as text (ANSI colours only when ``color``)."""
-    console = Console(record=True, width=width, file=io.StringIO(), force_terminal=color, no_color=not color,
-                      color_system="standard" if color else None, highlight=False)
-    console.print(compare_renderable(result))
-    return console.export_text(styles=color)
+    return render_text(compare_renderable(result), width, color)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from rich.console import Console, ConsoleOptions, RenderResult
 from rich.text import Text
 
 from pytest_layercheck.data.profile_data import INTACT, DepthProfile, Evaluation
+from pytest_layercheck.data.statistics import mean
 
 #: Glyphs of a profile strip, lowest to highest (eight levels).
 RAMP = "▁▂▃▄▅▆▇█"
@@ -44,10 +45,6 @@ def nice_scale(peak: float) -> float:
 
 
 # ------------------------------------------------------------------------------------------ data
-def _mean(values: Sequence[float]) -> float:
-    return sum(values) / len(values) if values else math.nan
-
-
 def suite_metric(profile: DepthProfile, suite: str, metrics: Sequence[str] | None = None) -> str:
     """The first of ``metrics`` the suite has, else its primary metric."""
     outcomes = profile.evaluation(suite).outcomes
@@ -75,10 +72,10 @@ def layer_values(profile: DepthProfile, suite: str, metric: str) -> tuple[dict[i
     pooled: dict[int, list[tuple[float, float]]] = {}
     for ev in chosen:
         values = ev.outcomes[metric]
-        pair = (_mean(values), _mean(intact[:len(values)]))
+        pair = (mean(values), mean(intact[:len(values)]))
         for layer in ev.removed_layers:
             pooled.setdefault(layer, []).append(pair)
-    out = {layer: (_mean([p[0] for p in pairs]), _mean([p[1] for p in pairs])) for layer, pairs in pooled.items()}
+    out = {layer: (mean([p[0] for p in pairs]), mean([p[1] for p in pairs])) for layer, pairs in pooled.items()}
     return out, bool(single) or not evaluations
 
 

@@ -10,6 +10,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from pytest_layercheck.data.bands import format_layers
 from pytest_layercheck.data.profile_data import INTACT, DepthProfile
 from pytest_layercheck.evaluation.comparison import CellComparison, ProfileComparison
 from pytest_layercheck.evaluation.describe import (  # noqa: F401 - the renderers' shared vocabulary
@@ -28,23 +29,13 @@ LEGEND = (f"{FAIL_MARK} fails (a significant drop of at least half the tolerance
           "not significant · ↑ improved")
 
 
-def fmt_layers(layers: Sequence[int]) -> str:
-    """``L0-3`` for a contiguous run, ``L0,2,5`` otherwise."""
-    if not layers:
-        return ""
-    ordered = sorted(layers)
-    if ordered == list(range(ordered[0], ordered[-1] + 1)) and len(ordered) > 1:
-        return f"L{ordered[0]}-{ordered[-1]}"
-    return "L" + ",".join(str(i) for i in ordered)
-
-
 def band_order(profile: DepthProfile) -> list[str]:
     """Columns of every table: intact first, then the bands in the profile's (shallow-to-deep) order."""
     return [INTACT, *profile.bands]
 
 
 def band_header(profile: DepthProfile, band: str) -> str:
-    return band if band == INTACT else f"{band} ({fmt_layers(profile.bands[band])})"
+    return band if band == INTACT else f"{band} ({format_layers(profile.bands[band], prefix='L')})"
 
 
 def marker(cell: CellComparison) -> str:
@@ -97,16 +88,17 @@ def criteria_text(comparison: ProfileComparison) -> str:
     return comparison.criteria()
 
 
-def render_text(renderable: Any, width: int = 120) -> str:
-    """A rich renderable as plain text: for tests, logs, files and pytest's terminal summary."""
+def render_text(renderable: Any, width: int = 120, color: bool = False) -> str:
+    """A rich renderable as text for tests, logs, files and pytest's terminal summary; ANSI colours
+    only when ``color``."""
     import io
 
     from rich.console import Console
 
-    console = Console(record=True, width=width, file=io.StringIO(), force_terminal=False, no_color=True,
-                      highlight=False)
+    console = Console(record=True, width=width, file=io.StringIO(), force_terminal=color, no_color=not color,
+                      color_system="standard" if color else None, highlight=False)
     console.print(renderable)
-    return console.export_text()
+    return console.export_text(styles=color)
 
 
 def finite(value: Any) -> Any:

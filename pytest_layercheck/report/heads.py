@@ -15,8 +15,9 @@ from rich.table import Table
 from rich.text import Text
 from tabulate import tabulate
 
-from pytest_layercheck.analysis.heads import HeadImportance, format_layers
+from pytest_layercheck.analysis.heads import HeadImportance
 from pytest_layercheck.analysis.retrieval_heads import MaskingComparison, RetrievalHeads
+from pytest_layercheck.data.bands import format_layers
 from pytest_layercheck.report.format import render_text  # noqa: F401 - re-exported for callers of this module
 from pytest_layercheck.report.terminal import Fitting, fitted_rows
 

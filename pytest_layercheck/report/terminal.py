@@ -6,7 +6,6 @@ and, against a baseline, the per-cell evidence table, a strip of where it moved,
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Callable, Sequence
 from typing import TypedDict
@@ -29,6 +28,7 @@ from pytest_layercheck.report.format import (
     fmt_delta,
     fmt_p,
     marker,
+    render_text,
     status_line,
     title_text,
 )
@@ -288,7 +288,5 @@ def render_terminal(profile: DepthProfile, comparison: ProfileComparison | None 
 
     Without colour every strip still reads: heights, ``▲``/``▼`` rows, ``·`` and ``│`` carry the meaning.
     """
-    console = Console(record=True, width=width, file=io.StringIO(), force_terminal=color,
-                      no_color=not color, color_system="standard" if color else None, highlight=False)
-    console.print(terminal_renderable(profile, comparison, metrics, baseline=baseline, strip=strip))
-    return console.export_text(styles=color)
+    return render_text(terminal_renderable(profile, comparison, metrics, baseline=baseline, strip=strip), width,
+                       color)

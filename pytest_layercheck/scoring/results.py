@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pytest_layercheck.data.statistics import mean
+
 
 @dataclass(frozen=True)
 class ItemOutcome:
@@ -38,10 +40,6 @@ class ProtocolResult:
 
     def stderr(self, metric: str) -> float:
         return standard_error(self.values(metric))
-
-
-def mean(values: Sequence[float]) -> float:
-    return sum(values) / len(values) if values else float("nan")
 
 
 def standard_error(values: Sequence[float]) -> float:
