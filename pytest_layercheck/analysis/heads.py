@@ -398,7 +398,7 @@ def head_importance(
         model=name,
         suite=limited.name,
         protocol=protocol,
-        metric=metric,  # type: ignore[arg-type]
+        metric=metric,
         mode=mode,
         gqa=gqa,
         layers=chosen,
