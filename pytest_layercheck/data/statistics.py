@@ -41,11 +41,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from statistics import NormalDist
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 
 Correction = Literal["holm", "bonferroni", "none"]
+#: Per-item values: a sequence of floats or a float array.
+ItemValues = Sequence[float] | npt.NDArray[np.floating[Any]]
 CORRECTIONS: tuple[str, ...] = ("holm", "bonferroni", "none")
 DEFAULT_CORRECTION: Correction = "holm"
 #: Power at which ``detectable_drop`` is quoted.
@@ -233,7 +236,7 @@ def per_test_alpha(alpha: float, family: int, correction: str = DEFAULT_CORRECTI
 
 
 # --------------------------------------------------------------------------- power
-def detection_power(item_means: Sequence[float], ablations: int, drop: float, alpha: float,
+def detection_power(item_means: ItemValues, ablations: int, drop: float, alpha: float,
                     flip_rate: float = DEFAULT_FLIP_RATE) -> float:
     """Power of the one-sided item-level test at level ``alpha`` against a true mean ``drop``.
 
@@ -312,7 +315,7 @@ def _sign_flip_power(k: np.ndarray, m: int, q: float, down: float, up: float, al
     return NormalDist().cdf(margin / alt_sd)
 
 
-def detectable_drop(item_means: Sequence[float], ablations: int, alpha: float, power: float = DEFAULT_POWER,
+def detectable_drop(item_means: ItemValues, ablations: int, alpha: float, power: float = DEFAULT_POWER,
                     flip_rate: float = DEFAULT_FLIP_RATE) -> float:
     """The smallest true drop the one-sided test at ``alpha`` detects with ``power``; ``inf`` if none can
     be (the whole baseline accuracy ``ā`` lost is the largest drop there is)."""

@@ -50,9 +50,10 @@ class SaveResult:
 def summarize_saves(results: Iterable[SaveResult]) -> str:
     """``"1 baseline written, 2 updated, 3 unchanged"`` (empty string when nothing was saved)."""
     counts = Counter(r.status for r in results)
-    parts = [f"{counts[s]} {s}" for s in ("written", "updated", "unchanged") if counts[s]]
+    statuses: tuple[SaveStatus, ...] = ("written", "updated", "unchanged")
+    parts = [f"{counts[s]} {s}" for s in statuses if counts[s]]
     if parts:
-        first = next(s for s in ("written", "updated", "unchanged") if counts[s])
+        first = next(s for s in statuses if counts[s])
         parts[0] = f"{counts[first]} baseline{'' if counts[first] == 1 else 's'} {first}"
     return ", ".join(parts)
 

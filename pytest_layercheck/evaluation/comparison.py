@@ -493,10 +493,11 @@ def _paired_cells(baseline: DepthProfile, current: DepthProfile, suite: str, met
             keys.extend(new_keys)
     out = []
     for band, layers, keys in groups:
-        sides = [[_outcomes(profile, suite, key, metric) for key in keys] for profile in (baseline, current)]
-        if not keys or any(v is None for side in sides for v in side):
+        found = [[_outcomes(profile, suite, key, metric) for key in keys] for profile in (baseline, current)]
+        sides = [[v for v in side if v is not None] for side in found]
+        if not keys or any(len(side) < len(keys) for side in sides):  # a key without outcomes on either side
             continue
-        lengths = {len(v) for side in sides for v in side}  # type: ignore[arg-type]
+        lengths = {len(v) for side in sides for v in side}
         n = min(lengths)
         if len(lengths) > 1 and band != INTACT:
             warnings.append(f"{suite}/{band} {metric}: the runs scored different numbers of items under the "
