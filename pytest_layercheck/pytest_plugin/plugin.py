@@ -19,7 +19,7 @@ import pytest
 from pytest_layercheck.core.errors import LayercheckError
 from pytest_layercheck.evaluation.checks import CellCheck
 from pytest_layercheck.evaluation.options import MODEL, PROFILE, VERDICT, Option, add_pytest_options
-from pytest_layercheck.model.ablation import Ablation, ablate
+from pytest_layercheck.model.ablation import Ablation, HeadMode, ablate
 from pytest_layercheck.pytest_plugin.checking import SESSION_KEY, assert_check, guard, session_of
 from pytest_layercheck.pytest_plugin.session import LayercheckSession, SessionOptions
 from pytest_layercheck.pytest_plugin.yaml_checks import collect_yaml_checks, is_check_file
@@ -116,7 +116,7 @@ def layercheck_ablate(layercheck_model: Any) -> Callable[..., contextlib.Abstrac
         skip: Any = (),
         band: str | None = None,
         heads: dict[int, Any] | None = None,
-        head_mode: str = "zero",
+        head_mode: HeadMode = "zero",
         swap: Any = (),
         donor: Any = None,
     ) -> contextlib.AbstractContextManager[Any]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
@@ -28,6 +28,9 @@ import yaml
 from pytest_layercheck.core.errors import ConfigError, LayercheckError
 from pytest_layercheck.evaluation.checks import CellCheck
 from pytest_layercheck.pytest_plugin.checking import SESSION_KEY, assert_check
+
+if TYPE_CHECKING:
+    from _pytest._code.code import TerminalRepr  # pytest does not export it; Item.repr_failure returns it
 
 
 def is_check_file(path: Path, patterns: Iterable[str]) -> bool:
@@ -88,7 +91,7 @@ class YamlCheckItem(pytest.Item):
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.path, self.line - 1, f"layercheck: {self.name} ({self.check.label})"
 
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str | TerminalRepr:
         if isinstance(excinfo.value, LayercheckError):
             return str(excinfo.value)
         return str(excinfo.value) if excinfo.errisinstance(pytest.fail.Exception) else super().repr_failure(excinfo)
