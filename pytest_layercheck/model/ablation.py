@@ -537,8 +537,8 @@ class Ablation:
 
     skip: tuple[int, ...] = ()
     heads: tuple[tuple[int, tuple[int, ...]], ...] = ()
-    head_mode: str = "zero"
-    gqa: str = "query"
+    head_mode: HeadMode = "zero"
+    gqa: GqaMode = "query"
     swap: tuple[tuple[int, int], ...] = ()
 
     def __post_init__(self) -> None:
@@ -622,7 +622,7 @@ def ablate(model: nn.Module, ablation: Ablation, donor: nn.Module | None = None)
             stack.enter_context(swap_layers(model, donor, ablation.swap))
         if ablation.heads:
             stack.enter_context(
-                mask_heads(model, ablation.heads, mode=ablation.head_mode, gqa=ablation.gqa)  # type: ignore[arg-type]
+                mask_heads(model, ablation.heads, mode=ablation.head_mode, gqa=ablation.gqa)
             )
         if ablation.skip:
             stack.enter_context(skip_layers(model, ablation.skip))
