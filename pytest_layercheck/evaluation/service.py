@@ -45,8 +45,9 @@ def evaluate_ablations(
     """
     keys = [INTACT, *(a.key for a in ablations)]
     total = len(keys)
-    use_cache = cache is not None and identity is not None
-    found: dict[str, Evaluation | None] = {k: cache.get(identity(k)) if use_cache else None for k in keys}  # type: ignore[union-attr,misc]
+    found: dict[str, Evaluation | None] = {
+        k: cache.get(identity(k)) if cache is not None and identity is not None else None for k in keys
+    }
     missing = [a for a in ablations if found[a.key] is None]
     if found[INTACT] is None or missing:
         tokenised = prepared() if prepared is not None else prepare(suite, info.protocol, tokenizer, max_length=max_length)
@@ -60,12 +61,18 @@ def evaluate_ablations(
         for ablation, result in [(Ablation(), intact), *zip(missing, results)]:
             key = ablation.key if not ablation.is_intact else INTACT
             if found[key] is None:
-                found[key] = to_evaluation(result, info, key, ablation.skip)
-                if use_cache:
-                    cache.put(identity(key), found[key])  # type: ignore[union-attr,misc,arg-type]
+                evaluation = to_evaluation(result, info, key, ablation.skip)
+                found[key] = evaluation
+                if cache is not None and identity is not None:
+                    cache.put(identity(key), evaluation)
     if progress:
         progress(total, total)
-    return [found[k] for k in keys]  # type: ignore[misc]
+    evaluations: list[Evaluation] = []
+    for key in keys:
+        found_evaluation = found[key]
+        assert found_evaluation is not None, f"no evaluation of {key}: neither cached nor computed"
+        evaluations.append(found_evaluation)
+    return evaluations
 
 
 def to_evaluation(result: ProtocolResult, info: SuiteInfo, key: str, removed: Sequence[int]) -> Evaluation:
