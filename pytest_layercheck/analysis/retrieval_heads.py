@@ -251,7 +251,7 @@ class _ArgmaxRecorder:
         missing = [i for i, t in enumerate(self.current) if t is None]
         if missing:
             raise LayercheckError(f"no attention recorded for layers {missing}", "please report it")
-        self.steps.append(torch.stack(self.current))  # type: ignore[arg-type]
+        self.steps.append(torch.stack([t for t in self.current if t is not None]))  # none is, checked above
         self.current = [None] * len(self.attentions)
 
 
