@@ -112,11 +112,11 @@ class _Marked:
         return self.lines.get(key, self.line)
 
 
-class _MarkedDict(dict, _Marked):  # type: ignore[type-arg]
+class _MarkedDict(dict[Any, Any], _Marked):
     pass
 
 
-class _MarkedList(list, _Marked):  # type: ignore[type-arg]
+class _MarkedList(list[Any], _Marked):
     pass
 
 
@@ -413,7 +413,7 @@ class _Fields:
                 for k, v in pairs:
                     check(
                         v,
-                        node.line_of(k),
+                        node.line_of(k) if isinstance(node, _Marked) else line,
                         f"{trail}.{k}" if isinstance(node, dict) else f"{trail}[{k}]",
                     )
             elif (node is not None and not isinstance(node, (str, int, float, bool))) or (
@@ -657,7 +657,7 @@ class _SuiteBuilder:
                     f"field 'target' is missing but protocol '{protocol}' needs an answer",
                     f"add 'target: ...', or remove '{protocol}' from 'protocols'",
                 )
-            if spec.generates and (stops := [s for s in settings.until if s in answer]):
+            if spec.generates and answer is not None and (stops := [s for s in settings.until if s in answer]):
                 problem = (
                     f"the answer {answer!r} contains the stop string {stops[0]!r} of "
                     f"{protocol}, so generation can never produce it"
