@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -23,6 +23,13 @@ from pytest_layercheck.model.ablation import Ablation, HeadMode, ablate
 from pytest_layercheck.pytest_plugin.checking import SESSION_KEY, assert_check, guard, session_of
 from pytest_layercheck.pytest_plugin.session import LayercheckSession, SessionOptions
 from pytest_layercheck.pytest_plugin.yaml_checks import collect_yaml_checks, is_check_file
+
+if TYPE_CHECKING:
+    from pytest_layercheck.data.profile_data import DepthProfile
+    from pytest_layercheck.loading import LoadedModel
+    from pytest_layercheck.pytest_plugin.session_analyses import SessionAnalyses
+    from pytest_layercheck.suites.schema import Suite
+
 
 #: The plugin's own settings; those the ``layercheck`` command shares come from evaluation.options.
 PLUGIN_OPTIONS = (
@@ -93,13 +100,13 @@ def layercheck_session(pytestconfig: pytest.Config) -> LayercheckSession:
 
 
 @pytest.fixture(scope="session")
-def layercheck_model(layercheck_session: LayercheckSession) -> Any:
+def layercheck_model(layercheck_session: LayercheckSession) -> LoadedModel:
     """The model under test (``LoadedModel``), loaded once per session on CUDA if present, else CPU."""
     return guard(layercheck_session.model)
 
 
 @pytest.fixture(scope="session")
-def layercheck_reference_model(layercheck_session: LayercheckSession) -> Any:
+def layercheck_reference_model(layercheck_session: LayercheckSession) -> LoadedModel:
     """The reference model from ``--layercheck-reference``; skips the test when none is configured."""
     if not layercheck_session.options.reference:
         pytest.skip("no reference model configured (--layercheck-reference)")
@@ -107,19 +114,19 @@ def layercheck_reference_model(layercheck_session: LayercheckSession) -> Any:
 
 
 @pytest.fixture
-def layercheck_ablate(layercheck_model: Any) -> Callable[..., contextlib.AbstractContextManager[Any]]:
+def layercheck_ablate(layercheck_model: LoadedModel) -> Callable[..., contextlib.AbstractContextManager[LoadedModel]]:
     """Factory of ablation contexts on the session model: ``with layercheck_ablate(band="deep"): ...``."""
     from pytest_layercheck.data.bands import DepthBands
     from pytest_layercheck.model.architecture import get_adapter
 
     def factory(
-        skip: Any = (),
+        skip: Iterable[int] = (),
         band: str | None = None,
-        heads: dict[int, Any] | None = None,
+        heads: Mapping[int, Iterable[int]] | None = None,
         head_mode: HeadMode = "zero",
-        swap: Any = (),
-        donor: Any = None,
-    ) -> contextlib.AbstractContextManager[Any]:
+        swap: Iterable[int] = (),
+        donor: LoadedModel | Any = None,
+    ) -> contextlib.AbstractContextManager[LoadedModel]:
         layers = tuple(skip)
         if band is not None:
             num_layers = get_adapter(layercheck_model.model).num_layers
@@ -132,36 +139,36 @@ def layercheck_ablate(layercheck_model: Any) -> Callable[..., contextlib.Abstrac
 
 
 @contextlib.contextmanager
-def _model_context(loaded: Any, ablation: Ablation, donor: Any) -> Iterator[Any]:
+def _model_context(loaded: LoadedModel, ablation: Ablation, donor: Any) -> Iterator[LoadedModel]:
     with ablate(loaded.model, ablation, donor=donor):
         yield loaded
 
 
 @pytest.fixture(scope="session")
-def layercheck_suite() -> Callable[..., Any]:
+def layercheck_suite() -> Callable[..., Suite]:
     """Suite loader: ``layercheck_suite("knowledge", limit=20)`` or a path to a YAML suite."""
     from pytest_layercheck.suites.builtin import resolve_suite
 
-    def load(name_or_path: str, limit: int | None = None) -> Any:
+    def load(name_or_path: str, limit: int | None = None) -> Suite:
         return resolve_suite(name_or_path).limited(limit)
 
     return load
 
 
 @pytest.fixture(scope="session")
-def layercheck_profile(layercheck_session: LayercheckSession) -> Any:
+def layercheck_profile(layercheck_session: LayercheckSession) -> DepthProfile:
     """The session's depth profile (``DepthProfile``), computed once and shared by every test."""
     return guard(lambda: layercheck_session.profile)
 
 
 @pytest.fixture(scope="session")
-def layercheck_baseline(layercheck_session: LayercheckSession) -> Any:
+def layercheck_baseline(layercheck_session: LayercheckSession) -> DepthProfile:
     """The stored baseline profile; fails with the fix when it is missing or incompatible."""
     return guard(lambda: layercheck_session.baseline)
 
 
 @pytest.fixture(scope="session")
-def layercheck_analyses(layercheck_session: LayercheckSession) -> Any:
+def layercheck_analyses(layercheck_session: LayercheckSession) -> SessionAnalyses:
     """Analyses of the session model: ``.heads()``, ``.retrieval_heads()``, ``.masking(k)``,
     ``.redundancy()``, ``.thinking()``, ``.transfer()`` and ``.compare()`` (against the reference);
     each computed once per argument set."""
