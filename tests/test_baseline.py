@@ -85,6 +85,14 @@ def test_a_partial_update_merges_and_keeps_the_other_suites(store: BaselineStore
     assert set(stored.suites) == set(full.suites)
     other = next(n for n in full.suites if n != "knowledge")
     assert stored.evaluation(other).outcomes == full.evaluation(other).outcomes
+    assert list(stored.suites) == list(full.suites)  # the stored order is kept
+    # Re-recording one suite as it was changes nothing, byte for byte.
+    before = store.path_for(NAME).read_bytes()
+    same = make_profile(flip={("knowledge", "intact"): 2})
+    same.suites = {"knowledge": same.suites["knowledge"]}
+    same.evaluations = {k: v for k, v in same.evaluations.items() if k[0] == "knowledge"}
+    assert store.save(same, NAME).status == "unchanged"
+    assert store.path_for(NAME).read_bytes() == before
 
 
 def test_a_partial_update_from_other_weights_is_refused(store: BaselineStore) -> None:

@@ -182,12 +182,14 @@ def merge_profiles(old: DepthProfile, new: DepthProfile) -> DepthProfile:
                 f"its {', '.join(differences)} differ from this run's",
                 f"re-record every suite in one run (add {','.join(kept)} to the suites), or delete the old file",
             )
+    # The stored order first (it orders tables and cells), new suites after it.
+    suites = {name: new.suites.get(name, info) for name, info in old.suites.items()}
+    suites.update(new.suites)
     settings = dict(new.settings)
     for key in ("limit", "sweep_limit"):
         before, after = old.settings.get(key), new.settings.get(key)
         if kept and isinstance(before, dict) and isinstance(after, dict):
-            settings[key] = {**{name: before[name] for name in kept if name in before}, **after}
-    suites = {**{name: old.suites[name] for name in kept}, **new.suites}
+            settings[key] = {name: after.get(name, before.get(name)) for name in suites if name in after or name in before}
     evaluations = {key: ev for key, ev in old.evaluations.items() if key[0] in kept}
     evaluations.update(new.evaluations)
     return DepthProfile(model=dict(new.model), environment=dict(new.environment), settings=settings,
