@@ -361,8 +361,8 @@ def _advance(adapter: ArchitectureAdapter, streams: Sequence[_Stream], calls: Se
     layer's cache at a time. Returns each stream's final hidden state, per call.
     """
     hidden: list[dict[int, torch.Tensor]] = [{} for _ in calls]
-    memo: dict[tuple[int, int], Any] = {}
     for layer in range(len(calls[0])):
+        memo: dict[tuple[int, int], Any] = {}  # tiled masks/positions, shared by the layer's groups
         for c, call in enumerate(calls):
             for stream in streams:
                 if stream.start == layer:
