@@ -10,11 +10,18 @@ machines are often shared, so the thread count is chosen by measurement, not by 
 2. An explicit ``OMP_NUM_THREADS`` is the user's choice and is kept.
 3. Otherwise the usable cores are those of the process's CPU affinity, capped by a cgroup CPU
    quota (containers). With one usable core the answer is 1.
-4. With more, a short calibration times a matmul of the shape scoring runs (2048 tokens × 576 →
+4. Cores other processes keep busy are not counted: the usable cores less the 1-minute load
+   average (rounded), at least 1. A load average of 1 on 2 cores means 1 thread, without measuring.
+5. With more left, a short calibration times a matmul of the shape scoring runs (2048 tokens × 576 →
    1536, float32) with 1 thread and with every usable core, alternating, best of a few runs
    (about 0.3 s in all). More threads are kept only when they are at least ``MIN_GAIN`` per extra
    thread faster: on a shared core the extra thread gains little (and the spin-waiting costs much
    more across a whole profile than the calibration shows), so near-ties go to 1 thread.
+
+The choice is made once, at the start: the stakes are asymmetric (on 2 cores a second thread
+saves at most about a third of the time on a quiet machine, and cost 3.4× in a side-by-side run
+when another process took a core mid-run), so a machine that is busy on average gets 1 thread even
+when the calibration catches a quiet moment. ``LAYERCHECK_THREADS`` overrides all of this.
 
 OpenMP reads its wait policy once, when the runtime starts (in practice at ``import torch``).
 :func:`configure_threads` sets ``OMP_WAIT_POLICY=PASSIVE`` when it is unset and torch is not
@@ -55,13 +62,17 @@ class ThreadChoice:
     cores: int
     timings: dict[int, float] | None = None
     wait_policy: str | None = None
+    load: float | None = None
 
     def describe(self) -> str:
         text = f"{self.threads} torch thread{'s' if self.threads != 1 else ''} ({self.source}"
         if self.timings:
             text += ", " + ", ".join(f"{t} thread{'s' if t != 1 else ''}: {s * 1e3:.0f} ms"
                                      for t, s in sorted(self.timings.items()))
-        text += f"; {self.cores} usable core{'s' if self.cores != 1 else ''})"
+        text += f"; {self.cores} usable core{'s' if self.cores != 1 else ''}"
+        if self.load is not None:
+            text += f", load average {self.load:.1f}"
+        text += ")"
         if self.wait_policy:
             text += f"; OMP_WAIT_POLICY={self.wait_policy}"
         return text
@@ -156,10 +167,24 @@ def choose_threads(environ: dict[str, str] | None = None, measure: bool = True) 
     omp = env.get("OMP_NUM_THREADS", "").strip()
     if omp.isdigit() and int(omp) > 0:
         return ThreadChoice(int(omp), "OMP_NUM_THREADS", cores)
-    if cores == 1 or not measure:
-        return ThreadChoice(1 if cores == 1 else cores, "single core" if cores == 1 else "usable cores", cores)
-    timings = calibrate((1, cores))
-    return ThreadChoice(pick(timings), "measured", cores, timings)
+    if cores == 1:
+        return ThreadChoice(1, "single core", cores)
+    load = load_average()
+    free = max(1, cores - round(load)) if load is not None else cores
+    if free == 1:
+        return ThreadChoice(1, "cores busy", cores, load=load)
+    if not measure:
+        return ThreadChoice(free, "free cores", cores, load=load)
+    timings = calibrate((1, free))
+    return ThreadChoice(pick(timings), "measured", cores, timings, load=load)
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (runnable processes), None where the system has none."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
 
 
 _CHOSEN: ThreadChoice | None = None
@@ -181,5 +206,5 @@ def configure_threads(force: bool = False) -> ThreadChoice:
 
     choice = choose_threads()
     torch.set_num_threads(choice.threads)
-    _CHOSEN = ThreadChoice(choice.threads, choice.source, choice.cores, choice.timings, policy)
+    _CHOSEN = ThreadChoice(choice.threads, choice.source, choice.cores, choice.timings, policy, choice.load)
     return _CHOSEN

@@ -46,10 +46,32 @@ def test_more_threads_only_when_they_pay(timings: dict[int, float], expected: in
 
 def test_a_busy_core_measured_gives_one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    monkeypatch.setattr(threads, "load_average", lambda: 0.2)
     monkeypatch.setattr(threads, "calibrate", lambda counts: {1: 0.030, 2: 0.029})
     choice = threads.choose_threads({})
     assert (choice.threads, choice.source, choice.timings) == (1, "measured", {1: 0.030, 2: 0.029})
-    assert "1 torch thread (measured, 1 thread: 30 ms, 2 threads: 29 ms; 2 usable cores)" == choice.describe()
+    assert choice.describe() == ("1 torch thread (measured, 1 thread: 30 ms, 2 threads: 29 ms; "
+                                 "2 usable cores, load average 0.2)")
+
+
+def test_a_quiet_machine_measured_gives_every_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    monkeypatch.setattr(threads, "load_average", lambda: 0.3)
+    monkeypatch.setattr(threads, "calibrate", lambda counts: {1: 0.040, 2: 0.021})
+    assert threads.choose_threads({}).threads == 2
+
+
+@pytest.mark.parametrize(("cores", "load", "calibrated"), [(2, 1.0, None), (2, 3.9, None), (8, 6.2, 2)])
+def test_cores_other_processes_keep_busy_are_not_used(monkeypatch: pytest.MonkeyPatch, cores: int, load: float,
+                                                      calibrated: int | None) -> None:
+    """A quiet moment in the calibration does not outvote a load average that says the cores are taken."""
+    measured: list[tuple[int, ...]] = []
+    monkeypatch.setattr(threads, "usable_cores", lambda: cores)
+    monkeypatch.setattr(threads, "load_average", lambda: load)
+    monkeypatch.setattr(threads, "calibrate", lambda counts: measured.append(counts) or {c: 0.04 / c for c in counts})
+    choice = threads.choose_threads({})
+    assert choice.threads == (calibrated or 1)
+    assert measured == ([(1, calibrated)] if calibrated else [])
 
 
 def test_calibration_times_each_count_and_restores_torch() -> None:
