@@ -34,14 +34,15 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from tabulate import tabulate
 
-from pytest_layercheck.ablation import Ablation, ablate
-from pytest_layercheck.bands import DepthBands
-from pytest_layercheck.loading import LoadedModel, load_model
-from pytest_layercheck.profiler import DEFAULT_LIMITS
+from pytest_layercheck.data.bands import DepthBands
+from pytest_layercheck.evaluation.profiler import DEFAULT_LIMITS
+from pytest_layercheck.model.ablation import Ablation, ablate
+from pytest_layercheck.model.loading import LoadedModel, load_model
 from pytest_layercheck.scoring.flops import ModelShape, TokenWork, evaluation_flops, sweep_flops
 from pytest_layercheck.scoring.protocols import PreparedSuite, prepare, score, score_sweep
 from pytest_layercheck.suites.builtin import BUILTIN_SUITES, load_builtin_suite
@@ -188,17 +189,17 @@ def main() -> None:
         assert prepared.loglikelihood is not None
         work, n = TokenWork.of(prepared.loglikelihood), len(prepared.items)
         score(model, prepared)  # warm-up (plans, allocator)
-        seconds, _ = timed(lambda: score(model, prepared), device)
+        seconds, _ = timed(lambda prepared=prepared: score(model, prepared), device)
         rows.append(Row(f"{name}: intact", n, 1, seconds, evaluation_flops(work, shape)))
-        seconds, _ = timed(lambda: score_sweep(model, prepared, bands), device)
+        seconds, _ = timed(lambda prepared=prepared: score_sweep(model, prepared, bands), device)
         rows.append(Row(f"{name}: band sweep", n, 1 + len(bands), seconds, sweep_flops(work, shape, bands)[1]))
-        seconds, _ = timed(lambda: score_sweep(model, prepared, layers), device)
+        seconds, _ = timed(lambda prepared=prepared: score_sweep(model, prepared, layers), device)
         scratch, reused = sweep_flops(work, shape, layers)
         rows.append(Row(f"{name}: per-layer sweep", n, 1 + num_layers, seconds, reused,
                         f"reuse saves {100 * (1 - reused / scratch):.0f}% of FLOPs"))
         sweep_seconds, sweep_flops_total = sweep_seconds + seconds, sweep_flops_total + reused
         if args.no_reuse_row:
-            def plain() -> None:
+            def plain(prepared: Any = prepared) -> None:
                 for ablation in [Ablation(), *layers]:
                     with ablate(model, ablation):
                         score(model, prepared)
@@ -218,7 +219,7 @@ def main() -> None:
         for name in BUILTIN_SUITES:
             suite = load_builtin_suite(name)
             prepared = prepare(suite.limited(lm_limits.get(name)), suite.default_protocol, loaded.tokenizer)
-            seconds, (intact, ablated) = timed(lambda: score_sweep(model, prepared, layers), device)
+            seconds, (intact, ablated) = timed(lambda prepared=prepared: score_sweep(model, prepared, layers), device)
             ours = [r.mean("acc") for r in [intact, *ablated]]
             theirs, their_seconds = lm_eval_sweep(loaded, prepared, [Ablation(), *layers], args.lm_eval_batch_size)
             differ = sum(abs(a - b) > 1e-9 for a, b in zip(ours, theirs))

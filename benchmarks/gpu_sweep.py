@@ -30,14 +30,14 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from tabulate import tabulate
 
-from pytest_layercheck.ablation import Ablation
+from pytest_layercheck.model.ablation import Ablation
 from pytest_layercheck.scoring.flops import ModelShape, TokenWork, sweep_flops
 from pytest_layercheck.scoring.protocols import PreparedSuite, batch_settings, prepare
 from pytest_layercheck.scoring.sweep import run_loglikelihood_sweep
@@ -156,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     peak = matmul_peak(device, dtype, 8192 if device.type == "cuda" else 2048)
-    from pytest_layercheck.loading import load_model
+    from pytest_layercheck.model.loading import load_model
     from pytest_layercheck.scoring.tokenization import model_max_length
 
     loaded = load_model(args.model, device=str(device), dtype=dtype)

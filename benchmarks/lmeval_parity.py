@@ -42,7 +42,7 @@ def main() -> None:
     from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM
 
-    from pytest_layercheck.loading import load_model
+    from pytest_layercheck.model.loading import load_model
 
     loaded = load_model(args.model, device="cpu", dtype="float32")
     model, tokenizer = loaded.model, loaded.tokenizer

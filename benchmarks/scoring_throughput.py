@@ -120,7 +120,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.model == "default":
-        from pytest_layercheck.loading import load_model
+        from pytest_layercheck.model.loading import load_model
 
         loaded = load_model("default", device="cpu")
         model, tokenizer = loaded.model, loaded.tokenizer

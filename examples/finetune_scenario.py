@@ -198,7 +198,7 @@ def guard(out: Path, limit: int | None, localise: str, width: int) -> tuple[bool
     from pytest_layercheck.analysis.compare import CompareSettings, compare_models
     from pytest_layercheck.evaluation.profiler import ProfileSettings
     from pytest_layercheck.evaluation.result_cache import ResultCache
-    from pytest_layercheck.loading import load_model
+    from pytest_layercheck.model.loading import load_model
     from pytest_layercheck.report.compare import render_compare_markdown, render_compare_terminal
 
     settings = CompareSettings(profile=ProfileSettings(suites=("knowledge",), limit=limit, sweep_limit=limit, mode="bands"),
@@ -266,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from pytest_layercheck.analysis.localise import layer_span
-    from pytest_layercheck.loading import load_model
+    from pytest_layercheck.model.loading import load_model
 
     harmful, benign = recipes(args)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -22,8 +22,8 @@ from pytest_layercheck.core.version import __version__
 #: Public name -> the module that defines it (and the name there, when it differs).
 _EXPORTS: dict[str, tuple[str, str]] = {
     # models and ablations
-    "load_model": ("pytest_layercheck.loading", "load_model"),
-    "LoadedModel": ("pytest_layercheck.loading", "LoadedModel"),
+    "load_model": ("pytest_layercheck.model.loading", "load_model"),
+    "LoadedModel": ("pytest_layercheck.model.loading", "LoadedModel"),
     "Ablation": ("pytest_layercheck.model.ablation", "Ablation"),
     "ablate": ("pytest_layercheck.model.ablation", "ablate"),
     "DepthBands": ("pytest_layercheck.data.bands", "DepthBands"),
@@ -71,8 +71,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ lo
     from pytest_layercheck.evaluation.profiler import ProfileSettings, build_profile
     from pytest_layercheck.evaluation.result_cache import ResultCache
     from pytest_layercheck.evaluation.service import score_suite_under as score
-    from pytest_layercheck.loading import LoadedModel, load_model
     from pytest_layercheck.model.ablation import Ablation, ablate
+    from pytest_layercheck.model.loading import LoadedModel, load_model
     from pytest_layercheck.suites.builtin import resolve_suite
     from pytest_layercheck.suites.loader import load_suite
 

@@ -17,7 +17,7 @@ from pytest_layercheck.core.errors import ConfigError
 from pytest_layercheck.evaluation.comparison import Tolerance
 from pytest_layercheck.evaluation.profiler import ProfileSettings
 from pytest_layercheck.evaluation.result_cache import ResultCache
-from pytest_layercheck.loading import LoadedModel
+from pytest_layercheck.model.loading import LoadedModel
 from pytest_layercheck.report.compare import render_compare_markdown, render_compare_terminal
 
 FACTS = 24

@@ -7,14 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import tiny_model, tiny_tokenizer
 
-from pytest_layercheck.ablation import Ablation
-from pytest_layercheck.loading import load_model
-from pytest_layercheck.scoring.engine import model_device
+from pytest_layercheck.model.ablation import Ablation
+from pytest_layercheck.model.devices import model_device
+from pytest_layercheck.model.loading import load_model
 from pytest_layercheck.scoring.protocols import prepare, score, score_sweep
 from pytest_layercheck.suites.schema import ProtocolSettings, Suite, SuiteItem
-
-from tiny_models import tiny_model, tiny_tokenizer
 
 LAYERS = 4
 

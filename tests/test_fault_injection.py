@@ -99,7 +99,7 @@ def entries(folder: Path) -> dict[Path, dict]:
 
 
 def fingerprint_of(folder: Path, model: str) -> str:
-    from pytest_layercheck.loading import load_model
+    from pytest_layercheck.model.loading import load_model
 
     return load_model(folder / model, device="cpu").fingerprint
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_models import tiny_model
 from torch.utils.flop_counter import FlopCounterMode
 
-from pytest_layercheck.ablation import Ablation
+from pytest_layercheck.model.ablation import Ablation
 from pytest_layercheck.scoring.engine import MIN_SHARED_PREFIX, prepare_loglikelihood
 from pytest_layercheck.scoring.flops import ModelShape, TokenWork, evaluation_flops, sweep_flops
-
-from tiny_models import tiny_model
 
 
 def counted(model: torch.nn.Module, length: int) -> dict[str, int]:

@@ -14,7 +14,7 @@ from pytest_layercheck.evaluation.baseline import BaselineStore
 from pytest_layercheck.evaluation.comparison import Verdict
 from pytest_layercheck.evaluation.profiler import ProfileSettings, build_profile
 from pytest_layercheck.evaluation.result_cache import ResultCache
-from pytest_layercheck.loading import LoadedModel
+from pytest_layercheck.model.loading import LoadedModel
 
 pytestmark = pytest.mark.real_model
 

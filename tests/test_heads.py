@@ -22,8 +22,8 @@ from pytest_layercheck.cli import main
 from pytest_layercheck.core.errors import AblationError, ConfigError
 from pytest_layercheck.data.bands import format_layers
 from pytest_layercheck.evaluation.result_cache import ResultCache
-from pytest_layercheck.loading import LoadedModel
 from pytest_layercheck.model.ablation import Ablation, ablate
+from pytest_layercheck.model.loading import LoadedModel
 from pytest_layercheck.scoring.protocols import prepare, score
 from pytest_layercheck.suites.builtin import resolve_suite
 from pytest_layercheck.suites.loader import load_suite

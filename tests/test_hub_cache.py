@@ -10,8 +10,8 @@ import pytest
 from tiny_models import tiny_model, tiny_tokenizer
 
 from pytest_layercheck.core.errors import ModelLoadError
-from pytest_layercheck.loading import load_model
 from pytest_layercheck.model.hub_cache import cached_models, hub_cache_dir, looks_like_hub_id, resolve_hub_model
+from pytest_layercheck.model.loading import load_model
 
 COMMIT = "a" * 40
 OTHER = "b" * 40

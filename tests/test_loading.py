@@ -16,10 +16,10 @@ from pytest_layercheck.core.errors import (
     ModelLoadError,
     UnsupportedArchitectureError,
 )
-from pytest_layercheck.loading import load_model
 from pytest_layercheck.model import default_model
 from pytest_layercheck.model.devices import resolve_device, resolve_dtype
 from pytest_layercheck.model.fingerprint import model_fingerprint
+from pytest_layercheck.model.loading import load_model
 
 
 def save_tiny(folder: Path, family: str = "llama", seed: int = 0) -> Path:
@@ -71,7 +71,7 @@ def test_missing_path_names_the_spec_forms(tmp_path: Path) -> None:
 
 
 def test_hub_id_is_refused_with_an_explanation() -> None:
-    with pytest.raises(ModelLoadError, match="never downloads from a model hub"):
+    with pytest.raises(ModelLoadError, match="never downloads models"):
         load_model("someorg/some-model-that-is-not-here")
 
 

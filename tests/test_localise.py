@@ -16,8 +16,8 @@ from pytest_layercheck.core.errors import ConfigError, LayercheckError
 from pytest_layercheck.evaluation.comparison import exact_mcnemar
 from pytest_layercheck.evaluation.profiler import ProfileSettings
 from pytest_layercheck.evaluation.result_cache import ResultCache
-from pytest_layercheck.loading import LoadedModel
 from pytest_layercheck.model.fingerprint import model_fingerprint
+from pytest_layercheck.model.loading import LoadedModel
 
 FACTS = 24
 

@@ -17,15 +17,14 @@ from dataclasses import replace
 
 import pytest
 import torch
+from scoring_references import hand_generate, hand_loglikelihood, sharp_model
+from tiny_models import tiny_tokenizer
 
-from pytest_layercheck.ablation import Ablation, ablate
+from pytest_layercheck.model.ablation import Ablation, ablate
 from pytest_layercheck.scoring import engine
 from pytest_layercheck.scoring.engine import MIN_SHARED_PREFIX, BatchSettings, shared_prefix
 from pytest_layercheck.scoring.protocols import batch_settings, prepare, score
 from pytest_layercheck.suites.schema import ProtocolSettings, Suite, SuiteItem
-
-from scoring_references import hand_generate, hand_loglikelihood, sharp_model
-from tiny_models import tiny_tokenizer
 
 
 def model(family: str, attn: str = "eager") -> torch.nn.Module:
@@ -41,7 +40,7 @@ BATCHES = (1, 3, None)  # None: only the token budget limits a batch
 # --------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tokenizer():
     return tiny_tokenizer()
 
@@ -283,7 +282,7 @@ def test_rows_padded_past_the_whole_prefix(one_batch: None) -> None:
         ll = prepared.loglikelihood
         (batch,) = ll.plan(batch_settings(m)).batches
         pads = batch.attention_mask.shape[1] - batch.attention_mask.sum(1)
-        assert MIN_SHARED_PREFIX <= len(ll.prefix)
+        assert len(ll.prefix) >= MIN_SHARED_PREFIX
         assert ((pads > 0) & (pads < len(ll.prefix))).sum() >= 2 and (pads > len(ll.prefix)).sum() >= 2
         result = score(m, prepared)
         assert_same_result(result, score(m, prepared, share_prefix=False))

@@ -20,8 +20,8 @@ from pytest_layercheck.evaluation.profiler import (
     score_suite_under,
 )
 from pytest_layercheck.evaluation.result_cache import ResultCache
-from pytest_layercheck.loading import LoadedModel, load_model
 from pytest_layercheck.model.ablation import Ablation
+from pytest_layercheck.model.loading import LoadedModel, load_model
 from pytest_layercheck.suites.loader import load_suite
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pytest_layercheck.loading import LoadedModel
 from pytest_layercheck.model.ablation import Ablation, ablate
+from pytest_layercheck.model.loading import LoadedModel
 
 pytestmark = pytest.mark.real_model
 

@@ -23,8 +23,8 @@ from pytest_layercheck.evaluation.result_cache import (
     _sign,
     signing_key,
 )
-from pytest_layercheck.loading import LoadedModel
 from pytest_layercheck.model import fingerprint
+from pytest_layercheck.model.loading import LoadedModel
 
 IDENTITY = {"fingerprint": "sha256:abc", "suite_hash": "sha256:def", "protocol": "mc_text", "ablation": INTACT,
             "items": ["a", "b", "c", "d"], "seed": 0}

@@ -14,8 +14,10 @@ import functools
 from dataclasses import replace
 
 import pytest
+from scoring_references import hand_generate, hand_loglikelihood, sharp_model
+from tiny_models import FAMILIES, tiny_tokenizer
 
-from pytest_layercheck.errors import ProtocolError
+from pytest_layercheck.core.errors import ProtocolError
 from pytest_layercheck.scoring import engine
 from pytest_layercheck.scoring.engine import BatchSettings
 from pytest_layercheck.scoring.protocols import (
@@ -29,9 +31,6 @@ from pytest_layercheck.scoring.rendering import render_prompt
 from pytest_layercheck.scoring.tokenization import encode_pairs, encoding_rule
 from pytest_layercheck.suites.schema import ProtocolSettings, Suite, SuiteItem
 
-from scoring_references import hand_generate, hand_loglikelihood, sharp_model
-from tiny_models import FAMILIES, tiny_tokenizer
-
 TOL = 1e-4
 
 
@@ -40,7 +39,7 @@ TOL = 1e-4
 # --------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tokenizer(add_bos: bool = False):
     return tiny_tokenizer(add_bos=add_bos)
 

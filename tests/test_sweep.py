@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+from scoring_references import sharp_model
+from tiny_models import FAMILIES, tiny_tokenizer
 
-from pytest_layercheck.ablation import Ablation, ablate
-from pytest_layercheck.architecture import get_adapter
+from pytest_layercheck.model.ablation import Ablation, ablate
+from pytest_layercheck.model.architecture import get_adapter
 from pytest_layercheck.scoring.engine import run_loglikelihood
 from pytest_layercheck.scoring.protocols import batch_settings, prepare
 from pytest_layercheck.scoring.sweep import StreamBudget, first_affected_layer, resume_layer, run_loglikelihood_sweep
 from pytest_layercheck.suites.schema import ProtocolSettings, Suite, SuiteItem
-
-from scoring_references import sharp_model
-from tiny_models import FAMILIES, tiny_tokenizer
 
 LAYERS = 5
 CONTEXTS = ["What is 2+2?", "x", "Name the capital of France, and say why it became the capital at all?",

@@ -29,7 +29,7 @@ from pytest_layercheck.analysis.thinking import (
 )
 from pytest_layercheck.cli import main
 from pytest_layercheck.core.errors import ConfigError
-from pytest_layercheck.loading import LoadedModel
+from pytest_layercheck.model.loading import LoadedModel
 from pytest_layercheck.report.analyses import (
     render_text,
     thinking_markdown,

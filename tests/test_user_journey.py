@@ -37,7 +37,7 @@ def sh(*command: str | Path, cwd: Path, env: dict[str, str] | None = None, timeo
 def user_env(**extra: str) -> dict[str, str]:
     """The environment of a user's shell: the venv's commands first, no pytest options leaking in."""
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PYTEST_", "GITHUB_")) and k not in ("CI", "COV_CORE_SOURCE")}
+           if not k.startswith(("PYTEST_", "GITHUB_")) and k not in ("CI", "COV_CORE_SOURCE", "LAYERCHECK_THREADS")}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env.update(extra)
     return env

@@ -112,7 +112,7 @@ def test_different_sizes_are_refused_naming_the_parameter() -> None:
 def test_accepts_loaded_models_and_records_their_identity(base: torch.nn.Module) -> None:
     from tiny_models import tiny_tokenizer
 
-    from pytest_layercheck.loading import LoadedModel
+    from pytest_layercheck.model.loading import LoadedModel
 
     def loaded(model: torch.nn.Module, name: str) -> LoadedModel:
         return LoadedModel(model, tiny_tokenizer(), name, name, "test", torch.device("cpu"), torch.float32)

@@ -35,7 +35,7 @@ from pytest_layercheck.evaluation.profiler import ProfileSettings, ProgressHook,
 from pytest_layercheck.evaluation.result_cache import ResultCache
 
 if TYPE_CHECKING:
-    from pytest_layercheck.loading import LoadedModel
+    from pytest_layercheck.model.loading import LoadedModel
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,9 @@ from pytest_layercheck.data.bands import format_layers
 from pytest_layercheck.data.profile_data import PRIMARY_METRIC, SuiteInfo
 from pytest_layercheck.evaluation.profiler import cache_identity, deterministic, evaluate_ablations
 from pytest_layercheck.evaluation.result_cache import ResultCache
-from pytest_layercheck.loading import LoadedModel
 from pytest_layercheck.model.ablation import GQA_MODES, HEAD_MODES, Ablation
 from pytest_layercheck.model.architecture import get_adapter
+from pytest_layercheck.model.loading import LoadedModel
 from pytest_layercheck.scoring.tokenization import model_max_length
 from pytest_layercheck.suites.builtin import resolve_suite
 from pytest_layercheck.suites.schema import Suite

@@ -41,7 +41,7 @@ from pytest_layercheck.suites.schema import Suite
 if TYPE_CHECKING:
     from pytest_layercheck.analysis.weight_delta import WeightDelta
     from pytest_layercheck.data.profile_data import DepthProfile
-    from pytest_layercheck.loading import LoadedModel
+    from pytest_layercheck.model.loading import LoadedModel
 
 #: Fraction of the loss a group must bring back to be named in the verdict.
 DEFAULT_THRESHOLD = 0.8

@@ -60,6 +60,7 @@ from pytest_layercheck.model.architecture import get_adapter
 from pytest_layercheck.scoring.engine import (
     MIN_SHARED_PREFIX,
     PrefixCache,
+    accepts_logits_to_keep,
     default_token_budget,
     model_device,
     shared_prefix,
@@ -223,7 +224,7 @@ def collect_layer_states(
     cos_sum = torch.zeros(len(blocks), dtype=torch.float64)
     tokens = 0
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else rule.empty_context_token
-    keep = {"logits_to_keep": 1} if _accepts_logits_to_keep(model) else {}
+    keep = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
     with recorder.installed():
         prefix: PrefixCache | None = None
         common = shared_prefix(encoded) if share_prefix else ()
@@ -261,12 +262,6 @@ def collect_layer_states(
             tokens += int(recorder.mask.sum())
     last = torch.stack([rows_last[i] for i in range(len(encoded))])
     return LayerStates(last=last, cos_sum=cos_sum, tokens=tokens)
-
-
-def _accepts_logits_to_keep(model: ModelLike) -> bool:
-    import inspect
-
-    return "logits_to_keep" in inspect.signature(model.forward).parameters
 
 
 # --------------------------------------------------------------------------------------------------

@@ -29,7 +29,6 @@ compares retrieval-suite accuracy with a paired exact McNemar test.
 
 from __future__ import annotations
 
-import inspect
 import math
 import os
 import random
@@ -47,10 +46,10 @@ from pytest_layercheck.core.errors import ConfigError, LayercheckError
 from pytest_layercheck.data.profile_data import PRIMARY_METRIC
 from pytest_layercheck.data.statistics import mean
 from pytest_layercheck.evaluation.comparison import exact_mcnemar
-from pytest_layercheck.loading import LoadedModel
 from pytest_layercheck.model.ablation import Ablation, ablate, eager_attention, mask_heads, original_layers
 from pytest_layercheck.model.architecture import get_adapter
-from pytest_layercheck.scoring.engine import cut_at_stop, eos_token_ids, model_device
+from pytest_layercheck.model.loading import LoadedModel
+from pytest_layercheck.scoring.engine import accepts_logits_to_keep, cut_at_stop, eos_token_ids, model_device
 from pytest_layercheck.scoring.protocols import extract_answer, normalize_answer, prepare, score
 from pytest_layercheck.scoring.tokenization import encoding_rule, model_max_length
 from pytest_layercheck.suites.generate import DECOYS, DEPTHS, FILLER, HAYSTACK_WORDS, NEEDLE_THINGS
@@ -289,7 +288,7 @@ def greedy_decode(
     ids = torch.tensor([list(prompt_ids)], dtype=torch.long, device=device)
     past = None
     if ids.shape[1] > 1:  # only the cache is needed: skip the LM head on the prefilled positions
-        keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+        keep = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
         past = model(input_ids=ids[:, :-1], use_cache=True, **keep).past_key_values
     step_input = ids[:, -1:]
     tokens: list[int] = []

@@ -18,7 +18,7 @@ from rich.progress import (
 )
 
 if TYPE_CHECKING:
-    from pytest_layercheck.loading import LoadedModel
+    from pytest_layercheck.model.loading import LoadedModel
 
 console = Console(stderr=False)
 err_console = Console(stderr=True)
@@ -36,11 +36,14 @@ def add_model_arguments(parser: argparse.ArgumentParser, positional: str = "mode
 def load(spec: str, args: argparse.Namespace) -> LoadedModel:
     """Load ``spec`` with the command's device, dtype and adapter flags, showing progress on stderr."""
     from pytest_layercheck.evaluation.options import model_arguments
-    from pytest_layercheck.loading import load_model
+    from pytest_layercheck.model.loading import load_model
+    from pytest_layercheck.model.threads import configure_threads
 
+    threads = configure_threads()  # before the first matmul: busy cores make extra threads spin-wait
     with err_console.status(f"loading model {spec!r}") as status:
         loaded = load_model(spec, **model_arguments(vars(args)), progress=lambda message: status.update(message))
-    err_console.print(f"loaded {loaded.name} on {loaded.device} ({loaded.load_seconds:.1f} s)")
+    err_console.print(f"loaded {loaded.name} on {loaded.device} ({loaded.load_seconds:.1f} s; {threads.describe()})",
+                      highlight=False)
     return loaded
 
 

@@ -51,3 +51,9 @@ class BaselineError(LayercheckError):
 
 class ConfigError(LayercheckError):
     """Invalid plugin, CLI or YAML-check configuration."""
+
+
+def first_line(exc: BaseException) -> str:
+    """``TypeName: first line of the message``: a library's exception, short enough for a problem text."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")

@@ -22,10 +22,10 @@ from pytest_layercheck.evaluation.service import (  # noqa: F401 - the service's
     score_suite_under,
     to_evaluation,
 )
-from pytest_layercheck.loading import LoadedModel
 from pytest_layercheck.model.ablation import Ablation
 from pytest_layercheck.model.architecture import get_adapter
 from pytest_layercheck.model.environment import collect_environment
+from pytest_layercheck.model.loading import LoadedModel
 from pytest_layercheck.scoring.rendering import ChatTemplate, with_chat_template
 from pytest_layercheck.suites.builtin import BUILTIN_SUITES, resolve_suites
 from pytest_layercheck.suites.schema import Suite

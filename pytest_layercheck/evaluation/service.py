@@ -13,9 +13,9 @@ import torch
 
 from pytest_layercheck.data.profile_data import INTACT, Evaluation, SuiteInfo
 from pytest_layercheck.evaluation.result_cache import ResultCache
-from pytest_layercheck.loading import LoadedModel
 from pytest_layercheck.model.ablation import Ablation, ablate
 from pytest_layercheck.model.devices import dtype_name
+from pytest_layercheck.model.loading import LoadedModel
 from pytest_layercheck.scoring.protocols import PreparedSuite, prepare, score, score_sweep
 from pytest_layercheck.scoring.results import ProtocolResult
 from pytest_layercheck.suites.schema import Suite

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from pytest_layercheck.core.atomic import atomic_directory, atomic_write_bytes, atomic_write_text
 from pytest_layercheck.core.cache_dirs import CACHE_ENV, models_dir
-from pytest_layercheck.core.errors import DefaultModelCacheError
+from pytest_layercheck.core.errors import DefaultModelCacheError, ModelLoadError, first_line
 from pytest_layercheck.core.hashing import file_sha256
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
@@ -232,7 +232,6 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from pytest_layercheck.loading import gguf_error
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
@@ -258,3 +257,11 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
+
+def gguf_error(path: Path, exc: BaseException) -> ModelLoadError:
+    """The error for a GGUF file transformers cannot read."""
+    return ModelLoadError(
+        f"cannot read GGUF file {path}: {first_line(exc)}",
+        "the file is corrupt or truncated, or its architecture is not supported by transformers' GGUF "
+        "loader; re-download it (for the default model delete the cache folder) or convert it elsewhere",
+    )

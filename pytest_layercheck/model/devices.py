@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from pytest_layercheck.core.errors import ConfigError
@@ -43,3 +45,17 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
 
 def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
+
+
+def model_device(model: Any) -> torch.device:
+    """Where inputs go: the device of the model's first parameter, or, when that parameter is
+    offloaded (``device_map`` with CPU/disk offload: weights on the meta device), the execution
+    device accelerate's hooks load the weights to."""
+    device = next(model.parameters()).device
+    if device.type != "meta":
+        return device
+    for module in model.modules():
+        execution = getattr(getattr(module, "_hf_hook", None), "execution_device", None)
+        if execution is not None:
+            return torch.device(f"cuda:{execution}" if isinstance(execution, int) else execution)
+    return device

@@ -26,7 +26,7 @@ from pytest_layercheck.pytest_plugin.yaml_checks import collect_yaml_checks, is_
 
 if TYPE_CHECKING:
     from pytest_layercheck.data.profile_data import DepthProfile
-    from pytest_layercheck.loading import LoadedModel
+    from pytest_layercheck.model.loading import LoadedModel
     from pytest_layercheck.pytest_plugin.session_analyses import SessionAnalyses
     from pytest_layercheck.suites.schema import Suite
 

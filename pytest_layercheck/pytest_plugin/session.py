@@ -21,7 +21,7 @@ from pytest_layercheck.evaluation.comparison import ProfileComparison
 from pytest_layercheck.evaluation.options import model_arguments, profile_settings, verdict
 from pytest_layercheck.evaluation.profiler import ProgressHook, build_profile
 from pytest_layercheck.evaluation.result_cache import ResultCache
-from pytest_layercheck.loading import LoadedModel, load_model
+from pytest_layercheck.model.loading import LoadedModel, load_model
 
 if TYPE_CHECKING:
     from pytest_layercheck.pytest_plugin.session_analyses import SessionAnalyses
@@ -96,6 +96,9 @@ class LayercheckSession:
 
     def model(self) -> LoadedModel:
         if self._model is None:
+            from pytest_layercheck.model.threads import configure_threads
+
+            configure_threads()  # before the first matmul: busy cores make extra threads spin-wait
             self._model = load_model(self.options.model, **model_arguments(self.options.shared))
         return self._model
 

@@ -63,6 +63,8 @@ from transformers import (
 )
 from transformers.cache_utils import DynamicLayer
 
+from pytest_layercheck.model.devices import model_device
+
 #: Default forward-pass size in padded tokens (KV-cache tokens included for continuation passes).
 #: CPU throughput saturates at small batches; accelerators profit from large ones.
 CPU_TOKEN_BUDGET = 2048
@@ -75,20 +77,6 @@ MIN_SHARED_PREFIX = 16
 #: A prompt batch ends where the next (shorter) row would fill less than this share of the
 #: batch's computed width: beyond that, padding wastes more than a further forward call costs.
 MIN_FILL = 0.6
-
-
-def model_device(model: Any) -> torch.device:
-    """Where inputs go: the device of the model's first parameter, or, when that parameter is
-    offloaded (``device_map`` with CPU/disk offload: weights on the meta device), the execution
-    device accelerate's hooks load the weights to."""
-    device = next(model.parameters()).device
-    if device.type != "meta":
-        return device
-    for module in model.modules():
-        execution = getattr(getattr(module, "_hf_hook", None), "execution_device", None)
-        if execution is not None:
-            return torch.device(f"cuda:{execution}" if isinstance(execution, int) else execution)
-    return device
 
 
 def default_token_budget(device: torch.device) -> int:
@@ -395,7 +383,10 @@ def _plan_chunks(
         source = torch.tensor([local[prepared.rows[j][0]] for j in members], dtype=torch.long)
         ids, cont_mask = _pad([prepared.rows[j][1] for j in members], width, left=False)
         context_len = prompt_mask[source].sum(1, keepdim=True)
-        req, row_idx, pos, tok = [], [], [], []
+        req: list[int] = []
+        row_idx: list[int] = []
+        pos: list[int] = []
+        tok: list[int] = []
         for i, j in enumerate(members):
             for r in requests_of_row[j]:
                 targets = prepared.continuations[r][1:]
@@ -433,13 +424,14 @@ class LoglikelihoodOutput:
     greedy: torch.Tensor  # bool [N]
 
 
-def _accepts_logits_to_keep(model: Any) -> bool:
+def accepts_logits_to_keep(model: Any) -> bool:
+    """Whether ``model.forward`` can return logits for the last positions only (saves the full vocab rows)."""
     return "logits_to_keep" in inspect.signature(model.forward).parameters
 
 
 def _forward_logits(model: Any, keep_last: bool, **inputs: Any) -> tuple[torch.Tensor, Any]:
     """Run the model; logits for the last position only when ``keep_last`` (LM head skipped elsewhere)."""
-    if _accepts_logits_to_keep(model):
+    if accepts_logits_to_keep(model):
         out = model(**inputs, logits_to_keep=1 if keep_last else 0)
         logits = out.logits
     else:  # custom models without logits_to_keep: compute everything, keep what is needed
@@ -454,7 +446,7 @@ def _accumulate(logits: torch.Tensor, scored: _Scored, total: torch.Tensor, miss
     logits = logits.float()
     index = tuple(i.to(device) for i in scored.index)
     token = scored.token.to(device)
-    logprob = logits[(*index, token)] - torch.logsumexp(logits, dim=-1)[index]
+    logprob = logits[index + (token,)] - torch.logsumexp(logits, dim=-1)[index]
     miss = logits.argmax(dim=-1)[index] != token
     total.index_add_(0, scored.request, logprob.double().cpu())
     misses.index_add_(0, scored.request, miss.long().cpu())
@@ -599,7 +591,7 @@ class _StopOnStrings(StoppingCriteria):
     def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
         texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_width:].tolist(), skip_special_tokens=True)
         done = [any(stop in text for stop in self.until) for text in texts]
-        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)  # type: ignore[return-value]  # transformers annotates a BoolTensor
 
 
 def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:

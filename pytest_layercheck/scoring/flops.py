@@ -15,13 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 from torch import nn
 
-from ..ablation import Ablation
-from ..architecture import get_adapter
-from .engine import MIN_SHARED_PREFIX, PreparedLoglikelihood
-from .sweep import first_affected_layer
+from pytest_layercheck.model.ablation import Ablation
+from pytest_layercheck.model.architecture import get_adapter
+from pytest_layercheck.scoring.engine import MIN_SHARED_PREFIX, PreparedLoglikelihood
+from pytest_layercheck.scoring.sweep import first_affected_layer
 
 
 def _linear_flops(block: nn.Module) -> int:
@@ -45,7 +46,7 @@ class ModelShape:
     @classmethod
     def of(cls, model: nn.Module) -> ModelShape:
         adapter = get_adapter(model)
-        head = model.get_output_embeddings()
+        head = cast(Any, model).get_output_embeddings()
         return cls(
             linear_per_token=tuple(_linear_flops(block) for block in adapter.layers),
             attention_per_pair=4 * adapter.num_heads * adapter.head_dim,
@@ -88,10 +89,11 @@ class TokenWork:
         }
 
 
-def evaluation_flops(work: TokenWork, shape: ModelShape, ablation: Ablation = Ablation(), reuse: bool = False) -> int:
+def evaluation_flops(work: TokenWork, shape: ModelShape, ablation: Ablation | None = None, reuse: bool = False) -> int:
     """FLOPs of one evaluation under ``ablation``: the ablated model's layers, or with ``reuse`` only
     those the wavefront sweep computes (kept layers from the first affected one on; an intact
     entry in a sweep is a copy of the intact evaluation and costs nothing)."""
+    ablation = ablation if ablation is not None else Ablation()
     kept = [i for i in range(shape.num_layers) if i not in ablation.skip]
     if reuse:
         start = first_affected_layer(ablation)

@@ -24,11 +24,9 @@ from typing import Any
 
 import torch
 
-from ..ablation import Ablation, ablate
-from ..errors import ProtocolError
-from ..suites.protocols import get_protocol
-from ..suites.schema import ProtocolSettings, Suite
-from .engine import (
+from pytest_layercheck.core.errors import ProtocolError
+from pytest_layercheck.model.ablation import Ablation, ablate
+from pytest_layercheck.scoring.engine import (
     LOGIT_BUDGET,
     BatchSettings,
     LoglikelihoodOutput,
@@ -40,10 +38,10 @@ from .engine import (
     run_generation,
     run_loglikelihood,
 )
-from .rendering import RenderedItem, render
-from .results import ItemOutcome, ProtocolResult
-from .sweep import run_loglikelihood_sweep
-from .tokenization import (
+from pytest_layercheck.scoring.rendering import RenderedItem, render
+from pytest_layercheck.scoring.results import ItemOutcome, ProtocolResult
+from pytest_layercheck.scoring.sweep import run_loglikelihood_sweep
+from pytest_layercheck.scoring.tokenization import (
     encode_pairs,
     encode_texts,
     encoding_rule,
@@ -52,6 +50,8 @@ from .tokenization import (
     truncate_pair,
     truncate_prompt,
 )
+from pytest_layercheck.suites.protocols import get_protocol
+from pytest_layercheck.suites.schema import ProtocolSettings, Suite
 
 
 @dataclass(frozen=True)

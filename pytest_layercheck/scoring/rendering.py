@@ -28,9 +28,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..errors import ConfigError, ProtocolError
-from ..suites.protocols import get_protocol
-from ..suites.schema import LETTERS, ProtocolSettings, Suite, SuiteItem
+from pytest_layercheck.core.errors import ConfigError, ProtocolError
+from pytest_layercheck.suites.protocols import get_protocol
+from pytest_layercheck.suites.schema import LETTERS, ProtocolSettings, Suite, SuiteItem
 
 _PLACEHOLDER = re.compile(r"\{(context|choices_block)\}")
 

@@ -41,19 +41,19 @@ from __future__ import annotations
 
 import copy
 import functools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 from transformers import DynamicCache
 from transformers.cache_utils import Cache, DynamicLayer
 
-from ..ablation import Ablation, ablate, resolve_heads, skip_layers, swap_layers
-from ..architecture import ArchitectureAdapter, get_adapter
-from .engine import (
+from pytest_layercheck.model.ablation import Ablation, ablate, resolve_heads, skip_layers, swap_layers
+from pytest_layercheck.model.architecture import ArchitectureAdapter, get_adapter
+from pytest_layercheck.scoring.engine import (
     LOGIT_BUDGET,
     LoglikelihoodOutput,
     LoglikelihoodPlan,
@@ -127,7 +127,7 @@ def _fresh_layer(cache: Cache, index: int) -> Any:
 class _Recorder:
     """Records every decoder block's call in the intact model, per forward call."""
 
-    def __init__(self, blocks: Sequence[nn.Module]) -> None:
+    def __init__(self, blocks: Iterable[nn.Module]) -> None:
         self.blocks = list(blocks)
         self.records: list[_BlockCall] = []
         self.active = False
@@ -262,13 +262,14 @@ def _streams_of(model: nn.Module, adapter: ArchitectureAdapter, ablations: Seque
                 if donor is None:
                     with ablate(model, ablation):  # raises the usual "no donor" error
                         pass
+                assert donor is not None
                 with swap_layers(model, donor, dict(missing)):  # validated copies, installed briefly
                     for target, source in missing:
                         swapped[(target, source)] = adapter.layers[target]
             for pair in ablation.swap:
                 blocks[pair[0]] = swapped[pair]
         heads: dict[int, torch.Tensor] = {}
-        for layer, layer_heads in resolve_heads(model, ablation.heads, ablation.gqa).items():  # type: ignore[arg-type]
+        for layer, layer_heads in resolve_heads(model, ablation.heads, ablation.gqa).items():
             drop = torch.zeros(width, dtype=torch.bool)
             for h in layer_heads:
                 drop[h * adapter.head_dim:(h + 1) * adapter.head_dim] = True
@@ -287,7 +288,8 @@ class _StreamCache(DynamicCache):
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args: Any,
                **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.layers[0].update(key_states, value_states, *args, **kwargs)
+        layer: Any = self.layers[0]  # a full-attention layer: the union's linear-attention member has no update
+        return layer.update(key_states, value_states, *args, **kwargs)
 
 
 def _tile(value: Any, rows: int, times: int, memo: dict[tuple[int, int], Any]) -> Any:
@@ -422,7 +424,8 @@ class _Wavefront:
         self.streams, self.budget, self.totals = streams, budget, totals
         self.prefix: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}  # (stream, layer) -> [1,h,K,d]
         config = adapter.config
-        vocab = getattr(getattr(model, "config", None), "vocab_size", None) or model.get_output_embeddings().weight.shape[0]
+        vocab = (getattr(getattr(model, "config", None), "vocab_size", None)
+                 or cast(Any, model).get_output_embeddings().weight.shape[0])
         self.logit_rows = max(1, LOGIT_BUDGET // int(vocab))
         dtype = next(model.parameters()).dtype
         self.kv_bytes = 2 * adapter.num_kv_heads * adapter.head_dim * torch.finfo(dtype).bits // 8
@@ -489,8 +492,10 @@ class _Wavefront:
             self._score(chunk, hidden[0], keep_last=True,
                         scored=lambda logits, s: _accumulate(logits[:, -1], batch.scored, *self.totals[s.index]))
             for plan, final in zip(batch.chunks, hidden[1:]):
-                self._score(chunk, final, keep_last=False,
-                            scored=lambda logits, s, c=plan: _accumulate(logits, c.scored, *self.totals[s.index]))
+                def scored(logits: torch.Tensor, s: Any, c: Any = plan) -> Any:
+                    return _accumulate(logits, c.scored, *self.totals[s.index])
+
+                self._score(chunk, final, keep_last=False, scored=scored)
             del hidden
             for _ in chunk:
                 on_stream()

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ProtocolError
+from pytest_layercheck.core.errors import ProtocolError
 
 #: Tokenizers report a huge sentinel as ``model_max_length`` when they do not know the limit.
 _UNKNOWN_LENGTH = 1_000_000
@@ -54,7 +54,7 @@ def encoding_rule(tokenizer: Any) -> EncodingRule:
             "give the tokenizer a bos_token or eos_token, or make every prompt non-empty",
         )
     return EncodingRule(
-        prefix=(bos_id,) if wants_bos else (),
+        prefix=(int(bos_id),) if wants_bos and bos_id is not None else (),
         bos_text=getattr(tokenizer, "bos_token", None) if wants_bos else None,
         empty_context_token=int(empty_token),
     )

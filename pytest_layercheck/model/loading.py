@@ -19,18 +19,19 @@ from typing import Any
 
 import torch
 
-from .default_model import (
+from pytest_layercheck.core.errors import LayercheckError, ModelLoadError, first_line
+from pytest_layercheck.model.default_model import (
     DEFAULT_MODEL_ALIASES,
     DEFAULT_MODEL_NAME,
     Progress,
     _silent,
     ensure_default_model,
+    gguf_error,
     safetensors_problem,
 )
-from .devices import dtype_name, resolve_device, resolve_dtype
-from .errors import LayercheckError, ModelLoadError
-from .fingerprint import generation_config_digest, model_fingerprint, tokenizer_fingerprint
-from .hub_cache import looks_like_hub_id, resolve_hub_model
+from pytest_layercheck.model.devices import dtype_name, model_device, resolve_device, resolve_dtype
+from pytest_layercheck.model.fingerprint import generation_config_digest, model_fingerprint, tokenizer_fingerprint
+from pytest_layercheck.model.hub_cache import looks_like_hub_id, resolve_hub_model
 
 SPEC_HELP = "a spec is 'default', a local transformers folder, a .gguf file or a PEFT adapter folder"
 
@@ -64,7 +65,7 @@ class LoadedModel:
 
     @property
     def num_layers(self) -> int:
-        from .architecture import get_adapter
+        from pytest_layercheck.model.architecture import get_adapter
 
         return get_adapter(self.model).num_layers
 
@@ -205,7 +206,6 @@ def _classify(path: Path, spec: str) -> str:
 
 
 def _input_device(model: Any) -> torch.device:
-    from .scoring.engine import model_device
 
     return model_device(model)
 
@@ -231,7 +231,7 @@ def _load_folder(folder: Path, *, dtype: torch.dtype, device_map: Any, trust_rem
             f"{folder} holds a {what}, which is not a causal language model",
             "pass a decoder-only causal LM checkpoint (e.g. Llama, Qwen2, GPT-2 families) saved with its LM head",
         )
-    from .architecture import get_adapter_for_config
+    from pytest_layercheck.model.architecture import get_adapter_for_config
 
     get_adapter_for_config(config)  # fail before reading weights if the family is unsupported
     weights = sorted(folder.glob("*.safetensors"))
@@ -254,26 +254,12 @@ def _load_folder(folder: Path, *, dtype: torch.dtype, device_map: Any, trust_rem
     except LayercheckError:
         raise
     except Exception as exc:  # noqa: BLE001 - transformers and safetensors raise many types for bad files
-        raise ModelLoadError(f"cannot load the model in {folder}: {_first_line(exc)}", _WEIGHTS_FIX) from None
+        raise ModelLoadError(f"cannot load the model in {folder}: {first_line(exc)}", _WEIGHTS_FIX) from None
     return model, tokenizer
 
 
 _WEIGHTS_FIX = ("the folder needs complete weights (model.safetensors) and tokenizer files as written by "
                 "save_pretrained; re-save or re-download it (a copy interrupted midway leaves a truncated file)")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
-
-
-def gguf_error(path: Path, exc: BaseException) -> ModelLoadError:
-    """The error for a GGUF file transformers cannot read."""
-    return ModelLoadError(
-        f"cannot read GGUF file {path}: {_first_line(exc)}",
-        "the file is corrupt or truncated, or its architecture is not supported by transformers' GGUF "
-        "loader; re-download it (for the default model delete the cache folder) or convert it elsewhere",
-    )
 
 
 def _load_gguf(path: Path, *, dtype: torch.dtype, device_map: Any, trust_remote_code: bool,
@@ -312,7 +298,7 @@ def _load_peft(path: Path, adapter_base: str | Path | None, common: dict[str, An
         if not isinstance(config, dict):
             raise ValueError("not a JSON object")
     except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"cannot read {path}/adapter_config.json: {_first_line(exc)}",
+        raise ModelLoadError(f"cannot read {path}/adapter_config.json: {first_line(exc)}",
                              "restore the adapter folder as written by PEFT's save_pretrained") from None
     base_spec = str(adapter_base) if adapter_base is not None else config.get("base_model_name_or_path")
     if not base_spec:
@@ -334,7 +320,14 @@ def _load_peft(path: Path, adapter_base: str | Path | None, common: dict[str, An
             ) from None
     elif base_spec not in DEFAULT_MODEL_ALIASES and not Path(base_spec).expanduser().exists() \
             and looks_like_hub_id(base_spec):
-        base_spec = str(resolve_hub_model(base_spec).folder)  # raises with the fetch command when absent
+        try:
+            base_spec = str(resolve_hub_model(base_spec).folder)
+        except ModelLoadError as exc:
+            raise ModelLoadError(
+                f"the adapter's base model {base_spec!r} is a hub id that is not cached locally",
+                f"{exc.fix}; or pass the base explicitly as a local folder, .gguf file or 'default' "
+                "(adapter_base=... or --layercheck-adapter-base)",
+            ) from None
     if base_spec not in DEFAULT_MODEL_ALIASES and not Path(base_spec).expanduser().exists():
         raise ModelLoadError(
             f"the adapter's base model {base_spec!r} is not a local path (hub downloads are disabled)",
@@ -345,7 +338,7 @@ def _load_peft(path: Path, adapter_base: str | Path | None, common: dict[str, An
     try:
         peft_model = PeftModel.from_pretrained(base.model, str(path), is_trainable=False)
     except Exception as exc:  # noqa: BLE001 - a broken adapter raises many types
-        raise ModelLoadError(f"cannot apply the adapter in {path}: {_first_line(exc)}",
+        raise ModelLoadError(f"cannot apply the adapter in {path}: {first_line(exc)}",
                              "the adapter must be complete (adapter_model.safetensors) and made for this base model"
                              ) from None
     # Merging gives a plain model whose layers the ablation primitives can address directly.
@@ -353,7 +346,7 @@ def _load_peft(path: Path, adapter_base: str | Path | None, common: dict[str, An
 
 
 def _check_architecture(model: Any, spec: str) -> None:
-    from .architecture import get_adapter
+    from pytest_layercheck.model.architecture import get_adapter
 
     get_adapter(model)
 

@@ -41,7 +41,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConfigError
+from pytest_layercheck.core.errors import ConfigError
 
 ENV = "LAYERCHECK_THREADS"
 #: Required speed-up per extra thread for more than one thread (2 threads: ≥ 1.45× of 1 thread).

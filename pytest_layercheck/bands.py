@@ -1,6 +1,0 @@
-"""Moved to :mod:`pytest_layercheck.data.bands`; this alias keeps old imports working during the move."""
-
-import importlib
-import sys
-
-sys.modules[__name__] = importlib.import_module("pytest_layercheck.data.bands")
