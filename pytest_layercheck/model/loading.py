@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -336,13 +337,25 @@ def _load_peft(path: Path, adapter_base: str | Path | None, common: dict[str, An
     base = load_model(base_spec, device="cpu", dtype=common["dtype"], trust_remote_code=common["trust_remote_code"], progress=progress)
     progress(f"applying adapter {path.name}")
     try:
-        peft_model = PeftModel.from_pretrained(base.model, str(path), is_trainable=False)
+        with _quiet_peft():
+            peft_model = PeftModel.from_pretrained(base.model, str(path), is_trainable=False)
     except Exception as exc:  # noqa: BLE001 - a broken adapter raises many types
         raise ModelLoadError(f"cannot apply the adapter in {path}: {first_line(exc)}",
                              "the adapter must be complete (adapter_model.safetensors) and made for this base model"
                              ) from None
     # Merging gives a plain model whose layers the ablation primitives can address directly.
-    return peft_model.merge_and_unload(), base.tokenizer, base_spec
+    with _quiet_peft():
+        merged = peft_model.merge_and_unload()
+    return merged, base.tokenizer, base_spec
+
+
+@contextlib.contextmanager
+def _quiet_peft() -> Iterator[None]:
+    """peft calls a transformers method that transformers has deprecated; the FutureWarning says nothing
+    a user can act on, so it is not shown (everything else still is)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
 
 
 def _check_architecture(model: Any, spec: str) -> None:
