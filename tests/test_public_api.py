@@ -26,6 +26,16 @@ def test_importing_the_package_loads_no_model_code() -> None:
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
 
 
+def test_layercheck_help_loads_no_model_code() -> None:
+    """``layercheck --help`` (every subcommand's parser) must answer at once: no torch, no transformers."""
+    code = ("import sys; from pytest_layercheck.cli import build_parser; build_parser(); "
+            "print('torch' in sys.modules, 'transformers' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False False"
+    shown = subprocess.run([sys.executable, "-m", "pytest_layercheck.cli", "--help"], capture_output=True, text=True)
+    assert shown.returncode == 0 and "usage: layercheck" in shown.stdout, shown.stderr
+
+
 def test_the_readme_imports_only_the_public_api() -> None:
     imports = re.findall(r"^\s*from (pytest_layercheck[\w.]*) import", README.read_text(encoding="utf-8"), re.M)
     assert imports and set(imports) == {"pytest_layercheck"}, imports

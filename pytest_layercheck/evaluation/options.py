@@ -11,14 +11,17 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_layercheck.core.errors import ConfigError
 from pytest_layercheck.data.bands import DepthBands
 from pytest_layercheck.data.statistics import CORRECTIONS
-from pytest_layercheck.evaluation.comparison import Tolerance, Verdict
-from pytest_layercheck.evaluation.profiler import DEFAULT_LIMITS, DEFAULT_SWEEP_LIMITS, Limit, ProfileSettings
-from pytest_layercheck.scoring.rendering import ChatTemplate
+
+if TYPE_CHECKING:
+    # Loaded where the values are read, not where the options are declared: `layercheck --help` and
+    # pytest's option parsing must not import torch and transformers.
+    from pytest_layercheck.evaluation.comparison import Verdict
+    from pytest_layercheck.evaluation.profiler import Limit, ProfileSettings
 
 
 @dataclass(frozen=True)
@@ -109,9 +112,13 @@ def parse_protocols(text: str | None) -> dict[str, str]:
     return result
 
 
-def parse_limit(text: str | int | None, defaults: Mapping[str, int | None] = DEFAULT_LIMITS) -> Limit:
+def parse_limit(text: str | int | None, defaults: Mapping[str, int | None] | None = None) -> Limit:
     """``""``/None: the built-in per-suite ``defaults``; ``N``: N items of every suite (0 = all);
     ``suite=N,...``: per suite, the others keep their defaults."""
+    if defaults is None:
+        from pytest_layercheck.evaluation.profiler import DEFAULT_LIMITS
+
+        defaults = DEFAULT_LIMITS
     if text is None or text == "":
         return dict(defaults)
     if isinstance(text, str) and "=" in text:
@@ -155,6 +162,9 @@ def _value(values: Mapping[str, Any], option: Option) -> Any:
 
 def profile_settings(values: Mapping[str, Any]) -> ProfileSettings:
     """What a profile computes, from the PROFILE options' values (keyed by :attr:`Option.key`)."""
+    from pytest_layercheck.evaluation.profiler import DEFAULT_SWEEP_LIMITS, ProfileSettings
+    from pytest_layercheck.scoring.rendering import ChatTemplate
+
     get = {option.key: _value(values, option) for option in PROFILE}
     return ProfileSettings(
         suites=tuple(s.strip() for s in str(get["suites"]).split(",") if s.strip()),
@@ -189,6 +199,8 @@ def model_arguments(values: Mapping[str, Any]) -> dict[str, Any]:
 
 def verdict(values: Mapping[str, Any]) -> Verdict:
     """How a comparison is judged, from the VERDICT options' values (keyed by :attr:`Option.key`)."""
+    from pytest_layercheck.evaluation.comparison import Tolerance, Verdict
+
     get = {option.key: _value(values, option) for option in VERDICT}
     return Verdict(
         tolerance=Tolerance.parse(str(get["max_drop"])), alpha=parse_alpha(get["alpha"]),
