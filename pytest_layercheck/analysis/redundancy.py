@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +57,7 @@ from pytest_layercheck.data.statistics import mean
 from pytest_layercheck.evaluation.comparison import exact_mcnemar
 from pytest_layercheck.model.ablation import Ablation
 from pytest_layercheck.model.architecture import get_adapter
+from pytest_layercheck.model.probes import block_input, block_output, probe_blocks
 from pytest_layercheck.scoring.engine import (
     MIN_SHARED_PREFIX,
     PrefixCache,
@@ -122,16 +123,8 @@ class LayerStates:
         return int(self.last.shape[0])
 
 
-def _hidden_of(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> torch.Tensor:
-    return args[0] if args else kwargs["hidden_states"]
-
-
-def _output_of(output: Any) -> torch.Tensor:
-    return output[0] if isinstance(output, (tuple, list)) else output
-
-
 class _StreamRecorder:
-    """Forward (pre-)hooks on every block: per-token cosines of input vs output, last-token states."""
+    """Per-token cosines of each block's input vs output, and last-token states, via block probes."""
 
     def __init__(self, blocks: Sequence[nn.Module]) -> None:
         self.blocks = list(blocks)
@@ -142,34 +135,23 @@ class _StreamRecorder:
 
     @contextmanager
     def installed(self) -> Iterator[_StreamRecorder]:
-        with ExitStack() as stack:
-            for index, block in enumerate(self.blocks):
-                pre = block.register_forward_pre_hook(self._pre(index), with_kwargs=True)
-                post = block.register_forward_hook(self._post(index), with_kwargs=True)
-                stack.callback(pre.remove)
-                stack.callback(post.remove)
+        with probe_blocks(self.blocks, on_input=self._before, on_output=self._after):
             yield self
 
-    def _pre(self, index: int) -> Any:
-        def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            hidden = _hidden_of(args, kwargs)
-            self.inputs[index] = hidden
-            self.last[index] = hidden[:, -1].double().cpu()
+    def _before(self, index: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        hidden = block_input(args, kwargs)
+        self.inputs[index] = hidden
+        self.last[index] = hidden[:, -1].double().cpu()
 
-        return hook
-
-    def _post(self, index: int) -> Any:
-        def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
-            out = _output_of(output)
-            before = self.inputs[index]
-            assert before is not None and self.mask is not None
-            cos = F.cosine_similarity(before.double(), out.double(), dim=-1)  # [rows, width]
-            self.cos[index] = cos.cpu().masked_select(self.mask).sum()
-            self.inputs[index] = None
-            if index == len(self.blocks) - 1:
-                self.last[index + 1] = out[:, -1].double().cpu()
-
-        return hook
+    def _after(self, index: int, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
+        out = block_output(output)
+        before = self.inputs[index]
+        assert before is not None and self.mask is not None
+        cos = F.cosine_similarity(before.double(), out.double(), dim=-1)  # [rows, width]
+        self.cos[index] = cos.cpu().masked_select(self.mask).sum()
+        self.inputs[index] = None
+        if index == len(self.blocks) - 1:
+            self.last[index + 1] = out[:, -1].double().cpu()
 
 
 def _batches(lengths: Sequence[int], budget: int, skip: int = 0) -> list[list[int]]:

@@ -49,6 +49,7 @@ from pytest_layercheck.evaluation.comparison import exact_mcnemar
 from pytest_layercheck.model.ablation import Ablation, ablate, eager_attention, mask_heads, original_layers
 from pytest_layercheck.model.architecture import get_adapter
 from pytest_layercheck.model.loading import LoadedModel
+from pytest_layercheck.model.probes import probe_attention
 from pytest_layercheck.scoring.engine import accepts_logits_to_keep, cut_at_stop, eos_token_ids, model_device
 from pytest_layercheck.scoring.protocols import extract_answer, normalize_answer, prepare, score
 from pytest_layercheck.scoring.tokenization import encoding_rule, model_max_length
@@ -218,33 +219,26 @@ def needle_recall(generated: Sequence[int], needle_ids: Sequence[int]) -> float:
 
 
 class _ArgmaxRecorder:
-    """Forward hooks on every attention module that keep each head's top-1 key for the last query."""
+    """Attention probes that keep each head's top-1 key for the last query, per decoding step."""
 
     def __init__(self, attentions: Sequence[nn.Module]) -> None:
         self.attentions = list(attentions)
         self.current: list[torch.Tensor | None] = [None] * len(self.attentions)
         self.steps: list[torch.Tensor] = []
 
-    def _hook(self, index: int) -> Callable[..., None]:
-        def hook(module: nn.Module, args: Any, output: Any) -> None:
-            weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
-            if not isinstance(weights, torch.Tensor) or weights.ndim != 4:
-                raise LayercheckError(
-                    f"attention module {type(module).__name__} returned no attention weights",
-                    "this model family does not return weights from its attention function; please report it",
-                )
-            self.current[index] = weights[0, :, -1, :].argmax(-1).cpu()
-
-        return hook
+    def _probe(self, index: int, module: nn.Module, output: Any) -> None:
+        weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+        if not isinstance(weights, torch.Tensor) or weights.ndim != 4:
+            raise LayercheckError(
+                f"attention module {type(module).__name__} returned no attention weights",
+                "this model family does not return weights from its attention function; please report it",
+            )
+        self.current[index] = weights[0, :, -1, :].argmax(-1).cpu()
 
     @contextmanager
     def attached(self) -> Iterator[_ArgmaxRecorder]:
-        handles = [a.register_forward_hook(self._hook(i)) for i, a in enumerate(self.attentions)]
-        try:
+        with probe_attention(self.attentions, self._probe):
             yield self
-        finally:
-            for handle in handles:
-                handle.remove()
 
     def end_step(self) -> None:
         missing = [i for i, t in enumerate(self.current) if t is None]

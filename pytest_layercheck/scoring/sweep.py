@@ -40,7 +40,6 @@ input of that layer (the same reuse, one ablation at a time).
 from __future__ import annotations
 
 import copy
-import functools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -53,6 +52,7 @@ from transformers.cache_utils import Cache, DynamicLayer
 
 from pytest_layercheck.model.ablation import Ablation, ablate, resolve_heads, skip_layers, swap_layers
 from pytest_layercheck.model.architecture import ArchitectureAdapter, get_adapter
+from pytest_layercheck.model.probes import block_input, probe_blocks
 from pytest_layercheck.scoring.engine import (
     LOGIT_BUDGET,
     LoglikelihoodOutput,
@@ -89,10 +89,6 @@ class StreamBudget:
         if device.type == "cpu":  # CPU matmuls gain little from larger calls; memory matters more
             return cls(tokens=4096, bytes=256 * 2**20)
         return cls(tokens=131072, bytes=8 * 2**30)
-
-
-def _hidden_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
-    return args[0] if args else kwargs["hidden_states"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -132,7 +128,7 @@ class _Recorder:
         self.records: list[_BlockCall] = []
         self.active = False
 
-    def _hook(self, index: int, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def _probe(self, index: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         if not self.active:
             return
         caches: list[Cache] = []
@@ -153,10 +149,7 @@ class _Recorder:
 
     @contextmanager
     def installed(self) -> Iterator[_Recorder]:
-        with ExitStack() as stack:
-            for index, block in enumerate(self.blocks):
-                hook = functools.partial(self._hook, index)
-                stack.callback(block.register_forward_pre_hook(hook, with_kwargs=True).remove)
+        with probe_blocks(self.blocks, on_input=self._probe):
             yield self
 
     @contextmanager
@@ -545,7 +538,7 @@ class _Injector:
         self.queue: list[torch.Tensor] = []
 
     def __call__(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple, dict]:
-        hidden = _hidden_of(args, kwargs)
+        hidden = block_input(args, kwargs)
         if not self.queue:
             raise RuntimeError("the layer sweep made more forward calls than it recorded")
         recorded = self.queue.pop(0)
