@@ -58,9 +58,9 @@ def test_attention_probe_sees_eager_weights_and_is_removed() -> None:
         rows = output[1][0].sum(-1)  # attention weights: each query's row sums to one
         torch.testing.assert_close(rows, torch.ones_like(rows))
 
-    with torch.inference_mode(), eager_attention(model):
-        with probe_attention([adapter.attention_of(b) for b in adapter.layers], after):
-            model(input_ids=torch.tensor([[3, 4, 5, 6]]))
+    attentions = [adapter.attention_of(b) for b in adapter.layers]
+    with torch.inference_mode(), eager_attention(model), probe_attention(attentions, after):
+        model(input_ids=torch.tensor([[3, 4, 5, 6]]))
     assert seen == [(0, (1, 4, 4, 4)), (1, (1, 4, 4, 4))]
     assert _hooks(model) == hooks
 
@@ -72,7 +72,6 @@ def test_probes_are_removed_when_the_forward_fails() -> None:
     def boom(index: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         raise RuntimeError("probe failed")
 
-    with pytest.raises(RuntimeError, match="probe failed"):
-        with probe_blocks(get_adapter(model).layers, on_input=boom):
-            model(input_ids=torch.tensor([[3, 4]]))
+    with pytest.raises(RuntimeError, match="probe failed"), probe_blocks(get_adapter(model).layers, on_input=boom):
+        model(input_ids=torch.tensor([[3, 4]]))
     assert _hooks(model) == hooks

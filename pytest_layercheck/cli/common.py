@@ -62,15 +62,19 @@ def progress_bar(what: str = "profiling") -> Iterator[Callable[[str, int, int], 
         yield hook
 
 
-def add_output_arguments(parser: argparse.ArgumentParser, what: str = "the result") -> None:
-    """``--json`` and ``--markdown`` report files, the same for every analysis command."""
+def add_output_arguments(parser: argparse.ArgumentParser, what: str = "the result",
+                         markdown: str = "the markdown report", summary: bool = False) -> None:
+    """``--json`` and ``--markdown`` report files (and ``--summary``), the same for every command."""
     parser.add_argument("--json", dest="json_path", default=None, help=f"write {what} as JSON here")
-    parser.add_argument("--markdown", default=None, help="write the markdown table here")
+    parser.add_argument("--markdown", default=None, help=f"write {markdown} here")
+    if summary:
+        parser.add_argument("--summary", action="store_true", help="also append the markdown to $GITHUB_STEP_SUMMARY")
 
 
 def write_outputs(args: argparse.Namespace, json_text: Callable[[], str] | None = None,
                   markdown: Callable[[], str] | None = None) -> None:
-    """Write the files asked for with ``--json``/``--markdown`` (atomically), rendering only those."""
+    """Write the files asked for with ``--json``/``--markdown`` (atomically) and append ``--summary``,
+    rendering only what was asked for."""
     from pathlib import Path
 
     from pytest_layercheck.core.atomic import atomic_write_text
@@ -78,4 +82,9 @@ def write_outputs(args: argparse.Namespace, json_text: Callable[[], str] | None 
     for path, render, label in ((args.json_path, json_text, "JSON"), (args.markdown, markdown, "markdown")):
         if path and render is not None:
             atomic_write_text(Path(path), render())
-            err_console.print(f"{label}: {path}")
+            err_console.print(f"{label}: {path}", highlight=False)
+    if getattr(args, "summary", False) and markdown is not None:
+        from pytest_layercheck.report.markdown import append_step_summary
+
+        if append_step_summary(markdown()) is None:
+            err_console.print("[yellow]--summary: $GITHUB_STEP_SUMMARY is not set; nothing appended[/]")

@@ -7,12 +7,12 @@ the paired test calls significant), 2 for usage or loading errors (printed by ``
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pytest_layercheck.cli.common import console, err_console, load, progress_bar
+from pytest_layercheck.cli.common import add_output_arguments, console, err_console, load, progress_bar, write_outputs
 from pytest_layercheck.cli.profile import add_profile_arguments, add_verdict_arguments, settings_from, verdict_from
 from pytest_layercheck.evaluation.options import MODEL, add_cli_arguments
 from pytest_layercheck.report.format import json_text
@@ -39,9 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--threshold", type=float, default=0.8,
                         help="share of the loss a reverted group must recover to be named (default 0.8)")
     parser.add_argument("--no-weights", action="store_true", help="skip the per-layer weight deltas")
-    parser.add_argument("--json", dest="json_path", default=None, help="write the full comparison as JSON here")
-    parser.add_argument("--markdown", default=None, help="write the markdown report here")
-    parser.add_argument("--summary", action="store_true", help="also append the markdown to $GITHUB_STEP_SUMMARY")
+    add_output_arguments(parser, "the full comparison", summary=True)
     parser.set_defaults(handler=run_compare)
 
 
@@ -59,7 +57,6 @@ def compare_settings_from(args: argparse.Namespace) -> CompareSettings:
 
 def run_compare(args: argparse.Namespace) -> int:
     from pytest_layercheck.analysis.compare import compare_models
-    from pytest_layercheck.core.atomic import atomic_write_text
     from pytest_layercheck.evaluation.result_cache import ResultCache
     from pytest_layercheck.report.compare import render_compare_markdown, render_compare_terminal
 
@@ -73,19 +70,8 @@ def run_compare(args: argparse.Namespace) -> int:
     err_console.print(f"compare: {time.perf_counter() - started:.1f} s "
                       f"(evaluations: {cache.summary()})")
     console.print(render_compare_terminal(result, width=console.width), highlight=False)
-    if args.json_path:
-        atomic_write_text(Path(args.json_path), json_text(result.to_dict()))
-        err_console.print(f"JSON report: {args.json_path}")
-    markdown = render_compare_markdown(result) if args.markdown or args.summary else ""
-    if args.markdown:
-        atomic_write_text(Path(args.markdown), markdown)
-        err_console.print(f"markdown: {args.markdown}")
-    if args.summary:
-        from pytest_layercheck.report.markdown import append_step_summary
-
-        written = append_step_summary(markdown)
-        if written is None:
-            err_console.print("[yellow]--summary: $GITHUB_STEP_SUMMARY is not set; nothing appended[/]")
+    markdown = functools.cache(lambda: render_compare_markdown(result))  # rendered once for file and summary
+    write_outputs(args, lambda: json_text(result.to_dict()), markdown)
     if os.environ.get("GITHUB_ACTIONS") == "true":
         from pytest_layercheck.report.markdown import github_annotations
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_layercheck.cli.common import console, err_console, write_outputs
+from pytest_layercheck.cli.common import add_output_arguments, console, write_outputs
 from pytest_layercheck.cli.profile import add_verdict_arguments, verdict_from
 from pytest_layercheck.core.errors import BaselineError, ConfigError
 
@@ -336,9 +336,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--metrics", default="", help="metrics to judge (default: acc, else exact_match)")
     parser.add_argument("--filter", default=None, help="lm-eval filter to compare when a task logged several")
     add_verdict_arguments(parser)
-    parser.add_argument("--json", dest="json_path", default=None, help="write the comparison as JSON here")
-    parser.add_argument("--markdown", default=None, help="write the markdown report here")
-    parser.add_argument("--summary", action="store_true", help="also append the markdown to $GITHUB_STEP_SUMMARY")
+    add_output_arguments(parser, "the comparison", summary=True)
     parser.set_defaults(handler=run_compare_samples)
 
 
@@ -355,9 +353,4 @@ def run_compare_samples(args: argparse.Namespace) -> int:
     result = compare_samples(base, candidate, tasks=_names(args.tasks), metrics=_names(args.metrics), verdict=verdict)
     console.print(render_compare_terminal(result, width=console.width), highlight=False)
     write_outputs(args, lambda: json_text(result.to_dict()), lambda: render_compare_markdown(result))
-    if args.summary:
-        from pytest_layercheck.report.markdown import append_step_summary
-
-        if append_step_summary(render_compare_markdown(result)) is None:
-            err_console.print("[yellow]--summary: $GITHUB_STEP_SUMMARY is not set; nothing appended[/]")
     return 0 if result.passed else 1

@@ -7,12 +7,19 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 from pytest_layercheck.cli import count
-from pytest_layercheck.cli.common import add_model_arguments, console, err_console, load, progress_bar
+from pytest_layercheck.cli.common import (
+    add_model_arguments,
+    add_output_arguments,
+    console,
+    err_console,
+    load,
+    progress_bar,
+    write_outputs,
+)
+from pytest_layercheck.report.format import json_text
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,8 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="mask single query heads (default) or whole KV groups")
     heads.add_argument("--top", type=count, default=15, help="heads listed in the ranking")
     heads.add_argument("--no-grid", action="store_true", help="omit the layers x heads grid")
-    heads.add_argument("--json", dest="json_path", default=None, help="write the full result as JSON here")
-    heads.add_argument("--markdown", default=None, help="write the tables as markdown here")
+    add_output_arguments(heads, "the full result", "the tables as markdown")
     heads.add_argument("--no-cache", action="store_true", help="recompute instead of reading the result cache")
     heads.set_defaults(handler=run_heads)
 
@@ -46,8 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                            help="protocol of the comparison (generate_until masks during decoding only)")
     retrieval.add_argument("--limit", type=count, default=40, help="suite items in the comparison (0 = all)")
     retrieval.add_argument("--top", type=count, default=20, help="heads listed in the ranking")
-    retrieval.add_argument("--json", dest="json_path", default=None, help="write the results as JSON here")
-    retrieval.add_argument("--markdown", default=None, help="write the tables as markdown here")
+    add_output_arguments(retrieval, "the results", "the tables as markdown")
     retrieval.set_defaults(handler=run_retrieval_heads)
 
 
@@ -55,13 +60,6 @@ def _limit(value: int | None, default: int) -> int | None:
     if value is None:
         return default
     return None if value == 0 else value
-
-
-def _write(path: str, text: str, what: str) -> None:
-    from pytest_layercheck.core.atomic import atomic_write_text
-
-    atomic_write_text(Path(path), text)
-    err_console.print(f"{what}: {path}")
 
 
 def run_heads(args: argparse.Namespace) -> int:
@@ -83,10 +81,8 @@ def run_heads(args: argparse.Namespace) -> int:
     err_console.print(f"heads: {seconds:.1f} s ({cache.summary()}, "
                       f"{torch.get_num_threads()} CPU threads)")
     console.print(importance_renderable(result, top=args.top, grid=not args.no_grid), highlight=False)
-    if args.json_path:
-        _write(args.json_path, json.dumps(result.to_dict(), indent=2), "JSON")
-    if args.markdown:
-        _write(args.markdown, importance_markdown(result, top=args.top, grid=not args.no_grid), "markdown")
+    write_outputs(args, lambda: json_text(result.to_dict()),
+                  lambda: importance_markdown(result, top=args.top, grid=not args.no_grid))
     return 0
 
 
@@ -112,9 +108,6 @@ def run_retrieval_heads(args: argparse.Namespace) -> int:
             )
         err_console.print(f"masking comparison: {time.perf_counter() - started:.1f} s")
     console.print(retrieval_renderable(heads, comparison, top=args.top), highlight=False)
-    if args.json_path:
-        payload = {"retrieval_heads": heads.to_dict(), "masking": comparison.to_dict() if comparison else None}
-        _write(args.json_path, json.dumps(payload, indent=2), "JSON")
-    if args.markdown:
-        _write(args.markdown, retrieval_markdown(heads, comparison, top=args.top), "markdown")
+    payload = {"retrieval_heads": heads.to_dict(), "masking": comparison.to_dict() if comparison else None}
+    write_outputs(args, lambda: json_text(payload), lambda: retrieval_markdown(heads, comparison, top=args.top))
     return 0

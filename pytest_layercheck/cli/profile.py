@@ -7,7 +7,15 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pytest_layercheck.cli.common import add_model_arguments, console, err_console, load, progress_bar
+from pytest_layercheck.cli.common import (
+    add_model_arguments,
+    add_output_arguments,
+    console,
+    err_console,
+    load,
+    progress_bar,
+    write_outputs,
+)
 
 if TYPE_CHECKING:
     from pytest_layercheck.data.profile_data import DepthProfile
@@ -29,8 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     profile.add_argument("--baseline-dir", default="baselines", help="compare with the baseline here if one exists")
     profile.add_argument("--baseline", default=None, help="baseline name to compare with (default: the model name)")
     add_verdict_arguments(profile)
-    profile.add_argument("--json", dest="json_path", default=None, help="write a JSON report here")
-    profile.add_argument("--markdown", default=None, help="write the markdown table here")
+    add_output_arguments(profile, "the report", "the markdown table")
     profile.add_argument("--heatmap", default=None, help="write a per-layer heatmap PNG here (needs matplotlib)")
     profile.set_defaults(handler=run_profile)
 
@@ -113,17 +120,12 @@ def run_profile(args: argparse.Namespace) -> int:
         warning = sensitivity_warning(comparison)
         if warning:
             err_console.print(warning, style="yellow", highlight=False, markup=False)
-    if args.json_path:
-        from pytest_layercheck.report.json_report import write_json_report
+    from pytest_layercheck.report.format import json_text
+    from pytest_layercheck.report.json_report import build_json_report
+    from pytest_layercheck.report.markdown import render_markdown
 
-        write_json_report(Path(args.json_path), profile, comparison)
-        err_console.print(f"JSON report: {args.json_path}")
-    if args.markdown:
-        from pytest_layercheck.core.atomic import atomic_write_text
-        from pytest_layercheck.report.markdown import render_markdown
-
-        atomic_write_text(Path(args.markdown), render_markdown(profile, comparison))
-        err_console.print(f"markdown: {args.markdown}")
+    write_outputs(args, lambda: json_text(build_json_report(profile, comparison)),
+                  lambda: render_markdown(profile, comparison))
     if args.heatmap:
         from pytest_layercheck.report.heatmap import plot_layer_heatmap
 
