@@ -49,6 +49,8 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "transfer_stability": ("pytest_layercheck.analysis.transfer", "stability"),
     "weight_delta": ("pytest_layercheck.analysis.weight_delta", "weight_delta"),
     "compare_models": ("pytest_layercheck.analysis.compare", "compare_models"),
+    "Analysis": ("pytest_layercheck.analysis.registry", "Analysis"),
+    "register_analysis": ("pytest_layercheck.analysis.registry", "register_analysis"),
     # errors
     "LayercheckError": ("pytest_layercheck.core.errors", "LayercheckError"),
 }
@@ -59,6 +61,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ lo
     from pytest_layercheck.analysis.compare import compare_models
     from pytest_layercheck.analysis.heads import head_importance
     from pytest_layercheck.analysis.redundancy import measure_redundancy
+    from pytest_layercheck.analysis.registry import Analysis, register_analysis
     from pytest_layercheck.analysis.retrieval_heads import compare_masking, find_retrieval_heads
     from pytest_layercheck.analysis.thinking import compare_thinking
     from pytest_layercheck.analysis.transfer import stability as transfer_stability

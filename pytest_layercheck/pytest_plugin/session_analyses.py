@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from pytest_layercheck.report.compare import render_compare_markdown
 from pytest_layercheck.report.markdown import append_step_summary
@@ -74,55 +74,60 @@ class SessionAnalyses:
             "transfer": lambda r: transfer_renderable([r]),
             "compare": compare_renderable,
         }
-        return [render[name](result) for name, result in self._memo.values()]
+        return [render[name](result) if name in render else _generic_renderable(name, result)
+                for name, result in self._memo.values()]
+
+    def run(self, name: str, **kwargs: Any) -> Any:
+        """The registered analysis ``name`` (see :mod:`pytest_layercheck.analysis.registry`) of the
+        session model, computed once per argument set; analyses that take a result cache share the session's."""
+        from pytest_layercheck.analysis.registry import get_analysis
+
+        analysis = get_analysis(name)
+        call = dict(kwargs)
+        if analysis.uses_cache:
+            call.setdefault("cache", self.session.cache)
+        shown = {k: v for k, v in kwargs.items() if k != "cache"}
+        return self._once(name, shown, lambda: analysis.run(self.session.model(), **call))
 
     def heads(self, suite: str = "knowledge", **kwargs: Any) -> HeadImportance:
         """Head importance (:func:`.heads.head_importance`), sharing the session's result cache."""
-        from pytest_layercheck.analysis.heads import head_importance
-
-        kwargs.setdefault("cache", self.session.cache)
-        shown = {k: v for k, v in kwargs.items() if k != "cache"}
-        return self._once("heads", {"suite": suite, **shown},
-                          lambda: head_importance(self.session.model(), suite=suite, **kwargs))
+        return cast("HeadImportance", self.run("heads", suite=suite, **kwargs))
 
     def retrieval_heads(self, **kwargs: Any) -> RetrievalHeads:
         """Retrieval heads on generated needle tests (:func:`.retrieval_heads.find_retrieval_heads`)."""
-        from pytest_layercheck.analysis.retrieval_heads import find_retrieval_heads
-
-        return self._once("retrieval_heads", kwargs, lambda: find_retrieval_heads(self.session.model(), **kwargs))
+        return cast("RetrievalHeads", self.run("retrieval_heads", **kwargs))
 
     def masking(self, k: int, **kwargs: Any) -> MaskingComparison:
         """Top-k retrieval heads vs k random heads masked (:func:`.retrieval_heads.compare_masking`)."""
-        from pytest_layercheck.analysis.retrieval_heads import compare_masking
-
-        return self._once("masking", {"k": k, **kwargs},
-                          lambda: compare_masking(self.session.model(), k=k, **kwargs))
+        return cast("MaskingComparison", self.run("masking", k=k, **kwargs))
 
     def redundancy(self, block: int = 1, **kwargs: Any) -> RedundancyResult:
         """Angular distance and Block Influence (:func:`.redundancy.measure_redundancy`)."""
-        from pytest_layercheck.analysis.redundancy import measure_redundancy
-
-        return self._once("redundancy", {"block": block, **kwargs},
-                          lambda: measure_redundancy(self.session.model(), block=block, **kwargs))
+        return cast("RedundancyResult", self.run("redundancy", block=block, **kwargs))
 
     def thinking(self, **kwargs: Any) -> ThinkingResult:
         """Fast vs slow answers (:func:`.thinking.compare_thinking`)."""
-        from pytest_layercheck.analysis.thinking import compare_thinking
-
-        return self._once("thinking", kwargs, lambda: compare_thinking(self.session.model(), **kwargs))
+        return cast("ThinkingResult", self.run("thinking", **kwargs))
 
     def transfer(self, suite: str = "reasoning", **kwargs: Any) -> TransferStability:
         """Stability of correctness under new numbers or sibling facts (:func:`.transfer.stability`)."""
-        from pytest_layercheck.analysis.transfer import stability
-
-        return self._once("transfer", {"suite": suite, **kwargs},
-                          lambda: stability(self.session.model(), suite, **kwargs))
+        return cast("TransferStability", self.run("transfer", suite=suite, **kwargs))
 
     def compare(self, localise: str = "bands,changed") -> ModelComparison:
         """The session model against ``--layercheck-reference`` (:func:`compare_with_reference`)."""
 
         return self._once("compare", {"localise": localise},
                           lambda: compare_with_reference(self.session, localise=localise))
+
+
+def _generic_renderable(name: str, result: Any) -> Any:
+    """An analysis without a renderer of its own: its name and its ``to_dict()`` (or its repr)."""
+    from rich.console import Group
+    from rich.pretty import Pretty
+    from rich.text import Text
+
+    to_dict = getattr(result, "to_dict", None)
+    return Group(Text(f"analysis {name}", style="bold"), Pretty(to_dict() if callable(to_dict) else result))
 
 
 def compare_with_reference(session: LayercheckSession, *, localise: str = "bands,changed",
