@@ -57,3 +57,14 @@ def first_line(exc: BaseException) -> str:
     """``TypeName: first line of the message``: a library's exception, short enough for a problem text."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def positive_int(text: str | int, problem: str, fix: str) -> int:
+    """A setting that must be a whole number >= 1, or a :class:`ConfigError` with ``problem`` and ``fix``."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(problem, fix)
+    return value

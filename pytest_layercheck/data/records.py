@@ -77,8 +77,9 @@ class Evaluation:
 
 
 @dataclass(frozen=True)
-class Cell:
-    """Capability × band × protocol × metric. ``band`` is ``"intact"`` for the unablated model."""
+class CellId:
+    """Which cell: capability × band × protocol × metric, and the ablations the band stands for.
+    ``band`` is ``"intact"`` for the unablated model. Profile cells and their comparisons share it."""
 
     suite: str
     capability: str
@@ -87,6 +88,17 @@ class Cell:
     band: str
     layers: tuple[int, ...]
     ablations: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        """``knowledge/shallow acc``: how the cell is named in every report."""
+        return f"{self.suite}/{self.band} {self.metric}"
+
+
+@dataclass(frozen=True)
+class Cell(CellId):
+    """A cell's value in one profile, beside the intact value and its worst single ablation."""
+
     value: float
     intact: float
     worst: float

@@ -41,6 +41,7 @@ import numpy as np
 
 from pytest_layercheck.core.errors import BaselineError, ConfigError
 from pytest_layercheck.data.profile_data import INTACT, PRIMARY_METRIC, DepthProfile
+from pytest_layercheck.data.records import CellId
 from pytest_layercheck.data.statistics import (
     CI_LEVEL,
     DEFAULT_CORRECTION,
@@ -130,7 +131,7 @@ class Tolerance:
 
 
 @dataclass(frozen=True)
-class CellComparison:
+class CellComparison(CellId):
     """One cell of the baseline paired with the same cell of the current run.
 
     ``baseline``/``current`` are the cell's means over the paired items (the items both runs scored
@@ -139,13 +140,6 @@ class CellComparison:
     items whose share of right answers fell / rose.
     """
 
-    suite: str
-    capability: str
-    protocol: str
-    metric: str
-    band: str
-    layers: tuple[int, ...]
-    ablations: tuple[str, ...]
     baseline: float
     current: float
     delta: float  # current - baseline
@@ -169,11 +163,6 @@ class CellComparison:
     @property
     def drop(self) -> float:
         return -self.delta
-
-    @property
-    def label(self) -> str:
-        """``knowledge/shallow acc``: how the cell is named in every report."""
-        return f"{self.suite}/{self.band} {self.metric}"
 
     @property
     def underpowered(self) -> bool:

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pytest_layercheck.core.errors import ConfigError
+from pytest_layercheck.core.errors import ConfigError, positive_int
 from pytest_layercheck.data.bands import DepthBands
 from pytest_layercheck.data.statistics import CORRECTIONS
 
@@ -181,13 +181,7 @@ def profile_settings(values: Mapping[str, Any]) -> ProfileSettings:
 def _positive(text: str | int | None, what: str) -> int | None:
     if text is None or text == "":
         return None
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ConfigError(f"bad {what} {text!r}", f"use a whole number >= 1, or leave the {what} unset")
-    return value
+    return positive_int(text, f"bad {what} {text!r}", f"use a whole number >= 1, or leave the {what} unset")
 
 
 def model_arguments(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -41,7 +41,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pytest_layercheck.core.errors import ConfigError
+from pytest_layercheck.core.errors import positive_int
 
 ENV = "LAYERCHECK_THREADS"
 #: Required speed-up per extra thread for more than one thread (2 threads: ≥ 1.45× of 1 thread).
@@ -148,13 +148,7 @@ def _requested(value: str) -> int | None:
     text = value.strip().lower()
     if text in ("", "auto", "0"):
         return None
-    try:
-        threads = int(text)
-    except ValueError:
-        threads = 0
-    if threads < 1:
-        raise ConfigError(f"{ENV}={value!r} is not a thread count", f"set {ENV} to a positive integer or 'auto'")
-    return threads
+    return positive_int(text, f"{ENV}={value!r} is not a thread count", f"set {ENV} to a positive integer or 'auto'")
 
 
 def choose_threads(environ: dict[str, str] | None = None, measure: bool = True) -> ThreadChoice:
