@@ -107,3 +107,14 @@ def test_configure_applies_the_choice_once(monkeypatch: pytest.MonkeyPatch) -> N
         assert threads.configure_threads(force=True).threads == 2
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "two", "1.5"])
+def test_a_bad_batch_size_names_the_option_and_the_fix(value: str) -> None:
+    """The batch-size option shares the whole-number rule of LAYERCHECK_THREADS (one parser)."""
+    from pytest_layercheck.evaluation.options import profile_settings
+
+    with pytest.raises(ConfigError, match=f"bad batch size '{value}'") as info:
+        profile_settings({"batch_size": value})
+    assert "use a whole number >= 1" in str(info.value)
+    assert profile_settings({"batch_size": "3"}).batch_size == 3
