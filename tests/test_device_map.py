@@ -46,6 +46,8 @@ def test_an_offloaded_model_scores_as_the_plain_one(folder: Path, tmp_path: Path
     devices = {p.device.type for p in offloaded.model.parameters()}
     assert "meta" in devices  # really offloaded
     assert offloaded.device == model_device(offloaded.model) == torch.device("cpu")
+    # Cache keys and baselines see the same weights: offloaded values are read from accelerate's hooks.
+    assert offloaded.fingerprint == plain.fingerprint
     prepared = prepare(small_suite(), "mc_text", plain.tokenizer)
     ablations = [Ablation.skipping(i) for i in range(LAYERS)] + [Ablation.masking({1: [0]})]
     expected_intact, expected = score_sweep(plain.model, prepared, ablations)

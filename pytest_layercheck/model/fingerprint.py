@@ -44,11 +44,32 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     tensors.update({f"buffer:{name}": b for name, b in model.named_buffers() if b.is_floating_point()})
     for name in sorted(tensors):
         tensor = tensors[name].detach()
+        if tensor.device.type == "meta":
+            tensor = _offloaded(model, name.removeprefix("buffer:"))
         digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}|".encode())
         flat = tensor.reshape(-1)
         for chunk in flat.split(_CHUNK):
             digest.update(chunk.contiguous().cpu().view(torch.uint8).numpy().tobytes())
     return "sha256:" + digest.hexdigest()
+
+
+def _offloaded(model: torch.nn.Module, name: str) -> torch.Tensor:
+    """The real value of a weight that accelerate offloaded (a meta tensor in the model): it sits in the
+    ``weights_map`` of the hook of the module that owns it, or of an ancestor that loads it."""
+    parts = name.split(".")
+    for cut in range(len(parts) - 1, -1, -1):
+        module = model.get_submodule(".".join(parts[:cut]))
+        hook = getattr(module, "_hf_hook", None)
+        weights = getattr(hook, "weights_map", None) if getattr(hook, "offload", False) else None
+        if weights is None:
+            continue
+        with contextlib.suppress(KeyError):
+            value: torch.Tensor = weights[".".join(parts[cut:])]
+            return value
+    from pytest_layercheck.core.errors import LayercheckError
+
+    raise LayercheckError(f"weight {name!r} is on the meta device and no offload hook holds its value",
+                          "load the model fully (without device_map/offloading), or report this model's layout")
 
 
 #: Files a tokenizer folder may hold; their bytes are hashed when the tokenizer was loaded from a folder.
