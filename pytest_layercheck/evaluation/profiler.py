@@ -8,6 +8,7 @@ cached on disk by model fingerprint, suite hash, protocol, ablation and settings
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -22,10 +23,12 @@ from pytest_layercheck.evaluation.service import (  # noqa: F401 - the service's
     score_suite_under,
     to_evaluation,
 )
+from pytest_layercheck.evaluation.sharding import Shard, SweepJob, run_sharded
 from pytest_layercheck.model.ablation import Ablation
 from pytest_layercheck.model.architecture import get_adapter
 from pytest_layercheck.model.environment import collect_environment
 from pytest_layercheck.model.loading import LoadedModel
+from pytest_layercheck.scoring.protocols import PreparedSuite, prepare
 from pytest_layercheck.scoring.rendering import ChatTemplate, with_chat_template
 from pytest_layercheck.suites.builtin import BUILTIN_SUITES, resolve_suites
 from pytest_layercheck.suites.schema import Suite
@@ -137,12 +140,16 @@ def build_profile(
     cache: ResultCache | None = None,
     progress: ProgressHook | None = None,
     needs: Needs | None = None,
+    shard: Shard | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> DepthProfile:
     """Profile ``loaded`` under ``settings``; deterministic for a given model, suite and settings.
 
     Each suite is scored intact on its ``limit`` items and, under every ablation of the plan, on its
     first ``sweep_limit`` items. ``needs`` restricts the work to some suites and bands (what a pytest
     session's checks ask for); the result is then a partial profile with the same cells' values.
+    With a ``shard`` (a pytest-xdist worker's place in its run) the evaluations are shared out among
+    the run's workers (:mod:`.sharding`; ``log`` hears of claims taken over); the profile is the same.
     """
     settings = settings or ProfileSettings()
     cache = cache if cache is not None else ResultCache()
@@ -155,47 +162,39 @@ def build_profile(
     work = {suite.name: plan_for(plan, band_layers, needs[suite.name] if needs is not None else ALL_BANDS)
             for suite in suites}
     infos: dict[str, SuiteInfo] = {}
-    evaluations: dict[tuple[str, str, str], Evaluation] = {}
-    total = sum(1 + len(removed) for removed in work.values())
-    done = 0
+    calls: list[_Call] = []
+    for suite in suites:
+        protocol = settings.protocols.get(suite.name, suite.default_protocol)
+        limited = suite.limited(settings.limit_for(suite.name))
+        swept = limited.limited(settings.sweep_limit_for(suite.name))
+        ids = tuple(i.id for i in limited.items)
+        info = SuiteInfo(suite.name, suite.capability, suite.content_hash, protocol, ids,
+                         sweep_items=len(swept.items) if len(swept.items) < len(ids) else None)
+        infos[suite.name] = info
+        ablations = [Ablation.skipping(removed) for removed in work[suite.name]]
+        if info.sweep_items is not None or not ablations:
+            # The intact model scores every item; the sweep below re-scores only its prefix.
+            calls.append(_Call(suite.name, protocol, limited, info, [], intact_cell=True))
+        if ablations:
+            calls.append(_Call(suite.name, protocol, swept, replace(info, item_ids=info.swept_ids, sweep_items=None),
+                               ablations, intact_cell=info.sweep_items is None))
+    total = sum(len(call.ablations) + call.intact_cell for call in calls)
     with deterministic(settings.seed):
-        for suite in suites:
-            protocol = settings.protocols.get(suite.name, suite.default_protocol)
-            limited = suite.limited(settings.limit_for(suite.name))
-            swept = limited.limited(settings.sweep_limit_for(suite.name))
-            ids = tuple(i.id for i in limited.items)
-            info = SuiteInfo(suite.name, suite.capability, suite.content_hash, protocol, ids,
-                             sweep_items=len(swept.items) if len(swept.items) < len(ids) else None)
-            infos[suite.name] = info
-            ablations = [Ablation.skipping(removed) for removed in work[suite.name]]
-            sweep_info = replace(info, item_ids=info.swept_ids, sweep_items=None)
-
-            def run(subset: Suite, subset_info: SuiteInfo, subset_ablations: list[Ablation], base: int,
-                    name: str = suite.name) -> list[Evaluation]:
-                share = len(subset_ablations) / (len(subset_ablations) + 1)
-
-                def on_step(done_here: int, _total: int) -> None:
-                    if progress:
-                        progress(name, base + int(done_here * share if subset_ablations else done_here), total)
-
-                return evaluate_ablations(
-                    loaded.model, loaded.tokenizer, subset, subset_info, subset_ablations, cache=cache,
-                    identity=lambda key: cache_identity(loaded, subset_info, key, settings.seed),
-                    batch_size=settings.batch_size, progress=on_step,
-                )
-
-            if info.sweep_items is not None or not ablations:
-                # The intact model scores every item; the sweep below re-scores only its prefix.
-                evaluations[(suite.name, protocol, INTACT)] = run(limited, info, [], done)[0]
-                done += 1
-            if ablations:
-                sweep_intact, *ablated = run(swept, sweep_info, ablations, done)
-                evaluations.setdefault((suite.name, protocol, INTACT), sweep_intact)
-                for evaluation in ablated:
-                    evaluations[(suite.name, protocol, evaluation.ablation)] = evaluation
-                done += len(ablated) + (info.sweep_items is None)
+        if shard is None:
+            outputs = _run_calls(loaded, settings, calls, cache, progress, total)
+        else:
+            outputs = _run_sharded(loaded, settings, calls, cache, shard, log, num_layers)
+    evaluations: dict[tuple[str, str, str], Evaluation] = {}
+    for call, output in zip(calls, outputs):
+        intact, *ablated = output
+        if not call.ablations:
+            evaluations[(call.suite, call.protocol, INTACT)] = intact
+        else:
+            evaluations.setdefault((call.suite, call.protocol, INTACT), intact)
+            for evaluation in ablated:
+                evaluations[(call.suite, call.protocol, evaluation.ablation)] = evaluation
     if progress:
-        progress("done", done, total)
+        progress("done", total, total)
     return DepthProfile(
         model=loaded.describe(),
         environment=collect_environment(loaded.device),
@@ -204,3 +203,79 @@ def build_profile(
         bands=band_layers,
         evaluations=evaluations,
     )
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One call of the evaluation service: ``subset`` of a suite intact and under ``ablations``."""
+
+    suite: str
+    protocol: str
+    subset: Suite
+    info: SuiteInfo
+    ablations: list[Ablation]
+    #: Whether the intact evaluation is the profile's intact cell (else only the base of the sweep).
+    intact_cell: bool
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return (INTACT, *(a.key for a in self.ablations))
+
+
+def _run_calls(loaded: LoadedModel, settings: ProfileSettings, calls: Sequence[_Call], cache: ResultCache,
+               progress: ProgressHook | None, total: int) -> list[list[Evaluation]]:
+    """Each call through the cached service, one after the other: [intact, *ablations] per call."""
+    outputs = []
+    done = 0
+    for call in calls:
+        def on_step(done_here: int, _total: int, base: int = done, call: _Call = call) -> None:
+            if progress:
+                share = len(call.ablations) / (len(call.ablations) + 1)
+                progress(call.suite, base + int(done_here * share if call.ablations else done_here), total)
+
+        outputs.append(evaluate_ablations(
+            loaded.model, loaded.tokenizer, call.subset, call.info, call.ablations, cache=cache,
+            identity=_identity(loaded, call.info, settings.seed), batch_size=settings.batch_size, progress=on_step,
+        ))
+        done += len(call.ablations) + call.intact_cell
+    return outputs
+
+
+def _identity(loaded: LoadedModel, info: SuiteInfo, seed: int) -> Callable[[str], dict[str, object]]:
+    return lambda key: cache_identity(loaded, info, key, seed)
+
+
+def _tokenised(loaded: LoadedModel, call: _Call) -> Callable[[], PreparedSuite]:
+    """The call's suite, tokenised on first use and once (the units of a sweep share it)."""
+    return functools.cache(lambda: prepare(call.subset, call.info.protocol, loaded.tokenizer))
+
+
+def _run_sharded(loaded: LoadedModel, settings: ProfileSettings, calls: Sequence[_Call], cache: ResultCache,
+                 shard: Shard, log: Callable[[str], None] | None, num_layers: int) -> list[list[Evaluation]]:
+    """The calls' evaluations shared out among the run's xdist workers (:func:`sharding.run_sharded`)."""
+    jobs = []
+    for call in calls:
+        tokenised = _tokenised(loaded, call)
+        by_key = {a.key: a for a in call.ablations}
+        items = len(call.info.item_ids)
+
+        def compute(keys: Sequence[str], beat: Callable[[], None], call: _Call = call,
+                    by_key: dict[str, Ablation] = by_key, tokenised: Callable[[], PreparedSuite] = tokenised,
+                    ) -> dict[str, Evaluation]:
+            wanted = [by_key[k] for k in keys if k != INTACT]
+            computed = evaluate_ablations(loaded.model, loaded.tokenizer, call.subset, call.info, wanted,
+                                          batch_size=settings.batch_size, prepared=tokenised,
+                                          progress=lambda _done, _total: beat())
+            found = dict(zip((INTACT, *(a.key for a in wanted)), computed))
+            return {k: found[k] for k in keys}
+
+        jobs.append(SweepJob(
+            label=call.suite if call.ablations else f"{call.suite} (intact, every item)",
+            keys=call.keys,
+            identity=_identity(loaded, call.info, settings.seed),
+            compute=compute,
+            costs={a.key: float(items * (num_layers - min(a.skip, default=0))) for a in call.ablations},
+            base=float(items * num_layers),
+        ))
+    results = run_sharded(jobs, shard, cache, log)
+    return [[found[key] for key in call.keys] for call, found in zip(calls, results)]

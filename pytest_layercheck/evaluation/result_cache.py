@@ -125,6 +125,8 @@ class ResultCache:
         self.hits = 0
         self.misses = 0
         self.writes = 0
+        #: Evaluations another pytest-xdist worker of the same run computed (:mod:`.sharding`).
+        self.shared = 0
         #: Entries ignored because they failed a check: (path, problem).
         self.rejected: list[tuple[Path, str]] = []
         self._key = key
@@ -177,23 +179,36 @@ class ResultCache:
                               f"another key; share a key between machines with ${SECRET_ENV})")
         return entry
 
-    def get(self, identity: Mapping[str, Any]) -> Evaluation | None:
-        """The stored evaluation for ``identity``, or None (absent, cache off, or an entry that failed a check)."""
+    def get(self, identity: Mapping[str, Any], *, count: bool = True) -> Evaluation | None:
+        """The stored evaluation for ``identity``, or None (absent, cache off, or an entry that failed a check).
+
+        ``count=False`` leaves :attr:`hits` and :attr:`misses` alone (the caller counts what it does
+        with the answer); a rejected entry is reported either way.
+        """
         if not self.enabled:
-            self.misses += 1
+            self.misses += count
             return None
         path = self.path_for(identity)
         try:
             evaluation = decode_cache_entry(self._read(path), identity)
         except FileNotFoundError:
-            self.misses += 1
+            self.misses += count
             return None
         except (OSError, LayercheckError) as exc:
-            self.misses += 1
+            self.misses += count
             self._reject(path, exc)
             return None
-        self.hits += 1
+        self.hits += count
         return evaluation
+
+    def peek(self, identity: Mapping[str, Any]) -> Evaluation | None:
+        """:meth:`get` for polling: counts nothing, reports nothing (an entry that fails a check is None)."""
+        if not self.enabled:
+            return None
+        try:
+            return decode_cache_entry(self._read(self.path_for(identity)), identity)
+        except (OSError, LayercheckError):
+            return None
 
     def _reject(self, path: Path, exc: BaseException) -> None:
         problem = getattr(exc, "problem", None) or getattr(exc, "strerror", None) or str(exc)
@@ -261,6 +276,8 @@ class ResultCache:
     def summary(self) -> str:
         """``"12 from cache, 3 computed, 1 rejected"``, for the end-of-run line."""
         text = f"{self.hits} from cache, {self.misses} computed"
+        if self.shared:
+            text += f", {self.shared} from other xdist workers"
         if self.rejected:
             text += f", {len(self.rejected)} cache entries rejected"
         return text + ("" if self.mode == "readwrite" else f" (cache {self.mode})")

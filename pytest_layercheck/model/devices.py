@@ -59,3 +59,22 @@ def model_device(model: Any) -> torch.device:
         if execution is not None:
             return torch.device(f"cuda:{execution}" if isinstance(execution, int) else execution)
     return device
+
+
+def worker_device(worker_index: int, gpu_count: int) -> str | None:
+    """The device of pytest-xdist worker ``worker_index`` when the user pinned none: ``cuda:N``
+    (round-robin over the GPUs) when there are several GPUs, else None (the usual choice: the one
+    GPU, which the workers share, or the CPU)."""
+    if gpu_count < 2 or worker_index < 0:
+        return None
+    return f"cuda:{worker_index % gpu_count}"
+
+
+def device_for_worker(device: str | None, device_map: str | None, worker_index: int | None,
+                      gpu_count: int | None = None) -> str | None:
+    """``device`` as given, unless it is unpinned (None or "auto", no ``device_map``) and this process is
+    xdist worker ``worker_index`` on a machine with several GPUs: then that worker's own GPU."""
+    if worker_index is None or device_map or (device is not None and str(device) != "auto"):
+        return device
+    count = torch.cuda.device_count() if gpu_count is None else gpu_count
+    return worker_device(worker_index, count) or device
