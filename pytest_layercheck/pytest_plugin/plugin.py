@@ -1,9 +1,11 @@
 """The pytest plugin: options, fixtures, the ``layercheck`` marker, YAML checks and the summary.
 
 The plugin is a thin layer over the library: the session lazily loads the model under test, computes
-its depth profile once, and compares it with the stored baseline. Under pytest-xdist each worker
-computes (or reads from the result cache) the profile; only the controller writes baselines and
-reports, so there are no racing writes.
+its depth profile once, and compares it with the stored baseline. Under pytest-xdist the workers share
+the profile's evaluations out among themselves (each computes its share, takes the others' from the
+result cache or the run's shared folder, and ends with the whole profile; see
+:mod:`pytest_layercheck.evaluation.sharding`); with several GPUs and no device pinned, worker gwN runs
+on cuda:N. Only the controller writes baselines and reports, so there are no racing writes.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ PLUGIN_OPTIONS = (
     Option("baseline", "baseline name to compare against (default: derived from the model name)"),
     Option("report", "write a JSON report to this path"),
     Option("heatmap", "write a per-layer heatmap PNG to this path (needs matplotlib)"),
+    Option("shard-timeout", "under pytest-xdist: seconds a worker waits without a sign of life from the worker "
+                            "computing evaluations it needs, before computing them itself", "600"),
 )
 SHARED_OPTIONS = (*MODEL, *PROFILE, *VERDICT)
 
@@ -71,6 +75,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "against the baseline (pytest-layercheck)",
     )
     plugin = {option.key: _option(config, option) for option in PLUGIN_OPTIONS}
+    workerinput: dict[str, Any] = getattr(config, "workerinput", {})
     options = SessionOptions(
         model=plugin["model"],
         reference=plugin["reference"],
@@ -81,6 +86,10 @@ def pytest_configure(config: pytest.Config) -> None:
         update=bool(config.getoption("layercheck_update")),
         allow_model_change=bool(config.getoption("layercheck_allow_model_change")),
         is_xdist_worker=hasattr(config, "workerinput"),
+        worker=workerinput.get("workerid"),
+        workers=int(workerinput.get("workercount") or 1),
+        exchange=Path(workerinput["layercheck_exchange"]) if workerinput.get("layercheck_exchange") else None,
+        shard_timeout=_seconds(plugin["shard_timeout"]),
         shared={option.key: _option(config, option) for option in SHARED_OPTIONS},
     )
     try:
@@ -90,6 +99,17 @@ def pytest_configure(config: pytest.Config) -> None:
     if not options.is_xdist_worker:
         state.progress = TerminalProgress(config)
     config.stash[SESSION_KEY] = state
+
+
+def _seconds(text: Any) -> float:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not value > 0:
+        raise pytest.UsageError(f"pytest-layercheck: bad --layercheck-shard-timeout {text!r}\n"
+                                "  How to fix: give a number of seconds > 0, e.g. 600")
+    return value
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -307,11 +327,22 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 @pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist controller, before a worker starts: the folder the run's workers share evaluations through."""
+    node.workerinput["layercheck_exchange"] = str(session_of(node.config).exchange_folder())
+
+
+@pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: Any) -> None:
-    """xdist controller: take the profile computed by a worker (all workers compute the same one)."""
+    """xdist controller: take a worker's profile (they end with the same one) and its counts."""
     payload = getattr(node, "workeroutput", {}).get("layercheck")
     if payload is not None:
         session_of(node.config).absorb_worker_payload(payload)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if SESSION_KEY in config.stash:
+        session_of(config).cleanup()
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

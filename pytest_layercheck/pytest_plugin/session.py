@@ -1,12 +1,20 @@
 """State of one pytest session: options, the lazily loaded model, its profile and the baseline.
 
 Everything expensive is computed on first use, once; tests that never ask for the model cost nothing.
+
+Under pytest-xdist the controller makes a folder for the run (:meth:`LayercheckSession.exchange_folder`)
+and hands it to the workers; each worker computes its share of the profile's evaluations and takes the
+others' through the result cache, or through that folder when the cache is off or read-only
+(:mod:`..evaluation.sharding`). When the workers cannot reach the folder (workers on other hosts), each
+computes the whole profile, as before sharding existed, and the summary says so.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,6 +29,7 @@ from pytest_layercheck.evaluation.comparison import ProfileComparison
 from pytest_layercheck.evaluation.options import model_arguments, profile_settings, verdict
 from pytest_layercheck.evaluation.profiler import ProgressHook, build_profile
 from pytest_layercheck.evaluation.result_cache import ResultCache
+from pytest_layercheck.evaluation.sharding import DEFAULT_TIMEOUT, Shard
 from pytest_layercheck.model.loading import LoadedModel, load_model
 
 if TYPE_CHECKING:
@@ -44,6 +53,13 @@ class SessionOptions:
     update: bool = False
     allow_model_change: bool = False
     is_xdist_worker: bool = False
+    #: Under pytest-xdist: this worker's id ("gw1"), how many workers the run has, and the folder the
+    #: controller made for them (None: nothing to share through; every worker computes everything).
+    worker: str | None = None
+    workers: int = 1
+    exchange: Path | None = None
+    #: Seconds without a sign of life from a worker whose claimed evaluations another worker awaits.
+    shard_timeout: float = DEFAULT_TIMEOUT
     shared: Mapping[str, Any] = field(default_factory=dict)
 
     def setting(self, key: str) -> Any:
@@ -79,6 +95,12 @@ class LayercheckSession:
         self._comparison: ProfileComparison | None = None
         self._refused = False
         self._update_confirmed = False
+        #: Notes of this worker for the controller's summary (sharding), and what the controller
+        #: received from its workers: per worker, its counts of evaluations.
+        self.worker_notes: list[str] = []
+        self.worker_stats: dict[str, dict[str, float]] = {}
+        self._exchange: Path | None = None
+        self.shard = self._shard()
 
     # ------------------------------------------------------------------ models
     @property
@@ -99,16 +121,26 @@ class LayercheckSession:
             from pytest_layercheck.model.threads import configure_threads
 
             configure_threads()  # before the first matmul: busy cores make extra threads spin-wait
-            self._model = load_model(self.options.model, **model_arguments(self.options.shared))
+            self._model = load_model(self.options.model, **self._model_arguments())
         return self._model
 
     def reference_model(self) -> LoadedModel:
         if self._reference is None:
             if not self.options.reference:
                 raise ConfigError("no reference model configured", "pass --layercheck-reference=MODEL")
-            self._reference = load_model(self.options.reference,
-                                         **{**model_arguments(self.options.shared), "adapter_base": None})
+            self._reference = load_model(self.options.reference, **{**self._model_arguments(), "adapter_base": None})
         return self._reference
+
+    def _model_arguments(self) -> dict[str, Any]:
+        """``load_model``'s arguments; an xdist worker with no device pinned gets its own GPU when there
+        are several (worker gwN: cuda:N)."""
+        arguments = model_arguments(self.options.shared)
+        index = worker_index(self.options.worker) if self.options.is_xdist_worker else None
+        if index is not None:
+            from pytest_layercheck.model.devices import device_for_worker
+
+            arguments["device"] = device_for_worker(arguments["device"], arguments["device_map"], index)
+        return arguments
 
     # ----------------------------------------------------------------- profile
     def plan_check(self, check: CellCheck) -> None:
@@ -167,7 +199,7 @@ class LayercheckSession:
             for suite in self._profile.suites:
                 needs.setdefault(suite, frozenset())
         self._profile = build_profile(self.model(), self.settings, cache=self.cache, progress=self.progress,
-                                      needs=needs)
+                                      needs=needs, shard=self.shard, log=self.worker_notes.append)
         self._profile_seconds += time.perf_counter() - started
 
     @property
@@ -263,12 +295,74 @@ class LayercheckSession:
         self.check_outcomes.append((check, outcome))
 
     # ------------------------------------------------------------------- xdist
+    def _shard(self) -> Shard | None:
+        """This worker's share of the profile's evaluations; None outside xdist, or when the workers
+        have no folder in common (then each computes the whole profile, and the summary says so)."""
+        options = self.options
+        if not options.is_xdist_worker or options.workers < 2:
+            return None
+        name = options.worker or "this worker"
+        if options.exchange is None or not options.exchange.is_dir():
+            where = ("the controller passed no shared folder" if options.exchange is None
+                     else f"the controller's folder {options.exchange} is not on this worker's filesystem")
+            self.worker_notes.append(
+                f"{name}: the profile's evaluations were not shared out among the xdist workers ({where}); "
+                "each worker computed the whole profile. Run the workers on one machine (-n N) to share them")
+            return None
+        index = worker_index(options.worker) or 0
+        return Shard(index=index, count=options.workers, folder=options.exchange, worker=name,
+                     timeout=options.shard_timeout)
+
+    def exchange_folder(self) -> Path:
+        """The controller's folder for its workers' claims and exchanged results, made on first use
+        (private to the user) and deleted by :meth:`cleanup`."""
+        if self._exchange is None:
+            self._exchange = Path(tempfile.mkdtemp(prefix="layercheck-xdist-"))
+        return self._exchange
+
+    def cleanup(self) -> None:
+        if self._exchange is not None:
+            shutil.rmtree(self._exchange, ignore_errors=True)
+            self._exchange = None
+
     def worker_payload(self) -> str | None:
-        return json.dumps(self._profile.to_json()) if self._profile is not None else None
+        """What a worker sends the controller: its profile, its counts of evaluations, its notes."""
+        if self._profile is None and not self.worker_notes:
+            return None
+        return json.dumps({
+            "worker": self.options.worker,
+            "profile": self._profile.to_json() if self._profile is not None else None,
+            "seconds": self._profile_seconds,
+            "from_cache": self.cache.hits,
+            "computed": self.cache.misses if self._profile is not None else 0,
+            "notes": self.worker_notes,
+        })
 
     def absorb_worker_payload(self, payload: str) -> None:
-        if self._profile is None:
-            self._profile = DepthProfile.from_json(json.loads(payload))
+        """Take a worker's profile (the most complete one: workers may have computed partial profiles
+        of different checks) and its counts, for the summary."""
+        data = json.loads(payload)
+        if data.get("profile") is not None:
+            profile = DepthProfile.from_json(data["profile"])
+            if self._profile is None or len(profile.evaluations) > len(self._profile.evaluations):
+                self._profile = profile
+            self.worker_stats[str(data.get("worker"))] = {
+                key: float(data.get(key) or 0) for key in ("seconds", "from_cache", "computed")}
+        for note in data.get("notes") or ():
+            if note not in self.messages:
+                self.messages.append(note)
+
+    def _workers_line(self) -> str | None:
+        """``profile computed in 3.1 s by 2 xdist workers (evaluations: 0 from cache, 9 computed: gw0 4, gw1 5)``."""
+        stats = self.worker_stats
+        if not stats:
+            return None
+        seconds = max(s["seconds"] for s in stats.values())
+        hits = int(max(s["from_cache"] for s in stats.values()))
+        computed = int(sum(s["computed"] for s in stats.values()))
+        per_worker = ", ".join(f"{w} {int(s['computed'])}" for w, s in sorted(stats.items()))
+        return (f"profile computed in {seconds:.1f} s by {len(stats)} xdist worker{'s' * (len(stats) > 1)} "
+                f"(evaluations: {hits} from cache, {computed} computed: {per_worker})")
 
     # ------------------------------------------------------------- end of run
     def finish(self) -> bool:
@@ -323,8 +417,17 @@ class LayercheckSession:
         if self._profile_seconds:
             lines.append(f"profile computed in {self._profile_seconds:.1f} s "
                          f"(evaluations: {self.cache.summary()})")
+        workers = self._workers_line()
+        if workers:
+            lines.append(workers)
         return lines + self.messages
 
 
 def _running_in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def worker_index(worker: str | None) -> int | None:
+    """The number of an xdist worker id: ``gw3`` -> 3; None for anything else."""
+    digits = (worker or "").removeprefix("gw")
+    return int(digits) if digits.isdigit() else None
