@@ -57,6 +57,30 @@ def test_each_worker_gets_its_own_gpu_only_when_there_are_several() -> None:
     assert [worker_index(w) for w in ("gw0", "gw12", "master", None)] == [0, 12, None, None]
 
 
+def test_workers_without_the_controllers_folder_each_compute_everything_and_say_so(tmp_path: Path) -> None:
+    from pytest_layercheck.pytest_plugin.session import LayercheckSession, SessionOptions
+
+    def session(exchange: Path | None, worker: str = "gw1") -> LayercheckSession:
+        return LayercheckSession(SessionOptions(baseline_dir=tmp_path, is_xdist_worker=True, worker=worker,
+                                                workers=2, exchange=exchange))
+
+    remote = session(tmp_path / "on-the-controller-host")
+    assert remote.shard is None
+    assert "not on this worker's filesystem" in remote.worker_notes[0]
+    assert "each worker computed the whole profile" in remote.worker_notes[0]
+    (tmp_path / "run").mkdir()
+    local = session(tmp_path / "run", "gw1")
+    assert local.shard is not None and (local.shard.index, local.shard.count) == (1, 2) and not local.worker_notes
+    controller = LayercheckSession(SessionOptions(baseline_dir=tmp_path))
+    assert controller.shard is None
+    controller.absorb_worker_payload(remote.worker_payload() or "")
+    assert controller.messages == remote.worker_notes  # the controller's summary shows it
+    folder = controller.exchange_folder()
+    assert folder.is_dir() and controller.exchange_folder() == folder
+    controller.cleanup()
+    assert not folder.exists()
+
+
 # ------------------------------------------------------------------------------- fake sweeps
 def fake_job(label: str, layers: int, calls: list[Call], lock: threading.Lock,
              delay: float = 0.0, fail: bool = False, items: int = 3) -> SweepJob:
