@@ -275,10 +275,11 @@ def run_sharded(jobs: Sequence[SweepJob], shard: Shard, cache: ResultCache,
     results: list[dict[str, Evaluation]] = [{} for _ in jobs]
     digests = [{k: ResultCache.key(job.identity(k)) for k in job.keys} for job in jobs]
 
-    def lookup(j: int, key: str) -> tuple[Evaluation | None, bool]:
-        """The evaluation if it is stored yet, and whether the result cache (not the run's folder) had it."""
+    def lookup(j: int, key: str, polling: bool = True) -> tuple[Evaluation | None, bool]:
+        """The evaluation if it is stored yet, and whether the result cache (not the run's folder) had it.
+        The first look reports a cache entry that fails a check (it is then recomputed); polls do not."""
         identity = jobs[j].identity(key)
-        found = cache.get(identity, count=False) if cache.enabled else None
+        found = (cache.peek(identity) if polling else cache.get(identity, count=False)) if cache.enabled else None
         if found is not None or exchange.store is cache:
             return found, found is not None
         return exchange.store.peek(identity), False
@@ -286,7 +287,7 @@ def run_sharded(jobs: Sequence[SweepJob], shard: Shard, cache: ResultCache,
     # 1. What the cache holds, or this run's workers computed already (for an earlier partial profile).
     for j, job in enumerate(jobs):
         for key in job.keys:
-            evaluation, cached = lookup(j, key)
+            evaluation, cached = lookup(j, key, polling=False)
             if evaluation is not None:
                 results[j][key] = evaluation
                 claim = exchange.holder(digests[j][key])
