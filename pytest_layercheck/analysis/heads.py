@@ -293,8 +293,9 @@ def parse_layers(text: str | int | Iterable[int] | None, num_layers: int | None 
 # --------------------------------------------------------------------------------------------------
 
 
-def _model_and_tokenizer(model: LoadedModel | Any, tokenizer: Any | None) -> tuple[Any, Any, str]:
-    """(model, tokenizer, name) from a ``LoadedModel`` or a bare model plus tokenizer."""
+def model_and_tokenizer(model: LoadedModel | Any, tokenizer: Any | None) -> tuple[Any, Any, str]:
+    """(model, tokenizer, name) from a ``LoadedModel`` or a bare model plus tokenizer (the head analyses
+    accept either)."""
     if isinstance(tokenizer, (str, os.PathLike, Suite)):
         raise ConfigError(
             f"the tokenizer argument is {tokenizer!r}, which looks like a suite",
@@ -309,10 +310,6 @@ def _model_and_tokenizer(model: LoadedModel | Any, tokenizer: Any | None) -> tup
         )
     name = getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
     return model, tokenizer, str(name)
-
-
-def _resolve(suite: str | os.PathLike[str] | Suite) -> Suite:
-    return suite if isinstance(suite, Suite) else resolve_suite(suite)
 
 
 def head_ablations(model: Any, layers: Sequence[int], mode: str = "zero", gqa: str = "query") -> dict[HeadKey, Ablation]:
@@ -362,13 +359,13 @@ def head_importance(
     ``ResultCache``, only with a ``LoadedModel``) reuses earlier evaluations, shared with depth
     profiles for the intact model.
     """
-    net, tok, name = _model_and_tokenizer(model, tokenizer)
+    net, tok, name = model_and_tokenizer(model, tokenizer)
     adapter = get_adapter(net)
     chosen = parse_layers(layers, adapter.num_layers)
     chosen = tuple(range(adapter.num_layers)) if chosen is None else chosen
     if not chosen:
         raise ConfigError("no layers to evaluate", "pass at least one layer, e.g. layers=[0] or '0-3'")
-    suite_obj = _resolve(suite)
+    suite_obj = resolve_suite(suite)
     protocol = protocol or suite_obj.default_protocol
     limited = suite_obj.limited(limit)
     metric = metric or PRIMARY_METRIC.get(protocol)

@@ -396,7 +396,7 @@ def suite_prompts(suites: Sequence[str | Suite], limit: int | None) -> list[tupl
     """Per suite: a label and the rendered prompts (few-shot block included) of its default protocol."""
     groups: list[tuple[str, list[str]]] = []
     for spec in suites:
-        suite = spec if isinstance(spec, Suite) else resolve_suite(spec)
+        suite = resolve_suite(spec)
         rendered = render(suite.limited(limit), suite.default_protocol)
         groups.append((f"{suite.name} ({len(rendered)} {suite.default_protocol} prompts)",
                        [r.prompt for r in rendered]))
@@ -689,7 +689,7 @@ def compare_with_capabilities(
     notes: list[str] = []
     least_by_suite: dict[str, list[int]] = {}
     for step, (spec, protocol) in enumerate(ordered):
-        suite = spec if isinstance(spec, Suite) else resolve_suite(spec)
+        suite = resolve_suite(spec)
         generation = get_protocol(protocol).generates
         starts = (generation_candidates(result, generation_blocks, least_by_suite.get(suite.name, ()))
                   if generation else likelihood_starts)

@@ -41,11 +41,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from pytest_layercheck.analysis.heads import _model_and_tokenizer, _resolve, deterministic
+from pytest_layercheck.analysis.heads import model_and_tokenizer
 from pytest_layercheck.core.errors import ConfigError, LayercheckError
 from pytest_layercheck.data.profile_data import PRIMARY_METRIC
 from pytest_layercheck.data.statistics import mean
 from pytest_layercheck.evaluation.comparison import exact_mcnemar
+from pytest_layercheck.evaluation.service import deterministic
 from pytest_layercheck.model.ablation import Ablation, ablate, eager_attention, mask_heads, original_layers
 from pytest_layercheck.model.architecture import get_adapter
 from pytest_layercheck.model.loading import LoadedModel
@@ -53,6 +54,7 @@ from pytest_layercheck.model.probes import probe_attention
 from pytest_layercheck.scoring.engine import accepts_logits_to_keep, cut_at_stop, eos_token_ids, model_device
 from pytest_layercheck.scoring.protocols import extract_answer, normalize_answer, prepare, score
 from pytest_layercheck.scoring.tokenization import encoding_rule, model_max_length
+from pytest_layercheck.suites.builtin import resolve_suite
 from pytest_layercheck.suites.generate import DECOYS, DEPTHS, FILLER, HAYSTACK_WORDS, NEEDLE_THINGS
 from pytest_layercheck.suites.schema import Suite
 
@@ -423,7 +425,7 @@ def find_retrieval_heads(
     stopping at a newline or EOS) while each head's top-1 attended position is recorded; scores are
     averaged over the tests whose answer recovers more than ``min_recall`` of the needle.
     """
-    net, tok, name = _model_and_tokenizer(model, tokenizer)
+    net, tok, name = model_and_tokenizer(model, tokenizer)
     adapter = get_adapter(net)
     num_layers = len(original_layers(net))
     cases = needle_tests(tests, seed, sizes) if isinstance(tests, int) else list(tests)
@@ -626,7 +628,7 @@ def compare_masking(
     during decoding only, as in the paper. Likelihood protocols have no decoding step; there the
     heads are masked at every position (``decode_only`` is False in the result).
     """
-    net, tok, name = _model_and_tokenizer(model, tokenizer)
+    net, tok, name = model_and_tokenizer(model, tokenizer)
     if heads is None:
         heads = find_retrieval_heads(net, tok, tests=tests, seed=seed)
     adapter = get_adapter(net)
@@ -639,7 +641,7 @@ def compare_masking(
     _check_k(k, len(heads.scores), "heads in the model")
     top = heads.top(k)
     control = random_control_heads(heads, k, seed)
-    suite_obj = _resolve(suite)
+    suite_obj = resolve_suite(suite)
     limited = suite_obj.limited(limit)
     prepared = prepare(limited, protocol, tok, max_length=model_max_length(net))
     metric = PRIMARY_METRIC[protocol]

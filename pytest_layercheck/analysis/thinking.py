@@ -367,7 +367,7 @@ def compare_thinking(
                           "give the chain of thought and the direct answer at least one token each")
     chosen: list[tuple[Suite, SuiteItem]] = []
     for spec in suites:
-        suite = spec if isinstance(spec, Suite) else resolve_suite(spec)
+        suite = resolve_suite(spec)
         chosen += [(suite, item) for item in suite.limited(limit).items]
     if not chosen:
         raise ConfigError("no items to answer", "pass at least one suite with items (and a limit above 0)")

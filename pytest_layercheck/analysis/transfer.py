@@ -345,7 +345,7 @@ def stability(
     "siblings" (knowledge default) uses other items of the same domain and kind. ``protocol``
     defaults to the suite's own.
     """
-    suite = suite if isinstance(suite, Suite) else resolve_suite(suite)
+    suite = resolve_suite(suite)
     how = _method(suite, method)
     protocol = protocol or suite.default_protocol
     originals = suite.limited(limit).items

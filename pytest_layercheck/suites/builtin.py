@@ -77,14 +77,16 @@ def resolve_suite_path(name_or_path: str | os.PathLike[str]) -> Path:
     raise _unknown(text)
 
 
-def resolve_suite(name_or_path: str | os.PathLike[str]) -> Suite:
-    """Load a suite given a built-in name or a path to a YAML file.
+def resolve_suite(name_or_path: str | os.PathLike[str] | Suite) -> Suite:
+    """Load a suite given a built-in name or a path to a YAML file (a loaded :class:`Suite` is returned as is).
 
     A user file may not take a built-in suite's name: its results would be recorded, cached and compared
     as that suite's, silently replacing it.
     """
     from pytest_layercheck.suites.importers import RECORD_FORMATS, load_records_suite
 
+    if isinstance(name_or_path, Suite):
+        return name_or_path
     path = resolve_suite_path(name_or_path)
     # A record file whose fields already have the suite's names is a suite as it is.
     suite = load_records_suite(path) if path.suffix.lower() in RECORD_FORMATS else load_suite(path)
