@@ -4,6 +4,12 @@ matmuls, and 2 threads on a busy 2-core machine made them ~100x slower)."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -29,3 +35,35 @@ def smollm() -> LoadedModel:
 def one_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     """Prompt batches mix any lengths (no split where padding dominates), as some engine tests need."""
     monkeypatch.setattr(engine, "MIN_FILL", 0.0)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """What ``examples/finetune_scenario.py`` made and printed: both candidates, the guard's report."""
+
+    folder: Path
+    process: subprocess.CompletedProcess[str]
+
+    @property
+    def harmful(self) -> Path:
+        return self.folder / "harmful"
+
+    @property
+    def benign(self) -> Path:
+        return self.folder / "benign"
+
+
+@pytest.fixture(scope="session")
+def finetune_scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
+    """The documented fine-tune scenario, CI-sized, run once as a user runs it (a subprocess): two
+    fine-tunes of the default model, then the guard with localisation. Its candidates serve every test
+    that needs a harmful or a benign fine-tune, so the fine-tuning is paid once per run."""
+    folder = tmp_path_factory.mktemp("scenario")
+    script = Path(__file__).resolve().parents[1] / "examples" / "finetune_scenario.py"
+    process = subprocess.run(
+        [sys.executable, str(script), "--out", str(folder), "--quick", "--compare", "--limit", "40",
+         "--localise", "changed", "--threads", "1"],
+        cwd=folder, capture_output=True, text=True, timeout=1800, check=False,
+    )
+    yield Scenario(folder, process)
+    shutil.rmtree(folder, ignore_errors=True)  # two 0.5 GB candidates

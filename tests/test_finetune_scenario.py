@@ -1,7 +1,8 @@
 """The fine-tune scenario of examples/finetune_scenario.py, CI-sized, on the real default model.
 
 Fine-tunes SmolLM2-135M-Instruct twice on a CPU (a hard chain-of-thought SFT and a gentle in-distribution
-one), saves both candidates, and runs the guard on them. The guard must fail the harmful candidate and
+one), saves both candidates, and runs the guard on them, as a user runs the script (the session's
+``finetune_scenario`` fixture, whose candidates the user-journey test guards too). The guard must fail the harmful candidate and
 pass the benign one, and the comparison must localise the harmful loss to the fine-tuned layers.
 About 1.5-3 minutes on one CPU thread (see examples/README.md for measured times).
 """
@@ -10,12 +11,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import shutil
 import sys
 from pathlib import Path
 
 import pytest
-import torch
+from conftest import Scenario
 
 pytestmark = pytest.mark.real_model
 
@@ -30,29 +30,20 @@ def load_script():  # noqa: ANN201 - a module object
     return module
 
 
-def test_guard_fails_the_harmful_fine_tune_and_passes_the_benign_one(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_guard_fails_the_harmful_fine_tune_and_passes_the_benign_one(finetune_scenario: Scenario) -> None:
     scenario = load_script()
-    threads = torch.get_num_threads()
-    try:
-        code = scenario.main(["--out", str(tmp_path), "--quick", "--compare", "--limit", "40",
-                              "--localise", "changed", "--threads", "1"])
-    finally:
-        torch.set_num_threads(threads)
-        for name in ("harmful", "benign"):  # 0.5 GB each; pytest keeps recent tmp dirs around
-            shutil.rmtree(tmp_path / name, ignore_errors=True)
-    output = capsys.readouterr().out
-    timings = json.loads((tmp_path / "timings.json").read_text())
+    folder, process = finetune_scenario.folder, finetune_scenario.process
+    output = process.stdout + process.stderr
+    assert process.returncode == 0, output
+    timings = json.loads((folder / "timings.json").read_text())
     harmful, benign = timings["guard"]["harmful"], timings["guard"]["benign"]
 
-    assert code == 0, output
     assert not harmful["passed"] and harmful["candidate_acc"] < harmful["base_acc"] - 0.1
     assert harmful["p_value"] < 0.05
     assert benign["passed"] and benign["candidate_acc"] >= benign["base_acc"] - 0.05
-    assert "guard told the candidates apart" in output
+    assert "guard told the candidates apart" in process.stdout
 
-    report = json.loads((tmp_path / "harmful-report.json").read_text())
+    report = json.loads((folder / "harmful-report.json").read_text())
     trained = set(scenario.TRAINED_LAYERS)
     assert set(report["weights"]["most_changed"]) <= trained  # only the fine-tuned layers moved
     untouched = [row for row in report["weights"]["layers"] if row["layer"] not in trained]

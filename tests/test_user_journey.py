@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import Scenario
 
 pytestmark = pytest.mark.real_model
 
@@ -64,18 +65,16 @@ HELD_OUT = ("--layers", "0-8", "--harmful-steps", "8", "--harmful-lr", "1e-3", "
 
 
 @pytest.fixture(scope="module")
-def candidates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Fine-tunes of the default model made by the documented script (its CI-sized variant), and a
-    held-out harmful one made with other layers, steps, rate and seed."""
-    out = tmp_path_factory.mktemp("candidates")
-    made = sh(sys.executable, REPO / "examples" / "finetune_scenario.py", "--out", out, "--quick", cwd=out)
+def candidates(tmp_path_factory: pytest.TempPathFactory, finetune_scenario: Scenario) -> dict[str, Path]:
+    """Fine-tunes of the default model made by the documented script (its CI-sized variant, shared with
+    test_finetune_scenario), and a held-out harmful one made with other layers, steps, rate and seed."""
+    made = finetune_scenario.process
     assert made.returncode == 0, output(made)
-    held_out = out / "held-out"
-    made = sh(sys.executable, REPO / "examples" / "finetune_scenario.py", "--out", held_out, "--quick", *HELD_OUT,
-              cwd=out)
+    out = tmp_path_factory.mktemp("held-out")
+    made = sh(sys.executable, REPO / "examples" / "finetune_scenario.py", "--out", out, "--quick", *HELD_OUT, cwd=out)
     assert made.returncode == 0, output(made)
-    yield {"harmful": out / "harmful", "harmless": out / "benign", "held-out": held_out / "harmful"}
-    shutil.rmtree(out, ignore_errors=True)  # 0.5 GB each
+    yield {"harmful": finetune_scenario.harmful, "harmless": finetune_scenario.benign, "held-out": out / "harmful"}
+    shutil.rmtree(out, ignore_errors=True)  # 0.5 GB
 
 
 def test_every_help_works(project: Path) -> None:
@@ -159,12 +158,18 @@ def test_the_examples_pass_on_the_default_model(project: Path) -> None:
     assert "FutureWarning" not in output(run)
 
 
+#: The example's knowledge guards. The harmful candidate runs only these (what it must fail, at a fifth
+#: of the whole examples' cost); the harmless one runs every guard, since green must mean all of them.
+KNOWLEDGE_GUARDS = ("test_model_guard.py::test_knowledge_not_lost",
+                    "test_model_guard.py::test_knowledge_still_lives_in_the_shallow_layers")
+
+
 def test_a_harmful_fine_tune_fails_the_knowledge_check(project: Path, candidates: dict[str, Path]) -> None:
     summary = project / "summary-harmful.md"
     env = user_env(GITHUB_STEP_SUMMARY=str(summary), GITHUB_ACTIONS="true")
     run = sh(sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--layercheck-model={candidates['harmful']}",
              f"--layercheck-baseline={BASELINE}", "--layercheck-report=report.json", "--junitxml=junit.xml",
-             cwd=project, env=env)
+             *KNOWLEDGE_GUARDS, cwd=project, env=env)
     text = output(run)
     assert run.returncode == 1, text
     assert "FAILED test_model_guard.py::test_knowledge_not_lost" in run.stdout, text
