@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import Scenario
 
-pytestmark = pytest.mark.real_model
+pytestmark = [pytest.mark.real_model, pytest.mark.xdist_group("finetune_scenario")]  # one worker makes the candidates
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "finetune_scenario.py"
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from conftest import Scenario
 
-pytestmark = pytest.mark.real_model
+pytestmark = [pytest.mark.real_model, pytest.mark.xdist_group("finetune_scenario")]  # one worker makes the candidates
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
