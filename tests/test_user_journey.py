@@ -64,7 +64,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 HELD_OUT = ("--layers", "0-8", "--harmful-steps", "8", "--harmful-lr", "1e-3", "--seed", "1")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # xdist may run another module's test in between: made once all the same
 def candidates(tmp_path_factory: pytest.TempPathFactory, finetune_scenario: Scenario) -> dict[str, Path]:
     """Fine-tunes of the default model made by the documented script (its CI-sized variant, shared with
     test_finetune_scenario), and a held-out harmful one made with other layers, steps, rate and seed."""
