@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_layercheck.core.errors import ConfigError
+from pytest_layercheck.core.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -41,34 +42,26 @@ class Analysis:
         return self.function()(loaded, **kwargs)
 
 
-_REGISTRY: dict[str, Analysis] = {}
+_REGISTRY: Registry[Analysis] = Registry("analysis", ConfigError)
 
 
 def register_analysis(analysis: Analysis) -> Analysis:
     """Make ``analysis`` available to the ``layercheck_analyses`` fixture by its name."""
-    known = _REGISTRY.get(analysis.name)
-    if known is not None and known != analysis:
-        raise ConfigError(f"a different analysis named {analysis.name!r} is already registered",
-                          "choose another name, or unregister_analysis() the old one first")
-    _REGISTRY[analysis.name] = analysis
-    return analysis
+    return _REGISTRY.register(analysis.name, analysis,
+                              "choose another name, or unregister_analysis() the old one first")
 
 
 def unregister_analysis(name: str) -> None:
     """Remove an analysis (tests register toy analyses and remove them afterwards)."""
-    _REGISTRY.pop(name, None)
+    _REGISTRY.unregister(name)
 
 
 def get_analysis(name: str) -> Analysis:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ConfigError(f"unknown analysis {name!r}",
-                          f"use one of {', '.join(sorted(_REGISTRY))}, or register_analysis() your own") from None
+    return _REGISTRY.get(name, ", or register_analysis() your own")
 
 
 def analysis_names() -> tuple[str, ...]:
-    return tuple(sorted(_REGISTRY))
+    return tuple(sorted(_REGISTRY.names()))
 
 
 for _builtin in (

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pytest_layercheck.core.errors import ProtocolError
+from pytest_layercheck.core.registry import Registry
 from pytest_layercheck.suites.schema import LETTERS, SuiteItem
 
 Kind = Literal["loglikelihood", "generation"]
@@ -71,32 +72,25 @@ class Protocol:
         return self.item_check(item)
 
 
-_REGISTRY: dict[str, Protocol] = {}
+_REGISTRY: Registry[Protocol] = Registry("protocol", ProtocolError)
 
 
 def register(protocol: Protocol) -> Protocol:
     """Make ``protocol`` available to suites, the renderer and the scorer by its name."""
-    if protocol.name in _REGISTRY and _REGISTRY[protocol.name] != protocol:
-        raise ProtocolError(f"a different protocol named {protocol.name!r} is already registered",
-                            "give the new protocol its own name")
-    _REGISTRY[protocol.name] = protocol
-    return protocol
+    return _REGISTRY.register(protocol.name, protocol, "give the new protocol its own name")
 
 
 def unregister(name: str) -> None:
     """Remove a registered protocol (tests that add a toy protocol clean up with this)."""
-    _REGISTRY.pop(name, None)
+    _REGISTRY.unregister(name)
 
 
 def protocol_names() -> tuple[str, ...]:
-    return tuple(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def get_protocol(name: str) -> Protocol:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ProtocolError(f"unknown protocol {name!r}", f"use one of {list(_REGISTRY)}") from None
+    return _REGISTRY.get(name)
 
 
 def primary_metric(name: str) -> str:
