@@ -40,7 +40,7 @@ import torch
 from tabulate import tabulate
 
 from pytest_layercheck.data.bands import DepthBands
-from pytest_layercheck.evaluation.profiler import DEFAULT_LIMITS
+from pytest_layercheck.evaluation.profiler import DEFAULT_SWEEP_LIMITS
 from pytest_layercheck.model.ablation import Ablation, ablate
 from pytest_layercheck.model.loading import LoadedModel, load_model
 from pytest_layercheck.scoring.flops import ModelShape, TokenWork, evaluation_flops, sweep_flops
@@ -92,6 +92,10 @@ def timed(fn, device: torch.device) -> tuple[float, object]:
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start, out
+
+
+#: The default profile's sweep items, the work this benchmark times.
+SWEEP_LIMITS_TEXT = ",".join(f"{k}={v}" for k, v in DEFAULT_SWEEP_LIMITS.items())
 
 
 def parse_limits(text: str) -> dict[str, int]:
@@ -156,7 +160,7 @@ def main() -> None:
     parser.add_argument("--model", default="default")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--limits", default=",".join(f"{k}={v}" for k, v in DEFAULT_LIMITS.items()))
+    parser.add_argument("--limits", default=SWEEP_LIMITS_TEXT, help=f"items swept per suite (default {SWEEP_LIMITS_TEXT})")
     parser.add_argument("--no-reuse-row", action="store_true", help="also time the per-layer sweep without reuse")
     parser.add_argument("--lm-eval-limits", default="knowledge=6,reasoning=3,retrieval=2")
     parser.add_argument("--lm-eval-batch-size", type=int, default=8)

@@ -43,3 +43,19 @@ def test_rows_on_a_small_random_llama() -> None:
     first = rows[0]
     assert first.evaluations == 4 and first.flops > 0 and first.flips == 0 and first.max_delta < 1e-5
     assert len(first.cells(peak)) == len(bench.HEADERS)
+
+
+
+def test_every_benchmark_parses_its_own_defaults() -> None:
+    """Each script's ``--help`` works and the default sweep limits parse (a default built from a setting
+    that may be None once broke ``python benchmarks/depth_sweep.py`` before it measured anything)."""
+    import subprocess
+
+    gpu_sweep()  # puts the sibling depth_sweep on sys.path
+    import depth_sweep
+
+    for name in ("depth_sweep.py", "gpu_sweep.py", "lmeval_parity.py", "scoring_throughput.py"):
+        done = subprocess.run([sys.executable, str(SCRIPT.parent / name), "--help"], capture_output=True, text=True,
+                              timeout=120, check=False)
+        assert done.returncode == 0 and "usage:" in done.stdout, done.stderr
+    assert depth_sweep.parse_limits(depth_sweep.SWEEP_LIMITS_TEXT) == {"knowledge": 40, "reasoning": 40, "retrieval": 10}
