@@ -26,14 +26,17 @@ def test_importing_the_package_loads_no_model_code() -> None:
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
 
 
-def test_layercheck_help_loads_no_model_code() -> None:
-    """``layercheck --help`` (every subcommand's parser) must answer at once: no torch, no transformers."""
+def test_layercheck_help_loads_no_model_code(tmp_path: Path) -> None:
+    """``layercheck --help`` (every subcommand's parser) must answer at once: no torch, no transformers,
+    no report renderers."""
     code = ("import sys; from pytest_layercheck.cli import build_parser; build_parser(); "
-            "print('torch' in sys.modules, 'transformers' in sys.modules)")
+            "print('torch' in sys.modules, 'transformers' in sys.modules, 'pytest_layercheck.report' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "False False"
-    shown = subprocess.run([sys.executable, "-m", "pytest_layercheck.cli", "--help"], capture_output=True, text=True)
-    assert shown.returncode == 0 and "usage: layercheck" in shown.stdout, shown.stderr
+    assert result.stdout.strip() == "False False False"
+    script = Path(sys.executable).parent / "layercheck"  # the installed command, as a user runs it
+    for command in ([str(script), "--help"], [sys.executable, "-m", "pytest_layercheck.cli", "--help"]):
+        shown = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=60)
+        assert shown.returncode == 0 and "usage: layercheck" in shown.stdout, shown.stderr
 
 
 def test_the_readme_imports_only_the_public_api() -> None:

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 from pytest_layercheck.cli.common import add_output_arguments, console, err_console, load, progress_bar, write_outputs
 from pytest_layercheck.cli.profile import add_profile_arguments, add_verdict_arguments, settings_from, verdict_from
 from pytest_layercheck.evaluation.options import MODEL, add_cli_arguments
-from pytest_layercheck.report.format import json_text
 
 if TYPE_CHECKING:
     from pytest_layercheck.analysis.compare import CompareSettings
@@ -59,6 +58,7 @@ def run_compare(args: argparse.Namespace) -> int:
     from pytest_layercheck.analysis.compare import compare_models
     from pytest_layercheck.evaluation.result_cache import ResultCache
     from pytest_layercheck.report.compare import render_compare_markdown, render_compare_terminal
+    from pytest_layercheck.report.format import json_text
 
     settings = compare_settings_from(args)  # before loading: a typo should not cost two model loads
     base = load(args.base, args)

@@ -19,7 +19,6 @@ from pytest_layercheck.cli.common import (
     progress_bar,
     write_outputs,
 )
-from pytest_layercheck.report.format import json_text
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -67,6 +66,7 @@ def run_heads(args: argparse.Namespace) -> int:
 
     from pytest_layercheck.analysis.heads import DEFAULT_HEAD_LIMIT, head_importance
     from pytest_layercheck.evaluation.result_cache import ResultCache
+    from pytest_layercheck.report.format import json_text
     from pytest_layercheck.report.heads import importance_markdown, importance_renderable
 
     loaded = load(args.model, args)
@@ -90,6 +90,7 @@ def run_retrieval_heads(args: argparse.Namespace) -> int:
     import math
 
     from pytest_layercheck.analysis.retrieval_heads import compare_masking, find_retrieval_heads
+    from pytest_layercheck.report.format import json_text
     from pytest_layercheck.report.heads import retrieval_markdown, retrieval_renderable
 
     loaded = load(args.model, args)
