@@ -404,3 +404,14 @@ def test_two_workers_together_compute_what_one_process_computes_and_agree(
     assert sharded["profile"]["cells"] == serial["profile"]["cells"]
     assert sharded["comparison"] == serial["comparison"] and sharded["passed"] == serial["passed"]
     assert not list((tmp_path / "tmp").iterdir())  # the controller removed the run's folder
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "soon"])
+def test_a_bad_shard_timeout_is_a_usage_error_that_says_the_fix(pytester: pytest.Pytester, value: str) -> None:
+    """``--layercheck-shard-timeout`` as a user passes it: a bad value stops pytest before any test runs."""
+    pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
+    result = pytester.runpytest_subprocess(f"--layercheck-shard-timeout={value}", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*bad --layercheck-shard-timeout '{value}'*", "*How to fix: give a number of seconds > 0*"])
+    good = pytester.runpytest_subprocess("--layercheck-shard-timeout=30", "-p", "no:cacheprovider")
+    good.assert_outcomes(passed=1)
