@@ -216,3 +216,21 @@ def test_progress_steps_cover_every_batch_and_variant() -> None:
     run_loglikelihood_sweep(m, plan, ABLATIONS[:3], on_step=lambda done, total: seen.append((done, total)))
     total = len(plan.batches) * 4
     assert seen == [(i, total) for i in range(1, total + 1)]
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen3", "gemma3", "phi3"])
+def test_grouped_sdpa_sweep_equals_eager_scoring(family: str) -> None:
+    """On the CPU, SDPA models run grouped-query attention in the kernel (``model/attention.py``);
+    the sweep then still equals scoring each ablated model with transformers' eager attention, an
+    implementation it shares nothing with."""
+    fast = sharp_model(family, "sdpa", seed=3, sharpen_embeddings=False, layers=LAYERS)
+    eager = sharp_model(family, "eager", seed=3, sharpen_embeddings=False, layers=LAYERS)
+    assert get_adapter(fast).num_kv_heads < get_adapter(fast).num_heads
+    plan = plan_of(family, "mc_text", 3, token_budget=160)
+    ablations = [Ablation.skipping(1), Ablation.masking({2: [0, 3]}), Ablation.skipping(range(LAYERS))]
+    intact, outputs = run_loglikelihood_sweep(fast, plan, ablations)
+    for ablation, output in zip([Ablation(), *ablations], [intact, *outputs]):
+        expected = reference(eager, plan, ablation)
+        # two attention implementations round differently: log-likelihoods of about -60 agree to 1e-6
+        torch.testing.assert_close(output.loglikelihood, expected.loglikelihood, rtol=1e-6, atol=1e-5)
+        assert torch.equal(output.greedy, expected.greedy)

@@ -74,12 +74,16 @@ FAMILIES: tuple[str, ...] = (
 )
 
 
-def tiny_model(family: str = "llama", layers: int = 6, seed: int = 0) -> torch.nn.Module:
-    """A float32, eval-mode random model; the same ``seed`` gives the same weights."""
+def tiny_model(family: str = "llama", layers: int = 6, seed: int = 0, attention: str = "eager") -> torch.nn.Module:
+    """A float32, eval-mode random model; the same ``seed`` gives the same weights.
+
+    ``attention`` is transformers' attention implementation (``"sdpa"`` is what loading picks for
+    real models on the families that support it).
+    """
     torch.manual_seed(seed)
     config = tiny_config(family, layers)
-    config._attn_implementation = "eager"
-    model = AutoModelForCausalLM.from_config(config, attn_implementation="eager")
+    config._attn_implementation = attention
+    model = AutoModelForCausalLM.from_config(config, attn_implementation=attention)
     return model.eval()
 
 

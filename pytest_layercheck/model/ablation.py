@@ -21,6 +21,7 @@ from torch import nn
 
 from pytest_layercheck.core.errors import AblationError
 from pytest_layercheck.model.architecture import ArchitectureAdapter, get_adapter
+from pytest_layercheck.model.attention import attention_configs, use_attention
 
 HeadMode = Literal["zero", "uniform"]
 GqaMode = Literal["query", "group"]
@@ -304,21 +305,14 @@ def _enable_uniform(
     """Route the model's attention through ``_uniform_attention`` with ``plan`` flagged, until exit.
 
     The implementation name is switched on every config object the backbone and the attention modules
-    read; ``_attn_implementation_internal`` is set directly because the public setter also rewrites
-    sub-configs, which could not be restored exactly.
+    read (:func:`~pytest_layercheck.model.attention.use_attention`).
     """
     _register_uniform_attention()
     for attention, heads in plan.items():
         active = _UNIFORM_HEADS.setdefault(attention, [])
         active.append(heads)
         stack.callback(active.remove, heads)
-    configs: dict[int, object] = {id(c): c for c in (adapter.model.config, *adapter.decoder_configs)}
-    for block in _skip_origin(adapter).blocks:
-        config = getattr(adapter.attention_of(block), "config", None)
-        if config is not None:
-            configs.setdefault(id(config), config)
-    for config in configs.values():
-        _set_restorably(stack, config, "_attn_implementation_internal", UNIFORM_ATTENTION)
+    use_attention(stack, attention_configs(adapter, _skip_origin(adapter).blocks), UNIFORM_ATTENTION)
 
 
 def _resolve_heads(adapter: ArchitectureAdapter, heads: HeadSpec, gqa: str) -> dict[int, tuple[int, ...]]:

@@ -63,6 +63,7 @@ from transformers import (
 )
 from transformers.cache_utils import DynamicLayer
 
+from pytest_layercheck.model.attention import grouped_query_sdpa
 from pytest_layercheck.model.devices import model_device
 
 #: Default forward-pass size in padded tokens (KV-cache tokens included for continuation passes).
@@ -523,9 +524,10 @@ def run_loglikelihood(model: Any, plan: LoglikelihoodPlan, share_prefix: bool = 
     """
     device = model_device(model)
     total, misses = empty_totals(plan)
-    prefix = prefix_for(model, plan.prefix, share_prefix)
-    for batch in plan.batches:
-        run_batch(model, batch, prefix, device, total, misses)
+    with grouped_query_sdpa(model):
+        prefix = prefix_for(model, plan.prefix, share_prefix)
+        for batch in plan.batches:
+            run_batch(model, batch, prefix, device, total, misses)
     return LoglikelihoodOutput(total, misses == 0)
 
 
@@ -634,10 +636,18 @@ def run_generation(
     ``share_prefix``: run the prompts' common token prefix once; ``generate`` gets the full
     left-padded prompts and a cache covering their first columns, and computes only the rest.
     """
+    texts: list[str] = [""] * len(prepared.prompts)
+    with grouped_query_sdpa(model):
+        _generate(model, tokenizer, prepared, settings, share_prefix, texts)
+    return texts
+
+
+def _generate(model: Any, tokenizer: Any, prepared: PreparedGeneration, settings: BatchSettings,
+              share_prefix: bool, texts: list[str]) -> None:
+    """Fill ``texts`` with the greedy continuations of :func:`run_generation`."""
     device = model_device(model)
     config = greedy_config(model, tokenizer, prepared.max_new_tokens)
     eos = torch.tensor(eos_token_ids(model, tokenizer), dtype=torch.long)
-    texts: list[str] = [""] * len(prepared.prompts)
     prefix = prefix_for(model, prepared.prefix, share_prefix)
     for batch in prepared.plan(settings):
         width = batch.input_ids.shape[1]
@@ -656,4 +666,3 @@ def run_generation(
         generated = [row[k].tolist() for row, k in zip(new, keep)]
         for i, text in zip(batch.requests, tokenizer.batch_decode(generated, skip_special_tokens=True)):
             texts[i] = cut_at_stop(text, prepared.until)
-    return texts

@@ -52,6 +52,7 @@ from transformers.cache_utils import Cache, DynamicLayer
 
 from pytest_layercheck.model.ablation import Ablation, ablate, resolve_heads, skip_layers, swap_layers
 from pytest_layercheck.model.architecture import ArchitectureAdapter, get_adapter
+from pytest_layercheck.model.attention import grouped_query_sdpa
 from pytest_layercheck.model.probes import block_input, probe_blocks
 from pytest_layercheck.scoring.engine import (
     LOGIT_BUDGET,
@@ -605,7 +606,7 @@ def run_loglikelihood_sweep(
     starts = {i: resume_layer(ablations[i], num_layers) for i in single}
     injector = _Injector()
 
-    with recorder.installed():
+    with grouped_query_sdpa(model), recorder.installed():
         with recorder.recording() as prefix_calls:
             prefix = prefix_for(model, plan.prefix, share_prefix)
         if front is not None and prefix is not None:
