@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+
 import pytest
 import torch
 
@@ -46,32 +51,84 @@ def test_more_threads_only_when_they_pay(timings: dict[int, float], expected: in
 
 def test_a_busy_core_measured_gives_one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(threads, "usable_cores", lambda: 2)
-    monkeypatch.setattr(threads, "load_average", lambda: 0.2)
+    monkeypatch.setattr(threads, "busy_elsewhere", lambda: 0.2)
     monkeypatch.setattr(threads, "calibrate", lambda counts: {1: 0.030, 2: 0.029})
     choice = threads.choose_threads({})
     assert (choice.threads, choice.source, choice.timings) == (1, "measured", {1: 0.030, 2: 0.029})
     assert choice.describe() == ("1 torch thread (measured, 1 thread: 30 ms, 2 threads: 29 ms; "
-                                 "2 usable cores, load average 0.2)")
+                                 "2 usable cores, 0.2 busy elsewhere)")
 
 
 def test_a_quiet_machine_measured_gives_every_core(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(threads, "usable_cores", lambda: 2)
-    monkeypatch.setattr(threads, "load_average", lambda: 0.3)
+    monkeypatch.setattr(threads, "busy_elsewhere", lambda: 0.1)
     monkeypatch.setattr(threads, "calibrate", lambda counts: {1: 0.040, 2: 0.021})
     assert threads.choose_threads({}).threads == 2
 
 
-@pytest.mark.parametrize(("cores", "load", "calibrated"), [(2, 1.0, None), (2, 3.9, None), (8, 6.2, 2)])
-def test_cores_other_processes_keep_busy_are_not_used(monkeypatch: pytest.MonkeyPatch, cores: int, load: float,
+@pytest.mark.parametrize(("cores", "busy", "calibrated"), [(2, 1.0, None), (2, 0.3, None), (2, 3.9, None), (8, 6.2, 2)])
+def test_cores_other_processes_keep_busy_are_not_used(monkeypatch: pytest.MonkeyPatch, cores: int, busy: float,
                                                       calibrated: int | None) -> None:
-    """A quiet moment in the calibration does not outvote a load average that says the cores are taken."""
+    """A quiet moment in the calibration does not outvote a sample that says the cores are taken."""
     measured: list[tuple[int, ...]] = []
     monkeypatch.setattr(threads, "usable_cores", lambda: cores)
-    monkeypatch.setattr(threads, "load_average", lambda: load)
+    monkeypatch.setattr(threads, "busy_elsewhere", lambda: busy)
     monkeypatch.setattr(threads, "calibrate", lambda counts: measured.append(counts) or {c: 0.04 / c for c in counts})
     choice = threads.choose_threads({})
     assert choice.threads == (calibrated or 1)
     assert measured == ([(1, calibrated)] if calibrated else [])
+
+
+def test_without_proc_stat_the_load_average_stands_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    monkeypatch.setattr(threads, "busy_elsewhere", lambda: None)
+    monkeypatch.setattr(threads, "load_average", lambda: 1.6)
+    monkeypatch.setattr(threads, "calibrate", lambda counts: pytest.fail("must not measure"))
+    assert threads.choose_threads({}).describe() == "1 torch thread (cores busy; 2 usable cores, 1.6 busy elsewhere)"
+
+
+def test_the_counters_are_read_per_cpu(tmp_path) -> None:
+    """/proc/stat: user nice system idle iowait irq softirq steal; idle and iowait are not busy, steal is."""
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  9 9 9 9 9 9 9 9 0 0\ncpu0 10 0 5 80 5 0 0 0 0 0\ncpu1 1 0 1 90 0 0 0 8 0 0\nintr 5\n")
+    assert threads._cpu_counters(None, stat) == (15 + 10, 100 + 100)
+    assert threads._cpu_counters({1}, stat) == (10, 100)
+    assert threads._cpu_counters(None, tmp_path / "missing") is None
+
+
+def test_a_busy_process_is_seen_and_this_ones_own_work_is_not() -> None:
+    """A real busy loop in another process shows as (nearly) a whole core; the sample subtracts this
+    process's own CPU time, so a busy thread here adds nothing."""
+    if threads.busy_elsewhere(0.05) is None:
+        pytest.skip("no /proc/stat")
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        assert threads.busy_elsewhere(0.5) >= 0.7
+    finally:
+        hog.kill()
+        hog.wait()
+
+
+def test_configure_threads_beside_a_busy_core_sets_a_sleeping_wait_policy() -> None:
+    """In a fresh process (torch not imported yet) the policy is set before OpenMP starts: with a
+    core taken by another process, fewer threads than cores and idle threads that sleep."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", threads.ENV)}
+    script = ("import os, sys; from pytest_layercheck.model.threads import configure_threads, usable_cores; "
+              "c = configure_threads(); print(c.threads, usable_cores(), c.wait_policy, os.environ['OMP_WAIT_POLICY'], "
+              "'torch' in sys.modules); print(c.describe())")
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        hog.kill()
+        hog.wait()
+    assert run.returncode == 0, run.stderr
+    chosen, cores, policy, environ_policy, _ = run.stdout.splitlines()[0].split()
+    assert policy == environ_policy == "PASSIVE", run.stdout
+    assert int(chosen) <= max(1, int(cores) - 1), run.stdout
+    assert "busy elsewhere" in run.stdout and "OMP_WAIT_POLICY=PASSIVE" in run.stdout
 
 
 def test_calibration_times_each_count_and_restores_torch() -> None:
@@ -118,3 +175,13 @@ def test_a_bad_batch_size_names_the_option_and_the_fix(value: str) -> None:
         profile_settings({"batch_size": value})
     assert "use a whole number >= 1" in str(info.value)
     assert profile_settings({"batch_size": "3"}).batch_size == 3
+
+
+def test_a_users_wait_policy_is_kept() -> None:
+    """README: on a dedicated machine ``OMP_WAIT_POLICY=ACTIVE`` is kept as given."""
+    env = {**{k: v for k, v in os.environ.items() if k != threads.ENV}, "OMP_WAIT_POLICY": "ACTIVE"}
+    script = ("import os; from pytest_layercheck.model.threads import configure_threads; "
+              "c = configure_threads(); print(c.wait_policy, os.environ['OMP_WAIT_POLICY'])")
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["None", "ACTIVE"]

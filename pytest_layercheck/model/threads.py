@@ -1,7 +1,7 @@
-"""How many CPU threads torch should use, measured on the machine as it is now.
+"""How many CPU threads torch should use, measured on the machine as it is now, and how idle ones wait.
 
 torch's default (one thread per core) is right on a quiet machine and badly wrong on a shared one:
-OpenMP threads spin-wait for each other at every parallel region, so when another process keeps
+OpenMP threads wait for each other at every parallel region, so when another process keeps
 one of two cores busy, two threads run several times SLOWER than one (a default profile took
 716 s with 2 threads against 154 s quiet; ``benchmarks/RESULTS.md``). CI runners and developer
 machines are often shared, so the thread count is chosen by measurement, not by core count:
@@ -10,23 +10,28 @@ machines are often shared, so the thread count is chosen by measurement, not by 
 2. An explicit ``OMP_NUM_THREADS`` is the user's choice and is kept.
 3. Otherwise the usable cores are those of the process's CPU affinity, capped by a cgroup CPU
    quota (containers). With one usable core the answer is 1.
-4. Cores other processes keep busy are not counted: the usable cores less the 1-minute load
-   average (rounded), at least 1. A load average of 1 on 2 cores means 1 thread, without measuring.
-5. With more left, a short calibration times a matmul of the shape scoring runs (2048 tokens × 576 →
-   1536, float32) with 1 thread and with every usable core, alternating, best of a few runs
-   (about 0.3 s in all). More threads are kept only when they are at least ``MIN_GAIN`` per extra
-   thread faster: on a shared core the extra thread gains little (and the spin-waiting costs much
-   more across a whole profile than the calibration shows), so near-ties go to 1 thread.
+4. Cores other processes keep busy NOW are not counted: :func:`busy_elsewhere` samples the kernel's
+   per-CPU counters (``/proc/stat``) over :data:`SAMPLE_SECONDS`, less this process's own CPU time.
+   A core's use elsewhere beyond :data:`BUSY_SLACK` takes the whole core away (the stakes are
+   asymmetric: a second thread saves at most about a third on 2 cores, and costs 3.4× when its core
+   is taken). The 1-minute load average, used where there is no ``/proc/stat``, lags: right after a
+   heavy job it still reads about 2 on an idle machine, and cost a quiet profile 51% (304 s instead
+   of 201 s at 1 thread instead of 2; ``benchmarks/RESULTS.md``).
+5. With more than one core left, a short calibration times a matmul of the shape scoring runs
+   (2048 tokens × 576 → 1536, float32) with 1 thread and with every free core, alternating, best of
+   a few runs (about 0.3 s in all). More threads are kept only when they are at least ``MIN_GAIN``
+   per extra thread faster: near-ties go to 1 thread.
 
-The choice is made once, at the start: the stakes are asymmetric (on 2 cores a second thread
-saves at most about a third of the time on a quiet machine, and cost 3.4× in a side-by-side run
-when another process took a core mid-run), so a machine that is busy on average gets 1 thread even
-when the calibration catches a quiet moment. ``LAYERCHECK_THREADS`` overrides all of this.
-
-OpenMP reads its wait policy once, when the runtime starts (in practice at ``import torch``).
-:func:`configure_threads` sets ``OMP_WAIT_POLICY=PASSIVE`` when it is unset and torch is not
-imported yet, so that idle threads sleep instead of spinning; later in the process it cannot take
-effect and is left alone (with the thread count measured, a busy machine gets 1 thread anyway).
+OpenMP reads its wait policy once, when the runtime starts (in practice at ``import torch``), so
+:func:`configure_threads` sets ``OMP_WAIT_POLICY=PASSIVE`` (idle threads sleep at once) when it is
+unset and torch is not imported yet. ``benchmarks/wait_policy.py`` measured the alternatives on a
+2-core machine (``benchmarks/RESULTS.md``): spinning threads (``ACTIVE``, OpenMP's default, or a
+``GOMP_SPINCOUNT``) were up to 17% faster on a quiet machine, but 1.5–2.5× slower than sleeping ones
+once another process took a core, and a machine that is quiet when a run starts need not stay so.
+Sleeping threads beside a busy core cost 5% against 1 thread. So the default is the policy that
+cannot recur as the 716-s case; on a machine you know to be dedicated, ``OMP_WAIT_POLICY=ACTIVE`` is
+kept as given. Later in the process the policy cannot change and is left alone. ``LAYERCHECK_THREADS``
+overrides the thread count.
 
 The CLI and the pytest plugin call :func:`configure_threads` once before loading a model; it is
 idempotent and applies ``torch.set_num_threads``.
@@ -50,19 +55,24 @@ MIN_GAIN = 0.45
 #: default model. Big enough to be compute-bound, small enough to time in tens of milliseconds.
 CALIBRATION_SHAPE = (2048, 576, 1536)
 CALIBRATION_ROUNDS = 3
+#: How long :func:`busy_elsewhere` watches the CPU counters.
+SAMPLE_SECONDS = 0.5
+#: CPU use elsewhere below this share of a core does not take the core away (kernel threads, a shell).
+BUSY_SLACK = 0.25
 
 
 @dataclass(frozen=True)
 class ThreadChoice:
     """The thread count and why: ``source`` is ``LAYERCHECK_THREADS``, ``OMP_NUM_THREADS``,
-    ``single core`` or ``measured``; ``timings`` holds the calibration's best seconds per count."""
+    ``single core``, ``cores busy`` or ``measured``; ``timings`` holds the calibration's best seconds
+    per count; ``busy`` the cores' worth of CPU other processes used when sampled."""
 
     threads: int
     source: str
     cores: int
     timings: dict[int, float] | None = None
     wait_policy: str | None = None
-    load: float | None = None
+    busy: float | None = None
 
     def describe(self) -> str:
         text = f"{self.threads} torch thread{'s' if self.threads != 1 else ''} ({self.source}"
@@ -70,8 +80,8 @@ class ThreadChoice:
             text += ", " + ", ".join(f"{t} thread{'s' if t != 1 else ''}: {s * 1e3:.0f} ms"
                                      for t, s in sorted(self.timings.items()))
         text += f"; {self.cores} usable core{'s' if self.cores != 1 else ''}"
-        if self.load is not None:
-            text += f", load average {self.load:.1f}"
+        if self.busy is not None:
+            text += f", {self.busy:.1f} busy elsewhere"
         text += ")"
         if self.wait_policy:
             text += f"; OMP_WAIT_POLICY={self.wait_policy}"
@@ -95,16 +105,66 @@ def _cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup")) -> float | None:
         return None
 
 
+def _affinity() -> set[int] | None:
+    try:
+        return set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
+
+
 def usable_cores() -> int:
     """Cores this process may run on: its CPU affinity, capped by a cgroup CPU quota."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
+    affinity = _affinity()
+    cores = len(affinity) if affinity else (os.cpu_count() or 1)
     limit = _cgroup_cpu_limit()
     if limit is not None:
         cores = min(cores, max(1, math.floor(limit)))
     return max(1, cores)
+
+
+def _cpu_counters(cpus: set[int] | None, stat: Path) -> tuple[int, int] | None:
+    """(busy, total) clock ticks summed over ``cpus`` (all CPUs when None) from a ``/proc/stat`` file."""
+    busy = total = 0
+    try:
+        lines = stat.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        name, _, rest = line.partition(" ")
+        if not name.startswith("cpu") or name == "cpu" or (cpus is not None and int(name[3:]) not in cpus):
+            continue
+        ticks = [int(v) for v in rest.split()]
+        idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+        steal = ticks[7] if len(ticks) > 7 else 0  # counted busy: the hypervisor gave the time away
+        total += sum(ticks[:7]) + steal
+        busy += sum(ticks[:7]) + steal - idle
+    return (busy, total) if total else None
+
+
+def busy_elsewhere(seconds: float = SAMPLE_SECONDS, stat: Path = Path("/proc/stat")) -> float | None:
+    """Cores' worth of CPU time other processes used over the next ``seconds``, on this process's CPUs.
+
+    None where the kernel publishes no per-CPU counters (not Linux).
+    """
+    cpus = _affinity()
+    first, own, start = _cpu_counters(cpus, stat), time.process_time(), time.monotonic()
+    if first is None:
+        return None
+    time.sleep(seconds)
+    second, own, elapsed = _cpu_counters(cpus, stat), time.process_time() - own, time.monotonic() - start
+    if second is None or second[1] <= first[1]:
+        return None
+    cores = len(cpus) if cpus else (os.cpu_count() or 1)
+    used = cores * (second[0] - first[0]) / (second[1] - first[1])
+    return max(0.0, used - own / elapsed)
+
+
+def free_cores(cores: int, busy: float | None) -> int:
+    """Usable cores less the cores in use elsewhere, any share above ``BUSY_SLACK`` counting whole; at least 1."""
+    if busy is None:
+        return cores
+    taken = max(0, math.ceil(busy - BUSY_SLACK))
+    return max(1, cores - taken)
 
 
 def calibrate(counts: tuple[int, ...], rounds: int = CALIBRATION_ROUNDS,
@@ -163,14 +223,20 @@ def choose_threads(environ: dict[str, str] | None = None, measure: bool = True) 
         return ThreadChoice(int(omp), "OMP_NUM_THREADS", cores)
     if cores == 1:
         return ThreadChoice(1, "single core", cores)
-    load = load_average()
-    free = max(1, cores - round(load)) if load is not None else cores
+    busy = sample_busy()
+    free = free_cores(cores, busy)
     if free == 1:
-        return ThreadChoice(1, "cores busy", cores, load=load)
+        return ThreadChoice(1, "cores busy", cores, busy=busy)
     if not measure:
-        return ThreadChoice(free, "free cores", cores, load=load)
+        return ThreadChoice(free, "free cores", cores, busy=busy)
     timings = calibrate((1, free))
-    return ThreadChoice(pick(timings), "measured", cores, timings, load=load)
+    return ThreadChoice(pick(timings), "measured", cores, timings, busy=busy)
+
+
+def sample_busy() -> float | None:
+    """Cores in use elsewhere now (:func:`busy_elsewhere`), or the 1-minute load average without ``/proc/stat``."""
+    busy = busy_elsewhere()
+    return busy if busy is not None else load_average()
 
 
 def load_average() -> float | None:
@@ -200,5 +266,5 @@ def configure_threads(force: bool = False) -> ThreadChoice:
 
     choice = choose_threads()
     torch.set_num_threads(choice.threads)
-    _CHOSEN = ThreadChoice(choice.threads, choice.source, choice.cores, choice.timings, policy, choice.load)
+    _CHOSEN = ThreadChoice(choice.threads, choice.source, choice.cores, choice.timings, policy, choice.busy)
     return _CHOSEN
