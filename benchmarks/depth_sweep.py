@@ -254,13 +254,24 @@ def main() -> None:
         lines += ["", "Per-layer sweep through lm-evaluation-harness (`HFLM(pretrained=ablated model)`) vs ours, "
                       "same items, same protocol (mc_text, acc):", "",
                   tabulate(comparison, headers=LMEVAL_HEADERS, tablefmt="github")]
-    text = "\n".join(lines)
+    publish("\n".join(lines), args.append)
+
+
+def section(title: str, description: str, rows: list[list[object]], headers: list[str]) -> str:
+    """A dated result section: title, the machine and what was run, then the table."""
+    table = tabulate(rows, headers=headers, tablefmt="github")
+    return (f"### {title}, {datetime.date.today().isoformat()}\n\n{machine()}; torch {torch.__version__}. "
+            f"{description}\n\n{table}\n")
+
+
+def publish(text: str, append: str | None) -> None:
+    """Print a result section and, with ``--append FILE``, add it to that markdown file."""
     print()
     print(text)
-    if args.append:
-        with open(args.append, "a") as f:
-            f.write("\n" + text + "\n")
-        print(f"appended to {args.append}")
+    if append:
+        with open(append, "a") as f:
+            f.write("\n" + text.rstrip("\n") + "\n")
+        print(f"appended to {append}")
 
 
 LMEVAL_HEADERS = ["suite", "items", "evals", "ours s", "lm-eval s", "lm-eval / ours", "accuracies that differ"]

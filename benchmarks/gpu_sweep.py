@@ -43,7 +43,7 @@ from pytest_layercheck.scoring.protocols import PreparedSuite, batch_settings, p
 from pytest_layercheck.scoring.sweep import run_loglikelihood_sweep
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from depth_sweep import machine, matmul_peak, parse_limits, timed  # a sibling script
+from depth_sweep import machine, matmul_peak, parse_limits, publish, timed  # a sibling script
 
 SUITES = ("knowledge", "reasoning", "retrieval")
 HEADERS = ["model", "suite", "items", "evals", "wavefront s", "per-ablation s", "speed-up", "TFLOP",
@@ -195,11 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
          f"{time.monotonic() - started:.0f} s in all."),
         "", table, "", *memory,
     ])
-    print()
-    print(text)
-    if args.append:
-        with open(args.append, "a") as f:
-            f.write("\n" + text + "\n")
+    publish(text, args.append)
     return 0
 
 

@@ -15,14 +15,12 @@ while a busy-looping process holds one core, the shared-runner case. The table i
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-from tabulate import tabulate
+from depth_sweep import publish, section  # a sibling script
 
 WORKER = """
 import sys, time, torch
@@ -87,15 +85,12 @@ def main() -> None:
             row.append(f"{seconds:.1f}")
             print(row, flush=True)
         rows.append(row)
-    table = tabulate(rows, headers=["threads", "OpenMP settings", "quiet s", "one core busy s"], tablefmt="github")
-    text = (f"### Threads and wait policy (`python benchmarks/wait_policy.py --suite {args.suite} --items {args.items}`), "
-            f"{datetime.date.today().isoformat()}\n\n{cores} usable cores; per-layer sweep of {args.items} "
-            f"{args.suite} items (31 evaluations), each cell in a fresh process; the busy core is a Python "
-            f"busy loop started 1 s before.\n\n{table}\n")
-    print(text)
-    if args.append:
-        with Path(args.append).open("a") as f:
-            f.write("\n" + text)
+    text = section(f"Threads and wait policy (`python benchmarks/wait_policy.py --suite {args.suite} "
+                   f"--items {args.items}`)",
+                   f"{cores} usable cores; per-layer sweep of {args.items} {args.suite} items (31 evaluations), each "
+                   "cell in a fresh process; the busy core is a Python busy loop started 1 s before.",
+                   rows, ["threads", "OpenMP settings", "quiet s", "one core busy s"])
+    publish(text, args.append)
 
 
 if __name__ == "__main__":

@@ -54,8 +54,10 @@ def test_every_benchmark_parses_its_own_defaults() -> None:
     gpu_sweep()  # puts the sibling depth_sweep on sys.path
     import depth_sweep
 
-    for name in ("depth_sweep.py", "gpu_sweep.py", "lmeval_parity.py", "scoring_throughput.py"):
-        done = subprocess.run([sys.executable, str(SCRIPT.parent / name), "--help"], capture_output=True, text=True,
+    scripts = sorted(SCRIPT.parent.glob("*.py"))
+    assert {"depth_sweep.py", "gpu_sweep.py", "grouped_sdpa.py", "wait_policy.py"} <= {s.name for s in scripts}
+    for script in scripts:
+        done = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True,
                               timeout=120, check=False)
-        assert done.returncode == 0 and "usage:" in done.stdout, done.stderr
+        assert done.returncode == 0 and "usage:" in done.stdout, (script.name, done.stderr)
     assert depth_sweep.parse_limits(depth_sweep.SWEEP_LIMITS_TEXT) == {"knowledge": 40, "reasoning": 40, "retrieval": 10}
