@@ -4,6 +4,7 @@ imports only from it."""
 from __future__ import annotations
 
 import importlib
+import os
 import re
 import subprocess
 import sys
@@ -37,6 +38,17 @@ def test_layercheck_help_loads_no_model_code(tmp_path: Path) -> None:
     for command in ([str(script), "--help"], [sys.executable, "-m", "pytest_layercheck.cli", "--help"]):
         shown = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=60)
         assert shown.returncode == 0 and "usage: layercheck" in shown.stdout, shown.stderr
+    # Help needs nothing compiled: with numpy, torch and transformers unimportable it still answers.
+    broken = tmp_path / "broken"
+    for name in ("numpy", "torch", "transformers"):
+        (broken / name).mkdir(parents=True)
+        (broken / name / "__init__.py").write_text(f"raise ImportError('{name} is broken here')\n")
+    env = {**os.environ, "PYTHONPATH": str(broken)}
+    for args in (["--help"], ["profile", "--help"], ["--version"]):
+        shown = subprocess.run([str(script), *args], capture_output=True, text=True, cwd=tmp_path, timeout=60, env=env)
+        assert shown.returncode == 0 and "layercheck" in shown.stdout, shown.stderr
+    shown = subprocess.run([str(script), "info"], capture_output=True, text=True, cwd=tmp_path, timeout=60, env=env)
+    assert shown.returncode != 0 and "is broken here" in shown.stdout + shown.stderr  # the stand-ins were used
 
 
 def test_the_readme_imports_only_the_public_api() -> None:

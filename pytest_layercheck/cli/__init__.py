@@ -71,9 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     import warnings
 
+    args = build_parser().parse_args(argv)  # --help exits 0 here, before numpy or torch loads; usage errors exit 2
+
     from pytest_layercheck.evaluation.result_cache import CacheEntryWarning
 
-    args = build_parser().parse_args(argv)  # usage errors exit 2 (argparse)
     previous = warnings.formatwarning
 
     def one_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,

@@ -41,14 +41,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from statistics import NormalDist
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
-import numpy.typing as npt
+if TYPE_CHECKING:  # numpy loads in the functions that compute: `layercheck --help` and pytest's option
+    # parsing read this module's constants and must not need numpy's compiled core
+    import numpy as np
+    import numpy.typing as npt
+
+    #: Per-item values: a sequence of floats or a float array.
+    ItemValues = Sequence[float] | npt.NDArray[np.floating[Any]]
 
 Correction = Literal["holm", "bonferroni", "none"]
-#: Per-item values: a sequence of floats or a float array.
-ItemValues = Sequence[float] | npt.NDArray[np.floating[Any]]
 CORRECTIONS: tuple[str, ...] = ("holm", "bonferroni", "none")
 DEFAULT_CORRECTION: Correction = "holm"
 #: Power at which ``detectable_drop`` is quoted.
@@ -143,6 +146,7 @@ def sign_flip_null(magnitudes: Counter[int] | dict[int, int]) -> tuple[np.ndarra
     ``magnitudes`` maps a magnitude ``a > 0`` to how many items have it. A group of ``c`` items of
     magnitude ``a`` contributes ``a·(2j - c)`` with probability ``C(c, j)/2^c``.
     """
+    import numpy as np
     pmf = np.ones(1)
     for a, count in sorted(magnitudes.items()):
         weights = binomial_pmf(count, 0.5)
@@ -156,6 +160,7 @@ def sign_flip_null(magnitudes: Counter[int] | dict[int, int]) -> tuple[np.ndarra
 
 def binomial_pmf(n: int, p: float) -> np.ndarray:
     """``P(X = k)`` for ``k = 0..n``, ``X ~ Bin(n, p)``, through log-factorials (no overflow)."""
+    import numpy as np
     k = np.arange(n + 1)
     if p <= 0 or p >= 1:
         out = np.zeros(n + 1)
@@ -168,6 +173,7 @@ def binomial_pmf(n: int, p: float) -> np.ndarray:
 
 @lru_cache(maxsize=64)
 def _log_factorials(n: int) -> np.ndarray:
+    import numpy as np
     table = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, n + 1, dtype=float)))])
     table.flags.writeable = False  # shared by the cache
     return table
@@ -176,6 +182,7 @@ def _log_factorials(n: int) -> np.ndarray:
 # --------------------------------------------------------------------------- differences and interval
 def item_steps(before: np.ndarray, after: np.ndarray) -> np.ndarray:
     """``t_i = Σ_j (after_ij - before_ij)`` for 0/1 outcome matrices (items × evaluations)."""
+    import numpy as np
     before, after = np.asarray(before, dtype=float), np.asarray(after, dtype=float)
     if before.shape != after.shape:
         raise ValueError(f"outcome matrices differ in shape: {before.shape} vs {after.shape}")
@@ -189,6 +196,7 @@ def mean_difference_ci(differences: Sequence[float], level: float = CI_LEVEL) ->
     Agresti & Min's (2005) interval for the difference of paired proportions (1/2 added to each cell
     of the 2×2 table), which keeps its coverage when no or few items changed.
     """
+    import numpy as np
     d = np.asarray(differences, dtype=float)
     n = len(d) + 2
     mean = d.sum() / n
@@ -243,6 +251,7 @@ def detection_power(item_means: ItemValues, ablations: int, drop: float, alpha: 
     ``item_means`` are the baseline's per-item shares ``a_i`` (0/1 for intact cells), ``ablations`` is
     ``m``. The alternative is the module's ``ALTERNATIVE``; ``drop`` above ``ā`` is impossible (0 power).
     """
+    import numpy as np
     a = np.asarray(item_means, dtype=float)
     mean = float(a.mean()) if len(a) else 0.0
     if mean <= 0 or drop > mean + 1e-12:
@@ -266,6 +275,7 @@ def _background_rates(mean: float, flip_rate: float) -> tuple[float, float]:
 def _mcnemar_power(right: int, wrong: int, q: float, down: float, up: float, alpha: float) -> float:
     """Exact: ``b ~ Bin(right, q + (1-q)·down)``, ``c ~ Bin(wrong, (1-q)·up)``, rejection region of the
     one-sided exact McNemar test at ``alpha``."""
+    import numpy as np
     need = _mcnemar_critical(right, wrong, alpha)  # need[c]: smallest b rejecting, right + 1 if none
     pb = binomial_pmf(right, min(1.0, q + (1 - q) * down))
     pc = binomial_pmf(wrong, (1 - q) * up)
@@ -275,6 +285,7 @@ def _mcnemar_power(right: int, wrong: int, q: float, down: float, up: float, alp
 
 @lru_cache(maxsize=256)
 def _mcnemar_critical(right: int, wrong: int, alpha: float) -> np.ndarray:
+    import numpy as np
     need = np.full(wrong + 1, right + 1)
     b = 0
     for c in range(wrong + 1):  # the smallest rejecting b grows with c
@@ -319,6 +330,7 @@ def detectable_drop(item_means: ItemValues, ablations: int, alpha: float, power:
                     flip_rate: float = DEFAULT_FLIP_RATE) -> float:
     """The smallest true drop the one-sided test at ``alpha`` detects with ``power``; ``inf`` if none can
     be (the whole baseline accuracy ``ā`` lost is the largest drop there is)."""
+    import numpy as np
     a = np.asarray(item_means, dtype=float)
     mean = float(a.mean()) if len(a) else 0.0
     if mean <= 0 or detection_power(a, ablations, mean, alpha, flip_rate) < power:
