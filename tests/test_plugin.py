@@ -245,7 +245,8 @@ def test_a_run_computes_only_what_its_checks_need(project: pytest.Pytester, fact
     (project.path / "test_guards.py").write_text("import pytest\n\n" + module)
     result = run(project, fact_models["good"], "--layercheck-no-cache")
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines([f"*profile computed in*(evaluations: 0 from cache, {computed} computed*"])
+    result.stdout.fnmatch_lines([f"*profile computed in*(evaluations: 0 from cache, {computed} computed*",
+                                 "torch threads: * torch thread* (*"])
 
 
 def test_failed_checks_become_annotations_and_junit_properties(project: pytest.Pytester,

@@ -79,6 +79,35 @@ def test_cores_other_processes_keep_busy_are_not_used(monkeypatch: pytest.Monkey
     assert measured == ([(1, calibrated)] if calibrated else [])
 
 
+WORKER = {"PYTEST_XDIST_WORKER": "gw1", "PYTEST_XDIST_WORKER_COUNT": "2"}
+
+
+def test_xdist_workers_split_the_cores_without_measuring_each_other(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two workers on 2 cores take 1 thread each, whatever the other is doing when sampled."""
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    monkeypatch.setattr(threads, "busy_elsewhere", lambda: pytest.fail("must not sample"))
+    monkeypatch.setattr(threads, "calibrate", lambda counts: pytest.fail("must not measure"))
+    choice = threads.choose_threads(WORKER)
+    assert choice.threads == 1 and choice.describe() == "1 torch thread (1 core per xdist worker of 2; 2 usable cores)"
+    monkeypatch.setattr(threads, "busy_elsewhere", lambda: 0.0)
+    assert threads.choose_threads({**WORKER, "PYTEST_XDIST_WORKER": ""}, measure=False).threads == 2  # not a worker
+
+
+@pytest.mark.parametrize(("busy", "expected"), [(0.0, 4), (4.0, 4), (5.2, 3), (8.0, 1)])
+def test_an_xdist_worker_counts_only_load_beyond_the_other_workers_share(monkeypatch: pytest.MonkeyPatch,
+                                                                        busy: float, expected: int) -> None:
+    """8 cores, 2 workers: a share of 4; the other worker's 4 busy cores are not load, a fifth is."""
+    monkeypatch.setattr(threads, "usable_cores", lambda: 8)
+    monkeypatch.setattr(threads, "busy_elsewhere", lambda: busy)
+    assert threads.choose_threads(WORKER, measure=False).threads == expected
+
+
+@pytest.mark.parametrize(("environ", "count"), [({}, 1), (WORKER, 2), ({"PYTEST_XDIST_WORKER_COUNT": "4"}, 1),
+                                                ({**WORKER, "PYTEST_XDIST_WORKER_COUNT": "x"}, 1)])
+def test_the_worker_count_comes_from_xdists_environment(environ: dict[str, str], count: int) -> None:
+    assert threads.xdist_workers(environ) == count
+
+
 def test_without_proc_stat_the_load_average_stands_in(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(threads, "usable_cores", lambda: 2)
     monkeypatch.setattr(threads, "busy_elsewhere", lambda: None)

@@ -17,7 +17,11 @@ machines are often shared, so the thread count is chosen by measurement, not by 
    is taken). The 1-minute load average, used where there is no ``/proc/stat``, lags: right after a
    heavy job it still reads about 2 on an idle machine, and cost a quiet profile 51% (304 s instead
    of 201 s at 1 thread instead of 2; ``benchmarks/RESULTS.md``).
-5. With more than one core left, a short calibration times a matmul of the shape scoring runs
+5. Under pytest-xdist (``-n N``) the workers of one run are each other's load: a worker's cores are
+   its share, ``usable // N`` (at least 1), and the sample counts only the use beyond what the
+   other workers' shares account for. Two workers on 2 cores run 1 thread each, whatever they
+   were doing when sampled (``benchmarks/xdist_profile.py``).
+6. With more than one core left, a short calibration times a matmul of the shape scoring runs
    (2048 tokens × 576 → 1536, float32) with 1 thread and with every free core, alternating, best of
    a few runs (about 0.3 s in all). More threads are kept only when they are at least ``MIN_GAIN``
    per extra thread faster: near-ties go to 1 thread.
@@ -43,6 +47,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -211,7 +216,7 @@ def _requested(value: str) -> int | None:
     return positive_int(text, f"{ENV}={value!r} is not a thread count", f"set {ENV} to a positive integer or 'auto'")
 
 
-def choose_threads(environ: dict[str, str] | None = None, measure: bool = True) -> ThreadChoice:
+def choose_threads(environ: Mapping[str, str] | None = None, measure: bool = True) -> ThreadChoice:
     """Decide the thread count (see the module docstring); changes nothing."""
     env = os.environ if environ is None else environ
     cores = usable_cores()
@@ -221,16 +226,28 @@ def choose_threads(environ: dict[str, str] | None = None, measure: bool = True) 
     omp = env.get("OMP_NUM_THREADS", "").strip()
     if omp.isdigit() and int(omp) > 0:
         return ThreadChoice(int(omp), "OMP_NUM_THREADS", cores)
-    if cores == 1:
-        return ThreadChoice(1, "single core", cores)
+    workers = xdist_workers(env)
+    share = max(1, cores // workers)
+    if share == 1:
+        return ThreadChoice(1, "single core" if workers == 1 else f"1 core per xdist worker of {workers}", cores)
     busy = sample_busy()
-    free = free_cores(cores, busy)
+    if busy is not None and workers > 1:
+        busy = max(0.0, busy - (workers - 1) * share)  # the other workers' shares are theirs
+    free = free_cores(share, busy)
     if free == 1:
         return ThreadChoice(1, "cores busy", cores, busy=busy)
     if not measure:
         return ThreadChoice(free, "free cores", cores, busy=busy)
     timings = calibrate((1, free))
     return ThreadChoice(pick(timings), "measured", cores, timings, busy=busy)
+
+
+def xdist_workers(environ: Mapping[str, str]) -> int:
+    """How many pytest-xdist workers share the machine: ``PYTEST_XDIST_WORKER_COUNT`` in a worker, else 1."""
+    if not environ.get("PYTEST_XDIST_WORKER"):
+        return 1
+    count = environ.get("PYTEST_XDIST_WORKER_COUNT", "").strip()
+    return int(count) if count.isdigit() and int(count) > 0 else 1
 
 
 def sample_busy() -> float | None:

@@ -99,6 +99,9 @@ class LayercheckSession:
         #: received from its workers: per worker, its counts of evaluations.
         self.worker_notes: list[str] = []
         self.worker_stats: dict[str, dict[str, float]] = {}
+        self.worker_threads: dict[str, str] = {}
+        #: The torch thread count this process chose (:func:`configure_threads`), said in the summary.
+        self.threads: str | None = None
         self._exchange: Path | None = None
         self.shard = self._shard()
 
@@ -120,7 +123,8 @@ class LayercheckSession:
         if self._model is None:
             from pytest_layercheck.model.threads import configure_threads
 
-            configure_threads()  # before the first matmul: busy cores make extra threads spin-wait
+            # Before the first matmul: busy cores make extra threads wait for each other.
+            self.threads = configure_threads().describe()
             self._model = load_model(self.options.model, **self._model_arguments())
         return self._model
 
@@ -336,6 +340,7 @@ class LayercheckSession:
             "from_cache": self.cache.hits,
             "computed": self.cache.misses if self._profile is not None else 0,
             "notes": self.worker_notes,
+            "threads": self.threads,
         })
 
     def absorb_worker_payload(self, payload: str) -> None:
@@ -348,6 +353,8 @@ class LayercheckSession:
                 self._profile = profile
             self.worker_stats[str(data.get("worker"))] = {
                 key: float(data.get(key) or 0) for key in ("seconds", "from_cache", "computed")}
+        if data.get("threads"):
+            self.worker_threads[str(data.get("worker"))] = str(data["threads"])
         for note in data.get("notes") or ():
             if note not in self.messages:
                 self.messages.append(note)
@@ -420,7 +427,16 @@ class LayercheckSession:
         workers = self._workers_line()
         if workers:
             lines.append(workers)
-        return lines + self.messages
+        return lines + self._threads_lines() + self.messages
+
+    def _threads_lines(self) -> list[str]:
+        """``torch threads: 2 torch threads (measured, ...)``, or per xdist worker (the same choice said once)."""
+        if not self.worker_threads:
+            return [f"torch threads: {self.threads}"] if self.threads and self._profile_seconds else []
+        by_choice: dict[str, list[str]] = {}
+        for worker, choice in sorted(self.worker_threads.items()):
+            by_choice.setdefault(choice, []).append(worker)
+        return [f"torch threads of {', '.join(workers)}: {choice}" for choice, workers in by_choice.items()]
 
 
 def _running_in_ci() -> bool:
