@@ -8,7 +8,7 @@ from tiny_models import tiny_model
 from torch.utils.flop_counter import FlopCounterMode
 
 from pytest_layercheck.model.ablation import Ablation
-from pytest_layercheck.scoring.engine import MIN_SHARED_PREFIX, prepare_loglikelihood
+from pytest_layercheck.scoring.engine import MIN_SHARED_PREFIX, PreparedGeneration, prepare_loglikelihood
 from pytest_layercheck.scoring.flops import ModelShape, TokenWork, evaluation_flops, sweep_flops
 
 
@@ -62,3 +62,20 @@ def test_sweep_reuse_counts_only_the_tail() -> None:
     scratch, reused = sweep_flops(work, shape, [Ablation.skipping(i) for i in range(4)])
     assert scratch == 5 * head + (4 + 4 * 3) * per_layer
     assert reused == 5 * head + (4 + 3 + 2 + 1 + 0) * per_layer
+
+
+def test_generation_work_matches_torch_flop_counter_on_a_real_generate() -> None:
+    """Greedy generation of ``max_new_tokens``: the prompt, then every generated token but the last fed
+    back, with logits once per generated token."""
+    model, length, new = tiny_model("llama", layers=2), 9, 4
+    shape = ModelShape.of(model)
+    work = TokenWork.of_generation(PreparedGeneration(prompts=(tuple(range(5, 5 + length)),), until=(), max_new_tokens=new))
+    assert work.positions == tuple(range(length + new - 1)) and work.scored == new
+    ids = torch.arange(5, 5 + length).unsqueeze(0)
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new, min_new_tokens=new,
+                             do_sample=False, pad_token_id=0)
+    assert out.shape[1] == length + new
+    ops = {str(op): n for op, n in counter.get_flop_counts()["Global"].items()}
+    ours = work.flops(shape, range(2))
+    assert ours["linear"] + ours["lm_head"] == ops.get("aten.mm", 0) + ops.get("aten.addmm", 0)

@@ -17,6 +17,8 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 from tiny_models import tiny_model, tiny_tokenizer
@@ -24,18 +26,26 @@ from trained_tiny import write_fact_suite
 
 from pytest_layercheck.core.errors import LayercheckError
 from pytest_layercheck.data.profile_data import INTACT, Evaluation
+from pytest_layercheck.evaluation.profiler import _estimate
 from pytest_layercheck.evaluation.result_cache import ResultCache
 from pytest_layercheck.evaluation.sharding import (
     Shard,
     ShardTimeoutError,
     SweepJob,
+    Unit,
     assign,
     plan_units,
     run_sharded,
     split,
+    work_order,
 )
+from pytest_layercheck.model.ablation import Ablation
 from pytest_layercheck.model.devices import device_for_worker, worker_device
+from pytest_layercheck.model.threads import usable_cores
 from pytest_layercheck.pytest_plugin.session import worker_index
+from pytest_layercheck.scoring.flops import ModelShape, TokenWork, evaluation_flops
+from pytest_layercheck.scoring.protocols import prepare
+from pytest_layercheck.suites.builtin import load_builtin_suite
 
 KEY = b"k" * 32
 #: (worker thread, job label, keys) of one compute call of a fake sweep.
@@ -83,7 +93,8 @@ def test_workers_without_the_controllers_folder_each_compute_everything_and_say_
 
 # ------------------------------------------------------------------------------- fake sweeps
 def fake_job(label: str, layers: int, calls: list[Call], lock: threading.Lock,
-             delay: float = 0.0, fail: bool = False, items: int = 3) -> SweepJob:
+             delay: float | Mapping[str, float] = 0.0, fail: bool = False, items: int = 3) -> SweepJob:
+    """A sweep of ``layers`` removals; ``delay``: seconds per call, or per worker (thread name)."""
     keys = (INTACT, *(f"skip:{i}" for i in range(layers)))
 
     def identity(key: str) -> Mapping[str, object]:
@@ -94,12 +105,12 @@ def fake_job(label: str, layers: int, calls: list[Call], lock: threading.Lock,
             calls.append((threading.current_thread().name, label, tuple(wanted)))
         if fail:
             raise RuntimeError("out of memory")
-        time.sleep(delay)
+        time.sleep(delay if isinstance(delay, float) else delay[threading.current_thread().name])
         return {k: Evaluation(label, "fake", k, () if k == INTACT else (int(k.split(":")[1]),),
                               {"acc": tuple(float((len(k) + n) % 2) for n in range(items))}) for k in wanted}
 
     return SweepJob(label, keys, identity, compute,
-                    costs={f"skip:{i}": float(layers - i) for i in range(layers)}, base=float(layers))
+                    estimate=lambda: (float(layers), {f"skip:{i}": float(layers - i) for i in range(layers)}))
 
 
 def test_units_split_each_sweep_by_cost_and_workers_get_balanced_deterministic_shares() -> None:
@@ -115,6 +126,47 @@ def test_units_split_each_sweep_by_cost_and_workers_get_balanced_deterministic_s
     for unit, owner in zip(units, owners):
         loads[owner] += unit.cost
     assert max(loads.values()) - min(loads.values()) <= max(u.cost for u in units)
+
+
+def test_a_worker_does_its_own_units_costliest_first_then_the_others_cheapest_first() -> None:
+    units = [Unit(0, (f"u{i}",), cost) for i, cost in enumerate([5.0, 1.0, 4.0, 3.0, 2.0, 6.0])]
+    owners = [0, 1, 0, 1, 2, 2]
+    assert [u.keys[0] for u in work_order(units, owners, 0, 3)] == ["u0", "u2", "u1", "u3", "u4", "u5"]
+    assert [u.keys[0] for u in work_order(units, owners, 2, 3)] == ["u5", "u4", "u2", "u0", "u1", "u3"]
+
+
+def test_a_slow_worker_keeps_no_claims_on_units_it_has_not_started(tmp_path: Path) -> None:
+    """Claims are made unit by unit: a fast worker takes over the slow one's unstarted units, so an
+    estimate that was off costs about one unit, not the slow worker's whole share."""
+    calls: list[Call] = []
+    lock = threading.Lock()
+    jobs = [fake_job(name, 4, calls, lock, delay={"gw0": 0.01, "gw1": 1.0}) for name in "abcd"]
+    results, caches, _ = run_workers(tmp_path, jobs, 2)
+    computed = Counter((label, k) for _, label, keys in calls for k in keys)
+    assert len(computed) == 4 * 5 and set(computed.values()) == {1}, calls  # each evaluation once
+    units = Counter(name for name, _, _ in calls)
+    assert units["gw1"] <= 2 and units["gw0"] >= 6, calls  # 4 units each by the estimate
+    assert results[0] == results[1]
+
+
+def test_work_is_shared_out_by_the_flops_it_needs_not_by_items() -> None:
+    """A unit's cost is the FLOPs of its evaluations (``scoring.flops``): four retrieval items, long
+    contexts, weigh far more than four knowledge items; a removal costs the layers the sweep reruns."""
+    model, tokenizer = tiny_model("llama", layers=4), tiny_tokenizer()
+    ablations = [Ablation.skipping(i) for i in range(4)]
+    bases = {}
+    for name in ("knowledge", "retrieval"):
+        suite = load_builtin_suite(name).limited(4)
+        prepared = prepare(suite, suite.default_protocol, tokenizer)
+        call = cast(Any, SimpleNamespace(ablations=ablations))
+        base, costs = _estimate(lambda: ModelShape.of(model), call, lambda p=prepared: p)()
+        assert prepared.loglikelihood is not None
+        work, shape = TokenWork.of(prepared.loglikelihood), ModelShape.of(model)
+        assert base == evaluation_flops(work, shape)
+        assert [costs[a.key] for a in ablations] == [evaluation_flops(work, shape, a, reuse=True) for a in ablations]
+        assert costs[ablations[0].key] > costs[ablations[2].key] > costs[ablations[3].key]
+        bases[name] = base
+    assert bases["retrieval"] > 2 * bases["knowledge"], bases  # equal item counts
 
 
 def run_workers(tmp_path: Path, jobs: Sequence[SweepJob], count: int, cache_mode: str = "readwrite",
@@ -383,6 +435,8 @@ def computed(result: pytest.RunResult) -> tuple[int, int, str | None]:
 def test_two_workers_together_compute_what_one_process_computes_and_agree(
         project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cache: str, whole: bool) -> None:
     pytest.importorskip("xdist")
+    for variable in ("LAYERCHECK_THREADS", "OMP_NUM_THREADS"):  # the workers choose, as for a user
+        monkeypatch.delenv(variable, raising=False)
     project.runpytest("-p", "no:cacheprovider", "--layercheck-update").assert_outcomes(passed=4)
     if whole:
         project.makepyfile(test_whole=WHOLE)
@@ -399,6 +453,9 @@ def test_two_workers_together_compute_what_one_process_computes_and_agree(
         assert counted[1] == 8, result.stdout.str()
         if workers == "2":
             assert counted[2] is not None and re.fullmatch(r"gw\d \d+(, gw\d \d+)?", counted[2])
+            # Each worker's thread count is said; on 2 cores the two workers take one core each.
+            share = "1 core per xdist worker of 2" if usable_cores() < 4 else "torch thread"
+            result.stdout.fnmatch_lines([f"torch threads of gw*: * torch thread* ({share}*"])
     serial, sharded = reports["0"], reports["2"]
     assert sharded["profile"]["evaluations"] == serial["profile"]["evaluations"]  # every outcome of every item
     assert sharded["profile"]["cells"] == serial["profile"]["cells"]

@@ -28,6 +28,7 @@ from pytest_layercheck.model.ablation import Ablation
 from pytest_layercheck.model.architecture import get_adapter
 from pytest_layercheck.model.environment import collect_environment
 from pytest_layercheck.model.loading import LoadedModel
+from pytest_layercheck.scoring.flops import ModelShape, TokenWork, evaluation_flops
 from pytest_layercheck.scoring.protocols import PreparedSuite, prepare
 from pytest_layercheck.scoring.rendering import ChatTemplate, with_chat_template
 from pytest_layercheck.suites.builtin import BUILTIN_SUITES, resolve_suites
@@ -183,7 +184,7 @@ def build_profile(
         if shard is None:
             outputs = _run_calls(loaded, settings, calls, cache, progress, total)
         else:
-            outputs = _run_sharded(loaded, settings, calls, cache, shard, log, num_layers)
+            outputs = _run_sharded(loaded, settings, calls, cache, shard, log)
     evaluations: dict[tuple[str, str, str], Evaluation] = {}
     for call, output in zip(calls, outputs):
         intact, *ablated = output
@@ -250,14 +251,33 @@ def _tokenised(loaded: LoadedModel, call: _Call) -> Callable[[], PreparedSuite]:
     return functools.cache(lambda: prepare(call.subset, call.info.protocol, loaded.tokenizer))
 
 
+def _estimate(shape: Callable[[], ModelShape], call: _Call,
+              tokenised: Callable[[], PreparedSuite]) -> Callable[[], tuple[float, dict[str, float]]]:
+    """The FLOPs of a call's intact pass and of each ablation in its sweep (:mod:`scoring.flops`), for
+    sharing the work out by cost: tokens per item differ tenfold between suites."""
+
+    def estimate() -> tuple[float, dict[str, float]]:
+        prepared = tokenised()
+        if prepared.loglikelihood is not None:
+            work, reuse = TokenWork.of(prepared.loglikelihood), True
+        elif prepared.generation is not None:
+            work, reuse = TokenWork.of_generation(prepared.generation), False  # generation runs each model whole
+        else:
+            return 1.0, {}
+        base = float(evaluation_flops(work, shape()))
+        return base, {a.key: float(evaluation_flops(work, shape(), a, reuse=reuse)) for a in call.ablations}
+
+    return estimate
+
+
 def _run_sharded(loaded: LoadedModel, settings: ProfileSettings, calls: Sequence[_Call], cache: ResultCache,
-                 shard: Shard, log: Callable[[str], None] | None, num_layers: int) -> list[list[Evaluation]]:
+                 shard: Shard, log: Callable[[str], None] | None) -> list[list[Evaluation]]:
     """The calls' evaluations shared out among the run's xdist workers (:func:`sharding.run_sharded`)."""
     jobs = []
+    shape = functools.cache(lambda: ModelShape.of(loaded.model))
     for call in calls:
         tokenised = _tokenised(loaded, call)
         by_key = {a.key: a for a in call.ablations}
-        items = len(call.info.item_ids)
 
         def compute(keys: Sequence[str], beat: Callable[[], None], call: _Call = call,
                     by_key: dict[str, Ablation] = by_key, tokenised: Callable[[], PreparedSuite] = tokenised,
@@ -274,8 +294,7 @@ def _run_sharded(loaded: LoadedModel, settings: ProfileSettings, calls: Sequence
             keys=call.keys,
             identity=_identity(loaded, call.info, settings.seed),
             compute=compute,
-            costs={a.key: float(items * (num_layers - min(a.skip, default=0))) for a in call.ablations},
-            base=float(items * num_layers),
+            estimate=_estimate(shape, call, tokenised),
         ))
     results = run_sharded(jobs, shard, cache, log)
     return [[found[key] for key in call.keys] for call, found in zip(calls, results)]

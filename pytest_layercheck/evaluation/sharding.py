@@ -10,13 +10,17 @@ profile, and no evaluation is computed twice.
   intact pass as the base of the reuse), and each evaluation in it is its own cache entry. The
   numbers do not depend on the grouping: rows of a batched call never interact (on the CPU a split
   sweep is bit-identical to the whole one; tests check it).
-* **Assignment.** Units go to workers by longest-processing-time on the estimated cost (items x
-  layers run), deterministic for a given plan; worker ``k`` computes its units first.
-* **Claims.** A worker claims an evaluation before computing it: a file made atomically (``os.link``)
-  in the run's shared folder. A claimed evaluation is computed by its claimant only, also when the
-  workers plan different sets (marker checks ask for a partial profile, ``layercheck_profile`` for
-  the complete one). Having done its own units, a worker also computes the units nobody has claimed
-  yet: under xdist a worker that runs no profile test never claims its share, and nobody waits for it.
+* **Assignment.** Units go to workers by longest-processing-time on the estimated cost (the FLOPs
+  the unit's evaluations require, ``scoring.flops``: suites differ tenfold in tokens per item, so
+  items are no measure), deterministic for a given plan; worker ``k`` computes its units first,
+  costliest first.
+* **Claims.** A worker claims a unit's evaluations just before computing them: a file made atomically
+  (``os.link``) in the run's shared folder. A claimed evaluation is computed by its claimant only,
+  also when the workers plan different sets (marker checks ask for a partial profile,
+  ``layercheck_profile`` for the complete one). Having done its own units, a worker takes the units
+  nobody has claimed yet, each other worker's cheapest (last) first: an estimate that was off, or a
+  worker that started late, costs at most about one unit instead of idling the others; and under
+  xdist a worker that runs no profile test never claims its share, and nobody waits for it.
 * **Waiting.** Then it waits for the evaluations others claimed to appear. Each worker touches a
   heartbeat file at every sweep step. When a claimant's process has ended (same host), it gave its
   claims up (its computation failed), or it showed no sign of life for ``timeout`` seconds, the
@@ -41,7 +45,8 @@ import secrets
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from pytest_layercheck.core.atomic import atomic_write_text
@@ -91,12 +96,20 @@ class SweepJob:
     keys: tuple[str, ...]
     identity: Callable[[str], Mapping[str, object]]
     compute: Compute
-    #: Estimated cost of each ablation key; the intact pass, which every call runs, costs ``base``.
-    costs: Mapping[str, float] = field(default_factory=dict)
-    base: float = 1.0
+    #: Estimated cost of the intact pass, which every call runs, and of each ablation key. Called only
+    #: when some of the job's keys are to be computed (an estimate may need the suite tokenised).
+    estimate: Callable[[], tuple[float, Mapping[str, float]]] = lambda: (1.0, {})
+
+    @cached_property
+    def _costs(self) -> tuple[float, Mapping[str, float]]:
+        return self.estimate()
+
+    def key_cost(self, key: str) -> float:
+        base, costs = self._costs
+        return costs.get(key, base)
 
     def cost(self, keys: Sequence[str]) -> float:
-        return self.base + sum(self.costs.get(k, self.base) for k in keys if k != INTACT)
+        return self._costs[0] + sum(self.key_cost(k) for k in keys if k != INTACT)
 
 
 @dataclass(frozen=True)
@@ -114,10 +127,10 @@ def split(job: SweepJob, keys: Sequence[str], count: int) -> list[tuple[str, ...
     ablations = [k for k in keys if k != INTACT]
     groups: list[list[str]] = [[] for _ in range(max(1, min(count, len(ablations))))]
     loads = [0.0] * len(groups)
-    for key in sorted(ablations, key=lambda k: (-job.costs.get(k, job.base), keys.index(k))):
+    for key in sorted(ablations, key=lambda k: (-job.key_cost(k), keys.index(k))):
         g = loads.index(min(loads))
         groups[g].append(key)
-        loads[g] += job.costs.get(key, job.base)
+        loads[g] += job.key_cost(key)
     if INTACT in keys:
         groups[0].append(INTACT)
     order = {k: i for i, k in enumerate(keys)}
@@ -297,14 +310,9 @@ def run_sharded(jobs: Sequence[SweepJob], shard: Shard, cache: ResultCache,
                     cache.hits += 1  # as a run without xdist counts it; its own result in the run's folder: not at all
 
     # 2. Own units first (claimed up front), then units nobody has claimed.
-    me = shard.index % max(1, shard.count)
     pending = [[k for k in job.keys if k not in results[j]] for j, job in enumerate(jobs)]
     units = plan_units(jobs, pending, shard.count)
-    owners = assign(units, shard.count)
-    mine = [u for u, owner in zip(units, owners) if owner == me]
-    others = [u for u, owner in sorted(zip(units, owners), key=lambda p: (p[1] - me) % max(1, shard.count))
-              if owner != me]
-    claimed = [[k for k in u.keys if exchange.claim(digests[u.job][k])] for u in mine]
+    order = work_order(units, assign(units, shard.count), shard.index, shard.count)
 
     def compute(j: int, keys: Sequence[str]) -> None:
         if not keys:
@@ -318,9 +326,7 @@ def run_sharded(jobs: Sequence[SweepJob], shard: Shard, cache: ResultCache,
             cache.misses += 1
 
     try:
-        for unit, keys in zip(mine, claimed):
-            compute(unit.job, keys)
-        for unit in others:
+        for unit in order:
             compute(unit.job, [k for k in unit.keys if exchange.claim(digests[unit.job][k])])
         _wait(jobs, shard, exchange, pending, results, digests, lookup, compute, log)
     except BaseException:
@@ -331,6 +337,17 @@ def run_sharded(jobs: Sequence[SweepJob], shard: Shard, cache: ResultCache,
                         exchange.mark(digests[j][key], "released")
         raise
     return results
+
+
+def work_order(units: Sequence[Unit], owners: Sequence[int], index: int, count: int) -> list[Unit]:
+    """The order worker ``index`` goes through the units in: its own, costliest first; then the other
+    workers' in turn, the next worker's first, each one's cheapest first (the owner does those last)."""
+    me = index % max(1, count)
+    by_cost = sorted(range(len(units)), key=lambda i: (-units[i].cost, i))
+    mine = [units[i] for i in by_cost if owners[i] == me]
+    others = [units[i] for i in sorted(reversed(by_cost), key=lambda i: (owners[i] - me) % max(1, count))
+              if owners[i] != me]
+    return mine + others
 
 
 def _wait(jobs: Sequence[SweepJob], shard: Shard, exchange: Exchange, pending: Sequence[Sequence[str]],

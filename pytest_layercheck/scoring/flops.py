@@ -21,7 +21,7 @@ from torch import nn
 
 from pytest_layercheck.model.ablation import Ablation
 from pytest_layercheck.model.architecture import get_adapter
-from pytest_layercheck.scoring.engine import MIN_SHARED_PREFIX, PreparedLoglikelihood
+from pytest_layercheck.scoring.engine import MIN_SHARED_PREFIX, PreparedGeneration, PreparedLoglikelihood
 from pytest_layercheck.scoring.sweep import first_affected_layer
 
 
@@ -76,6 +76,16 @@ class TokenWork:
             positions += range(start, start + len(row))
         scored = len(prepared.contexts) + sum(len(row) for _, row in prepared.rows)
         return cls(tuple(positions), scored)
+
+    @classmethod
+    def of_generation(cls, prepared: PreparedGeneration) -> TokenWork:
+        """Greedy generation at its longest: every prompt, then ``max_new_tokens`` tokens, each scored
+        and all but the last fed back (an upper bound: a stop sequence ends a row earlier)."""
+        shared = len(prepared.prefix) if len(prepared.prefix) >= MIN_SHARED_PREFIX else 0
+        positions: list[int] = list(range(shared))
+        for prompt in prepared.prompts:
+            positions += range(shared, len(prompt) + prepared.max_new_tokens - 1)
+        return cls(tuple(positions), len(prepared.prompts) * prepared.max_new_tokens)
 
     def flops(self, shape: ModelShape, layers: Iterable[int]) -> dict[str, int]:
         """FLOPs of running ``layers`` (then the LM head) on these tokens, by component."""
