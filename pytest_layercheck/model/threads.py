@@ -23,19 +23,23 @@ machines are often shared, so the thread count is chosen by measurement, not by 
    were doing when sampled (``benchmarks/xdist_profile.py``).
 6. With more than one core left, a short calibration times a matmul of the shape scoring runs
    (2048 tokens × 576 → 1536, float32) with 1 thread and with every free core, alternating, best of
-   a few runs (about 0.3 s in all). More threads are kept only when they are at least ``MIN_GAIN``
-   per extra thread faster: near-ties go to 1 thread.
+   a few runs (about 0.5 s in all). More threads are kept when they are at least ``MIN_GAIN`` per
+   extra thread faster. The threshold is low because the stakes are: on a quiet 2-core machine one
+   thread made the example guards' profile 1.4x slower (209.5 s against 147.5 s), while two sleeping
+   threads beside a busy core lose 5-15%; and one calibration's ratio varies (1.2-2.1x for 2
+   threads, ten calibrations in one quiet process; ``benchmarks/RESULTS.md``).
 
 OpenMP reads its wait policy once, when the runtime starts (in practice at ``import torch``), so
-:func:`configure_threads` sets ``OMP_WAIT_POLICY=PASSIVE`` (idle threads sleep at once) when it is
-unset and torch is not imported yet. ``benchmarks/wait_policy.py`` measured the alternatives on a
+:func:`prefer_sleeping_threads` sets ``OMP_WAIT_POLICY=PASSIVE`` (idle threads sleep at once) when it
+is unset and torch is not imported yet: the pytest plugin calls it when pytest loads it, before
+anything imports torch, and :func:`configure_threads` calls it too. ``benchmarks/wait_policy.py`` measured the alternatives on a
 2-core machine (``benchmarks/RESULTS.md``): spinning threads (``ACTIVE``, OpenMP's default, or a
 ``GOMP_SPINCOUNT``) were up to 17% faster on a quiet machine, but 1.5–2.5× slower than sleeping ones
 once another process took a core, and a machine that is quiet when a run starts need not stay so.
 Sleeping threads beside a busy core cost 5% against 1 thread. So the default is the policy that
 cannot recur as the 716-s case; on a machine you know to be dedicated, ``OMP_WAIT_POLICY=ACTIVE`` is
-kept as given. Later in the process the policy cannot change and is left alone. ``LAYERCHECK_THREADS``
-overrides the thread count.
+kept as given. Later in the process the policy cannot change: the choice says so (a ``conftest.py``
+that imports torch first keeps OpenMP's default). ``LAYERCHECK_THREADS`` overrides the thread count.
 
 The CLI and the pytest plugin call :func:`configure_threads` once before loading a model; it is
 idempotent and applies ``torch.set_num_threads``.
@@ -55,11 +59,11 @@ from pytest_layercheck.core.errors import positive_int
 
 ENV = "LAYERCHECK_THREADS"
 #: Required speed-up per extra thread for more than one thread (2 threads: ≥ 1.45× of 1 thread).
-MIN_GAIN = 0.45
+MIN_GAIN = 0.2
 #: Calibration matmul (rows × inner × outer): a prompt batch through an MLP projection of the
 #: default model. Big enough to be compute-bound, small enough to time in tens of milliseconds.
 CALIBRATION_SHAPE = (2048, 576, 1536)
-CALIBRATION_ROUNDS = 3
+CALIBRATION_ROUNDS = 5
 #: How long :func:`busy_elsewhere` watches the CPU counters.
 SAMPLE_SECONDS = 0.5
 #: CPU use elsewhere below this share of a core does not take the core away (kernel threads, a shell).
@@ -78,6 +82,8 @@ class ThreadChoice:
     timings: dict[int, float] | None = None
     wait_policy: str | None = None
     busy: float | None = None
+    #: No policy was set by anyone and torch was imported before layercheck could set PASSIVE.
+    policy_late: bool = False
 
     def describe(self) -> str:
         text = f"{self.threads} torch thread{'s' if self.threads != 1 else ''} ({self.source}"
@@ -90,6 +96,8 @@ class ThreadChoice:
         text += ")"
         if self.wait_policy:
             text += f"; OMP_WAIT_POLICY={self.wait_policy}"
+        elif self.policy_late:
+            text += "; OpenMP's default wait policy (torch was imported before layercheck could set PASSIVE)"
         return text
 
 
@@ -265,6 +273,16 @@ def load_average() -> float | None:
 
 
 _CHOSEN: ThreadChoice | None = None
+_POLICY: str | None = None  # the wait policy this process set, if it did
+
+
+def prefer_sleeping_threads() -> str | None:
+    """Set ``OMP_WAIT_POLICY=PASSIVE`` while it can still take effect (torch not imported) and nobody
+    set a policy; returns the policy this process set, or None."""
+    global _POLICY
+    if _POLICY is None and "torch" not in sys.modules and "OMP_WAIT_POLICY" not in os.environ:
+        os.environ["OMP_WAIT_POLICY"] = _POLICY = "PASSIVE"  # read when the OpenMP runtime starts
+    return _POLICY
 
 
 def configure_threads(force: bool = False) -> ThreadChoice:
@@ -276,12 +294,11 @@ def configure_threads(force: bool = False) -> ThreadChoice:
     global _CHOSEN
     if _CHOSEN is not None and not force:
         return _CHOSEN
-    policy = None
-    if "torch" not in sys.modules and "OMP_WAIT_POLICY" not in os.environ:
-        os.environ["OMP_WAIT_POLICY"] = policy = "PASSIVE"  # read when the OpenMP runtime starts
+    policy = prefer_sleeping_threads()
+    late = policy is None and "OMP_WAIT_POLICY" not in os.environ
     import torch
 
     choice = choose_threads()
     torch.set_num_threads(choice.threads)
-    _CHOSEN = ThreadChoice(choice.threads, choice.source, choice.cores, choice.timings, policy, choice.busy)
+    _CHOSEN = ThreadChoice(choice.threads, choice.source, choice.cores, choice.timings, policy, choice.busy, late)
     return _CHOSEN
