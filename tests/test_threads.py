@@ -143,7 +143,8 @@ def test_a_busy_process_is_seen_and_this_ones_own_work_is_not() -> None:
 def test_configure_threads_beside_a_busy_core_sets_a_sleeping_wait_policy() -> None:
     """In a fresh process (torch not imported yet) the policy is set before OpenMP starts: with a
     core taken by another process, fewer threads than cores and idle threads that sleep."""
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", threads.ENV)}
+    env = {k: v for k, v in os.environ.items()  # a plain process: not one of this run's xdist workers
+           if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", threads.ENV) and not k.startswith("PYTEST_XDIST")}
     script = ("import os, sys; from pytest_layercheck.model.threads import configure_threads, usable_cores; "
               "c = configure_threads(); print(c.threads, usable_cores(), c.wait_policy, os.environ['OMP_WAIT_POLICY'], "
               "'torch' in sys.modules); print(c.describe())")
