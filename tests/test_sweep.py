@@ -8,16 +8,27 @@ against unbatched hand computations in test_scoring.py and test_prefix_sharing.p
 
 from __future__ import annotations
 
+import copy
+from types import SimpleNamespace
+from typing import Any, cast
+
 import pytest
 import torch
 from scoring_references import sharp_model
 from tiny_models import FAMILIES, tiny_tokenizer
+from transformers.cache_utils import DynamicLayer
 
 from pytest_layercheck.model.ablation import Ablation, ablate
 from pytest_layercheck.model.architecture import get_adapter
-from pytest_layercheck.scoring.engine import run_loglikelihood
+from pytest_layercheck.scoring.engine import FilledLayer, PrefixCache, run_loglikelihood
 from pytest_layercheck.scoring.protocols import batch_settings, prepare
-from pytest_layercheck.scoring.sweep import StreamBudget, first_affected_layer, resume_layer, run_loglikelihood_sweep
+from pytest_layercheck.scoring.sweep import (
+    StreamBudget,
+    _Wavefront,
+    first_affected_layer,
+    resume_layer,
+    run_loglikelihood_sweep,
+)
 from pytest_layercheck.suites.schema import ProtocolSettings, Suite, SuiteItem
 
 LAYERS = 5
@@ -234,3 +245,43 @@ def test_grouped_sdpa_sweep_equals_eager_scoring(family: str) -> None:
         # two attention implementations round differently: log-likelihoods of about -60 agree to 1e-6
         torch.testing.assert_close(output.loglikelihood, expected.loglikelihood, rtol=1e-6, atol=1e-5)
         assert torch.equal(output.greedy, expected.greedy)
+
+
+def test_prefix_rows_are_laid_out_as_the_engine_lays_them_out() -> None:
+    """A group's prefix states, expanded per prompt row into a layer of the prompt call's full width,
+    hold what :meth:`PrefixCache.expand` gives the engine (rows padded past the prefix included); the
+    call's own columns are written in place, and attention then reads the contiguous buffer."""
+    length, width, heads, dim = 6, 20, 2, 4
+    generator = torch.Generator().manual_seed(0)
+    states = {(i, 0): (torch.randn(1, heads, length, dim, generator=generator),
+                       torch.randn(1, heads, length, dim, generator=generator)) for i in (3, 7)}
+    group = cast(Any, SimpleNamespace(members=[SimpleNamespace(index=3), SimpleNamespace(index=7)]))
+    pads = torch.tensor([0, 2, 9, 5])  # 9: this row's padding runs past the prefix
+    layer = _Wavefront._prefix_layer(cast(Any, SimpleNamespace(prefix=states)), group, 0, pads, width)
+    assert layer.keys.shape == (8, heads, length, dim) and layer.buffers[0].shape == (8, heads, width, dim)
+    for m, index in enumerate((3, 7)):
+        expected = PrefixCache([states[(index, 0)]], length).expand(pads).layers[0]
+        assert torch.equal(layer.keys[4 * m:4 * (m + 1)], expected.keys)
+        assert torch.equal(layer.values[4 * m:4 * (m + 1)], expected.values)
+    new = torch.randn(8, heads, width - length, dim, generator=generator)
+    keys, values = layer.update(new, -new)
+    assert keys.is_contiguous() and keys.data_ptr() == layer.buffers[0].data_ptr() and keys.shape[2] == width
+    assert torch.equal(keys[:, :, length:], new) and torch.equal(values[:, :, length:], -new)
+    more, _ = layer.update(new[:, :, :1], new[:, :, :1])  # past the planned width: grows as DynamicLayer does
+    assert torch.equal(more[:, :, width:], new[:, :, :1]) and torch.equal(more[:, :, :width], keys)
+
+
+
+def test_a_filled_layer_extends_selected_rows_as_a_dynamic_layer_does() -> None:
+    """Continuation rows selected from a full prompt call's layer, then extended: what ``DynamicLayer``
+    gives (select, then concatenate), and the prompt call's layer left as it was."""
+    generator = torch.Generator().manual_seed(1)
+    keys, values = torch.randn(5, 2, 7, 4, generator=generator), torch.randn(5, 2, 7, 4, generator=generator)
+    filled, plain = FilledLayer(keys.clone(), values.clone(), 7), DynamicLayer()
+    plain.update(keys, values)
+    index, new = torch.tensor([4, 0, 0, 2]), torch.randn(4, 2, 3, 4, generator=generator)
+    got, expected = copy.copy(filled), copy.copy(plain)
+    got.batch_select_indices(index)
+    expected.batch_select_indices(index)
+    assert all(torch.equal(a, b) for a, b in zip(got.update(new, 2 * new), expected.update(new, 2 * new)))
+    assert torch.equal(filled.keys, keys) and filled.filled == 7  # the original is untouched

@@ -56,6 +56,7 @@ from pytest_layercheck.model.attention import grouped_query_sdpa
 from pytest_layercheck.model.probes import block_input, probe_blocks
 from pytest_layercheck.scoring.engine import (
     LOGIT_BUDGET,
+    FilledLayer,
     LoglikelihoodOutput,
     LoglikelihoodPlan,
     PrefixCache,
@@ -440,21 +441,12 @@ class _Wavefront:
         for chunk in self._chunks(self.streams, [length], cache_tokens=length, scores=length * length):
             _advance(self.adapter, chunk, [prefix_call], lambda layer, group, call: call.new_layer(), on_state=keep)
 
-    def _prefix_layer(self, group: _Group, layer: int, pads: torch.Tensor) -> DynamicLayer:
-        """The group's prefix states expanded to its prompt rows, as :meth:`PrefixCache.expand` does per model."""
+    def _prefix_layer(self, group: _Group, layer: int, pads: torch.Tensor, width: int) -> FilledLayer:
+        """The group's prefix states expanded to its prompt rows as :meth:`PrefixCache.expand` does per
+        model, in a layer of the prompt call's full ``width``."""
         keys = torch.cat([self.prefix[(s.index, layer)][0] for s in group.members])
         values = torch.cat([self.prefix[(s.index, layer)][1] for s in group.members])
-        rows = int(pads.shape[0])
-        keys, values = keys.repeat_interleave(rows, dim=0), values.repeat_interleave(rows, dim=0)
-        if bool((pads > 0).any()):
-            length = keys.shape[2]
-            index = (torch.arange(length).unsqueeze(0) - pads.cpu().unsqueeze(1)).clamp(min=0)
-            index = index.repeat(len(group.members), 1).to(keys.device)
-            gather = index.view(index.shape[0], 1, length, 1).expand(-1, keys.shape[1], -1, keys.shape[3])
-            keys, values = torch.gather(keys, 2, gather), torch.gather(values, 2, gather)
-        state = DynamicLayer()
-        state.update(keys, values)
-        return state
+        return FilledLayer.shifted(keys, values, pads, width)
 
     # -- one prompt batch -------------------------------------------------------------------
     def run_batch(self, batch: _PromptBatch, calls: list[list[_BlockCall]], prefix: PrefixCache | None,
@@ -469,7 +461,7 @@ class _Wavefront:
         def first_state(layer: int, group: _Group, call: _BlockCall) -> Any:
             if not _uses_cache(call):
                 return None
-            return self._prefix_layer(group, layer, pads) if prefix is not None else call.new_layer()
+            return self._prefix_layer(group, layer, pads, width) if prefix is not None else call.new_layer()
 
         def later_state(k: int, layer: int, group: _Group, prompt_state: Any) -> Any:
             state = copy.copy(prompt_state)  # as the engine's _select_cache: shallow copy, then select rows
