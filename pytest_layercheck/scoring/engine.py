@@ -32,8 +32,8 @@ it is at call time, ablated or not). Every prompt batch then keeps exactly the l
 unshared prompt pass (rows left-padded to width ``W``, real tokens contiguous and ending at
 ``W - 1``), but the first ``K`` = prefix-length columns come from the prefix cache instead of being
 computed: row ``r`` with ``pad_r`` padding columns holds prefix entry ``j - pad_r`` at cache column
-``j`` (a per-row shifted copy, gathered into new tensors per batch, so nothing is mutated or shared
-between batches; columns ``< pad_r`` are padding, masked as before). Only columns ``K..W-1`` (the
+``j`` (a per-row shifted copy, written into a new buffer of the batch's width, so nothing is mutated
+or shared between batches; columns ``< pad_r`` are padding, masked as before). Only columns ``K..W-1`` (the
 rest of the prefix for rows with ``pad_r > 0``, then each row's own suffix) are run. Every token
 therefore sits at the same cache column, with the same position id and attention mask as without
 sharing — which also keeps index-based sliding windows (Gemma 2/3) exact — and a prefix token's
