@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -250,3 +251,16 @@ def test_a_wait_policy_that_came_too_late_is_said() -> None:
     run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert "OpenMP's default wait policy (torch was imported before layercheck could set PASSIVE)" in run.stdout
+
+
+def test_the_command_line_starts_torch_with_sleeping_threads(tmp_path) -> None:
+    """``layercheck`` sets the policy before its commands import torch, and says so when it loads a model."""
+    from tiny_models import tiny_model, tiny_tokenizer
+
+    tiny_model("llama", layers=2).save_pretrained(tmp_path / "tiny")
+    tiny_tokenizer().save_pretrained(tmp_path / "tiny")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY" and not k.startswith("PYTEST_XDIST")}
+    run = subprocess.run([str(Path(sys.executable).parent / "layercheck"), "info", str(tmp_path / "tiny")], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "OMP_WAIT_POLICY=PASSIVE" in " ".join(run.stderr.split()), run.stderr

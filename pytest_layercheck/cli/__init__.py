@@ -72,6 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     import warnings
 
     args = build_parser().parse_args(argv)  # --help exits 0 here, before numpy or torch loads; usage errors exit 2
+    from pytest_layercheck.model.threads import prefer_sleeping_threads
+
+    prefer_sleeping_threads()  # before anything imports torch: OpenMP reads its wait policy once
 
     from pytest_layercheck.evaluation.result_cache import CacheEntryWarning
 
