@@ -71,7 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     import warnings
 
-    args = build_parser().parse_args(argv)  # --help exits 0 here, before numpy or torch loads; usage errors exit 2
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["help"]:  # ``layercheck help [COMMAND]``, as git and pip users type it
+        words = [*words[1:2], "--help"]
+    args = build_parser().parse_args(words)  # --help exits 0 here, before numpy or torch loads; usage errors exit 2
     from pytest_layercheck.model.threads import prefer_sleeping_threads
 
     prefer_sleeping_threads()  # before anything imports torch: OpenMP reads its wait policy once
