@@ -22,6 +22,7 @@ LAYERS: dict[str, int] = {
     "analysis": 5,
     "report": 6,
     "pytest_plugin": 7, "cli": 7,
+    "__main__": 8,  # ``python -m pytest_layercheck``: the command's entry, above both front ends
 }
 FRONT_ENDS = {"pytest_plugin", "cli"}
 

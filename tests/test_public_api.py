@@ -36,7 +36,8 @@ def test_layercheck_help_loads_no_model_code(tmp_path: Path) -> None:
     assert result.stdout.strip() == "False False False"
     script = Path(sys.executable).parent / "layercheck"  # the installed command, as a user runs it
     for command in ([str(script), "--help"], [str(script), "-h"], [str(script), "help"],
-                    [sys.executable, "-m", "pytest_layercheck.cli", "--help"]):
+                    [sys.executable, "-m", "pytest_layercheck.cli", "--help"],
+                    [sys.executable, "-m", "pytest_layercheck", "--help"]):
         shown = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=60)
         assert shown.returncode == 0 and "usage: layercheck" in shown.stdout, (command, shown.stderr)
     shown = subprocess.run([str(script), "help", "profile"], capture_output=True, text=True, cwd=tmp_path, timeout=60)
