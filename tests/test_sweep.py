@@ -211,6 +211,41 @@ def test_every_family_under_a_mixed_sweep(family: str) -> None:
         assert_same(output, reference(m, plan, ablation, donor=donor))
 
 
+@pytest.mark.parametrize("family", ["llama", "gemma2"])
+def test_chunks_run_on_several_cores_give_the_same_numbers(family: str) -> None:
+    """Chunks of streams on two threads (one torch thread each) give the numbers of scoring from
+    scratch, with head masks (a hook that must act only on its own thread's call) and donor swaps in
+    chunks that run at the same time; with the same chunks, the numbers of one thread bit for bit."""
+    import threading
+
+    m = sharp_model(family, seed=3, sharpen_embeddings=False, layers=LAYERS)
+    donor = sharp_model(family, seed=11, sharpen_embeddings=False, layers=LAYERS)
+    plan = plan_of(family, "mc_text", 3, token_budget=160)
+    ablations = [*ABLATIONS, Ablation.swapping([1]), Ablation.build(swap=[2], skip=[3]),
+                 Ablation.masking({1: [0]}, gqa="group"), Ablation.masking({2: [1, 2]})]
+    few = StreamBudget(tokens=800, bytes=2**40)  # a few streams per chunk, several chunks per batch
+    one = StreamBudget(tokens=1, bytes=1)  # one stream per chunk, whatever the workers
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        idents: set[int] = set()
+        last = get_adapter(m).layers[LAYERS - 1]
+        hook = last.register_forward_pre_hook(lambda *_: idents.add(threading.get_ident()))
+        try:
+            _, split = run_loglikelihood_sweep(m, plan, ablations, donor=donor, budget=few, workers=2)
+        finally:
+            hook.remove()
+        assert len(idents - {threading.get_ident()}) >= 2  # the chunks ran on other threads, two at a time
+        _, alone = run_loglikelihood_sweep(m, plan, ablations, donor=donor, budget=one, workers=2)
+        _, serial = run_loglikelihood_sweep(m, plan, ablations, donor=donor, budget=one, workers=1)
+    finally:
+        torch.set_num_threads(before)
+    for ablation, output in zip(ablations, split):
+        assert_same(output, reference(m, plan, ablation, donor=donor))
+    for a, b in zip(alone, serial):
+        assert torch.equal(a.loglikelihood, b.loglikelihood) and torch.equal(a.greedy, b.greedy)
+    assert all(not get_adapter(m).out_proj_of(block)._forward_pre_hooks for block in get_adapter(m).layers)
+
 def test_resume_points() -> None:
     assert first_affected_layer(Ablation()) is None
     assert first_affected_layer(Ablation.build(skip=[5], heads={3: [0]}, swap=[7])) == 3

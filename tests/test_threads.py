@@ -264,3 +264,81 @@ def test_the_command_line_starts_torch_with_sleeping_threads(tmp_path) -> None:
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "OMP_WAIT_POLICY=PASSIVE" in " ".join(run.stderr.split()), run.stderr
+
+
+def test_split_over_cores_runs_each_task_on_one_torch_thread_elsewhere_and_restores_torch() -> None:
+    import threading
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        def task(i: int):
+            time.sleep(0.05)  # all tasks alive at once: the pool must use several threads
+            return i, threading.get_ident(), torch.get_num_threads(), torch.is_inference_mode_enabled()
+
+        with torch.inference_mode():
+            results = threads.split_over_cores([lambda i=i: task(i) for i in range(4)], workers=2)
+        assert [r[0] for r in results] == [0, 1, 2, 3]  # in task order
+        idents = {r[1] for r in results}
+        assert threading.get_ident() not in idents and len(idents) == 2
+        assert all(r[2] == 1 and r[3] for r in results)  # one torch thread each; the caller's inference mode
+        assert torch.get_num_threads() == 2
+        serial = threads.split_over_cores([lambda i=i: task(i) for i in range(2)], workers=1)
+        assert {r[1] for r in serial} == {threading.get_ident()} and all(r[2] == 2 for r in serial)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_split_over_cores_raises_a_tasks_error_and_still_restores_torch() -> None:
+    before = torch.get_num_threads()
+
+    def fails() -> None:
+        raise ValueError("task 2 failed")
+
+    with pytest.raises(ValueError, match="task 2 failed"):
+        threads.split_over_cores([lambda: None, fails, lambda: None], workers=2)
+    assert torch.get_num_threads() == before
+
+
+ARENAS = """
+import ctypes, os, sys, tempfile, threading
+from pytest_layercheck.model import threads
+if sys.argv[1] == "share":
+    assert threads.share_malloc_arena()
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+libc.fopen.restype = ctypes.c_void_p
+
+def allocate():
+    for _ in range(100):
+        libc.free(libc.malloc(64 * 1024))
+
+workers = [threading.Thread(target=allocate) for _ in range(2)]
+for w in workers: w.start()
+for w in workers: w.join()
+path = os.path.join(tempfile.mkdtemp(), "info.xml")
+fp = libc.fopen(path.encode(), b"w")
+libc.malloc_info(0, ctypes.c_void_p(fp))
+libc.fclose(ctypes.c_void_p(fp))
+print(open(path).read().count("<heap nr="))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc arenas")
+def test_threads_share_the_main_malloc_arena_once_asked() -> None:
+    """glibc's per-thread arenas keep freed blocks (the sweep's threads peaked 0.44 GiB higher);
+    after ``share_malloc_arena`` new threads allocate from the main one, unless the user chose."""
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+
+    def heaps(mode: str, **extra: str) -> int:
+        out = subprocess.run([sys.executable, "-c", ARENAS, mode], capture_output=True, text=True, check=True,
+                             env={**env, **extra})
+        return int(out.stdout.strip())
+
+    assert heaps("plain") >= 2  # the threads got arenas of their own
+    assert heaps("share") == 1
+    result = subprocess.run([sys.executable, "-c", "from pytest_layercheck.model import threads; "
+                             "print(threads.share_malloc_arena())"], capture_output=True, text=True, check=True,
+                            env={**env, "MALLOC_ARENA_MAX": "4"})
+    assert result.stdout.strip() == "False"  # the user's setting is kept

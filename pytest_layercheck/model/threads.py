@@ -51,11 +51,15 @@ import math
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from pytest_layercheck.core.errors import positive_int
+
+T = TypeVar("T")
 
 ENV = "LAYERCHECK_THREADS"
 #: Required speed-up per extra thread for more than one thread (2 threads: ≥ 1.45× of 1 thread).
@@ -68,6 +72,8 @@ CALIBRATION_ROUNDS = 5
 SAMPLE_SECONDS = 0.5
 #: CPU use elsewhere below this share of a core does not take the core away (kernel threads, a shell).
 BUSY_SLACK = 0.25
+#: ``mallopt`` parameter for the number of malloc arenas (glibc's ``M_ARENA_MAX``).
+_M_ARENA_MAX = -8
 
 
 @dataclass(frozen=True)
@@ -274,6 +280,7 @@ def load_average() -> float | None:
 
 _CHOSEN: ThreadChoice | None = None
 _POLICY: str | None = None  # the wait policy this process set, if it did
+_ARENA_SHARED: bool | None = None  # whether share_malloc_arena capped the arenas (None: not asked yet)
 
 
 def prefer_sleeping_threads() -> str | None:
@@ -294,6 +301,7 @@ def configure_threads(force: bool = False) -> ThreadChoice:
     global _CHOSEN
     if _CHOSEN is not None and not force:
         return _CHOSEN
+    share_malloc_arena()  # before the calibration starts OpenMP's threads, so that they share it too
     policy = prefer_sleeping_threads()
     late = policy is None and "OMP_WAIT_POLICY" not in os.environ
     import torch
@@ -302,3 +310,59 @@ def configure_threads(force: bool = False) -> ThreadChoice:
     torch.set_num_threads(choice.threads)
     _CHOSEN = ThreadChoice(choice.threads, choice.source, choice.cores, choice.timings, policy, choice.busy, late)
     return _CHOSEN
+
+
+def split_over_cores(tasks: Sequence[Callable[[], T]], workers: int) -> list[T]:
+    """Run independent ``tasks`` on ``workers`` threads of one torch thread each; their results, in order.
+
+    Why: torch's intra-op threads meet at every operator, and on few cores that costs: two
+    single-threaded halves of a layer sweep ran 20-30% faster than the whole sweep on two intra-op
+    threads (``benchmarks/RESULTS.md``). The kernels release the GIL, so threads of one process are
+    enough. Each task sees the caller's grad and inference mode (thread-local in torch); torch's
+    thread count is restored when all are done. With ``workers <= 1`` or one task, they run here.
+    """
+    if workers <= 1 or len(tasks) <= 1:
+        return [task() for task in tasks]
+    import torch
+
+    inference, grad = torch.is_inference_mode_enabled(), torch.is_grad_enabled()
+
+    def run(task: Callable[[], T]) -> T:
+        with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+            return task()
+
+    share_malloc_arena()
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # read by each new thread's first parallel operator (and MKL's global count)
+    try:
+        with ThreadPoolExecutor(max_workers=min(workers, len(tasks)), thread_name_prefix="layercheck") as pool:
+            futures = [pool.submit(run, task) for task in tasks]
+            try:
+                return [future.result() for future in futures]
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+    finally:
+        torch.set_num_threads(before)
+
+
+def share_malloc_arena() -> bool:
+    """Have threads started from now on allocate from the one main malloc arena (glibc), unless the
+    user set ``MALLOC_ARENA_MAX``; returns whether the cap was set. :func:`configure_threads` calls it
+    before torch starts its OpenMP threads (threads that already have an arena keep it).
+
+    Why: glibc gives each new thread an arena of its own, which keeps the blocks freed in it. The layer
+    sweep's chunks on two threads then peaked at 1.95 GiB of RSS against 1.51 GiB on one thread
+    (reasoning, 40 items); with one shared arena they peaked at 1.51 GiB and ran faster (42.8 s against
+    49.4 s; ``benchmarks/RESULTS.md``). Elsewhere than glibc this does nothing.
+    """
+    global _ARENA_SHARED
+    if _ARENA_SHARED is None:
+        _ARENA_SHARED = False
+        if "MALLOC_ARENA_MAX" not in os.environ and sys.platform.startswith("linux"):
+            import ctypes
+
+            mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+            _ARENA_SHARED = bool(mallopt is not None and mallopt(_M_ARENA_MAX, 1) == 1)
+    return _ARENA_SHARED

@@ -40,10 +40,12 @@ input of that layer (the same reuse, one ablation at a time).
 from __future__ import annotations
 
 import copy
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, cast
+from functools import partial
+from typing import Any, TypeVar, cast
 
 import torch
 from torch import nn
@@ -54,6 +56,7 @@ from pytest_layercheck.model.ablation import Ablation, ablate, resolve_heads, sk
 from pytest_layercheck.model.architecture import ArchitectureAdapter, get_adapter
 from pytest_layercheck.model.attention import grouped_query_sdpa
 from pytest_layercheck.model.probes import block_input, probe_blocks
+from pytest_layercheck.model.threads import split_over_cores
 from pytest_layercheck.scoring.engine import (
     LOGIT_BUDGET,
     FilledLayer,
@@ -70,6 +73,7 @@ from pytest_layercheck.scoring.engine import (
 )
 
 StepHook = Callable[[int, int], None]
+T = TypeVar("T")
 
 #: Final-norm attribute names on the backbone, by family (llama-like, GPT-2, GPT-NeoX).
 _FINAL_NORMS = ("norm", "ln_f", "final_layer_norm")
@@ -307,21 +311,45 @@ def _tile(value: Any, rows: int, times: int, memo: dict[tuple[int, int], Any]) -
     return value
 
 
-def _zero_rows_hook(drop: torch.Tensor) -> Any:
-    """Out-projection pre-hook: zero the masked heads' inputs of each row (``drop``: bool [rows, width])."""
+class _HeadMasks:
+    """Zero-mode head masks for stacked block calls that may run in several threads at once.
 
-    def hook(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        x = args[0]
+    One forward pre-hook per output projection stays installed for the sweep; it zeroes, per row,
+    the heads that the CALLING thread's current call masks (``drop``: bool [rows, width]). A hook
+    registered per call would also act on another thread's call of the same module.
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    @contextmanager
+    def installed(self, projections: Iterable[nn.Module]) -> Iterator[_HeadMasks]:
+        with ExitStack() as stack:
+            for proj in {id(p): p for p in projections}.values():
+                stack.callback(proj.register_forward_pre_hook(self._hook).remove)
+            yield self
+
+    @contextmanager
+    def applied(self, proj: nn.Module, drop: torch.Tensor) -> Iterator[None]:
+        self._local.current = (proj, drop)
+        try:
+            yield
+        finally:
+            self._local.current = None
+
+    def _hook(self, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        current = getattr(self._local, "current", None)
+        if current is None or current[0] is not module:
+            return None
+        drop, x = current[1], args[0]
         if x.shape[-1] != drop.shape[-1] or x.shape[0] != drop.shape[0]:
             raise RuntimeError(f"output projection input {tuple(x.shape)} does not fit the head mask {tuple(drop.shape)}")
         mask = drop.to(x.device).view(x.shape[0], *([1] * (x.ndim - 2)), x.shape[-1])
         return (x.masked_fill(mask, 0), *args[1:])
 
-    return hook
-
 
 def _run_block(adapter: ArchitectureAdapter, group: _Group, call: _BlockCall, hidden: torch.Tensor,
-               layer: Any, memo: dict[tuple[int, int], Any]) -> torch.Tensor:
+               layer: Any, memo: dict[tuple[int, int], Any], masks: _HeadMasks) -> torch.Tensor:
     """One stacked block call for ``group`` with the recorded arguments of ``call``."""
     rows, times = call.hidden.shape[0], len(group.members)
     cache = _StreamCache(layer) if layer is not None else None
@@ -329,9 +357,7 @@ def _run_block(adapter: ArchitectureAdapter, group: _Group, call: _BlockCall, hi
     kwargs = {k: cache if v is _CACHE else _tile(v, rows, times, memo) for k, v in call.kwargs.items()}
     with ExitStack() as stack:
         if group.drop is not None:
-            drop = group.drop.repeat_interleave(rows, dim=0)
-            proj = adapter.out_proj_of(group.module)
-            stack.callback(proj.register_forward_pre_hook(_zero_rows_hook(drop)).remove)
+            stack.enter_context(masks.applied(adapter.out_proj_of(group.module), group.drop.repeat_interleave(rows, dim=0)))
         out = group.module(hidden, *args, **kwargs)
     return out[0] if isinstance(out, tuple) else out
 
@@ -344,8 +370,8 @@ def _uses_cache(call: _BlockCall) -> bool:
     return any(a is _CACHE for a in (*call.args, *call.kwargs.values()))
 
 
-def _advance(adapter: ArchitectureAdapter, streams: Sequence[_Stream], calls: Sequence[list[_BlockCall]],
-             first_state: Callable[[int, _Group, _BlockCall], Any],
+def _advance(adapter: ArchitectureAdapter, masks: _HeadMasks, streams: Sequence[_Stream],
+             calls: Sequence[list[_BlockCall]], first_state: Callable[[int, _Group, _BlockCall], Any],
              later_state: Callable[[int, int, _Group, Any], Any] | None = None,
              on_state: Callable[[int, _Group, Any], None] | None = None) -> list[dict[int, torch.Tensor]]:
     """Run ``streams`` through a prompt batch's recorded forward calls, ALL CALLS TOGETHER layer by layer.
@@ -373,7 +399,7 @@ def _advance(adapter: ArchitectureAdapter, streams: Sequence[_Stream], calls: Se
                 else:
                     state = later_state(c - 1, layer, group, prompt_state) if later_state and _uses_cache(record) else None
                 x = _stack([hidden[c][s.index] for s in group.members])
-                out = _run_block(adapter, group, record, x, state, memo)
+                out = _run_block(adapter, group, record, x, state, memo, masks)
                 for s, part in zip(group.members, out.split(record.hidden.shape[0])):
                     hidden[c][s.index] = part
             if on_state is not None and prompt_state is not None:
@@ -411,12 +437,19 @@ def _head_logits(model: nn.Module, norm: nn.Module, hidden: torch.Tensor, keep_l
 
 
 class _Wavefront:
-    """The wavefront part of one sweep: the streams, their prefix states, their chunking."""
+    """The wavefront part of one sweep: the streams, their prefix states, their chunking.
+
+    On a CPU with ``workers`` > 1 torch threads, the chunks of one batch advance in waves of
+    ``workers`` chunks, each chunk on its own core (:func:`split_over_cores`) within its share of the
+    budget; the final norm and LM head then run on the model itself, between waves, with all threads
+    (that call briefly rewires the model, so no block call may run beside it).
+    """
 
     def __init__(self, model: nn.Module, adapter: ArchitectureAdapter, norm: nn.Module, streams: list[_Stream],
-                 budget: StreamBudget, totals: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+                 budget: StreamBudget, totals: list[tuple[torch.Tensor, torch.Tensor]], workers: int = 1) -> None:
         self.model, self.adapter, self.norm = model, adapter, norm
-        self.streams, self.budget, self.totals = streams, budget, totals
+        self.streams, self.budget, self.totals, self.workers = streams, budget, totals, max(1, workers)
+        self.masks = _HeadMasks()
         self.prefix: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}  # (stream, layer) -> [1,h,K,d]
         config = adapter.config
         vocab = (getattr(getattr(model, "config", None), "vocab_size", None)
@@ -428,6 +461,21 @@ class _Wavefront:
         self.elem = torch.finfo(dtype).bits // 8
         self.heads = adapter.num_heads
 
+    def installed(self) -> AbstractContextManager[_HeadMasks]:
+        """The head-mask hooks on every output projection a stream masks heads of, for the sweep."""
+        return self.masks.installed(self.adapter.out_proj_of(module) for s in self.streams for layer in s.heads
+                                    if (module := s.blocks[layer]) is not None)
+
+    def _in_waves(self, chunks: list[list[_Stream]], work: Callable[[list[_Stream]], T],
+                  then: Callable[[list[_Stream], T], None] | None = None) -> None:
+        """``work`` on every chunk, ``self.workers`` chunks at a time; ``then`` on each result, between waves."""
+        for start in range(0, len(chunks), self.workers):
+            wave = chunks[start:start + self.workers]
+            results = split_over_cores([partial(work, chunk) for chunk in wave], self.workers)
+            for chunk, result in zip(wave, results):
+                if then is not None:
+                    then(chunk, result)
+
     # -- the shared prefix ------------------------------------------------------------------
     def run_prefix(self, calls: list[list[_BlockCall]]) -> None:
         """Each stream's own keys/values of the shared prefix (one batch-1 pass per stream)."""
@@ -438,8 +486,11 @@ class _Wavefront:
             for s, k, v in zip(group.members, state.keys.split(1), state.values.split(1)):
                 self.prefix[(s.index, layer)] = (k, v)
 
-        for chunk in self._chunks(self.streams, [length], cache_tokens=length, scores=length * length):
-            _advance(self.adapter, chunk, [prefix_call], lambda layer, group, call: call.new_layer(), on_state=keep)
+        def advance(chunk: list[_Stream]) -> None:
+            _advance(self.adapter, self.masks, chunk, [prefix_call], lambda layer, group, call: call.new_layer(),
+                     on_state=keep)
+
+        self._in_waves(self._chunks(self.streams, [length], cache_tokens=length, scores=length * length), advance)
 
     def _prefix_layer(self, group: _Group, layer: int, pads: torch.Tensor, width: int) -> FilledLayer:
         """The group's prefix states expanded to its prompt rows as :meth:`PrefixCache.expand` does per
@@ -473,8 +524,11 @@ class _Wavefront:
         scores = max(call[0].hidden.shape[0] * call[0].hidden.shape[1] * (width + extra)
                      for call, extra in zip(calls, [0, *(c.input_ids.shape[1] for c in batch.chunks)]))
         uses_cache = any(_uses_cache(call[0]) for call in calls)
-        for chunk in self._chunks(self.streams, tokens, cache_tokens if uses_cache else 0, scores):
-            hidden = _advance(self.adapter, chunk, calls, first_state, later_state)
+
+        def advance(chunk: list[_Stream]) -> list[dict[int, torch.Tensor]]:
+            return _advance(self.adapter, self.masks, chunk, calls, first_state, later_state)
+
+        def score(chunk: list[_Stream], hidden: list[dict[int, torch.Tensor]]) -> None:
             self._score(chunk, hidden[0], keep_last=True,
                         scored=lambda logits, s: _accumulate(logits[:, -1], batch.scored, *self.totals[s.index]))
             for plan, final in zip(batch.chunks, hidden[1:]):
@@ -482,9 +536,11 @@ class _Wavefront:
                     return _accumulate(logits, c.scored, *self.totals[s.index])
 
                 self._score(chunk, final, keep_last=False, scored=scored)
-            del hidden
+            hidden.clear()
             for _ in chunk:
                 on_stream()
+
+        self._in_waves(self._chunks(self.streams, tokens, cache_tokens if uses_cache else 0, scores), advance, score)
 
     def _score(self, chunk: list[_Stream], hidden: dict[int, torch.Tensor], keep_last: bool,
                scored: Callable[[torch.Tensor, _Stream], None]) -> None:
@@ -501,27 +557,23 @@ class _Wavefront:
 
     def _chunks(self, streams: list[_Stream], tokens: Sequence[int], cache_tokens: int,
                 scores: int) -> list[list[_Stream]]:
-        """Consecutive runs of streams within the token cap and the byte budget.
+        """The streams dealt into as few chunks as each worker's share of the token cap and the byte
+        budget allows, a multiple of the workers, every ``n``-th stream to the same chunk: streams
+        are ordered by branch point, so each chunk gets a like share of early (long) and late streams.
 
         ``tokens``: hidden-state tokens per stream of each call (all held until the head runs);
         ``cache_tokens``: KV-cache tokens per stream of one layer (the prompt's and one continuation's);
         ``scores``: (query, key) pairs per head of the largest call (attention scores and weights).
         """
-        per_call = max(tokens)
         cost = (2 * sum(tokens) * self.hidden_size * self.elem  # hidden states of every call, in and out
                 + cache_tokens * self.kv_bytes  # one layer's caches
                 + 2 * scores * self.heads * 4)  # float32 attention scores and weights of one call
-        out: list[list[_Stream]] = []
-        current: list[_Stream] = []
-        for stream in streams:
-            if current and ((len(current) + 1) * per_call > self.budget.tokens
-                            or (len(current) + 1) * cost > self.budget.bytes):
-                out.append(current)
-                current = []
-            current.append(stream)
-        if current:
-            out.append(current)
-        return out
+        fits = max(1, min(self.budget.tokens // self.workers // max(1, max(tokens)),
+                          self.budget.bytes // self.workers // max(1, cost)))
+        count = -(-len(streams) // fits)
+        if len(streams) >= self.workers:
+            count = -(-count // self.workers) * self.workers
+        return [chunk for j in range(count) if (chunk := streams[j::count])]
 
 
 class _Injector:
@@ -566,12 +618,15 @@ def run_loglikelihood_sweep(
     on_step: StepHook | None = None,
     wavefront: bool = True,
     budget: StreamBudget | None = None,
+    workers: int | None = None,
 ) -> tuple[LoglikelihoodOutput, list[LoglikelihoodOutput]]:
     """Score ``plan`` intact and under each ablation; returns (intact, [per ablation]).
 
     ``wavefront=False`` runs every ablation on its own (from its first affected layer, fed the
     recorded input), as before the wavefront existed; benchmarks compare the two. ``budget``
-    bounds the streams advanced together (default :meth:`StreamBudget.for_device`).
+    bounds the streams advanced together (default :meth:`StreamBudget.for_device`). ``workers``:
+    how many chunks of streams run at once, each on one core (default: torch's thread count on a
+    CPU, else 1); the results do not depend on it.
     ``on_step(done, total)`` is called after each (batch, model variant) step, for progress bars.
     """
     device = model_device(model)
@@ -593,12 +648,13 @@ def run_loglikelihood_sweep(
     wave = [i for i, a in enumerate(ablations) if not a.is_intact and norm is not None and _wavefront_capable(a)]
     single = [i for i, a in enumerate(ablations) if not a.is_intact and i not in set(wave)]
     streams = _streams_of(model, adapter, ablations, wave, donor)
-    front = (_Wavefront(model, adapter, norm, streams, budget or StreamBudget.for_device(device), totals)
+    workers = workers if workers is not None else torch.get_num_threads() if device.type == "cpu" else 1
+    front = (_Wavefront(model, adapter, norm, streams, budget or StreamBudget.for_device(device), totals, workers)
              if streams and norm is not None else None)
     starts = {i: resume_layer(ablations[i], num_layers) for i in single}
     injector = _Injector()
 
-    with grouped_query_sdpa(model), recorder.installed():
+    with grouped_query_sdpa(model), recorder.installed(), front.installed() if front is not None else nullcontext():
         with recorder.recording() as prefix_calls:
             prefix = prefix_for(model, plan.prefix, share_prefix)
         if front is not None and prefix is not None:
