@@ -349,3 +349,33 @@ def test_sharing_follows_the_ablation_of_each_call(family: str) -> None:
             assert outcome.scores["loglikelihood"] == pytest.approx(hand_loglikelihood(m, *pairs[0])[0], abs=TOL)
     assert_same_result(score(m, prepared), intact)
     assert max(abs(a - b) for a, b in zip(intact.values("loglikelihood"), ablated.values("loglikelihood"))) > 0.1
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma2"])
+def test_batches_on_several_cores_give_the_serial_numbers(family: str) -> None:
+    """Prompt batches on two threads, one torch thread each (``split_over_cores``): the hand-computed
+    log-likelihoods, and bit for bit the numbers of the batches run one after another."""
+    import threading
+
+    from pytest_layercheck.model.architecture import get_adapter
+
+    m, tok = model(family), tokenizer()
+    prepared = prepare(few_shot_suite(), "mc_text", tok)
+    assert prepared.loglikelihood is not None
+    plan = prepared.loglikelihood.plan(BatchSettings(token_budget=300))
+    assert len(plan.batches) > 2
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    idents: set[int] = set()
+    hook = get_adapter(m).layers[-1].register_forward_pre_hook(lambda *_: idents.add(threading.get_ident()))
+    try:
+        split = engine.run_loglikelihood(m, plan, workers=2)
+        hook.remove()
+        serial = engine.run_loglikelihood(m, plan, workers=1)
+    finally:
+        hook.remove()
+        torch.set_num_threads(before)
+    assert len(idents - {threading.get_ident()}) == 2  # the batches ran on two other threads
+    assert torch.equal(split.loglikelihood, serial.loglikelihood) and torch.equal(split.greedy, serial.greedy)
+    expected = [hand_loglikelihood(m, ctx, cont)[0] for pairs in hand_requests(prepared) for ctx, cont in pairs]
+    assert split.loglikelihood.tolist() == pytest.approx(expected, abs=TOL)

@@ -51,7 +51,7 @@ import copy
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 from typing import Any
 
 import torch
@@ -65,6 +65,7 @@ from transformers.cache_utils import DynamicLayer
 
 from pytest_layercheck.model.attention import grouped_query_sdpa
 from pytest_layercheck.model.devices import model_device
+from pytest_layercheck.model.threads import split_over_cores
 
 #: Default forward-pass size in padded tokens (KV-cache tokens included for continuation passes).
 #: CPU throughput saturates at small batches; accelerators profit from large ones.
@@ -578,17 +579,29 @@ def empty_totals(plan: LoglikelihoodPlan) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.inference_mode()
-def run_loglikelihood(model: Any, plan: LoglikelihoodPlan, share_prefix: bool = True) -> LoglikelihoodOutput:
+def run_loglikelihood(model: Any, plan: LoglikelihoodPlan, share_prefix: bool = True,
+                      workers: int | None = None) -> LoglikelihoodOutput:
     """Score every request of ``plan`` with ``model`` (see the module docstring for the scheme).
 
     ``share_prefix``: run the contexts' common token prefix once instead of once per context.
+    ``workers``: how many prompt batches run at once, each on one core (:func:`split_over_cores`;
+    default: torch's thread count on a CPU, else 1). A request is scored within one batch, so
+    per-batch totals add up exactly to the serial ones.
     """
     device = model_device(model)
+    workers = workers if workers is not None else torch.get_num_threads() if device.type == "cpu" else 1
     total, misses = empty_totals(plan)
     with grouped_query_sdpa(model):
         prefix = prefix_for(model, plan.prefix, share_prefix)
-        for batch in plan.batches:
-            run_batch(model, batch, prefix, device, total, misses)
+
+        def score(batch: _PromptBatch) -> tuple[torch.Tensor, torch.Tensor]:
+            totals = empty_totals(plan)
+            run_batch(model, batch, prefix, device, *totals)
+            return totals
+
+        for batch_total, batch_misses in split_over_cores([partial(score, b) for b in plan.batches], workers):
+            total += batch_total
+            misses += batch_misses
     return LoglikelihoodOutput(total, misses == 0)
 
 

@@ -142,7 +142,9 @@ def score(
     ``batch_size`` caps sequences per forward pass; by default only the token budget limits
     batches. ``share_prefix`` runs the token prefix common to all prompts (few-shot examples)
     once per call instead of once per prompt. Results depend on none of these (up to float
-    rounding).
+    rounding). On a CPU with several torch threads, prompt batches run on as many threads of one
+    torch thread each (``run_loglikelihood``'s ``workers``): hooks you add to the model are called
+    from those threads.
     """
     _check_fits(model, prepared)
     settings = batch_settings(model, batch_size, token_budget)
