@@ -328,6 +328,9 @@ def split_over_cores(tasks: Sequence[Callable[[], T]], workers: int) -> list[T]:
     inference, grad = torch.is_inference_mode_enabled(), torch.is_grad_enabled()
 
     def run(task: Callable[[], T]) -> T:
+        # In this thread too: MKL's thread count is per thread, and a new thread's first matmul would
+        # otherwise take OpenMP's default (all cores), two threads per task.
+        torch.set_num_threads(1)
         with torch.inference_mode(inference), torch.set_grad_enabled(grad):
             return task()
 
