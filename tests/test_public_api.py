@@ -42,9 +42,9 @@ def test_layercheck_help_loads_no_model_code(tmp_path: Path) -> None:
         assert shown.returncode == 0 and "usage: layercheck" in shown.stdout, (command, shown.stderr)
     shown = subprocess.run([str(script), "help", "profile"], capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert shown.returncode == 0 and "usage: layercheck profile" in shown.stdout, shown.stderr
-    # Help needs nothing compiled: with numpy, torch and transformers unimportable it still answers.
+    # Help needs no other package: with numpy, torch, transformers and rich unimportable it still answers.
     broken = tmp_path / "broken"
-    for name in ("numpy", "torch", "transformers"):
+    for name in ("numpy", "torch", "transformers", "rich"):
         (broken / name).mkdir(parents=True)
         (broken / name / "__init__.py").write_text(f"raise ImportError('{name} is broken here')\n")
     env = {**os.environ, "PYTHONPATH": str(broken)}

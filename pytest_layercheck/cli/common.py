@@ -5,23 +5,35 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
-
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from pytest_layercheck.model.loading import LoadedModel
 
-console = Console(stderr=False)
-err_console = Console(stderr=True)
+
+class _LazyConsole:
+    """A rich ``Console`` made on first use: ``--help`` then imports no rich, and answers even where a
+    dependency is missing or broken (help is how a user finds out what is wrong)."""
+
+    def __init__(self, stderr: bool) -> None:
+        self._stderr = stderr
+        self._made: Console | None = None
+
+    def made(self) -> Console:
+        if self._made is None:
+            from rich.console import Console
+
+            self._made = Console(stderr=self._stderr)
+        return self._made
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.made(), name)
+
+
+console = cast("Console", _LazyConsole(stderr=False))
+err_console = cast("Console", _LazyConsole(stderr=True))
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, positional: str = "model") -> None:
@@ -50,9 +62,18 @@ def load(spec: str, args: argparse.Namespace) -> LoadedModel:
 @contextmanager
 def progress_bar(what: str = "profiling") -> Iterator[Callable[[str, int, int], None]]:
     """A rich progress bar on stderr, driven by ``hook(description, done, total)``."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     with Progress(
         TextColumn("[bold]{task.description:<32}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=False,
+        TimeElapsedColumn(), TimeRemainingColumn(), console=cast(_LazyConsole, err_console).made(), transient=False,
     ) as progress:
         task = progress.add_task(what, total=None)
 
