@@ -55,7 +55,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pytest_layercheck.core.errors import positive_int
 
@@ -348,6 +348,14 @@ def split_over_cores(tasks: Sequence[Callable[[], T]], workers: int) -> list[T]:
                 raise
     finally:
         torch.set_num_threads(before)
+
+
+def cores_for(device: Any) -> int:
+    """How many tasks :func:`split_over_cores` runs at once for work on ``device``: torch's thread
+    count on a CPU, else 1 (an accelerator is fed from one thread)."""
+    import torch
+
+    return torch.get_num_threads() if getattr(device, "type", None) == "cpu" else 1
 
 
 def share_malloc_arena() -> bool:

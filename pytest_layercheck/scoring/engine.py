@@ -65,7 +65,7 @@ from transformers.cache_utils import DynamicLayer
 
 from pytest_layercheck.model.attention import grouped_query_sdpa
 from pytest_layercheck.model.devices import model_device
-from pytest_layercheck.model.threads import split_over_cores
+from pytest_layercheck.model.threads import cores_for, split_over_cores
 
 #: Default forward-pass size in padded tokens (KV-cache tokens included for continuation passes).
 #: CPU throughput saturates at small batches; accelerators profit from large ones.
@@ -589,7 +589,7 @@ def run_loglikelihood(model: Any, plan: LoglikelihoodPlan, share_prefix: bool = 
     per-batch totals add up exactly to the serial ones.
     """
     device = model_device(model)
-    workers = workers if workers is not None else torch.get_num_threads() if device.type == "cpu" else 1
+    workers = workers if workers is not None else cores_for(device)
     total, misses = empty_totals(plan)
     with grouped_query_sdpa(model):
         prefix = prefix_for(model, plan.prefix, share_prefix)

@@ -56,7 +56,7 @@ from pytest_layercheck.model.ablation import Ablation, ablate, resolve_heads, sk
 from pytest_layercheck.model.architecture import ArchitectureAdapter, get_adapter
 from pytest_layercheck.model.attention import grouped_query_sdpa
 from pytest_layercheck.model.probes import block_input, probe_blocks
-from pytest_layercheck.model.threads import split_over_cores
+from pytest_layercheck.model.threads import cores_for, split_over_cores
 from pytest_layercheck.scoring.engine import (
     LOGIT_BUDGET,
     FilledLayer,
@@ -648,7 +648,7 @@ def run_loglikelihood_sweep(
     wave = [i for i, a in enumerate(ablations) if not a.is_intact and norm is not None and _wavefront_capable(a)]
     single = [i for i, a in enumerate(ablations) if not a.is_intact and i not in set(wave)]
     streams = _streams_of(model, adapter, ablations, wave, donor)
-    workers = workers if workers is not None else torch.get_num_threads() if device.type == "cpu" else 1
+    workers = workers if workers is not None else cores_for(device)
     front = (_Wavefront(model, adapter, norm, streams, budget or StreamBudget.for_device(device), totals, workers)
              if streams and norm is not None else None)
     starts = {i: resume_layer(ablations[i], num_layers) for i in single}
