@@ -264,6 +264,35 @@ def test_progress_steps_cover_every_batch_and_variant() -> None:
     assert seen == [(i, total) for i in range(1, total + 1)]
 
 
+def test_a_sweep_with_nothing_to_branch_off_runs_the_intact_batches_on_every_core() -> None:
+    """A sweep of only intact entries (the profile's intact cells on every item) is the engine's
+    split run: batches on two threads, the serial numbers bit for bit, a progress step per batch and entry."""
+    import threading
+
+    m = model("llama")
+    plan = plan_of("llama", "mc_text", 3, token_budget=160)
+    assert len(plan.batches) >= 4
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    idents: set[int] = set()
+    hook = get_adapter(m).layers[0].register_forward_pre_hook(lambda *_: idents.add(threading.get_ident()))
+    seen: list[tuple[int, int]] = []
+    try:
+        intact, copies = run_loglikelihood_sweep(m, plan, [Ablation(), Ablation()], workers=2,
+                                                 on_step=lambda done, total: seen.append((done, total)))
+    finally:
+        hook.remove()
+        torch.set_num_threads(before)
+    assert len(idents - {threading.get_ident()}) == 2
+    serial = run_loglikelihood(m, plan, workers=1)
+    for output in (intact, *copies):
+        assert torch.equal(output.loglikelihood, serial.loglikelihood) and torch.equal(output.greedy, serial.greedy)
+    pointers = {o.loglikelihood.data_ptr() for o in (intact, *copies)} | {o.greedy.data_ptr() for o in (intact, *copies)}
+    assert len(pointers) == 6  # copies, not views
+    total = len(plan.batches) * 3
+    assert seen == [(i, total) for i in range(1, total + 1)]
+
+
 @pytest.mark.parametrize("family", ["llama", "qwen3", "gemma3", "phi3"])
 def test_grouped_sdpa_sweep_equals_eager_scoring(family: str) -> None:
     """On the CPU, SDPA models run grouped-query attention in the kernel (``model/attention.py``);

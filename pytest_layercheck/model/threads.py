@@ -312,7 +312,8 @@ def configure_threads(force: bool = False) -> ThreadChoice:
     return _CHOSEN
 
 
-def split_over_cores(tasks: Sequence[Callable[[], T]], workers: int) -> list[T]:
+def split_over_cores(tasks: Sequence[Callable[[], T]], workers: int,
+                     on_result: Callable[[T], None] | None = None) -> list[T]:
     """Run independent ``tasks`` on ``workers`` threads of one torch thread each; their results, in order.
 
     Why: torch's intra-op threads meet at every operator, and on few cores that costs: two
@@ -320,9 +321,16 @@ def split_over_cores(tasks: Sequence[Callable[[], T]], workers: int) -> list[T]:
     threads (``benchmarks/RESULTS.md``). The kernels release the GIL, so threads of one process are
     enough. Each task sees the caller's grad and inference mode (thread-local in torch); torch's
     thread count is restored when all are done. With ``workers <= 1`` or one task, they run here.
+    ``on_result(result)`` is called in the calling thread for each result, in task order, as soon as
+    it and those before it are done (progress bars).
     """
+    def report(result: T) -> T:
+        if on_result is not None:
+            on_result(result)
+        return result
+
     if workers <= 1 or len(tasks) <= 1:
-        return [task() for task in tasks]
+        return [report(task()) for task in tasks]
     import torch
 
     inference, grad = torch.is_inference_mode_enabled(), torch.is_grad_enabled()
@@ -341,7 +349,7 @@ def split_over_cores(tasks: Sequence[Callable[[], T]], workers: int) -> list[T]:
         with ThreadPoolExecutor(max_workers=min(workers, len(tasks)), thread_name_prefix="layercheck") as pool:
             futures = [pool.submit(run, task) for task in tasks]
             try:
-                return [future.result() for future in futures]
+                return [report(future.result()) for future in futures]
             except BaseException:
                 for future in futures:
                     future.cancel()

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import copy
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, partial
 from typing import Any
@@ -580,13 +580,14 @@ def empty_totals(plan: LoglikelihoodPlan) -> tuple[torch.Tensor, torch.Tensor]:
 
 @torch.inference_mode()
 def run_loglikelihood(model: Any, plan: LoglikelihoodPlan, share_prefix: bool = True,
-                      workers: int | None = None) -> LoglikelihoodOutput:
+                      workers: int | None = None, on_batch: Callable[[], None] | None = None) -> LoglikelihoodOutput:
     """Score every request of ``plan`` with ``model`` (see the module docstring for the scheme).
 
     ``share_prefix``: run the contexts' common token prefix once instead of once per context.
     ``workers``: how many prompt batches run at once, each on one core (:func:`split_over_cores`;
     default: torch's thread count on a CPU, else 1). A request is scored within one batch, so
-    per-batch totals add up exactly to the serial ones.
+    per-batch totals add up exactly to the serial ones. ``on_batch()`` is called after each batch,
+    in the calling thread (progress bars).
     """
     device = model_device(model)
     workers = workers if workers is not None else cores_for(device)
@@ -599,9 +600,13 @@ def run_loglikelihood(model: Any, plan: LoglikelihoodPlan, share_prefix: bool = 
             run_batch(model, batch, prefix, device, *totals)
             return totals
 
-        for batch_total, batch_misses in split_over_cores([partial(score, b) for b in plan.batches], workers):
-            total += batch_total
-            misses += batch_misses
+        def add(totals: tuple[torch.Tensor, torch.Tensor]) -> None:
+            total.add_(totals[0])
+            misses.add_(totals[1])
+            if on_batch is not None:
+                on_batch()
+
+        split_over_cores([partial(score, b) for b in plan.batches], workers, on_result=add)
     return LoglikelihoodOutput(total, misses == 0)
 
 

@@ -70,6 +70,7 @@ from pytest_layercheck.scoring.engine import (
     model_device,
     prefix_for,
     run_batch,
+    run_loglikelihood,
 )
 
 StepHook = Callable[[int, int], None]
@@ -651,6 +652,13 @@ def run_loglikelihood_sweep(
     workers = workers if workers is not None else cores_for(device)
     front = (_Wavefront(model, adapter, norm, streams, budget or StreamBudget.for_device(device), totals, workers)
              if streams and norm is not None else None)
+    if front is None and not single:  # nothing branches off the intact model: its batches run on every core
+        def batch_done() -> None:
+            for _ in range(1 + len(intact_copies)):
+                step()
+
+        intact = run_loglikelihood(model, plan, share_prefix, workers, on_batch=batch_done)
+        return intact, [LoglikelihoodOutput(intact.loglikelihood.clone(), intact.greedy.clone()) for _ in ablations]
     starts = {i: resume_layer(ablations[i], num_layers) for i in single}
     injector = _Injector()
 
