@@ -305,6 +305,11 @@ import ctypes, os, sys, tempfile, threading
 from pytest_layercheck.model import threads
 if sys.argv[1] == "share":
     assert threads.share_malloc_arena()
+elif sys.argv[1] == "plugin":  # what pytest does first when it loads the plugin
+    import pytest_layercheck.pytest_plugin
+elif sys.argv[1] == "cli":  # a command that needs no model: the arena is capped before it runs
+    from pytest_layercheck.cli import main
+    assert main(["cache", "show", "--cache-dir", tempfile.mkdtemp()]) == 0
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
@@ -328,16 +333,20 @@ print(open(path).read().count("<heap nr="))
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc arenas")
 def test_threads_share_the_main_malloc_arena_once_asked() -> None:
     """glibc's per-thread arenas keep freed blocks (the sweep's threads peaked 0.44 GiB higher);
-    after ``share_malloc_arena`` new threads allocate from the main one, unless the user chose."""
+    after ``share_malloc_arena`` new threads allocate from the main one, unless the user chose. The
+    pytest plugin and the CLI ask for it before any thread of theirs runs."""
     env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
 
     def heaps(mode: str, **extra: str) -> int:
         out = subprocess.run([sys.executable, "-c", ARENAS, mode], capture_output=True, text=True, check=True,
                              env={**env, **extra})
-        return int(out.stdout.strip())
+        return int(out.stdout.split()[-1])  # the last line: after what a command printed
 
     assert heaps("plain") >= 2  # the threads got arenas of their own
     assert heaps("share") == 1
+    assert heaps("plugin") == 1  # the plugin and the CLI cap it before any thread of theirs runs
+    assert heaps("cli") == 1
+    assert heaps("plugin", MALLOC_ARENA_MAX="4") >= 2
     result = subprocess.run([sys.executable, "-c", "from pytest_layercheck.model import threads; "
                              "print(threads.share_malloc_arena())"], capture_output=True, text=True, check=True,
                             env={**env, "MALLOC_ARENA_MAX": "4"})

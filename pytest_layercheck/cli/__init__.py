@@ -75,9 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if words[:1] == ["help"]:  # ``layercheck help [COMMAND]``, as git and pip users type it
         words = [*words[1:2], "--help"]
     args = build_parser().parse_args(words)  # --help exits 0 here, before numpy or torch loads; usage errors exit 2
-    from pytest_layercheck.model.threads import prefer_sleeping_threads
+    from pytest_layercheck.model.threads import prepare_process
 
-    prefer_sleeping_threads()  # before anything imports torch: OpenMP reads its wait policy once
+    prepare_process()  # before anything imports torch: OpenMP reads its wait policy once
 
     from pytest_layercheck.evaluation.result_cache import CacheEntryWarning
 

@@ -283,6 +283,14 @@ _POLICY: str | None = None  # the wait policy this process set, if it did
 _ARENA_SHARED: bool | None = None  # whether share_malloc_arena capped the arenas (None: not asked yet)
 
 
+def prepare_process() -> None:
+    """What must be settled before torch starts threads, called first by the CLI and the pytest plugin:
+    OpenMP's wait policy (:func:`prefer_sleeping_threads`) and one shared malloc arena
+    (:func:`share_malloc_arena`; set later, threads already started keep arenas of their own)."""
+    prefer_sleeping_threads()
+    share_malloc_arena()
+
+
 def prefer_sleeping_threads() -> str | None:
     """Set ``OMP_WAIT_POLICY=PASSIVE`` while it can still take effect (torch not imported) and nobody
     set a policy; returns the policy this process set, or None."""
@@ -368,13 +376,16 @@ def cores_for(device: Any) -> int:
 
 def share_malloc_arena() -> bool:
     """Have threads started from now on allocate from the one main malloc arena (glibc), unless the
-    user set ``MALLOC_ARENA_MAX``; returns whether the cap was set. :func:`configure_threads` calls it
-    before torch starts its OpenMP threads (threads that already have an arena keep it).
+    user set ``MALLOC_ARENA_MAX``; returns whether the cap was set. :func:`prepare_process` calls it
+    when the CLI starts and when pytest loads the plugin, before any other thread runs (threads that
+    already have an arena keep it); :func:`configure_threads` calls it too, for library callers.
 
     Why: glibc gives each new thread an arena of its own, which keeps the blocks freed in it. The layer
     sweep's chunks on two threads then peaked at 1.95 GiB of RSS against 1.51 GiB on one thread
-    (reasoning, 40 items); with one shared arena they peaked at 1.51 GiB and ran faster (42.8 s against
-    49.4 s; ``benchmarks/RESULTS.md``). Elsewhere than glibc this does nothing.
+    (reasoning, 40 items); with one shared arena from the start they peaked at 1.51 GiB and ran faster
+    (42.8 s against 49.4 s); capped only once OpenMP's threads had run, at 1.67 GiB
+    (``benchmarks/RESULTS.md``). Set ``MALLOC_ARENA_MAX`` yourself to keep glibc's own choice.
+    Elsewhere than glibc this does nothing.
     """
     global _ARENA_SHARED
     if _ARENA_SHARED is None:
