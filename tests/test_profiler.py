@@ -100,11 +100,40 @@ def test_the_sweep_scores_a_prefix_and_intact_every_item(fact_model, tmp_path: P
     suite = load_suite(suite_path)
     intact = profile.evaluations[("facts", "mc_text", INTACT)].outcomes["acc"]
     assert list(intact) == [o.scores["acc"] for o in score_suite_under(loaded, suite, "mc_text").outcomes]
+    leading = score_suite_under(loaded, suite, "mc_text", limit=8)  # the sweep's own intact run
+    assert list(intact[:8]) == [o.scores["acc"] for o in leading.outcomes]
     removed = profile.evaluations[("facts", "mc_text", Ablation.skipping((2,)).key)].outcomes["acc"]
     reference = score_suite_under(loaded, suite, "mc_text", Ablation.skipping((2,)), limit=8)
     assert list(removed) == [o.scores["acc"] for o in reference.outcomes]
     band = profile.cell("facts", "middle")
     assert band.intact == sum(intact[:8]) / 8  # a band's drop is measured on the items it scored
+
+
+def test_no_item_is_scored_intact_twice_and_every_profile_has_the_same_intact_cell(
+        fact_model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sweep's intact run on the leading items and the other items on their own make the intact
+    cell; a profile that needs no ablation splits the same way, so its cell is the full profile's."""
+    import pytest_layercheck.evaluation.profiler as profiler
+
+    loaded, suite_path = fact_model
+    scored: list[tuple[str, ...]] = []
+    real = profiler.evaluate_ablations
+
+    def counting(model, tokenizer, suite, info, ablations, **kwargs):  # type: ignore[no-untyped-def]
+        scored.append(tuple(item.id for item in suite.items))
+        return real(model, tokenizer, suite, info, ablations, **kwargs)
+
+    monkeypatch.setattr(profiler, "evaluate_ablations", counting)
+    settings = ProfileSettings(suites=(str(suite_path),), limit=None, sweep_limit=8)
+    full = build_profile(loaded, settings, cache=ResultCache(tmp_path / "a", enabled=False))
+    ids = full.suites["facts"].item_ids
+    assert sorted(scored) == sorted([ids[:8], ids[8:]])  # each item once, intact
+    scored.clear()
+    partial = build_profile(loaded, settings, cache=ResultCache(tmp_path / "b", enabled=False),
+                            needs={"facts": frozenset()})
+    assert sorted(scored) == sorted([ids[:8], ids[8:]])
+    assert partial.evaluations[("facts", "mc_text", INTACT)] == full.evaluations[("facts", "mc_text", INTACT)]
+    assert list(partial.evaluations) == [("facts", "mc_text", INTACT)]
 
 
 @pytest.mark.parametrize(("needs", "expected"), [

@@ -173,27 +173,33 @@ def build_profile(
                          sweep_items=len(swept.items) if len(swept.items) < len(ids) else None)
         infos[suite.name] = info
         ablations = [Ablation.skipping(removed) for removed in work[suite.name]]
-        if info.sweep_items is not None or not ablations:
-            # The intact model scores every item; the sweep below re-scores only its prefix.
-            calls.append(_Call(suite.name, protocol, limited, info, [], intact_cell=True))
-        if ablations:
+        if info.sweep_items is None:
+            calls.append(_Call(suite.name, protocol, limited, info, ablations, intact_part=0, counts_intact=True))
+        else:
+            # The intact cell is the sweep's own intact run on the leading items, then the other items
+            # scored intact on their own: no item is scored intact twice. A profile that needs no
+            # ablation of the suite splits the same way, so every profile has the same cell values.
+            rest = replace(limited, items=limited.items[info.sweep_items:])
             calls.append(_Call(suite.name, protocol, swept, replace(info, item_ids=info.swept_ids, sweep_items=None),
-                               ablations, intact_cell=info.sweep_items is None))
-    total = sum(len(call.ablations) + call.intact_cell for call in calls)
+                               ablations, intact_part=0, counts_intact=False))
+            calls.append(_Call(suite.name, protocol, rest, replace(info, item_ids=ids[info.sweep_items:],
+                                                                   sweep_items=None), [],
+                               intact_part=1, counts_intact=True))
+    total = sum(len(call.ablations) + call.counts_intact for call in calls)
     with deterministic(settings.seed):
         if shard is None:
             outputs = _run_calls(loaded, settings, calls, cache, progress, total)
         else:
             outputs = _run_sharded(loaded, settings, calls, cache, shard, log)
     evaluations: dict[tuple[str, str, str], Evaluation] = {}
+    intact_parts: dict[tuple[str, str], list[Evaluation]] = {}
     for call, output in zip(calls, outputs):
         intact, *ablated = output
-        if not call.ablations:
-            evaluations[(call.suite, call.protocol, INTACT)] = intact
-        else:
-            evaluations.setdefault((call.suite, call.protocol, INTACT), intact)
-            for evaluation in ablated:
-                evaluations[(call.suite, call.protocol, evaluation.ablation)] = evaluation
+        intact_parts.setdefault((call.suite, call.protocol), []).insert(call.intact_part, intact)
+        for evaluation in ablated:
+            evaluations[(call.suite, call.protocol, evaluation.ablation)] = evaluation
+    for (name, protocol), parts in intact_parts.items():
+        evaluations[(name, protocol, INTACT)] = _joined(parts)
     if progress:
         progress("done", total, total)
     return DepthProfile(
@@ -215,8 +221,11 @@ class _Call:
     subset: Suite
     info: SuiteInfo
     ablations: list[Ablation]
-    #: Whether the intact evaluation is the profile's intact cell (else only the base of the sweep).
-    intact_cell: bool
+    #: Which part of the suite's intact cell this call's intact evaluation is, in item order: 0 for
+    #: the leading items (all of them when the call scores every item), 1 for the items after them.
+    intact_part: int
+    #: Whether the call counts as the suite's intact evaluation in progress counts (one call per suite).
+    counts_intact: bool
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -230,16 +239,25 @@ def _run_calls(loaded: LoadedModel, settings: ProfileSettings, calls: Sequence[_
     done = 0
     for call in calls:
         def on_step(done_here: int, _total: int, base: int = done, call: _Call = call) -> None:
-            if progress:
-                share = len(call.ablations) / (len(call.ablations) + 1)
-                progress(call.suite, base + int(done_here * share if call.ablations else done_here), total)
+            if progress:  # the call's evaluations, scaled to those it counts for
+                units = len(call.ablations) + call.counts_intact
+                progress(call.suite, base + done_here * units // (len(call.ablations) + 1), total)
 
         outputs.append(evaluate_ablations(
             loaded.model, loaded.tokenizer, call.subset, call.info, call.ablations, cache=cache,
             identity=_identity(loaded, call.info, settings.seed), batch_size=settings.batch_size, progress=on_step,
         ))
-        done += len(call.ablations) + call.intact_cell
+        done += len(call.ablations) + call.counts_intact
     return outputs
+
+
+def _joined(parts: Sequence[Evaluation]) -> Evaluation:
+    """One evaluation of the items of ``parts`` in turn (the parts of an intact cell, in item order)."""
+    first = parts[0]
+    if len(parts) == 1:
+        return first
+    return replace(first, outcomes={metric: tuple(v for part in parts for v in part.outcomes[metric])
+                                    for metric in first.outcomes})
 
 
 def _identity(loaded: LoadedModel, info: SuiteInfo, seed: int) -> Callable[[str], dict[str, object]]:
@@ -290,7 +308,7 @@ def _run_sharded(loaded: LoadedModel, settings: ProfileSettings, calls: Sequence
             return {k: found[k] for k in keys}
 
         jobs.append(SweepJob(
-            label=call.suite if call.ablations else f"{call.suite} (intact, every item)",
+            label=call.suite if call.ablations else f"{call.suite} (intact, {len(call.subset.items)} items)",
             keys=call.keys,
             identity=_identity(loaded, call.info, settings.seed),
             compute=compute,
