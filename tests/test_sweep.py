@@ -24,6 +24,9 @@ from pytest_layercheck.scoring.engine import FilledLayer, PrefixCache, run_logli
 from pytest_layercheck.scoring.protocols import batch_settings, prepare
 from pytest_layercheck.scoring.sweep import (
     StreamBudget,
+    _final_norm,
+    _Head,
+    _head_logits,
     _Wavefront,
     first_affected_layer,
     resume_layer,
@@ -229,13 +232,17 @@ def test_chunks_run_on_several_cores_give_the_same_numbers(family: str) -> None:
     torch.set_num_threads(1)
     try:
         idents: set[int] = set()
+        heads: set[int] = set()
         last = get_adapter(m).layers[LAYERS - 1]
         hook = last.register_forward_pre_hook(lambda *_: idents.add(threading.get_ident()))
+        head_hook = m.get_output_embeddings().register_forward_pre_hook(lambda *_: heads.add(threading.get_ident()))
         try:
             _, split = run_loglikelihood_sweep(m, plan, ablations, donor=donor, budget=few, workers=2)
         finally:
             hook.remove()
+            head_hook.remove()
         assert len(idents - {threading.get_ident()}) >= 2  # the chunks ran on other threads, two at a time
+        assert len(heads - {threading.get_ident()}) >= 2  # and scored their streams there
         _, alone = run_loglikelihood_sweep(m, plan, ablations, donor=donor, budget=one, workers=2)
         _, serial = run_loglikelihood_sweep(m, plan, ablations, donor=donor, budget=one, workers=1)
     finally:
@@ -245,6 +252,31 @@ def test_chunks_run_on_several_cores_give_the_same_numbers(family: str) -> None:
     for a, b in zip(alone, serial):
         assert torch.equal(a.loglikelihood, b.loglikelihood) and torch.equal(a.greedy, b.greedy)
     assert all(not get_adapter(m).out_proj_of(block)._forward_pre_hooks for block in get_adapter(m).layers)
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_direct_head_gives_the_models_own_logits(family: str) -> None:
+    """Final norm, LM head and soft-cap applied directly (what chunks on other threads run) against the
+    model run with every layer skipped; a head that differs is found by the check and not used."""
+    m = model(family)
+    adapter = get_adapter(m)
+    norm = _final_norm(adapter)
+    assert norm is not None
+    hidden = torch.randn(2, 5, adapter.config.hidden_size if hasattr(adapter.config, "hidden_size")
+                         else adapter.config.n_embd) * 3
+    head = _Head(m, adapter, norm)
+    head.check(hidden)
+    assert head.direct
+    for keep_last in (True, False):
+        with torch.inference_mode():
+            torch.testing.assert_close(head(hidden, keep_last), _head_logits(m, norm, hidden, keep_last),
+                                       rtol=1e-6, atol=1e-5)
+    wrong = _Head(m, adapter, norm)
+    wrong.softcap = 0.5  # a family detail the direct way would miss
+    wrong.check(hidden)
+    assert wrong.direct is False
+    with torch.inference_mode():
+        assert torch.equal(wrong(hidden, True), _head_logits(m, norm, hidden, True))
+
 
 def test_resume_points() -> None:
     assert first_affected_layer(Ablation()) is None

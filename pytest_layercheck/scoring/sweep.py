@@ -15,9 +15,10 @@ axis, the recorded mask and position tensors are tiled to match, and the KV cach
 own states of that layer, stacked the same way. Streams that run different modules at ``L``
 (a donor's layer swapped in) form separate calls; zero-mode head masks are applied per row inside
 the shared call. A stream that skips ``L`` just carries its hidden state. After the last layer the
-streams' final hidden states go through the model's own final norm and LM head (the model is run
-with every layer skipped and the norm's input replaced), so per-family head details such as
-Gemma 2's logit soft-capping are the model's own.
+streams' final hidden states go through the model's final norm, LM head and logit soft-cap
+(Gemma 2), applied directly so that chunks on several threads can. Once per sweep that is checked
+against the model's own head (the model run with every layer skipped and the norm's input replaced),
+which is used instead wherever the two differ.
 
 Per stream this is the same computation as the ablated model's own forward: the same kernels on
 the same inputs, rows of a batch never interact, and each stream's cache holds only its own
@@ -432,6 +433,45 @@ def _head_logits(model: nn.Module, norm: nn.Module, hidden: torch.Tensor, keep_l
     return logits
 
 
+class _Head:
+    """The final norm, LM head and the family's logit soft-cap applied directly to hidden states.
+
+    Unlike :func:`_head_logits` it leaves the model as it is, so chunks run it on their own threads
+    beside other chunks' block calls. It is used only once :meth:`check` found it to give the
+    model's own logits on the sweep's data; else every head runs through the model, between waves.
+    """
+
+    def __init__(self, model: nn.Module, adapter: ArchitectureAdapter, norm: nn.Module) -> None:
+        self.model, self.norm = model, norm
+        self.lm_head = cast(Any, adapter.model).get_output_embeddings()
+        self.softcap = getattr(adapter.config, "final_logit_softcapping", None)
+        self.direct: bool | None = None  # None: not checked yet
+
+    def __call__(self, hidden: torch.Tensor, keep_last: bool) -> torch.Tensor:
+        if not self.direct:
+            return _head_logits(self.model, self.norm, hidden, keep_last)
+        x = self.norm(hidden)
+        logits = self.lm_head(x[:, -1:] if keep_last else x)
+        if self.softcap:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits
+
+    def check(self, hidden: torch.Tensor) -> None:
+        """Compare both ways on a few positions of ``hidden`` (real hidden states of the model), once per
+        sweep. Call it where no block call runs beside it: the model's way rewires the model briefly."""
+        if self.direct is not None or self.lm_head is None:
+            self.direct = bool(self.direct)
+            return
+        sample = hidden[:1, -4:]
+        self.direct = True
+        try:
+            same = all(torch.allclose(self(sample, keep), _head_logits(self.model, self.norm, sample, keep),
+                                      rtol=1e-5, atol=1e-4) for keep in (True, False))
+        finally:
+            self.direct = None
+        self.direct = same
+
+
 # --------------------------------------------------------------------------------------------
 # The sweep
 # --------------------------------------------------------------------------------------------
@@ -442,13 +482,15 @@ class _Wavefront:
 
     On a CPU with ``workers`` > 1 torch threads, the chunks of one batch advance in waves of
     ``workers`` chunks, each chunk on its own core (:func:`split_over_cores`) within its share of the
-    budget; the final norm and LM head then run on the model itself, between waves, with all threads
-    (that call briefly rewires the model, so no block call may run beside it).
+    budget, and each scores its streams with the final norm and LM head applied directly
+    (:class:`_Head`). Where that does not give the model's own logits, the head runs on the model
+    itself, between waves, with all threads (that call briefly rewires the model, so no block call
+    may run beside it).
     """
 
     def __init__(self, model: nn.Module, adapter: ArchitectureAdapter, norm: nn.Module, streams: list[_Stream],
                  budget: StreamBudget, totals: list[tuple[torch.Tensor, torch.Tensor]], workers: int = 1) -> None:
-        self.model, self.adapter, self.norm = model, adapter, norm
+        self.model, self.adapter, self.head = model, adapter, _Head(model, adapter, norm)
         self.streams, self.budget, self.totals, self.workers = streams, budget, totals, max(1, workers)
         self.masks = _HeadMasks()
         self.prefix: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}  # (stream, layer) -> [1,h,K,d]
@@ -526,10 +568,8 @@ class _Wavefront:
                      for call, extra in zip(calls, [0, *(c.input_ids.shape[1] for c in batch.chunks)]))
         uses_cache = any(_uses_cache(call[0]) for call in calls)
 
-        def advance(chunk: list[_Stream]) -> list[dict[int, torch.Tensor]]:
-            return _advance(self.adapter, self.masks, chunk, calls, first_state, later_state)
-
         def score(chunk: list[_Stream], hidden: list[dict[int, torch.Tensor]]) -> None:
+            """Into each stream's own totals: chunks on several threads never share one."""
             self._score(chunk, hidden[0], keep_last=True,
                         scored=lambda logits, s: _accumulate(logits[:, -1], batch.scored, *self.totals[s.index]))
             for plan, final in zip(batch.chunks, hidden[1:]):
@@ -538,10 +578,23 @@ class _Wavefront:
 
                 self._score(chunk, final, keep_last=False, scored=scored)
             hidden.clear()
+
+        self.head.check(calls[0][-1].hidden)  # here, before any wave: the model's own head rewires it
+
+        def advance(chunk: list[_Stream]) -> list[dict[int, torch.Tensor]] | None:
+            hidden = _advance(self.adapter, self.masks, chunk, calls, first_state, later_state)
+            if not self.head.direct:
+                return hidden  # scored between waves
+            score(chunk, hidden)
+            return None
+
+        def done(chunk: list[_Stream], hidden: list[dict[int, torch.Tensor]] | None) -> None:
+            if hidden is not None:
+                score(chunk, hidden)
             for _ in chunk:
                 on_stream()
 
-        self._in_waves(self._chunks(self.streams, tokens, cache_tokens if uses_cache else 0, scores), advance, score)
+        self._in_waves(self._chunks(self.streams, tokens, cache_tokens if uses_cache else 0, scores), advance, done)
 
     def _score(self, chunk: list[_Stream], hidden: dict[int, torch.Tensor], keep_last: bool,
                scored: Callable[[torch.Tensor, _Stream], None]) -> None:
@@ -551,7 +604,7 @@ class _Wavefront:
         step = max(1, self.logit_rows // max(1, per_stream))
         for i in range(0, len(chunk), step):
             part = chunk[i:i + step]
-            logits = _head_logits(self.model, self.norm, _stack([hidden[s.index] for s in part]), keep_last)
+            logits = self.head(_stack([hidden[s.index] for s in part]), keep_last)
             for s, piece in zip(part, logits.split(rows)):
                 scored(piece, s)
             del logits
