@@ -448,8 +448,9 @@ class _Head:
         self.direct: bool | None = None  # None: not checked yet
 
     def __call__(self, hidden: torch.Tensor, keep_last: bool) -> torch.Tensor:
-        if not self.direct:
-            return _head_logits(self.model, self.norm, hidden, keep_last)
+        return self._apply(hidden, keep_last) if self.direct else _head_logits(self.model, self.norm, hidden, keep_last)
+
+    def _apply(self, hidden: torch.Tensor, keep_last: bool) -> torch.Tensor:
         x = self.norm(hidden)
         logits = self.lm_head(x[:, -1:] if keep_last else x)
         if self.softcap:
@@ -459,17 +460,11 @@ class _Head:
     def check(self, hidden: torch.Tensor) -> None:
         """Compare both ways on a few positions of ``hidden`` (real hidden states of the model), once per
         sweep. Call it where no block call runs beside it: the model's way rewires the model briefly."""
-        if self.direct is not None or self.lm_head is None:
-            self.direct = bool(self.direct)
-            return
-        sample = hidden[:1, -4:]
-        self.direct = True
-        try:
-            same = all(torch.allclose(self(sample, keep), _head_logits(self.model, self.norm, sample, keep),
-                                      rtol=1e-5, atol=1e-4) for keep in (True, False))
-        finally:
-            self.direct = None
-        self.direct = same
+        if self.direct is None:
+            sample = hidden[:1, -4:]
+            self.direct = self.lm_head is not None and all(
+                torch.allclose(self._apply(sample, keep), _head_logits(self.model, self.norm, sample, keep),
+                               rtol=1e-5, atol=1e-4) for keep in (True, False))
 
 
 # --------------------------------------------------------------------------------------------
