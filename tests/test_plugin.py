@@ -233,10 +233,11 @@ def test_analyses_fixture_runs_on_the_session_model(project: pytest.Pytester, fa
 
 
 @pytest.mark.parametrize(("module", "computed"), [
-    # One intact check: one evaluation (the facts suite, intact), not the 7 of a full profile.
-    ('@pytest.mark.layercheck("knowledge", "intact")\ndef test_one():\n    pass\n', 1),
-    # A shallow-band check: intact on all 48 items, then the sweep over the first 40 (its own intact
-    # pass, which the activation reuse runs anyway, and the band's two single-layer removals).
+    # One intact check: the facts suite intact, in its two parts (the first 40 items, which a sweep
+    # scores intact anyway, and the other 8), not the 7 evaluations of a full profile.
+    ('@pytest.mark.layercheck("knowledge", "intact")\ndef test_one():\n    pass\n', 2),
+    # A shallow-band check: the sweep over the first 40 items (its own intact pass, which the
+    # activation reuse runs anyway, and the band's two single-layer removals), then the other 8 intact.
     ('@pytest.mark.layercheck("knowledge", "shallow")\ndef test_one():\n    pass\n', 4),
 ])
 def test_a_run_computes_only_what_its_checks_need(project: pytest.Pytester, fact_models: dict[str, Path],

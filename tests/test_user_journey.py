@@ -207,7 +207,8 @@ def test_recording_the_candidate_as_its_own_baseline_is_refused(project: Path, c
 
 def test_a_held_out_harmful_fine_tune_fails(project: Path, candidates: dict[str, Path]) -> None:
     """A fine-tune that costs intact knowledge at least 0.08 on the full suite fails the example's
-    ``test_knowledge_not_lost`` at the default settings (that check alone: one evaluation)."""
+    ``test_knowledge_not_lost`` at the default settings (that check alone: the knowledge suite intact, in
+    its two parts: the 40 items a sweep would score intact anyway, and the others)."""
     run = sh(sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--layercheck-model={candidates['held-out']}",
              f"--layercheck-baseline={BASELINE}", "--layercheck-report=report-held-out.json",
              "test_model_guard.py::test_knowledge_not_lost", cwd=project)
@@ -216,4 +217,4 @@ def test_a_held_out_harmful_fine_tune_fails(project: Path, candidates: dict[str,
                 if (c["suite"], c["band"]) == ("knowledge", "intact"))
     print(f"held-out fine-tune: knowledge/intact {cell['baseline']:.3f} -> {cell['current']:.3f}")
     assert cell["baseline"] - cell["current"] >= 0.08 and cell["failed"]
-    assert "(evaluations: 0 from cache, 1 computed)" in run.stdout
+    assert "(evaluations: 0 from cache, 2 computed)" in run.stdout
