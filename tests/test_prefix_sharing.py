@@ -379,3 +379,40 @@ def test_batches_on_several_cores_give_the_serial_numbers(family: str) -> None:
     assert torch.equal(split.loglikelihood, serial.loglikelihood) and torch.equal(split.greedy, serial.greedy)
     expected = [hand_loglikelihood(m, ctx, cont)[0] for pairs in hand_requests(prepared) for ctx, cont in pairs]
     assert split.loglikelihood.tolist() == pytest.approx(expected, abs=TOL)
+
+
+@pytest.mark.parametrize("share", [True, False])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_continuation_calls_read_the_prompt_cache_one_layer_at_a_time(family: str, share: bool) -> None:
+    """A continuation call gathers its rows of the prompt cache inside each layer (``RowsOfLayer``),
+    not for every layer up front: the hand-computed numbers, the prompt cache left as it was for the
+    batch's next call, and no layer's gathered keys still alive when the next layer gathers its own."""
+    import weakref
+
+    m, tok = model(family), tokenizer()
+    prepared = prepare(few_shot_suite(), "mc_text", tok)
+    assert prepared.loglikelihood is not None
+    plan = prepared.loglikelihood.plan(BatchSettings(token_budget=30))
+    assert any(len(batch.chunks) > 1 for batch in plan.batches)  # later calls reuse the same prompt cache
+    alive: list[weakref.ref] = []
+    sources: list[tuple[engine.CacheLayerMixin, torch.Tensor]] = []
+    update, init = engine.RowsOfLayer.update, engine.RowsOfLayer.__init__
+
+    def recorded_init(self, source, index):
+        sources.append((source, source.keys.clone()))
+        init(self, source, index)
+
+    def recorded_update(self, key_states, value_states, *args, **kwargs):
+        assert all(ref() is None for ref in alive)  # the previous layer's selection is gone
+        keys, values = update(self, key_states, value_states, *args, **kwargs)
+        alive[:] = [weakref.ref(keys), weakref.ref(values)]
+        return keys, values
+
+    engine.RowsOfLayer.update, engine.RowsOfLayer.__init__ = recorded_update, recorded_init
+    try:
+        result = engine.run_loglikelihood(m, plan, share_prefix=share, workers=1)
+    finally:
+        engine.RowsOfLayer.update, engine.RowsOfLayer.__init__ = update, init
+    assert sources and all(torch.equal(source.keys, before) for source, before in sources)
+    expected = [hand_loglikelihood(m, ctx, cont)[0] for pairs in hand_requests(prepared) for ctx, cont in pairs]
+    assert result.loglikelihood.tolist() == pytest.approx(expected, abs=TOL)

@@ -294,6 +294,24 @@ def test_generation_does_not_depend_on_batch_size() -> None:
     assert texts[1] == texts[3] == texts[16]
 
 
+@pytest.mark.parametrize("budget", [64, 128, 256])
+def test_continuation_calls_count_the_prompt_tokens_they_read_at_a_discount(budget: int) -> None:
+    """A continuation call's own tokens fit the token budget; the prompt tokens its rows attend to,
+    read one layer at a time, fit ``CACHE_READS`` budgets. Counting those fully split a batch's
+    continuations into calls of a few rows each, every call streaming all the weights."""
+    prepared = prepare(make_suite(16), "mc_text", tokenizer())
+    assert prepared.loglikelihood is not None
+    plan = prepared.loglikelihood.plan(BatchSettings(token_budget=budget))
+    reads = []
+    for batch in plan.batches:
+        cached = batch.input_ids.shape[1]
+        for chunk in batch.chunks:
+            rows, width = chunk.input_ids.shape
+            reads.append(rows * (width + cached))
+            assert rows == 1 or (rows * width <= budget and reads[-1] <= engine.CACHE_READS * budget)
+    assert max(reads) > budget  # more than the old rule (computed and cached tokens within one budget) allowed
+
+
 def test_batches_mix_lengths_and_continuation_pass_is_used(one_batch: None) -> None:
     """The padding paths under test are real: one batch holds contexts and continuations of several lengths."""
     prepared = prepare(make_suite(8), "mc_text", tokenizer())

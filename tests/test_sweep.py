@@ -75,6 +75,11 @@ ABLATIONS = [
 ]
 
 
+#: A token budget that splits the suites into several prompt batches, and a batch's continuations
+#: (mc_text) into several calls.
+BUDGET = 64
+
+
 def plan_of(family: str, protocol: str, shots: int, token_budget: int | None = None):
     prepared = prepare(suite(shots), protocol, tiny_tokenizer())
     assert prepared.loglikelihood is not None
@@ -97,8 +102,9 @@ def assert_same(a, b) -> None:
 @pytest.mark.parametrize(("protocol", "shots"), [("mc_text", 3), ("continuation", 0), ("mc_letters", 2)])
 def test_sweep_equals_scoring_each_ablated_model(family: str, protocol: str, shots: int, wavefront: bool) -> None:
     m = model(family)
-    plan = plan_of(family, protocol, shots, token_budget=160)  # several batches and chunks
+    plan = plan_of(family, protocol, shots, token_budget=BUDGET)
     assert len(plan.batches) > 1
+    assert protocol != "mc_text" or any(len(batch.chunks) > 1 for batch in plan.batches)
     intact, outputs = run_loglikelihood_sweep(m, plan, ABLATIONS, wavefront=wavefront)
     assert_same(intact, reference(m, plan, Ablation()))
     for ablation, output in zip(ABLATIONS, outputs):
@@ -160,7 +166,7 @@ def test_per_ablation_runs_only_compute_the_layers_after_the_resume_point() -> N
 
 def test_the_wavefront_runs_each_layer_once_for_all_streams() -> None:
     m = model("llama")
-    plan = plan_of("llama", "mc_text", 3, token_budget=160)
+    plan = plan_of("llama", "mc_text", 3, token_budget=BUDGET)
     ablations = [Ablation.skipping(i) for i in range(LAYERS)]
     calls, rows = count_block_calls(m, lambda: run_loglikelihood_sweep(m, plan, ablations))
     old_calls, old_rows = count_block_calls(m, lambda: run_loglikelihood_sweep(m, plan, ablations, wavefront=False))
@@ -180,7 +186,7 @@ def test_the_wavefront_runs_each_layer_once_for_all_streams() -> None:
 
 def test_streams_split_by_the_budget_give_the_same_numbers() -> None:
     m = model("gemma2")
-    plan = plan_of("gemma2", "continuation", 0, token_budget=160)
+    plan = plan_of("gemma2", "continuation", 0, token_budget=BUDGET)
     _, whole = run_loglikelihood_sweep(m, plan, ABLATIONS)
     one_at_a_time = StreamBudget(tokens=1, bytes=1)
     calls, _ = count_block_calls(m, lambda: run_loglikelihood_sweep(m, plan, ABLATIONS, budget=one_at_a_time))
@@ -197,7 +203,7 @@ def test_every_family_under_a_mixed_sweep(family: str) -> None:
     donor swaps next to skips at the same layer, an intact entry: all equal scoring from scratch."""
     m = sharp_model(family, seed=3, sharpen_embeddings=False, layers=LAYERS)
     donor = sharp_model(family, seed=11, sharpen_embeddings=False, layers=LAYERS)
-    plan = plan_of(family, "mc_text", 3, token_budget=160)
+    plan = plan_of(family, "mc_text", 3, token_budget=BUDGET)
     ablations = [
         Ablation(),
         Ablation.skipping(1),
@@ -223,7 +229,7 @@ def test_chunks_run_on_several_cores_give_the_same_numbers(family: str) -> None:
 
     m = sharp_model(family, seed=3, sharpen_embeddings=False, layers=LAYERS)
     donor = sharp_model(family, seed=11, sharpen_embeddings=False, layers=LAYERS)
-    plan = plan_of(family, "mc_text", 3, token_budget=160)
+    plan = plan_of(family, "mc_text", 3, token_budget=BUDGET)
     ablations = [*ABLATIONS, Ablation.swapping([1]), Ablation.build(swap=[2], skip=[3]),
                  Ablation.masking({1: [0]}, gqa="group"), Ablation.masking({2: [1, 2]})]
     few = StreamBudget(tokens=800, bytes=2**40)  # a few streams per chunk, several chunks per batch
@@ -289,7 +295,7 @@ def test_resume_points() -> None:
 
 def test_progress_steps_cover_every_batch_and_variant() -> None:
     m = model("llama")
-    plan = plan_of("llama", "mc_text", 3, token_budget=160)
+    plan = plan_of("llama", "mc_text", 3, token_budget=BUDGET)
     seen: list[tuple[int, int]] = []
     run_loglikelihood_sweep(m, plan, ABLATIONS[:3], on_step=lambda done, total: seen.append((done, total)))
     total = len(plan.batches) * 4
@@ -302,7 +308,7 @@ def test_a_sweep_with_nothing_to_branch_off_runs_the_intact_batches_on_every_cor
     import threading
 
     m = model("llama")
-    plan = plan_of("llama", "mc_text", 3, token_budget=160)
+    plan = plan_of("llama", "mc_text", 3, token_budget=BUDGET)
     assert len(plan.batches) >= 4
     before = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -333,7 +339,7 @@ def test_grouped_sdpa_sweep_equals_eager_scoring(family: str) -> None:
     fast = sharp_model(family, "sdpa", seed=3, sharpen_embeddings=False, layers=LAYERS)
     eager = sharp_model(family, "eager", seed=3, sharpen_embeddings=False, layers=LAYERS)
     assert get_adapter(fast).num_kv_heads < get_adapter(fast).num_heads
-    plan = plan_of(family, "mc_text", 3, token_budget=160)
+    plan = plan_of(family, "mc_text", 3, token_budget=BUDGET)
     ablations = [Ablation.skipping(1), Ablation.masking({2: [0, 3]}), Ablation.skipping(range(LAYERS))]
     intact, outputs = run_loglikelihood_sweep(fast, plan, ablations)
     for ablation, output in zip([Ablation(), *ablations], [intact, *outputs]):

@@ -61,7 +61,7 @@ from transformers import (
     StoppingCriteria,
     StoppingCriteriaList,
 )
-from transformers.cache_utils import DynamicLayer
+from transformers.cache_utils import Cache, CacheLayerMixin, DynamicLayer
 
 from pytest_layercheck.model.attention import grouped_query_sdpa
 from pytest_layercheck.model.devices import model_device
@@ -71,6 +71,11 @@ from pytest_layercheck.model.threads import cores_for, split_over_cores
 #: CPU throughput saturates at small batches; accelerators profit from large ones.
 CPU_TOKEN_BUDGET = 2048
 ACCELERATOR_TOKEN_BUDGET = 16384
+#: A continuation call's cached tokens (its rows' prompt keys and values) may number this many times
+#: the token budget: attention only reads them, one layer at a time (:class:`RowsOfLayer`), so they cost
+#: far less than computed tokens; counting them fully split a prompt batch's continuations into a call
+#: of a few rows per context, each streaming every weight.
+CACHE_READS = 8
 #: Upper bound on float32 logits materialised at once (elements; 2**24 = 64 MiB; logsumexp doubles it).
 LOGIT_BUDGET = 2**24
 #: Shared prompt prefixes shorter than this (in tokens) are recomputed per row: a separate prefix
@@ -99,10 +104,12 @@ class BatchSettings:
     max_rows: int | None = None
     logit_rows: int | None = None
 
-    def fits(self, rows: int, width: int, scored_width: int) -> bool:
-        """Whether ``rows`` sequences of ``width`` tokens, ``scored_width`` of them with logits, fit."""
+    def fits(self, rows: int, width: int, scored_width: int, cached: int = 0) -> bool:
+        """Whether ``rows`` sequences of ``width`` tokens, ``scored_width`` of them with logits, each
+        attending to ``cached`` tokens of a prompt cache, fit."""
         return (
             rows * width <= self.token_budget
+            and rows * (width + cached) <= CACHE_READS * self.token_budget
             and (self.max_rows is None or rows <= self.max_rows)
             and (self.logit_rows is None or rows * scored_width <= self.logit_rows)
         )
@@ -114,7 +121,7 @@ def _chunks(lengths: Sequence[int], settings: BatchSettings, scored_all: bool, c
 
     The first row of a slice is its longest, so its length is the padded width. ``scored_all``:
     logits are needed at every position (continuation pass), not only the last (prompt pass).
-    ``cached``: KV-cache tokens each row attends to (continuation pass), counted in the budget.
+    ``cached``: KV-cache tokens each row attends to (continuation pass; see :data:`CACHE_READS`).
     ``shared``: leading tokens that come from a shared-prefix cache and are not computed; with
     ``min_fill`` a slice also ends where a row's computed part would fill less than that share of
     the slice's computed width (padding costs as much as real tokens). A row too long for the budget on its
@@ -125,7 +132,7 @@ def _chunks(lengths: Sequence[int], settings: BatchSettings, scored_all: bool, c
     for i in range(len(lengths)):
         width = lengths[start]
         underfilled = lengths[i] - shared < min_fill * (width - shared)
-        if i > start and (underfilled or not settings.fits(i + 1 - start, width + cached, width if scored_all else 1)):
+        if i > start and (underfilled or not settings.fits(i + 1 - start, width, width if scored_all else 1, cached)):
             out.append(slice(start, i))
             start = i
     if lengths:
@@ -515,8 +522,57 @@ def _accumulate(logits: torch.Tensor, scored: _Scored, total: torch.Tensor, miss
     misses.index_add_(0, scored.request, miss.long().cpu())
 
 
+class RowsOfLayer(CacheLayerMixin):
+    """Rows ``index`` of a prompt call's cache layer, for one continuation call on top of it.
+
+    The rows are gathered inside :meth:`update`, extended by the call's own keys and values as the
+    source layer's class extends them, handed to attention and dropped: one layer's selection exists at
+    a time. Selecting rows up front (``batch_select_indices`` on a copied cache) held a copy of every
+    layer for the whole call, the continuation pass's largest allocation, which is why the plan counted
+    cached tokens fully in its token budget (see :data:`CACHE_READS`). The source is never changed.
+    """
+
+    is_croppable = False
+
+    def __init__(self, source: CacheLayerMixin, index: torch.Tensor) -> None:
+        super().__init__()
+        self.source, self.index = source, index
+        self.is_initialized = True
+        self.is_sliding = getattr(source, "is_sliding", False)
+        self.appended = 0
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        raise RuntimeError("a selection of a prompt cache layer is initialised by that layer")
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
+               **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        layer = copy.copy(self.source)  # shallow: the selection below makes new tensors, the source keeps its own
+        layer.batch_select_indices(self.index)
+        self.appended += key_states.shape[-2]
+        return layer.update(key_states, value_states, *args, **kwargs)
+
+    def get_mask_sizes(self, *args: Any, **kwargs: Any) -> tuple[int, int]:
+        return self.source.get_mask_sizes(*args, **kwargs)  # asked before the call, when both are alike
+
+    def get_seq_length(self) -> int:
+        return self.source.get_seq_length() + self.appended
+
+    def get_max_length(self) -> int:
+        return self.source.get_max_length()
+
+
 def _select_cache(cache: Any, rows: torch.Tensor, keep_original: bool) -> Any:
-    """The cache restricted to ``rows``; a shallow per-layer copy when the original is still needed."""
+    """The cache restricted to ``rows``, for one continuation call; the original is kept when asked.
+
+    A cache of layers gets :class:`RowsOfLayer` views (nothing copied until each layer runs); any other
+    cache is copied (when the original is still needed) and its rows selected up front.
+    """
+    layers = getattr(cache, "layers", None)
+    if isinstance(cache, Cache) and layers and all(isinstance(layer, CacheLayerMixin) and layer.is_initialized
+                                                   for layer in layers):
+        selection = copy.copy(cache)
+        selection.layers = [RowsOfLayer(layer, rows) for layer in layers]
+        return selection
     if keep_original:
         if hasattr(cache, "layers"):
             clone = copy.copy(cache)

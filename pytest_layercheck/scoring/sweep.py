@@ -61,6 +61,7 @@ from pytest_layercheck.model.threads import cores_for, split_over_cores
 from pytest_layercheck.scoring.engine import (
     LOGIT_BUDGET,
     FilledLayer,
+    RowsOfLayer,
     LoglikelihoodOutput,
     LoglikelihoodPlan,
     PrefixCache,
@@ -553,11 +554,9 @@ class _Wavefront:
             return self._prefix_layer(group, layer, pads, width) if prefix is not None else call.new_layer()
 
         def later_state(k: int, layer: int, group: _Group, prompt_state: Any) -> Any:
-            state = copy.copy(prompt_state)  # as the engine's _select_cache: shallow copy, then select rows
             source = batch.chunks[k].source
             index = torch.cat([m * rows + source for m in range(len(group.members))])
-            state.batch_select_indices(index.to(state.keys.device))
-            return state
+            return RowsOfLayer(prompt_state, index.to(prompt_state.keys.device))
 
         scores = max(call[0].hidden.shape[0] * call[0].hidden.shape[1] * (width + extra)
                      for call, extra in zip(calls, [0, *(c.input_ids.shape[1] for c in batch.chunks)]))
