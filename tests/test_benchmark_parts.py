@@ -61,3 +61,30 @@ def test_every_benchmark_parses_its_own_defaults() -> None:
                               timeout=120, check=False)
         assert done.returncode == 0 and "usage:" in done.stdout, (script.name, done.stderr)
     assert depth_sweep.parse_limits(depth_sweep.SWEEP_LIMITS_TEXT) == {"knowledge": 40, "reasoning": 40, "retrieval": 10}
+
+
+def test_the_memory_benchmark_counts_each_weight_once_and_sees_an_allocation() -> None:
+    """``benchmarks/profile_memory.py``: tied embeddings count once in the weights, and a 64 MiB
+    tensor shows in the phase it lived in, in the resident set and (with glibc) the live heap."""
+    from tiny_models import tiny_model
+
+    spec = importlib.util.spec_from_file_location("profile_memory", SCRIPT.parent / "profile_memory.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    model = tiny_model("llama")
+    model.lm_head.weight = model.model.embed_tokens.weight  # tied, as in SmolLM2
+    expected = sum(p.numel() * p.element_size() for p in model.parameters())  # one entry per shared tensor
+    expected += sum(b.numel() * b.element_size() for b in model.buffers())
+    assert bench.weights_bytes(model) == expected
+
+    sampler = bench.Sampler()
+    sampler.enter("before")
+    sampler.enter("holding")
+    held = torch.ones(16 * 2**20)  # 64 MiB, written so that its pages are resident
+    sampler.sample()
+    del held
+    sampler.enter("after")
+    grew = sampler.peaks["holding"][0] - sampler.peaks["before"][0]
+    assert grew >= 0.055, sampler.peaks
+    if sampler.heap is not None:
+        assert sampler.peaks["holding"][1] - sampler.peaks["before"][1] >= 0.06

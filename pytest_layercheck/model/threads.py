@@ -62,7 +62,7 @@ from pytest_layercheck.core.errors import positive_int
 T = TypeVar("T")
 
 ENV = "LAYERCHECK_THREADS"
-#: Required speed-up per extra thread for more than one thread (2 threads: ≥ 1.45× of 1 thread).
+#: Required speed-up per extra thread for more than one thread (2 threads: ≥ 1.2× of 1 thread).
 MIN_GAIN = 0.2
 #: Calibration matmul (rows × inner × outer): a prompt batch through an MLP projection of the
 #: default model. Big enough to be compute-bound, small enough to time in tens of milliseconds.

@@ -61,10 +61,10 @@ from pytest_layercheck.model.threads import cores_for, split_over_cores
 from pytest_layercheck.scoring.engine import (
     LOGIT_BUDGET,
     FilledLayer,
-    RowsOfLayer,
     LoglikelihoodOutput,
     LoglikelihoodPlan,
     PrefixCache,
+    RowsOfLayer,
     _accumulate,
     _forward_logits,
     _PromptBatch,
