@@ -17,9 +17,10 @@ pass of that context:
    continuations (``mc_letters``: " A", " B", ...) this is the whole score, exactly lm-eval's
    one-token-continuation cache.
 2. *Continuation pass* (only for continuations longer than one token): the prompt pass's KV
-   cache is selected per continuation row and ``continuation[:-1]`` is run on top of it,
-   RIGHT-padded (padding after the real tokens never influences them under causal attention),
-   with positions continuing from the real context length. Its logits score tokens 1..n-1.
+   cache is selected per continuation row (inside each layer, :class:`RowsOfLayer`) and
+   ``continuation[:-1]`` is run on top of it, RIGHT-padded (padding after the real tokens never
+   influences them under causal attention), with positions continuing from the real context length.
+   Its logits score tokens 1..n-1.
 
 This is the same computation as running each ``context + continuation`` separately (lm-eval's
 way), evaluated in a different order; numbers agree to float rounding, as for any batching.
