@@ -547,7 +547,8 @@ class RowsOfLayer(CacheLayerMixin):
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
                **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        layer = copy.copy(self.source)  # shallow: the selection below makes new tensors, the source keeps its own
+        # Shallow: the selection makes new tensors, the source keeps its own (every layer class can select).
+        layer: Any = copy.copy(self.source)
         layer.batch_select_indices(self.index)
         self.appended += key_states.shape[-2]
         return layer.update(key_states, value_states, *args, **kwargs)
