@@ -66,7 +66,7 @@ def bash(script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def clone(tmp_path: Path) -> Iterator[Path]:
-    """A copy of the repository in a temporary folder; removed afterwards (its venv holds about 1.5 GB)."""
+    """A copy of the repository in a temporary folder; removed afterwards (its venv holds about 1.9 GB)."""
     root = tmp_path / "pytest-layercheck"
     shutil.copytree(REPO, root, ignore=NOT_COPIED)
     yield root
