@@ -129,6 +129,8 @@ def test_the_model_is_left_as_it_was() -> None:
     run_loglikelihood_sweep(m, plan, ABLATIONS)
     assert list(get_adapter(m).layers) == blocks
     assert all(not block._forward_pre_hooks for block in blocks)
+    assert all(not module._forward_pre_hooks for block in blocks
+               for module in (adapter.out_proj_of(block), adapter.mlp_of(block)) if module is not None)
     assert_same(run_loglikelihood(m, plan), before)
 
 
@@ -182,6 +184,31 @@ def test_the_wavefront_runs_each_layer_once_for_all_streams() -> None:
     assert old_calls == [forwards * (1 + i + (1 if i == LAYERS - 2 else 0)) for i in range(LAYERS)]
     # With N layers: 2N - 1 block calls per forward instead of N + N(N + 1)/2 (30 layers: 59 vs 495).
     assert sum(calls) == forwards * (2 * LAYERS - 1) < sum(old_calls)
+
+
+def test_the_final_layer_works_only_on_the_positions_that_are_read() -> None:
+    """A prompt call is scored at its last position and the shared prefix only leaves keys and values,
+    so the streams' final-layer feed-forward sees one position per row there; continuation calls are
+    scored at every position and keep them all. The intact forward is the model's own, untouched."""
+    m = model("llama")
+    plan = plan_of("llama", "mc_text", 3, token_budget=BUDGET)
+    assert plan.prefix and all(batch.chunks for batch in plan.batches)
+    adapter = get_adapter(m)
+    positions: list[int] = []
+    handle = adapter.mlp_of(adapter.layers[LAYERS - 1]).register_forward_hook(  # sees the work it did
+        lambda module, args, output: positions.append(output.shape[0] * output.shape[1]))
+    try:
+        run_loglikelihood(m, plan)
+        intact = sum(positions)
+        positions.clear()
+        ablations = [Ablation.skipping(i) for i in range(LAYERS - 1)]  # every stream runs the final layer
+        run_loglikelihood_sweep(m, plan, ablations)
+    finally:
+        handle.remove()
+    prompts = 1 + sum(batch.input_ids.shape[0] for batch in plan.batches)  # the prefix's row, the prompt rows
+    continuations = sum(chunk.input_ids.numel() for batch in plan.batches for chunk in batch.chunks)
+    assert sum(positions) == intact + len(ablations) * (prompts + continuations)
+    assert sum(positions) < (1 + len(ablations)) * intact  # what every stream would do without the cut
 
 
 def test_streams_split_by_the_budget_give_the_same_numbers() -> None:

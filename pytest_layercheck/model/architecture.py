@@ -24,6 +24,7 @@ class _FamilyLayout:
     attention_attr: str  # attention module attribute on a decoder layer
     out_proj_attr: str  # output projection on the attention module (input = concatenated heads)
     v_proj_attr: str | None  # separate value projection, None where QKV is fused
+    mlp_attr: str = "mlp"  # feed-forward module on a decoder layer (its output is added to the residual)
 
 
 _LLAMA_LIKE = _FamilyLayout(("model",), "layers", "self_attn", "o_proj", "v_proj")
@@ -96,6 +97,11 @@ class ArchitectureAdapter:
         if self._layout.v_proj_attr is None:
             return None
         return getattr(self.attention_of(block), self._layout.v_proj_attr)
+
+    def mlp_of(self, block: nn.Module) -> nn.Module | None:
+        """The feed-forward module of a decoder block, or None where the block has none by that name."""
+        module = getattr(block, self._layout.mlp_attr, None)
+        return module if isinstance(module, nn.Module) else None
 
     def attention(self, layer: int) -> nn.Module:
         """Attention module of installed layer ``layer``."""

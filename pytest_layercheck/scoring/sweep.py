@@ -18,7 +18,9 @@ the shared call. A stream that skips ``L`` just carries its hidden state. After 
 streams' final hidden states go through the model's final norm, LM head and logit soft-cap
 (Gemma 2), applied directly so that chunks on several threads can. Once per sweep that is checked
 against the model's own head (the model run with every layer skipped and the norm's input replaced),
-which is used instead wherever the two differ.
+which is used instead wherever the two differ. Where only a call's last position is read (a prompt
+call, scored at its last token; the shared prefix, kept for its keys and values), the streams' final
+layer runs its output projection and feed-forward on that position alone.
 
 Per stream this is the same computation as the ablated model's own forward: the same kernels on
 the same inputs, rows of a batch never interact, and each stream's cache holds only its own
@@ -242,7 +244,8 @@ def resume_layer(ablation: Ablation, num_layers: int) -> int | None:
     return first - 1  # everything from ``first`` on is removed: resume at the last kept layer
 
 
-def _wavefront_capable(ablation: Ablation) -> bool:
+def in_wavefront(ablation: Ablation) -> bool:
+    """Whether a sweep runs ``ablation`` as a wavefront stream (else on its own, the ablated model's forward)."""
     return ablation.head_mode == "zero"
 
 
@@ -314,53 +317,91 @@ def _tile(value: Any, rows: int, times: int, memo: dict[tuple[int, int], Any]) -
     return value
 
 
-class _HeadMasks:
-    """Zero-mode head masks for stacked block calls that may run in several threads at once.
+@dataclass(frozen=True)
+class _BlockEdit:
+    """What the calling thread's current block call changes inside the block."""
 
-    One forward pre-hook per output projection stays installed for the sweep; it zeroes, per row,
-    the heads that the CALLING thread's current call masks (``drop``: bool [rows, width]). A hook
-    registered per call would also act on another thread's call of the same module.
+    proj: nn.Module  # the block's attention output projection
+    mlp: nn.Module | None  # the block's feed-forward module
+    drop: torch.Tensor | None  # bool [rows, width]: head inputs zeroed per row (zero-mode head masks)
+    last_only: bool  # only the last position's output is read
+
+
+class _BlockEdits:
+    """Edits of stacked block calls that may run in several threads at once.
+
+    Forward pre-hooks stay installed for the sweep; each acts only on the CALLING thread's current
+    call (a hook registered per call would also act on another thread's call of the same module):
+
+    - **head masks:** the output projection's input gets, per row, the heads the call masks zeroed;
+    - **last position only:** in a final-layer call whose only output read is the last position
+      (a prompt call, scored at its last token; the shared prefix, which needs only its keys and
+      values), the output projection and the feed-forward module get that position alone. Both
+      outputs are added to the residual stream, which broadcasts them, so the last position's
+      output is exact, the others are never read, and every position's keys and values (computed
+      before the output projection) are as before. This leaves out most of the final layer's work.
     """
 
     def __init__(self) -> None:
         self._local = threading.local()
 
     @contextmanager
-    def installed(self, projections: Iterable[nn.Module]) -> Iterator[_HeadMasks]:
+    def installed(self, projections: Iterable[nn.Module], mlps: Iterable[nn.Module]) -> Iterator[_BlockEdits]:
         with ExitStack() as stack:
             for proj in {id(p): p for p in projections}.values():
-                stack.callback(proj.register_forward_pre_hook(self._hook).remove)
+                stack.callback(proj.register_forward_pre_hook(self._projection_hook).remove)
+            for mlp in {id(m): m for m in mlps}.values():
+                stack.callback(mlp.register_forward_pre_hook(self._mlp_hook).remove)
             yield self
 
     @contextmanager
-    def applied(self, proj: nn.Module, drop: torch.Tensor) -> Iterator[None]:
-        self._local.current = (proj, drop)
+    def applied(self, edit: _BlockEdit | None) -> Iterator[None]:
+        self._local.current = edit
         try:
             yield
         finally:
             self._local.current = None
 
-    def _hook(self, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
-        current = getattr(self._local, "current", None)
-        if current is None or current[0] is not module:
+    def _current(self) -> _BlockEdit | None:
+        return getattr(self._local, "current", None)
+
+    def _projection_hook(self, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        edit = self._current()
+        if edit is None or edit.proj is not module or not args:
             return None
-        drop, x = current[1], args[0]
-        if x.shape[-1] != drop.shape[-1] or x.shape[0] != drop.shape[0]:
-            raise RuntimeError(f"output projection input {tuple(x.shape)} does not fit the head mask {tuple(drop.shape)}")
-        mask = drop.to(x.device).view(x.shape[0], *([1] * (x.ndim - 2)), x.shape[-1])
-        return (x.masked_fill(mask, 0), *args[1:])
+        x = args[0]
+        if edit.drop is not None:
+            if x.shape[-1] != edit.drop.shape[-1] or x.shape[0] != edit.drop.shape[0]:
+                raise RuntimeError(f"output projection input {tuple(x.shape)} does not fit the head mask "
+                                   f"{tuple(edit.drop.shape)}")
+            x = x.masked_fill(edit.drop.to(x.device).view(x.shape[0], *([1] * (x.ndim - 2)), x.shape[-1]), 0)
+        return (_last_position(x) if edit.last_only else x, *args[1:])
+
+    def _mlp_hook(self, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        edit = self._current()
+        if edit is None or not edit.last_only or edit.mlp is not module or not args:
+            return None
+        return (_last_position(args[0]), *args[1:])
+
+
+def _last_position(x: torch.Tensor) -> torch.Tensor:
+    """``x`` [rows, positions, features] at its last position only (other shapes as they are)."""
+    return x[:, -1:] if x.ndim == 3 else x
 
 
 def _run_block(adapter: ArchitectureAdapter, group: _Group, call: _BlockCall, hidden: torch.Tensor,
-               layer: Any, memo: dict[tuple[int, int], Any], masks: _HeadMasks) -> torch.Tensor:
-    """One stacked block call for ``group`` with the recorded arguments of ``call``."""
+               layer: Any, memo: dict[tuple[int, int], Any], edits: _BlockEdits, last_only: bool) -> torch.Tensor:
+    """One stacked block call for ``group`` with the recorded arguments of ``call``; with
+    ``last_only``, only the output's last position is exact (see :class:`_BlockEdits`)."""
     rows, times = call.hidden.shape[0], len(group.members)
     cache = _StreamCache(layer) if layer is not None else None
     args = tuple(cache if a is _CACHE else _tile(a, rows, times, memo) for a in call.args)
     kwargs = {k: cache if v is _CACHE else _tile(v, rows, times, memo) for k, v in call.kwargs.items()}
-    with ExitStack() as stack:
-        if group.drop is not None:
-            stack.enter_context(masks.applied(adapter.out_proj_of(group.module), group.drop.repeat_interleave(rows, dim=0)))
+    edit = None
+    if group.drop is not None or last_only:
+        drop = group.drop.repeat_interleave(rows, dim=0) if group.drop is not None else None
+        edit = _BlockEdit(adapter.out_proj_of(group.module), adapter.mlp_of(group.module), drop, last_only)
+    with edits.applied(edit):
         out = group.module(hidden, *args, **kwargs)
     return out[0] if isinstance(out, tuple) else out
 
@@ -373,13 +414,16 @@ def _uses_cache(call: _BlockCall) -> bool:
     return any(a is _CACHE for a in (*call.args, *call.kwargs.values()))
 
 
-def _advance(adapter: ArchitectureAdapter, masks: _HeadMasks, streams: Sequence[_Stream],
-             calls: Sequence[list[_BlockCall]], first_state: Callable[[int, _Group, _BlockCall], Any],
+def _advance(adapter: ArchitectureAdapter, edits: _BlockEdits, streams: Sequence[_Stream],
+             calls: Sequence[list[_BlockCall]], last_only: Sequence[bool],
+             first_state: Callable[[int, _Group, _BlockCall], Any],
              later_state: Callable[[int, int, _Group, Any], Any] | None = None,
              on_state: Callable[[int, _Group, Any], None] | None = None) -> list[dict[int, torch.Tensor]]:
     """Run ``streams`` through a prompt batch's recorded forward calls, ALL CALLS TOGETHER layer by layer.
 
     ``calls[0]`` is the prompt call, ``calls[1:]`` the continuation calls that extend its cache.
+    ``last_only[c]``: only the last position of call ``c``'s final hidden states is read; those
+    calls' final hidden states are returned at that position alone.
     ``first_state(layer, group, call)`` gives the group's cache layer before the prompt call (None:
     no cache); ``later_state(k, layer, group, prompt_state)`` the one of continuation call ``k``,
     made from the prompt call's state at the same layer; ``on_state`` receives the prompt call's
@@ -387,7 +431,8 @@ def _advance(adapter: ArchitectureAdapter, masks: _HeadMasks, streams: Sequence[
     layer's cache at a time. Returns each stream's final hidden state, per call.
     """
     hidden: list[dict[int, torch.Tensor]] = [{} for _ in calls]
-    for layer in range(len(calls[0])):
+    final = len(calls[0]) - 1
+    for layer in range(final + 1):
         memo: dict[tuple[int, int], Any] = {}  # tiled masks/positions, shared by the layer's groups
         for c, call in enumerate(calls):
             for stream in streams:
@@ -402,11 +447,15 @@ def _advance(adapter: ArchitectureAdapter, masks: _HeadMasks, streams: Sequence[
                 else:
                     state = later_state(c - 1, layer, group, prompt_state) if later_state and _uses_cache(record) else None
                 x = _stack([hidden[c][s.index] for s in group.members])
-                out = _run_block(adapter, group, record, x, state, memo, masks)
+                out = _run_block(adapter, group, record, x, state, memo, edits, last_only[c] and layer == final)
                 for s, part in zip(group.members, out.split(record.hidden.shape[0])):
                     hidden[c][s.index] = part
             if on_state is not None and prompt_state is not None:
                 on_state(layer, group, prompt_state)
+    for c, keep in enumerate(last_only):
+        if keep:  # the rest is never read; a copy, so that the whole call's output is freed
+            for index, state in hidden[c].items():
+                hidden[c][index] = state[:, -1:].clone()
     return hidden
 
 
@@ -452,8 +501,8 @@ class _Head:
         return self._apply(hidden, keep_last) if self.direct else _head_logits(self.model, self.norm, hidden, keep_last)
 
     def _apply(self, hidden: torch.Tensor, keep_last: bool) -> torch.Tensor:
-        x = self.norm(hidden)
-        logits = self.lm_head(x[:, -1:] if keep_last else x)
+        x = self.norm(hidden[:, -1:] if keep_last else hidden)  # the norm acts per position
+        logits = self.lm_head(x)
         if self.softcap:
             logits = torch.tanh(logits / self.softcap) * self.softcap
         return logits
@@ -488,7 +537,7 @@ class _Wavefront:
                  budget: StreamBudget, totals: list[tuple[torch.Tensor, torch.Tensor]], workers: int = 1) -> None:
         self.model, self.adapter, self.head = model, adapter, _Head(model, adapter, norm)
         self.streams, self.budget, self.totals, self.workers = streams, budget, totals, max(1, workers)
-        self.masks = _HeadMasks()
+        self.edits = _BlockEdits()
         self.prefix: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}  # (stream, layer) -> [1,h,K,d]
         config = adapter.config
         vocab = (getattr(getattr(model, "config", None), "vocab_size", None)
@@ -500,10 +549,13 @@ class _Wavefront:
         self.elem = torch.finfo(dtype).bits // 8
         self.heads = adapter.num_heads
 
-    def installed(self) -> AbstractContextManager[_HeadMasks]:
-        """The head-mask hooks on every output projection a stream masks heads of, for the sweep."""
-        return self.masks.installed(self.adapter.out_proj_of(module) for s in self.streams for layer in s.heads
-                                    if (module := s.blocks[layer]) is not None)
+    def installed(self) -> AbstractContextManager[_BlockEdits]:
+        """The edits' hooks, for the sweep: on the output projection of every block a stream masks heads
+        of, and on the output projection and feed-forward module of every block a stream runs last."""
+        masked = [module for s in self.streams for layer in s.heads if (module := s.blocks[layer]) is not None]
+        final = [module for s in self.streams if (module := s.blocks[-1]) is not None]
+        mlps = [mlp for module in final if (mlp := self.adapter.mlp_of(module)) is not None]
+        return self.edits.installed([self.adapter.out_proj_of(m) for m in masked + final], mlps)
 
     def _in_waves(self, chunks: list[list[_Stream]], work: Callable[[list[_Stream]], T],
                   then: Callable[[list[_Stream], T], None] | None = None) -> None:
@@ -526,8 +578,8 @@ class _Wavefront:
                 self.prefix[(s.index, layer)] = (k, v)
 
         def advance(chunk: list[_Stream]) -> None:
-            _advance(self.adapter, self.masks, chunk, [prefix_call], lambda layer, group, call: call.new_layer(),
-                     on_state=keep)
+            _advance(self.adapter, self.edits, chunk, [prefix_call], [True],
+                     lambda layer, group, call: call.new_layer(), on_state=keep)
 
         self._in_waves(self._chunks(self.streams, [length], cache_tokens=length, scores=length * length), advance)
 
@@ -576,7 +628,8 @@ class _Wavefront:
         self.head.check(calls[0][-1].hidden)  # here, before any wave: the model's own head rewires it
 
         def advance(chunk: list[_Stream]) -> list[dict[int, torch.Tensor]] | None:
-            hidden = _advance(self.adapter, self.masks, chunk, calls, first_state, later_state)
+            hidden = _advance(self.adapter, self.edits, chunk, calls, [True] + [False] * (len(calls) - 1),
+                              first_state, later_state)
             if not self.head.direct:
                 return hidden  # scored between waves
             score(chunk, hidden)
@@ -693,7 +746,7 @@ def run_loglikelihood_sweep(
 
     norm = _final_norm(adapter) if wavefront else None
     intact_copies = [i for i, a in enumerate(ablations) if a.is_intact]
-    wave = [i for i, a in enumerate(ablations) if not a.is_intact and norm is not None and _wavefront_capable(a)]
+    wave = [i for i, a in enumerate(ablations) if not a.is_intact and norm is not None and in_wavefront(a)]
     single = [i for i, a in enumerate(ablations) if not a.is_intact and i not in set(wave)]
     streams = _streams_of(model, adapter, ablations, wave, donor)
     workers = workers if workers is not None else cores_for(device)
