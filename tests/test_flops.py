@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 from tiny_models import tiny_model
 from torch.utils.flop_counter import FlopCounterMode
 
 from pytest_layercheck.model.ablation import Ablation
-from pytest_layercheck.scoring.engine import MIN_SHARED_PREFIX, PreparedGeneration, prepare_loglikelihood
+from pytest_layercheck.scoring.engine import (
+    MIN_SHARED_PREFIX,
+    PreparedGeneration,
+    prepare_loglikelihood,
+    run_loglikelihood,
+)
 from pytest_layercheck.scoring.flops import ModelShape, TokenWork, evaluation_flops, sweep_flops
+from pytest_layercheck.scoring.protocols import batch_settings
+from pytest_layercheck.scoring.sweep import run_loglikelihood_sweep
 
 
 def counted(model: torch.nn.Module, length: int) -> dict[str, int]:
@@ -54,14 +63,41 @@ def test_sweep_reuse_counts_only_the_tail() -> None:
     work = TokenWork.of(prepare_loglikelihood([([5, 6, 7], [8, 9])]))
     per_layer = sum(work.flops(shape, [0]).values()) - work.flops(shape, [])["lm_head"]
     head = work.flops(shape, [])["lm_head"]
+    # The streams' final layer: output projection and feed-forward only at the 2 scored of 4 positions.
+    final = per_layer - (4 - 2) * shape.final_read_only_per_token
+    assert 0 < shape.final_read_only_per_token < shape.linear_per_token[-1]
     assert evaluation_flops(work, shape) == 4 * per_layer + head
     assert evaluation_flops(work, shape, Ablation.skipping(1)) == 3 * per_layer + head
-    assert evaluation_flops(work, shape, Ablation.skipping(1), reuse=True) == 2 * per_layer + head  # layers 2, 3
+    assert evaluation_flops(work, shape, Ablation.skipping(1), reuse=True) == per_layer + final + head  # layers 2, 3
     assert evaluation_flops(work, shape, Ablation.skipping(3), reuse=True) == head  # nothing after layer 3
     assert evaluation_flops(work, shape, Ablation(), reuse=True) == 0  # a copy of the intact evaluation
+    uniform = Ablation.masking({2: [0]}, mode="uniform")  # not a stream: the ablated model's own forward
+    assert evaluation_flops(work, shape, uniform, reuse=True) == 2 * per_layer + head
     scratch, reused = sweep_flops(work, shape, [Ablation.skipping(i) for i in range(4)])
     assert scratch == 5 * head + (4 + 4 * 3) * per_layer
-    assert reused == 5 * head + (4 + 3 + 2 + 1 + 0) * per_layer
+    assert reused == 5 * head + (4 + 2 + 1 + 0) * per_layer + 3 * final
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_a_streams_count_matches_torch_flop_counter_on_the_real_sweep(family: str) -> None:
+    """The matmul work of a sweep with one stream, less the intact scoring's, is the stream's count;
+    what the head's one-off check adds (10 head rows: 1 + 1 last positions, 4 + 4 of every position)
+    is added to the count."""
+    model = tiny_model(family, layers=4)
+    shape = ModelShape.of(model)
+    prepared = prepare_loglikelihood([(list(range(5, 16)), [20, 21, 22, 23])])
+    plan = prepared.plan(batch_settings(model))
+    ablation = Ablation.skipping(1)
+
+    def matmuls(run: Callable[[], object]) -> int:
+        with FlopCounterMode(display=False) as counter:
+            run()
+        ops = {str(op): n for op, n in counter.get_flop_counts()["Global"].items()}
+        return ops.get("aten.mm", 0) + ops.get("aten.addmm", 0)
+
+    stream = matmuls(lambda: run_loglikelihood_sweep(model, plan, [ablation])) - matmuls(lambda: run_loglikelihood(model, plan))
+    counted = TokenWork.of(prepared).flops(shape, [2, 3], final_read_only=True)
+    assert stream == counted["linear"] + counted["lm_head"] + 10 * shape.lm_head_per_token
 
 
 def test_generation_work_matches_torch_flop_counter_on_a_real_generate() -> None:

@@ -6,7 +6,9 @@ beyond the minimum is not counted, so it shows up as lost efficiency.
 
 Counted per real token and layer: every linear map of the block (2·in·out, from the block's own
 weights) plus causal attention (4·heads·head_dim per attended position: QKᵀ and AV). The LM head
-(2·hidden·vocab) counts at scored positions only. The shared prompt prefix counts once per
+(2·hidden·vocab) counts at scored positions only. In a sweep that reuses activations, the streams'
+final layer computes its output projection and feed-forward only where its output is read (the
+scored positions), so that is all it counts there. The shared prompt prefix counts once per
 evaluation when the engine shares it (at least ``MIN_SHARED_PREFIX`` tokens). Norms, activations,
 softmax and embedding lookups are linear in size and left out (well under 1% here).
 """
@@ -22,7 +24,7 @@ from torch import nn
 from pytest_layercheck.model.ablation import Ablation
 from pytest_layercheck.model.architecture import get_adapter
 from pytest_layercheck.scoring.engine import MIN_SHARED_PREFIX, PreparedGeneration, PreparedLoglikelihood
-from pytest_layercheck.scoring.sweep import first_affected_layer
+from pytest_layercheck.scoring.sweep import first_affected_layer, in_wavefront
 
 
 def _linear_flops(block: nn.Module) -> int:
@@ -42,15 +44,19 @@ class ModelShape:
     linear_per_token: tuple[int, ...]  # per layer
     attention_per_pair: int  # per (query token, attended position) and layer: 4 · heads · head_dim
     lm_head_per_token: int  # 2 · hidden · vocab
+    final_read_only_per_token: int = 0  # the final layer's output projection and feed-forward
 
     @classmethod
     def of(cls, model: nn.Module) -> ModelShape:
         adapter = get_adapter(model)
         head = cast(Any, model).get_output_embeddings()
+        final = adapter.layers[-1]
+        mlp = adapter.mlp_of(final)
         return cls(
             linear_per_token=tuple(_linear_flops(block) for block in adapter.layers),
             attention_per_pair=4 * adapter.num_heads * adapter.head_dim,
             lm_head_per_token=2 * head.weight.numel(),
+            final_read_only_per_token=_linear_flops(adapter.out_proj_of(final)) + (_linear_flops(mlp) if mlp else 0),
         )
 
     @property
@@ -87,13 +93,15 @@ class TokenWork:
             positions += range(shared, len(prompt) + prepared.max_new_tokens - 1)
         return cls(tuple(positions), len(prepared.prompts) * prepared.max_new_tokens)
 
-    def flops(self, shape: ModelShape, layers: Iterable[int]) -> dict[str, int]:
-        """FLOPs of running ``layers`` (then the LM head) on these tokens, by component."""
+    def flops(self, shape: ModelShape, layers: Iterable[int], final_read_only: bool = False) -> dict[str, int]:
+        """FLOPs of running ``layers`` (then the LM head) on these tokens, by component; with
+        ``final_read_only``, the final layer's output projection and feed-forward at scored positions only."""
         layers = list(layers)
         tokens = len(self.positions)
         attended = sum(p + 1 for p in self.positions)
+        unread = tokens - self.scored if final_read_only and shape.num_layers - 1 in layers else 0
         return {
-            "linear": tokens * sum(shape.linear_per_token[i] for i in layers),
+            "linear": tokens * sum(shape.linear_per_token[i] for i in layers) - unread * shape.final_read_only_per_token,
             "attention": attended * shape.attention_per_pair * len(layers),
             "lm_head": self.scored * shape.lm_head_per_token,
         }
@@ -101,8 +109,8 @@ class TokenWork:
 
 def evaluation_flops(work: TokenWork, shape: ModelShape, ablation: Ablation | None = None, reuse: bool = False) -> int:
     """FLOPs of one evaluation under ``ablation``: the ablated model's layers, or with ``reuse`` only
-    those the wavefront sweep computes (kept layers from the first affected one on; an intact
-    entry in a sweep is a copy of the intact evaluation and costs nothing)."""
+    those the sweep computes (kept layers from the first affected one on, the wavefront's final layer
+    where it is read; an intact entry in a sweep is a copy of the intact evaluation and costs nothing)."""
     ablation = ablation if ablation is not None else Ablation()
     kept = [i for i in range(shape.num_layers) if i not in ablation.skip]
     if reuse:
@@ -110,7 +118,7 @@ def evaluation_flops(work: TokenWork, shape: ModelShape, ablation: Ablation | No
         if start is None:
             return 0
         kept = [i for i in kept if i >= start]
-    return sum(work.flops(shape, kept).values())
+    return sum(work.flops(shape, kept, final_read_only=reuse and in_wavefront(ablation)).values())
 
 
 def sweep_flops(work: TokenWork, shape: ModelShape, ablations: Sequence[Ablation]) -> tuple[int, int]:
