@@ -243,7 +243,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--limit", type=int, default=0, help="knowledge items for the guard (0 = all 264)")
     parser.add_argument("--localise", default="bands,changed", help="layer groups to revert (see layercheck compare)")
     parser.add_argument("--width", type=int, default=130, help="report width in characters")
-    return parser.parse_args(argv)
+    parser.add_argument("--only", choices=("harmful", "benign"), default=None,
+                        help="build this candidate alone (a one-off fine-tune to guard; not with --compare)")
+    args = parser.parse_args(argv)
+    if args.only and (args.compare or args.guard_only):
+        parser.error(f"--only {args.only} builds one candidate, but the guard compares both: "
+                     "drop --compare/--guard-only, or drop --only")
+    return args
 
 
 def recipes(args: argparse.Namespace) -> tuple[Recipe, Recipe]:
@@ -276,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         base = load_model("default", device="cpu", dtype="float32")
         print(f"loaded {base.name} in {base.load_seconds:.1f} s; {torch.get_num_threads()} CPU thread(s)")
         timings["load_seconds"] = round(base.load_seconds, 1)
-        for recipe in (harmful, benign):
+        for recipe in (r for r in (harmful, benign) if args.only in (None, r.name)):
             print(f"fine-tuning {recipe.name}: {layer_span(recipe.layers)} ({len(recipe.layers)} layers), "
                   f"{recipe.steps} steps x {recipe.batch} texts, lr {recipe.lr:g}, data {recipe.data}")
             timings[recipe.name] = build_candidate(base.model, base.tokenizer, recipe, args.out, args.seed)
@@ -297,8 +303,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = "guard-timings.json" if args.guard_only else "timings.json"
     (args.out / name).write_text(json.dumps(timings, indent=2, default=str) + "\n")
     if not args.guard_only:
-        print(f"timings: fine-tuning {timings['finetune_seconds']} s (harmful {timings['harmful']['seconds']} s, "
-              f"benign {timings['benign']['seconds']} s of training), total {timings['total_seconds']} s")
+        trained = ", ".join(f"{name} {timings[name]['seconds']} s" for name in ("harmful", "benign") if name in timings)
+        print(f"timings: fine-tuning {timings['finetune_seconds']} s ({trained} of training), "
+              f"total {timings['total_seconds']} s")
     else:
         print(f"timings: guard {timings['guard_seconds']} s")
     return code

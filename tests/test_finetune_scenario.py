@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import Scenario
+from conftest import FINETUNE_GROUP, Scenario
 
-pytestmark = [pytest.mark.real_model, pytest.mark.xdist_group("finetune_scenario")]  # one worker makes the candidates
+pytestmark = [pytest.mark.real_model, pytest.mark.xdist_group(FINETUNE_GROUP)]  # one worker makes the candidates
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "finetune_scenario.py"
 
@@ -54,3 +55,13 @@ def test_guard_fails_the_harmful_fine_tune_and_passes_the_benign_one(finetune_sc
     assert restorations[tuple(sorted(trained))]["accuracy"] == entry["base"]
     assert entry["restored_by"] is not None and set(entry["restored_by"]["layers"]) <= trained
     assert report["verdicts"] and "is restored by reverting layers" in report["verdicts"][0]
+
+
+def test_only_one_candidate_cannot_be_guarded(tmp_path: Path) -> None:
+    """``--only`` builds one candidate (the user-journey's held-out fine-tune uses it); the guard needs
+    both, so asking for both is a usage error that names the fix, before any model loads."""
+    run = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path / "out"), "--only", "harmful",
+                          "--compare"], capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "--only harmful builds one candidate" in run.stderr and "drop --only" in run.stderr
+    assert not (tmp_path / "out").exists()
