@@ -25,6 +25,31 @@ torch.set_num_threads(1)
 os.environ.setdefault("LAYERCHECK_THREADS", "1")
 
 
+#: The tests that need the fine-tune scenario's candidates: one worker makes them, so one worker runs these.
+FINETUNE_GROUP = "finetune_scenario"
+#: Modules of long tests, started right after that group so that no worker is left with one at the end.
+LONG_FIRST = ("test_quick_start.py", "test_user_journey.py", "test_harmless_noise.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Longest work first, for xdist (``--dist loadgroup`` hands out work in collection order): the
+    fine-tune group (several minutes on one worker), then the modules of long tests, then the rest as
+    collected. The order within each part is kept, so the run stays deterministic."""
+    def rank(item: pytest.Item) -> int:
+        if any(mark.args == (FINETUNE_GROUP,) for mark in item.iter_markers("xdist_group")):
+            return 0
+        return 1 if item.path.name in LONG_FIRST else 2
+
+    items.sort(key=rank)  # stable
+
+
+@pytest.fixture(scope="session")
+def run_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder every xdist worker of this run shares (the run's base temporary folder when serial)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session")
 def smollm() -> LoadedModel:
     """The real default model (SmolLM2-135M-Instruct) on the CPU, loaded once for every real-model test."""

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from profile_factory import make_profile
 from tiny_models import tiny_tokenizer
-from trained_tiny import perturbed, save, train_fact_model, write_fact_suite
+from trained_tiny import perturbed, save, shared_fact_model, write_fact_suite
 
 from pytest_layercheck.core.errors import BaselineError
 from pytest_layercheck.data.validation import SchemaError
@@ -69,10 +69,10 @@ def cache_hits(output: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def world(tmp_path_factory: pytest.TempPathFactory, run_folder: Path) -> Path:
     """Models, the fact suite, a recorded baseline of the good model and a cache holding both models."""
     root = tmp_path_factory.mktemp("fault-world")
-    model = train_fact_model(steps=300)
+    model = shared_fact_model(run_folder)
     save(model, root / "good")
     save(perturbed(model, [0, 1], scale=2.0), root / "damaged")
     model.save_pretrained(root / "good-bos")  # same weights, a tokenizer that adds a BOS token

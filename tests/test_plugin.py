@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from trained_tiny import perturbed, save, train_fact_model, write_fact_suite
+from trained_tiny import perturbed, save, shared_fact_model, write_fact_suite
 
 pytest.importorskip("pytest_layercheck.pytest_plugin.plugin")
 
@@ -28,9 +28,9 @@ def test_knowledge_deep_loose():
 
 
 @pytest.fixture(scope="session")
-def fact_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def fact_models(tmp_path_factory: pytest.TempPathFactory, run_folder: Path) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("fact-models")
-    model = train_fact_model(steps=300)
+    model = shared_fact_model(run_folder)
     return {
         "good": save(model, root / "good"),
         # Strong noise on the two shallowest blocks: the memorised facts are lost.

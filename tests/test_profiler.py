@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from trained_tiny import save, train_fact_model, write_fact_suite
+from trained_tiny import save, shared_fact_model, write_fact_suite
 
 from pytest_layercheck.core.errors import ConfigError
 from pytest_layercheck.data.profile_data import INTACT
@@ -26,9 +26,9 @@ from pytest_layercheck.suites.loader import load_suite
 
 
 @pytest.fixture(scope="module")
-def fact_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[LoadedModel, Path]:
+def fact_model(tmp_path_factory: pytest.TempPathFactory, run_folder: Path) -> tuple[LoadedModel, Path]:
     root = tmp_path_factory.mktemp("profiler")
-    folder = save(train_fact_model(steps=300), root / "model")
+    folder = save(shared_fact_model(run_folder), root / "model")
     return load_model(str(folder), device="cpu"), write_fact_suite(root / "facts.yaml", n=24)
 
 

@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import Scenario
+from conftest import FINETUNE_GROUP, Scenario
 
-pytestmark = [pytest.mark.real_model, pytest.mark.xdist_group("finetune_scenario")]  # one worker makes the candidates
+pytestmark = pytest.mark.real_model
+#: On the tests that guard the fine-tune scenario's candidates: the worker that made them runs them (the
+#: others run on any worker, beside that group).
+with_candidates = pytest.mark.xdist_group(FINETUNE_GROUP)
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -71,8 +75,10 @@ def candidates(tmp_path_factory: pytest.TempPathFactory, finetune_scenario: Scen
     made = finetune_scenario.process
     assert made.returncode == 0, output(made)
     out = tmp_path_factory.mktemp("held-out")
-    made = sh(sys.executable, REPO / "examples" / "finetune_scenario.py", "--out", out, "--quick", *HELD_OUT, cwd=out)
+    made = sh(sys.executable, REPO / "examples" / "finetune_scenario.py", "--out", out, "--quick", "--only", "harmful", *HELD_OUT,
+              cwd=out)
     assert made.returncode == 0, output(made)
+    assert not (out / "benign").exists()  # --only harmful: the held-out fine-tune is built alone
     yield {"harmful": finetune_scenario.harmful, "harmless": finetune_scenario.benign, "held-out": out / "harmful"}
     shutil.rmtree(out, ignore_errors=True)  # 0.5 GB
 
@@ -164,6 +170,7 @@ KNOWLEDGE_GUARDS = ("test_model_guard.py::test_knowledge_not_lost",
                     "test_model_guard.py::test_knowledge_still_lives_in_the_shallow_layers")
 
 
+@with_candidates
 def test_a_harmful_fine_tune_fails_the_knowledge_check(project: Path, candidates: dict[str, Path]) -> None:
     summary = project / "summary-harmful.md"
     env = user_env(GITHUB_STEP_SUMMARY=str(summary), GITHUB_ACTIONS="true")
@@ -184,6 +191,7 @@ def test_a_harmful_fine_tune_fails_the_knowledge_check(project: Path, candidates
     assert 'name="layercheck_cell" value="knowledge/intact"' in junit
 
 
+@with_candidates
 def test_a_harmless_fine_tune_passes(project: Path, candidates: dict[str, Path]) -> None:
     summary = project / "summary-harmless.md"
     run = sh(sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--layercheck-model={candidates['harmless']}",
@@ -195,6 +203,7 @@ def test_a_harmless_fine_tune_passes(project: Path, candidates: dict[str, Path])
     assert summary.is_file()
 
 
+@with_candidates
 def test_recording_the_candidate_as_its_own_baseline_is_refused(project: Path, candidates: dict[str, Path]) -> None:
     before = (project / "baselines" / f"{BASELINE}.json").read_bytes()
     run = sh(sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--layercheck-model={candidates['harmful']}",
@@ -205,6 +214,7 @@ def test_recording_the_candidate_as_its_own_baseline_is_refused(project: Path, c
     assert (project / "baselines" / f"{BASELINE}.json").read_bytes() == before
 
 
+@with_candidates
 def test_a_held_out_harmful_fine_tune_fails(project: Path, candidates: dict[str, Path]) -> None:
     """A fine-tune that costs intact knowledge at least 0.08 on the full suite fails the example's
     ``test_knowledge_not_lost`` at the default settings (that check alone: the knowledge suite intact, in
@@ -217,4 +227,5 @@ def test_a_held_out_harmful_fine_tune_fails(project: Path, candidates: dict[str,
                 if (c["suite"], c["band"]) == ("knowledge", "intact"))
     print(f"held-out fine-tune: knowledge/intact {cell['baseline']:.3f} -> {cell['current']:.3f}")
     assert cell["baseline"] - cell["current"] >= 0.08 and cell["failed"]
-    assert "(evaluations: 0 from cache, 2 computed)" in run.stdout
+    counts = re.search(r"\(evaluations: (\d+) from cache, (\d+) computed", run.stdout)
+    assert counts and sum(map(int, counts.groups())) == 2, run.stdout  # the two parts, from cache on a rerun

@@ -7,6 +7,7 @@ change is noise; a few hundred optimiser steps on the suite's own answers fix th
 
 from __future__ import annotations
 
+import fcntl
 import random
 from pathlib import Path
 
@@ -63,6 +64,23 @@ def train_fact_model(n: int = 48, steps: int = 300, seed: int = 0) -> torch.nn.M
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimiser.step()
     return model.eval()
+
+
+def shared_fact_model(folder: Path, n: int = 48, steps: int = 300, seed: int = 0) -> torch.nn.Module:
+    """:func:`train_fact_model`, trained once per test run: the first xdist worker to ask trains it and
+    saves it in ``folder`` (shared by the run's workers); the others wait for it and load it."""
+    from transformers import AutoModelForCausalLM
+
+    target = folder / f"fact-model-{n}-{steps}-{seed}"
+    done = target / "complete"  # written last: a folder without it is a crashed save, trained again
+    with open(folder / f"{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.is_file():
+            model = train_fact_model(n, steps, seed)
+            model.save_pretrained(target)
+            done.write_text("")
+            return model
+    return AutoModelForCausalLM.from_pretrained(target).eval()
 
 
 def save(model: torch.nn.Module, folder: Path) -> Path:
