@@ -40,7 +40,7 @@ import torch
 from tabulate import tabulate
 
 from pytest_layercheck.data.bands import DepthBands
-from pytest_layercheck.evaluation.profiler import DEFAULT_SWEEP_LIMITS
+from pytest_layercheck.evaluation.settings import DEFAULT_SWEEP_LIMITS
 from pytest_layercheck.model.ablation import Ablation, ablate
 from pytest_layercheck.model.loading import LoadedModel, load_model
 from pytest_layercheck.scoring.flops import ModelShape, TokenWork, evaluation_flops, sweep_flops

@@ -261,3 +261,13 @@ def test_failed_checks_become_annotations_and_junit_properties(project: pytest.P
     assert 'name="layercheck_cell" value="knowledge/intact"' in junit
     assert 'name="layercheck_passed" value="False"' in junit
     assert 'name="layercheck_status" value="regressed"' in junit and 'name="layercheck_baseline" value="0.9' in junit
+
+
+def test_a_run_that_checks_no_model_never_imports_torch(pytester: pytest.Pytester) -> None:
+    """The plugin is installed in every pytest run of the environment; a run whose tests use none of it
+    starts without importing torch or transformers (seconds on a CPU runner), and a model test still works."""
+    pytester.makepyfile(test_plain="import sys\n\n\ndef test_plain():\n"
+                                   "    assert 'torch' not in sys.modules and 'transformers' not in sys.modules\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "test_plain.py")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*plugins:*layercheck*"])

@@ -13,13 +13,13 @@ from pytest_layercheck.data.profile_data import INTACT
 from pytest_layercheck.evaluation.options import parse_limit
 from pytest_layercheck.evaluation.profiler import (
     ALL_BANDS,
-    DEFAULT_LIMITS,
     ProfileSettings,
     build_profile,
     plan_ablations,
     score_suite_under,
 )
 from pytest_layercheck.evaluation.result_cache import ResultCache
+from pytest_layercheck.evaluation.settings import DEFAULT_LIMITS
 from pytest_layercheck.model.ablation import Ablation
 from pytest_layercheck.model.loading import LoadedModel, load_model
 from pytest_layercheck.suites.loader import load_suite

@@ -285,7 +285,7 @@ def compare_samples(base: SamplesRun, candidate: SamplesRun, *, tasks: Sequence[
     (``verdict``: tolerance, alpha, correction and the rest; default: the defaults of ``layercheck compare``)."""
     from pytest_layercheck.analysis.compare import CompareSettings, ModelComparison
     from pytest_layercheck.evaluation.comparison import Verdict, compare_profiles, sensitivity_warning
-    from pytest_layercheck.evaluation.profiler import ProfileSettings
+    from pytest_layercheck.evaluation.settings import ProfileSettings
 
     verdict = verdict or Verdict()
 

@@ -20,7 +20,7 @@ from pytest_layercheck.cli.common import (
 if TYPE_CHECKING:
     from pytest_layercheck.data.profile_data import DepthProfile
     from pytest_layercheck.evaluation.comparison import Verdict
-    from pytest_layercheck.evaluation.profiler import ProfileSettings
+    from pytest_layercheck.evaluation.settings import ProfileSettings
 
 
 def add_profile_arguments(parser: argparse.ArgumentParser) -> None:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     # Loaded where the values are read, not where the options are declared: `layercheck --help` and
     # pytest's option parsing must not import torch and transformers.
     from pytest_layercheck.evaluation.comparison import Verdict
-    from pytest_layercheck.evaluation.profiler import Limit, ProfileSettings
+    from pytest_layercheck.evaluation.settings import Limit, ProfileSettings
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ def parse_limit(text: str | int | None, defaults: Mapping[str, int | None] | Non
     """``""``/None: the built-in per-suite ``defaults``; ``N``: N items of every suite (0 = all);
     ``suite=N,...``: per suite, the others keep their defaults."""
     if defaults is None:
-        from pytest_layercheck.evaluation.profiler import DEFAULT_LIMITS
+        from pytest_layercheck.evaluation.settings import DEFAULT_LIMITS
 
         defaults = DEFAULT_LIMITS
     if text is None or text == "":
@@ -162,7 +162,7 @@ def _value(values: Mapping[str, Any], option: Option) -> Any:
 
 def profile_settings(values: Mapping[str, Any]) -> ProfileSettings:
     """What a profile computes, from the PROFILE options' values (keyed by :attr:`Option.key`)."""
-    from pytest_layercheck.evaluation.profiler import DEFAULT_SWEEP_LIMITS, ProfileSettings
+    from pytest_layercheck.evaluation.settings import DEFAULT_SWEEP_LIMITS, ProfileSettings
     from pytest_layercheck.scoring.rendering import ChatTemplate
 
     get = {option.key: _value(values, option) for option in PROFILE}

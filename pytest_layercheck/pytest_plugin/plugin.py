@@ -1,6 +1,7 @@
 """The pytest plugin: options, fixtures, the ``layercheck`` marker, YAML checks and the summary.
 
-The plugin is a thin layer over the library: the session lazily loads the model under test, computes
+The plugin is a thin layer over the library: the session lazily loads the model under test (torch is
+imported only then, so a pytest run that checks no model starts as fast as without the plugin), computes
 its depth profile once, and compares it with the stored baseline. Under pytest-xdist the workers share
 the profile's evaluations out among themselves (each computes its share, takes the others' from the
 result cache or the run's shared folder, and ends with the whole profile; see
@@ -21,13 +22,13 @@ import pytest
 from pytest_layercheck.core.errors import LayercheckError
 from pytest_layercheck.evaluation.checks import CellCheck
 from pytest_layercheck.evaluation.options import MODEL, PROFILE, VERDICT, Option, add_pytest_options
-from pytest_layercheck.model.ablation import Ablation, HeadMode, ablate
 from pytest_layercheck.pytest_plugin.checking import SESSION_KEY, assert_check, guard, session_of
 from pytest_layercheck.pytest_plugin.session import LayercheckSession, SessionOptions
 from pytest_layercheck.pytest_plugin.yaml_checks import collect_yaml_checks, is_check_file
 
 if TYPE_CHECKING:
     from pytest_layercheck.data.profile_data import DepthProfile
+    from pytest_layercheck.model.ablation import Ablation, HeadMode
     from pytest_layercheck.model.loading import LoadedModel
     from pytest_layercheck.pytest_plugin.session_analyses import SessionAnalyses
     from pytest_layercheck.suites.schema import Suite
@@ -137,6 +138,7 @@ def layercheck_reference_model(layercheck_session: LayercheckSession) -> LoadedM
 def layercheck_ablate(layercheck_model: LoadedModel) -> Callable[..., contextlib.AbstractContextManager[LoadedModel]]:
     """Factory of ablation contexts on the session model: ``with layercheck_ablate(band="deep"): ...``."""
     from pytest_layercheck.data.bands import DepthBands
+    from pytest_layercheck.model.ablation import Ablation
     from pytest_layercheck.model.architecture import get_adapter
 
     def factory(
@@ -160,6 +162,8 @@ def layercheck_ablate(layercheck_model: LoadedModel) -> Callable[..., contextlib
 
 @contextlib.contextmanager
 def _model_context(loaded: LoadedModel, ablation: Ablation, donor: Any) -> Iterator[LoadedModel]:
+    from pytest_layercheck.model.ablation import ablate
+
     with ablate(loaded.model, ablation, donor=donor):
         yield loaded
 

@@ -27,12 +27,12 @@ from pytest_layercheck.evaluation.baseline import UPDATE_FLAG, BaselineStore, sl
 from pytest_layercheck.evaluation.checks import CellCheck, CheckOutcome
 from pytest_layercheck.evaluation.comparison import ProfileComparison
 from pytest_layercheck.evaluation.options import model_arguments, profile_settings, verdict
-from pytest_layercheck.evaluation.profiler import ProgressHook, build_profile
 from pytest_layercheck.evaluation.result_cache import ResultCache
 from pytest_layercheck.evaluation.sharding import DEFAULT_TIMEOUT, Shard
-from pytest_layercheck.model.loading import LoadedModel, load_model
 
 if TYPE_CHECKING:
+    from pytest_layercheck.evaluation.profiler import ProgressHook
+    from pytest_layercheck.model.loading import LoadedModel
     from pytest_layercheck.pytest_plugin.session_analyses import SessionAnalyses
 
 
@@ -121,6 +121,7 @@ class LayercheckSession:
 
     def model(self) -> LoadedModel:
         if self._model is None:
+            from pytest_layercheck.model.loading import load_model
             from pytest_layercheck.model.threads import configure_threads
 
             # Before the first matmul: busy cores make extra threads wait for each other.
@@ -132,6 +133,8 @@ class LayercheckSession:
         if self._reference is None:
             if not self.options.reference:
                 raise ConfigError("no reference model configured", "pass --layercheck-reference=MODEL")
+            from pytest_layercheck.model.loading import load_model
+
             self._reference = load_model(self.options.reference, **{**self._model_arguments(), "adapter_base": None})
         return self._reference
 
@@ -197,6 +200,8 @@ class LayercheckSession:
         return True
 
     def _compute(self, needs: dict[str, frozenset[str]] | None) -> None:
+        from pytest_layercheck.evaluation.profiler import build_profile  # torch: imported when a test needs it
+
         started = time.perf_counter()
         if needs is not None and self._profile is not None:
             # Recompute the union: evaluations already done come back from the result cache.
