@@ -7,17 +7,18 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
+from run_shared import run_once
 
 from pytest_layercheck.model.loading import LoadedModel, load_model
 from pytest_layercheck.scoring import engine
 
 pytest_plugins = ["pytester"]
+REPO = Path(__file__).resolve().parents[1]
 
 torch.set_num_threads(1)
 # The plugin and the CLI choose their thread count when they load a model; in this process (and the
@@ -25,20 +26,18 @@ torch.set_num_threads(1)
 os.environ.setdefault("LAYERCHECK_THREADS", "1")
 
 
-#: The tests that need the fine-tune scenario's candidates: one worker makes them, so one worker runs these.
-FINETUNE_GROUP = "finetune_scenario"
-#: Modules of long tests, started right after that group so that no worker is left with one at the end.
-LONG_FIRST = ("test_quick_start.py", "test_user_journey.py", "test_harmless_noise.py")
+#: Modules of long tests, first to last: xdist hands tests out one by one in collection order, so these
+#: start first and no worker is left with a long one at the end. The fine-tune scenario leads (one
+#: worker makes the candidates while the other runs the quick start's installs).
+LONG_FIRST = ("test_finetune_scenario.py", "test_quick_start.py", "test_user_journey.py", "test_harmless_noise.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Longest work first, for xdist (``--dist loadgroup`` hands out work in collection order): the
-    fine-tune group (several minutes on one worker), then the modules of long tests, then the rest as
-    collected. The order within each part is kept, so the run stays deterministic."""
+    """Longest work first, then the rest as collected; the order within each module is kept, so the run
+    stays deterministic."""
     def rank(item: pytest.Item) -> int:
-        if any(mark.args == (FINETUNE_GROUP,) for mark in item.iter_markers("xdist_group")):
-            return 0
-        return 1 if item.path.name in LONG_FIRST else 2
+        name = item.path.name
+        return LONG_FIRST.index(name) if name in LONG_FIRST else len(LONG_FIRST)
 
     items.sort(key=rank)  # stable
 
@@ -79,16 +78,24 @@ class Scenario:
 
 
 @pytest.fixture(scope="session")
-def finetune_scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
+def finetune_scenario(run_folder: Path) -> Scenario:
     """The documented fine-tune scenario, CI-sized, run once as a user runs it (a subprocess): two
     fine-tunes of the default model, then the guard with localisation. Its candidates serve every test
-    that needs a harmful or a benign fine-tune, so the fine-tuning is paid once per run."""
-    folder = tmp_path_factory.mktemp("scenario")
-    script = Path(__file__).resolve().parents[1] / "examples" / "finetune_scenario.py"
-    process = subprocess.run(
-        [sys.executable, str(script), "--out", str(folder), "--quick", "--compare", "--limit", "40",
-         "--localise", "changed", "--threads", "1"],
-        cwd=folder, capture_output=True, text=True, timeout=1800, check=False,
-    )
-    yield Scenario(folder, process)
-    shutil.rmtree(folder, ignore_errors=True)  # two 0.5 GB candidates
+    that needs a harmful or a benign fine-tune, so the fine-tuning is paid once per run, on one worker."""
+    process = run_once(run_folder, "scenario", [sys.executable, str(REPO / "examples" / "finetune_scenario.py"),
+                                                "--quick", "--compare", "--limit", "40", "--localise", "changed",
+                                                "--threads", "1"], timeout=1800)
+    return Scenario(run_folder / "scenario", process)
+
+
+#: What the fine-tune tests leave in the run's shared folder: two or three 0.5 GB checkpoints.
+LARGE_SHARED = ("scenario", "held-out")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The controller (or a run without xdist) removes the fine-tuned checkpoints once every worker is done."""
+    if hasattr(session.config, "workerinput"):
+        return
+    base = session.config._tmp_path_factory.getbasetemp()  # the workers' shared folder, as run_folder gives it
+    for name in LARGE_SHARED:
+        shutil.rmtree(base / name, ignore_errors=True)

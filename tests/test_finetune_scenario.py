@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import FINETUNE_GROUP, Scenario
+from conftest import Scenario
 
-pytestmark = [pytest.mark.real_model, pytest.mark.xdist_group(FINETUNE_GROUP)]  # one worker makes the candidates
+pytestmark = pytest.mark.real_model
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "finetune_scenario.py"
 

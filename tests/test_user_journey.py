@@ -19,12 +19,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import FINETUNE_GROUP, Scenario
+from conftest import Scenario
+from run_shared import run_once
 
 pytestmark = pytest.mark.real_model
-#: On the tests that guard the fine-tune scenario's candidates: the worker that made them runs them (the
-#: others run on any worker, beside that group).
-with_candidates = pytest.mark.xdist_group(FINETUNE_GROUP)
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -68,19 +66,20 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 HELD_OUT = ("--layers", "0-8", "--harmful-steps", "8", "--harmful-lr", "1e-3", "--seed", "1")
 
 
-@pytest.fixture(scope="session")  # xdist may run another module's test in between: made once all the same
-def candidates(tmp_path_factory: pytest.TempPathFactory, finetune_scenario: Scenario) -> dict[str, Path]:
+@pytest.fixture(scope="session")
+def candidates(run_folder: Path, finetune_scenario: Scenario) -> dict[str, Path]:
     """Fine-tunes of the default model made by the documented script (its CI-sized variant, shared with
-    test_finetune_scenario), and a held-out harmful one made with other layers, steps, rate and seed."""
+    test_finetune_scenario), and a held-out harmful one made with other layers, steps, rate and seed
+    (each made once per run, on one worker)."""
     made = finetune_scenario.process
     assert made.returncode == 0, output(made)
-    out = tmp_path_factory.mktemp("held-out")
-    made = sh(sys.executable, REPO / "examples" / "finetune_scenario.py", "--out", out, "--quick", "--only", "harmful", *HELD_OUT,
-              cwd=out)
+    made = run_once(run_folder, "held-out", [sys.executable, str(REPO / "examples" / "finetune_scenario.py"),
+                                             "--quick", "--only", "harmful", *HELD_OUT], timeout=1200,
+                    env=user_env())
     assert made.returncode == 0, output(made)
-    assert not (out / "benign").exists()  # --only harmful: the held-out fine-tune is built alone
-    yield {"harmful": finetune_scenario.harmful, "harmless": finetune_scenario.benign, "held-out": out / "harmful"}
-    shutil.rmtree(out, ignore_errors=True)  # 0.5 GB
+    held_out = run_folder / "held-out"
+    assert not (held_out / "benign").exists()  # --only harmful: the held-out fine-tune is built alone
+    return {"harmful": finetune_scenario.harmful, "harmless": finetune_scenario.benign, "held-out": held_out / "harmful"}
 
 
 def test_every_help_works(project: Path) -> None:
@@ -170,7 +169,6 @@ KNOWLEDGE_GUARDS = ("test_model_guard.py::test_knowledge_not_lost",
                     "test_model_guard.py::test_knowledge_still_lives_in_the_shallow_layers")
 
 
-@with_candidates
 def test_a_harmful_fine_tune_fails_the_knowledge_check(project: Path, candidates: dict[str, Path]) -> None:
     summary = project / "summary-harmful.md"
     env = user_env(GITHUB_STEP_SUMMARY=str(summary), GITHUB_ACTIONS="true")
@@ -191,7 +189,6 @@ def test_a_harmful_fine_tune_fails_the_knowledge_check(project: Path, candidates
     assert 'name="layercheck_cell" value="knowledge/intact"' in junit
 
 
-@with_candidates
 def test_a_harmless_fine_tune_passes(project: Path, candidates: dict[str, Path]) -> None:
     summary = project / "summary-harmless.md"
     run = sh(sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--layercheck-model={candidates['harmless']}",
@@ -203,7 +200,6 @@ def test_a_harmless_fine_tune_passes(project: Path, candidates: dict[str, Path])
     assert summary.is_file()
 
 
-@with_candidates
 def test_recording_the_candidate_as_its_own_baseline_is_refused(project: Path, candidates: dict[str, Path]) -> None:
     before = (project / "baselines" / f"{BASELINE}.json").read_bytes()
     run = sh(sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--layercheck-model={candidates['harmful']}",
@@ -214,7 +210,6 @@ def test_recording_the_candidate_as_its_own_baseline_is_refused(project: Path, c
     assert (project / "baselines" / f"{BASELINE}.json").read_bytes() == before
 
 
-@with_candidates
 def test_a_held_out_harmful_fine_tune_fails(project: Path, candidates: dict[str, Path]) -> None:
     """A fine-tune that costs intact knowledge at least 0.08 on the full suite fails the example's
     ``test_knowledge_not_lost`` at the default settings (that check alone: the knowledge suite intact, in

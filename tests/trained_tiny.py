@@ -7,12 +7,12 @@ change is noise; a few hundred optimiser steps on the suite's own answers fix th
 
 from __future__ import annotations
 
-import fcntl
 import random
 from pathlib import Path
 
 import torch
 import yaml
+from run_shared import once_per_run
 from tiny_models import tiny_model, tiny_tokenizer
 
 COLOURS = ["red", "blue", "gold", "pink", "grey", "teal", "lime", "navy"]
@@ -67,20 +67,14 @@ def train_fact_model(n: int = 48, steps: int = 300, seed: int = 0) -> torch.nn.M
 
 
 def shared_fact_model(folder: Path, n: int = 48, steps: int = 300, seed: int = 0) -> torch.nn.Module:
-    """:func:`train_fact_model`, trained once per test run: the first xdist worker to ask trains it and
-    saves it in ``folder`` (shared by the run's workers); the others wait for it and load it."""
+    """:func:`train_fact_model`, trained once per test run and shared by its xdist workers through
+    ``folder`` (the run's shared folder; see :func:`run_shared.once_per_run`)."""
     from transformers import AutoModelForCausalLM
 
-    target = folder / f"fact-model-{n}-{steps}-{seed}"
-    done = target / "complete"  # written last: a folder without it is a crashed save, trained again
-    with open(folder / f"{target.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not done.is_file():
-            model = train_fact_model(n, steps, seed)
-            model.save_pretrained(target)
-            done.write_text("")
-            return model
-    return AutoModelForCausalLM.from_pretrained(target).eval()
+    def make(target: Path) -> None:
+        train_fact_model(n, steps, seed).save_pretrained(target)
+
+    return AutoModelForCausalLM.from_pretrained(once_per_run(folder, f"fact-model-{n}-{steps}-{seed}", make)).eval()
 
 
 def save(model: torch.nn.Module, folder: Path) -> Path:
