@@ -16,6 +16,7 @@ benign one.
 
     python examples/finetune_scenario.py --out scenario --compare          # the documented run
     python examples/finetune_scenario.py --out scenario --quick --compare  # the CI-sized run
+    python examples/finetune_scenario.py --out one --quick --only harmful  # one candidate, no guard
     layercheck compare default scenario/harmful --suites knowledge --limit 0 --mode bands
 
 Timings on a 2-core CPU are in ``examples/README.md``.
