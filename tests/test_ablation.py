@@ -18,6 +18,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM
 
 from pytest_layercheck.core.errors import AblationError
+from pytest_layercheck.model import kv_cache
 from pytest_layercheck.model.ablation import (
     Ablation,
     ablate,
@@ -310,7 +311,7 @@ def test_uniform_mode_with_kv_cache(family: str) -> None:
     with mask_heads(model, {1: [0, 3], 3: [2]}, mode="uniform"), torch.no_grad():
         full = model(IDS).logits[:, -1]
         prefix = model(IDS[:, :-1], use_cache=True)
-        step = model(IDS[:, -1:], past_key_values=prefix.past_key_values, use_cache=True).logits[:, -1]
+        step = model(IDS[:, -1:], use_cache=True, **kv_cache.cache_kwargs(model, kv_cache.returned_cache(prefix))).logits[:, -1]
         close(step, full)
         assert torch.equal(greedy(model), greedy(model, use_cache=False))
         uniform_logits = logits(model)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from pytest_layercheck.model import kv_cache
 from pytest_layercheck.model.ablation import mask_heads
 from pytest_layercheck.model.architecture import get_adapter
 from pytest_layercheck.model.attention import GROUPED_SDPA, attention_configs, grouped_query_sdpa
@@ -29,7 +30,7 @@ def _logits(model: torch.nn.Module) -> torch.Tensor:
         mask2 = torch.cat([mask, torch.ones_like(more)], 1)
         positions2 = positions[:, -1:] + 1 + torch.arange(2)
         out2 = model(input_ids=more, attention_mask=mask2, position_ids=positions2,
-                     past_key_values=out.past_key_values, use_cache=True)
+                     use_cache=True, **kv_cache.cache_kwargs(model, kv_cache.returned_cache(out)))
     return torch.cat([out.logits, out2.logits], 1)
 
 

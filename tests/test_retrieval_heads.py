@@ -30,6 +30,7 @@ from pytest_layercheck.analysis.retrieval_heads import (
 from pytest_layercheck.cli import main
 from pytest_layercheck.core.errors import ConfigError
 from pytest_layercheck.evaluation.comparison import exact_mcnemar
+from pytest_layercheck.model import kv_cache
 from pytest_layercheck.model.ablation import mask_heads
 from pytest_layercheck.scoring.protocols import normalize_answer, prepare, score
 from pytest_layercheck.suites.generate import DECOYS
@@ -326,12 +327,12 @@ def reference_masked_answers(model, tok, suite_path: Path, heads: dict[int, list
     answers = []
     for prompt in prepared.generation.prompts:
         with torch.no_grad():
-            past = model(torch.tensor([prompt[:-1]]), use_cache=True).past_key_values
+            past = kv_cache.returned_cache(model(torch.tensor([prompt[:-1]]), use_cache=True))
             token, out = prompt[-1], []
             with mask_heads(model, heads, mode="uniform"):
                 for _ in range(5):
-                    step = model(torch.tensor([[token]]), past_key_values=past, use_cache=True)
-                    past, token = step.past_key_values, int(step.logits[0, -1].argmax())
+                    step = model(torch.tensor([[token]]), use_cache=True, **kv_cache.cache_kwargs(model, past))
+                    past, token = kv_cache.returned_cache(step), int(step.logits[0, -1].argmax())
                     if token == 2:
                         break
                     out.append(token)

@@ -55,6 +55,7 @@ from pytest_layercheck.core.errors import ConfigError
 from pytest_layercheck.data.bands import format_layers
 from pytest_layercheck.data.statistics import mean
 from pytest_layercheck.evaluation.comparison import exact_mcnemar
+from pytest_layercheck.model import kv_cache
 from pytest_layercheck.model.ablation import Ablation
 from pytest_layercheck.model.architecture import get_adapter
 from pytest_layercheck.model.probes import block_input, block_output, probe_blocks
@@ -235,7 +236,7 @@ def collect_layer_states(
                 # re-run prefix tokens of padded rows (position < skip) are not counted again.
                 recorder.mask = mask[:, skip:].bool() & (positions[:, skip:] >= skip)
                 inputs.update(input_ids=ids[:, skip:].to(device), position_ids=positions[:, skip:].to(device),
-                              past_key_values=prefix.expand(width - mask.sum(1)))
+                              **kv_cache.cache_kwargs(model, prefix.expand(width - mask.sum(1))))
             model(**inputs)
             stacked = torch.stack(recorder.last, dim=1)  # type: ignore[arg-type]
             for row, index in enumerate(group):

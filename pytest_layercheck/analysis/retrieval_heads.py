@@ -47,6 +47,7 @@ from pytest_layercheck.data.profile_data import PRIMARY_METRIC
 from pytest_layercheck.data.statistics import mean
 from pytest_layercheck.evaluation.comparison import exact_mcnemar
 from pytest_layercheck.evaluation.service import deterministic
+from pytest_layercheck.model import kv_cache
 from pytest_layercheck.model.ablation import Ablation, ablate, eager_attention, mask_heads, original_layers
 from pytest_layercheck.model.architecture import get_adapter
 from pytest_layercheck.model.loading import LoadedModel
@@ -285,7 +286,7 @@ def greedy_decode(
     past = None
     if ids.shape[1] > 1:  # only the cache is needed: skip the LM head on the prefilled positions
         keep = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
-        past = model(input_ids=ids[:, :-1], use_cache=True, **keep).past_key_values
+        past = kv_cache.returned_cache(model(input_ids=ids[:, :-1], use_cache=True, **keep))
     step_input = ids[:, -1:]
     tokens: list[int] = []
     recorder = _ArgmaxRecorder([get_adapter(model).attention_of(b) for b in original_layers(model)])
@@ -297,8 +298,8 @@ def greedy_decode(
             stack.enter_context(eager_attention(model))
             stack.enter_context(recorder.attached())
         for _ in range(max_new_tokens):
-            out = model(input_ids=step_input, past_key_values=past, use_cache=True)
-            past = out.past_key_values
+            out = model(input_ids=step_input, use_cache=True, **kv_cache.cache_kwargs(model, past))
+            past = kv_cache.returned_cache(out)
             token = int(out.logits[0, -1].argmax())
             if token in eos:
                 break

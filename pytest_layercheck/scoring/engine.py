@@ -64,6 +64,7 @@ from transformers import (
 )
 from transformers.cache_utils import Cache, CacheLayerMixin, DynamicLayer
 
+from pytest_layercheck.model import kv_cache
 from pytest_layercheck.model.attention import grouped_query_sdpa
 from pytest_layercheck.model.devices import model_device
 from pytest_layercheck.model.threads import cores_for, split_over_cores
@@ -256,7 +257,7 @@ class PrefixCache:
             input_ids=ids,
             attention_mask=torch.ones_like(ids),
             position_ids=torch.arange(len(prefix), device=device).unsqueeze(0),
-            past_key_values=DynamicCache(),  # no config: full-length layers, none slides or drops
+            **kv_cache.cache_kwargs(model, DynamicCache()),  # no config: full-length layers, none slides or drops
             use_cache=True,
         )
         layers = getattr(cache, "layers", None)
@@ -516,7 +517,7 @@ def _forward_logits(model: Any, keep_last: bool, **inputs: Any) -> tuple[torch.T
     else:  # custom models without logits_to_keep: compute everything, keep what is needed
         out = model(**inputs)
         logits = out.logits[:, -1:] if keep_last else out.logits
-    return logits, getattr(out, "past_key_values", None)
+    return logits, kv_cache.returned_cache(out)
 
 
 def _accumulate(logits: torch.Tensor, scored: _Scored, total: torch.Tensor, misses: torch.Tensor) -> None:
@@ -597,7 +598,8 @@ def _select_cache(cache: Any, rows: torch.Tensor, keep_original: bool) -> Any:
     return cache
 
 
-def _prompt_inputs(batch: _PromptBatch, prefix: PrefixCache | None, device: torch.device) -> dict[str, Any]:
+def _prompt_inputs(model: Any, batch: _PromptBatch, prefix: PrefixCache | None,
+                   device: torch.device) -> dict[str, Any]:
     """Model inputs of a left-padded prompt batch; with ``prefix``, its first columns come from the cache."""
     mask = batch.attention_mask
     if prefix is None:
@@ -608,7 +610,7 @@ def _prompt_inputs(batch: _PromptBatch, prefix: PrefixCache | None, device: torc
         "input_ids": batch.input_ids[:, cached:].to(device),
         "attention_mask": mask.to(device),  # covers the cached columns too
         "position_ids": batch.position_ids[:, cached:].to(device),
-        "past_key_values": prefix.expand(mask.shape[1] - mask.sum(1), width=mask.shape[1]),
+        **kv_cache.cache_kwargs(model, prefix.expand(mask.shape[1] - mask.sum(1), width=mask.shape[1])),
     }
 
 
@@ -622,7 +624,7 @@ def run_batch(model: Any, batch: _PromptBatch, prefix: PrefixCache | None, devic
     logits, cache = _forward_logits(
         model,
         keep_last=True,
-        **_prompt_inputs(batch, prefix, device),
+        **_prompt_inputs(model, batch, prefix, device),
         use_cache=bool(batch.chunks) or prefix is not None,
     )
     _accumulate(logits[:, -1], batch.scored, total, misses)
@@ -634,7 +636,7 @@ def run_batch(model: Any, batch: _PromptBatch, prefix: PrefixCache | None, devic
             input_ids=chunk.input_ids.to(device),
             attention_mask=chunk.attention_mask.to(device),
             position_ids=chunk.position_ids.to(device),
-            past_key_values=past,
+            **kv_cache.cache_kwargs(model, past),
             use_cache=True,
         )
         _accumulate(logits, chunk.scored, total, misses)
@@ -800,7 +802,7 @@ def _generate(model: Any, tokenizer: Any, prepared: PreparedGeneration, settings
     for batch in prepared.plan(settings):
         width = batch.input_ids.shape[1]
         stops = StoppingCriteriaList([_StopOnStrings(tokenizer, prepared.until, width)]) if prepared.until else None
-        past = {} if prefix is None else {"past_key_values": prefix.expand(width - batch.attention_mask.sum(1))}
+        past = kv_cache.generate_kwargs(None if prefix is None else prefix.expand(width - batch.attention_mask.sum(1)))
         out = model.generate(
             input_ids=batch.input_ids.to(device),
             attention_mask=batch.attention_mask.to(device),
