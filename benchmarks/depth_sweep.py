@@ -114,7 +114,7 @@ def ensure_lm_eval(install: bool) -> bool:
         print("lm-eval is not installed and --no-install was given: skipping the lm-eval comparison")
         return False
     print(f"installing {LM_EVAL_REQUIREMENT} into", sys.prefix, flush=True)
-    constraints = Path(__file__).resolve().parent.parent / ".ci" / "constraints.txt"  # keep torch as it is
+    constraints = Path(__file__).resolve().parent.parent / "constraints.txt"  # keep torch as it is
     extra = ["-c", str(constraints)] if constraints.exists() else []
     subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", LM_EVAL_REQUIREMENT, *extra])
     return True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 from trained_tiny import perturbed, save, shared_fact_model, write_fact_suite
@@ -253,14 +254,19 @@ def test_a_run_computes_only_what_its_checks_need(project: pytest.Pytester, fact
 def test_failed_checks_become_annotations_and_junit_properties(project: pytest.Pytester,
                                                                fact_models: dict[str, Path],
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    record(project, fact_models["good"])
+    baseline = json.loads(record(project, fact_models["good"]).read_text())
+    recorded = next(c["value"] for c in baseline["cells"] if c["capability"] == "knowledge" and c["band"] == "intact")
     monkeypatch.setenv("GITHUB_ACTIONS", "true")
     result = run(project, fact_models["damaged"], "--junitxml=junit.xml")
     result.stdout.fnmatch_lines(["::error file=test_guards.py,line=*,title=layercheck::knowledge/intact*"])
-    junit = (project.path / "junit.xml").read_text()
-    assert 'name="layercheck_cell" value="knowledge/intact"' in junit
-    assert 'name="layercheck_passed" value="False"' in junit
-    assert 'name="layercheck_status" value="regressed"' in junit and 'name="layercheck_baseline" value="0.9' in junit
+    cases = ElementTree.parse(project.path / "junit.xml").getroot().iter("testcase")
+    properties = [{p.get("name"): p.get("value") for p in case.iter("property")} for case in cases]
+    cell = next(p for p in properties if p.get("layercheck_cell") == "knowledge/intact")
+    assert cell["layercheck_passed"] == "False" and cell["layercheck_status"] == "regressed"
+    # The numbers are the baseline's and the candidate's, whatever a CPU's training made of them.
+    assert float(cell["layercheck_baseline"]) == pytest.approx(recorded, abs=1e-6)
+    assert float(cell["layercheck_value"]) < float(cell["layercheck_baseline"])
+    assert float(cell["layercheck_delta"]) == pytest.approx(float(cell["layercheck_value"]) - recorded, abs=2e-6)
 
 
 def test_a_run_that_checks_no_model_never_imports_torch(pytester: pytest.Pytester) -> None:

