@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fault_world import world, ws  # noqa: F401  (the fault-injection matrix's fixtures, for every module)
 from run_shared import run_once
 
 from pytest_layercheck.model.loading import LoadedModel, load_model
