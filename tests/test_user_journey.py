@@ -54,7 +54,7 @@ def output(process: subprocess.CompletedProcess[str]) -> str:
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A user's project: the examples copied in, the committed baselines beside them."""
     root = tmp_path_factory.mktemp("user-project")
-    for name in ("test_model_guard.py", "layercheck_guards.yaml"):
+    for name in ("test_model_guard.py", "layercheck_guards.yaml", "pytest.ini"):
         shutil.copy(REPO / "examples" / name, root / name)
     shutil.copytree(REPO / "baselines", root / "baselines")
     return root
@@ -98,16 +98,20 @@ def test_every_help_works(project: Path) -> None:
 
 
 def test_layercheck_profile_prints_where_each_capability_lives(project: Path) -> None:
-    """README quick start: ``layercheck profile`` (here on fewer items), compared with the committed
-    baseline found by the model's name; no library warnings leak into what the user reads."""
-    run = sh("layercheck", "profile", "--suites", "knowledge", "--limit", "12", "--sweep-limit", "3", "--json",
-             "profile.json", cwd=project)
+    """README quick start: ``layercheck profile`` (here on fewer items, with --no-compare: the committed
+    baseline found by the model's name holds other items); no library warnings leak into what the user reads."""
+    short = ("--suites", "knowledge", "--limit", "12", "--sweep-limit", "3")
+    run = sh("layercheck", "profile", *short, "--no-compare", "--json", "profile.json", cwd=project)
     text = output(run)
     assert run.returncode == 0, text
     assert "where each capability lives" in run.stdout and "knowledge" in run.stdout
-    assert "not compared with baseline" in run.stderr  # other item counts than the committed baseline's
     assert "Warning" not in text, text
+    assert json.loads((project / "profile.json").read_text())["comparison"] is None
     assert json.loads((project / "profile.json").read_text())["profile"]["suites"]["knowledge"]
+    # Without --no-compare, a baseline found by name that holds other items is an error, never a silent pass.
+    found = sh("layercheck", "profile", *short, cwd=project)
+    assert found.returncode == 2 and "found the baseline" in found.stderr, output(found)
+    assert "--no-compare" in found.stderr
     named = sh("layercheck", "profile", "--suites", "knowledge", "--limit", "12", "--sweep-limit", "3",
                "--baseline", BASELINE, cwd=project)
     assert named.returncode == 2 and "How to fix" in named.stderr, output(named)  # asked for by name: an error

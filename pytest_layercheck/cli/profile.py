@@ -36,6 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_profile_arguments(profile)
     profile.add_argument("--baseline-dir", default="baselines", help="compare with the baseline here if one exists")
     profile.add_argument("--baseline", default=None, help="baseline name to compare with (default: the model name)")
+    profile.add_argument("--no-compare", action="store_true",
+                         help="only print the profile: compare with no baseline, even one found by the model name")
     add_verdict_arguments(profile)
     add_output_arguments(profile, "the report", "the markdown table")
     profile.add_argument("--heatmap", default=None, help="write a per-layer heatmap PNG here (needs matplotlib)")
@@ -92,27 +94,31 @@ def compute_profile(args: argparse.Namespace, spec: str | None = None) -> DepthP
 
 
 def run_profile(args: argparse.Namespace) -> int:
-    from pytest_layercheck.core.errors import BaselineError
+    from pytest_layercheck.core.errors import BaselineError, ConfigError
     from pytest_layercheck.evaluation.baseline import BaselineStore
     from pytest_layercheck.report.terminal import terminal_renderable
 
     verdict = verdict_from(args)  # before the model loads: a typo should not cost a profile
+    if args.no_compare and args.baseline:
+        raise ConfigError("--no-compare and --baseline contradict each other",
+                          "drop --no-compare to compare with the named baseline, or --baseline to only profile")
     profile = compute_profile(args)
     comparison = stored = None
     store = BaselineStore(Path(args.baseline_dir))
     name = args.baseline or str(profile.model["name"])
-    if store.exists(name):
-        stored = store.load(name)  # a corrupt baseline is an error (exit 2), never silently skipped
+    if not args.no_compare and (args.baseline or store.exists(name)):
         try:
+            # A baseline found is a promise to compare: a corrupt one, or one recorded with other items,
+            # dtype, layers or suites, is an error (exit 2), never a profile that silently passes.
+            stored = store.load(name)
             comparison = verdict.compare(stored, profile)
         except BaselineError as exc:
             if args.baseline:
-                raise  # asked for by name: a comparison that cannot be made is an error (exit 2)
-            err_console.print(f"[yellow]not compared with baseline {name!r} (found by model name):[/] {exc}",
-                              highlight=False)
-            stored = None
-    elif args.baseline:
-        store.load(name)  # raises: the named baseline does not exist
+                raise
+            raise BaselineError(f"found the baseline {store.path_for(name)} by the model's name, but cannot "
+                                f"compare with it: {exc.problem}",
+                                f"{exc.fix or 'record it again with `layercheck baseline`'}; or pass --no-compare "
+                                "to only print the profile") from exc
     console.print(terminal_renderable(profile, comparison, baseline=stored))
     if comparison is not None:
         from pytest_layercheck.evaluation.comparison import sensitivity_warning

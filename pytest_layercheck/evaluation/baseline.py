@@ -68,7 +68,10 @@ class BaselineStore:
         return self.folder / f"{slugify(name)}.json"
 
     def exists(self, name: str) -> bool:
-        return self.path_for(name).is_file()
+        """Whether anything is at ``name``'s path: a file, but also a directory or a dangling symlink, which
+        :meth:`load` then refuses with the reason rather than a run treating the baseline as absent."""
+        path = self.path_for(name)
+        return path.exists() or path.is_symlink()
 
     def stored(self) -> list[Path]:
         """Every baseline file in the folder (to report baselines no run used, as syrupy does)."""
@@ -78,6 +81,12 @@ class BaselineStore:
     def load(self, name: str) -> DepthProfile:
         """The stored profile of ``name``; any problem is a BaselineError naming the file and the fix."""
         path = self.path_for(name)
+        if path.is_symlink() and not path.exists():
+            raise BaselineError(f"the baseline {path} is a symlink to {path.readlink()}, which does not exist",
+                                f"point the link at the baseline file, or remove {path} and record it again")
+        if path.exists() and not path.is_file():
+            raise BaselineError(f"the baseline {path} is not a file (a directory or a device)",
+                                f"move it away and record the baseline again into {path}")
         if not path.is_file():
             raise BaselineError(
                 f"no baseline for model {name!r}: {path} does not exist",

@@ -100,6 +100,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if not options.is_xdist_worker:
         state.progress = TerminalProgress(config)
     config.stash[SESSION_KEY] = state
+    config.pluginmanager.register(CheckReports(state), "layercheck-check-reports")
 
 
 def _seconds(text: Any) -> float:
@@ -202,7 +203,12 @@ def layercheck_analyses(layercheck_session: LayercheckSession) -> SessionAnalyse
 # ------------------------------------------------------------------------ the marker
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     """Plan the profile from the collected checks: a run computes only the cells its checks ask for."""
+    from pytest_layercheck.pytest_plugin.yaml_checks import YamlCheckItem
+
     state = session_of(config)
+    for item in items:  # named in its reports, which reach the xdist controller (CheckReports)
+        if isinstance(item, YamlCheckItem) or item.get_closest_marker("layercheck") is not None:
+            item.keywords[CHECK_KEYWORD] = True
     try:
         for item in items:
             check = item_check(item)
@@ -244,6 +250,22 @@ def _marker_arguments(marker: pytest.Mark) -> dict[str, Any]:
     for name, value in zip(positional, marker.args):
         arguments[name] = value
     return arguments
+
+
+#: The keyword that marks a layercheck check (a marked test or a YAML check) in its test reports.
+CHECK_KEYWORD = "layercheck_check"
+
+
+class CheckReports:
+    """Notes each failed layercheck check in the session (on the xdist controller too: workers' reports
+    reach it), so that the JSON report's verdict agrees with pytest's exit status."""
+
+    def __init__(self, state: LayercheckSession) -> None:
+        self.state = state
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.failed and CHECK_KEYWORD in report.keywords:
+            self.state.failed_checks.append(report.nodeid)
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

@@ -93,7 +93,9 @@ class LayercheckSession:
         self._profile_seconds = 0.0
         self._baseline: DepthProfile | None = None
         self._comparison: ProfileComparison | None = None
-        self._refused = False
+        self._refused: str | None = None  # why the comparison with the baseline was refused
+        #: Node ids of the layercheck checks that failed in this run (the controller sees every worker's).
+        self.failed_checks: list[str] = []
         self._update_confirmed = False
         #: Notes of this worker for the controller's summary (sharding), and what the controller
         #: received from its workers: per worker, its counts of evaluations.
@@ -296,7 +298,7 @@ class LayercheckSession:
             try:
                 self._comparison = self.verdict.compare(self.baseline, self._profile)
             except LayercheckError as exc:
-                self._refused = True
+                self._refused = str(exc)
                 self.messages.append(str(exc))
         return self._comparison
 
@@ -402,7 +404,9 @@ class LayercheckSession:
 
         assert self._profile is not None
         if self.options.report:
-            write_json_report(Path(self.options.report), self._profile, comparison)
+            # The report's verdict is the run's: a refused comparison or a failed check is no pass.
+            write_json_report(Path(self.options.report), self._profile, comparison, refused=self._refused,
+                              failed_checks=self.failed_checks)
             self.messages.append(f"JSON report written: {self.options.report}")
         if self.options.heatmap:
             from pytest_layercheck.report.heatmap import plot_layer_heatmap
