@@ -141,7 +141,7 @@ def test_unwritable_outcomes_are_not_cached(cache: ResultCache) -> None:
 def test_a_failed_write_costs_the_cache_not_the_run(cache: ResultCache, monkeypatch: pytest.MonkeyPatch) -> None:
     from pytest_layercheck.core import atomic
 
-    def full(*_: object) -> None:
+    def full(*_: object, **__: object) -> None:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(atomic.os, "replace", full)
@@ -184,10 +184,10 @@ def test_the_key_lives_outside_the_cache_and_is_private(tmp_path: Path) -> None:
 
 
 def test_a_shared_secret_lets_machines_share_entries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LAYERCHECK_CACHE_SECRET", "ci-secret")
+    monkeypatch.setenv("LAYERCHECK_CACHE_SECRET", "ci-secret-of-a-long-enough-length")
     ResultCache(tmp_path / "results").put(IDENTITY, EVALUATION)
     assert ResultCache(tmp_path / "results").get(IDENTITY) == EVALUATION
-    monkeypatch.setenv("LAYERCHECK_CACHE_SECRET", "another-secret")
+    monkeypatch.setenv("LAYERCHECK_CACHE_SECRET", "another-secret-of-the-same-length")
     with pytest.warns(CacheEntryWarning, match="signature"):
         assert ResultCache(tmp_path / "results").get(IDENTITY) is None
 

@@ -46,7 +46,7 @@ def _show(cache, args: argparse.Namespace) -> int:  # noqa: ANN001 - ResultCache
     from pytest_layercheck.evaluation.result_cache import resolve_mode, signing_key
 
     files = list(cache.files())
-    size = sum(path.stat().st_size for path in files)
+    size = sum(path.lstat().st_size for path in files)  # a link's own size: nothing in the cache is followed
     console.print(f"folder   {cache.folder}")
     console.print(f"mode     {resolve_mode()} (set with $LAYERCHECK_CACHE_MODE: readwrite, readonly, off)")
     console.print(f"key      {signing_key()[1]}")
@@ -71,7 +71,7 @@ def _verify(cache, args: argparse.Namespace) -> int:  # noqa: ANN001
     for found in bad:
         console.print(f"[red]bad[/] {found.path}: {found.problem}", highlight=False)
         if args.delete:
-            found.path.unlink(missing_ok=True)
+            cache.remove(found.path)
     total = sum(1 for _ in cache.files()) + (len(bad) if args.delete else 0)
     console.print(f"{total - len(bad)} of {total} entries sound" + (f"; {len(bad)} deleted" if args.delete and bad else ""))
     if bad and not args.delete:
@@ -98,6 +98,6 @@ def _prune(cache, args: argparse.Namespace) -> int:  # noqa: ANN001
     for path, why in doomed:
         console.print(f"{'would delete' if args.dry_run else 'deleted'} {path} ({why})", highlight=False)
         if not args.dry_run:
-            path.unlink(missing_ok=True)
+            cache.remove(path)  # a link itself, never what it points to
     console.print(f"{len(doomed)} files {'to delete' if args.dry_run else 'deleted'}")
     return EXIT_PASSED

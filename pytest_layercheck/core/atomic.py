@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+#: ``O_NOFOLLOW`` where the platform has it: the last path component is never a symbolic link followed.
+NOFOLLOW: int = getattr(os, "O_NOFOLLOW", 0)
 
 
 def _umask() -> int:
@@ -31,6 +35,33 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
+        raise
+
+
+def atomic_write_at(dir_fd: int, name: str, data: bytes) -> None:
+    """:func:`atomic_write_bytes` of ``name`` inside the open folder ``dir_fd``.
+
+    Every step is relative to the folder's descriptor, so a folder someone swaps for a symbolic link
+    after it was opened (with ``O_NOFOLLOW``) cannot redirect the write outside it.
+    """
+    for _ in range(100):
+        tmp_name = f".{name}.{secrets.token_hex(4)}.tmp"
+        try:
+            fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o666, dir_fd=dir_fd)
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise FileExistsError(f"no free temporary name for {name}")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name, dir_fd=dir_fd)
         raise
 
 

