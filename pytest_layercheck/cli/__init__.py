@@ -80,13 +80,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     prepare_process()  # before anything imports torch: OpenMP reads its wait policy once
 
     from pytest_layercheck.evaluation.result_cache import CacheEntryWarning
+    from pytest_layercheck.suites.schema import SuiteWarning
 
     previous = warnings.formatwarning
 
     def one_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                  line: str | None = None) -> str:
-        """A warning meant for the user (a rejected cache entry) as one line, not a source listing."""
-        if issubclass(category, CacheEntryWarning):
+        """A warning meant for the user (a rejected cache entry, a suite at chance) as one line, not a source listing."""
+        if issubclass(category, (CacheEntryWarning, SuiteWarning)):
             return f"layercheck: warning: {message}\n"
         return previous(message, category, filename, lineno, line)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -98,6 +99,81 @@ def check_finite(value: Any, where: str) -> None:
             stack.extend((v, f"{path}.{k}") for k, v in node.items())
         elif isinstance(node, (list, tuple)):
             stack.extend((v, f"{path}[{i}]") for i, v in enumerate(node))
+
+
+class _DuplicateKey(Exception):
+    """A key given twice in one JSON object; :func:`loads_strict` turns it into a located JSONDecodeError."""
+
+    def __init__(self, key: str, first: int = -1, second: int = -1) -> None:
+        super().__init__(key)
+        self.key, self.first, self.second = key, first, second
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return result
+
+
+def loads_strict(text: str) -> Any:
+    """``json.loads``, except that a key given twice in one object is a ``JSONDecodeError`` at its second place.
+
+    JSON readers keep the last of two equal keys silently, so a key appended to a baseline (a second
+    ``"outcomes"``) would override the one a reviewer reads. Nesting too deep for the parser is a
+    ``JSONDecodeError`` too, not a crash.
+    """
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicates)
+    except _DuplicateKey:
+        found = _locate_duplicate(text)
+        first_line = text.count("\n", 0, found.first) + 1
+        raise json.JSONDecodeError(f"key {found.key!r} appears twice in one object (first on line {first_line}); "
+                                   "a JSON reader would silently keep only the last", text, found.second) from None
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply to read", text, 0) from None
+
+
+def _locate_duplicate(text: str) -> _DuplicateKey:
+    """Where the first key repeated in one object is (``text`` parses apart from that): a walk over the
+    document's objects, since ``object_pairs_hook`` is not told positions."""
+    decoder = json.JSONDecoder()
+    space = re.compile(r"[ \t\n\r]*")
+
+    def skip(pos: int) -> int:
+        match = space.match(text, pos)
+        return match.end() if match else pos
+
+    def walk(pos: int) -> int:
+        """The end of the value at ``pos``; raises the first duplicate found in it."""
+        pos = skip(pos)
+        opening = text[pos:pos + 1]
+        if opening not in ("{", "["):
+            return decoder.raw_decode(text, pos)[1]
+        closing = "}" if opening == "{" else "]"
+        seen: dict[str, int] = {}
+        pos = skip(pos + 1)
+        while text[pos] != closing:
+            if opening == "{":
+                key, end = decoder.raw_decode(text, pos)
+                if key in seen:
+                    raise _DuplicateKey(key, seen[key], pos)
+                seen[key] = pos
+                pos = skip(end) + 1  # past the colon
+            pos = skip(walk(pos))
+            if text[pos] == ",":
+                pos = skip(pos + 1)
+        return pos + 1
+
+    try:
+        walk(0)
+    except _DuplicateKey as found:
+        return found
+    return _DuplicateKey("?", 0, 0)  # unreachable for a text json.loads refused for a duplicate
 
 
 def decode_outcomes(encoded: Any, where: str, expected: int, *, binary: bool = True) -> tuple[float, ...]:

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pytest_layercheck.core.atomic import atomic_write_text
 from pytest_layercheck.core.errors import BaselineError, ConfigError
 from pytest_layercheck.data.profile_data import INTACT, SCHEMA_VERSION, DepthProfile, merge_profiles
+from pytest_layercheck.data.validation import loads_strict
 
 UPDATE_FLAG = "--layercheck-update"
 DEFAULT_FOLDER = "baselines"
@@ -175,7 +176,7 @@ def read_baseline(path: Path) -> DepthProfile:
     """Parse and check a baseline file; every failure is a BaselineError that says what to do."""
     redo = f"re-record it with `pytest {UPDATE_FLAG}` (or restore it from version control)"
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = loads_strict(Path(path).read_text(encoding="utf-8"))  # a key given twice is refused
     except UnicodeDecodeError as exc:
         raise BaselineError(f"baseline {path} is not UTF-8 text ({exc.reason})", redo) from None
     except json.JSONDecodeError as exc:

@@ -14,6 +14,7 @@ applies). A check that sets either replaces the session's tolerance.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,18 +55,14 @@ class CellCheck:
         values: dict[str, Any] = {"capability": data["capability"]}
         for name in ("band", "protocol", "metric"):
             if data.get(name) is not None:
-                values[name] = str(data[name])
-        values.update(_tolerance_fields(data, where))
+                if not isinstance(data[name], str):  # str() of a nested list would be a test id of any size
+                    raise ConfigError(f"{where}: field {name!r} must be a string, got {_shown(data[name])}",
+                                      f"e.g. {name}: {'shallow' if name == 'band' else 'mc_text' if name == 'protocol' else 'acc'}")
+                values[name] = data[name]
+        values.update(_tolerance_fields(data, where, values.get("metric")))
         for name in ("alpha", "min"):  # a share, not a drop: "5%" is 0.05
             if data.get(name) is not None:
-                value = data[name]
-                try:
-                    if isinstance(value, str) and value.strip().endswith("%"):
-                        value = float(value.strip()[:-1]) / 100
-                    values[name] = float(value)
-                except (TypeError, ValueError):
-                    raise ConfigError(f"{where}: field {name!r} must be a number, got {data[name]!r}",
-                                      f"e.g. {name}: 0.05") from None
+                values[name] = _bounded(data[name], name, where, values.get("metric"))
         return cls(**values)
 
     @property
@@ -205,7 +202,44 @@ def _fmt_drop(value: float) -> str:
     return f"{value:.3f}" if value != float("inf") else "none"
 
 
-def _tolerance_fields(data: Mapping[str, Any], where: str) -> dict[str, float]:
+#: Metrics that are a share of the items (0 to 1), as every protocol's primary metric is; ``loglikelihood``
+#: (continuation) is a sum of log-probabilities, at most 0.
+SHARE_METRICS = frozenset({"acc", "acc_norm", "exact_match"})
+
+
+def _shown(value: Any, width: int = 60) -> str:
+    """``repr(value)`` cut to ``width`` characters: a message must stay short whatever a file holds."""
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _bounded(raw: Any, name: str, where: str, metric: str | None) -> float:
+    """``alpha`` or ``min`` as a finite number in the range it can take; anything else would make the check
+    pass whatever the model does (NaN compares false, ``min: -inf`` or ``alpha: 2`` always pass)."""
+    value: Any = raw
+    try:
+        if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
+            raise TypeError
+        if isinstance(raw, str) and raw.strip().endswith("%"):
+            value = float(raw.strip()[:-1]) / 100
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: field {name!r} must be a number, got {_shown(raw)}", f"e.g. {name}: 0.05") from None
+    if name == "alpha":
+        if not 0 < value < 1:
+            raise ConfigError(f"{where}: field 'alpha' is {_shown(raw)}: a significance level lies strictly between "
+                              "0 and 1", "e.g. alpha: 0.05")
+    elif metric is None or metric in SHARE_METRICS:
+        if not 0 <= value <= 1:
+            raise ConfigError(f"{where}: field 'min' is {_shown(raw)}, outside the {metric or 'metric'}'s range "
+                              "0 to 1: the check could never fail (or never pass)", "e.g. min: 0.4 (or 40%)")
+    elif not math.isfinite(value) or (metric == "loglikelihood" and value > 0):
+        raise ConfigError(f"{where}: field 'min' is {_shown(raw)}, outside the {metric}'s range",
+                          "give a finite number" + (" <= 0 (a log-likelihood)" if metric == "loglikelihood" else ""))
+    return value
+
+
+def _tolerance_fields(data: Mapping[str, Any], where: str, metric: str | None = None) -> dict[str, float]:
     """``max_drop``/``relative`` of a check, read with ``Tolerance.parse``: ``%`` is relative everywhere.
 
     ``max_drop: 0.05`` is absolute, ``max_drop: 10%`` relative, ``max_drop: "0.02,5%"`` both;
@@ -225,7 +259,7 @@ def _tolerance_fields(data: Mapping[str, Any], where: str) -> dict[str, float]:
         if raw is None:
             continue
         if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
-            raise ConfigError(f"{where}: field {name!r} must be a number or a percentage, got {raw!r}",
+            raise ConfigError(f"{where}: field {name!r} must be a number or a percentage, got {_shown(raw)}",
                               f"e.g. {name}: 0.05 or {name}: 5%")
         text = str(raw).strip()
         try:
@@ -238,6 +272,10 @@ def _tolerance_fields(data: Mapping[str, Any], where: str) -> dict[str, float]:
         if tolerance.relative is not None:
             put("relative", tolerance.relative)
         if tolerance.relative is None or "," in text:  # an absolute part was given
+            if tolerance.max_drop > 1 and (metric is None or metric in SHARE_METRICS):
+                raise ConfigError(f"{where}: field {name!r} allows a drop of {tolerance.max_drop:g}, more than the "
+                                  f"{metric or 'metric'} can fall (it lies between 0 and 1): the check could never fail",
+                                  f"e.g. {name}: 0.05, or a relative drop such as {name}: 10%")
             put("max_drop", tolerance.max_drop)
     return fields
 

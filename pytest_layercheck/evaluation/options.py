@@ -9,6 +9,7 @@ pytest-benchmark feeds one option table to its plugin and its CLI).
 from __future__ import annotations
 
 import argparse
+import difflib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -166,7 +167,7 @@ def profile_settings(values: Mapping[str, Any]) -> ProfileSettings:
     from pytest_layercheck.scoring.rendering import ChatTemplate
 
     get = {option.key: _value(values, option) for option in PROFILE}
-    return ProfileSettings(
+    settings = ProfileSettings(
         suites=tuple(s.strip() for s in str(get["suites"]).split(",") if s.strip()),
         protocols=parse_protocols(get["protocols"]),
         mode=get["mode"] or "layers",
@@ -176,6 +177,33 @@ def profile_settings(values: Mapping[str, Any]) -> ProfileSettings:
         chat_template=ChatTemplate.parse(get["chat_template"], get["system_instruction"]),
         batch_size=_positive(get["batch_size"], "batch size"),
     )
+    named = {"protocols": list(settings.protocols)}
+    for key in ("limit", "sweep_limit"):
+        given = parse_limit(get[key], {})  # the user's own entries, without the defaults
+        named[key.replace("_", "-")] = list(given) if isinstance(given, dict) else []
+    check_suite_names(settings.suites, named)
+    return settings
+
+
+def check_suite_names(suites: Iterable[str], named: Mapping[str, Iterable[str]]) -> None:
+    """Every suite a per-suite setting names (``limit``: ``knowlege=10``) must be a suite of the run: a
+    name that matches none would be dropped silently, and the suite it meant profiled with its defaults."""
+    named = {option: list(names) for option, names in named.items() if names}
+    if not named:
+        return  # nothing to check: no suite needs loading
+    from pytest_layercheck.suites.builtin import resolve_suites
+
+    run = [suite.name for suite in resolve_suites(suites)]
+    for option, names in named.items():
+        for name in names:
+            if name not in run:
+                close = difflib.get_close_matches(name, run, n=1)
+                raise ConfigError(
+                    f"the {option} setting (--{option} / --layercheck-{option}) names suite {name!r}, which is not a "
+                    f"suite of this run (its suites: {', '.join(run)})",
+                    (f"did you mean {close[0]!r}? " if close else "")
+                    + "name a suite by its 'name:' (a built-in name or the name inside a suite file), or add it to --suites",
+                )
 
 
 def _positive(text: str | int | None, what: str) -> int | None:

@@ -9,6 +9,7 @@ cached on disk by model fingerprint, suite hash, protocol, ablation and settings
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -33,7 +34,8 @@ from pytest_layercheck.scoring.flops import ModelShape, TokenWork, evaluation_fl
 from pytest_layercheck.scoring.protocols import PreparedSuite, prepare
 from pytest_layercheck.scoring.rendering import with_chat_template
 from pytest_layercheck.suites.builtin import resolve_suites
-from pytest_layercheck.suites.schema import Suite
+from pytest_layercheck.suites.protocols import get_protocol
+from pytest_layercheck.suites.schema import Suite, SuiteWarning
 
 ProgressHook = Callable[[str, int, int], None]
 
@@ -97,10 +99,11 @@ def build_profile(
     work = {suite.name: plan_for(plan, band_layers, needs[suite.name] if needs is not None else ALL_BANDS)
             for suite in suites}
     infos: dict[str, SuiteInfo] = {}
+    scored: dict[str, Suite] = {}
     calls: list[_Call] = []
     for suite in suites:
         protocol = settings.protocols.get(suite.name, suite.default_protocol)
-        limited = suite.limited(settings.limit_for(suite.name))
+        limited = scored[suite.name] = suite.limited(settings.limit_for(suite.name))
         swept = limited.limited(settings.sweep_limit_for(suite.name))
         ids = tuple(i.id for i in limited.items)
         info = SuiteInfo(suite.name, suite.capability, suite.content_hash, protocol, ids,
@@ -134,6 +137,7 @@ def build_profile(
             evaluations[(call.suite, call.protocol, evaluation.ablation)] = evaluation
     for (name, protocol), parts in intact_parts.items():
         evaluations[(name, protocol, INTACT)] = _joined(parts)
+        warn_if_at_chance(scored[name], infos[name], evaluations[(name, protocol, INTACT)])
     if progress:
         progress("done", total, total)
     return DepthProfile(
@@ -144,6 +148,33 @@ def build_profile(
         bands=band_layers,
         evaluations=evaluations,
     )
+
+
+def chance_level(suite: Suite, protocol: str) -> float:
+    """The primary metric of a model that guesses: 1/choices averaged over the items for multiple choice, else 0."""
+    if not get_protocol(protocol).multiple_choice:
+        return 0.0
+    return sum(1 / len(item.choices) for item in suite.items) / max(len(suite.items), 1)
+
+
+def warn_if_at_chance(suite: Suite, info: SuiteInfo, intact: Evaluation) -> None:
+    """A suite the intact model scores 0 or chance on measures nothing: a guard on it can never fail,
+    since there is no score to lose. It is almost always an input mistake (an answer scored after two
+    spaces, the wrong protocol or template), so it is said as a :class:`SuiteWarning`, which the CLI
+    prints as ``layercheck: warning:`` and pytest lists in its warnings summary."""
+    metric = info.primary_metric
+    value = intact.mean(metric)
+    chance = chance_level(suite, info.protocol)
+    if not value <= chance + 1e-9:
+        return
+    level = f"no better than chance ({chance:.3f})" if chance > 0 else "the lowest score there is"
+    warnings.warn(SuiteWarning(
+        f"suite {info.name!r} scores {value:.3f} ({metric} under {info.protocol}, {len(intact.outcomes[metric])} items) "
+        f"on the intact model, {level}: if this is the model you record baselines from, a guard on this suite can "
+        "never fail, as there is no score to lose. Check the suite's target_delimiter (answers that already begin "
+        "with a space are scored after two), its protocol (--protocols) and template, and that the model is the one "
+        "you meant"),
+        stacklevel=3)
 
 
 @dataclass(frozen=True)

@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-import yaml
 
 from pytest_layercheck.core.errors import ConfigError, LayercheckError
 from pytest_layercheck.evaluation.checks import CellCheck
 from pytest_layercheck.pytest_plugin.checking import SESSION_KEY, assert_check
+from pytest_layercheck.suites.loader import read_yaml_file
 
 if TYPE_CHECKING:
     from _pytest._code.code import TerminalRepr  # pytest does not export it; Item.repr_failure returns it
@@ -41,27 +41,38 @@ def collect_yaml_checks(path: Path, parent: pytest.Collector) -> pytest.Collecto
     return YamlCheckFile.from_parent(parent, path=path)
 
 
+#: Caps of a check file (a few checks): its size, and the YAML aliases and expanded nodes it may hold.
+MAX_CHECK_FILE_BYTES = 1 << 20
+MAX_CHECK_ALIASES = 100
+MAX_CHECK_NODES = 10_000
+
+
 def _load_entries(path: Path) -> list[tuple[str, dict[str, Any], int]]:
-    """(name, fields, line) per check; errors name the file and line."""
-    try:
-        document = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}", "fix the syntax; see the example in the README") from None
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    """(name, fields, line) per check; errors name the file and line.
+
+    Read with the suites' safe, capped loader: a 500-byte alias bomb would otherwise expand into a test
+    id of gigabytes, and a key given twice (``max_drop: 0.05`` then ``max_drop: 100%``) would silently
+    keep the last.
+    """
+    data = read_yaml_file(path, "check file", max_bytes=MAX_CHECK_FILE_BYTES, max_aliases=MAX_CHECK_ALIASES,
+                          max_nodes=MAX_CHECK_NODES)
     if not isinstance(data, dict) or not isinstance(data.get("checks"), list):
         raise ConfigError(f"{path}: expected a mapping with a 'checks:' list", "see the example in the README")
     unknown = sorted(set(data) - {"checks"})
     if unknown:
         raise ConfigError(f"{path}: unknown top-level field(s) {unknown}", "only 'checks:' is allowed")
-    checks_node = next(value for key, value in document.value if key.value == "checks")
+    checks = data["checks"]
     entries = []
-    for index, (entry, node) in enumerate(zip(data["checks"], checks_node.value)):
-        line = node.start_mark.line + 1
+    for index, entry in enumerate(checks):
+        line = checks.line_of(index)
         if not isinstance(entry, dict):
             raise ConfigError(f"{path}:{line}: check #{index + 1} must be a mapping", "e.g. '- capability: knowledge'")
         fields = dict(entry)
-        name = str(fields.pop("name", f"{fields.get('capability', 'check')}-{fields.get('band', 'intact')}-{index + 1}"))
-        entries.append((name, fields, line))
+        name = fields.pop("name", f"{fields.get('capability', 'check')}-{fields.get('band', 'intact')}-{index + 1}")
+        if not isinstance(name, (str, int)) or isinstance(name, bool):
+            raise ConfigError(f"{path}:{line}: check #{index + 1}: 'name' must be text",
+                              "e.g. name: facts survive in the shallow layers")
+        entries.append((str(name), fields, line))
     return entries
 
 

@@ -40,7 +40,7 @@ from pytest_layercheck.core.errors import SuiteFormatError
 from pytest_layercheck.core.hashing import file_sha256
 from pytest_layercheck.core.version import __version__
 from pytest_layercheck.suites.protocols import get_protocol
-from pytest_layercheck.suites.schema import LETTERS, Suite
+from pytest_layercheck.suites.schema import LETTERS, Suite, SuiteWarning
 
 __all__ = [
     "FieldMap", "ImportOptions", "ImportedSuite", "RECORD_FORMATS", "detect_format", "import_source",
@@ -379,11 +379,41 @@ def _protocols(items: Sequence[dict[str, Any]], options: ImportOptions,
                      f"a stop string {list(until)}; set --until to declare it")
     else:
         protocols["generate_until"] = generation
+    if options.target_delimiter is None:
+        notes.extend(_adapt_delimiter(protocols, items, fewshot))
     default = options.protocol or ("mc_text" if multiple_choice else "continuation")
     if default not in protocols:
         raise SuiteFormatError(f"protocol {default!r} cannot score these items (they support {', '.join(protocols)})",
                                "pick one of those with --protocol" + (f"; {notes[0]}" if notes else ""))
     return protocols, default, notes
+
+
+#: How a note about answers that begin with whitespace starts (:func:`load_records_suite` repeats it as a warning).
+DELIMITER_NOTE = "target delimiter: "
+
+
+def _adapt_delimiter(protocols: dict[str, Any], items: Sequence[dict[str, Any]],
+                     fewshot: Sequence[dict[str, Any]]) -> list[str]:
+    """Answers written as continuations (``" Ottawa"``) already carry the space the default ``target_delimiter``
+    adds: scored after two spaces, 48 facts a model knows 31 of scored 0. When every answer begins with
+    whitespace the delimiter becomes ``""`` (what lm-eval users set for such data), except under ``mc_letters``,
+    which scores letters; when only some do, the note says which, as no one delimiter fits both."""
+    answers = [(item.get("id") or "few-shot example", text) for item in [*items, *fewshot]
+               for text in ([item["target"]] if item.get("target") is not None else []) + list(item.get("choices", []))]
+    spaced = [(ident, text) for ident, text in answers if text[:1].isspace()]
+    if not spaced:
+        return []
+    ident, text = spaced[0]
+    if len(spaced) < len(answers):
+        return [f"{DELIMITER_NOTE}{len(spaced)} of {len(answers)} answers begin with whitespace (first: {ident}, "
+                f"{text!r}); the default target delimiter (a space) puts two spaces before them, none fits all: "
+                "strip the leading whitespace in the data, or pass --target-delimiter \"\" if most begin with it"]
+    for name, settings in protocols.items():
+        if name != "mc_letters":
+            settings["target_delimiter"] = ""
+    return [f"{DELIMITER_NOTE}every answer begins with whitespace (e.g. {text!r}), so the suite's target_delimiter "
+            "is \"\", not the default space, which would put two spaces before each answer (mc_letters, which scores "
+            "letters, keeps the space); to choose otherwise, import it with `layercheck suite import --target-delimiter`"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -578,11 +608,24 @@ def import_dataset(path: Path, fmap: FieldMap | str | None = None, options: Impo
     return import_records(path, fmap, options, fmt="datasets", records=records, provenance=provenance)
 
 
+_WARNED: set[tuple[Path, str]] = set()
+
+
 def load_records_suite(path: str | os.PathLike[str]) -> Suite:
     """A ``.jsonl`` / ``.json`` / ``.csv`` file whose fields already have the suite's names, as a suite
     (name and capability: the file name). For ``--layercheck-suites`` and ``layercheck profile --suites``."""
+    import warnings
+
+    from pytest_layercheck.suites.loader import check_suite_size
+
     path = Path(path)
-    return import_records(path, FieldMap(), ImportOptions(), fmt=RECORD_FORMATS.get(path.suffix.lower())).suite
+    check_suite_size(path)  # before reading: importing a file of gigabytes takes minutes and memory to match
+    imported = import_records(path, FieldMap(), ImportOptions(), fmt=RECORD_FORMATS.get(path.suffix.lower()))
+    for note in imported.warnings:
+        if note.startswith(DELIMITER_NOTE) and (path, note) not in _WARNED:  # a run loads a suite several times
+            _WARNED.add((path, note))
+            warnings.warn(SuiteWarning(f"{path}: {note}"), stacklevel=2)
+    return imported.suite
 
 
 # --------------------------------------------------------------------------------------------------

@@ -61,7 +61,7 @@ from pytest_layercheck.suites.schema import CAPABILITIES, LETTERS, ProtocolSetti
 
 __all__ = [
     "FORMAT_SUMMARY", "load_suite", "load_suite_text", "load_suites", "load_suite_metadata",
-    "canonical_content", "content_hash",
+    "canonical_content", "content_hash", "check_suite_size", "read_yaml_file",
 ]  # fmt: skip
 
 #: The file format in brief; written at the top of every built-in suite file.
@@ -184,28 +184,40 @@ def _size_limit() -> int:
     return int(text)
 
 
-def _check_size(size: int, source: Path) -> None:
-    limit = _size_limit()
+def _check_size(size: int, source: Path, limit: int | None = None, what: str = "suite file") -> None:
+    """Refuse ``size`` bytes over ``limit`` (default: the suite limit, which ``$LAYERCHECK_MAX_SUITE_BYTES`` raises)."""
+    suite = limit is None
+    limit = _size_limit() if limit is None else limit
     if size > limit:
         raise SuiteFormatError(
-            f"{source}: suite file is {size / 1e6:.1f} MB, more than the limit of {limit / 1e6:.1f} MB",
-            f"split it into several suites, or raise the limit with {SIZE_ENV}=<bytes> if it is meant to be this large",
+            f"{source}: {what} is {size / 1e6:.1f} MB, more than the limit of {limit / 1e6:.1f} MB",
+            f"split it into several suites, or raise the limit with {SIZE_ENV}=<bytes> if it is meant to be this large"
+            if suite else f"split it into several {what}s",
         )
 
 
-def _read_text(path: Path) -> str:
+def check_suite_size(path: Path) -> None:
+    """Refuse a suite file over the size limit before anything reads it (an importer reads it whole)."""
     try:
-        _check_size(path.stat().st_size, path)
+        size = path.stat().st_size
+    except OSError:
+        return  # the reader says what is wrong with the path
+    _check_size(size, path)
+
+
+def _read_text(path: Path, limit: int | None = None, what: str = "suite file") -> str:
+    try:
+        _check_size(path.stat().st_size, path, limit, what)
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise SuiteFormatError(f"{path}: suite file not found", "check the path") from None
+        raise SuiteFormatError(f"{path}: {what} not found", "check the path") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SuiteFormatError(
-            f"{path}: cannot read suite file: {exc}", "save it as UTF-8 text"
+            f"{path}: cannot read {what}: {exc}", "save it as UTF-8 text"
         ) from None
 
 
-def _check_aliases(text: str) -> None:
+def _check_aliases(text: str, max_aliases: int = MAX_ALIASES, max_nodes: int = MAX_EXPANDED_NODES) -> None:
     """Count aliases and the nodes they expand to, from the event stream, before anything is built."""
     sizes: dict[str, int] = {}  # anchor -> nodes of the anchored subtree, aliases expanded
     open_nodes: list[tuple[str | None, int]] = []  # (anchor, expanded node count so far) per open collection
@@ -214,9 +226,9 @@ def _check_aliases(text: str) -> None:
         if isinstance(event, yaml.AliasEvent):
             aliases += 1
             count = sizes.get(event.anchor or "", 1)
-            if aliases > MAX_ALIASES:
-                raise _YamlProblem(event.start_mark.line + 1, f"more than {MAX_ALIASES} YAML aliases",
-                                   "write the repeated values out; suites need few aliases, if any")
+            if aliases > max_aliases:
+                raise _YamlProblem(event.start_mark.line + 1, f"more than {max_aliases} YAML aliases",
+                                   "write the repeated values out; these files need few aliases, if any")
         elif isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
             open_nodes.append((event.anchor, 1))
             continue
@@ -234,18 +246,17 @@ def _check_aliases(text: str) -> None:
         if open_nodes:
             anchor, inner = open_nodes[-1]
             open_nodes[-1] = (anchor, inner + count)
-        if expanded > MAX_EXPANDED_NODES:
+        if expanded > max_nodes:
             raise _YamlProblem(event.start_mark.line + 1,
-                               f"YAML aliases expand the document to more than {MAX_EXPANDED_NODES} nodes",
+                               f"YAML aliases expand the document to more than {max_nodes} nodes",
                                "write the repeated values out instead of nesting aliases")
 
 
-def _parse(text: str, source: Path) -> _MarkedDict:
+def _parse_yaml(text: str, source: Path, max_aliases: int = MAX_ALIASES, max_nodes: int = MAX_EXPANDED_NODES) -> Any:
     """Parse safely into marked containers; syntax problems become SuiteFormatErrors with a line."""
-    _check_size(len(text.encode("utf-8")), source)
     try:
-        _check_aliases(text)
-        document = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - _LineLoader is a SafeLoader
+        _check_aliases(text, max_aliases, max_nodes)
+        return yaml.load(text, Loader=_LineLoader)  # noqa: S506 - _LineLoader is a SafeLoader
     except _YamlProblem as exc:
         raise SuiteFormatError(f"{source}:{exc.line}: {exc.problem}", exc.fix) from None
     except yaml.YAMLError as exc:
@@ -256,12 +267,29 @@ def _parse(text: str, source: Path) -> _MarkedDict:
             f"{where}: invalid YAML: {problem}",
             "fix the YAML syntax (indentation, quoting of strings containing ': ' or ' #')",
         ) from None
+
+
+def _parse(text: str, source: Path) -> _MarkedDict:
+    """A suite document: size and aliases capped, duplicate keys refused, a mapping at the top."""
+    _check_size(len(text.encode("utf-8")), source)
+    document = _parse_yaml(text, source)
     if not isinstance(document, _MarkedDict):
         raise SuiteFormatError(
             f"{source}:1: a suite file must be a YAML mapping of 'name', 'capability', ... 'items'",
             "start from one of the built-in suites (the format is described at the top of each)",
         )
     return document
+
+
+def read_yaml_file(path: Path, what: str, *, max_bytes: int, max_aliases: int, max_nodes: int) -> Any:
+    """A small YAML file other than a suite (a check file) through the suites' safe loader, with its own caps.
+
+    The size is checked before reading and alias expansion before building (a few hundred bytes of
+    nested aliases would otherwise expand to gigabytes); a key given twice in one mapping is refused
+    (YAML keeps the last silently). Mappings and lists come back as dicts and lists that remember
+    lines: ``.line`` and ``.line_of(key_or_index)``. Problems are SuiteFormatErrors naming file and line.
+    """
+    return _parse_yaml(_read_text(path, max_bytes, what), path, max_aliases, max_nodes)
 
 
 # --------------------------------------------------------------------------------------------------

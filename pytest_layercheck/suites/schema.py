@@ -11,6 +11,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+
+class SuiteWarning(UserWarning):
+    """A suite that loads but may not measure what it should: answers after a doubled delimiter, or a
+    score at chance on the intact model, where a guard can never fail."""
+
+
 #: The built-in capabilities. A suite may also carry any label of its own (``safety``, ``my-evals``).
 CAPABILITIES: tuple[str, ...] = ("knowledge", "reasoning", "retrieval")
 
