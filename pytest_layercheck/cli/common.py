@@ -84,23 +84,29 @@ def progress_bar(what: str = "profiling") -> Iterator[Callable[[str, int, int], 
 
 
 def add_output_arguments(parser: argparse.ArgumentParser, what: str = "the result",
-                         markdown: str = "the markdown report", summary: bool = False) -> None:
-    """``--json`` and ``--markdown`` report files (and ``--summary``), the same for every command."""
+                         markdown: str = "the markdown report", summary: bool = False, html: bool = False) -> None:
+    """``--json`` and ``--markdown`` report files (and ``--summary``, ``--html``), the same for every command."""
     parser.add_argument("--json", dest="json_path", default=None, help=f"write {what} as JSON here")
     parser.add_argument("--markdown", default=None, help=f"write {markdown} here")
+    if html:
+        parser.add_argument("--html", dest="html_path", default=None,
+                            help="write a self-contained HTML report here (per-layer charts, cells, items; "
+                                 "opens offline)")
     if summary:
         parser.add_argument("--summary", action="store_true", help="also append the markdown to $GITHUB_STEP_SUMMARY")
 
 
 def write_outputs(args: argparse.Namespace, json_text: Callable[[], str] | None = None,
-                  markdown: Callable[[], str] | None = None) -> None:
-    """Write the files asked for with ``--json``/``--markdown`` (atomically) and append ``--summary``,
-    rendering only what was asked for."""
+                  markdown: Callable[[], str] | None = None, html: Callable[[], str] | None = None) -> None:
+    """Write the files asked for with ``--json``/``--markdown``/``--html`` (atomically) and append
+    ``--summary``, rendering only what was asked for."""
     from pathlib import Path
 
     from pytest_layercheck.core.atomic import atomic_write_text
 
-    for path, render, label in ((args.json_path, json_text, "JSON"), (args.markdown, markdown, "markdown")):
+    outputs = ((args.json_path, json_text, "JSON"), (args.markdown, markdown, "markdown"),
+               (getattr(args, "html_path", None), html, "HTML"))
+    for path, render, label in outputs:
         if path and render is not None:
             atomic_write_text(Path(path), render())
             err_console.print(f"{label}: {path}", highlight=False)

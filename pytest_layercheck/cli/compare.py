@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--threshold", type=float, default=0.8,
                         help="share of the loss a reverted group must recover to be named (default 0.8)")
     parser.add_argument("--no-weights", action="store_true", help="skip the per-layer weight deltas")
-    add_output_arguments(parser, "the full comparison", summary=True)
+    add_output_arguments(parser, "the full comparison", summary=True, html=True)
     parser.set_defaults(handler=run_compare)
 
 
@@ -59,6 +59,7 @@ def run_compare(args: argparse.Namespace) -> int:
     from pytest_layercheck.evaluation.result_cache import ResultCache
     from pytest_layercheck.report.compare import render_compare_markdown, render_compare_terminal
     from pytest_layercheck.report.format import json_text
+    from pytest_layercheck.report.html import render_html, run_item_texts
 
     settings = compare_settings_from(args)  # before loading: a typo should not cost two model loads
     base = load(args.base, args)
@@ -71,7 +72,9 @@ def run_compare(args: argparse.Namespace) -> int:
                       f"(evaluations: {cache.summary()})")
     console.print(render_compare_terminal(result, width=console.width), highlight=False)
     markdown = functools.cache(lambda: render_compare_markdown(result))  # rendered once for file and summary
-    write_outputs(args, lambda: json_text(result.to_dict()), markdown)
+    write_outputs(args, lambda: json_text(result.to_dict()), markdown,
+                  lambda: render_html(result.candidate, result.comparison, baseline=result.base,
+                                      notes=result.verdicts, item_texts=run_item_texts(settings.profile.suites)))
     if os.environ.get("GITHUB_ACTIONS") == "true":
         from pytest_layercheck.report.markdown import github_annotations
 

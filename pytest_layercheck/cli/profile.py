@@ -19,7 +19,7 @@ from pytest_layercheck.cli.common import (
 
 if TYPE_CHECKING:
     from pytest_layercheck.data.profile_data import DepthProfile
-    from pytest_layercheck.evaluation.comparison import Verdict
+    from pytest_layercheck.evaluation.comparison import ProfileComparison, Verdict
     from pytest_layercheck.evaluation.settings import ProfileSettings
 
 
@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     profile.add_argument("--no-compare", action="store_true",
                          help="only print the profile: compare with no baseline, even one found by the model name")
     add_verdict_arguments(profile)
-    add_output_arguments(profile, "the report", "the markdown table")
+    add_output_arguments(profile, "the report", "the markdown table", html=True)
     profile.add_argument("--heatmap", default=None, help="write a per-layer heatmap PNG here (needs matplotlib)")
     profile.set_defaults(handler=run_profile)
 
@@ -93,9 +93,33 @@ def compute_profile(args: argparse.Namespace, spec: str | None = None) -> DepthP
     return profile
 
 
+def compare_with_baseline(args: argparse.Namespace, verdict: Verdict,
+                          profile: DepthProfile) -> tuple[ProfileComparison | None, DepthProfile | None]:
+    """The comparison with the named baseline, or with the one the model's name finds; (None, None) when
+    there is none to compare with. A baseline found is a promise to compare: a corrupt one, or one recorded
+    with other items, dtype, layers or suites, raises (exit 2), never a profile that silently passes."""
+    from pytest_layercheck.core.errors import BaselineError
+    from pytest_layercheck.evaluation.baseline import BaselineStore
+
+    store = BaselineStore(Path(args.baseline_dir))
+    name = args.baseline or str(profile.model["name"])
+    if args.no_compare or not (args.baseline or store.exists(name)):
+        return None, None
+    try:
+        stored = store.load(name)
+        return verdict.compare(stored, profile), stored
+    except BaselineError as exc:
+        if args.baseline:
+            raise
+        raise BaselineError(f"found the baseline {store.path_for(name)} by the model's name, but cannot "
+                            f"compare with it: {exc.problem}",
+                            f"{exc.fix or 'record it again with `layercheck baseline`'}; or pass --no-compare "
+                            "to only print the profile") from exc
+
+
 def run_profile(args: argparse.Namespace) -> int:
     from pytest_layercheck.core.errors import BaselineError, ConfigError
-    from pytest_layercheck.evaluation.baseline import BaselineStore
+    from pytest_layercheck.report.html import render_html, run_item_texts
     from pytest_layercheck.report.terminal import terminal_renderable
 
     verdict = verdict_from(args)  # before the model loads: a typo should not cost a profile
@@ -103,22 +127,14 @@ def run_profile(args: argparse.Namespace) -> int:
         raise ConfigError("--no-compare and --baseline contradict each other",
                           "drop --no-compare to compare with the named baseline, or --baseline to only profile")
     profile = compute_profile(args)
-    comparison = stored = None
-    store = BaselineStore(Path(args.baseline_dir))
-    name = args.baseline or str(profile.model["name"])
-    if not args.no_compare and (args.baseline or store.exists(name)):
-        try:
-            # A baseline found is a promise to compare: a corrupt one, or one recorded with other items,
-            # dtype, layers or suites, is an error (exit 2), never a profile that silently passes.
-            stored = store.load(name)
-            comparison = verdict.compare(stored, profile)
-        except BaselineError as exc:
-            if args.baseline:
-                raise
-            raise BaselineError(f"found the baseline {store.path_for(name)} by the model's name, but cannot "
-                                f"compare with it: {exc.problem}",
-                                f"{exc.fix or 'record it again with `layercheck baseline`'}; or pass --no-compare "
-                                "to only print the profile") from exc
+    try:
+        comparison, stored = compare_with_baseline(args, verdict, profile)
+    except BaselineError as exc:
+        # The page says that the comparison was refused, and why; the exit status stays 2.
+        refused = str(exc)
+        write_outputs(args, html=lambda: render_html(profile, refused=refused,
+                                                     item_texts=run_item_texts(settings_from(args).suites)))
+        raise
     console.print(terminal_renderable(profile, comparison, baseline=stored))
     if comparison is not None:
         from pytest_layercheck.evaluation.comparison import sensitivity_warning
@@ -131,7 +147,9 @@ def run_profile(args: argparse.Namespace) -> int:
     from pytest_layercheck.report.markdown import render_markdown
 
     write_outputs(args, lambda: json_text(build_json_report(profile, comparison)),
-                  lambda: render_markdown(profile, comparison))
+                  lambda: render_markdown(profile, comparison),
+                  lambda: render_html(profile, comparison, baseline=stored,
+                                      item_texts=run_item_texts(settings_from(args).suites)))
     if args.heatmap:
         from pytest_layercheck.report.heatmap import plot_layer_heatmap
 

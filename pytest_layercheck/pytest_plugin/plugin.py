@@ -42,6 +42,7 @@ PLUGIN_OPTIONS = (
     Option("baseline-dir", "folder of baseline JSON files (relative to the rootdir)", "baselines"),
     Option("baseline", "baseline name to compare against (default: derived from the model name)"),
     Option("report", "write a JSON report to this path"),
+    Option("html", "write a self-contained HTML report (per-layer charts, cells, changed items) to this path"),
     Option("heatmap", "write a per-layer heatmap PNG to this path (needs matplotlib)"),
     Option("shard-timeout", "under pytest-xdist: seconds a worker waits without a sign of life from the worker "
                             "computing evaluations it needs, before computing them itself", "600"),
@@ -83,6 +84,7 @@ def pytest_configure(config: pytest.Config) -> None:
         baseline_dir=Path(config.rootpath, plugin["baseline_dir"]),
         baseline_name=plugin["baseline"],
         report=plugin["report"],
+        html=plugin["html"],
         heatmap=plugin["heatmap"],
         update=bool(config.getoption("layercheck_update")),
         allow_model_change=bool(config.getoption("layercheck_allow_model_change")),

@@ -49,6 +49,7 @@ class SessionOptions:
     baseline_dir: Path = Path("baselines")
     baseline_name: str | None = None
     report: str | None = None
+    html: str | None = None
     heatmap: str | None = None
     update: bool = False
     allow_model_change: bool = False
@@ -408,6 +409,14 @@ class LayercheckSession:
             write_json_report(Path(self.options.report), self._profile, comparison, refused=self._refused,
                               failed_checks=self.failed_checks)
             self.messages.append(f"JSON report written: {self.options.report}")
+        if self.options.html:
+            from pytest_layercheck.report.html import run_item_texts, write_html_report
+
+            baseline = self._baseline if comparison is not None else None
+            write_html_report(Path(self.options.html), self._profile, comparison, baseline=baseline,
+                              refused=self._refused, failed_checks=self.failed_checks,
+                              item_texts=run_item_texts(self.settings.suites))
+            self.messages.append(f"HTML report written: {self.options.html}")
         if self.options.heatmap:
             from pytest_layercheck.report.heatmap import plot_layer_heatmap
 
