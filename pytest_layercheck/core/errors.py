@@ -53,6 +53,10 @@ class ConfigError(LayercheckError):
     """Invalid plugin, CLI or YAML-check configuration."""
 
 
+class NonFiniteScoreError(LayercheckError):
+    """A model produced NaN or infinite log-likelihoods or logits: its answers cannot be scored."""
+
+
 def first_line(exc: BaseException) -> str:
     """``TypeName: first line of the message``: a library's exception, short enough for a problem text."""
     text = str(exc).strip().splitlines()

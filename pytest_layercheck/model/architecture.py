@@ -8,6 +8,8 @@ an unknown family fails loudly rather than being ablated in the wrong place.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from torch import nn
@@ -194,6 +196,17 @@ def get_adapter_for_config(config: object) -> str:
     model_type = getattr(config, "model_type", None)
     _layout_for(model_type)
     return str(model_type)
+
+
+def checkpoint_layer_count(names: Iterable[str], model_type: str) -> int | None:
+    """How many decoder layers a checkpoint's tensor ``names`` hold (highest layer index + 1).
+
+    None where no name is a decoder layer's (a layout this cannot read). Any ``<layers>.<i>.`` counts,
+    a vision tower's too, so the count errs high: it bounds what a config may ask for.
+    """
+    pattern = re.compile(rf"(?:^|\.){re.escape(_layout_for(model_type).layers_attr)}\.(\d+)\.")
+    indices = [int(match.group(1)) for name in names if (match := pattern.search(name))]
+    return max(indices) + 1 if indices else None
 
 
 def get_adapter(model: nn.Module) -> ArchitectureAdapter:

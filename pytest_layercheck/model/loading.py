@@ -166,6 +166,7 @@ def _load(
         model.to(resolved_device)
     model.eval()
     _check_architecture(model, spec_text)
+    _check_finite_weights(model, spec_text)
     _ensure_pad_token(tokenizer)
     return LoadedModel(
         model=model,
@@ -240,6 +241,7 @@ def _load_folder(folder: Path, *, dtype: torch.dtype, device_map: Any, trust_rem
         problem = safetensors_problem(path)
         if problem:
             raise ModelLoadError(f"cannot load the model in {folder}: {problem}", _WEIGHTS_FIX)
+    _check_layer_count(config, weights, folder)
     has_safetensors = bool(weights)
     try:
         model = AutoModelForCausalLM.from_pretrained(
@@ -257,6 +259,35 @@ def _load_folder(folder: Path, *, dtype: torch.dtype, device_map: Any, trust_rem
     except Exception as exc:  # noqa: BLE001 - transformers and safetensors raise many types for bad files
         raise ModelLoadError(f"cannot load the model in {folder}: {first_line(exc)}", _WEIGHTS_FIX) from None
     return model, tokenizer
+
+
+def _tensor_names(path: Path) -> list[str]:
+    """The tensor names in a safetensors header (already checked by ``safetensors_problem``)."""
+    with path.open("rb") as handle:
+        header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
+    return [name for name in header if name != "__metadata__"]
+
+
+def _check_layer_count(config: Any, weights: list[Path], folder: Path) -> None:
+    """Hold the config's layer count to the layers the checkpoint holds, before anything is allocated.
+
+    transformers builds every layer a config asks for before it reads a weight, so ``num_hidden_layers:
+    100000`` grows memory without bound (and the missing layers would be random). Only safetensors
+    headers can be read without loading; other checkpoints are left to transformers.
+    """
+    from pytest_layercheck.model.architecture import checkpoint_layer_count
+
+    asked = getattr(config.get_text_config(decoder=True), "num_hidden_layers", None)
+    if not weights or not isinstance(asked, int):
+        return
+    held = checkpoint_layer_count((name for path in weights for name in _tensor_names(path)), config.model_type)
+    if held is not None and asked > held:
+        raise ModelLoadError(
+            f"{folder / 'config.json'} asks for {asked} decoder layers (num_hidden_layers), but the weights in "
+            f"{folder} hold {held}; the missing layers would be random, and building them alone could exhaust memory",
+            f"set num_hidden_layers to {held} in config.json (a config edited by hand or copied from a larger model), "
+            "or restore the missing weight files",
+        )
 
 
 _WEIGHTS_FIX = ("the folder needs complete weights (model.safetensors) and tokenizer files as written by "
@@ -362,6 +393,30 @@ def _check_architecture(model: Any, spec: str) -> None:
     from pytest_layercheck.model.architecture import get_adapter
 
     get_adapter(model)
+
+
+def _check_finite_weights(model: Any, spec: str) -> None:
+    """Refuse a model whose weights hold NaN or infinities, naming the first such tensor.
+
+    A diverged fine-tune scores NaN for every answer, and an argmax over NaN picks the first choice, so
+    it would pass as well as any model. At load the tensor can still be named; one min/max pass over the
+    weights (NaN propagates through both, allocating nothing) takes well under a second for a small model.
+    Weights offloaded to disk (meta) are not read.
+    """
+    for name, parameter in model.named_parameters():
+        if not parameter.is_floating_point() or parameter.device.type == "meta" or parameter.numel() == 0:
+            continue
+        low, high = torch.aminmax(parameter.detach())
+        if bool(torch.isfinite(low)) and bool(torch.isfinite(high)):
+            continue
+        what = "NaN" if bool(torch.isnan(low) | torch.isnan(high)) else "infinite values"
+        raise ModelLoadError(
+            f"{name} holds {what}, in the weights of {spec}: the model cannot be scored (every answer's "
+            "log-likelihood would be NaN, and NaN scores would pass as the first choice)",
+            "use a checkpoint saved before training diverged (before the loss became NaN), and train on "
+            "with a lower learning rate or gradient clipping; if the weights are finite in float32 and "
+            "overflowed when converted, load them in float32 (--dtype float32 / --layercheck-dtype float32)",
+        )
 
 
 def _ensure_pad_token(tokenizer: Any) -> None:

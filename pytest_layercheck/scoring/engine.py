@@ -59,11 +59,14 @@ import torch
 from transformers import (
     DynamicCache,
     GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
     StoppingCriteria,
     StoppingCriteriaList,
 )
 from transformers.cache_utils import Cache, CacheLayerMixin, DynamicLayer
 
+from pytest_layercheck.core.errors import NonFiniteScoreError
 from pytest_layercheck.model import kv_cache
 from pytest_layercheck.model.attention import grouped_query_sdpa
 from pytest_layercheck.model.devices import model_device
@@ -344,6 +347,11 @@ class PreparedLoglikelihood:
             (len(self.contexts[c]) + len(cont) - 1 for c, cont in zip(self.request_context, self.continuations)),
             default=0,
         )
+
+    @cached_property
+    def highest_token_id(self) -> int:
+        """The largest token id fed to the model or scored (continuations' last tokens index the logits)."""
+        return max((max(seq) for seq in (*self.contexts, *self.continuations) if seq), default=-1)
 
     def plan(self, settings: BatchSettings) -> LoglikelihoodPlan:
         """The padded batches for ``settings``; built on first use, then reused across ablations."""
@@ -704,6 +712,11 @@ class PreparedGeneration:
         """Token prefix common to all prompts (see :func:`shared_prefix`)."""
         return shared_prefix(self.prompts)
 
+    @cached_property
+    def highest_token_id(self) -> int:
+        """The largest prompt token id (``generate`` also feeds the tokenizer's pad id to finished rows)."""
+        return max((max(p) for p in self.prompts if p), default=-1)
+
     def plan(self, settings: BatchSettings) -> tuple[_GenerationBatch, ...]:
         if settings not in self._plans:
             order = sorted(range(len(self.prompts)), key=lambda i: -len(self.prompts[i]))
@@ -744,6 +757,20 @@ class _StopOnStrings(StoppingCriteria):
         texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_width:].tolist(), skip_special_tokens=True)
         done = [any(stop in text for stop in self.until) for text in texts]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)  # type: ignore[return-value]  # transformers annotates a BoolTensor
+
+
+class _FiniteLogits(LogitsProcessor):
+    """Refuses a step whose logits are not finite: greedy decoding over NaN logits still picks a token
+    (the argmax of NaN), so a diverged model would generate text as if nothing were wrong. One
+    reduction per step: a row's maximum is NaN or infinite exactly when the row is unusable."""
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if not bool(torch.isfinite(scores.amax(dim=-1)).all()):
+            raise NonFiniteScoreError(
+                "greedy generation produced logits that are not finite (NaN or infinite)",
+                "score in float32 (--dtype float32) if the weights are finite; otherwise the model diverged",
+            )
+        return scores
 
 
 def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
@@ -807,6 +834,7 @@ def _generate(model: Any, tokenizer: Any, prepared: PreparedGeneration, settings
             input_ids=batch.input_ids.to(device),
             attention_mask=batch.attention_mask.to(device),
             generation_config=config,
+            logits_processor=LogitsProcessorList([_FiniteLogits()]),
             stopping_criteria=stops,
             **past,
         )

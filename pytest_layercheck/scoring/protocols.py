@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from pytest_layercheck.core.errors import ProtocolError
+from pytest_layercheck.core.errors import ModelLoadError, NonFiniteScoreError, ProtocolError
 from pytest_layercheck.model.ablation import Ablation, ablate
 from pytest_layercheck.scoring.engine import (
     LOGIT_BUDGET,
@@ -75,6 +75,16 @@ class PreparedSuite:
     def longest_input(self) -> int:
         engine = self.loglikelihood or self.generation
         return engine.longest_input if engine is not None else 0
+
+    @property
+    def highest_token_id(self) -> int:
+        """The largest token id scoring feeds the model or reads from its logits; -1 when none."""
+        if self.loglikelihood is not None:
+            return self.loglikelihood.highest_token_id
+        if self.generation is not None and self.generation.prompts:
+            pad = getattr(self.tokenizer, "pad_token_id", None)  # generate feeds it to finished rows
+            return max(self.generation.highest_token_id, pad if isinstance(pad, int) else -1)
+        return -1
 
 
 def prepare(
@@ -144,17 +154,27 @@ def score(
     once per call instead of once per prompt. Results depend on none of these (up to float
     rounding). On a CPU with several torch threads, prompt batches run on as many threads of one
     torch thread each (``run_loglikelihood``'s ``workers``): hooks you add to the model are called
-    from those threads.
+    from those threads. Non-finite log-likelihoods or logits raise :class:`NonFiniteScoreError`.
     """
+    return _score(model, prepared, batch_size, token_budget, share_prefix, None)
+
+
+def _score(model: Any, prepared: PreparedSuite, batch_size: int | None, token_budget: int | None,
+           share_prefix: bool, ablation: Ablation | None) -> ProtocolResult:
+    """:func:`score`, naming ``ablation`` (None: not known) when the scores are not finite."""
     _check_fits(model, prepared)
     settings = batch_settings(model, batch_size, token_budget)
     if not prepared.items:
         return _result(prepared, [])
     if prepared.generation is not None:
-        texts = run_generation(model, prepared.tokenizer, prepared.generation, settings, share_prefix=share_prefix)
+        try:
+            texts = run_generation(model, prepared.tokenizer, prepared.generation, settings, share_prefix=share_prefix)
+        except NonFiniteScoreError:
+            raise _non_finite(prepared, [ablation], "greedy generation's logits") from None
         return _result(prepared, _generation_outcomes(prepared, texts))
     assert prepared.loglikelihood is not None
     output = run_loglikelihood(model, prepared.loglikelihood.plan(settings), share_prefix=share_prefix)
+    _check_finite(prepared, [(ablation, output)])
     return _loglikelihood_result(prepared, output)
 
 
@@ -173,20 +193,23 @@ def score_sweep(
 
     Log-likelihood protocols reuse the intact model's activations below each ablation's first
     affected layer (:mod:`.sweep`); generation scores each ablated model in turn. The results
-    equal ``score`` under ``ablate`` for each ablation, up to float rounding.
+    equal ``score`` under ``ablate`` for each ablation, up to float rounding. Non-finite scores, intact
+    or under any ablation, raise :class:`NonFiniteScoreError` before any result is returned (so none is cached).
     """
     _check_fits(model, prepared)
     if prepared.loglikelihood is None or not prepared.items:
         results = []
         for done, ablation in enumerate([Ablation(), *ablations], start=1):
             with ablate(model, ablation, donor=donor):
-                results.append(score(model, prepared, batch_size, token_budget, share_prefix))
+                results.append(_score(model, prepared, batch_size, token_budget, share_prefix, ablation))
             if on_step:
                 on_step(done, len(ablations) + 1)
         return results[0], results[1:]
     plan = prepared.loglikelihood.plan(batch_settings(model, batch_size, token_budget))
     intact, outputs = run_loglikelihood_sweep(model, plan, ablations, donor=donor, share_prefix=share_prefix,
                                               on_step=on_step)
+    _check_finite(prepared, [(Ablation(), intact)])  # an intact model's NaN is named as such, not per ablation
+    _check_finite(prepared, list(zip(ablations, outputs)))
     return _loglikelihood_result(prepared, intact), [_loglikelihood_result(prepared, o) for o in outputs]
 
 
@@ -198,6 +221,69 @@ def _check_fits(model: Any, prepared: PreparedSuite) -> None:
             f"more than the model's maximum of {limit}",
             f"prepare it with max_length={limit} (score_suite does this for you)",
         )
+    rows = vocabulary_rows(model)
+    highest = prepared.highest_token_id
+    if rows is not None and highest >= rows:
+        raise ModelLoadError(
+            f"the tokenizer produces token id {highest} for suite {prepared.suite.name!r}, but the model's "
+            f"embedding has only {rows} rows (ids 0-{rows - 1}): the tokenizer does not belong to this model",
+            "use the tokenizer that matches the model: the one saved with it (its folder's tokenizer files, "
+            "from tokenizer.save_pretrained), not one of another model or vocabulary size",
+        )
+
+
+def vocabulary_rows(model: Any) -> int | None:
+    """How many token ids ``model`` can embed and score: its embedding's rows (its LM head's, if fewer).
+
+    Checked before scoring: an id beyond them is an ``IndexError`` on a CPU and a device-side assert,
+    which ends the process, on CUDA. None where the model exposes neither matrix.
+    """
+    rows = []
+    for getter in ("get_input_embeddings", "get_output_embeddings"):
+        try:
+            module = getattr(model, getter, lambda: None)()
+        except (NotImplementedError, AttributeError):  # custom code without the accessor
+            continue
+        weight = getattr(module, "weight", None)
+        if isinstance(weight, torch.Tensor) and weight.ndim == 2:
+            rows.append(int(weight.shape[0]))
+    return min(rows) if rows else None
+
+
+def _check_finite(prepared: PreparedSuite, outputs: Sequence[tuple[Ablation | None, LoglikelihoodOutput]]) -> None:
+    """Refuse non-finite log-likelihoods: an argmax over NaN picks the first choice, so a diverged model
+    (or one whose activations overflow in float16) would score as if it knew every answer."""
+    bad = [(ablation, int((~torch.isfinite(output.loglikelihood)).sum()), output.loglikelihood.numel())
+           for ablation, output in outputs]
+    bad = [entry for entry in bad if entry[1]]
+    if bad:
+        _, count, total = bad[0]
+        raise _non_finite(prepared, [ablation for ablation, _, _ in bad], f"{count} of {total} log-likelihoods")
+
+
+def _non_finite(prepared: PreparedSuite, ablations: Sequence[Ablation | None], what: str) -> NonFiniteScoreError:
+    """The error for non-finite scores of ``prepared`` under ``ablations`` (None: an ablation not known)."""
+    problem = (f"{what} are not finite (NaN or infinite), so its answers cannot be scored "
+               "(an argmax over NaN still picks one)")
+    first = ablations[0]
+    if first is None or first.is_intact:
+        where = "on the model as given" if first is None else "on the intact model"
+        return NonFiniteScoreError(
+            f"suite {prepared.suite.name!r} ({prepared.protocol}) evaluated {where}: {problem}",
+            "if the model's weights are finite, its activations overflowed: score in float32 (--dtype float32 / "
+            "--layercheck-dtype float32); if they are NaN, the checkpoint diverged in training: use one saved "
+            "before its loss became NaN. No result of this evaluation was stored",
+        )
+    keys = [a.key for a in ablations if a is not None]
+    shown = ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+    return NonFiniteScoreError(
+        f"suite {prepared.suite.name!r} ({prepared.protocol}) evaluated with ablation{'s' if len(keys) > 1 else ''} "
+        f"{shown}: {problem}; the intact model's scores are finite, so its activations overflow only under "
+        f"{'this ablation' if len(keys) == 1 else 'these ablations'}",
+        "score in float32 if a 16-bit dtype was used (--dtype float32 / --layercheck-dtype float32); a model "
+        "whose activations overflow in float32 as well when a layer is removed cannot be profiled that way. "
+        "No result of this evaluation was stored",
+    )
 
 
 def _result(prepared: PreparedSuite, outcomes: list[ItemOutcome]) -> ProtocolResult:
