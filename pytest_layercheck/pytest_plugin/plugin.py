@@ -103,6 +103,10 @@ def pytest_configure(config: pytest.Config) -> None:
         state.progress = TerminalProgress(config)
     config.stash[SESSION_KEY] = state
     config.pluginmanager.register(CheckReports(state), "layercheck-check-reports")
+    from pytest_layercheck.pytest_plugin import html_extras  # imports no pytest-html itself
+
+    if html_extras.wanted(config):  # pytest-html (the optional extra) is loaded and writes a report
+        config.pluginmanager.register(html_extras.HtmlExtras(config), html_extras.PLUGIN_NAME)
 
 
 def _seconds(text: Any) -> float:

@@ -303,6 +303,11 @@ class LayercheckSession:
                 self.messages.append(str(exc))
         return self._comparison
 
+    @property
+    def refused(self) -> str | None:
+        """Why the comparison with the baseline was refused (after :meth:`comparison`), or None."""
+        return self._refused
+
     def record_check(self, check: CellCheck, outcome: CheckOutcome) -> None:
         self.check_outcomes.append((check, outcome))
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,6 +169,49 @@ def run_item_texts(specs: Iterable[str]) -> ItemTexts:
                 for item in found.items}
 
     return texts
+
+
+# ------------------------------------------------------------------------- parts for other pages
+def summary_html(profile: DepthProfile, comparison: ProfileComparison | None = None, *,
+                 baseline: DepthProfile | None = None, refused: str | None = None,
+                 failed_checks: Sequence[str] = (), metrics: Sequence[str] | None = None) -> str:
+    """The page's verdict, band-cell table, and per suite its findings and per-layer chart, without the
+    page around them (no styles, script or item lists): for another report to embed (pytest-html's
+    summary). Style it with :func:`scoped_css`."""
+    page = Page(profile, comparison, baseline, refused, tuple(failed_checks), (), metrics)
+    parts = [_verdict(page), _overview(page)]
+    for index, suite in enumerate(profile.suites):
+        cells = [c for c in comparison.cells if c.suite == suite] if comparison is not None else []
+        metric = suite_metric(profile, suite, metrics)
+        parts += [f'<h3 data-suite="{esc(suite)}">{esc(suite)}</h3>', _findings(cells),
+                  layer_chart(profile, suite, metric, baseline, index, cells)]
+    return "\n".join(part for part in parts if part)
+
+
+def evidence_table(cells: Sequence[CellComparison]) -> str:
+    """The evidence table of ``cells`` (values, Δ, CI, p, detectable drop, verdict), as the page shows it."""
+    return _evidence(cells)
+
+
+def findings_list(cells: Sequence[CellComparison]) -> str:
+    """The sentence of each cell that is not ok, as the page, the terminal and failure messages word it."""
+    return _findings(cells)
+
+
+def scoped_css(scope: str) -> str:
+    """:data:`CSS` limited to the elements under the selector ``scope``, so that the page's parts embedded
+    in another page style themselves and nothing else; ``:root`` and ``body`` rules apply to the scope."""
+    def within(selectors: str) -> str:
+        return ",".join(scope if s.strip() in (":root", "body") else f"{scope} {s.strip()}"
+                        for s in selectors.split(","))
+
+    def rules(css: str) -> str:
+        out = []
+        for head, body in re.findall(r"\s*([^{}]+?)\s*\{((?:[^{}]|\{[^{}]*\})*)\}", css):
+            out.append(f"{head}{{{rules(body)}}}" if head.startswith("@") else f"{within(head)}{{{body}}}")
+        return "\n".join(out)
+
+    return rules(CSS)
 
 
 # ------------------------------------------------------------------------------------ sections

@@ -1,0 +1,136 @@
+"""pytest-html integration: its report carries the layercheck cells and per-layer charts, through its hooks.
+
+Registered by :func:`..plugin.pytest_configure` only when pytest-html is loaded and writing a report
+(``--html``), so nothing here runs, and nothing imports pytest-html, without it (``pip install
+'pytest-layercheck[html]'``). Two hooks:
+
+- ``pytest_html_results_summary``: the summary gets the run's verdict, the capability × band table and,
+  per suite profiled by the checks that ran, the findings and the per-layer chart (the parts of the
+  ``--layercheck-html`` page, :func:`..report.html.summary_html`), styled by a copy of that page's CSS
+  scoped to them, so pytest-html's own page keeps its look.
+- ``pytest_runtest_makereport``: a failed check's test row gets its cell's evidence (values, Δ, CI, raw
+  and adjusted p, detectable drop, verdict) as an HTML extra. Under pytest-xdist the worker that ran the
+  check adds it, and the extra travels to the controller with the report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+
+import pytest
+
+from pytest_layercheck.core.errors import LayercheckError
+from pytest_layercheck.data.profile_data import DepthProfile
+from pytest_layercheck.evaluation.checks import CellCheck
+from pytest_layercheck.evaluation.comparison import CellComparison, compare_profiles
+from pytest_layercheck.pytest_plugin.checking import session_of
+from pytest_layercheck.pytest_plugin.session import LayercheckSession
+
+#: The class of every element layercheck adds to pytest-html's page; its styles apply under it only.
+SCOPE = "layercheck"
+#: The name the plugin registers :class:`HtmlExtras` under.
+PLUGIN_NAME = "layercheck-html-extras"
+
+
+def wanted(config: pytest.Config) -> bool:
+    """Whether pytest-html is loaded (not blocked with ``-p no:html``) and writes a report this run."""
+    return config.pluginmanager.hasplugin("html") and bool(config.getoption("htmlpath", None))
+
+
+class HtmlExtras:
+    """pytest-html's hooks, implemented from the layercheck session's profile and comparison."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item,
+                                  call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        if report.when == "call" and report.failed:
+            evidence = failed_check_html(item)
+            if evidence is not None:
+                from pytest_html import extras
+
+                report.extras = [*getattr(report, "extras", []), extras.html(evidence)]  # type: ignore[attr-defined]
+        return report
+
+    def pytest_html_results_summary(self, prefix: list[str], summary: list[str], postfix: list[str],
+                                    session: pytest.Session) -> None:
+        """After pytest-html's own summary, before its results table: what ``--layercheck-html`` shows
+        first. Nothing when no check computed a profile."""
+        from pytest_layercheck.report.html import esc, scoped_css, summary_html
+
+        state = session_of(session.config)
+        profile = state.current
+        if profile is None:
+            return
+        comparison = state.comparison()  # the session's, as pytest_sessionfinish reported it
+        try:
+            baseline = state.baseline if comparison is not None else None
+        except LayercheckError:
+            baseline = None
+        body = summary_html(profile, comparison, baseline=baseline, refused=state.refused,
+                            failed_checks=state.failed_checks)
+        name = esc(profile.model.get("name", "?"))
+        postfix.append(f"<style>{scoped_css('.' + SCOPE)}</style>"
+                       f'<section class="{SCOPE}" id="layercheck-summary"><h2>layercheck depth-sensitivity '
+                       f"profile of {name}</h2>{body}</section>")
+
+
+def failed_check_html(item: pytest.Item) -> str | None:
+    """The evidence of the cell a failed check judged, as an HTML fragment; None when the item is no
+    layercheck check, or it failed before there was a cell to judge (no profile, no baseline, a bad
+    argument: its failure message says why)."""
+    from pytest_layercheck.pytest_plugin.plugin import item_check
+    from pytest_layercheck.report.html import esc, evidence_table, findings_list
+
+    check = item_check(item)
+    state = session_of(item.config)
+    if check is None or state.current is None:
+        return None
+    try:
+        cell = check_cell(state, check, state.current)
+    except (LayercheckError, KeyError):
+        return None
+    if cell is None:
+        return None
+    verdict = dict(item.user_properties).get("layercheck_verdict")
+    said = f'<p class="muted">{esc(verdict)}</p>' if verdict else ""
+    return (f'<div class="{SCOPE} layercheck-evidence" data-cell="{esc(check.label)}" '
+            f'data-failed="{str(cell.failed).lower()}"><h3>layercheck cell {esc(cell.label)}</h3>{said}'
+            f"{findings_list([cell])}{evidence_table([cell])}</div>")
+
+
+def check_cell(state: LayercheckSession, check: CellCheck, profile: DepthProfile) -> CellComparison | None:
+    """The check's cell compared as :func:`..evaluation.checks.run_check` compares it: the session's
+    settings, and the check's own tolerance and alpha where it sets them. None for a pure ``min`` check
+    without a baseline (there is nothing to compare)."""
+    suite = _suite_of(check, profile)
+    if suite is None:
+        return None
+    info = profile.suites[suite]
+    if check.protocol and check.protocol != info.protocol:
+        return None
+    baseline = state.baseline_or_none_for(check)
+    if baseline is None:
+        return None
+    metric = check.metric or info.primary_metric
+    metrics = {name: [s.primary_metric] for name, s in profile.suites.items()}
+    if metric not in metrics[suite]:
+        metrics[suite].append(metric)
+    verdict = state.verdict
+    options: dict[str, Any] = verdict.options()
+    comparison = compare_profiles(baseline, profile, tolerance=check.tolerance(verdict.tolerance),
+                                  alpha=check.alpha if check.alpha is not None else verdict.alpha,
+                                  metrics=metrics, **options)
+    return comparison.cell(suite, check.band, metric)
+
+
+def _suite_of(check: CellCheck, profile: DepthProfile) -> str | None:
+    """The profiled suite a check names, by suite name or by its (unambiguous) capability."""
+    if check.capability in profile.suites:
+        return check.capability
+    matches = [name for name, info in profile.suites.items() if info.capability == check.capability]
+    return matches[0] if len(matches) == 1 else None
