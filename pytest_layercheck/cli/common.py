@@ -84,14 +84,17 @@ def progress_bar(what: str = "profiling") -> Iterator[Callable[[str, int, int], 
 
 
 def add_output_arguments(parser: argparse.ArgumentParser, what: str = "the result",
-                         markdown: str = "the markdown report", summary: bool = False, html: bool = False) -> None:
-    """``--json`` and ``--markdown`` report files (and ``--summary``, ``--html``), the same for every command."""
+                         markdown: str = "the markdown report", summary: bool = False,
+                         html: bool | str = False) -> None:
+    """``--json`` and ``--markdown`` report files (and ``--summary``, ``--html``), the same for every command.
+
+    ``html``: True for the depth report's ``--html``; a string says what the command's page shows instead."""
     parser.add_argument("--json", dest="json_path", default=None, help=f"write {what} as JSON here")
     parser.add_argument("--markdown", default=None, help=f"write {markdown} here")
     if html:
+        shows = html if isinstance(html, str) else "per-layer charts, cells, items"
         parser.add_argument("--html", dest="html_path", default=None,
-                            help="write a self-contained HTML report here (per-layer charts, cells, items; "
-                                 "opens offline)")
+                            help=f"write a self-contained HTML report here ({shows}; opens offline)")
     if summary:
         parser.add_argument("--summary", action="store_true", help="also append the markdown to $GITHUB_STEP_SUMMARY")
 

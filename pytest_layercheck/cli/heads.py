@@ -33,7 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="mask single query heads (default) or whole KV groups")
     heads.add_argument("--top", type=count, default=15, help="heads listed in the ranking")
     heads.add_argument("--no-grid", action="store_true", help="omit the layers x heads grid")
-    add_output_arguments(heads, "the full result", "the tables as markdown")
+    add_output_arguments(heads, "the full result", "the tables as markdown",
+                         html="the layer x head grid of drops, the drop per layer, the ranking")
     heads.add_argument("--no-cache", action="store_true", help="recompute instead of reading the result cache")
     heads.set_defaults(handler=run_heads)
 
@@ -51,7 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                            help="protocol of the comparison (generate_until masks during decoding only)")
     retrieval.add_argument("--limit", type=count, default=40, help="suite items in the comparison (0 = all)")
     retrieval.add_argument("--top", type=count, default=20, help="heads listed in the ranking")
-    add_output_arguments(retrieval, "the results", "the tables as markdown")
+    add_output_arguments(retrieval, "the results", "the tables as markdown",
+                         html="the layer x head grid of retrieval scores, the masking comparison, the needle tests")
     retrieval.set_defaults(handler=run_retrieval_heads)
 
 
@@ -66,6 +68,7 @@ def run_heads(args: argparse.Namespace) -> int:
 
     from pytest_layercheck.analysis.heads import DEFAULT_HEAD_LIMIT, head_importance
     from pytest_layercheck.evaluation.result_cache import ResultCache
+    from pytest_layercheck.report.analysis_html import render_heads_html
     from pytest_layercheck.report.format import json_text
     from pytest_layercheck.report.heads import importance_markdown, importance_renderable
 
@@ -82,7 +85,8 @@ def run_heads(args: argparse.Namespace) -> int:
                       f"{torch.get_num_threads()} CPU threads)")
     console.print(importance_renderable(result, top=args.top, grid=not args.no_grid), highlight=False)
     write_outputs(args, lambda: json_text(result.to_dict()),
-                  lambda: importance_markdown(result, top=args.top, grid=not args.no_grid))
+                  lambda: importance_markdown(result, top=args.top, grid=not args.no_grid),
+                  lambda: render_heads_html(result, top=args.top))
     return 0
 
 
@@ -90,6 +94,7 @@ def run_retrieval_heads(args: argparse.Namespace) -> int:
     import math
 
     from pytest_layercheck.analysis.retrieval_heads import compare_masking, find_retrieval_heads
+    from pytest_layercheck.report.analysis_html import render_retrieval_html
     from pytest_layercheck.report.format import json_text
     from pytest_layercheck.report.heads import retrieval_markdown, retrieval_renderable
 
@@ -110,5 +115,6 @@ def run_retrieval_heads(args: argparse.Namespace) -> int:
         err_console.print(f"masking comparison: {time.perf_counter() - started:.1f} s")
     console.print(retrieval_renderable(heads, comparison, top=args.top), highlight=False)
     payload = {"retrieval_heads": heads.to_dict(), "masking": comparison.to_dict() if comparison else None}
-    write_outputs(args, lambda: json_text(payload), lambda: retrieval_markdown(heads, comparison, top=args.top))
+    write_outputs(args, lambda: json_text(payload), lambda: retrieval_markdown(heads, comparison, top=args.top),
+                  lambda: render_retrieval_html(heads, comparison, top=args.top))
     return 0

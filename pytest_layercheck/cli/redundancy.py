@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--generation-blocks", type=count, default=6, help="blocks evaluated under generation")
     parser.add_argument("--tolerance", type=float, default=0.05,
                         help="accuracy a suggestion may lose beyond the least harmful block and still agree")
-    add_output_arguments(parser)
+    add_output_arguments(parser, html="BI and angular distance per layer, the capability views' drops")
     parser.set_defaults(handler=run)
 
 
@@ -55,6 +55,7 @@ def parse_views(text: str) -> list[tuple[str, str]]:
 def run(args: argparse.Namespace) -> int:
     from pytest_layercheck.analysis.redundancy import compare_with_capabilities, measure_redundancy
     from pytest_layercheck.report.analyses import json_text, redundancy_markdown, redundancy_renderable
+    from pytest_layercheck.report.analysis_html import render_redundancy_html
 
     views = parse_views(args.views)
     loaded = load(args.model, args)
@@ -72,5 +73,6 @@ def run(args: argparse.Namespace) -> int:
         err_console.print(f"comparison: {time.perf_counter() - started:.1f} s")
     console.print(redundancy_renderable(result, comparison), highlight=False)
     payload = comparison.to_json() if comparison is not None else {"result": result.to_json()}
-    write_outputs(args, lambda: json_text(payload), lambda: redundancy_markdown(result, comparison))
+    write_outputs(args, lambda: json_text(payload), lambda: redundancy_markdown(result, comparison),
+                  lambda: render_redundancy_html(result, comparison))
     return 0

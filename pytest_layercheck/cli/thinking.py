@@ -27,13 +27,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--fast-tokens", type=count, default=24, help="most tokens of a direct answer")
     parser.add_argument("--by-domain", action="store_true", help="also show every suite domain on its own")
     parser.add_argument("--show", type=count, default=0, help="print N example generations per group")
-    add_output_arguments(parser, "the result (with every generation)")
+    add_output_arguments(parser, "the result (with every generation)",
+                         html="fast vs slow per group and domain, the items that changed")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from pytest_layercheck.analysis.thinking import compare_thinking
     from pytest_layercheck.report.analyses import json_text, thinking_markdown, thinking_renderable
+    from pytest_layercheck.report.analysis_html import render_thinking_html
 
     loaded = load(args.model, args)
     suites = [s.strip() for s in args.suites.split(",") if s.strip()]
@@ -50,5 +52,6 @@ def run(args: argparse.Namespace) -> int:
                               f"({'right' if pair.fast.correct else 'wrong'}), slow {pair.slow.answer!r} "
                               f"({'right' if pair.slow.correct else 'wrong'})", highlight=False)
                 console.print(f"  chain of thought: {pair.slow_text.strip()[:240]!r}", highlight=False)
-    write_outputs(args, lambda: json_text(result.to_json()), lambda: thinking_markdown(result, fine=args.by_domain))
+    write_outputs(args, lambda: json_text(result.to_json()), lambda: thinking_markdown(result, fine=args.by_domain),
+                  lambda: render_thinking_html(result))
     return 0

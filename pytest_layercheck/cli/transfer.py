@@ -27,13 +27,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--protocol", default=None, help="scoring protocol (default: each suite's own)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the variant draws and the bootstrap")
     parser.add_argument("--by-domain", action="store_true", help="also show every domain")
-    add_output_arguments(parser)
+    add_output_arguments(parser, html="stability and kappa with CIs per suite and domain, items that flipped")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from pytest_layercheck.analysis.transfer import contrast
     from pytest_layercheck.report.analyses import json_text, transfer_markdown, transfer_renderable
+    from pytest_layercheck.report.analysis_html import render_transfer_html
 
     loaded = load(args.model, args)
     suites = [s.strip() for s in args.suites.split(",") if s.strip()]
@@ -44,5 +45,6 @@ def run(args: argparse.Namespace) -> int:
     err_console.print(f"transfer: {time.perf_counter() - started:.1f} s")
     console.print(transfer_renderable(results, by_domain=args.by_domain), highlight=False)
     write_outputs(args, lambda: json_text([r.to_json() for r in results]),
-                  lambda: transfer_markdown(results, by_domain=args.by_domain))
+                  lambda: transfer_markdown(results, by_domain=args.by_domain),
+                  lambda: render_transfer_html(results))
     return 0

@@ -128,13 +128,21 @@ def render_html(profile: DepthProfile, comparison: ProfileComparison | None = No
     body = [f"<h1>{esc(title)}</h1>", _verdict(page), _overview(page)]
     body += [_suite_section(page, index, suite) for index, suite in enumerate(profile.suites)]
     body += [_remarks(page), _run_details(page)]
+    return page_shell(title, body, script=SCRIPT)
+
+
+def page_shell(title: str, body: Iterable[str], *, css: str = "", script: str | None = None) -> str:
+    """A whole self-contained page around ``body``: the report's CSS (plus ``css``), and a policy that lets
+    the browser fetch nothing; inline script only when ``script`` is given."""
+    scripts = "; script-src 'unsafe-inline'" if script is not None else ""
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
-            "style-src 'unsafe-inline'; script-src 'unsafe-inline'\">"
-            f"<title>{esc(title)}</title><style>{CSS}</style></head>\n<body>\n"
+            f"<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
+            f"style-src 'unsafe-inline'{scripts}\">"
+            f"<title>{esc(title)}</title><style>{CSS}{css}</style></head>\n<body>\n"
             + "\n".join(part for part in body if part)
-            + f"\n<script>{SCRIPT}</script>\n</body></html>\n")
+            + (f"\n<script>{script}</script>" if script is not None else "")
+            + "\n</body></html>\n")
 
 
 def write_html_report(path: Path | str, profile: DepthProfile, comparison: ProfileComparison | None = None,
@@ -573,14 +581,14 @@ def _item_block(page: Page, cell: CellComparison, direction: str, ids: Sequence[
 
 
 # -------------------------------------------------------------------------------- run details
-def _flat(prefix: str, value: object) -> list[tuple[str, str]]:
+def flat_settings(prefix: str, value: object) -> list[tuple[str, str]]:
     """Nested settings as ``key.sub: value`` lines."""
     if isinstance(value, Mapping):
-        return [line for key, sub in value.items() for line in _flat(f"{prefix}.{key}" if prefix else str(key), sub)]
+        return [line for key, sub in value.items() for line in flat_settings(f"{prefix}.{key}" if prefix else str(key), sub)]
     return [(prefix, "" if value is None else str(value))]
 
 
-def _meta(title: str, pairs: Sequence[tuple[str, object]]) -> str:
+def meta_list(title: str, pairs: Sequence[tuple[str, object]]) -> str:
     rows = "".join(f"<dt>{esc(key)}</dt><dd>{esc(value)}</dd>" for key, value in pairs)
     return f"<h3>{esc(title)}</h3><dl class=\"meta\">{rows}</dl>"
 
@@ -589,24 +597,24 @@ def _run_details(page: Page) -> str:
     """Models, fingerprints, precision, settings and versions: what a reader needs to trust the numbers."""
     model = page.profile.model
     parts = ["<h2>Run details</h2>",
-             _meta("this run's model", [(k, v) for k, v in model.items()])]
+             meta_list("this run's model", [(k, v) for k, v in model.items()])]
     comparison = page.comparison
     if comparison is not None:
         base = comparison.baseline_model
         precision = (f"{base.get('dtype', '?')} on {base.get('device', '?')} vs {model.get('dtype', '?')} on "
                      f"{model.get('device', '?')}" + (" (compared across precisions: verdicts carry precision "
                                                       "noise)" if comparison.precision_mismatch else ""))
-        parts.append(_meta("baseline", [*base.items(), ("precision", precision),
+        parts.append(meta_list("baseline", [*base.items(), ("precision", precision),
                                          ("fingerprints", f"baseline {fingerprint_text(base.get('fingerprint'))}, "
                                           f"this run {fingerprint_text(model.get('fingerprint'))}")]))
         judged = [("tolerance", str(comparison.tolerance)), ("alpha", comparison.alpha),
                   ("correction", comparison.correction), ("hypotheses", comparison.family_size),
                   ("power", comparison.power), ("fail on improvement", comparison.fail_on_improvement)]
-        parts.append(_meta("how cells are judged", judged))
+        parts.append(meta_list("how cells are judged", judged))
     if page.refused is not None:
-        parts.append(_meta("comparison", [("refused", page.refused)]))
+        parts.append(meta_list("comparison", [("refused", page.refused)]))
     suites = [(name, f"{info.protocol}, {len(info.item_ids)} items, {len(info.swept_ids)} swept, "
                f"content {info.content_hash}") for name, info in page.profile.suites.items()]
-    parts += [_meta("suites", suites), _meta("settings", _flat("", page.profile.settings)),
-              _meta("versions and environment", _flat("", page.profile.environment))]
+    parts += [meta_list("suites", suites), meta_list("settings", flat_settings("", page.profile.settings)),
+              meta_list("versions and environment", flat_settings("", page.profile.environment))]
     return "\n".join(parts)
