@@ -30,7 +30,7 @@ from pytest_layercheck.evaluation.comparison import (
     Tolerance,
     Verdict,
 )
-from pytest_layercheck.evaluation.describe import comparison_to_json, describe_change, describe_detail
+from pytest_layercheck.evaluation.describe import comparison_to_json, describe_change, describe_detail, profile_answers
 from pytest_layercheck.evaluation.profiler import ProfileSettings, ProgressHook, build_profile
 from pytest_layercheck.evaluation.result_cache import ResultCache
 
@@ -114,7 +114,8 @@ class ModelComparison:
             "base": self.base.model,
             "candidate": self.candidate.model,
             "settings": self.settings.describe(),
-            "comparison": comparison_to_json(self.comparison),
+            "comparison": comparison_to_json(self.comparison, answers=profile_answers(
+                self.candidate, hashes=self.comparison.suite_hashes)),
             "weights": self.weights.to_dict() if self.weights is not None else None,
             "localisation": self.localisation.to_dict() if self.localisation is not None else None,
             "verdicts": self.verdicts,

@@ -7,13 +7,15 @@ from disk), so both can use them without importing each other.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pytest_layercheck.data.statistics import mean
 from pytest_layercheck.suites.protocols import get_protocol, protocol_names
 
 SCHEMA_VERSION = 1
 INTACT = "intact"
+#: Characters of a generated answer kept in :attr:`Evaluation.answers`.
+MAX_ANSWER_CHARS = 200
 
 class _PrimaryMetrics(Mapping[str, str]):
     """Protocol name -> the metric it is judged by, read from the protocol registry."""
@@ -71,6 +73,13 @@ class Evaluation:
     ablation: str
     removed_layers: tuple[int, ...]
     outcomes: Mapping[str, tuple[float, ...]]
+    #: What the model answered per item (aligned with the item ids), for the intact evaluation only: the
+    #: chosen choice's index for multiple-choice protocols (argmax under the primary metric), the extracted
+    #: answer text of a generation (the stripped generation where the answer pattern did not match), cut to
+    #: :data:`MAX_ANSWER_CHARS`. ``None``: not recorded (ablations, continuation protocols, profiles read from
+    #: a baseline file, older cache entries). Provenance for reports: never compared, never written into a
+    #: profile document, so baselines and their comparison do not depend on it.
+    answers: tuple[int | str, ...] | None = field(default=None, compare=False)
 
     def mean(self, metric: str) -> float:
         return mean(self.outcomes[metric])

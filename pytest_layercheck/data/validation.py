@@ -29,7 +29,11 @@ SUITE_REQUIRED = frozenset({"capability", "content_hash", "protocol", "item_ids"
 EVALUATION_KEYS = frozenset({"protocol", "removed_layers", "means", "outcomes"})
 #: Keys of a result-cache entry (``ResultCache.put``).
 CACHE_ENTRY_KEYS = frozenset({"format", "identity", "suite", "protocol", "ablation", "removed_layers", "outcomes",
-                              "signature"})
+                              "answers", "signature"})
+#: Of them, those an entry may lack (entries written before answers were recorded have none).
+CACHE_ENTRY_OPTIONAL = frozenset({"answers"})
+#: A recorded choice index above this is not an answer to any suite's item.
+MAX_CHOICE_INDEX = 1 << 16
 #: Derived values are recomputed from the outcomes; a stored one further off than this was edited.
 DERIVED_TOLERANCE = 1e-9
 
@@ -324,15 +328,17 @@ def check_derived(data: Mapping[str, Any], profile: DepthProfile) -> None:
                     f"({len(data['cells'])} stored, {len(fresh['cells'])} derived); the file was edited")
 
 
-def decode_cache_entry(payload: Any, identity: Mapping[str, Any]) -> Evaluation:
+def decode_cache_entry(payload: Any, identity: Mapping[str, Any],
+                       choices: Sequence[int] | None = None) -> Evaluation:
     """The evaluation in a cache entry, after checking it against the ``identity`` it was looked up by.
 
     The stored identity must equal ``identity``; the suite, protocol and ablation must be the ones the
-    identity names; outcomes must be 0/1 and as many as the identity's ``items``.
+    identity names; outcomes must be 0/1 and as many as the identity's ``items``; ``answers``, if present,
+    as :func:`decode_answers` requires (``choices``: each item's number of choices, when the caller knows them).
     """
     from pytest_layercheck.data.records import INTACT, PRIMARY_METRIC, Evaluation
 
-    entry = expect_object(payload, "cache entry", CACHE_ENTRY_KEYS)
+    entry = expect_object(payload, "cache entry", CACHE_ENTRY_KEYS, CACHE_ENTRY_KEYS - CACHE_ENTRY_OPTIONAL)
     check_finite(entry, "cache entry")
     if _normal(entry["identity"]) != _normal(dict(identity)):
         stored = expect_object(entry["identity"], "identity")
@@ -356,11 +362,50 @@ def decode_cache_entry(payload: Any, identity: Mapping[str, Any]) -> Evaluation:
     decoded = {}
     for metric, values in outcomes.items():
         decoded[metric] = decode_outcomes(values, f"outcomes.{metric}", expected if expected >= 0 else len(values))
+    answers = None
+    if entry.get("answers") is not None:
+        if ablation != INTACT:
+            raise _fail("answers", "only the intact evaluation records answers")
+        answers = decode_answers(entry["answers"], "answers", protocol,
+                                 expected if expected >= 0 else len(entry["answers"]), choices)
     return Evaluation(suite=expect_str(entry["suite"], "suite"), protocol=protocol, ablation=ablation,
-                      removed_layers=removed, outcomes=decoded)
+                      removed_layers=removed, outcomes=decoded, answers=answers)
+
+
+def decode_answers(value: Any, where: str, protocol: str, expected: int,
+                   choices: Sequence[int] | None = None) -> tuple[int | str, ...]:
+    """What a model answered per item (:attr:`Evaluation.answers`), exactly ``expected`` of them: choice
+    indices (0 <= index < the item's number of choices, or :data:`MAX_CHOICE_INDEX` where unknown) for a
+    multiple-choice protocol, strings of at most ``MAX_ANSWER_CHARS`` for a generating one; a protocol that
+    chooses nothing records no answers."""
+    from pytest_layercheck.data.records import MAX_ANSWER_CHARS
+    from pytest_layercheck.suites.protocols import get_protocol, protocol_names
+
+    values = expect_list(value, where)
+    if protocol not in protocol_names():
+        raise _fail(where, f"recorded for unknown protocol {protocol!r}")
+    kind = get_protocol(protocol)
+    if len(values) != expected:
+        raise _fail(where, f"{len(values)} answers for {expected} items")
+    if choices is not None and len(choices) != expected:
+        raise _fail(where, f"{expected} answers for {len(choices)} items with choices")
+    answers: list[int | str] = []
+    for index, answer in enumerate(values):
+        at = f"{where}[{index}]"
+        if kind.multiple_choice:
+            bound = choices[index] - 1 if choices is not None else MAX_CHOICE_INDEX
+            answers.append(expect_int(answer, at, 0, bound))
+        elif kind.generates:
+            text = expect_str(answer, at, empty=True)
+            if len(text) > MAX_ANSWER_CHARS:
+                raise _fail(at, f"{len(text)} characters, more than an answer keeps ({MAX_ANSWER_CHARS})")
+            answers.append(text)
+        else:
+            raise _fail(where, f"protocol {protocol!r} chooses no answer, so none is recorded")
+    return tuple(answers)
 
 
 __all__ = [
     "CACHE_ENTRY_KEYS", "PROFILE_KEYS", "SchemaError", "check_derived", "check_finite", "check_profile_json",
-    "decode_cache_entry", "decode_outcomes", "expect_int", "expect_object", "expect_str",
+    "decode_answers", "decode_cache_entry", "decode_outcomes", "expect_int", "expect_object", "expect_str",
 ]

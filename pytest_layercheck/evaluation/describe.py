@@ -10,17 +10,20 @@ answers when the suite can be loaded and is the version the profile scored (as l
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pytest_layercheck.data.profile_data import INTACT
+from pytest_layercheck.data.profile_data import INTACT, DepthProfile
 from pytest_layercheck.evaluation.comparison import (
     EFFECT_FLOOR,
     CellComparison,
     ProfileComparison,
     sensitivity_warning,
 )
+
+if TYPE_CHECKING:
+    from pytest_layercheck.suites.schema import SuiteItem
 
 
 def fmt_value(value: float) -> str:
@@ -55,13 +58,54 @@ def describe_detail(cell: CellComparison) -> str:
 
 
 
-ItemTexts = Callable[[str, str], dict[str, dict[str, str]]]
+#: ``(suite, content_hash) -> {item id: {"prompt": ..., "answer": gold text, "choices": [...]}}``; "choices"
+#: (a list of strings) only for multiple-choice items, so that a recorded choice index can be shown as text.
+ItemTexts = Callable[[str, str], dict[str, dict[str, Any]]]
+#: ``suite -> {item id: what this run's model answered, as text}`` (:func:`answer_texts`).
+AnswerTexts = Callable[[str], Mapping[str, str]]
 
 
-def comparison_to_json(comparison: ProfileComparison, item_texts: ItemTexts | None = None) -> dict[str, Any]:
-    """``item_texts(suite, content_hash)`` gives ``{id: {"prompt": ..., "answer": ...}}`` (default: the
-    suite from ``resolve_suite`` when its content hash matches; ids alone otherwise)."""
+def answer_texts(profile: DepthProfile, suite: str, texts: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """What ``profile``'s model answered per item of ``suite`` (its intact evaluation's recorded answers), as
+    text: the chosen choice's text for a multiple-choice item (``choice N`` where the suite's texts are not
+    known), the generated answer for a generation. Empty where nothing was recorded (a profile read from a
+    file, a continuation protocol, an evaluation from an older cache entry)."""
+    info = profile.suites.get(suite)
+    evaluation = profile.evaluations.get((suite, info.protocol, INTACT)) if info is not None else None
+    if info is None or evaluation is None or evaluation.answers is None:
+        return {}
+    shown: dict[str, str] = {}
+    for item, answer in zip(info.item_ids, evaluation.answers):
+        if isinstance(answer, int):
+            choices = texts.get(item, {}).get("choices")
+            known = isinstance(choices, (list, tuple)) and 0 <= answer < len(choices)
+            shown[item] = str(choices[answer]) if known else f"choice {answer}"  # type: ignore[index]
+        else:
+            shown[item] = answer
+    return shown
+
+
+def profile_answers(profile: DepthProfile, item_texts: ItemTexts | None = None,
+                    hashes: Mapping[str, str] | None = None) -> AnswerTexts:
+    """:func:`answer_texts` of ``profile`` for any suite, with the item texts of ``item_texts``."""
     texts = item_texts or suite_item_texts
+
+    def answers(suite: str) -> Mapping[str, str]:
+        info = profile.suites.get(suite)
+        content_hash = (hashes or {}).get(suite) or (info.content_hash if info is not None else "")
+        return answer_texts(profile, suite, texts(suite, content_hash))
+
+    return answers
+
+
+def comparison_to_json(comparison: ProfileComparison, item_texts: ItemTexts | None = None,
+                       answers: AnswerTexts | None = None) -> dict[str, Any]:
+    """``item_texts(suite, content_hash)`` gives ``{id: {"prompt": ..., "answer": ...}}`` (default: the
+    suite from ``resolve_suite`` when its content hash matches; ids alone otherwise). ``answers(suite)``
+    gives this run's answer per item (:func:`profile_answers`), added to the changed items as
+    ``candidate_answer`` where known."""
+    texts = item_texts or suite_item_texts
+    chosen = answers or (lambda suite: {})
     return {
         "passed": comparison.passed,
         "tolerance": {"max_drop": comparison.tolerance.max_drop, "relative": comparison.tolerance.relative},
@@ -83,11 +127,20 @@ def comparison_to_json(comparison: ProfileComparison, item_texts: ItemTexts | No
         "notes": list(comparison.notes),
         "missing_suites": list(comparison.missing_suites),
         "new_suites": list(comparison.new_suites),
-        "cells": [_cell_to_json(c, texts(c.suite, comparison.suite_hashes.get(c.suite, ""))) for c in comparison.cells],
+        "cells": [_cell_to_json(c, texts(c.suite, comparison.suite_hashes.get(c.suite, "")), chosen(c.suite))
+                  for c in comparison.cells],
     }
 
 
-def _cell_to_json(cell: CellComparison, texts: dict[str, dict[str, str]]) -> dict[str, Any]:
+def _item_to_json(item: str, texts: Mapping[str, Mapping[str, Any]], chosen: Mapping[str, str]) -> dict[str, Any]:
+    entry = {"id": item, **{k: v for k, v in texts.get(item, {}).items() if k != "choices"}}
+    if item in chosen:
+        entry["candidate_answer"] = chosen[item]
+    return entry
+
+
+def _cell_to_json(cell: CellComparison, texts: Mapping[str, Mapping[str, Any]],
+                  chosen: Mapping[str, str]) -> dict[str, Any]:
     return {
         "suite": cell.suite, "capability": cell.capability, "protocol": cell.protocol, "metric": cell.metric,
         "band": cell.band, "layers": list(cell.layers), "ablations": list(cell.ablations),
@@ -95,20 +148,20 @@ def _cell_to_json(cell: CellComparison, texts: dict[str, dict[str, str]]) -> dic
         "test": cell.test, "items": cell.items, "p_value": cell.p_value, "p_adjusted": cell.p_adjusted,
         "ci_low": cell.ci_low, "ci_high": cell.ci_high, "detectable_drop": cell.detectable_drop,
         "flip_rate": cell.flip_rate, "status": cell.status, "failed": cell.failed,
-        "worse_items": [{"id": i, **texts.get(i, {})} for i in cell.worse_items],
-        "better_items": [{"id": i, **texts.get(i, {})} for i in cell.better_items],
+        "worse_items": [_item_to_json(i, texts, chosen) for i in cell.worse_items],
+        "better_items": [_item_to_json(i, texts, chosen) for i in cell.better_items],
         # (item, ablation) pairs, descriptive only: the test's unit is the item
         "worse": cell.worse, "better": cell.better, "pairs": cell.pairs,
     }
 
 
-def suite_item_texts(suite: str, content_hash: str) -> dict[str, dict[str, str]]:
+def suite_item_texts(suite: str, content_hash: str) -> dict[str, dict[str, Any]]:
     """Prompt (the item's context) and answer per item id of the suite the profile scored, or ``{}``."""
     return dict(_item_texts(suite, content_hash))
 
 
 @lru_cache(maxsize=16)
-def _item_texts(suite: str, content_hash: str) -> tuple[tuple[str, dict[str, str]], ...]:
+def _item_texts(suite: str, content_hash: str) -> tuple[tuple[str, dict[str, Any]], ...]:
     from pytest_layercheck.core.errors import LayercheckError
     from pytest_layercheck.suites.builtin import resolve_suite
 
@@ -118,5 +171,10 @@ def _item_texts(suite: str, content_hash: str) -> tuple[tuple[str, dict[str, str
         return ()
     if not content_hash or loaded.content_hash != content_hash:
         return ()  # another version of the suite: its texts could belong to other items
-    return tuple((item.id, {"prompt": item.context, **({"answer": item.answer_text} if item.answer_text else {})})
-                 for item in loaded.items)
+    return tuple((item.id, item_text(item)) for item in loaded.items)
+
+
+def item_text(item: SuiteItem) -> dict[str, Any]:
+    """What a report shows of one item: its prompt (context), gold answer text, and choices if it has any."""
+    return {"prompt": item.context, **({"answer": item.answer_text} if item.answer_text else {}),
+            **({"choices": list(item.choices)} if item.choices else {})}

@@ -221,8 +221,10 @@ def _joined(parts: Sequence[Evaluation]) -> Evaluation:
     first = parts[0]
     if len(parts) == 1:
         return first
+    answers = [part.answers for part in parts]
     return replace(first, outcomes={metric: tuple(v for part in parts for v in part.outcomes[metric])
-                                    for metric in first.outcomes})
+                                    for metric in first.outcomes},
+                   answers=None if any(a is None for a in answers) else tuple(v for a in answers for v in a or ()))
 
 
 def _identity(loaded: LoadedModel, info: SuiteInfo, seed: int) -> Callable[[str], dict[str, object]]:

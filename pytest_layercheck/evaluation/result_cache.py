@@ -11,7 +11,8 @@ The cache is untrusted input: CI caches are shared and restored from elsewhere. 
   ``$XDG_CONFIG_HOME/pytest-layercheck/cache-key`` (mode 0600; a key file others can read or write is
   refused, since whoever holds the key can forge entries);
 - every entry is decoded strictly (:func:`validation.decode_cache_entry`: 0/1 outcomes, as many as the
-  items, nothing unknown);
+  items, nothing unknown; an intact entry's optional ``answers``, the model's choice per item, of the
+  same length, choice indices in range or bounded strings), and the signature covers every field;
 - nothing inside the cache folder is followed: shard folders and entries are opened relative to their
   folder with ``O_NOFOLLOW``, only regular files of bounded size are read (a FIFO, a device or a
   symbolic link is a failing entry, never a hang), and ``prune`` deletes links, never what they point to.
@@ -36,7 +37,7 @@ import secrets
 import stat
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,13 @@ from pytest_layercheck.core.atomic import NOFOLLOW, atomic_write_at
 from pytest_layercheck.core.cache_dirs import results_dir
 from pytest_layercheck.core.errors import ConfigError, LayercheckError
 from pytest_layercheck.data.profile_data import Evaluation
-from pytest_layercheck.data.validation import CACHE_ENTRY_KEYS, SchemaError, decode_cache_entry, expect_object
+from pytest_layercheck.data.validation import (
+    CACHE_ENTRY_KEYS,
+    CACHE_ENTRY_OPTIONAL,
+    SchemaError,
+    decode_cache_entry,
+    expect_object,
+)
 
 #: Bumped when the entry format changes; entries of another format are misses.
 CACHE_FORMAT = 2
@@ -307,7 +314,7 @@ class ResultCache:
         entry = expect_object(payload, "cache entry")
         if entry.get("format") != CACHE_FORMAT or isinstance(entry.get("format"), bool):
             raise SchemaError(f"entry format {entry.get('format')!r}, not {CACHE_FORMAT} (written by another version)")
-        expect_object(entry, "cache entry", CACHE_ENTRY_KEYS)
+        expect_object(entry, "cache entry", CACHE_ENTRY_KEYS, CACHE_ENTRY_KEYS - CACHE_ENTRY_OPTIONAL)
         signature = entry["signature"]
         try:
             expected = _sign(key, entry)
@@ -318,18 +325,20 @@ class ResultCache:
                               f"another key; share a key between machines with ${SECRET_ENV})")
         return entry
 
-    def get(self, identity: Mapping[str, Any], *, count: bool = True) -> Evaluation | None:
+    def get(self, identity: Mapping[str, Any], *, count: bool = True,
+            choices: Sequence[int] | None = None) -> Evaluation | None:
         """The stored evaluation for ``identity``, or None (absent, cache off, or an entry that failed a check).
 
         ``count=False`` leaves :attr:`hits` and :attr:`misses` alone (the caller counts what it does
-        with the answer); a rejected entry is reported either way.
+        with the answer); a rejected entry is reported either way. ``choices`` (each item's number of
+        choices) bounds the recorded answers of a multiple-choice evaluation.
         """
         if not self.enabled:
             self.misses += count
             return None
         path = self.path_for(identity)
         try:
-            evaluation = decode_cache_entry(self._read(path), identity)
+            evaluation = decode_cache_entry(self._read(path), identity, choices)
         except FileNotFoundError:
             self.misses += count
             return None
@@ -379,6 +388,8 @@ class ResultCache:
             "removed_layers": list(evaluation.removed_layers),
             "outcomes": {m: list(v) for m, v in evaluation.outcomes.items()},
         }
+        if evaluation.answers is not None:
+            payload["answers"] = list(evaluation.answers)
         try:
             decode_cache_entry({**payload, "signature": ""}, payload["identity"])
         except LayercheckError as exc:

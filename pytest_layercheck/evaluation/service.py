@@ -12,12 +12,14 @@ from typing import Any
 import torch
 
 from pytest_layercheck.data.profile_data import INTACT, Evaluation, SuiteInfo
+from pytest_layercheck.data.records import MAX_ANSWER_CHARS
 from pytest_layercheck.evaluation.result_cache import ResultCache
 from pytest_layercheck.model.ablation import Ablation, ablate
 from pytest_layercheck.model.devices import dtype_name
 from pytest_layercheck.model.loading import LoadedModel
 from pytest_layercheck.scoring.protocols import PreparedSuite, prepare, score, score_sweep
 from pytest_layercheck.scoring.results import ProtocolResult
+from pytest_layercheck.suites.protocols import get_protocol
 from pytest_layercheck.suites.schema import Suite
 
 
@@ -45,8 +47,10 @@ def evaluate_ablations(
     """
     keys = [INTACT, *(a.key for a in ablations)]
     total = len(keys)
+    choices = choice_counts(suite, info)
     found: dict[str, Evaluation | None] = {
-        k: cache.get(identity(k)) if cache is not None and identity is not None else None for k in keys
+        k: cache.get(identity(k), choices=choices if k == INTACT else None)
+        if cache is not None and identity is not None else None for k in keys
     }
     missing = [a for a in ablations if found[a.key] is None]
     if found[INTACT] is None or missing:
@@ -79,13 +83,44 @@ def to_evaluation(result: ProtocolResult, info: SuiteInfo, key: str, removed: Se
     """Per-item outcomes, re-ordered to the suite's item order (the scorer may batch by length)."""
     by_id = {o.item_id: o for o in result.outcomes}
     metrics = result.metrics
+    ids = info.item_ids
     return Evaluation(
         suite=info.name,
         protocol=info.protocol,
         ablation=key,
         removed_layers=tuple(removed),
-        outcomes={m: tuple(float(by_id[i].scores[m]) for i in info.item_ids) for m in metrics},
+        outcomes={m: tuple(float(by_id[i].scores[m]) for i in ids) for m in metrics},
+        answers=answers_of(result, info, ids) if key == INTACT else None,
     )
+
+
+def answers_of(result: ProtocolResult, info: SuiteInfo, ids: Sequence[str]) -> tuple[int | str, ...] | None:
+    """What the model answered per item of ``ids`` (:attr:`Evaluation.answers`): the chosen choice's index
+    under the protocol's primary metric (``acc``: raw log-likelihood, ``acc_norm``: normalised), or the
+    generated answer text; None for continuation protocols, which choose nothing."""
+    protocol = get_protocol(info.protocol)
+    by_id = {o.item_id: o for o in result.outcomes}
+    if protocol.multiple_choice:
+        field = "prediction_norm" if protocol.primary_metric == "acc_norm" else "prediction"
+        return tuple(int(by_id[i].detail[field]) for i in ids)
+    if protocol.generates:
+        answers: list[int | str] = []
+        for i in ids:
+            details = by_id[i].detail
+            answer = details.get("answer")
+            text = answer if isinstance(answer, str) else str(details.get("generation", "")).strip()
+            answers.append(text[:MAX_ANSWER_CHARS])
+        return tuple(answers)
+    return None
+
+
+def choice_counts(suite: Suite, info: SuiteInfo) -> tuple[int, ...] | None:
+    """How many choices each item of the intact evaluation has, for checking cached answers; None for
+    protocols that choose no choice."""
+    if not get_protocol(info.protocol).multiple_choice:
+        return None
+    by_id = {item.id: len(item.choices) for item in suite.items}
+    return tuple(by_id.get(i, 0) for i in info.item_ids)
 
 
 def cache_identity(loaded: LoadedModel, info: SuiteInfo, ablation_key: str, seed: int) -> dict[str, object]:

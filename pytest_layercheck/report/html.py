@@ -24,7 +24,7 @@ from pytest_layercheck.data.bands import format_layers
 from pytest_layercheck.data.profile_data import INTACT, DepthProfile
 from pytest_layercheck.data.statistics import CI_LEVEL, mean
 from pytest_layercheck.evaluation.comparison import CellComparison, ProfileComparison, sensitivity_warning
-from pytest_layercheck.evaluation.describe import ItemTexts, suite_item_texts
+from pytest_layercheck.evaluation.describe import ItemTexts, answer_texts, item_text, suite_item_texts
 from pytest_layercheck.report.depth_strip import layer_values, nice_scale, num_layers, suite_metric
 from pytest_layercheck.report.format import (
     LEGEND,
@@ -167,14 +167,13 @@ def run_item_texts(specs: Iterable[str]) -> ItemTexts:
             continue
         loaded[suite.name] = suite
 
-    def texts(suite: str, content_hash: str) -> dict[str, dict[str, str]]:
+    def texts(suite: str, content_hash: str) -> dict[str, dict[str, Any]]:
         found = loaded.get(suite)
         if found is None:
             return suite_item_texts(suite, content_hash)
         if not content_hash or found.content_hash != content_hash:
             return {}
-        return {item.id: {"prompt": item.context, **({"answer": item.answer_text} if item.answer_text else {})}
-                for item in found.items}
+        return {item.id: item_text(item) for item in found.items}
 
     return texts
 
@@ -539,7 +538,8 @@ def _share_text(share: float | None, intact: bool) -> str:
 
 
 def _items(page: Page, index: int, suite: str, cells: Sequence[CellComparison]) -> str:
-    """The items each changed cell lost and gained, with prompt and gold answer, and a search box.
+    """The items each changed cell lost and gained, with prompt, gold answer and this run's answer, and a
+    search box.
 
     Cells that fail or moved are open; ok cells' flips are folded away. Each list stops at MAX_ITEMS."""
     comparison = page.comparison
@@ -558,8 +558,9 @@ def _items(page: Page, index: int, suite: str, cells: Sequence[CellComparison]) 
 
 
 def _item_block(page: Page, cell: CellComparison, direction: str, ids: Sequence[str],
-                texts: Mapping[str, Mapping[str, str]]) -> str:
+                texts: Mapping[str, Mapping[str, Any]]) -> str:
     shown = list(ids[:MAX_ITEMS])
+    chosen = answer_texts(page.profile, cell.suite, texts)
     intact = cell.band == INTACT
     before, after = _shares(page.baseline, cell, shown), _shares(page.profile, cell, shown)
     rows = []
@@ -569,15 +570,24 @@ def _item_block(page: Page, cell: CellComparison, direction: str, ids: Sequence[
         prompt = prompt if len(prompt) <= MAX_PROMPT else prompt[:MAX_PROMPT] + " …"
         outcome = f"{_share_text(before.get(item), intact)} → {_share_text(after.get(item), intact)}"
         rows.append(f'<tr class="item {direction}"><td class="l">{esc(item)}</td><td class="prompt">{esc(prompt)}</td>'
-                    f'<td class="l">{esc(entry.get("answer", ""))}</td><td>{esc(outcome)}</td></tr>')
+                    f'<td class="l">{esc(entry.get("answer", ""))}</td><td class="l chosen">{esc(_cut(chosen.get(item)))}'
+                    f'</td><td>{esc(outcome)}</td></tr>')
     more = (f'<p class="muted">and {len(ids) - len(shown)} more (the JSON report, --json or '
             "--layercheck-report, lists every one)</p>") if len(ids) > len(shown) else ""
     what = "right answers, baseline → this run" + ("" if intact else " (over the band's ablations)")
     summary = f"{marker(cell)} {cell.label}: {len(ids)} item(s) {'got worse' if direction == 'worse' else 'got better'}"
     open_attr = " open" if cell.status != "ok" else ""
     return (f"<details{open_attr}><summary>{esc(summary.strip())}</summary><table class=\"items\"><thead><tr>"
-            f'<th class="l">id</th><th class="l">prompt</th><th class="l">gold answer</th><th>{esc(what)}</th>'
+            f'<th class="l">id</th><th class="l">prompt</th><th class="l">gold answer</th>'
+            f'<th class="l">this run\'s answer</th><th>{esc(what)}</th>'
             f"</tr></thead><tbody>{''.join(rows)}</tbody></table>{more}</details>")
+
+
+def _cut(answer: str | None) -> str:
+    """This run's answer as the item table shows it: "—" where none was recorded, a long one cut."""
+    if answer is None:
+        return "—"
+    return answer if len(answer) <= MAX_PROMPT else answer[:MAX_PROMPT] + " …"
 
 
 # -------------------------------------------------------------------------------- run details

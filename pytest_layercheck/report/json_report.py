@@ -14,7 +14,7 @@ from typing import Any
 from pytest_layercheck.core.atomic import atomic_write_text
 from pytest_layercheck.data.profile_data import DepthProfile
 from pytest_layercheck.evaluation.comparison import ProfileComparison
-from pytest_layercheck.evaluation.describe import comparison_to_json
+from pytest_layercheck.evaluation.describe import comparison_to_json, profile_answers
 from pytest_layercheck.report.format import finite, json_text
 
 REPORT_VERSION = 3  # 3: ``passed`` is the run's verdict (a refused comparison or a failed check fails it)
@@ -32,7 +32,8 @@ def build_json_report(profile: DepthProfile, comparison: ProfileComparison | Non
         "refused": refused,
         "failed_checks": list(failed_checks),
         "profile": profile.to_json(),
-        "comparison": comparison_to_json(comparison) if comparison is not None else None,
+        "comparison": comparison_to_json(comparison, answers=profile_answers(profile, hashes=comparison.suite_hashes))
+        if comparison is not None else None,
     })
 
 
