@@ -36,7 +36,8 @@ def test_a_baseline_found_by_name_that_cannot_compare_is_exit_2(ws: Path, args: 
     path = found_by_name(ws)
     before = snapshot(ws / "baselines")
     result = layercheck(ws, "profile", "good", *args)
-    assert_exit(result, 2, f"found the baseline {Path('baselines') / path.name}", reason, "--no-compare")
+    output = assert_exit(result, 2, f"found the baseline {Path('baselines') / path.name}", reason, "--no-compare")
+    assert "--layercheck-" not in output  # the fix in the command's own words (--dtype, not --layercheck-dtype)
     assert snapshot(ws / "baselines") == before
     # Asked for a profile alone, the same run prints it and compares nothing.
     alone = assert_exit(layercheck(ws, "profile", "good", *args, "--no-compare"), 0)

@@ -110,11 +110,25 @@ def compare_with_baseline(args: argparse.Namespace, verdict: Verdict,
         return verdict.compare(stored, profile), stored
     except BaselineError as exc:
         if args.baseline:
-            raise
+            raise BaselineError(exc.problem, cli_words(exc.fix)) from exc
         raise BaselineError(f"found the baseline {store.path_for(name)} by the model's name, but cannot "
                             f"compare with it: {exc.problem}",
-                            f"{exc.fix or 'record it again with `layercheck baseline`'}; or pass --no-compare "
-                            "to only print the profile") from exc
+                            f"{cli_words(exc.fix) or 'record it again with `layercheck baseline`'}; or pass "
+                            "--no-compare to only print the profile") from exc
+
+
+def cli_words(fix: str | None) -> str | None:
+    """A fix worded for pytest, in the command's own words: the baseline is re-recorded with
+    ``layercheck baseline --update``, and the shared settings drop pytest's prefix (``--dtype``)."""
+    import re
+
+    from pytest_layercheck.evaluation.baseline import UPDATE_FLAG
+
+    if not fix:
+        return fix
+    command = "`layercheck baseline --update`"
+    fix = fix.replace(f"`pytest {UPDATE_FLAG}`", command).replace(UPDATE_FLAG, command)
+    return re.sub(r"--layercheck-([a-z][a-z-]*)", r"--\1", fix)
 
 
 def run_profile(args: argparse.Namespace) -> int:
