@@ -15,7 +15,7 @@ Registered by :func:`..plugin.pytest_configure` only when pytest-html is loaded 
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 import pytest
@@ -29,6 +29,9 @@ from pytest_layercheck.pytest_plugin.session import LayercheckSession
 
 #: The class of every element layercheck adds to pytest-html's page; its styles apply under it only.
 SCOPE = "layercheck"
+#: How the plugin reads the check a collected item asserts (``plugin.item_check``).
+ItemCheck = Callable[[pytest.Item], CellCheck | None]
+
 #: The name the plugin registers :class:`HtmlExtras` under.
 PLUGIN_NAME = "layercheck-html-extras"
 
@@ -41,15 +44,17 @@ def wanted(config: pytest.Config) -> bool:
 class HtmlExtras:
     """pytest-html's hooks, implemented from the layercheck session's profile and comparison."""
 
-    def __init__(self, config: pytest.Config) -> None:
+    def __init__(self, config: pytest.Config, item_check: ItemCheck) -> None:
         self.config = config
+        #: The plugin's reading of an item's check (passed in: this module must not import the plugin back).
+        self.item_check = item_check
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item,
                                   call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
         if report.when == "call" and report.failed:
-            evidence = failed_check_html(item)
+            evidence = failed_check_html(item, self.item_check(item))
             if evidence is not None:
                 from pytest_html import extras
 
@@ -79,14 +84,12 @@ class HtmlExtras:
                        f"profile of {name}</h2>{body}</section>")
 
 
-def failed_check_html(item: pytest.Item) -> str | None:
+def failed_check_html(item: pytest.Item, check: CellCheck | None) -> str | None:
     """The evidence of the cell a failed check judged, as an HTML fragment; None when the item is no
     layercheck check, or it failed before there was a cell to judge (no profile, no baseline, a bad
     argument: its failure message says why)."""
-    from pytest_layercheck.pytest_plugin.plugin import item_check
     from pytest_layercheck.report.html import esc, evidence_table, findings_list
 
-    check = item_check(item)
     state = session_of(item.config)
     if check is None or state.current is None:
         return None
