@@ -91,6 +91,8 @@ class CheckOutcome:
     message: str
     #: The cell's numbers for the JUnit XML (``record_property``): value, baseline, delta, p, status.
     properties: Mapping[str, Any] = field(default_factory=dict)
+    #: The compared cell the verdict rests on (None for a pure ``min`` check), for reports that show its evidence.
+    cell: CellComparison | None = None
 
 
 def run_check(
@@ -155,16 +157,16 @@ def run_check(
         if verdict.status == "regressed":
             failures.append(failure_text(check.label, verdict, comparison))
     properties: dict[str, Any] = {"metric": metric, "value": round(current.value, 6)}
-    if comparison is not None:
-        cell = comparison.cell(suite, check.band, metric)
+    cell = comparison.cell(suite, check.band, metric) if comparison is not None else None
+    if cell is not None:
         properties.update(baseline=round(cell.baseline, 6), delta=round(cell.delta, 6), p=f"{cell.p_value:.3g}",
                           p_adjusted=f"{cell.p_adjusted:.3g}", detectable_drop=round(cell.detectable_drop, 4),
                           status=cell.status)
     if not failures:
-        return CheckOutcome(True, f"{check.label}: ok ({metric} = {current.value:.3f})", properties)
+        return CheckOutcome(True, f"{check.label}: ok ({metric} = {current.value:.3f})", properties, cell)
     table = band_table(comparison, suite, metric) if comparison is not None else ""
     message = "\n".join(failures) + (f"\n\n{table}" if table else "") + f"\n\n{UPDATE_HINT}"
-    return CheckOutcome(False, message, properties)
+    return CheckOutcome(False, message, properties, cell)
 
 
 def failure_text(label: str, cell: CellComparison, comparison: ProfileComparison, shown_items: int = 10) -> str:

@@ -13,6 +13,8 @@ from pytest_layercheck.evaluation.checks import CellCheck, CheckOutcome, run_che
 from pytest_layercheck.pytest_plugin.session import LayercheckSession
 
 SESSION_KEY = pytest.StashKey[LayercheckSession]()
+#: A check item's outcome, for reports of that test (pytest-html's row extras).
+OUTCOME_KEY = pytest.StashKey[CheckOutcome]()
 
 
 
@@ -44,6 +46,7 @@ def assert_check(session: LayercheckSession, check: CellCheck, item: pytest.Item
     outcome = guard(verdict)
     session.record_check(check, outcome)
     if item is not None:
+        item.stash[OUTCOME_KEY] = outcome
         item.user_properties.append(("layercheck_cell", check.label))
         item.user_properties.append(("layercheck_passed", outcome.passed))
         item.user_properties.append(("layercheck_verdict", outcome.message.splitlines()[0]))

@@ -15,23 +15,15 @@ Registered by :func:`..plugin.pytest_configure` only when pytest-html is loaded 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
-from typing import Any
+from collections.abc import Generator
 
 import pytest
 
 from pytest_layercheck.core.errors import LayercheckError
-from pytest_layercheck.data.profile_data import DepthProfile
-from pytest_layercheck.evaluation.checks import CellCheck
-from pytest_layercheck.evaluation.comparison import CellComparison, compare_profiles
-from pytest_layercheck.pytest_plugin.checking import session_of
-from pytest_layercheck.pytest_plugin.session import LayercheckSession
+from pytest_layercheck.pytest_plugin.checking import OUTCOME_KEY, session_of
 
 #: The class of every element layercheck adds to pytest-html's page; its styles apply under it only.
 SCOPE = "layercheck"
-#: How the plugin reads the check a collected item asserts (``plugin.item_check``).
-ItemCheck = Callable[[pytest.Item], CellCheck | None]
-
 #: The name the plugin registers :class:`HtmlExtras` under.
 PLUGIN_NAME = "layercheck-html-extras"
 
@@ -44,17 +36,15 @@ def wanted(config: pytest.Config) -> bool:
 class HtmlExtras:
     """pytest-html's hooks, implemented from the layercheck session's profile and comparison."""
 
-    def __init__(self, config: pytest.Config, item_check: ItemCheck) -> None:
+    def __init__(self, config: pytest.Config) -> None:
         self.config = config
-        #: The plugin's reading of an item's check (passed in: this module must not import the plugin back).
-        self.item_check = item_check
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item,
                                   call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
         if report.when == "call" and report.failed:
-            evidence = failed_check_html(item, self.item_check(item))
+            evidence = failed_check_html(item)
             if evidence is not None:
                 from pytest_html import extras
 
@@ -84,56 +74,19 @@ class HtmlExtras:
                        f"profile of {name}</h2>{body}</section>")
 
 
-def failed_check_html(item: pytest.Item, check: CellCheck | None) -> str | None:
-    """The evidence of the cell a failed check judged, as an HTML fragment; None when the item is no
-    layercheck check, or it failed before there was a cell to judge (no profile, no baseline, a bad
-    argument: its failure message says why)."""
+def failed_check_html(item: pytest.Item) -> str | None:
+    """The evidence of the cell a failed check judged (the cell :func:`..evaluation.checks.run_check`
+    compared, kept with its outcome), as an HTML fragment; None when the item is no layercheck check, or it
+    failed before there was a cell to judge (no profile, no baseline, a bad argument, a pure ``min`` check:
+    its failure message says why)."""
     from pytest_layercheck.report.html import esc, evidence_table, findings_list
 
-    state = session_of(item.config)
-    if check is None or state.current is None:
+    outcome = item.stash.get(OUTCOME_KEY, None)
+    cell = outcome.cell if outcome is not None else None
+    if outcome is None or cell is None:
         return None
-    try:
-        cell = check_cell(state, check, state.current)
-    except (LayercheckError, KeyError):
-        return None
-    if cell is None:
-        return None
-    verdict = dict(item.user_properties).get("layercheck_verdict")
-    said = f'<p class="muted">{esc(verdict)}</p>' if verdict else ""
-    return (f'<div class="{SCOPE} layercheck-evidence" data-cell="{esc(check.label)}" '
-            f'data-failed="{str(cell.failed).lower()}"><h3>layercheck cell {esc(cell.label)}</h3>{said}'
-            f"{findings_list([cell])}{evidence_table([cell])}</div>")
-
-
-def check_cell(state: LayercheckSession, check: CellCheck, profile: DepthProfile) -> CellComparison | None:
-    """The check's cell compared as :func:`..evaluation.checks.run_check` compares it: the session's
-    settings, and the check's own tolerance and alpha where it sets them. None for a pure ``min`` check
-    without a baseline (there is nothing to compare)."""
-    suite = _suite_of(check, profile)
-    if suite is None:
-        return None
-    info = profile.suites[suite]
-    if check.protocol and check.protocol != info.protocol:
-        return None
-    baseline = state.baseline_or_none_for(check)
-    if baseline is None:
-        return None
-    metric = check.metric or info.primary_metric
-    metrics = {name: [s.primary_metric] for name, s in profile.suites.items()}
-    if metric not in metrics[suite]:
-        metrics[suite].append(metric)
-    verdict = state.verdict
-    options: dict[str, Any] = verdict.options()
-    comparison = compare_profiles(baseline, profile, tolerance=check.tolerance(verdict.tolerance),
-                                  alpha=check.alpha if check.alpha is not None else verdict.alpha,
-                                  metrics=metrics, **options)
-    return comparison.cell(suite, check.band, metric)
-
-
-def _suite_of(check: CellCheck, profile: DepthProfile) -> str | None:
-    """The profiled suite a check names, by suite name or by its (unambiguous) capability."""
-    if check.capability in profile.suites:
-        return check.capability
-    matches = [name for name, info in profile.suites.items() if info.capability == check.capability]
-    return matches[0] if len(matches) == 1 else None
+    verdict = outcome.message.splitlines()[0]
+    label = dict(item.user_properties).get("layercheck_cell", cell.label)  # the check's own label
+    return (f'<div class="{SCOPE} layercheck-evidence" data-cell="{esc(str(label))}" '
+            f'data-failed="{str(cell.failed).lower()}"><h3>layercheck cell {esc(cell.label)}</h3>'
+            f'<p class="muted">{esc(verdict)}</p>{findings_list([cell])}{evidence_table([cell])}</div>\n')

@@ -106,7 +106,7 @@ def pytest_configure(config: pytest.Config) -> None:
     from pytest_layercheck.pytest_plugin import html_extras  # imports no pytest-html itself
 
     if html_extras.wanted(config):  # pytest-html (the optional extra) is loaded and writes a report
-        config.pluginmanager.register(html_extras.HtmlExtras(config, item_check), html_extras.PLUGIN_NAME)
+        config.pluginmanager.register(html_extras.HtmlExtras(config), html_extras.PLUGIN_NAME)
 
 
 def _seconds(text: Any) -> float:
