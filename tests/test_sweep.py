@@ -21,17 +21,15 @@ from transformers.cache_utils import DynamicLayer
 from pytest_layercheck.model.ablation import Ablation, ablate
 from pytest_layercheck.model.architecture import get_adapter
 from pytest_layercheck.scoring.engine import FilledLayer, PrefixCache, run_loglikelihood
+from pytest_layercheck.scoring.model_head import _final_norm, _Head, _head_logits
 from pytest_layercheck.scoring.protocols import batch_settings, prepare
 from pytest_layercheck.scoring.sweep import (
     StreamBudget,
-    _final_norm,
-    _Head,
-    _head_logits,
-    _Wavefront,
     first_affected_layer,
     resume_layer,
     run_loglikelihood_sweep,
 )
+from pytest_layercheck.scoring.wavefront import _Wavefront
 from pytest_layercheck.suites.schema import ProtocolSettings, Suite, SuiteItem
 
 LAYERS = 5

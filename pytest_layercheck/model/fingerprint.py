@@ -84,7 +84,8 @@ _TOKENIZER_ATTRIBUTES: tuple[str, ...] = (
 )
 #: Package code whose change can change a score; its hash is part of every result-cache key.
 SCORING_CODE: tuple[str, ...] = (
-    "scoring", "model/ablation.py", "model/architecture.py", "model/attention.py", "model/probes.py",
+    "scoring", "model/ablation.py", "model/ablation_spec.py", "model/layer_skipping.py", "model/head_masking.py",
+    "model/layer_swapping.py", "model/architecture.py", "model/attention.py", "model/probes.py",
     "evaluation/profiler.py", "evaluation/service.py",
     "model/loading.py", "model/devices.py", "suites/schema.py", "suites/protocols.py",
 )

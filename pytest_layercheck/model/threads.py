@@ -1,48 +1,35 @@
-"""How many CPU threads torch should use, measured on the machine as it is now, and how idle ones wait.
+"""How many CPU threads torch should use, chosen on the machine as it is now, and how idle ones wait.
 
-torch's default (one thread per core) is right on a quiet machine and badly wrong on a shared one:
-OpenMP threads wait for each other at every parallel region, so when another process keeps
-one of two cores busy, two threads run several times SLOWER than one (a default profile took
-716 s with 2 threads against 154 s quiet; ``benchmarks/RESULTS.md``). CI runners and developer
-machines are often shared, so the thread count is chosen by measurement, not by core count:
+Why: torch's default (one thread per core) is right on a quiet machine and badly wrong on a shared one.
+OpenMP threads wait for each other at every parallel region, so when another process keeps one of two
+cores busy, two threads run several times slower than one. CI runners and developer machines are often
+shared, so the count is chosen by measurement, not by core count (:func:`choose_threads`):
 
 1. ``LAYERCHECK_THREADS=N`` (N ≥ 1) is used as given; ``auto`` or unset measures.
 2. An explicit ``OMP_NUM_THREADS`` is the user's choice and is kept.
-3. Otherwise the usable cores are those of the process's CPU affinity, capped by a cgroup CPU
-   quota (containers). With one usable core the answer is 1.
-4. Cores other processes keep busy NOW are not counted: :func:`busy_elsewhere` samples the kernel's
-   per-CPU counters (``/proc/stat``) over :data:`SAMPLE_SECONDS`, less this process's own CPU time.
-   A core's use elsewhere beyond :data:`BUSY_SLACK` takes the whole core away (the stakes are
-   asymmetric: a second thread saves at most about a third on 2 cores, and costs 3.4× when its core
-   is taken). The 1-minute load average, used where there is no ``/proc/stat``, lags: right after a
-   heavy job it still reads about 2 on an idle machine, and cost a quiet profile 51% (304 s instead
-   of 201 s at 1 thread instead of 2; ``benchmarks/RESULTS.md``).
-5. Under pytest-xdist (``-n N``) the workers of one run are each other's load: a worker's cores are
-   its share, ``usable // N`` (at least 1), and the sample counts only the use beyond what the
-   other workers' shares account for. Two workers on 2 cores run 1 thread each, whatever they
-   were doing when sampled (``benchmarks/xdist_profile.py``).
+3. Otherwise the usable cores are those of the process's CPU affinity, capped by a cgroup CPU quota
+   (containers). With one usable core the answer is 1.
+4. Cores other processes keep busy now are not counted: :func:`busy_elsewhere` samples the kernel's
+   per-CPU counters (``/proc/stat``) over :data:`SAMPLE_SECONDS`, less this process's own CPU time; use
+   elsewhere beyond :data:`BUSY_SLACK` takes the whole core away, since a core taken costs far more than
+   a second thread saves. Without ``/proc/stat`` the 1-minute load average stands in (it lags).
+5. Under pytest-xdist (``-n N``) a worker's cores are its share, ``usable // N`` (at least 1), and the
+   sample counts only the use beyond the other workers' shares.
 6. With more than one core left, a short calibration times a matmul of the shape scoring runs
-   (2048 tokens × 576 → 1536, float32) with 1 thread and with every free core, alternating, best of
-   a few runs (about 0.5 s in all). More threads are kept when they are at least ``MIN_GAIN`` per
-   extra thread faster. The threshold is low because the stakes are: on a quiet 2-core machine one
-   thread made the example guards' profile 1.4x slower (209.5 s against 147.5 s), while two sleeping
-   threads beside a busy core lose 5-15%; and one calibration's ratio varies (1.2-2.1x for 2
-   threads, ten calibrations in one quiet process; ``benchmarks/RESULTS.md``).
+   (:data:`CALIBRATION_SHAPE`) with 1 thread and with every free core, alternating, best of
+   :data:`CALIBRATION_ROUNDS`; more threads are kept when they are at least :data:`MIN_GAIN` per extra
+   thread faster.
 
-OpenMP reads its wait policy once, when the runtime starts (in practice at ``import torch``), so
-:func:`prefer_sleeping_threads` sets ``OMP_WAIT_POLICY=PASSIVE`` (idle threads sleep at once) when it
-is unset and torch is not imported yet: the pytest plugin calls it when pytest loads it, before
-anything imports torch, and :func:`configure_threads` calls it too. ``benchmarks/wait_policy.py`` measured the alternatives on a
-2-core machine (``benchmarks/RESULTS.md``): spinning threads (``ACTIVE``, OpenMP's default, or a
-``GOMP_SPINCOUNT``) were up to 17% faster on a quiet machine, but 1.5–2.5× slower than sleeping ones
-once another process took a core, and a machine that is quiet when a run starts need not stay so.
-Sleeping threads beside a busy core cost 5% against 1 thread. So the default is the policy that
-cannot recur as the 716-s case; on a machine you know to be dedicated, ``OMP_WAIT_POLICY=ACTIVE`` is
-kept as given. Later in the process the policy cannot change: the choice says so (a ``conftest.py``
-that imports torch first keeps OpenMP's default). ``LAYERCHECK_THREADS`` overrides the thread count.
+OpenMP reads its wait policy once, when its runtime starts (in practice at ``import torch``), so
+:func:`prefer_sleeping_threads` sets ``OMP_WAIT_POLICY=PASSIVE`` (idle threads sleep at once) while it
+is unset and torch is not imported yet: spinning threads lose badly once another process takes a core,
+and a machine that is quiet when a run starts need not stay so. A policy the user set, ``ACTIVE`` on a
+dedicated machine included, is kept. :func:`split_over_cores` runs independent work one task per
+thread, and :func:`share_malloc_arena` keeps those threads on one malloc arena.
 
-The CLI and the pytest plugin call :func:`configure_threads` once before loading a model; it is
-idempotent and applies ``torch.set_num_threads``.
+The CLI and the pytest plugin call :func:`prepare_process` when they start and :func:`configure_threads`
+once before loading a model; it is idempotent and applies ``torch.set_num_threads``. The measurements
+behind these choices: ``docs/performance.md`` and ``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -324,10 +311,9 @@ def split_over_cores(tasks: Sequence[Callable[[], T]], workers: int,
                      on_result: Callable[[T], None] | None = None) -> list[T]:
     """Run independent ``tasks`` on ``workers`` threads of one torch thread each; their results, in order.
 
-    Why: torch's intra-op threads meet at every operator, and on few cores that costs: two
-    single-threaded halves of a layer sweep ran 20-30% faster than the whole sweep on two intra-op
-    threads (``benchmarks/RESULTS.md``). The kernels release the GIL, so threads of one process are
-    enough. Each task sees the caller's grad and inference mode (thread-local in torch); torch's
+    Why: torch's intra-op threads meet at every operator, and on few cores that costs more than
+    independent work on each core (``docs/performance.md``). The kernels release the GIL, so threads of
+    one process are enough. Each task sees the caller's grad and inference mode (thread-local in torch); torch's
     thread count is restored when all are done. With ``workers <= 1`` or one task, they run here.
     ``on_result(result)`` is called in the calling thread for each result, in task order, as soon as
     it and those before it are done (progress bars).
@@ -380,12 +366,10 @@ def share_malloc_arena() -> bool:
     when the CLI starts and when pytest loads the plugin, before any other thread runs (threads that
     already have an arena keep it); :func:`configure_threads` calls it too, for library callers.
 
-    Why: glibc gives each new thread an arena of its own, which keeps the blocks freed in it. The layer
-    sweep's chunks on two threads then peaked at 1.95 GiB of RSS against 1.51 GiB on one thread
-    (reasoning, 40 items); with one shared arena from the start they peaked at 1.51 GiB and ran faster
-    (42.8 s against 49.4 s); capped only once OpenMP's threads had run, at 1.67 GiB
-    (``benchmarks/RESULTS.md``). Set ``MALLOC_ARENA_MAX`` yourself to keep glibc's own choice.
-    Elsewhere than glibc this does nothing.
+    Why: glibc gives each new thread an arena of its own, which keeps the blocks freed in it, and the
+    layer sweep's chunks on several threads then peak higher than on one; capped only after OpenMP's
+    threads have run, the cap helps less (``docs/performance.md``). Set ``MALLOC_ARENA_MAX`` yourself to
+    keep glibc's own choice. Elsewhere than glibc this does nothing.
     """
     global _ARENA_SHARED
     if _ARENA_SHARED is None:
