@@ -12,7 +12,19 @@ import torch
 
 @pytest.mark.layercheck("knowledge", "intact")
 def test_knowledge_not_lost():
-    """The full model's closed-book recall has not dropped significantly."""
+    """The full model's closed-book recall has not dropped significantly (p_correct: the probability it
+    gives the right choice, which multiple-choice cells are judged by)."""
+
+
+@pytest.mark.layercheck("knowledge", "intact", metric="acc", max_drop=0.05)
+def test_knowledge_accuracy_not_lost():
+    """The same cell by plain accuracy (argmax is right), as lm-eval reports it."""
+
+
+@pytest.mark.layercheck("knowledge", "shift", max_shift=0.1)
+def test_knowledge_has_not_moved_along_depth():
+    """Where knowledge lives: the centre of depth of what removing each layer costs has not moved by a
+    tenth of the model's depth or more."""
 
 
 @pytest.mark.layercheck(capability="knowledge", band="shallow", max_drop=0.05)

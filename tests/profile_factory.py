@@ -17,7 +17,7 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
-from pytest_layercheck.data.profile_data import INTACT, PRIMARY_METRIC, DepthProfile, Evaluation, SuiteInfo
+from pytest_layercheck.data.profile_data import CELL_METRIC, INTACT, PRIMARY_METRIC, DepthProfile, Evaluation, SuiteInfo
 
 #: name -> (protocol, number of items)
 DEFAULT_SUITES: dict[str, tuple[str, int]] = {
@@ -118,8 +118,9 @@ def _flip(values: list[float], k: int) -> None:
 
 
 def _metrics(protocol: str, values: tuple[float, ...], extra: bool) -> dict[str, tuple[float, ...]]:
-    """The primary metric, plus (for multiple choice) an ``acc_norm`` and a non-binary score."""
-    outcomes = {PRIMARY_METRIC[protocol]: values}
+    """The primary metric and the one cells are judged by (for multiple choice ``p_correct``, here equal to the
+    0/1 outcome: a model sure of every answer), plus (``extra``) an ``acc_norm`` and a non-binary score."""
+    outcomes = {PRIMARY_METRIC[protocol]: values, CELL_METRIC[protocol]: values}
     if extra and protocol.startswith("mc_"):
         outcomes["acc_norm"] = values
         outcomes["logprob"] = tuple(-1.5 + 0.5 * v for v in values)

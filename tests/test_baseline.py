@@ -11,8 +11,8 @@ from profile_factory import make_profile
 
 from pytest_layercheck.core.errors import BaselineError, ConfigError
 from pytest_layercheck.data.profile_data import DepthProfile
-from pytest_layercheck.evaluation.baseline import BaselineStore, slugify, summarize_saves
-from pytest_layercheck.evaluation.comparison import compare_profiles
+from pytest_layercheck.evaluation.baseline import BaselineStore, read_baseline, slugify, summarize_saves
+from pytest_layercheck.evaluation.comparison import SHIFT, compare_profiles
 
 NAME = "SmolLM2-135M-Instruct"
 
@@ -49,7 +49,7 @@ def test_a_missing_baseline_is_written_without_a_flag(store: BaselineStore) -> N
     result = store.save(make_profile(), NAME)
     assert (result.status, result.path) == ("written", store.path_for(NAME))
     assert store.exists(NAME)
-    assert any(line.startswith("+ knowledge/intact acc") for line in result.changes)
+    assert any(line.startswith("+ knowledge/intact p_correct") for line in result.changes)
 
 
 def test_a_different_baseline_is_replaced_only_with_update(store: BaselineStore) -> None:
@@ -57,7 +57,7 @@ def test_a_different_baseline_is_replaced_only_with_update(store: BaselineStore)
     before = store.path_for(NAME).read_bytes()
     with pytest.raises(BaselineError) as info:
         store.save(make_profile(flip={("knowledge", "deep"): 3}), NAME)
-    assert "--layercheck-update" in str(info.value) and "knowledge/deep acc" in str(info.value)
+    assert "--layercheck-update" in str(info.value) and "knowledge/deep p_correct" in str(info.value)
     assert store.path_for(NAME).read_bytes() == before  # nothing lost, nothing changed
 
 
@@ -67,7 +67,7 @@ def test_save_reports_written_unchanged_updated(store: BaselineStore) -> None:
     assert store.save(make_profile(), NAME, update=True).status == "unchanged"
     updated = store.save(make_profile(flip={("knowledge", "deep"): 3}), NAME, update=True)
     assert updated.status == "updated"
-    assert [line for line in updated.changes if line.startswith("~ knowledge/deep acc")]
+    assert [line for line in updated.changes if line.startswith("~ knowledge/deep p_correct")]
 
 
 def test_a_partial_update_merges_and_keeps_the_other_suites(store: BaselineStore) -> None:
@@ -79,7 +79,7 @@ def test_a_partial_update_merges_and_keeps_the_other_suites(store: BaselineStore
     partial.evaluations = {k: v for k, v in partial.evaluations.items() if k[0] == "knowledge"}
     result = store.save(partial, NAME, update=True)
     assert result.status == "updated"
-    assert any(line.startswith("~ knowledge/intact acc") for line in result.changes)
+    assert any(line.startswith("~ knowledge/intact p_correct") for line in result.changes)
     assert not any(line.startswith("-") for line in result.changes)  # nothing silently dropped
     stored = store.load(NAME)
     assert set(stored.suites) == set(full.suites)
@@ -124,7 +124,7 @@ def test_save_defaults_to_the_model_name(store: BaselineStore) -> None:
 def test_file_is_readable_json(store: BaselineStore) -> None:
     path = store.save(make_profile(), NAME, update=True).path
     text = path.read_text()
-    assert text.endswith("}\n") and '\n  "schema_version": 1' in text
+    assert text.endswith("}\n") and '\n  "schema_version": 2' in text
     data = json.loads(text)
     assert list(data["bands"]) == ["shallow", "middle", "deep"]  # meaningful order kept, not sorted
     assert list(data["model"]) == sorted(data["model"])
@@ -139,7 +139,10 @@ def test_round_trip_preserves_cells_and_outcomes(store: BaselineStore) -> None:
     assert loaded.cells(["acc_norm"]) == profile.cells(["acc_norm"])
     assert loaded.evaluations == profile.evaluations
     assert list(loaded.bands) == list(profile.bands) and loaded.suites == profile.suites
-    assert compare_profiles(loaded, profile).counts()["ok"] == len(profile.cells())
+    comparison = compare_profiles(loaded, profile)
+    shifts = [c for c in comparison.cells if c.band == SHIFT]
+    assert len(shifts) == len(profile.suites)  # every suite is swept layer by layer: one shift cell each
+    assert comparison.counts()["ok"] == len(profile.cells()) + len(shifts) == len(comparison.cells)
     assert DepthProfile.from_json(profile.to_json()).cells() == profile.cells()
 
 
@@ -174,6 +177,29 @@ def test_wrong_schema_version_is_a_clear_error(store: BaselineStore, version: ob
     _write(store, json.dumps(data))
     with pytest.raises(BaselineError, match=expected):
         store.load(NAME)
+
+
+def test_a_schema_version_1_baseline_is_refused_and_left_as_it_is(store: BaselineStore) -> None:
+    """A baseline recorded before per-item scores (0/1 outcomes only) is never compared: re-record it."""
+    data = make_profile().to_json()
+    data["schema_version"] = 1
+    for evaluations in data["evaluations"].values():
+        for evaluation in evaluations.values():
+            for key in ("outcomes", "means"):
+                for metric in ("p_correct", "margin"):
+                    evaluation[key].pop(metric, None)
+    for cell in data["cells"]:  # version 1 judged cells by acc (equal to p_correct in the factory's profiles)
+        if cell["metric"] in ("p_correct", "margin"):
+            cell["metric"] = "acc"
+    path = _write(store, json.dumps(data, indent=2))
+    before = path.read_bytes()
+    for read in (lambda: store.load(NAME), lambda: read_baseline(path)):
+        with pytest.raises(BaselineError) as info:
+            read()
+        assert str(path) in info.value.problem
+        assert "recorded before per-item scores" in info.value.problem
+        assert "--update" in info.value.fix
+        assert path.read_bytes() == before  # refused, not rewritten
 
 
 @pytest.mark.parametrize("damage", ["drop_suites", "not_a_dict", "short_outcomes"])

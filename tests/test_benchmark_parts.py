@@ -61,7 +61,9 @@ def test_every_benchmark_parses_its_own_defaults() -> None:
     for name, process in running.items():  # side by side: each spends its seconds importing torch
         stdout, stderr = process.communicate(timeout=120)
         assert process.returncode == 0 and "usage:" in stdout, (name, stderr)
-    assert depth_sweep.parse_limits(depth_sweep.SWEEP_LIMITS_TEXT) == {"knowledge": 40, "reasoning": 40, "retrieval": 10}
+    from pytest_layercheck.evaluation.settings import DEFAULT_SWEEP_LIMITS
+
+    assert depth_sweep.parse_limits(depth_sweep.SWEEP_LIMITS_TEXT) == DEFAULT_SWEEP_LIMITS
 
 
 def test_the_memory_benchmark_counts_each_weight_once_and_sees_an_allocation() -> None:

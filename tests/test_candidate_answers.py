@@ -105,9 +105,15 @@ def test_the_page_shows_the_candidate_s_choice_for_a_worsened_item(ws: Path) -> 
     worse = [i for c in report["comparison"]["cells"] if c["band"] == INTACT for i in c["worse_items"]]
     assert worse, "the damaged model gets some intact items wrong"
     items = {i["id"]: i for i in fact_suite_items()}
+    # The intact cell is judged by p_correct: an item is worse when its gold choice lost probability, whether
+    # or not this run still picks it. The answer shown is this run's own: the gold exactly when its acc is 1.
+    current = DepthProfile.from_json(report["profile"])
+    right = dict(zip(current.suites["facts"].item_ids,
+                     current.evaluations[("facts", "mc_text", INTACT)].outcomes["acc"], strict=True))
+    assert any(right[entry["id"]] == 0.0 for entry in worse), "some worsened items are now answered wrong"
     for entry in worse:  # the JSON report knows no texts of a user suite: the choice's index
         index = int(entry["candidate_answer"].removeprefix("choice "))
         chosen = items[entry["id"]]["choices"][index]
-        assert chosen != items[entry["id"]]["target"]
+        assert (chosen == items[entry["id"]]["target"]) == (right[entry["id"]] == 1.0), entry["id"]
         assert f'<td class="l">{entry["id"]}</td><td class="prompt">{items[entry["id"]]["context"]}</td>' \
                f'<td class="l">{items[entry["id"]]["target"]}</td><td class="l chosen">{chosen}</td>' in page

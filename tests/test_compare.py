@@ -54,12 +54,15 @@ def test_harmful_candidate_fails_and_its_loss_is_localised(models: dict, setting
     result = compare_models(loaded(models["base"], "base"), loaded(models["harmful"], "harmful"), settings,
                             cache=ResultCache(enabled=False))
     assert not result.passed
-    intact = result.comparison.cell("knowledge", "intact")
-    assert intact.status == "regressed" and intact.current < intact.baseline - 0.3
+    intact = result.comparison.cell("knowledge", "intact")  # judged by p_correct
+    assert intact.metric == "p_correct" and intact.status == "regressed" and intact.current < intact.baseline - 0.3
     assert result.weights is not None and [d.layer for d in result.weights.most_changed()] == [0]
     assert result.localisation is not None
     entry = result.localisation.suite("knowledge")
-    assert entry.base == intact.baseline and entry.candidate == intact.current  # reused, not re-measured
+    # localisation works in the primary metric (acc), on the profiles' own intact outcomes: reused, not re-measured
+    assert entry.metric == "acc"
+    assert entry.base == result.base.evaluation("facts").mean("acc") == 1.0
+    assert entry.candidate == result.candidate.evaluation("facts").mean("acc") < 1.0 - 0.3
     assert entry.restored_by is not None and entry.restored_by.group.layers == (0,)
     assert result.verdicts == [entry.verdict] and "restored by reverting layer 0" in entry.verdict
     assert entry.verdict in result.failure_message()
@@ -81,7 +84,8 @@ def test_reports_show_cells_weights_and_the_verdict(models: dict, settings: Comp
                             cache=ResultCache(enabled=False))
     text = render_compare_terminal(result, width=160)
     assert text.startswith("layercheck compare: harmful") and "FAILED" in text
-    assert "facts/intact acc dropped 1.000 -> " in text  # the per-cell shift with its p-value
+    intact = result.comparison.cell("knowledge", "intact")
+    assert f"facts/intact p_correct dropped {intact.baseline:.3f} -> {intact.current:.3f} (p=" in text  # with its p
     assert "weight change per layer" in text and "L1-5" in text and "(unchanged)" in text
     assert "delta replacement: facts (24 items)" in text and "⇒ knowledge (facts) loss (acc 1.000 -> " in text
     assert "is restored by reverting layer 0: acc 1.000, 100% of the loss recovered" in text

@@ -17,8 +17,10 @@ import pytest
 from pytest_layercheck.cli import main
 from pytest_layercheck.cli.compare_samples import compare_samples, read_samples
 from pytest_layercheck.core.errors import BaselineError, ConfigError
+from pytest_layercheck.data.profile_data import DepthProfile
 from pytest_layercheck.data.statistics import exact_mcnemar
 from pytest_layercheck.evaluation.comparison import compare_profiles
+from pytest_layercheck.evaluation.describe import comparison_to_json
 
 BIN = Path(sys.executable).parent
 DATE = "2026-01-02T03-04-05.000001"
@@ -59,7 +61,7 @@ def test_a_regression_fails_with_the_paired_test_and_a_harmless_change_passes(tm
     base = write_samples(tmp_path / "base", "facts", [1.0] * 40, model="org/base")
     worse = write_samples(tmp_path / "worse", "facts", [1.0] * 25 + [0.0] * 15, model="org/tuned")
     result = compare_samples(read_samples(tmp_path / "base"), read_samples(worse))
-    cell = result.comparison.cell("facts", "intact")
+    cell = result.comparison.cell("facts", "intact", "acc")  # lm-eval logs 0/1 acc, no p_correct
     assert not result.passed and cell.status == "regressed" and cell.test == "McNemar"
     assert (cell.baseline, cell.current, len(cell.worse_items)) == (1.0, 0.625, 15)
     assert cell.p_value == pytest.approx(exact_mcnemar(15, 0) / 2)  # one-sided, in the direction of the drop
@@ -68,7 +70,7 @@ def test_a_regression_fails_with_the_paired_test_and_a_harmless_change_passes(tm
     fine = compare_samples(read_samples(base), read_samples(same))
     assert fine.passed and fine.candidate.model["name"] == "same"  # without results_*.json: the folder
     # The verdict is compare_profiles' own, on the profiles built from the samples
-    direct = compare_profiles(result.base, result.candidate)
+    direct = compare_profiles(result.base, result.candidate, metrics=["acc"])  # the metric lm-eval logged
     assert [(c.label, c.status, c.p_adjusted) for c in direct.cells] == \
         [(c.label, c.status, c.p_adjusted) for c in result.comparison.cells]
 
@@ -87,8 +89,17 @@ def test_several_tasks_metrics_filters_and_loglikelihood_accuracy(tmp_path: Path
     assert [c.suite for c in result.comparison.failures] == ["gen"]
     assert any("filters ['strict', 'flexible']; compared: 'strict'" in n for n in result.comparison.notes)
     norm = compare_samples(a, b, tasks=["mc"], metrics=["acc_norm", "f1"])
-    assert [c.metric for c in norm.comparison.cells] == ["acc_norm"] and not norm.passed
-    assert any("'f1' is not 0/1 per item" in w for w in norm.comparison.warnings)
+    # A per-document score that is not 0/1 (f1) is compared by ranks (Wilcoxon; effect = median change).
+    assert [(c.metric, c.test) for c in norm.comparison.cells] == [("acc_norm", "McNemar"), ("f1", "signed-rank")]
+    assert not norm.passed
+    f1 = norm.comparison.cell("mc", "intact", "f1")
+    assert f1.delta == pytest.approx(-0.1) and f1.status == "regressed"
+    # A 0/1 metric logged with other values has no paired test: skipped with a warning.
+    write_samples(tmp_path / "c", "half", [1.0] * 20, extra={"acc_norm": [0.5] * 20})
+    write_samples(tmp_path / "d", "half", [1.0] * 20, extra={"acc_norm": [1.0] * 20})
+    half = compare_samples(read_samples(tmp_path / "c"), read_samples(tmp_path / "d"), metrics=["acc", "acc_norm"])
+    assert [c.metric for c in half.comparison.cells] == ["acc"] and half.passed
+    assert any("'acc_norm' is not 0/1 per item" in w for w in half.comparison.warnings)
     flexible = compare_samples(read_samples(tmp_path / "a", "flexible"), read_samples(tmp_path / "b", "flexible"),
                                tasks=["gen"])
     assert not flexible.passed
@@ -197,7 +208,15 @@ def lm_eval_run(model: Path, task: Path, out: Path) -> None:
 def intact(report: dict[str, Any]) -> dict[str, Any]:
     cells = report["comparison"]["cells"]
     cell = next(c for c in cells if c["band"] == "intact")
-    return {k: cell[k] for k in ("baseline", "current", "items", "p_value", "status", "worse_items", "better_items")}
+    return {k: cell[k] for k in ("metric", "baseline", "current", "items", "p_value", "status", "worse_items",
+                                 "better_items")}
+
+
+def acc_report(report: dict[str, Any]) -> dict[str, Any]:
+    """``layercheck compare``'s report judged by ``acc``, the metric lm-eval logs: its cells are judged by
+    p_correct, so its own two profiles are compared again, as it compares them, on ``acc``."""
+    base, candidate = (DepthProfile.from_json(report["profiles"][side]) for side in ("base", "candidate"))
+    return {"comparison": comparison_to_json(compare_profiles(base, candidate, metrics=["acc"]))}
 
 
 def test_compare_samples_gives_the_verdict_of_compare_on_the_same_items(tmp_path: Path,
@@ -227,7 +246,7 @@ def test_compare_samples_gives_the_verdict_of_compare_on_the_same_items(tmp_path
         by_samples = sh("layercheck", "compare-samples", f"samples-{'base'}", f"samples-{candidate}", "--json",
                         f"samples-{candidate}.json", cwd=tmp_path)
         assert (by_compare, by_samples.returncode) == (expected, expected), by_samples.stdout + by_samples.stderr
-        ours = intact(json.loads((tmp_path / f"compare-{candidate}.json").read_text()))
+        ours = intact(acc_report(json.loads((tmp_path / f"compare-{candidate}.json").read_text())))
         theirs = intact(json.loads((tmp_path / f"samples-{candidate}.json").read_text()))
         ours["worse_items"] = [i["id"].rsplit("-", 1)[-1] for i in ours["worse_items"]]
         theirs["worse_items"] = [i["id"] for i in theirs["worse_items"]]

@@ -13,6 +13,8 @@ from pytest_layercheck.data.profile_data import INTACT, DepthProfile
 from pytest_layercheck.data.statistics import sign_flip_test
 from pytest_layercheck.evaluation.checks import CellCheck, run_check
 from pytest_layercheck.evaluation.comparison import (
+    EFFECT_FLOOR,
+    SHIFT,
     Tolerance,
     baseline_sensitivity,
     classify,
@@ -110,20 +112,23 @@ def test_identical_profiles_are_all_ok() -> None:
     assert result.cells and all(c.status == "ok" for c in result.cells)
     assert all(c.worse == c.better == 0 and c.p_value == 1.0 for c in result.cells)
     assert not result.warnings and not result.notes
-    # one cell per suite x (intact + 3 bands), primary metric only
-    assert len(result.cells) == 3 * 4
-    assert {c.metric for c in result.cells} == {"acc", "exact_match"}
+    # one cell per suite x (intact + 3 bands) and one shift cell per suite, each suite's cell metric only
+    assert len(result.cells) == 3 * 4 + 3 and result.family_size == 15
+    assert {c.metric for c in result.cells} == {"p_correct", "exact_match"}
+    assert {c.band for c in result.cells if c.test == "permutation"} == {SHIFT}
 
 
 def test_large_drop_on_many_items_regresses_exactly_that_cell() -> None:
     result = compare_profiles(make_profile(), make_profile(flip={("knowledge", "shallow"): 30}))
-    assert [c.label for c in result.regressions] == ["knowledge/shallow acc"]
+    assert [c.label for c in result.regressions] == ["knowledge/shallow p_correct"]
     cell = result.cell("knowledge", "shallow")
     assert (cell.worse, cell.better, cell.pairs) == (60, 0, 400)  # 30 items x 2 shallow layers
     assert cell.delta == pytest.approx(-30 / 200)
     assert cell.p_value < 1e-10
     assert cell.failed and not result.passed
     assert all(c.status == "ok" for c in result.cells if c is not cell)
+    # the shallow layers now cost more, so knowledge's centre of depth moved shallower, by less than allowed
+    assert -EFFECT_FLOOR * result.max_shift < result.cell("knowledge", SHIFT).delta < 0
 
 
 def test_small_significant_drop_within_tolerance_is_ok() -> None:
@@ -141,20 +146,23 @@ def test_large_drop_on_few_items_is_changed_not_regressed() -> None:
     cell = result.cell("knowledge", "intact")
     assert cell.delta == pytest.approx(-0.10)  # twice the tolerance...
     assert cell.p_value == pytest.approx(0.25)  # ...but two items could be noise (one-sided)
-    before = make_profile(suites=suites).evaluation("knowledge").outcomes["acc"]
+    before = make_profile(suites=suites).evaluation("knowledge").outcomes["p_correct"]
     first_right = [f"knowledge-item-{i:04d}" for i, v in enumerate(before) if v == 1.0][:2]
     assert cell.worse_items == tuple(first_right) and cell.better_items == ()  # the two flipped items
     assert cell.status == "changed" and not cell.failed
-    assert result.passed and result.changed == [cell]
+    assert result.passed and cell in result.changed
 
 
 def test_improvements_pass_by_default_and_fail_on_request() -> None:
     baseline, current = make_profile(), make_profile(flip={("reasoning", "middle"): -25})
     result = compare_profiles(baseline, current)
-    assert [c.label for c in result.improvements] == ["reasoning/middle acc"]
-    assert result.passed and not result.regressions
-    strict = compare_profiles(baseline, current, fail_on_improvement=True)
-    assert not strict.passed and [c.label for c in strict.failures] == ["reasoning/middle acc"]
+    assert [c.label for c in result.improvements] == ["reasoning/middle p_correct"]
+    assert not result.regressions and not any(c.failed for c in result.improvements)
+    # the middle layers cost less now, so reasoning's centre of depth moved shallower: that fails on its own
+    assert [c.label for c in result.moved] == ["reasoning/shift p_correct"] and result.moved[0].delta < 0
+    assert compare_profiles(baseline, current, max_shift=0.5).passed
+    strict = compare_profiles(baseline, current, fail_on_improvement=True, max_shift=0.5)
+    assert not strict.passed and [c.label for c in strict.failures] == ["reasoning/middle p_correct"]
 
 
 def test_relative_tolerance_can_absorb_a_drop() -> None:
@@ -173,7 +181,9 @@ def test_bands_mode_pools_one_ablation_per_band() -> None:
 
 def test_lookup_by_capability_band_and_metric() -> None:
     result = compare_profiles(make_profile(), make_profile(), metrics=["acc", "acc_norm"])
-    assert result.cell("knowledge", "intact").metric == "acc"
+    assert result.cell("knowledge", "intact", "acc").metric == "acc"
+    with pytest.raises(KeyError):  # the default metric of multiple choice is p_correct, not compared here
+        result.cell("knowledge", "intact")
     assert result["knowledge", "deep", "acc_norm"].metric == "acc_norm"
     with pytest.raises(KeyError):
         result.cell("knowledge", "nowhere")
@@ -181,10 +191,13 @@ def test_lookup_by_capability_band_and_metric() -> None:
     assert not any(c.suite == "retrieval" for c in result.cells) and not result.warnings
 
 
-def test_non_binary_metric_is_skipped_with_a_warning() -> None:
-    result = compare_profiles(make_profile(), make_profile(), metrics=["logprob"])
-    assert not result.cells
-    assert any("logprob" in w and "0/1" in w for w in result.warnings)
+def test_an_unknown_continuous_metric_is_compared_by_ranks() -> None:
+    result = compare_profiles(make_profile(), make_profile(flip={("knowledge", "intact"): 40}), metrics=["logprob"])
+    intact = result.cell("knowledge", "intact", "logprob")
+    assert intact.test == "signed-rank" and intact.status == "ok"
+    assert intact.delta == pytest.approx(0.0)  # the median item did not move (40 of 200 fell by 0.5)
+    assert intact.p_value < 1e-6 and not result.warnings
+    assert not any(c.band == SHIFT for c in result.cells)  # no centre of depth for unbounded scores
 
 
 # ------------------------------------------------------------------------------ compatibility
@@ -282,8 +295,10 @@ def test_band_cells_are_tested_over_items_not_pooled_pairs() -> None:
     before = [sum(baseline.evaluation("knowledge", k).outcomes["acc"][i] for k in keys) for i in range(200)]
     after = [sum(current.evaluation("knowledge", k).outcomes["acc"][i] for k in keys) for i in range(200)]
     steps = [int(a - b) for a, b in zip(after, before, strict=True)]
-    assert cell.test == "sign-flip" and cell.items == 200 and cell.pairs == 400
-    assert cell.p_value == sign_flip_test(steps).p_less
+    assert cell.test == "score sign-flip" and cell.items == 200 and cell.pairs == 400
+    assert cell.p_value == pytest.approx(sign_flip_test(steps).p_less)  # 0/1 scores: the same test
+    acc = compare_profiles(baseline, current, metrics=["acc"]).cell("knowledge", "shallow", "acc")
+    assert acc.test == "sign-flip" and acc.p_value == sign_flip_test(steps).p_less
     assert len(cell.worse_items) == sum(s < 0 for s in steps) and not cell.better_items
     assert cell.ci_low < cell.delta < cell.ci_high < 0
 
@@ -301,7 +316,7 @@ def test_sweeps_shorter_than_the_intact_evaluation_pair_the_leading_items() -> N
     current = _with_sweep(make_profile(flip={("reasoning", "deep"): 20, ("reasoning", "intact"): 3}), 50)
     result = compare_profiles(baseline, current)
     intact, deep = result.cell("reasoning", "intact"), result.cell("reasoning", "deep")
-    assert intact.items == 200 and intact.test == "McNemar" and len(intact.worse_items) == 3
+    assert intact.items == 200 and intact.test == "score sign-flip" and len(intact.worse_items) == 3
     assert deep.items == 50 and deep.pairs == 100
     assert all(int(i.rsplit("-", 1)[1]) < 50 for i in deep.worse_items)
     assert not result.warnings
@@ -312,12 +327,13 @@ def test_partial_profiles_compare_the_cells_both_hold() -> None:
     partial = replace(baseline, evaluations={k: v for k, v in baseline.evaluations.items()
                                              if not (k[0] == "knowledge" and k[2] in ("layer:04", "layer:05"))})
     result = compare_profiles(baseline, partial)
-    assert ("knowledge", "deep") not in {(c.suite, c.band) for c in result.cells} and len(result.cells) == 11
+    assert ("knowledge", "deep") not in {(c.suite, c.band) for c in result.cells} and len(result.cells) == 11 + 3
     assert result.passed and not result.warnings
     half = replace(baseline, evaluations={k: v for k, v in baseline.evaluations.items()
                                           if not (k[0] == "knowledge" and k[2] == "layer:05")})
     result = compare_profiles(baseline, half)
-    assert len(result.cells) == 11 and any("knowledge/deep acc" in w and "not compared" in w for w in result.warnings)
+    assert len(result.cells) == 11 + 3
+    assert any("knowledge/deep p_correct" in w and "not compared" in w for w in result.warnings)
 
 
 def test_ablations_removing_other_layers_are_refused() -> None:
@@ -336,10 +352,11 @@ def test_correction_is_applied_over_every_compared_cell() -> None:
     raw = compare_profiles(baseline, current, correction="none").cell("knowledge", "intact")
     assert raw.p_value == raw.p_adjusted == pytest.approx(2**-7)
     bonferroni = compare_profiles(baseline, current, correction="bonferroni")
-    assert bonferroni.cell("knowledge", "intact").p_adjusted == pytest.approx(12 * 2**-7)
-    holm = compare_profiles(baseline, current)  # the only change: Holm's first step is Bonferroni's
-    assert holm.correction == "holm" and holm.family_size == 12
-    assert holm.cell("knowledge", "intact").p_adjusted == pytest.approx(12 * 2**-7)
+    assert bonferroni.cell("knowledge", "intact").p_adjusted == pytest.approx(15 * 2**-7)  # 12 cells, 3 shifts
+    holm = compare_profiles(baseline, current)
+    assert holm.correction == "holm" and holm.family_size == 15
+    # the intact drop also moves knowledge's centre of depth a little: Holm's first or second step
+    assert holm.cell("knowledge", "intact").p_adjusted in (pytest.approx(15 * 2**-7), pytest.approx(14 * 2**-7))
     assert raw.status == "regressed" and holm.cell("knowledge", "intact").status == "ok"  # 0.094 > 0.05
     with pytest.raises(ConfigError):
         compare_profiles(baseline, current, correction="fdr")
@@ -359,23 +376,26 @@ def test_a_real_drop_at_the_tolerance_fails_and_trivial_ones_do_not() -> None:
 
 def test_detectable_drop_names_its_level_and_flip_rate() -> None:
     result = compare_profiles(make_profile(), make_profile(flip={("knowledge", "intact"): 5,
-                                                                 ("knowledge", "shallow"): -5}))
-    assert result.detection_alpha == pytest.approx(0.05 / 12)
-    intact = result.cell("knowledge", "intact")
+                                                                 ("knowledge", "shallow"): -5}), metrics=["acc"])
+    assert result.detection_alpha == pytest.approx(0.05 / 10)  # 4 acc cells of 2 suites, 2 shift cells
+    intact = result.cell("knowledge", "intact", "acc")
     assert intact.flip_rate == 0.0  # nothing rose: no background flips seen
-    shallow = result.cell("knowledge", "shallow")
+    shallow = result.cell("knowledge", "shallow", "acc")
     assert shallow.flip_rate > 0 and shallow.detectable_drop > 0
-    fixed = compare_profiles(make_profile(), make_profile(), flip_rate=0.05)
-    assert all(c.flip_rate == 0.05 for c in fixed.cells)
-    assert fixed.cell("knowledge", "intact").detectable_drop > compare_profiles(
-        make_profile(), make_profile()).cell("knowledge", "intact").detectable_drop
+    fixed = compare_profiles(make_profile(), make_profile(), flip_rate=0.05, metrics=["acc"])
+    assert all(c.flip_rate == 0.05 for c in fixed.cells if c.band != SHIFT)
+    assert fixed.cell("knowledge", "intact", "acc").detectable_drop > compare_profiles(
+        make_profile(), make_profile(), metrics=["acc"]).cell("knowledge", "intact", "acc").detectable_drop
+    # continuous scores: no flip rate, a spread instead, floored by the assumed correlation
+    scores = compare_profiles(make_profile(), make_profile()).cell("knowledge", "intact")
+    assert math.isnan(scores.flip_rate) and scores.score_sd > 0 and scores.detectable_drop < math.inf
 
 
 def test_sensitivity_warning_and_strict_mode() -> None:
     small = {"retrieval": ("generate_until", 10)}
     before = baseline_sensitivity(make_profile(suites=small), tolerance=0.05)
     text = sensitivity_warning(before)
-    assert text and "retrieval/intact exact_match" in text and "10 items" in text and "Holm over 4" in text
+    assert text and "retrieval/intact exact_match" in text and "10 items" in text and "Holm over 5" in text
     with pytest.raises(ConfigError) as info:
         sensitivity_warning(before, strict=True)
     assert "--layercheck-limit" in str(info.value.fix)
@@ -421,16 +441,55 @@ def test_a_check_gives_the_sessions_verdict(flips: int) -> None:
     session = compare_profiles(baseline, current).cell("knowledge", "intact")
     outcome = run_check(CellCheck("knowledge", INTACT), current, baseline, Tolerance(), 0.05)
     assert outcome.passed == (not session.failed)
-    assert session.failed == (flips == 9)  # 7 flips: p = 2^-7 is significant alone, not over 12 cells
+    assert session.failed == (flips == 9)  # 7 flips: p = 2^-7 is significant alone, not over 15 cells
     if not outcome.passed:
-        for part in ("one-sided McNemar p = ", "Holm-adjusted over 12 hypotheses p = ", "95% CI of the change",
+        for part in ("one-sided score sign-flip p = ", "Holm-adjusted over 15 hypotheses p = ", "95% CI of the change",
                      "detectable drop", f"{flips} of 200 items got worse", "worse: knowledge-item-",
-                     "p (holm)", "sign-flip (200 items)"):
+                     "p (holm)", "score sign-flip (200 items)"):
             assert part in outcome.message
 
 
 def test_a_check_on_another_metric_joins_the_family() -> None:
     baseline, current = make_profile(), make_profile(flip={("knowledge", "intact"): 9})
     outcome = run_check(CellCheck("knowledge", INTACT, metric="acc_norm"), current, baseline, Tolerance(), 0.05)
-    # the session's 12 cells plus the 4 acc_norm cells of the knowledge suite
-    assert not outcome.passed and "over 16 hypotheses" in outcome.message
+    # the session's 12 cells and 3 shift cells, plus the 4 acc_norm cells and the acc_norm shift cell of knowledge
+    assert not outcome.passed and "over 20 hypotheses" in outcome.message
+
+
+def test_a_shift_check_fails_when_the_capability_moved_along_depth() -> None:
+    baseline, current = make_profile(), make_profile(flip={("reasoning", "middle"): -25})  # middle layers cost less
+    moved = run_check(CellCheck.from_mapping({"capability": "reasoning", "band": "shift", "max_shift": 0.1}, where="t"),
+                      current, baseline, Tolerance(), 0.05)
+    assert not moved.passed and moved.cell is not None and moved.cell.status == "moved"
+    assert "reasoning/shift: reasoning moved shallower along depth" in moved.message
+    assert "two-sided paired permutation p = " in moved.message and "Holm-adjusted over 15 hypotheses" in moved.message
+    assert moved.properties["status"] == "moved" and moved.properties["delta"] < 0
+    loose = run_check(CellCheck("reasoning", SHIFT, max_shift=0.5), current, baseline, Tolerance(), 0.05)
+    assert loose.passed and "centre of depth" in loose.message
+    still = run_check(CellCheck("knowledge", SHIFT), current, baseline, Tolerance(), 0.05)  # knowledge did not move
+    assert still.passed and still.cell is not None and still.cell.delta == 0
+
+
+@pytest.mark.parametrize(("fields", "problem"), [
+    ({"band": "intact", "max_shift": 0.1}, "applies to the shift band only"),
+    ({"band": "shift", "max_drop": 0.05}, "takes max_shift, not max_drop"),
+    ({"band": "shift", "min": 0.3}, "takes max_shift, not max_drop"),
+    ({"band": "shift", "max_shift": 1.5}, "field 'max_shift'"),
+    ({"band": "shift", "max_shift": "far"}, "must be a number"),
+])
+def test_bad_shift_checks_are_config_errors(fields: dict[str, object], problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        CellCheck.from_mapping({"capability": "knowledge", **fields}, where="guards.yaml:7")
+    assert problem in info.value.problem and "guards.yaml:7" in info.value.problem
+
+
+def test_a_metric_that_is_not_a_number_per_item_is_skipped_with_a_warning() -> None:
+    """A metric read as NaN (lm-eval logs some as lists) must not enter the family as an untestable cell."""
+    baseline = make_profile()
+    broken = {key: replace(ev, outcomes={**ev.outcomes, "f1": tuple(math.nan for _ in ev.outcomes["p_correct"])})
+              for key, ev in baseline.evaluations.items() if key[0] == "knowledge"}
+    current = replace(baseline, evaluations={**baseline.evaluations, **broken})
+    result = compare_profiles(replace(baseline, evaluations={**baseline.evaluations, **broken}), current,
+                              metrics={"knowledge": ["p_correct", "f1"]})
+    assert {c.metric for c in result.cells} == {"p_correct"} and result.family_size == 5
+    assert any("'f1' is not a finite number per item" in w for w in result.warnings)

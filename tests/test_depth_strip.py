@@ -139,21 +139,38 @@ def moved() -> tuple[DepthProfile, DepthProfile, ProfileComparison]:
     return baseline, current, compare_profiles(baseline, current)
 
 
+def _centre_line(cell: object) -> str:
+    """The strip's centre-of-depth line for a comparison's shift cell (the same centres, per item or per layer)."""
+    return f"centre of depth {cell.baseline:.2f} → {cell.current:.2f} ({cell.delta:+.2f} of depth)"
+
+
 def test_delta_strip_shows_where_it_moved(moved: tuple[DepthProfile, DepthProfile, ProfileComparison]) -> None:
-    baseline, current, _ = moved
+    baseline, current, comparison = moved
     text = render_text(delta_strip(baseline, current), width=80)
     assert_fits(text)
     lines = text.splitlines()
     knowledge = lines.index(strip_rows(text, "knowledge")[0])
-    up, down = lines[knowledge], lines[knowledge + 1]
+    up, down, centre = lines[knowledge], lines[knowledge + 1], lines[knowledge + 2]
     assert "▲" in up and "▼" in down
     shallow, middle, deep = cells_of(down).split("│")
     assert set(shallow) <= set(FALL) and set(middle + deep) == {" "}  # the loss sits in the shallow band
     assert not set(cells_of(up)) & set(RISE) and "most down L0 -0.150" in down
-    reasoning = lines[lines.index(strip_rows(text, "reasoning")[0])]
+    # under the cells, no cells of its own: where along depth the loss sits, as the shift cell has it
+    shift = comparison.cell("knowledge", "shift")
+    assert shift.delta < 0  # more lost in the shallow band: the centre moved shallower
+    assert centre.strip() == _centre_line(shift) and not set(centre) & {MISSING, "│", *RISE, *FALL}
+    reasoning_at = lines.index(strip_rows(text, "reasoning")[0])
+    reasoning = lines[reasoning_at]
     assert set(cells_of(reasoning).split("│")[2]) <= set(RISE) and "most up L20 +0.050" in reasoning
+    assert lines[reasoning_at + 2].strip() == _centre_line(comparison.cell("reasoning", "shift"))
+    assert comparison.cell("reasoning", "shift").delta < 0  # less lost in the deep band: shallower too
     assert delta_strip(baseline, drop_layers(current, keep=set())) is None
-    assert "no layer moved" in render_text(delta_strip(baseline, baseline), width=80)
+    same = render_text(delta_strip(baseline, baseline), width=80)
+    assert "no layer moved" in same and "(+0.00 of depth)" in same and "(-" not in same
+    # fewer than 3 shared single-layer removals: no centre (as no shift cell)
+    few = {f"layer:{i:02d}" for i in (0, 15)}
+    assert "centre of depth" not in render_text(delta_strip(drop_layers(baseline, few), drop_layers(current, few)),
+                                                width=80)
 
 
 def test_the_report_shows_both_strips_and_the_evidence(
@@ -164,6 +181,12 @@ def test_the_report_shows_both_strips_and_the_evidence(
         assert_fits(text, width)
         assert "where each capability lives" in text and "where it moved" in text
         assert "evidence per cell" in text and "knowledge/shallow" in text and "FAILED" in text
+        # one shift row per suite in the evidence table, tested by permutation, and its centre in the strip
+        shift_rows = [line for line in text.splitlines() if re.match(r"\w+/shift ", line)]
+        assert [row.split()[0] for row in shift_rows] == ["knowledge/shift", "reasoning/shift", "retrieval/shift"]
+        assert shift_rows[0].split()[1] == f"{comparison.cell('knowledge', 'shift').delta:+.3f}"
+        assert "permutation for knowledge/shift, reasoning/shift, retrieval/shift" in " ".join(text.split())
+        assert _centre_line(comparison.cell("knowledge", "shift")) in text
     assert "where it moved" not in render_terminal(current, comparison, width=80)  # needs the baseline profile
 
 

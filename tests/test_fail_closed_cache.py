@@ -99,7 +99,7 @@ def test_a_shard_folder_swapped_for_a_link_is_never_written_through(tmp_path: Pa
     (tmp_path / "results").mkdir()
     cache.path_for(identity).parent.symlink_to(outside)
     with pytest.warns(CacheEntryWarning, match="is a symbolic link or not a folder; nothing inside the cache"):
-        cache.put(identity, Evaluation("facts", "mc_text", INTACT, (), {"acc": (1.0, 0.0)}))
+        cache.put(identity, Evaluation("facts", "mc_text", INTACT, (), {"acc": (1.0, 0.0), "p_correct": (0.9, 0.2)}))
     assert list(outside.iterdir()) == [] and cache.writes == 0
     with pytest.warns(CacheEntryWarning, match="is a symbolic link or not a folder"):
         assert cache.get(identity) is None

@@ -1,6 +1,6 @@
 """Fault injection: every way a bad file, a stale cache or a killed process could switch the gate off.
 
-Each test is one row of the matrix in the README's "Reliability" section. Rows that act like a user run
+Each test is one row of the fault-injection matrix in docs/reliability.md. Rows that act like a user run
 the real entry point (``python -m pytest_layercheck.cli``, or pytest in a subprocess) in a temporary
 folder on a tiny model that memorised 48 facts, and assert the exit status, the message, that no
 traceback was printed, and that no file was lost or silently changed.

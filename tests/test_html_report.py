@@ -117,10 +117,18 @@ def test_a_regressed_cell_is_shown_failing(regressed: tuple[DepthProfile, DepthP
     assert [(local(e), (e.text or "").strip()) for e in failing if local(e) == "td"] == [("td", "0.280 (-0.150 ✗)")]
     row = next(e for e in failing if local(e) == "tr")
     texts = ["".join(td.itertext()) for td in row]
-    assert texts[0] == "knowledge/shallow acc" and texts[-1] == "✗ fails: regressed"
+    assert texts[0] == "knowledge/shallow p_correct" and texts[-1] == "✗ fails: regressed"
     verdict = next(e for e in tree.iter() if "verdict" in classes(e))
     assert "failed" in classes(verdict) and verdict.get("data-passed") == "false"
-    assert "FAILED: 1 regressed, 11 ok" in "".join(verdict.itertext())
+    assert "FAILED: 1 regressed, 14 ok" in "".join(verdict.itertext())  # 12 band cells and 3 shift cells
+    # the shift cell's row: centres of depth, the permutation test, the allowed move; ok, not failing
+    shift = comparison.cell("knowledge", "shift")
+    row = next(e for e in tree.iter() if local(e) == "tr" and "cell" in classes(e)
+               and "".join(e[0].itertext()) == "knowledge/shift p_correct")
+    texts = ["".join(td.itertext()) for td in row]
+    assert row.get("data-failed") == "false" and row.get("data-status") == "ok" == texts[-1]
+    assert texts[1:4] == [f"{shift.baseline:.3f}", f"{shift.current:.3f}", f"{shift.delta:+.3f}"]
+    assert texts[5] == "permutation" and texts[-2] == "0.1"
     chart = charts(tree)["knowledge"]
     assert any((e.text or "") == "shallow (L0-1) ✗ fails" for e in chart.iter())
     # The same run against itself passes: nothing is marked failing.

@@ -97,7 +97,10 @@ def test_recording_a_candidate_as_the_baseline_needs_confirmation(project: pytes
 def test_update_writes_a_baseline_and_says_so(project: pytest.Pytester, fact_models: dict[str, Path]) -> None:
     baseline = record(project, fact_models["good"])
     data = json.loads(baseline.read_text())
-    assert data["schema_version"] == 1
+    assert data["schema_version"] == 2
+    # multiple choice: the primary metric (acc) and the one cells are judged by (p_correct), per evaluation
+    assert {"acc", "p_correct"} <= set(data["evaluations"]["facts"]["intact"]["outcomes"])
+    assert {c["metric"] for c in data["cells"]} == {"p_correct"}
     assert data["model"]["num_layers"] == 6
     assert data["suites"]["facts"]["content_hash"].startswith("sha256:")
     assert {"torch", "transformers", "python"} <= set(data["environment"])
@@ -120,7 +123,10 @@ def test_run_against_its_own_baseline_passes_and_prints_the_profile(
     record(project, fact_models["good"])
     result = run(project, fact_models["good"])
     result.assert_outcomes(passed=3)
-    result.stdout.fnmatch_lines(["*layercheck depth-sensitivity profile*", "*facts*acc*"])
+    result.stdout.fnmatch_lines(["*layercheck depth-sensitivity profile*", "*p_correct (facts) · mode layers*",
+                                 "facts *knowledge *p_correct *", "*evidence per cell*", "facts/intact *",
+                                 "facts/shift *", "*(permutation for facts/shift)*", "*where it moved*",
+                                 "*centre of depth *", "passed: * ok"])
 
 
 def test_damaged_shallow_layers_fail_the_knowledge_cells_with_a_readable_report(
@@ -132,8 +138,9 @@ def test_damaged_shallow_layers_fail_the_knowledge_cells_with_a_readable_report(
     assert outcomes.get("failed", 0) >= 2
     result.stdout.fnmatch_lines([
         "*test_knowledge_intact*",
-        "*knowledge/intact*fell from*McNemar p =*",
+        "*knowledge/intact: p_correct fell from*score sign-flip p =*",
         "*obtained*expected*diff*95% CI*test*p (holm)*detectable*status*",
+        "shift *permutation (* items)*",
         "*--layercheck-update*",
     ])
 

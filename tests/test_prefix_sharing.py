@@ -13,6 +13,7 @@ by more than the shared prefix, and under layer ablations.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import replace
 
 import pytest
@@ -31,6 +32,10 @@ def model(family: str, attn: str = "eager") -> torch.nn.Module:
     return sharp_model(family, attn, seed=7, sharpen_embeddings=False)
 
 TOL = 1e-4
+#: p_correct and margin are computed from two log-likelihoods (the gold choice's and the best other /
+#: the log-sum-exp of all), each within TOL: the margin is then within 2 * TOL, and so is p_correct
+#: (|d log p| <= 2 * TOL, p <= 1).
+SCORE_TOL = 2 * TOL
 FAMILIES = ("llama", "qwen2", "gemma2", "gpt2")
 BATCHES = (1, 3, None)  # None: only the token budget limits a batch
 
@@ -123,6 +128,14 @@ def lls_of(result) -> list[list[float]]:
     return [[o.scores["loglikelihood"]] for o in result.outcomes]
 
 
+def hand_gold_scores(lls: list[float], gold: int) -> tuple[float, float]:
+    """p_correct = exp(ll_gold - logsumexp(lls)) and margin = ll_gold - max(other lls), by hand."""
+    top = max(lls)
+    logsumexp = top + math.log(sum(math.exp(ll - top) for ll in lls))
+    others = [ll for i, ll in enumerate(lls) if i != gold]
+    return math.exp(lls[gold] - logsumexp), lls[gold] - max(others)
+
+
 def assert_same_result(a, b) -> None:
     """Same log-likelihoods (to float rounding), identical metric decisions and generations."""
     assert [o.item_id for o in a.outcomes] == [o.item_id for o in b.outcomes]
@@ -131,7 +144,9 @@ def assert_same_result(a, b) -> None:
         for key in x.scores:
             if key == "loglikelihood":
                 assert x.scores[key] == pytest.approx(y.scores[key], abs=TOL)
-            else:
+            elif key in ("p_correct", "margin"):  # float scores: equal to float rounding
+                assert x.scores[key] == pytest.approx(y.scores[key], abs=SCORE_TOL), (x.item_id, key)
+            else:  # 0/1 decisions: exactly equal
                 assert x.scores[key] == y.scores[key], (x.item_id, key)
         if "loglikelihoods" in x.detail:
             assert x.detail["loglikelihoods"] == pytest.approx(y.detail["loglikelihoods"], abs=TOL)
@@ -217,7 +232,14 @@ def test_loglikelihood_with_sharing_equals_hand_computation(family: str, protoco
                 assert outcome.detail["loglikelihoods"] == pytest.approx(lls, abs=TOL)
                 pred = max(range(len(lls)), key=lls.__getitem__)
                 pred_norm = max(range(len(lls)), key=lambda i: lls[i] / len(item.candidates[i]))
-                assert outcome.scores == {"acc": float(pred == item.item.gold), "acc_norm": float(pred_norm == item.item.gold)}
+                gold = item.item.gold
+                assert outcome.scores.keys() == {"acc", "acc_norm", "p_correct", "margin"}
+                assert {k: outcome.scores[k] for k in ("acc", "acc_norm")} == {
+                    "acc": float(pred == gold), "acc_norm": float(pred_norm == gold)
+                }
+                p_correct, margin = hand_gold_scores(lls, gold)
+                assert outcome.scores["p_correct"] == pytest.approx(p_correct, abs=SCORE_TOL)
+                assert outcome.scores["margin"] == pytest.approx(margin, abs=SCORE_TOL)
             else:
                 assert outcome.scores["loglikelihood"] == pytest.approx(lls[0], abs=TOL)
                 assert outcome.scores["exact_match"] == float(ref[0][1])

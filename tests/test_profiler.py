@@ -105,8 +105,12 @@ def test_the_sweep_scores_a_prefix_and_intact_every_item(fact_model, tmp_path: P
     removed = profile.evaluations[("facts", "mc_text", Ablation.skipping((2,)).key)].outcomes["acc"]
     reference = score_suite_under(loaded, suite, "mc_text", Ablation.skipping((2,)), limit=8)
     assert list(removed) == [o.scores["acc"] for o in reference.outcomes]
-    band = profile.cell("facts", "middle")
+    band = profile.cell("facts", "middle", metric="acc")
     assert band.intact == sum(intact[:8]) / 8  # a band's drop is measured on the items it scored
+    # So is the default cell's, judged by p_correct.
+    scores = profile.evaluations[("facts", "mc_text", INTACT)].outcomes["p_correct"]
+    default = profile.cell("facts", "middle")
+    assert default.metric == "p_correct" and default.intact == sum(scores[:8]) / 8
 
 
 def test_no_item_is_scored_intact_twice_and_every_profile_has_the_same_intact_cell(

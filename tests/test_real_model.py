@@ -58,5 +58,5 @@ def test_cli_profile_prints_the_depth_table(tmp_path, monkeypatch: pytest.Monkey
     code = main(["profile", "--suites", "knowledge", "--limit", "4", "--json", "report.json"])
     output = capsys.readouterr().out
     assert code == 0
-    assert "knowledge" in output and "shallow" in output and "deep" in output and "acc" in output
+    assert "knowledge" in output and "shallow" in output and "deep" in output and "p_correct" in output
     assert (tmp_path / "report.json").is_file()

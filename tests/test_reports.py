@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -13,7 +14,7 @@ from profile_factory import make_profile
 from pytest_layercheck.core.errors import ConfigError
 from pytest_layercheck.data.bands import format_layers
 from pytest_layercheck.data.profile_data import DepthProfile
-from pytest_layercheck.evaluation.comparison import ProfileComparison, compare_profiles
+from pytest_layercheck.evaluation.comparison import DEFAULT_MAX_SHIFT, ProfileComparison, compare_profiles
 from pytest_layercheck.report import (
     append_step_summary,
     github_annotations,
@@ -46,7 +47,8 @@ def test_terminal_shows_values_metrics_and_model() -> None:
     profile = make_profile()
     text = render_terminal(profile, width=160)
     assert "tiny-model" in text and "fingerprint ffffffffffff" in text
-    assert "acc (knowledge, reasoning)" in text and "exact_match (retrieval)" in text
+    # multiple choice is judged by p_correct (the title may wrap, so compare the words)
+    assert "metric: p_correct (knowledge, reasoning), exact_match (retrieval)" in " ".join(text.split())
     for header in ("intact", "shallow (L0-1)", "middle (L2-3)", "deep (L4-5)"):
         assert header in text
     assert text.index("intact") < text.index("shallow") < text.index("middle") < text.index("deep (")
@@ -60,8 +62,18 @@ def test_terminal_with_comparison_marks_the_failing_cell(regressed: tuple[Profil
     text = render_terminal(current, comparison, width=200)
     assert "0.280 (-0.150 ✗)" in text
     assert "vs baseline ffffffffffff" in text and "fingerprint abcdef012345" in text
-    assert "FAILED: 1 regressed, 11 ok" in text
-    assert "knowledge/shallow acc dropped 0.430 -> 0.280" in text and "43 of 200 items" in text
+    assert "FAILED: 1 regressed, 14 ok" in text  # 12 band cells and a shift cell per suite
+    assert "knowledge/shallow p_correct dropped 0.430 -> 0.280" in text and "43 of 200 items" in text
+    # the evidence table has a row per shift cell: the knowledge centre moved shallower, significantly but
+    # by less than half of max_shift, so it is ok (no mark)
+    shift = comparison.cell("knowledge", "shift")
+    assert shift.status == "ok" and shift.p_adjusted <= 0.05 and -0.05 < shift.delta < 0
+    rows = {line.split()[0]: line for line in text.splitlines() if re.match(r"\w+/shift ", line)}
+    assert list(rows) == ["knowledge/shift", "reasoning/shift", "retrieval/shift"]
+    assert rows["knowledge/shift"].split()[1] == f"{shift.delta:+.3f}" and not rows["knowledge/shift"].rstrip().endswith("✗")
+    flat = " ".join(text.split())
+    assert "permutation for knowledge/shift, reasoning/shift, retrieval/shift" in flat
+    assert "corrected for 15 cells (holm)" in flat and "Holm over 15 hypotheses" in flat
     coloured = render_terminal(current, comparison, width=200, color=True)
     assert "\x1b[1;31m" in coloured  # bold red for the regression
 
@@ -75,23 +87,60 @@ def test_markdown_table_and_regressions(regressed: tuple[ProfileComparison, obje
     text = render_markdown(current, comparison)
     assert "❌ 1 failing cell(s)" in text and "| 0.280 (-0.150 ✗)" in text
     assert "**Regressions**" in text
-    regression = next(line for line in text.splitlines() if line.startswith("- ✗ `knowledge/shallow acc`"))
+    regression = next(line for line in text.splitlines() if line.startswith("- ✗ `knowledge/shallow p_correct`"))
     assert "p=" in regression and "0.430 -> 0.280" in regression
-    for part in ("43 of 200 items worse", "sign-flip p=", "adjusted p=", "95% CI [", "detectable drop 0.0"):
+    for part in ("43 of 200 items worse", "; score sign-flip p=", "adjusted p=", "95% CI [", "detectable drop 0.0"):
         assert part in regression
     ids = text.splitlines()[text.splitlines().index(regression) + 1]
     assert ids.startswith("  - worse: `knowledge-item-0001`") and "and 33 more (see the JSON report)" in ids
-    row = next(line for line in text.splitlines() if line.startswith("| `knowledge/shallow acc`"))  # evidence table
-    assert [part.strip() for part in row.split("|")[2:5]] == ["-0.150", "sign-flip", "200"]
-    assert "Holm over 12 hypotheses" in text
+    row = next(line for line in text.splitlines() if line.startswith("| `knowledge/shallow p_correct`"))  # evidence
+    assert [part.strip() for part in row.split("|")[2:5]] == ["-0.150", "score sign-flip", "200"]
+    shift = comparison.cell("knowledge", "shift")
+    row = next(line for line in text.splitlines() if line.startswith("| `knowledge/shift p_correct`"))
+    parts = [part.strip() for part in row.split("|")]
+    assert parts[2:5] == [f"{shift.delta:+.3f}", "permutation", "200"] and parts[-2] == "ok"
+    assert len([line for line in text.splitlines() if re.match(r"\| `\w+/shift ", line)]) == 3
+    assert "Holm over 15 hypotheses" in text and "**Moved along depth**" not in text
     assert "✅ passed" in render_markdown(current, compare_profiles(current, current))
+
+
+def test_markdown_and_terminal_list_cells_that_moved_along_depth() -> None:
+    """Damage moved from the shallow to the deep band: the centre of depth moves deeper in every suite, and
+    each moved shift cell fails the run and is listed with its evidence, like a regression."""
+    baseline = make_profile(num_layers=12, band_damage={"shallow": 0.45, "middle": 0.12, "deep": 0.03})
+    current = make_profile(num_layers=12, band_damage={"shallow": 0.03, "middle": 0.12, "deep": 0.45})
+    comparison = compare_profiles(baseline, current)
+    moved = comparison.moved
+    assert [c.suite for c in moved] == ["knowledge", "reasoning", "retrieval"] and all(c.failed for c in moved)
+    assert all(c.delta > DEFAULT_MAX_SHIFT for c in moved)  # well past the allowed move, deeper
+    text = render_markdown(current, comparison)
+    assert f"❌ {len(comparison.failures)} failing cell(s)" in text and len(comparison.failures) == 6
+    assert "3 moved along depth" in text
+    lines = text.splitlines()
+    section = lines[lines.index("**Moved along depth**") + 1:]
+    bullets = section[:section.index("")]
+    assert len(bullets) == 3
+    cell = moved[0]
+    assert bullets[0].startswith(f"- ✗ `knowledge/shift p_correct` moved deeper: centre of depth "
+                                 f"{cell.baseline:.3f} -> {cell.current:.3f} (p=")
+    for part in (f"Δ {cell.delta:+.3f} of depth vs allowed 0.1", "200 items x 12 single-layer removals",
+                 "; permutation p=", "adjusted p=", "95% CI [", "detectable shift 0.0"):
+        assert part in bullets[0]
+    assert "items worse" not in bullets[0] and "worse:" not in "".join(section[:4])  # no item flips to list
+    row = next(line for line in lines if line.startswith("| `knowledge/shift p_correct`"))
+    assert row.split("|")[-2].strip() == "✗ moved"
+    terminal = render_terminal(current, comparison, width=200)
+    assert "FAILED: 3 regressed, 3 moved along depth, 3 improved, 6 ok" in terminal
+    assert f"✗ knowledge/shift p_correct moved deeper: centre of depth {cell.baseline:.3f} -> {cell.current:.3f}" \
+        in terminal
+    assert github_annotations(comparison)[3].startswith("::error title=layercheck::knowledge/shift p_correct moved deeper")
 
 
 def test_annotations_are_workflow_commands(regressed: tuple[ProfileComparison, object]) -> None:
     comparison, _ = regressed
     lines = github_annotations(comparison)
     assert len(lines) == 1
-    assert lines[0].startswith("::error title=layercheck::knowledge/shallow acc dropped 0.430 -> 0.280 (p=")
+    assert lines[0].startswith("::error title=layercheck::knowledge/shallow p_correct dropped 0.430 -> 0.280 (p=")
 
 
 def test_annotations_are_capped_at_ten() -> None:
@@ -140,21 +189,51 @@ def test_json_report(tmp_path: Path, regressed: tuple[ProfileComparison, object]
     data = json.loads(path.read_text())
     assert data["passed"] is False and data["comparison"]["counts"]["regressed"] == 1
     cell = next(c for c in data["comparison"]["cells"] if c["status"] == "regressed")
-    assert (cell["suite"], cell["band"], cell["metric"]) == ("knowledge", "shallow", "acc")
+    assert (cell["suite"], cell["band"], cell["metric"]) == ("knowledge", "shallow", "p_correct")
     assert cell["baseline"] == pytest.approx(0.43) and cell["current"] == pytest.approx(0.28)
     assert cell["delta"] == pytest.approx(-0.15) and cell["p_value"] < 1e-10 and cell["failed"] is True
     assert data["profile"]["model"]["name"] == "tiny-model"
     assert [p.name for p in path.parent.iterdir()] == ["layercheck.json"]
     # the evidence: test, raw and adjusted p, interval, detectable drop, the items that got worse
-    assert cell["test"] == "sign-flip" and cell["items"] == 200
-    assert cell["p_value"] <= cell["p_adjusted"] <= 12 * cell["p_value"]
+    assert cell["test"] == "score sign-flip" and cell["items"] == 200
+    assert cell["metric_test"] == "exact sign-flip test of the per-item change in mean p_correct"
+    assert cell["flip_rate"] is None and 0 < cell["score_sd"] < 1  # a continuous score: its sd, no flip rate
+    assert cell["p_value"] <= cell["p_adjusted"] <= 15 * cell["p_value"]
     assert cell["ci_low"] < cell["delta"] < cell["ci_high"] and 0 < cell["detectable_drop"] < 0.1
     assert len(cell["worse_items"]) == 43 and cell["worse_items"][0] == {"id": "knowledge-item-0001"}  # no such suite
     assert cell["better_items"] == [] and (cell["worse"], cell["pairs"]) == (60, 400)
     summary = data["comparison"]
-    assert summary["correction"] == "holm" and summary["family_size"] == 12 and summary["effect_floor"] == 0.5
-    assert "Holm over 12 hypotheses" in summary["criteria"]
-    assert summary["detection_alpha"] == pytest.approx(0.05 / 12)
+    assert summary["correction"] == "holm" and summary["family_size"] == 15 and summary["effect_floor"] == 0.5
+    assert "Holm over 15 hypotheses" in summary["criteria"]
+    assert summary["detection_alpha"] == pytest.approx(0.05 / 15)
+    assert summary["max_shift"] == DEFAULT_MAX_SHIFT and summary["counts"] == {
+        "regressed": 1, "moved": 0, "improved": 0, "changed": 0, "ok": 14}
+    # a 0/1 cell: its own test in words, a flip rate and no score sd
+    em = next(c for c in summary["cells"] if (c["suite"], c["band"]) == ("retrieval", "intact"))
+    assert em["metric_test"] == "exact McNemar test of per-item exact_match" and em["score_sd"] is None
+    assert em["flip_rate"] is not None
+    # one shift cell per suite, in shares of depth, as the comparison has it
+    shifts = [c for c in summary["cells"] if c["band"] == "shift"]
+    assert [(c["suite"], c["metric"]) for c in shifts] == [("knowledge", "p_correct"), ("reasoning", "p_correct"),
+                                                         ("retrieval", "exact_match")]
+    shift, expected = shifts[0], comparison.cell("knowledge", "shift")
+    assert (shift["test"], shift["status"], shift["failed"], shift["layers"]) == ("permutation", "ok", False,
+                                                                                   list(range(6)))
+    assert shift["metric_test"].startswith("centre of depth of the p_correct lost per removed layer")
+    assert shift["baseline"] == pytest.approx(expected.baseline) and shift["current"] == pytest.approx(expected.current)
+    assert shift["delta"] == pytest.approx(shift["current"] - shift["baseline"]) and shift["delta"] < 0
+    assert shift["allowed"] == DEFAULT_MAX_SHIFT and shift["worse_items"] == [] and shift["score_sd"] is None
+    assert shift["baseline"] == pytest.approx(_centre(make_profile(), "knowledge"))
+    assert shift["current"] == pytest.approx(_centre(current, "knowledge"))
+
+
+def _centre(profile: DepthProfile, suite: str) -> float:
+    """Centre of depth by hand: layer positions l / (layers - 1) weighed by the mean p_correct lost without them."""
+    intact = profile.evaluation(suite).mean("p_correct")
+    layers = profile.model["num_layers"]
+    drops = {layer: max(0.0, intact - profile.evaluation(suite, f"layer:{layer:02d}").mean("p_correct"))
+             for layer in range(layers)}
+    return sum(layer / (layers - 1) * drop for layer, drop in drops.items()) / sum(drops.values())
 
 
 def test_json_report_lists_prompts_of_flipped_items(tmp_path: Path) -> None:

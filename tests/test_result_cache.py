@@ -7,6 +7,7 @@ import json
 import math
 import os
 import stat
+import warnings
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,9 @@ from pytest_layercheck.model.loading import LoadedModel
 
 IDENTITY = {"fingerprint": "sha256:abc", "suite_hash": "sha256:def", "protocol": "mc_text", "ablation": INTACT,
             "items": ["a", "b", "c", "d"], "seed": 0}
-EVALUATION = Evaluation("facts", "mc_text", INTACT, (), {"acc": (1.0, 0.0, 1.0, 1.0), "acc_norm": (1.0, 0.0, 0.0, 1.0)})
+EVALUATION = Evaluation("facts", "mc_text", INTACT, (), {"acc": (1.0, 0.0, 1.0, 1.0), "acc_norm": (1.0, 0.0, 0.0, 1.0),
+                                                          "p_correct": (0.9, 0.2, 0.6, 0.7),
+                                                          "margin": (2.3, -1.1, 0.4, 0.9)})
 
 
 @pytest.fixture(autouse=True)
@@ -73,7 +76,10 @@ def _set_outcome(value: object):
     (_set_outcome(True), "not a 0/1 outcome"),
     (lambda p: p["outcomes"].__setitem__("acc", "1x11"), "only '0' and '1'"),
     (lambda p: p["outcomes"]["acc"].pop(), "3 outcomes for 4 items"),
-    (lambda p: p["outcomes"].pop("acc"), "primary metric 'acc'"),
+    (lambda p: p["outcomes"].pop("acc"), "lack the metric 'acc'"),
+    (lambda p: p["outcomes"].pop("p_correct"), "lack the metric 'p_correct'"),
+    (lambda p: p["outcomes"]["p_correct"].__setitem__(0, 1.5), "outside [0, 1], the range of p_correct"),
+    (lambda p: p["outcomes"]["margin"].__setitem__(0, math.inf), "not finite"),
     (lambda p: p.__setitem__("extra", 1), "unknown field(s) 'extra'"),
     (lambda p: p.pop("removed_layers"), "missing field(s) 'removed_layers'"),
     (lambda p: p.__setitem__("format", True), "entry format True"),
@@ -253,3 +259,23 @@ def test_a_swapped_tokenizer_is_not_served_from_the_cache(tmp_path: Path) -> Non
     other = build_profile(_loaded(model, tiny_tokenizer(add_bos=True)), settings, cache=swapped)
     assert (swapped.hits, swapped.misses) == (0, 5)
     assert any(first.evaluations[k].outcomes != other.evaluations[k].outcomes for k in first.evaluations)
+
+
+def test_continuation_log_likelihoods_are_cached_and_read_back(cache: ResultCache) -> None:
+    """A continuation suite's per-item log-likelihoods are cached like 0/1 outcomes (they used to be refused
+    as "not a 0/1 outcome", so such suites were recomputed on every run)."""
+    identity = {**IDENTITY, "protocol": "continuation"}
+    evaluation = Evaluation("facts", "continuation", INTACT, (), {"loglikelihood": (-0.5, -12.25, -3.0, 0.0),
+                                                                  "exact_match": (1.0, 0.0, 0.0, 1.0)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "not caching" warning
+        cache.put(identity, evaluation)
+    assert cache.get(identity) == evaluation and cache.writes == 1
+
+
+def test_a_positive_log_likelihood_is_refused(cache: ResultCache) -> None:
+    identity = {**IDENTITY, "protocol": "continuation"}
+    with pytest.warns(CacheEntryWarning, match=r"outside \[-inf, 0\], the range of loglikelihood"):
+        cache.put(identity, Evaluation("facts", "continuation", INTACT, (), {"loglikelihood": (0.5, -1.0, -1.0, -1.0),
+                                                                             "exact_match": (1.0, 0.0, 0.0, 1.0)}))
+    assert cache.writes == 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 from dataclasses import replace
 
 import pytest
@@ -32,6 +33,10 @@ from pytest_layercheck.scoring.tokenization import encode_pairs, encoding_rule
 from pytest_layercheck.suites.schema import ProtocolSettings, Suite, SuiteItem
 
 TOL = 1e-4
+#: p_correct and margin are computed from two log-likelihoods (the gold choice's and the best other /
+#: the log-sum-exp of all), each within TOL: the margin is then within 2 * TOL, and so is p_correct
+#: (|d log p| <= 2 * TOL, p <= 1).
+SCORE_TOL = 2 * TOL
 
 
 # --------------------------------------------------------------------------------------------
@@ -104,6 +109,25 @@ def hand_pair(tok, context: str, continuation: str, bos: bool = False) -> tuple[
     return ctx, whole[len(ctx):]
 
 
+def hand_gold_scores(lls: list[float], gold: int) -> tuple[float, float]:
+    """p_correct = exp(ll_gold - logsumexp(lls)) and margin = ll_gold - max(other lls), by hand."""
+    top = max(lls)
+    logsumexp = top + math.log(sum(math.exp(ll - top) for ll in lls))
+    others = [ll for i, ll in enumerate(lls) if i != gold]
+    return math.exp(lls[gold] - logsumexp), lls[gold] - max(others)
+
+
+def assert_mc_scores(scores: dict, lls: list[float], gold: int, pred: int, pred_norm: int) -> None:
+    """0/1 metrics exactly; p_correct and margin against the hand computation from ``lls``."""
+    assert scores.keys() == {"acc", "acc_norm", "p_correct", "margin"}
+    assert {k: scores[k] for k in ("acc", "acc_norm")} == {
+        "acc": float(pred == gold), "acc_norm": float(pred_norm == gold)
+    }
+    p_correct, margin = hand_gold_scores(lls, gold)
+    assert scores["p_correct"] == pytest.approx(p_correct, abs=SCORE_TOL)
+    assert scores["margin"] == pytest.approx(margin, abs=SCORE_TOL)
+
+
 def hand_prompt(item: SuiteItem, shots: tuple[SuiteItem, ...], answer, delimiter: str = " ") -> str:
     """The Q/A template with few-shot examples, written out by hand."""
     parts = [f"Q: {s.context}\nA:{delimiter}{answer(s)}" for s in shots]
@@ -125,7 +149,7 @@ def test_mc_text_matches_hand_computation(family: str) -> None:
         assert outcome.detail["loglikelihoods"] == pytest.approx(lls, abs=TOL)
         pred = max(range(len(lls)), key=lambda i: lls[i])
         pred_norm = max(range(len(lls)), key=lambda i: lls[i] / len(item.choices[i]))
-        assert outcome.scores == {"acc": float(pred == item.gold), "acc_norm": float(pred_norm == item.gold)}
+        assert_mc_scores(outcome.scores, lls, item.gold, pred, pred_norm)
     # The sharpened models must not make this test vacuous: both metrics take both values somewhere.
     assert result.mean("acc") < 1
 
@@ -157,7 +181,7 @@ def test_mc_letters_matches_hand_computation(family: str) -> None:
         lls = [hand_loglikelihood(model, *hand_pair(tok, prompt, " " + L))[0] for L in letters]
         assert outcome.detail["loglikelihoods"] == pytest.approx(lls, abs=TOL)
         pred = max(range(len(lls)), key=lambda i: lls[i])
-        assert outcome.scores == {"acc": float(pred == item.gold), "acc_norm": float(pred == item.gold)}
+        assert_mc_scores(outcome.scores, lls, item.gold, pred, pred)
 
 
 def test_mc_letters_scores_all_letters_from_one_prompt_row() -> None:
@@ -281,7 +305,9 @@ def test_scores_do_not_depend_on_batch_size(protocol: str) -> None:
             for key in metric_keys:
                 if key == "loglikelihood":
                     assert a.scores[key] == pytest.approx(b.scores[key], abs=TOL)
-                else:
+                elif key in ("p_correct", "margin"):  # float scores: equal to float rounding
+                    assert a.scores[key] == pytest.approx(b.scores[key], abs=SCORE_TOL)
+                else:  # 0/1 decisions: exactly equal
                     assert a.scores[key] == b.scores[key]
             if "loglikelihoods" in a.detail:
                 assert a.detail["loglikelihoods"] == pytest.approx(b.detail["loglikelihoods"], abs=TOL)

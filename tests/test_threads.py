@@ -211,7 +211,7 @@ def test_a_bad_batch_size_names_the_option_and_the_fix(value: str) -> None:
 
 
 def test_a_users_wait_policy_is_kept() -> None:
-    """README: on a dedicated machine ``OMP_WAIT_POLICY=ACTIVE`` is kept as given."""
+    """docs/performance.md: on a dedicated machine ``OMP_WAIT_POLICY=ACTIVE`` is kept as given."""
     env = {**{k: v for k, v in os.environ.items() if k != threads.ENV}, "OMP_WAIT_POLICY": "ACTIVE"}
     script = ("import os; from pytest_layercheck.model.threads import configure_threads; "
               "c = configure_threads(); print(c.wait_policy, os.environ['OMP_WAIT_POLICY'])")

@@ -124,7 +124,7 @@ def test_layercheck_baseline_writes_keeps_merges_and_refuses(project: Path) -> N
 
     first = sh("layercheck", "baseline", "default", "--suites", "knowledge", "--limit", "12", *small, cwd=project)
     assert first.returncode == 0 and "baseline written" in first.stdout, output(first)
-    assert "+ knowledge/intact acc" in first.stdout and path.is_file()
+    assert "+ knowledge/intact p_correct" in first.stdout and path.is_file()
 
     again = sh("layercheck", "baseline", "default", "--suites", "knowledge", "--limit", "12", *small, cwd=project)
     assert again.returncode == 0 and "baseline unchanged" in again.stdout, output(again)
@@ -144,7 +144,7 @@ def test_layercheck_baseline_writes_keeps_merges_and_refuses(project: Path) -> N
     refused = sh("layercheck", "baseline", "default", "--suites", "knowledge", "--limit", "13", *small, cwd=project)
     assert refused.returncode == 2, output(refused)
     said = " ".join(refused.stderr.split())
-    assert "exists and this run differs from it: ~ knowledge/intact acc" in said and "--update" in said
+    assert "exists and this run differs from it: ~ knowledge/intact p_correct" in said and "--update" in said
     assert path.read_text() == text
 
 
@@ -182,7 +182,7 @@ def test_a_harmful_fine_tune_fails_the_knowledge_check(project: Path, candidates
     text = output(run)
     assert run.returncode == 1, text
     assert "FAILED test_model_guard.py::test_knowledge_not_lost" in run.stdout, text
-    assert "knowledge/intact: acc fell from" in run.stdout, text
+    assert "knowledge/intact: p_correct fell from" in run.stdout, text
     assert "::error file=test_model_guard.py,line=" in run.stdout and "title=layercheck::knowledge/intact" in run.stdout
     report = json.loads((project / "report.json").read_text())
     assert report["comparison"]["passed"] is False
@@ -217,7 +217,7 @@ def test_recording_the_candidate_as_its_own_baseline_is_refused(project: Path, c
 def test_a_held_out_harmful_fine_tune_fails(project: Path, candidates: dict[str, Path]) -> None:
     """A fine-tune that costs intact knowledge at least 0.08 on the full suite fails the example's
     ``test_knowledge_not_lost`` at the default settings (that check alone: the knowledge suite intact, in
-    its two parts: the 40 items a sweep would score intact anyway, and the others)."""
+    its two parts: the 140 items a sweep would score intact anyway, and the others)."""
     run = sh(sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--layercheck-model={candidates['held-out']}",
              f"--layercheck-baseline={BASELINE}", "--layercheck-report=report-held-out.json",
              "test_model_guard.py::test_knowledge_not_lost", cwd=project)

@@ -175,3 +175,15 @@ def test_without_actionlint_the_structure_check_stands_alone(monkeypatch: pytest
 def test_actionlint_passes(capsys: pytest.CaptureFixture[str]) -> None:
     assert lint.main([]) == 0, capsys.readouterr().out
     assert "clean" in capsys.readouterr().out
+
+
+def test_the_option_help_states_the_default_item_counts() -> None:
+    """``--limit`` / ``--sweep-limit`` help name the defaults the settings use (they went stale once)."""
+    from pytest_layercheck.evaluation.options import PROFILE
+    from pytest_layercheck.evaluation.settings import DEFAULT_LIMITS, DEFAULT_SWEEP_LIMIT, DEFAULT_SWEEP_LIMITS
+
+    helps = {option.name: option.help for option in PROFILE}
+    assert f"{DEFAULT_LIMITS['retrieval']} retrieval" in helps["limit"]
+    for suite, items in DEFAULT_SWEEP_LIMITS.items():
+        assert f"{suite} {items}" in helps["sweep-limit"]
+    assert f"other suites {DEFAULT_SWEEP_LIMIT}" in helps["sweep-limit"]

@@ -11,8 +11,8 @@ terminal, JSON and markdown reports. There are no layer sweeps, weight deltas or
 ran the models, this command only reads what it logged.
 
 Metrics: a task is judged by ``acc`` if lm-eval logged it, else ``exact_match`` (``--metrics`` picks
-others; metrics that are not 0/1 per document have no paired exact test and are skipped with a
-warning). For ``loglikelihood`` tasks lm-eval's ``acc`` means "the target is the greedy continuation",
+others: 0/1 metrics get the exact McNemar test, other numbers the Wilcoxon signed-rank test, and a metric
+that is not a number per document is skipped with a warning). For ``loglikelihood`` tasks lm-eval's ``acc`` means "the target is the greedy continuation",
 which layercheck's ``continuation`` protocol calls ``exact_match``, and it is reported under that name.
 
 Exit status: 0 no cell regressed, 1 a cell regressed, 2 unreadable or mismatched inputs.

@@ -149,7 +149,7 @@ def run_profile(args: argparse.Namespace) -> int:
         write_outputs(args, html=lambda: render_html(profile, refused=refused,
                                                      item_texts=run_item_texts(settings_from(args).suites)))
         raise
-    console.print(terminal_renderable(profile, comparison, baseline=stored))
+    console.print(terminal_renderable(profile, comparison, [verdict.metric] if verdict.metric else None, baseline=stored))
     if comparison is not None:
         from pytest_layercheck.evaluation.comparison import sensitivity_warning
 

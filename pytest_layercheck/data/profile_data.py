@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pytest_layercheck.data.records import (  # noqa: F401 - re-exported: the profile's vocabulary
+    CELL_METRIC,
     INTACT,
     PRIMARY_METRIC,
     SCHEMA_VERSION,
@@ -42,7 +43,7 @@ class DepthProfile:
     def per_layer(self, suite: str, metric: str | None = None) -> dict[int, float]:
         """Accuracy with each single layer removed (only the single-layer evaluations present)."""
         info = self.suites[suite]
-        metric = metric or info.primary_metric
+        metric = metric or info.cell_metric
         return {
             ev.removed_layers[0]: ev.mean(metric)
             for (name, protocol, _), ev in self.evaluations.items()
@@ -66,7 +67,7 @@ class DepthProfile:
         out: list[Cell] = []
         for name, info in self.suites.items():
             intact = self.evaluation(name)
-            for metric in metrics or [info.primary_metric]:
+            for metric in metrics or [info.cell_metric]:
                 if metric not in intact.outcomes:
                     continue
                 intact_value = intact.mean(metric)
@@ -90,7 +91,7 @@ class DepthProfile:
         return out
 
     def cell(self, suite_or_capability: str, band: str, metric: str | None = None) -> Cell:
-        """Look a cell up by suite name or capability, band and (default: primary) metric."""
+        """Look a cell up by suite name or capability, band and metric (default: the one cells are judged by)."""
         for candidate in self.cells(None if metric is None else [metric]):
             if suite_or_capability in (candidate.suite, candidate.capability) and candidate.band == band:
                 return candidate
@@ -140,7 +141,7 @@ class DepthProfile:
                 evaluations[(suite, ev["protocol"], key)] = Evaluation(
                     suite=suite, protocol=ev["protocol"], ablation=key,
                     removed_layers=tuple(ev["removed_layers"]),
-                    outcomes={m: decode_outcomes(v, f"evaluations.{suite}.{key}.outcomes.{m}", expected, binary=False)
+                    outcomes={m: decode_outcomes(v, f"evaluations.{suite}.{key}.outcomes.{m}", expected, m)
                               for m, v in ev["outcomes"].items()},
                 )
         profile = cls(

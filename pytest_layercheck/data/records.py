@@ -12,18 +12,23 @@ from dataclasses import dataclass, field
 from pytest_layercheck.data.statistics import mean
 from pytest_layercheck.suites.protocols import get_protocol, protocol_names
 
-SCHEMA_VERSION = 1
+#: 2: multiple-choice evaluations keep ``p_correct`` and ``margin`` per item, and cells are judged by
+#: ``p_correct``; version-1 baselines hold only 0/1 outcomes and are re-recorded, never mixed.
+SCHEMA_VERSION = 2
 INTACT = "intact"
 #: Characters of a generated answer kept in :attr:`Evaluation.answers`.
 MAX_ANSWER_CHARS = 200
 
-class _PrimaryMetrics(Mapping[str, str]):
-    """Protocol name -> the metric it is judged by, read from the protocol registry."""
+class _ProtocolMetrics(Mapping[str, str]):
+    """Protocol name -> one of its metrics (``attribute`` of the protocol), read from the protocol registry."""
+
+    def __init__(self, attribute: str) -> None:
+        self._attribute = attribute
 
     def __getitem__(self, protocol: str) -> str:
         if protocol not in protocol_names():
             raise KeyError(protocol)
-        return get_protocol(protocol).primary_metric
+        return str(getattr(get_protocol(protocol), self._attribute))
 
     def __iter__(self) -> Iterator[str]:
         return iter(protocol_names())
@@ -32,8 +37,10 @@ class _PrimaryMetrics(Mapping[str, str]):
         return len(protocol_names())
 
 
-#: The metric a protocol is judged by; the others are kept and reported.
-PRIMARY_METRIC: Mapping[str, str] = _PrimaryMetrics()
+#: A protocol's headline (0/1, lm-eval's) metric: what analyses count.
+PRIMARY_METRIC: Mapping[str, str] = _ProtocolMetrics("primary_metric")
+#: The metric a protocol's profile cells are judged by unless a check names another.
+CELL_METRIC: Mapping[str, str] = _ProtocolMetrics("cell_metric")
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,10 @@ class SuiteInfo:
     @property
     def primary_metric(self) -> str:
         return PRIMARY_METRIC[self.protocol]
+
+    @property
+    def cell_metric(self) -> str:
+        return CELL_METRIC[self.protocol]
 
     @property
     def swept_ids(self) -> tuple[str, ...]:

@@ -189,7 +189,7 @@ def item_steps(before: np.ndarray, after: np.ndarray) -> np.ndarray:
     return np.rint(after.sum(axis=1) - before.sum(axis=1)).astype(int)
 
 
-def mean_difference_ci(differences: Sequence[float], level: float = CI_LEVEL) -> tuple[float, float]:
+def mean_difference_ci(differences: ItemValues, level: float = CI_LEVEL) -> tuple[float, float]:
     """Agresti–Min adjusted Wald interval for the mean per-item difference ``d_i`` in ``[-1, 1]``.
 
     Two pseudo items are added (weight 1/2 at +1 and at -1, weight 1 at 0): for intact cells this is
@@ -345,11 +345,94 @@ def detectable_drop(item_means: ItemValues, ablations: int, alpha: float, power:
     return high
 
 
+# --------------------------------------------------------------------------- continuous scores
+#: Per-item score differences are tested on a grid of this many steps per unit: a difference below
+#: half a step (float noise) counts as no change, and the sign-flip null stays exact on integers.
+SCORE_GRID = 400
+#: The power model's assumption for continuous scores: a candidate's per-item changes spread as if its
+#: scores correlated this much with the baseline's (``score_spread``). Fine-tunes of the default model that
+#: cost a cell 0.01-0.09 of p_correct showed 0.85-0.99 (docs/statistics.md); the lowest is assumed. An
+#: assumption of the power model only, never of the test.
+DEFAULT_SCORE_CORRELATION = 0.85
+SCORE_ALTERNATIVE = (
+    "shift: per-item scores fall by the drop on average, with per-item differences of standard deviation "
+    "max(observed, sqrt(2(1-rho)) x the baseline's across-item sd), rho = DEFAULT_SCORE_CORRELATION"
+)
+
+
+def score_sign_flip_test(differences: ItemValues, grid: int = SCORE_GRID) -> PairedTest:
+    """Exact paired sign-flip test of continuous per-item differences in ``[-1, 1]``, on a ``1/grid`` lattice.
+
+    Rounding ``|d_i|`` to the lattice is a fixed function of the magnitudes, so under the null (each
+    difference as likely positive as negative) the test stays exact; differences under half a step are
+    ties and drop out, as zeros do in McNemar's test.
+    """
+    import numpy as np
+    d = np.asarray(differences, dtype=float)
+    steps = np.rint(d * grid).astype(int)
+    result = sign_flip_test(steps.tolist())
+    return PairedTest(test="sign-flip", items=len(d), total=result.total, p_less=result.p_less,
+                      p_greater=result.p_greater)
+
+
+def signed_rank_test(differences: ItemValues, zero: float = 1e-9) -> PairedTest:
+    """Exact Wilcoxon signed-rank test: the sign-flip test of the ranks of ``|d_i|`` (ties share their mean
+    rank, doubled to stay integer; ``|d_i| <= zero`` drop out). Ranks make it robust to heavy tails."""
+    import numpy as np
+    d = np.asarray(differences, dtype=float)
+    d = d[np.abs(d) > zero]
+    if not len(d):
+        return PairedTest(test="signed-rank", items=0, total=0, p_less=1.0, p_greater=1.0)
+    order = np.argsort(np.abs(d), kind="stable")
+    ranks = np.empty(len(d))
+    ranks[order] = np.arange(1, len(d) + 1)
+    magnitudes = np.abs(d)
+    for value in np.unique(magnitudes):  # mean rank within ties
+        tied = magnitudes == value
+        ranks[tied] = ranks[tied].mean()
+    doubled = np.rint(2 * ranks).astype(int) * np.sign(d).astype(int)
+    result = sign_flip_test(doubled.tolist())
+    return PairedTest(test="signed-rank", items=len(d), total=result.total, p_less=result.p_less,
+                      p_greater=result.p_greater)
+
+
+def score_spread(before: ItemValues, differences: ItemValues,
+                 correlation: float = DEFAULT_SCORE_CORRELATION) -> float:
+    """The per-item standard deviation of differences the power model assumes: the observed one, but never
+    below what a candidate whose scores correlate ``correlation`` with the baseline's would show."""
+    import numpy as np
+    a, d = np.asarray(before, dtype=float), np.asarray(differences, dtype=float)
+    if not len(a):
+        return math.nan
+    floor = math.sqrt(max(0.0, 2 * (1 - correlation))) * float(a.std())
+    return max(float(d.std()) if len(d) else 0.0, floor)
+
+
+def score_detectable_drop(spread: float, items: int, alpha: float, power: float = DEFAULT_POWER) -> float:
+    """The smallest mean drop a one-sided paired test at ``alpha`` detects with ``power`` when per-item
+    differences have standard deviation ``spread`` (the normal approximation of the sign-flip test)."""
+    if items <= 0 or not math.isfinite(spread):
+        return math.inf
+    z = NormalDist().inv_cdf(1 - alpha) + NormalDist().inv_cdf(power)
+    return z * spread / math.sqrt(items)
+
+
+def score_mean_ci(differences: ItemValues, level: float = CI_LEVEL) -> tuple[float, float]:
+    """Wald interval of the mean per-item difference of a continuous score."""
+    import numpy as np
+    d = np.asarray(differences, dtype=float)
+    if len(d) < 2:
+        return -math.inf, math.inf
+    half = NormalDist().inv_cdf(0.5 + level / 2) * float(d.std(ddof=1)) / math.sqrt(len(d))
+    return float(d.mean()) - half, float(d.mean()) + half
+
+
 __all__ = [
     "ALTERNATIVE", "CI_LEVEL", "CORRECTIONS", "DEFAULT_CORRECTION", "DEFAULT_FLIP_RATE", "DEFAULT_POWER",
     "Correction", "PairedTest", "adjust_p_values", "binomial_pmf", "check_correction", "detectable_drop",
     "detection_power", "exact_mcnemar", "item_steps", "mean_difference_ci", "per_test_alpha",
-    "sign_flip_null", "sign_flip_test",
+    "sign_flip_null", "sign_flip_test", "DEFAULT_SCORE_CORRELATION", "SCORE_ALTERNATIVE", "SCORE_GRID",
+    "score_detectable_drop", "score_mean_ci", "score_sign_flip_test", "score_spread", "signed_rank_test",
 ]
 
 

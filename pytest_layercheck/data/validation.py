@@ -2,7 +2,8 @@
 
 A CI gate must fail closed, so nothing read from disk is trusted. A profile or cache entry is accepted
 only if its schema is exact (no unknown or missing keys, typed fields, ``schema_version`` an int and not
-``true``), every number in it is finite, every outcome is 0 or 1, every outcome vector is exactly as
+``true``), every number in it is finite, every outcome is what its metric can hold (0/1 for accuracy,
+a probability for ``p_correct``; :mod:`.metrics`), every outcome vector is exactly as
 long as the items its evaluation scored (all ``item_ids`` intact, the first ``sweep_items`` under an
 ablation), and the values derived from the outcomes (``means``, ``cells``) are the ones the outcomes
 give. Anything else raises :class:`SchemaError`, which says where the problem is.
@@ -180,12 +181,15 @@ def _locate_duplicate(text: str) -> _DuplicateKey:
     return _DuplicateKey("?", 0, 0)  # unreachable for a text json.loads refused for a duplicate
 
 
-def decode_outcomes(encoded: Any, where: str, expected: int, *, binary: bool = True) -> tuple[float, ...]:
-    """Per-item outcomes from ``"0110…"`` or ``[0, 1, 1, 0, …]``, exactly ``expected`` of them.
+def decode_outcomes(encoded: Any, where: str, expected: int, metric: str) -> tuple[float, ...]:
+    """Per-item values of ``metric`` from ``"0110…"`` or ``[0.93, 0.41, …]``, exactly ``expected`` of them.
 
-    Outcomes are 0 or 1; with ``binary=False`` (a secondary metric of a profile) a list may hold any
-    finite numbers, which the comparison then leaves out with a warning.
+    Each value must be what the metric can hold (:func:`metrics.metric_kind`): 0/1 for accuracy-style
+    metrics, a probability for ``p_correct``, a finite number for margins, <= 0 for log-likelihoods.
     """
+    from pytest_layercheck.data.metrics import metric_kind
+
+    kind = metric_kind(metric)
     if isinstance(encoded, str):
         stray = sorted(set(encoded) - {"0", "1"})
         if stray:
@@ -193,9 +197,9 @@ def decode_outcomes(encoded: Any, where: str, expected: int, *, binary: bool = T
         values = tuple(1.0 if ch == "1" else 0.0 for ch in encoded)
     elif isinstance(encoded, list):
         for index, v in enumerate(encoded):
-            number = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
-            if not number or (binary and v not in (0, 1)):
-                raise _fail(f"{where}[{index}]", f"{v!r} is not a {'0/1' if binary else 'finite'} outcome")
+            problem = kind.problem(v)
+            if problem:
+                raise _fail(f"{where}[{index}]", f"{v!r} {problem}")
         values = tuple(float(v) for v in encoded)
     else:
         raise _fail(where, f"expected a '0101…' string or a list of numbers, found {_kind(encoded)}")
@@ -224,7 +228,7 @@ def _item_ids(value: Any, where: str) -> tuple[str, ...]:
 
 def check_profile_json(data: Any) -> None:
     """Raise :class:`SchemaError` unless ``data`` is an exact, well-typed, finite, binary profile document."""
-    from pytest_layercheck.data.records import INTACT, PRIMARY_METRIC, SCHEMA_VERSION
+    from pytest_layercheck.data.records import CELL_METRIC, INTACT, PRIMARY_METRIC, SCHEMA_VERSION
 
     top = expect_object(data, "profile", PROFILE_KEYS)
     check_finite(top, "profile")
@@ -277,12 +281,12 @@ def check_profile_json(data: Any) -> None:
             outcomes = expect_object(ev["outcomes"], f"{where}.outcomes")
             if metrics is None:
                 metrics = set(outcomes)
-            if set(outcomes) != metrics or PRIMARY_METRIC[protocol] not in outcomes:
+            required = {PRIMARY_METRIC[protocol], CELL_METRIC[protocol]}
+            if set(outcomes) != metrics or not required <= set(outcomes):
                 raise _fail(f"{where}.outcomes", f"metrics {sorted(outcomes)} differ from the suite's "
-                            f"{sorted(metrics)} or lack {PRIMARY_METRIC[protocol]!r}")
+                            f"{sorted(metrics)} or lack one of {sorted(required)}")
             for metric, encoded in outcomes.items():
-                decode_outcomes(encoded, f"{where}.outcomes.{metric}", items if key == INTACT else swept,
-                                binary=metric == PRIMARY_METRIC[protocol])
+                decode_outcomes(encoded, f"{where}.outcomes.{metric}", items if key == INTACT else swept, metric)
             means = expect_object(ev["means"], f"{where}.means")
             if set(means) != set(outcomes):
                 raise _fail(f"{where}.means", f"metrics {sorted(means)} differ from the outcomes' {sorted(outcomes)}")
@@ -333,10 +337,10 @@ def decode_cache_entry(payload: Any, identity: Mapping[str, Any],
     """The evaluation in a cache entry, after checking it against the ``identity`` it was looked up by.
 
     The stored identity must equal ``identity``; the suite, protocol and ablation must be the ones the
-    identity names; outcomes must be 0/1 and as many as the identity's ``items``; ``answers``, if present,
+    identity names; outcomes must be what their metric can hold and as many as the identity's ``items``; ``answers``, if present,
     as :func:`decode_answers` requires (``choices``: each item's number of choices, when the caller knows them).
     """
-    from pytest_layercheck.data.records import INTACT, PRIMARY_METRIC, Evaluation
+    from pytest_layercheck.data.records import CELL_METRIC, INTACT, PRIMARY_METRIC, Evaluation
 
     entry = expect_object(payload, "cache entry", CACHE_ENTRY_KEYS, CACHE_ENTRY_KEYS - CACHE_ENTRY_OPTIONAL)
     check_finite(entry, "cache entry")
@@ -357,11 +361,12 @@ def decode_cache_entry(payload: Any, identity: Mapping[str, Any],
     items: Sequence[Any] = identity.get("items", ())
     expected = len(items) if isinstance(items, (list, tuple)) else -1
     outcomes = expect_object(entry["outcomes"], "outcomes")
-    if protocol in PRIMARY_METRIC and PRIMARY_METRIC[protocol] not in outcomes:
-        raise _fail("outcomes", f"lack the primary metric {PRIMARY_METRIC[protocol]!r}")
+    for wanted in ((PRIMARY_METRIC[protocol], CELL_METRIC[protocol]) if protocol in PRIMARY_METRIC else ()):
+        if wanted not in outcomes:
+            raise _fail("outcomes", f"lack the metric {wanted!r}")
     decoded = {}
     for metric, values in outcomes.items():
-        decoded[metric] = decode_outcomes(values, f"outcomes.{metric}", expected if expected >= 0 else len(values))
+        decoded[metric] = decode_outcomes(values, f"outcomes.{metric}", expected if expected >= 0 else len(values), metric)
     answers = None
     if entry.get("answers") is not None:
         if ablation != INTACT:

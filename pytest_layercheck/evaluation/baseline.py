@@ -189,12 +189,22 @@ def read_baseline(path: Path) -> DepthProfile:
     if not isinstance(data, dict):
         raise BaselineError(f"baseline {path} does not hold a profile (top level is {type(data).__name__})", redo)
     version = data.get("schema_version")
+    if isinstance(version, bool):  # ``true`` equals 1 in Python: it must not read as a version
+        raise BaselineError(f"baseline {path} is damaged: schema_version: expected an integer, found bool", redo)
     if version != SCHEMA_VERSION:
         if isinstance(version, int) and version > SCHEMA_VERSION:
             raise BaselineError(
                 f"baseline {path} has schema_version {version}, "
                 f"newer than this pytest-layercheck reads ({SCHEMA_VERSION})",
                 "upgrade pytest-layercheck, or " + redo,
+            )
+        if version == 1:
+            raise BaselineError(
+                f"baseline {path} was recorded before per-item scores were kept (schema_version 1: 0/1 outcomes "
+                f"only); this pytest-layercheck judges multiple-choice cells by p_correct, which it lacks, and never "
+                "compares the two kinds",
+                f"re-record it from the model you trust: `layercheck baseline MODEL --update`, or `pytest {UPDATE_FLAG}` "
+                "(the old file stays in version control)",
             )
         raise BaselineError(
             f"baseline {path} has schema_version {version!r}; this pytest-layercheck reads version {SCHEMA_VERSION}",

@@ -22,11 +22,19 @@ from typing import Any
 from tabulate import tabulate
 
 from pytest_layercheck.core.errors import ConfigError
+from pytest_layercheck.data.metrics import METRICS
 from pytest_layercheck.data.profile_data import INTACT, DepthProfile
 from pytest_layercheck.data.statistics import CI_LEVEL, DEFAULT_CORRECTION
-from pytest_layercheck.evaluation.comparison import CellComparison, ProfileComparison, Tolerance, compare_profiles
+from pytest_layercheck.evaluation.comparison import (
+    DEFAULT_MAX_SHIFT,
+    SHIFT,
+    CellComparison,
+    ProfileComparison,
+    Tolerance,
+    compare_profiles,
+)
 
-CHECK_FIELDS = ("capability", "band", "protocol", "metric", "max_drop", "relative", "alpha", "min")
+CHECK_FIELDS = ("capability", "band", "protocol", "metric", "max_drop", "relative", "alpha", "min", "max_shift")
 UPDATE_HINT = ("If this change was intended, re-record the baseline from the model you trust: "
                "`layercheck baseline MODEL --update`, or --layercheck-update when this run's model is that model.")
 
@@ -43,6 +51,8 @@ class CellCheck:
     relative: float | None = None
     alpha: float | None = None
     min: float | None = None
+    #: For the ``shift`` band: the largest move of the centre of depth allowed (a share of depth); None: the session's.
+    max_shift: float | None = None
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], where: str) -> CellCheck:
@@ -63,6 +73,14 @@ class CellCheck:
         for name in ("alpha", "min"):  # a share, not a drop: "5%" is 0.05
             if data.get(name) is not None:
                 values[name] = _bounded(data[name], name, where, values.get("metric"))
+        if data.get("max_shift") is not None:
+            if values.get("band") != SHIFT:
+                raise ConfigError(f"{where}: 'max_shift' applies to the shift band only",
+                                  f'e.g. @pytest.mark.layercheck("knowledge", "{SHIFT}", max_shift=0.1)')
+            values["max_shift"] = _bounded(data["max_shift"], "max_shift", where, None)
+        if values.get("band") == SHIFT and (values.get("min") is not None or _has_drop(values)):
+            raise ConfigError(f"{where}: a shift check takes max_shift, not max_drop, relative or min",
+                              f'e.g. @pytest.mark.layercheck("knowledge", "{SHIFT}", max_shift=0.1)')
         return cls(**values)
 
     @property
@@ -106,6 +124,8 @@ def run_check(
     fail_on_improvement: bool = False,
     allow_precision_mismatch: bool = False,
     flip_rate: float | None = None,
+    max_shift: float = DEFAULT_MAX_SHIFT,
+    default_metric: str | None = None,
 ) -> CheckOutcome:
     """Evaluate ``check``; a ``None`` baseline is only acceptable for pure ``min`` checks.
 
@@ -122,10 +142,16 @@ def run_check(
             f"profile it under that protocol: --layercheck-protocols {suite}={check.protocol} (or the "
             "layercheck_protocols ini option)",
         )
-    if check.band != INTACT and check.band not in profile.bands:
+    if check.band not in (INTACT, SHIFT) and check.band not in profile.bands:
         raise ConfigError(f"check {check.label}: unknown band {check.band!r}",
-                          f"use 'intact' or one of {sorted(profile.bands)}")
-    metric = check.metric or info.primary_metric
+                          f"use 'intact', '{SHIFT}' or one of {sorted(profile.bands)}")
+    metric = check.metric or _session_metric(profile, suite, default_metric)
+    if check.band == SHIFT:
+        return _run_shift_check(check, suite, metric, profile, baseline, default_tolerance, default_alpha,
+                                correction=correction, fail_on_improvement=fail_on_improvement,
+                                allow_precision_mismatch=allow_precision_mismatch, flip_rate=flip_rate,
+                                max_shift=check.max_shift if check.max_shift is not None else max_shift,
+                                default_metric=default_metric)
     try:
         current = profile.cell(suite, check.band, metric)
     except KeyError:
@@ -140,13 +166,11 @@ def run_check(
         if baseline is None:
             return CheckOutcome(False, "no baseline to compare against")
         alpha = check.alpha if check.alpha is not None else default_alpha
-        metrics = {name: [s.primary_metric] for name, s in profile.suites.items()}
-        if metric not in metrics[suite]:
-            metrics[suite].append(metric)
         comparison = compare_profiles(
             baseline, profile, tolerance=check.tolerance(default_tolerance), alpha=alpha,
-            fail_on_improvement=fail_on_improvement, metrics=metrics, correction=correction,
-            allow_precision_mismatch=allow_precision_mismatch, flip_rate=flip_rate,
+            fail_on_improvement=fail_on_improvement, metrics=session_metrics(profile, suite, metric, default_metric),
+            correction=correction,
+            allow_precision_mismatch=allow_precision_mismatch, flip_rate=flip_rate, max_shift=max_shift,
         )
         try:
             verdict = comparison.cell(suite, check.band, metric)
@@ -167,6 +191,65 @@ def run_check(
     table = band_table(comparison, suite, metric) if comparison is not None else ""
     message = "\n".join(failures) + (f"\n\n{table}" if table else "") + f"\n\n{UPDATE_HINT}"
     return CheckOutcome(False, message, properties, cell)
+
+
+def _session_metric(profile: DepthProfile, suite: str, default_metric: str | None) -> str:
+    """The metric the session judges ``suite`` by: ``default_metric`` where the suite records it, else its cell metric."""
+    if default_metric is not None and default_metric in profile.evaluation(suite).outcomes:
+        return default_metric
+    return profile.suites[suite].cell_metric
+
+
+def session_metrics(profile: DepthProfile, suite: str, metric: str,
+                    default_metric: str | None = None) -> dict[str, list[str]]:
+    """The metrics a check's comparison covers: every suite's session metric (the session's family), plus
+    ``metric`` for the check's own suite when it names another."""
+    metrics = {name: [_session_metric(profile, name, default_metric)] for name in profile.suites}
+    if metric not in metrics[suite]:
+        metrics[suite].append(metric)
+    return metrics
+
+
+def _has_drop(values: Mapping[str, Any]) -> bool:
+    return values.get("max_drop") is not None or values.get("relative") is not None
+
+
+def _run_shift_check(check: CellCheck, suite: str, metric: str, profile: DepthProfile, baseline: DepthProfile | None,
+                     default_tolerance: Tolerance, default_alpha: float, **options: Any) -> CheckOutcome:
+    """A shift check: the suite's centre of depth has not moved significantly by ``max_shift`` or more
+    (at least half of it, as drops), judged in the session's family."""
+    if baseline is None:
+        return CheckOutcome(False, "no baseline to compare against")
+    alpha = check.alpha if check.alpha is not None else default_alpha
+    comparison = compare_profiles(baseline, profile, tolerance=default_tolerance, alpha=alpha,
+                                  metrics=session_metrics(profile, suite, metric, options.get("default_metric")),
+                                  **{k: v for k, v in options.items() if k != "default_metric"})
+    try:
+        cell = comparison.cell(suite, SHIFT, metric)
+    except KeyError:
+        raise ConfigError(f"check {check.label}: no shift cell for {suite!r}: the baseline and this run share fewer "
+                          "than 3 single-layer removals of it",
+                          "profile layer by layer (--layercheck-mode layers) with a sweep (--layercheck-sweep-limit)"
+                          ) from None
+    properties: dict[str, Any] = {
+        "metric": metric, "value": round(cell.current, 6), "baseline": round(cell.baseline, 6),
+        "delta": round(cell.delta, 6), "p": f"{cell.p_value:.3g}", "p_adjusted": f"{cell.p_adjusted:.3g}",
+        "detectable_drop": round(cell.detectable_drop, 4), "status": cell.status}
+    if cell.status != "moved":
+        return CheckOutcome(True, f"{check.label}: ok (centre of depth {cell.baseline:.3f} -> {cell.current:.3f})",
+                            properties, cell)
+    return CheckOutcome(False, f"{shift_failure_text(check.label, cell, comparison)}\n\n{UPDATE_HINT}", properties, cell)
+
+
+def shift_failure_text(label: str, cell: CellComparison, comparison: ProfileComparison) -> str:
+    """Why a shift cell failed: where the capability's dependence sat and where it sits now, with the evidence."""
+    direction = "deeper" if cell.delta > 0 else "shallower"
+    return (f"{label}: {cell.capability} moved {direction} along depth: its centre of depth ({cell.metric} lost per "
+            f"removed layer) went from {cell.baseline:.3f} to {cell.current:.3f} of the depth ({cell.delta:+.3f}, "
+            f"allowed {cell.allowed:g}; two-sided paired permutation p = {cell.p_value:.3g}, "
+            f"{comparison.correction.capitalize()}-adjusted over {comparison.family_size} hypotheses p = {cell.p_adjusted:.3g} <= "
+            f"alpha {comparison.alpha:g}; {CI_LEVEL:.0%} CI [{cell.ci_low:+.3f}, {cell.ci_high:+.3f}]; detectable shift "
+            f"{_fmt_drop(cell.detectable_drop)}; {cell.items} items x {len(cell.layers)} layers)")
 
 
 def failure_text(label: str, cell: CellComparison, comparison: ProfileComparison, shown_items: int = 10) -> str:
@@ -206,7 +289,8 @@ def _fmt_drop(value: float) -> str:
 
 #: Metrics that are a share of the items (0 to 1), as every protocol's primary metric is; ``loglikelihood``
 #: (continuation) is a sum of log-probabilities, at most 0.
-SHARE_METRICS = frozenset({"acc", "acc_norm", "exact_match"})
+#: Metrics whose values are shares in [0, 1] (a ``min`` or a drop above 1 is meaningless for them).
+SHARE_METRICS = frozenset(name for name, kind in METRICS.items() if (kind.low, kind.high) == (0.0, 1.0))
 
 
 def _shown(value: Any, width: int = 60) -> str:
@@ -233,8 +317,8 @@ def _bounded(raw: Any, name: str, where: str, metric: str | None) -> float:
                               "0 and 1", "e.g. alpha: 0.05")
     elif metric is None or metric in SHARE_METRICS:
         if not 0 <= value <= 1:
-            raise ConfigError(f"{where}: field 'min' is {_shown(raw)}, outside the {metric or 'metric'}'s range "
-                              "0 to 1: the check could never fail (or never pass)", "e.g. min: 0.4 (or 40%)")
+            raise ConfigError(f"{where}: field {name!r} is {_shown(raw)}, outside the {metric or 'metric'}'s range "
+                              "0 to 1: the check could never fail (or never pass)", f"e.g. {name}: 0.4 (or 40%)")
     elif not math.isfinite(value) or (metric == "loglikelihood" and value > 0):
         raise ConfigError(f"{where}: field 'min' is {_shown(raw)}, outside the {metric}'s range",
                           "give a finite number" + (" <= 0 (a log-likelihood)" if metric == "loglikelihood" else ""))

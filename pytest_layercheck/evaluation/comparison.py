@@ -1,29 +1,43 @@
 """Comparing a depth-sensitivity profile with its baseline without crying wolf, and without missing harm.
 
-**Unit: the item.** Every cell is tested over items (``statistics``): an intact cell with the exact
-McNemar test, a band cell with the exact paired sign-flip permutation test of each item's change in
-its share of right answers over the band's ablations (the ``m`` ablations of one item are correlated,
-so pooling (item, ablation) pairs as independent would overstate the evidence). Both tests are
-one-sided, in the direction of the change, and report an Agresti–Min interval for the mean change.
+**Unit: the item.** Every cell is tested over items, with the paired test its metric calls for
+(:mod:`pytest_layercheck.data.metrics`):
 
-**Family.** Every compared cell is one hypothesis "this cell dropped"; the family-wise error over all
-of them (plus "this cell rose" for each cell under ``fail_on_improvement``) is controlled at ``alpha``
-by Holm's step-down procedure (``correction="holm"``; ``"bonferroni"`` and ``"none"`` on request).
-``p_value`` is a cell's raw one-sided p, ``p_adjusted`` its adjusted p. Improvements that cannot fail
-the run are adjusted within a family of their own.
+* ``p_correct`` (what multiple-choice cells are judged by): the exact sign-flip permutation test of each
+  item's change in gold-choice probability, averaged over the cell's ablations (``statistics.SCORE_GRID``);
+* 0/1 metrics (``acc``, ``exact_match``): the exact McNemar test for an intact cell, the exact sign-flip
+  test of each item's change in its share of right answers over a band's ablations;
+* ``margin`` and log-likelihoods: the Wilcoxon signed-rank test, whose effect is the median change.
+
+The ``m`` ablations of one item are correlated, so an item contributes one difference, never ``m``.
+Drop tests are one-sided, in the direction of the change, and report a 95% interval for the mean change.
+
+**Shift cells.** Where a capability lives, not only how much is left: per suite swept layer by layer, the
+centre of depth of the per-layer drops (:mod:`pytest_layercheck.data.depth_shift`), compared by a paired
+permutation test over items (two-sided). Its cell has band ``"shift"``, values in shares of depth, and
+fails (status ``moved``) when the move is significant and at least half of ``max_shift``.
+
+**Family.** Every compared cell is one hypothesis ("this cell dropped", "this capability moved"); the
+family-wise error over all of them (plus "this cell rose" under ``fail_on_improvement``) is controlled at
+``alpha`` by Holm's step-down procedure (``correction="holm"``; ``"bonferroni"`` and ``"none"`` on
+request). ``p_value`` is a cell's raw p, ``p_adjusted`` its adjusted p. Improvements that cannot fail the
+run are adjusted within a family of their own.
 
 **Fail rule.** A cell *regresses* when its drop is significant (``p_adjusted <= alpha``) and the
 observed drop is at least ``EFFECT_FLOOR`` (half) of the tolerance. The tolerance is thus the
 smallest drop the guard is meant to catch: a true drop equal to it fails with the cell's power at
 that size (>= 80% wherever ``detectable_drop <= tolerance``), while a real but trivial shift (under
-half the tolerance) never fails. A change beyond the tolerance that is not significant is *changed*.
+half the tolerance: float noise, a benign fine-tune) never fails. A change beyond the tolerance that is
+not significant is *changed*.
 
 **Power.** Each cell reports ``detectable_drop``: the smallest true drop its test detects with 80%
 power at the level a lone regression must reach after the correction (Holm's first step and
-Bonferroni: ``alpha/K`` for ``K`` hypotheses; none: ``alpha``), under ``statistics.ALTERNATIVE`` with
-the background flip rate estimated from the comparison (twice the mean per-item rise: under that
-model only background flips raise an item) unless ``flip_rate`` is given. ``sensitivity_warning``
-says when a tolerance is below it.
+Bonferroni: ``alpha/K`` for ``K`` hypotheses; none: ``alpha``). For 0/1 metrics under
+``statistics.ALTERNATIVE`` with the background flip rate estimated from the comparison (twice the mean
+per-item rise) unless ``flip_rate`` is given; for continuous scores under ``statistics.SCORE_ALTERNATIVE``
+(the observed spread of the per-item changes, never below what a candidate correlated
+``DEFAULT_SCORE_CORRELATION`` with the baseline would show); for shift cells, the smallest move.
+``sensitivity_warning`` says when a tolerance is below it.
 
 **Refusals.** Profiles measured differently (layer count, suite version, bands, mode, items, ablated
 layers) are refused outright, and so are profiles computed in another dtype or device type unless
@@ -40,12 +54,15 @@ from typing import Any, Literal
 import numpy as np
 
 from pytest_layercheck.core.errors import BaselineError, ConfigError
-from pytest_layercheck.data.profile_data import INTACT, PRIMARY_METRIC, DepthProfile
+from pytest_layercheck.data.depth_shift import ShiftTest, depth_shift_test
+from pytest_layercheck.data.metrics import metric_kind
+from pytest_layercheck.data.profile_data import CELL_METRIC, INTACT, DepthProfile
 from pytest_layercheck.data.records import CellId
 from pytest_layercheck.data.statistics import (
     CI_LEVEL,
     DEFAULT_CORRECTION,
     DEFAULT_POWER,
+    SCORE_GRID,
     adjust_p_values,
     check_correction,
     detectable_drop,
@@ -53,11 +70,22 @@ from pytest_layercheck.data.statistics import (
     item_steps,
     mean_difference_ci,
     per_test_alpha,
+    score_detectable_drop,
+    score_mean_ci,
+    score_sign_flip_test,
+    score_spread,
     sign_flip_test,
+    signed_rank_test,
 )
 from pytest_layercheck.evaluation.baseline import UPDATE_FLAG
 
-Status = Literal["ok", "changed", "regressed", "improved"]
+Status = Literal["ok", "changed", "regressed", "improved", "moved"]
+#: The band name of a depth-shift cell: where a capability lives along depth, not how much of it is left.
+SHIFT = "shift"
+#: The default largest move of a capability's centre of depth (a share of the model's depth) a run allows.
+DEFAULT_MAX_SHIFT = 0.1
+#: A suite gets a shift cell when the two profiles share at least this many single-layer removals.
+MIN_SHIFT_LAYERS = 3
 
 DEFAULT_ALPHA = 0.05
 #: A significant drop fails only when it is at least this share of the tolerance (see the module doc).
@@ -135,14 +163,16 @@ class CellComparison(CellId):
     """One cell of the baseline paired with the same cell of the current run.
 
     ``baseline``/``current`` are the cell's means over the paired items (the items both runs scored
-    under every ablation of the cell). ``worse``/``better``/``pairs`` count (item, ablation) pairs and
-    are descriptive only; the test counts items: ``worse_items``/``better_items`` are the ids of the
-    items whose share of right answers fell / rose.
+    under every ablation of the cell); ``delta`` is the change the fail rule judges: ``current - baseline``,
+    or for rank-tested metrics (``margin``) the median per-item change. ``worse``/``better``/``pairs``
+    count (item, ablation) pairs and are descriptive only; the test counts items: ``worse_items`` /
+    ``better_items`` are the ids of the items whose value (share of right answers, or mean score) fell /
+    rose by as much as the test counts.
     """
 
     baseline: float
     current: float
-    delta: float  # current - baseline
+    delta: float  # the change the fail rule judges (see above)
     allowed: float  # tolerance for this cell, in metric units
     worse: int  # (item, ablation) pairs that went 1 -> 0
     better: int  # (item, ablation) pairs that went 0 -> 1
@@ -156,7 +186,8 @@ class CellComparison(CellId):
     ci_low: float = math.nan  # CI_LEVEL interval of the mean change (Agresti-Min)
     ci_high: float = math.nan
     detectable_drop: float = math.inf  # smallest drop detected with 80% power (inf: none)
-    flip_rate: float = 0.0  # background flip rate detectable_drop assumes
+    flip_rate: float = 0.0  # background flip rate detectable_drop assumes (0/1 metrics; NaN otherwise)
+    score_sd: float = math.nan  # per-item sd of differences detectable_drop assumes (continuous metrics)
     worse_items: tuple[str, ...] = ()
     better_items: tuple[str, ...] = ()
 
@@ -188,11 +219,14 @@ class ProfileComparison:
     flip_rate: float | None = None  # assumed background flip rate; None: estimated per cell
     precision_mismatch: bool = False  # compared across dtype/device type (allowed explicitly)
     suite_hashes: dict[str, str] = field(default_factory=dict)  # content hash of each compared suite
+    max_shift: float = DEFAULT_MAX_SHIFT  # the largest allowed move of a centre of depth (shift cells)
 
     @property
     def family_size(self) -> int:
-        """Hypotheses whose rejection fails the run: one per cell, two under ``fail_on_improvement``."""
-        return len(self.cells) * (2 if self.fail_on_improvement else 1)
+        """Hypotheses whose rejection fails the run: one per drop cell (two under ``fail_on_improvement``) and
+        one per shift cell."""
+        shifts = sum(1 for c in self.cells if c.band == SHIFT)
+        return (len(self.cells) - shifts) * (2 if self.fail_on_improvement else 1) + shifts
 
     @property
     def detection_alpha(self) -> float:
@@ -226,8 +260,13 @@ class ProfileComparison:
         """True when cells were compared and none failed: a comparison of nothing is never a pass."""
         return bool(self.cells) and not self.failures
 
+    @property
+    def moved(self) -> list[CellComparison]:
+        """Shift cells whose capability moved along depth significantly and by at least half the allowed shift."""
+        return [c for c in self.cells if c.status == "moved"]
+
     def counts(self) -> dict[str, int]:
-        out = {status: 0 for status in ("regressed", "improved", "changed", "ok")}
+        out = {status: 0 for status in ("regressed", "moved", "improved", "changed", "ok")}
         for c in self.cells:
             out[c.status] += 1
         return out
@@ -235,7 +274,7 @@ class ProfileComparison:
     def cell(self, suite_or_capability: str, band: str, metric: str | None = None) -> CellComparison:
         """Look a cell up by suite name or capability, band and (default: primary) metric."""
         for c in self.cells:
-            wanted = metric or PRIMARY_METRIC.get(c.protocol)
+            wanted = metric or CELL_METRIC.get(c.protocol)
             if suite_or_capability in (c.suite, c.capability) and c.band == band and c.metric == wanted:
                 return c
         raise KeyError(f"no compared cell for {suite_or_capability!r} / {band!r} / {metric or 'primary metric'}")
@@ -248,8 +287,11 @@ class ProfileComparison:
         family = f"{self.correction.capitalize()} over {self.family_size} hypotheses" if self.correction != "none" \
             else f"no multiplicity correction ({self.family_size} hypotheses)"
         improvement = "; improvements fail too" if self.fail_on_improvement else ""
+        shift = (f"; a shift cell fails when its centre of depth moved significantly (two-sided) by at least "
+                 f"{EFFECT_FLOOR:g} x {self.max_shift:g} of depth" if any(c.band == SHIFT for c in self.cells) else "")
         return (f"a cell fails when its drop is significant (one-sided item-level test, {family}, adjusted "
-                f"p <= {self.alpha:g}) and at least {EFFECT_FLOOR:g} x the tolerance {self.tolerance}{improvement}")
+                f"p <= {self.alpha:g}) and at least {EFFECT_FLOOR:g} x the tolerance {self.tolerance}{improvement}"
+                f"{shift}")
 
 
 # --------------------------------------------------------------------------- compatibility
@@ -363,16 +405,23 @@ def compare_profiles(
     allow_precision_mismatch: bool = False,
     flip_rate: float | None = None,
     power: float = DEFAULT_POWER,
+    max_shift: float = DEFAULT_MAX_SHIFT,
+    default_metric: str | None = None,
 ) -> ProfileComparison:
     """Compare every cell the two profiles share; refuse (BaselineError) if they were measured differently.
 
-    ``metrics`` defaults to each suite's primary metric (the one it is judged by); a mapping gives the
-    metrics per suite. Every compared cell is one hypothesis of the family ``correction`` controls
-    (``holm``, ``bonferroni`` or ``none``). Non-binary metrics have no paired exact test and are
-    skipped with a warning. A dtype or device-type difference is refused unless
+    ``metrics`` defaults to the metric each suite's cells are judged by (``p_correct`` for multiple
+    choice); a mapping gives the metrics per suite. Every compared cell is one hypothesis of the family
+    ``correction`` controls (``holm``, ``bonferroni`` or ``none``); each metric gets the paired test its
+    kind calls for (module doc). A dtype or device-type difference is refused unless
     ``allow_precision_mismatch``. ``flip_rate`` fixes the background flip rate the detectable drops
-    assume (default: estimated per cell from this comparison).
+    assume (default: estimated per cell from this comparison). Each suite the two profiles swept layer by
+    layer also gets a shift cell (band ``"shift"``): the move of its centre of depth, which fails beyond
+    ``max_shift`` (a share of depth) under the same rule, in the same family. ``default_metric`` (with
+    ``metrics`` None) judges every suite that records it by that metric instead of its cell metric.
     """
+    if not 0 <= max_shift <= 1:
+        raise ConfigError(f"max_shift must be a share of depth in [0, 1], got {max_shift!r}", "e.g. 0.1")
     tol = Tolerance() if tolerance is None else Tolerance.parse(tolerance)
     if not 0 < alpha < 1:
         raise ConfigError(f"alpha must be between 0 and 1, got {alpha!r}", "use a significance level like 0.05")
@@ -412,26 +461,30 @@ def compare_profiles(
                         f"{UPDATE_FLAG}): {', '.join(new)}")
 
     paired: list[_Paired] = []
+    shifts: list[_Paired] = []
     for suite in (s for s in current.suites if s in baseline.suites):
-        for metric in _wanted_metrics(metrics, suite, current):
+        for metric in _wanted_metrics(metrics, suite, current, default_metric):
             skip = _metric_problem(baseline, current, suite, metric)
             if skip is not None:
                 warnings.extend([skip] if skip else [])
                 continue
             paired.extend(_paired_cells(baseline, current, suite, metric, warnings))
-    cells = _judge(paired, tol, alpha, fail_on_improvement, correction, flip_rate, power)
+            shifts.extend(_shift_pair(baseline, current, suite, metric))
+    cells = _judge(paired, shifts, tol, alpha, fail_on_improvement, correction, flip_rate, power, max_shift)
     return ProfileComparison(
         cells=cells, tolerance=tol, alpha=alpha, fail_on_improvement=fail_on_improvement, warnings=warnings,
         notes=notes, missing_suites=missing, new_suites=new, baseline_model=dict(baseline.model),
         correction=correction, power=power, flip_rate=flip_rate, precision_mismatch=bool(precision),
         suite_hashes={c.identity["suite"]: current.suites[c.identity["suite"]].content_hash for c in paired},
+        max_shift=max_shift,
     )
 
 
 def _wanted_metrics(metrics: Iterable[str] | Mapping[str, Iterable[str]] | None, suite: str,
-                    profile: DepthProfile) -> list[str]:
+                    profile: DepthProfile, metric: str | None = None) -> list[str]:
     if metrics is None:
-        return [profile.suites[suite].primary_metric]
+        own = profile.evaluation(suite).outcomes
+        return [metric if metric is not None and metric in own else profile.suites[suite].cell_metric]
     if isinstance(metrics, Mapping):
         return list(metrics.get(suite, ()))
     return list(metrics)
@@ -447,10 +500,14 @@ def _metric_problem(baseline: DepthProfile, current: DepthProfile, suite: str, m
     if not all(present):
         side = "the baseline" if not present[0] else "this run"
         return f"suite {suite!r}: metric {metric!r} is missing from {side}; not compared"
+    kind = metric_kind(metric)
     for profile in (baseline, current):
         for (name, _, _), ev in profile.evaluations.items():
-            if name == suite and any(v not in (0.0, 1.0) for v in ev.outcomes.get(metric, ())):
-                return f"suite {suite!r}: metric {metric!r} is not 0/1 per item, so it has no paired test; not compared"
+            values = ev.outcomes.get(metric, ()) if name == suite else ()
+            if kind.binary and any(v not in (0.0, 1.0) for v in values):
+                return f"suite {suite!r}: metric {metric!r} is not 0/1 per item in every evaluation; not compared"
+            if any(not math.isfinite(v) for v in values):  # e.g. a metric logged as a list, read as NaN
+                return f"suite {suite!r}: metric {metric!r} is not a finite number per item; not compared"
     return None
 
 
@@ -464,6 +521,7 @@ class _Paired:
     item_ids: tuple[str, ...]
     before: np.ndarray
     after: np.ndarray
+    num_layers: int = 0  # the model's depth (shift cells place layers by it)
 
 
 def _paired_cells(baseline: DepthProfile, current: DepthProfile, suite: str, metric: str,
@@ -506,34 +564,60 @@ def _outcomes(profile: DepthProfile, suite: str, key: str, metric: str) -> tuple
 @dataclass(frozen=True)
 class _Tested:
     paired: _Paired
-    steps: np.ndarray  # t_i
+    differences: np.ndarray  # per item: the change of its mean over the cell's ablations
     p_less: float
     p_greater: float
     test: str
+    effect: float  # the change the fail rule judges: the mean difference, or the median for rank tests
 
 
-def _judge(paired: list[_Paired], tol: Tolerance, alpha: float, fail_on_improvement: bool, correction: str,
-           flip_rate: float | None, power: float) -> list[CellComparison]:
-    """Test every cell, correct over the family, and apply the fail rule."""
-    tested = []
-    for cell in paired:
+def _test_cell(cell: _Paired) -> _Tested:
+    """The paired item-level test that suits the cell's metric (:mod:`pytest_layercheck.data.metrics`)."""
+    kind = metric_kind(str(cell.identity["metric"]))
+    m = cell.before.shape[1]
+    differences = (cell.after - cell.before).mean(axis=1)
+    if kind.test == "exact":
         steps = item_steps(cell.before, cell.after)
         result = sign_flip_test(steps.tolist())
-        name = "McNemar" if cell.before.shape[1] == 1 else "sign-flip"  # the same test when m == 1
-        tested.append(_Tested(cell, steps, result.p_less, result.p_greater, name))
+        differences = steps / m
+        name = "McNemar" if m == 1 else "sign-flip"  # the same test when m == 1
+    elif kind.test == "sign-flip":
+        result, name = score_sign_flip_test(differences), "score sign-flip"
+    else:
+        result, name = signed_rank_test(differences), "signed-rank"
+    if kind.effect == "median":
+        effect = float(np.median(differences)) if len(differences) else math.nan
+    else:
+        effect = float(cell.after.mean() - cell.before.mean()) if len(differences) else math.nan
+    return _Tested(cell, differences, result.p_less, result.p_greater, name, effect)
+
+
+def _judge(paired: list[_Paired], shifts: list[_Paired], tol: Tolerance, alpha: float, fail_on_improvement: bool,
+           correction: str, flip_rate: float | None, power: float, max_shift: float) -> list[CellComparison]:
+    """Test every cell, correct over the family (drops, rises under ``fail_on_improvement``, and shifts), and
+    apply the fail rule."""
+    tested = [_test_cell(cell) for cell in paired]
     k = len(tested)
+    detection_alpha = per_test_alpha(alpha, k * (2 if fail_on_improvement else 1) + len(shifts), correction)
+    shift_tests = [depth_shift_test(cell.before, cell.after, cell.identity["layers"], cell.num_layers,
+                                    alpha=detection_alpha, power=power) for cell in shifts]
     drops = [t.p_less for t in tested]
     rises = [t.p_greater for t in tested]
+    moves = [t.p_value for t in shift_tests]
     if fail_on_improvement:  # one family: both directions can fail the run
-        both = adjust_p_values(drops + rises, correction)
-        drop_adjusted, rise_adjusted = both[:k], both[k:]
+        every = adjust_p_values(drops + rises + moves, correction)
+        drop_adjusted, rise_adjusted, move_adjusted = every[:k], every[k:2 * k], every[2 * k:]
     else:  # rises cannot fail the run: their own (reported) family
-        drop_adjusted, rise_adjusted = adjust_p_values(drops, correction), adjust_p_values(rises, correction)
-    detection_alpha = per_test_alpha(alpha, k * (2 if fail_on_improvement else 1), correction)
-    return [
+        both = adjust_p_values(drops + moves, correction)
+        drop_adjusted, move_adjusted = both[:k], both[k:]
+        rise_adjusted = adjust_p_values(rises, correction)
+    cells = [
         _cell_comparison(t, down, up, tol, alpha, fail_on_improvement, detection_alpha, flip_rate, power)
         for t, down, up in zip(tested, drop_adjusted, rise_adjusted, strict=True)
     ]
+    cells += [_shift_comparison(cell, test, adjusted, alpha, max_shift)
+              for cell, test, adjusted in zip(shifts, shift_tests, move_adjusted, strict=True)]
+    return cells
 
 
 def _cell_comparison(t: _Tested, drop_adjusted: float, rise_adjusted: float, tol: Tolerance, alpha: float,
@@ -543,26 +627,83 @@ def _cell_comparison(t: _Tested, drop_adjusted: float, rise_adjusted: float, tol
     n, m = cell.before.shape
     before_mean = float(cell.before.mean()) if n else math.nan
     after_mean = float(cell.after.mean()) if n else math.nan
-    delta = after_mean - before_mean
+    delta = t.effect
     rose = delta > 0
     p_value, p_adjusted = (t.p_greater, rise_adjusted) if rose else (t.p_less, drop_adjusted)
     allowed = tol.allowed(before_mean)
     status = classify(delta, allowed, p_adjusted, alpha)
-    differences = t.steps / m
-    low, high = mean_difference_ci(differences, CI_LEVEL)
-    background = flip_rate if flip_rate is not None else (
-        float(2 * np.clip(differences, 0, None).sum() / n) if n else 0.0)
     item_means = cell.before.mean(axis=1) if n else np.zeros(0)
+    if metric_kind(str(cell.identity["metric"])).binary:
+        low, high = mean_difference_ci(t.differences, CI_LEVEL)
+        background = flip_rate if flip_rate is not None else (
+            float(2 * np.clip(t.differences, 0, None).sum() / n) if n else 0.0)
+        detectable, spread = detectable_drop(item_means, m, detection_alpha, power, min(1.0, background)), math.nan
+        moved = t.differences
+    else:
+        low, high = score_mean_ci(t.differences, CI_LEVEL)
+        spread = score_spread(item_means, t.differences)
+        background, detectable = math.nan, score_detectable_drop(spread, n, detection_alpha, power)
+        moved = np.rint(t.differences * SCORE_GRID) / SCORE_GRID  # what the test counts as a change
     return CellComparison(
         **cell.identity, baseline=before_mean, current=after_mean,
         delta=delta, allowed=allowed, worse=int((cell.before > cell.after).sum()),
         better=int((cell.after > cell.before).sum()), pairs=n * m, p_value=p_value, status=status,
         failed=status == "regressed" or (fail_on_improvement and status == "improved"), test=t.test, items=n,
-        p_adjusted=p_adjusted, ci_low=low, ci_high=high,
-        detectable_drop=detectable_drop(item_means, m, detection_alpha, power, min(1.0, background)),
-        flip_rate=background,
-        worse_items=tuple(i for i, s in zip(cell.item_ids, t.steps, strict=True) if s < 0),
-        better_items=tuple(i for i, s in zip(cell.item_ids, t.steps, strict=True) if s > 0),
+        p_adjusted=p_adjusted, ci_low=low, ci_high=high, detectable_drop=detectable, flip_rate=background,
+        score_sd=spread,
+        worse_items=tuple(i for i, s in zip(cell.item_ids, moved, strict=True) if s < 0),
+        better_items=tuple(i for i, s in zip(cell.item_ids, moved, strict=True) if s > 0),
+    )
+
+
+# --------------------------------------------------------------------------- depth shift
+def _shift_pair(baseline: DepthProfile, current: DepthProfile, suite: str, metric: str) -> list[_Paired]:
+    """The suite's per-item drops under each single-layer removal both profiles hold, as a shift cell:
+    ``before``/``after`` are items x layers matrices of ``intact - without layer``."""
+    keys = [key for key, layers in _single_layers(current, suite).items()
+            if _single_layers(baseline, suite).get(key) == layers]
+    if len(keys) < MIN_SHIFT_LAYERS or metric_kind(metric).test == "signed-rank":  # unbounded: no stable centre
+        return []
+    sides = []
+    for profile in (baseline, current):
+        intact = _outcomes(profile, suite, INTACT, metric)
+        removed = [_outcomes(profile, suite, key, metric) for key in keys]
+        if intact is None or any(v is None for v in removed):
+            return []
+        n = min(len(v) for v in removed if v is not None)
+        sides.append((np.asarray(intact[:n]), np.array([v[:n] for v in removed if v is not None]).T))
+    n = min(side[1].shape[0] for side in sides)
+    before, after = ((intact[:n, None] - removed[:n]) for intact, removed in sides)
+    info = current.suites[suite]
+    order = np.argsort([_single_layers(current, suite)[key] for key in keys], kind="stable")
+    identity = {"suite": suite, "capability": info.capability, "protocol": info.protocol, "metric": metric,
+                "band": SHIFT, "layers": tuple(_single_layers(current, suite)[keys[i]] for i in order),
+                "ablations": tuple(keys[i] for i in order)}
+    return [_Paired(identity, tuple(info.item_ids[:n]), before[:, order], after[:, order],
+                    int(current.model.get("num_layers") or max(identity["layers"]) + 1))]
+
+
+def _single_layers(profile: DepthProfile, suite: str) -> dict[str, int]:
+    """Ablation key -> the one layer it removes, for the suite's single-layer removals."""
+    return {key: layers[0] for key, layers in _ablation_layers(profile, suite).items()
+            if key != INTACT and len(layers) == 1}
+
+
+def _shift_comparison(cell: _Paired, test: ShiftTest, p_adjusted: float, alpha: float,
+                      max_shift: float) -> CellComparison:
+    """A shift cell: ``baseline``/``current`` are the centres of depth, ``delta`` the shift, ``allowed`` the
+    largest move allowed; ``detectable_drop`` is the smallest shift detected with the run's power."""
+    status: Status = "ok"
+    if math.isfinite(test.shift) and test.shift != 0:
+        if p_adjusted <= alpha and abs(test.shift) >= EFFECT_FLOOR * max_shift - _EPS:
+            status = "moved"
+        elif abs(test.shift) > max_shift + _EPS:
+            status = "changed"
+    return CellComparison(
+        **cell.identity, baseline=test.baseline_centre, current=test.current_centre, delta=test.shift,
+        allowed=max_shift, worse=0, better=0, pairs=cell.before.size, p_value=test.p_value, status=status,
+        failed=status == "moved", test="permutation", items=test.items, p_adjusted=p_adjusted,
+        ci_low=test.ci_low, ci_high=test.ci_high, detectable_drop=test.detectable_shift, flip_rate=math.nan,
     )
 
 
@@ -636,6 +777,9 @@ class Verdict:
 
     tolerance: Tolerance = field(default_factory=Tolerance)
     alpha: float = DEFAULT_ALPHA
+    max_shift: float = DEFAULT_MAX_SHIFT
+    #: The metric cells are judged by where a suite records it; None: each suite's cell metric.
+    metric: str | None = None
     correction: str = DEFAULT_CORRECTION
     fail_on_improvement: bool = False
     allow_precision_mismatch: bool = False
@@ -650,7 +794,8 @@ class Verdict:
     def options(self) -> dict[str, Any]:
         """Keyword arguments of :func:`compare_profiles` (and ``run_check``) beyond tolerance and alpha."""
         return {"correction": self.correction, "fail_on_improvement": self.fail_on_improvement,
-                "allow_precision_mismatch": self.allow_precision_mismatch}
+                "allow_precision_mismatch": self.allow_precision_mismatch, "max_shift": self.max_shift,
+                "default_metric": self.metric}
 
     def compare(self, baseline: DepthProfile, current: DepthProfile) -> ProfileComparison:
         comparison = compare_profiles(baseline, current, tolerance=self.tolerance, alpha=self.alpha, **self.options())

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from pytest_layercheck.data.profile_data import INTACT, DepthProfile
 from pytest_layercheck.evaluation.comparison import (
     EFFECT_FLOOR,
+    SHIFT,
     CellComparison,
     ProfileComparison,
     sensitivity_warning,
@@ -45,14 +46,24 @@ def unit_name(cell: CellComparison) -> str:
 
 
 def describe_change(cell: CellComparison, with_label: bool = True) -> str:
-    """``knowledge/shallow acc dropped 0.620 -> 0.410 (p=0.003)``: the one-line form (annotations)."""
+    """``knowledge/shallow acc dropped 0.620 -> 0.410 (p=0.003)``: the one-line form (annotations). A shift
+    cell: ``knowledge/shift p_correct moved deeper: centre of depth 0.310 -> 0.520 (p=0.001)``."""
+    if cell.band == SHIFT:
+        verb = "moved deeper" if cell.delta > 0 else "moved shallower" if cell.delta < 0 else "stayed"
+        change = (f"{verb}: centre of depth {fmt_value(cell.baseline)} -> {fmt_value(cell.current)} "
+                  f"(p={fmt_p(cell.p_value)})")
+        return f"{cell.label} {change}" if with_label else change
     verb = "dropped" if cell.delta < 0 else "rose" if cell.delta > 0 else "stayed at"
     change = f"{verb} {fmt_value(cell.baseline)} -> {fmt_value(cell.current)} (p={fmt_p(cell.p_value)})"
     return f"{cell.label} {change}" if with_label else change
 
 
 def describe_detail(cell: CellComparison) -> str:
-    """The evidence behind a status: effect vs tolerance and the discordant counts."""
+    """The evidence behind a status: effect vs tolerance and the discordant counts (a shift: the move vs the
+    allowed one, over items x layers)."""
+    if cell.band == SHIFT:
+        return (f"Δ {fmt_delta(cell.delta)} of depth vs allowed {cell.allowed:g}; {cell.items} items x "
+                f"{len(cell.layers)} single-layer removals")
     return (f"Δ {fmt_delta(cell.delta)} vs tolerance {cell.allowed:g}; {len(cell.worse_items)} of {cell.items} "
             f"{unit_name(cell)} got worse, {len(cell.better_items)} better")
 
@@ -117,6 +128,7 @@ def comparison_to_json(comparison: ProfileComparison, item_texts: ItemTexts | No
         "power": comparison.power,
         "detection_alpha": comparison.detection_alpha,
         "flip_rate": comparison.flip_rate,
+        "max_shift": comparison.max_shift,
         "precision_mismatch": comparison.precision_mismatch,
         "underpowered": [c.label for c in comparison.underpowered],
         "sensitivity_warning": sensitivity_warning(comparison),
@@ -132,6 +144,17 @@ def comparison_to_json(comparison: ProfileComparison, item_texts: ItemTexts | No
     }
 
 
+def _test_text(cell: CellComparison) -> str:
+    """Which statistic and test a cell used, in words (every report says it)."""
+    if cell.band == SHIFT:
+        return (f"centre of depth of the {cell.metric} lost per removed layer; two-sided paired permutation test "
+                "over items")
+    return {"McNemar": f"exact McNemar test of per-item {cell.metric}",
+            "sign-flip": f"exact sign-flip test of per-item {cell.metric} shares over the band's removals",
+            "score sign-flip": f"exact sign-flip test of the per-item change in mean {cell.metric}",
+            "signed-rank": f"Wilcoxon signed-rank test of the per-item change in {cell.metric}"}.get(cell.test, cell.test)
+
+
 def _item_to_json(item: str, texts: Mapping[str, Mapping[str, Any]], chosen: Mapping[str, str]) -> dict[str, Any]:
     entry = {"id": item, **{k: v for k, v in texts.get(item, {}).items() if k != "choices"}}
     if item in chosen:
@@ -141,18 +164,23 @@ def _item_to_json(item: str, texts: Mapping[str, Mapping[str, Any]], chosen: Map
 
 def _cell_to_json(cell: CellComparison, texts: Mapping[str, Mapping[str, Any]],
                   chosen: Mapping[str, str]) -> dict[str, Any]:
-    return {
+    """One cell as strict JSON: a number a cell does not have (``flip_rate`` of a score cell, an infinite
+    detectable drop) is ``null``, since JSON readers reject NaN and Infinity."""
+    fields = {
         "suite": cell.suite, "capability": cell.capability, "protocol": cell.protocol, "metric": cell.metric,
         "band": cell.band, "layers": list(cell.layers), "ablations": list(cell.ablations),
         "baseline": cell.baseline, "current": cell.current, "delta": cell.delta, "allowed": cell.allowed,
         "test": cell.test, "items": cell.items, "p_value": cell.p_value, "p_adjusted": cell.p_adjusted,
         "ci_low": cell.ci_low, "ci_high": cell.ci_high, "detectable_drop": cell.detectable_drop,
-        "flip_rate": cell.flip_rate, "status": cell.status, "failed": cell.failed,
+        "flip_rate": cell.flip_rate, "score_sd": cell.score_sd, "metric_test": _test_text(cell),
+        "status": cell.status, "failed": cell.failed,
         "worse_items": [_item_to_json(i, texts, chosen) for i in cell.worse_items],
         "better_items": [_item_to_json(i, texts, chosen) for i in cell.better_items],
         # (item, ablation) pairs, descriptive only: the test's unit is the item
         "worse": cell.worse, "better": cell.better, "pairs": cell.pairs,
     }
+    return {key: None if isinstance(value, float) and not math.isfinite(value) else value
+            for key, value in fields.items()}
 
 
 def suite_item_texts(suite: str, content_hash: str) -> dict[str, dict[str, Any]]:

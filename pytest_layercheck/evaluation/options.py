@@ -54,7 +54,7 @@ PROFILE = (
     Option("limit", "items per suite scored intact: N, or suite=N,... (0 = all; default: all knowledge and "
                     "reasoning items, 40 retrieval)"),
     Option("sweep-limit", "leading items per suite scored with layers removed: N, or suite=N,... (0 = all; "
-                          "default: knowledge 40, reasoning 40, retrieval 10; never more than the limit)"),
+                          "default: knowledge 140, reasoning 110, retrieval 28, other suites 40; never more than the limit)"),
     Option("mode", "ablation mode: layers (one layer at a time), bands (whole band) or window:K", "layers"),
     Option("bands", "depth bands as fractions, e.g. shallow=0:0.3,middle=0.3:0.7,deep=0.7:1", ""),
     Option("chat-template", "render prompts through the tokenizer's chat template as lm-eval's "
@@ -66,6 +66,10 @@ PROFILE = (
 VERDICT = (
     Option("max-drop", "tolerated drop: absolute (0.05), relative to the baseline (5%%) or both (0.02,5%%)",
            "0.05"),
+    Option("metric", "metric cells are judged by where a suite records it: p_correct (multiple choice's default), "
+                     "acc, acc_norm, margin, loglikelihood or exact_match; other suites keep their own", ""),
+    Option("max-shift", "largest allowed move of a capability's centre of depth, as a share of the model's depth "
+                        "(the shift cells)", "0.1"),
     Option("alpha", "family-wise significance level of the paired tests over items", "0.05"),
     Option("correction", "multiplicity correction over the compared cells", "holm", choices=CORRECTIONS),
     Option("allow-precision-mismatch", "compare with a baseline measured in another dtype or device type "
@@ -156,6 +160,32 @@ def parse_alpha(text: str | float) -> float:
     return alpha
 
 
+def parse_metric(text: str | None) -> str | None:
+    """A metric name a check can be judged by, or None (each suite's own) for an empty value."""
+    from pytest_layercheck.data.metrics import METRIC_NAMES
+
+    name = (text or "").strip()
+    if not name:
+        return None
+    if name not in METRIC_NAMES:
+        close = difflib.get_close_matches(name, METRIC_NAMES, n=1)
+        raise ConfigError(f"unknown metric {name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""),
+                          f"use one of {', '.join(METRIC_NAMES)}")
+    return name
+
+
+def parse_max_shift(text: str | float) -> float:
+    """A share of depth in [0, 1]: how far a capability's centre of depth may move."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not 0 <= value <= 1:
+        raise ConfigError(f"bad max-shift {text!r}: a move along depth is a share of the model's depth in [0, 1]",
+                          "e.g. 0.1 (three layers of a 30-layer model)")
+    return value
+
+
 def _value(values: Mapping[str, Any], option: Option) -> Any:
     value = values.get(option.key)
     return option.default if value is None and not option.flag else value
@@ -226,6 +256,7 @@ def verdict(values: Mapping[str, Any]) -> Verdict:
     get = {option.key: _value(values, option) for option in VERDICT}
     return Verdict(
         tolerance=Tolerance.parse(str(get["max_drop"])), alpha=parse_alpha(get["alpha"]),
+        max_shift=parse_max_shift(get["max_shift"]), metric=parse_metric(get["metric"]),
         correction=get["correction"] or "holm", fail_on_improvement=bool(get["fail_on_improvement"]),
         allow_precision_mismatch=bool(get["allow_precision_mismatch"]), strict_power=bool(get["strict_power"]),
     )

@@ -10,7 +10,7 @@ The cache is untrusted input: CI caches are shared and restored from elsewhere. 
   results between runners), or else a random key made once per user in
   ``$XDG_CONFIG_HOME/pytest-layercheck/cache-key`` (mode 0600; a key file others can read or write is
   refused, since whoever holds the key can forge entries);
-- every entry is decoded strictly (:func:`validation.decode_cache_entry`: 0/1 outcomes, as many as the
+- every entry is decoded strictly (:func:`validation.decode_cache_entry`: outcomes each metric can hold, as many as the
   items, nothing unknown; an intact entry's optional ``answers``, the model's choice per item, of the
   same length, choice indices in range or bounded strings), and the signature covers every field;
 - nothing inside the cache folder is followed: shard folders and entries are opened relative to their
@@ -54,8 +54,9 @@ from pytest_layercheck.data.validation import (
     expect_object,
 )
 
-#: Bumped when the entry format changes; entries of another format are misses.
-CACHE_FORMAT = 2
+#: Bumped when the entry format changes; entries of another format are misses. 3: multiple-choice entries
+#: keep p_correct and margin, continuation entries their log-likelihoods.
+CACHE_FORMAT = 3
 MODE_ENV = "LAYERCHECK_CACHE_MODE"
 SECRET_ENV = "LAYERCHECK_CACHE_SECRET"
 MODES: tuple[str, ...] = ("readwrite", "readonly", "off")

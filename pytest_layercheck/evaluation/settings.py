@@ -14,16 +14,17 @@ from pytest_layercheck.scoring.rendering import ChatTemplate
 from pytest_layercheck.suites.builtin import BUILTIN_SUITES
 
 #: Items per suite scored on the intact model (None = every item). Intact scoring is cheap, and the
-#: intact cells are the ones a guard leans on, so knowledge and reasoning use every item: at ~264 and
-#: ~214 items a 0.05 drop of intact accuracy is detectable (see README, "What a red build means").
-#: Retrieval items carry 150-600-token contexts, so their intact count is capped.
+#: intact cells are the ones a guard leans on, so knowledge and reasoning use every item. Retrieval items
+#: carry 150-600-token contexts, so their intact count is capped.
 DEFAULT_LIMITS: dict[str, int | None] = {"knowledge": None, "reasoning": None, "retrieval": 40}
 #: Items for suites without an entry in DEFAULT_LIMITS (user suites): all of them.
 DEFAULT_LIMIT: int | None = None
-#: Leading items scored under each ablation of a layer sweep: a sweep costs one evaluation per layer,
-#: so it uses a subset, sized to keep the default profile within a few minutes on a 2-core CPU.
-DEFAULT_SWEEP_LIMITS: dict[str, int | None] = {"knowledge": 40, "reasoning": 40, "retrieval": 10}
-#: Sweep items for suites without an entry in DEFAULT_SWEEP_LIMITS.
+#: Leading items scored under each ablation of a layer sweep. A sweep costs one evaluation per layer, so it
+#: uses a subset: sized so that, judged by p_correct against the default model's baseline, every knowledge
+#: and reasoning band cell detects a drop of 0.05 and every retrieval band cell one of 0.10 (docs/statistics.md),
+#: at the least cost on a CPU.
+DEFAULT_SWEEP_LIMITS: dict[str, int | None] = {"knowledge": 140, "reasoning": 110, "retrieval": 28}
+#: Sweep items for suites without an entry in DEFAULT_SWEEP_LIMITS (a profile reports whether they suffice).
 DEFAULT_SWEEP_LIMIT: int | None = 40
 
 #: A limit: items for every suite (None = all), or per suite name (missing names take the default).

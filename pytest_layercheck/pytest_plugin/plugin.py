@@ -73,8 +73,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "layercheck(capability, band='intact', protocol=None, metric=None, max_drop=None, relative=None, "
-        "alpha=None, min=None): assert that the capability's cell in the depth profile has not regressed "
-        "against the baseline (pytest-layercheck)",
+        "alpha=None, min=None, max_shift=None): assert that the capability's cell in the depth profile has not "
+        "regressed against the baseline, or with band='shift' that it has not moved along depth (pytest-layercheck)",
     )
     plugin = {option.key: _option(config, option) for option in PLUGIN_OPTIONS}
     workerinput: dict[str, Any] = getattr(config, "workerinput", {})

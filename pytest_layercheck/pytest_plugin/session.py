@@ -437,7 +437,9 @@ class LayercheckSession:
 
         comparison = self.comparison()
         baseline = self._baseline if comparison is not None else None
-        lines = render_terminal(self._profile, comparison, width=width, color=color, baseline=baseline).splitlines()
+        metrics = [self.verdict.metric] if self.verdict.metric else None
+        lines = render_terminal(self._profile, comparison, metrics=metrics, width=width, color=color,
+                                baseline=baseline).splitlines()
         if comparison is not None:
             from pytest_layercheck.evaluation.comparison import sensitivity_warning
 

@@ -48,7 +48,7 @@ def nice_scale(peak: float) -> float:
 def suite_metric(profile: DepthProfile, suite: str, metrics: Sequence[str] | None = None) -> str:
     """The first of ``metrics`` the suite has, else its primary metric."""
     outcomes = profile.evaluation(suite).outcomes
-    return next((m for m in metrics or () if m in outcomes), profile.suites[suite].primary_metric)
+    return next((m for m in metrics or () if m in outcomes), profile.suites[suite].cell_metric)
 
 
 def _ablations(profile: DepthProfile, suite: str, metric: str) -> list[Evaluation]:
@@ -56,6 +56,15 @@ def _ablations(profile: DepthProfile, suite: str, metric: str) -> list[Evaluatio
     return [ev for (name, proto, key), ev in sorted(profile.evaluations.items())
             if name == suite and proto == protocol and key != INTACT and ev.removed_layers
             and metric in ev.outcomes]
+
+
+def layer_centre(values: Mapping[int, tuple[float, float]], layers: Sequence[int], depth: int) -> float:
+    """The centre of depth (:func:`depth_shift.centre_of_depth`) of the per-layer drops in ``values``
+    (``layer_values``'s pairs), over ``layers``: where along depth the metric is lost."""
+    from pytest_layercheck.data.depth_shift import centre_of_depth
+
+    drops = [[values[layer][1] - values[layer][0] for layer in layers]]
+    return centre_of_depth(drops, layers, depth) if depth >= 2 else math.nan
 
 
 def layer_values(profile: DepthProfile, suite: str, metric: str) -> tuple[dict[int, tuple[float, float]], bool]:
@@ -104,6 +113,8 @@ class StripRow:
     #: Which of a group's values a shared cell shows (the worst); and how a value becomes a glyph.
     pick: Callable[[Sequence[float]], float]
     glyph: Callable[[float], Glyph]
+    #: A line of text under the cells instead of cells (``note`` is the text; no label, lead or cells).
+    text_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -178,7 +189,7 @@ class DepthStrip:
         rows = [row for group in self.groups for row in group]
         label_w = min(MAX_LABEL, max((len(r.label) for r in rows), default=0))
         lead_w = max([len(self.lead_header), *(len(r.lead) for r in rows)])
-        note_w = max((len(r.note) for r in rows), default=0)
+        note_w = max((len(r.note) for r in rows if not r.text_only), default=0)
         segs = segments(self.bands, self.layers)
         layout = fit(segs, max(8, options.max_width - label_w - lead_w - 2), note_w + 2 if note_w else 0)
         if layout.per > 1:  # a layer per cell matters more than the lead column, which the table also shows
@@ -188,6 +199,9 @@ class DepthStrip:
         prefix = label_w + lead_w + 2
         yield self._band_line(segs, layout, prefix, lead_w >= 0)
         for row in rows:
+            if row.text_only:  # under the cells, where the notes' width does not count
+                yield Text(" " * prefix + row.note, style="dim")
+                continue
             line = Text(no_wrap=True, overflow="crop")
             label = row.label if len(row.label) <= label_w else row.label[:label_w - 1] + "…"
             line.append(f"{label:<{label_w}} " + (f"{row.lead:>{lead_w}} " if lead_w >= 0 else ""))
@@ -359,16 +373,20 @@ def delta_strip(baseline: DepthProfile, current: DepthProfile,
     groups = []
     peak = 0.0
     deltas: dict[str, tuple[dict[int, float], float]] = {}
+    centres: dict[str, tuple[float, float] | None] = {}
     for suite in (s for s in current.suites if s in baseline.suites):
         metric = suite_metric(current, suite, metrics)
         if metric not in baseline.evaluation(suite).outcomes:
             continue
-        now, _ = layer_values(current, suite, metric)
-        before, _ = layer_values(baseline, suite, metric)
+        now, single_now = layer_values(current, suite, metric)
+        before, single_before = layer_values(baseline, suite, metric)
         moved = {layer: now[layer][0] - before[layer][0] for layer in now.keys() & before.keys()}
         if not moved:
             continue
         intact_delta = current.evaluation(suite).mean(metric) - baseline.evaluation(suite).mean(metric)
+        shared = sorted(moved)
+        centres[suite] = (layer_centre(before, shared, num_layers(baseline)), layer_centre(now, shared, num_layers(current))) \
+            if single_now and single_before and len(shared) >= 3 else None
         deltas[suite] = (moved, intact_delta)
         peak = max([peak, *(abs(v) for v in moved.values() if math.isfinite(v))])
     if not deltas:
@@ -384,6 +402,11 @@ def delta_strip(baseline: DepthProfile, current: DepthProfile,
                      max, _signed_glyph(scale, True)),
             StripRow("", "▼", moved, down, min, _signed_glyph(scale, False)),
         ])
+        centre = centres.get(suite)
+        if centre is not None and all(math.isfinite(c) for c in centre):
+            groups[-1].append(StripRow("", "", {}, f"centre of depth {centre[0]:.2f} → {centre[1]:.2f} "
+                                       f"({centre[1] - centre[0]:+.2f} of depth)", max, _signed_glyph(scale, True),
+                                       text_only=True))
     title = "where it moved: metric with one layer removed, this run − baseline"
     legend = [_key(RISE, RISE_STYLES, "rose (▲)"), _key(FALL, FALL_STYLES, f"fell (▼), up to {_scale_text(scale)}"),
               _key(MISSING, ("dim",), "not in both runs"), _key(EDGE, ("dim",), "band edge")]

@@ -24,7 +24,7 @@ from pytest_layercheck.evaluation.describe import (  # noqa: F401 - the renderer
 
 #: Marker next to a compared cell; "✗" is reserved for cells that fail the run.
 FAIL_MARK = "✗"
-STATUS_MARKS = {"regressed": FAIL_MARK, "changed": "~", "improved": "↑", "ok": ""}
+STATUS_MARKS = {"regressed": FAIL_MARK, "moved": FAIL_MARK, "changed": "~", "improved": "↑", "ok": ""}
 LEGEND = (f"{FAIL_MARK} fails (a significant drop of at least half the tolerance) · ~ beyond tolerance, "
           "not significant · ↑ improved")
 
@@ -53,7 +53,8 @@ def cell_text(value: float, compared: CellComparison | None = None) -> str:
 def status_line(comparison: ProfileComparison) -> str:
     """``FAILED: 1 regressed, 2 changed (not significant), 9 ok`` or ``passed: 12 ok``."""
     counts = comparison.counts()
-    labels = {"regressed": "regressed", "improved": "improved", "changed": "changed (not significant)", "ok": "ok"}
+    labels = {"regressed": "regressed", "moved": "moved along depth", "improved": "improved",
+              "changed": "changed (not significant)", "ok": "ok"}
     parts = [f"{n} {labels[status]}" for status, n in counts.items() if n]
     verdict = "passed" if comparison.passed else "FAILED"
     return f"{verdict}: {', '.join(parts) or 'no cells compared'}"
@@ -67,7 +68,7 @@ def metrics_text(profile: DepthProfile, metrics: Sequence[str] | None = None) ->
     """``acc (knowledge, reasoning), exact_match (retrieval)``."""
     by_metric: dict[str, list[str]] = {}
     for name, info in profile.suites.items():
-        for metric in metrics or [info.primary_metric]:
+        for metric in metrics or [info.cell_metric]:
             by_metric.setdefault(metric, []).append(name)
     return ", ".join(f"{metric} ({', '.join(names)})" for metric, names in by_metric.items())
 

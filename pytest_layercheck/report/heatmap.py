@@ -46,7 +46,7 @@ def plot_layer_heatmap(profile: DepthProfile, path: Path | str, metrics: Mapping
     grid: list[list[float]] = []
     labels: list[str] = []
     for suite in suites:
-        metric = (metrics or {}).get(suite) or profile.suites[suite].primary_metric
+        metric = (metrics or {}).get(suite) or profile.suites[suite].cell_metric
         values = profile.per_layer(suite, metric)
         grid.append([values.get(layer, math.nan) for layer in range(num_layers)])
         intact = profile.evaluation(suite).mean(metric)

@@ -21,6 +21,7 @@ from typing import Any
 
 from pytest_layercheck.core.atomic import atomic_write_text
 from pytest_layercheck.data.bands import format_layers
+from pytest_layercheck.data.metrics import metric_kind
 from pytest_layercheck.data.profile_data import INTACT, DepthProfile
 from pytest_layercheck.data.statistics import CI_LEVEL, mean
 from pytest_layercheck.evaluation.comparison import CellComparison, ProfileComparison, sensitivity_warning
@@ -49,7 +50,8 @@ BASELINE_COLOUR = "#0072B2"
 RUN_COLOUR = "#D55E00"
 RISE_COLOUR = "#56B4E9"
 FALL_COLOUR = "#E69F00"
-STATUS_WORDS = {"regressed": "regressed", "changed": "changed (not significant)", "improved": "improved", "ok": "ok"}
+STATUS_WORDS = {"regressed": "regressed", "moved": "moved along depth", "changed": "changed (not significant)",
+                "improved": "improved", "ok": "ok"}
 
 CSS = """
 :root{--fail:#D55E00;--warn:#E69F00;--good:#009E73;--ink:#222;--muted:#666;--line:#ccc}
@@ -515,7 +517,8 @@ def _legend_svg(frame: Frame, y: float, baseline: bool, moved: bool, index: int)
 
 # -------------------------------------------------------------------------------------- items
 def _shares(profile: DepthProfile | None, cell: CellComparison, ids: Sequence[str]) -> dict[str, float]:
-    """Each item's share of right answers over the cell's evaluations (1 or 0 for the intact cell)."""
+    """Each item's mean of the cell's metric over the cell's evaluations: its share of right answers for a 0/1
+    metric (1 or 0 for the intact cell), its mean score for p_correct or a margin."""
     if profile is None or cell.suite not in profile.suites:
         return {}
     info = profile.suites[cell.suite]
@@ -531,9 +534,12 @@ def _shares(profile: DepthProfile | None, cell: CellComparison, ids: Sequence[st
     return shares
 
 
-def _share_text(share: float | None, intact: bool) -> str:
+def _share_text(share: float | None, intact: bool, binary: bool = True) -> str:
+    """An item's value: right / wrong or the share right (0/1 metrics), or its mean score (p_correct, margin)."""
     if share is None:
         return "?"
+    if not binary:
+        return f"{share:.3f}"
     return ("right" if share >= 0.5 else "wrong") if intact else f"{share:.0%} right"
 
 
@@ -562,19 +568,21 @@ def _item_block(page: Page, cell: CellComparison, direction: str, ids: Sequence[
     shown = list(ids[:MAX_ITEMS])
     chosen = answer_texts(page.profile, cell.suite, texts)
     intact = cell.band == INTACT
+    binary = metric_kind(cell.metric).binary
     before, after = _shares(page.baseline, cell, shown), _shares(page.profile, cell, shown)
     rows = []
     for item in shown:
         entry = texts.get(item, {})
         prompt = entry.get("prompt", "")
         prompt = prompt if len(prompt) <= MAX_PROMPT else prompt[:MAX_PROMPT] + " …"
-        outcome = f"{_share_text(before.get(item), intact)} → {_share_text(after.get(item), intact)}"
+        outcome = f"{_share_text(before.get(item), intact, binary)} → {_share_text(after.get(item), intact, binary)}"
         rows.append(f'<tr class="item {direction}"><td class="l">{esc(item)}</td><td class="prompt">{esc(prompt)}</td>'
                     f'<td class="l">{esc(entry.get("answer", ""))}</td><td class="l chosen">{esc(_cut(chosen.get(item)))}'
                     f'</td><td>{esc(outcome)}</td></tr>')
     more = (f'<p class="muted">and {len(ids) - len(shown)} more (the JSON report, --json or '
             "--layercheck-report, lists every one)</p>") if len(ids) > len(shown) else ""
-    what = "right answers, baseline → this run" + ("" if intact else " (over the band's ablations)")
+    what = ("right answers" if binary else cell.metric) + ", baseline → this run" + (
+        "" if intact else " (over the band's ablations)")
     summary = f"{marker(cell)} {cell.label}: {len(ids)} item(s) {'got worse' if direction == 'worse' else 'got better'}"
     open_attr = " open" if cell.status != "ok" else ""
     return (f"<details{open_attr}><summary>{esc(summary.strip())}</summary><table class=\"items\"><thead><tr>"

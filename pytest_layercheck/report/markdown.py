@@ -10,7 +10,7 @@ from tabulate import tabulate
 
 from pytest_layercheck.data.profile_data import DepthProfile
 from pytest_layercheck.data.statistics import CI_LEVEL
-from pytest_layercheck.evaluation.comparison import CellComparison, ProfileComparison, sensitivity_warning
+from pytest_layercheck.evaluation.comparison import SHIFT, CellComparison, ProfileComparison, sensitivity_warning
 from pytest_layercheck.report.format import (
     LEGEND,
     describe_change,
@@ -50,6 +50,7 @@ def render_markdown(profile: DepthProfile, comparison: ProfileComparison | None 
         lines += ["", f"_{LEGEND}_", "", f"**{status_line(comparison)}** — {comparison.criteria()}."]
         sections = [
             ("Regressions", comparison.regressions),
+            ("Moved along depth", comparison.moved),
             ("Improvements", comparison.improvements),
             ("Changed beyond tolerance but not significant", comparison.changed),
         ]
@@ -79,11 +80,16 @@ def _bullet(cell: CellComparison) -> str:
 
 
 def _evidence(cell: CellComparison) -> str:
-    """Δ against the tolerance, the test with raw and adjusted p, the interval and the detectable drop."""
-    return (f"Δ {fmt_delta(cell.delta)} vs tolerance {cell.allowed:.3g}; {len(cell.worse_items)} of {cell.items} "
-            f"items worse, {len(cell.better_items)} better; {cell.test} p={fmt_p(cell.p_value)}, "
+    """Δ against the tolerance, the test with raw and adjusted p, the interval and the detectable drop (a shift
+    cell: the move against the allowed one, over items x single-layer removals, and the detectable shift)."""
+    shift = cell.band == SHIFT
+    effect = (f"Δ {fmt_delta(cell.delta)} of depth vs allowed {cell.allowed:.3g}; {cell.items} items x "
+              f"{len(cell.layers)} single-layer removals") if shift else \
+        (f"Δ {fmt_delta(cell.delta)} vs tolerance {cell.allowed:.3g}; {len(cell.worse_items)} of {cell.items} "
+         f"items worse, {len(cell.better_items)} better")
+    return (f"{effect}; {cell.test} p={fmt_p(cell.p_value)}, "
             f"adjusted p={fmt_p(cell.p_adjusted)}; {CI_LEVEL:.0%} CI [{fmt_delta(cell.ci_low)}, "
-            f"{fmt_delta(cell.ci_high)}]; detectable drop {_drop(cell.detectable_drop)}")
+            f"{fmt_delta(cell.ci_high)}]; detectable {'shift' if shift else 'drop'} {_drop(cell.detectable_drop)}")
 
 
 def _ids(ids: Sequence[str]) -> str:

@@ -34,7 +34,7 @@ from pytest_layercheck.report.format import (
 )
 from pytest_layercheck.report.table import TableCell, build_table
 
-STYLES = {"regressed": "bold red", "changed": "yellow", "improved": "green"}
+STYLES = {"regressed": "bold red", "moved": "bold red", "changed": "yellow", "improved": "green"}
 
 
 def _style(cell: TableCell) -> str:

@@ -9,6 +9,8 @@ Metrics per protocol (lm-evaluation-harness semantics, read in its source; suite
 * ``mc_letters`` / ``mc_text``: ``acc`` = argmax of the summed log-likelihoods is gold;
   ``acc_norm`` = argmax of log-likelihood / len(candidate in characters) is gold (ties go to the
   first choice, as with ``np.argmax``). For letters every candidate has length 1, so the two agree.
+  ``p_correct`` = the gold choice's probability, softmax over the choices' summed log-likelihoods;
+  ``margin`` = the gold choice's log-likelihood minus the best other choice's.
 * ``continuation``: ``loglikelihood`` of the target and ``exact_match`` = the target is the
   greedy continuation.
 * ``generate_until``: ``exact_match`` of the normalised extracted answer against the target.
@@ -327,13 +329,15 @@ def _choice_outcomes(prepared: PreparedSuite, lls: torch.Tensor) -> list[ItemOut
     )
     pred = table.argmax(1).tolist()
     pred_norm = (table / lengths).argmax(1).tolist()
+    p_correct, margin = _gold_scores(table, prepared)
     outcomes = []
     for i, rendered in enumerate(prepared.items):
         n, gold = len(rendered.candidates), rendered.item.gold
         outcomes.append(
             ItemOutcome(
                 rendered.item.id,
-                {"acc": float(pred[i] == gold), "acc_norm": float(pred_norm[i] == gold)},
+                {"acc": float(pred[i] == gold), "acc_norm": float(pred_norm[i] == gold),
+                 "p_correct": p_correct[i], "margin": margin[i]},
                 {
                     "loglikelihoods": table[i, :n].tolist(),
                     "candidates": list(rendered.candidates),
@@ -344,6 +348,17 @@ def _choice_outcomes(prepared: PreparedSuite, lls: torch.Tensor) -> list[ItemOut
             )
         )
     return outcomes
+
+
+def _gold_scores(table: torch.Tensor, prepared: PreparedSuite) -> tuple[list[float], list[float]]:
+    """Per item: the gold choice's probability normalised over the choices (``p_correct``), and its
+    log-likelihood minus the best other choice's (``margin``; 0 for an item with one choice)."""
+    gold = torch.tensor([r.item.gold for r in prepared.items], dtype=torch.long)
+    gold_ll = table.gather(1, gold[:, None])[:, 0]
+    p_correct = (gold_ll - torch.logsumexp(table, dim=1)).exp().clamp(0.0, 1.0)
+    others = table.scatter(1, gold[:, None], float("-inf")).amax(1)
+    margin = torch.where(torch.isfinite(others), gold_ll - others, torch.zeros_like(gold_ll))
+    return p_correct.tolist(), margin.tolist()
 
 
 def _continuation_outcomes(prepared: PreparedSuite, lls: torch.Tensor, greedy: torch.Tensor) -> list[ItemOutcome]:

@@ -11,8 +11,10 @@ and one :func:`register` call, as model families are one entry in ``model/archit
 The built-in four follow lm-evaluation-harness semantics:
 
 * ``mc_letters`` / ``mc_text``: the letters (``A``, ``B``, ...) or the choice texts are scored; ``acc``
-  is the argmax of the summed log-likelihoods, ``acc_norm`` the argmax per character.
-* ``continuation``: the target is scored; ``exact_match`` = it is the greedy continuation.
+  is the argmax of the summed log-likelihoods, ``acc_norm`` the argmax per character, ``p_correct`` the
+  gold choice's probability over the choices (what cells are judged by), ``margin`` its lead in nats.
+* ``continuation``: the target is scored; ``loglikelihood`` is its log-likelihood, ``exact_match`` = it
+  is the greedy continuation.
 * ``generate_until``: greedy generation; ``exact_match`` of the extracted answer against the target.
 """
 
@@ -37,7 +39,8 @@ class Protocol:
 
     name: str
     kind: Kind
-    #: The metric a cell of this protocol is judged by; the others are kept and reported.
+    #: The protocol's headline metric, as lm-eval names it (accuracy-style, 0/1 per item): what the analyses
+    #: count and what an answer is chosen by. The others are kept and reported.
     primary_metric: str
     #: Items are multiple-choice (``choices`` + ``gold``) rather than a single ``target``.
     multiple_choice: bool
@@ -47,6 +50,14 @@ class Protocol:
     placeholders: frozenset[str] = frozenset({"context"})
     #: Extra item requirements beyond choices/gold or a target: a problem text, or None.
     item_check: Callable[[SuiteItem], str | None] = lambda item: None
+    #: The metric a profile cell is judged by when a check names none; None: ``primary_metric``.
+    #: Multiple choice is judged by ``p_correct``, which carries more information per item than ``acc``.
+    judged_by: str | None = None
+
+    @property
+    def cell_metric(self) -> str:
+        """The metric a profile cell and a check are judged by unless they name another."""
+        return self.judged_by or self.primary_metric
 
     @property
     def generates(self) -> bool:
@@ -97,6 +108,10 @@ def primary_metric(name: str) -> str:
     return get_protocol(name).primary_metric
 
 
+def cell_metric(name: str) -> str:
+    return get_protocol(name).cell_metric
+
+
 def _letters(item: SuiteItem) -> tuple[str, ...]:
     return tuple(LETTERS[: len(item.choices)])
 
@@ -116,8 +131,8 @@ def _no_empty_choice(item: SuiteItem) -> str | None:
 
 
 MC_LETTERS = register(Protocol("mc_letters", "loglikelihood", "acc", True, _letters,
-                               frozenset({"context", "choices_block"}), _letters_fit))
+                               frozenset({"context", "choices_block"}), _letters_fit, judged_by="p_correct"))
 MC_TEXT = register(Protocol("mc_text", "loglikelihood", "acc", True, lambda item: tuple(item.choices),
-                            item_check=_no_empty_choice))
+                            item_check=_no_empty_choice, judged_by="p_correct"))
 CONTINUATION = register(Protocol("continuation", "loglikelihood", "exact_match", False, _target))
 GENERATE_UNTIL = register(Protocol("generate_until", "generation", "exact_match", False, _target))
