@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -247,3 +248,30 @@ def test_stored_and_summary(store: BaselineStore) -> None:
     assert summarize_saves(results) == "2 baselines written, 1 unchanged"
     assert summarize_saves(results[2:]) == "1 baseline unchanged"
     assert summarize_saves([]) == ""
+
+
+def test_float_rounding_in_continuous_scores_is_no_change(store: BaselineStore) -> None:
+    """Another thread count or batch composition changes the last bits of p_correct and margins (measured up to
+    4e-6 and 3e-5 on the default model): re-recording the same model must leave the baseline unchanged, while a
+    real change of one item's score is reported and needs --update."""
+    profile = make_profile()
+    assert store.save(profile, NAME).status == "written"
+    before = store.path_for(NAME).read_bytes()
+
+    def nudged(by: float, items: slice) -> DepthProfile:
+        evaluations = {}
+        for key, ev in profile.evaluations.items():
+            if "p_correct" not in ev.outcomes:  # a generation suite: 0/1 outcomes only
+                evaluations[key] = ev
+                continue
+            values = list(ev.outcomes["p_correct"])
+            values[items] = [min(1.0, max(0.0, v + (by if v < 0.5 else -by))) for v in values[items]]
+            evaluations[key] = replace(ev, outcomes={**ev.outcomes, "p_correct": tuple(values)})
+        return replace(profile, evaluations=evaluations)
+
+    assert store.save(nudged(4e-6, slice(None)), NAME).status == "unchanged"
+    assert store.path_for(NAME).read_bytes() == before
+    with pytest.raises(BaselineError) as info:
+        store.save(nudged(0.3, slice(0, 1)), NAME)
+    assert "per-item outcomes changed" in info.value.problem
+    assert store.path_for(NAME).read_bytes() == before

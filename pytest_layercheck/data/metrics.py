@@ -37,6 +37,13 @@ class MetricKind:
     #: What a cell's effect is: the mean per-item change, or the median (rank tests).
     effect: Literal["mean", "median"] = "mean"
     description: str = ""
+    #: The largest difference float rounding makes between two runs of one model (other batch composition or
+    #: thread count; measured up to 4e-6 for p_correct and 3e-5 nats for margins): within it, the same result.
+    noise: float = 0.0
+
+    def same(self, a: float, b: float) -> bool:
+        """Whether two values of this metric are one result, up to float rounding."""
+        return a == b or abs(a - b) <= self.noise
 
     def problem(self, value: float) -> str | None:
         """Why ``value`` cannot be an outcome of this metric, or None."""
@@ -54,16 +61,16 @@ METRICS: dict[str, MetricKind] = {
     **{name: MetricKind(name, True, 0.0, 1.0, "exact", description="1 when the answer is right")
        for name in _BINARY},
     "p_correct": MetricKind("p_correct", False, 0.0, 1.0, "sign-flip",
-                            description="probability of the gold choice, normalised over the choices"),
+                            description="probability of the gold choice, normalised over the choices", noise=1e-4),
     "margin": MetricKind("margin", False, -math.inf, math.inf, "signed-rank", "median",
-                         "log-likelihood of the gold choice minus the best other choice (nats)"),
+                         "log-likelihood of the gold choice minus the best other choice (nats)", noise=1e-3),
     "loglikelihood": MetricKind("loglikelihood", False, -math.inf, 0.0, "signed-rank", "median",
-                                "log-likelihood of the continuation target (nats)"),
+                                "log-likelihood of the continuation target (nats)", noise=1e-3),
 }
 #: Metrics a check, marker or CLI option can name.
 METRIC_NAMES: tuple[str, ...] = tuple(METRICS)
 #: For metrics no protocol here defines (a user-registered protocol's): any finite number, by ranks.
-_OTHER = MetricKind("other", False, -math.inf, math.inf, "signed-rank", "median", "a user metric")
+_OTHER = MetricKind("other", False, -math.inf, math.inf, "signed-rank", "median", "a user metric", noise=1e-3)
 
 
 def metric_kind(name: str) -> MetricKind:

@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from pytest_layercheck.core.atomic import atomic_write_text
 from pytest_layercheck.core.errors import BaselineError, ConfigError
+from pytest_layercheck.data.metrics import metric_kind
 from pytest_layercheck.data.profile_data import INTACT, SCHEMA_VERSION, DepthProfile, merge_profiles
 from pytest_layercheck.data.validation import loads_strict
 
@@ -119,7 +120,7 @@ class BaselineStore:
             return SaveResult(name, path, "updated", [f"replaced an unreadable baseline: {exc}"])
         merged = merge_profiles(old, profile)
         data = merged.to_json()
-        if _substance(old.to_json()) == _substance(data):
+        if _substance(old.to_json()) == _substance(data) or same_measurement(old, merged):
             return SaveResult(name, path, "unchanged")
         changes = cell_changes(old, merged)
         if not update:
@@ -145,7 +146,7 @@ def cell_changes(old: DepthProfile | None, new: DepthProfile) -> list[str]:
     for label, value in after.items():
         if label not in before:
             lines.append(f"+ {label} = {value:.3f}")
-        elif _differs(before[label], value):
+        elif _differs(before[label], value, label.rsplit(" ", 1)[-1]):
             lines.append(f"~ {label}: {before[label]:.3f} -> {value:.3f}")
     lines += [f"- {label} (removed)" for label in before if label not in after]
     if old is not None:
@@ -155,13 +156,40 @@ def cell_changes(old: DepthProfile | None, new: DepthProfile) -> list[str]:
     return lines
 
 
-def _differs(a: float, b: float) -> bool:
-    return not (a == b or (a != a and b != b))  # NaN equals NaN here
+def _differs(a: float, b: float, metric: str = "") -> bool:
+    return not (metric_kind(metric).same(a, b) or (a != a and b != b))  # NaN equals NaN here
 
 
 def _changed_outcomes(old: DepthProfile, new: DepthProfile) -> int:
     return sum(1 for key, ev in new.evaluations.items()
-               if key in old.evaluations and dict(old.evaluations[key].outcomes) != dict(ev.outcomes))
+               if key in old.evaluations and not _same_outcomes(old.evaluations[key].outcomes, ev.outcomes))
+
+
+def _same_outcomes(old: Mapping[str, Sequence[float]], new: Mapping[str, Sequence[float]]) -> bool:
+    """Equal per-item outcomes: 0/1 exactly, continuous scores up to float rounding (``MetricKind.noise``)."""
+    if set(old) != set(new):
+        return False
+    for metric, values in new.items():
+        kind = metric_kind(metric)
+        before = old[metric]
+        if len(before) != len(values) or not all(kind.same(a, b) for a, b in zip(before, values, strict=True)):
+            return False
+    return True
+
+
+def same_measurement(old: DepthProfile, new: DepthProfile) -> bool:
+    """``new`` measured what ``old`` did, with the same results up to float rounding: the same model, settings,
+    suites and ablations, and per-item outcomes equal as :func:`_same_outcomes` has it. A re-run on another
+    thread count or batch size changes the last bits of continuous scores; that must not read as a change."""
+    def frame(profile: DepthProfile) -> str:
+        data = profile.to_json()
+        data.pop("cells", None)  # derived from the outcomes
+        data["evaluations"] = {suite: {key: {k: v for k, v in ev.items() if k not in ("means", "outcomes")}
+                                       for key, ev in by_key.items()} for suite, by_key in data["evaluations"].items()}
+        return _substance(data)
+
+    return (frame(old) == frame(new) and old.evaluations.keys() == new.evaluations.keys()
+            and all(_same_outcomes(old.evaluations[key].outcomes, ev.outcomes) for key, ev in new.evaluations.items()))
 
 
 def dumps_baseline(data: dict[str, Any]) -> str:
