@@ -659,10 +659,12 @@ def _cell_comparison(t: _Tested, drop_adjusted: float, rise_adjusted: float, tol
 # --------------------------------------------------------------------------- depth shift
 def _shift_pair(baseline: DepthProfile, current: DepthProfile, suite: str, metric: str) -> list[_Paired]:
     """The suite's per-item drops under each single-layer removal both profiles hold, as a shift cell:
-    ``before``/``after`` are items x layers matrices of ``intact - without layer``."""
-    keys = [key for key, layers in _single_layers(current, suite).items()
-            if _single_layers(baseline, suite).get(key) == layers]
-    if len(keys) < MIN_SHIFT_LAYERS or metric_kind(metric).test == "signed-rank":  # unbounded: no stable centre
+    ``before``/``after`` are items x layers matrices of ``intact - without layer``, layers in depth order."""
+    if metric_kind(metric).test == "signed-rank":  # unbounded scores: no stable centre
+        return []
+    old, new = _single_layers(baseline, suite), _single_layers(current, suite)
+    keys = sorted((key for key, layer in new.items() if old.get(key) == layer), key=new.__getitem__)
+    if len(keys) < MIN_SHIFT_LAYERS:
         return []
     sides = []
     for profile in (baseline, current):
@@ -670,17 +672,16 @@ def _shift_pair(baseline: DepthProfile, current: DepthProfile, suite: str, metri
         removed = [_outcomes(profile, suite, key, metric) for key in keys]
         if intact is None or any(v is None for v in removed):
             return []
-        n = min(len(v) for v in removed if v is not None)
-        sides.append((np.asarray(intact[:n]), np.array([v[:n] for v in removed if v is not None]).T))
-    n = min(side[1].shape[0] for side in sides)
-    before, after = ((intact[:n, None] - removed[:n]) for intact, removed in sides)
+        sides.append((intact, [v for v in removed if v is not None]))
+    n = min(len(v) for _, removed in sides for v in removed)
+    before, after = (np.asarray(intact[:n])[:, None] - np.array([v[:n] for v in removed]).T
+                     for intact, removed in sides)
     info = current.suites[suite]
-    order = np.argsort([_single_layers(current, suite)[key] for key in keys], kind="stable")
+    layers = tuple(new[key] for key in keys)
     identity = {"suite": suite, "capability": info.capability, "protocol": info.protocol, "metric": metric,
-                "band": SHIFT, "layers": tuple(_single_layers(current, suite)[keys[i]] for i in order),
-                "ablations": tuple(keys[i] for i in order)}
-    return [_Paired(identity, tuple(info.item_ids[:n]), before[:, order], after[:, order],
-                    int(current.model.get("num_layers") or max(identity["layers"]) + 1))]
+                "band": SHIFT, "layers": layers, "ablations": tuple(keys)}
+    return [_Paired(identity, tuple(info.item_ids[:n]), before, after,
+                    int(current.model.get("num_layers") or max(layers) + 1))]
 
 
 def _single_layers(profile: DepthProfile, suite: str) -> dict[str, int]:

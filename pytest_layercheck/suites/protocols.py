@@ -108,10 +108,6 @@ def primary_metric(name: str) -> str:
     return get_protocol(name).primary_metric
 
 
-def cell_metric(name: str) -> str:
-    return get_protocol(name).cell_metric
-
-
 def _letters(item: SuiteItem) -> tuple[str, ...]:
     return tuple(LETTERS[: len(item.choices)])
 
