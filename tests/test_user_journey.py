@@ -228,3 +228,19 @@ def test_a_held_out_harmful_fine_tune_fails(project: Path, candidates: dict[str,
     assert cell["baseline"] - cell["current"] >= 0.08 and cell["failed"]
     counts = re.search(r"\(evaluations: (\d+) from cache, (\d+) computed", run.stdout)
     assert counts and sum(map(int, counts.groups())) == 2, run.stdout  # the two parts, from cache on a rerun
+
+
+def test_profile_judges_by_the_metric_and_shift_the_user_names(project: Path, tmp_path: Path) -> None:
+    """``layercheck profile --metric acc --max-shift 0.2`` against a baseline recorded the same way: the cells
+    are the acc ones, the criteria name the allowed shift; a misspelt metric is a usage error naming the fix."""
+    small = ("--suites", "knowledge", "--limit", "12", "--sweep-limit", "3", "--baseline-dir", tmp_path)
+    recorded = sh("layercheck", "baseline", "default", *small, cwd=project)
+    assert recorded.returncode == 0 and "baseline written" in recorded.stdout, output(recorded)
+    run = sh("layercheck", "profile", *small, "--metric", "acc", "--max-shift", "0.2", "--json", "acc.json",
+             cwd=project)
+    assert run.returncode == 0, output(run)
+    cells = json.loads((project / "acc.json").read_text())["comparison"]["cells"]
+    assert {c["metric"] for c in cells} == {"acc"} and any(c["band"] == "shift" for c in cells)
+    assert " ".join(run.stdout.split()).count("0.5 x 0.2 of depth") == 1
+    typo = sh("layercheck", "profile", *small, "--metric", "p_corect", cwd=project)
+    assert typo.returncode == 2 and "unknown metric 'p_corect' (did you mean 'p_correct'?)" in typo.stderr, output(typo)
