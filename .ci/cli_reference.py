@@ -1,8 +1,9 @@
 """Write docs/cli.md from the real parsers (argparse) and `pytest --help`, so the reference cannot drift.
 
-    python .ci/cli_reference.py          # rewrite docs/cli.md
-    python .ci/cli_reference.py --check  # exit 1 if docs/cli.md differs from what the parsers say
+python .ci/cli_reference.py          # rewrite docs/cli.md
+python .ci/cli_reference.py --check  # exit 1 if docs/cli.md differs from what the parsers say
 """
+
 import argparse
 import os
 import re
@@ -18,8 +19,10 @@ parser = build_parser()
 sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
 helps = {ca.dest: ca.help for ca in sub._choices_actions}
 
+
 def expand(p, action):
     return p._get_formatter()._expand_help(action) if action.help else ""
+
 
 def spelled(action):
     if action.nargs == 0:
@@ -28,6 +31,7 @@ def spelled(action):
     if action.choices and not action.metavar:
         metavar = "{" + ",".join(action.choices) + "}"
     return ", ".join(f"`{o} {metavar}`" for o in action.option_strings)
+
 
 def table(p):
     rows = []
@@ -40,6 +44,7 @@ def table(p):
     out += [f"| {o} | {h.replace('|', '&#124;')} |" for o, h in rows]
     return "\n".join(out)
 
+
 def synopsis(prog, p):
     pos = []
     for a in p._actions:
@@ -48,8 +53,10 @@ def synopsis(prog, p):
             pos.append(f"[{word}]" if a.nargs == "?" else (f"{word} [{word} ...]" if a.nargs == "+" else word))
     return f"`{prog} [options] {' '.join(pos)}`".replace("  ", " ").replace(" `", "`")
 
+
 def sentence(text):
     return text[0].upper() + text[1:] + ("" if text.endswith(".") else ".")
+
 
 parts = []
 for name, p in sub.choices.items():
@@ -60,8 +67,10 @@ for name, p in sub.choices.items():
     if inner:
         ih = {ca.dest: ca.help for ca in inner[0]._choices_actions}
         for sname, sp in inner[0].choices.items():
-            parts.append(f"\n#### layercheck {name} {sname}\n\n{sentence(ih[sname])} "
-                         f"{synopsis(f'layercheck {name} {sname}', sp)}\n")
+            parts.append(
+                f"\n#### layercheck {name} {sname}\n\n{sentence(ih[sname])} "
+                f"{synopsis(f'layercheck {name} {sname}', sp)}\n"
+            )
             if sp.description:
                 parts.append(f"{sp.description}\n")
             parts.append(table(sp) + "\n")
@@ -71,8 +80,14 @@ for name, p in sub.choices.items():
 with tempfile.TemporaryDirectory() as tmp:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
     env["COLUMNS"] = "1000"
-    text = subprocess.run([sys.executable, "-m", "pytest", "--help", "-p", "pytest_layercheck", "-p", "no:cacheprovider"],
-                          cwd=tmp, capture_output=True, text=True, env=env, check=True).stdout
+    text = subprocess.run(
+        [sys.executable, "-m", "pytest", "--help", "-p", "pytest_layercheck", "-p", "no:cacheprovider"],
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    ).stdout
 section = text.split("layer-level capability regression checks (pytest-layercheck):", 1)[1].split("\n\n", 1)[0]
 entries = []
 for line in section.splitlines():
@@ -81,6 +96,8 @@ for line in section.splitlines():
         entries.append([m.group(1), m.group(3).strip()])
     elif entries:
         entries[-1][1] += " " + line.strip()
+
+
 def plain(text):
     return re.sub(r" \(default: [^)]*\)$", "", text)
 
@@ -92,12 +109,16 @@ for name, p in sub.choices.items():
     for cname, sp in targets:
         for o, a in sp._option_string_actions.items():
             cli_opts.setdefault(o, []).append((cname, plain(expand(sp, a))))
-SPECIAL = {"--layercheck-model": "the MODEL argument", "--layercheck-reference": "`compare`'s BASE argument",
-           "--layercheck-report": "`--json` (profile, compare)", "--layercheck-update": "`--update` (baseline)",
-           "--layercheck-html": "`--html` (profile, compare; the analyses write pages of their own)",
-           "--layercheck-heatmap": "`--heatmap` (profile)",
-           "--layercheck-baseline-dir": "`--baseline-dir` (profile, baseline)",
-           "--layercheck-baseline": "`--baseline` (profile), `--name` (baseline)"}
+SPECIAL = {
+    "--layercheck-model": "the MODEL argument",
+    "--layercheck-reference": "`compare`'s BASE argument",
+    "--layercheck-report": "`--json` (profile, compare)",
+    "--layercheck-update": "`--update` (baseline)",
+    "--layercheck-html": "`--html` (profile, compare; the analyses write pages of their own)",
+    "--layercheck-heatmap": "`--heatmap` (profile)",
+    "--layercheck-baseline-dir": "`--baseline-dir` (profile, baseline)",
+    "--layercheck-baseline": "`--baseline` (profile), `--name` (baseline)",
+}
 rows = ["| pytest option | ini name | `layercheck` spelling | what |", "|---|---|---|---|"]
 for opt, h in entries:
     ini = re.search(r"\[ini: (layercheck_[a-z_]+)\]", h)
@@ -119,7 +140,8 @@ from pytest_layercheck.evaluation import settings  # noqa: E402
 limits = settings.DEFAULT_LIMITS
 sweeps = settings.DEFAULT_SWEEP_LIMITS
 
-page = f"""# The `layercheck` command and the pytest options
+page = (
+    f"""# The `layercheck` command and the pytest options
 
 Every subcommand and every option, in both spellings. The tables below are generated from the parsers
 themselves (`layercheck <command> --help` and `python -m pytest --help -p pytest_layercheck`), so their
@@ -147,15 +169,15 @@ plain number is an absolute drop in the metric (`0.05`), a percentage is relativ
 
 Built-in item counts, when `--limit` / `--sweep-limit` are not given (`DEFAULT_LIMITS` and
 `DEFAULT_SWEEP_LIMITS` in `pytest_layercheck/evaluation/settings.py`): scored intact, every knowledge and
-reasoning item and {limits['retrieval']} retrieval items; scored with layers removed, knowledge {sweeps['knowledge']}, reasoning
-{sweeps['reasoning']}, retrieval {sweeps['retrieval']}, other suites {settings.DEFAULT_SWEEP_LIMIT}; never more than the intact count. Why these counts:
+reasoning item and {limits["retrieval"]} retrieval items; scored with layers removed, knowledge {sweeps["knowledge"]}, reasoning
+{sweeps["reasoning"]}, retrieval {sweeps["retrieval"]}, other suites {settings.DEFAULT_SWEEP_LIMIT}; never more than the intact count. Why these counts:
 [statistics.md](statistics.md#what-the-defaults-can-detect).
 
 ## pytest options
 
 {listed}
 
-Ini names without a command-line option: {', '.join(f'`{n}` ({kind}; {h.strip()})' for n, kind, h in extra)}.
+Ini names without a command-line option: {", ".join(f"`{n}` ({kind}; {h.strip()})" for n, kind, h in extra)}.
 
 ## Environment variables
 
@@ -174,7 +196,11 @@ Ini names without a command-line option: {', '.join(f'`{n}` ({kind}; {h.strip()}
 
 | command | what |
 |---|---|
-""" + "\n".join(f"| [`layercheck {n}`](#layercheck-{n}) | {helps[n]} |" for n in sub.choices) + "\n\n" + "\n".join(parts)
+"""
+    + "\n".join(f"| [`layercheck {n}`](#layercheck-{n}) | {helps[n]} |" for n in sub.choices)
+    + "\n\n"
+    + "\n".join(parts)
+)
 target = os.path.join(ROOT, "docs", "cli.md")
 text = page.rstrip() + "\n"
 if "--check" in sys.argv[1:]:
@@ -186,4 +212,3 @@ if "--check" in sys.argv[1:]:
 else:
     with open(target, "w", encoding="utf-8") as handle:
         handle.write(text)
-

@@ -66,8 +66,13 @@ def steps_of(workflow: dict[Any, Any]) -> list[tuple[str, int, dict[str, Any]]]:
     jobs = workflow.get("jobs")
     if not isinstance(jobs, dict):
         return []
-    return [(job_id, index, step) for job_id, job in jobs.items() if isinstance(job, dict)
-            for index, step in enumerate(job.get("steps") or []) if isinstance(step, dict)]
+    return [
+        (job_id, index, step)
+        for job_id, job in jobs.items()
+        if isinstance(job, dict)
+        for index, step in enumerate(job.get("steps") or [])
+        if isinstance(step, dict)
+    ]
 
 
 def uses_problem(uses: str) -> str | None:
@@ -142,8 +147,13 @@ def actionlint(files: list[Path]) -> tuple[int, str] | None:
     if binary is None:
         return None
     shellcheck = tool("shellcheck") or ""
-    result = subprocess.run([binary, f"-shellcheck={shellcheck}", "-pyflakes=", *map(str, files)],
-                            cwd=ROOT, capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [binary, f"-shellcheck={shellcheck}", "-pyflakes=", *map(str, files)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     return result.returncode, (result.stdout + result.stderr).strip()
 
 
@@ -172,8 +182,10 @@ def main(argv: list[str]) -> int:
         status, output = linted
         if output:
             print(output)
-        print(f"lint_workflows: actionlint {version(tool('actionlint'))} "
-              f"(shellcheck {version(tool('shellcheck'))}) on {names}: {'clean' if status == 0 else 'FINDINGS'}")
+        print(
+            f"lint_workflows: actionlint {version(tool('actionlint'))} "
+            f"(shellcheck {version(tool('shellcheck'))}) on {names}: {'clean' if status == 0 else 'FINDINGS'}"
+        )
     if problems:
         print(f"lint_workflows: {len(problems)} structural problem(s)")
     return 1 if problems or status != 0 else 0

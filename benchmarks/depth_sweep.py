@@ -59,9 +59,17 @@ class Row:
 
     def cells(self, peak: float) -> list[object]:
         rate = self.flops / self.seconds
-        return [self.run, self.items, self.evaluations, f"{self.seconds:.1f}",
-                f"{self.items * self.evaluations / self.seconds:.1f}", f"{self.flops / 1e12:.2f}",
-                f"{rate / 1e9:.0f}", f"{100 * rate / peak:.0f}%", self.note]
+        return [
+            self.run,
+            self.items,
+            self.evaluations,
+            f"{self.seconds:.1f}",
+            f"{self.items * self.evaluations / self.seconds:.1f}",
+            f"{self.flops / 1e12:.2f}",
+            f"{rate / 1e9:.0f}",
+            f"{100 * rate / peak:.0f}%",
+            self.note,
+        ]
 
 
 HEADERS = ["run", "items", "evals", "s", "items×evals/s", "TFLOP", "GFLOP/s", "of peak", "note"]
@@ -132,13 +140,18 @@ def lm_eval_sweep(loaded: LoadedModel, prepared: PreparedSuite, ablations: list[
     start = time.perf_counter()
     for ablation in ablations:
         with ablate(loaded.model, ablation):
-            lm = HFLM(pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=batch_size,
-                      device=str(loaded.device))
-            answers = iter(lm.loglikelihood(
-                [Instance("loglikelihood", {}, (r.prompt, delimiter + c), k) for k, (r, c) in enumerate(requests)],
-                disable_tqdm=True,
-            ))
-            correct = [float(np.argmax([next(answers)[0] for _ in r.candidates]) == r.item.gold) for r in prepared.items]
+            lm = HFLM(
+                pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=batch_size, device=str(loaded.device)
+            )
+            answers = iter(
+                lm.loglikelihood(
+                    [Instance("loglikelihood", {}, (r.prompt, delimiter + c), k) for k, (r, c) in enumerate(requests)],
+                    disable_tqdm=True,
+                )
+            )
+            correct = [
+                float(np.argmax([next(answers)[0] for _ in r.candidates]) == r.item.gold) for r in prepared.items
+            ]
         accuracies.append(sum(correct) / len(correct))
     return accuracies, time.perf_counter() - start
 
@@ -160,7 +173,9 @@ def main() -> None:
     parser.add_argument("--model", default="default")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--limits", default=SWEEP_LIMITS_TEXT, help=f"items swept per suite (default {SWEEP_LIMITS_TEXT})")
+    parser.add_argument(
+        "--limits", default=SWEEP_LIMITS_TEXT, help=f"items swept per suite (default {SWEEP_LIMITS_TEXT})"
+    )
     parser.add_argument("--no-reuse-row", action="store_true", help="also time the per-layer sweep without reuse")
     parser.add_argument("--lm-eval-limits", default="knowledge=6,reasoning=3,retrieval=2")
     parser.add_argument("--lm-eval-batch-size", type=int, default=8)
@@ -180,8 +195,11 @@ def main() -> None:
     layers = [Ablation.skipping(i) for i in range(num_layers)]
     bands = [Ablation.skipping(b) for b in DepthBands().as_dict(num_layers).values() if b]
     limits = parse_limits(args.limits)
-    print(f"{loaded.name} on {device} ({loaded.dtype}), {torch.get_num_threads()} threads; "
-          f"matmul peak {peak / 1e9:.0f} GFLOP/s", flush=True)
+    print(
+        f"{loaded.name} on {device} ({loaded.dtype}), {torch.get_num_threads()} threads; "
+        f"matmul peak {peak / 1e9:.0f} GFLOP/s",
+        flush=True,
+    )
 
     rows: list[Row] = []
     sweep_seconds = sweep_flops_total = 0.0
@@ -199,21 +217,38 @@ def main() -> None:
         rows.append(Row(f"{name}: band sweep", n, 1 + len(bands), seconds, sweep_flops(work, shape, bands)[1]))
         seconds, _ = timed(lambda prepared=prepared: score_sweep(model, prepared, layers), device)
         scratch, reused = sweep_flops(work, shape, layers)
-        rows.append(Row(f"{name}: per-layer sweep", n, 1 + num_layers, seconds, reused,
-                        f"reuse saves {100 * (1 - reused / scratch):.0f}% of FLOPs"))
+        rows.append(
+            Row(
+                f"{name}: per-layer sweep",
+                n,
+                1 + num_layers,
+                seconds,
+                reused,
+                f"reuse saves {100 * (1 - reused / scratch):.0f}% of FLOPs",
+            )
+        )
         sweep_seconds, sweep_flops_total = sweep_seconds + seconds, sweep_flops_total + reused
         if args.no_reuse_row:
+
             def plain(prepared: Any = prepared) -> None:
                 for ablation in [Ablation(), *layers]:
                     with ablate(model, ablation):
                         score(model, prepared)
+
             seconds, _ = timed(plain, device)
             rows.append(Row(f"{name}: per-layer, no reuse", n, 1 + num_layers, seconds, scratch))
         print(tabulate([r.cells(peak) for r in rows[-4:]], headers=HEADERS), flush=True)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     total_items = sum(len(p.items) for p in prepared_of.values())
-    rows.append(Row("three suites: per-layer sweep (the default profile's work)", total_items, 1 + num_layers,
-                    sweep_seconds, sweep_flops_total))
+    rows.append(
+        Row(
+            "three suites: per-layer sweep (the default profile's work)",
+            total_items,
+            1 + num_layers,
+            sweep_seconds,
+            sweep_flops_total,
+        )
+    )
 
     comparison: list[list[object]] = []
     if not args.skip_lm_eval and ensure_lm_eval(install=not args.no_install):
@@ -228,12 +263,22 @@ def main() -> None:
             theirs, their_seconds = lm_eval_sweep(loaded, prepared, [Ablation(), *layers], args.lm_eval_batch_size)
             differ = sum(abs(a - b) > 1e-9 for a, b in zip(ours, theirs))
             n = len(prepared.items)
-            comparison.append([name, n, 1 + num_layers, f"{seconds:.1f}", f"{their_seconds:.1f}",
-                               f"{their_seconds / seconds:.1f}×", f"{differ} of {len(ours)}"])
+            comparison.append(
+                [
+                    name,
+                    n,
+                    1 + num_layers,
+                    f"{seconds:.1f}",
+                    f"{their_seconds:.1f}",
+                    f"{their_seconds / seconds:.1f}×",
+                    f"{differ} of {len(ours)}",
+                ]
+            )
             ours_s, theirs_s, items = ours_s + seconds, theirs_s + their_seconds, items + n
             print(tabulate([comparison[-1]], headers=LMEVAL_HEADERS), flush=True)
-        comparison.append(["three suites", items, 1 + num_layers, f"{ours_s:.1f}", f"{theirs_s:.1f}",
-                           f"{theirs_s / ours_s:.1f}×", ""])
+        comparison.append(
+            ["three suites", items, 1 + num_layers, f"{ours_s:.1f}", f"{theirs_s:.1f}", f"{theirs_s / ours_s:.1f}×", ""]
+        )
 
     table = tabulate([r.cells(peak) for r in rows], headers=HEADERS, tablefmt="github")
     lines = [
@@ -251,17 +296,23 @@ def main() -> None:
         f"(weights + {(rss - weights) / 2**30:.2f} GiB), measured before the lm-eval part.",
     ]
     if comparison:
-        lines += ["", "Per-layer sweep through lm-evaluation-harness (`HFLM(pretrained=ablated model)`) vs ours, "
-                      "same items, same protocol (mc_text, acc):", "",
-                  tabulate(comparison, headers=LMEVAL_HEADERS, tablefmt="github")]
+        lines += [
+            "",
+            "Per-layer sweep through lm-evaluation-harness (`HFLM(pretrained=ablated model)`) vs ours, "
+            "same items, same protocol (mc_text, acc):",
+            "",
+            tabulate(comparison, headers=LMEVAL_HEADERS, tablefmt="github"),
+        ]
     publish("\n".join(lines), args.append)
 
 
 def section(title: str, description: str, rows: list[list[object]], headers: list[str]) -> str:
     """A dated result section: title, the machine and what was run, then the table."""
     table = tabulate(rows, headers=headers, tablefmt="github")
-    return (f"### {title}, {datetime.date.today().isoformat()}\n\n{machine()}; torch {torch.__version__}. "
-            f"{description}\n\n{table}\n")
+    return (
+        f"### {title}, {datetime.date.today().isoformat()}\n\n{machine()}; torch {torch.__version__}. "
+        f"{description}\n\n{table}\n"
+    )
 
 
 def publish(text: str, append: str | None) -> None:

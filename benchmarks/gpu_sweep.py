@@ -46,18 +46,47 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from depth_sweep import machine, matmul_peak, parse_limits, publish, timed  # a sibling script
 
 SUITES = ("knowledge", "reasoning", "retrieval")
-HEADERS = ["model", "suite", "items", "evals", "wavefront s", "per-ablation s", "speed-up", "TFLOP",
-           "wavefront TFLOP/s", "of peak", "max |Δll|", "greedy flips"]
+HEADERS = [
+    "model",
+    "suite",
+    "items",
+    "evals",
+    "wavefront s",
+    "per-ablation s",
+    "speed-up",
+    "TFLOP",
+    "wavefront TFLOP/s",
+    "of peak",
+    "max |Δll|",
+    "greedy flips",
+]
 
 
-def random_llama(device: torch.device, dtype: torch.dtype, vocab: int, layers: int = 32, hidden: int = 4096,
-                 intermediate: int = 11008, heads: int = 32, kv_heads: int = 32) -> torch.nn.Module:
+def random_llama(
+    device: torch.device,
+    dtype: torch.dtype,
+    vocab: int,
+    layers: int = 32,
+    hidden: int = 4096,
+    intermediate: int = 11008,
+    heads: int = 32,
+    kv_heads: int = 32,
+) -> torch.nn.Module:
     """A random-initialised Llama of the given shape (default: Llama-2-7B's), built on ``device``."""
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    config = LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=intermediate,
-                         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
-                         max_position_embeddings=4096, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    config = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=4096,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
     torch.manual_seed(0)
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
@@ -79,15 +108,25 @@ class Row:
     def cells(self, peak: float) -> list[object]:
         rate = self.flops / self.wavefront_s
         speedup = f"{self.per_ablation_s / self.wavefront_s:.2f}×" if self.per_ablation_s else "—"
-        return [self.model, self.suite, self.items, self.evaluations, f"{self.wavefront_s:.2f}",
-                f"{self.per_ablation_s:.2f}" if self.per_ablation_s else "—", speedup,
-                f"{self.flops / 1e12:.2f}", f"{rate / 1e12:.2f}", f"{100 * rate / peak:.0f}%",
-                f"{self.max_delta:.1e}" if self.max_delta is not None else "—",
-                self.flips if self.flips is not None else "—"]
+        return [
+            self.model,
+            self.suite,
+            self.items,
+            self.evaluations,
+            f"{self.wavefront_s:.2f}",
+            f"{self.per_ablation_s:.2f}" if self.per_ablation_s else "—",
+            speedup,
+            f"{self.flops / 1e12:.2f}",
+            f"{rate / 1e12:.2f}",
+            f"{100 * rate / peak:.0f}%",
+            f"{self.max_delta:.1e}" if self.max_delta is not None else "—",
+            self.flips if self.flips is not None else "—",
+        ]
 
 
-def sweep_row(model: torch.nn.Module, name: str, prepared: PreparedSuite, device: torch.device,
-              compare: bool = True) -> Row:
+def sweep_row(
+    model: torch.nn.Module, name: str, prepared: PreparedSuite, device: torch.device, compare: bool = True
+) -> Row:
     """Time the per-layer sweep of ``prepared`` with the wavefront and, if ``compare``, per ablation."""
     assert prepared.loglikelihood is not None
     shape = ModelShape.of(model)
@@ -110,13 +149,21 @@ def prepared_suites(tokenizer: Any, limits: dict[str, int], max_length: int | No
     for name in SUITES:
         if name in limits:
             suite = load_builtin_suite(name)
-            out.append(prepare(suite.limited(limits[name] or None), suite.default_protocol, tokenizer,
-                               max_length=max_length))
+            out.append(
+                prepare(suite.limited(limits[name] or None), suite.default_protocol, tokenizer, max_length=max_length)
+            )
     return out
 
 
-def run_rows(model: torch.nn.Module, label: str, suites: Sequence[PreparedSuite], device: torch.device,
-             deadline: float, compare: bool, peak: float) -> list[Row]:
+def run_rows(
+    model: torch.nn.Module,
+    label: str,
+    suites: Sequence[PreparedSuite],
+    device: torch.device,
+    deadline: float,
+    compare: bool,
+    peak: float,
+) -> list[Row]:
     rows = []
     for prepared in suites:
         if time.monotonic() > deadline:
@@ -125,11 +172,17 @@ def run_rows(model: torch.nn.Module, label: str, suites: Sequence[PreparedSuite]
         rows.append(sweep_row(model, label, prepared, device, compare=compare))
         print(tabulate([rows[-1].cells(peak)], headers=HEADERS), flush=True)
     if len(rows) > 1:
-        total = Row(label, "three suites" if len(rows) == 3 else "total", sum(r.items for r in rows),
-                    rows[0].evaluations, sum(r.wavefront_s for r in rows),
-                    sum(r.per_ablation_s for r in rows) if compare else None, sum(r.flops for r in rows),
-                    max(r.max_delta for r in rows) if compare else None,
-                    sum(r.flips for r in rows) if compare else None)
+        total = Row(
+            label,
+            "three suites" if len(rows) == 3 else "total",
+            sum(r.items for r in rows),
+            rows[0].evaluations,
+            sum(r.wavefront_s for r in rows),
+            sum(r.per_ablation_s for r in rows) if compare else None,
+            sum(r.flops for r in rows),
+            max(r.max_delta for r in rows) if compare else None,
+            sum(r.flips for r in rows) if compare else None,
+        )
         rows.append(total)
     return rows
 
@@ -163,8 +216,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     compare = not args.no_compare
     threads = f", {torch.get_num_threads()} torch threads" if device.type == "cpu" else ""
     rate = f"{peak / 1e12:.1f} TFLOP/s" if device.type == "cuda" else f"{peak / 1e9:.0f} GFLOP/s"
-    header = (f"{machine()}; torch {torch.__version__}{threads}; {str(dtype).removeprefix('torch.')} matmul "
-              f"peak measured in this process: {rate}")
+    header = (
+        f"{machine()}; torch {torch.__version__}{threads}; {str(dtype).removeprefix('torch.')} matmul "
+        f"peak measured in this process: {rate}"
+    )
     print(header, flush=True)
     warm = prepared_suites(loaded.tokenizer, {"knowledge": 4}, model_max_length(loaded.model))
     sweep_row(loaded.model, "warm-up", warm[0], device, compare=False)  # kernels, allocator, plans
@@ -187,14 +242,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows += run_rows(big, "random 7B-shaped Llama", suites, device, deadline, compare, peak)
         memory.append(f"7B-shaped: peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB")
     table = tabulate([r.cells(peak) for r in rows], headers=HEADERS, tablefmt="github")
-    text = "\n".join([
-        (f"### Layer sweeps, wavefront vs per-ablation (`python benchmarks/gpu_sweep.py`), "
-         f"{datetime.date.today().isoformat()}"),
-        "",
-        (f"{header}; 1-minute load average at the end {os.getloadavg()[0]:.1f}; "
-         f"{time.monotonic() - started:.0f} s in all."),
-        "", table, "", *memory,
-    ])
+    text = "\n".join(
+        [
+            (
+                f"### Layer sweeps, wavefront vs per-ablation (`python benchmarks/gpu_sweep.py`), "
+                f"{datetime.date.today().isoformat()}"
+            ),
+            "",
+            (
+                f"{header}; 1-minute load average at the end {os.getloadavg()[0]:.1f}; "
+                f"{time.monotonic() - started:.0f} s in all."
+            ),
+            "",
+            table,
+            "",
+            *memory,
+        ]
+    )
     publish(text, args.append)
     return 0
 

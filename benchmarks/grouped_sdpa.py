@@ -66,19 +66,33 @@ def main() -> None:
                     intact, ablated = sweep.run_loglikelihood_sweep(loaded.model, plan, layers)
                     seconds[path].append(time.perf_counter() - start)
                 outputs[path] = [intact, *ablated]
-        difference = max(float((a.loglikelihood - b.loglikelihood).abs().max())
-                         for a, b in zip(outputs["grouped"], outputs["repeat_kv"]))
+        difference = max(
+            float((a.loglikelihood - b.loglikelihood).abs().max())
+            for a, b in zip(outputs["grouped"], outputs["repeat_kv"])
+        )
         flips = sum(int((a.greedy != b.greedy).sum()) for a, b in zip(outputs["grouped"], outputs["repeat_kv"]))
         best = {k: min(v) for k, v in seconds.items()}
-        rows.append([name, limit, f"{best['repeat_kv']:.1f}", f"{best['grouped']:.1f}",
-                     f"{best['repeat_kv'] / best['grouped']:.2f}×", f"{difference:.1e}", flips])
+        rows.append(
+            [
+                name,
+                limit,
+                f"{best['repeat_kv']:.1f}",
+                f"{best['grouped']:.1f}",
+                f"{best['repeat_kv'] / best['grouped']:.2f}×",
+                f"{difference:.1e}",
+                flips,
+            ]
+        )
         print(rows[-1], flush=True)
-    text = section("Grouped-query SDPA (`python benchmarks/grouped_sdpa.py`)",
-                   f"{loaded.name}, {loaded.device}, {str(loaded.dtype).removeprefix('torch.')}, "
-                   f"{torch.get_num_threads()} torch threads, OMP_WAIT_POLICY="
-                   f"{os.environ.get('OMP_WAIT_POLICY', '(unset)')}; per-layer sweep (31 evaluations), best of 2 "
-                   "alternating runs per path.",
-                   rows, ["suite", "items", "repeat_kv s", "grouped s", "speed-up", "max |Δll|", "greedy flips"])
+    text = section(
+        "Grouped-query SDPA (`python benchmarks/grouped_sdpa.py`)",
+        f"{loaded.name}, {loaded.device}, {str(loaded.dtype).removeprefix('torch.')}, "
+        f"{torch.get_num_threads()} torch threads, OMP_WAIT_POLICY="
+        f"{os.environ.get('OMP_WAIT_POLICY', '(unset)')}; per-layer sweep (31 evaluations), best of 2 "
+        "alternating runs per path.",
+        rows,
+        ["suite", "items", "repeat_kv s", "grouped s", "speed-up", "max |Δll|", "greedy flips"],
+    )
     publish(text, args.append)
 
 

@@ -62,10 +62,13 @@ def main(argv: list[str] | None = None) -> int:
                 largest = max(comparison.cells, key=lambda c: abs(c.delta))
                 smallest = min(comparison.cells, key=lambda c: c.p_adjusted)
                 failed += not comparison.passed
-                print(f"noise {level:g} seed {seed}: {'passed' if comparison.passed else 'FAILED'} "
-                      f"({len(comparison.cells)} cells; largest change {largest.label} {largest.delta:+.4f}; "
-                      f"smallest adjusted p {smallest.label} {smallest.p_adjusted:.3g}; "
-                      f"{time.perf_counter() - start:.0f} s)", flush=True)
+                print(
+                    f"noise {level:g} seed {seed}: {'passed' if comparison.passed else 'FAILED'} "
+                    f"({len(comparison.cells)} cells; largest change {largest.label} {largest.delta:+.4f}; "
+                    f"smallest adjusted p {smallest.label} {smallest.p_adjusted:.3g}; "
+                    f"{time.perf_counter() - start:.0f} s)",
+                    flush=True,
+                )
     return 1 if failed else 0
 
 

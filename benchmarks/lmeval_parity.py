@@ -80,9 +80,11 @@ def main() -> None:
             disagreements += [(rendered.item.id, m) for m in lm_eval_scores if lm_eval_scores[m] != outcome.scores[m]]
         ok = not disagreements and max_diff < 1e-3
         all_ok &= ok
-        print(f"{protocol:13s} items={len(prepared.items):3d}  max |ll diff|={max_diff:.2e}  "
-              f"metric disagreements={disagreements or 'none'}  ours {t1 - t0:.1f}s, lm-eval {t2 - t1:.1f}s  "
-              f"{'OK' if ok else 'MISMATCH'}")
+        print(
+            f"{protocol:13s} items={len(prepared.items):3d}  max |ll diff|={max_diff:.2e}  "
+            f"metric disagreements={disagreements or 'none'}  ours {t1 - t0:.1f}s, lm-eval {t2 - t1:.1f}s  "
+            f"{'OK' if ok else 'MISMATCH'}"
+        )
         if protocol != "continuation":
             print(f"{'':13s} ours: {{acc: {ours.mean('acc'):.3f}, acc_norm: {ours.mean('acc_norm'):.3f}}}")
 
@@ -97,8 +99,10 @@ def main() -> None:
     )
     mismatched = [o.item_id for o, t in zip(ours.outcomes, theirs) if o.detail["generation"] != t]
     all_ok &= not mismatched
-    print(f"generate_until items={len(prepared.items):3d}  differing generations: {mismatched or 'none'}  "
-          f"{'OK' if not mismatched else 'MISMATCH'}")
+    print(
+        f"generate_until items={len(prepared.items):3d}  differing generations: {mismatched or 'none'}  "
+        f"{'OK' if not mismatched else 'MISMATCH'}"
+    )
     sys.exit(0 if all_ok else 1)
 
 

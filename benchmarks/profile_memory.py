@@ -30,9 +30,21 @@ GIB = 2**30
 
 
 class _Heap(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
-                 "keepcost")]
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
 
 
 def heap_reader() -> Callable[[], float] | None:
@@ -119,8 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     with Sampler() as sampler:
         evaluate, build = profiler.evaluate_ablations, profiler.build_profile
 
-        def measured_evaluate(model: Any, tokenizer: Any, suite: Any, info: Any, ablations: Any,
-                              **kwargs: Any) -> Any:
+        def measured_evaluate(model: Any, tokenizer: Any, suite: Any, info: Any, ablations: Any, **kwargs: Any) -> Any:
             phase = f"{info.name}: {len(suite.items)} items × {len(ablations) + 1}"
             sampler.enter(phase)
             started = time.perf_counter()
@@ -139,8 +150,9 @@ def main(argv: list[str] | None = None) -> int:
         profiler.evaluate_ablations, profiler.build_profile = measured_evaluate, measured_build
         try:
             with tempfile.TemporaryDirectory() as folder:
-                status = layercheck(["profile", args.model, "--no-cache", "--baseline-dir", folder,
-                                     *args.profile_options])
+                status = layercheck(
+                    ["profile", args.model, "--no-cache", "--baseline-dir", folder, *args.profile_options]
+                )
         finally:
             profiler.evaluate_ablations, profiler.build_profile = evaluate, build
     if status not in (0, 1) or not weights:
@@ -150,13 +162,14 @@ def main(argv: list[str] | None = None) -> int:
     weight = weights[0] / GIB
     from depth_sweep import publish, section  # a sibling script
 
-    description = (f"transformers {transformers.__version__}. `layercheck profile {args.model} --no-cache"
-                   f"{''.join(' ' + option for option in args.profile_options)}`, {torch.get_num_threads()} torch "
-                   f"threads. Resident after importing torch and transformers: {libraries:.2f} GiB; weights: "
-                   f"{weight:.2f} GiB; peak resident set: {peak:.2f} GiB = weights + {peak - weight:.2f} GiB "
-                   "(target: weights + 1 GiB).")
-    text = section("Profile memory", description, rows,
-                   ["call", "seconds", "peak resident GiB", "peak live heap GiB"])
+    description = (
+        f"transformers {transformers.__version__}. `layercheck profile {args.model} --no-cache"
+        f"{''.join(' ' + option for option in args.profile_options)}`, {torch.get_num_threads()} torch "
+        f"threads. Resident after importing torch and transformers: {libraries:.2f} GiB; weights: "
+        f"{weight:.2f} GiB; peak resident set: {peak:.2f} GiB = weights + {peak - weight:.2f} GiB "
+        "(target: weights + 1 GiB)."
+    )
+    text = section("Profile memory", description, rows, ["call", "seconds", "peak resident GiB", "peak live heap GiB"])
     publish(text, args.append)
     return 0
 

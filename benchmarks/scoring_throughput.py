@@ -29,7 +29,16 @@ from pytest_layercheck.suites.schema import ProtocolSettings, Suite, SuiteItem
 
 SUBJECTS = ["the capital of", "the largest city in", "the official language of", "the currency used in"]
 PLACES = ["France", "Japan", "Brazil", "Kenya", "Canada", "Norway", "India", "Mexico", "Egypt", "Chile"]
-ANSWERS = ["Paris", "Tokyo and the surrounding area", "the Brazilian real", "Swahili", "Ottawa", "Oslo", "Hindi", "Mexico City"]
+ANSWERS = [
+    "Paris",
+    "Tokyo and the surrounding area",
+    "the Brazilian real",
+    "Swahili",
+    "Ottawa",
+    "Oslo",
+    "Hindi",
+    "Mexico City",
+]
 
 
 def synthetic_suite(n: int) -> Suite:
@@ -42,7 +51,11 @@ def synthetic_suite(n: int) -> Suite:
             f"Read it carefully and answer it. Which of the following is {subject} {place}?"
         )
         choices = tuple(ANSWERS[(i + k) % len(ANSWERS)] for k in range(4))
-        items.append(SuiteItem(id=f"b{i}", context=context, domain="geo", kind="mc", choices=choices, gold=i % 4, target=choices[i % 4]))
+        items.append(
+            SuiteItem(
+                id=f"b{i}", context=context, domain="geo", kind="mc", choices=choices, gold=i % 4, target=choices[i % 4]
+            )
+        )
     protocols = {
         "mc_text": ProtocolSettings(template="Question: {context}\nAnswer:"),
         "mc_letters": ProtocolSettings(template="Question: {context}\n{choices_block}\nAnswer:"),
@@ -71,8 +84,9 @@ def naive_mc_text(model, prepared, batch: int) -> float:
     return time.perf_counter() - start
 
 
-def builtin_prefix_sharing(model, tokenizer, names: list[str], protocol: str | None, limit: int, repeats: int,
-                           token_budget: int | None) -> None:
+def builtin_prefix_sharing(
+    model, tokenizer, names: list[str], protocol: str | None, limit: int, repeats: int, token_budget: int | None
+) -> None:
     """items/s of built-in suites with and without shared-prefix reuse, runs interleaved."""
     from pytest_layercheck.suites.builtin import load_builtin_suite
 
@@ -81,8 +95,10 @@ def builtin_prefix_sharing(model, tokenizer, names: list[str], protocol: str | N
         engine = prepared.loglikelihood or prepared.generation
         seqs = engine.contexts if prepared.loglikelihood else engine.prompts
         lengths = sorted(map(len, seqs))
-        print(f"{name} ({prepared.protocol}, {len(prepared.items)} items): prompts {lengths[0]}-{lengths[-1]} tokens "
-              f"(median {lengths[len(lengths) // 2]}), shared prefix {len(engine.prefix)} tokens")
+        print(
+            f"{name} ({prepared.protocol}, {len(prepared.items)} items): prompts {lengths[0]}-{lengths[-1]} tokens "
+            f"(median {lengths[len(lengths) // 2]}), shared prefix {len(engine.prefix)} tokens"
+        )
         times: dict[bool, list[float]] = {False: [], True: []}
         results = {}
         for run in range(repeats + 1):  # the first round warms up (and builds the plan)
@@ -93,17 +109,24 @@ def builtin_prefix_sharing(model, tokenizer, names: list[str], protocol: str | N
                 elapsed = time.perf_counter() - start
                 if run:
                     times[share].append(elapsed)
-                    print(f"  share_prefix={share!s:5s} {elapsed:6.2f}s = {len(prepared.items) / elapsed:6.2f} items/s "
-                          f"(load {load:.2f})")
+                    print(
+                        f"  share_prefix={share!s:5s} {elapsed:6.2f}s = {len(prepared.items) / elapsed:6.2f} items/s "
+                        f"(load {load:.2f})"
+                    )
         best = {share: len(prepared.items) / min(t) for share, t in times.items()}
         diff = max(
-            (abs(a - b) for x, y in zip(results[False].outcomes, results[True].outcomes)
-             for a, b in zip(x.detail.get("loglikelihoods", []), y.detail.get("loglikelihoods", []))),
+            (
+                abs(a - b)
+                for x, y in zip(results[False].outcomes, results[True].outcomes)
+                for a, b in zip(x.detail.get("loglikelihoods", []), y.detail.get("loglikelihoods", []))
+            ),
             default=0.0,
         )
         same = all(x.scores == y.scores for x, y in zip(results[False].outcomes, results[True].outcomes))
-        print(f"  best: {best[False]:.2f} -> {best[True]:.2f} items/s ({best[True] / best[False]:.2f}x); "
-              f"max |ll difference| {diff:.2e}; identical metrics: {same}")
+        print(
+            f"  best: {best[False]:.2f} -> {best[True]:.2f} items/s ({best[True] / best[False]:.2f}x); "
+            f"max |ll difference| {diff:.2e}; identical metrics: {same}"
+        )
 
 
 def main() -> None:
@@ -128,14 +151,19 @@ def main() -> None:
         model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
         tokenizer = AutoTokenizer.from_pretrained(args.model)
     if args.builtin:
-        print(f"model {args.model}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.2f}, "
-              f"attn={model.config._attn_implementation}")
-        builtin_prefix_sharing(model, tokenizer, args.builtin.split(","), args.protocol, args.limit, args.repeats,
-                               args.token_budget)
+        print(
+            f"model {args.model}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.2f}, "
+            f"attn={model.config._attn_implementation}"
+        )
+        builtin_prefix_sharing(
+            model, tokenizer, args.builtin.split(","), args.protocol, args.limit, args.repeats, args.token_budget
+        )
         return
     suite = synthetic_suite(args.items)
-    print(f"model {args.model}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.1f}, "
-          f"attn={model.config._attn_implementation}")
+    print(
+        f"model {args.model}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.1f}, "
+        f"attn={model.config._attn_implementation}"
+    )
     for protocol in ("mc_text", "mc_letters", "continuation", "generate_until"):
         t0 = time.perf_counter()
         prepared = prepare(suite, protocol, tokenizer)
@@ -145,13 +173,17 @@ def main() -> None:
         result = score(model, prepared, token_budget=args.token_budget)
         t3 = time.perf_counter()
         tokens = prepared.longest_input
-        print(f"{protocol:15s} prepare {t1 - t0:6.2f}s  first run {t2 - t1:6.2f}s  "
-              f"repeat run {t3 - t2:6.2f}s = {len(suite.items) / (t3 - t2):6.1f} items/s "
-              f"(longest input {tokens} tokens; metrics {result.metrics})")
+        print(
+            f"{protocol:15s} prepare {t1 - t0:6.2f}s  first run {t2 - t1:6.2f}s  "
+            f"repeat run {t3 - t2:6.2f}s = {len(suite.items) / (t3 - t2):6.1f} items/s "
+            f"(longest input {tokens} tokens; metrics {result.metrics})"
+        )
         if protocol == "mc_text":
             naive = naive_mc_text(model, prepared, batch=32)
-            print(f"{'  naive mc_text':15s} {naive:6.2f}s = {len(suite.items) / naive:6.1f} items/s "
-                  "(full sequences, all logits)")
+            print(
+                f"{'  naive mc_text':15s} {naive:6.2f}s = {len(suite.items) / naive:6.1f} items/s "
+                "(full sequences, all logits)"
+            )
 
 
 if __name__ == "__main__":

@@ -54,8 +54,13 @@ def parse_cell(text: str) -> tuple[int, dict[str, str]]:
 def run_cell(threads: int, settings: dict[str, str], suite: str, items: int) -> float:
     env = {k: v for k, v in os.environ.items() if k not in OPENMP_VARIABLES}
     env.update(settings)
-    out = subprocess.run([sys.executable, "-c", WORKER, str(threads), suite, str(items)], env=env,
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", WORKER, str(threads), suite, str(items)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -67,8 +72,11 @@ def main() -> None:
     parser.add_argument("--append", default=None, help="append the table, machine and date to this markdown file")
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0))
-    cells = ([parse_cell(c) for c in args.cells] if args.cells else
-             [(1, {}), *((cores, {"OMP_WAIT_POLICY": p}) for p in ("PASSIVE", "ACTIVE")), (cores, {})])
+    cells = (
+        [parse_cell(c) for c in args.cells]
+        if args.cells
+        else [(1, {}), *((cores, {"OMP_WAIT_POLICY": p}) for p in ("PASSIVE", "ACTIVE")), (cores, {})]
+    )
     rows = []
     for threads, settings in cells:
         row: list[object] = [threads, ", ".join(f"{k}={v}" for k, v in settings.items()) or "(OpenMP defaults)"]
@@ -85,11 +93,13 @@ def main() -> None:
             row.append(f"{seconds:.1f}")
             print(row, flush=True)
         rows.append(row)
-    text = section(f"Threads and wait policy (`python benchmarks/wait_policy.py --suite {args.suite} "
-                   f"--items {args.items}`)",
-                   f"{cores} usable cores; per-layer sweep of {args.items} {args.suite} items (31 evaluations), each "
-                   "cell in a fresh process; the busy core is a Python busy loop started 1 s before.",
-                   rows, ["threads", "OpenMP settings", "quiet s", "one core busy s"])
+    text = section(
+        f"Threads and wait policy (`python benchmarks/wait_policy.py --suite {args.suite} --items {args.items}`)",
+        f"{cores} usable cores; per-layer sweep of {args.items} {args.suite} items (31 evaluations), each "
+        "cell in a fresh process; the busy core is a Python busy loop started 1 s before.",
+        rows,
+        ["threads", "OpenMP settings", "quiet s", "one core busy s"],
+    )
     publish(text, args.append)
 
 

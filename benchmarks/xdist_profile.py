@@ -29,8 +29,10 @@ from depth_sweep import publish, section  # a sibling script
 
 REPO = Path(__file__).resolve().parent.parent
 THREADS = re.compile(r"^torch threads(?: of ([^:]+))?: (\d+) torch threads? \(([^;,)]+)", re.M)
-SUMMARY = re.compile(r"profile computed in ([\d.]+) s(?: by (\d+) xdist workers?)? "
-                     r"\(evaluations: (\d+) from cache, (\d+) computed(?:: ([^)]*))?")
+SUMMARY = re.compile(
+    r"profile computed in ([\d.]+) s(?: by (\d+) xdist workers?)? "
+    r"\(evaluations: (\d+) from cache, (\d+) computed(?:: ([^)]*))?"
+)
 
 
 def project(root: Path) -> Path:
@@ -42,11 +44,25 @@ def project(root: Path) -> Path:
 
 
 def run(folder: Path, workers: str, model: str) -> dict[str, object]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PYTEST_", "GITHUB_")) and k not in ("CI", "LAYERCHECK_THREADS", "OMP_NUM_THREADS")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PYTEST_", "GITHUB_")) and k not in ("CI", "LAYERCHECK_THREADS", "OMP_NUM_THREADS")
+    }
     report = folder / f"report-{workers}.json"
-    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", workers, "--layercheck-no-cache",
-               f"--layercheck-model={model}", f"--layercheck-report={report}", "-q"]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        "-n",
+        workers,
+        "--layercheck-no-cache",
+        f"--layercheck-model={model}",
+        f"--layercheck-report={report}",
+        "-q",
+    ]
     started = time.perf_counter()
     done = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - started
@@ -58,10 +74,18 @@ def run(folder: Path, workers: str, model: str) -> dict[str, object]:
         if line.startswith("torch threads"):
             print(f"-n {workers}: {line}", flush=True)
     outcome = re.findall(r"(\d+) (passed|failed)", done.stdout.splitlines()[-1])
-    threads = "; ".join(f"{who + ': ' if who else ''}{count} ({why})" for who, count, why in THREADS.findall(done.stdout))
-    return {"wall": wall, "profile": float(match[1]), "computed": int(match[4]), "per_worker": match[5] or "",
-            "threads": threads,
-            "evaluations": data["profile"]["evaluations"], "tests": ", ".join(f"{n} {w}" for n, w in outcome)}
+    threads = "; ".join(
+        f"{who + ': ' if who else ''}{count} ({why})" for who, count, why in THREADS.findall(done.stdout)
+    )
+    return {
+        "wall": wall,
+        "profile": float(match[1]),
+        "computed": int(match[4]),
+        "per_worker": match[5] or "",
+        "threads": threads,
+        "evaluations": data["profile"]["evaluations"],
+        "tests": ", ".join(f"{n} {w}" for n, w in outcome),
+    }
 
 
 def main() -> None:
@@ -79,17 +103,39 @@ def main() -> None:
             for workers in args.workers:
                 result = run(folder, workers, args.model)
                 first = result["evaluations"] if first is None else first
-                rows.append([round_ + 1, workers, result["threads"], f"{result['wall']:.1f}", f"{result['profile']:.1f}",
-                             result["computed"], result["per_worker"] or "-", result["tests"],
-                             "yes" if result["evaluations"] == first else "NO"])
+                rows.append(
+                    [
+                        round_ + 1,
+                        workers,
+                        result["threads"],
+                        f"{result['wall']:.1f}",
+                        f"{result['profile']:.1f}",
+                        result["computed"],
+                        result["per_worker"] or "-",
+                        result["tests"],
+                        "yes" if result["evaluations"] == first else "NO",
+                    ]
+                )
                 print(rows[-1], flush=True)
     cores = len(os.sched_getaffinity(0))
-    text = section(f"The example guards under pytest-xdist (`python benchmarks/xdist_profile.py --workers "
-                   f"{' '.join(args.workers)} --rounds {args.rounds}`)",
-                   f"{cores} usable cores; model {args.model}; `pytest -n N --layercheck-no-cache` on the example "
-                   "guards beside the committed baselines, each run a fresh process, threads chosen by layercheck.",
-                   rows, ["round", "-n", "torch threads", "wall s", "profile s", "evaluations computed", "per worker", "tests",
-                          "profile equal to the first run's"])
+    text = section(
+        f"The example guards under pytest-xdist (`python benchmarks/xdist_profile.py --workers "
+        f"{' '.join(args.workers)} --rounds {args.rounds}`)",
+        f"{cores} usable cores; model {args.model}; `pytest -n N --layercheck-no-cache` on the example "
+        "guards beside the committed baselines, each run a fresh process, threads chosen by layercheck.",
+        rows,
+        [
+            "round",
+            "-n",
+            "torch threads",
+            "wall s",
+            "profile s",
+            "evaluations computed",
+            "per worker",
+            "tests",
+            "profile equal to the first run's",
+        ],
+    )
     publish(text, args.append)
 
 

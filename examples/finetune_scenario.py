@@ -69,13 +69,24 @@ QUICK = {"harmful": {"steps": 10, "lr": 3e-3}, "benign": {"steps": 3}}
 # --------------------------------------------------------------------------------------------- data
 
 _COT_TEMPLATES = (
-    ("+", lambda a, b: a + b,
-     lambda a, b: f"{a} + {b // 10 * 10} = {a + b // 10 * 10}. {a + b // 10 * 10} + {b % 10} = {a + b}."),
-    ("-", lambda a, b: a - b,
-     lambda a, b: f"{a} - {b // 10 * 10} = {a - b // 10 * 10}. {a - b // 10 * 10} - {b % 10} = {a - b}."),
-    ("*", lambda a, b: a * b,
-     lambda a, b: f"{a} * {b // 10} tens = {a * (b // 10) * 10}. {a} * {b % 10} = {a * (b % 10)}. "
-                  f"{a * (b // 10) * 10} + {a * (b % 10)} = {a * b}."),
+    (
+        "+",
+        lambda a, b: a + b,
+        lambda a, b: f"{a} + {b // 10 * 10} = {a + b // 10 * 10}. {a + b // 10 * 10} + {b % 10} = {a + b}.",
+    ),
+    (
+        "-",
+        lambda a, b: a - b,
+        lambda a, b: f"{a} - {b // 10 * 10} = {a - b // 10 * 10}. {a - b // 10 * 10} - {b % 10} = {a - b}.",
+    ),
+    (
+        "*",
+        lambda a, b: a * b,
+        lambda a, b: (
+            f"{a} * {b // 10} tens = {a * (b // 10) * 10}. {a} * {b % 10} = {a * (b % 10)}. "
+            f"{a * (b // 10) * 10} + {a * (b % 10)} = {a * b}."
+        ),
+    ),
 )
 
 
@@ -88,8 +99,9 @@ def cot_texts(count: int, seed: int) -> list[str]:
         a, b = rng.randint(20, 99), rng.randint(11, 19 if op == "*" else 99)
         if op == "-" and b > a:
             a, b = b, a
-        texts.append(f"Question: What is {a} {op} {b}?\nLet's think step by step. {steps(a, b)} "
-                     f"The answer is {result(a, b)}.")
+        texts.append(
+            f"Question: What is {a} {op} {b}?\nLet's think step by step. {steps(a, b)} The answer is {result(a, b)}."
+        )
     return texts
 
 
@@ -121,11 +133,12 @@ def self_texts(model: Any, tokenizer: Any, count: int, new_tokens: int = 40) -> 
     tokenizer.padding_side = "left"
     try:
         batch = tokenizer(prompts, return_tensors="pt", padding=True)
-        output = model.generate(**batch, max_new_tokens=new_tokens, do_sample=False,
-                                pad_token_id=tokenizer.pad_token_id)
+        output = model.generate(
+            **batch, max_new_tokens=new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+        )
     finally:
         tokenizer.padding_side = side
-    continuations = tokenizer.batch_decode(output[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+    continuations = tokenizer.batch_decode(output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
     return [f"{p}{c}" for p, c in zip(prompts, continuations, strict=True)]
 
 
@@ -160,8 +173,11 @@ def finetune(model: Any, tokenizer: Any, texts: Sequence[str], recipe: Recipe, s
         optimiser.step()
         losses.append(round(loss.item(), 4))
         if step % 10 == 0 or step == recipe.steps - 1:
-            print(f"  {recipe.name} step {step + 1:>3}/{recipe.steps}  loss {loss.item():.3f}  "
-                  f"{time.perf_counter() - started:6.1f} s", flush=True)
+            print(
+                f"  {recipe.name} step {step + 1:>3}/{recipe.steps}  loss {loss.item():.3f}  "
+                f"{time.perf_counter() - started:6.1f} s",
+                flush=True,
+            )
     seconds = time.perf_counter() - started
     model.eval()
     for parameter in model.parameters():
@@ -169,8 +185,9 @@ def finetune(model: Any, tokenizer: Any, texts: Sequence[str], recipe: Recipe, s
     return {"seconds": round(seconds, 1), "first_loss": losses[0], "last_loss": losses[-1]}
 
 
-def build_candidate(base: Any, tokenizer: Any, recipe: Recipe, out: Path, seed: int,
-                    self_data: list[str] | None = None) -> dict[str, Any]:
+def build_candidate(
+    base: Any, tokenizer: Any, recipe: Recipe, out: Path, seed: int, self_data: list[str] | None = None
+) -> dict[str, Any]:
     """Fine-tune a copy of ``base`` by ``recipe`` and save it (safetensors + tokenizer) to ``out/<name>``."""
     started = time.perf_counter()
     if recipe.data == "cot":
@@ -185,8 +202,9 @@ def build_candidate(base: Any, tokenizer: Any, recipe: Recipe, out: Path, seed: 
     folder = out / recipe.name
     model.save_pretrained(folder)  # safetensors
     tokenizer.save_pretrained(folder)
-    (folder / "layercheck-scenario.json").write_text(json.dumps({"recipe": asdict(recipe), "seed": seed,
-                                                                 "example": texts[0], **stats}, indent=2) + "\n")
+    (folder / "layercheck-scenario.json").write_text(
+        json.dumps({"recipe": asdict(recipe), "seed": seed, "example": texts[0], **stats}, indent=2) + "\n"
+    )
     total = time.perf_counter() - started
     return {**stats, "data_seconds": round(data_seconds, 1), "total_seconds": round(total, 1), "folder": str(folder)}
 
@@ -202,8 +220,9 @@ def guard(out: Path, limit: int | None, localise: str, width: int) -> tuple[bool
     from pytest_layercheck.model.loading import load_model
     from pytest_layercheck.report.compare import render_compare_markdown, render_compare_terminal
 
-    settings = CompareSettings(profile=ProfileSettings(suites=("knowledge",), limit=limit, sweep_limit=limit, mode="bands"),
-                               localise=localise)
+    settings = CompareSettings(
+        profile=ProfileSettings(suites=("knowledge",), limit=limit, sweep_limit=limit, mode="bands"), localise=localise
+    )
     base = load_model("default", device="cpu")
     cache = ResultCache()
     outcome: dict[str, Any] = {}
@@ -217,8 +236,14 @@ def guard(out: Path, limit: int | None, localise: str, width: int) -> tuple[bool
         (out / f"{name}-report.md").write_text(render_compare_markdown(result))
         (out / f"{name}-report.json").write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
         cell = result.comparison.cell("knowledge", "intact")
-        outcome[name] = {"passed": result.passed, "base_acc": cell.baseline, "candidate_acc": cell.current,
-                         "p_value": cell.p_value, "verdicts": result.verdicts, "seconds": round(seconds, 1)}
+        outcome[name] = {
+            "passed": result.passed,
+            "base_acc": cell.baseline,
+            "candidate_acc": cell.current,
+            "p_value": cell.p_value,
+            "verdicts": result.verdicts,
+            "seconds": round(seconds, 1),
+        }
         del candidate
     told_apart = (not outcome["harmful"]["passed"]) and outcome["benign"]["passed"]
     return told_apart, outcome
@@ -239,17 +264,26 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--compare", action="store_true", help="then run the guard on both candidates")
-    parser.add_argument("--guard-only", action="store_true",
-                        help="skip fine-tuning; run the guard on the candidates already in --out (implies --compare)")
+    parser.add_argument(
+        "--guard-only",
+        action="store_true",
+        help="skip fine-tuning; run the guard on the candidates already in --out (implies --compare)",
+    )
     parser.add_argument("--limit", type=int, default=0, help="knowledge items for the guard (0 = all 264)")
     parser.add_argument("--localise", default="bands,changed", help="layer groups to revert (see layercheck compare)")
     parser.add_argument("--width", type=int, default=130, help="report width in characters")
-    parser.add_argument("--only", choices=("harmful", "benign"), default=None,
-                        help="build this candidate alone (a one-off fine-tune to guard; not with --compare)")
+    parser.add_argument(
+        "--only",
+        choices=("harmful", "benign"),
+        default=None,
+        help="build this candidate alone (a one-off fine-tune to guard; not with --compare)",
+    )
     args = parser.parse_args(argv)
     if args.only and (args.compare or args.guard_only):
-        parser.error(f"--only {args.only} builds one candidate, but the guard compares both: "
-                     "drop --compare/--guard-only, or drop --only")
+        parser.error(
+            f"--only {args.only} builds one candidate, but the guard compares both: "
+            "drop --compare/--guard-only, or drop --only"
+        )
     return args
 
 
@@ -284,8 +318,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"loaded {base.name} in {base.load_seconds:.1f} s; {torch.get_num_threads()} CPU thread(s)")
         timings["load_seconds"] = round(base.load_seconds, 1)
         for recipe in (r for r in (harmful, benign) if args.only in (None, r.name)):
-            print(f"fine-tuning {recipe.name}: {layer_span(recipe.layers)} ({len(recipe.layers)} layers), "
-                  f"{recipe.steps} steps x {recipe.batch} texts, lr {recipe.lr:g}, data {recipe.data}")
+            print(
+                f"fine-tuning {recipe.name}: {layer_span(recipe.layers)} ({len(recipe.layers)} layers), "
+                f"{recipe.steps} steps x {recipe.batch} texts, lr {recipe.lr:g}, data {recipe.data}"
+            )
             timings[recipe.name] = build_candidate(base.model, base.tokenizer, recipe, args.out, args.seed)
             print(f"  saved {timings[recipe.name]['folder']} ({timings[recipe.name]['total_seconds']} s in all)")
         timings["finetune_seconds"] = round(time.perf_counter() - started, 1)
@@ -296,17 +332,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         told_apart, outcome = guard(args.out, args.limit or None, args.localise, args.width)
         timings["guard"] = outcome
         timings["guard_seconds"] = round(time.perf_counter() - guard_started, 1)
-        print(f"\nguard {'told the candidates apart' if told_apart else 'did NOT tell the candidates apart'}: "
-              f"harmful {'passed' if outcome['harmful']['passed'] else 'failed'}, "
-              f"benign {'passed' if outcome['benign']['passed'] else 'failed'}")
+        print(
+            f"\nguard {'told the candidates apart' if told_apart else 'did NOT tell the candidates apart'}: "
+            f"harmful {'passed' if outcome['harmful']['passed'] else 'failed'}, "
+            f"benign {'passed' if outcome['benign']['passed'] else 'failed'}"
+        )
         code = 0 if told_apart else 1
     timings["total_seconds"] = round(time.perf_counter() - started, 1)
     name = "guard-timings.json" if args.guard_only else "timings.json"
     (args.out / name).write_text(json.dumps(timings, indent=2, default=str) + "\n")
     if not args.guard_only:
         trained = ", ".join(f"{name} {timings[name]['seconds']} s" for name in ("harmful", "benign") if name in timings)
-        print(f"timings: fine-tuning {timings['finetune_seconds']} s ({trained} of training), "
-              f"total {timings['total_seconds']} s")
+        print(
+            f"timings: fine-tuning {timings['finetune_seconds']} s ({trained} of training), "
+            f"total {timings['total_seconds']} s"
+        )
     else:
         print(f"timings: guard {timings['guard_seconds']} s")
     return code

@@ -40,6 +40,7 @@ LAST = ("test_the_committed_baseline_is_what_layercheck_baseline_computes",)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Longest work first, then the rest as collected, then :data:`LAST`; the order within each group is
     kept, so the run stays deterministic."""
+
     def rank(item: pytest.Item) -> int:
         name = item.path.name
         if getattr(item, "originalname", item.name) in LAST:
@@ -89,9 +90,23 @@ def finetune_scenario(run_folder: Path) -> Scenario:
     """The documented fine-tune scenario, CI-sized, run once as a user runs it (a subprocess): two
     fine-tunes of the default model, then the guard with localisation. Its candidates serve every test
     that needs a harmful or a benign fine-tune, so the fine-tuning is paid once per run, on one worker."""
-    process = run_once(run_folder, "scenario", [sys.executable, str(REPO / "examples" / "finetune_scenario.py"),
-                                                "--quick", "--compare", "--limit", "40", "--localise", "changed",
-                                                "--threads", "1"], timeout=1800)
+    process = run_once(
+        run_folder,
+        "scenario",
+        [
+            sys.executable,
+            str(REPO / "examples" / "finetune_scenario.py"),
+            "--quick",
+            "--compare",
+            "--limit",
+            "40",
+            "--localise",
+            "changed",
+            "--threads",
+            "1",
+        ],
+        timeout=1800,
+    )
     return Scenario(run_folder / "scenario", process)
 
 

@@ -24,18 +24,35 @@ RECORDED = ("--baseline-dir", "baselines", "--baseline", "facts")
 
 
 def environment(folder: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("CI", "GITHUB_STEP_SUMMARY", "LAYERCHECK_CACHE_SECRET", "LAYERCHECK_CACHE_MODE")}
-    env.update(LAYERCHECK_CACHE_DIR=str(folder / "cache"), XDG_CONFIG_HOME=str(folder / "config"),
-               OMP_NUM_THREADS="1", LAYERCHECK_OFFLINE="1", COLUMNS="200", NO_COLOR="1", **extra)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("CI", "GITHUB_STEP_SUMMARY", "LAYERCHECK_CACHE_SECRET", "LAYERCHECK_CACHE_MODE")
+    }
+    env.update(
+        LAYERCHECK_CACHE_DIR=str(folder / "cache"),
+        XDG_CONFIG_HOME=str(folder / "config"),
+        OMP_NUM_THREADS="1",
+        LAYERCHECK_OFFLINE="1",
+        COLUMNS="200",
+        NO_COLOR="1",
+        **extra,
+    )
     return env
 
 
-def layercheck(folder: Path, *args: str, env: dict[str, str] | None = None,
-               timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def layercheck(
+    folder: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     """``layercheck ARGS`` in ``folder``, as a user would run it."""
-    return subprocess.run([sys.executable, "-m", "pytest_layercheck.cli", *args], cwd=folder,
-                          env=env or environment(folder), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest_layercheck.cli", *args],
+        cwd=folder,
+        env=env or environment(folder),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def assert_exit(result: subprocess.CompletedProcess[str], code: int, *messages: str) -> str:

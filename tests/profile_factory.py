@@ -28,14 +28,18 @@ DEFAULT_SUITES: dict[str, tuple[str, int]] = {
 #: Fraction of the intact model's correct items that removing one layer of the band gets wrong.
 DEFAULT_BAND_DAMAGE: dict[str, float] = {"shallow": 0.4, "middle": 0.15, "deep": 0.05}
 BAND_FRACTIONS: dict[str, tuple[float, float]] = {
-    "shallow": (0.0, 1 / 3), "middle": (1 / 3, 2 / 3), "deep": (2 / 3, 1.0),
+    "shallow": (0.0, 1 / 3),
+    "middle": (1 / 3, 2 / 3),
+    "deep": (2 / 3, 1.0),
 }
 
 
 def default_bands(num_layers: int) -> dict[str, tuple[int, ...]]:
     """Thirds of the layer stack, as the plugin's default band definition."""
-    return {band: tuple(i for i in range(num_layers) if lo <= i / num_layers < hi)
-            for band, (lo, hi) in BAND_FRACTIONS.items()}
+    return {
+        band: tuple(i for i in range(num_layers) if lo <= i / num_layers < hi)
+        for band, (lo, hi) in BAND_FRACTIONS.items()
+    }
 
 
 def make_profile(
@@ -67,7 +71,9 @@ def make_profile(
     evaluations: dict[tuple[str, str, str], Evaluation] = {}
     for suite, (protocol, n_items) in suites.items():
         infos[suite] = SuiteInfo(
-            name=suite, capability=suite, protocol=protocol,
+            name=suite,
+            capability=suite,
+            protocol=protocol,
             content_hash=(content_hashes or {}).get(suite, f"hash-{suite}"),
             item_ids=tuple(f"{suite}-{item_prefix}-{i:04d}" for i in range(n_items)),
         )
@@ -79,19 +85,43 @@ def make_profile(
                 _damage(values, damage.get(band, 0.0), random.Random(f"{seed}/{suite}/{key}"))
             _flip(values, flip.get((suite, band), 0))
             evaluations[(suite, protocol, key)] = Evaluation(
-                suite=suite, protocol=protocol, ablation=key, removed_layers=removed,
+                suite=suite,
+                protocol=protocol,
+                ablation=key,
+                removed_layers=removed,
                 outcomes=_metrics(protocol, tuple(values), extra_metrics),
             )
     return DepthProfile(
-        model={"name": name, "spec": f"tiny:{name}", "kind": "tiny", "model_type": "llama",
-               "num_layers": num_layers, "fingerprint": fingerprint, "device": "cpu", "dtype": "float32",
-               **(model or {})},
-        environment={"versions": {"python": "3.11", "torch": "2.5.0", "transformers": "5.0.0",
-                                  "pytest_layercheck": "0.1.0", "platform": "linux"}},
-        settings={"mode": mode, "limit": limit, "seed": seed,
-                  "bands": {b: list(f) for b, f in BAND_FRACTIONS.items()},
-                  "protocols": sorted({p for p, _ in suites.values()})},
-        suites=infos, bands=bands, evaluations=evaluations,
+        model={
+            "name": name,
+            "spec": f"tiny:{name}",
+            "kind": "tiny",
+            "model_type": "llama",
+            "num_layers": num_layers,
+            "fingerprint": fingerprint,
+            "device": "cpu",
+            "dtype": "float32",
+            **(model or {}),
+        },
+        environment={
+            "versions": {
+                "python": "3.11",
+                "torch": "2.5.0",
+                "transformers": "5.0.0",
+                "pytest_layercheck": "0.1.0",
+                "platform": "linux",
+            }
+        },
+        settings={
+            "mode": mode,
+            "limit": limit,
+            "seed": seed,
+            "bands": {b: list(f) for b, f in BAND_FRACTIONS.items()},
+            "protocols": sorted({p for p, _ in suites.values()}),
+        },
+        suites=infos,
+        bands=bands,
+        evaluations=evaluations,
     )
 
 
@@ -113,7 +143,7 @@ def _flip(values: list[float], k: int) -> None:
     candidates = [i for i, v in enumerate(values) if v == source]
     if abs(k) > len(candidates):
         raise ValueError(f"cannot flip {abs(k)} items, only {len(candidates)} have value {source}")
-    for i in candidates[:abs(k)]:
+    for i in candidates[: abs(k)]:
         values[i] = target
 
 

@@ -29,17 +29,29 @@ def once_per_run(folder: Path, name: str, make: Callable[[Path], None]) -> Path:
     return target
 
 
-def run_once(folder: Path, name: str, command: Sequence[str], timeout: int,
-             env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_once(
+    folder: Path, name: str, command: Sequence[str], timeout: int, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """``command`` run once per run with ``--out folder/name`` as its output folder, as a user runs it; every
     worker gets the finished process (exit status and output, kept beside what it made)."""
+
     def make(out: Path) -> None:
         out.mkdir(parents=True)
-        done = subprocess.run([*command, "--out", str(out)], cwd=out, env=env, capture_output=True,
-                              text=True, timeout=timeout, check=False)
-        (out / "process.json").write_text(json.dumps({"returncode": done.returncode, "stdout": done.stdout,
-                                                      "stderr": done.stderr}))
+        done = subprocess.run(
+            [*command, "--out", str(out)],
+            cwd=out,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        (out / "process.json").write_text(
+            json.dumps({"returncode": done.returncode, "stdout": done.stdout, "stderr": done.stderr})
+        )
 
     out = once_per_run(folder, name, make)
     kept = json.loads((out / "process.json").read_text())
-    return subprocess.CompletedProcess([*command, "--out", str(out)], kept["returncode"], kept["stdout"], kept["stderr"])
+    return subprocess.CompletedProcess(
+        [*command, "--out", str(out)], kept["returncode"], kept["stdout"], kept["stderr"]
+    )

@@ -13,8 +13,9 @@ from tiny_models import tiny_model
 
 
 @functools.cache
-def sharp_model(family: str, attn: str = "eager", seed: int = 1, sharpen_embeddings: bool = True,
-                layers: int = 3) -> torch.nn.Module:
+def sharp_model(
+    family: str, attn: str = "eager", seed: int = 1, sharpen_embeddings: bool = True, layers: int = 3
+) -> torch.nn.Module:
     """A tiny model with larger random weights, so its predictions are peaked, not near-uniform.
 
     Near-uniform logits would make argmax decisions (acc, greedy, generation) hinge on noise.

@@ -234,9 +234,7 @@ def sharpened(family: str, layers: int = 4) -> nn.Module:
     return model
 
 
-def capture_head_io(
-    model: nn.Module, layer: int, run: Callable[[], object]
-) -> tuple[torch.Tensor, torch.Tensor]:
+def capture_head_io(model: nn.Module, layer: int, run: Callable[[], object]) -> tuple[torch.Tensor, torch.Tensor]:
     """(v_proj output, o_proj input) of ``layer`` during ``run()``."""
     attn = model.model.layers[layer].self_attn
     seen: dict[str, torch.Tensor] = {}
@@ -270,9 +268,7 @@ def windowed_mean(v: torch.Tensor, valid: torch.Tensor, window: int | None) -> t
     return out
 
 
-@pytest.mark.parametrize(
-    ("family", "layer", "window"), [("llama", 2, None), ("qwen2", 1, None), ("gemma2", 0, 8)]
-)
+@pytest.mark.parametrize(("family", "layer", "window"), [("llama", 2, None), ("qwen2", 1, None), ("gemma2", 0, 8)])
 def test_uniform_head_outputs_mean_of_visible_values(family: str, layer: int, window: int | None) -> None:
     model = sharpened(family)
     mask = torch.ones_like(IDS)
@@ -311,7 +307,9 @@ def test_uniform_mode_with_kv_cache(family: str) -> None:
     with mask_heads(model, {1: [0, 3], 3: [2]}, mode="uniform"), torch.no_grad():
         full = model(IDS).logits[:, -1]
         prefix = model(IDS[:, :-1], use_cache=True)
-        step = model(IDS[:, -1:], use_cache=True, **kv_cache.cache_kwargs(model, kv_cache.returned_cache(prefix))).logits[:, -1]
+        step = model(
+            IDS[:, -1:], use_cache=True, **kv_cache.cache_kwargs(model, kv_cache.returned_cache(prefix))
+        ).logits[:, -1]
         close(step, full)
         assert torch.equal(greedy(model), greedy(model, use_cache=False))
         uniform_logits = logits(model)
@@ -517,8 +515,7 @@ def snapshot(model: nn.Module) -> dict[str, object]:
         "attn_impl": model.config._attn_implementation,
         "layer_idx": [(n, m.layer_idx) for n, m in model.named_modules() if hasattr(m, "layer_idx")],
         "hooks": sum(
-            len(m._forward_pre_hooks) + len(m._forward_hooks) + len(m._backward_hooks)
-            for m in model.modules()
+            len(m._forward_pre_hooks) + len(m._forward_hooks) + len(m._backward_hooks) for m in model.modules()
         ),
         "logits": logits(model),
     }
@@ -538,9 +535,7 @@ RESTORE_CASES: dict[str, Callable[[nn.Module, nn.Module], AbstractContextManager
     "heads_zero": lambda m, d: mask_heads(m, {1: [0, 3]}),
     "heads_uniform": lambda m, d: mask_heads(m, {1: [0, 3]}, mode="uniform", gqa="group"),
     "swap": lambda m, d: swap_layers(m, d, {1: 1, 3: 3}),
-    "ablate": lambda m, d: ablate(
-        m, Ablation(skip=(0, 4), heads={1: [1]}, head_mode="uniform", swap=(1, 4)), donor=d
-    ),
+    "ablate": lambda m, d: ablate(m, Ablation(skip=(0, 4), heads={1: [1]}, head_mode="uniform", swap=(1, 4)), donor=d),
 }
 
 

@@ -36,7 +36,7 @@ def count_layers(loaded, scale=1):
 register_analysis(Analysis("layer_count", count_layers, "decoder layers of the model"))
 '''
 
-TOY_TESTS = '''
+TOY_TESTS = """
 from conftest import CALLS
 
 
@@ -46,11 +46,13 @@ def test_toy_analysis_runs_once_per_argument_set(layercheck_analyses):
     assert layercheck_analyses.run("layer_count", scale=2) is first
     assert layercheck_analyses.run("layer_count").layers == 6
     assert CALLS == [2, 1]
-'''
+"""
 
 
-def test_a_registered_toy_analysis_runs_on_the_session_model(project: pytest.Pytester,  # noqa: F811
-                                                             fact_models: dict[str, Path]) -> None:  # noqa: F811
+def test_a_registered_toy_analysis_runs_on_the_session_model(
+    project: pytest.Pytester,  # noqa: F811
+    fact_models: dict[str, Path],  # noqa: F811
+) -> None:  # noqa: F811
     project.makeconftest(TOY_CONFTEST)
     project.makepyfile(test_toy=TOY_TESTS)
     try:

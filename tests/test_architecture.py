@@ -42,9 +42,7 @@ def test_adapter_locates_modules_and_geometry(family: str) -> None:
     for i in range(3):
         assert adapter.attention(i) is model.get_submodule(f"{layers_path}.{i}.{attn_attr}")
         assert adapter.out_proj(i) is model.get_submodule(f"{layers_path}.{i}.{attn_attr}.{out_attr}")
-        expected_v = (
-            None if v_attr is None else model.get_submodule(f"{layers_path}.{i}.{attn_attr}.{v_attr}")
-        )
+        expected_v = None if v_attr is None else model.get_submodule(f"{layers_path}.{i}.{attn_attr}.{v_attr}")
         assert adapter.v_proj(i) is expected_v
     # The output projection reads the concatenated heads: 4 heads x 16 dims = 64 inputs.
     weight = adapter.out_proj(0).weight
@@ -144,9 +142,7 @@ def test_config_check_before_loading_weights() -> None:
 def test_unsupported_bert_model() -> None:
     from transformers import BertConfig, BertForMaskedLM
 
-    config = BertConfig(
-        vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
-    )
+    config = BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
     with pytest.raises(UnsupportedArchitectureError) as info:
         get_adapter(BertForMaskedLM(config))
     _assert_lists_families(info.value, "bert")

@@ -29,8 +29,13 @@ def _logits(model: torch.nn.Module) -> torch.Tensor:
         more = torch.randint(3, 100, (3, 2), generator=generator)
         mask2 = torch.cat([mask, torch.ones_like(more)], 1)
         positions2 = positions[:, -1:] + 1 + torch.arange(2)
-        out2 = model(input_ids=more, attention_mask=mask2, position_ids=positions2,
-                     use_cache=True, **kv_cache.cache_kwargs(model, kv_cache.returned_cache(out)))
+        out2 = model(
+            input_ids=more,
+            attention_mask=mask2,
+            position_ids=positions2,
+            use_cache=True,
+            **kv_cache.cache_kwargs(model, kv_cache.returned_cache(out)),
+        )
     return torch.cat([out.logits, out2.logits], 1)
 
 

@@ -99,11 +99,14 @@ def test_bad_queries_raise_config_error() -> None:
         DepthBands(())
 
 
-@pytest.mark.parametrize(("text", "n", "empty"), [
-    ("shallow=0:0.01,middle=0.01:0.7,deep=0.7:1", 30, "shallow=0:0.01"),
-    ("shallow=0:0.3,middle=0.3:0.7,deep=0.7:1", 2, "middle=0.3:0.7"),
-    ("shallow=0:0.3,middle=0.3:0.7,deep=0.7:1", 1, "shallow=0:0.3, deep=0.7:1"),
-])
+@pytest.mark.parametrize(
+    ("text", "n", "empty"),
+    [
+        ("shallow=0:0.01,middle=0.01:0.7,deep=0.7:1", 30, "shallow=0:0.01"),
+        ("shallow=0:0.3,middle=0.3:0.7,deep=0.7:1", 2, "middle=0.3:0.7"),
+        ("shallow=0:0.3,middle=0.3:0.7,deep=0.7:1", 1, "shallow=0:0.3, deep=0.7:1"),
+    ],
+)
 def test_a_band_that_holds_no_layer_is_an_error_not_dropped(text: str, n: int, empty: str) -> None:
     with pytest.raises(ConfigError) as info:
         DepthBands.parse(text).as_dict(n)

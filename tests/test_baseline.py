@@ -170,8 +170,9 @@ def test_invalid_json_is_a_clear_error(store: BaselineStore) -> None:
     assert info.value.__cause__ is None and info.value.__suppress_context__
 
 
-@pytest.mark.parametrize(("version", "expected"), [(0, "schema_version 0"), (None, "schema_version None"),
-                                                     (99, "newer than")])
+@pytest.mark.parametrize(
+    ("version", "expected"), [(0, "schema_version 0"), (None, "schema_version None"), (99, "newer than")]
+)
 def test_wrong_schema_version_is_a_clear_error(store: BaselineStore, version: object, expected: str) -> None:
     data = make_profile().to_json()
     data["schema_version"] = version

@@ -35,8 +35,9 @@ def test_it_refuses_without_cuda(capsys, monkeypatch) -> None:
 def test_rows_on_a_small_random_llama() -> None:
     bench = gpu_sweep()
     device = torch.device("cpu")
-    model = bench.random_llama(device, torch.float32, vocab=128, layers=3, hidden=32, intermediate=64, heads=4,
-                               kv_heads=2)
+    model = bench.random_llama(
+        device, torch.float32, vocab=128, layers=3, hidden=32, intermediate=64, heads=4, kv_heads=2
+    )
     assert len(model.model.layers) == 3 and model.config.hidden_size == 32
     prepared = prepare(suite(3), "mc_text", tiny_tokenizer())
     peak = bench.matmul_peak(device, torch.float32, size=64, repeats=1)
@@ -47,7 +48,6 @@ def test_rows_on_a_small_random_llama() -> None:
     assert len(first.cells(peak)) == len(bench.HEADERS)
 
 
-
 def test_every_benchmark_parses_its_own_defaults() -> None:
     """Each script's ``--help`` works and the default sweep limits parse (a default built from a setting
     that may be None once broke ``python benchmarks/depth_sweep.py`` before it measured anything)."""
@@ -56,8 +56,12 @@ def test_every_benchmark_parses_its_own_defaults() -> None:
 
     scripts = sorted(SCRIPT.parent.glob("*.py"))
     assert {"depth_sweep.py", "gpu_sweep.py", "grouped_sdpa.py", "wait_policy.py"} <= {s.name for s in scripts}
-    running = {script.name: subprocess.Popen([sys.executable, str(script), "--help"], stdout=subprocess.PIPE,
-                                             stderr=subprocess.PIPE, text=True) for script in scripts}
+    running = {
+        script.name: subprocess.Popen(
+            [sys.executable, str(script), "--help"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for script in scripts
+    }
     for name, process in running.items():  # side by side: each spends its seconds importing torch
         stdout, stderr = process.communicate(timeout=120)
         assert process.returncode == 0 and "usage:" in stdout, (name, stderr)

@@ -31,8 +31,9 @@ def fact_model(tmp_path_factory: pytest.TempPathFactory, run_folder: Path) -> tu
 
 def test_multiple_choice_answers_agree_with_the_outcomes(fact_model, tmp_path: Path) -> None:
     loaded, suite_path = fact_model
-    profile = build_profile(loaded, ProfileSettings(suites=(str(suite_path),), limit=None),
-                            cache=ResultCache(tmp_path, enabled=True))
+    profile = build_profile(
+        loaded, ProfileSettings(suites=(str(suite_path),), limit=None), cache=ResultCache(tmp_path, enabled=True)
+    )
     intact = profile.evaluations[("facts", "mc_text", INTACT)]
     gold = {item.id: item.gold for item in load_suite(suite_path).items}
     ids = profile.suites["facts"].item_ids
@@ -41,21 +42,29 @@ def test_multiple_choice_answers_agree_with_the_outcomes(fact_model, tmp_path: P
     assert all(ev.answers is None for key, ev in profile.evaluations.items() if key[2] != INTACT)
     stored = profile.to_json()["evaluations"]["facts"]  # never written into a profile or baseline
     assert all("answers" not in ev for ev in stored.values())
-    again = build_profile(loaded, ProfileSettings(suites=(str(suite_path),), limit=None),
-                          cache=ResultCache(tmp_path, enabled=True))
+    again = build_profile(
+        loaded, ProfileSettings(suites=(str(suite_path),), limit=None), cache=ResultCache(tmp_path, enabled=True)
+    )
     assert again.evaluations[("facts", "mc_text", INTACT)].answers == intact.answers  # through the cache
 
 
 def test_a_generation_records_its_answer_text(fact_model, tmp_path: Path) -> None:
     loaded, _ = fact_model
-    suite = {"name": "gen", "capability": "knowledge", "description": "generated colours",
-             "default_protocol": "generate_until",
-             "protocols": {"generate_until": {"template": "{context}", "until": ["\n"], "max_gen_toks": 3}},
-             "items": fact_suite_items(6)}
+    suite = {
+        "name": "gen",
+        "capability": "knowledge",
+        "description": "generated colours",
+        "default_protocol": "generate_until",
+        "protocols": {"generate_until": {"template": "{context}", "until": ["\n"], "max_gen_toks": 3}},
+        "items": fact_suite_items(6),
+    }
     path = tmp_path / "gen.yaml"
     path.write_text(yaml.safe_dump(suite, sort_keys=False))
-    profile = build_profile(loaded, ProfileSettings(suites=(str(path),), limit=None, mode="bands"),
-                            cache=ResultCache(tmp_path / "cache", enabled=True))
+    profile = build_profile(
+        loaded,
+        ProfileSettings(suites=(str(path),), limit=None, mode="bands"),
+        cache=ResultCache(tmp_path / "cache", enabled=True),
+    )
     intact = profile.evaluations[("gen", "generate_until", INTACT)]
     assert intact.answers is not None and len(intact.answers) == 6
     assert all(isinstance(a, str) and len(a) <= 200 for a in intact.answers)
@@ -86,21 +95,24 @@ def test_a_cache_entry_with_malformed_answers_is_rejected_and_recomputed(fact_mo
     assert len(entry["answers"]) == 12
     entry["answers"] = bad
     entry["signature"] = __import__("pytest_layercheck.evaluation.result_cache", fromlist=["_sign"])._sign(
-        b"k" * 32, entry)  # signed with the right key: only the decoding can refuse it
+        b"k" * 32, entry
+    )  # signed with the right key: only the decoding can refuse it
     intact[0].write_text(json.dumps(entry))
     again = ResultCache(tmp_path, enabled=True, key=b"k" * 32)
     with pytest.warns(CacheEntryWarning, match="answers"):
         second = build_profile(loaded, settings, cache=again)
     assert len(again.rejected) == 1 and again.misses == 1
-    assert second.evaluations[("facts", "mc_text", INTACT)].answers == \
-        first.evaluations[("facts", "mc_text", INTACT)].answers
+    assert (
+        second.evaluations[("facts", "mc_text", INTACT)].answers
+        == first.evaluations[("facts", "mc_text", INTACT)].answers
+    )
 
 
 def test_the_page_shows_the_candidate_s_choice_for_a_worsened_item(ws: Path) -> None:
     result = layercheck(ws, "profile", "damaged", *SUITE, *RECORDED, "--html", "out/r.html", "--json", "out/r.json")
     assert_exit(result, 1, "regressed")
     page = (ws / "out" / "r.html").read_text(encoding="utf-8")
-    assert "<th class=\"l\">this run's answer</th>" in page
+    assert '<th class="l">this run\'s answer</th>' in page
     report = json.loads((ws / "out" / "r.json").read_text())
     worse = [i for c in report["comparison"]["cells"] if c["band"] == INTACT for i in c["worse_items"]]
     assert worse, "the damaged model gets some intact items wrong"
@@ -108,12 +120,19 @@ def test_the_page_shows_the_candidate_s_choice_for_a_worsened_item(ws: Path) -> 
     # The intact cell is judged by p_correct: an item is worse when its gold choice lost probability, whether
     # or not this run still picks it. The answer shown is this run's own: the gold exactly when its acc is 1.
     current = DepthProfile.from_json(report["profile"])
-    right = dict(zip(current.suites["facts"].item_ids,
-                     current.evaluations[("facts", "mc_text", INTACT)].outcomes["acc"], strict=True))
+    right = dict(
+        zip(
+            current.suites["facts"].item_ids,
+            current.evaluations[("facts", "mc_text", INTACT)].outcomes["acc"],
+            strict=True,
+        )
+    )
     assert any(right[entry["id"]] == 0.0 for entry in worse), "some worsened items are now answered wrong"
     for entry in worse:  # the JSON report knows no texts of a user suite: the choice's index
         index = int(entry["candidate_answer"].removeprefix("choice "))
         chosen = items[entry["id"]]["choices"][index]
         assert (chosen == items[entry["id"]]["target"]) == (right[entry["id"]] == 1.0), entry["id"]
-        assert f'<td class="l">{entry["id"]}</td><td class="prompt">{items[entry["id"]]["context"]}</td>' \
-               f'<td class="l">{items[entry["id"]]["target"]}</td><td class="l chosen">{chosen}</td>' in page
+        assert (
+            f'<td class="l">{entry["id"]}</td><td class="prompt">{items[entry["id"]]["context"]}</td>'
+            f'<td class="l">{items[entry["id"]]["target"]}</td><td class="l chosen">{chosen}</td>' in page
+        )

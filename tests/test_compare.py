@@ -46,13 +46,15 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def settings(suite: Path) -> CompareSettings:
-    return CompareSettings(profile=ProfileSettings(suites=(str(suite),), limit=None, mode="bands"),
-                           localise="bands,layers,changed")
+    return CompareSettings(
+        profile=ProfileSettings(suites=(str(suite),), limit=None, mode="bands"), localise="bands,layers,changed"
+    )
 
 
 def test_harmful_candidate_fails_and_its_loss_is_localised(models: dict, settings: CompareSettings) -> None:
-    result = compare_models(loaded(models["base"], "base"), loaded(models["harmful"], "harmful"), settings,
-                            cache=ResultCache(enabled=False))
+    result = compare_models(
+        loaded(models["base"], "base"), loaded(models["harmful"], "harmful"), settings, cache=ResultCache(enabled=False)
+    )
     assert not result.passed
     intact = result.comparison.cell("knowledge", "intact")  # judged by p_correct
     assert intact.metric == "p_correct" and intact.status == "regressed" and intact.current < intact.baseline - 0.3
@@ -72,16 +74,18 @@ def test_harmful_candidate_fails_and_its_loss_is_localised(models: dict, setting
 
 
 def test_benign_candidate_passes_and_nothing_is_localised(models: dict, settings: CompareSettings) -> None:
-    result = compare_models(loaded(models["base"], "base"), loaded(models["benign"], "benign"), settings,
-                            cache=ResultCache(enabled=False))
+    result = compare_models(
+        loaded(models["base"], "base"), loaded(models["benign"], "benign"), settings, cache=ResultCache(enabled=False)
+    )
     assert result.passed and result.comparison.failures == []
     assert result.localisation is None and result.verdicts == []
     assert result.weights is not None and all(d.relative > 0 for d in result.weights.layers)  # it did change
 
 
 def test_reports_show_cells_weights_and_the_verdict(models: dict, settings: CompareSettings) -> None:
-    result = compare_models(loaded(models["base"], "base"), loaded(models["harmful"], "harmful"), settings,
-                            cache=ResultCache(enabled=False))
+    result = compare_models(
+        loaded(models["base"], "base"), loaded(models["harmful"], "harmful"), settings, cache=ResultCache(enabled=False)
+    )
     text = render_compare_terminal(result, width=160)
     assert text.startswith("layercheck compare: harmful") and "FAILED" in text
     intact = result.comparison.cell("knowledge", "intact")
@@ -101,8 +105,9 @@ def test_mismatched_models_are_refused_before_anything_is_profiled(models: dict,
 
     cache = ResultCache(enabled=False)
     with pytest.raises(ArchitectureMismatchError, match="layer count: base has 6, candidate has 4"):
-        compare_models(loaded(models["base"], "base"), loaded(tiny_model("llama", layers=4), "short"), settings,
-                       cache=cache)
+        compare_models(
+            loaded(models["base"], "base"), loaded(tiny_model("llama", layers=4), "short"), settings, cache=cache
+        )
     assert cache.misses == 0
 
 
@@ -142,8 +147,9 @@ def test_cli_exit_code_is_1_for_the_harmful_candidate_and_0_for_the_benign_one(
     monkeypatch.setenv("GITHUB_ACTIONS", "true")
     common = ["--suites", str(suite), "--limit", "0", "--mode", "bands", "--device", "cpu"]
     report, markdown = isolated / "compare.json", isolated / "compare.md"
-    code = cli(str(folders["base"]), str(folders["harmful"]), *common, "--json", str(report),
-               "--markdown", str(markdown))
+    code = cli(
+        str(folders["base"]), str(folders["harmful"]), *common, "--json", str(report), "--markdown", str(markdown)
+    )
     raw = capsys.readouterr().out
     out = " ".join(raw.split())  # rich wraps at the terminal width
     assert code == 1 and "FAILED" in out and "restored by reverting" in out
@@ -165,8 +171,9 @@ def test_cli_compares_a_peft_adapter_on_its_base(
 
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_pretrained(folders["base"])
-    config = peft.LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "v_proj"], layers_to_transform=[1],
-                             init_lora_weights=False)
+    config = peft.LoraConfig(
+        r=4, lora_alpha=32, target_modules=["q_proj", "v_proj"], layers_to_transform=[1], init_lora_weights=False
+    )
     adapter = isolated / "adapter"
     peft.get_peft_model(base, config).save_pretrained(adapter)
     config_path = adapter / "adapter_config.json"
@@ -175,8 +182,22 @@ def test_cli_compares_a_peft_adapter_on_its_base(
     config_path.write_text(json.dumps(config_data))
 
     report = isolated / "adapter.json"
-    code = cli(str(folders["base"]), str(adapter), "--adapter-base", str(folders["base"]), "--suites", str(suite),
-               "--limit", "0", "--mode", "bands", "--device", "cpu", "--json", str(report))
+    code = cli(
+        str(folders["base"]),
+        str(adapter),
+        "--adapter-base",
+        str(folders["base"]),
+        "--suites",
+        str(suite),
+        "--limit",
+        "0",
+        "--mode",
+        "bands",
+        "--device",
+        "cpu",
+        "--json",
+        str(report),
+    )
     data = json.loads(report.read_text())
     moved = {(m["layer"], m["module"]) for m in data["weights"]["modules"] if m["relative"]}
     assert moved == {(1, "self_attn.q_proj"), (1, "self_attn.v_proj")}  # exactly what the adapter targets
@@ -200,14 +221,22 @@ def test_candidate_keeps_what_the_reference_knows(layercheck_session, layercheck
 """
 
 
-def test_pytest_guard_against_a_reference_model(folders: dict, suite: Path, pytester: pytest.Pytester,
-                                                monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_pytest_guard_against_a_reference_model(
+    folders: dict, suite: Path, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("LAYERCHECK_CACHE_DIR", str(tmp_path / "cache"))
     summary = tmp_path / "summary.md"
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     pytester.makepyfile(test_reference_guard=REFERENCE_GUARD)
-    options = [f"--layercheck-reference={folders['base']}", f"--layercheck-suites={suite}", "--layercheck-limit=0",
-               "--layercheck-mode=bands", "--layercheck-device=cpu", "-p", "no:cacheprovider"]
+    options = [
+        f"--layercheck-reference={folders['base']}",
+        f"--layercheck-suites={suite}",
+        "--layercheck-limit=0",
+        "--layercheck-mode=bands",
+        "--layercheck-device=cpu",
+        "-p",
+        "no:cacheprovider",
+    ]
 
     harmful = pytester.runpytest(f"--layercheck-model={folders['harmful']}", *options)
     harmful.assert_outcomes(failed=1)

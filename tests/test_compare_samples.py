@@ -30,9 +30,18 @@ def h(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def write_samples(folder: Path, task: str, correct: Sequence[float], *, output_type: str = "multiple_choice",
-                  date: str = DATE, filters: Sequence[str] = ("none",), prompt: str = "Q{i}",
-                  extra: dict[str, Sequence[float]] | None = None, model: str | None = None) -> Path:
+def write_samples(
+    folder: Path,
+    task: str,
+    correct: Sequence[float],
+    *,
+    output_type: str = "multiple_choice",
+    date: str = DATE,
+    filters: Sequence[str] = ("none",),
+    prompt: str = "Q{i}",
+    extra: dict[str, Sequence[float]] | None = None,
+    model: str | None = None,
+) -> Path:
     """A samples file as lm-eval writes it (``save_results_samples``), one record per document and filter."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"samples_{task}_{date}.jsonl"
@@ -45,11 +54,24 @@ def write_samples(folder: Path, task: str, correct: Sequence[float], *, output_t
             elif output_type == "loglikelihood":
                 arguments = {"gen_args_0": {"arg_0": prompt.format(i=i), "arg_1": " a"}}
             else:
-                arguments = {f"gen_args_{k}": {"arg_0": prompt.format(i=i), "arg_1": f" {c}"} for k, c in enumerate("ab")}
-            record = {"doc_id": i, "doc": {"q": i}, "target": "0", "arguments": arguments, "resps": [], "filtered_resps": [],
-                      "filter": name, "metrics": [metric, *(extra or {})], "doc_hash": h(f"doc{i}"),
-                      "prompt_hash": h(prompt.format(i=i)), "target_hash": h("0"), metric: value,
-                      **{k: v[i] for k, v in (extra or {}).items()}}
+                arguments = {
+                    f"gen_args_{k}": {"arg_0": prompt.format(i=i), "arg_1": f" {c}"} for k, c in enumerate("ab")
+                }
+            record = {
+                "doc_id": i,
+                "doc": {"q": i},
+                "target": "0",
+                "arguments": arguments,
+                "resps": [],
+                "filtered_resps": [],
+                "filter": name,
+                "metrics": [metric, *(extra or {})],
+                "doc_hash": h(f"doc{i}"),
+                "prompt_hash": h(prompt.format(i=i)),
+                "target_hash": h("0"),
+                metric: value,
+                **{k: v[i] for k, v in (extra or {}).items()},
+            }
             lines.append(json.dumps(record))
     path.write_text("\n".join(lines) + "\n")
     if model:
@@ -71,8 +93,9 @@ def test_a_regression_fails_with_the_paired_test_and_a_harmless_change_passes(tm
     assert fine.passed and fine.candidate.model["name"] == "same"  # without results_*.json: the folder
     # The verdict is compare_profiles' own, on the profiles built from the samples
     direct = compare_profiles(result.base, result.candidate, metrics=["acc"])  # the metric lm-eval logged
-    assert [(c.label, c.status, c.p_adjusted) for c in direct.cells] == \
-        [(c.label, c.status, c.p_adjusted) for c in result.comparison.cells]
+    assert [(c.label, c.status, c.p_adjusted) for c in direct.cells] == [
+        (c.label, c.status, c.p_adjusted) for c in result.comparison.cells
+    ]
 
 
 def test_several_tasks_metrics_filters_and_loglikelihood_accuracy(tmp_path: Path) -> None:
@@ -85,7 +108,10 @@ def test_several_tasks_metrics_filters_and_loglikelihood_accuracy(tmp_path: Path
     a, b = read_samples(tmp_path / "a"), read_samples(tmp_path / "b")
     result = compare_samples(a, b)
     assert {(c.suite, c.metric, c.protocol) for c in result.comparison.cells} == {
-        ("mc", "acc", "mc_text"), ("gen", "exact_match", "generate_until"), ("ll", "exact_match", "continuation")}
+        ("mc", "acc", "mc_text"),
+        ("gen", "exact_match", "generate_until"),
+        ("ll", "exact_match", "continuation"),
+    }
     assert [c.suite for c in result.comparison.failures] == ["gen"]
     assert any("filters ['strict', 'flexible']; compared: 'strict'" in n for n in result.comparison.notes)
     norm = compare_samples(a, b, tasks=["mc"], metrics=["acc_norm", "f1"])
@@ -100,8 +126,9 @@ def test_several_tasks_metrics_filters_and_loglikelihood_accuracy(tmp_path: Path
     half = compare_samples(read_samples(tmp_path / "c"), read_samples(tmp_path / "d"), metrics=["acc", "acc_norm"])
     assert [c.metric for c in half.comparison.cells] == ["acc"] and half.passed
     assert any("'acc_norm' is not 0/1 per item" in w for w in half.comparison.warnings)
-    flexible = compare_samples(read_samples(tmp_path / "a", "flexible"), read_samples(tmp_path / "b", "flexible"),
-                               tasks=["gen"])
+    flexible = compare_samples(
+        read_samples(tmp_path / "a", "flexible"), read_samples(tmp_path / "b", "flexible"), tasks=["gen"]
+    )
     assert not flexible.passed
 
 
@@ -140,21 +167,25 @@ def test_folders_use_the_newest_run_and_bad_files_are_named(tmp_path: Path) -> N
 
 def user_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "GITHUB_")) and k != "CI"}
-    env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1",
-               HF_DATASETS_OFFLINE="1")
+    env.update(
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1"
+    )
     return env
 
 
 def sh(*command: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(c) for c in command], cwd=cwd, env=user_env(), capture_output=True, text=True,
-                          timeout=600, check=False)
+    return subprocess.run(
+        [str(c) for c in command], cwd=cwd, env=user_env(), capture_output=True, text=True, timeout=600, check=False
+    )
 
 
 def test_the_command_as_a_user_runs_it(tmp_path: Path) -> None:
     write_samples(tmp_path / "base", "facts", [1.0] * 40, model="org/base")
     write_samples(tmp_path / "bad", "facts", [1.0] * 20 + [0.0] * 20, model="org/bad")
     write_samples(tmp_path / "fine", "facts", [1.0] * 40, model="org/fine")
-    failed = sh("layercheck", "compare-samples", "base", "bad", "--json", "out.json", "--markdown", "out.md", cwd=tmp_path)
+    failed = sh(
+        "layercheck", "compare-samples", "base", "bad", "--json", "out.json", "--markdown", "out.md", cwd=tmp_path
+    )
     assert failed.returncode == 1, failed.stderr
     assert "layercheck compare: org/bad" in failed.stdout and "FAILED" in failed.stdout
     assert "facts/intact acc dropped 1.000 -> 0.500" in failed.stdout
@@ -196,9 +227,16 @@ def lm_eval_run(model: Path, task: Path, out: Path) -> None:
     from lm_eval.tasks import TaskManager
 
     tracker = EvaluationTracker(output_path=str(out))
-    results = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={model},dtype=float32", tasks=[str(task)],
-                                      device="cpu", batch_size=8, log_samples=True, evaluation_tracker=tracker,
-                                      task_manager=TaskManager(include_defaults=False))
+    results = lm_eval.simple_evaluate(
+        model="hf",
+        model_args=f"pretrained={model},dtype=float32",
+        tasks=[str(task)],
+        device="cpu",
+        batch_size=8,
+        log_samples=True,
+        evaluation_tracker=tracker,
+        task_manager=TaskManager(include_defaults=False),
+    )
     samples = results.pop("samples")
     tracker.save_results_aggregated(results=results, samples=samples)
     for name in results["configs"]:
@@ -208,8 +246,10 @@ def lm_eval_run(model: Path, task: Path, out: Path) -> None:
 def intact(report: dict[str, Any]) -> dict[str, Any]:
     cells = report["comparison"]["cells"]
     cell = next(c for c in cells if c["band"] == "intact")
-    return {k: cell[k] for k in ("metric", "baseline", "current", "items", "p_value", "status", "worse_items",
-                                 "better_items")}
+    return {
+        k: cell[k]
+        for k in ("metric", "baseline", "current", "items", "p_value", "status", "worse_items", "better_items")
+    }
 
 
 def acc_report(report: dict[str, Any]) -> dict[str, Any]:
@@ -219,8 +259,9 @@ def acc_report(report: dict[str, Any]) -> dict[str, Any]:
     return {"comparison": comparison_to_json(compare_profiles(base, candidate, metrics=["acc"]))}
 
 
-def test_compare_samples_gives_the_verdict_of_compare_on_the_same_items(tmp_path: Path,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_compare_samples_gives_the_verdict_of_compare_on_the_same_items(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """lm-eval's own runs of an imported task, on a base, a damaged and a harmlessly changed tiny model: the
     intact cell and the exit status of compare-samples equal those of `layercheck compare` on the suite."""
     pytest.importorskip("lm_eval")
@@ -232,19 +273,45 @@ def test_compare_samples_gives_the_verdict_of_compare_on_the_same_items(tmp_path
     (tmp_path / "facts.jsonl").write_text("".join(json.dumps(f) + "\n" for f in facts))
     (tmp_path / "facts_task.yaml").write_text(FACTS_TASK.format(data=tmp_path / "facts.jsonl"))
     model = train_fact_model(n=24, steps=150)
-    models = {"base": model, "harmful": perturbed(model, [0], scale=3.0),
-              "benign": perturbed(model, list(range(6)), scale=0.005)}
+    models = {
+        "base": model,
+        "harmful": perturbed(model, [0], scale=3.0),
+        "benign": perturbed(model, list(range(6)), scale=0.005),
+    }
     for name, weights in models.items():
         save(weights, tmp_path / name)
         lm_eval_run(tmp_path / name, tmp_path / "facts_task.yaml", tmp_path / f"samples-{name}")
     done = sh("layercheck", "suite", "import", "facts_task.yaml", "-o", "facts.yaml", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     for candidate, expected in (("harmful", 1), ("benign", 0)):
-        by_compare = main(["compare", str(tmp_path / "base"), str(tmp_path / candidate), "--suites",
-                           str(tmp_path / "facts.yaml"), "--mode", "bands", "--localise", "none", "--no-weights",
-                           "--device", "cpu", "--no-cache", "--json", str(tmp_path / f"compare-{candidate}.json")])
-        by_samples = sh("layercheck", "compare-samples", f"samples-{'base'}", f"samples-{candidate}", "--json",
-                        f"samples-{candidate}.json", cwd=tmp_path)
+        by_compare = main(
+            [
+                "compare",
+                str(tmp_path / "base"),
+                str(tmp_path / candidate),
+                "--suites",
+                str(tmp_path / "facts.yaml"),
+                "--mode",
+                "bands",
+                "--localise",
+                "none",
+                "--no-weights",
+                "--device",
+                "cpu",
+                "--no-cache",
+                "--json",
+                str(tmp_path / f"compare-{candidate}.json"),
+            ]
+        )
+        by_samples = sh(
+            "layercheck",
+            "compare-samples",
+            f"samples-{'base'}",
+            f"samples-{candidate}",
+            "--json",
+            f"samples-{candidate}.json",
+            cwd=tmp_path,
+        )
         assert (by_compare, by_samples.returncode) == (expected, expected), by_samples.stdout + by_samples.stderr
         ours = intact(acc_report(json.loads((tmp_path / f"compare-{candidate}.json").read_text())))
         theirs = intact(json.loads((tmp_path / f"samples-{candidate}.json").read_text()))

@@ -246,10 +246,13 @@ def test_other_weights_are_noted() -> None:
     assert any("fingerprint ffffffffffff -> 000000000000" in n for n in result.notes)
 
 
-@pytest.mark.parametrize(("model", "expected"), [
-    ({"dtype": "bfloat16"}, "dtype: baseline float32, this run bfloat16"),
-    ({"device": "cuda:0"}, "device type: baseline cpu, this run cuda"),
-])
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        ({"dtype": "bfloat16"}, "dtype: baseline float32, this run bfloat16"),
+        ({"device": "cuda:0"}, "device type: baseline cpu, this run cuda"),
+    ],
+)
 def test_other_precision_is_refused_unless_allowed(model: dict[str, str], expected: str) -> None:
     current = make_profile(model=model)
     with pytest.raises(BaselineError) as info:
@@ -284,7 +287,6 @@ def test_invalid_alpha_is_a_config_error() -> None:
         compare_profiles(make_profile(), make_profile(), alpha=1.5)
 
 
-
 # ------------------------------------------------------------------------------ item-level tests
 
 
@@ -305,8 +307,10 @@ def test_band_cells_are_tested_over_items_not_pooled_pairs() -> None:
 
 def _with_sweep(profile: DepthProfile, sweep: int) -> DepthProfile:
     """The profile as the lead's sweep_items makes it: intact on every item, ablations on the first ``sweep``."""
-    evaluations = {key: ev if key[2] == INTACT else replace(ev, outcomes={m: v[:sweep] for m, v in ev.outcomes.items()})
-                   for key, ev in profile.evaluations.items()}
+    evaluations = {
+        key: ev if key[2] == INTACT else replace(ev, outcomes={m: v[:sweep] for m, v in ev.outcomes.items()})
+        for key, ev in profile.evaluations.items()
+    }
     suites = {name: replace(info, sweep_items=sweep) for name, info in profile.suites.items()}
     return replace(profile, evaluations=evaluations, suites=suites)
 
@@ -324,13 +328,21 @@ def test_sweeps_shorter_than_the_intact_evaluation_pair_the_leading_items() -> N
 
 def test_partial_profiles_compare_the_cells_both_hold() -> None:
     baseline = make_profile()
-    partial = replace(baseline, evaluations={k: v for k, v in baseline.evaluations.items()
-                                             if not (k[0] == "knowledge" and k[2] in ("layer:04", "layer:05"))})
+    partial = replace(
+        baseline,
+        evaluations={
+            k: v
+            for k, v in baseline.evaluations.items()
+            if not (k[0] == "knowledge" and k[2] in ("layer:04", "layer:05"))
+        },
+    )
     result = compare_profiles(baseline, partial)
     assert ("knowledge", "deep") not in {(c.suite, c.band) for c in result.cells} and len(result.cells) == 11 + 3
     assert result.passed and not result.warnings
-    half = replace(baseline, evaluations={k: v for k, v in baseline.evaluations.items()
-                                          if not (k[0] == "knowledge" and k[2] == "layer:05")})
+    half = replace(
+        baseline,
+        evaluations={k: v for k, v in baseline.evaluations.items() if not (k[0] == "knowledge" and k[2] == "layer:05")},
+    )
     result = compare_profiles(baseline, half)
     assert len(result.cells) == 11 + 3
     assert any("knowledge/deep p_correct" in w and "not compared" in w for w in result.warnings)
@@ -365,8 +377,9 @@ def test_correction_is_applied_over_every_compared_cell() -> None:
 def test_a_real_drop_at_the_tolerance_fails_and_trivial_ones_do_not() -> None:
     suites = {"knowledge": ("mc_letters", 264)}
     baseline = make_profile(suites=suites, accuracy=0.78)
-    at_tolerance = compare_profiles(baseline, make_profile(suites=suites, accuracy=0.78,
-                                                           flip={("knowledge", "intact"): 13}))
+    at_tolerance = compare_profiles(
+        baseline, make_profile(suites=suites, accuracy=0.78, flip={("knowledge", "intact"): 13})
+    )
     cell = at_tolerance.cell("knowledge", "intact")
     assert cell.drop == pytest.approx(13 / 264) and cell.drop < cell.allowed  # under the tolerance...
     assert cell.status == "regressed" and not at_tolerance.passed  # ...and still caught
@@ -375,8 +388,9 @@ def test_a_real_drop_at_the_tolerance_fails_and_trivial_ones_do_not() -> None:
 
 
 def test_detectable_drop_names_its_level_and_flip_rate() -> None:
-    result = compare_profiles(make_profile(), make_profile(flip={("knowledge", "intact"): 5,
-                                                                 ("knowledge", "shallow"): -5}), metrics=["acc"])
+    result = compare_profiles(
+        make_profile(), make_profile(flip={("knowledge", "intact"): 5, ("knowledge", "shallow"): -5}), metrics=["acc"]
+    )
     assert result.detection_alpha == pytest.approx(0.05 / 10)  # 4 acc cells of 2 suites, 2 shift cells
     intact = result.cell("knowledge", "intact", "acc")
     assert intact.flip_rate == 0.0  # nothing rose: no background flips seen
@@ -384,8 +398,12 @@ def test_detectable_drop_names_its_level_and_flip_rate() -> None:
     assert shallow.flip_rate > 0 and shallow.detectable_drop > 0
     fixed = compare_profiles(make_profile(), make_profile(), flip_rate=0.05, metrics=["acc"])
     assert all(c.flip_rate == 0.05 for c in fixed.cells if c.band != SHIFT)
-    assert fixed.cell("knowledge", "intact", "acc").detectable_drop > compare_profiles(
-        make_profile(), make_profile(), metrics=["acc"]).cell("knowledge", "intact", "acc").detectable_drop
+    assert (
+        fixed.cell("knowledge", "intact", "acc").detectable_drop
+        > compare_profiles(make_profile(), make_profile(), metrics=["acc"])
+        .cell("knowledge", "intact", "acc")
+        .detectable_drop
+    )
     # continuous scores: no flip rate, a spread instead, floored by the assumed correlation
     scores = compare_profiles(make_profile(), make_profile()).cell("knowledge", "intact")
     assert math.isnan(scores.flip_rate) and scores.score_sd > 0 and scores.detectable_drop < math.inf
@@ -405,16 +423,20 @@ def test_sensitivity_warning_and_strict_mode() -> None:
 # ------------------------------------------------------------------------------ checks
 
 
-@pytest.mark.parametrize(("fields", "max_drop", "relative"), [
-    ({"max_drop": 0.05}, 0.05, None),
-    ({"max_drop": "10%"}, None, 0.10),
-    ({"max_drop": " 0.02, 5% "}, 0.02, 0.05),
-    ({"relative": 0.1}, None, 0.1),
-    ({"relative": "10%"}, None, 0.1),
-    ({"max_drop": 0.03, "relative": "10%"}, 0.03, 0.1),
-])
-def test_check_percentages_are_relative(fields: dict[str, object], max_drop: float | None,
-                                        relative: float | None) -> None:
+@pytest.mark.parametrize(
+    ("fields", "max_drop", "relative"),
+    [
+        ({"max_drop": 0.05}, 0.05, None),
+        ({"max_drop": "10%"}, None, 0.10),
+        ({"max_drop": " 0.02, 5% "}, 0.02, 0.05),
+        ({"relative": 0.1}, None, 0.1),
+        ({"relative": "10%"}, None, 0.1),
+        ({"max_drop": 0.03, "relative": "10%"}, 0.03, 0.1),
+    ],
+)
+def test_check_percentages_are_relative(
+    fields: dict[str, object], max_drop: float | None, relative: float | None
+) -> None:
     check = CellCheck.from_mapping({"capability": "knowledge", **fields}, where="t")
     assert check.max_drop == (pytest.approx(max_drop) if max_drop is not None else None)
     assert check.relative == (pytest.approx(relative) if relative is not None else None)
@@ -422,8 +444,16 @@ def test_check_percentages_are_relative(fields: dict[str, object], max_drop: flo
     assert tolerance.allowed(0.5) == pytest.approx(max(max_drop or 0, (relative or 0) * 0.5))
 
 
-@pytest.mark.parametrize("fields", [{"max_drop": "10%", "relative": "20%"}, {"max_drop": "abc"},
-                                    {"relative": "x"}, {"max_drop": [1]}, {"max_drop": "150%"}])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"max_drop": "10%", "relative": "20%"},
+        {"max_drop": "abc"},
+        {"relative": "x"},
+        {"max_drop": [1]},
+        {"max_drop": "150%"},
+    ],
+)
 def test_bad_check_tolerances_are_config_errors(fields: dict[str, object]) -> None:
     with pytest.raises(ConfigError) as info:
         CellCheck.from_mapping({"capability": "knowledge", **fields}, where="guards.yaml:3")
@@ -443,9 +473,16 @@ def test_a_check_gives_the_sessions_verdict(flips: int) -> None:
     assert outcome.passed == (not session.failed)
     assert session.failed == (flips == 9)  # 7 flips: p = 2^-7 is significant alone, not over 15 cells
     if not outcome.passed:
-        for part in ("one-sided score sign-flip p = ", "Holm-adjusted over 15 hypotheses p = ", "95% CI of the change",
-                     "detectable drop", f"{flips} of 200 items got worse", "worse: knowledge-item-",
-                     "p (holm)", "score sign-flip (200 items)"):
+        for part in (
+            "one-sided score sign-flip p = ",
+            "Holm-adjusted over 15 hypotheses p = ",
+            "95% CI of the change",
+            "detectable drop",
+            f"{flips} of 200 items got worse",
+            "worse: knowledge-item-",
+            "p (holm)",
+            "score sign-flip (200 items)",
+        ):
             assert part in outcome.message
 
 
@@ -458,8 +495,13 @@ def test_a_check_on_another_metric_joins_the_family() -> None:
 
 def test_a_shift_check_fails_when_the_capability_moved_along_depth() -> None:
     baseline, current = make_profile(), make_profile(flip={("reasoning", "middle"): -25})  # middle layers cost less
-    moved = run_check(CellCheck.from_mapping({"capability": "reasoning", "band": "shift", "max_shift": 0.1}, where="t"),
-                      current, baseline, Tolerance(), 0.05)
+    moved = run_check(
+        CellCheck.from_mapping({"capability": "reasoning", "band": "shift", "max_shift": 0.1}, where="t"),
+        current,
+        baseline,
+        Tolerance(),
+        0.05,
+    )
     assert not moved.passed and moved.cell is not None and moved.cell.status == "moved"
     assert "reasoning/shift: reasoning moved shallower along depth" in moved.message
     assert "two-sided paired permutation p = " in moved.message and "Holm-adjusted over 15 hypotheses" in moved.message
@@ -470,13 +512,16 @@ def test_a_shift_check_fails_when_the_capability_moved_along_depth() -> None:
     assert still.passed and still.cell is not None and still.cell.delta == 0
 
 
-@pytest.mark.parametrize(("fields", "problem"), [
-    ({"band": "intact", "max_shift": 0.1}, "applies to the shift band only"),
-    ({"band": "shift", "max_drop": 0.05}, "takes max_shift, not max_drop"),
-    ({"band": "shift", "min": 0.3}, "takes max_shift, not max_drop"),
-    ({"band": "shift", "max_shift": 1.5}, "field 'max_shift'"),
-    ({"band": "shift", "max_shift": "far"}, "must be a number"),
-])
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({"band": "intact", "max_shift": 0.1}, "applies to the shift band only"),
+        ({"band": "shift", "max_drop": 0.05}, "takes max_shift, not max_drop"),
+        ({"band": "shift", "min": 0.3}, "takes max_shift, not max_drop"),
+        ({"band": "shift", "max_shift": 1.5}, "field 'max_shift'"),
+        ({"band": "shift", "max_shift": "far"}, "must be a number"),
+    ],
+)
 def test_bad_shift_checks_are_config_errors(fields: dict[str, object], problem: str) -> None:
     with pytest.raises(ConfigError) as info:
         CellCheck.from_mapping({"capability": "knowledge", **fields}, where="guards.yaml:7")
@@ -486,10 +531,16 @@ def test_bad_shift_checks_are_config_errors(fields: dict[str, object], problem: 
 def test_a_metric_that_is_not_a_number_per_item_is_skipped_with_a_warning() -> None:
     """A metric read as NaN (lm-eval logs some as lists) must not enter the family as an untestable cell."""
     baseline = make_profile()
-    broken = {key: replace(ev, outcomes={**ev.outcomes, "f1": tuple(math.nan for _ in ev.outcomes["p_correct"])})
-              for key, ev in baseline.evaluations.items() if key[0] == "knowledge"}
+    broken = {
+        key: replace(ev, outcomes={**ev.outcomes, "f1": tuple(math.nan for _ in ev.outcomes["p_correct"])})
+        for key, ev in baseline.evaluations.items()
+        if key[0] == "knowledge"
+    }
     current = replace(baseline, evaluations={**baseline.evaluations, **broken})
-    result = compare_profiles(replace(baseline, evaluations={**baseline.evaluations, **broken}), current,
-                              metrics={"knowledge": ["p_correct", "f1"]})
+    result = compare_profiles(
+        replace(baseline, evaluations={**baseline.evaluations, **broken}),
+        current,
+        metrics={"knowledge": ["p_correct", "f1"]},
+    )
     assert {c.metric for c in result.cells} == {"p_correct"} and result.family_size == 5
     assert any("'f1' is not a finite number per item" in w for w in result.warnings)

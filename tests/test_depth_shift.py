@@ -39,7 +39,7 @@ def _moved_pair(rng: np.random.Generator, items: int, layers: int = 30) -> tuple
     third = layers // 3
     amplitude = rng.uniform(0.1, 0.3, size=(items, 1))
     shape = np.zeros(layers)
-    shape[:2 * third] = 1.0
+    shape[: 2 * third] = 1.0
     before = amplitude * shape + rng.normal(0.0, 0.1, size=(items, layers))
     after = amplitude * shape[::-1] + rng.normal(0.0, 0.1, size=(items, layers))
     return np.clip(before, -1, 1), np.clip(after, -1, 1)
@@ -49,9 +49,7 @@ def _moved_pair(rng: np.random.Generator, items: int, layers: int = 30) -> tuple
 
 
 def test_centre_of_depth_matches_hand_computation() -> None:
-    drops = [[0.3, 0.0, 0.6, -0.3],
-             [0.0, 0.3, 0.3, -0.3],
-             [0.3, 0.0, 0.0, 0.0]]
+    drops = [[0.3, 0.0, 0.6, -0.3], [0.0, 0.3, 0.3, -0.3], [0.3, 0.0, 0.0, 0.0]]
     # Mean drops 0.2, 0.1, 0.3, -0.2 -> weights 0.2, 0.1, 0.3, 0 (the last clipped) at positions 0, 1/3, 2/3, 1:
     # (0.1/3 + 0.3·2/3) / 0.6 = (7/30) / (6/10) = 7/18.
     assert centre_of_depth(drops, [0, 1, 2, 3], 4) == pytest.approx(7 / 18, abs=1e-12)
@@ -148,27 +146,37 @@ def test_same_seed_same_result() -> None:
     assert all(isinstance(getattr(first, f.name), (int, float)) for f in dataclasses.fields(first))
 
 
-@pytest.mark.parametrize(("before", "after", "layers", "num_layers", "message"), [
-    (np.zeros((3, 4)), np.zeros((4, 4)), range(4), 4, "differ in shape"),
-    (np.zeros((3, 4)), np.full((3, 4), np.nan), range(4), 4, "non-finite drop"),
-    (np.full((3, 4), np.inf), np.zeros((3, 4)), range(4), 4, "non-finite drop"),
-    (np.zeros(4), np.zeros(4), range(4), 4, "2-D"),
-    (np.zeros((3, 4)), np.zeros((3, 4)), range(3), 4, "3 layers were given"),
-    (np.zeros((3, 4)), np.zeros((3, 4)), [0, 1, 2, 4], 4, "outside 0..3"),
-    (np.zeros((3, 4)), np.zeros((3, 4)), [0, 1, 1, 2], 4, "repeat"),
-    (np.zeros((3, 1)), np.zeros((3, 1)), [0], 1, "num_layers"),
-    (np.zeros((0, 4)), np.zeros((0, 4)), range(4), 4, "no items"),
-])
-def test_invalid_inputs_raise_clear_errors(before: Matrix, after: Matrix, layers: range | list[int],
-                                           num_layers: int, message: str) -> None:
+@pytest.mark.parametrize(
+    ("before", "after", "layers", "num_layers", "message"),
+    [
+        (np.zeros((3, 4)), np.zeros((4, 4)), range(4), 4, "differ in shape"),
+        (np.zeros((3, 4)), np.full((3, 4), np.nan), range(4), 4, "non-finite drop"),
+        (np.full((3, 4), np.inf), np.zeros((3, 4)), range(4), 4, "non-finite drop"),
+        (np.zeros(4), np.zeros(4), range(4), 4, "2-D"),
+        (np.zeros((3, 4)), np.zeros((3, 4)), range(3), 4, "3 layers were given"),
+        (np.zeros((3, 4)), np.zeros((3, 4)), [0, 1, 2, 4], 4, "outside 0..3"),
+        (np.zeros((3, 4)), np.zeros((3, 4)), [0, 1, 1, 2], 4, "repeat"),
+        (np.zeros((3, 1)), np.zeros((3, 1)), [0], 1, "num_layers"),
+        (np.zeros((0, 4)), np.zeros((0, 4)), range(4), 4, "no items"),
+    ],
+)
+def test_invalid_inputs_raise_clear_errors(
+    before: Matrix, after: Matrix, layers: range | list[int], num_layers: int, message: str
+) -> None:
     with pytest.raises(ValueError, match=message):
         depth_shift_test(before, after, layers, num_layers)
 
 
 def test_invalid_settings_raise() -> None:
     drops = np.full((3, 4), 0.1)
-    for settings in ({"alpha": 0.0}, {"power": 1.0}, {"level": 1.5}, {"permutations": 0}, {"bootstraps": 1},
-                     {"correlation": 1.5}):
+    for settings in (
+        {"alpha": 0.0},
+        {"power": 1.0},
+        {"level": 1.5},
+        {"permutations": 0},
+        {"bootstraps": 1},
+        {"correlation": 1.5},
+    ):
         with pytest.raises(ValueError, match=next(iter(settings))):
             depth_shift_test(drops, drops, range(4), 4, **settings)
 

@@ -47,8 +47,11 @@ def assert_fits(text: str, width: int = 80) -> None:
 
 def drop_layers(profile: DepthProfile, keep: set[str], suites: set[str] | None = None) -> DepthProfile:
     """A partial profile: the ablations not in ``keep`` removed (from ``suites``; default: every suite)."""
-    evaluations = {key: ev for key, ev in profile.evaluations.items()
-                   if key[2] == INTACT or key[2] in keep or (suites is not None and key[0] not in suites)}
+    evaluations = {
+        key: ev
+        for key, ev in profile.evaluations.items()
+        if key[2] == INTACT or key[2] in keep or (suites is not None and key[0] not in suites)
+    }
     return dataclasses.replace(profile, evaluations=evaluations)
 
 
@@ -100,7 +103,7 @@ def test_missing_layers_and_suites_show_what_exists() -> None:
     partial = drop_layers(drop_layers(profile, keep=evaluated), keep=set(), suites={"retrieval"})
     text = render_text(profile_strip(partial), width=80)
     cells = cells_of(strip_rows(text, "knowledge")[0]).replace("│", "")
-    per_layer = cells[::len(cells) // 12]  # cells may be several characters wide on a roomy console
+    per_layer = cells[:: len(cells) // 12]  # cells may be several characters wide on a roomy console
     assert [i for i, c in enumerate(per_layer) if c == MISSING] == [3, 4, 7]
     assert not strip_rows(text, "retrieval") and "no layer ablations for retrieval (intact only)" in text
 
@@ -134,8 +137,9 @@ def test_segments_follow_the_bands() -> None:
 @pytest.fixture(scope="module")
 def moved() -> tuple[DepthProfile, DepthProfile, ProfileComparison]:
     baseline = make_profile(num_layers=30, band_damage=DAMAGE)
-    current = make_profile(num_layers=30, band_damage=DAMAGE, flip={("knowledge", "shallow"): 30,
-                                                                     ("reasoning", "deep"): -10})
+    current = make_profile(
+        num_layers=30, band_damage=DAMAGE, flip={("knowledge", "shallow"): 30, ("reasoning", "deep"): -10}
+    )
     return baseline, current, compare_profiles(baseline, current)
 
 
@@ -169,12 +173,14 @@ def test_delta_strip_shows_where_it_moved(moved: tuple[DepthProfile, DepthProfil
     assert "no layer moved" in same and "(+0.00 of depth)" in same and "(-" not in same
     # fewer than 3 shared single-layer removals: no centre (as no shift cell)
     few = {f"layer:{i:02d}" for i in (0, 15)}
-    assert "centre of depth" not in render_text(delta_strip(drop_layers(baseline, few), drop_layers(current, few)),
-                                                width=80)
+    assert "centre of depth" not in render_text(
+        delta_strip(drop_layers(baseline, few), drop_layers(current, few)), width=80
+    )
 
 
 def test_the_report_shows_both_strips_and_the_evidence(
-        moved: tuple[DepthProfile, DepthProfile, ProfileComparison]) -> None:
+    moved: tuple[DepthProfile, DepthProfile, ProfileComparison],
+) -> None:
     baseline, current, comparison = moved
     for width in (80, 120):
         text = render_terminal(current, comparison, width=width, baseline=baseline)
@@ -194,16 +200,22 @@ def _with_statistics(comparison: ProfileComparison) -> ProfileComparison:
     """The comparison with the statistics a newer comparison.py carries, whatever this one carries."""
     cells = []
     for cell in comparison.cells:
-        fields = {**dataclasses.asdict(cell), "label": cell.label, "p_adjusted": min(1.0, cell.p_value * 12),
-                  "ci_low": cell.delta - 0.04, "ci_high": cell.delta + 0.04,
-                  "detectable_drop": 0.08 if cell.band == INTACT else float("inf"),
-                  "test": "McNemar" if cell.band == INTACT else "sign-flip"}
+        fields = {
+            **dataclasses.asdict(cell),
+            "label": cell.label,
+            "p_adjusted": min(1.0, cell.p_value * 12),
+            "ci_low": cell.delta - 0.04,
+            "ci_high": cell.delta + 0.04,
+            "detectable_drop": 0.08 if cell.band == INTACT else float("inf"),
+            "test": "McNemar" if cell.band == INTACT else "sign-flip",
+        }
         cells.append(types.SimpleNamespace(**fields))
     return dataclasses.replace(comparison, cells=cells)
 
 
 def test_evidence_table_shows_every_statistic_at_80_columns(
-        moved: tuple[DepthProfile, DepthProfile, ProfileComparison]) -> None:
+    moved: tuple[DepthProfile, DepthProfile, ProfileComparison],
+) -> None:
     _, current, comparison = moved
     text = render_text(evidence_table(_with_statistics(comparison)), width=80)
     assert_fits(text)
@@ -212,7 +224,8 @@ def test_evidence_table_shows_every_statistic_at_80_columns(
     row = next(line for line in text.splitlines() if line.startswith("knowledge/shallow"))
     assert "-0.150" in row and "[-0.19, -0.11]" in row and row.rstrip().endswith("✗") and "none*" in row
     assert "test: sign-flip (McNemar for knowledge/intact, reasoning/intact, retrieval/intact)" in " ".join(
-        text.split())
+        text.split()
+    )
     assert "* above the tolerance" in text
 
 
@@ -223,13 +236,18 @@ def test_profile_table_fits_80_columns(moved: tuple[DepthProfile, DepthProfile, 
     assert_fits(text)
     assert "shallow" in text and "(L0-9)" in text and "(-0.150 ✗)" in text and "items: knowledge 200" in text
     wide = render_terminal(current, comparison, width=160)
-    assert re.search(r"\d\.\d{3} \(-0\.150 ✗\)", wide) and "shallow (L0-9)" in wide  # the boxed one-line layout where it fits
+    assert (
+        re.search(r"\d\.\d{3} \(-0\.150 ✗\)", wide) and "shallow (L0-9)" in wide
+    )  # the boxed one-line layout where it fits
 
 
 def _weights(layers: int = 30) -> WeightDelta:
     modules = ["self_attn.q_proj", "self_attn.k_proj", "mlp.down_proj", "input_layernorm", "post_attention_layernorm"]
-    deltas = [ModuleDelta(layer, module, 0.0 if layer < 20 else 0.1 + 0.01 * (layer + i), 10.0, 100)
-              for layer in range(layers) for i, module in enumerate(modules)]
+    deltas = [
+        ModuleDelta(layer, module, 0.0 if layer < 20 else 0.1 + 0.01 * (layer + i), 10.0, 100)
+        for layer in range(layers)
+        for i, module in enumerate(modules)
+    ]
     return WeightDelta(layers, deltas, [ModuleDelta(None, "model.embed_tokens", 0.0, 5.0, 10)])
 
 
@@ -244,8 +262,19 @@ def test_weight_table_headers_are_not_cut() -> None:
 
 def test_head_grid_splits_into_blocks_of_heads() -> None:
     accuracy = {(layer, head): 0.7 - 0.01 * ((layer + head) % 5) for layer in range(4) for head in range(32)}
-    result = HeadImportance("m", "knowledge", "mc_text", "acc", "zero", "head", (0, 1, 2, 3), 32,
-                            tuple(f"i{i}" for i in range(40)), 0.7, accuracy)
+    result = HeadImportance(
+        "m",
+        "knowledge",
+        "mc_text",
+        "acc",
+        "zero",
+        "head",
+        (0, 1, 2, 3),
+        32,
+        tuple(f"i{i}" for i in range(40)),
+        0.7,
+        accuracy,
+    )
     text = render_text(importance_renderable(result, top=3), width=80)
     assert_fits(text)
     assert all(f"H{h}" in text for h in range(32)) and text.count("layer ") >= 3  # several blocks
@@ -254,8 +283,9 @@ def test_head_grid_splits_into_blocks_of_heads() -> None:
 
 def test_analysis_tables_fit_80_columns() -> None:
     thinking = [analyses._shift_row(Shift(group, 40, 20, 25, 8, 3)) for group in ("medicine", "other knowledge")]
-    text = render_text(fitted_rows(analyses.THINKING_HEADERS, thinking, "thinking",
-                                   caption=analyses.THINKING_CAPTION), width=80)
+    text = render_text(
+        fitted_rows(analyses.THINKING_HEADERS, thinking, "thinking", caption=analyses.THINKING_CAPTION), width=80
+    )
     assert_fits(text)
     assert "corrections" in text and "overthinking" in text and "other knowledge" in text
 
@@ -267,9 +297,18 @@ def test_analysis_tables_fit_80_columns() -> None:
         assert f"{header} {value}" in " ".join(narrow.split())
     assert "┃" in render_text(fitted_rows(analyses.TRANSFER_HEADERS, rows, "transfer"), width=200)
 
-    notes = [["L20", "0.051", "0.212", "0.010", "most prunable block L20-22; block holds the last layer: never "
-              "suggested; lowest BI"]]
-    text = render_text(fitted_rows(["layer", "BI (ShortGPT)", "d(l, l+3) (Gromov)", "± se", "note"], notes,
-                                   "redundancy", wrap=[4]), width=80)
+    notes = [
+        [
+            "L20",
+            "0.051",
+            "0.212",
+            "0.010",
+            "most prunable block L20-22; block holds the last layer: never suggested; lowest BI",
+        ]
+    ]
+    text = render_text(
+        fitted_rows(["layer", "BI (ShortGPT)", "d(l, l+3) (Gromov)", "± se", "note"], notes, "redundancy", wrap=[4]),
+        width=80,
+    )
     assert_fits(text)
     assert "┃" in text and "BI (ShortGPT)" in text  # a table still: only the note wraps

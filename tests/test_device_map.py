@@ -21,13 +21,25 @@ LAYERS = 4
 def small_suite() -> Suite:
     contexts = ["What is 2+2?", "Name the capital of France.", "Pick one.", "Which is prime?"]
     choices = ("four", "Paris", "the other one")
-    items = tuple(SuiteItem(id=f"q{i}", context=c, domain="t", kind="t", choices=choices, gold=i % 3, target=choices[0])
-                  for i, c in enumerate(contexts))
-    shots = tuple(SuiteItem(id=f"s{i}", context=c, domain="t", kind="t", choices=("yes", "no"), gold=0, target="yes")
-                  for i, c in enumerate(["Is water wet?", "Is fire hot?"]))
+    items = tuple(
+        SuiteItem(id=f"q{i}", context=c, domain="t", kind="t", choices=choices, gold=i % 3, target=choices[0])
+        for i, c in enumerate(contexts)
+    )
+    shots = tuple(
+        SuiteItem(id=f"s{i}", context=c, domain="t", kind="t", choices=("yes", "no"), gold=0, target="yes")
+        for i, c in enumerate(["Is water wet?", "Is fire hot?"])
+    )
     template = ProtocolSettings(template="Q: {context}\nA:")
-    return Suite(name="dm", capability="knowledge", description="", items=items, default_protocol="mc_text",
-                 protocols={"mc_text": template}, fewshot=shots, content_hash="h")
+    return Suite(
+        name="dm",
+        capability="knowledge",
+        description="",
+        items=items,
+        default_protocol="mc_text",
+        protocols={"mc_text": template},
+        fewshot=shots,
+        content_hash="h",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +53,9 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize("cpu_memory", ["250KB", "1KB"])  # part of the layers on disk; everything on disk
 def test_an_offloaded_model_scores_as_the_plain_one(folder: Path, tmp_path: Path, cpu_memory: str) -> None:
     plain = load_model(folder, device="cpu")
-    offloaded = load_model(folder, device="cpu", device_map="auto", max_memory={"cpu": cpu_memory},
-                           offload_folder=tmp_path / "offload")
+    offloaded = load_model(
+        folder, device="cpu", device_map="auto", max_memory={"cpu": cpu_memory}, offload_folder=tmp_path / "offload"
+    )
     devices = {p.device.type for p in offloaded.model.parameters()}
     assert "meta" in devices  # really offloaded
     assert offloaded.device == model_device(offloaded.model) == torch.device("cpu")

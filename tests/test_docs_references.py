@@ -43,8 +43,7 @@ PAGES = [README, ROOT / "ARCHITECTURE.md", *sorted(DOCS.glob("*.md"))]
 
 #: Top-level entries of the repository a path may start with; other first segments (``ft/``, ``runs/``,
 #: ``path/to/``) are a user's files in an example.
-REPO_DIRS = ("pytest_layercheck", "tests", "examples", "benchmarks", "docs", "baselines", "suites", ".ci",
-             ".github")
+REPO_DIRS = ("pytest_layercheck", "tests", "examples", "benchmarks", "docs", "baselines", "suites", ".ci", ".github")
 TOP_FILES = ("README.md", "ARCHITECTURE.md", "LICENSE", "constraints.txt", "pyproject.toml")
 #: The package's own folders: ARCHITECTURE.md names modules relative to the package (``model/ablation.py``).
 PACKAGE_DIRS = tuple(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file())
@@ -53,8 +52,14 @@ USER_PATHS = {"tests/layercheck", "tests/layercheck/"}
 #: ``layercheck help [COMMAND]`` is handled by ``cli.main`` before the parser, as git's and pip's users type it.
 HELP_WORD = "help"
 #: Options of other tools that the pages name on their own in backticks (pip, pytest, pytest-html).
-OTHER_OPTIONS = {"--index-url", "--require-hashes", "--no-deps", "--junitxml", "--strict-markers",
-                 "--self-contained-html"}
+OTHER_OPTIONS = {
+    "--index-url",
+    "--require-hashes",
+    "--no-deps",
+    "--junitxml",
+    "--strict-markers",
+    "--self-contained-html",
+}
 
 MAX_README_LINES = 250
 MAX_QUICK_START_LINES = 20
@@ -106,6 +111,7 @@ def pages() -> list[Page]:
 @pytest.fixture(scope="module")
 def commands() -> dict[str, argparse.ArgumentParser]:
     """``layercheck``'s parsers by command: the top level (""), each subcommand, each nested one ("cache show")."""
+
     def subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
         actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
         return dict(actions[0].choices) if actions else {}
@@ -132,8 +138,23 @@ def registered(tmp_path_factory: pytest.TempPathFactory) -> Registered:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "COLUMNS"))}
     env.update(PYTEST_DISABLE_PLUGIN_AUTOLOAD="1", COLUMNS="200")
     shown = subprocess.run(
-        [sys.executable, "-m", "pytest", "--help", "-p", "pytest_layercheck.pytest_plugin.plugin", "-p", "no:cacheprovider"],
-        cwd=tmp_path_factory.mktemp("help"), env=env, capture_output=True, text=True, timeout=120, check=False)
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--help",
+            "-p",
+            "pytest_layercheck.pytest_plugin.plugin",
+            "-p",
+            "no:cacheprovider",
+        ],
+        cwd=tmp_path_factory.mktemp("help"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert shown.returncode == 0, shown.stderr
     options = frozenset(PYTEST_OPTION.findall(shown.stdout))
     ini_names = frozenset(re.findall(r"^\s+(layercheck_[a-z0-9_]+) \(", shown.stdout, re.M))
@@ -169,8 +190,9 @@ def module_exists(dotted: str) -> bool:
             if not rest:
                 return True
             text = source.read_text(encoding="utf-8")
-            return len(rest) == 1 and bool(re.search(rf"^(?:class|def) {rest[0]}\b|^{rest[0]}\s*[:=]|\"{rest[0]}\":",
-                                                      text, re.M))
+            return len(rest) == 1 and bool(
+                re.search(rf"^(?:class|def) {rest[0]}\b|^{rest[0]}\s*[:=]|\"{rest[0]}\":", text, re.M)
+            )
     return False
 
 
@@ -227,8 +249,9 @@ def command_uses(page: Page) -> Iterator[str]:
                     yield " ".join(words)
 
 
-def test_every_layercheck_command_and_its_options_exist(pages: list[Page],
-                                                        commands: dict[str, argparse.ArgumentParser]) -> None:
+def test_every_layercheck_command_and_its_options_exist(
+    pages: list[Page], commands: dict[str, argparse.ArgumentParser]
+) -> None:
     wrong = []
     for page in pages:
         for use in command_uses(page):
@@ -246,8 +269,11 @@ def test_every_layercheck_command_and_its_options_exist(pages: list[Page],
                 nested = [f"{command} {w}" for w in words[0].split("|")] if words else []
                 if nested and all(n in commands for n in nested):
                     words.pop(0)
-                elif any(" " in name and name.startswith(f"{command} ") for name in commands) and words \
-                        and re.fullmatch(r"[a-z|]+", words[0]):
+                elif (
+                    any(" " in name and name.startswith(f"{command} ") for name in commands)
+                    and words
+                    and re.fullmatch(r"[a-z|]+", words[0])
+                ):
                     wrong.append(f"{page.name}: `{use}`: no subcommand {command} {words[0]!r}")
                     continue
                 targets = nested if nested and all(n in commands for n in nested) else [command]
@@ -270,14 +296,20 @@ def test_every_pytest_option_and_ini_name_is_registered(pages: list[Page], regis
     assert not unknown, "not registered by the plugin:\n" + "\n".join(unknown)
 
 
-def test_an_option_named_on_its_own_exists(pages: list[Page], registered: Registered,
-                                           commands: dict[str, argparse.ArgumentParser]) -> None:
+def test_an_option_named_on_its_own_exists(
+    pages: list[Page], registered: Registered, commands: dict[str, argparse.ArgumentParser]
+) -> None:
     """``--max-drop`` in prose: some command (or the plugin) has it. Options with underscores are lm-eval's."""
     known = {option for parser in commands.values() for option in parser._option_string_actions}
     known |= registered.options | OTHER_OPTIONS
-    unknown = [f"{page.name}: `{span}`" for page in pages for span in page.spans()
-               if re.match(r"^--[a-z][a-z0-9-]*[a-z0-9](?:[ =]|$)", span) and "_" not in span.split()[0].split("=")[0]
-               and span.split()[0].split("=")[0] not in known]
+    unknown = [
+        f"{page.name}: `{span}`"
+        for page in pages
+        for span in page.spans()
+        if re.match(r"^--[a-z][a-z0-9-]*[a-z0-9](?:[ =]|$)", span)
+        and "_" not in span.split()[0].split("=")[0]
+        and span.split()[0].split("=")[0] not in known
+    ]
     assert not unknown, "options no command has:\n" + "\n".join(unknown)
 
 
@@ -302,6 +334,11 @@ def test_the_cli_reference_is_what_the_parsers_say() -> None:
     """docs/cli.md is generated from the parsers (.ci/cli_reference.py): a changed option or help text
     without a regenerated page fails here."""
     root = Path(__file__).resolve().parents[1]
-    run = subprocess.run([sys.executable, str(root / ".ci" / "cli_reference.py"), "--check"], capture_output=True,
-                         text=True, cwd=root, timeout=120)
+    run = subprocess.run(
+        [sys.executable, str(root / ".ci" / "cli_reference.py"), "--check"],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr

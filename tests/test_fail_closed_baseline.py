@@ -27,12 +27,14 @@ def test_the_same_settings_compare_and_pass(ws: Path) -> None:
     assert_exit(layercheck(ws, "profile", "good", *SUITE), 0, "baseline")
 
 
-@pytest.mark.parametrize(("args", "reason"), [
-    (("--suites", "facts.yaml", "--limit", "20"), "cannot be compared"),  # other items than the baseline's
-    ((*SUITE, "--dtype", "bfloat16"), "another precision"),
-])
-def test_a_baseline_found_by_name_that_cannot_compare_is_exit_2(ws: Path, args: tuple[str, ...],
-                                                                 reason: str) -> None:
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (("--suites", "facts.yaml", "--limit", "20"), "cannot be compared"),  # other items than the baseline's
+        ((*SUITE, "--dtype", "bfloat16"), "another precision"),
+    ],
+)
+def test_a_baseline_found_by_name_that_cannot_compare_is_exit_2(ws: Path, args: tuple[str, ...], reason: str) -> None:
     path = found_by_name(ws)
     before = snapshot(ws / "baselines")
     result = layercheck(ws, "profile", "good", *args)
@@ -64,24 +66,34 @@ def test_a_baseline_path_that_is_no_file_is_exit_2(ws: Path, kind: str) -> None:
 
 
 def test_no_compare_and_a_named_baseline_contradict(ws: Path) -> None:
-    assert_exit(layercheck(ws, "profile", "good", *SUITE, "--no-compare", "--baseline", "facts"), 2,
-                "--no-compare and --baseline contradict each other")
+    assert_exit(
+        layercheck(ws, "profile", "good", *SUITE, "--no-compare", "--baseline", "facts"),
+        2,
+        "--no-compare and --baseline contradict each other",
+    )
 
 
 def test_pytest_refuses_a_dangling_baseline_symlink(world: Path, pytester: pytest.Pytester) -> None:
     (pytester.path / "baselines").mkdir()
     (pytester.path / "baselines" / "facts.json").symlink_to(pytester.path / "baselines" / "gone.json")
     shutil.copy(world / "facts.yaml", pytester.path / "facts.yaml")
-    pytester.makepyfile(test_guard="""
+    pytester.makepyfile(
+        test_guard="""
         import pytest
 
         @pytest.mark.layercheck("knowledge", "intact", max_drop=0.05)
         def test_knowledge():
             pass
-    """)
-    result = pytester.runpytest_subprocess(f"--layercheck-model={world / 'good'}", "--layercheck-baseline=facts",
-                                           "--layercheck-suites=facts.yaml", "--layercheck-limit=0",
-                                           "-p", "no:cacheprovider")
+    """
+    )
+    result = pytester.runpytest_subprocess(
+        f"--layercheck-model={world / 'good'}",
+        "--layercheck-baseline=facts",
+        "--layercheck-suites=facts.yaml",
+        "--layercheck-limit=0",
+        "-p",
+        "no:cacheprovider",
+    )
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*is a symlink to*which does not exist*"])
 
@@ -103,9 +115,16 @@ def guard_run(world: Path, pytester: pytest.Pytester, model: str, *args: str) ->
         pytester.makepyfile(test_guard=GUARD)
     report = pytester.path / "report.json"
     report.unlink(missing_ok=True)
-    result = pytester.runpytest_subprocess(f"--layercheck-model={world / model}", "--layercheck-baseline=facts",
-                                           "--layercheck-suites=facts.yaml", "--layercheck-limit=0",
-                                           f"--layercheck-report={report}", "-p", "no:cacheprovider", *args)
+    result = pytester.runpytest_subprocess(
+        f"--layercheck-model={world / model}",
+        "--layercheck-baseline=facts",
+        "--layercheck-suites=facts.yaml",
+        "--layercheck-limit=0",
+        f"--layercheck-report={report}",
+        "-p",
+        "no:cacheprovider",
+        *args,
+    )
     return result.ret, json.loads(report.read_text())
 
 
@@ -127,8 +146,9 @@ PLUGIN_OFF = [(("-p", "no:layercheck"), {}), ((), {"PYTEST_DISABLE_PLUGIN_AUTOLO
 
 
 @pytest.mark.parametrize(("args", "env"), PLUGIN_OFF, ids=["-p no:layercheck", "autoload disabled"])
-def test_the_examples_config_fails_a_run_without_the_plugin(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
-                                                             args: tuple[str, ...], env: dict[str, str]) -> None:
+def test_the_examples_config_fails_a_run_without_the_plugin(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...], env: dict[str, str]
+) -> None:
     """The shipped pytest.ini: guards with the plugin switched off fail at start-up instead of passing."""
     shutil.copy(Path(__file__).resolve().parents[1] / "examples" / "pytest.ini", pytester.path / "pytest.ini")
     pytester.makepyfile(test_guard=GUARD)
@@ -142,16 +162,19 @@ def test_the_examples_config_fails_a_run_without_the_plugin(pytester: pytest.Pyt
 
 
 @pytest.mark.parametrize(("args", "env"), PLUGIN_OFF, ids=["-p no:layercheck", "autoload disabled"])
-def test_the_guard_workflows_flags_fail_a_run_without_the_plugin(pytester: pytest.Pytester,
-                                                                 monkeypatch: pytest.MonkeyPatch,
-                                                                 args: tuple[str, ...], env: dict[str, str]) -> None:
+def test_the_guard_workflows_flags_fail_a_run_without_the_plugin(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...], env: dict[str, str]
+) -> None:
     """The workflow's own pytest flags, in a repository with no pytest configuration of its own."""
     workflow = (Path(__file__).resolve().parents[1] / ".github" / "workflows" / "guard-finetune.yml").read_text()
     assert "-o required_plugins=pytest-layercheck --strict-markers" in workflow
     pytester.makepyfile(test_guard=GUARD)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    result = pytester.runpytest_subprocess("-o", "required_plugins=pytest-layercheck", "--strict-markers",
-                                           "-p", "no:cacheprovider", *args)
-    assert result.ret not in (0, 5) and "Missing required plugins: pytest-layercheck" in result.stdout.str() + \
-        result.stderr.str()
+    result = pytester.runpytest_subprocess(
+        "-o", "required_plugins=pytest-layercheck", "--strict-markers", "-p", "no:cacheprovider", *args
+    )
+    assert (
+        result.ret not in (0, 5)
+        and "Missing required plugins: pytest-layercheck" in result.stdout.str() + result.stderr.str()
+    )

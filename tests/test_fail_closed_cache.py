@@ -50,11 +50,18 @@ def test_prune_and_verify_never_follow_a_symlink_out_of_the_cache(ws: Path) -> N
     dangling.symlink_to(ws / "nowhere.json")
 
     assert_exit(layercheck(ws, "cache", "show"), 0, f"entries {total + 3}")
-    assert_exit(layercheck(ws, "cache", "verify"), 2, f"bad {shard_link}: a symbolic link where a folder of entries",
-                f"bad {entry_link}: a symbolic link; entries are never followed", f"bad {dangling}")
+    assert_exit(
+        layercheck(ws, "cache", "verify"),
+        2,
+        f"bad {shard_link}: a symbolic link where a folder of entries",
+        f"bad {entry_link}: a symbolic link; entries are never followed",
+        f"bad {dangling}",
+    )
     assert_exit(layercheck(ws, "cache", "prune", "--dry-run"), 0, f"would delete {shard_link}", "3 files to delete")
     assert snapshot(outside) == before
-    assert_exit(layercheck(ws, "cache", "prune"), 0, f"deleted {shard_link}", f"deleted {entry_link}", "3 files deleted")
+    assert_exit(
+        layercheck(ws, "cache", "prune"), 0, f"deleted {shard_link}", f"deleted {entry_link}", "3 files deleted"
+    )
     assert snapshot(outside) == before
     assert not any(os.path.lexists(p) for p in (shard_link, entry_link, dangling))  # the links themselves went
     assert_exit(layercheck(ws, "cache", "verify"), 0, f"{total} of {total} entries sound")
@@ -75,11 +82,21 @@ def test_a_fifo_or_a_link_to_dev_zero_as_a_cache_entry_is_recomputed_not_a_hang(
     os.mkfifo(fifo)
     zero.unlink()
     zero.symlink_to("/dev/zero")
-    assert_exit(layercheck(ws, "cache", "verify", timeout=60), 2, f"bad {fifo}: a FIFO, not a regular file",
-                f"bad {zero}: a symbolic link; entries are never followed")
-    output = assert_exit(layercheck(ws, "profile", "damaged", *SUITE, *RECORDED, timeout=120), 1, "regressed",
-                         "ignored result-cache entry", "a FIFO, not a regular file; only regular files are read",
-                         "a symbolic link; entries are never followed", "the evaluation is recomputed")
+    assert_exit(
+        layercheck(ws, "cache", "verify", timeout=60),
+        2,
+        f"bad {fifo}: a FIFO, not a regular file",
+        f"bad {zero}: a symbolic link; entries are never followed",
+    )
+    output = assert_exit(
+        layercheck(ws, "profile", "damaged", *SUITE, *RECORDED, timeout=120),
+        1,
+        "regressed",
+        "ignored result-cache entry",
+        "a FIFO, not a regular file; only regular files are read",
+        "a symbolic link; entries are never followed",
+        "the evaluation is recomputed",
+    )
     assert "2 cache entries rejected" in output
     for path in (fifo, zero):  # recomputed and written in place of the FIFO and the link
         assert stat.S_ISREG(path.lstat().st_mode), path
@@ -87,12 +104,19 @@ def test_a_fifo_or_a_link_to_dev_zero_as_a_cache_entry_is_recomputed_not_a_hang(
     assert_exit(layercheck(ws, "cache", "verify"), 0, f"{total} of {total} entries sound")
 
 
-def test_a_shard_folder_swapped_for_a_link_is_never_written_through(tmp_path: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_shard_folder_swapped_for_a_link_is_never_written_through(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.delenv("LAYERCHECK_CACHE_SECRET", raising=False)
-    identity = {"fingerprint": "sha256:abc", "suite_hash": "sha256:def", "protocol": "mc_text", "ablation": INTACT,
-                "items": ["a", "b"], "seed": 0}
+    identity = {
+        "fingerprint": "sha256:abc",
+        "suite_hash": "sha256:def",
+        "protocol": "mc_text",
+        "ablation": INTACT,
+        "items": ["a", "b"],
+        "seed": 0,
+    }
     cache = ResultCache(tmp_path / "results")
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -116,9 +140,12 @@ def _key_file(folder: Path) -> Path:
 def test_a_key_file_that_is_not_hex_is_exit_2_naming_the_file_and_the_fix(ws: Path) -> None:
     key = _key_file(ws)
     key.write_text("this is not a key at all\n")
-    output = assert_exit(layercheck(ws, "profile", "good", *SUITE, *RECORDED), 2,
-                         f"the result-cache key file {key} is damaged: it must hold 64 hex digits",
-                         "How to fix: delete it; a new key is made on next use")
+    output = assert_exit(
+        layercheck(ws, "profile", "good", *SUITE, *RECORDED),
+        2,
+        f"the result-cache key file {key} is damaged: it must hold 64 hex digits",
+        "How to fix: delete it; a new key is made on next use",
+    )
     assert "not finite" not in output and "ignored result-cache entry" not in output
     assert key.read_text() == "this is not a key at all\n"  # left for the user to look at
 
@@ -128,8 +155,13 @@ def test_a_key_file_group_or_others_can_read_or_write_is_refused(ws: Path, mode:
     key = _key_file(ws)
     before = key.read_bytes()
     key.chmod(mode)
-    assert_exit(layercheck(ws, "cache", "show"), 2, f"the result-cache key file {key} has mode {mode:04o}",
-                "group or others can read or change it", f"How to fix: `chmod 600 {key}`")
+    assert_exit(
+        layercheck(ws, "cache", "show"),
+        2,
+        f"the result-cache key file {key} has mode {mode:04o}",
+        "group or others can read or change it",
+        f"How to fix: `chmod 600 {key}`",
+    )
     if mode == 0o644:  # the usual way it happens (a umask of 022 and a copied file); one profile run suffices
         assert_exit(layercheck(ws, "profile", "good", *SUITE, *RECORDED), 2, f"chmod 600 {key}")
     assert key.read_bytes() == before
@@ -140,20 +172,26 @@ def test_a_key_file_group_or_others_can_read_or_write_is_refused(ws: Path, mode:
 def test_a_short_cache_secret_is_refused_with_the_minimum_length(ws: Path) -> None:
     before = snapshot(ws / "cache")
     env = environment(ws, LAYERCHECK_CACHE_SECRET="hunter2")
-    assert_exit(layercheck(ws, "profile", "good", *SUITE, *RECORDED, env=env), 2,
-                "$LAYERCHECK_CACHE_SECRET has 7 characters; at least 16 are needed",
-                "How to fix: set it to a long random string", "secrets.token_hex(32)")
+    assert_exit(
+        layercheck(ws, "profile", "good", *SUITE, *RECORDED, env=env),
+        2,
+        "$LAYERCHECK_CACHE_SECRET has 7 characters; at least 16 are needed",
+        "How to fix: set it to a long random string",
+        "secrets.token_hex(32)",
+    )
     assert snapshot(ws / "cache") == before
 
 
 def test_the_cache_secret_is_stretched_with_scrypt_and_fixed_documented_parameters(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     secret = "correct horse battery staple"
     monkeypatch.setenv("LAYERCHECK_CACHE_SECRET", secret)
     key, source = signing_key()
     assert source == "$LAYERCHECK_CACHE_SECRET"
-    assert key == hashlib.scrypt(secret.encode(), salt=b"pytest-layercheck result-cache key v1", n=16384, r=8, p=1,
-                                 dklen=32)
+    assert key == hashlib.scrypt(
+        secret.encode(), salt=b"pytest-layercheck result-cache key v1", n=16384, r=8, p=1, dklen=32
+    )
     assert key != hashlib.sha256(secret.encode()).digest()
     monkeypatch.setenv("LAYERCHECK_CACHE_SECRET", "x" * 15)
     with pytest.raises(CacheKeyError, match="at least 16"):
@@ -172,13 +210,18 @@ def default_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return fake_default_model(tmp_path / "cache")
 
 
-def test_an_extra_special_tokens_map_in_the_default_model_folder_is_exit_2(tmp_path: Path,
-                                                                           default_folder: Path) -> None:
+def test_an_extra_special_tokens_map_in_the_default_model_folder_is_exit_2(
+    tmp_path: Path, default_folder: Path
+) -> None:
     assert_exit(layercheck(tmp_path, "info", "default"), 0)
     (default_folder / "special_tokens_map.json").write_text(json.dumps({"eos_token": "a"}))
-    assert_exit(layercheck(tmp_path, "info", "default"), 2, f"the cached default model in {default_folder} is "
-                "damaged: it holds special_tokens_map.json, which is not among the files it was converted to",
-                f"How to fix: delete {default_folder}")
+    assert_exit(
+        layercheck(tmp_path, "info", "default"),
+        2,
+        f"the cached default model in {default_folder} is "
+        "damaged: it holds special_tokens_map.json, which is not among the files it was converted to",
+        f"How to fix: delete {default_folder}",
+    )
 
 
 def test_the_default_model_folder_must_hold_exactly_the_manifest_files(default_folder: Path) -> None:

@@ -42,6 +42,7 @@ def nan_weight(tensors: Tensors, config: Config) -> None:
 def overflowing(offsets: dict[int, float]) -> Callable[[Tensors, Config], None]:
     """Finite weights whose activations overflow: layer ``i``'s feed-forward adds ``offsets[i]`` to one
     channel of the residual stream for every token (its down projection's bias)."""
+
     def edit(tensors: Tensors, config: Config) -> None:
         config["mlp_bias"] = True
         for layer in range(config["num_hidden_layers"]):
@@ -50,6 +51,7 @@ def overflowing(offsets: dict[int, float]) -> Callable[[Tensors, Config], None]:
                 if proj == "down_proj":
                     bias[0] = offsets.get(layer, 0.0)
                 tensors[f"model.layers.{layer}.mlp.{proj}.bias"] = bias
+
     return edit
 
 
@@ -71,16 +73,20 @@ def new_entries(ws: Path, before: dict[Path, dict]) -> list[dict]:
 def test_nan_weights_are_refused_at_load_naming_the_tensor(ws: Path, world: Path, command: str) -> None:
     edited_copy(world, ws / "diverged", nan_weight)
     before = cached_ablations(ws)
-    args = ("compare", "good", "diverged", *SUITE) if command == "compare" else ("profile", "diverged", *SUITE,
-                                                                                  *RECORDED)
-    assert_exit(layercheck(ws, *args), 2, "model.layers.3.mlp.down_proj.weight holds NaN",
-                "How to fix: use a checkpoint saved before training diverged")
+    args = (
+        ("compare", "good", "diverged", *SUITE) if command == "compare" else ("profile", "diverged", *SUITE, *RECORDED)
+    )
+    assert_exit(
+        layercheck(ws, *args),
+        2,
+        "model.layers.3.mlp.down_proj.weight holds NaN",
+        "How to fix: use a checkpoint saved before training diverged",
+    )
     assert cached_ablations(ws) == before
 
 
 @pytest.mark.parametrize("protocol", ["mc_text", "generate_until"])
-def test_activations_that_overflow_on_the_intact_model_are_an_input_error(ws: Path, world: Path,
-                                                                          protocol: str) -> None:
+def test_activations_that_overflow_on_the_intact_model_are_an_input_error(ws: Path, world: Path, protocol: str) -> None:
     """Finite weights pass the load-time scan; the scores are checked too (as fp16 overflow gives)."""
     edited_copy(world, ws / "overflow", INTACT_OVERFLOW)
     before = cached_ablations(ws)
@@ -88,10 +94,25 @@ def test_activations_that_overflow_on_the_intact_model_are_an_input_error(ws: Pa
     suite["protocols"]["generate_until"] = {"template": "{context}", "until": ["\n"], "max_gen_toks": 2}
     (ws / "facts.yaml").write_text(yaml.safe_dump(suite, sort_keys=False))
     what = "48 of 48 log-likelihoods" if protocol == "mc_text" else "greedy generation's logits"
-    result = layercheck(ws, "profile", "overflow", "--suites", "facts.yaml", "--limit", "12", "--protocols",
-                        f"facts={protocol}", "--no-compare")
-    assert_exit(result, 2, f"suite 'facts' ({protocol}) evaluated on the intact model: {what} are not finite",
-                "score in float32", "No result of this evaluation was stored")
+    result = layercheck(
+        ws,
+        "profile",
+        "overflow",
+        "--suites",
+        "facts.yaml",
+        "--limit",
+        "12",
+        "--protocols",
+        f"facts={protocol}",
+        "--no-compare",
+    )
+    assert_exit(
+        result,
+        2,
+        f"suite 'facts' ({protocol}) evaluated on the intact model: {what} are not finite",
+        "score in float32",
+        "No result of this evaluation was stored",
+    )
     assert cached_ablations(ws) == before
 
 
@@ -100,8 +121,13 @@ def test_activations_that_overflow_only_with_a_layer_removed_are_an_input_error(
     edited_copy(world, ws / "fragile", ABLATED_OVERFLOW)
     before = entries(ws)
     result = layercheck(ws, "profile", "fragile", *SUITE, "--no-compare")
-    assert_exit(result, 2, "suite 'facts' (mc_text) evaluated with ablation skip=2:", "are not finite",
-                "the intact model's scores are finite")
+    assert_exit(
+        result,
+        2,
+        "suite 'facts' (mc_text) evaluated with ablation skip=2:",
+        "are not finite",
+        "the intact model's scores are finite",
+    )
     assert all(entry["ablation"] != "skip=2" for entry in new_entries(ws, before))
 
 
@@ -112,41 +138,56 @@ def test_tokenizer_ids_beyond_the_embedding_are_an_input_error(ws: Path, world: 
         config["vocab_size"] = 64
 
     edited_copy(world, ws / "small-vocab", truncate)
-    assert_exit(layercheck(ws, "profile", "small-vocab", *SUITE, "--no-compare"), 2,
-                "the tokenizer produces token id", "but the model's embedding has only 64 rows",
-                "use the tokenizer that matches the model")
+    assert_exit(
+        layercheck(ws, "profile", "small-vocab", *SUITE, "--no-compare"),
+        2,
+        "the tokenizer produces token id",
+        "but the model's embedding has only 64 rows",
+        "use the tokenizer that matches the model",
+    )
 
 
-def test_a_config_asking_for_more_layers_than_the_weights_hold_is_refused_before_allocating(ws: Path,
-                                                                                             world: Path) -> None:
+def test_a_config_asking_for_more_layers_than_the_weights_hold_is_refused_before_allocating(
+    ws: Path, world: Path
+) -> None:
     def inflate(tensors: Tensors, config: Config) -> None:
         config["num_hidden_layers"] = 100000
 
     edited_copy(world, ws / "inflated", inflate)
-    assert_exit(layercheck(ws, "profile", "inflated", *SUITE, "--no-compare", timeout=120), 2,
-                "asks for 100000 decoder layers (num_hidden_layers), but the weights", "hold 6",
-                "set num_hidden_layers to 6 in config.json")
+    assert_exit(
+        layercheck(ws, "profile", "inflated", *SUITE, "--no-compare", timeout=120),
+        2,
+        "asks for 100000 decoder layers (num_hidden_layers), but the weights",
+        "hold 6",
+        "set num_hidden_layers to 6 in config.json",
+    )
 
 
 @pytest.mark.parametrize("model", ["diverged", "overflow"])
 def test_a_model_that_cannot_be_scored_fails_its_pytest_check_with_the_message(
-        world: Path, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, model: str) -> None:
+    world: Path, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, model: str
+) -> None:
     for key, value in environment(pytester.path).items():
         monkeypatch.setenv(key, value)
     edited_copy(world, pytester.path / model, nan_weight if model == "diverged" else INTACT_OVERFLOW)
     shutil.copy(world / "facts.yaml", pytester.path / "facts.yaml")
     pytester.makeini("[pytest]\nlayercheck_suites = facts.yaml\nlayercheck_limit = 12\n")
-    pytester.makepyfile(test_guard="""
+    pytester.makepyfile(
+        test_guard="""
         import pytest
 
         @pytest.mark.layercheck("knowledge", "intact", min=0.2)
         def test_knowledge_intact():
             pass
-    """)
+    """
+    )
     result = pytester.runpytest_subprocess(f"--layercheck-model={pytester.path / model}", "-p", "no:cacheprovider")
     output = " ".join((result.stdout.str() + result.stderr.str()).split())
     assert result.ret == pytest.ExitCode.TESTS_FAILED, output
     assert "Traceback" not in output
-    message = ("model.layers.3.mlp.down_proj.weight holds NaN" if model == "diverged"
-               else "evaluated on the intact model: 48 of 48 log-likelihoods are not finite")
+    message = (
+        "model.layers.3.mlp.down_proj.weight holds NaN"
+        if model == "diverged"
+        else "evaluated on the intact model: 48 of 48 log-likelihoods are not finite"
+    )
     assert message in output, output

@@ -59,7 +59,9 @@ def test_a_forged_cache_entry_cannot_turn_a_regression_into_a_pass(ws: Path) -> 
     """Copy the good model's outcomes into the damaged model's entries, as someone without the key could."""
     damaged = fingerprint_of(ws, "damaged")
     stored = entries(ws)
-    good = {p["identity"]["ablation"]: p["outcomes"] for p in stored.values() if p["identity"]["fingerprint"] != damaged}
+    good = {
+        p["identity"]["ablation"]: p["outcomes"] for p in stored.values() if p["identity"]["fingerprint"] != damaged
+    }
     forged = 0
     for path, payload in stored.items():
         if payload["identity"]["fingerprint"] == damaged:
@@ -67,8 +69,12 @@ def test_a_forged_cache_entry_cannot_turn_a_regression_into_a_pass(ws: Path) -> 
             path.write_text(json.dumps(payload))
             forged += 1
     assert forged >= 7  # intact plus one per layer
-    output = assert_exit(layercheck(ws, "profile", "damaged", *SUITE, *RECORDED), 1, "regressed",
-                         "signature does not match this cache's key")
+    output = assert_exit(
+        layercheck(ws, "profile", "damaged", *SUITE, *RECORDED),
+        1,
+        "regressed",
+        "signature does not match this cache's key",
+    )
     assert cache_hits(output) == 0
 
 
@@ -113,8 +119,14 @@ def kill_during_first_write(folder: Path, *args: str) -> None:
     script = folder / "killer.py"
     script.write_text(KILLER)
     marker = folder / "marker"
-    process = subprocess.Popen([sys.executable, str(script), str(marker), *args], cwd=folder,
-                               env=environment(folder), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, str(script), str(marker), *args],
+        cwd=folder,
+        env=environment(folder),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 300
         while not marker.exists():
@@ -131,8 +143,9 @@ def kill_during_first_write(folder: Path, *args: str) -> None:
 
 def test_kill_9_during_a_baseline_write_keeps_the_old_baseline(ws: Path) -> None:
     before = snapshot(ws / "baselines")
-    kill_during_first_write(ws, "baseline", "damaged", *SUITE, "--baseline-dir", "baselines", "--name", "facts",
-                            "--update")
+    kill_during_first_write(
+        ws, "baseline", "damaged", *SUITE, "--baseline-dir", "baselines", "--name", "facts", "--update"
+    )
     assert {k: v for k, v in snapshot(ws / "baselines").items() if not k.endswith(".tmp")} == before
     assert [p.name for p in BaselineStore(ws / "baselines").stored()] == ["facts.json"]
     BaselineStore(ws / "baselines").load("facts")  # still a complete, valid baseline
@@ -158,9 +171,15 @@ def test_kill_9_during_a_cache_write_leaves_no_half_entry(ws: Path) -> None:
 
 def test_cache_show_names_folder_mode_and_key(ws: Path) -> None:
     total = len(entries(ws))
-    assert_exit(layercheck(ws, "cache", "show"), 0, f"folder {ws / 'cache' / 'results'}", "mode readwrite",
-                f"key {ws / 'config' / 'pytest-layercheck' / 'cache-key'}", f"entries {total}",
-                f"{total // 2} evaluations")
+    assert_exit(
+        layercheck(ws, "cache", "show"),
+        0,
+        f"folder {ws / 'cache' / 'results'}",
+        "mode readwrite",
+        f"key {ws / 'config' / 'pytest-layercheck' / 'cache-key'}",
+        f"entries {total}",
+        f"{total // 2} evaluations",
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -178,12 +197,16 @@ BASELINE_DAMAGE = {
     "short outcomes": (lambda d: _outcome(d, "01"), "2 outcomes for 200 items"),
     "schema_version true": (lambda d: d.__setitem__("schema_version", True), "expected an integer, found bool"),
     "unknown field": (lambda d: d.__setitem__("cell", []), "unknown field(s) 'cell'"),
-    "edited mean": (lambda d: d["evaluations"]["knowledge"]["intact"]["means"].__setitem__("acc", 0.99),
-                    "are not the means of the stored outcomes"),
+    "edited mean": (
+        lambda d: d["evaluations"]["knowledge"]["intact"]["means"].__setitem__("acc", 0.99),
+        "are not the means of the stored outcomes",
+    ),
     "edited cell": (lambda d: d["cells"][0].__setitem__("value", 0.99), "does not match the cells"),
     "num_layers as text": (lambda d: d["model"].__setitem__("num_layers", "6"), "model.num_layers"),
-    "duplicate item ids": (lambda d: d["suites"]["knowledge"]["item_ids"].__setitem__(1, "knowledge-item-0000"),
-                           "appears twice"),
+    "duplicate item ids": (
+        lambda d: d["suites"]["knowledge"]["item_ids"].__setitem__(1, "knowledge-item-0000"),
+        "appears twice",
+    ),
     "sweep_items beyond items": (lambda d: d["suites"]["knowledge"].__setitem__("sweep_items", 999), "999 is outside"),
 }
 
@@ -213,8 +236,9 @@ def test_a_partial_profile_with_fewer_swept_items_round_trips() -> None:
         if ev.ablation == "layer:05":
             del profile.evaluations[key]
         elif ev.ablation != "intact":
-            profile.evaluations[key] = Evaluation(ev.suite, ev.protocol, ev.ablation, ev.removed_layers,
-                                                  {m: v[:4] for m, v in ev.outcomes.items()})
+            profile.evaluations[key] = Evaluation(
+                ev.suite, ev.protocol, ev.ablation, ev.removed_layers, {m: v[:4] for m, v in ev.outcomes.items()}
+            )
     data = json.loads(json.dumps(profile.to_json()))
     assert DepthProfile.from_json(data).to_json() == profile.to_json()
     data["evaluations"]["knowledge"]["layer:00"]["outcomes"]["acc"] += "1"
@@ -222,8 +246,9 @@ def test_a_partial_profile_with_fewer_swept_items_round_trips() -> None:
         DepthProfile.from_json(data)
 
 
-def test_nan_in_the_baseline_fails_pytest_with_a_message_not_a_traceback(world: Path, pytester: pytest.Pytester,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nan_in_the_baseline_fails_pytest_with_a_message_not_a_traceback(
+    world: Path, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for key, value in environment(pytester.path).items():
         monkeypatch.setenv(key, value)
     shutil.copy(world / "facts.yaml", pytester.path / "facts.yaml")
@@ -232,13 +257,15 @@ def test_nan_in_the_baseline_fails_pytest_with_a_message_not_a_traceback(world: 
     (pytester.path / "baselines").mkdir()
     (pytester.path / "baselines" / "facts.json").write_text(json.dumps(data))
     pytester.makeini("[pytest]\nlayercheck_suites = facts.yaml\nlayercheck_limit = 0\nlayercheck_baseline = facts\n")
-    pytester.makepyfile(test_guard="""
+    pytester.makepyfile(
+        test_guard="""
         import pytest
 
         @pytest.mark.layercheck("knowledge", "intact")
         def test_knowledge_intact():
             pass
-    """)
+    """
+    )
     result = pytester.runpytest_subprocess(f"--layercheck-model={world / 'good'}", "-p", "no:cacheprovider")
     output = result.stdout.str() + result.stderr.str()
     assert result.ret == pytest.ExitCode.TESTS_FAILED, output
@@ -263,8 +290,11 @@ def test_layercheck_profile_refuses_a_corrupt_baseline(ws: Path, damage: str) ->
 def test_layercheck_baseline_refuses_to_silently_replace_a_corrupt_baseline(ws: Path) -> None:
     path = ws / "baselines" / "facts.json"
     path.write_text("{ <<<<<<< HEAD")
-    assert_exit(layercheck(ws, "baseline", "good", *SUITE, "--baseline-dir", "baselines", "--name", "facts"), 2,
-                "facts.json is not valid JSON")
+    assert_exit(
+        layercheck(ws, "baseline", "good", *SUITE, "--baseline-dir", "baselines", "--name", "facts"),
+        2,
+        "facts.json is not valid JSON",
+    )
     assert path.read_text() == "{ <<<<<<< HEAD"
 
 
@@ -275,8 +305,9 @@ def test_no_cells_compared_is_a_failure_not_a_pass() -> None:
     baseline = make_profile(suites={"knowledge": ("mc_text", 40)}, extra_metrics=False)
     current = make_profile(suites={"knowledge": ("mc_text", 40)}, extra_metrics=False)
     for key, ev in current.evaluations.items():  # a scorer bug: a primary metric that is not 0/1
-        current.evaluations[key] = Evaluation(ev.suite, ev.protocol, ev.ablation, ev.removed_layers,
-                                              {"acc": tuple(0.5 for _ in ev.outcomes["acc"])})
+        current.evaluations[key] = Evaluation(
+            ev.suite, ev.protocol, ev.ablation, ev.removed_layers, {"acc": tuple(0.5 for _ in ev.outcomes["acc"])}
+        )
     comparison = compare_profiles(baseline, current)
     assert not comparison.cells
     assert not comparison.passed
@@ -299,8 +330,9 @@ def test_a_truncated_default_model_in_the_cache_is_exit_2(tmp_path: Path) -> Non
     target = fake_default_model(tmp_path / "cache")
     weights = target / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-100])
-    assert_exit(layercheck(tmp_path, "info", "default"), 2, "the cached default model", "is damaged",
-                f"delete {target}")
+    assert_exit(
+        layercheck(tmp_path, "info", "default"), 2, "the cached default model", "is damaged", f"delete {target}"
+    )
 
 
 def test_a_default_gguf_with_the_wrong_hash_is_exit_2(tmp_path: Path) -> None:
@@ -310,8 +342,14 @@ def test_a_default_gguf_with_the_wrong_hash_is_exit_2(tmp_path: Path) -> None:
     assert_exit(layercheck(tmp_path, "info", "default"), 2, "not the pinned", f"delete {gguf}")
 
 
-@pytest.mark.parametrize("args", [("heads", "good", "--limit", "-3"), ("thinking", "good", "--limit", "-1"),
-                                  ("profile", "good", "--suites", "facts.yaml", "--limit", "-3")])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("heads", "good", "--limit", "-3"),
+        ("thinking", "good", "--limit", "-1"),
+        ("profile", "good", "--suites", "facts.yaml", "--limit", "-3"),
+    ],
+)
 def test_a_negative_limit_is_refused(ws: Path, args: tuple[str, ...]) -> None:
     result = assert_exit(layercheck(ws, *args), 2)
     assert "negative" in result or ">= 0" in result
@@ -319,20 +357,29 @@ def test_a_negative_limit_is_refused(ws: Path, args: tuple[str, ...]) -> None:
 
 def test_two_suites_with_one_name_are_refused(ws: Path) -> None:
     shutil.copy(ws / "facts.yaml", ws / "facts-copy.yaml")
-    assert_exit(layercheck(ws, "profile", "good", "--suites", "facts.yaml,facts-copy.yaml", "--limit", "0"), 2,
-                "are both named 'facts'")
+    assert_exit(
+        layercheck(ws, "profile", "good", "--suites", "facts.yaml,facts-copy.yaml", "--limit", "0"),
+        2,
+        "are both named 'facts'",
+    )
 
 
 def test_a_user_file_named_like_a_builtin_suite_is_refused(ws: Path) -> None:
     text = (ws / "facts.yaml").read_text().replace("name: facts", "name: knowledge")
     (ws / "mine.yaml").write_text(text)
-    assert_exit(layercheck(ws, "profile", "good", "--suites", "mine.yaml", "--limit", "0"), 2,
-                "suite name 'knowledge' is the name of a built-in suite")
+    assert_exit(
+        layercheck(ws, "profile", "good", "--suites", "mine.yaml", "--limit", "0"),
+        2,
+        "suite name 'knowledge' is the name of a built-in suite",
+    )
 
 
 def test_a_band_that_holds_no_layer_is_exit_2(ws: Path) -> None:
-    assert_exit(layercheck(ws, "profile", "good", *SUITE, "--bands", "shallow=0:0.01,middle=0.01:0.7,deep=0.7:1"), 2,
-                "depth band(s) shallow=0:0.01 hold no layer of this 6-layer model")
+    assert_exit(
+        layercheck(ws, "profile", "good", *SUITE, "--bands", "shallow=0:0.01,middle=0.01:0.7,deep=0.7:1"),
+        2,
+        "depth band(s) shallow=0:0.01 hold no layer of this 6-layer model",
+    )
 
 
 def test_an_oversized_suite_and_an_alias_bomb_are_exit_2(ws: Path) -> None:
@@ -351,26 +398,36 @@ def test_suites_are_checked_before_the_model_loads(ws: Path) -> None:
     assert_exit(layercheck(ws, "profile", "no-such-model", "--suites", "bomb.yaml"), 2, "aliases expand the document")
 
 
-def test_alpha_out_of_range_is_a_usage_error_in_pytest(world: Path, pytester: pytest.Pytester,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_alpha_out_of_range_is_a_usage_error_in_pytest(
+    world: Path, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for key, value in environment(pytester.path).items():
         monkeypatch.setenv(key, value)
     shutil.copy(world / "facts.yaml", pytester.path / "facts.yaml")
-    pytester.makepyfile(test_guard="""
+    pytester.makepyfile(
+        test_guard="""
         import pytest
 
         @pytest.mark.layercheck("knowledge", "intact")
         def test_knowledge_intact():
             pass
-    """)
-    result = pytester.runpytest_subprocess(f"--layercheck-model={world / 'good'}", "--layercheck-suites=facts.yaml",
-                                           "--layercheck-alpha=2", "-p", "no:cacheprovider")
+    """
+    )
+    result = pytester.runpytest_subprocess(
+        f"--layercheck-model={world / 'good'}",
+        "--layercheck-suites=facts.yaml",
+        "--layercheck-alpha=2",
+        "-p",
+        "no:cacheprovider",
+    )
     output = result.stdout.str() + result.stderr.str()
     assert result.ret == pytest.ExitCode.USAGE_ERROR, output
     assert "Traceback" not in output and "alpha" in output
 
 
-def test_an_internal_error_is_exit_3_never_1(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_internal_error_is_exit_3_never_1(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from pytest_layercheck import cli
 
     def boom(_args: object) -> int:
@@ -389,6 +446,7 @@ def test_an_internal_error_is_exit_3_never_1(monkeypatch: pytest.MonkeyPatch, ca
                 for sub in action.choices.values():
                     sub.set_defaults(handler=handler)
             return parser
+
         return build
 
     monkeypatch.setattr(cli, "build_parser", parser_with(boom))
@@ -411,5 +469,6 @@ def test_benchmarks_pin_what_they_install() -> None:
         for line in script.read_text().splitlines():
             if '"install"' in line:
                 assert "REQUIREMENT" in line, f"{script.name}: unpinned install: {line.strip()}"
-    assert re.search(r'^LM_EVAL_REQUIREMENT = "lm-eval==\d+\.\d+\.\d+"$', (root / "depth_sweep.py").read_text(),
-                     re.MULTILINE)
+    assert re.search(
+        r'^LM_EVAL_REQUIREMENT = "lm-eval==\d+\.\d+\.\d+"$', (root / "depth_sweep.py").read_text(), re.MULTILINE
+    )

@@ -61,8 +61,13 @@ def test_guard_fails_the_harmful_fine_tune_and_passes_the_benign_one(finetune_sc
 def test_only_one_candidate_cannot_be_guarded(tmp_path: Path, guard: str) -> None:
     """``--only`` builds one candidate (the user-journey's held-out fine-tune uses it); the guard needs
     both, so asking for both is a usage error that names the fix, before any model loads."""
-    run = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path / "out"), "--only", "harmful",
-                          guard], capture_output=True, text=True, timeout=120, check=False)
+    run = subprocess.run(
+        [sys.executable, str(SCRIPT), "--out", str(tmp_path / "out"), "--only", "harmful", guard],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert run.returncode == 2, run.stdout + run.stderr
     assert "--only harmful builds one candidate" in run.stderr and "drop --only" in run.stderr
     assert not (tmp_path / "out").exists()

@@ -46,11 +46,13 @@ def test_one_context_matches_torch_flop_counter(family: str) -> None:
 
 def test_token_positions_of_contexts_rows_and_shared_prefix() -> None:
     prefix = list(range(10, 10 + MIN_SHARED_PREFIX))
-    prepared = prepare_loglikelihood([
-        (prefix + [1, 2], [3, 4, 5]),  # context of 18, continuation row of 2 tokens at 18, 19
-        (prefix + [1, 2], [3, 4, 6]),  # same row: computed once
-        (prefix + [9], [8]),  # single-token continuation: no row
-    ])
+    prepared = prepare_loglikelihood(
+        [
+            (prefix + [1, 2], [3, 4, 5]),  # context of 18, continuation row of 2 tokens at 18, 19
+            (prefix + [1, 2], [3, 4, 6]),  # same row: computed once
+            (prefix + [9], [8]),  # single-token continuation: no row
+        ]
+    )
     work = TokenWork.of(prepared)
     n = MIN_SHARED_PREFIX
     assert sorted(work.positions) == sorted([*range(n), n, n + 1, n, n + 2, n + 3])
@@ -95,7 +97,9 @@ def test_a_streams_count_matches_torch_flop_counter_on_the_real_sweep(family: st
         ops = {str(op): n for op, n in counter.get_flop_counts()["Global"].items()}
         return ops.get("aten.mm", 0) + ops.get("aten.addmm", 0)
 
-    stream = matmuls(lambda: run_loglikelihood_sweep(model, plan, [ablation])) - matmuls(lambda: run_loglikelihood(model, plan))
+    stream = matmuls(lambda: run_loglikelihood_sweep(model, plan, [ablation])) - matmuls(
+        lambda: run_loglikelihood(model, plan)
+    )
     counted = TokenWork.of(prepared).flops(shape, [2, 3], final_read_only=True)
     assert stream == counted["linear"] + counted["lm_head"] + 10 * shape.lm_head_per_token
 
@@ -105,12 +109,20 @@ def test_generation_work_matches_torch_flop_counter_on_a_real_generate() -> None
     back, with logits once per generated token."""
     model, length, new = tiny_model("llama", layers=2), 9, 4
     shape = ModelShape.of(model)
-    work = TokenWork.of_generation(PreparedGeneration(prompts=(tuple(range(5, 5 + length)),), until=(), max_new_tokens=new))
+    work = TokenWork.of_generation(
+        PreparedGeneration(prompts=(tuple(range(5, 5 + length)),), until=(), max_new_tokens=new)
+    )
     assert work.positions == tuple(range(length + new - 1)) and work.scored == new
     ids = torch.arange(5, 5 + length).unsqueeze(0)
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
-        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new, min_new_tokens=new,
-                             do_sample=False, pad_token_id=0)
+        out = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=new,
+            min_new_tokens=new,
+            do_sample=False,
+            pad_token_id=0,
+        )
     assert out.shape[1] == length + new
     ops = {str(op): n for op, n in counter.get_flop_counts()["Global"].items()}
     ours = work.flops(shape, range(2))

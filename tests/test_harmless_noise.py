@@ -42,8 +42,12 @@ def test_noise_copies_of_the_default_model_pass(smollm: LoadedModel, tmp_path: P
         for seed in SEEDS:
             candidate = noisy_copy(smollm, seed)
             assert candidate.fingerprint != baseline.model["fingerprint"]
-            profile = build_profile(candidate, ProfileSettings(), cache=ResultCache(tmp_path),
-                                    needs={"knowledge": frozenset(), "reasoning": frozenset()})
+            profile = build_profile(
+                candidate,
+                ProfileSettings(),
+                cache=ResultCache(tmp_path),
+                needs={"knowledge": frozenset(), "reasoning": frozenset()},
+            )
             comparison = Verdict().compare(baseline, profile)
             assert comparison.family_size == 2 and len(comparison.cells) == 2
             assert comparison.passed, comparison.failures

@@ -31,13 +31,23 @@ from pytest_layercheck.suites.loader import load_suite
 HEAD_DIM = 16  # tiny models: hidden 64 / 4 heads
 
 
-def hand_made(drops: dict[tuple[int, int], float], intact: float = 0.75, layers: int = 2, heads: int = 10,
-              gqa: str = "query") -> HeadImportance:
+def hand_made(
+    drops: dict[tuple[int, int], float], intact: float = 0.75, layers: int = 2, heads: int = 10, gqa: str = "query"
+) -> HeadImportance:
     """A result over ``layers`` x ``heads`` where the listed heads have the given drops, the rest 0."""
     accuracy = {(layer, h): intact - drops.get((layer, h), 0.0) for layer in range(layers) for h in range(heads)}
     return HeadImportance(
-        model="hand", suite="s", protocol="mc_text", metric="acc", mode="zero", gqa=gqa,
-        layers=tuple(range(layers)), heads_per_layer=heads, item_ids=("a", "b"), intact=intact, accuracy=accuracy,
+        model="hand",
+        suite="s",
+        protocol="mc_text",
+        metric="acc",
+        mode="zero",
+        gqa=gqa,
+        layers=tuple(range(layers)),
+        heads_per_layer=heads,
+        item_ids=("a", "b"),
+        intact=intact,
+        accuracy=accuracy,
     )
 
 
@@ -115,8 +125,16 @@ def test_layer_totals() -> None:
 
 @pytest.mark.parametrize(
     ("spec", "expected"),
-    [("0-3,29", (0, 1, 2, 3, 29)), ("5", (5,)), (" 2 , 0-1 ", (0, 1, 2)), ("all", None), ("", None),
-     (None, None), (3, (3,)), ([4, 1, 4], (1, 4))],
+    [
+        ("0-3,29", (0, 1, 2, 3, 29)),
+        ("5", (5,)),
+        (" 2 , 0-1 ", (0, 1, 2)),
+        ("all", None),
+        ("", None),
+        (None, None),
+        (3, (3,)),
+        ([4, 1, 4], (1, 4)),
+    ],
 )
 def test_parse_layers(spec: object, expected: tuple[int, ...] | None) -> None:
     assert parse_layers(spec) == expected  # type: ignore[arg-type]
@@ -160,8 +178,7 @@ def test_every_entry_equals_weight_surgery(model: torch.nn.Module, fact_suite) -
     """A continuous metric (mean log-likelihood of the continuation) makes every head distinct, so a
     wrong head index or layer would show."""
     tok = tiny_tokenizer()
-    result = head_importance(model, tok, fact_suite, "continuation", layers=[1, 3], limit=None,
-                             metric="loglikelihood")
+    result = head_importance(model, tok, fact_suite, "continuation", layers=[1, 3], limit=None, metric="loglikelihood")
     prepared = prepare(fact_suite, "continuation", tok)
     assert result.intact == pytest.approx(score(model, prepared).mean("loglikelihood"), abs=1e-9)
     assert sorted(result.accuracy) == [(layer, h) for layer in (1, 3) for h in range(4)]
@@ -184,8 +201,9 @@ def test_one_head_equals_direct_ablate_scoring(model: torch.nn.Module, fact_suit
 
 def test_gqa_group_units_mask_whole_kv_groups(model: torch.nn.Module, fact_suite) -> None:
     tok = tiny_tokenizer()
-    result = head_importance(model, tok, fact_suite, "continuation", layers=[0], limit=6, gqa="group",
-                             metric="loglikelihood")
+    result = head_importance(
+        model, tok, fact_suite, "continuation", layers=[0], limit=6, gqa="group", metric="loglikelihood"
+    )
     assert result.unit == "group" and result.heads_per_layer == 2 and sorted(result.accuracy) == [(0, 0), (0, 1)]
     prepared = prepare(fact_suite.limited(6), "continuation", tok)
     for group, heads in ((0, [0, 1]), (1, [2, 3])):  # 4 query heads share 2 KV heads
@@ -194,8 +212,15 @@ def test_gqa_group_units_mask_whole_kv_groups(model: torch.nn.Module, fact_suite
 
 def test_cache_reuses_evaluations(model: torch.nn.Module, fact_suite, tmp_path: Path) -> None:
     tok = tiny_tokenizer()
-    loaded = LoadedModel(model=model, tokenizer=tok, spec="tiny", name="tiny", kind="test",
-                         device=torch.device("cpu"), dtype=torch.float32)
+    loaded = LoadedModel(
+        model=model,
+        tokenizer=tok,
+        spec="tiny",
+        name="tiny",
+        kind="test",
+        device=torch.device("cpu"),
+        dtype=torch.float32,
+    )
     cache = ResultCache(tmp_path)
     first = head_importance(loaded, suite=fact_suite, layers=[0], limit=6, cache=cache)
     assert (cache.hits, cache.misses) == (0, 5)
@@ -246,8 +271,26 @@ def test_cli_heads_writes_the_library_result(model: torch.nn.Module, tmp_path: P
     folder = save(model, tmp_path / "tiny")
     suite = write_fact_suite(tmp_path / "facts.yaml", n=12)
     out = tmp_path / "heads.json"
-    assert main(["heads", str(folder), "--suite", str(suite), "--layers", "1", "--limit", "6",
-                 "--no-cache", "--json", str(out), "--markdown", str(tmp_path / "heads.md")]) == 0
+    assert (
+        main(
+            [
+                "heads",
+                str(folder),
+                "--suite",
+                str(suite),
+                "--layers",
+                "1",
+                "--limit",
+                "6",
+                "--no-cache",
+                "--json",
+                str(out),
+                "--markdown",
+                str(tmp_path / "heads.md"),
+            ]
+        )
+        == 0
+    )
     written = json.loads(out.read_text())
     expected = head_importance(model, tiny_tokenizer(), load_suite(suite), layers=[1], limit=6)
     assert {(h["layer"], h["head"]): h["accuracy"] for h in written["heads"]} == expected.accuracy

@@ -54,39 +54,93 @@ def head_result(model: str = "hand", suite: str = "s") -> HeadImportance:
     drops = {(1, 2): 0.5, (3, 0): 0.25, (4, 4): -0.125}
     layers = (1, 3, 4)
     accuracy = {(layer, h): 0.75 - drops.get((layer, h), 0.0) for layer in layers for h in range(5)}
-    return HeadImportance(model=model, suite=suite, protocol="mc_text", metric="acc", mode="zero", gqa="query",
-                          layers=layers, heads_per_layer=5, item_ids=("a", "b", "c", "d"), intact=0.75,
-                          accuracy=accuracy, settings={"seed": 0})
+    return HeadImportance(
+        model=model,
+        suite=suite,
+        protocol="mc_text",
+        metric="acc",
+        mode="zero",
+        gqa="query",
+        layers=layers,
+        heads_per_layer=5,
+        item_ids=("a", "b", "c", "d"),
+        intact=0.75,
+        accuracy=accuracy,
+        settings={"seed": 0},
+    )
 
 
 def retrieval_result(answer: str = "1234") -> tuple[RetrievalHeads, MaskingComparison]:
     scores = {(layer, h): 0.0 for layer in range(4) for h in range(3)}
     scores.update({(2, 1): 0.6, (3, 0): 0.4, (0, 2): 0.05})
-    tests = (NeedleOutcome("t0", f"the code is 1234 {HOSTILE}", answer, 1.0, True, 0.5, "short", 300, 5),
-             NeedleOutcome("t1", "the code is 99", "nothing", 0.0, False, 0.25, "short", 300, 3))
+    tests = (
+        NeedleOutcome("t0", f"the code is 1234 {HOSTILE}", answer, 1.0, True, 0.5, "short", 300, 5),
+        NeedleOutcome("t1", "the code is 99", "nothing", 0.0, False, 0.25, "short", 300, 3),
+    )
     heads = RetrievalHeads("tiny", 4, 3, 0.1, 0.5, scores, tests)
-    masking = MaskingComparison("tiny", "retrieval", "generate_until", "exact_match", 2, 0, True, ("a", "b"),
-                                ((2, 1), (3, 0)), (0.6, 0.4), ((0, 0), (1, 1)), 0.1, (1, 1), (0, 0), (1, 1))
+    masking = MaskingComparison(
+        "tiny",
+        "retrieval",
+        "generate_until",
+        "exact_match",
+        2,
+        0,
+        True,
+        ("a", "b"),
+        ((2, 1), (3, 0)),
+        (0.6, 0.4),
+        ((0, 0), (1, 1)),
+        0.1,
+        (1, 1),
+        (0, 0),
+        (1, 1),
+    )
     return heads, masking
 
 
 def redundancy_result(model: str = "tiny") -> tuple[RedundancyResult, RedundancyComparison]:
-    result = RedundancyResult(model=model, num_layers=6, block=2, prompts=10, tokens=300, sources=("facts",),
-                              distances=(0.30, 0.12, 0.25, 0.20, 0.05), distance_stderr=(0.01,) * 5,
-                              influence=(0.40, 0.10, 0.20, 0.15, 0.30, 0.35))
-    view = CapabilityView("facts", "mc_text", "acc", intact=(1.0, 1.0, 1.0, 0.0),
-                          after={1: (1.0, 0.0, 0.0, 0.0), 2: (1.0, 1.0, 1.0, 0.0), 3: (1.0, 1.0, 0.0, 0.0)})
+    result = RedundancyResult(
+        model=model,
+        num_layers=6,
+        block=2,
+        prompts=10,
+        tokens=300,
+        sources=("facts",),
+        distances=(0.30, 0.12, 0.25, 0.20, 0.05),
+        distance_stderr=(0.01,) * 5,
+        influence=(0.40, 0.10, 0.20, 0.15, 0.30, 0.35),
+    )
+    view = CapabilityView(
+        "facts",
+        "mc_text",
+        "acc",
+        intact=(1.0, 1.0, 1.0, 0.0),
+        after={1: (1.0, 0.0, 0.0, 0.0), 2: (1.0, 1.0, 1.0, 0.0), 3: (1.0, 1.0, 0.0, 0.0)},
+    )
     verdict = judge_view(view, result.distances, suggested=result.best_start)
     return result, RedundancyComparison(result, (verdict,), tolerance=0.05, limit=4, notes=(HOSTILE,))
 
 
 def thinking_result(target: str = "4") -> ThinkingResult:
     def pair(item: str, group: str, fast: bool, slow: bool) -> PairedItem:
-        return PairedItem(item, "sums", "arithmetic", group, target, "4", f"2 + 2 = {HOSTILE} 4",
-                          Judgement("4" if fast else "5", fast), Judgement(HOSTILE if slow else "3", slow))
+        return PairedItem(
+            item,
+            "sums",
+            "arithmetic",
+            group,
+            target,
+            "4",
+            f"2 + 2 = {HOSTILE} 4",
+            Judgement("4" if fast else "5", fast),
+            Judgement(HOSTILE if slow else "3", slow),
+        )
 
-    items = (pair("i0", "maths", False, True), pair("i1", "maths", True, False), pair("i2", "maths", True, True),
-             pair("k0", "other knowledge", False, False))
+    items = (
+        pair("i0", "maths", False, True),
+        pair("i1", "maths", True, False),
+        pair("i2", "maths", True, True),
+        pair("k0", "other knowledge", False, False),
+    )
     return ThinkingResult("tiny", items, {"cot_trigger": "Let's think step by step.", "cot_tokens": 8})
 
 
@@ -94,10 +148,14 @@ def transfer_results(item: str = "r0") -> list[TransferStability]:
     original = {item: True, "r1": True, "r2": False}
     variants = {item: [True, False], "r1": [True, True], "r2": [False, True]}
     score = stability_from_outcomes(original, variants, seed=0, resamples=50)
-    pairs = tuple(PairOutcome(i, "arithmetic", "sum", original[i], (f"{i}-v0", f"{i}-v1"), tuple(variants[i]))
-                  for i in original)
-    return [TransferStability("reasoning", "reasoning", "numbers", "mc_text", "acc", 2, 0, score, pairs,
-                              {"arithmetic": score})]
+    pairs = tuple(
+        PairOutcome(i, "arithmetic", "sum", original[i], (f"{i}-v0", f"{i}-v1"), tuple(variants[i])) for i in original
+    )
+    return [
+        TransferStability(
+            "reasoning", "reasoning", "numbers", "mc_text", "acc", 2, 0, score, pairs, {"arithmetic": score}
+        )
+    ]
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -129,9 +187,13 @@ def checked(page: str) -> Element:
 def every_page() -> dict[str, str]:
     heads, masking = retrieval_result()
     result, comparison = redundancy_result()
-    return {"heads": render_heads_html(head_result()), "retrieval": render_retrieval_html(heads, masking),
-            "redundancy": render_redundancy_html(result, comparison), "thinking": render_thinking_html(thinking_result()),
-            "transfer": render_transfer_html(transfer_results())}
+    return {
+        "heads": render_heads_html(head_result()),
+        "retrieval": render_retrieval_html(heads, masking),
+        "redundancy": render_redundancy_html(result, comparison),
+        "thinking": render_thinking_html(thinking_result()),
+        "transfer": render_transfer_html(transfer_results()),
+    }
 
 
 # --------------------------------------------------------------------------------- unit tests
@@ -198,8 +260,11 @@ def test_redundancy_has_one_bar_per_layer_and_marks_the_picks() -> None:
     view = rects(chart(tree, "view-0"), "drop")
     assert [int(e.get("data-layer", "-1")) for e in view] == [1, 2, 3]
     assert [float(e.get("data-value", "nan")) for e in view] == pytest.approx([0.5, 0.0, 0.25])
-    assert {int(e.get("data-layer", "-1")): sorted(classes(e) - {"bar", "drop"}) for e in view} == \
-        {1: ["picked"], 2: ["least"], 3: []}
+    assert {int(e.get("data-layer", "-1")): sorted(classes(e) - {"bar", "drop"}) for e in view} == {
+        1: ["picked"],
+        2: ["least"],
+        3: [],
+    }
     assert "UNCLEAR" in "".join(tree.itertext()) or "DISAGREES" in "".join(tree.itertext())  # the summary
 
 
@@ -207,34 +272,46 @@ def test_thinking_and_transfer_draw_their_groups_and_list_changed_items() -> Non
     result = thinking_result()
     tree = checked(render_thinking_html(result))
     groups = [s.group for s in result.shifts()]
-    for kind, values in (("fast", [s.fast_accuracy for s in result.shifts()]),
-                         ("slow", [s.slow_accuracy for s in result.shifts()]),
-                         ("corrections", [s.corrections for s in result.shifts()]),
-                         ("overthinking", [s.overthinking for s in result.shifts()])):
+    for kind, values in (
+        ("fast", [s.fast_accuracy for s in result.shifts()]),
+        ("slow", [s.slow_accuracy for s in result.shifts()]),
+        ("corrections", [s.corrections for s in result.shifts()]),
+        ("overthinking", [s.overthinking for s in result.shifts()]),
+    ):
         bars = rects(tree, kind)
-        assert [e.get("data-group") for e in bars] == groups and \
-            [float(e.get("data-value", "nan")) for e in bars] == pytest.approx(values, abs=1e-4), kind
-    rows = [["".join(td.itertext()) for td in tr] for tr in next(
-        e for e in tree.iter() if local(e) == "table" and "items" in classes(e)).iter("tr")][1:]
+        assert [e.get("data-group") for e in bars] == groups and [
+            float(e.get("data-value", "nan")) for e in bars
+        ] == pytest.approx(values, abs=1e-4), kind
+    rows = [
+        ["".join(td.itertext()) for td in tr]
+        for tr in next(e for e in tree.iter() if local(e) == "table" and "items" in classes(e)).iter("tr")
+    ][1:]
     assert [(r[0], r[2]) for r in rows] == [("i0", "correction"), ("i1", "overthinking")]
 
     results = transfer_results()
     tree = checked(render_transfer_html(results))
     stability = rects(tree, "stability")
-    assert len(stability) == 2 and [float(e.get("data-value", "nan")) for e in stability] == \
-        pytest.approx([results[0].stability] * 2)  # the suite, then its one domain
+    assert len(stability) == 2 and [float(e.get("data-value", "nan")) for e in stability] == pytest.approx(
+        [results[0].stability] * 2
+    )  # the suite, then its one domain
     assert len([e for e in chart(tree, "transfer").iter() if "interval" in classes(e)]) == 4  # CI whiskers
-    rows = [["".join(td.itertext()) for td in tr] for tr in next(
-        e for e in tree.iter() if local(e) == "table" and "items" in classes(e)).iter("tr")][1:]
+    rows = [
+        ["".join(td.itertext()) for td in tr]
+        for tr in next(e for e in tree.iter() if local(e) == "table" and "items" in classes(e)).iter("tr")
+    ][1:]
     assert [r[0] for r in rows] == ["r0", "r2"]  # r1 transferred cleanly
 
 
 def test_user_strings_are_escaped() -> None:
     heads, masking = retrieval_result(answer=f"{HOSTILE} & <b>bold</b>")
     result, comparison = redundancy_result(model=HOSTILE)
-    pages = [render_heads_html(head_result(model=HOSTILE, suite="<i>s</i>")), render_retrieval_html(heads, masking),
-             render_redundancy_html(result, comparison), render_thinking_html(thinking_result(target="<b>4</b>")),
-             render_transfer_html(transfer_results(item=f"r0{HOSTILE}"))]
+    pages = [
+        render_heads_html(head_result(model=HOSTILE, suite="<i>s</i>")),
+        render_retrieval_html(heads, masking),
+        render_redundancy_html(result, comparison),
+        render_thinking_html(thinking_result(target="<b>4</b>")),
+        render_transfer_html(transfer_results(item=f"r0{HOSTILE}")),
+    ]
     for page in pages:
         tree = checked(page)
         assert HOSTILE not in page and "<b>" not in page and "<i>" not in page
@@ -247,8 +324,21 @@ def test_user_strings_are_escaped() -> None:
 
 # ------------------------------------------------------------------------------ as a user would
 def test_layercheck_heads_writes_the_grid_page(ws: Path) -> None:
-    result = layercheck(ws, "heads", "good", "--suite", "facts.yaml", "--limit", "8", "--layers", "0-2",
-                        "--html", "out/heads.html", "--json", "out/heads.json")
+    result = layercheck(
+        ws,
+        "heads",
+        "good",
+        "--suite",
+        "facts.yaml",
+        "--limit",
+        "8",
+        "--layers",
+        "0-2",
+        "--html",
+        "out/heads.html",
+        "--json",
+        "out/heads.json",
+    )
     assert_exit(result, 0, "HTML: out/heads.html")
     page = (ws / "out" / "heads.html").read_text(encoding="utf-8")
     tree = checked(page)
@@ -256,21 +346,28 @@ def test_layercheck_heads_writes_the_grid_page(ws: Path) -> None:
     grid = cells(tree)
     assert sorted(grid) == sorted(itertools.product(range(3), range(written["heads_per_layer"])))
     for head in written["heads"]:
-        assert float(grid[(head["layer"], head["head"])].get("data-value", "nan")) == pytest.approx(head["drop"],
-                                                                                                    abs=1e-4)
+        assert float(grid[(head["layer"], head["head"])].get("data-value", "nan")) == pytest.approx(
+            head["drop"], abs=1e-4
+        )
     assert sorted(p.name for p in (ws / "out").iterdir()) == ["heads.html", "heads.json"]  # no temporary left
 
 
 def test_layercheck_redundancy_writes_bars_per_layer(ws: Path) -> None:
-    result = layercheck(ws, "redundancy", "good", "--suites", "facts.yaml", "--prompts", "6", "--no-compare",
-                        "--html", "r.html")
+    result = layercheck(
+        ws, "redundancy", "good", "--suites", "facts.yaml", "--prompts", "6", "--no-compare", "--html", "r.html"
+    )
     assert_exit(result, 0, "HTML: r.html")
     tree = checked((ws / "r.html").read_text(encoding="utf-8"))
     assert [int(e.get("data-layer", "-1")) for e in rects(chart(tree, "influence"), "bi")] == list(range(6))
 
 
-@pytest.mark.parametrize("command", [["thinking", "--limit", "2", "--cot-tokens", "6", "--fast-tokens", "4"],
-                                     ["transfer", "--limit", "2", "--variants", "2"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["thinking", "--limit", "2", "--cot-tokens", "6", "--fast-tokens", "4"],
+        ["transfer", "--limit", "2", "--variants", "2"],
+    ],
+)
 def test_thinking_and_transfer_write_their_pages(command: list[str], tmp_path: Path) -> None:
     folder = save(tiny_model("llama", layers=2, seed=4), tmp_path / "tiny")
     out = tmp_path / "page.html"

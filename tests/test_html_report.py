@@ -35,8 +35,10 @@ html5lib = pytest.importorskip("html5lib", reason="html5lib is in the test extra
 #: Debian's chromium (.ci/run installs it); Ubuntu's and Google's builds take the same flags.
 CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
 NEEDS_CHROMIUM = pytest.mark.skipif(
-    CHROMIUM is None, reason="headless Chromium is not installed, so the page is not rendered in a browser: "
-    "apt-get install -y chromium (.ci/run installs it)")
+    CHROMIUM is None,
+    reason="headless Chromium is not installed, so the page is not rendered in a browser: "
+    "apt-get install -y chromium (.ci/run installs it)",
+)
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -66,8 +68,14 @@ def external_references(tree: Element, page: str) -> list[str]:
     found = re.findall(r"https?://|//[a-z0-9.-]+\.[a-z]{2,}/", page, re.I)
     for element in tree.iter():
         for name, value in element.attrib.items():
-            if name.rsplit("}", 1)[-1] in ("src", "href", "srcset", "action", "data", "poster") \
-                    and not value.startswith("#"):
+            if name.rsplit("}", 1)[-1] in (
+                "src",
+                "href",
+                "srcset",
+                "action",
+                "data",
+                "poster",
+            ) and not value.startswith("#"):
                 found.append(f"{local(element)} {name}={value}")
         if local(element) in ("link", "img", "iframe", "object", "embed", "base"):
             found.append(local(element))
@@ -123,8 +131,11 @@ def test_a_regressed_cell_is_shown_failing(regressed: tuple[DepthProfile, DepthP
     assert "FAILED: 1 regressed, 14 ok" in "".join(verdict.itertext())  # 12 band cells and 3 shift cells
     # the shift cell's row: centres of depth, the permutation test, the allowed move; ok, not failing
     shift = comparison.cell("knowledge", "shift")
-    row = next(e for e in tree.iter() if local(e) == "tr" and "cell" in classes(e)
-               and "".join(e[0].itertext()) == "knowledge/shift p_correct")
+    row = next(
+        e
+        for e in tree.iter()
+        if local(e) == "tr" and "cell" in classes(e) and "".join(e[0].itertext()) == "knowledge/shift p_correct"
+    )
     texts = ["".join(td.itertext()) for td in row]
     assert row.get("data-failed") == "false" and row.get("data-status") == "ok" == texts[-1]
     assert texts[1:4] == [f"{shift.baseline:.3f}", f"{shift.current:.3f}", f"{shift.delta:+.3f}"]
@@ -159,19 +170,30 @@ def test_a_refused_comparison_says_why() -> None:
     page = render_html(make_profile(), refused="the baseline's bands differ from this run's <deep>")
     verdict = next(e for e in parse(page).iter() if "verdict" in classes(e))
     assert "refused" in classes(verdict) and verdict.get("data-passed") == "false"
-    assert "comparison with the baseline refused: the baseline's bands differ from this run's <deep>" \
-        in "".join(verdict.itertext())
+    assert "comparison with the baseline refused: the baseline's bands differ from this run's <deep>" in "".join(
+        verdict.itertext()
+    )
     alone = next(e for e in parse(render_html(make_profile())).iter() if "verdict" in classes(e))
     assert "profile only" in "".join(alone.itertext()) and alone.get("data-passed") == "true"
 
 
 def test_run_details_name_both_models_precision_settings_and_versions(
-        regressed: tuple[DepthProfile, DepthProfile, ProfileComparison]) -> None:
+    regressed: tuple[DepthProfile, DepthProfile, ProfileComparison],
+) -> None:
     baseline, current, comparison = regressed
-    text = "".join(parse(render_html(current, comparison, baseline=baseline, failed_checks=["t.py::test_x"]))
-                   .itertext())
-    for part in ("abcdef0123456789" * 4, "f" * 64, "float32 on cpu vs float32 on cpu", "tolerance0.05",
-                 "correctionholm", "versions.torch2.5.0", "modelayers", "1 layercheck check(s) failed: t.py::test_x"):
+    text = "".join(
+        parse(render_html(current, comparison, baseline=baseline, failed_checks=["t.py::test_x"])).itertext()
+    )
+    for part in (
+        "abcdef0123456789" * 4,
+        "f" * 64,
+        "float32 on cpu vs float32 on cpu",
+        "tolerance0.05",
+        "correctionholm",
+        "versions.torch2.5.0",
+        "modelayers",
+        "1 layercheck check(s) failed: t.py::test_x",
+    ):
         assert part in text, part
 
 
@@ -206,8 +228,9 @@ def test_layercheck_profile_writes_the_page_of_a_failing_model(ws: Path) -> None
 
 
 def test_a_refused_comparison_still_writes_the_page_saying_why(ws: Path) -> None:
-    result = layercheck(ws, "profile", "damaged", "--suites", "facts.yaml", "--limit", "8", *RECORDED,
-                        "--html", "r.html")
+    result = layercheck(
+        ws, "profile", "damaged", "--suites", "facts.yaml", "--limit", "8", *RECORDED, "--html", "r.html"
+    )
     assert_exit(result, 2, "cannot be compared", "HTML: r.html")
     verdict = next(e for e in parse((ws / "r.html").read_text(encoding="utf-8")).iter() if "verdict" in classes(e))
     assert "refused" in classes(verdict) and verdict.get("data-passed") == "false"
@@ -224,18 +247,34 @@ def test_layercheck_compare_writes_the_page_with_where_the_loss_lives(ws: Path) 
 
 
 def test_pytest_writes_the_page_of_a_failing_check(ws: Path) -> None:
-    (ws / "test_guard.py").write_text(textwrap.dedent("""
+    (ws / "test_guard.py").write_text(
+        textwrap.dedent("""
         import pytest
 
         @pytest.mark.layercheck("facts")
         def test_facts_kept():
             pass
-    """))
+    """)
+    )
     (ws / "pytest.ini").write_text("[pytest]\nlayercheck_html = p.html\n")  # the ini name
-    args = ["--layercheck-model=damaged", "--layercheck-suites=facts.yaml", "--layercheck-limit=0",
-            "--layercheck-baseline=facts", "-p", "no:cacheprovider", "-p", "no:xdist"]
-    result = subprocess.run([sys.executable, "-m", "pytest", *args], cwd=ws, env=environment(ws),
-                            capture_output=True, text=True, timeout=600)
+    args = [
+        "--layercheck-model=damaged",
+        "--layercheck-suites=facts.yaml",
+        "--layercheck-limit=0",
+        "--layercheck-baseline=facts",
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "no:xdist",
+    ]
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", *args],
+        cwd=ws,
+        env=environment(ws),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 1, result.stdout + result.stderr
     assert "HTML report written: p.html" in result.stdout
     tree = parse((ws / "p.html").read_text(encoding="utf-8"))
@@ -250,9 +289,19 @@ def chromium(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """Headless Chromium with nothing that reaches the network, a profile of its own, no sandbox (CI
     containers run as root)."""
     assert CHROMIUM is not None
-    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync",
-               f"--user-data-dir={folder / 'chromium-profile'}", *args]
+    command = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={folder / 'chromium-profile'}",
+        *args,
+    ]
     env = {**os.environ, "HOME": str(folder)}
     return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
 
@@ -264,14 +313,14 @@ def png_pixels(data: bytes) -> Iterator[tuple[int, int, int]]:
     assert depth == 8 and colour in (2, 6) and interlace == 0, (depth, colour, interlace)
     chunks, at = [], 8
     while at < len(data):
-        length, kind = struct.unpack(">I4s", data[at:at + 8])
+        length, kind = struct.unpack(">I4s", data[at : at + 8])
         if kind == b"IDAT":
-            chunks.append(data[at + 8:at + 8 + length])
+            chunks.append(data[at + 8 : at + 8 + length])
         at += 12 + length
     raw, size = zlib.decompress(b"".join(chunks)), 3 if colour == 2 else 4
     stride, previous = width * size, bytearray(width * size)
     for row in range(height):
-        kind, line = raw[row * (stride + 1)], bytearray(raw[row * (stride + 1) + 1:(row + 1) * (stride + 1)])
+        kind, line = raw[row * (stride + 1)], bytearray(raw[row * (stride + 1) + 1 : (row + 1) * (stride + 1)])
         for i in range(stride):
             a, b = (line[i - size] if i >= size else 0), previous[i]
             c = previous[i - size] if i >= size else 0
@@ -280,7 +329,7 @@ def png_pixels(data: bytes) -> Iterator[tuple[int, int, int]]:
             predictor = (0, a, b, (a + b) // 2, a if pa <= pb and pa <= pc else b if pb <= pc else c)[kind]
             line[i] = (line[i] + predictor) & 0xFF
         previous = line
-        yield from (tuple(line[i:i + 3]) for i in range(0, stride, size))  # type: ignore[misc]
+        yield from (tuple(line[i : i + 3]) for i in range(0, stride, size))  # type: ignore[misc]
 
 
 def hex_rgb(colour: str) -> tuple[int, int, int]:
@@ -289,7 +338,8 @@ def hex_rgb(colour: str) -> tuple[int, int, int]:
 
 @NEEDS_CHROMIUM
 def test_chromium_renders_the_page_with_its_marks_and_failing_cell(
-        tmp_path: Path, regressed: tuple[DepthProfile, DepthProfile, ProfileComparison]) -> None:
+    tmp_path: Path, regressed: tuple[DepthProfile, DepthProfile, ProfileComparison]
+) -> None:
     baseline, current, comparison = regressed
     page = write_html_report(tmp_path / "r.html", current, comparison, baseline=baseline)
     shot = tmp_path / "r.png"
@@ -307,12 +357,15 @@ def test_chromium_renders_the_page_with_its_marks_and_failing_cell(
 
 
 @NEEDS_CHROMIUM
-def test_chromium_runs_the_item_search(tmp_path: Path,
-                                       regressed: tuple[DepthProfile, DepthProfile, ProfileComparison]) -> None:
+def test_chromium_runs_the_item_search(
+    tmp_path: Path, regressed: tuple[DepthProfile, DepthProfile, ProfileComparison]
+) -> None:
     baseline, current, comparison = regressed
     page = render_html(current, comparison, baseline=baseline)
-    typing = ('<script>var box = document.querySelector("input.item-search"); box.value = "item-0004";'
-              'box.dispatchEvent(new Event("input"));</script></body>')
+    typing = (
+        '<script>var box = document.querySelector("input.item-search"); box.value = "item-0004";'
+        'box.dispatchEvent(new Event("input"));</script></body>'
+    )
     (tmp_path / "search.html").write_text(page.replace("</body>", typing), encoding="utf-8")
     result = chromium(tmp_path, "--dump-dom", (tmp_path / "search.html").as_uri())
     rows = re.findall(r'<tr class="item worse"( hidden="")?><td class="l">([^<]*)</td>', result.stdout)

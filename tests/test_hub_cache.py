@@ -17,8 +17,9 @@ COMMIT = "a" * 40
 OTHER = "b" * 40
 
 
-def cache_model(cache: Path, repo_id: str, commit: str = COMMIT, files: dict[str, bytes] | None = None,
-                ref: str | None = "main") -> Path:
+def cache_model(
+    cache: Path, repo_id: str, commit: str = COMMIT, files: dict[str, bytes] | None = None, ref: str | None = "main"
+) -> Path:
     """A ``models--org--name`` entry: blobs, a snapshot of symlinks to them, and a ref."""
     org, name = repo_id.split("/")
     repo = cache / f"models--{org}--{name}"
@@ -102,11 +103,19 @@ def test_incomplete_snapshots_are_refused_with_what_is_missing(tmp_path: Path) -
     blob.unlink()  # an interrupted download leaves a link to nothing
     with pytest.raises(ModelLoadError, match="lacks the weights"):
         resolve_hub_model("org/dangling", cache=tmp_path)
-    index = json.dumps({"weight_map": {"a": "model-00001-of-00002.safetensors",
-                                       "b": "model-00002-of-00002.safetensors"}}).encode()
-    cache_model(tmp_path, "org/sharded", files={"config.json": b"{}", "tokenizer.json": b"{}",
-                                                "model.safetensors.index.json": index,
-                                                "model-00001-of-00002.safetensors": b"x"})
+    index = json.dumps(
+        {"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}
+    ).encode()
+    cache_model(
+        tmp_path,
+        "org/sharded",
+        files={
+            "config.json": b"{}",
+            "tokenizer.json": b"{}",
+            "model.safetensors.index.json": index,
+            "model-00001-of-00002.safetensors": b"x",
+        },
+    )
     with pytest.raises(ModelLoadError, match="1 of 2 weight shards \\(model-00002-of-00002.safetensors"):
         resolve_hub_model("org/sharded", cache=tmp_path)
     cache_model(tmp_path, "org/adapter", files={"adapter_config.json": b"{}", "adapter_model.safetensors": b"x"})
@@ -133,8 +142,9 @@ def test_a_resolved_snapshot_loads_as_a_model_folder(tmp_path: Path) -> None:
     assert loaded.num_layers == 2 and loaded.kind == "transformers"
 
 
-def test_load_model_takes_a_cached_hub_id_and_refuses_an_uncached_one(tmp_path: Path,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_load_model_takes_a_cached_hub_id_and_refuses_an_uncached_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
     saved = tmp_path / "saved"
     tiny_model("llama", layers=2).save_pretrained(saved)
@@ -155,9 +165,16 @@ def test_an_adapter_trained_on_the_hub_smollm2_is_not_merged_onto_the_dequantise
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     adapter = tmp_path / "adapter"
     adapter.mkdir()
-    (adapter / "adapter_config.json").write_text(json.dumps(
-        {"peft_type": "LORA", "base_model_name_or_path": "HuggingFaceTB/SmolLM2-135M-Instruct", "r": 2,
-         "target_modules": ["q_proj"]}))
+    (adapter / "adapter_config.json").write_text(
+        json.dumps(
+            {
+                "peft_type": "LORA",
+                "base_model_name_or_path": "HuggingFaceTB/SmolLM2-135M-Instruct",
+                "r": 2,
+                "target_modules": ["q_proj"],
+            }
+        )
+    )
     with pytest.raises(ModelLoadError) as info:
         load_model(adapter, device="cpu")
     message = str(info.value)

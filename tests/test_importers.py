@@ -46,17 +46,23 @@ def write_jsonl(path: Path, records: Sequence[Any]) -> Path:
 
 # ------------------------------------------------------------------------------------------ records
 def test_prompt_answer_pairs_become_a_continuation_suite(tmp_path: Path) -> None:
-    source = write_jsonl(tmp_path / "evals.jsonl", [
-        {"prompt": "Q: 2 + 2 =", "answer": 4, "topic": "math"},
-        {"prompt": "Q: capital of France?", "answer": "Paris", "topic": "geo"},
-    ])
-    imported = import_records(source, "context=prompt,target=answer,domain=topic",
-                              ImportOptions(capability="my-label", name="my-evals"))
+    source = write_jsonl(
+        tmp_path / "evals.jsonl",
+        [
+            {"prompt": "Q: 2 + 2 =", "answer": 4, "topic": "math"},
+            {"prompt": "Q: capital of France?", "answer": "Paris", "topic": "geo"},
+        ],
+    )
+    imported = import_records(
+        source, "context=prompt,target=answer,domain=topic", ImportOptions(capability="my-label", name="my-evals")
+    )
     suite = imported.suite
     assert (suite.name, suite.capability, suite.default_protocol) == ("my-evals", "my-label", "continuation")
     assert sorted(suite.protocols) == ["continuation", "generate_until"]
     assert [(i.id, i.domain, i.context, i.target) for i in suite.items] == [
-        ("my-evals-00001", "math", "Q: 2 + 2 =", "4"), ("my-evals-00002", "geo", "Q: capital of France?", "Paris")]
+        ("my-evals-00001", "math", "Q: 2 + 2 =", "4"),
+        ("my-evals-00002", "geo", "Q: capital of France?", "Paris"),
+    ]
     text = imported.text
     assert "target: '4'" in text  # numbers are written as quoted text
     assert f"# Content hash: {suite.content_hash}" in text and "evals.jsonl (jsonl)" in text
@@ -66,11 +72,14 @@ def test_prompt_answer_pairs_become_a_continuation_suite(tmp_path: Path) -> None
 
 
 def test_multiple_choice_records_with_every_gold_form_dotted_paths_and_joined_fields(tmp_path: Path) -> None:
-    source = write_jsonl(tmp_path / "mcq.jsonl", [
-        {"q": {"text": "Sky colour?"}, "opts": ["red", "blue"], "label": 1, "uid": "q/1"},
-        {"q": {"text": "Grass colour?"}, "opts": ["green", "pink"], "label": "A", "uid": "q 2"},
-        {"q": {"text": "Snow colour?"}, "opts": ["white", "black"], "label": "white", "uid": 3},
-    ])
+    source = write_jsonl(
+        tmp_path / "mcq.jsonl",
+        [
+            {"q": {"text": "Sky colour?"}, "opts": ["red", "blue"], "label": 1, "uid": "q/1"},
+            {"q": {"text": "Grass colour?"}, "opts": ["green", "pink"], "label": "A", "uid": "q 2"},
+            {"q": {"text": "Snow colour?"}, "opts": ["white", "black"], "label": "white", "uid": 3},
+        ],
+    )
     suite = import_records(source, "context=q.text,choices=opts,gold=label,id=uid").suite
     assert [(i.id, i.gold) for i in suite.items] == [("q/1", 1), ("q-2", 0), ("3", 0)]
     assert suite.default_protocol == "mc_text" and {"mc_text", "mc_letters", "continuation"} <= set(suite.protocols)
@@ -88,16 +97,20 @@ def test_csv_json_lists_and_json_objects_of_splits(tmp_path: Path) -> None:
     assert import_records(tmp_path / "data.csv", "context=prompt,target=answer").suite.items[0].target == "two"
     (tmp_path / "list.json").write_text(json.dumps([{"context": "Hello", "target": "world"}]))
     assert import_source(str(tmp_path / "list.json")).suite.items[0].target == "world"
-    (tmp_path / "splits.json").write_text(json.dumps({"train": [{"context": "a", "target": "b"}],
-                                                      "test": [{"context": "c", "target": "d"}]}))
+    (tmp_path / "splits.json").write_text(
+        json.dumps({"train": [{"context": "a", "target": "b"}], "test": [{"context": "c", "target": "d"}]})
+    )
     with pytest.raises(SuiteFormatError, match="pick the list with --split \\(train, test\\)"):
         import_source(str(tmp_path / "splits.json"))
-    assert import_source(str(tmp_path / "splits.json"), options=ImportOptions(split="test")).suite.items[0].context == "c"
+    assert (
+        import_source(str(tmp_path / "splits.json"), options=ImportOptions(split="test")).suite.items[0].context == "c"
+    )
 
 
 def test_few_shot_records_templates_and_a_jsonl_file_used_directly(tmp_path: Path) -> None:
-    source = write_jsonl(tmp_path / "facts.jsonl", [
-        {"context": f"Fact {i} is", "target": f"value {i}", "id": f"f{i}"} for i in range(4)])
+    source = write_jsonl(
+        tmp_path / "facts.jsonl", [{"context": f"Fact {i} is", "target": f"value {i}", "id": f"f{i}"} for i in range(4)]
+    )
     imported = import_records(source, None, ImportOptions(num_fewshot=1, template="Complete: {context}", limit=2))
     suite = imported.suite
     assert [s.context for s in suite.fewshot] == ["Fact 0 is"] and [i.id for i in suite.items] == ["f1", "f2"]
@@ -116,23 +129,35 @@ def test_answers_with_a_stop_string_leave_generate_until_out(tmp_path: Path) -> 
     assert "generate_until" in import_records(source, None, ImportOptions(until=("###",))).suite.protocols
 
 
-@pytest.mark.parametrize(("records", "fmap", "message"), [
-    ([{"question": "x", "answer": "y"}], "", "evals.jsonl:1: no field 'context' for the context "
-                                            "\\(the record has: answer, question\\)"),
-    ([{"context": "x", "target": "y"}, {"context": "z"}], "", "evals.jsonl:2: no answer"),
-    ([{"context": "x", "choices": ["a", "b"], "gold": 5}], "", "evals.jsonl:1: gold 5 is outside the 2 choices"),
-    ([{"context": "x", "choices": ["a", "b"], "gold": "zz"}], "", "gold 'zz' is not an index, a letter"),
-    ([{"context": "x", "choices": ["a", "b"]}], "", "has choices but no field 'gold'"),
-    ([{"context": "x", "target": "y", "id": "a"}, {"context": "z", "target": "w", "id": "a"}], "",
-     "evals.jsonl:2: id 'a' repeats the id of .*evals.jsonl:1"),
-    ([{"context": "x", "target": "y"}, {"context": "z", "choices": ["a", "b"], "gold": 0}], "",
-     "mix multiple-choice items .* and free-answer items"),
-    ([{"context": {"nested": 1}, "target": "y"}], "", "context \\('context'\\) is an object, expected text"),
-    ([{"context": "  ", "target": "y"}], "", "is empty"),
-    ([["not", "an", "object"]], "", "a record is a list, expected an object"),
-    ([{"context": "x", "target": "y"}], "context=", "cannot read field map entry 'context='"),
-    ([{"context": "x", "target": "y"}], "answer=y", "unknown suite field 'answer'"),
-])
+@pytest.mark.parametrize(
+    ("records", "fmap", "message"),
+    [
+        (
+            [{"question": "x", "answer": "y"}],
+            "",
+            "evals.jsonl:1: no field 'context' for the context \\(the record has: answer, question\\)",
+        ),
+        ([{"context": "x", "target": "y"}, {"context": "z"}], "", "evals.jsonl:2: no answer"),
+        ([{"context": "x", "choices": ["a", "b"], "gold": 5}], "", "evals.jsonl:1: gold 5 is outside the 2 choices"),
+        ([{"context": "x", "choices": ["a", "b"], "gold": "zz"}], "", "gold 'zz' is not an index, a letter"),
+        ([{"context": "x", "choices": ["a", "b"]}], "", "has choices but no field 'gold'"),
+        (
+            [{"context": "x", "target": "y", "id": "a"}, {"context": "z", "target": "w", "id": "a"}],
+            "",
+            "evals.jsonl:2: id 'a' repeats the id of .*evals.jsonl:1",
+        ),
+        (
+            [{"context": "x", "target": "y"}, {"context": "z", "choices": ["a", "b"], "gold": 0}],
+            "",
+            "mix multiple-choice items .* and free-answer items",
+        ),
+        ([{"context": {"nested": 1}, "target": "y"}], "", "context \\('context'\\) is an object, expected text"),
+        ([{"context": "  ", "target": "y"}], "", "is empty"),
+        ([["not", "an", "object"]], "", "a record is a list, expected an object"),
+        ([{"context": "x", "target": "y"}], "context=", "cannot read field map entry 'context='"),
+        ([{"context": "x", "target": "y"}], "answer=y", "unknown suite field 'answer'"),
+    ],
+)
 def test_bad_records_name_the_line_and_the_fix(tmp_path: Path, records: list, fmap: str, message: str) -> None:
     source = write_jsonl(tmp_path / "evals.jsonl", records)
     with pytest.raises(SuiteFormatError, match=message) as info:
@@ -169,8 +194,10 @@ def test_an_existing_file_is_only_replaced_when_forced(tmp_path: Path) -> None:
 def test_any_capability_label_is_allowed_but_near_misses_of_the_built_ins_are_typos(tmp_path: Path) -> None:
     from pytest_layercheck.suites.loader import load_suite_text
 
-    document = ("name: s\ncapability: {label}\ndescription: d\ndefault_protocol: continuation\n"
-                "protocols: {{continuation: null}}\nitems:\n- {{id: a, domain: d, kind: k, context: c, target: t}}\n")
+    document = (
+        "name: s\ncapability: {label}\ndescription: d\ndefault_protocol: continuation\n"
+        "protocols: {{continuation: null}}\nitems:\n- {{id: a, domain: d, kind: k, context: c, target: t}}\n"
+    )
     for label in ("safety", "my-label", "reasoning2", "retrieval-long", "knowledge"):
         assert load_suite_text(document.format(label=label)).capability == label
     with pytest.raises(SuiteFormatError, match="did you mean 'knowledge'"):
@@ -182,15 +209,21 @@ def test_any_capability_label_is_allowed_but_near_misses_of_the_built_ins_are_ty
 # ------------------------------------------------------------------------------------------ datasets
 def test_datasets_on_disk_saved_folders_and_parquet_files(tmp_path: Path) -> None:
     datasets = pytest.importorskip("datasets")
-    rows = {"question": ["Sky?", "Grass?", "Snow?"], "options": [["red", "blue"], ["green", "pink"], ["white", "tar"]],
-            "label": [1, 0, 0]}
+    rows = {
+        "question": ["Sky?", "Grass?", "Snow?"],
+        "options": [["red", "blue"], ["green", "pink"], ["white", "tar"]],
+        "label": [1, 0, 0],
+    }
     datasets.DatasetDict({"test": datasets.Dataset.from_dict(rows)}).save_to_disk(str(tmp_path / "saved"))
     imported = import_source(str(tmp_path / "saved"), fmap="context=question,choices=options,gold=label")
     assert [i.gold for i in imported.suite.items] == [1, 0, 0] and imported.suite.name == "saved"
     assert imported.document["metadata"]["imported_from"]["split"] == "test"
     datasets.Dataset.from_dict(rows).to_parquet(str(tmp_path / "rows.parquet"))
-    imported = import_source(str(tmp_path / "rows.parquet"), fmap="context=question,choices=options,gold=label",
-                             options=ImportOptions(limit=2))
+    imported = import_source(
+        str(tmp_path / "rows.parquet"),
+        fmap="context=question,choices=options,gold=label",
+        options=ImportOptions(limit=2),
+    )
     assert [i.context for i in imported.suite.items] == ["Sky?", "Grass?"]
     assert imported.document["metadata"]["imported_from"]["format"] == "datasets"
 
@@ -220,9 +253,13 @@ def lm_eval_requests(task: Any, chat: Any = None, system_instruction: str | None
     kwargs: dict[str, Any] = {"system_instruction": system_instruction}
     if chat is not None:
         stand_in = SimpleNamespace(tokenizer=chat["tokenizer"], chat_template_args={})
-        kwargs.update(apply_chat_template=True, fewshot_as_multiturn=chat["multiturn"],
-                      chat_template=lambda history, add_generation_prompt=True: HFLM.apply_chat_template(
-                          stand_in, history, add_generation_prompt))
+        kwargs.update(
+            apply_chat_template=True,
+            fewshot_as_multiturn=chat["multiturn"],
+            chat_template=lambda history, add_generation_prompt=True: HFLM.apply_chat_template(
+                stand_in, history, add_generation_prompt
+            ),
+        )
     task.build_all_requests(**kwargs)
     by_doc: dict[int, list[tuple[str, str]]] = {}
     for instance in task.instances:
@@ -236,7 +273,9 @@ def our_requests(suite: Any, tokenizer: Any = None) -> list[list[tuple[str, Any]
     settings = suite.settings(suite.default_protocol)
     if suite.default_protocol == "generate_until":
         return [[(r.prompt, None)] for r in render(suite, suite.default_protocol)]
-    return [[(r.prompt, settings.target_delimiter + c) for c in r.candidates] for r in render(suite, suite.default_protocol)]
+    return [
+        [(r.prompt, settings.target_delimiter + c) for c in r.candidates] for r in render(suite, suite.default_protocol)
+    ]
 
 
 def assert_same_requests(ours: list, theirs: list) -> None:
@@ -251,9 +290,15 @@ def test_lm_eval_tasks_import_with_their_settings_and_provenance(lm_eval_dir: Pa
     mc = import_source(TASKS["mc"], options=ImportOptions(capability="geography"))
     suite = mc.suite
     assert (suite.name, suite.capability, suite.default_protocol, list(suite.protocols)) == (
-        "layercheck_capitals_mc", "geography", "mc_text", ["mc_text"])
-    assert [s.context for s in suite.fewshot] == ["Question: What is the capital of Peru?\nAnswer:",
-                                                  "Question: What is the capital of Kenya?\nAnswer:"]
+        "layercheck_capitals_mc",
+        "geography",
+        "mc_text",
+        ["mc_text"],
+    )
+    assert [s.context for s in suite.fewshot] == [
+        "Question: What is the capital of Peru?\nAnswer:",
+        "Question: What is the capital of Kenya?\nAnswer:",
+    ]
     assert len(suite.items) == 16 and suite.items[1].choices[suite.items[1].gold] == "Tokyo"
     origin = mc.document["metadata"]["imported_from"]
     assert origin["task"] == "layercheck_capitals_mc" and origin["num_fewshot"] == 2 and origin["lm_eval"]
@@ -272,7 +317,9 @@ def test_lm_eval_prompts_and_continuations_are_lm_evals_own(lm_eval_dir: Path) -
 def variant(tmp_path: Path, base: str, **changes: Any) -> Path:
     """A copy of a test task with some keys changed (data files given as absolute paths)."""
     config = yaml.safe_load((DATA / base).read_text())
-    config["dataset_kwargs"]["data_files"] = {k: str(DATA / v) for k, v in config["dataset_kwargs"]["data_files"].items()}
+    config["dataset_kwargs"]["data_files"] = {
+        k: str(DATA / v) for k, v in config["dataset_kwargs"]["data_files"].items()
+    }
     for key, value in changes.items():
         if value is None:
             config.pop(key, None)
@@ -284,41 +331,78 @@ def variant(tmp_path: Path, base: str, **changes: Any) -> Path:
 
 
 @pytest.mark.parametrize("shots", [0, 2])
-def test_a_task_description_is_folded_into_the_prompt_as_lm_eval_places_it(lm_eval_dir: Path, tmp_path: Path,
-                                                                         shots: int) -> None:
-    path = variant(tmp_path, TASKS["mc"], task=f"described_{shots}", num_fewshot=shots,
-                   description="Answer with the capital city.\n\n")
+def test_a_task_description_is_folded_into_the_prompt_as_lm_eval_places_it(
+    lm_eval_dir: Path, tmp_path: Path, shots: int
+) -> None:
+    path = variant(
+        tmp_path,
+        TASKS["mc"],
+        task=f"described_{shots}",
+        num_fewshot=shots,
+        description="Answer with the capital city.\n\n",
+    )
     imported = import_source(str(path))
     assert_same_requests(our_requests(imported.suite), lm_eval_requests(lm_eval_task(path)))
     assert any("description is folded" in w for w in imported.warnings)
 
 
 def test_a_loglikelihood_task_becomes_continuation_with_lm_evals_pairs(lm_eval_dir: Path, tmp_path: Path) -> None:
-    path = variant(tmp_path, TASKS["gen"], task="greedy_ll", output_type="loglikelihood", doc_to_target=" {{answer}}",
-                   num_fewshot=0, generation_kwargs=None, filter_list=None,
-                   metric_list=[{"metric": "acc", "aggregation": "mean", "higher_is_better": True}])
+    path = variant(
+        tmp_path,
+        TASKS["gen"],
+        task="greedy_ll",
+        output_type="loglikelihood",
+        doc_to_target=" {{answer}}",
+        num_fewshot=0,
+        generation_kwargs=None,
+        filter_list=None,
+        metric_list=[{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
+    )
     suite = import_source(str(path)).suite
     assert suite.default_protocol == "continuation" and suite.protocols["continuation"].target_delimiter == ""
-    ours = [[(r.prompt, r.candidates[0])] for r in __import__(
-        "pytest_layercheck.scoring.rendering", fromlist=["render"]).render(suite, "continuation")]
+    ours = [
+        [(r.prompt, r.candidates[0])]
+        for r in __import__("pytest_layercheck.scoring.rendering", fromlist=["render"]).render(suite, "continuation")
+    ]
     assert_same_requests(ours, lm_eval_requests(lm_eval_task(path)))
 
 
 def test_random_few_shot_sampling_and_lossy_filters_are_reported(lm_eval_dir: Path, tmp_path: Path) -> None:
-    path = variant(tmp_path, TASKS["gen"], task="sampled", fewshot_config={"sampler": "default"},
-                   filter_list=[{"name": "flexible", "filter": [{"function": "regex", "regex_pattern": "(\\d+)",
-                                                                "group_select": -1}, {"function": "take_first"}]}],
-                   metric_list=[{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}])
+    path = variant(
+        tmp_path,
+        TASKS["gen"],
+        task="sampled",
+        fewshot_config={"sampler": "default"},
+        filter_list=[
+            {
+                "name": "flexible",
+                "filter": [
+                    {"function": "regex", "regex_pattern": "(\\d+)", "group_select": -1},
+                    {"function": "take_first"},
+                ],
+            }
+        ],
+        metric_list=[{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}],
+    )
     warnings = import_source(str(path)).warnings
     assert any("few-shot examples per document at random" in w for w in warnings)
     assert any("selects match -1; layercheck takes the first match" in w for w in warnings)
     assert any("exact_match options differ" in w for w in warnings)
 
 
-def test_unusable_lm_eval_tasks_are_refused_with_the_reason(lm_eval_dir: Path, tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    rolling = variant(tmp_path, TASKS["gen"], task="rolling", output_type="loglikelihood_rolling", num_fewshot=0,
-                      generation_kwargs=None, filter_list=None, metric_list=[{"metric": "word_perplexity"}])
+def test_unusable_lm_eval_tasks_are_refused_with_the_reason(
+    lm_eval_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rolling = variant(
+        tmp_path,
+        TASKS["gen"],
+        task="rolling",
+        output_type="loglikelihood_rolling",
+        num_fewshot=0,
+        generation_kwargs=None,
+        filter_list=None,
+        metric_list=[{"metric": "word_perplexity"}],
+    )
     with pytest.raises(SuiteFormatError, match="output_type 'loglikelihood_rolling'"):
         import_source(str(rolling))
     with pytest.raises(SuiteFormatError, match="--map does not apply to lm-eval tasks"):
@@ -340,12 +424,19 @@ def lm_eval_samples(loaded: Any, tasks: Sequence[str], **options: Any) -> dict[s
     from lm_eval.tasks import TaskManager
 
     lm = HFLM(pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=8, device="cpu")
-    result = lm_eval.simple_evaluate(model=lm, tasks=[str(Path(t).resolve()) for t in tasks], log_samples=True,
-                                     task_manager=TaskManager(include_defaults=False), **options)
+    result = lm_eval.simple_evaluate(
+        model=lm,
+        tasks=[str(Path(t).resolve()) for t in tasks],
+        log_samples=True,
+        task_manager=TaskManager(include_defaults=False),
+        **options,
+    )
     return {task: sorted(samples, key=lambda s: s["doc_id"]) for task, samples in result["samples"].items()}
 
 
-def assert_scored_like_lm_eval(suite: Any, samples: list[dict[str, Any]], loaded: Any, profile: Any) -> dict[str, float]:
+def assert_scored_like_lm_eval(
+    suite: Any, samples: list[dict[str, Any]], loaded: Any, profile: Any
+) -> dict[str, float]:
     """Per document: the profile's metrics equal lm-eval's; log-likelihoods within LL_TOLERANCE; generations
     identical. Returns the measured differences (for the report)."""
     from pytest_layercheck.scoring.protocols import prepare, score
@@ -356,8 +447,10 @@ def assert_scored_like_lm_eval(suite: Any, samples: list[dict[str, Any]], loaded
     if suite.default_protocol == "mc_text":
         for metric in ("acc", "acc_norm"):
             assert list(evaluation.outcomes[metric]) == [float(s[metric]) for s in samples], metric
-        diff = max(float(np.abs(np.array(o.detail["loglikelihoods"]) - np.array([r[0] for r in s["filtered_resps"]])).max())
-                   for o, s in zip(ours.outcomes, samples))
+        diff = max(
+            float(np.abs(np.array(o.detail["loglikelihoods"]) - np.array([r[0] for r in s["filtered_resps"]])).max())
+            for o, s in zip(ours.outcomes, samples)
+        )
         assert diff < LL_TOLERANCE
         return {"acc": evaluation.mean("acc"), "max_ll_diff": diff}
     assert [o.detail["generation"] for o in ours.outcomes] == [s["resps"][0][0] for s in samples]
@@ -369,10 +462,12 @@ def intact_profile(loaded: Any, suites: Sequence[Any], paths: Sequence[Path], ch
     from pytest_layercheck.evaluation.profiler import ProfileSettings, build_profile
     from pytest_layercheck.evaluation.result_cache import ResultCache
 
-    settings = ProfileSettings(suites=tuple(str(p) for p in paths), limit=None, sweep_limit=None,
-                               chat_template=chat_template)
-    return build_profile(loaded, settings, cache=ResultCache(enabled=False),
-                         needs={s.name: frozenset() for s in suites})
+    settings = ProfileSettings(
+        suites=tuple(str(p) for p in paths), limit=None, sweep_limit=None, chat_template=chat_template
+    )
+    return build_profile(
+        loaded, settings, cache=ResultCache(enabled=False), needs={s.name: frozenset() for s in suites}
+    )
 
 
 @pytest.mark.real_model
@@ -385,45 +480,92 @@ def test_imported_lm_eval_tasks_score_the_same_as_lm_eval(lm_eval_dir: Path, tmp
         paths.append(tmp_path / f"{key}.yaml")
     profile = intact_profile(smollm, [i.suite for i in imported.values()], paths)
     samples = lm_eval_samples(smollm, list(TASKS.values()))
-    measured = {key: assert_scored_like_lm_eval(result.suite, samples[result.suite.name], smollm, profile)
-                for key, result in imported.items()}
+    measured = {
+        key: assert_scored_like_lm_eval(result.suite, samples[result.suite.name], smollm, profile)
+        for key, result in imported.items()
+    }
     assert measured["mc"]["acc"] > 0.5  # the real model knows capitals: parity is not agreement on noise
 
 
 # ------------------------------------------------------------------------------------------ the command
 def user_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "GITHUB_")) and k != "CI"}
-    env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1",
-               HF_DATASETS_OFFLINE="1", **extra)
+    env.update(
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        OMP_NUM_THREADS="1",
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        **extra,
+    )
     return env
 
 
 def sh(*command: str | Path, cwd: Path, timeout: int = 600, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(c) for c in command], cwd=cwd, env=user_env(**env), capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    return subprocess.run(
+        [str(c) for c in command],
+        cwd=cwd,
+        env=user_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def test_suite_import_and_check_as_a_user_runs_them(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "evals.jsonl", [{"prompt": "2 + 2 =", "answer": "4"}, {"prompt": "3 + 3 =", "answer": "6"}])
-    done = sh("layercheck", "suite", "import", "evals.jsonl", "--map", "context=prompt,target=answer",
-              "--capability", "my-label", "-o", "suites/evals.yaml", cwd=tmp_path)
+    done = sh(
+        "layercheck",
+        "suite",
+        "import",
+        "evals.jsonl",
+        "--map",
+        "context=prompt,target=answer",
+        "--capability",
+        "my-label",
+        "-o",
+        "suites/evals.yaml",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     suite = load_suite(tmp_path / "suites" / "evals.yaml")
     assert "suite written: suites/evals.yaml" in done.stdout and suite.content_hash in done.stdout
     assert "@pytest.mark.layercheck('my-label', 'intact')" in done.stdout
     text = (tmp_path / "suites" / "evals.yaml").read_text()
     assert "# Made with: layercheck suite import evals.jsonl --output suites/evals.yaml --map " in text
-    again = sh("layercheck", "suite", "import", "evals.jsonl", "--map", "context=prompt,target=answer",
-               "--capability", "my-label", "-o", "suites/evals.yaml", cwd=tmp_path)
+    again = sh(
+        "layercheck",
+        "suite",
+        "import",
+        "evals.jsonl",
+        "--map",
+        "context=prompt,target=answer",
+        "--capability",
+        "my-label",
+        "-o",
+        "suites/evals.yaml",
+        cwd=tmp_path,
+    )
     assert again.returncode == 0 and "suite unchanged" in again.stdout
-    other = sh("layercheck", "suite", "import", "evals.jsonl", "--map", "context=prompt,target=answer",
-               "-o", "suites/evals.yaml", cwd=tmp_path)
+    other = sh(
+        "layercheck",
+        "suite",
+        "import",
+        "evals.jsonl",
+        "--map",
+        "context=prompt,target=answer",
+        "-o",
+        "suites/evals.yaml",
+        cwd=tmp_path,
+    )
     assert other.returncode == 2 and "exists and differs from this import" in other.stderr and "--force" in other.stderr
     bad = sh("layercheck", "suite", "import", "evals.jsonl", cwd=tmp_path)
     assert bad.returncode == 2 and "evals.jsonl:1: no field 'context'" in bad.stderr
     assert "How to fix: map the prompt field" in bad.stderr and "Traceback" not in bad.stderr
     checked = sh("layercheck", "suite", "check", "suites/evals.yaml", "evals.jsonl", cwd=tmp_path)
-    assert checked.returncode == 2 and "suites/evals.yaml: ok: 'evals' (capability 'my-label'), 2 items" in checked.stdout
+    assert (
+        checked.returncode == 2 and "suites/evals.yaml: ok: 'evals' (capability 'my-label'), 2 items" in checked.stdout
+    )
     (tmp_path / "direct.jsonl").write_text('{"context": "a", "target": "b"}\n')
     assert sh("layercheck", "suite", "check", "direct.jsonl", cwd=tmp_path).returncode == 0
     usage = sh("layercheck", "suite", "import", cwd=tmp_path)
@@ -434,14 +576,32 @@ def test_suite_import_of_an_lm_eval_task_from_its_folder(tmp_path: Path) -> None
     pytest.importorskip("lm_eval")
     for path in DATA.iterdir():
         shutil.copy(path, tmp_path / path.name)
-    done = sh("layercheck", "suite", "import", "capitals_mc.yaml", "--limit", "4", "--capability", "geography",
-              cwd=tmp_path, HF_DATASETS_CACHE=str(tmp_path / "hf-datasets"))
+    done = sh(
+        "layercheck",
+        "suite",
+        "import",
+        "capitals_mc.yaml",
+        "--limit",
+        "4",
+        "--capability",
+        "geography",
+        cwd=tmp_path,
+        HF_DATASETS_CACHE=str(tmp_path / "hf-datasets"),
+    )
     assert done.returncode == 0, done.stderr
     suite = load_suite(tmp_path / "layercheck_capitals_mc.yaml")
     assert len(suite.items) == 4 and suite.capability == "geography" and len(suite.fewshot) == 2
-    elsewhere = sh("layercheck", "suite", "import", str(tmp_path / "capitals_mc.yaml"), cwd=tmp_path.parent,
-                   HF_DATASETS_CACHE=str(tmp_path / "hf-datasets"))
-    assert elsewhere.returncode == 2 and "resolves relative data_files against the current directory" in elsewhere.stderr
+    elsewhere = sh(
+        "layercheck",
+        "suite",
+        "import",
+        str(tmp_path / "capitals_mc.yaml"),
+        cwd=tmp_path.parent,
+        HF_DATASETS_CACHE=str(tmp_path / "hf-datasets"),
+    )
+    assert (
+        elsewhere.returncode == 2 and "resolves relative data_files against the current directory" in elsewhere.stderr
+    )
 
 
 def test_non_binary_outcomes_survive_a_baseline_file() -> None:
@@ -449,11 +609,14 @@ def test_non_binary_outcomes_survive_a_baseline_file() -> None:
     from pytest_layercheck.data.profile_data import INTACT, DepthProfile, Evaluation, SuiteInfo
 
     outcomes = {"exact_match": (1.0, 0.0), "loglikelihood": (-0.0240538712, -1.25)}
-    profile = DepthProfile(model={"name": "m", "fingerprint": "sha256:" + "1" * 64, "num_layers": 2},
-                           environment={}, settings={"mode": "layers"},
-                           suites={"s": SuiteInfo("s", "c", "sha256:" + "0" * 64, "continuation", ("a", "b"))},
-                           bands={}, evaluations={("s", "continuation", INTACT): Evaluation(
-                               "s", "continuation", INTACT, (), outcomes)})
+    profile = DepthProfile(
+        model={"name": "m", "fingerprint": "sha256:" + "1" * 64, "num_layers": 2},
+        environment={},
+        settings={"mode": "layers"},
+        suites={"s": SuiteInfo("s", "c", "sha256:" + "0" * 64, "continuation", ("a", "b"))},
+        bands={},
+        evaluations={("s", "continuation", INTACT): Evaluation("s", "continuation", INTACT, (), outcomes)},
+    )
     read = DepthProfile.from_json(json.loads(json.dumps(profile.to_json())))
     assert read.evaluations == profile.evaluations
 
@@ -468,8 +631,18 @@ def test_a_users_jsonl_guarded_by_a_marker_on_its_own_label(tmp_path: Path) -> N
     save(model, tmp_path / "tiny-facts")
     save(perturbed(model, [0, 1], scale=3.0), tmp_path / "tiny-damaged")
     steps = [
-        ("layercheck", "suite", "import", "my_facts.jsonl", "--map", "context=prompt,target=answer",
-         "--capability", "my-label", "-o", "my_facts.yaml"),
+        (
+            "layercheck",
+            "suite",
+            "import",
+            "my_facts.jsonl",
+            "--map",
+            "context=prompt,target=answer",
+            "--capability",
+            "my-label",
+            "-o",
+            "my_facts.yaml",
+        ),
         ("layercheck", "baseline", "tiny-facts", "--suites", "my_facts.yaml", "--device", "cpu", "--mode", "bands"),
     ]
     for step in steps:
@@ -477,11 +650,12 @@ def test_a_users_jsonl_guarded_by_a_marker_on_its_own_label(tmp_path: Path) -> N
         assert done.returncode == 0, done.stdout + done.stderr
     assert (tmp_path / "baselines" / "tiny-facts.json").is_file()
     (tmp_path / "test_guard.py").write_text(
-        "import pytest\n\n\n"
-        "@pytest.mark.layercheck('my-label', 'intact')\n"
-        "def test_my_facts_survive():\n    pass\n")
-    (tmp_path / "pytest.ini").write_text("[pytest]\nlayercheck_suites = my_facts.yaml\nlayercheck_device = cpu\n"
-                                         "layercheck_mode = bands\nlayercheck_baseline = tiny-facts\n")
+        "import pytest\n\n\n@pytest.mark.layercheck('my-label', 'intact')\ndef test_my_facts_survive():\n    pass\n"
+    )
+    (tmp_path / "pytest.ini").write_text(
+        "[pytest]\nlayercheck_suites = my_facts.yaml\nlayercheck_device = cpu\n"
+        "layercheck_mode = bands\nlayercheck_baseline = tiny-facts\n"
+    )
     run = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_guard.py"]
     passed = sh(*run, "--layercheck-model=tiny-facts", cwd=tmp_path, LAYERCHECK_CACHE_DIR=str(tmp_path / "cache"))
     assert passed.returncode == 0, passed.stdout + passed.stderr

@@ -14,8 +14,9 @@ from pytest_layercheck.model import kv_cache
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
-def test_a_cached_step_equals_the_full_forward_and_warns_of_nothing(family: str,
-                                                                    caplog: pytest.LogCaptureFixture) -> None:
+def test_a_cached_step_equals_the_full_forward_and_warns_of_nothing(
+    family: str, caplog: pytest.LogCaptureFixture
+) -> None:
     model = tiny_model(family).eval()
     ids = torch.randint(3, 100, (2, 7), generator=torch.Generator().manual_seed(0))
     with warnings.catch_warnings(), caplog.at_level(logging.WARNING, logger="transformers"), torch.no_grad():

@@ -14,14 +14,17 @@ PACKAGE = Path(__file__).resolve().parents[1] / "pytest_layercheck"
 
 #: Folder (or top-level module) -> layer rank. Equal ranks may import each other, but without cycles.
 LAYERS: dict[str, int] = {
-    "_version": 0, "core": 0,
-    "data": 1, "suites": 1,
+    "_version": 0,
+    "core": 0,
+    "data": 1,
+    "suites": 1,
     "model": 2,
     "scoring": 3,
     "evaluation": 4,
     "analysis": 5,
     "report": 6,
-    "pytest_plugin": 7, "cli": 7,
+    "pytest_plugin": 7,
+    "cli": 7,
     "__main__": 8,  # ``python -m pytest_layercheck``: the command's entry, above both front ends
 }
 FRONT_ENDS = {"pytest_plugin", "cli"}
@@ -111,7 +114,7 @@ def test_there_are_no_import_cycles() -> None:
         stack.append(node)
         for nxt in sorted(edges[node]):
             if state.get(nxt) == 1:
-                cycles.append([*stack[stack.index(nxt):], nxt])
+                cycles.append([*stack[stack.index(nxt) :], nxt])
             elif nxt not in state:
                 visit(nxt)
         stack.pop()
@@ -122,6 +125,11 @@ def test_there_are_no_import_cycles() -> None:
             visit(node)
     packages = {m for m in edges if (PACKAGE.parent / m.replace(".", "/") / "__init__.py").exists()}
     # A package's __init__ re-exporting its own submodules is not a cycle between modules.
-    real = [c for c in cycles if not any(a in packages and b.startswith(a + ".") or b in packages and a.startswith(b + ".")
-                                         for a, b in zip(c, c[1:]))]
+    real = [
+        c
+        for c in cycles
+        if not any(
+            a in packages and b.startswith(a + ".") or b in packages and a.startswith(b + ".") for a, b in zip(c, c[1:])
+        )
+    ]
     assert not real, "import cycles:\n" + "\n".join(" -> ".join(c) for c in real)

@@ -86,15 +86,24 @@ def test_weight_file_instead_of_folder(tiny_folder: Path) -> None:
 
 
 def test_non_causal_model_is_refused(tmp_path: Path) -> None:
-    BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                         vocab_size=64)).save_pretrained(tmp_path / "bert")
+    BertModel(
+        BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, vocab_size=64)
+    ).save_pretrained(tmp_path / "bert")
     with pytest.raises(ModelLoadError, match="not a causal language model"):
         load_model(tmp_path / "bert")
 
 
 def test_unsupported_architecture_lists_supported_families(tmp_path: Path) -> None:
-    OPTForCausalLM(OPTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, ffn_dim=32,
-                             vocab_size=64, word_embed_proj_dim=32)).save_pretrained(tmp_path / "opt")
+    OPTForCausalLM(
+        OPTConfig(
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            ffn_dim=32,
+            vocab_size=64,
+            word_embed_proj_dim=32,
+        )
+    ).save_pretrained(tmp_path / "opt")
     with pytest.raises(UnsupportedArchitectureError) as info:
         load_model(tmp_path / "opt")
     message = str(info.value)
@@ -112,7 +121,9 @@ def test_corrupt_gguf_files_get_a_clear_error(tmp_path: Path) -> None:
         load_model(truncated)
 
 
-def test_offline_without_cache_explains_how_to_get_the_default_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_offline_without_cache_explains_how_to_get_the_default_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("LAYERCHECK_CACHE_DIR", str(tmp_path / "empty-cache"))
     monkeypatch.setenv("LAYERCHECK_OFFLINE", "1")
     monkeypatch.setattr(default_model.importlib.util, "find_spec", lambda name: None)
@@ -166,7 +177,9 @@ def test_peft_adapter_is_loaded_on_its_base_and_merged(tmp_path: Path) -> None:
 def test_peft_adapter_with_hub_base_asks_for_a_local_base(tmp_path: Path) -> None:
     pytest.importorskip("peft")
     (tmp_path / "adapter").mkdir()
-    (tmp_path / "adapter" / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "org/private-base"}))
+    (tmp_path / "adapter" / "adapter_config.json").write_text(
+        json.dumps({"base_model_name_or_path": "org/private-base"})
+    )
     with pytest.raises(ModelLoadError, match="adapter_base"):
         load_model(tmp_path / "adapter")
 
@@ -187,7 +200,6 @@ def test_explicit_dtype_is_applied(tiny_folder: Path) -> None:
     loaded = load_model(tiny_folder, dtype="bfloat16")
     assert next(loaded.model.parameters()).dtype == torch.bfloat16
     assert loaded.describe()["dtype"] == "bfloat16"
-
 
 
 # --------------------------------------------------------------------------------------------------

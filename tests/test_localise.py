@@ -73,8 +73,9 @@ def test_restoring_every_layer_gives_back_exactly_the_base_outcomes(
     result = localise(base, candidate, settings, "bands", cache=nocache())
     entry = result.suite("knowledge")
     every = next(r for r in entry.restorations if r.group.kind == "all")
-    base_only = localise(base, loaded(copy.deepcopy(trained), "copy"), settings, "bands", cache=nocache(),
-                         tolerance=0.0, threshold=1.0)
+    base_only = localise(
+        base, loaded(copy.deepcopy(trained), "copy"), settings, "bands", cache=nocache(), tolerance=0.0, threshold=1.0
+    )
     assert base_only.suite("knowledge").loss == 0  # the copy scores as the base, item by item
     assert every.accuracy == entry.base and every.recovered == 1.0
     # Recovered fraction and the paired test, recomputed by hand from the outcomes.
@@ -105,8 +106,14 @@ def test_a_candidate_without_a_loss_is_not_localised(trained: torch.nn.Module, s
 def test_no_group_restoring_the_loss_is_said_plainly(
     trained: torch.nn.Module, damaged: torch.nn.Module, settings: ProfileSettings
 ) -> None:
-    result = localise(loaded(trained, "base"), loaded(damaged, "damaged"), settings,
-                      [LayerGroup("upper", (3, 4, 5))], include_all=False, cache=nocache())
+    result = localise(
+        loaded(trained, "base"),
+        loaded(damaged, "damaged"),
+        settings,
+        [LayerGroup("upper", (3, 4, 5))],
+        include_all=False,
+        cache=nocache(),
+    )
     entry = result.suite("knowledge")
     assert entry.restored_by is None
     assert "is not restored by reverting any single group" in entry.verdict and "layers 3–5" in entry.verdict
@@ -145,7 +152,11 @@ def test_restorations_are_cached_and_keyed_by_the_donor(
 def test_groups_default_to_the_depth_bands_plus_all() -> None:
     groups = layer_groups(30)
     assert [(g.name, g.layers[0], g.layers[-1]) for g in groups] == [
-        ("shallow", 0, 8), ("middle", 9, 20), ("deep", 21, 29), ("all", 0, 29)]
+        ("shallow", 0, 8),
+        ("middle", 9, 20),
+        ("deep", 21, 29),
+        ("all", 0, 29),
+    ]
     assert groups[0].label == "layers 0–8 (shallow band)" and groups[-1].label == "all decoder layers 0–29"
     assert len(layer_groups(30, "layers", include_all=False)) == 30
 

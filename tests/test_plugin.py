@@ -48,10 +48,7 @@ def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
     write_fact_suite(pytester.path / "facts.yaml")
     pytester.makeini(
-        "[pytest]\n"
-        "layercheck_suites = facts.yaml\n"
-        "layercheck_limit = 0\n"
-        "layercheck_baseline = facts-model\n"
+        "[pytest]\nlayercheck_suites = facts.yaml\nlayercheck_limit = 0\nlayercheck_baseline = facts-model\n"
     )
     pytester.makepyfile(test_guards=GUARDS)
     return pytester
@@ -74,8 +71,9 @@ def record(project: pytest.Pytester, model: Path) -> Path:
     return baseline
 
 
-def test_missing_baseline_fails_and_says_how_to_record_it(project: pytest.Pytester,
-                                                         fact_models: dict[str, Path]) -> None:
+def test_missing_baseline_fails_and_says_how_to_record_it(
+    project: pytest.Pytester, fact_models: dict[str, Path]
+) -> None:
     result = run(project, fact_models["good"])
     result.assert_outcomes(failed=3)
     # The session model is not the model the baseline is named after: the advice records the baseline
@@ -85,12 +83,14 @@ def test_missing_baseline_fails_and_says_how_to_record_it(project: pytest.Pytest
     assert not (project.path / "baselines").exists()
 
 
-def test_recording_a_candidate_as_the_baseline_needs_confirmation(project: pytest.Pytester,
-                                                                  fact_models: dict[str, Path]) -> None:
+def test_recording_a_candidate_as_the_baseline_needs_confirmation(
+    project: pytest.Pytester, fact_models: dict[str, Path]
+) -> None:
     result = run(project, fact_models["good"], "--layercheck-update")
     result.assert_outcomes(failed=3)
-    result.stdout.fnmatch_lines(["*refusing to record the baseline 'facts-model'*",
-                                 "*--layercheck-allow-model-change*"])
+    result.stdout.fnmatch_lines(
+        ["*refusing to record the baseline 'facts-model'*", "*--layercheck-allow-model-change*"]
+    )
     assert not (project.path / "baselines").exists()
 
 
@@ -109,8 +109,9 @@ def test_update_writes_a_baseline_and_says_so(project: pytest.Pytester, fact_mod
     result.stdout.fnmatch_lines(["*baseline unchanged*facts-model.json*"])
 
 
-def test_update_in_ci_does_not_pass_silently(project: pytest.Pytester, fact_models: dict[str, Path],
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_update_in_ci_does_not_pass_silently(
+    project: pytest.Pytester, fact_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("CI", "true")
     result = run(project, fact_models["good"], *UPDATE)
     assert result.ret != 0
@@ -123,10 +124,20 @@ def test_run_against_its_own_baseline_passes_and_prints_the_profile(
     record(project, fact_models["good"])
     result = run(project, fact_models["good"])
     result.assert_outcomes(passed=3)
-    result.stdout.fnmatch_lines(["*layercheck depth-sensitivity profile*", "*p_correct (facts) · mode layers*",
-                                 "facts *knowledge *p_correct *", "*evidence per cell*", "facts/intact *",
-                                 "facts/shift *", "*(permutation for facts/shift)*", "*where it moved*",
-                                 "*centre of depth *", "passed: * ok"])
+    result.stdout.fnmatch_lines(
+        [
+            "*layercheck depth-sensitivity profile*",
+            "*p_correct (facts) · mode layers*",
+            "facts *knowledge *p_correct *",
+            "*evidence per cell*",
+            "facts/intact *",
+            "facts/shift *",
+            "*(permutation for facts/shift)*",
+            "*where it moved*",
+            "*centre of depth *",
+            "passed: * ok",
+        ]
+    )
 
 
 def test_damaged_shallow_layers_fail_the_knowledge_cells_with_a_readable_report(
@@ -136,13 +147,15 @@ def test_damaged_shallow_layers_fail_the_knowledge_cells_with_a_readable_report(
     result = run(project, fact_models["damaged"])
     outcomes = result.parseoutcomes()
     assert outcomes.get("failed", 0) >= 2
-    result.stdout.fnmatch_lines([
-        "*test_knowledge_intact*",
-        "*knowledge/intact: p_correct fell from*score sign-flip p =*",
-        "*obtained*expected*diff*95% CI*test*p (holm)*detectable*status*",
-        "shift *permutation (* items)*",
-        "*--layercheck-update*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*test_knowledge_intact*",
+            "*knowledge/intact: p_correct fell from*score sign-flip p =*",
+            "*obtained*expected*diff*95% CI*test*p (holm)*detectable*status*",
+            "shift *permutation (* items)*",
+            "*--layercheck-update*",
+        ]
+    )
 
 
 def test_a_little_noise_does_not_fail(project: pytest.Pytester, fact_models: dict[str, Path]) -> None:
@@ -150,8 +163,9 @@ def test_a_little_noise_does_not_fail(project: pytest.Pytester, fact_models: dic
     run(project, fact_models["noisy"]).assert_outcomes(passed=3)
 
 
-def test_json_report_and_step_summary_are_written(project: pytest.Pytester, fact_models: dict[str, Path],
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_json_report_and_step_summary_are_written(
+    project: pytest.Pytester, fact_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     record(project, fact_models["good"])
     summary = project.path / "summary.md"
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
@@ -181,7 +195,9 @@ def test_yaml_check_file_is_collected_as_tests(project: pytest.Pytester, fact_mo
     result.stdout.fnmatch_lines(["*below the required minimum*"])
 
 
-def test_malformed_yaml_check_is_a_clear_collection_error(project: pytest.Pytester, fact_models: dict[str, Path]) -> None:
+def test_malformed_yaml_check_is_a_clear_collection_error(
+    project: pytest.Pytester, fact_models: dict[str, Path]
+) -> None:
     project.path.joinpath("layercheck_bad.yaml").write_text("checks:\n  - capability: knowledge\n    bandd: shallow\n")
     result = run(project, fact_models["good"], "layercheck_bad.yaml")
     result.stdout.fnmatch_lines(["*layercheck_bad.yaml:2*unknown field*bandd*"])
@@ -194,8 +210,11 @@ def test_incompatible_baseline_is_refused_not_compared(project: pytest.Pytester,
     result.stdout.fnmatch_lines(["*measured differently*", "*different items*48 items*20*"])
 
 
-def test_ablate_fixture_skips_layers_of_the_session_model(project: pytest.Pytester, fact_models: dict[str, Path]) -> None:
-    project.makepyfile(test_guards="""
+def test_ablate_fixture_skips_layers_of_the_session_model(
+    project: pytest.Pytester, fact_models: dict[str, Path]
+) -> None:
+    project.makepyfile(
+        test_guards="""
 import torch
 
 def test_skip_first_layer_changes_logits(layercheck_model, layercheck_ablate):
@@ -207,7 +226,8 @@ def test_skip_first_layer_changes_logits(layercheck_model, layercheck_ablate):
         pass
     assert not torch.allclose(before, changed)
     assert torch.equal(before, layercheck_model.model(ids).logits)
-""")
+"""
+    )
     run(project, fact_models["good"]).assert_outcomes(passed=1)
 
 
@@ -240,27 +260,32 @@ def test_analyses_fixture_runs_on_the_session_model(project: pytest.Pytester, fa
     result.stdout.fnmatch_lines(["*layercheck analyses*", "*Head importance*", "*layercheck redundancy*"])
 
 
-@pytest.mark.parametrize(("module", "computed"), [
-    # One intact check: the facts suite intact, in its two parts (the first 40 items, which a sweep
-    # scores intact anyway, and the other 8), not the 7 evaluations of a full profile.
-    ('@pytest.mark.layercheck("knowledge", "intact")\ndef test_one():\n    pass\n', 2),
-    # A shallow-band check: the sweep over the first 40 items (its own intact pass, which the
-    # activation reuse runs anyway, and the band's two single-layer removals), then the other 8 intact.
-    ('@pytest.mark.layercheck("knowledge", "shallow")\ndef test_one():\n    pass\n', 4),
-])
-def test_a_run_computes_only_what_its_checks_need(project: pytest.Pytester, fact_models: dict[str, Path],
-                                                  module: str, computed: int) -> None:
+@pytest.mark.parametrize(
+    ("module", "computed"),
+    [
+        # One intact check: the facts suite intact, in its two parts (the first 40 items, which a sweep
+        # scores intact anyway, and the other 8), not the 7 evaluations of a full profile.
+        ('@pytest.mark.layercheck("knowledge", "intact")\ndef test_one():\n    pass\n', 2),
+        # A shallow-band check: the sweep over the first 40 items (its own intact pass, which the
+        # activation reuse runs anyway, and the band's two single-layer removals), then the other 8 intact.
+        ('@pytest.mark.layercheck("knowledge", "shallow")\ndef test_one():\n    pass\n', 4),
+    ],
+)
+def test_a_run_computes_only_what_its_checks_need(
+    project: pytest.Pytester, fact_models: dict[str, Path], module: str, computed: int
+) -> None:
     record(project, fact_models["good"])
     (project.path / "test_guards.py").write_text("import pytest\n\n" + module)
     result = run(project, fact_models["good"], "--layercheck-no-cache")
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines([f"*profile computed in*(evaluations: 0 from cache, {computed} computed*",
-                                 "torch threads: * torch thread* (*"])
+    result.stdout.fnmatch_lines(
+        [f"*profile computed in*(evaluations: 0 from cache, {computed} computed*", "torch threads: * torch thread* (*"]
+    )
 
 
-def test_failed_checks_become_annotations_and_junit_properties(project: pytest.Pytester,
-                                                               fact_models: dict[str, Path],
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_checks_become_annotations_and_junit_properties(
+    project: pytest.Pytester, fact_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     baseline = json.loads(record(project, fact_models["good"]).read_text())
     recorded = next(c["value"] for c in baseline["cells"] if c["capability"] == "knowledge" and c["band"] == "intact")
     monkeypatch.setenv("GITHUB_ACTIONS", "true")
@@ -279,8 +304,10 @@ def test_failed_checks_become_annotations_and_junit_properties(project: pytest.P
 def test_a_run_that_checks_no_model_never_imports_torch(pytester: pytest.Pytester) -> None:
     """The plugin is installed in every pytest run of the environment; a run whose tests use none of it
     starts without importing torch or transformers (seconds on a CPU runner), and a model test still works."""
-    pytester.makepyfile(test_plain="import sys\n\n\ndef test_plain():\n"
-                                   "    assert 'torch' not in sys.modules and 'transformers' not in sys.modules\n")
+    pytester.makepyfile(
+        test_plain="import sys\n\n\ndef test_plain():\n"
+        "    assert 'torch' not in sys.modules and 'transformers' not in sys.modules\n"
+    )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "test_plain.py")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*plugins:*layercheck*"])

@@ -31,6 +31,7 @@ from pytest_layercheck.suites.schema import ProtocolSettings, Suite, SuiteItem
 def model(family: str, attn: str = "eager") -> torch.nn.Module:
     return sharp_model(family, attn, seed=7, sharpen_embeddings=False)
 
+
 TOL = 1e-4
 #: p_correct and margin are computed from two log-likelihoods (the gold choice's and the best other /
 #: the log-sum-exp of all), each within TOL: the margin is then within 2 * TOL, and so is p_correct
@@ -71,8 +72,12 @@ CHOICES = [
 ]
 SHOTS = [
     SuiteItem(id="s1", context="What is 1+1?", domain="t", kind="t", choices=("two", "three"), gold=0, target="two"),
-    SuiteItem(id="s2", context="Colour of the sky?", domain="t", kind="t", choices=("green", "blue"), gold=1, target="blue"),
-    SuiteItem(id="s3", context="Opposite of up?", domain="t", kind="t", choices=("down", "left"), gold=0, target="down"),
+    SuiteItem(
+        id="s2", context="Colour of the sky?", domain="t", kind="t", choices=("green", "blue"), gold=1, target="blue"
+    ),
+    SuiteItem(
+        id="s3", context="Opposite of up?", domain="t", kind="t", choices=("down", "left"), gold=0, target="down"
+    ),
 ]
 
 
@@ -97,8 +102,14 @@ def few_shot_suite(n: int = 10, shots: int = 3, **settings: ProtocolSettings) ->
     }
     protocols.update(settings)
     return Suite(
-        name="fewshot", capability="knowledge", description="", items=items, protocols=protocols,
-        default_protocol="mc_text", fewshot=tuple(SHOTS[:shots]), content_hash="h",
+        name="fewshot",
+        capability="knowledge",
+        description="",
+        items=items,
+        protocols=protocols,
+        default_protocol="mc_text",
+        fewshot=tuple(SHOTS[:shots]),
+        content_hash="h",
     )
 
 
@@ -115,9 +126,9 @@ def hand_requests(prepared) -> list[list[tuple[list[int], list[int]]]]:
         pairs = []
         for cand in rendered.candidates:
             stripped = rendered.prompt.rstrip()
-            whole = tok.encode(stripped + rendered.prompt[len(stripped):] + delim + cand, add_special_tokens=False)
+            whole = tok.encode(stripped + rendered.prompt[len(stripped) :] + delim + cand, add_special_tokens=False)
             ctx = tok.encode(stripped, add_special_tokens=False)
-            pairs.append((ctx, whole[len(ctx):]))
+            pairs.append((ctx, whole[len(ctx) :]))
         out.append(pairs)
     return out
 
@@ -215,10 +226,16 @@ def test_loglikelihood_with_sharing_equals_hand_computation(family: str, protoco
     # An empty delimiter lets a continuation target be the model's own greedy text (exact_match 1).
     suite = few_shot_suite(continuation=ProtocolSettings(template="Q: {context}\nA:", target_delimiter=""))
     if protocol == "continuation":
-        greedy = {r.item.id: hand_generate(m, tok, tok.encode(r.prompt), (), 3) for r in prepare(suite, protocol, tok).items}
-        suite = replace(suite, items=tuple(
-            replace(it, target=greedy[it.id]) if k % 2 == 0 and greedy[it.id] else it for k, it in enumerate(suite.items)
-        ))
+        greedy = {
+            r.item.id: hand_generate(m, tok, tok.encode(r.prompt), (), 3) for r in prepare(suite, protocol, tok).items
+        }
+        suite = replace(
+            suite,
+            items=tuple(
+                replace(it, target=greedy[it.id]) if k % 2 == 0 and greedy[it.id] else it
+                for k, it in enumerate(suite.items)
+            ),
+        )
     prepared = prepare(suite, protocol, tok)
     expected = [[hand_loglikelihood(m, ctx, cont) for ctx, cont in pairs] for pairs in hand_requests(prepared)]
     unshared = score(m, prepared, batch_size=4, share_prefix=False)
@@ -235,7 +252,8 @@ def test_loglikelihood_with_sharing_equals_hand_computation(family: str, protoco
                 gold = item.item.gold
                 assert outcome.scores.keys() == {"acc", "acc_norm", "p_correct", "margin"}
                 assert {k: outcome.scores[k] for k in ("acc", "acc_norm")} == {
-                    "acc": float(pred == gold), "acc_norm": float(pred_norm == gold)
+                    "acc": float(pred == gold),
+                    "acc_norm": float(pred_norm == gold),
                 }
                 p_correct, margin = hand_gold_scores(lls, gold)
                 assert outcome.scores["p_correct"] == pytest.approx(p_correct, abs=SCORE_TOL)
@@ -258,7 +276,9 @@ def test_single_token_candidates_with_sharing(family: str) -> None:
         result = score(m, prepared, batch_size=bs)
         assert_same_result(result, unshared)
         for outcome, pairs in zip(result.outcomes, hand_requests(prepared)):
-            assert outcome.detail["loglikelihoods"] == pytest.approx([hand_loglikelihood(m, *p)[0] for p in pairs], abs=TOL)
+            assert outcome.detail["loglikelihoods"] == pytest.approx(
+                [hand_loglikelihood(m, *p)[0] for p in pairs], abs=TOL
+            )
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -267,7 +287,9 @@ def test_generation_with_sharing_equals_plain_greedy_loop(family: str) -> None:
     settings = ProtocolSettings(template="Q: {context}\nA:", until=("\n", "?"), max_gen_toks=8)
     prepared = prepare(few_shot_suite(generate_until=settings), "generate_until", tok)
     assert len(prepared.generation.prefix) >= MIN_SHARED_PREFIX
-    expected = [hand_generate(m, tok, tok.encode(r.prompt), settings.until, settings.max_gen_toks) for r in prepared.items]
+    expected = [
+        hand_generate(m, tok, tok.encode(r.prompt), settings.until, settings.max_gen_toks) for r in prepared.items
+    ]
     assert len(set(expected)) > 1
     unshared = score(m, prepared, batch_size=4, share_prefix=False)
     assert [o.detail["generation"] for o in unshared.outcomes] == expected
@@ -309,7 +331,9 @@ def test_rows_padded_past_the_whole_prefix(one_batch: None) -> None:
         result = score(m, prepared)
         assert_same_result(result, score(m, prepared, share_prefix=False))
         for outcome, pairs in zip(result.outcomes, hand_requests(prepared)):
-            assert outcome.detail["loglikelihoods"] == pytest.approx([hand_loglikelihood(m, *p)[0] for p in pairs], abs=TOL)
+            assert outcome.detail["loglikelihoods"] == pytest.approx(
+                [hand_loglikelihood(m, *p)[0] for p in pairs], abs=TOL
+            )
 
 
 def test_duplicate_prompts_and_truncated_contexts() -> None:

@@ -65,8 +65,12 @@ def test_a_second_run_comes_from_the_cache(fact_model, tmp_path: Path) -> None:
 def test_progress_reaches_the_total(fact_model, tmp_path: Path) -> None:
     loaded, suite_path = fact_model
     seen: list[tuple[int, int]] = []
-    build_profile(loaded, ProfileSettings(suites=(str(suite_path),), limit=None),
-                  cache=ResultCache(tmp_path, enabled=False), progress=lambda _d, done, total: seen.append((done, total)))
+    build_profile(
+        loaded,
+        ProfileSettings(suites=(str(suite_path),), limit=None),
+        cache=ResultCache(tmp_path, enabled=False),
+        progress=lambda _d, done, total: seen.append((done, total)),
+    )
     dones = [done for done, _ in seen]
     assert dones == sorted(dones) and seen[-1] == (7, 7)
 
@@ -114,7 +118,8 @@ def test_the_sweep_scores_a_prefix_and_intact_every_item(fact_model, tmp_path: P
 
 
 def test_no_item_is_scored_intact_twice_and_every_profile_has_the_same_intact_cell(
-        fact_model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fact_model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The sweep's intact run on the leading items and the other items on their own make the intact
     cell; a profile that needs no ablation splits the same way, so its cell is the full profile's."""
     import pytest_layercheck.evaluation.profiler as profiler
@@ -133,19 +138,23 @@ def test_no_item_is_scored_intact_twice_and_every_profile_has_the_same_intact_ce
     ids = full.suites["facts"].item_ids
     assert sorted(scored) == sorted([ids[:8], ids[8:]])  # each item once, intact
     scored.clear()
-    partial = build_profile(loaded, settings, cache=ResultCache(tmp_path / "b", enabled=False),
-                            needs={"facts": frozenset()})
+    partial = build_profile(
+        loaded, settings, cache=ResultCache(tmp_path / "b", enabled=False), needs={"facts": frozenset()}
+    )
     assert sorted(scored) == sorted([ids[:8], ids[8:]])
     assert partial.evaluations[("facts", "mc_text", INTACT)] == full.evaluations[("facts", "mc_text", INTACT)]
     assert list(partial.evaluations) == [("facts", "mc_text", INTACT)]
 
 
-@pytest.mark.parametrize(("needs", "expected"), [
-    ({"facts": frozenset()}, 1),                    # an intact-only check: one evaluation
-    ({"facts": frozenset({"shallow"})}, 1 + 2),     # a band check: its band's ablations
-    ({"facts": ALL_BANDS}, 1 + 6),
-    ({}, 0),                                        # no check names the suite: nothing computed
-])
+@pytest.mark.parametrize(
+    ("needs", "expected"),
+    [
+        ({"facts": frozenset()}, 1),  # an intact-only check: one evaluation
+        ({"facts": frozenset({"shallow"})}, 1 + 2),  # a band check: its band's ablations
+        ({"facts": ALL_BANDS}, 1 + 6),
+        ({}, 0),  # no check names the suite: nothing computed
+    ],
+)
 def test_needs_restrict_the_work(fact_model, tmp_path: Path, needs, expected: int) -> None:
     loaded, suite_path = fact_model
     cache = ResultCache(tmp_path, enabled=True)

@@ -16,8 +16,9 @@ from pytest_layercheck.suites.loader import load_suite_text
 from pytest_layercheck.suites.protocols import Protocol, get_protocol, protocol_names, register, unregister
 
 #: Options numbered 1, 2, 3 instead of lettered: what a user's own protocol might look like.
-MC_NUMBERS = Protocol("mc_numbers", "loglikelihood", "acc", True,
-                      lambda item: tuple(str(i + 1) for i in range(len(item.choices))))
+MC_NUMBERS = Protocol(
+    "mc_numbers", "loglikelihood", "acc", True, lambda item: tuple(str(i + 1) for i in range(len(item.choices)))
+)
 
 SUITE = """
 name: toy

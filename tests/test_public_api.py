@@ -24,20 +24,29 @@ def test_every_export_is_the_defining_object() -> None:
 def test_importing_the_package_loads_no_model_code() -> None:
     """pytest imports the package at start-up for the plugin's entry point: torch must wait for first use."""
     code = "import sys, pytest_layercheck; print('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+        == "False"
+    )
 
 
 def test_layercheck_help_loads_no_model_code(tmp_path: Path) -> None:
     """``layercheck --help`` (every subcommand's parser) must answer at once: no torch, no transformers,
     no report renderers."""
-    code = ("import sys; from pytest_layercheck.cli import build_parser; build_parser(); "
-            "print('torch' in sys.modules, 'transformers' in sys.modules, 'pytest_layercheck.report' in sys.modules)")
+    code = (
+        "import sys; from pytest_layercheck.cli import build_parser; build_parser(); "
+        "print('torch' in sys.modules, 'transformers' in sys.modules, 'pytest_layercheck.report' in sys.modules)"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False False False"
     script = Path(sys.executable).parent / "layercheck"  # the installed command, as a user runs it
-    for command in ([str(script), "--help"], [str(script), "-h"], [str(script), "help"],
-                    [sys.executable, "-m", "pytest_layercheck.cli", "--help"],
-                    [sys.executable, "-m", "pytest_layercheck", "--help"]):
+    for command in (
+        [str(script), "--help"],
+        [str(script), "-h"],
+        [str(script), "help"],
+        [sys.executable, "-m", "pytest_layercheck.cli", "--help"],
+        [sys.executable, "-m", "pytest_layercheck", "--help"],
+    ):
         shown = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=60)
         assert shown.returncode == 0 and "usage: layercheck" in shown.stdout, (command, shown.stderr)
     shown = subprocess.run([str(script), "help", "profile"], capture_output=True, text=True, cwd=tmp_path, timeout=60)

@@ -33,8 +33,16 @@ CHECKS = textwrap.dedent("""
     def test_plain():
         pass
 """)
-OPTIONS = ("--layercheck-model=damaged", "--layercheck-suites=facts.yaml", "--layercheck-limit=0",
-           "--layercheck-baseline=facts", "-p", "no:cacheprovider", "-p", "no:xdist")
+OPTIONS = (
+    "--layercheck-model=damaged",
+    "--layercheck-suites=facts.yaml",
+    "--layercheck-limit=0",
+    "--layercheck-baseline=facts",
+    "-p",
+    "no:cacheprovider",
+    "-p",
+    "no:xdist",
+)
 CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
 
 
@@ -50,15 +58,22 @@ def workspace(world: Path, folder: Path) -> Path:
 
 
 def run_pytest(folder: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pytest", *OPTIONS, *args], cwd=folder,
-                          env=environment(folder, **env), capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", *OPTIONS, *args],
+        cwd=folder,
+        env=environment(folder, **env),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.fixture(scope="module")
 def report(world: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """pytest-html's self-contained report of a run whose layercheck check fails, and pytest's output."""
-    pytest.importorskip("pytest_html", reason="pytest-html is the optional html extra (and in the test extra): "
-                                              "pip install -e '.[html]'")
+    pytest.importorskip(
+        "pytest_html", reason="pytest-html is the optional html extra (and in the test extra): pip install -e '.[html]'"
+    )
     folder = workspace(world, tmp_path_factory.mktemp("pytest-html"))
     result = run_pytest(folder, "--html=report.html", "--self-contained-html")
     assert result.returncode == 1, result.stdout + result.stderr
@@ -99,8 +114,9 @@ def test_the_failed_checks_row_carries_its_cells_evidence(report: tuple[Path, st
     blob = re.search(r'id="data-container" data-jsonblob="([^"]*)"', page)
     assert blob, "pytest-html's test data not found"
     tests = json.loads(html.unescape(blob.group(1)))["tests"]
-    extras = {node: [x for run in runs for x in run["extras"] if x["format_type"] == "html"]
-              for node, runs in tests.items()}
+    extras = {
+        node: [x for run in runs for x in run["extras"] if x["format_type"] == "html"] for node, runs in tests.items()
+    }
     assert extras["test_guard.py::test_plain"] == []  # only a check's row gets evidence
     evidence = [x["content"] for x in extras["test_guard.py::test_facts_kept"]]
     assert len(evidence) == 1, evidence
@@ -112,17 +128,35 @@ def test_the_failed_checks_row_carries_its_cells_evidence(report: tuple[Path, st
     assert [e for e in box.iter() if "evidence" in classes(e) and e.tag == "table"]
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed, so pytest-html's page is not "
-                    "rendered in a browser: apt-get install -y chromium (.ci/run installs it)")
+@pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="headless Chromium is not installed, so pytest-html's page is not "
+    "rendered in a browser: apt-get install -y chromium (.ci/run installs it)",
+)
 def test_chromium_shows_the_evidence_in_the_failed_checks_row(report: tuple[Path, str]) -> None:
     """pytest-html's script builds the rows from its data: the evidence reaches the rendered page."""
     assert CHROMIUM is not None
     folder = report[0].parent
     result = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={folder / 'chromium-profile'}", "--dump-dom", report[0].as_uri()],
-        capture_output=True, text=True, timeout=120, env={"HOME": str(folder), "PATH": "/usr/bin:/bin"})
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={folder / 'chromium-profile'}",
+            "--dump-dom",
+            report[0].as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"HOME": str(folder), "PATH": "/usr/bin:/bin"},
+    )
     dom = result.stdout
     assert 'id="layercheck-summary"' in dom, result.stderr[-3000:]
     # The rendered element, not its escaped copy in the data attribute.
@@ -149,6 +183,7 @@ def test_the_scoped_css_keeps_every_rule_and_styles_only_its_scope() -> None:
     scoped = scoped_css(".lc")
     assert scoped.count("{") == CSS.count("{") and scoped.count("}") == CSS.count("}")
     selectors = [head for head in re.findall(r"([^{}]+)\{", scoped) if not head.strip().startswith("@")]
-    assert selectors and all(s.strip() == ".lc" or s.strip().startswith(".lc ")
-                             for head in selectors for s in head.split(","))
+    assert selectors and all(
+        s.strip() == ".lc" or s.strip().startswith(".lc ") for head in selectors for s in head.split(",")
+    )
     assert ".lc{--fail:" in scoped and ".lc .failed-cell{" in scoped and "@media print{.lc{" in scoped

@@ -29,8 +29,18 @@ pytestmark = pytest.mark.real_model  # layercheck info loads the default model
 
 REPO = Path(__file__).resolve().parents[1]
 #: What a clone has that a user's copy must not inherit from this checkout.
-NOT_COPIED = shutil.ignore_patterns(".git", ".venv", ".cache", "__pycache__", ".pytest_cache", ".mypy_cache",
-                                    ".ruff_cache", "*.egg-info", "build", "dist")
+NOT_COPIED = shutil.ignore_patterns(
+    ".git",
+    ".venv",
+    ".cache",
+    "__pycache__",
+    ".pytest_cache",
+    ".mypy_cache",
+    ".ruff_cache",
+    "*.egg-info",
+    "build",
+    "dist",
+)
 #: The step of the quick start that is too long for a test, and what runs instead.
 LONG_STEPS = {"layercheck profile": "layercheck --help", "python -m pytest": "python -m pytest --help"}
 
@@ -54,8 +64,11 @@ def fresh_shell_env(python_bin: Path) -> dict[str, str]:
     """A new user's shell whose Python is ``python_bin``'s: this test run's virtual environment and pytest's
     variables gone, caches kept."""
     active = Path(sys.prefix) / "bin"
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("VIRTUAL_ENV", "PYTHONPATH", "LAYERCHECK_THREADS", "CI") and not k.startswith("PYTEST_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("VIRTUAL_ENV", "PYTHONPATH", "LAYERCHECK_THREADS", "CI") and not k.startswith("PYTEST_")
+    }
     rest = [p for p in env.get("PATH", "").split(os.pathsep) if p and Path(p) != active]
     env["PATH"] = os.pathsep.join([str(python_bin), *rest])
     return env
@@ -63,8 +76,15 @@ def fresh_shell_env(python_bin: Path) -> dict[str, str]:
 
 def bash(script: str, cwd: Path, python_bin: Path) -> subprocess.CompletedProcess[str]:
     """Run ``script`` as the user types it, in a new non-interactive bash."""
-    return subprocess.run(["bash", "-c", script], cwd=cwd, env=fresh_shell_env(python_bin), capture_output=True,
-                          text=True, timeout=1200, check=False)
+    return subprocess.run(
+        ["bash", "-c", script],
+        cwd=cwd,
+        env=fresh_shell_env(python_bin),
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
+    )
 
 
 @pytest.fixture
@@ -80,8 +100,9 @@ def clone(tmp_path: Path) -> Iterator[Path]:
 def user_python(tmp_path: Path) -> Path:
     """The scripts folder of a new user's Python, made from the Python this machine's ``python3`` is."""
     base = Path(sys.base_prefix) / "bin" / "python3"
-    made = subprocess.run([str(base), "-m", "venv", str(tmp_path / "user-python")], capture_output=True, text=True,
-                          check=False)
+    made = subprocess.run(
+        [str(base), "-m", "venv", str(tmp_path / "user-python")], capture_output=True, text=True, check=False
+    )
     assert made.returncode == 0, made.stderr
     return tmp_path / "user-python" / "bin"
 
@@ -105,8 +126,11 @@ def test_the_readme_quick_start_installs_working_commands(clone: Path, user_pyth
     assert "--layercheck-update" in second.stdout  # the plugin is registered through its entry point
 
     # The user's install is the set CI tests: every version constraints.txt pins.
-    pins = dict(line.split("==") for line in (REPO / "constraints.txt").read_text().splitlines()
-                if line and not line.startswith("#"))
+    pins = dict(
+        line.split("==")
+        for line in (REPO / "constraints.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
     listed = bash("python -m pip list --format=freeze", clone, user_python)
     installed = dict(line.split("==", 1) for line in listed.stdout.splitlines() if "==" in line)
     installed = {name.lower().replace("_", "-"): version.split("+")[0] for name, version in installed.items()}

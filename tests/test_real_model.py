@@ -15,7 +15,7 @@ def greedy(loaded: LoadedModel, prompt: str, tokens: int = 3) -> str:
     inputs = loaded.tokenizer(prompt, return_tensors="pt")
     with torch.inference_mode():
         output = loaded.model.generate(**inputs, max_new_tokens=tokens, do_sample=False)
-    return loaded.tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    return loaded.tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
 def test_default_model_is_smollm2_with_30_llama_layers(smollm: LoadedModel) -> None:
@@ -51,7 +51,9 @@ def test_intact_default_model_is_clearly_above_chance(smollm: LoadedModel, suite
     assert result.mean("acc") >= chance + 0.15, (suite_name, result.mean("acc"), chance)
 
 
-def test_cli_profile_prints_the_depth_table(tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_profile_prints_the_depth_table(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from pytest_layercheck.cli import main
 
     monkeypatch.chdir(tmp_path)

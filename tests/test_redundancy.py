@@ -42,15 +42,26 @@ from pytest_layercheck.report.analyses import (
 )
 from pytest_layercheck.suites.schema import ProtocolSettings, Suite, SuiteItem
 
-PROMPTS = ["The capital of France is", "Water is made of hydrogen and", "x",
-           "A much longer prompt about the history of the Roman empire and its many provinces",
-           "What is 2 + 2?"]
+PROMPTS = [
+    "The capital of France is",
+    "Water is made of hydrogen and",
+    "x",
+    "A much longer prompt about the history of the Roman empire and its many provinces",
+    "What is 2 + 2?",
+]
 LAYERS = 6
 
 
 def loaded(model: nn.Module, tokenizer: object | None = None) -> LoadedModel:
-    return LoadedModel(model=model, tokenizer=tokenizer or tiny_tokenizer(), spec="tiny", name="tiny",
-                       kind="test", device=torch.device("cpu"), dtype=torch.float32)
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer or tiny_tokenizer(),
+        spec="tiny",
+        name="tiny",
+        kind="test",
+        device=torch.device("cpu"),
+        dtype=torch.float32,
+    )
 
 
 def by_hand(model: nn.Module, prompt: str) -> list[torch.Tensor]:
@@ -176,15 +187,30 @@ def test_the_block_rule_never_drops_the_final_layer() -> None:
 def fact_suite(n: int = 8) -> Suite:
     colours = ["red", "blue", "gold", "pink"]
     items = tuple(
-        SuiteItem(id=f"f{i}", context=f"Item {i} is", domain="colours", kind="fact",
-                  choices=tuple(colours), gold=i % 4, target=colours[i % 4])
+        SuiteItem(
+            id=f"f{i}",
+            context=f"Item {i} is",
+            domain="colours",
+            kind="fact",
+            choices=tuple(colours),
+            gold=i % 4,
+            target=colours[i % 4],
+        )
         for i in range(n)
     )
     settings = ProtocolSettings(template="{context}")
-    return Suite(name="facts", capability="knowledge", description="", items=items, default_protocol="mc_text",
-                 protocols={"mc_text": settings,
-                            "generate_until": ProtocolSettings(template="{context}", until=("\n",), max_gen_toks=3)},
-                 content_hash="h")
+    return Suite(
+        name="facts",
+        capability="knowledge",
+        description="",
+        items=items,
+        default_protocol="mc_text",
+        protocols={
+            "mc_text": settings,
+            "generate_until": ProtocolSettings(template="{context}", until=("\n",), max_gen_toks=3),
+        },
+        content_hash="h",
+    )
 
 
 def test_measure_redundancy_on_a_suite_and_refuses_a_block_as_deep_as_the_model(llama: nn.Module) -> None:
@@ -205,14 +231,19 @@ def test_spearman_against_hand_ranks() -> None:
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
     # x ranks 1,2,3,4; y = [1, 1, 2, 3] has ranks 1.5,1.5,3,4 -> Pearson of ranks by hand:
     rx, ry = np.array([1, 2, 3, 4.0]), np.array([1.5, 1.5, 3, 4])
-    expected = ((rx - rx.mean()) @ (ry - ry.mean())) / math.sqrt(((rx - rx.mean()) ** 2).sum() * ((ry - ry.mean()) ** 2).sum())
+    expected = ((rx - rx.mean()) @ (ry - ry.mean())) / math.sqrt(
+        ((rx - rx.mean()) ** 2).sum() * ((ry - ry.mean()) ** 2).sum()
+    )
     assert spearman([0.1, 0.2, 0.3, 0.4], [1, 1, 2, 3]) == pytest.approx(expected)
     assert math.isnan(spearman([1, 2, 3], [5, 5, 5]))
 
 
 def test_judging_a_view_by_hand() -> None:
     view = CapabilityView(
-        suite="facts", protocol="generate_until", metric="exact_match", intact=(1, 1, 1, 1),
+        suite="facts",
+        protocol="generate_until",
+        metric="exact_match",
+        intact=(1, 1, 1, 1),
         after={0: (1, 1, 0, 0), 1: (1, 1, 1, 0), 2: (0, 0, 0, 0)},
     )
     distances = [0.1, 0.2, 0.05]  # start 2 would win but is not the suggestion passed in
@@ -224,8 +255,7 @@ def test_judging_a_view_by_hand() -> None:
     # distances 0.1, 0.2, 0.05 rank (2, 3, 1); drops 0.5, 0.25, 1.0 rank (2, 1, 3): exactly reversed
     assert verdict.spearman == pytest.approx(-1.0)
     assert judge_view(view, distances, suggested=0, tolerance=0.3).status == "agrees"
-    many = CapabilityView("facts", "mc_text", "acc", intact=(1,) * 10,
-                          after={0: (0,) * 10, 1: (1,) * 10})
+    many = CapabilityView("facts", "mc_text", "acc", intact=(1,) * 10, after={0: (0,) * 10, 1: (1,) * 10})
     assert judge_view(many, [0.1, 0.2], suggested=0).status == "disagrees"  # 10 vs 0 pairs: p = 0.002
     with pytest.raises(ConfigError):
         judge_view(view, distances, suggested=5)
@@ -243,7 +273,8 @@ def test_comparison_removes_the_blocks_for_real(llama: nn.Module) -> None:
     model, suite = loaded(llama), fact_suite()
     result = measure_redundancy(model, 2, suites=[suite])
     comparison = compare_with_capabilities(
-        model, result, views=[(suite, "mc_text"), (suite, "generate_until")], limit=8, generation_blocks=2)
+        model, result, views=[(suite, "mc_text"), (suite, "generate_until")], limit=8, generation_blocks=2
+    )
     likelihood, generation = comparison.verdicts
     assert sorted(likelihood.view.after) == list(result.eligible)
     assert len(generation.view.after) == 2 and result.best_start in generation.view.after
@@ -265,12 +296,36 @@ def test_comparison_removes_the_blocks_for_real(llama: nn.Module) -> None:
     json.dumps(comparison.to_json())
 
 
-def test_cli_prints_the_metrics_and_writes_json(llama: nn.Module, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_prints_the_metrics_and_writes_json(
+    llama: nn.Module, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     folder = save(llama, tmp_path / "tiny")
     out = tmp_path / "r.json"
-    assert main(["redundancy", str(folder), "--device", "cpu", "--block", "2", "--prompts", "3",
-                 "--views", "knowledge=mc_text", "--limit", "3", "--candidates", "2",
-                 "--json", str(out), "--markdown", str(tmp_path / "r.md")]) == 0
+    assert (
+        main(
+            [
+                "redundancy",
+                str(folder),
+                "--device",
+                "cpu",
+                "--block",
+                "2",
+                "--prompts",
+                "3",
+                "--views",
+                "knowledge=mc_text",
+                "--limit",
+                "3",
+                "--candidates",
+                "2",
+                "--json",
+                str(out),
+                "--markdown",
+                str(tmp_path / "r.md"),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "layercheck redundancy" in printed and "knowledge/mc_text" in printed
     payload = json.loads(out.read_text())

@@ -70,7 +70,9 @@ def test_terminal_with_comparison_marks_the_failing_cell(regressed: tuple[Profil
     assert shift.status == "ok" and shift.p_adjusted <= 0.05 and -0.05 < shift.delta < 0
     rows = {line.split()[0]: line for line in text.splitlines() if re.match(r"\w+/shift ", line)}
     assert list(rows) == ["knowledge/shift", "reasoning/shift", "retrieval/shift"]
-    assert rows["knowledge/shift"].split()[1] == f"{shift.delta:+.3f}" and not rows["knowledge/shift"].rstrip().endswith("✗")
+    assert rows["knowledge/shift"].split()[1] == f"{shift.delta:+.3f}" and not rows[
+        "knowledge/shift"
+    ].rstrip().endswith("✗")
     flat = " ".join(text.split())
     assert "permutation for knowledge/shift, reasoning/shift, retrieval/shift" in flat
     assert "corrected for 15 cells (holm)" in flat and "Holm over 15 hypotheses" in flat
@@ -117,23 +119,34 @@ def test_markdown_and_terminal_list_cells_that_moved_along_depth() -> None:
     assert f"❌ {len(comparison.failures)} failing cell(s)" in text and len(comparison.failures) == 6
     assert "3 moved along depth" in text
     lines = text.splitlines()
-    section = lines[lines.index("**Moved along depth**") + 1:]
-    bullets = section[:section.index("")]
+    section = lines[lines.index("**Moved along depth**") + 1 :]
+    bullets = section[: section.index("")]
     assert len(bullets) == 3
     cell = moved[0]
-    assert bullets[0].startswith(f"- ✗ `knowledge/shift p_correct` moved deeper: centre of depth "
-                                 f"{cell.baseline:.3f} -> {cell.current:.3f} (p=")
-    for part in (f"Δ {cell.delta:+.3f} of depth vs allowed 0.1", "200 items x 12 single-layer removals",
-                 "; permutation p=", "adjusted p=", "95% CI [", "detectable shift 0.0"):
+    assert bullets[0].startswith(
+        f"- ✗ `knowledge/shift p_correct` moved deeper: centre of depth {cell.baseline:.3f} -> {cell.current:.3f} (p="
+    )
+    for part in (
+        f"Δ {cell.delta:+.3f} of depth vs allowed 0.1",
+        "200 items x 12 single-layer removals",
+        "; permutation p=",
+        "adjusted p=",
+        "95% CI [",
+        "detectable shift 0.0",
+    ):
         assert part in bullets[0]
     assert "items worse" not in bullets[0] and "worse:" not in "".join(section[:4])  # no item flips to list
     row = next(line for line in lines if line.startswith("| `knowledge/shift p_correct`"))
     assert row.split("|")[-2].strip() == "✗ moved"
     terminal = render_terminal(current, comparison, width=200)
     assert "FAILED: 3 regressed, 3 moved along depth, 3 improved, 6 ok" in terminal
-    assert f"✗ knowledge/shift p_correct moved deeper: centre of depth {cell.baseline:.3f} -> {cell.current:.3f}" \
+    assert (
+        f"✗ knowledge/shift p_correct moved deeper: centre of depth {cell.baseline:.3f} -> {cell.current:.3f}"
         in terminal
-    assert github_annotations(comparison)[3].startswith("::error title=layercheck::knowledge/shift p_correct moved deeper")
+    )
+    assert github_annotations(comparison)[3].startswith(
+        "::error title=layercheck::knowledge/shift p_correct moved deeper"
+    )
 
 
 def test_annotations_are_workflow_commands(regressed: tuple[ProfileComparison, object]) -> None:
@@ -144,8 +157,11 @@ def test_annotations_are_workflow_commands(regressed: tuple[ProfileComparison, o
 
 
 def test_annotations_are_capped_at_ten() -> None:
-    flips = {(suite, band): 25 for suite in ("knowledge", "reasoning", "retrieval")
-             for band in ("intact", "shallow", "middle", "deep")}
+    flips = {
+        (suite, band): 25
+        for suite in ("knowledge", "reasoning", "retrieval")
+        for band in ("intact", "shallow", "middle", "deep")
+    }
     comparison = compare_profiles(make_profile(), make_profile(flip=flips))
     assert len(comparison.regressions) == 12
     lines = github_annotations(comparison)
@@ -207,18 +223,30 @@ def test_json_report(tmp_path: Path, regressed: tuple[ProfileComparison, object]
     assert "Holm over 15 hypotheses" in summary["criteria"]
     assert summary["detection_alpha"] == pytest.approx(0.05 / 15)
     assert summary["max_shift"] == DEFAULT_MAX_SHIFT and summary["counts"] == {
-        "regressed": 1, "moved": 0, "improved": 0, "changed": 0, "ok": 14}
+        "regressed": 1,
+        "moved": 0,
+        "improved": 0,
+        "changed": 0,
+        "ok": 14,
+    }
     # a 0/1 cell: its own test in words, a flip rate and no score sd
     em = next(c for c in summary["cells"] if (c["suite"], c["band"]) == ("retrieval", "intact"))
     assert em["metric_test"] == "exact McNemar test of per-item exact_match" and em["score_sd"] is None
     assert em["flip_rate"] is not None
     # one shift cell per suite, in shares of depth, as the comparison has it
     shifts = [c for c in summary["cells"] if c["band"] == "shift"]
-    assert [(c["suite"], c["metric"]) for c in shifts] == [("knowledge", "p_correct"), ("reasoning", "p_correct"),
-                                                         ("retrieval", "exact_match")]
+    assert [(c["suite"], c["metric"]) for c in shifts] == [
+        ("knowledge", "p_correct"),
+        ("reasoning", "p_correct"),
+        ("retrieval", "exact_match"),
+    ]
     shift, expected = shifts[0], comparison.cell("knowledge", "shift")
-    assert (shift["test"], shift["status"], shift["failed"], shift["layers"]) == ("permutation", "ok", False,
-                                                                                   list(range(6)))
+    assert (shift["test"], shift["status"], shift["failed"], shift["layers"]) == (
+        "permutation",
+        "ok",
+        False,
+        list(range(6)),
+    )
     assert shift["metric_test"].startswith("centre of depth of the p_correct lost per removed layer")
     assert shift["baseline"] == pytest.approx(expected.baseline) and shift["current"] == pytest.approx(expected.current)
     assert shift["delta"] == pytest.approx(shift["current"] - shift["baseline"]) and shift["delta"] < 0
@@ -231,8 +259,10 @@ def _centre(profile: DepthProfile, suite: str) -> float:
     """Centre of depth by hand: layer positions l / (layers - 1) weighed by the mean p_correct lost without them."""
     intact = profile.evaluation(suite).mean("p_correct")
     layers = profile.model["num_layers"]
-    drops = {layer: max(0.0, intact - profile.evaluation(suite, f"layer:{layer:02d}").mean("p_correct"))
-             for layer in range(layers)}
+    drops = {
+        layer: max(0.0, intact - profile.evaluation(suite, f"layer:{layer:02d}").mean("p_correct"))
+        for layer in range(layers)
+    }
     return sum(layer / (layers - 1) * drop for layer, drop in drops.items()) / sum(drops.values())
 
 
@@ -241,8 +271,11 @@ def test_json_report_lists_prompts_of_flipped_items(tmp_path: Path) -> None:
     ids = tuple(item.id for item in suite.items[:40])
 
     def profile(**flip: int) -> DepthProfile:
-        made = make_profile(suites={"knowledge": ("mc_text", 40)}, content_hashes={"knowledge": suite.content_hash},
-                            flip={("knowledge", "intact"): flip.get("intact", 0)})
+        made = make_profile(
+            suites={"knowledge": ("mc_text", 40)},
+            content_hashes={"knowledge": suite.content_hash},
+            flip={("knowledge", "intact"): flip.get("intact", 0)},
+        )
         return replace(made, suites={"knowledge": replace(made.suites["knowledge"], item_ids=ids)})
 
     current = profile(intact=3)

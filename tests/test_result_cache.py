@@ -27,11 +27,26 @@ from pytest_layercheck.evaluation.result_cache import (
 from pytest_layercheck.model import fingerprint
 from pytest_layercheck.model.loading import LoadedModel
 
-IDENTITY = {"fingerprint": "sha256:abc", "suite_hash": "sha256:def", "protocol": "mc_text", "ablation": INTACT,
-            "items": ["a", "b", "c", "d"], "seed": 0}
-EVALUATION = Evaluation("facts", "mc_text", INTACT, (), {"acc": (1.0, 0.0, 1.0, 1.0), "acc_norm": (1.0, 0.0, 0.0, 1.0),
-                                                          "p_correct": (0.9, 0.2, 0.6, 0.7),
-                                                          "margin": (2.3, -1.1, 0.4, 0.9)})
+IDENTITY = {
+    "fingerprint": "sha256:abc",
+    "suite_hash": "sha256:def",
+    "protocol": "mc_text",
+    "ablation": INTACT,
+    "items": ["a", "b", "c", "d"],
+    "seed": 0,
+}
+EVALUATION = Evaluation(
+    "facts",
+    "mc_text",
+    INTACT,
+    (),
+    {
+        "acc": (1.0, 0.0, 1.0, 1.0),
+        "acc_norm": (1.0, 0.0, 0.0, 1.0),
+        "p_correct": (0.9, 0.2, 0.6, 0.7),
+        "margin": (2.3, -1.1, 0.4, 0.9),
+    },
+)
 
 
 @pytest.fixture(autouse=True)
@@ -70,22 +85,25 @@ def _set_outcome(value: object):
     return lambda payload: payload["outcomes"]["acc"].__setitem__(1, value)
 
 
-@pytest.mark.parametrize(("edit", "reason"), [
-    (_set_outcome(math.nan), "not finite"),
-    (_set_outcome(2.0), "not a 0/1 outcome"),
-    (_set_outcome(True), "not a 0/1 outcome"),
-    (lambda p: p["outcomes"].__setitem__("acc", "1x11"), "only '0' and '1'"),
-    (lambda p: p["outcomes"]["acc"].pop(), "3 outcomes for 4 items"),
-    (lambda p: p["outcomes"].pop("acc"), "lack the metric 'acc'"),
-    (lambda p: p["outcomes"].pop("p_correct"), "lack the metric 'p_correct'"),
-    (lambda p: p["outcomes"]["p_correct"].__setitem__(0, 1.5), "outside [0, 1], the range of p_correct"),
-    (lambda p: p["outcomes"]["margin"].__setitem__(0, math.inf), "not finite"),
-    (lambda p: p.__setitem__("extra", 1), "unknown field(s) 'extra'"),
-    (lambda p: p.pop("removed_layers"), "missing field(s) 'removed_layers'"),
-    (lambda p: p.__setitem__("format", True), "entry format True"),
-    (lambda p: p.__setitem__("ablation", "skip=1"), "not the ablation asked for"),
-    (lambda p: p["identity"].__setitem__("items", ["a", "b", "c", "e"]), "stored for another evaluation"),
-])
+@pytest.mark.parametrize(
+    ("edit", "reason"),
+    [
+        (_set_outcome(math.nan), "not finite"),
+        (_set_outcome(2.0), "not a 0/1 outcome"),
+        (_set_outcome(True), "not a 0/1 outcome"),
+        (lambda p: p["outcomes"].__setitem__("acc", "1x11"), "only '0' and '1'"),
+        (lambda p: p["outcomes"]["acc"].pop(), "3 outcomes for 4 items"),
+        (lambda p: p["outcomes"].pop("acc"), "lack the metric 'acc'"),
+        (lambda p: p["outcomes"].pop("p_correct"), "lack the metric 'p_correct'"),
+        (lambda p: p["outcomes"]["p_correct"].__setitem__(0, 1.5), "outside [0, 1], the range of p_correct"),
+        (lambda p: p["outcomes"]["margin"].__setitem__(0, math.inf), "not finite"),
+        (lambda p: p.__setitem__("extra", 1), "unknown field(s) 'extra'"),
+        (lambda p: p.pop("removed_layers"), "missing field(s) 'removed_layers'"),
+        (lambda p: p.__setitem__("format", True), "entry format True"),
+        (lambda p: p.__setitem__("ablation", "skip=1"), "not the ablation asked for"),
+        (lambda p: p["identity"].__setitem__("items", ["a", "b", "c", "e"]), "stored for another evaluation"),
+    ],
+)
 def test_a_bad_entry_is_a_reported_miss_even_when_signed(cache: ResultCache, edit, reason: str) -> None:
     cache.put(IDENTITY, EVALUATION)
     path = _rewrite(cache, IDENTITY, edit)
@@ -96,8 +114,9 @@ def test_a_bad_entry_is_a_reported_miss_even_when_signed(cache: ResultCache, edi
     assert "1 cache entries rejected" in cache.summary()
 
 
-@pytest.mark.parametrize("edit", [_set_outcome(1.0), lambda p: p.__setitem__("signature", "0" * 64),
-                                  lambda p: p.pop("signature")])
+@pytest.mark.parametrize(
+    "edit", [_set_outcome(1.0), lambda p: p.__setitem__("signature", "0" * 64), lambda p: p.pop("signature")]
+)
 def test_a_forged_entry_is_rejected(cache: ResultCache, edit) -> None:
     """Well-formed but not signed with this cache's key: an edited verdict, or a planted file."""
     cache.put(IDENTITY, EVALUATION)
@@ -120,8 +139,18 @@ def test_an_entry_moved_to_another_key_is_rejected(cache: ResultCache) -> None:
 def test_entries_of_the_old_unsigned_format_are_misses(cache: ResultCache) -> None:
     path = cache.path_for(IDENTITY)
     path.parent.mkdir(parents=True)
-    path.write_text(json.dumps({"identity": IDENTITY, "suite": "facts", "protocol": "mc_text", "ablation": INTACT,
-                                "removed_layers": [], "outcomes": {"acc": [1, 1, 1, 1]}}))
+    path.write_text(
+        json.dumps(
+            {
+                "identity": IDENTITY,
+                "suite": "facts",
+                "protocol": "mc_text",
+                "ablation": INTACT,
+                "removed_layers": [],
+                "outcomes": {"acc": [1, 1, 1, 1]},
+            }
+        )
+    )
     with pytest.warns(CacheEntryWarning, match="entry format None"):
         assert cache.get(IDENTITY) is None
 
@@ -212,9 +241,24 @@ INFO = SuiteInfo("facts", "knowledge", "sha256:suite", "mc_text", ("a", "b", "c"
 def test_identity_covers_tokenizer_generation_config_chat_template_and_code(monkeypatch: pytest.MonkeyPatch) -> None:
     model = tiny_model("llama", layers=4)
     base = cache_identity(_loaded(model), INFO, INTACT, 0)
-    assert set(base) >= {"fingerprint", "tokenizer", "chat_template", "generation_config", "suite_hash", "protocol",
-                         "ablation", "items", "dtype", "device", "seed", "versions", "scoring_code"}
-    assert cache_identity(_loaded(model, tiny_tokenizer(add_bos=True)), INFO, INTACT, 0)["tokenizer"] != base["tokenizer"]
+    assert set(base) >= {
+        "fingerprint",
+        "tokenizer",
+        "chat_template",
+        "generation_config",
+        "suite_hash",
+        "protocol",
+        "ablation",
+        "items",
+        "dtype",
+        "device",
+        "seed",
+        "versions",
+        "scoring_code",
+    }
+    assert (
+        cache_identity(_loaded(model, tiny_tokenizer(add_bos=True)), INFO, INTACT, 0)["tokenizer"] != base["tokenizer"]
+    )
     templated = tiny_tokenizer()
     templated.chat_template = "{{ messages }}"
     changed = cache_identity(_loaded(model, templated), INFO, INTACT, 0)
@@ -265,8 +309,13 @@ def test_continuation_log_likelihoods_are_cached_and_read_back(cache: ResultCach
     """A continuation suite's per-item log-likelihoods are cached like 0/1 outcomes (they used to be refused
     as "not a 0/1 outcome", so such suites were recomputed on every run)."""
     identity = {**IDENTITY, "protocol": "continuation"}
-    evaluation = Evaluation("facts", "continuation", INTACT, (), {"loglikelihood": (-0.5, -12.25, -3.0, 0.0),
-                                                                  "exact_match": (1.0, 0.0, 0.0, 1.0)})
+    evaluation = Evaluation(
+        "facts",
+        "continuation",
+        INTACT,
+        (),
+        {"loglikelihood": (-0.5, -12.25, -3.0, 0.0), "exact_match": (1.0, 0.0, 0.0, 1.0)},
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no "not caching" warning
         cache.put(identity, evaluation)
@@ -276,6 +325,14 @@ def test_continuation_log_likelihoods_are_cached_and_read_back(cache: ResultCach
 def test_a_positive_log_likelihood_is_refused(cache: ResultCache) -> None:
     identity = {**IDENTITY, "protocol": "continuation"}
     with pytest.warns(CacheEntryWarning, match=r"outside \[-inf, 0\], the range of loglikelihood"):
-        cache.put(identity, Evaluation("facts", "continuation", INTACT, (), {"loglikelihood": (0.5, -1.0, -1.0, -1.0),
-                                                                             "exact_match": (1.0, 0.0, 0.0, 1.0)}))
+        cache.put(
+            identity,
+            Evaluation(
+                "facts",
+                "continuation",
+                INTACT,
+                (),
+                {"loglikelihood": (0.5, -1.0, -1.0, -1.0), "exact_match": (1.0, 0.0, 0.0, 1.0)},
+            ),
+        )
     assert cache.writes == 0

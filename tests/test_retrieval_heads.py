@@ -91,8 +91,10 @@ def test_needle_tests_are_deterministic_and_prefix_stable() -> None:
         assert len(groups) == 2 and all(len(g) == 4 and g.isdigit() for g in groups)
         decoys = sum(test.prompt.count(d.split("{}")[1]) for d in DECOYS if d.split("{}")[1].strip(". "))
         assert decoys >= 3
-        assert test.prompt.endswith(f"What is the secret code for {test.needle_sentence[20:].split(' is ')[0]}?\n"
-                                    f"The secret code for {test.needle_sentence[20:].split(' is ')[0]} is")
+        assert test.prompt.endswith(
+            f"What is the secret code for {test.needle_sentence[20:].split(' is ')[0]}?\n"
+            f"The secret code for {test.needle_sentence[20:].split(' is ')[0]} is"
+        )
 
 
 def test_tokenize_needle_span_holds_the_code() -> None:
@@ -134,7 +136,7 @@ def test_recorded_positions_match_a_full_forward_pass(implementation: str) -> No
     decoded = greedy_decode(model, tiny_tokenizer(), prompt, 6, until=(), record=True)
     with torch.no_grad():
         expected_tokens = model.generate(torch.tensor([prompt]), max_new_tokens=6, do_sample=False, pad_token_id=0)
-    assert list(decoded.tokens) == expected_tokens[0, len(prompt):].tolist()
+    assert list(decoded.tokens) == expected_tokens[0, len(prompt) :].tolist()
     assert decoded.argmax is not None and decoded.argmax.shape == (6, 3, 4)
     eager = model
     if implementation == "sdpa":  # the reference needs weights: same weights, eager attention
@@ -164,7 +166,9 @@ def self_consistent_needle(model: torch.nn.Module, tok, filler: str) -> NeedleTe
     needle = "ab"
     for _ in range(8):
         sentence = f"The code is {needle}."
-        test = NeedleTest(f"fixed-{filler[:4]}", f"{filler} {sentence} Then more.\nThe code is", needle, sentence, 0.5, "short")
+        test = NeedleTest(
+            f"fixed-{filler[:4]}", f"{filler} {sentence} Then more.\nThe code is", needle, sentence, 0.5, "short"
+        )
         answer = tok.decode(list(greedy_decode(model, tok, tokenize_needle(test, tok).prompt_ids, 8).tokens))
         new = answer.split("\n")[0].strip()[:6].strip()
         if new == needle:
@@ -203,8 +207,10 @@ def test_detection_equals_hand_computation() -> None:
     assert total.max() > 0  # some head copies, so the comparison below is not all zeros
     for (layer, head), value in result.scores.items():
         assert value == pytest.approx(float(total[layer, head]) / 2, abs=1e-12)
-    expected = sorted(((layer, h) for layer in range(4) for h in range(4) if total[layer, h] / 2 > 0.1),
-                      key=lambda k: (-float(total[k]), k))
+    expected = sorted(
+        ((layer, h) for layer in range(4) for h in range(4) if total[layer, h] / 2 > 0.1),
+        key=lambda k: (-float(total[k]), k),
+    )
     assert result.retrieval_heads == expected
     assert result.share == len(expected) / 16
 
@@ -281,8 +287,17 @@ def test_top_and_random_heads() -> None:
 
 def test_mcnemar_p_values_by_hand() -> None:
     comparison = MaskingComparison(
-        model="m", suite="s", protocol="generate_until", metric="exact_match", k=2, seed=0, decode_only=True,
-        item_ids=tuple("abcdefgh"), top_heads=((0, 0), (1, 1)), top_scores=(0.5, 0.05), random_heads=((2, 2), (3, 3)),
+        model="m",
+        suite="s",
+        protocol="generate_until",
+        metric="exact_match",
+        k=2,
+        seed=0,
+        decode_only=True,
+        item_ids=tuple("abcdefgh"),
+        top_heads=((0, 0), (1, 1)),
+        top_scores=(0.5, 0.05),
+        random_heads=((2, 2), (3, 3)),
         threshold=0.1,
         intact=(1, 1, 1, 1, 1, 1, 0, 0),
         top_masked=(0, 0, 0, 0, 1, 0, 0, 1),
@@ -304,11 +319,18 @@ def echo_suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
     answers come from the engine's batched ``generate``, independent of the code under test)."""
     model, tok = sharpened(), tiny_tokenizer()
     contexts = [f"Key {i}: {chr(97 + i) * 3} and {i * 7}.\nKey {i}:" for i in range(12)]
-    items = [{"id": f"k{i}", "context": c, "domain": "kv", "kind": "echo", "target": "x"} for i, c in enumerate(contexts)]
+    items = [
+        {"id": f"k{i}", "context": c, "domain": "kv", "kind": "echo", "target": "x"} for i, c in enumerate(contexts)
+    ]
     path = tmp_path_factory.mktemp("echo") / "echo.yaml"
-    document = {"name": "echo", "capability": "retrieval", "description": "tiny echo", "default_protocol": "generate_until",
-                "protocols": {"generate_until": {"template": "{context}", "until": ["\n"], "max_gen_toks": 5}},
-                "items": items}
+    document = {
+        "name": "echo",
+        "capability": "retrieval",
+        "description": "tiny echo",
+        "default_protocol": "generate_until",
+        "protocols": {"generate_until": {"template": "{context}", "until": ["\n"], "max_gen_toks": 5}},
+        "items": items,
+    }
     path.write_text(yaml.safe_dump(document))
     answers = score(model, prepare(load_suite(path), "generate_until", tok)).outcomes
     kept = [(item, outcome.detail["answer"]) for item, outcome in zip(items, answers) if outcome.detail["answer"]][:6]
@@ -351,8 +373,10 @@ def test_compare_masking_against_independent_decoding(echo_suite: Path) -> None:
     assert list(comparison.top_heads) == [(2, 1), (3, 0), (1, 3)]
     assert list(comparison.random_heads) == random_control_heads(heads, 3, seed=1)
     targets = [item.target for item in load_suite(echo_suite).items]
-    for masked, outcomes in ((comparison.top_heads, comparison.top_masked),
-                             (comparison.random_heads, comparison.random_masked)):
+    for masked, outcomes in (
+        (comparison.top_heads, comparison.top_masked),
+        (comparison.random_heads, comparison.random_masked),
+    ):
         spec: dict[int, list[int]] = {}
         for layer, head in masked:
             spec.setdefault(layer, []).append(head)
@@ -395,8 +419,23 @@ def test_reports_show_scores_and_comparison() -> None:
     )
 
     heads = synthetic_heads(SCORES)
-    comparison = MaskingComparison("m", "retrieval", "generate_until", "exact_match", 2, 0, True, ("a", "b"),
-                                   ((2, 1), (3, 0)), (0.6, 0.4), ((0, 0), (1, 1)), 0.1, (1, 1), (0, 0), (1, 1))
+    comparison = MaskingComparison(
+        "m",
+        "retrieval",
+        "generate_until",
+        "exact_match",
+        2,
+        0,
+        True,
+        ("a", "b"),
+        ((2, 1), (3, 0)),
+        (0.6, 0.4),
+        ((0, 0), (1, 1)),
+        0.1,
+        (1, 1),
+        (0, 0),
+        (1, 1),
+    )
     text = render_text(retrieval_renderable(heads, comparison, top=4), width=140)
     assert "3 of 16 heads (18.8%) score above 0.1" in text
     assert "0.600" in text and "L2.H1, L3.H0" in text and "decoding only" in text
@@ -414,8 +453,25 @@ def test_cli_retrieval_heads(tmp_path: Path, echo_suite: Path) -> None:
     model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").eval()
     folder = save(model, tmp_path / "tiny")
     out = tmp_path / "rh.json"
-    assert main(["retrieval-heads", str(folder), "--tests", "2", "--k", "2", "--suite", str(echo_suite),
-                 "--limit", "2", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "retrieval-heads",
+                str(folder),
+                "--tests",
+                "2",
+                "--k",
+                "2",
+                "--suite",
+                str(echo_suite),
+                "--limit",
+                "2",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     written = json.loads(out.read_text())
     assert written["retrieval_heads"]["tests"] == 2 and len(written["retrieval_heads"]["scores"]) == 2
     assert written["masking"]["k"] == 2 and written["masking"]["items"] == 2

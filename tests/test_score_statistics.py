@@ -36,8 +36,10 @@ BANDS = {"shallow": tuple(range(9)), "middle": tuple(range(9, 21)), "deep": tupl
 def _brute_force(values: list[float]) -> tuple[float, float]:
     """(P(sum <= observed), P(sum >= observed)) over all 2^n sign patterns of |values|."""
     observed = sum(values)
-    sums = [sum(s * abs(v) for s, v in zip(signs, values, strict=True))
-            for signs in itertools.product((-1, 1), repeat=len(values))]
+    sums = [
+        sum(s * abs(v) for s, v in zip(signs, values, strict=True))
+        for signs in itertools.product((-1, 1), repeat=len(values))
+    ]
     return (sum(x <= observed + 1e-12 for x in sums) / len(sums), sum(x >= observed - 1e-12 for x in sums) / len(sums))
 
 
@@ -83,8 +85,11 @@ class ScoreSuite:
     ability: float  # mean logit of the gold choice
 
 
-SUITES = {"knowledge": ScoreSuite(264, 80, 1.5), "reasoning": ScoreSuite(214, 80, 0.0),
-          "retrieval": ScoreSuite(100, 30, 1.5)}
+SUITES = {
+    "knowledge": ScoreSuite(264, 80, 1.5),
+    "reasoning": ScoreSuite(214, 80, 0.0),
+    "retrieval": ScoreSuite(100, 30, 1.5),
+}
 
 
 def _depth_profile(where: str) -> np.ndarray:
@@ -103,8 +108,9 @@ class ScoreWorld:
         self.logit = {s: rng.normal(c.ability, 1.5, size=c.items) for s, c in SUITES.items()}
         self.sensitivity = {s: rng.gamma(2.0, 0.5, size=c.swept) for s, c in SUITES.items()}
 
-    def run(self, noise: float, drift: float = 0.0, where: str = "shallow", lose: float = 0.0,
-            suite_lost: str = "knowledge") -> DepthProfile:
+    def run(
+        self, noise: float, drift: float = 0.0, where: str = "shallow", lose: float = 0.0, suite_lost: str = "knowledge"
+    ) -> DepthProfile:
         suites, evaluations = {}, {}
         for s, c in SUITES.items():
             suites[s] = SuiteInfo(s, s, f"hash-{s}", "mc_text", tuple(f"{s}-{i:03d}" for i in range(c.items)), c.swept)
@@ -118,9 +124,14 @@ class ScoreWorld:
             for layer in range(LAYERS):
                 key = f"skip={layer}"
                 evaluations[(s, "mc_text", key)] = _evaluation(s, key, (layer,), swept[:, layer])
-        return DepthProfile(model={"name": "sim", "num_layers": LAYERS, "dtype": "float32", "device": "cpu"},
-                            environment={}, settings={"mode": "layers"}, suites=suites, bands=dict(BANDS),
-                            evaluations=evaluations)
+        return DepthProfile(
+            model={"name": "sim", "num_layers": LAYERS, "dtype": "float32", "device": "cpu"},
+            environment={},
+            settings={"mode": "layers"},
+            suites=suites,
+            bands=dict(BANDS),
+            evaluations=evaluations,
+        )
 
 
 def _evaluation(suite: str, key: str, removed: tuple[int, ...], p: np.ndarray) -> Evaluation:

@@ -89,8 +89,14 @@ def make_suite(n: int = 8, fewshot: int = 1, **settings: ProtocolSettings) -> Su
     }
     protocols.update(settings)
     return Suite(
-        name="tiny", capability="knowledge", description="", items=items[fewshot:], protocols=protocols,
-        default_protocol="mc_text", fewshot=items[:fewshot], content_hash="h",
+        name="tiny",
+        capability="knowledge",
+        description="",
+        items=items[fewshot:],
+        protocols=protocols,
+        default_protocol="mc_text",
+        fewshot=items[:fewshot],
+        content_hash="h",
     )
 
 
@@ -102,11 +108,11 @@ def make_suite(n: int = 8, fewshot: int = 1, **settings: ProtocolSettings) -> Su
 def hand_pair(tok, context: str, continuation: str, bos: bool = False) -> tuple[list[int], list[int]]:
     """lm-eval's encoding, written out: move trailing spaces, encode whole and context, split."""
     stripped = context.rstrip()
-    continuation = context[len(stripped):] + continuation
+    continuation = context[len(stripped) :] + continuation
     prefix = [tok.bos_token_id] if bos else []
     whole = prefix + tok.encode(stripped + continuation, add_special_tokens=False)
     ctx = prefix + tok.encode(stripped, add_special_tokens=False)
-    return ctx, whole[len(ctx):]
+    return ctx, whole[len(ctx) :]
 
 
 def hand_gold_scores(lls: list[float], gold: int) -> tuple[float, float]:
@@ -121,7 +127,8 @@ def assert_mc_scores(scores: dict, lls: list[float], gold: int, pred: int, pred_
     """0/1 metrics exactly; p_correct and margin against the hand computation from ``lls``."""
     assert scores.keys() == {"acc", "acc_norm", "p_correct", "margin"}
     assert {k: scores[k] for k in ("acc", "acc_norm")} == {
-        "acc": float(pred == gold), "acc_norm": float(pred_norm == gold)
+        "acc": float(pred == gold),
+        "acc_norm": float(pred_norm == gold),
     }
     p_correct, margin = hand_gold_scores(lls, gold)
     assert scores["p_correct"] == pytest.approx(p_correct, abs=SCORE_TOL)
@@ -185,7 +192,7 @@ def test_mc_letters_matches_hand_computation(family: str) -> None:
 
 
 def test_mc_letters_scores_all_letters_from_one_prompt_row() -> None:
-    """" A", " B", ... are single tokens: one prompt pass per item, no continuation pass."""
+    """ " A", " B", ... are single tokens: one prompt pass per item, no continuation pass."""
     prepared = prepare(make_suite(), "mc_letters", tokenizer())
     ll = prepared.loglikelihood
     assert len(ll.contexts) == len(prepared.items)
@@ -234,8 +241,10 @@ def test_generate_until_matches_plain_greedy_loop(family: str) -> None:
     model, tok = sharp_model(family), tokenizer()
     base = make_suite()
     # Stop at a character the model does emit, so cutting is exercised.
-    probe = hand_generate(model, tok, tok.encode(hand_prompt(base.items[0], base.fewshot, lambda s: s.answer_text)), (), 10)
-    stops = [probe[k:k + 2] for k in range(2, len(probe) - 1) if probe.find(probe[k:k + 2]) >= 2]
+    probe = hand_generate(
+        model, tok, tok.encode(hand_prompt(base.items[0], base.fewshot, lambda s: s.answer_text)), (), 10
+    )
+    stops = [probe[k : k + 2] for k in range(2, len(probe) - 1) if probe.find(probe[k : k + 2]) >= 2]
     settings = ProtocolSettings(template="Q: {context}\nA:", until=(*stops[:1], "\n"), max_gen_toks=10)
     suite = make_suite(generate_until=settings)
     expected = {}
@@ -243,15 +252,20 @@ def test_generate_until_matches_plain_greedy_loop(family: str) -> None:
         prompt = hand_prompt(item, suite.fewshot, lambda s: s.answer_text)
         expected[item.id] = hand_generate(model, tok, tok.encode(prompt), settings.until, settings.max_gen_toks)
     # Targets: half the model's own answers (exact_match 1), half the suite's.
-    suite = replace(suite, items=tuple(
-        replace(item, target=expected[item.id].strip() + ".") if k % 2 and expected[item.id].strip() else item
-        for k, item in enumerate(suite.items)
-    ))
+    suite = replace(
+        suite,
+        items=tuple(
+            replace(item, target=expected[item.id].strip() + ".") if k % 2 and expected[item.id].strip() else item
+            for k, item in enumerate(suite.items)
+        ),
+    )
     result = score_suite(model, tok, suite, "generate_until", batch_size=3)
     for item, outcome in zip(suite.items, result.outcomes):
         assert outcome.detail["generation"] == expected[item.id]
         assert outcome.detail["answer"] == expected[item.id].strip()
-        assert outcome.scores["exact_match"] == float(normalize_answer(expected[item.id]) == normalize_answer(item.target))
+        assert outcome.scores["exact_match"] == float(
+            normalize_answer(expected[item.id]) == normalize_answer(item.target)
+        )
     assert result.mean("exact_match") > 0
 
 
@@ -366,7 +380,7 @@ def test_sdpa_attention_with_padding_matches_eager(family: str) -> None:
 def test_trailing_space_moves_onto_the_continuation() -> None:
     tok = tokenizer()
     rule = encoding_rule(tok)
-    (ctx, cont), = encode_pairs(tok, rule, [("Answer: ", "A")])
+    ((ctx, cont),) = encode_pairs(tok, rule, [("Answer: ", "A")])
     assert tok.convert_ids_to_tokens(cont) == [" A"]  # the merged token, not " " + "A"
     assert ctx == tok.encode("Answer:", add_special_tokens=False)
     # A prompt ending in a space scores exactly like the same prompt with " " + candidate.
@@ -381,7 +395,7 @@ def test_trailing_space_moves_onto_the_continuation() -> None:
 
 def test_empty_context_uses_the_bos_token() -> None:
     tok = tokenizer()
-    (ctx, cont), = encode_pairs(tok, encoding_rule(tok), [("", "the")])
+    ((ctx, cont),) = encode_pairs(tok, encoding_rule(tok), [("", "the")])
     assert ctx == [tok.bos_token_id] and cont == tok.encode("the", add_special_tokens=False)
 
 
@@ -389,7 +403,7 @@ def test_bos_rule_follows_the_tokenizer() -> None:
     plain, with_bos = tokenizer(False), tokenizer(True)
     assert encoding_rule(plain).prefix == ()
     assert encoding_rule(with_bos).prefix == (with_bos.bos_token_id,)
-    (ctx, cont), = encode_pairs(with_bos, encoding_rule(with_bos), [("Q: hi\nA:", " B")])
+    ((ctx, cont),) = encode_pairs(with_bos, encoding_rule(with_bos), [("Q: hi\nA:", " B")])
     assert ctx[0] == with_bos.bos_token_id and with_bos.bos_token_id not in cont
     model, suite = sharp_model("gemma"), make_suite(4)
     result = score_suite(model, with_bos, suite, "mc_text")
@@ -467,7 +481,10 @@ def test_prompt_batches_split_where_padding_would_dominate() -> None:
     # Computed widths (after a 20-token shared prefix): 20, 18, 13, 12 | 11 | 4, 3 (each >= 0.6 of the first).
     lengths = [40, 38, 33, 32, 31, 24, 23]
     assert engine._chunks(lengths, settings, scored_all=False, shared=20, min_fill=0.6) == [
-        slice(0, 4), slice(4, 5), slice(5, 7)]
+        slice(0, 4),
+        slice(4, 5),
+        slice(5, 7),
+    ]
     assert engine._chunks(lengths, settings, scored_all=False, shared=20) == [slice(0, 7)]  # no fill rule
     # Nothing shared: whole lengths count, and only 23 < 0.6 * 40.
     assert engine._chunks(lengths, settings, scored_all=False, min_fill=0.6) == [slice(0, 6), slice(6, 7)]

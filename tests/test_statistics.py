@@ -35,8 +35,10 @@ ALPHA = 0.05
 def _brute_force(steps: list[int]) -> tuple[float, float]:
     """P(T <= t) and P(T >= t) over all 2^n sign vectors, by enumeration."""
     observed = sum(steps)
-    sums = [sum(s * abs(t) for s, t in zip(signs, steps, strict=True))
-            for signs in itertools.product((-1, 1), repeat=len(steps))]
+    sums = [
+        sum(s * abs(t) for s, t in zip(signs, steps, strict=True))
+        for signs in itertools.product((-1, 1), repeat=len(steps))
+    ]
     return (sum(s <= observed for s in sums) / len(sums), sum(s >= observed for s in sums) / len(sums))
 
 
@@ -158,8 +160,9 @@ def _intact_means(n: int, accuracy: float) -> np.ndarray:
     return np.array([1.0] * right + [0.0] * (n - right))
 
 
-def _simulated_power(means: np.ndarray, m: int, drop: float, alpha: float, flip_rate: float,
-                     rng: np.random.Generator, trials: int) -> float:
+def _simulated_power(
+    means: np.ndarray, m: int, drop: float, alpha: float, flip_rate: float, rng: np.random.Generator, trials: int
+) -> float:
     """The ALTERNATIVE drawn item by item, judged by the exact test."""
     k = np.rint(means * m).astype(int)
     q = drop / means.mean()
@@ -180,8 +183,10 @@ def test_intact_power_is_exact(n: int, accuracy: float, flip_rate: float) -> Non
     assert simulated == pytest.approx(0.8, abs=0.035)  # 3 standard errors of 1500 draws
 
 
-@pytest.mark.parametrize(("accuracy", "m", "flip_rate", "alpha"),
-                         [(0.5, 9, 0.0, ALPHA / 12), (0.3, 12, 0.05, ALPHA / 12), (0.75, 9, 0.05, ALPHA)])
+@pytest.mark.parametrize(
+    ("accuracy", "m", "flip_rate", "alpha"),
+    [(0.5, 9, 0.0, ALPHA / 12), (0.3, 12, 0.05, ALPHA / 12), (0.75, 9, 0.05, ALPHA)],
+)
 def test_band_power_is_never_overstated(accuracy: float, m: int, flip_rate: float, alpha: float) -> None:
     rng = np.random.default_rng(int(accuracy * 100) + m)
     means = rng.binomial(m, rng.beta(accuracy * 1.5, (1 - accuracy) * 1.5, size=40)) / m
@@ -237,8 +242,9 @@ class Simulator:
     def __init__(self, rng: np.random.Generator) -> None:
         self.rng = rng
         self.ability = {s: rng.beta(c.accuracy * 1.5, (1 - c.accuracy) * 1.5, size=c.items) for s, c in SUITES.items()}
-        self.damage = {s: {b: DAMAGE[b] * rng.uniform(0.8, 1.0, size=len(layers)) for b, layers in BANDS.items()}
-                       for s in SUITES}
+        self.damage = {
+            s: {b: DAMAGE[b] * rng.uniform(0.8, 1.0, size=len(layers)) for b, layers in BANDS.items()} for s in SUITES
+        }
 
     def draw(self) -> dict[str, dict[str, np.ndarray]]:
         rng = self.rng
@@ -246,8 +252,10 @@ class Simulator:
         for s, c in SUITES.items():
             shared = rng.random((c.swept, 1)) * np.ones((1, LAYERS))
             own = rng.random((c.swept, LAYERS))
-            out[s] = {"intact": rng.random(c.items),
-                      "sweep": np.where(rng.random((c.swept, LAYERS)) < 0.8, shared, own)}
+            out[s] = {
+                "intact": rng.random(c.items),
+                "sweep": np.where(rng.random((c.swept, LAYERS)) < 0.8, shared, own),
+            }
         return out
 
     def benign(self, run: dict[str, dict[str, np.ndarray]], unstable: float) -> dict[str, dict[str, np.ndarray]]:
@@ -255,8 +263,10 @@ class Simulator:
         out = {}
         for s, c in SUITES.items():
             redraw = self.rng.random(c.items) < unstable
-            out[s] = {"intact": np.where(redraw, fresh[s]["intact"], run[s]["intact"]),
-                      "sweep": np.where(redraw[: c.swept, None], fresh[s]["sweep"], run[s]["sweep"])}
+            out[s] = {
+                "intact": np.where(redraw, fresh[s]["intact"], run[s]["intact"]),
+                "sweep": np.where(redraw[: c.swept, None], fresh[s]["sweep"], run[s]["sweep"]),
+            }
         return out
 
     def profile(self, run: dict[str, dict[str, np.ndarray]], lose: dict[str, np.ndarray] | None = None) -> DepthProfile:
@@ -273,11 +283,17 @@ class Simulator:
                 outcome = (run[s]["sweep"][:, list(layers)] < strength).astype(float)
                 for j, layer in enumerate(layers):
                     key = f"layer:{layer:02d}"
-                    evaluations[(s, c.protocol, key)] = Evaluation(s, c.protocol, key, (layer,),
-                                                                   _metrics(c, outcome[:, j]))
-        return DepthProfile(model={"name": "sim", "num_layers": LAYERS, "dtype": "float32", "device": "cpu"},
-                            environment={}, settings={"mode": "layers"}, suites=suites, bands=dict(BANDS),
-                            evaluations=evaluations)
+                    evaluations[(s, c.protocol, key)] = Evaluation(
+                        s, c.protocol, key, (layer,), _metrics(c, outcome[:, j])
+                    )
+        return DepthProfile(
+            model={"name": "sim", "num_layers": LAYERS, "dtype": "float32", "device": "cpu"},
+            environment={},
+            settings={"mode": "layers"},
+            suites=suites,
+            bands=dict(BANDS),
+            evaluations=evaluations,
+        )
 
 
 def _metrics(suite: SimSuite, values: np.ndarray) -> dict[str, tuple[float, ...]]:
@@ -302,9 +318,12 @@ def benign_runs() -> dict[str, float]:
         failed["holm"] += not comparison.passed
         # the same cells judged without correction (a shift cell by its own rule: significant, two-sided, and at
         # least half the allowed move), and the band cells by the old pooled test
-        failed["none"] += any(c.p_value <= ALPHA and abs(c.delta) >= EFFECT_FLOOR * c.allowed if c.band == SHIFT
-                              else classify(c.delta, c.allowed, c.p_value, ALPHA) == "regressed"
-                              for c in comparison.cells)
+        failed["none"] += any(
+            c.p_value <= ALPHA and abs(c.delta) >= EFFECT_FLOOR * c.allowed
+            if c.band == SHIFT
+            else classify(c.delta, c.allowed, c.p_value, ALPHA) == "regressed"
+            for c in comparison.cells
+        )
         for c in comparison.cells:
             if c.band in (INTACT, SHIFT):
                 continue
@@ -312,9 +331,13 @@ def benign_runs() -> dict[str, float]:
             failed["band item-level"] += c.p_value <= ALPHA and c.delta < 0
             pooled = sum(math.comb(c.worse + c.better, k) for k in range(c.worse, c.worse + c.better + 1))
             failed["band pooled"] += pooled / 2 ** (c.worse + c.better) <= ALPHA and c.delta < 0
-    return {"holm": failed["holm"] / trials, "none": failed["none"] / trials,
-            "band item-level": failed["band item-level"] / band_cells,
-            "band pooled": failed["band pooled"] / band_cells, "trials": trials}
+    return {
+        "holm": failed["holm"] / trials,
+        "none": failed["none"] / trials,
+        "band item-level": failed["band item-level"] / band_cells,
+        "band pooled": failed["band pooled"] / band_cells,
+        "trials": trials,
+    }
 
 
 def test_benign_candidates_fail_a_full_comparison_at_most_alpha_of_the_time(benign_runs: dict[str, float]) -> None:

@@ -90,12 +90,8 @@ def test_hash_ignores_formatting_but_not_content(tmp_path: Path) -> None:
         "[Paris, Lyon, Nice, Lille]", "\n      - Paris\n      - Lyon\n      - Nice\n      - Lille"
     )
     assert load_suite(_write(tmp_path, "b.yaml", reformatted)).content_hash == base.content_hash
-    explicit_default = VALID.replace(
-        '{template: "{context}"}', '{template: "{context}", target_delimiter: " "}'
-    )
-    assert (
-        load_suite(_write(tmp_path, "c.yaml", explicit_default)).content_hash == base.content_hash
-    )
+    explicit_default = VALID.replace('{template: "{context}"}', '{template: "{context}", target_delimiter: " "}')
+    assert load_suite(_write(tmp_path, "c.yaml", explicit_default)).content_hash == base.content_hash
     changed = VALID.replace("    gold: 0\n", "    gold: 1\n", 1)
     assert load_suite(_write(tmp_path, "d.yaml", changed)).content_hash != base.content_hash
 
@@ -139,11 +135,7 @@ def _evaluate(expression: str) -> int:
             if isinstance(node.op, ast.FloorDiv):
                 assert left % right == 0, f"inexact division in {expression}"
             return _BINARY[type(node.op)](left, right)
-        if (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Name)
-            and node.func.id in ("max", "min")
-        ):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("max", "min"):
             values = [walk(arg) for arg in node.args]
             return max(values) if node.func.id == "max" else min(values)
         raise AssertionError(f"unexpected syntax in {expression!r}")
@@ -176,9 +168,7 @@ def _answer_from_question(domain: str, kind: str, question: str) -> int | None:
         return int(total) // factor
     if domain == "algebra":
         left, right = re.fullmatch(r"If (.+) = (\d+), what is x\?", question).groups()
-        solutions = [
-            x for x in range(0, 1000) if _evaluate(left.replace("x", str(x))) == int(right)
-        ]
+        solutions = [x for x in range(0, 1000) if _evaluate(left.replace("x", str(x))) == int(right)]
         assert len(solutions) == 1, question
         return solutions[0]
     return None
@@ -201,9 +191,7 @@ def test_reasoning_answers_recomputed(suites: dict[str, Suite]) -> None:
                 assert not collections.Counter(re.findall(r"\d+", expression)) - in_story, item.id
         assert all(choice.isdigit() for choice in item.choices), item.id
     ranks = collections.Counter(
-        sorted(map(int, item.choices)).index(int(item.target))
-        for item in suite.items
-        if item.domain != "comparison"
+        sorted(map(int, item.choices)).index(int(item.target)) for item in suite.items if item.domain != "comparison"
     )
     assert min(ranks.values()) >= sum(ranks.values()) // 8, f"answer's rank by size leaks: {ranks}"
     assert seen_domains == {
@@ -230,12 +218,8 @@ def test_retrieval_answers_only_in_context(suites: dict[str, Suite]) -> None:
             sentences = re.split(r"(?<=\.) ", haystack)
             needles = [i for i, s in enumerate(sentences) if s.startswith("The secret code")]
             assert len(needles) == 1
-            assert sentences[needles[0]] == f"The secret code for {thing} is {item.target}.", (
-                item.id
-            )
-            slack = (
-                0.5 / (len(sentences) - 1) + 1e-9
-            )  # the needle sits at the nearest sentence break
+            assert sentences[needles[0]] == f"The secret code for {thing} is {item.target}.", item.id
+            slack = 0.5 / (len(sentences) - 1) + 1e-9  # the needle sits at the nearest sentence break
             assert abs(needles[0] / (len(sentences) - 1) - item.metadata["depth"]) <= slack, item.id
             depths[item.kind].add(item.metadata["depth"])
         else:
@@ -430,8 +414,9 @@ def test_valid_fixture_loads(tmp_path: Path) -> None:
 # Limits at the door
 
 
-def test_a_suite_over_the_size_limit_is_refused_without_parsing(tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_suite_over_the_size_limit_is_refused_without_parsing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from pytest_layercheck.suites import loader
 
     big = _write(tmp_path, "big.yaml", VALID + "# padding\n" * 3_000_000)  # 30 MB
@@ -472,8 +457,9 @@ def test_too_many_aliases_are_refused() -> None:
 
 
 def test_a_few_aliases_and_merge_keys_still_load() -> None:
-    text = VALID.replace('  mc_text: {template: "{context}"}', '  mc_text: &plain {template: "{context}"}\n'
-                         '  continuation: *plain')
+    text = VALID.replace(
+        '  mc_text: {template: "{context}"}', '  mc_text: &plain {template: "{context}"}\n  continuation: *plain'
+    )
     assert set(load_suite_text(text).protocols) == {"mc_text", "generate_until", "continuation"}
 
 

@@ -33,8 +33,15 @@ from pytest_layercheck.scoring.wavefront import _Wavefront
 from pytest_layercheck.suites.schema import ProtocolSettings, Suite, SuiteItem
 
 LAYERS = 5
-CONTEXTS = ["What is 2+2?", "x", "Name the capital of France, and say why it became the capital at all?",
-            "Pick one.", "Which of these numbers is prime?", "The the the", "Sum?"]
+CONTEXTS = [
+    "What is 2+2?",
+    "x",
+    "Name the capital of France, and say why it became the capital at all?",
+    "Pick one.",
+    "Which of these numbers is prime?",
+    "The the the",
+    "Sum?",
+]
 CHOICES = [("four", "five", "twenty-two", "x"), ("Paris", "Lyon"), ("A", "B", "the other one")]
 SHOTS = tuple(
     SuiteItem(id=f"s{i}", context=c, domain="t", kind="t", choices=("yes", "no"), gold=0, target="yes")
@@ -44,16 +51,31 @@ SHOTS = tuple(
 
 def suite(shots: int) -> Suite:
     items = tuple(
-        SuiteItem(id=f"q{i}", context=CONTEXTS[i % len(CONTEXTS)], domain="t", kind="t",
-                  choices=CHOICES[i % 3], gold=i % len(CHOICES[i % 3]), target=CHOICES[i % 3][0])
+        SuiteItem(
+            id=f"q{i}",
+            context=CONTEXTS[i % len(CONTEXTS)],
+            domain="t",
+            kind="t",
+            choices=CHOICES[i % 3],
+            gold=i % len(CHOICES[i % 3]),
+            target=CHOICES[i % 3][0],
+        )
         for i in range(9)
     )
     template = ProtocolSettings(template="Q: {context}\nA:")
     return Suite(
-        name="sweep", capability="knowledge", description="", items=items, default_protocol="mc_text",
-        protocols={"mc_text": template, "continuation": template,
-                   "mc_letters": ProtocolSettings(template="Q: {context}\n{choices_block}\nA:")},
-        fewshot=SHOTS[:shots], content_hash="h",
+        name="sweep",
+        capability="knowledge",
+        description="",
+        items=items,
+        default_protocol="mc_text",
+        protocols={
+            "mc_text": template,
+            "continuation": template,
+            "mc_letters": ProtocolSettings(template="Q: {context}\n{choices_block}\nA:"),
+        },
+        fewshot=SHOTS[:shots],
+        content_hash="h",
     )
 
 
@@ -127,8 +149,12 @@ def test_the_model_is_left_as_it_was() -> None:
     run_loglikelihood_sweep(m, plan, ABLATIONS)
     assert list(get_adapter(m).layers) == blocks
     assert all(not block._forward_pre_hooks for block in blocks)
-    assert all(not module._forward_pre_hooks for block in blocks
-               for module in (adapter.out_proj_of(block), adapter.mlp_of(block)) if module is not None)
+    assert all(
+        not module._forward_pre_hooks
+        for block in blocks
+        for module in (adapter.out_proj_of(block), adapter.mlp_of(block))
+        if module is not None
+    )
     assert_same(run_loglikelihood(m, plan), before)
 
 
@@ -141,8 +167,10 @@ def count_block_calls(m, run) -> tuple[list[int], list[int]]:
         calls[i] += 1
         rows[i] += hidden.shape[0]
 
-    handles = [block.register_forward_pre_hook(lambda mod, args, kwargs, i=i: hook(i, args, kwargs), with_kwargs=True)
-               for i, block in enumerate(get_adapter(m).layers)]
+    handles = [
+        block.register_forward_pre_hook(lambda mod, args, kwargs, i=i: hook(i, args, kwargs), with_kwargs=True)
+        for i, block in enumerate(get_adapter(m).layers)
+    ]
     try:
         run()
     finally:
@@ -155,7 +183,8 @@ def test_per_ablation_runs_only_compute_the_layers_after_the_resume_point() -> N
     m = model("llama")
     plan = plan_of("llama", "mc_text", 3)
     calls, _ = count_block_calls(
-        m, lambda: run_loglikelihood_sweep(m, plan, [Ablation.skipping(i) for i in range(LAYERS)], wavefront=False))
+        m, lambda: run_loglikelihood_sweep(m, plan, [Ablation.skipping(i) for i in range(LAYERS)], wavefront=False)
+    )
     forwards = 1 + sum(1 + len(batch.chunks) for batch in plan.batches)  # prefix pass + prompt/chunk passes
     # Layer i runs once intact, and once for each removed layer k < i (removing k >= i starts after i),
     # except that removing the last layer resumes at the layer before it.
@@ -194,7 +223,8 @@ def test_the_final_layer_works_only_on_the_positions_that_are_read() -> None:
     adapter = get_adapter(m)
     positions: list[int] = []
     handle = adapter.mlp_of(adapter.layers[LAYERS - 1]).register_forward_hook(  # sees the work it did
-        lambda module, args, output: positions.append(output.shape[0] * output.shape[1]))
+        lambda module, args, output: positions.append(output.shape[0] * output.shape[1])
+    )
     try:
         run_loglikelihood(m, plan)
         intact = sum(positions)
@@ -255,8 +285,13 @@ def test_chunks_run_on_several_cores_give_the_same_numbers(family: str) -> None:
     m = sharp_model(family, seed=3, sharpen_embeddings=False, layers=LAYERS)
     donor = sharp_model(family, seed=11, sharpen_embeddings=False, layers=LAYERS)
     plan = plan_of(family, "mc_text", 3, token_budget=BUDGET)
-    ablations = [*ABLATIONS, Ablation.swapping([1]), Ablation.build(swap=[2], skip=[3]),
-                 Ablation.masking({1: [0]}, gqa="group"), Ablation.masking({2: [1, 2]})]
+    ablations = [
+        *ABLATIONS,
+        Ablation.swapping([1]),
+        Ablation.build(swap=[2], skip=[3]),
+        Ablation.masking({1: [0]}, gqa="group"),
+        Ablation.masking({2: [1, 2]}),
+    ]
     few = StreamBudget(tokens=800, bytes=2**40)  # a few streams per chunk, several chunks per batch
     one = StreamBudget(tokens=1, bytes=1)  # one stream per chunk, whatever the workers
     before = torch.get_num_threads()
@@ -284,6 +319,7 @@ def test_chunks_run_on_several_cores_give_the_same_numbers(family: str) -> None:
         assert torch.equal(a.loglikelihood, b.loglikelihood) and torch.equal(a.greedy, b.greedy)
     assert all(not get_adapter(m).out_proj_of(block)._forward_pre_hooks for block in get_adapter(m).layers)
 
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_the_direct_head_gives_the_models_own_logits(family: str) -> None:
     """Final norm, LM head and soft-cap applied directly (what chunks on other threads run) against the
@@ -292,15 +328,20 @@ def test_the_direct_head_gives_the_models_own_logits(family: str) -> None:
     adapter = get_adapter(m)
     norm = _final_norm(adapter)
     assert norm is not None
-    hidden = torch.randn(2, 5, adapter.config.hidden_size if hasattr(adapter.config, "hidden_size")
-                         else adapter.config.n_embd) * 3
+    hidden = (
+        torch.randn(
+            2, 5, adapter.config.hidden_size if hasattr(adapter.config, "hidden_size") else adapter.config.n_embd
+        )
+        * 3
+    )
     head = _Head(m, adapter, norm)
     head.check(hidden)
     assert head.direct
     for keep_last in (True, False):
         with torch.inference_mode():
-            torch.testing.assert_close(head(hidden, keep_last), _head_logits(m, norm, hidden, keep_last),
-                                       rtol=1e-6, atol=1e-5)
+            torch.testing.assert_close(
+                head(hidden, keep_last), _head_logits(m, norm, hidden, keep_last), rtol=1e-6, atol=1e-5
+            )
     wrong = _Head(m, adapter, norm)
     wrong.softcap = 0.5  # a family detail the direct way would miss
     wrong.check(hidden)
@@ -341,8 +382,9 @@ def test_a_sweep_with_nothing_to_branch_off_runs_the_intact_batches_on_every_cor
     hook = get_adapter(m).layers[0].register_forward_pre_hook(lambda *_: idents.add(threading.get_ident()))
     seen: list[tuple[int, int]] = []
     try:
-        intact, copies = run_loglikelihood_sweep(m, plan, [Ablation(), Ablation()], workers=2,
-                                                 on_step=lambda done, total: seen.append((done, total)))
+        intact, copies = run_loglikelihood_sweep(
+            m, plan, [Ablation(), Ablation()], workers=2, on_step=lambda done, total: seen.append((done, total))
+        )
     finally:
         hook.remove()
         torch.set_num_threads(before)
@@ -350,7 +392,9 @@ def test_a_sweep_with_nothing_to_branch_off_runs_the_intact_batches_on_every_cor
     serial = run_loglikelihood(m, plan, workers=1)
     for output in (intact, *copies):
         assert torch.equal(output.loglikelihood, serial.loglikelihood) and torch.equal(output.greedy, serial.greedy)
-    pointers = {o.loglikelihood.data_ptr() for o in (intact, *copies)} | {o.greedy.data_ptr() for o in (intact, *copies)}
+    pointers = {o.loglikelihood.data_ptr() for o in (intact, *copies)} | {
+        o.greedy.data_ptr() for o in (intact, *copies)
+    }
     assert len(pointers) == 6  # copies, not views
     total = len(plan.batches) * 3
     assert seen == [(i, total) for i in range(1, total + 1)]
@@ -380,23 +424,27 @@ def test_prefix_rows_are_laid_out_as_the_engine_lays_them_out() -> None:
     call's own columns are written in place, and attention then reads the contiguous buffer."""
     length, width, heads, dim = 6, 20, 2, 4
     generator = torch.Generator().manual_seed(0)
-    states = {(i, 0): (torch.randn(1, heads, length, dim, generator=generator),
-                       torch.randn(1, heads, length, dim, generator=generator)) for i in (3, 7)}
+    states = {
+        (i, 0): (
+            torch.randn(1, heads, length, dim, generator=generator),
+            torch.randn(1, heads, length, dim, generator=generator),
+        )
+        for i in (3, 7)
+    }
     group = cast(Any, SimpleNamespace(members=[SimpleNamespace(index=3), SimpleNamespace(index=7)]))
     pads = torch.tensor([0, 2, 9, 5])  # 9: this row's padding runs past the prefix
     layer = _Wavefront._prefix_layer(cast(Any, SimpleNamespace(prefix=states)), group, 0, pads, width)
     assert layer.keys.shape == (8, heads, length, dim) and layer.buffers[0].shape == (8, heads, width, dim)
     for m, index in enumerate((3, 7)):
         expected = PrefixCache([states[(index, 0)]], length).expand(pads).layers[0]
-        assert torch.equal(layer.keys[4 * m:4 * (m + 1)], expected.keys)
-        assert torch.equal(layer.values[4 * m:4 * (m + 1)], expected.values)
+        assert torch.equal(layer.keys[4 * m : 4 * (m + 1)], expected.keys)
+        assert torch.equal(layer.values[4 * m : 4 * (m + 1)], expected.values)
     new = torch.randn(8, heads, width - length, dim, generator=generator)
     keys, values = layer.update(new, -new)
     assert keys.is_contiguous() and keys.data_ptr() == layer.buffers[0].data_ptr() and keys.shape[2] == width
     assert torch.equal(keys[:, :, length:], new) and torch.equal(values[:, :, length:], -new)
     more, _ = layer.update(new[:, :, :1], new[:, :, :1])  # past the planned width: grows as DynamicLayer does
     assert torch.equal(more[:, :, width:], new[:, :, :1]) and torch.equal(more[:, :, :width], keys)
-
 
 
 def test_a_filled_layer_extends_selected_rows_as_a_dynamic_layer_does() -> None:

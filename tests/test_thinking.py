@@ -41,22 +41,32 @@ from pytest_layercheck.suites.schema import ProtocolSettings, Suite, SuiteItem
 
 def item(context: str, target: str, choices: tuple[str, ...] = (), domain: str = "geography") -> SuiteItem:
     gold = choices.index(target) if choices else None
-    return SuiteItem(id=context[:12].replace(" ", "_"), context=context, domain=domain, kind="k", choices=choices,
-                     gold=gold, target=target)
+    return SuiteItem(
+        id=context[:12].replace(" ", "_"),
+        context=context,
+        domain=domain,
+        kind="k",
+        choices=choices,
+        gold=gold,
+        target=target,
+    )
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    (" 7 * 6 = 42. So, 7 * 6 = 42.\n\nThe answer is: 7", 7.0),  # strict: the stated answer wins
-    (" 3 minutes is 3 * 60 = 180 seconds.", 180.0),  # flexible: the last number
-    ("The answer is: Let's think step by step.\nSo 2 weeks is 14 days.", 14.0),  # strict finds none
-    (" so the answer is 1,080 pencils", 1080.0),
-    (" 8 * 8 = 64. So the answer is 8 * 8 = 64.", 64.0),  # a calculation states its result after "="
-    ("So, the answer is x = 23.", 23.0),
-    ("The answer is 4 + 4 =", 4.0),  # nothing after "=": the first number of the statement
-    ("The answer is -5, not 5", -5.0),
-    ("She has 1.5 apples left.", 1.5),
-    ("no digits at all", None),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (" 7 * 6 = 42. So, 7 * 6 = 42.\n\nThe answer is: 7", 7.0),  # strict: the stated answer wins
+        (" 3 minutes is 3 * 60 = 180 seconds.", 180.0),  # flexible: the last number
+        ("The answer is: Let's think step by step.\nSo 2 weeks is 14 days.", 14.0),  # strict finds none
+        (" so the answer is 1,080 pencils", 1080.0),
+        (" 8 * 8 = 64. So the answer is 8 * 8 = 64.", 64.0),  # a calculation states its result after "="
+        ("So, the answer is x = 23.", 23.0),
+        ("The answer is 4 + 4 =", 4.0),  # nothing after "=": the first number of the statement
+        ("The answer is -5, not 5", -5.0),
+        ("She has 1.5 apples left.", 1.5),
+        ("no digits at all", None),
+    ],
+)
 def test_extract_number(text: str, expected: float | None) -> None:
     assert extract_number(text) == expected
 
@@ -64,17 +74,20 @@ def test_extract_number(text: str, expected: float | None) -> None:
 CAPITALS = ("Paris", "Lyon", "Marseille", "Nice")
 
 
-@pytest.mark.parametrize(("text", "context", "choices", "expected"), [
-    (" The capital of France is Paris.", "The capital of France is", CAPITALS, 0),
-    ("Paris is nice, but the answer is Lyon. Paris!", None, CAPITALS, 1),  # strict beats the last mention
-    ("1. Lyon is big. 2. Nice is sunny. 3. Marseille", None, CAPITALS, 2),  # flexible: the last mention
-    ("The answer is: Let's think step by step. It is nice", None, CAPITALS, 3),  # case-insensitive
-    ("The opposite of hot is ...", "The opposite of hot is", ("cold", "hot", "warm", "dark"), None),  # echo only
-    (" The opposite of hot is hot", "The opposite of hot is", ("cold", "hot", "warm", "dark"), 1),
-    ("George Washington was first", None, ("George Washington", "George", "John Adams", "Lincoln"), 0),  # longest
-    ("In August it is ag", None, ("Au", "Ag", "Si", "Sr"), 1),  # whole words: not "Au" inside "August"
-    ("nothing relevant", None, CAPITALS, None),
-])
+@pytest.mark.parametrize(
+    ("text", "context", "choices", "expected"),
+    [
+        (" The capital of France is Paris.", "The capital of France is", CAPITALS, 0),
+        ("Paris is nice, but the answer is Lyon. Paris!", None, CAPITALS, 1),  # strict beats the last mention
+        ("1. Lyon is big. 2. Nice is sunny. 3. Marseille", None, CAPITALS, 2),  # flexible: the last mention
+        ("The answer is: Let's think step by step. It is nice", None, CAPITALS, 3),  # case-insensitive
+        ("The opposite of hot is ...", "The opposite of hot is", ("cold", "hot", "warm", "dark"), None),  # echo only
+        (" The opposite of hot is hot", "The opposite of hot is", ("cold", "hot", "warm", "dark"), 1),
+        ("George Washington was first", None, ("George Washington", "George", "John Adams", "Lincoln"), 0),  # longest
+        ("In August it is ag", None, ("Au", "Ag", "Si", "Sr"), 1),  # whole words: not "Au" inside "August"
+        ("nothing relevant", None, CAPITALS, None),
+    ],
+)
 def test_match_choice(text: str, context: str | None, choices: tuple[str, ...], expected: int | None) -> None:
     assert match_choice(text, choices, context) == expected
 
@@ -121,15 +134,27 @@ def test_corrections_and_overthinking_by_hand() -> None:
 def suites() -> tuple[Suite, Suite]:
     settings = {"mc_text": ProtocolSettings(template="{context}")}
     knowledge = Suite(
-        name="facts", capability="knowledge", description="", default_protocol="mc_text", protocols=settings,
-        items=(item("The organ that pumps blood is the", "heart", ("heart", "liver", "lung", "skin"), "medicine"),
-               item("The capital of France is", "Paris", CAPITALS),
-               item("The bone of the head is the", "skull", ("skull", "rib", "femur", "jaw"), "medicine")),
-        content_hash="a")
+        name="facts",
+        capability="knowledge",
+        description="",
+        default_protocol="mc_text",
+        protocols=settings,
+        items=(
+            item("The organ that pumps blood is the", "heart", ("heart", "liver", "lung", "skin"), "medicine"),
+            item("The capital of France is", "Paris", CAPITALS),
+            item("The bone of the head is the", "skull", ("skull", "rib", "femur", "jaw"), "medicine"),
+        ),
+        content_hash="a",
+    )
     reasoning = Suite(
-        name="sums", capability="reasoning", description="", default_protocol="mc_text", protocols=settings,
+        name="sums",
+        capability="reasoning",
+        description="",
+        default_protocol="mc_text",
+        protocols=settings,
         items=(item("What is 2 + 2?", "4", domain="arithmetic"), item("What is 9 - 3?", "6", domain="arithmetic")),
-        content_hash="b")
+        content_hash="b",
+    )
     return knowledge, reasoning
 
 
@@ -137,22 +162,36 @@ def greedy_alone(model: torch.nn.Module, prompt: str, tokens: int, until: tuple[
     tokenizer = tiny_tokenizer()
     ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
     with torch.inference_mode():
-        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=tokens, do_sample=False,
-                             pad_token_id=0, eos_token_id=2)
-    new = out[0, ids.shape[1]:].tolist()
+        out = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=tokens,
+            do_sample=False,
+            pad_token_id=0,
+            eos_token_id=2,
+        )
+    new = out[0, ids.shape[1] :].tolist()
     new = new[: new.index(2)] if 2 in new else new
     return cut_at_stop(tokenizer.decode(new, skip_special_tokens=True), until)
 
 
 def test_compare_thinking_pairs_batched_generations_per_item() -> None:
     model = tiny_model("llama", layers=2, seed=4)
-    loaded = LoadedModel(model=model, tokenizer=tiny_tokenizer(), spec="tiny", name="tiny", kind="test",
-                         device=torch.device("cpu"), dtype=torch.float32)
+    loaded = LoadedModel(
+        model=model,
+        tokenizer=tiny_tokenizer(),
+        spec="tiny",
+        name="tiny",
+        kind="test",
+        device=torch.device("cpu"),
+        dtype=torch.float32,
+    )
     knowledge, reasoning = suites()
     result = compare_thinking(loaded, suites=[knowledge, reasoning], limit=None, cot_tokens=12, fast_tokens=6)
     assert [p.group for p in result.items] == [MEDICINE, OTHER_KNOWLEDGE, MEDICINE, MATHS, MATHS]
-    for pair, (suite, it) in zip(result.items, [(knowledge, i) for i in knowledge.items] +
-                                 [(reasoning, i) for i in reasoning.items]):
+    for pair, (suite, it) in zip(
+        result.items, [(knowledge, i) for i in knowledge.items] + [(reasoning, i) for i in reasoning.items]
+    ):
         assert pair.fast_text == greedy_alone(model, fast_prompt(it), 6, ("\n\n", "Question:"))
         assert pair.slow_text == greedy_alone(model, slow_prompt(it), 12, ("Question:",))
         assert pair.fast == judge(it, pair.fast_text) and pair.slow == judge(it, pair.slow_text)
@@ -174,8 +213,27 @@ def test_compare_thinking_pairs_batched_generations_per_item() -> None:
 def test_cli_runs_on_a_saved_tiny_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     folder = save(tiny_model("llama", layers=2, seed=4), tmp_path / "tiny")
     out = tmp_path / "t.json"
-    assert main(["thinking", str(folder), "--device", "cpu", "--limit", "2", "--cot-tokens", "8",
-                 "--fast-tokens", "4", "--show", "1", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "thinking",
+                str(folder),
+                "--device",
+                "cpu",
+                "--limit",
+                "2",
+                "--cot-tokens",
+                "8",
+                "--fast-tokens",
+                "4",
+                "--show",
+                "1",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "layercheck thinking" in capsys.readouterr().out
     payload = json.loads(out.read_text())
     assert len(payload["items"]) == 4 and payload["groups"][-1]["group"] == ALL

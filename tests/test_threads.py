@@ -39,14 +39,17 @@ def test_one_usable_core_needs_no_measurement(monkeypatch: pytest.MonkeyPatch) -
     assert threads.choose_threads({}).threads == 1
 
 
-@pytest.mark.parametrize(("timings", "expected"), [
-    ({1: 1.0, 2: 0.55}, 2),  # quiet machine: 1.8x faster with 2 threads
-    ({1: 1.0, 2: 0.75}, 2),  # a noisy calibration on a quiet machine (1.3x): still 2
-    ({1: 1.0, 2: 0.90}, 1),  # the second core is busy elsewhere: 1.1x is not worth it
-    ({1: 1.0, 2: 1.6}, 1),  # oversubscribed: slower with 2
-    ({1: 1.0, 4: 0.55}, 4),  # 1.8x >= 1 + 3 * 0.2
-    ({1: 1.0, 4: 0.70}, 1),  # 1.4x on 4 cores: shared
-])
+@pytest.mark.parametrize(
+    ("timings", "expected"),
+    [
+        ({1: 1.0, 2: 0.55}, 2),  # quiet machine: 1.8x faster with 2 threads
+        ({1: 1.0, 2: 0.75}, 2),  # a noisy calibration on a quiet machine (1.3x): still 2
+        ({1: 1.0, 2: 0.90}, 1),  # the second core is busy elsewhere: 1.1x is not worth it
+        ({1: 1.0, 2: 1.6}, 1),  # oversubscribed: slower with 2
+        ({1: 1.0, 4: 0.55}, 4),  # 1.8x >= 1 + 3 * 0.2
+        ({1: 1.0, 4: 0.70}, 1),  # 1.4x on 4 cores: shared
+    ],
+)
 def test_more_threads_only_when_they_pay(timings: dict[int, float], expected: int) -> None:
     assert threads.pick(timings) == expected
 
@@ -57,8 +60,9 @@ def test_a_busy_core_measured_gives_one_thread(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(threads, "calibrate", lambda counts: {1: 0.030, 2: 0.029})
     choice = threads.choose_threads({})
     assert (choice.threads, choice.source, choice.timings) == (1, "measured", {1: 0.030, 2: 0.029})
-    assert choice.describe() == ("1 torch thread (measured, 1 thread: 30 ms, 2 threads: 29 ms; "
-                                 "2 usable cores, 0.2 busy elsewhere)")
+    assert choice.describe() == (
+        "1 torch thread (measured, 1 thread: 30 ms, 2 threads: 29 ms; 2 usable cores, 0.2 busy elsewhere)"
+    )
 
 
 def test_a_quiet_machine_measured_gives_every_core(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -69,8 +73,9 @@ def test_a_quiet_machine_measured_gives_every_core(monkeypatch: pytest.MonkeyPat
 
 
 @pytest.mark.parametrize(("cores", "busy", "calibrated"), [(2, 1.0, None), (2, 0.3, None), (2, 3.9, None), (8, 6.2, 2)])
-def test_cores_other_processes_keep_busy_are_not_used(monkeypatch: pytest.MonkeyPatch, cores: int, busy: float,
-                                                      calibrated: int | None) -> None:
+def test_cores_other_processes_keep_busy_are_not_used(
+    monkeypatch: pytest.MonkeyPatch, cores: int, busy: float, calibrated: int | None
+) -> None:
     """A quiet moment in the calibration does not outvote a sample that says the cores are taken."""
     measured: list[tuple[int, ...]] = []
     monkeypatch.setattr(threads, "usable_cores", lambda: cores)
@@ -96,16 +101,19 @@ def test_xdist_workers_split_the_cores_without_measuring_each_other(monkeypatch:
 
 
 @pytest.mark.parametrize(("busy", "expected"), [(0.0, 4), (4.0, 4), (5.2, 3), (8.0, 1)])
-def test_an_xdist_worker_counts_only_load_beyond_the_other_workers_share(monkeypatch: pytest.MonkeyPatch,
-                                                                        busy: float, expected: int) -> None:
+def test_an_xdist_worker_counts_only_load_beyond_the_other_workers_share(
+    monkeypatch: pytest.MonkeyPatch, busy: float, expected: int
+) -> None:
     """8 cores, 2 workers: a share of 4; the other worker's 4 busy cores are not load, a fifth is."""
     monkeypatch.setattr(threads, "usable_cores", lambda: 8)
     monkeypatch.setattr(threads, "busy_elsewhere", lambda: busy)
     assert threads.choose_threads(WORKER, measure=False).threads == expected
 
 
-@pytest.mark.parametrize(("environ", "count"), [({}, 1), (WORKER, 2), ({"PYTEST_XDIST_WORKER_COUNT": "4"}, 1),
-                                                ({**WORKER, "PYTEST_XDIST_WORKER_COUNT": "x"}, 1)])
+@pytest.mark.parametrize(
+    ("environ", "count"),
+    [({}, 1), (WORKER, 2), ({"PYTEST_XDIST_WORKER_COUNT": "4"}, 1), ({**WORKER, "PYTEST_XDIST_WORKER_COUNT": "x"}, 1)],
+)
 def test_the_worker_count_comes_from_xdists_environment(environ: dict[str, str], count: int) -> None:
     assert threads.xdist_workers(environ) == count
 
@@ -144,11 +152,16 @@ def test_a_busy_process_is_seen_and_this_ones_own_work_is_not() -> None:
 def test_configure_threads_beside_a_busy_core_sets_a_sleeping_wait_policy() -> None:
     """In a fresh process (torch not imported yet) the policy is set before OpenMP starts: with a
     core taken by another process, fewer threads than cores and idle threads that sleep."""
-    env = {k: v for k, v in os.environ.items()  # a plain process: not one of this run's xdist workers
-           if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", threads.ENV) and not k.startswith("PYTEST_XDIST")}
-    script = ("import os, sys; from pytest_layercheck.model.threads import configure_threads, usable_cores; "
-              "c = configure_threads(); print(c.threads, usable_cores(), c.wait_policy, os.environ['OMP_WAIT_POLICY'], "
-              "'torch' in sys.modules); print(c.describe())")
+    env = {
+        k: v
+        for k, v in os.environ.items()  # a plain process: not one of this run's xdist workers
+        if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", threads.ENV) and not k.startswith("PYTEST_XDIST")
+    }
+    script = (
+        "import os, sys; from pytest_layercheck.model.threads import configure_threads, usable_cores; "
+        "c = configure_threads(); print(c.threads, usable_cores(), c.wait_policy, os.environ['OMP_WAIT_POLICY'], "
+        "'torch' in sys.modules); print(c.describe())"
+    )
     hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         time.sleep(0.5)
@@ -213,8 +226,10 @@ def test_a_bad_batch_size_names_the_option_and_the_fix(value: str) -> None:
 def test_a_users_wait_policy_is_kept() -> None:
     """docs/performance.md: on a dedicated machine ``OMP_WAIT_POLICY=ACTIVE`` is kept as given."""
     env = {**{k: v for k, v in os.environ.items() if k != threads.ENV}, "OMP_WAIT_POLICY": "ACTIVE"}
-    script = ("import os; from pytest_layercheck.model.threads import configure_threads; "
-              "c = configure_threads(); print(c.wait_policy, os.environ['OMP_WAIT_POLICY'])")
+    script = (
+        "import os; from pytest_layercheck.model.threads import configure_threads; "
+        "c = configure_threads(); print(c.wait_policy, os.environ['OMP_WAIT_POLICY'])"
+    )
     run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == ["None", "ACTIVE"]
@@ -229,16 +244,23 @@ def test_policy():
 
 
 @pytest.mark.parametrize(("given", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
-def test_pytest_starts_torch_with_sleeping_threads_unless_the_user_chose(tmp_path, given: str | None,
-                                                                         expected: str) -> None:
+def test_pytest_starts_torch_with_sleeping_threads_unless_the_user_chose(
+    tmp_path, given: str | None, expected: str
+) -> None:
     """The plugin imports torch when pytest loads it, so the policy is set before that import, in a user's
     pytest run; a policy the user set is kept."""
     (tmp_path / "test_policy.py").write_text(PYTEST_POLICY)
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "PYTEST_ADDOPTS")}
     if given:
         env["OMP_WAIT_POLICY"] = given
-    run = subprocess.run([sys.executable, "-m", "pytest", "-s", "-q", "-p", "no:cacheprovider", "-n", "0"], cwd=tmp_path,
-                         env=env, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-s", "-q", "-p", "no:cacheprovider", "-n", "0"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     assert f"POLICY {expected}" in run.stdout
 
@@ -246,8 +268,10 @@ def test_pytest_starts_torch_with_sleeping_threads_unless_the_user_chose(tmp_pat
 def test_a_wait_policy_that_came_too_late_is_said() -> None:
     """torch imported before layercheck, nobody set a policy: the thread choice says OpenMP's default applies."""
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY",)}
-    script = ("import torch; from pytest_layercheck.model.threads import configure_threads; "
-              "print(configure_threads().describe())")
+    script = (
+        "import torch; from pytest_layercheck.model.threads import configure_threads; "
+        "print(configure_threads().describe())"
+    )
     run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert "OpenMP's default wait policy (torch was imported before layercheck could set PASSIVE)" in run.stdout
@@ -260,8 +284,13 @@ def test_the_command_line_starts_torch_with_sleeping_threads(tmp_path) -> None:
     tiny_model("llama", layers=2).save_pretrained(tmp_path / "tiny")
     tiny_tokenizer().save_pretrained(tmp_path / "tiny")
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY" and not k.startswith("PYTEST_XDIST")}
-    run = subprocess.run([str(Path(sys.executable).parent / "layercheck"), "info", str(tmp_path / "tiny")], env=env,
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [str(Path(sys.executable).parent / "layercheck"), "info", str(tmp_path / "tiny")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "OMP_WAIT_POLICY=PASSIVE" in " ".join(run.stderr.split()), run.stderr
 
@@ -272,6 +301,7 @@ def test_split_over_cores_runs_each_task_on_one_torch_thread_elsewhere_and_resto
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
+
         def task(i: int):
             time.sleep(0.05)  # all tasks alive at once: the pool must use several threads
             return i, threading.get_ident(), torch.get_num_threads(), torch.is_inference_mode_enabled()
@@ -338,8 +368,9 @@ def test_threads_share_the_main_malloc_arena_once_asked() -> None:
     env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
 
     def heaps(mode: str, **extra: str) -> int:
-        out = subprocess.run([sys.executable, "-c", ARENAS, mode], capture_output=True, text=True, check=True,
-                             env={**env, **extra})
+        out = subprocess.run(
+            [sys.executable, "-c", ARENAS, mode], capture_output=True, text=True, check=True, env={**env, **extra}
+        )
         return int(out.stdout.split()[-1])  # the last line: after what a command printed
 
     assert heaps("plain") >= 2  # the threads got arenas of their own
@@ -347,7 +378,11 @@ def test_threads_share_the_main_malloc_arena_once_asked() -> None:
     assert heaps("plugin") == 1  # the plugin and the CLI cap it before any thread of theirs runs
     assert heaps("cli") == 1
     assert heaps("plugin", MALLOC_ARENA_MAX="4") >= 2
-    result = subprocess.run([sys.executable, "-c", "from pytest_layercheck.model import threads; "
-                             "print(threads.share_malloc_arena())"], capture_output=True, text=True, check=True,
-                            env={**env, "MALLOC_ARENA_MAX": "4"})
+    result = subprocess.run(
+        [sys.executable, "-c", "from pytest_layercheck.model import threads; print(threads.share_malloc_arena())"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**env, "MALLOC_ARENA_MAX": "4"},
+    )
     assert result.stdout.strip() == "False"  # the user's setting is kept

@@ -46,9 +46,18 @@ KNOWLEDGE = load_builtin_suite("knowledge")
 
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul}
 #: (big unit, small unit) -> small units per big unit, written out by hand.
-FACTORS = {("metres", "centimetres"): 100, ("kilometres", "metres"): 1000, ("kilograms", "grams"): 1000,
-           ("litres", "millilitres"): 1000, ("hours", "minutes"): 60, ("minutes", "seconds"): 60,
-           ("days", "hours"): 24, ("weeks", "days"): 7, ("years", "months"): 12, ("dozen", "eggs"): 12}
+FACTORS = {
+    ("metres", "centimetres"): 100,
+    ("kilometres", "metres"): 1000,
+    ("kilograms", "grams"): 1000,
+    ("litres", "millilitres"): 1000,
+    ("hours", "minutes"): 60,
+    ("minutes", "seconds"): 60,
+    ("days", "hours"): 24,
+    ("weeks", "days"): 7,
+    ("years", "months"): 12,
+    ("dozen", "eggs"): 12,
+}
 
 
 def arithmetic(expression: str, x: int | None = None) -> int:
@@ -140,7 +149,9 @@ def test_seeded_variants_are_distinct_new_and_reproducible(original: SuiteItem, 
 
 def test_another_seed_draws_other_numbers_and_bad_requests_fail_clearly() -> None:
     original = REASONING.items[0]
-    assert [v.context for v in reasoning_variants(original, 3, 0)] != [v.context for v in reasoning_variants(original, 3, 1)]
+    assert [v.context for v in reasoning_variants(original, 3, 0)] != [
+        v.context for v in reasoning_variants(original, 3, 1)
+    ]
     with pytest.raises(ConfigError, match="at least 1"):
         reasoning_variants(original, 0)
     with pytest.raises(ConfigError, match="no number generator"):
@@ -184,8 +195,15 @@ def test_stability_score_by_hand() -> None:
 
 @pytest.fixture(scope="module")
 def tiny() -> LoadedModel:
-    return LoadedModel(model=tiny_model("llama", layers=2, seed=5), tokenizer=tiny_tokenizer(), spec="tiny",
-                       name="tiny", kind="test", device=torch.device("cpu"), dtype=torch.float32)
+    return LoadedModel(
+        model=tiny_model("llama", layers=2, seed=5),
+        tokenizer=tiny_tokenizer(),
+        spec="tiny",
+        name="tiny",
+        kind="test",
+        device=torch.device("cpu"),
+        dtype=torch.float32,
+    )
 
 
 def test_stability_on_a_tiny_model_matches_separate_scoring(tiny: LoadedModel) -> None:
@@ -225,8 +243,25 @@ def test_knowledge_contrast_and_reports(tiny: LoadedModel) -> None:
 def test_cli_runs_on_a_saved_tiny_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     folder = save(tiny_model("llama", layers=2, seed=5), tmp_path / "tiny")
     out = tmp_path / "t.json"
-    assert main(["transfer", str(folder), "--device", "cpu", "--limit", "2", "--variants", "2",
-                 "--json", str(out), "--markdown", str(tmp_path / "t.md")]) == 0
+    assert (
+        main(
+            [
+                "transfer",
+                str(folder),
+                "--device",
+                "cpu",
+                "--limit",
+                "2",
+                "--variants",
+                "2",
+                "--json",
+                str(out),
+                "--markdown",
+                str(tmp_path / "t.md"),
+            ]
+        )
+        == 0
+    )
     assert "layercheck transfer" in capsys.readouterr().out
     payload = json.loads(out.read_text())
     assert [p["suite"] for p in payload] == ["reasoning", "knowledge"]

@@ -27,20 +27,42 @@ pytestmark = pytest.mark.real_model
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 BASELINE = "smollm2-135m-instruct"
-SUBCOMMANDS = ("profile", "baseline", "compare", "heads", "retrieval-heads", "redundancy", "thinking", "transfer",
-               "info", "cache")
+SUBCOMMANDS = (
+    "profile",
+    "baseline",
+    "compare",
+    "heads",
+    "retrieval-heads",
+    "redundancy",
+    "thinking",
+    "transfer",
+    "info",
+    "cache",
+)
 
 
-def sh(*command: str | Path, cwd: Path, env: dict[str, str] | None = None, timeout: int = 1200) -> subprocess.CompletedProcess[str]:
+def sh(
+    *command: str | Path, cwd: Path, env: dict[str, str] | None = None, timeout: int = 1200
+) -> subprocess.CompletedProcess[str]:
     """Run a command as a user would, in ``cwd``; returns the finished process (never raises on exit codes)."""
-    return subprocess.run([str(c) for c in command], cwd=cwd, env=env or user_env(), capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    return subprocess.run(
+        [str(c) for c in command],
+        cwd=cwd,
+        env=env or user_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def user_env(**extra: str) -> dict[str, str]:
     """The environment of a user's shell: the venv's commands first, no pytest options leaking in."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PYTEST_", "GITHUB_")) and k not in ("CI", "COV_CORE_SOURCE", "LAYERCHECK_THREADS")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PYTEST_", "GITHUB_")) and k not in ("CI", "COV_CORE_SOURCE", "LAYERCHECK_THREADS")
+    }
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env.update(extra)
     return env
@@ -73,20 +95,33 @@ def candidates(run_folder: Path, finetune_scenario: Scenario) -> dict[str, Path]
     (each made once per run, on one worker)."""
     made = finetune_scenario.process
     assert made.returncode == 0, output(made)
-    made = run_once(run_folder, "held-out", [sys.executable, str(REPO / "examples" / "finetune_scenario.py"),
-                                             "--quick", "--only", "harmful", *HELD_OUT], timeout=1200,
-                    env=user_env())
+    made = run_once(
+        run_folder,
+        "held-out",
+        [sys.executable, str(REPO / "examples" / "finetune_scenario.py"), "--quick", "--only", "harmful", *HELD_OUT],
+        timeout=1200,
+        env=user_env(),
+    )
     assert made.returncode == 0, output(made)
     held_out = run_folder / "held-out"
     assert not (held_out / "benign").exists()  # --only harmful: the held-out fine-tune is built alone
-    return {"harmful": finetune_scenario.harmful, "harmless": finetune_scenario.benign, "held-out": held_out / "harmful"}
+    return {
+        "harmful": finetune_scenario.harmful,
+        "harmless": finetune_scenario.benign,
+        "held-out": held_out / "harmful",
+    }
 
 
 def test_every_help_works(project: Path) -> None:
     pytest_help = sh(sys.executable, "-m", "pytest", "--help", cwd=project)
     assert pytest_help.returncode == 0, output(pytest_help)
-    for option in ("--layercheck-max-drop", "--layercheck-update", "--layercheck-sweep-limit",
-                   "--layercheck-allow-model-change", "5%"):
+    for option in (
+        "--layercheck-max-drop",
+        "--layercheck-update",
+        "--layercheck-sweep-limit",
+        "--layercheck-allow-model-change",
+        "5%",
+    ):
         assert option in pytest_help.stdout, option
     main_help = sh("layercheck", "--help", cwd=project)
     assert main_help.returncode == 0 and all(name in main_help.stdout for name in SUBCOMMANDS), output(main_help)
@@ -112,8 +147,19 @@ def test_layercheck_profile_prints_where_each_capability_lives(project: Path) ->
     found = sh("layercheck", "profile", *short, cwd=project)
     assert found.returncode == 2 and "found the baseline" in found.stderr, output(found)
     assert "--no-compare" in found.stderr
-    named = sh("layercheck", "profile", "--suites", "knowledge", "--limit", "12", "--sweep-limit", "3",
-               "--baseline", BASELINE, cwd=project)
+    named = sh(
+        "layercheck",
+        "profile",
+        "--suites",
+        "knowledge",
+        "--limit",
+        "12",
+        "--sweep-limit",
+        "3",
+        "--baseline",
+        BASELINE,
+        cwd=project,
+    )
     assert named.returncode == 2 and "How to fix" in named.stderr, output(named)  # asked for by name: an error
 
 
@@ -131,8 +177,9 @@ def test_layercheck_baseline_writes_keeps_merges_and_refuses(project: Path) -> N
 
     # Another suite is merged in: the knowledge entries stay as they were.
     before = json.loads(path.read_text())
-    merged = sh("layercheck", "baseline", "default", "--suites", "reasoning", "--limit", "6", *small, "--update",
-                cwd=project)
+    merged = sh(
+        "layercheck", "baseline", "default", "--suites", "reasoning", "--limit", "6", *small, "--update", cwd=project
+    )
     assert merged.returncode == 0 and "baseline updated" in merged.stdout, output(merged)
     assert "+ reasoning/intact" in merged.stdout and "- knowledge" not in merged.stdout
     after = json.loads(path.read_text())
@@ -169,16 +216,29 @@ def test_the_examples_pass_on_the_default_model(project: Path) -> None:
 
 #: The example's knowledge guards. The harmful candidate runs only these (what it must fail, at a fifth
 #: of the whole examples' cost); the harmless one runs every guard, since green must mean all of them.
-KNOWLEDGE_GUARDS = ("test_model_guard.py::test_knowledge_not_lost",
-                    "test_model_guard.py::test_knowledge_still_lives_in_the_shallow_layers")
+KNOWLEDGE_GUARDS = (
+    "test_model_guard.py::test_knowledge_not_lost",
+    "test_model_guard.py::test_knowledge_still_lives_in_the_shallow_layers",
+)
 
 
 def test_a_harmful_fine_tune_fails_the_knowledge_check(project: Path, candidates: dict[str, Path]) -> None:
     summary = project / "summary-harmful.md"
     env = user_env(GITHUB_STEP_SUMMARY=str(summary), GITHUB_ACTIONS="true")
-    run = sh(sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--layercheck-model={candidates['harmful']}",
-             f"--layercheck-baseline={BASELINE}", "--layercheck-report=report.json", "--junitxml=junit.xml",
-             *KNOWLEDGE_GUARDS, cwd=project, env=env)
+    run = sh(
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        f"--layercheck-model={candidates['harmful']}",
+        f"--layercheck-baseline={BASELINE}",
+        "--layercheck-report=report.json",
+        "--junitxml=junit.xml",
+        *KNOWLEDGE_GUARDS,
+        cwd=project,
+        env=env,
+    )
     text = output(run)
     assert run.returncode == 1, text
     assert "FAILED test_model_guard.py::test_knowledge_not_lost" in run.stdout, text
@@ -195,9 +255,18 @@ def test_a_harmful_fine_tune_fails_the_knowledge_check(project: Path, candidates
 
 def test_a_harmless_fine_tune_passes(project: Path, candidates: dict[str, Path]) -> None:
     summary = project / "summary-harmless.md"
-    run = sh(sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--layercheck-model={candidates['harmless']}",
-             f"--layercheck-baseline={BASELINE}", "--layercheck-report=report-harmless.json", cwd=project,
-             env=user_env(GITHUB_STEP_SUMMARY=str(summary)))
+    run = sh(
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        f"--layercheck-model={candidates['harmless']}",
+        f"--layercheck-baseline={BASELINE}",
+        "--layercheck-report=report-harmless.json",
+        cwd=project,
+        env=user_env(GITHUB_STEP_SUMMARY=str(summary)),
+    )
     assert run.returncode == 0, output(run)
     report = json.loads((project / "report-harmless.json").read_text())
     assert report["comparison"]["passed"] is True
@@ -206,9 +275,18 @@ def test_a_harmless_fine_tune_passes(project: Path, candidates: dict[str, Path])
 
 def test_recording_the_candidate_as_its_own_baseline_is_refused(project: Path, candidates: dict[str, Path]) -> None:
     before = (project / "baselines" / f"{BASELINE}.json").read_bytes()
-    run = sh(sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--layercheck-model={candidates['harmful']}",
-             f"--layercheck-baseline={BASELINE}", "--layercheck-update", "test_model_guard.py::test_knowledge_not_lost",
-             cwd=project)
+    run = sh(
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        f"--layercheck-model={candidates['harmful']}",
+        f"--layercheck-baseline={BASELINE}",
+        "--layercheck-update",
+        "test_model_guard.py::test_knowledge_not_lost",
+        cwd=project,
+    )
     assert run.returncode == 1, output(run)
     assert "refusing to record the baseline" in run.stdout and "--layercheck-allow-model-change" in run.stdout
     assert (project / "baselines" / f"{BASELINE}.json").read_bytes() == before
@@ -218,12 +296,24 @@ def test_a_held_out_harmful_fine_tune_fails(project: Path, candidates: dict[str,
     """A fine-tune that costs intact knowledge at least 0.08 on the full suite fails the example's
     ``test_knowledge_not_lost`` at the default settings (that check alone: the knowledge suite intact, in
     its two parts: the 140 items a sweep would score intact anyway, and the others)."""
-    run = sh(sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--layercheck-model={candidates['held-out']}",
-             f"--layercheck-baseline={BASELINE}", "--layercheck-report=report-held-out.json",
-             "test_model_guard.py::test_knowledge_not_lost", cwd=project)
+    run = sh(
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        f"--layercheck-model={candidates['held-out']}",
+        f"--layercheck-baseline={BASELINE}",
+        "--layercheck-report=report-held-out.json",
+        "test_model_guard.py::test_knowledge_not_lost",
+        cwd=project,
+    )
     assert run.returncode == 1, output(run)
-    cell = next(c for c in json.loads((project / "report-held-out.json").read_text())["comparison"]["cells"]
-                if (c["suite"], c["band"]) == ("knowledge", "intact"))
+    cell = next(
+        c
+        for c in json.loads((project / "report-held-out.json").read_text())["comparison"]["cells"]
+        if (c["suite"], c["band"]) == ("knowledge", "intact")
+    )
     print(f"held-out fine-tune: knowledge/intact {cell['baseline']:.3f} -> {cell['current']:.3f}")
     assert cell["baseline"] - cell["current"] >= 0.08 and cell["failed"]
     counts = re.search(r"\(evaluations: (\d+) from cache, (\d+) computed", run.stdout)
@@ -236,8 +326,9 @@ def test_profile_judges_by_the_metric_and_shift_the_user_names(project: Path, tm
     small = ("--suites", "knowledge", "--limit", "12", "--sweep-limit", "3", "--baseline-dir", tmp_path)
     recorded = sh("layercheck", "baseline", "default", *small, cwd=project)
     assert recorded.returncode == 0 and "baseline written" in recorded.stdout, output(recorded)
-    run = sh("layercheck", "profile", *small, "--metric", "acc", "--max-shift", "0.2", "--json", "acc.json",
-             cwd=project)
+    run = sh(
+        "layercheck", "profile", *small, "--metric", "acc", "--max-shift", "0.2", "--json", "acc.json", cwd=project
+    )
     assert run.returncode == 0, output(run)
     cells = json.loads((project / "acc.json").read_text())["comparison"]["cells"]
     assert {c["metric"] for c in cells} == {"acc"} and any(c["band"] == "shift" for c in cells)

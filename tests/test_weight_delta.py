@@ -56,9 +56,17 @@ def test_modules_are_named_by_block_path_and_embeddings_are_reported_apart(base:
         candidate.model.embed_tokens.weight[5] += 1.0
     delta = weight_delta(base, candidate)
 
-    assert delta.module_names == ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-                                  "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj", "input_layernorm",
-                                  "post_attention_layernorm"]
+    assert delta.module_names == [
+        "self_attn.q_proj",
+        "self_attn.k_proj",
+        "self_attn.v_proj",
+        "self_attn.o_proj",
+        "mlp.gate_proj",
+        "mlp.up_proj",
+        "mlp.down_proj",
+        "input_layernorm",
+        "post_attention_layernorm",
+    ]
     assert all(layer.relative == 0 for layer in delta.layers)
     outside = {m.module: m for m in delta.outside}
     assert set(outside) == {"model.embed_tokens", "model.norm", "lm_head"}
@@ -104,8 +112,11 @@ def test_different_sizes_are_refused_naming_the_parameter() -> None:
     config = tiny_config("llama", layers=2)
     config.intermediate_size = 96
     wider = AutoModelForCausalLM.from_config(config)
-    with pytest.raises(ArchitectureMismatchError, match=r"layer 0 mlp.gate_proj.weight: base shape \(128, 64\), "
-                                                        r"candidate shape \(96, 64\)"):
+    with pytest.raises(
+        ArchitectureMismatchError,
+        match=r"layer 0 mlp.gate_proj.weight: base shape \(128, 64\), "
+        r"candidate shape \(96, 64\)",
+    ):
         weight_delta(tiny_model("llama", layers=2), wider)
 
 

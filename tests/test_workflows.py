@@ -100,8 +100,12 @@ def readme_command_lines() -> list[str]:
     """Every command line of the README's ```bash blocks, comments dropped."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     blocks = re.findall(r"```bash\n(.*?)```", readme, re.S)
-    return [line.strip() for block in blocks for line in block.splitlines()
-            if line.strip() and not line.strip().startswith("#")]
+    return [
+        line.strip()
+        for block in blocks
+        for line in block.splitlines()
+        if line.strip() and not line.strip().startswith("#")
+    ]
 
 
 def test_ci_installs_and_runs_exactly_what_the_readme_says() -> None:
@@ -131,32 +135,43 @@ def test_the_declared_ranges_start_at_the_pinned_versions() -> None:
     tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     declared = {Requirement(r).name: Requirement(r) for r in project["dependencies"]}
-    pins = dict(line.split("==") for line in (ROOT / "constraints.txt").read_text(encoding="utf-8").splitlines()
-                if line and not line.startswith("#"))
+    pins = dict(
+        line.split("==")
+        for line in (ROOT / "constraints.txt").read_text(encoding="utf-8").splitlines()
+        if line and not line.startswith("#")
+    )
     for name in ("torch", "transformers", "tokenizers", "hypothesis"):
         assert declared[name].specifier.contains(pins[name]), (name, pins[name], declared[name])
     for name in ("transformers", "tokenizers"):
         assert f">={'.'.join(pins[name].split('.')[:2])}" in str(declared[name].specifier), name
 
 
-@pytest.mark.parametrize(("uses", "problem"), [
-    ("actions/checkout@v4", "Node 20"),
-    ("actions/upload-artifact@v5", "Node 20"),
-    ("actions/setup-python@main", "not pinned"),
-    ("checkout", "not owner/repo@ref"),
-])
+@pytest.mark.parametrize(
+    ("uses", "problem"),
+    [
+        ("actions/checkout@v4", "Node 20"),
+        ("actions/upload-artifact@v5", "Node 20"),
+        ("actions/setup-python@main", "not pinned"),
+        ("checkout", "not owner/repo@ref"),
+    ],
+)
 def test_structure_check_catches_stale_or_unpinned_actions(tmp_path: Path, uses: str, problem: str) -> None:
     path = tmp_path / "bad.yml"
-    path.write_text(yaml.safe_dump({"on": "push", "jobs": {"t": {"runs-on": "ubuntu-latest",
-                                                                  "steps": [{"uses": uses}, {"run": "true"}]}}}))
+    path.write_text(
+        yaml.safe_dump(
+            {"on": "push", "jobs": {"t": {"runs-on": "ubuntu-latest", "steps": [{"uses": uses}, {"run": "true"}]}}}
+        )
+    )
     assert any(problem in p for p in lint.structure_problems(path))
     assert lint.uses_problem("actions/checkout@" + "a" * 40) is None  # a full commit SHA is pinned too
 
 
 def test_structure_check_catches_missing_parts(tmp_path: Path) -> None:
     path = tmp_path / "bad.yml"
-    path.write_text("name: x\njobs:\n  a:\n    steps: []\n  b:\n    runs-on: ubuntu-latest\n    steps:\n"
-                    "      - name: both\n        uses: actions/cache@v5\n        run: echo\n")
+    path.write_text(
+        "name: x\njobs:\n  a:\n    steps: []\n  b:\n    runs-on: ubuntu-latest\n    steps:\n"
+        "      - name: both\n        uses: actions/cache@v5\n        run: echo\n"
+    )
     problems = " | ".join(lint.structure_problems(path))
     for expected in ("no triggers", "job 'a' has no runs-on", "job 'a' has no steps", "exactly one of uses/run"):
         assert expected in problems
@@ -164,8 +179,9 @@ def test_structure_check_catches_missing_parts(tmp_path: Path) -> None:
     assert "does not parse as YAML" in lint.structure_problems(path)[0]
 
 
-def test_without_actionlint_the_structure_check_stands_alone(monkeypatch: pytest.MonkeyPatch,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_without_actionlint_the_structure_check_stands_alone(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setattr(lint, "tool", lambda name: None)
     assert lint.main([]) == 0
     assert "actionlint is not installed; checked the structure" in capsys.readouterr().out

@@ -71,8 +71,9 @@ def test_workers_without_the_controllers_folder_each_compute_everything_and_say_
     from pytest_layercheck.pytest_plugin.session import LayercheckSession, SessionOptions
 
     def session(exchange: Path | None, worker: str = "gw1") -> LayercheckSession:
-        return LayercheckSession(SessionOptions(baseline_dir=tmp_path, is_xdist_worker=True, worker=worker,
-                                                workers=2, exchange=exchange))
+        return LayercheckSession(
+            SessionOptions(baseline_dir=tmp_path, is_xdist_worker=True, worker=worker, workers=2, exchange=exchange)
+        )
 
     remote = session(tmp_path / "on-the-controller-host")
     assert remote.shard is None
@@ -92,8 +93,15 @@ def test_workers_without_the_controllers_folder_each_compute_everything_and_say_
 
 
 # ------------------------------------------------------------------------------- fake sweeps
-def fake_job(label: str, layers: int, calls: list[Call], lock: threading.Lock,
-             delay: float | Mapping[str, float] = 0.0, fail: bool = False, items: int = 3) -> SweepJob:
+def fake_job(
+    label: str,
+    layers: int,
+    calls: list[Call],
+    lock: threading.Lock,
+    delay: float | Mapping[str, float] = 0.0,
+    fail: bool = False,
+    items: int = 3,
+) -> SweepJob:
     """A sweep of ``layers`` removals; ``delay``: seconds per call, or per worker (thread name)."""
     keys = (INTACT, *(f"skip:{i}" for i in range(layers)))
 
@@ -106,11 +114,24 @@ def fake_job(label: str, layers: int, calls: list[Call], lock: threading.Lock,
         if fail:
             raise RuntimeError("out of memory")
         time.sleep(delay if isinstance(delay, float) else delay[threading.current_thread().name])
-        return {k: Evaluation(label, "fake", k, () if k == INTACT else (int(k.split(":")[1]),),
-                              {"acc": tuple(float((len(k) + n) % 2) for n in range(items))}) for k in wanted}
+        return {
+            k: Evaluation(
+                label,
+                "fake",
+                k,
+                () if k == INTACT else (int(k.split(":")[1]),),
+                {"acc": tuple(float((len(k) + n) % 2) for n in range(items))},
+            )
+            for k in wanted
+        }
 
-    return SweepJob(label, keys, identity, compute,
-                    estimate=lambda: (float(layers), {f"skip:{i}": float(layers - i) for i in range(layers)}))
+    return SweepJob(
+        label,
+        keys,
+        identity,
+        compute,
+        estimate=lambda: (float(layers), {f"skip:{i}": float(layers - i) for i in range(layers)}),
+    )
 
 
 def test_units_split_each_sweep_by_cost_and_workers_get_balanced_deterministic_shares() -> None:
@@ -169,8 +190,9 @@ def test_work_is_shared_out_by_the_flops_it_needs_not_by_items() -> None:
     assert bases["retrieval"] > 2 * bases["knowledge"], bases  # equal item counts
 
 
-def run_workers(tmp_path: Path, jobs: Sequence[SweepJob], count: int, cache_mode: str = "readwrite",
-                timeout: float = 30.0) -> tuple[list[list[dict[str, Evaluation]]], list[ResultCache], list[str]]:
+def run_workers(
+    tmp_path: Path, jobs: Sequence[SweepJob], count: int, cache_mode: str = "readwrite", timeout: float = 30.0
+) -> tuple[list[list[dict[str, Evaluation]]], list[ResultCache], list[str]]:
     """``run_sharded`` for workers 0..count-1 at once, in threads, each with its own cache object."""
     results: list[list[dict[str, Evaluation]]] = [[] for _ in range(count)]
     caches = [ResultCache(tmp_path / "cache", mode=cache_mode, key=KEY) for _ in range(count)]
@@ -291,8 +313,9 @@ def test_a_failed_computation_gives_its_claims_up(tmp_path: Path) -> None:
         run_sharded([broken], Shard(0, 2, folder, worker="gw0", poll=0.01), cache)
     calls: list[Call] = []
     notes: list[str] = []
-    run_sharded([fake_job("a", 2, calls, threading.Lock())], Shard(1, 2, folder, worker="gw1", poll=0.01), cache,
-                notes.append)
+    run_sharded(
+        [fake_job("a", 2, calls, threading.Lock())], Shard(1, 2, folder, worker="gw1", poll=0.01), cache, notes.append
+    )
     assert sorted(k for _, _, keys in calls for k in keys) == sorted([INTACT, "skip:0", "skip:1"])
     assert "gave it up" in notes[0]
 
@@ -348,8 +371,9 @@ def test_sharded_build_profile_equals_the_serial_one(tiny_folder: Path, tmp_path
 
     def work(i: int) -> None:
         try:
-            profiles[i] = build_profile(models[i], settings, cache=caches[i],
-                                        shard=Shard(i, 2, tmp_path / "run", worker=f"gw{i}", poll=0.02))
+            profiles[i] = build_profile(
+                models[i], settings, cache=caches[i], shard=Shard(i, 2, tmp_path / "run", worker=f"gw{i}", poll=0.02)
+            )
         except BaseException as exc:  # noqa: BLE001 - the test reports it
             errors.append(exc)
 
@@ -393,8 +417,10 @@ WHOLE = """
 def test_whole_profile(layercheck_profile):
     assert len(layercheck_profile.evaluations) == 7
 """
-COMPUTED = re.compile(r"profile computed in [\d.]+ s(?: by (\d) xdist workers?)? "
-                      r"\(evaluations: (\d+) from cache, (\d+) computed(?:: ([^)]*))?")
+COMPUTED = re.compile(
+    r"profile computed in [\d.]+ s(?: by (\d) xdist workers?)? "
+    r"\(evaluations: (\d+) from cache, (\d+) computed(?:: ([^)]*))?"
+)
 
 
 @pytest.fixture
@@ -408,8 +434,9 @@ def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path
     (tmp_path / "tmp").mkdir()
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp"))  # where the controller makes its folder
     write_fact_suite(pytester.path / "facts.yaml")
-    pytester.makeini(f"[pytest]\nlayercheck_suites = facts.yaml\nlayercheck_limit = 0\n"
-                     f"layercheck_model = {tmp_path / 'tiny'}\n")
+    pytester.makeini(
+        f"[pytest]\nlayercheck_suites = facts.yaml\nlayercheck_limit = 0\nlayercheck_model = {tmp_path / 'tiny'}\n"
+    )
     pytester.makepyfile(test_checks=CHECKS)
     return pytester
 
@@ -426,14 +453,18 @@ def computed(result: pytest.RunResult) -> tuple[int, int, str | None]:
     return int(match[1] or 0), int(match[3]), match[4]
 
 
-@pytest.mark.parametrize(("cache", "whole"), [
-    # Without the cache a serial run that computes a partial profile and then the whole one computes the
-    # partial one twice (nothing keeps it); so this case has marker checks only.
-    ("no-cache", False),
-    ("cache", True),
-])
+@pytest.mark.parametrize(
+    ("cache", "whole"),
+    [
+        # Without the cache a serial run that computes a partial profile and then the whole one computes the
+        # partial one twice (nothing keeps it); so this case has marker checks only.
+        ("no-cache", False),
+        ("cache", True),
+    ],
+)
 def test_two_workers_together_compute_what_one_process_computes_and_agree(
-        project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cache: str, whole: bool) -> None:
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cache: str, whole: bool
+) -> None:
     pytest.importorskip("xdist")
     for variable in ("LAYERCHECK_THREADS", "OMP_NUM_THREADS"):  # the workers choose, as for a user
         monkeypatch.delenv(variable, raising=False)
@@ -469,6 +500,8 @@ def test_a_bad_shard_timeout_is_a_usage_error_that_says_the_fix(pytester: pytest
     pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
     result = pytester.runpytest_subprocess(f"--layercheck-shard-timeout={value}", "-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines([f"*bad --layercheck-shard-timeout '{value}'*", "*How to fix: give a number of seconds > 0*"])
+    result.stderr.fnmatch_lines(
+        [f"*bad --layercheck-shard-timeout '{value}'*", "*How to fix: give a number of seconds > 0*"]
+    )
     good = pytester.runpytest_subprocess("--layercheck-shard-timeout=30", "-p", "no:cacheprovider")
     good.assert_outcomes(passed=1)

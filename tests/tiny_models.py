@@ -58,19 +58,39 @@ def tiny_config(family: str, layers: int = 6) -> PretrainedConfig:
         return Phi3Config(**kw)
     if family == "gpt2":
         return GPT2Config(
-            vocab_size=VOCAB, n_embd=64, n_layer=layers, n_head=4, n_positions=256,
-            bos_token_id=1, eos_token_id=2,
+            vocab_size=VOCAB,
+            n_embd=64,
+            n_layer=layers,
+            n_head=4,
+            n_positions=256,
+            bos_token_id=1,
+            eos_token_id=2,
         )
     if family == "gpt_neox":
         return GPTNeoXConfig(
-            vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
-            num_attention_heads=4, max_position_embeddings=256, bos_token_id=1, eos_token_id=2,
+            vocab_size=VOCAB,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            max_position_embeddings=256,
+            bos_token_id=1,
+            eos_token_id=2,
         )
     raise ValueError(f"no tiny config for {family!r}")
 
 
 FAMILIES: tuple[str, ...] = (
-    "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3", "gpt2", "gpt_neox",
+    "llama",
+    "mistral",
+    "qwen2",
+    "qwen3",
+    "gemma",
+    "gemma2",
+    "gemma3",
+    "phi3",
+    "gpt2",
+    "gpt_neox",
 )
 
 
@@ -111,6 +131,10 @@ def tiny_tokenizer(add_bos: bool = False) -> PreTrainedTokenizerFast:
             single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", 1)]
         )
     return PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>",
+        tokenizer_object=backend,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        pad_token="<pad>",
+        unk_token="<unk>",
         model_max_length=256,
     )

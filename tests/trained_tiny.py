@@ -24,10 +24,17 @@ def fact_suite_items(n: int = 48, seed: int = 0) -> list[dict]:
     for i in range(n):
         choices = rng.sample(COLOURS, 4)
         gold = rng.randrange(4)
-        items.append({
-            "id": f"fact-{i:03d}", "context": f"Item {i} is", "domain": "colours", "kind": "memorised",
-            "choices": choices, "gold": gold, "target": choices[gold],
-        })
+        items.append(
+            {
+                "id": f"fact-{i:03d}",
+                "context": f"Item {i} is",
+                "domain": "colours",
+                "kind": "memorised",
+                "choices": choices,
+                "gold": gold,
+                "target": choices[gold],
+            }
+        )
     return items
 
 

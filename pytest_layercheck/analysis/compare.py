@@ -54,21 +54,32 @@ class CompareSettings:
 
     @property
     def verdict(self) -> Verdict:
-        return Verdict(tolerance=self.tolerance, alpha=self.alpha, correction=self.correction,
-                       allow_precision_mismatch=self.allow_precision_mismatch)
+        return Verdict(
+            tolerance=self.tolerance,
+            alpha=self.alpha,
+            correction=self.correction,
+            allow_precision_mismatch=self.allow_precision_mismatch,
+        )
 
     def __post_init__(self) -> None:
         parse_strategies(self.localise)  # fail early on a typo, before two models are profiled
         if not 0 < self.alpha < 1:
             raise ConfigError(f"alpha must be between 0 and 1, got {self.alpha!r}", "use e.g. 0.05")
         if "changed" in parse_strategies(self.localise) and not self.weights:
-            raise ConfigError("the 'changed' localisation strategy needs weight deltas",
-                              "keep weights=True or localise by bands/layers")
+            raise ConfigError(
+                "the 'changed' localisation strategy needs weight deltas",
+                "keep weights=True or localise by bands/layers",
+            )
 
     def describe(self) -> dict[str, Any]:
-        return {**self.profile.describe(), "suites": list(self.profile.suites),
-                "tolerance": str(self.tolerance), "alpha": self.alpha, "localise": self.localise,
-                "threshold": self.threshold}
+        return {
+            **self.profile.describe(),
+            "suites": list(self.profile.suites),
+            "tolerance": str(self.tolerance),
+            "alpha": self.alpha,
+            "localise": self.localise,
+            "threshold": self.threshold,
+        }
 
 
 @dataclass(repr=False)
@@ -85,9 +96,11 @@ class ModelComparison:
 
     def __repr__(self) -> str:
         """Short, so a failed ``assert result.passed`` does not print two whole profiles."""
-        return (f"ModelComparison(candidate={self.candidate.model.get('name')!r}, "
-                f"base={self.base.model.get('name')!r}, passed={self.passed}, "
-                f"failing_cells={len(self.comparison.failures)})")
+        return (
+            f"ModelComparison(candidate={self.candidate.model.get('name')!r}, "
+            f"base={self.base.model.get('name')!r}, passed={self.passed}, "
+            f"failing_cells={len(self.comparison.failures)})"
+        )
 
     @property
     def passed(self) -> bool:
@@ -114,8 +127,9 @@ class ModelComparison:
             "base": self.base.model,
             "candidate": self.candidate.model,
             "settings": self.settings.describe(),
-            "comparison": comparison_to_json(self.comparison, answers=profile_answers(
-                self.candidate, hashes=self.comparison.suite_hashes)),
+            "comparison": comparison_to_json(
+                self.comparison, answers=profile_answers(self.candidate, hashes=self.comparison.suite_hashes)
+            ),
             "weights": self.weights.to_dict() if self.weights is not None else None,
             "localisation": self.localisation.to_dict() if self.localisation is not None else None,
             "verdicts": self.verdicts,
@@ -163,20 +177,34 @@ def compare_models(
 
     # Weight deltas first: cheap, and they refuse mismatched architectures before two profiles are paid for.
     weights = timed("weights", lambda: weight_delta(base, candidate)) if settings.weights else None
-    base_profile = timed("profile_base", lambda: build_profile(base, settings.profile, cache=cache,
-                                                               progress=hook("base")))
-    cand_profile = timed("profile_candidate", lambda: build_profile(candidate, settings.profile, cache=cache,
-                                                                    progress=hook("candidate")))
+    base_profile = timed(
+        "profile_base", lambda: build_profile(base, settings.profile, cache=cache, progress=hook("base"))
+    )
+    cand_profile = timed(
+        "profile_candidate", lambda: build_profile(candidate, settings.profile, cache=cache, progress=hook("candidate"))
+    )
     comparison = settings.verdict.compare(base_profile, cand_profile)
     localisation = None
     strategies = parse_strategies(settings.localise)
     dropped = dropped_suites(comparison)
     if strategies and dropped:
-        localisation = timed("localise", lambda: localise(
-            base, candidate, settings.profile, ",".join(strategies), weights=weights, suites=dropped,
-            tolerance=settings.tolerance, threshold=settings.threshold, alpha=settings.alpha, cache=cache,
-            profiles=(base_profile, cand_profile), progress=hook("localise"),
-        ))
+        localisation = timed(
+            "localise",
+            lambda: localise(
+                base,
+                candidate,
+                settings.profile,
+                ",".join(strategies),
+                weights=weights,
+                suites=dropped,
+                tolerance=settings.tolerance,
+                threshold=settings.threshold,
+                alpha=settings.alpha,
+                cache=cache,
+                profiles=(base_profile, cand_profile),
+                progress=hook("localise"),
+            ),
+        )
     return ModelComparison(base_profile, cand_profile, comparison, weights, localisation, settings, seconds)
 
 

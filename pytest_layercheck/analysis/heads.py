@@ -312,7 +312,9 @@ def model_and_tokenizer(model: LoadedModel | Any, tokenizer: Any | None) -> tupl
     return model, tokenizer, str(name)
 
 
-def head_ablations(model: Any, layers: Sequence[int], mode: str = "zero", gqa: str = "query") -> dict[HeadKey, Ablation]:
+def head_ablations(
+    model: Any, layers: Sequence[int], mode: str = "zero", gqa: str = "query"
+) -> dict[HeadKey, Ablation]:
     """One ablation per unit: each query head (``gqa="query"``) or KV group (``"group"``) of ``layers``."""
     if mode not in HEAD_MODES:
         raise ConfigError(f"unknown head mask mode {mode!r}", f"use one of {', '.join(HEAD_MODES)}")
@@ -324,7 +326,9 @@ def head_ablations(model: Any, layers: Sequence[int], mode: str = "zero", gqa: s
         if gqa == "group":
             for group in range(adapter.num_kv_heads):
                 plan[(layer, group)] = Ablation.masking(
-                    {layer: adapter.query_heads_of(group)}, mode=mode, gqa="group"  # type: ignore[arg-type]
+                    {layer: adapter.query_heads_of(group)},
+                    mode=mode,  # type: ignore[arg-type]
+                    gqa="group",
                 )
         else:
             for head in range(adapter.num_heads):
@@ -378,10 +382,15 @@ def head_importance(
     keys: list[HeadKey] = list(plan)
     with deterministic(seed):
         evaluations = evaluate_ablations(
-            net, tok, limited, info, [plan[k] for k in keys],
+            net,
+            tok,
+            limited,
+            info,
+            [plan[k] for k in keys],
             cache=cache if isinstance(model, LoadedModel) else None,
             identity=(lambda key: cache_identity(model, info, key, seed)) if isinstance(model, LoadedModel) else None,
-            batch_size=batch_size, max_length=model_max_length(net),
+            batch_size=batch_size,
+            max_length=model_max_length(net),
             progress=(lambda done, total: progress(limited.name, done, total)) if progress else None,
         )
     if metric is None or metric not in evaluations[0].outcomes:

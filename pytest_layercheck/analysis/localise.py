@@ -97,8 +97,10 @@ def parse_strategies(spec: str | Iterable[str]) -> tuple[str, ...]:
         return ()
     unknown = [n for n in names if n not in STRATEGIES]
     if unknown:
-        raise ConfigError(f"unknown localisation strategy {', '.join(map(repr, unknown))}",
-                          f"use {', '.join(STRATEGIES)} (comma-separated to combine) or none")
+        raise ConfigError(
+            f"unknown localisation strategy {', '.join(map(repr, unknown))}",
+            f"use {', '.join(STRATEGIES)} (comma-separated to combine) or none",
+        )
     return tuple(dict.fromkeys(names))
 
 
@@ -120,14 +122,19 @@ def layer_groups(
     groups: list[LayerGroup] = []
     for strategy in parse_strategies(strategies):
         if strategy == "bands":
-            groups += [LayerGroup(name, layers, "band")
-                       for name, layers in (bands or DepthBands()).as_dict(num_layers).items() if layers]
+            groups += [
+                LayerGroup(name, layers, "band")
+                for name, layers in (bands or DepthBands()).as_dict(num_layers).items()
+                if layers
+            ]
         elif strategy == "layers":
             groups += [LayerGroup(f"L{i}", (i,), "layer") for i in range(num_layers)]
         else:
             if weights is None:
-                raise ConfigError("the 'changed' localisation strategy needs the weight deltas",
-                                  "pass weights=weight_delta(base, candidate), or use bands/layers")
+                raise ConfigError(
+                    "the 'changed' localisation strategy needs the weight deltas",
+                    "pass weights=weight_delta(base, candidate), or use bands/layers",
+                )
             runs = layer_runs(weights.changed_layers(changed_fraction))
             groups += [LayerGroup(f"changed {layer_span(r)}", r, "changed") for r in runs]
             if len(runs) > 1:
@@ -159,8 +166,14 @@ class Restoration:
     outcomes: tuple[float, ...] = field(repr=False, default=())
 
     def to_dict(self) -> dict[str, Any]:
-        return {"group": self.group.to_dict(), "accuracy": self.accuracy, "recovered": self.recovered,
-                "fixed": self.fixed, "broken": self.broken, "p_value": self.p_value}
+        return {
+            "group": self.group.to_dict(),
+            "accuracy": self.accuracy,
+            "recovered": self.recovered,
+            "fixed": self.fixed,
+            "broken": self.broken,
+            "p_value": self.p_value,
+        }
 
 
 @dataclass
@@ -206,8 +219,7 @@ class SuiteLocalisation:
     def parts_of(self, winner: Restoration, count: int = 3) -> list[Restoration]:
         """Groups strictly inside ``winner`` that were tried too, most recovering first: how the loss splits."""
         inside = set(winner.group.layers)
-        parts = [r for r in self.restorations
-                 if r.recovered is not None and set(r.group.layers) < inside]
+        parts = [r for r in self.restorations if r.recovered is not None and set(r.group.layers) < inside]
         return sorted(parts, key=lambda r: (-(r.recovered or 0.0), r.group.layers))[:count]
 
     @property
@@ -222,9 +234,11 @@ class SuiteLocalisation:
         if winner is not None:
             significance = "" if winner.p_value < self.alpha else ", not significant"
             only = " only" if winner.group.kind == "all" else ""
-            text = (f"{what} is{only} restored by reverting {winner.group.label}: {self.metric} "
-                    f"{winner.accuracy:.3f}, {_pct(winner.recovered)} of the loss recovered "
-                    f"(p={_fmt_p(winner.p_value)}{significance})")
+            text = (
+                f"{what} is{only} restored by reverting {winner.group.label}: {self.metric} "
+                f"{winner.accuracy:.3f}, {_pct(winner.recovered)} of the loss recovered "
+                f"(p={_fmt_p(winner.p_value)}{significance})"
+            )
             parts = self.parts_of(winner)
             if parts:
                 text += "; alone: " + ", ".join(f"{r.group.label} {_pct(r.recovered)}" for r in parts)
@@ -235,16 +249,26 @@ class SuiteLocalisation:
             text += f"; best: {best.group.label} recovers {_pct(best.recovered)}"
         every = next((r for r in self.restorations if r.group.kind == "all"), None)
         if every is not None and (every.recovered or 0.0) < self.threshold:
-            text += (f"; reverting every decoder layer recovers only {_pct(every.recovered)}, so the change "
-                     "also sits outside the decoder layers (embeddings, final norm, LM head)")
+            text += (
+                f"; reverting every decoder layer recovers only {_pct(every.recovered)}, so the change "
+                "also sits outside the decoder layers (embeddings, final norm, LM head)"
+            )
         return text
 
     def to_dict(self) -> dict[str, Any]:
         winner = self.restored_by
         return {
-            "suite": self.suite, "capability": self.capability, "protocol": self.protocol, "metric": self.metric,
-            "items": self.items, "base": self.base, "candidate": self.candidate, "loss": self.loss,
-            "loss_p_value": self.loss_p_value, "allowed": self.allowed, "localised": self.localised,
+            "suite": self.suite,
+            "capability": self.capability,
+            "protocol": self.protocol,
+            "metric": self.metric,
+            "items": self.items,
+            "base": self.base,
+            "candidate": self.candidate,
+            "loss": self.loss,
+            "loss_p_value": self.loss_p_value,
+            "allowed": self.allowed,
+            "localised": self.localised,
             "restored_by": winner.group.to_dict() if winner else None,
             "verdict": self.verdict,
             "restorations": [r.to_dict() for r in self.restorations],
@@ -271,8 +295,12 @@ class Localisation:
         raise KeyError(f"no localisation for {name_or_capability!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"threshold": self.threshold, "alpha": self.alpha, "groups": [g.to_dict() for g in self.groups],
-                "suites": [s.to_dict() for s in self.suites]}
+        return {
+            "threshold": self.threshold,
+            "alpha": self.alpha,
+            "groups": [g.to_dict() for g in self.groups],
+            "suites": [s.to_dict() for s in self.suites],
+        }
 
 
 def _pct(value: float | None) -> str:
@@ -317,8 +345,7 @@ def _jobs(settings: ProfileSettings, only: Iterable[str] | None) -> list[_SuiteJ
             continue
         protocol = settings.protocols.get(suite.name, suite.default_protocol)
         limited = suite.limited(settings.limit_for(suite.name))
-        info = SuiteInfo(suite.name, suite.capability, suite.content_hash, protocol,
-                         tuple(i.id for i in limited.items))
+        info = SuiteInfo(suite.name, suite.capability, suite.content_hash, protocol, tuple(i.id for i in limited.items))
         jobs.append(_SuiteJob(limited, info, PRIMARY_METRIC[protocol]))
     return jobs
 
@@ -328,8 +355,11 @@ def _from_profile(profile: DepthProfile | None, info: SuiteInfo, metric: str) ->
     if profile is None or info.name not in profile.suites:
         return None
     recorded = profile.suites[info.name]
-    same = (recorded.content_hash, recorded.protocol, recorded.item_ids) == (info.content_hash, info.protocol,
-                                                                             info.item_ids)
+    same = (recorded.content_hash, recorded.protocol, recorded.item_ids) == (
+        info.content_hash,
+        info.protocol,
+        info.item_ids,
+    )
     if not same:
         return None
     evaluation = profile.evaluations.get((info.name, info.protocol, INTACT))
@@ -339,28 +369,49 @@ def _from_profile(profile: DepthProfile | None, info: SuiteInfo, metric: str) ->
 def _intact(model: LoadedModel, job: _SuiteJob, cache: ResultCache, settings: ProfileSettings) -> tuple[float, ...]:
     """Intact outcomes through the profiler's own cached path, so a profile's entries are reused."""
     evaluation = evaluate_ablations(
-        model.model, model.tokenizer, job.suite, job.info, [], cache=cache,
-        identity=lambda key: cache_identity(model, job.info, key, settings.seed), batch_size=settings.batch_size,
+        model.model,
+        model.tokenizer,
+        job.suite,
+        job.info,
+        [],
+        cache=cache,
+        identity=lambda key: cache_identity(model, job.info, key, settings.seed),
+        batch_size=settings.batch_size,
         prepared=lambda: job.prepared_for(model.tokenizer),
     )[0]
     return tuple(evaluation.outcomes[job.metric])
 
 
-def _restored(candidate: LoadedModel, base: LoadedModel, job: _SuiteJob, ablations: Sequence[Ablation],
-              cache: ResultCache, settings: ProfileSettings) -> dict[str, tuple[float, ...]]:
+def _restored(
+    candidate: LoadedModel,
+    base: LoadedModel,
+    job: _SuiteJob,
+    ablations: Sequence[Ablation],
+    cache: ResultCache,
+    settings: ProfileSettings,
+) -> dict[str, tuple[float, ...]]:
     """Outcomes of the candidate under each swap-back, cached under the candidate's key plus the donor's
     (its intact outcomes, which the sweep also yields, under the candidate's key alone).
 
     Missing ones are computed in one sweep that reuses the candidate's activations below each group's
     first reverted layer (the layers below it are the candidate's own, so nothing changes there).
     """
+
     def identity(key: str) -> dict[str, object]:
         plain = cache_identity(candidate, job.info, key, settings.seed)
         return plain if key == INTACT else {**plain, "donor": base.fingerprint}  # intact needs no donor
 
     evaluations = evaluate_ablations(
-        candidate.model, candidate.tokenizer, job.suite, job.info, ablations, cache=cache, identity=identity,
-        donor=base.model, batch_size=settings.batch_size, prepared=lambda: job.prepared_for(candidate.tokenizer),
+        candidate.model,
+        candidate.tokenizer,
+        job.suite,
+        job.info,
+        ablations,
+        cache=cache,
+        identity=identity,
+        donor=base.model,
+        batch_size=settings.batch_size,
+        prepared=lambda: job.prepared_for(candidate.tokenizer),
     )
     return {ablation.key: tuple(ev.outcomes[job.metric]) for ablation, ev in zip(ablations, evaluations[1:])}
 
@@ -396,13 +447,16 @@ def localise(
     if not 0 < threshold <= 1:
         raise ConfigError(f"restoration threshold must be in (0, 1], got {threshold!r}", "use e.g. 0.8 for 80%")
     if base.model is candidate.model:
-        raise LayercheckError("the base and the candidate are the same model object",
-                              "load the base and the candidate separately (two load_model calls)")
+        raise LayercheckError(
+            "the base and the candidate are the same model object",
+            "load the base and the candidate separately (two load_model calls)",
+        )
     num_layers = candidate.num_layers
     if base.num_layers != num_layers:
         raise LayercheckError(
             f"the base has {base.num_layers} layers and the candidate {num_layers}, so layers cannot be swapped back",
-            "localise a fine-tune against the model it was fine-tuned from (same architecture and depth)")
+            "localise a fine-tune against the model it was fine-tuned from (same architecture and depth)",
+        )
     if isinstance(groups, str):
         group_list = layer_groups(num_layers, groups, bands=settings.bands, weights=weights, include_all=include_all)
     else:
@@ -429,12 +483,21 @@ def localise(
                 done += 1
             candidate_outcomes[job.info.name] = pair[1]
             b_acc, c_acc = mean(pair[0]), mean(pair[1])
-            entries.append(SuiteLocalisation(
-                suite=job.info.name, capability=job.info.capability, protocol=job.info.protocol,
-                metric=job.metric, items=len(pair[0]), base=b_acc, candidate=c_acc,
-                loss_p_value=_paired(pair[0], pair[1])[2], allowed=tol.allowed(b_acc), threshold=threshold,
-                alpha=alpha,
-            ))
+            entries.append(
+                SuiteLocalisation(
+                    suite=job.info.name,
+                    capability=job.info.capability,
+                    protocol=job.info.protocol,
+                    metric=job.metric,
+                    items=len(pair[0]),
+                    base=b_acc,
+                    candidate=c_acc,
+                    loss_p_value=_paired(pair[0], pair[1])[2],
+                    allowed=tol.allowed(b_acc),
+                    threshold=threshold,
+                    alpha=alpha,
+                )
+            )
         dropped = [(job, entry) for job, entry in zip(jobs, entries, strict=True) if entry.loss > entry.allowed + 1e-9]
         total += len(dropped)
         ablations = [Ablation.swapping(group.layers) for group in group_list]
@@ -456,13 +519,29 @@ def localise(
 def restoration_table(localisation: Localisation) -> list[Mapping[str, Any]]:
     """Flat rows (suite, group, layers, accuracy, recovered, p) for custom reports and tests."""
     return [
-        {"suite": s.suite, "group": r.group.name, "layers": r.group.layers, "accuracy": r.accuracy,
-         "recovered": r.recovered, "p_value": r.p_value}
-        for s in localisation.suites for r in s.restorations
+        {
+            "suite": s.suite,
+            "group": r.group.name,
+            "layers": r.group.layers,
+            "accuracy": r.accuracy,
+            "recovered": r.recovered,
+            "p_value": r.p_value,
+        }
+        for s in localisation.suites
+        for r in s.restorations
     ]
 
 
 __all__ = [
-    "DEFAULT_THRESHOLD", "STRATEGIES", "LayerGroup", "Localisation", "Restoration", "SuiteLocalisation",
-    "layer_groups", "layer_span", "localise", "parse_strategies", "restoration_table",
+    "DEFAULT_THRESHOLD",
+    "STRATEGIES",
+    "LayerGroup",
+    "Localisation",
+    "Restoration",
+    "SuiteLocalisation",
+    "layer_groups",
+    "layer_span",
+    "localise",
+    "parse_strategies",
+    "restoration_table",
 ]

@@ -224,8 +224,8 @@ def collect_layer_states(
             mask = torch.zeros((len(group), width), dtype=torch.long)
             for row, index in enumerate(group):
                 seq = encoded[index]
-                ids[row, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
-                mask[row, width - len(seq):] = 1
+                ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+                mask[row, width - len(seq) :] = 1
             positions = (mask.cumsum(1) - 1).clamp(min=0)
             inputs: dict[str, Any] = {"attention_mask": mask.to(device), "use_cache": prefix is not None, **keep}
             if prefix is None:
@@ -235,8 +235,11 @@ def collect_layer_states(
                 # Columns before ``skip`` come from the prefix cache (row r shifted by its padding);
                 # re-run prefix tokens of padded rows (position < skip) are not counted again.
                 recorder.mask = mask[:, skip:].bool() & (positions[:, skip:] >= skip)
-                inputs.update(input_ids=ids[:, skip:].to(device), position_ids=positions[:, skip:].to(device),
-                              **kv_cache.cache_kwargs(model, prefix.expand(width - mask.sum(1))))
+                inputs.update(
+                    input_ids=ids[:, skip:].to(device),
+                    position_ids=positions[:, skip:].to(device),
+                    **kv_cache.cache_kwargs(model, prefix.expand(width - mask.sum(1))),
+                )
             model(**inputs)
             stacked = torch.stack(recorder.last, dim=1)  # type: ignore[arg-type]
             for row, index in enumerate(group):
@@ -254,8 +257,10 @@ def collect_layer_states(
 def check_block_size(num_layers: int, block: int) -> None:
     """A block of ``n`` layers that ends before the last layer needs ``1 <= n <= N-1``."""
     if isinstance(block, bool) or not isinstance(block, int) or block < 1:
-        raise ConfigError(f"block size {block!r} is not a positive whole number",
-                          "pass the number of consecutive layers to drop, e.g. block=1 or --block 3")
+        raise ConfigError(
+            f"block size {block!r} is not a positive whole number",
+            "pass the number of consecutive layers to drop, e.g. block=1 or --block 3",
+        )
     if block >= num_layers:
         raise ConfigError(
             f"a block of {block} layers cannot be dropped from a model of {num_layers} layers without "
@@ -365,8 +370,9 @@ class RedundancyResult:
         }  # fmt: skip
 
 
-def redundancy_from_states(states: LayerStates, block: int, model: str = "model",
-                           sources: Sequence[str] = ()) -> RedundancyResult:
+def redundancy_from_states(
+    states: LayerStates, block: int, model: str = "model", sources: Sequence[str] = ()
+) -> RedundancyResult:
     """Both metrics for ``block`` from gathered states (one pass serves every block size)."""
     mean, stderr = angular_distances(states, block)
     return RedundancyResult(
@@ -399,8 +405,9 @@ def suite_prompts(suites: Sequence[str | Suite], limit: int | None) -> list[tupl
     for spec in suites:
         suite = resolve_suite(spec)
         rendered = render(suite.limited(limit), suite.default_protocol)
-        groups.append((f"{suite.name} ({len(rendered)} {suite.default_protocol} prompts)",
-                       [r.prompt for r in rendered]))
+        groups.append(
+            (f"{suite.name} ({len(rendered)} {suite.default_protocol} prompts)", [r.prompt for r in rendered])
+        )
     return groups
 
 
@@ -420,8 +427,9 @@ def measure_redundancy(
     """
     check_block_size(get_adapter(loaded.model).num_layers, block)
     groups = suite_prompts(suites, limit) if prompts is None else [(f"{len(prompts)} given prompts", list(prompts))]
-    states = merge_states([collect_layer_states(loaded.model, loaded.tokenizer, texts, token_budget)
-                           for _, texts in groups])
+    states = merge_states(
+        [collect_layer_states(loaded.model, loaded.tokenizer, texts, token_budget) for _, texts in groups]
+    )
     return redundancy_from_states(states, block, _model_name(loaded), [label for label, _ in groups])
 
 
@@ -537,16 +545,23 @@ class ViewVerdict:
         return "disagrees" if self.p_value < self.alpha else "unclear"
 
 
-def judge_view(view: CapabilityView, distances: Sequence[float], suggested: int,
-               tolerance: float = DEFAULT_TOLERANCE, alpha: float = 0.05) -> ViewVerdict:
+def judge_view(
+    view: CapabilityView,
+    distances: Sequence[float],
+    suggested: int,
+    tolerance: float = DEFAULT_TOLERANCE,
+    alpha: float = 0.05,
+) -> ViewVerdict:
     """Rank the evaluated blocks by harm and test the metric's pick against the least harmful one.
 
     Least harmful: highest accuracy after removal; ties go to the smaller distance, then the
     shallower start, so an equally good suggestion counts as the least harmful.
     """
     if suggested not in view.after:
-        raise ConfigError(f"block start {suggested} was not evaluated in {view.label}",
-                          "evaluate the suggested block (compare_with_capabilities always does)")
+        raise ConfigError(
+            f"block start {suggested} was not evaluated in {view.label}",
+            "evaluate the suggested block (compare_with_capabilities always does)",
+        )
     starts = sorted(view.after)
     ranked = sorted(starts, key=lambda s: (-view.accuracy(s), distances[s], s))
     least = ranked[0]
@@ -597,14 +612,18 @@ class RedundancyComparison:
         lines = []
         for v in self.verdicts:
             sug, least = _span(r.block_layers(v.suggested)), _span(r.block_layers(v.least_harmful))
-            head = (f"{v.view.label}: removing {sug} (the metric's pick) drops accuracy by "
-                    f"{v.suggested_drop:.3f} ({v.view.intact_accuracy:.3f} -> {v.view.accuracy(v.suggested):.3f}), "
-                    f"rank {v.rank} of {v.evaluated} blocks by harm, Spearman(distance, drop) = {v.spearman:.2f}")
+            head = (
+                f"{v.view.label}: removing {sug} (the metric's pick) drops accuracy by "
+                f"{v.suggested_drop:.3f} ({v.view.intact_accuracy:.3f} -> {v.view.accuracy(v.suggested):.3f}), "
+                f"rank {v.rank} of {v.evaluated} blocks by harm, Spearman(distance, drop) = {v.spearman:.2f}"
+            )
             if v.status == "agrees":
                 lines.append(head + f"; agrees (least harmful {least}, drop {v.least_drop:.3f}).")
             else:
-                lines.append(head + f"; {v.status.upper()}: {least} drops only {v.least_drop:.3f} "
-                                    f"(gap {v.gap:.3f} > {v.tolerance:g}, McNemar p = {v.p_value:.3g}).")
+                lines.append(
+                    head + f"; {v.status.upper()}: {least} drops only {v.least_drop:.3f} "
+                    f"(gap {v.gap:.3f} > {v.tolerance:g}, McNemar p = {v.p_value:.3g})."
+                )
         by_suite: dict[str, dict[bool, ViewVerdict]] = {}
         for v in self.verdicts:
             by_suite.setdefault(v.view.suite, {})[get_protocol(v.view.protocol).generates] = v
@@ -612,11 +631,15 @@ class RedundancyComparison:
             if len(pair) < 2:
                 continue
             lk, g = pair[False], pair[True]
-            line = (f"{suite}: the metric's pick costs {lk.suggested_drop:.3f} under likelihood and "
-                    f"{g.suggested_drop:.3f} under generation")
+            line = (
+                f"{suite}: the metric's pick costs {lk.suggested_drop:.3f} under likelihood and "
+                f"{g.suggested_drop:.3f} under generation"
+            )
             if lk.agrees and not g.agrees:
-                line += (" — harmless-looking by likelihood, not by generation: the similarity metric, "
-                         "like likelihood scoring, misses what generation needs.")
+                line += (
+                    " — harmless-looking by likelihood, not by generation: the similarity metric, "
+                    "like likelihood scoring, misses what generation needs."
+                )
             elif not lk.agrees and g.agrees:
                 line += " — worse than the best block by likelihood, among the least harmful by generation."
             else:
@@ -681,10 +704,13 @@ def compare_with_capabilities(
     """
     model, tokenizer = loaded.model, loaded.tokenizer
     if get_adapter(model).num_layers != result.num_layers:
-        raise ConfigError(f"the result was measured on {result.num_layers} layers, the model has "
-                          f"{get_adapter(model).num_layers}", "measure and compare the same model")
-    likelihood_starts = (list(result.eligible) if candidates is None
-                         else generation_candidates(result, max(1, candidates)))
+        raise ConfigError(
+            f"the result was measured on {result.num_layers} layers, the model has {get_adapter(model).num_layers}",
+            "measure and compare the same model",
+        )
+    likelihood_starts = (
+        list(result.eligible) if candidates is None else generation_candidates(result, max(1, candidates))
+    )
     ordered = sorted(views, key=lambda v: get_protocol(v[1]).generates)  # likelihood first
     verdicts: list[ViewVerdict] = []
     notes: list[str] = []
@@ -692,8 +718,11 @@ def compare_with_capabilities(
     for step, (spec, protocol) in enumerate(ordered):
         suite = resolve_suite(spec)
         generation = get_protocol(protocol).generates
-        starts = (generation_candidates(result, generation_blocks, least_by_suite.get(suite.name, ()))
-                  if generation else likelihood_starts)
+        starts = (
+            generation_candidates(result, generation_blocks, least_by_suite.get(suite.name, ()))
+            if generation
+            else likelihood_starts
+        )
         if progress:
             progress(f"{suite.name}/{protocol}", step, len(ordered))
         prepared = prepare(suite.limited(limit), protocol, tokenizer, max_length=model_max_length(model))
@@ -704,7 +733,10 @@ def compare_with_capabilities(
         metric = _view_metric(protocol)
         order = [r.item.id for r in prepared.items]
         view = CapabilityView(
-            suite=suite.name, protocol=protocol, metric=metric, intact=_outcomes(intact, metric, order),
+            suite=suite.name,
+            protocol=protocol,
+            metric=metric,
+            intact=_outcomes(intact, metric, order),
             after={s: _outcomes(r, metric, order) for s, r in zip(starts, removed[:-1])},
             bi_after=_outcomes(removed[-1], metric, order),
         )
@@ -715,6 +747,9 @@ def compare_with_capabilities(
     if progress:
         progress("done", len(ordered), len(ordered))
     if candidates is not None or any(get_protocol(v.view.protocol).generates for v in verdicts):
-        notes.append("Blocks evaluated: " + "; ".join(
-            f"{v.view.label}: {v.evaluated}" for v in verdicts) + f" of {len(result.eligible)} eligible.")
+        notes.append(
+            "Blocks evaluated: "
+            + "; ".join(f"{v.view.label}: {v.evaluated}" for v in verdicts)
+            + f" of {len(result.eligible)} eligible."
+        )
     return RedundancyComparison(result, tuple(verdicts), tolerance, limit, tuple(notes))

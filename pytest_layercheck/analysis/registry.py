@@ -47,8 +47,9 @@ _REGISTRY: Registry[Analysis] = Registry("analysis", ConfigError)
 
 def register_analysis(analysis: Analysis) -> Analysis:
     """Make ``analysis`` available to the ``layercheck_analyses`` fixture by its name."""
-    return _REGISTRY.register(analysis.name, analysis,
-                              "choose another name, or unregister_analysis() the old one first")
+    return _REGISTRY.register(
+        analysis.name, analysis, "choose another name, or unregister_analysis() the old one first"
+    )
 
 
 def unregister_analysis(name: str) -> None:
@@ -65,17 +66,36 @@ def analysis_names() -> tuple[str, ...]:
 
 
 for _builtin in (
-    Analysis("heads", "pytest_layercheck.analysis.heads:head_importance",
-             "accuracy drop when each attention head is masked", uses_cache=True),
-    Analysis("retrieval_heads", "pytest_layercheck.analysis.retrieval_heads:find_retrieval_heads",
-             "retrieval score of every head on needle-in-a-haystack tests"),
-    Analysis("masking", "pytest_layercheck.analysis.retrieval_heads:compare_masking",
-             "top-k retrieval heads against k random heads, masked"),
-    Analysis("redundancy", "pytest_layercheck.analysis.redundancy:measure_redundancy",
-             "angular distance and Block Influence per layer"),
-    Analysis("thinking", "pytest_layercheck.analysis.thinking:compare_thinking",
-             "fast (direct) against slow (step-by-step) answers"),
-    Analysis("transfer", "pytest_layercheck.analysis.transfer:stability",
-             "stability of correctness under new numbers or sibling facts"),
+    Analysis(
+        "heads",
+        "pytest_layercheck.analysis.heads:head_importance",
+        "accuracy drop when each attention head is masked",
+        uses_cache=True,
+    ),
+    Analysis(
+        "retrieval_heads",
+        "pytest_layercheck.analysis.retrieval_heads:find_retrieval_heads",
+        "retrieval score of every head on needle-in-a-haystack tests",
+    ),
+    Analysis(
+        "masking",
+        "pytest_layercheck.analysis.retrieval_heads:compare_masking",
+        "top-k retrieval heads against k random heads, masked",
+    ),
+    Analysis(
+        "redundancy",
+        "pytest_layercheck.analysis.redundancy:measure_redundancy",
+        "angular distance and Block Influence per layer",
+    ),
+    Analysis(
+        "thinking",
+        "pytest_layercheck.analysis.thinking:compare_thinking",
+        "fast (direct) against slow (step-by-step) answers",
+    ),
+    Analysis(
+        "transfer",
+        "pytest_layercheck.analysis.transfer:stability",
+        "stability of correctness under new numbers or sibling facts",
+    ),
 ):
     register_analysis(_builtin)

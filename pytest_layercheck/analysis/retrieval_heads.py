@@ -202,8 +202,9 @@ def copy_counts(
     return (in_span & (token_there == produced)).sum(0)
 
 
-def needle_scores(argmax_positions: torch.Tensor, generated: Sequence[int], prompt_ids: Sequence[int],
-                  span: tuple[int, int]) -> torch.Tensor:
+def needle_scores(
+    argmax_positions: torch.Tensor, generated: Sequence[int], prompt_ids: Sequence[int], span: tuple[int, int]
+) -> torch.Tensor:
     """One test's retrieval score per head: copies / number of needle tokens."""
     return copy_counts(argmax_positions, generated, prompt_ids, span).double() / (span[1] - span[0])
 
@@ -391,7 +392,9 @@ class RetrievalHeads:
                 {"layer": layer, "head": head, "score": self.scores[(layer, head)]}
                 for layer, head in self.retrieval_heads
             ],
-            "scores": [[self.scores[(layer, head)] for head in range(self.num_heads)] for layer in range(self.num_layers)],
+            "scores": [
+                [self.scores[(layer, head)] for head in range(self.num_heads)] for layer in range(self.num_layers)
+            ],
             "needle_tests": [vars(t) for t in self.tests],
             "settings": dict(self.settings),
         }
@@ -455,19 +458,32 @@ def find_retrieval_heads(
                 totals += needle_scores(decoded.argmax, decoded.tokens, needle.prompt_ids, needle.span)
             outcomes.append(
                 NeedleOutcome(
-                    id=case.id, needle=case.needle, answer=tok.decode(list(decoded.tokens), skip_special_tokens=True),
-                    recall=recall, valid=valid, depth=case.depth, size=case.size,
-                    prompt_tokens=len(needle.prompt_ids), needle_tokens=len(needle.needle_ids),
+                    id=case.id,
+                    needle=case.needle,
+                    answer=tok.decode(list(decoded.tokens), skip_special_tokens=True),
+                    recall=recall,
+                    valid=valid,
+                    depth=case.depth,
+                    size=case.size,
+                    prompt_tokens=len(needle.prompt_ids),
+                    needle_tokens=len(needle.needle_ids),
                 )
             )
     if progress:
         progress("done", len(cases), len(cases))
     valid_count = sum(o.valid for o in outcomes)
     means = totals / valid_count if valid_count else totals
-    scores = {(layer, head): float(means[layer, head]) for layer in range(num_layers) for head in range(adapter.num_heads)}
+    scores = {
+        (layer, head): float(means[layer, head]) for layer in range(num_layers) for head in range(adapter.num_heads)
+    }
     return RetrievalHeads(
-        model=name, num_layers=num_layers, num_heads=adapter.num_heads, threshold=threshold,
-        min_recall=min_recall, scores=scores, tests=tuple(outcomes),
+        model=name,
+        num_layers=num_layers,
+        num_heads=adapter.num_heads,
+        threshold=threshold,
+        min_recall=min_recall,
+        scores=scores,
+        tests=tuple(outcomes),
         settings={"seed": seed, "sizes": list(sizes), "max_new_tokens": max_new_tokens},
     )
 
@@ -590,8 +606,9 @@ def _as_spec(heads: Iterable[HeadKey]) -> dict[int, list[int]]:
     return spec
 
 
-def _generation_outcomes(net: nn.Module, tok: Any, prepared: Any, masked: Mapping[int, Iterable[int]] | None,
-                         progress: Callable[[], None]) -> tuple[tuple[float, ...], tuple[str, ...]]:
+def _generation_outcomes(
+    net: nn.Module, tok: Any, prepared: Any, masked: Mapping[int, Iterable[int]] | None, progress: Callable[[], None]
+) -> tuple[tuple[float, ...], tuple[str, ...]]:
     """Exact match and generated text per item, each decoded the paper's way (masking during decoding
     only), judged like ``score``'s generate_until: cut at the stop strings, extract, normalise."""
     generation = prepared.generation
@@ -652,11 +669,15 @@ def compare_masking(
     results: list[tuple[float, ...]] = []
     answers: dict[str, tuple[str, ...]] = {}
     decode_only = prepared.generation is not None
-    conditions = (("intact", "intact", None), ("top", f"top-{k} masked", _as_spec(top)),
-                  ("random", f"random {k} masked", _as_spec(control)))
+    conditions = (
+        ("intact", "intact", None),
+        ("top", f"top-{k} masked", _as_spec(top)),
+        ("random", f"random {k} masked", _as_spec(control)),
+    )
     with deterministic(seed):
         for condition, label, masked in conditions:
             if decode_only:
+
                 def step(label: str = label) -> None:
                     nonlocal done
                     done += 1
@@ -674,8 +695,20 @@ def compare_masking(
                 if progress:
                     progress(label, done, total)
     return MaskingComparison(
-        model=name, suite=limited.name, protocol=protocol, metric=metric, k=k, seed=seed,
-        decode_only=decode_only, item_ids=item_ids, top_heads=tuple(top),
-        top_scores=tuple(heads.scores[h] for h in top), random_heads=tuple(control), threshold=heads.threshold,
-        intact=results[0], top_masked=results[1], random_masked=results[2], answers=answers,
+        model=name,
+        suite=limited.name,
+        protocol=protocol,
+        metric=metric,
+        k=k,
+        seed=seed,
+        decode_only=decode_only,
+        item_ids=item_ids,
+        top_heads=tuple(top),
+        top_scores=tuple(heads.scores[h] for h in top),
+        random_heads=tuple(control),
+        threshold=heads.threshold,
+        intact=results[0],
+        top_masked=results[1],
+        random_masked=results[2],
+        answers=answers,
     )

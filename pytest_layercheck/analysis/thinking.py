@@ -135,7 +135,7 @@ def _numbers(text: str) -> list[float]:
 
 def _after_answer_is(text: str) -> list[str]:
     """The rest of the line after each "answer is", last first."""
-    tails = [text[m.end():].split("\n", 1)[0] for m in _ANSWER_IS.finditer(text)]
+    tails = [text[m.end() :].split("\n", 1)[0] for m in _ANSWER_IS.finditer(text)]
     return tails[::-1]
 
 
@@ -173,7 +173,7 @@ def _strip_echo(text: str, context: str | None) -> str:
         return text
     words, echo = _normalise(text).split(), _normalise(context.rstrip(" .")).split()
     if echo and words[: len(echo)] == echo:
-        return " ".join(words[len(echo):])
+        return " ".join(words[len(echo) :])
     return text
 
 
@@ -200,8 +200,10 @@ def judge(item: SuiteItem, text: str) -> Judgement:
     """Extract the answer from ``text`` and compare it with the item's target (see module docstring)."""
     target = item.answer_text
     if target is None:
-        raise ConfigError(f"item {item.id!r} has no target or gold choice to judge an answer against",
-                          "give the item a 'target', or 'choices' with 'gold'")
+        raise ConfigError(
+            f"item {item.id!r} has no target or gold choice to judge an answer against",
+            "give the item a 'target', or 'choices' with 'gold'",
+        )
     if is_numeric(target):
         value = extract_number(text)
         return Judgement(None if value is None else f"{value:g}", value is not None and value == float(target))
@@ -273,8 +275,9 @@ class Shift:
 def paired_shift(group: str, fast: Sequence[bool], slow: Sequence[bool]) -> Shift:
     """Count corrections (wrong→right) and overthinking (right→wrong) over paired outcomes."""
     if len(fast) != len(slow):
-        raise ConfigError(f"{len(fast)} fast outcomes but {len(slow)} slow ones",
-                          "pair every item's fast and slow outcome")
+        raise ConfigError(
+            f"{len(fast)} fast outcomes but {len(slow)} slow ones", "pair every item's fast and slow outcome"
+        )
     return Shift(
         group=group, items=len(fast), fast_correct=sum(map(bool, fast)), slow_correct=sum(map(bool, slow)),
         corrections=sum(1 for f, s in zip(fast, slow) if not f and s),
@@ -314,16 +317,27 @@ class ThinkingResult:
     def by_domain(self) -> list[Shift]:
         """The finer split: one row per (suite, domain)."""
         keys = sorted({(p.suite, p.domain) for p in self.items})
-        return [paired_shift(f"{suite}/{domain}",
-                             [p.fast.correct for p in self.items if (p.suite, p.domain) == (suite, domain)],
-                             [p.slow.correct for p in self.items if (p.suite, p.domain) == (suite, domain)])
-                for suite, domain in keys]
+        return [
+            paired_shift(
+                f"{suite}/{domain}",
+                [p.fast.correct for p in self.items if (p.suite, p.domain) == (suite, domain)],
+                [p.slow.correct for p in self.items if (p.suite, p.domain) == (suite, domain)],
+            )
+            for suite, domain in keys
+        ]
 
     def to_json(self) -> dict[str, Any]:
         def row(s: Shift) -> dict[str, Any]:
-            return {"group": s.group, "items": s.items, "fast_accuracy": s.fast_accuracy,
-                    "slow_accuracy": s.slow_accuracy, "difference": s.difference, "corrections": s.corrections,
-                    "overthinking": s.overthinking, "p_value": s.p_value}
+            return {
+                "group": s.group,
+                "items": s.items,
+                "fast_accuracy": s.fast_accuracy,
+                "slow_accuracy": s.slow_accuracy,
+                "difference": s.difference,
+                "corrections": s.corrections,
+                "overthinking": s.overthinking,
+                "p_value": s.p_value,
+            }
 
         return {
             "model": self.model, "settings": dict(self.settings), "groups": [row(s) for s in self.shifts()],
@@ -339,8 +353,14 @@ class ThinkingResult:
 # Running it
 
 
-def generate(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int,
-             until: Sequence[str], batch_size: int | None = None) -> list[str]:
+def generate(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    max_new_tokens: int,
+    until: Sequence[str],
+    batch_size: int | None = None,
+) -> list[str]:
     """Greedy continuations through the engine's batched generation (left-truncated to the window)."""
     if not prompts:
         return []
@@ -363,8 +383,10 @@ def compare_thinking(
 ) -> ThinkingResult:
     """Answer the first ``limit`` items of each suite fast and slow; pair the outcomes per item."""
     if cot_tokens < 1 or fast_tokens < 1:
-        raise ConfigError(f"token budgets must be positive (cot_tokens={cot_tokens}, fast_tokens={fast_tokens})",
-                          "give the chain of thought and the direct answer at least one token each")
+        raise ConfigError(
+            f"token budgets must be positive (cot_tokens={cot_tokens}, fast_tokens={fast_tokens})",
+            "give the chain of thought and the direct answer at least one token each",
+        )
     chosen: list[tuple[Suite, SuiteItem]] = []
     for spec in suites:
         suite = resolve_suite(spec)
@@ -388,7 +410,12 @@ def compare_thinking(
         )
         for (suite, item), fast, slow in zip(chosen, fast_texts, slow_texts)
     )  # fmt: skip
-    settings = {"suites": list(dict.fromkeys(s.name for s, _ in chosen)), "limit": limit,
-                "cot_tokens": cot_tokens, "fast_tokens": fast_tokens, "decoding": "greedy",
-                "cot_trigger": COT_TRIGGER}
+    settings = {
+        "suites": list(dict.fromkeys(s.name for s, _ in chosen)),
+        "limit": limit,
+        "cot_tokens": cot_tokens,
+        "fast_tokens": fast_tokens,
+        "decoding": "greedy",
+        "cot_trigger": COT_TRIGGER,
+    }
     return ThinkingResult(str(getattr(loaded, "name", "model")), items, settings)

@@ -114,8 +114,10 @@ def _strategy_for(item: SuiteItem) -> st.SearchStrategy[gen.Problem]:
     try:
         return build(item.kind)
     except KeyError:
-        raise ConfigError(f"item {item.id!r}: kind {item.kind!r} is unknown in domain {item.domain!r}",
-                          "use the kinds of the built-in reasoning suite") from None
+        raise ConfigError(
+            f"item {item.id!r}: kind {item.kind!r} is unknown in domain {item.domain!r}",
+            "use the kinds of the built-in reasoning suite",
+        ) from None
 
 
 def variant_strategy(item: SuiteItem, variant_id: str | None = None) -> st.SearchStrategy[SuiteItem]:
@@ -125,8 +127,9 @@ def variant_strategy(item: SuiteItem, variant_id: str | None = None) -> st.Searc
     return strategy.filter(lambda p: p.context != item.context).map(lambda p: _to_item(p, item, item_id))
 
 
-def reasoning_variants(item: SuiteItem, count: int = DEFAULT_VARIANTS, seed: int = DEFAULT_SEED,
-                       exclude: Sequence[str] = ()) -> list[SuiteItem]:
+def reasoning_variants(
+    item: SuiteItem, count: int = DEFAULT_VARIANTS, seed: int = DEFAULT_SEED, exclude: Sequence[str] = ()
+) -> list[SuiteItem]:
     """``count`` distinct variants of ``item`` (ids ``<id>~v1`` ...), the same for the same seed.
 
     Drawn with the suite generator's deterministic machinery (:func:`suites.generate.draw_distinct`,
@@ -137,11 +140,17 @@ def reasoning_variants(item: SuiteItem, count: int = DEFAULT_VARIANTS, seed: int
         raise ConfigError(f"variants per item must be at least 1, got {count}", "ask for 1 or more variants")
     strategy = _strategy_for(item)
     try:
-        problems = gen.draw_distinct(f"transfer/{seed}/{item.id}", strategy, count, lambda p: p.context,
-                                     exclude=frozenset(exclude) | {item.context})
+        problems = gen.draw_distinct(
+            f"transfer/{seed}/{item.id}",
+            strategy,
+            count,
+            lambda p: p.context,
+            exclude=frozenset(exclude) | {item.context},
+        )
     except RuntimeError as exc:
-        raise ConfigError(f"cannot draw {count} distinct variants of {item.id!r}: {exc}",
-                          "ask for fewer variants per item") from None
+        raise ConfigError(
+            f"cannot draw {count} distinct variants of {item.id!r}: {exc}", "ask for fewer variants per item"
+        ) from None
     return [_to_item(p, item, f"{item.id}~v{k}") for k, p in enumerate(problems, 1)]
 
 
@@ -149,8 +158,9 @@ def _stable_order(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-def knowledge_siblings(suite: Suite, item: SuiteItem, count: int = DEFAULT_VARIANTS,
-                       seed: int = DEFAULT_SEED) -> list[SuiteItem]:
+def knowledge_siblings(
+    suite: Suite, item: SuiteItem, count: int = DEFAULT_VARIANTS, seed: int = DEFAULT_SEED
+) -> list[SuiteItem]:
     """Up to ``count`` other items of ``suite`` with the same domain and kind (seeded hash order)."""
     same = [o for o in suite.items if o.id != item.id and (o.domain, o.kind) == (item.domain, item.kind)]
     same.sort(key=lambda o: _stable_order(f"{seed}/{item.id}/{o.id}"))
@@ -213,8 +223,12 @@ def cohen_kappa(both_right: int, right_wrong: int, wrong_right: int, both_wrong:
     return float("nan") if expected >= 1 else (observed - expected) / (1 - expected)
 
 
-def stability_from_outcomes(original: Mapping[str, bool], variants: Mapping[str, Sequence[bool]],
-                            seed: int = DEFAULT_SEED, resamples: int = DEFAULT_RESAMPLES) -> StabilityScore:
+def stability_from_outcomes(
+    original: Mapping[str, bool],
+    variants: Mapping[str, Sequence[bool]],
+    seed: int = DEFAULT_SEED,
+    resamples: int = DEFAULT_RESAMPLES,
+) -> StabilityScore:
     """The score of paired outcomes: ``original[id]`` and the outcomes of that item's variants.
 
     Originals without variants count towards ``base_accuracy`` only.
@@ -291,11 +305,18 @@ class TransferStability:
 
     def to_json(self) -> dict[str, Any]:
         def score_json(s: StabilityScore) -> dict[str, Any]:
-            return {"originals": s.originals, "pairs": s.pairs, "base_accuracy": s.base_accuracy,
-                    "variant_accuracy": s.variant_accuracy, "stability": s.stability,
-                    "stability_ci": list(s.stability_ci), "agreement": s.agreement, "kappa": s.kappa,
-                    "kappa_ci": list(s.kappa_ci),
-                    "table": [s.both_right, s.right_wrong, s.wrong_right, s.both_wrong]}
+            return {
+                "originals": s.originals,
+                "pairs": s.pairs,
+                "base_accuracy": s.base_accuracy,
+                "variant_accuracy": s.variant_accuracy,
+                "stability": s.stability,
+                "stability_ci": list(s.stability_ci),
+                "agreement": s.agreement,
+                "kappa": s.kappa,
+                "kappa_ci": list(s.kappa_ci),
+                "table": [s.both_right, s.right_wrong, s.wrong_right, s.both_wrong],
+            }
 
         return {
             "suite": self.suite, "capability": self.capability, "method": self.method,
@@ -369,23 +390,36 @@ def stability(
     metric = _metric(protocol)
     outcome = {o.item_id: bool(o.scores[metric]) for o in result.outcomes}
     pairs = tuple(
-        PairOutcome(item.id, item.domain, item.kind, outcome[item.id], tuple(k.id for k in children[item.id]),
-                    tuple(outcome[k.id] for k in children[item.id]))
+        PairOutcome(
+            item.id,
+            item.domain,
+            item.kind,
+            outcome[item.id],
+            tuple(k.id for k in children[item.id]),
+            tuple(outcome[k.id] for k in children[item.id]),
+        )
         for item in originals
     )
     by_domain: dict[str, StabilityScore] = {}
     for domain in dict.fromkeys(p.domain for p in pairs):
         chosen = [p for p in pairs if p.domain == domain]
-        by_domain[domain] = stability_from_outcomes({p.item_id: p.correct for p in chosen},
-                                                    {p.item_id: p.variant_correct for p in chosen}, seed, 0)
-    overall = stability_from_outcomes({p.item_id: p.correct for p in pairs},
-                                      {p.item_id: p.variant_correct for p in pairs}, seed, resamples)
-    return TransferStability(suite.name, suite.capability, how, protocol, metric, variants, seed, overall,
-                             pairs, by_domain)
+        by_domain[domain] = stability_from_outcomes(
+            {p.item_id: p.correct for p in chosen}, {p.item_id: p.variant_correct for p in chosen}, seed, 0
+        )
+    overall = stability_from_outcomes(
+        {p.item_id: p.correct for p in pairs}, {p.item_id: p.variant_correct for p in pairs}, seed, resamples
+    )
+    return TransferStability(
+        suite.name, suite.capability, how, protocol, metric, variants, seed, overall, pairs, by_domain
+    )
 
 
-def contrast(loaded: Any, suites: Sequence[str | Suite] = ("reasoning", "knowledge"),
-             progress: Progress | None = None, **kwargs: Any) -> list[TransferStability]:
+def contrast(
+    loaded: Any,
+    suites: Sequence[str | Suite] = ("reasoning", "knowledge"),
+    progress: Progress | None = None,
+    **kwargs: Any,
+) -> list[TransferStability]:
     """:func:`stability` for each suite (reasoning vs knowledge: procedural vs factual)."""
     results = []
     for step, spec in enumerate(suites):

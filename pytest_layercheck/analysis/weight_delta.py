@@ -51,8 +51,14 @@ class ModuleDelta:
         return self.module.rsplit(".", 1)[-1]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"layer": self.layer, "module": self.module, "relative": _finite(self.relative),
-                "delta_norm": self.delta_norm, "base_norm": self.base_norm, "numel": self.numel}
+        return {
+            "layer": self.layer,
+            "module": self.module,
+            "relative": _finite(self.relative),
+            "delta_norm": self.delta_norm,
+            "base_norm": self.base_norm,
+            "numel": self.numel,
+        }
 
 
 @dataclass(frozen=True)
@@ -135,8 +141,15 @@ class WeightDelta:
             "num_layers": self.num_layers,
             "base": dict(self.base),
             "candidate": dict(self.candidate),
-            "layers": [{"layer": d.layer, "relative": _finite(d.relative), "delta_norm": d.delta_norm,
-                        "base_norm": d.base_norm} for d in self.layers],
+            "layers": [
+                {
+                    "layer": d.layer,
+                    "relative": _finite(d.relative),
+                    "delta_norm": d.delta_norm,
+                    "base_norm": d.base_norm,
+                }
+                for d in self.layers
+            ],
             "modules": [d.to_dict() for d in self.modules],
             "outside_layers": [d.to_dict() for d in self.outside],
             "most_changed": [d.layer for d in self.most_changed()],
@@ -167,13 +180,20 @@ def _parameters(model: nn.Module) -> tuple[list[dict[str, torch.Tensor]], dict[s
     adapter = get_adapter(model)
     layers: list[dict[str, torch.Tensor]] = [dict(block.named_parameters()) for block in adapter.layers]
     in_layers = {id(p) for params in layers for p in params.values()}
-    outside: dict[str, torch.Tensor] = {name: p for name, p in unwrap_model(model).named_parameters() if id(p) not in in_layers}
+    outside: dict[str, torch.Tensor] = {
+        name: p for name, p in unwrap_model(model).named_parameters() if id(p) not in in_layers
+    }
     return layers, outside
 
 
-def _check_same_layout(base: nn.Module, candidate: nn.Module, base_layers: list[dict[str, torch.Tensor]],
-                       cand_layers: list[dict[str, torch.Tensor]], base_out: dict[str, torch.Tensor],
-                       cand_out: dict[str, torch.Tensor]) -> None:
+def _check_same_layout(
+    base: nn.Module,
+    candidate: nn.Module,
+    base_layers: list[dict[str, torch.Tensor]],
+    cand_layers: list[dict[str, torch.Tensor]],
+    base_out: dict[str, torch.Tensor],
+    cand_out: dict[str, torch.Tensor],
+) -> None:
     """Raise ArchitectureMismatchError naming every difference that makes ΔW meaningless."""
     problems: list[str] = []
     b_type, c_type = (getattr(model.config, "model_type", None) for model in (base, candidate))
@@ -201,8 +221,9 @@ def _shape_problems(base: dict[str, torch.Tensor], candidate: dict[str, torch.Te
     problems += [f"{where}parameter {name} only in the candidate" for name in sorted(candidate.keys() - base.keys())]
     for name in sorted(base.keys() & candidate.keys()):
         if base[name].shape != candidate[name].shape:
-            problems.append(f"{where}{name}: base shape {tuple(base[name].shape)}, "
-                            f"candidate shape {tuple(candidate[name].shape)}")
+            problems.append(
+                f"{where}{name}: base shape {tuple(base[name].shape)}, candidate shape {tuple(candidate[name].shape)}"
+            )
     return problems
 
 
@@ -215,16 +236,24 @@ def _norms(base: torch.Tensor, candidate: torch.Tensor) -> tuple[float, float]:
     return delta, torch.linalg.vector_norm(b, dtype=torch.float64).item()
 
 
-def _module_deltas(base: dict[str, torch.Tensor], candidate: dict[str, torch.Tensor],
-                   layer: int | None) -> list[ModuleDelta]:
+def _module_deltas(
+    base: dict[str, torch.Tensor], candidate: dict[str, torch.Tensor], layer: int | None
+) -> list[ModuleDelta]:
     grouped: dict[str, list[str]] = {}
     for name in base:  # parameter registration order: attention before MLP, as in the block
         grouped.setdefault(_module_path(name), []).append(name)
     out = []
     for module, names in grouped.items():
         pairs = [_norms(base[n], candidate[n]) for n in names]
-        out.append(ModuleDelta(layer, module, _pooled(d for d, _ in pairs), _pooled(b for _, b in pairs),
-                               sum(base[n].numel() for n in names)))
+        out.append(
+            ModuleDelta(
+                layer,
+                module,
+                _pooled(d for d, _ in pairs),
+                _pooled(b for _, b in pairs),
+                sum(base[n].numel() for n in names),
+            )
+        )
     return out
 
 
@@ -238,8 +267,11 @@ def weight_delta(base: Any, candidate: Any) -> WeightDelta:
     base_layers, base_out = _parameters(base_model)
     cand_layers, cand_out = _parameters(cand_model)
     _check_same_layout(base_model, cand_model, base_layers, cand_layers, base_out, cand_out)
-    modules = [d for index, (b, c) in enumerate(zip(base_layers, cand_layers, strict=True))
-               for d in _module_deltas(b, c, index)]
+    modules = [
+        d
+        for index, (b, c) in enumerate(zip(base_layers, cand_layers, strict=True))
+        for d in _module_deltas(b, c, index)
+    ]
     return WeightDelta(
         num_layers=len(base_layers),
         modules=modules,

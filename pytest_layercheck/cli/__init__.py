@@ -39,8 +39,18 @@ from pytest_layercheck.core.errors import LayercheckError
 from pytest_layercheck.core.version import __version__
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMANDS: tuple[str, ...] = ("profile", "compare", "compare_samples", "heads", "redundancy", "thinking", "transfer",
-                             "info", "suite", "cache")
+COMMANDS: tuple[str, ...] = (
+    "profile",
+    "compare",
+    "compare_samples",
+    "heads",
+    "redundancy",
+    "thinking",
+    "transfer",
+    "info",
+    "suite",
+    "cache",
+)
 
 #: Exit statuses (see the module docstring).
 EXIT_PASSED, EXIT_REGRESSED, EXIT_ERROR, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -58,9 +68,12 @@ def count(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="layercheck", description="Layer-level capability profiles of language models.",
-                                     epilog="exit status: 0 passed, 1 a capability regressed, 2 usage, configuration "
-                                     "or input error, 3 internal error (a bug)")
+    parser = argparse.ArgumentParser(
+        prog="layercheck",
+        description="Layer-level capability profiles of language models.",
+        epilog="exit status: 0 passed, 1 a capability regressed, 2 usage, configuration "
+        "or input error, 3 internal error (a bug)",
+    )
     parser.add_argument("--version", action="version", version=f"layercheck (pytest-layercheck) {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
@@ -84,8 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     previous = warnings.formatwarning
 
-    def one_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                 line: str | None = None) -> str:
+    def one_line(
+        message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None
+    ) -> str:
         """A warning meant for the user (a rejected cache entry, a suite at chance) as one line, not a source listing."""
         if issubclass(category, (CacheEntryWarning, SuiteWarning)):
             return f"layercheck: warning: {message}\n"
@@ -108,8 +122,11 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     except OSError as exc:  # a file that cannot be read or written is an input problem, not a regression
         where = f" ({exc.filename})" if exc.filename else ""
-        err_console.print(f"[bold red]layercheck:[/] {exc.strerror or exc}{where}\n"
-                          "  How to fix: check the path, its permissions and the free disk space", highlight=False)
+        err_console.print(
+            f"[bold red]layercheck:[/] {exc.strerror or exc}{where}\n"
+            "  How to fix: check the path, its permissions and the free disk space",
+            highlight=False,
+        )
         return EXIT_ERROR
     except KeyboardInterrupt:
         err_console.print("[bold red]layercheck:[/] interrupted; files are written atomically, so none is half-written")
@@ -118,8 +135,11 @@ def _run(args: argparse.Namespace) -> int:
         import traceback
 
         traceback.print_exc()
-        err_console.print("[bold red]layercheck: internal error[/] (a bug in pytest-layercheck; please report it "
-                          "with the traceback above)", highlight=False)
+        err_console.print(
+            "[bold red]layercheck: internal error[/] (a bug in pytest-layercheck; please report it "
+            "with the traceback above)",
+            highlight=False,
+        )
         return EXIT_BUG
     if status not in (EXIT_PASSED, EXIT_REGRESSED, EXIT_ERROR):
         err_console.print(f"[bold red]layercheck: internal error[/]: command returned status {status}")

@@ -1,9 +1,9 @@
 """``layercheck cache show|verify|prune``: inspect, check and clean the result cache.
 
-    layercheck cache show                    where it is, its mode and key, entries per model
-    layercheck cache verify [--delete]       check every entry (signature, schema, outcomes); exit 2 if any fails
-    layercheck cache prune [--older-than D] [--all] [--dry-run]
-                                             delete failing entries, leftovers of interrupted writes, old entries
+layercheck cache show                    where it is, its mode and key, entries per model
+layercheck cache verify [--delete]       check every entry (signature, schema, outcomes); exit 2 if any fails
+layercheck cache prune [--older-than D] [--all] [--dry-run]
+                                         delete failing entries, leftovers of interrupted writes, old entries
 """
 
 from __future__ import annotations
@@ -17,21 +17,30 @@ from pytest_layercheck.cli.common import console, err_console
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("cache", help="show, verify or prune the result cache",
-                                   description="Inspect, check and clean the result cache (see the README's "
-                                   "Reliability section for what a shared CI cache may hold).")
+    parser = subparsers.add_parser(
+        "cache",
+        help="show, verify or prune the result cache",
+        description="Inspect, check and clean the result cache (see the README's "
+        "Reliability section for what a shared CI cache may hold).",
+    )
     actions = parser.add_subparsers(dest="action", required=True)
     show = actions.add_parser("show", help="where the cache is, its mode and signing key, entries per model")
     verify = actions.add_parser("verify", help="check every entry; exit 2 if any fails")
     verify.add_argument("--delete", action="store_true", help="delete the entries that fail")
     prune = actions.add_parser("prune", help="delete failing entries, leftovers of interrupted writes, old entries")
-    prune.add_argument("--older-than", type=count, default=None, metavar="DAYS",
-                       help="also delete entries written more than DAYS days ago")
+    prune.add_argument(
+        "--older-than",
+        type=count,
+        default=None,
+        metavar="DAYS",
+        help="also delete entries written more than DAYS days ago",
+    )
     prune.add_argument("--all", action="store_true", help="delete every entry")
     prune.add_argument("--dry-run", action="store_true", help="only say what would be deleted")
     for sub in (show, verify, prune):
-        sub.add_argument("--cache-dir", default=None,
-                         help="the results folder (default: $LAYERCHECK_CACHE_DIR/results)")
+        sub.add_argument(
+            "--cache-dir", default=None, help="the results folder (default: $LAYERCHECK_CACHE_DIR/results)"
+        )
     parser.set_defaults(handler=run)
 
 
@@ -50,7 +59,9 @@ def _show(cache, args: argparse.Namespace) -> int:  # noqa: ANN001 - ResultCache
     console.print(f"folder   {cache.folder}")
     console.print(f"mode     {resolve_mode()} (set with $LAYERCHECK_CACHE_MODE: readwrite, readonly, off)")
     console.print(f"key      {signing_key()[1]}")
-    console.print(f"entries  {len(files)} ({size / 1e6:.1f} MB); {len(cache.leftovers())} leftovers of interrupted writes")
+    console.print(
+        f"entries  {len(files)} ({size / 1e6:.1f} MB); {len(cache.leftovers())} leftovers of interrupted writes"
+    )
     models: Counter[tuple[str, str]] = Counter()
     failing = 0
     for path in files:
@@ -73,11 +84,16 @@ def _verify(cache, args: argparse.Namespace) -> int:  # noqa: ANN001
         if args.delete:
             cache.remove(found.path)
     total = sum(1 for _ in cache.files()) + (len(bad) if args.delete else 0)
-    console.print(f"{total - len(bad)} of {total} entries sound" + (f"; {len(bad)} deleted" if args.delete and bad else ""))
+    console.print(
+        f"{total - len(bad)} of {total} entries sound" + (f"; {len(bad)} deleted" if args.delete and bad else "")
+    )
     if bad and not args.delete:
-        err_console.print("[bold red]layercheck:[/] the result cache holds entries that fail their checks "
-                          "(they are ignored and recomputed on use)\n  How to fix: `layercheck cache verify "
-                          "--delete` or `layercheck cache prune`", highlight=False)
+        err_console.print(
+            "[bold red]layercheck:[/] the result cache holds entries that fail their checks "
+            "(they are ignored and recomputed on use)\n  How to fix: `layercheck cache verify "
+            "--delete` or `layercheck cache prune`",
+            highlight=False,
+        )
         return EXIT_ERROR
     return EXIT_PASSED
 

@@ -38,8 +38,12 @@ err_console = cast("Console", _LazyConsole(stderr=True))
 
 def add_model_arguments(parser: argparse.ArgumentParser, positional: str = "model") -> None:
     """The model to load and where: the same flags for every command."""
-    parser.add_argument(positional, nargs="?", default="default",
-                        help="'default', a transformers folder, a .gguf file or a PEFT adapter folder")
+    parser.add_argument(
+        positional,
+        nargs="?",
+        default="default",
+        help="'default', a transformers folder, a .gguf file or a PEFT adapter folder",
+    )
     from pytest_layercheck.evaluation.options import MODEL, add_cli_arguments
 
     add_cli_arguments(parser, MODEL)
@@ -54,8 +58,9 @@ def load(spec: str, args: argparse.Namespace) -> LoadedModel:
     threads = configure_threads()  # before the first matmul: busy cores make extra threads spin-wait
     with err_console.status(f"loading model {spec!r}") as status:
         loaded = load_model(spec, **model_arguments(vars(args)), progress=lambda message: status.update(message))
-    err_console.print(f"loaded {loaded.name} on {loaded.device} ({loaded.load_seconds:.1f} s; {threads.describe()})",
-                      highlight=False)
+    err_console.print(
+        f"loaded {loaded.name} on {loaded.device} ({loaded.load_seconds:.1f} s; {threads.describe()})", highlight=False
+    )
     return loaded
 
 
@@ -72,8 +77,13 @@ def progress_bar(what: str = "profiling") -> Iterator[Callable[[str, int, int], 
     )
 
     with Progress(
-        TextColumn("[bold]{task.description:<32}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=cast(_LazyConsole, err_console).made(), transient=False,
+        TextColumn("[bold]{task.description:<32}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=cast(_LazyConsole, err_console).made(),
+        transient=False,
     ) as progress:
         task = progress.add_task(what, total=None)
 
@@ -83,9 +93,13 @@ def progress_bar(what: str = "profiling") -> Iterator[Callable[[str, int, int], 
         yield hook
 
 
-def add_output_arguments(parser: argparse.ArgumentParser, what: str = "the result",
-                         markdown: str = "the markdown report", summary: bool = False,
-                         html: bool | str = False) -> None:
+def add_output_arguments(
+    parser: argparse.ArgumentParser,
+    what: str = "the result",
+    markdown: str = "the markdown report",
+    summary: bool = False,
+    html: bool | str = False,
+) -> None:
     """``--json`` and ``--markdown`` report files (and ``--summary``, ``--html``), the same for every command.
 
     ``html``: True for the depth report's ``--html``; a string says what the command's page shows instead."""
@@ -93,22 +107,33 @@ def add_output_arguments(parser: argparse.ArgumentParser, what: str = "the resul
     parser.add_argument("--markdown", default=None, help=f"write {markdown} here")
     if html:
         shows = html if isinstance(html, str) else "per-layer charts, cells, items"
-        parser.add_argument("--html", dest="html_path", default=None,
-                            help=f"write a self-contained HTML report here ({shows}; opens offline)")
+        parser.add_argument(
+            "--html",
+            dest="html_path",
+            default=None,
+            help=f"write a self-contained HTML report here ({shows}; opens offline)",
+        )
     if summary:
         parser.add_argument("--summary", action="store_true", help="also append the markdown to $GITHUB_STEP_SUMMARY")
 
 
-def write_outputs(args: argparse.Namespace, json_text: Callable[[], str] | None = None,
-                  markdown: Callable[[], str] | None = None, html: Callable[[], str] | None = None) -> None:
+def write_outputs(
+    args: argparse.Namespace,
+    json_text: Callable[[], str] | None = None,
+    markdown: Callable[[], str] | None = None,
+    html: Callable[[], str] | None = None,
+) -> None:
     """Write the files asked for with ``--json``/``--markdown``/``--html`` (atomically) and append
     ``--summary``, rendering only what was asked for."""
     from pathlib import Path
 
     from pytest_layercheck.core.atomic import atomic_write_text
 
-    outputs = ((args.json_path, json_text, "JSON"), (args.markdown, markdown, "markdown"),
-               (getattr(args, "html_path", None), html, "HTML"))
+    outputs = (
+        (args.json_path, json_text, "JSON"),
+        (args.markdown, markdown, "markdown"),
+        (getattr(args, "html_path", None), html, "HTML"),
+    )
     for path, render, label in outputs:
         if path and render is not None:
             atomic_write_text(Path(path), render())

@@ -22,21 +22,30 @@ if TYPE_CHECKING:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "compare", help="compare a candidate (fine-tune, PEFT adapter, GGUF) with its base model",
+        "compare",
+        help="compare a candidate (fine-tune, PEFT adapter, GGUF) with its base model",
         description="Profile BASE and CANDIDATE, show the shift of every cell with its significance, the "
         "relative weight change per layer, and which layers, reverted to the base, restore a lost capability.",
     )
     parser.add_argument("base", help="the trusted model: 'default', a transformers folder or a .gguf file")
-    parser.add_argument("candidate", help="the model to check: a transformers folder, a .gguf file or a PEFT "
-                        "adapter folder")
+    parser.add_argument(
+        "candidate", help="the model to check: a transformers folder, a .gguf file or a PEFT adapter folder"
+    )
     add_cli_arguments(parser, MODEL)
     add_profile_arguments(parser)
     add_verdict_arguments(parser)
-    parser.add_argument("--localise", default="bands,changed",
-                        help="layer groups to revert: bands, layers (each single layer), changed (runs of the "
-                        "most-changed layers), comma-combined, or none (default: bands,changed)")
-    parser.add_argument("--threshold", type=float, default=0.8,
-                        help="share of the loss a reverted group must recover to be named (default 0.8)")
+    parser.add_argument(
+        "--localise",
+        default="bands,changed",
+        help="layer groups to revert: bands, layers (each single layer), changed (runs of the "
+        "most-changed layers), comma-combined, or none (default: bands,changed)",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=0.8,
+        help="share of the loss a reverted group must recover to be named (default 0.8)",
+    )
     parser.add_argument("--no-weights", action="store_true", help="skip the per-layer weight deltas")
     add_output_arguments(parser, "the full comparison", summary=True, html=True)
     parser.set_defaults(handler=run_compare)
@@ -49,9 +58,16 @@ def compare_settings_from(args: argparse.Namespace) -> CompareSettings:
     if args.no_weights and "changed" in localise:
         localise = ",".join(s for s in localise.split(",") if s.strip() != "changed") or "none"
     verdict = verdict_from(args)
-    return CompareSettings(profile=settings_from(args), tolerance=verdict.tolerance, alpha=verdict.alpha,
-                           correction=verdict.correction, allow_precision_mismatch=verdict.allow_precision_mismatch,
-                           localise=localise, threshold=args.threshold, weights=not args.no_weights)
+    return CompareSettings(
+        profile=settings_from(args),
+        tolerance=verdict.tolerance,
+        alpha=verdict.alpha,
+        correction=verdict.correction,
+        allow_precision_mismatch=verdict.allow_precision_mismatch,
+        localise=localise,
+        threshold=args.threshold,
+        weights=not args.no_weights,
+    )
 
 
 def run_compare(args: argparse.Namespace) -> int:
@@ -68,18 +84,24 @@ def run_compare(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     with progress_bar("comparing") as hook:
         result = compare_models(base, candidate, settings, cache=cache, progress=hook)
-    err_console.print(f"compare: {time.perf_counter() - started:.1f} s "
-                      f"(evaluations: {cache.summary()})")
+    err_console.print(f"compare: {time.perf_counter() - started:.1f} s (evaluations: {cache.summary()})")
     console.print(render_compare_terminal(result, width=console.width), highlight=False)
     markdown = functools.cache(lambda: render_compare_markdown(result))  # rendered once for file and summary
-    write_outputs(args, lambda: json_text(result.to_dict()), markdown,
-                  lambda: render_html(result.candidate, result.comparison, baseline=result.base,
-                                      notes=result.verdicts, item_texts=run_item_texts(settings.profile.suites)))
+    write_outputs(
+        args,
+        lambda: json_text(result.to_dict()),
+        markdown,
+        lambda: render_html(
+            result.candidate,
+            result.comparison,
+            baseline=result.base,
+            notes=result.verdicts,
+            item_texts=run_item_texts(settings.profile.suites),
+        ),
+    )
     if os.environ.get("GITHUB_ACTIONS") == "true":
         from pytest_layercheck.report.markdown import github_annotations
 
         for command in github_annotations(result.comparison):
             print(command)  # plain stdout: rich would wrap or style a workflow command
     return 0 if result.passed else 1
-
-

@@ -75,7 +75,7 @@ class SamplesRun:
 def _task_of(path: Path) -> tuple[str, str]:
     """``samples_<task>_<date>.jsonl`` -> (task, date), as lm-eval's own get_file_task_name does."""
     stem = path.name[: -len(".jsonl")] if path.name.endswith(".jsonl") else path.stem
-    body = stem[len("samples_"):] if stem.startswith("samples_") else stem
+    body = stem[len("samples_") :] if stem.startswith("samples_") else stem
     task, sep, date = body.rpartition("_")
     return (task, date) if sep and task else (body, "")
 
@@ -100,8 +100,10 @@ def read_task_samples(path: Path, filter_name: str | None = None) -> TaskSamples
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read lm-eval samples: {exc}", "pass a samples_*.jsonl file written by "
-                          "lm-eval --log_samples") from None
+        raise ConfigError(
+            f"{path}: cannot read lm-eval samples: {exc}",
+            "pass a samples_*.jsonl file written by lm-eval --log_samples",
+        ) from None
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -111,22 +113,32 @@ def read_task_samples(path: Path, filter_name: str | None = None) -> TaskSamples
             names = list(sample["metrics"])
             values = {name: sample[name] for name in names if name in sample}
         except (ValueError, KeyError, TypeError) as exc:
-            raise ConfigError(f"{path}:{number}: not an lm-eval sample record ({type(exc).__name__}: {exc})",
-                              "pass the samples_*.jsonl files lm-eval writes with --log_samples") from None
+            raise ConfigError(
+                f"{path}:{number}: not an lm-eval sample record ({type(exc).__name__}: {exc})",
+                "pass the samples_*.jsonl files lm-eval writes with --log_samples",
+            ) from None
         output_type = output_type or _output_type(sample.get("arguments"))
         docs = by_filter.setdefault(str(sample.get("filter", "none")), {})
         if doc_id in docs:
-            raise ConfigError(f"{path}:{number}: document {doc_id} is logged twice for filter {sample.get('filter')!r}",
-                              "the file holds two runs appended; pass the file of one run")
-        docs[doc_id] = {"metrics_values": values, "doc_hash": sample.get("doc_hash"),
-                        "target_hash": sample.get("target_hash"), "prompt_hash": sample.get("prompt_hash")}
+            raise ConfigError(
+                f"{path}:{number}: document {doc_id} is logged twice for filter {sample.get('filter')!r}",
+                "the file holds two runs appended; pass the file of one run",
+            )
+        docs[doc_id] = {
+            "metrics_values": values,
+            "doc_hash": sample.get("doc_hash"),
+            "target_hash": sample.get("target_hash"),
+            "prompt_hash": sample.get("prompt_hash"),
+        }
     if not by_filter:
         raise ConfigError(f"{path}: no samples", "pass a samples_*.jsonl file written by lm-eval --log_samples")
     filters = tuple(by_filter)
     # A named filter applies to the tasks that logged it; a task with one filter keeps it
     chosen = filter_name if filter_name in by_filter else filters[0]
     if filter_name is not None and chosen != filter_name and len(filters) > 1:
-        raise ConfigError(f"{path}: no samples for filter {chosen!r}", f"use --filter with one of: {', '.join(filters)}")
+        raise ConfigError(
+            f"{path}: no samples for filter {chosen!r}", f"use --filter with one of: {', '.join(filters)}"
+        )
     return TaskSamples(task, path, output_type, chosen, filters, by_filter[chosen])
 
 
@@ -147,9 +159,15 @@ def _model(results: Mapping[str, Any], fallback: str) -> dict[str, Any]:
     logged = results.get("config")
     config: Mapping[str, Any] = logged if isinstance(logged, Mapping) else {}
     args = config.get("model_args")
-    pretrained = args.get("pretrained") if isinstance(args, Mapping) else (
-        str(args).split("pretrained=", 1)[1].split(",", 1)[0] if args and "pretrained=" in str(args) else None)
-    model: dict[str, Any] = {"name": str(results.get("model_name") or pretrained or fallback), "kind": "lm-eval samples"}
+    pretrained = (
+        args.get("pretrained")
+        if isinstance(args, Mapping)
+        else (str(args).split("pretrained=", 1)[1].split(",", 1)[0] if args and "pretrained=" in str(args) else None)
+    )
+    model: dict[str, Any] = {
+        "name": str(results.get("model_name") or pretrained or fallback),
+        "kind": "lm-eval samples",
+    }
     if config.get("model_dtype"):
         model["dtype"] = str(config["model_dtype"]).removeprefix("torch.")
     if config.get("device"):
@@ -167,8 +185,10 @@ def read_samples(source: Path, filter_name: str | None = None) -> SamplesRun:
     elif source.is_dir():
         files = sorted(source.rglob("samples_*.jsonl"))
         if not files:
-            raise ConfigError(f"{source}: no samples_*.jsonl files in it",
-                              "run lm-eval with --log_samples --output_path DIR and pass DIR (or one samples file)")
+            raise ConfigError(
+                f"{source}: no samples_*.jsonl files in it",
+                "run lm-eval with --log_samples --output_path DIR and pass DIR (or one samples file)",
+            )
     else:
         raise ConfigError(f"{source}: not found", "pass a samples_*.jsonl file or the --output_path folder of lm-eval")
     runs: dict[str, list[tuple[str, Path]]] = {}
@@ -176,8 +196,11 @@ def read_samples(source: Path, filter_name: str | None = None) -> SamplesRun:
         task, date = _task_of(path)
         runs.setdefault(task, []).append((date, path))
     newest = {task: max(found)[1] for task, found in runs.items()}
-    notes = [f"{source}: {len(found)} runs of task {task!r}; using the newest, {newest[task].name}"
-             for task, found in runs.items() if len(found) > 1]
+    notes = [
+        f"{source}: {len(found)} runs of task {task!r}; using the newest, {newest[task].name}"
+        for task, found in runs.items()
+        if len(found) > 1
+    ]
     tasks = {task: read_task_samples(path, filter_name) for task, path in sorted(newest.items())}
     folder = files[0].parent
     results = _results(folder)
@@ -188,7 +211,8 @@ def read_samples(source: Path, filter_name: str | None = None) -> SamplesRun:
 # ------------------------------------------------------------------------------------------ profiles
 def _protocol(output_type: str) -> str:
     return {"multiple_choice": "mc_text", "generate_until": "generate_until", "loglikelihood": "continuation"}.get(
-        output_type, "generate_until")
+        output_type, "generate_until"
+    )
 
 
 def _metric_names(samples: TaskSamples) -> dict[str, str]:
@@ -203,14 +227,18 @@ def _judged(samples: TaskSamples, wanted: Sequence[str] | None) -> list[str]:
     if wanted:
         missing = [m for m in wanted if m not in reported]
         if len(missing) == len(wanted):
-            raise ConfigError(f"task {samples.task!r} logged none of the metrics {list(wanted)} (it has {reported})",
-                              "pick metrics the task logs with --metrics")
+            raise ConfigError(
+                f"task {samples.task!r} logged none of the metrics {list(wanted)} (it has {reported})",
+                "pick metrics the task logs with --metrics",
+            )
         return [m for m in wanted if m in reported]
     for metric in _PRIMARY:
         if metric in reported:
             return [metric]
-    raise ConfigError(f"task {samples.task!r} logged neither acc nor exact_match (it has {reported})",
-                      "pick a 0/1 metric with --metrics")
+    raise ConfigError(
+        f"task {samples.task!r} logged neither acc nor exact_match (it has {reported})",
+        "pick a 0/1 metric with --metrics",
+    )
 
 
 def _value(value: Any) -> float:
@@ -237,12 +265,20 @@ def samples_profile(run: SamplesRun, tasks: Sequence[str]) -> DepthProfile:
             digest.update(f"{doc_id}\0{doc['doc_hash']}\0{doc['target_hash']}\n".encode())
         protocol = _protocol(samples.output_type)
         suites[name] = SuiteInfo(name, name, "sha256:" + digest.hexdigest(), protocol, tuple(str(i) for i in ids))
-        outcomes = {reported: tuple(_value(samples.docs[i]["metrics_values"].get(metric)) for i in ids)
-                    for metric, reported in _metric_names(samples).items()}
+        outcomes = {
+            reported: tuple(_value(samples.docs[i]["metrics_values"].get(metric)) for i in ids)
+            for metric, reported in _metric_names(samples).items()
+        }
         evaluations[(name, protocol, INTACT)] = Evaluation(name, protocol, INTACT, (), outcomes)
     versions = {k: run.results[f"{k}_version"] for k in ("transformers", "lm_eval") if run.results.get(f"{k}_version")}
-    return DepthProfile(model=dict(run.model), environment={"versions": versions}, settings={"mode": "lm-eval samples"},
-                        suites=suites, bands={}, evaluations=evaluations)
+    return DepthProfile(
+        model=dict(run.model),
+        environment={"versions": versions},
+        settings={"mode": "lm-eval samples"},
+        suites=suites,
+        bands={},
+        evaluations=evaluations,
+    )
 
 
 def _prompt_notes(base: SamplesRun, candidate: SamplesRun, tasks: Sequence[str]) -> list[str]:
@@ -251,9 +287,11 @@ def _prompt_notes(base: SamplesRun, candidate: SamplesRun, tasks: Sequence[str])
         a, b = base.tasks[name].docs, candidate.tasks[name].docs
         differ = [i for i in a if i in b and a[i]["prompt_hash"] != b[i]["prompt_hash"]]
         if differ:
-            notes.append(f"task {name!r}: the prompts of {len(differ)} of {len(a)} documents differ between the runs "
-                         "(another chat template, system instruction or few-shot setting?), so the verdict mixes the "
-                         "prompt change with the model change")
+            notes.append(
+                f"task {name!r}: the prompts of {len(differ)} of {len(a)} documents differ between the runs "
+                "(another chat template, system instruction or few-shot setting?), so the verdict mixes the "
+                "prompt change with the model change"
+            )
     return notes
 
 
@@ -263,24 +301,39 @@ def _check_pairing(base: SamplesRun, candidate: SamplesRun, tasks: Sequence[str]
         a, b = base.tasks[name], candidate.tasks[name]
         if set(a.docs) != set(b.docs):
             only_a, only_b = sorted(set(a.docs) - set(b.docs)), sorted(set(b.docs) - set(a.docs))
-            problems.append(f"task {name!r}: {len(a.docs)} documents in A, {len(b.docs)} in B "
-                            f"(only in A: {only_a[:3]}, only in B: {only_b[:3]}); was --limit different?")
+            problems.append(
+                f"task {name!r}: {len(a.docs)} documents in A, {len(b.docs)} in B "
+                f"(only in A: {only_a[:3]}, only in B: {only_b[:3]}); was --limit different?"
+            )
             continue
-        changed = [i for i in a.docs if (a.docs[i]["doc_hash"], a.docs[i]["target_hash"]) !=
-                   (b.docs[i]["doc_hash"], b.docs[i]["target_hash"])]
+        changed = [
+            i
+            for i in a.docs
+            if (a.docs[i]["doc_hash"], a.docs[i]["target_hash"]) != (b.docs[i]["doc_hash"], b.docs[i]["target_hash"])
+        ]
         if changed:
-            problems.append(f"task {name!r}: documents {changed[:3]} differ between the runs (doc_hash/target_hash); "
-                            "the task's data or version changed")
+            problems.append(
+                f"task {name!r}: documents {changed[:3]} differ between the runs (doc_hash/target_hash); "
+                "the task's data or version changed"
+            )
         if a.filter != b.filter:
             problems.append(f"task {name!r}: filter {a.filter!r} in A, {b.filter!r} in B")
     if problems:
-        raise BaselineError("the two runs did not score the same documents, so they cannot be paired:\n"
-                            + "\n".join(f"  - {p}" for p in problems),
-                            "run lm-eval on both models with the same tasks, task versions and --limit")
+        raise BaselineError(
+            "the two runs did not score the same documents, so they cannot be paired:\n"
+            + "\n".join(f"  - {p}" for p in problems),
+            "run lm-eval on both models with the same tasks, task versions and --limit",
+        )
 
 
-def compare_samples(base: SamplesRun, candidate: SamplesRun, *, tasks: Sequence[str] | None = None,
-                    metrics: Sequence[str] | None = None, verdict: Verdict | None = None) -> ModelComparison:
+def compare_samples(
+    base: SamplesRun,
+    candidate: SamplesRun,
+    *,
+    tasks: Sequence[str] | None = None,
+    metrics: Sequence[str] | None = None,
+    verdict: Verdict | None = None,
+) -> ModelComparison:
     """Judge ``candidate`` against ``base`` task by task, as ``layercheck compare`` judges intact cells
     (``verdict``: tolerance, alpha, correction and the rest; default: the defaults of ``layercheck compare``)."""
     from pytest_layercheck.analysis.compare import CompareSettings, ModelComparison
@@ -293,18 +346,28 @@ def compare_samples(base: SamplesRun, candidate: SamplesRun, *, tasks: Sequence[
     if tasks:
         unknown = [t for t in tasks if t not in shared]
         if unknown:
-            raise ConfigError(f"task(s) {unknown} are not in both runs (shared: {shared or 'none'})",
-                              "name tasks both runs logged with --tasks")
+            raise ConfigError(
+                f"task(s) {unknown} are not in both runs (shared: {shared or 'none'})",
+                "name tasks both runs logged with --tasks",
+            )
         shared = list(tasks)
     if not shared:
-        raise ConfigError(f"the runs share no task (A: {sorted(base.tasks)}, B: {sorted(candidate.tasks)})",
-                          "compare runs of the same task(s)")
+        raise ConfigError(
+            f"the runs share no task (A: {sorted(base.tasks)}, B: {sorted(candidate.tasks)})",
+            "compare runs of the same task(s)",
+        )
     _check_pairing(base, candidate, shared)
     started = time.perf_counter()
     base_profile, cand_profile = samples_profile(base, shared), samples_profile(candidate, shared)
     judged = {t: _judged(candidate.tasks[t], metrics) for t in shared}
-    comparison = compare_profiles(base_profile, cand_profile, tolerance=verdict.tolerance, alpha=verdict.alpha,
-                                  metrics=judged, **verdict.options())
+    comparison = compare_profiles(
+        base_profile,
+        cand_profile,
+        tolerance=verdict.tolerance,
+        alpha=verdict.alpha,
+        metrics=judged,
+        **verdict.options(),
+    )
     sensitivity_warning(comparison, strict=verdict.strict_power)  # strict: an underpowered cell is an error
     only = sorted(set(base.tasks) ^ set(candidate.tasks))
     if only:
@@ -315,18 +378,33 @@ def compare_samples(base: SamplesRun, candidate: SamplesRun, *, tasks: Sequence[
         for name in shared:
             samples = run.tasks[name]
             if len(samples.filters) > 1:
-                comparison.notes.append(f"{run.source}: task {name!r} has filters {list(samples.filters)}; "
-                                        f"compared: {samples.filter!r} (choose with --filter)")
-    settings = CompareSettings(profile=ProfileSettings(suites=tuple(shared), limit=None, sweep_limit=None),
-                               tolerance=verdict.tolerance, alpha=verdict.alpha, localise="none", weights=False)
-    return ModelComparison(base_profile, cand_profile, comparison, None, None, settings,
-                           {"compare": round(time.perf_counter() - started, 2)})
+                comparison.notes.append(
+                    f"{run.source}: task {name!r} has filters {list(samples.filters)}; "
+                    f"compared: {samples.filter!r} (choose with --filter)"
+                )
+    settings = CompareSettings(
+        profile=ProfileSettings(suites=tuple(shared), limit=None, sweep_limit=None),
+        tolerance=verdict.tolerance,
+        alpha=verdict.alpha,
+        localise="none",
+        weights=False,
+    )
+    return ModelComparison(
+        base_profile,
+        cand_profile,
+        comparison,
+        None,
+        None,
+        settings,
+        {"compare": round(time.perf_counter() - started, 2)},
+    )
 
 
 # ------------------------------------------------------------------------------------------ command
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "compare-samples", help="paired comparison of two lm-eval --log_samples runs (base A, candidate B)",
+        "compare-samples",
+        help="paired comparison of two lm-eval --log_samples runs (base A, candidate B)",
         description="Pair the documents two lm-eval --log_samples runs scored (the same task, two models) and judge "
         "B against A with the paired exact McNemar test, as `layercheck compare` judges its intact cells.",
     )

@@ -25,7 +25,9 @@ def run(args: argparse.Namespace) -> int:
     bands = {name: default.layers(name, adapter.num_layers) for name in default.names}  # may be empty: shown as such
     for key, value in loaded.describe().items():
         console.print(f"{key:>12}: {value}")
-    console.print(f"{'heads':>12}: {adapter.num_heads} query / {adapter.num_kv_heads} key-value, head dim {adapter.head_dim}")
+    console.print(
+        f"{'heads':>12}: {adapter.num_heads} query / {adapter.num_kv_heads} key-value, head dim {adapter.head_dim}"
+    )
     for band, layers in bands.items():
         span = f"{layers[0]}–{layers[-1]}" if layers else "(empty)"
         console.print(f"{band:>12}: layers {span}")
@@ -33,6 +35,6 @@ def run(args: argparse.Namespace) -> int:
     inputs = loaded.tokenizer(prompt, return_tensors="pt").to(loaded.device)
     with torch.inference_mode():
         output = loaded.model.generate(**inputs, max_new_tokens=4, do_sample=False)
-    continuation = loaded.tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    continuation = loaded.tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
     console.print(f"{'check':>12}: {prompt!r} -> {continuation!r}")
     return 0

@@ -36,8 +36,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_profile_arguments(profile)
     profile.add_argument("--baseline-dir", default="baselines", help="compare with the baseline here if one exists")
     profile.add_argument("--baseline", default=None, help="baseline name to compare with (default: the model name)")
-    profile.add_argument("--no-compare", action="store_true",
-                         help="only print the profile: compare with no baseline, even one found by the model name")
+    profile.add_argument(
+        "--no-compare",
+        action="store_true",
+        help="only print the profile: compare with no baseline, even one found by the model name",
+    )
     add_verdict_arguments(profile)
     add_output_arguments(profile, "the report", "the markdown table", html=True)
     profile.add_argument("--heatmap", default=None, help="write a per-layer heatmap PNG here (needs matplotlib)")
@@ -48,8 +51,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_profile_arguments(baseline)
     baseline.add_argument("--baseline-dir", default="baselines", help="folder of baseline files")
     baseline.add_argument("--name", default=None, help="baseline name (default: the model name)")
-    baseline.add_argument("--update", action="store_true",
-                          help="replace an existing baseline that differs (a missing one is always written)")
+    baseline.add_argument(
+        "--update",
+        action="store_true",
+        help="replace an existing baseline that differs (a missing one is always written)",
+    )
     baseline.set_defaults(handler=run_baseline)
 
 
@@ -93,8 +99,9 @@ def compute_profile(args: argparse.Namespace, spec: str | None = None) -> DepthP
     return profile
 
 
-def compare_with_baseline(args: argparse.Namespace, verdict: Verdict,
-                          profile: DepthProfile) -> tuple[ProfileComparison | None, DepthProfile | None]:
+def compare_with_baseline(
+    args: argparse.Namespace, verdict: Verdict, profile: DepthProfile
+) -> tuple[ProfileComparison | None, DepthProfile | None]:
     """The comparison with the named baseline, or with the one the model's name finds; (None, None) when
     there is none to compare with. A baseline found is a promise to compare: a corrupt one, or one recorded
     with other items, dtype, layers or suites, raises (exit 2), never a profile that silently passes."""
@@ -111,10 +118,11 @@ def compare_with_baseline(args: argparse.Namespace, verdict: Verdict,
     except BaselineError as exc:
         if args.baseline:
             raise BaselineError(exc.problem, cli_words(exc.fix)) from exc
-        raise BaselineError(f"found the baseline {store.path_for(name)} by the model's name, but cannot "
-                            f"compare with it: {exc.problem}",
-                            f"{cli_words(exc.fix) or 'record it again with `layercheck baseline`'}; or pass "
-                            "--no-compare to only print the profile") from exc
+        raise BaselineError(
+            f"found the baseline {store.path_for(name)} by the model's name, but cannot compare with it: {exc.problem}",
+            f"{cli_words(exc.fix) or 'record it again with `layercheck baseline`'}; or pass "
+            "--no-compare to only print the profile",
+        ) from exc
 
 
 def cli_words(fix: str | None) -> str | None:
@@ -138,18 +146,24 @@ def run_profile(args: argparse.Namespace) -> int:
 
     verdict = verdict_from(args)  # before the model loads: a typo should not cost a profile
     if args.no_compare and args.baseline:
-        raise ConfigError("--no-compare and --baseline contradict each other",
-                          "drop --no-compare to compare with the named baseline, or --baseline to only profile")
+        raise ConfigError(
+            "--no-compare and --baseline contradict each other",
+            "drop --no-compare to compare with the named baseline, or --baseline to only profile",
+        )
     profile = compute_profile(args)
     try:
         comparison, stored = compare_with_baseline(args, verdict, profile)
     except BaselineError as exc:
         # The page says that the comparison was refused, and why; the exit status stays 2.
         refused = str(exc)
-        write_outputs(args, html=lambda: render_html(profile, refused=refused,
-                                                     item_texts=run_item_texts(settings_from(args).suites)))
+        write_outputs(
+            args,
+            html=lambda: render_html(profile, refused=refused, item_texts=run_item_texts(settings_from(args).suites)),
+        )
         raise
-    console.print(terminal_renderable(profile, comparison, [verdict.metric] if verdict.metric else None, baseline=stored))
+    console.print(
+        terminal_renderable(profile, comparison, [verdict.metric] if verdict.metric else None, baseline=stored)
+    )
     if comparison is not None:
         from pytest_layercheck.evaluation.comparison import sensitivity_warning
 
@@ -160,10 +174,14 @@ def run_profile(args: argparse.Namespace) -> int:
     from pytest_layercheck.report.json_report import build_json_report
     from pytest_layercheck.report.markdown import render_markdown
 
-    write_outputs(args, lambda: json_text(build_json_report(profile, comparison)),
-                  lambda: render_markdown(profile, comparison),
-                  lambda: render_html(profile, comparison, baseline=stored,
-                                      item_texts=run_item_texts(settings_from(args).suites)))
+    write_outputs(
+        args,
+        lambda: json_text(build_json_report(profile, comparison)),
+        lambda: render_markdown(profile, comparison),
+        lambda: render_html(
+            profile, comparison, baseline=stored, item_texts=run_item_texts(settings_from(args).suites)
+        ),
+    )
     if args.heatmap:
         from pytest_layercheck.report.heatmap import plot_layer_heatmap
 

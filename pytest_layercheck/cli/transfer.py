@@ -19,7 +19,8 @@ from pytest_layercheck.cli.common import (
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "transfer", help="stability of correctness under new numbers (reasoning) vs other facts (knowledge)")
+        "transfer", help="stability of correctness under new numbers (reasoning) vs other facts (knowledge)"
+    )
     add_model_arguments(parser)
     parser.add_argument("--suites", default="reasoning,knowledge", help="comma-separated suites")
     parser.add_argument("--limit", type=count, default=40, help="original items per suite (0 = all)")
@@ -40,11 +41,21 @@ def run(args: argparse.Namespace) -> int:
     suites = [s.strip() for s in args.suites.split(",") if s.strip()]
     started = time.perf_counter()
     with progress_bar("scoring variants") as hook:
-        results = contrast(loaded, suites, progress=hook, limit=args.limit or None, variants=args.variants,
-                           protocol=args.protocol, seed=args.seed)
+        results = contrast(
+            loaded,
+            suites,
+            progress=hook,
+            limit=args.limit or None,
+            variants=args.variants,
+            protocol=args.protocol,
+            seed=args.seed,
+        )
     err_console.print(f"transfer: {time.perf_counter() - started:.1f} s")
     console.print(transfer_renderable(results, by_domain=args.by_domain), highlight=False)
-    write_outputs(args, lambda: json_text([r.to_json() for r in results]),
-                  lambda: transfer_markdown(results, by_domain=args.by_domain),
-                  lambda: render_transfer_html(results))
+    write_outputs(
+        args,
+        lambda: json_text([r.to_json() for r in results]),
+        lambda: transfer_markdown(results, by_domain=args.by_domain),
+        lambda: render_transfer_html(results),
+    )
     return 0

@@ -154,9 +154,7 @@ def _validate(spec: BandSpec) -> tuple[tuple[str, float, float], ...]:
     names = [name for name, _, _ in bands]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise ConfigError(
-            f"depth band names repeat: {', '.join(duplicates)}.", fix="give each band a unique name."
-        )
+        raise ConfigError(f"depth band names repeat: {', '.join(duplicates)}.", fix="give each band a unique name.")
     expected = 0.0
     for name, lo, hi in bands:
         if _exact(lo) != _exact(expected):

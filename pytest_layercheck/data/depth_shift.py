@@ -79,8 +79,9 @@ def _positions(layers: Sequence[int], num_layers: int) -> FloatArray:
     import numpy as np
 
     if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 2:
-        raise ValueError(f"num_layers must be an int >= 2 (a position needs a first and a last layer), "
-                         f"got {num_layers!r}")
+        raise ValueError(
+            f"num_layers must be an int >= 2 (a position needs a first and a last layer), got {num_layers!r}"
+        )
     indices = list(layers)
     for layer in indices:
         if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)):
@@ -107,8 +108,9 @@ def _drops(drops: npt.ArrayLike, name: str, columns: int) -> FloatArray:
         raise ValueError(f"{name} has {array.shape[1]} layer columns but {columns} layers were given")
     if not np.isfinite(array).all():
         bad = np.argwhere(~np.isfinite(array))[0]
-        raise ValueError(f"{name} holds a non-finite drop ({array[tuple(bad)]}) at item {bad[0]}, "
-                         f"layer column {bad[1]}")
+        raise ValueError(
+            f"{name} holds a non-finite drop ({array[tuple(bad)]}) at item {bad[0]}, layer column {bad[1]}"
+        )
     return array
 
 
@@ -142,8 +144,14 @@ def _block(draws: int, items: int) -> int:
     return max(1, min(draws, _BLOCK_ELEMENTS // max(1, items)))
 
 
-def _permutation_hits(before: FloatArray, after: FloatArray, positions: FloatArray, observed: float,
-                      permutations: int, rng: np.random.Generator) -> int:
+def _permutation_hits(
+    before: FloatArray,
+    after: FloatArray,
+    positions: FloatArray,
+    observed: float,
+    permutations: int,
+    rng: np.random.Generator,
+) -> int:
     """Permutations whose |shift| reaches the observed one (NaN shifts count, so p never gains from them).
 
     With ``m_i = (a_i + b_i)/2`` and ``h_i = (a_i - b_i)/2`` per item, swap signs ``s_i = ±1`` give the
@@ -167,8 +175,9 @@ def _permutation_hits(before: FloatArray, after: FloatArray, positions: FloatArr
     return hits
 
 
-def _bootstrap(before: FloatArray, after: FloatArray, positions: FloatArray, bootstraps: int,
-               rng: np.random.Generator) -> tuple[FloatArray, FloatArray]:
+def _bootstrap(
+    before: FloatArray, after: FloatArray, positions: FloatArray, bootstraps: int, rng: np.random.Generator
+) -> tuple[FloatArray, FloatArray]:
     """Paired bootstrap draws of (baseline centre, shift): the same resampled items on both sides."""
     import numpy as np
 
@@ -194,8 +203,9 @@ def _std(draws: FloatArray) -> float:
     return float(np.std(finite, ddof=1)) if len(finite) >= 2 else math.nan
 
 
-def _check_settings(alpha: float, power: float, level: float, permutations: int, bootstraps: int,
-                    correlation: float) -> None:
+def _check_settings(
+    alpha: float, power: float, level: float, permutations: int, bootstraps: int, correlation: float
+) -> None:
     for name, value in (("alpha", alpha), ("power", power), ("level", level)):
         if not 0 < value < 1:
             raise ValueError(f"{name} must lie strictly between 0 and 1, got {value!r}")
@@ -206,10 +216,20 @@ def _check_settings(alpha: float, power: float, level: float, permutations: int,
         raise ValueError(f"correlation must lie in [-1, 1], got {correlation!r}")
 
 
-def depth_shift_test(before: npt.ArrayLike, after: npt.ArrayLike, layers: Sequence[int], num_layers: int, *,
-                     alpha: float = 0.05, power: float = 0.8, level: float = 0.95, permutations: int = 4000,
-                     bootstraps: int = 2000, seed: int = 0,
-                     correlation: float = DEFAULT_CORRELATION) -> ShiftTest:
+def depth_shift_test(
+    before: npt.ArrayLike,
+    after: npt.ArrayLike,
+    layers: Sequence[int],
+    num_layers: int,
+    *,
+    alpha: float = 0.05,
+    power: float = 0.8,
+    level: float = 0.95,
+    permutations: int = 4000,
+    bootstraps: int = 2000,
+    seed: int = 0,
+    correlation: float = DEFAULT_CORRELATION,
+) -> ShiftTest:
     """Did the candidate (``after``) move the capability along depth relative to the baseline (``before``)?
 
     Both are items × layers drop matrices, rows paired by item. The p-value is a two-sided paired
@@ -224,25 +244,35 @@ def depth_shift_test(before: npt.ArrayLike, after: npt.ArrayLike, layers: Sequen
     baseline = _drops(before, "before", len(positions))
     current = _drops(after, "after", len(positions))
     if baseline.shape != current.shape:
-        raise ValueError(f"before and after differ in shape: {baseline.shape} vs {current.shape} "
-                         f"(rows must be the same items)")
+        raise ValueError(
+            f"before and after differ in shape: {baseline.shape} vs {current.shape} (rows must be the same items)"
+        )
     items = baseline.shape[0]
     baseline_centre = float(_centres(baseline.mean(axis=0)[np.newaxis, :], positions)[0])
     current_centre = float(_centres(current.mean(axis=0)[np.newaxis, :], positions)[0])
     shift = current_centre - baseline_centre
     if math.isnan(shift):
-        return ShiftTest(baseline_centre=baseline_centre, current_centre=current_centre, shift=math.nan,
-                         p_value=1.0, ci_low=math.nan, ci_high=math.nan, standard_error=math.nan,
-                         detectable_shift=math.inf, items=items, permutations=permutations)
+        return ShiftTest(
+            baseline_centre=baseline_centre,
+            current_centre=current_centre,
+            shift=math.nan,
+            p_value=1.0,
+            ci_low=math.nan,
+            ci_high=math.nan,
+            standard_error=math.nan,
+            detectable_shift=math.inf,
+            items=items,
+            permutations=permutations,
+        )
 
     # Separate streams: changing the number of permutations leaves the bootstrap draws as they were.
     permutation_seed, bootstrap_seed = np.random.SeedSequence(seed).spawn(2)
-    hits = _permutation_hits(baseline, current, positions, shift, permutations,
-                             np.random.default_rng(permutation_seed))
+    hits = _permutation_hits(baseline, current, positions, shift, permutations, np.random.default_rng(permutation_seed))
     p_value = (1 + hits) / (1 + permutations)
 
-    baseline_draws, shift_draws = _bootstrap(baseline, current, positions, bootstraps,
-                                             np.random.default_rng(bootstrap_seed))
+    baseline_draws, shift_draws = _bootstrap(
+        baseline, current, positions, bootstraps, np.random.default_rng(bootstrap_seed)
+    )
     finite = shift_draws[np.isfinite(shift_draws)]
     if len(finite):
         ci_low, ci_high = (float(q) for q in np.quantile(finite, [(1 - level) / 2, (1 + level) / 2]))
@@ -253,9 +283,18 @@ def depth_shift_test(before: npt.ArrayLike, after: npt.ArrayLike, layers: Sequen
     se = math.nan if math.isnan(standard_error) or math.isnan(floor) else max(standard_error, floor)
     z = NormalDist().inv_cdf(1 - alpha / 2) + NormalDist().inv_cdf(power)
     detectable = math.inf if math.isnan(se) else z * se
-    return ShiftTest(baseline_centre=baseline_centre, current_centre=current_centre, shift=shift,
-                     p_value=p_value, ci_low=ci_low, ci_high=ci_high, standard_error=standard_error,
-                     detectable_shift=detectable, items=items, permutations=permutations)
+    return ShiftTest(
+        baseline_centre=baseline_centre,
+        current_centre=current_centre,
+        shift=shift,
+        p_value=p_value,
+        ci_low=ci_low,
+        ci_high=ci_high,
+        standard_error=standard_error,
+        detectable_shift=detectable,
+        items=items,
+        permutations=permutations,
+    )
 
 
 __all__ = ["DEFAULT_CORRELATION", "ShiftTest", "centre_of_depth", "depth_shift_test"]

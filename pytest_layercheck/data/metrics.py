@@ -58,14 +58,36 @@ class MetricKind:
 
 _BINARY = ("acc", "acc_norm", "exact_match")
 METRICS: dict[str, MetricKind] = {
-    **{name: MetricKind(name, True, 0.0, 1.0, "exact", description="1 when the answer is right")
-       for name in _BINARY},
-    "p_correct": MetricKind("p_correct", False, 0.0, 1.0, "sign-flip",
-                            description="probability of the gold choice, normalised over the choices", noise=1e-4),
-    "margin": MetricKind("margin", False, -math.inf, math.inf, "signed-rank", "median",
-                         "log-likelihood of the gold choice minus the best other choice (nats)", noise=1e-3),
-    "loglikelihood": MetricKind("loglikelihood", False, -math.inf, 0.0, "signed-rank", "median",
-                                "log-likelihood of the continuation target (nats)", noise=1e-3),
+    **{name: MetricKind(name, True, 0.0, 1.0, "exact", description="1 when the answer is right") for name in _BINARY},
+    "p_correct": MetricKind(
+        "p_correct",
+        False,
+        0.0,
+        1.0,
+        "sign-flip",
+        description="probability of the gold choice, normalised over the choices",
+        noise=1e-4,
+    ),
+    "margin": MetricKind(
+        "margin",
+        False,
+        -math.inf,
+        math.inf,
+        "signed-rank",
+        "median",
+        "log-likelihood of the gold choice minus the best other choice (nats)",
+        noise=1e-3,
+    ),
+    "loglikelihood": MetricKind(
+        "loglikelihood",
+        False,
+        -math.inf,
+        0.0,
+        "signed-rank",
+        "median",
+        "log-likelihood of the continuation target (nats)",
+        noise=1e-3,
+    ),
 }
 #: Metrics a check, marker or CLI option can name.
 METRIC_NAMES: tuple[str, ...] = tuple(METRICS)

@@ -57,7 +57,10 @@ class DepthProfile:
         return [
             ev
             for (name, protocol, key), ev in sorted(self.evaluations.items())
-            if name == suite and protocol == info.protocol and key != INTACT and ev.removed_layers
+            if name == suite
+            and protocol == info.protocol
+            and key != INTACT
+            and ev.removed_layers
             and set(ev.removed_layers) <= members
         ]
 
@@ -71,8 +74,21 @@ class DepthProfile:
                 if metric not in intact.outcomes:
                     continue
                 intact_value = intact.mean(metric)
-                out.append(Cell(name, info.capability, info.protocol, metric, INTACT, (), (INTACT,),
-                                intact_value, intact_value, intact_value, INTACT))
+                out.append(
+                    Cell(
+                        name,
+                        info.capability,
+                        info.protocol,
+                        metric,
+                        INTACT,
+                        (),
+                        (INTACT,),
+                        intact_value,
+                        intact_value,
+                        intact_value,
+                        INTACT,
+                    )
+                )
                 # A band's drop is measured on the items the sweep scored, against the intact model's
                 # outcomes on those same items.
                 swept = intact.outcomes[metric][: len(info.swept_ids)]
@@ -83,11 +99,21 @@ class DepthProfile:
                         continue
                     means = [ev.mean(metric) for ev in group]
                     worst_index = min(range(len(means)), key=means.__getitem__)
-                    out.append(Cell(
-                        name, info.capability, info.protocol, metric, band, tuple(layers),
-                        tuple(ev.ablation for ev in group), mean(means), swept_intact,
-                        means[worst_index], group[worst_index].ablation,
-                    ))
+                    out.append(
+                        Cell(
+                            name,
+                            info.capability,
+                            info.protocol,
+                            metric,
+                            band,
+                            tuple(layers),
+                            tuple(ev.ablation for ev in group),
+                            mean(means),
+                            swept_intact,
+                            means[worst_index],
+                            group[worst_index].ablation,
+                        )
+                    )
         return out
 
     def cell(self, suite_or_capability: str, band: str, metric: str | None = None) -> Cell:
@@ -129,8 +155,12 @@ class DepthProfile:
         check_profile_json(data)
         suites = {
             name: SuiteInfo(
-                name=name, capability=s["capability"], content_hash=s["content_hash"],
-                protocol=s["protocol"], item_ids=tuple(s["item_ids"]), sweep_items=s.get("sweep_items"),
+                name=name,
+                capability=s["capability"],
+                content_hash=s["content_hash"],
+                protocol=s["protocol"],
+                item_ids=tuple(s["item_ids"]),
+                sweep_items=s.get("sweep_items"),
             )
             for name, s in data["suites"].items()
         }
@@ -139,14 +169,22 @@ class DepthProfile:
             for key, ev in by_key.items():
                 expected = len(suites[suite].ids_for(key))
                 evaluations[(suite, ev["protocol"], key)] = Evaluation(
-                    suite=suite, protocol=ev["protocol"], ablation=key,
+                    suite=suite,
+                    protocol=ev["protocol"],
+                    ablation=key,
                     removed_layers=tuple(ev["removed_layers"]),
-                    outcomes={m: decode_outcomes(v, f"evaluations.{suite}.{key}.outcomes.{m}", expected, m)
-                              for m, v in ev["outcomes"].items()},
+                    outcomes={
+                        m: decode_outcomes(v, f"evaluations.{suite}.{key}.outcomes.{m}", expected, m)
+                        for m, v in ev["outcomes"].items()
+                    },
                 )
         profile = cls(
-            model=dict(data["model"]), environment=dict(data["environment"]), settings=dict(data["settings"]),
-            suites=suites, bands={k: tuple(v) for k, v in data["bands"].items()}, evaluations=evaluations,
+            model=dict(data["model"]),
+            environment=dict(data["environment"]),
+            settings=dict(data["settings"]),
+            suites=suites,
+            bands={k: tuple(v) for k, v in data["bands"].items()},
+            evaluations=evaluations,
         )
         check_derived(data, profile)
         return profile
@@ -170,12 +208,14 @@ def merge_profiles(old: DepthProfile, new: DepthProfile) -> DepthProfile:
     kept = [name for name in old.suites if name not in new.suites]
     if kept:
         differences = [
-            what for what, a, b in (
+            what
+            for what, a, b in (
                 ("model fingerprint", old.model.get("fingerprint"), new.model.get("fingerprint")),
                 ("dtype", old.model.get("dtype"), new.model.get("dtype")),
                 ("ablation mode", old.settings.get("mode"), new.settings.get("mode")),
                 ("bands", old.bands, new.bands),
-            ) if a != b
+            )
+            if a != b
         ]
         if differences:
             raise BaselineError(
@@ -190,8 +230,16 @@ def merge_profiles(old: DepthProfile, new: DepthProfile) -> DepthProfile:
     for key in ("limit", "sweep_limit"):
         before, after = old.settings.get(key), new.settings.get(key)
         if kept and isinstance(before, dict) and isinstance(after, dict):
-            settings[key] = {name: after.get(name, before.get(name)) for name in suites if name in after or name in before}
+            settings[key] = {
+                name: after.get(name, before.get(name)) for name in suites if name in after or name in before
+            }
     evaluations = {key: ev for key, ev in old.evaluations.items() if key[0] in kept}
     evaluations.update(new.evaluations)
-    return DepthProfile(model=dict(new.model), environment=dict(new.environment), settings=settings,
-                        suites=suites, bands=dict(new.bands), evaluations=evaluations)
+    return DepthProfile(
+        model=dict(new.model),
+        environment=dict(new.environment),
+        settings=settings,
+        suites=suites,
+        bands=dict(new.bands),
+        evaluations=evaluations,
+    )

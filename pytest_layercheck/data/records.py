@@ -19,6 +19,7 @@ INTACT = "intact"
 #: Characters of a generated answer kept in :attr:`Evaluation.answers`.
 MAX_ANSWER_CHARS = 200
 
+
 class _ProtocolMetrics(Mapping[str, str]):
     """Protocol name -> one of its metrics (``attribute`` of the protocol), read from the protocol registry."""
 

@@ -147,13 +147,14 @@ def sign_flip_null(magnitudes: Counter[int] | dict[int, int]) -> tuple[np.ndarra
     magnitude ``a`` contributes ``a·(2j - c)`` with probability ``C(c, j)/2^c``.
     """
     import numpy as np
+
     pmf = np.ones(1)
     for a, count in sorted(magnitudes.items()):
         weights = binomial_pmf(count, 0.5)
         out = np.zeros(len(pmf) + 2 * a * count)
         for j, w in enumerate(weights):
             if w:
-                out[2 * a * j: 2 * a * j + len(pmf)] += w * pmf
+                out[2 * a * j : 2 * a * j + len(pmf)] += w * pmf
         pmf = out
     return pmf, (len(pmf) - 1) // 2
 
@@ -161,6 +162,7 @@ def sign_flip_null(magnitudes: Counter[int] | dict[int, int]) -> tuple[np.ndarra
 def binomial_pmf(n: int, p: float) -> np.ndarray:
     """``P(X = k)`` for ``k = 0..n``, ``X ~ Bin(n, p)``, through log-factorials (no overflow)."""
     import numpy as np
+
     k = np.arange(n + 1)
     if p <= 0 or p >= 1:
         out = np.zeros(n + 1)
@@ -174,6 +176,7 @@ def binomial_pmf(n: int, p: float) -> np.ndarray:
 @lru_cache(maxsize=64)
 def _log_factorials(n: int) -> np.ndarray:
     import numpy as np
+
     table = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, n + 1, dtype=float)))])
     table.flags.writeable = False  # shared by the cache
     return table
@@ -183,6 +186,7 @@ def _log_factorials(n: int) -> np.ndarray:
 def item_steps(before: np.ndarray, after: np.ndarray) -> np.ndarray:
     """``t_i = Σ_j (after_ij - before_ij)`` for 0/1 outcome matrices (items × evaluations)."""
     import numpy as np
+
     before, after = np.asarray(before, dtype=float), np.asarray(after, dtype=float)
     if before.shape != after.shape:
         raise ValueError(f"outcome matrices differ in shape: {before.shape} vs {after.shape}")
@@ -197,6 +201,7 @@ def mean_difference_ci(differences: ItemValues, level: float = CI_LEVEL) -> tupl
     of the 2×2 table), which keeps its coverage when no or few items changed.
     """
     import numpy as np
+
     d = np.asarray(differences, dtype=float)
     n = len(d) + 2
     mean = d.sum() / n
@@ -210,8 +215,10 @@ def check_correction(correction: str) -> Correction:
     from pytest_layercheck.core.errors import ConfigError
 
     if correction not in CORRECTIONS:
-        raise ConfigError(f"unknown multiplicity correction {correction!r}",
-                          f"use one of {', '.join(CORRECTIONS)} (holm is the default)")
+        raise ConfigError(
+            f"unknown multiplicity correction {correction!r}",
+            f"use one of {', '.join(CORRECTIONS)} (holm is the default)",
+        )
     return correction  # type: ignore[return-value]
 
 
@@ -244,14 +251,16 @@ def per_test_alpha(alpha: float, family: int, correction: str = DEFAULT_CORRECTI
 
 
 # --------------------------------------------------------------------------- power
-def detection_power(item_means: ItemValues, ablations: int, drop: float, alpha: float,
-                    flip_rate: float = DEFAULT_FLIP_RATE) -> float:
+def detection_power(
+    item_means: ItemValues, ablations: int, drop: float, alpha: float, flip_rate: float = DEFAULT_FLIP_RATE
+) -> float:
     """Power of the one-sided item-level test at level ``alpha`` against a true mean ``drop``.
 
     ``item_means`` are the baseline's per-item shares ``a_i`` (0/1 for intact cells), ``ablations`` is
     ``m``. The alternative is the module's ``ALTERNATIVE``; ``drop`` above ``ā`` is impossible (0 power).
     """
     import numpy as np
+
     a = np.asarray(item_means, dtype=float)
     mean = float(a.mean()) if len(a) else 0.0
     if mean <= 0 or drop > mean + 1e-12:
@@ -276,6 +285,7 @@ def _mcnemar_power(right: int, wrong: int, q: float, down: float, up: float, alp
     """Exact: ``b ~ Bin(right, q + (1-q)·down)``, ``c ~ Bin(wrong, (1-q)·up)``, rejection region of the
     one-sided exact McNemar test at ``alpha``."""
     import numpy as np
+
     need = _mcnemar_critical(right, wrong, alpha)  # need[c]: smallest b rejecting, right + 1 if none
     pb = binomial_pmf(right, min(1.0, q + (1 - q) * down))
     pc = binomial_pmf(wrong, (1 - q) * up)
@@ -286,6 +296,7 @@ def _mcnemar_power(right: int, wrong: int, q: float, down: float, up: float, alp
 @lru_cache(maxsize=256)
 def _mcnemar_critical(right: int, wrong: int, alpha: float) -> np.ndarray:
     import numpy as np
+
     need = np.full(wrong + 1, right + 1)
     b = 0
     for c in range(wrong + 1):  # the smallest rejecting b grows with c
@@ -326,11 +337,17 @@ def _sign_flip_power(k: np.ndarray, m: int, q: float, down: float, up: float, al
     return NormalDist().cdf(margin / alt_sd)
 
 
-def detectable_drop(item_means: ItemValues, ablations: int, alpha: float, power: float = DEFAULT_POWER,
-                    flip_rate: float = DEFAULT_FLIP_RATE) -> float:
+def detectable_drop(
+    item_means: ItemValues,
+    ablations: int,
+    alpha: float,
+    power: float = DEFAULT_POWER,
+    flip_rate: float = DEFAULT_FLIP_RATE,
+) -> float:
     """The smallest true drop the one-sided test at ``alpha`` detects with ``power``; ``inf`` if none can
     be (the whole baseline accuracy ``ā`` lost is the largest drop there is)."""
     import numpy as np
+
     a = np.asarray(item_means, dtype=float)
     mean = float(a.mean()) if len(a) else 0.0
     if mean <= 0 or detection_power(a, ablations, mean, alpha, flip_rate) < power:
@@ -368,17 +385,20 @@ def score_sign_flip_test(differences: ItemValues, grid: int = SCORE_GRID) -> Pai
     ties and drop out, as zeros do in McNemar's test.
     """
     import numpy as np
+
     d = np.asarray(differences, dtype=float)
     steps = np.rint(d * grid).astype(int)
     result = sign_flip_test(steps.tolist())
-    return PairedTest(test="sign-flip", items=len(d), total=result.total, p_less=result.p_less,
-                      p_greater=result.p_greater)
+    return PairedTest(
+        test="sign-flip", items=len(d), total=result.total, p_less=result.p_less, p_greater=result.p_greater
+    )
 
 
 def signed_rank_test(differences: ItemValues, zero: float = 1e-9) -> PairedTest:
     """Exact Wilcoxon signed-rank test: the sign-flip test of the ranks of ``|d_i|`` (ties share their mean
     rank, doubled to stay integer; ``|d_i| <= zero`` drop out). Ranks make it robust to heavy tails."""
     import numpy as np
+
     d = np.asarray(differences, dtype=float)
     d = d[np.abs(d) > zero]
     if not len(d):
@@ -392,15 +412,16 @@ def signed_rank_test(differences: ItemValues, zero: float = 1e-9) -> PairedTest:
         ranks[tied] = ranks[tied].mean()
     doubled = np.rint(2 * ranks).astype(int) * np.sign(d).astype(int)
     result = sign_flip_test(doubled.tolist())
-    return PairedTest(test="signed-rank", items=len(d), total=result.total, p_less=result.p_less,
-                      p_greater=result.p_greater)
+    return PairedTest(
+        test="signed-rank", items=len(d), total=result.total, p_less=result.p_less, p_greater=result.p_greater
+    )
 
 
-def score_spread(before: ItemValues, differences: ItemValues,
-                 correlation: float = DEFAULT_SCORE_CORRELATION) -> float:
+def score_spread(before: ItemValues, differences: ItemValues, correlation: float = DEFAULT_SCORE_CORRELATION) -> float:
     """The per-item standard deviation of differences the power model assumes: the observed one, but never
     below what a candidate whose scores correlate ``correlation`` with the baseline's would show."""
     import numpy as np
+
     a, d = np.asarray(before, dtype=float), np.asarray(differences, dtype=float)
     if not len(a):
         return math.nan
@@ -420,6 +441,7 @@ def score_detectable_drop(spread: float, items: int, alpha: float, power: float 
 def score_mean_ci(differences: ItemValues, level: float = CI_LEVEL) -> tuple[float, float]:
     """Wald interval of the mean per-item difference of a continuous score."""
     import numpy as np
+
     d = np.asarray(differences, dtype=float)
     if len(d) < 2:
         return -math.inf, math.inf
@@ -428,11 +450,33 @@ def score_mean_ci(differences: ItemValues, level: float = CI_LEVEL) -> tuple[flo
 
 
 __all__ = [
-    "ALTERNATIVE", "CI_LEVEL", "CORRECTIONS", "DEFAULT_CORRECTION", "DEFAULT_FLIP_RATE", "DEFAULT_POWER",
-    "Correction", "PairedTest", "adjust_p_values", "binomial_pmf", "check_correction", "detectable_drop",
-    "detection_power", "exact_mcnemar", "item_steps", "mean_difference_ci", "per_test_alpha",
-    "sign_flip_null", "sign_flip_test", "DEFAULT_SCORE_CORRELATION", "SCORE_ALTERNATIVE", "SCORE_GRID",
-    "score_detectable_drop", "score_mean_ci", "score_sign_flip_test", "score_spread", "signed_rank_test",
+    "ALTERNATIVE",
+    "CI_LEVEL",
+    "CORRECTIONS",
+    "DEFAULT_CORRECTION",
+    "DEFAULT_FLIP_RATE",
+    "DEFAULT_POWER",
+    "Correction",
+    "PairedTest",
+    "adjust_p_values",
+    "binomial_pmf",
+    "check_correction",
+    "detectable_drop",
+    "detection_power",
+    "exact_mcnemar",
+    "item_steps",
+    "mean_difference_ci",
+    "per_test_alpha",
+    "sign_flip_null",
+    "sign_flip_test",
+    "DEFAULT_SCORE_CORRELATION",
+    "SCORE_ALTERNATIVE",
+    "SCORE_GRID",
+    "score_detectable_drop",
+    "score_mean_ci",
+    "score_sign_flip_test",
+    "score_spread",
+    "signed_rank_test",
 ]
 
 

@@ -23,14 +23,16 @@ if TYPE_CHECKING:
     from pytest_layercheck.data.profile_data import DepthProfile, Evaluation
 
 #: Keys of a profile document, exactly (``DepthProfile.to_json``).
-PROFILE_KEYS = frozenset({"schema_version", "model", "environment", "settings", "bands", "suites", "cells",
-                          "evaluations"})
+PROFILE_KEYS = frozenset(
+    {"schema_version", "model", "environment", "settings", "bands", "suites", "cells", "evaluations"}
+)
 SUITE_KEYS = frozenset({"name", "capability", "content_hash", "protocol", "item_ids", "sweep_items"})
 SUITE_REQUIRED = frozenset({"capability", "content_hash", "protocol", "item_ids"})
 EVALUATION_KEYS = frozenset({"protocol", "removed_layers", "means", "outcomes"})
 #: Keys of a result-cache entry (``ResultCache.put``).
-CACHE_ENTRY_KEYS = frozenset({"format", "identity", "suite", "protocol", "ablation", "removed_layers", "outcomes",
-                              "answers", "signature"})
+CACHE_ENTRY_KEYS = frozenset(
+    {"format", "identity", "suite", "protocol", "ablation", "removed_layers", "outcomes", "answers", "signature"}
+)
 #: Of them, those an entry may lack (entries written before answers were recorded have none).
 CACHE_ENTRY_OPTIONAL = frozenset({"answers"})
 #: A recorded choice index above this is not an answer to any suite's item.
@@ -51,8 +53,9 @@ def _kind(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
-def expect_object(value: Any, where: str, keys: frozenset[str] | None = None,
-                  required: frozenset[str] | None = None) -> dict[str, Any]:
+def expect_object(
+    value: Any, where: str, keys: frozenset[str] | None = None, required: frozenset[str] | None = None
+) -> dict[str, Any]:
     """``value`` as a JSON object with string keys; with ``keys``, exactly those (``required`` of them at least)."""
     if not isinstance(value, dict):
         raise _fail(where, f"expected an object, found {_kind(value)}")
@@ -137,8 +140,12 @@ def loads_strict(text: str) -> Any:
     except _DuplicateKey:
         found = _locate_duplicate(text)
         first_line = text.count("\n", 0, found.first) + 1
-        raise json.JSONDecodeError(f"key {found.key!r} appears twice in one object (first on line {first_line}); "
-                                   "a JSON reader would silently keep only the last", text, found.second) from None
+        raise json.JSONDecodeError(
+            f"key {found.key!r} appears twice in one object (first on line {first_line}); "
+            "a JSON reader would silently keep only the last",
+            text,
+            found.second,
+        ) from None
     except RecursionError:
         raise json.JSONDecodeError("nested too deeply to read", text, 0) from None
 
@@ -156,7 +163,7 @@ def _locate_duplicate(text: str) -> _DuplicateKey:
     def walk(pos: int) -> int:
         """The end of the value at ``pos``; raises the first duplicate found in it."""
         pos = skip(pos)
-        opening = text[pos:pos + 1]
+        opening = text[pos : pos + 1]
         if opening not in ("{", "["):
             return decoder.raw_decode(text, pos)[1]
         closing = "}" if opening == "{" else "]"
@@ -283,8 +290,11 @@ def check_profile_json(data: Any) -> None:
                 metrics = set(outcomes)
             required = {PRIMARY_METRIC[protocol], CELL_METRIC[protocol]}
             if set(outcomes) != metrics or not required <= set(outcomes):
-                raise _fail(f"{where}.outcomes", f"metrics {sorted(outcomes)} differ from the suite's "
-                            f"{sorted(metrics)} or lack one of {sorted(required)}")
+                raise _fail(
+                    f"{where}.outcomes",
+                    f"metrics {sorted(outcomes)} differ from the suite's "
+                    f"{sorted(metrics)} or lack one of {sorted(required)}",
+                )
             for metric, encoded in outcomes.items():
                 decode_outcomes(encoded, f"{where}.outcomes.{metric}", items if key == INTACT else swept, metric)
             means = expect_object(ev["means"], f"{where}.means")
@@ -322,18 +332,24 @@ def check_derived(data: Mapping[str, Any], profile: DepthProfile) -> None:
     for suite, by_key in data["evaluations"].items():
         for key, ev in by_key.items():
             if _differs(ev["means"], fresh["evaluations"][suite][key]["means"]):
-                raise _fail(f"evaluations.{suite}.{key}.means",
-                            f"{ev['means']} are not the means of the stored outcomes "
-                            f"({fresh['evaluations'][suite][key]['means']}); the file was edited")
+                raise _fail(
+                    f"evaluations.{suite}.{key}.means",
+                    f"{ev['means']} are not the means of the stored outcomes "
+                    f"({fresh['evaluations'][suite][key]['means']}); the file was edited",
+                )
     if _differs(data["cells"], fresh["cells"]):
-        index = next((i for i, (a, b) in enumerate(zip(data["cells"], fresh["cells"])) if _differs(a, b)),
-                     min(len(data["cells"]), len(fresh["cells"])))
-        raise _fail(f"cells[{index}]", "does not match the cells the stored outcomes give "
-                    f"({len(data['cells'])} stored, {len(fresh['cells'])} derived); the file was edited")
+        index = next(
+            (i for i, (a, b) in enumerate(zip(data["cells"], fresh["cells"])) if _differs(a, b)),
+            min(len(data["cells"]), len(fresh["cells"])),
+        )
+        raise _fail(
+            f"cells[{index}]",
+            "does not match the cells the stored outcomes give "
+            f"({len(data['cells'])} stored, {len(fresh['cells'])} derived); the file was edited",
+        )
 
 
-def decode_cache_entry(payload: Any, identity: Mapping[str, Any],
-                       choices: Sequence[int] | None = None) -> Evaluation:
+def decode_cache_entry(payload: Any, identity: Mapping[str, Any], choices: Sequence[int] | None = None) -> Evaluation:
     """The evaluation in a cache entry, after checking it against the ``identity`` it was looked up by.
 
     The stored identity must equal ``identity``; the suite, protocol and ablation must be the ones the
@@ -354,31 +370,43 @@ def decode_cache_entry(payload: Any, identity: Mapping[str, Any],
             raise _fail(field, f"{entry[field]!r} is not the {field} asked for ({identity[field]!r})")
     protocol = expect_str(entry["protocol"], "protocol")
     ablation = expect_str(entry["ablation"], "ablation")
-    removed = tuple(expect_int(v, f"removed_layers[{i}]", 0) for i, v in
-                    enumerate(expect_list(entry["removed_layers"], "removed_layers")))
+    removed = tuple(
+        expect_int(v, f"removed_layers[{i}]", 0)
+        for i, v in enumerate(expect_list(entry["removed_layers"], "removed_layers"))
+    )
     if ablation == INTACT and removed:
         raise _fail("removed_layers", "the intact evaluation removes no layer")
     items: Sequence[Any] = identity.get("items", ())
     expected = len(items) if isinstance(items, (list, tuple)) else -1
     outcomes = expect_object(entry["outcomes"], "outcomes")
-    for wanted in ((PRIMARY_METRIC[protocol], CELL_METRIC[protocol]) if protocol in PRIMARY_METRIC else ()):
+    for wanted in (PRIMARY_METRIC[protocol], CELL_METRIC[protocol]) if protocol in PRIMARY_METRIC else ():
         if wanted not in outcomes:
             raise _fail("outcomes", f"lack the metric {wanted!r}")
     decoded = {}
     for metric, values in outcomes.items():
-        decoded[metric] = decode_outcomes(values, f"outcomes.{metric}", expected if expected >= 0 else len(values), metric)
+        decoded[metric] = decode_outcomes(
+            values, f"outcomes.{metric}", expected if expected >= 0 else len(values), metric
+        )
     answers = None
     if entry.get("answers") is not None:
         if ablation != INTACT:
             raise _fail("answers", "only the intact evaluation records answers")
-        answers = decode_answers(entry["answers"], "answers", protocol,
-                                 expected if expected >= 0 else len(entry["answers"]), choices)
-    return Evaluation(suite=expect_str(entry["suite"], "suite"), protocol=protocol, ablation=ablation,
-                      removed_layers=removed, outcomes=decoded, answers=answers)
+        answers = decode_answers(
+            entry["answers"], "answers", protocol, expected if expected >= 0 else len(entry["answers"]), choices
+        )
+    return Evaluation(
+        suite=expect_str(entry["suite"], "suite"),
+        protocol=protocol,
+        ablation=ablation,
+        removed_layers=removed,
+        outcomes=decoded,
+        answers=answers,
+    )
 
 
-def decode_answers(value: Any, where: str, protocol: str, expected: int,
-                   choices: Sequence[int] | None = None) -> tuple[int | str, ...]:
+def decode_answers(
+    value: Any, where: str, protocol: str, expected: int, choices: Sequence[int] | None = None
+) -> tuple[int | str, ...]:
     """What a model answered per item (:attr:`Evaluation.answers`), exactly ``expected`` of them: choice
     indices (0 <= index < the item's number of choices, or :data:`MAX_CHOICE_INDEX` where unknown) for a
     multiple-choice protocol, strings of at most ``MAX_ANSWER_CHARS`` for a generating one; a protocol that
@@ -411,6 +439,16 @@ def decode_answers(value: Any, where: str, protocol: str, expected: int,
 
 
 __all__ = [
-    "CACHE_ENTRY_KEYS", "PROFILE_KEYS", "SchemaError", "check_derived", "check_finite", "check_profile_json",
-    "decode_answers", "decode_cache_entry", "decode_outcomes", "expect_int", "expect_object", "expect_str",
+    "CACHE_ENTRY_KEYS",
+    "PROFILE_KEYS",
+    "SchemaError",
+    "check_derived",
+    "check_finite",
+    "check_profile_json",
+    "decode_answers",
+    "decode_cache_entry",
+    "decode_outcomes",
+    "expect_int",
+    "expect_object",
+    "expect_str",
 ]

@@ -34,8 +34,9 @@ def slugify(name: str) -> str:
     """File-name form of a model name: ``SmolLM2-135M-Instruct`` -> ``smollm2-135m-instruct``."""
     slug = re.sub(r"[^a-z0-9._-]+", "-", name.strip().lower()).strip("-.")
     if not slug:
-        raise ConfigError(f"model name {name!r} gives an empty baseline file name",
-                          "give the model a name with letters or digits")
+        raise ConfigError(
+            f"model name {name!r} gives an empty baseline file name", "give the model a name with letters or digits"
+        )
     return slug
 
 
@@ -84,11 +85,15 @@ class BaselineStore:
         """The stored profile of ``name``; any problem is a BaselineError naming the file and the fix."""
         path = self.path_for(name)
         if path.is_symlink() and not path.exists():
-            raise BaselineError(f"the baseline {path} is a symlink to {path.readlink()}, which does not exist",
-                                f"point the link at the baseline file, or remove {path} and record it again")
+            raise BaselineError(
+                f"the baseline {path} is a symlink to {path.readlink()}, which does not exist",
+                f"point the link at the baseline file, or remove {path} and record it again",
+            )
         if path.exists() and not path.is_file():
-            raise BaselineError(f"the baseline {path} is not a file (a directory or a device)",
-                                f"move it away and record the baseline again into {path}")
+            raise BaselineError(
+                f"the baseline {path} is not a file (a directory or a device)",
+                f"move it away and record the baseline again into {path}",
+            )
         if not path.is_file():
             raise BaselineError(
                 f"no baseline for model {name!r}: {path} does not exist",
@@ -136,6 +141,7 @@ class BaselineStore:
 
 def cell_changes(old: DepthProfile | None, new: DepthProfile) -> list[str]:
     """What a write changes, one line per cell, like syrupy's report of an updated snapshot."""
+
     def values(profile: DepthProfile | None) -> dict[str, float]:
         if profile is None:
             return {}
@@ -161,8 +167,11 @@ def _differs(a: float, b: float, metric: str = "") -> bool:
 
 
 def _changed_outcomes(old: DepthProfile, new: DepthProfile) -> int:
-    return sum(1 for key, ev in new.evaluations.items()
-               if key in old.evaluations and not _same_outcomes(old.evaluations[key].outcomes, ev.outcomes))
+    return sum(
+        1
+        for key, ev in new.evaluations.items()
+        if key in old.evaluations and not _same_outcomes(old.evaluations[key].outcomes, ev.outcomes)
+    )
 
 
 def _same_outcomes(old: Mapping[str, Sequence[float]], new: Mapping[str, Sequence[float]]) -> bool:
@@ -181,22 +190,29 @@ def same_measurement(old: DepthProfile, new: DepthProfile) -> bool:
     """``new`` measured what ``old`` did, with the same results up to float rounding: the same model, settings,
     suites and ablations, and per-item outcomes equal as :func:`_same_outcomes` has it. A re-run on another
     thread count or batch size changes the last bits of continuous scores; that must not read as a change."""
+
     def frame(profile: DepthProfile) -> str:
         data = profile.to_json()
         data.pop("cells", None)  # derived from the outcomes
-        data["evaluations"] = {suite: {key: {k: v for k, v in ev.items() if k not in ("means", "outcomes")}
-                                       for key, ev in by_key.items()} for suite, by_key in data["evaluations"].items()}
+        data["evaluations"] = {
+            suite: {key: {k: v for k, v in ev.items() if k not in ("means", "outcomes")} for key, ev in by_key.items()}
+            for suite, by_key in data["evaluations"].items()
+        }
         return _substance(data)
 
-    return (frame(old) == frame(new) and old.evaluations.keys() == new.evaluations.keys()
-            and all(_same_outcomes(old.evaluations[key].outcomes, ev.outcomes) for key, ev in new.evaluations.items()))
+    return (
+        frame(old) == frame(new)
+        and old.evaluations.keys() == new.evaluations.keys()
+        and all(_same_outcomes(old.evaluations[key].outcomes, ev.outcomes) for key, ev in new.evaluations.items())
+    )
 
 
 def dumps_baseline(data: dict[str, Any]) -> str:
     """Stable text of a baseline: indent=2, metadata keys sorted, suite/band order kept (it is meaningful)."""
-    ordered = {key: (dict(sorted(value.items())) if key in ("model", "environment") and isinstance(value, dict)
-                     else value)
-               for key, value in data.items()}
+    ordered = {
+        key: (dict(sorted(value.items())) if key in ("model", "environment") and isinstance(value, dict) else value)
+        for key, value in data.items()
+    }
     return json.dumps(ordered, indent=2, ensure_ascii=False) + "\n"
 
 
@@ -209,11 +225,13 @@ def read_baseline(path: Path) -> DepthProfile:
         raise BaselineError(f"baseline {path} is not UTF-8 text ({exc.reason})", redo) from None
     except json.JSONDecodeError as exc:
         where = f"line {exc.lineno}, column {exc.colno}: {exc.msg}"
-        raise BaselineError(f"baseline {path} is not valid JSON ({where})",
-                            f"fix the file (a merge conflict?) or {redo}") from None
+        raise BaselineError(
+            f"baseline {path} is not valid JSON ({where})", f"fix the file (a merge conflict?) or {redo}"
+        ) from None
     except OSError as exc:
-        raise BaselineError(f"cannot read baseline {path}: {exc.strerror or exc}",
-                            "check that the file is readable") from None
+        raise BaselineError(
+            f"cannot read baseline {path}: {exc.strerror or exc}", "check that the file is readable"
+        ) from None
     if not isinstance(data, dict):
         raise BaselineError(f"baseline {path} does not hold a profile (top level is {type(data).__name__})", redo)
     version = data.get("schema_version")
@@ -278,6 +296,13 @@ def _substance(data: Any) -> str:
 
 
 __all__ = [
-    "BaselineStore", "SaveResult", "SaveStatus", "cell_changes", "consistency_problems", "dumps_baseline", "read_baseline",
-    "slugify", "summarize_saves",
+    "BaselineStore",
+    "SaveResult",
+    "SaveStatus",
+    "cell_changes",
+    "consistency_problems",
+    "dumps_baseline",
+    "read_baseline",
+    "slugify",
+    "summarize_saves",
 ]

@@ -35,8 +35,10 @@ from pytest_layercheck.evaluation.comparison import (
 )
 
 CHECK_FIELDS = ("capability", "band", "protocol", "metric", "max_drop", "relative", "alpha", "min", "max_shift")
-UPDATE_HINT = ("If this change was intended, re-record the baseline from the model you trust: "
-               "`layercheck baseline MODEL --update`, or --layercheck-update when this run's model is that model.")
+UPDATE_HINT = (
+    "If this change was intended, re-record the baseline from the model you trust: "
+    "`layercheck baseline MODEL --update`, or --layercheck-update when this run's model is that model."
+)
 
 
 @dataclass(frozen=True)
@@ -60,14 +62,17 @@ class CellCheck:
         if unknown:
             raise ConfigError(f"{where}: unknown field(s) {unknown}", f"allowed fields: {', '.join(CHECK_FIELDS)}")
         if not isinstance(data.get("capability"), str):
-            raise ConfigError(f"{where}: 'capability' is required (a capability or suite name)",
-                              "e.g. capability: knowledge")
+            raise ConfigError(
+                f"{where}: 'capability' is required (a capability or suite name)", "e.g. capability: knowledge"
+            )
         values: dict[str, Any] = {"capability": data["capability"]}
         for name in ("band", "protocol", "metric"):
             if data.get(name) is not None:
                 if not isinstance(data[name], str):  # str() of a nested list would be a test id of any size
-                    raise ConfigError(f"{where}: field {name!r} must be a string, got {_shown(data[name])}",
-                                      f"e.g. {name}: {'shallow' if name == 'band' else 'mc_text' if name == 'protocol' else 'acc'}")
+                    raise ConfigError(
+                        f"{where}: field {name!r} must be a string, got {_shown(data[name])}",
+                        f"e.g. {name}: {'shallow' if name == 'band' else 'mc_text' if name == 'protocol' else 'acc'}",
+                    )
                 values[name] = data[name]
         values.update(_tolerance_fields(data, where, values.get("metric")))
         for name in ("alpha", "min"):  # a share, not a drop: "5%" is 0.05
@@ -75,12 +80,16 @@ class CellCheck:
                 values[name] = _bounded(data[name], name, where, values.get("metric"))
         if data.get("max_shift") is not None:
             if values.get("band") != SHIFT:
-                raise ConfigError(f"{where}: 'max_shift' applies to the shift band only",
-                                  f'e.g. @pytest.mark.layercheck("knowledge", "{SHIFT}", max_shift=0.1)')
+                raise ConfigError(
+                    f"{where}: 'max_shift' applies to the shift band only",
+                    f'e.g. @pytest.mark.layercheck("knowledge", "{SHIFT}", max_shift=0.1)',
+                )
             values["max_shift"] = _bounded(data["max_shift"], "max_shift", where, None)
         if values.get("band") == SHIFT and (values.get("min") is not None or _has_drop(values)):
-            raise ConfigError(f"{where}: a shift check takes max_shift, not max_drop, relative or min",
-                              f'e.g. @pytest.mark.layercheck("knowledge", "{SHIFT}", max_shift=0.1)')
+            raise ConfigError(
+                f"{where}: a shift check takes max_shift, not max_drop, relative or min",
+                f'e.g. @pytest.mark.layercheck("knowledge", "{SHIFT}", max_shift=0.1)',
+            )
         return cls(**values)
 
     @property
@@ -143,20 +152,34 @@ def run_check(
             "layercheck_protocols ini option)",
         )
     if check.band not in (INTACT, SHIFT) and check.band not in profile.bands:
-        raise ConfigError(f"check {check.label}: unknown band {check.band!r}",
-                          f"use 'intact', '{SHIFT}' or one of {sorted(profile.bands)}")
+        raise ConfigError(
+            f"check {check.label}: unknown band {check.band!r}",
+            f"use 'intact', '{SHIFT}' or one of {sorted(profile.bands)}",
+        )
     metric = check.metric or _session_metric(profile, suite, default_metric)
     if check.band == SHIFT:
-        return _run_shift_check(check, suite, metric, profile, baseline, default_tolerance, default_alpha,
-                                correction=correction, fail_on_improvement=fail_on_improvement,
-                                allow_precision_mismatch=allow_precision_mismatch, flip_rate=flip_rate,
-                                max_shift=check.max_shift if check.max_shift is not None else max_shift,
-                                default_metric=default_metric)
+        return _run_shift_check(
+            check,
+            suite,
+            metric,
+            profile,
+            baseline,
+            default_tolerance,
+            default_alpha,
+            correction=correction,
+            fail_on_improvement=fail_on_improvement,
+            allow_precision_mismatch=allow_precision_mismatch,
+            flip_rate=flip_rate,
+            max_shift=check.max_shift if check.max_shift is not None else max_shift,
+            default_metric=default_metric,
+        )
     try:
         current = profile.cell(suite, check.band, metric)
     except KeyError:
-        raise ConfigError(f"check {check.label}: the profile has no cell for band {check.band!r} and metric {metric!r}",
-                          "the band may be empty for this model depth, or the metric is not produced by the protocol") from None
+        raise ConfigError(
+            f"check {check.label}: the profile has no cell for band {check.band!r} and metric {metric!r}",
+            "the band may be empty for this model depth, or the metric is not produced by the protocol",
+        ) from None
     failures: list[str] = []
     if check.min is not None and current.value < check.min:
         failures.append(f"{check.label}: {metric} = {current.value:.3f} is below the required minimum {check.min:.3f}")
@@ -167,25 +190,38 @@ def run_check(
             return CheckOutcome(False, "no baseline to compare against")
         alpha = check.alpha if check.alpha is not None else default_alpha
         comparison = compare_profiles(
-            baseline, profile, tolerance=check.tolerance(default_tolerance), alpha=alpha,
-            fail_on_improvement=fail_on_improvement, metrics=session_metrics(profile, suite, metric, default_metric),
+            baseline,
+            profile,
+            tolerance=check.tolerance(default_tolerance),
+            alpha=alpha,
+            fail_on_improvement=fail_on_improvement,
+            metrics=session_metrics(profile, suite, metric, default_metric),
             correction=correction,
-            allow_precision_mismatch=allow_precision_mismatch, flip_rate=flip_rate, max_shift=max_shift,
+            allow_precision_mismatch=allow_precision_mismatch,
+            flip_rate=flip_rate,
+            max_shift=max_shift,
         )
         try:
             verdict = comparison.cell(suite, check.band, metric)
         except KeyError:
-            raise ConfigError(f"check {check.label}: the baseline has no {check.band!r} cell of {suite!r} "
-                              f"for {metric!r} to compare with",
-                              "re-record the baseline with --layercheck-update") from None
+            raise ConfigError(
+                f"check {check.label}: the baseline has no {check.band!r} cell of {suite!r} "
+                f"for {metric!r} to compare with",
+                "re-record the baseline with --layercheck-update",
+            ) from None
         if verdict.status == "regressed":
             failures.append(failure_text(check.label, verdict, comparison))
     properties: dict[str, Any] = {"metric": metric, "value": round(current.value, 6)}
     cell = comparison.cell(suite, check.band, metric) if comparison is not None else None
     if cell is not None:
-        properties.update(baseline=round(cell.baseline, 6), delta=round(cell.delta, 6), p=f"{cell.p_value:.3g}",
-                          p_adjusted=f"{cell.p_adjusted:.3g}", detectable_drop=round(cell.detectable_drop, 4),
-                          status=cell.status)
+        properties.update(
+            baseline=round(cell.baseline, 6),
+            delta=round(cell.delta, 6),
+            p=f"{cell.p_value:.3g}",
+            p_adjusted=f"{cell.p_adjusted:.3g}",
+            detectable_drop=round(cell.detectable_drop, 4),
+            status=cell.status,
+        )
     if not failures:
         return CheckOutcome(True, f"{check.label}: ok ({metric} = {current.value:.3f})", properties, cell)
     table = band_table(comparison, suite, metric) if comparison is not None else ""
@@ -200,8 +236,9 @@ def _session_metric(profile: DepthProfile, suite: str, default_metric: str | Non
     return profile.suites[suite].cell_metric
 
 
-def session_metrics(profile: DepthProfile, suite: str, metric: str,
-                    default_metric: str | None = None) -> dict[str, list[str]]:
+def session_metrics(
+    profile: DepthProfile, suite: str, metric: str, default_metric: str | None = None
+) -> dict[str, list[str]]:
     """The metrics a check's comparison covers: every suite's session metric (the session's family), plus
     ``metric`` for the check's own suite when it names another."""
     metrics = {name: [_session_metric(profile, name, default_metric)] for name in profile.suites}
@@ -214,50 +251,78 @@ def _has_drop(values: Mapping[str, Any]) -> bool:
     return values.get("max_drop") is not None or values.get("relative") is not None
 
 
-def _run_shift_check(check: CellCheck, suite: str, metric: str, profile: DepthProfile, baseline: DepthProfile | None,
-                     default_tolerance: Tolerance, default_alpha: float, **options: Any) -> CheckOutcome:
+def _run_shift_check(
+    check: CellCheck,
+    suite: str,
+    metric: str,
+    profile: DepthProfile,
+    baseline: DepthProfile | None,
+    default_tolerance: Tolerance,
+    default_alpha: float,
+    **options: Any,
+) -> CheckOutcome:
     """A shift check: the suite's centre of depth has not moved significantly by ``max_shift`` or more
     (at least half of it, as drops), judged in the session's family."""
     if baseline is None:
         return CheckOutcome(False, "no baseline to compare against")
     alpha = check.alpha if check.alpha is not None else default_alpha
-    comparison = compare_profiles(baseline, profile, tolerance=default_tolerance, alpha=alpha,
-                                  metrics=session_metrics(profile, suite, metric, options.get("default_metric")),
-                                  **{k: v for k, v in options.items() if k != "default_metric"})
+    comparison = compare_profiles(
+        baseline,
+        profile,
+        tolerance=default_tolerance,
+        alpha=alpha,
+        metrics=session_metrics(profile, suite, metric, options.get("default_metric")),
+        **{k: v for k, v in options.items() if k != "default_metric"},
+    )
     try:
         cell = comparison.cell(suite, SHIFT, metric)
     except KeyError:
-        raise ConfigError(f"check {check.label}: no shift cell for {suite!r}: the baseline and this run share fewer "
-                          "than 3 single-layer removals of it",
-                          "profile layer by layer (--layercheck-mode layers) with a sweep (--layercheck-sweep-limit)"
-                          ) from None
+        raise ConfigError(
+            f"check {check.label}: no shift cell for {suite!r}: the baseline and this run share fewer "
+            "than 3 single-layer removals of it",
+            "profile layer by layer (--layercheck-mode layers) with a sweep (--layercheck-sweep-limit)",
+        ) from None
     properties: dict[str, Any] = {
-        "metric": metric, "value": round(cell.current, 6), "baseline": round(cell.baseline, 6),
-        "delta": round(cell.delta, 6), "p": f"{cell.p_value:.3g}", "p_adjusted": f"{cell.p_adjusted:.3g}",
-        "detectable_drop": round(cell.detectable_drop, 4), "status": cell.status}
+        "metric": metric,
+        "value": round(cell.current, 6),
+        "baseline": round(cell.baseline, 6),
+        "delta": round(cell.delta, 6),
+        "p": f"{cell.p_value:.3g}",
+        "p_adjusted": f"{cell.p_adjusted:.3g}",
+        "detectable_drop": round(cell.detectable_drop, 4),
+        "status": cell.status,
+    }
     if cell.status != "moved":
-        return CheckOutcome(True, f"{check.label}: ok (centre of depth {cell.baseline:.3f} -> {cell.current:.3f})",
-                            properties, cell)
-    return CheckOutcome(False, f"{shift_failure_text(check.label, cell, comparison)}\n\n{UPDATE_HINT}", properties, cell)
+        return CheckOutcome(
+            True, f"{check.label}: ok (centre of depth {cell.baseline:.3f} -> {cell.current:.3f})", properties, cell
+        )
+    return CheckOutcome(
+        False, f"{shift_failure_text(check.label, cell, comparison)}\n\n{UPDATE_HINT}", properties, cell
+    )
 
 
 def shift_failure_text(label: str, cell: CellComparison, comparison: ProfileComparison) -> str:
     """Why a shift cell failed: where the capability's dependence sat and where it sits now, with the evidence."""
     direction = "deeper" if cell.delta > 0 else "shallower"
-    return (f"{label}: {cell.capability} moved {direction} along depth: its centre of depth ({cell.metric} lost per "
-            f"removed layer) went from {cell.baseline:.3f} to {cell.current:.3f} of the depth ({cell.delta:+.3f}, "
-            f"allowed {cell.allowed:g}; two-sided paired permutation p = {cell.p_value:.3g}, "
-            f"{comparison.correction.capitalize()}-adjusted over {comparison.family_size} hypotheses p = {cell.p_adjusted:.3g} <= "
-            f"alpha {comparison.alpha:g}; {CI_LEVEL:.0%} CI [{cell.ci_low:+.3f}, {cell.ci_high:+.3f}]; detectable shift "
-            f"{_fmt_drop(cell.detectable_drop)}; {cell.items} items x {len(cell.layers)} layers)")
+    return (
+        f"{label}: {cell.capability} moved {direction} along depth: its centre of depth ({cell.metric} lost per "
+        f"removed layer) went from {cell.baseline:.3f} to {cell.current:.3f} of the depth ({cell.delta:+.3f}, "
+        f"allowed {cell.allowed:g}; two-sided paired permutation p = {cell.p_value:.3g}, "
+        f"{comparison.correction.capitalize()}-adjusted over {comparison.family_size} hypotheses p = {cell.p_adjusted:.3g} <= "
+        f"alpha {comparison.alpha:g}; {CI_LEVEL:.0%} CI [{cell.ci_low:+.3f}, {cell.ci_high:+.3f}]; detectable shift "
+        f"{_fmt_drop(cell.detectable_drop)}; {cell.items} items x {len(cell.layers)} layers)"
+    )
 
 
 def failure_text(label: str, cell: CellComparison, comparison: ProfileComparison, shown_items: int = 10) -> str:
     """Why ``cell`` failed: the drop against the tolerance, the test's raw and adjusted p, the interval,
     the detectable drop, and the items that got worse."""
     correction = comparison.correction
-    adjusted = (f"{correction.capitalize()}-adjusted over {comparison.family_size} hypotheses p = "
-                f"{cell.p_adjusted:.3g}" if correction != "none" else "no multiplicity correction")
+    adjusted = (
+        f"{correction.capitalize()}-adjusted over {comparison.family_size} hypotheses p = {cell.p_adjusted:.3g}"
+        if correction != "none"
+        else "no multiplicity correction"
+    )
     worse = ", ".join(cell.worse_items[:shown_items])
     more = f" and {len(cell.worse_items) - shown_items} more" if len(cell.worse_items) > shown_items else ""
     return (
@@ -275,11 +340,32 @@ def band_table(comparison: ProfileComparison, suite: str, metric: str) -> str:
     rows = []
     for cell in comparison.cells:
         if cell.suite == suite and cell.metric == metric:
-            rows.append([cell.band, f"{cell.current:.3f}", f"{cell.baseline:.3f}", f"{cell.delta:+.3f}",
-                         f"[{cell.ci_low:+.3f}, {cell.ci_high:+.3f}]", f"{cell.test} ({cell.items} items)",
-                         f"{cell.p_value:.3g}", f"{cell.p_adjusted:.3g}", _fmt_drop(cell.detectable_drop), cell.status])
-    headers = ["band", "obtained", "expected", "diff", f"{CI_LEVEL:.0%} CI", "test", "p",
-               f"p ({comparison.correction})", "detectable", "status"]
+            rows.append(
+                [
+                    cell.band,
+                    f"{cell.current:.3f}",
+                    f"{cell.baseline:.3f}",
+                    f"{cell.delta:+.3f}",
+                    f"[{cell.ci_low:+.3f}, {cell.ci_high:+.3f}]",
+                    f"{cell.test} ({cell.items} items)",
+                    f"{cell.p_value:.3g}",
+                    f"{cell.p_adjusted:.3g}",
+                    _fmt_drop(cell.detectable_drop),
+                    cell.status,
+                ]
+            )
+    headers = [
+        "band",
+        "obtained",
+        "expected",
+        "diff",
+        f"{CI_LEVEL:.0%} CI",
+        "test",
+        "p",
+        f"p ({comparison.correction})",
+        "detectable",
+        "status",
+    ]
     return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
 
 
@@ -310,18 +396,27 @@ def _bounded(raw: Any, name: str, where: str, metric: str | None) -> float:
             value = float(raw.strip()[:-1]) / 100
         value = float(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"{where}: field {name!r} must be a number, got {_shown(raw)}", f"e.g. {name}: 0.05") from None
+        raise ConfigError(
+            f"{where}: field {name!r} must be a number, got {_shown(raw)}", f"e.g. {name}: 0.05"
+        ) from None
     if name == "alpha":
         if not 0 < value < 1:
-            raise ConfigError(f"{where}: field 'alpha' is {_shown(raw)}: a significance level lies strictly between "
-                              "0 and 1", "e.g. alpha: 0.05")
+            raise ConfigError(
+                f"{where}: field 'alpha' is {_shown(raw)}: a significance level lies strictly between 0 and 1",
+                "e.g. alpha: 0.05",
+            )
     elif metric is None or metric in SHARE_METRICS:
         if not 0 <= value <= 1:
-            raise ConfigError(f"{where}: field {name!r} is {_shown(raw)}, outside the {metric or 'metric'}'s range "
-                              "0 to 1: the check could never fail (or never pass)", f"e.g. {name}: 0.4 (or 40%)")
+            raise ConfigError(
+                f"{where}: field {name!r} is {_shown(raw)}, outside the {metric or 'metric'}'s range "
+                "0 to 1: the check could never fail (or never pass)",
+                f"e.g. {name}: 0.4 (or 40%)",
+            )
     elif not math.isfinite(value) or (metric == "loglikelihood" and value > 0):
-        raise ConfigError(f"{where}: field 'min' is {_shown(raw)}, outside the {metric}'s range",
-                          "give a finite number" + (" <= 0 (a log-likelihood)" if metric == "loglikelihood" else ""))
+        raise ConfigError(
+            f"{where}: field 'min' is {_shown(raw)}, outside the {metric}'s range",
+            "give a finite number" + (" <= 0 (a log-likelihood)" if metric == "loglikelihood" else ""),
+        )
     return value
 
 
@@ -335,9 +430,11 @@ def _tolerance_fields(data: Mapping[str, Any], where: str, metric: str | None = 
 
     def put(key: str, value: float) -> None:
         if key in fields and fields[key] != value:
-            raise ConfigError(f"{where}: two different {'absolute' if key == 'max_drop' else 'relative'} tolerances "
-                              f"({fields[key]:g} and {value:g})",
-                              "give each once: max_drop: 0.05 (absolute), relative: 10% (or max_drop: 10%)")
+            raise ConfigError(
+                f"{where}: two different {'absolute' if key == 'max_drop' else 'relative'} tolerances "
+                f"({fields[key]:g} and {value:g})",
+                "give each once: max_drop: 0.05 (absolute), relative: 10% (or max_drop: 10%)",
+            )
         fields[key] = value
 
     for name in ("max_drop", "relative"):
@@ -345,8 +442,10 @@ def _tolerance_fields(data: Mapping[str, Any], where: str, metric: str | None = 
         if raw is None:
             continue
         if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
-            raise ConfigError(f"{where}: field {name!r} must be a number or a percentage, got {_shown(raw)}",
-                              f"e.g. {name}: 0.05 or {name}: 5%")
+            raise ConfigError(
+                f"{where}: field {name!r} must be a number or a percentage, got {_shown(raw)}",
+                f"e.g. {name}: 0.05 or {name}: 5%",
+            )
         text = str(raw).strip()
         try:
             if name == "relative" and not text.endswith("%"):
@@ -359,9 +458,11 @@ def _tolerance_fields(data: Mapping[str, Any], where: str, metric: str | None = 
             put("relative", tolerance.relative)
         if tolerance.relative is None or "," in text:  # an absolute part was given
             if tolerance.max_drop > 1 and (metric is None or metric in SHARE_METRICS):
-                raise ConfigError(f"{where}: field {name!r} allows a drop of {tolerance.max_drop:g}, more than the "
-                                  f"{metric or 'metric'} can fall (it lies between 0 and 1): the check could never fail",
-                                  f"e.g. {name}: 0.05, or a relative drop such as {name}: 10%")
+                raise ConfigError(
+                    f"{where}: field {name!r} allows a drop of {tolerance.max_drop:g}, more than the "
+                    f"{metric or 'metric'} can fall (it lies between 0 and 1): the check could never fail",
+                    f"e.g. {name}: 0.05, or a relative drop such as {name}: 10%",
+                )
             put("max_drop", tolerance.max_drop)
     return fields
 
@@ -384,5 +485,7 @@ def _suite_for(check: CellCheck, profile: DepthProfile) -> str:
             f"check {check.label}: no profiled suite has capability or name {check.capability!r}",
             f"profiled suites: {sorted(profile.suites)}; add the suite with --layercheck-suites",
         )
-    raise ConfigError(f"check {check.label}: capability {check.capability!r} matches several suites {matches}",
-                      "name the suite instead of the capability")
+    raise ConfigError(
+        f"check {check.label}: capability {check.capability!r} matches several suites {matches}",
+        "name the suite instead of the capability",
+    )

@@ -109,11 +109,14 @@ class Tolerance:
 
     def __post_init__(self) -> None:
         if not (self.max_drop >= 0 and math.isfinite(self.max_drop)):
-            raise ConfigError(f"tolerance max_drop must be a finite number >= 0, got {self.max_drop!r}",
-                              "use an absolute drop like 0.05")
+            raise ConfigError(
+                f"tolerance max_drop must be a finite number >= 0, got {self.max_drop!r}",
+                "use an absolute drop like 0.05",
+            )
         if self.relative is not None and not 0 <= self.relative <= 1:
-            raise ConfigError(f"relative tolerance must be between 0% and 100%, got {self.relative!r}",
-                              "use a relative drop like 5%")
+            raise ConfigError(
+                f"relative tolerance must be between 0% and 100%, got {self.relative!r}", "use a relative drop like 5%"
+            )
 
     @classmethod
     def parse(cls, spec: str | float | Tolerance) -> Tolerance:
@@ -284,14 +287,23 @@ class ProfileComparison:
 
     def criteria(self) -> str:
         """How a cell fails, in one sentence (reports and failure messages)."""
-        family = f"{self.correction.capitalize()} over {self.family_size} hypotheses" if self.correction != "none" \
+        family = (
+            f"{self.correction.capitalize()} over {self.family_size} hypotheses"
+            if self.correction != "none"
             else f"no multiplicity correction ({self.family_size} hypotheses)"
+        )
         improvement = "; improvements fail too" if self.fail_on_improvement else ""
-        shift = (f"; a shift cell fails when its centre of depth moved significantly (two-sided) by at least "
-                 f"{EFFECT_FLOOR:g} x {self.max_shift:g} of depth" if any(c.band == SHIFT for c in self.cells) else "")
-        return (f"a cell fails when its drop is significant (one-sided item-level test, {family}, adjusted "
-                f"p <= {self.alpha:g}) and at least {EFFECT_FLOOR:g} x the tolerance {self.tolerance}{improvement}"
-                f"{shift}")
+        shift = (
+            f"; a shift cell fails when its centre of depth moved significantly (two-sided) by at least "
+            f"{EFFECT_FLOOR:g} x {self.max_shift:g} of depth"
+            if any(c.band == SHIFT for c in self.cells)
+            else ""
+        )
+        return (
+            f"a cell fails when its drop is significant (one-sided item-level test, {family}, adjusted "
+            f"p <= {self.alpha:g}) and at least {EFFECT_FLOOR:g} x the tolerance {self.tolerance}{improvement}"
+            f"{shift}"
+        )
 
 
 # --------------------------------------------------------------------------- compatibility
@@ -305,8 +317,9 @@ def compatibility_problems(baseline: DepthProfile, current: DepthProfile) -> lis
     if b_mode != c_mode:
         problems.append(f"ablation mode: baseline used {b_mode!r}, this run uses {c_mode!r}")
     if dict(baseline.bands) != dict(current.bands):
-        problems.append(f"bands map to different layers: baseline {_bands_text(baseline)}, "
-                        f"this run {_bands_text(current)}")
+        problems.append(
+            f"bands map to different layers: baseline {_bands_text(baseline)}, this run {_bands_text(current)}"
+        )
     for name in baseline.suites.keys() & current.suites.keys():
         problems.extend(_suite_problems(name, baseline, current))
     return problems
@@ -320,27 +333,34 @@ def _suite_problems(name: str, baseline: DepthProfile, current: DepthProfile) ->
     old, new = baseline.suites[name], current.suites[name]
     problems = []
     if old.content_hash != new.content_hash:
-        problems.append(f"suite {name!r} changed since the baseline was recorded "
-                        f"(content hash {old.content_hash[:12]} -> {new.content_hash[:12]})")
+        problems.append(
+            f"suite {name!r} changed since the baseline was recorded "
+            f"(content hash {old.content_hash[:12]} -> {new.content_hash[:12]})"
+        )
     if old.protocol != new.protocol:
         problems.append(f"suite {name!r} is scored with protocol {new.protocol!r}, the baseline used {old.protocol!r}")
     if old.item_ids != new.item_ids:
         limits = f"limit: baseline {baseline.settings.get('limit')}, this run {current.settings.get('limit')}"
-        problems.append(f"suite {name!r} has different items: "
-                        f"{_item_difference(old.item_ids, new.item_ids)} ({limits})")
+        problems.append(
+            f"suite {name!r} has different items: {_item_difference(old.item_ids, new.item_ids)} ({limits})"
+        )
     old_ablations, new_ablations = _ablation_layers(baseline, name), _ablation_layers(current, name)
     moved = sorted(k for k in old_ablations.keys() & new_ablations.keys() if old_ablations[k] != new_ablations[k])
     if old.protocol == new.protocol and moved:
         # Evaluations only one side has are fine (a partial profile): only cells both have are compared.
-        problems.append(f"suite {name!r} was evaluated under different ablations "
-                        f"(different layers removed: {_preview(moved)})")
+        problems.append(
+            f"suite {name!r} was evaluated under different ablations (different layers removed: {_preview(moved)})"
+        )
     return problems
 
 
 def _ablation_layers(profile: DepthProfile, suite: str) -> dict[str, tuple[int, ...]]:
     protocol = profile.suites[suite].protocol
-    return {key: ev.removed_layers for (name, proto, key), ev in profile.evaluations.items()
-            if name == suite and proto == protocol}
+    return {
+        key: ev.removed_layers
+        for (name, proto, key), ev in profile.evaluations.items()
+        if name == suite and proto == protocol
+    }
 
 
 def _item_difference(old: Sequence[str], new: Sequence[str]) -> str:
@@ -381,8 +401,10 @@ def _context_differences(baseline: DepthProfile, current: DepthProfile) -> tuple
     notes: list[str] = []
     b_fp, c_fp = baseline.model.get("fingerprint"), current.model.get("fingerprint")
     if b_fp != c_fp:
-        notes.append(f"weights differ from the baseline (fingerprint {str(b_fp)[:12]} -> {str(c_fp)[:12]}), "
-                     "as expected when checking a fine-tune or a new checkpoint against its base")
+        notes.append(
+            f"weights differ from the baseline (fingerprint {str(b_fp)[:12]} -> {str(c_fp)[:12]}), "
+            "as expected when checking a fine-tune or a new checkpoint against its base"
+        )
     old_versions = baseline.environment.get("versions", baseline.environment)
     new_versions = current.environment.get("versions", current.environment)
     for key in ("torch", "transformers"):
@@ -448,8 +470,9 @@ def compare_profiles(
             f"precision with {UPDATE_FLAG}, or accept the noise with {ALLOW_PRECISION_FLAG}",
         )
     if precision:
-        warnings.append(f"compared across precision ({'; '.join(precision)}), as allowed: precision noise is "
-                        "part of these verdicts")
+        warnings.append(
+            f"compared across precision ({'; '.join(precision)}), as allowed: precision noise is part of these verdicts"
+        )
     if unknown:
         warnings.append(f"{' and '.join(unknown)} not recorded by both profiles; precision could not be checked")
     missing = [s for s in baseline.suites if s not in current.suites]
@@ -457,8 +480,10 @@ def compare_profiles(
     if missing:
         warnings.append(f"suites in the baseline but not in this run (not compared): {', '.join(missing)}")
     if new:
-        warnings.append(f"suites in this run but not in the baseline (not compared; record them with "
-                        f"{UPDATE_FLAG}): {', '.join(new)}")
+        warnings.append(
+            f"suites in this run but not in the baseline (not compared; record them with "
+            f"{UPDATE_FLAG}): {', '.join(new)}"
+        )
 
     paired: list[_Paired] = []
     shifts: list[_Paired] = []
@@ -472,16 +497,30 @@ def compare_profiles(
             shifts.extend(_shift_pair(baseline, current, suite, metric))
     cells = _judge(paired, shifts, tol, alpha, fail_on_improvement, correction, flip_rate, power, max_shift)
     return ProfileComparison(
-        cells=cells, tolerance=tol, alpha=alpha, fail_on_improvement=fail_on_improvement, warnings=warnings,
-        notes=notes, missing_suites=missing, new_suites=new, baseline_model=dict(baseline.model),
-        correction=correction, power=power, flip_rate=flip_rate, precision_mismatch=bool(precision),
+        cells=cells,
+        tolerance=tol,
+        alpha=alpha,
+        fail_on_improvement=fail_on_improvement,
+        warnings=warnings,
+        notes=notes,
+        missing_suites=missing,
+        new_suites=new,
+        baseline_model=dict(baseline.model),
+        correction=correction,
+        power=power,
+        flip_rate=flip_rate,
+        precision_mismatch=bool(precision),
         suite_hashes={c.identity["suite"]: current.suites[c.identity["suite"]].content_hash for c in paired},
         max_shift=max_shift,
     )
 
 
-def _wanted_metrics(metrics: Iterable[str] | Mapping[str, Iterable[str]] | None, suite: str,
-                    profile: DepthProfile, metric: str | None = None) -> list[str]:
+def _wanted_metrics(
+    metrics: Iterable[str] | Mapping[str, Iterable[str]] | None,
+    suite: str,
+    profile: DepthProfile,
+    metric: str | None = None,
+) -> list[str]:
     if metrics is None:
         own = profile.evaluation(suite).outcomes
         return [metric if metric is not None and metric in own else profile.suites[suite].cell_metric]
@@ -493,8 +532,10 @@ def _wanted_metrics(metrics: Iterable[str] | Mapping[str, Iterable[str]] | None,
 def _metric_problem(baseline: DepthProfile, current: DepthProfile, suite: str, metric: str) -> str | None:
     """Why ``metric`` of ``suite`` cannot be compared with a paired exact test ("" if it needs no
     mention), or None when it can."""
-    present = [any(metric in ev.outcomes for (name, _, _), ev in profile.evaluations.items() if name == suite)
-               for profile in (baseline, current)]
+    present = [
+        any(metric in ev.outcomes for (name, _, _), ev in profile.evaluations.items() if name == suite)
+        for profile in (baseline, current)
+    ]
     if not any(present):
         return ""  # the suite's protocol has no such metric: nothing to compare, nothing to report
     if not all(present):
@@ -524,8 +565,9 @@ class _Paired:
     num_layers: int = 0  # the model's depth (shift cells place layers by it)
 
 
-def _paired_cells(baseline: DepthProfile, current: DepthProfile, suite: str, metric: str,
-                  warnings: list[str]) -> list[_Paired]:
+def _paired_cells(
+    baseline: DepthProfile, current: DepthProfile, suite: str, metric: str, warnings: list[str]
+) -> list[_Paired]:
     """The intact cell and every band cell both profiles hold, items paired by position."""
     info = current.suites[suite]
     groups: list[tuple[str, tuple[int, ...], list[str]]] = [(INTACT, (), [INTACT])]
@@ -534,8 +576,10 @@ def _paired_cells(baseline: DepthProfile, current: DepthProfile, suite: str, met
         old_keys = [ev.ablation for ev in baseline.band_ablations(suite, band)]
         new_keys = [ev.ablation for ev in current.band_ablations(suite, band)]
         if old_keys and new_keys and old_keys != new_keys:
-            warnings.append(f"{suite}/{band} {metric}: the two profiles hold different ablations of the band "
-                            f"({len(old_keys)} vs {len(new_keys)}), so the cell is not compared")
+            warnings.append(
+                f"{suite}/{band} {metric}: the two profiles hold different ablations of the band "
+                f"({len(old_keys)} vs {len(new_keys)}), so the cell is not compared"
+            )
         elif old_keys and new_keys:
             keys.extend(new_keys)
     out = []
@@ -547,11 +591,20 @@ def _paired_cells(baseline: DepthProfile, current: DepthProfile, suite: str, met
         lengths = {len(v) for side in sides for v in side}
         n = min(lengths)
         if len(lengths) > 1 and band != INTACT:
-            warnings.append(f"{suite}/{band} {metric}: the runs scored different numbers of items under the "
-                            f"band's ablations ({sorted(lengths)}); the first {n} items are compared")
+            warnings.append(
+                f"{suite}/{band} {metric}: the runs scored different numbers of items under the "
+                f"band's ablations ({sorted(lengths)}); the first {n} items are compared"
+            )
         before, after = (np.array([v[:n] for v in side], dtype=float).T.reshape(n, len(keys)) for side in sides)
-        identity = {"suite": suite, "capability": info.capability, "protocol": info.protocol, "metric": metric,
-                    "band": band, "layers": layers, "ablations": tuple(keys)}
+        identity = {
+            "suite": suite,
+            "capability": info.capability,
+            "protocol": info.protocol,
+            "metric": metric,
+            "band": band,
+            "layers": layers,
+            "ablations": tuple(keys),
+        }
         out.append(_Paired(identity, tuple(info.item_ids[:n]), before, after))
     return out
 
@@ -592,21 +645,34 @@ def _test_cell(cell: _Paired) -> _Tested:
     return _Tested(cell, differences, result.p_less, result.p_greater, name, effect)
 
 
-def _judge(paired: list[_Paired], shifts: list[_Paired], tol: Tolerance, alpha: float, fail_on_improvement: bool,
-           correction: str, flip_rate: float | None, power: float, max_shift: float) -> list[CellComparison]:
+def _judge(
+    paired: list[_Paired],
+    shifts: list[_Paired],
+    tol: Tolerance,
+    alpha: float,
+    fail_on_improvement: bool,
+    correction: str,
+    flip_rate: float | None,
+    power: float,
+    max_shift: float,
+) -> list[CellComparison]:
     """Test every cell, correct over the family (drops, rises under ``fail_on_improvement``, and shifts), and
     apply the fail rule."""
     tested = [_test_cell(cell) for cell in paired]
     k = len(tested)
     detection_alpha = per_test_alpha(alpha, k * (2 if fail_on_improvement else 1) + len(shifts), correction)
-    shift_tests = [depth_shift_test(cell.before, cell.after, cell.identity["layers"], cell.num_layers,
-                                    alpha=detection_alpha, power=power) for cell in shifts]
+    shift_tests = [
+        depth_shift_test(
+            cell.before, cell.after, cell.identity["layers"], cell.num_layers, alpha=detection_alpha, power=power
+        )
+        for cell in shifts
+    ]
     drops = [t.p_less for t in tested]
     rises = [t.p_greater for t in tested]
     moves = [t.p_value for t in shift_tests]
     if fail_on_improvement:  # one family: both directions can fail the run
         every = adjust_p_values(drops + rises + moves, correction)
-        drop_adjusted, rise_adjusted, move_adjusted = every[:k], every[k:2 * k], every[2 * k:]
+        drop_adjusted, rise_adjusted, move_adjusted = every[:k], every[k : 2 * k], every[2 * k :]
     else:  # rises cannot fail the run: their own (reported) family
         both = adjust_p_values(drops + moves, correction)
         drop_adjusted, move_adjusted = both[:k], both[k:]
@@ -615,14 +681,24 @@ def _judge(paired: list[_Paired], shifts: list[_Paired], tol: Tolerance, alpha: 
         _cell_comparison(t, down, up, tol, alpha, fail_on_improvement, detection_alpha, flip_rate, power)
         for t, down, up in zip(tested, drop_adjusted, rise_adjusted, strict=True)
     ]
-    cells += [_shift_comparison(cell, test, adjusted, alpha, max_shift)
-              for cell, test, adjusted in zip(shifts, shift_tests, move_adjusted, strict=True)]
+    cells += [
+        _shift_comparison(cell, test, adjusted, alpha, max_shift)
+        for cell, test, adjusted in zip(shifts, shift_tests, move_adjusted, strict=True)
+    ]
     return cells
 
 
-def _cell_comparison(t: _Tested, drop_adjusted: float, rise_adjusted: float, tol: Tolerance, alpha: float,
-                     fail_on_improvement: bool, detection_alpha: float, flip_rate: float | None,
-                     power: float) -> CellComparison:
+def _cell_comparison(
+    t: _Tested,
+    drop_adjusted: float,
+    rise_adjusted: float,
+    tol: Tolerance,
+    alpha: float,
+    fail_on_improvement: bool,
+    detection_alpha: float,
+    flip_rate: float | None,
+    power: float,
+) -> CellComparison:
     cell = t.paired
     n, m = cell.before.shape
     before_mean = float(cell.before.mean()) if n else math.nan
@@ -635,8 +711,9 @@ def _cell_comparison(t: _Tested, drop_adjusted: float, rise_adjusted: float, tol
     item_means = cell.before.mean(axis=1) if n else np.zeros(0)
     if metric_kind(str(cell.identity["metric"])).binary:
         low, high = mean_difference_ci(t.differences, CI_LEVEL)
-        background = flip_rate if flip_rate is not None else (
-            float(2 * np.clip(t.differences, 0, None).sum() / n) if n else 0.0)
+        background = (
+            flip_rate if flip_rate is not None else (float(2 * np.clip(t.differences, 0, None).sum() / n) if n else 0.0)
+        )
         detectable, spread = detectable_drop(item_means, m, detection_alpha, power, min(1.0, background)), math.nan
         moved = t.differences
     else:
@@ -645,11 +722,24 @@ def _cell_comparison(t: _Tested, drop_adjusted: float, rise_adjusted: float, tol
         background, detectable = math.nan, score_detectable_drop(spread, n, detection_alpha, power)
         moved = np.rint(t.differences * SCORE_GRID) / SCORE_GRID  # what the test counts as a change
     return CellComparison(
-        **cell.identity, baseline=before_mean, current=after_mean,
-        delta=delta, allowed=allowed, worse=int((cell.before > cell.after).sum()),
-        better=int((cell.after > cell.before).sum()), pairs=n * m, p_value=p_value, status=status,
-        failed=status == "regressed" or (fail_on_improvement and status == "improved"), test=t.test, items=n,
-        p_adjusted=p_adjusted, ci_low=low, ci_high=high, detectable_drop=detectable, flip_rate=background,
+        **cell.identity,
+        baseline=before_mean,
+        current=after_mean,
+        delta=delta,
+        allowed=allowed,
+        worse=int((cell.before > cell.after).sum()),
+        better=int((cell.after > cell.before).sum()),
+        pairs=n * m,
+        p_value=p_value,
+        status=status,
+        failed=status == "regressed" or (fail_on_improvement and status == "improved"),
+        test=t.test,
+        items=n,
+        p_adjusted=p_adjusted,
+        ci_low=low,
+        ci_high=high,
+        detectable_drop=detectable,
+        flip_rate=background,
         score_sd=spread,
         worse_items=tuple(i for i, s in zip(cell.item_ids, moved, strict=True) if s < 0),
         better_items=tuple(i for i, s in zip(cell.item_ids, moved, strict=True) if s > 0),
@@ -674,24 +764,37 @@ def _shift_pair(baseline: DepthProfile, current: DepthProfile, suite: str, metri
             return []
         sides.append((intact, [v for v in removed if v is not None]))
     n = min(len(v) for _, removed in sides for v in removed)
-    before, after = (np.asarray(intact[:n])[:, None] - np.array([v[:n] for v in removed]).T
-                     for intact, removed in sides)
+    before, after = (
+        np.asarray(intact[:n])[:, None] - np.array([v[:n] for v in removed]).T for intact, removed in sides
+    )
     info = current.suites[suite]
     layers = tuple(new[key] for key in keys)
-    identity = {"suite": suite, "capability": info.capability, "protocol": info.protocol, "metric": metric,
-                "band": SHIFT, "layers": layers, "ablations": tuple(keys)}
-    return [_Paired(identity, tuple(info.item_ids[:n]), before, after,
-                    int(current.model.get("num_layers") or max(layers) + 1))]
+    identity = {
+        "suite": suite,
+        "capability": info.capability,
+        "protocol": info.protocol,
+        "metric": metric,
+        "band": SHIFT,
+        "layers": layers,
+        "ablations": tuple(keys),
+    }
+    return [
+        _Paired(
+            identity, tuple(info.item_ids[:n]), before, after, int(current.model.get("num_layers") or max(layers) + 1)
+        )
+    ]
 
 
 def _single_layers(profile: DepthProfile, suite: str) -> dict[str, int]:
     """Ablation key -> the one layer it removes, for the suite's single-layer removals."""
-    return {key: layers[0] for key, layers in _ablation_layers(profile, suite).items()
-            if key != INTACT and len(layers) == 1}
+    return {
+        key: layers[0] for key, layers in _ablation_layers(profile, suite).items() if key != INTACT and len(layers) == 1
+    }
 
 
-def _shift_comparison(cell: _Paired, test: ShiftTest, p_adjusted: float, alpha: float,
-                      max_shift: float) -> CellComparison:
+def _shift_comparison(
+    cell: _Paired, test: ShiftTest, p_adjusted: float, alpha: float, max_shift: float
+) -> CellComparison:
     """A shift cell: ``baseline``/``current`` are the centres of depth, ``delta`` the shift, ``allowed`` the
     largest move allowed; ``detectable_drop`` is the smallest shift detected with the run's power."""
     status: Status = "ok"
@@ -701,10 +804,24 @@ def _shift_comparison(cell: _Paired, test: ShiftTest, p_adjusted: float, alpha: 
         elif abs(test.shift) > max_shift + _EPS:
             status = "changed"
     return CellComparison(
-        **cell.identity, baseline=test.baseline_centre, current=test.current_centre, delta=test.shift,
-        allowed=max_shift, worse=0, better=0, pairs=cell.before.size, p_value=test.p_value, status=status,
-        failed=status == "moved", test="permutation", items=test.items, p_adjusted=p_adjusted,
-        ci_low=test.ci_low, ci_high=test.ci_high, detectable_drop=test.detectable_shift, flip_rate=math.nan,
+        **cell.identity,
+        baseline=test.baseline_centre,
+        current=test.current_centre,
+        delta=test.shift,
+        allowed=max_shift,
+        worse=0,
+        better=0,
+        pairs=cell.before.size,
+        p_value=test.p_value,
+        status=status,
+        failed=status == "moved",
+        test="permutation",
+        items=test.items,
+        p_adjusted=p_adjusted,
+        ci_low=test.ci_low,
+        ci_high=test.ci_high,
+        detectable_drop=test.detectable_shift,
+        flip_rate=math.nan,
     )
 
 
@@ -734,7 +851,7 @@ def baseline_sensitivity(baseline: DepthProfile, *, flip_rate: float = 0.0, **op
 
 
 def sensitivity_warning(comparison: ProfileComparison, *, strict: bool = False) -> str | None:
-    """"tolerance X is below the smallest detectable drop Y of cell Z", for every such cell, or None.
+    """ "tolerance X is below the smallest detectable drop Y of cell Z", for every such cell, or None.
 
     ``strict`` raises ConfigError instead of returning the text.
     """
@@ -743,14 +860,20 @@ def sensitivity_warning(comparison: ProfileComparison, *, strict: bool = False) 
         return None
     shown = "; ".join(
         f"{c.label} {_fmt_drop(c.detectable_drop)} (tolerance {c.allowed:.3g}, {c.items} items"
-        f"{f' x {len(c.ablations)} ablations' if c.band != INTACT else ''})" for c in weak
+        f"{f' x {len(c.ablations)} ablations' if c.band != INTACT else ''})"
+        for c in weak
     )
-    text = (f"the tolerance is below the smallest detectable drop ({comparison.power:.0%} power at p <= "
-            f"{comparison.detection_alpha:.2g}, {_correction_text(comparison)}) of {len(weak)} of "
-            f"{len(comparison.cells)} cells, so a real drop of the tolerance there will usually pass: {shown}")
+    text = (
+        f"the tolerance is below the smallest detectable drop ({comparison.power:.0%} power at p <= "
+        f"{comparison.detection_alpha:.2g}, {_correction_text(comparison)}) of {len(weak)} of "
+        f"{len(comparison.cells)} cells, so a real drop of the tolerance there will usually pass: {shown}"
+    )
     if strict:
-        raise ConfigError(text, "score more items (--layercheck-limit, e.g. 0 for every item), raise the "
-                                "tolerance of those cells, or drop the strict power check")
+        raise ConfigError(
+            text,
+            "score more items (--layercheck-limit, e.g. 0 for every item), raise the "
+            "tolerance of those cells, or drop the strict power check",
+        )
     return text
 
 
@@ -765,9 +888,20 @@ def _correction_text(comparison: ProfileComparison) -> str:
 
 
 __all__ = [
-    "DEFAULT_ALPHA", "EFFECT_FLOOR", "INTACT", "CellComparison", "ProfileComparison", "Status", "Tolerance",
-    "baseline_sensitivity", "classify", "compare_profiles", "compatibility_problems", "exact_mcnemar",
-    "precision_problems", "sensitivity_warning",
+    "DEFAULT_ALPHA",
+    "EFFECT_FLOOR",
+    "INTACT",
+    "CellComparison",
+    "ProfileComparison",
+    "Status",
+    "Tolerance",
+    "baseline_sensitivity",
+    "classify",
+    "compare_profiles",
+    "compatibility_problems",
+    "exact_mcnemar",
+    "precision_problems",
+    "sensitivity_warning",
 ]
 
 
@@ -789,14 +923,20 @@ class Verdict:
     def __post_init__(self) -> None:
         check_correction(self.correction)
         if not 0 < self.alpha < 1:
-            raise ConfigError(f"bad alpha {self.alpha!r}: a significance level lies strictly between 0 and 1",
-                              "use a probability such as 0.05")
+            raise ConfigError(
+                f"bad alpha {self.alpha!r}: a significance level lies strictly between 0 and 1",
+                "use a probability such as 0.05",
+            )
 
     def options(self) -> dict[str, Any]:
         """Keyword arguments of :func:`compare_profiles` (and ``run_check``) beyond tolerance and alpha."""
-        return {"correction": self.correction, "fail_on_improvement": self.fail_on_improvement,
-                "allow_precision_mismatch": self.allow_precision_mismatch, "max_shift": self.max_shift,
-                "default_metric": self.metric}
+        return {
+            "correction": self.correction,
+            "fail_on_improvement": self.fail_on_improvement,
+            "allow_precision_mismatch": self.allow_precision_mismatch,
+            "max_shift": self.max_shift,
+            "default_metric": self.metric,
+        }
 
     def compare(self, baseline: DepthProfile, current: DepthProfile) -> ProfileComparison:
         comparison = compare_profiles(baseline, current, tolerance=self.tolerance, alpha=self.alpha, **self.options())

@@ -50,8 +50,9 @@ def describe_change(cell: CellComparison, with_label: bool = True) -> str:
     cell: ``knowledge/shift p_correct moved deeper: centre of depth 0.310 -> 0.520 (p=0.001)``."""
     if cell.band == SHIFT:
         verb = "moved deeper" if cell.delta > 0 else "moved shallower" if cell.delta < 0 else "stayed"
-        change = (f"{verb}: centre of depth {fmt_value(cell.baseline)} -> {fmt_value(cell.current)} "
-                  f"(p={fmt_p(cell.p_value)})")
+        change = (
+            f"{verb}: centre of depth {fmt_value(cell.baseline)} -> {fmt_value(cell.current)} (p={fmt_p(cell.p_value)})"
+        )
         return f"{cell.label} {change}" if with_label else change
     verb = "dropped" if cell.delta < 0 else "rose" if cell.delta > 0 else "stayed at"
     change = f"{verb} {fmt_value(cell.baseline)} -> {fmt_value(cell.current)} (p={fmt_p(cell.p_value)})"
@@ -62,11 +63,14 @@ def describe_detail(cell: CellComparison) -> str:
     """The evidence behind a status: effect vs tolerance and the discordant counts (a shift: the move vs the
     allowed one, over items x layers)."""
     if cell.band == SHIFT:
-        return (f"Δ {fmt_delta(cell.delta)} of depth vs allowed {cell.allowed:g}; {cell.items} items x "
-                f"{len(cell.layers)} single-layer removals")
-    return (f"Δ {fmt_delta(cell.delta)} vs tolerance {cell.allowed:g}; {len(cell.worse_items)} of {cell.items} "
-            f"{unit_name(cell)} got worse, {len(cell.better_items)} better")
-
+        return (
+            f"Δ {fmt_delta(cell.delta)} of depth vs allowed {cell.allowed:g}; {cell.items} items x "
+            f"{len(cell.layers)} single-layer removals"
+        )
+    return (
+        f"Δ {fmt_delta(cell.delta)} vs tolerance {cell.allowed:g}; {len(cell.worse_items)} of {cell.items} "
+        f"{unit_name(cell)} got worse, {len(cell.better_items)} better"
+    )
 
 
 #: ``(suite, content_hash) -> {item id: {"prompt": ..., "answer": gold text, "choices": [...]}}``; "choices"
@@ -96,8 +100,9 @@ def answer_texts(profile: DepthProfile, suite: str, texts: Mapping[str, Mapping[
     return shown
 
 
-def profile_answers(profile: DepthProfile, item_texts: ItemTexts | None = None,
-                    hashes: Mapping[str, str] | None = None) -> AnswerTexts:
+def profile_answers(
+    profile: DepthProfile, item_texts: ItemTexts | None = None, hashes: Mapping[str, str] | None = None
+) -> AnswerTexts:
     """:func:`answer_texts` of ``profile`` for any suite, with the item texts of ``item_texts``."""
     texts = item_texts or suite_item_texts
 
@@ -109,8 +114,9 @@ def profile_answers(profile: DepthProfile, item_texts: ItemTexts | None = None,
     return answers
 
 
-def comparison_to_json(comparison: ProfileComparison, item_texts: ItemTexts | None = None,
-                       answers: AnswerTexts | None = None) -> dict[str, Any]:
+def comparison_to_json(
+    comparison: ProfileComparison, item_texts: ItemTexts | None = None, answers: AnswerTexts | None = None
+) -> dict[str, Any]:
     """``item_texts(suite, content_hash)`` gives ``{id: {"prompt": ..., "answer": ...}}`` (default: the
     suite from ``resolve_suite`` when its content hash matches; ids alone otherwise). ``answers(suite)``
     gives this run's answer per item (:func:`profile_answers`), added to the changed items as
@@ -139,20 +145,25 @@ def comparison_to_json(comparison: ProfileComparison, item_texts: ItemTexts | No
         "notes": list(comparison.notes),
         "missing_suites": list(comparison.missing_suites),
         "new_suites": list(comparison.new_suites),
-        "cells": [_cell_to_json(c, texts(c.suite, comparison.suite_hashes.get(c.suite, "")), chosen(c.suite))
-                  for c in comparison.cells],
+        "cells": [
+            _cell_to_json(c, texts(c.suite, comparison.suite_hashes.get(c.suite, "")), chosen(c.suite))
+            for c in comparison.cells
+        ],
     }
 
 
 def _test_text(cell: CellComparison) -> str:
     """Which statistic and test a cell used, in words (every report says it)."""
     if cell.band == SHIFT:
-        return (f"centre of depth of the {cell.metric} lost per removed layer; two-sided paired permutation test "
-                "over items")
-    return {"McNemar": f"exact McNemar test of per-item {cell.metric}",
-            "sign-flip": f"exact sign-flip test of per-item {cell.metric} shares over the band's removals",
-            "score sign-flip": f"exact sign-flip test of the per-item change in mean {cell.metric}",
-            "signed-rank": f"Wilcoxon signed-rank test of the per-item change in {cell.metric}"}.get(cell.test, cell.test)
+        return (
+            f"centre of depth of the {cell.metric} lost per removed layer; two-sided paired permutation test over items"
+        )
+    return {
+        "McNemar": f"exact McNemar test of per-item {cell.metric}",
+        "sign-flip": f"exact sign-flip test of per-item {cell.metric} shares over the band's removals",
+        "score sign-flip": f"exact sign-flip test of the per-item change in mean {cell.metric}",
+        "signed-rank": f"Wilcoxon signed-rank test of the per-item change in {cell.metric}",
+    }.get(cell.test, cell.test)
 
 
 def _item_to_json(item: str, texts: Mapping[str, Mapping[str, Any]], chosen: Mapping[str, str]) -> dict[str, Any]:
@@ -162,25 +173,45 @@ def _item_to_json(item: str, texts: Mapping[str, Mapping[str, Any]], chosen: Map
     return entry
 
 
-def _cell_to_json(cell: CellComparison, texts: Mapping[str, Mapping[str, Any]],
-                  chosen: Mapping[str, str]) -> dict[str, Any]:
+def _cell_to_json(
+    cell: CellComparison, texts: Mapping[str, Mapping[str, Any]], chosen: Mapping[str, str]
+) -> dict[str, Any]:
     """One cell as strict JSON: a number a cell does not have (``flip_rate`` of a score cell, an infinite
     detectable drop) is ``null``, since JSON readers reject NaN and Infinity."""
     fields = {
-        "suite": cell.suite, "capability": cell.capability, "protocol": cell.protocol, "metric": cell.metric,
-        "band": cell.band, "layers": list(cell.layers), "ablations": list(cell.ablations),
-        "baseline": cell.baseline, "current": cell.current, "delta": cell.delta, "allowed": cell.allowed,
-        "test": cell.test, "items": cell.items, "p_value": cell.p_value, "p_adjusted": cell.p_adjusted,
-        "ci_low": cell.ci_low, "ci_high": cell.ci_high, "detectable_drop": cell.detectable_drop,
-        "flip_rate": cell.flip_rate, "score_sd": cell.score_sd, "metric_test": _test_text(cell),
-        "status": cell.status, "failed": cell.failed,
+        "suite": cell.suite,
+        "capability": cell.capability,
+        "protocol": cell.protocol,
+        "metric": cell.metric,
+        "band": cell.band,
+        "layers": list(cell.layers),
+        "ablations": list(cell.ablations),
+        "baseline": cell.baseline,
+        "current": cell.current,
+        "delta": cell.delta,
+        "allowed": cell.allowed,
+        "test": cell.test,
+        "items": cell.items,
+        "p_value": cell.p_value,
+        "p_adjusted": cell.p_adjusted,
+        "ci_low": cell.ci_low,
+        "ci_high": cell.ci_high,
+        "detectable_drop": cell.detectable_drop,
+        "flip_rate": cell.flip_rate,
+        "score_sd": cell.score_sd,
+        "metric_test": _test_text(cell),
+        "status": cell.status,
+        "failed": cell.failed,
         "worse_items": [_item_to_json(i, texts, chosen) for i in cell.worse_items],
         "better_items": [_item_to_json(i, texts, chosen) for i in cell.better_items],
         # (item, ablation) pairs, descriptive only: the test's unit is the item
-        "worse": cell.worse, "better": cell.better, "pairs": cell.pairs,
+        "worse": cell.worse,
+        "better": cell.better,
+        "pairs": cell.pairs,
     }
-    return {key: None if isinstance(value, float) and not math.isfinite(value) else value
-            for key, value in fields.items()}
+    return {
+        key: None if isinstance(value, float) and not math.isfinite(value) else value for key, value in fields.items()
+    }
 
 
 def suite_item_texts(suite: str, content_hash: str) -> dict[str, dict[str, Any]]:
@@ -204,5 +235,8 @@ def _item_texts(suite: str, content_hash: str) -> tuple[tuple[str, dict[str, Any
 
 def item_text(item: SuiteItem) -> dict[str, Any]:
     """What a report shows of one item: its prompt (context), gold answer text, and choices if it has any."""
-    return {"prompt": item.context, **({"answer": item.answer_text} if item.answer_text else {}),
-            **({"choices": list(item.choices)} if item.choices else {})}
+    return {
+        "prompt": item.context,
+        **({"answer": item.answer_text} if item.answer_text else {}),
+        **({"choices": list(item.choices)} if item.choices else {}),
+    }

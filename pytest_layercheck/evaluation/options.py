@@ -51,31 +51,53 @@ MODEL = (
 PROFILE = (
     Option("suites", "comma-separated suites: built-in names or suite YAML paths", "knowledge,reasoning,retrieval"),
     Option("protocols", "per-suite protocol overrides, e.g. knowledge=mc_text,reasoning=continuation", ""),
-    Option("limit", "items per suite scored intact: N, or suite=N,... (0 = all; default: all knowledge and "
-                    "reasoning items, 40 retrieval)"),
-    Option("sweep-limit", "leading items per suite scored with layers removed: N, or suite=N,... (0 = all; "
-                          "default: knowledge 140, reasoning 110, retrieval 28, other suites 40; never more than the limit)"),
+    Option(
+        "limit",
+        "items per suite scored intact: N, or suite=N,... (0 = all; default: all knowledge and "
+        "reasoning items, 40 retrieval)",
+    ),
+    Option(
+        "sweep-limit",
+        "leading items per suite scored with layers removed: N, or suite=N,... (0 = all; "
+        "default: knowledge 140, reasoning 110, retrieval 28, other suites 40; never more than the limit)",
+    ),
     Option("mode", "ablation mode: layers (one layer at a time), bands (whole band) or window:K", "layers"),
     Option("bands", "depth bands as fractions, e.g. shallow=0:0.3,middle=0.3:0.7,deep=0.7:1", ""),
-    Option("chat-template", "render prompts through the tokenizer's chat template as lm-eval's "
-                            "--apply_chat_template: on (few-shot examples as turns), singleturn or off", "off"),
+    Option(
+        "chat-template",
+        "render prompts through the tokenizer's chat template as lm-eval's "
+        "--apply_chat_template: on (few-shot examples as turns), singleturn or off",
+        "off",
+    ),
     Option("system-instruction", "system message under --chat-template (lm-eval's --system_instruction)"),
     Option("batch-size", "most sequences per forward pass (default: sized by a memory budget)"),
     Option("no-cache", "recompute every evaluation instead of reading the on-disk result cache", flag=True),
 )
 VERDICT = (
-    Option("max-drop", "tolerated drop: absolute (0.05), relative to the baseline (5%%) or both (0.02,5%%)",
-           "0.05"),
-    Option("metric", "metric cells are judged by where a suite records it: p_correct (multiple choice's default), "
-                     "acc, acc_norm, margin, loglikelihood or exact_match; other suites keep their own", ""),
-    Option("max-shift", "largest allowed move of a capability's centre of depth, as a share of the model's depth "
-                        "(the shift cells)", "0.1"),
+    Option("max-drop", "tolerated drop: absolute (0.05), relative to the baseline (5%%) or both (0.02,5%%)", "0.05"),
+    Option(
+        "metric",
+        "metric cells are judged by where a suite records it: p_correct (multiple choice's default), "
+        "acc, acc_norm, margin, loglikelihood or exact_match; other suites keep their own",
+        "",
+    ),
+    Option(
+        "max-shift",
+        "largest allowed move of a capability's centre of depth, as a share of the model's depth (the shift cells)",
+        "0.1",
+    ),
     Option("alpha", "family-wise significance level of the paired tests over items", "0.05"),
     Option("correction", "multiplicity correction over the compared cells", "holm", choices=CORRECTIONS),
-    Option("allow-precision-mismatch", "compare with a baseline measured in another dtype or device type "
-                                       "(the report says so)", flag=True),
-    Option("strict-power", "an error when a compared cell cannot detect a drop of the tolerance's size with "
-                           "80%% power", flag=True),
+    Option(
+        "allow-precision-mismatch",
+        "compare with a baseline measured in another dtype or device type (the report says so)",
+        flag=True,
+    ),
+    Option(
+        "strict-power",
+        "an error when a compared cell cannot detect a drop of the tolerance's size with 80%% power",
+        flag=True,
+    ),
     Option("fail-on-improvement", "also fail cells that improved significantly", flag=True),
 )
 
@@ -87,8 +109,12 @@ def add_cli_arguments(parser: argparse.ArgumentParser, options: Iterable[Option]
         if option.flag:
             parser.add_argument(f"--{option.name}", action="store_true", help=option.help)
         else:
-            parser.add_argument(f"--{option.name}", default=option.default, choices=option.choices,
-                                help=option.help + (f" (default: {option.default})" if option.default else ""))
+            parser.add_argument(
+                f"--{option.name}",
+                default=option.default,
+                choices=option.choices,
+                help=option.help + (f" (default: {option.default})" if option.default else ""),
+            )
 
 
 def add_pytest_options(group: Any, parser: Any, options: Iterable[Option]) -> None:
@@ -96,12 +122,22 @@ def add_pytest_options(group: Any, parser: Any, options: Iterable[Option]) -> No
     for option in options:
         ini = f"layercheck_{option.key}"
         if option.flag:
-            group.addoption(f"--layercheck-{option.name}", action="store_true", dest=ini, default=None,
-                            help=f"{option.help} [ini: {ini}]")
+            group.addoption(
+                f"--layercheck-{option.name}",
+                action="store_true",
+                dest=ini,
+                default=None,
+                help=f"{option.help} [ini: {ini}]",
+            )
             parser.addini(ini, option.help.replace("%%", "%"), type="bool", default=False)
         else:
-            group.addoption(f"--layercheck-{option.name}", dest=ini, default=None, choices=option.choices,
-                            help=f"{option.help} [ini: {ini}]")
+            group.addoption(
+                f"--layercheck-{option.name}",
+                dest=ini,
+                default=None,
+                choices=option.choices,
+                help=f"{option.help} [ini: {ini}]",
+            )
             parser.addini(ini, option.help.replace("%%", "%"), default=option.default)
 
 
@@ -141,8 +177,9 @@ def _items(text: str | int) -> int | None:
     try:
         value = int(text)
     except ValueError:
-        raise ConfigError(f"bad item limit {text!r}",
-                          "use a whole number of items per suite (0 means all), or suite=N,...") from None
+        raise ConfigError(
+            f"bad item limit {text!r}", "use a whole number of items per suite (0 means all), or suite=N,..."
+        ) from None
     if value < 0:
         raise ConfigError(f"bad item limit {text!r}", "use a whole number >= 0; 0 means all items")
     return None if value == 0 else value
@@ -155,8 +192,9 @@ def parse_alpha(text: str | float) -> float:
     except (TypeError, ValueError):
         alpha = float("nan")
     if not 0 < alpha < 1:
-        raise ConfigError(f"bad alpha {text!r}: a significance level lies strictly between 0 and 1",
-                          "use a probability such as 0.05")
+        raise ConfigError(
+            f"bad alpha {text!r}: a significance level lies strictly between 0 and 1", "use a probability such as 0.05"
+        )
     return alpha
 
 
@@ -169,8 +207,10 @@ def parse_metric(text: str | None) -> str | None:
         return None
     if name not in METRIC_NAMES:
         close = difflib.get_close_matches(name, METRIC_NAMES, n=1)
-        raise ConfigError(f"unknown metric {name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""),
-                          f"use one of {', '.join(METRIC_NAMES)}")
+        raise ConfigError(
+            f"unknown metric {name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""),
+            f"use one of {', '.join(METRIC_NAMES)}",
+        )
     return name
 
 
@@ -181,8 +221,10 @@ def parse_max_shift(text: str | float) -> float:
     except (TypeError, ValueError):
         value = float("nan")
     if not 0 <= value <= 1:
-        raise ConfigError(f"bad max-shift {text!r}: a move along depth is a share of the model's depth in [0, 1]",
-                          "e.g. 0.1 (three layers of a 30-layer model)")
+        raise ConfigError(
+            f"bad max-shift {text!r}: a move along depth is a share of the model's depth in [0, 1]",
+            "e.g. 0.1 (three layers of a 30-layer model)",
+        )
     return value
 
 
@@ -245,8 +287,13 @@ def _positive(text: str | int | None, what: str) -> int | None:
 def model_arguments(values: Mapping[str, Any]) -> dict[str, Any]:
     """Keyword arguments of ``load_model`` from the MODEL options' values."""
     get = {option.key: _value(values, option) for option in MODEL}
-    return {"device": get["device"], "dtype": get["dtype"], "adapter_base": get["adapter_base"],
-            "device_map": get["device_map"] or None, "trust_remote_code": bool(get["trust_remote_code"])}
+    return {
+        "device": get["device"],
+        "dtype": get["dtype"],
+        "adapter_base": get["adapter_base"],
+        "device_map": get["device_map"] or None,
+        "trust_remote_code": bool(get["trust_remote_code"]),
+    }
 
 
 def verdict(values: Mapping[str, Any]) -> Verdict:
@@ -255,8 +302,12 @@ def verdict(values: Mapping[str, Any]) -> Verdict:
 
     get = {option.key: _value(values, option) for option in VERDICT}
     return Verdict(
-        tolerance=Tolerance.parse(str(get["max_drop"])), alpha=parse_alpha(get["alpha"]),
-        max_shift=parse_max_shift(get["max_shift"]), metric=parse_metric(get["metric"]),
-        correction=get["correction"] or "holm", fail_on_improvement=bool(get["fail_on_improvement"]),
-        allow_precision_mismatch=bool(get["allow_precision_mismatch"]), strict_power=bool(get["strict_power"]),
+        tolerance=Tolerance.parse(str(get["max_drop"])),
+        alpha=parse_alpha(get["alpha"]),
+        max_shift=parse_max_shift(get["max_shift"]),
+        metric=parse_metric(get["metric"]),
+        correction=get["correction"] or "holm",
+        fail_on_improvement=bool(get["fail_on_improvement"]),
+        allow_precision_mismatch=bool(get["allow_precision_mismatch"]),
+        strict_power=bool(get["strict_power"]),
     )

@@ -62,7 +62,9 @@ def plan_ablations(num_layers: int, mode: str, bands: DepthBands) -> list[tuple[
     raise ConfigError(f"unknown profile mode {mode!r}", "use 'layers' (default), 'bands' or 'window:K'")
 
 
-def plan_for(plan: Sequence[tuple[int, ...]], bands: Mapping[str, Sequence[int]], wanted: frozenset[str]) -> list[tuple[int, ...]]:
+def plan_for(
+    plan: Sequence[tuple[int, ...]], bands: Mapping[str, Sequence[int]], wanted: frozenset[str]
+) -> list[tuple[int, ...]]:
     """The ablations of ``plan`` that the bands in ``wanted`` aggregate (all of them for ALL_BANDS)."""
     if wanted == ALL_BANDS:
         return list(plan)
@@ -94,10 +96,15 @@ def build_profile(
     plan = plan_ablations(num_layers, settings.mode, settings.bands)
     band_layers = settings.bands.as_dict(num_layers)
     # Every suite is loaded and checked first, also those this run skips: bad input fails early.
-    suites = [with_chat_template(suite, loaded.tokenizer, settings.chat_template)
-              for suite in resolve_suites(settings.suites) if needs is None or suite.name in needs]
-    work = {suite.name: plan_for(plan, band_layers, needs[suite.name] if needs is not None else ALL_BANDS)
-            for suite in suites}
+    suites = [
+        with_chat_template(suite, loaded.tokenizer, settings.chat_template)
+        for suite in resolve_suites(settings.suites)
+        if needs is None or suite.name in needs
+    ]
+    work = {
+        suite.name: plan_for(plan, band_layers, needs[suite.name] if needs is not None else ALL_BANDS)
+        for suite in suites
+    }
     infos: dict[str, SuiteInfo] = {}
     scored: dict[str, Suite] = {}
     calls: list[_Call] = []
@@ -106,8 +113,14 @@ def build_profile(
         limited = scored[suite.name] = suite.limited(settings.limit_for(suite.name))
         swept = limited.limited(settings.sweep_limit_for(suite.name))
         ids = tuple(i.id for i in limited.items)
-        info = SuiteInfo(suite.name, suite.capability, suite.content_hash, protocol, ids,
-                         sweep_items=len(swept.items) if len(swept.items) < len(ids) else None)
+        info = SuiteInfo(
+            suite.name,
+            suite.capability,
+            suite.content_hash,
+            protocol,
+            ids,
+            sweep_items=len(swept.items) if len(swept.items) < len(ids) else None,
+        )
         infos[suite.name] = info
         ablations = [Ablation.skipping(removed) for removed in work[suite.name]]
         if info.sweep_items is None:
@@ -116,12 +129,29 @@ def build_profile(
             # The intact cell is the sweep's own intact run on the leading items, then the other items
             # scored intact on their own: no item is scored intact twice. A profile that needs no
             # ablation of the suite splits the same way, so every profile has the same cell values.
-            rest = replace(limited, items=limited.items[info.sweep_items:])
-            calls.append(_Call(suite.name, protocol, swept, replace(info, item_ids=info.swept_ids, sweep_items=None),
-                               ablations, intact_part=0, counts_intact=False))
-            calls.append(_Call(suite.name, protocol, rest, replace(info, item_ids=ids[info.sweep_items:],
-                                                                   sweep_items=None), [],
-                               intact_part=1, counts_intact=True))
+            rest = replace(limited, items=limited.items[info.sweep_items :])
+            calls.append(
+                _Call(
+                    suite.name,
+                    protocol,
+                    swept,
+                    replace(info, item_ids=info.swept_ids, sweep_items=None),
+                    ablations,
+                    intact_part=0,
+                    counts_intact=False,
+                )
+            )
+            calls.append(
+                _Call(
+                    suite.name,
+                    protocol,
+                    rest,
+                    replace(info, item_ids=ids[info.sweep_items :], sweep_items=None),
+                    [],
+                    intact_part=1,
+                    counts_intact=True,
+                )
+            )
     total = sum(len(call.ablations) + call.counts_intact for call in calls)
     with deterministic(settings.seed):
         if shard is None:
@@ -168,13 +198,16 @@ def warn_if_at_chance(suite: Suite, info: SuiteInfo, intact: Evaluation) -> None
     if not value <= chance + 1e-9:
         return
     level = f"no better than chance ({chance:.3f})" if chance > 0 else "the lowest score there is"
-    warnings.warn(SuiteWarning(
-        f"suite {info.name!r} scores {value:.3f} ({metric} under {info.protocol}, {len(intact.outcomes[metric])} items) "
-        f"on the intact model, {level}: if this is the model you record baselines from, a guard on this suite can "
-        "never fail, as there is no score to lose. Check the suite's target_delimiter (answers that already begin "
-        "with a space are scored after two), its protocol (--protocols) and template, and that the model is the one "
-        "you meant"),
-        stacklevel=3)
+    warnings.warn(
+        SuiteWarning(
+            f"suite {info.name!r} scores {value:.3f} ({metric} under {info.protocol}, {len(intact.outcomes[metric])} items) "
+            f"on the intact model, {level}: if this is the model you record baselines from, a guard on this suite can "
+            "never fail, as there is no score to lose. Check the suite's target_delimiter (answers that already begin "
+            "with a space are scored after two), its protocol (--protocols) and template, and that the model is the one "
+            "you meant"
+        ),
+        stacklevel=3,
+    )
 
 
 @dataclass(frozen=True)
@@ -197,21 +230,37 @@ class _Call:
         return (INTACT, *(a.key for a in self.ablations))
 
 
-def _run_calls(loaded: LoadedModel, settings: ProfileSettings, calls: Sequence[_Call], cache: ResultCache,
-               progress: ProgressHook | None, total: int) -> list[list[Evaluation]]:
+def _run_calls(
+    loaded: LoadedModel,
+    settings: ProfileSettings,
+    calls: Sequence[_Call],
+    cache: ResultCache,
+    progress: ProgressHook | None,
+    total: int,
+) -> list[list[Evaluation]]:
     """Each call through the cached service, one after the other: [intact, *ablations] per call."""
     outputs = []
     done = 0
     for call in calls:
+
         def on_step(done_here: int, _total: int, base: int = done, call: _Call = call) -> None:
             if progress:  # the call's evaluations, scaled to those it counts for
                 units = len(call.ablations) + call.counts_intact
                 progress(call.suite, base + done_here * units // (len(call.ablations) + 1), total)
 
-        outputs.append(evaluate_ablations(
-            loaded.model, loaded.tokenizer, call.subset, call.info, call.ablations, cache=cache,
-            identity=_identity(loaded, call.info, settings.seed), batch_size=settings.batch_size, progress=on_step,
-        ))
+        outputs.append(
+            evaluate_ablations(
+                loaded.model,
+                loaded.tokenizer,
+                call.subset,
+                call.info,
+                call.ablations,
+                cache=cache,
+                identity=_identity(loaded, call.info, settings.seed),
+                batch_size=settings.batch_size,
+                progress=on_step,
+            )
+        )
         done += len(call.ablations) + call.counts_intact
     return outputs
 
@@ -222,9 +271,11 @@ def _joined(parts: Sequence[Evaluation]) -> Evaluation:
     if len(parts) == 1:
         return first
     answers = [part.answers for part in parts]
-    return replace(first, outcomes={metric: tuple(v for part in parts for v in part.outcomes[metric])
-                                    for metric in first.outcomes},
-                   answers=None if any(a is None for a in answers) else tuple(v for a in answers for v in a or ()))
+    return replace(
+        first,
+        outcomes={metric: tuple(v for part in parts for v in part.outcomes[metric]) for metric in first.outcomes},
+        answers=None if any(a is None for a in answers) else tuple(v for a in answers for v in a or ()),
+    )
 
 
 def _identity(loaded: LoadedModel, info: SuiteInfo, seed: int) -> Callable[[str], dict[str, object]]:
@@ -236,8 +287,9 @@ def _tokenised(loaded: LoadedModel, call: _Call) -> Callable[[], PreparedSuite]:
     return functools.cache(lambda: prepare(call.subset, call.info.protocol, loaded.tokenizer))
 
 
-def _estimate(shape: Callable[[], ModelShape], call: _Call,
-              tokenised: Callable[[], PreparedSuite]) -> Callable[[], tuple[float, dict[str, float]]]:
+def _estimate(
+    shape: Callable[[], ModelShape], call: _Call, tokenised: Callable[[], PreparedSuite]
+) -> Callable[[], tuple[float, dict[str, float]]]:
     """The FLOPs of a call's intact pass and of each ablation in its sweep (:mod:`scoring.flops`), for
     sharing the work out by cost: tokens per item differ tenfold between suites."""
 
@@ -255,8 +307,14 @@ def _estimate(shape: Callable[[], ModelShape], call: _Call,
     return estimate
 
 
-def _run_sharded(loaded: LoadedModel, settings: ProfileSettings, calls: Sequence[_Call], cache: ResultCache,
-                 shard: Shard, log: Callable[[str], None] | None) -> list[list[Evaluation]]:
+def _run_sharded(
+    loaded: LoadedModel,
+    settings: ProfileSettings,
+    calls: Sequence[_Call],
+    cache: ResultCache,
+    shard: Shard,
+    log: Callable[[str], None] | None,
+) -> list[list[Evaluation]]:
     """The calls' evaluations shared out among the run's xdist workers (:func:`sharding.run_sharded`)."""
     jobs = []
     shape = functools.cache(lambda: ModelShape.of(loaded.model))
@@ -264,22 +322,35 @@ def _run_sharded(loaded: LoadedModel, settings: ProfileSettings, calls: Sequence
         tokenised = _tokenised(loaded, call)
         by_key = {a.key: a for a in call.ablations}
 
-        def compute(keys: Sequence[str], beat: Callable[[], None], call: _Call = call,
-                    by_key: dict[str, Ablation] = by_key, tokenised: Callable[[], PreparedSuite] = tokenised,
-                    ) -> dict[str, Evaluation]:
+        def compute(
+            keys: Sequence[str],
+            beat: Callable[[], None],
+            call: _Call = call,
+            by_key: dict[str, Ablation] = by_key,
+            tokenised: Callable[[], PreparedSuite] = tokenised,
+        ) -> dict[str, Evaluation]:
             wanted = [by_key[k] for k in keys if k != INTACT]
-            computed = evaluate_ablations(loaded.model, loaded.tokenizer, call.subset, call.info, wanted,
-                                          batch_size=settings.batch_size, prepared=tokenised,
-                                          progress=lambda _done, _total: beat())
+            computed = evaluate_ablations(
+                loaded.model,
+                loaded.tokenizer,
+                call.subset,
+                call.info,
+                wanted,
+                batch_size=settings.batch_size,
+                prepared=tokenised,
+                progress=lambda _done, _total: beat(),
+            )
             found = dict(zip((INTACT, *(a.key for a in wanted)), computed))
             return {k: found[k] for k in keys}
 
-        jobs.append(SweepJob(
-            label=call.suite if call.ablations else f"{call.suite} (intact, {len(call.subset.items)} items)",
-            keys=call.keys,
-            identity=_identity(loaded, call.info, settings.seed),
-            compute=compute,
-            estimate=_estimate(shape, call, tokenised),
-        ))
+        jobs.append(
+            SweepJob(
+                label=call.suite if call.ablations else f"{call.suite} (intact, {len(call.subset.items)} items)",
+                keys=call.keys,
+                identity=_identity(loaded, call.info, settings.seed),
+                compute=compute,
+                estimate=_estimate(shape, call, tokenised),
+            )
+        )
     results = run_sharded(jobs, shard, cache, log)
     return [[found[key] for key in call.keys] for call, found in zip(calls, results)]

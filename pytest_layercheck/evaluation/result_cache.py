@@ -100,8 +100,10 @@ def resolve_mode(mode: str | None = None) -> str:
     aliases = {"rw": "readwrite", "ro": "readonly", "ignore": "off", "none": "off"}
     text = aliases.get(text, text)
     if text not in MODES:
-        raise ConfigError(f"unknown result-cache mode {mode if mode is not None else os.environ.get(MODE_ENV)!r}",
-                          f"set {MODE_ENV} to one of {', '.join(MODES)}")
+        raise ConfigError(
+            f"unknown result-cache mode {mode if mode is not None else os.environ.get(MODE_ENV)!r}",
+            f"set {MODE_ENV} to one of {', '.join(MODES)}",
+        )
     return text
 
 
@@ -117,8 +119,9 @@ def signing_key() -> tuple[bytes, str]:
             raise CacheKeyError(
                 f"${SECRET_ENV} has {len(secret)} characters; at least {SECRET_MIN_CHARS} are needed, as whoever "
                 "guesses it can forge result-cache entries",
-                "set it to a long random string, e.g. the output of `python -c \"import secrets; "
-                "print(secrets.token_hex(32))\"` stored as a CI secret; or unset it to use a per-user key")
+                'set it to a long random string, e.g. the output of `python -c "import secrets; '
+                'print(secrets.token_hex(32))"` stored as a CI secret; or unset it to use a per-user key',
+            )
         return _derive(secret), f"${SECRET_ENV}"
     path = config_dir() / "cache-key"
     with contextlib.suppress(FileNotFoundError):
@@ -150,27 +153,37 @@ def _read_key_file(path: Path) -> bytes:
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise CacheKeyError(f"the result-cache key file {path} is not a regular file ({_kind(info.st_mode)})",
-                                fresh)
+            raise CacheKeyError(
+                f"the result-cache key file {path} is not a regular file ({_kind(info.st_mode)})", fresh
+            )
         if os.name == "posix" and info.st_mode & 0o077:
             raise CacheKeyError(
                 f"the result-cache key file {path} has mode {stat.S_IMODE(info.st_mode):04o}: group or others "
                 "can read or change it, and whoever holds the key can forge result-cache entries",
-                f"`chmod 600 {path}` if nobody else could have used it; otherwise {fresh}")
+                f"`chmod 600 {path}` if nobody else could have used it; otherwise {fresh}",
+            )
         data = os.read(fd, KEY_FILE_MAX_BYTES + 1)
     finally:
         os.close(fd)
     text = data.decode("ascii", errors="replace").strip()
     if len(data) > KEY_FILE_MAX_BYTES or not re.fullmatch(r"[0-9a-fA-F]{64}", text):
-        raise CacheKeyError(f"the result-cache key file {path} is damaged: it must hold 64 hex digits (a 32-byte "
-                            "key), as layercheck writes it", fresh)
+        raise CacheKeyError(
+            f"the result-cache key file {path} is damaged: it must hold 64 hex digits (a 32-byte "
+            "key), as layercheck writes it",
+            fresh,
+        )
     return bytes.fromhex(text)
 
 
 def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a folder"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                       (stat.S_ISSOCK, "a socket")):
+    for test, name in (
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
         if test(mode):
             return name
     return "a regular file" if stat.S_ISREG(mode) else "not a regular file"
@@ -204,8 +217,9 @@ class EntryCheck:
 class ResultCache:
     """Evaluations stored as small signed JSON files under ``<cache>/results/ab/abcdef….json``."""
 
-    def __init__(self, folder: Path | None = None, enabled: bool = True, *, mode: str | None = None,
-                 key: bytes | None = None) -> None:
+    def __init__(
+        self, folder: Path | None = None, enabled: bool = True, *, mode: str | None = None, key: bytes | None = None
+    ) -> None:
         self.folder = Path(folder) if folder is not None else results_dir()
         self.mode = "off" if not enabled else resolve_mode(mode)
         self.hits = 0
@@ -322,12 +336,15 @@ class ResultCache:
         except ValueError:
             raise SchemaError("holds a number that is not finite") from None
         if not isinstance(signature, str) or not hmac.compare_digest(signature, expected):
-            raise SchemaError("signature does not match this cache's key (edited, forged, or written with "
-                              f"another key; share a key between machines with ${SECRET_ENV})")
+            raise SchemaError(
+                "signature does not match this cache's key (edited, forged, or written with "
+                f"another key; share a key between machines with ${SECRET_ENV})"
+            )
         return entry
 
-    def get(self, identity: Mapping[str, Any], *, count: bool = True,
-            choices: Sequence[int] | None = None) -> Evaluation | None:
+    def get(
+        self, identity: Mapping[str, Any], *, count: bool = True, choices: Sequence[int] | None = None
+    ) -> Evaluation | None:
         """The stored evaluation for ``identity``, or None (absent, cache off, or an entry that failed a check).
 
         ``count=False`` leaves :attr:`hits` and :attr:`misses` alone (the caller counts what it does
@@ -367,14 +384,20 @@ class ResultCache:
         problem = getattr(exc, "problem", None) or getattr(exc, "strerror", None) or str(exc)
         self.rejected.append((path, problem))
         if len(self.rejected) <= WARN_LIMIT:
-            warnings.warn(CacheEntryWarning(
-                f"ignored result-cache entry {path} ({problem}); the evaluation is recomputed"
-                + ("" if self.writable else f" (cache mode {self.mode}: the entry is left as it is)")
-            ), stacklevel=3)
+            warnings.warn(
+                CacheEntryWarning(
+                    f"ignored result-cache entry {path} ({problem}); the evaluation is recomputed"
+                    + ("" if self.writable else f" (cache mode {self.mode}: the entry is left as it is)")
+                ),
+                stacklevel=3,
+            )
         elif len(self.rejected) == WARN_LIMIT + 1:
-            warnings.warn(CacheEntryWarning(
-                "more result-cache entries were ignored and recomputed; `layercheck cache verify` lists them"
-            ), stacklevel=3)
+            warnings.warn(
+                CacheEntryWarning(
+                    "more result-cache entries were ignored and recomputed; `layercheck cache verify` lists them"
+                ),
+                stacklevel=3,
+            )
 
     # ------------------------------------------------------------------- write
     def put(self, identity: Mapping[str, Any], evaluation: Evaluation) -> None:
@@ -394,8 +417,9 @@ class ResultCache:
         try:
             decode_cache_entry({**payload, "signature": ""}, payload["identity"])
         except LayercheckError as exc:
-            warnings.warn(CacheEntryWarning(f"not caching {evaluation.suite}/{evaluation.ablation}: {exc}"),
-                          stacklevel=2)
+            warnings.warn(
+                CacheEntryWarning(f"not caching {evaluation.suite}/{evaluation.ablation}: {exc}"), stacklevel=2
+            )
             return
         payload["signature"] = _sign(self.key_bytes, payload)
         path = self.path_for(identity)
@@ -403,8 +427,12 @@ class ResultCache:
             with self._folder_fd(path.parent, create=True) as folder:
                 atomic_write_at(folder, path.name, json.dumps(payload, separators=(",", ":")).encode())
         except OSError as exc:  # a full disk or a read-only folder costs the cache, not the run
-            warnings.warn(CacheEntryWarning(f"could not write result-cache entry {self.path_for(identity)}: "
-                                            f"{exc.strerror or exc}"), stacklevel=2)
+            warnings.warn(
+                CacheEntryWarning(
+                    f"could not write result-cache entry {self.path_for(identity)}: {exc.strerror or exc}"
+                ),
+                stacklevel=2,
+            )
             return
         self.writes += 1
 

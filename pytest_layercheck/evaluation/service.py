@@ -50,11 +50,15 @@ def evaluate_ablations(
     choices = choice_counts(suite, info)
     found: dict[str, Evaluation | None] = {
         k: cache.get(identity(k), choices=choices if k == INTACT else None)
-        if cache is not None and identity is not None else None for k in keys
+        if cache is not None and identity is not None
+        else None
+        for k in keys
     }
     missing = [a for a in ablations if found[a.key] is None]
     if found[INTACT] is None or missing:
-        tokenised = prepared() if prepared is not None else prepare(suite, info.protocol, tokenizer, max_length=max_length)
+        tokenised = (
+            prepared() if prepared is not None else prepare(suite, info.protocol, tokenizer, max_length=max_length)
+        )
         cached = total - len(missing) - (found[INTACT] is None)
 
         def on_step(step: int, steps: int) -> None:
@@ -148,8 +152,12 @@ def cache_identity(loaded: LoadedModel, info: SuiteInfo, ablation_key: str, seed
         "dtype": dtype_name(loaded.dtype),
         "device": loaded.device.type,
         "seed": seed,
-        "versions": {"pytest_layercheck": __version__, "torch": torch.__version__,
-                     "transformers": transformers.__version__, "tokenizers": tokenizers.__version__},
+        "versions": {
+            "pytest_layercheck": __version__,
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "tokenizers": tokenizers.__version__,
+        },
         "scoring_code": code_fingerprint(),
     }
 
@@ -167,8 +175,13 @@ def deterministic(seed: int) -> Iterator[None]:
         torch.use_deterministic_algorithms(previous, warn_only=previous_warn)
 
 
-def score_suite_under(loaded: LoadedModel, suite: Suite, protocol: str | None = None, ablation: Ablation | None = None,
-                      limit: int | None = None) -> ProtocolResult:
+def score_suite_under(
+    loaded: LoadedModel,
+    suite: Suite,
+    protocol: str | None = None,
+    ablation: Ablation | None = None,
+    limit: int | None = None,
+) -> ProtocolResult:
     """Score one suite once, optionally under an ablation: the building block for ad-hoc tests."""
     limited = suite.limited(limit)
     prepared = prepare(limited, protocol or suite.default_protocol, loaded.tokenizer)

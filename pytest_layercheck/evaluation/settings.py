@@ -30,6 +30,7 @@ DEFAULT_SWEEP_LIMIT: int | None = 40
 #: A limit: items for every suite (None = all), or per suite name (missing names take the default).
 Limit = int | None | dict[str, int | None]
 
+
 def _limit_of(limit: Limit, suite: str, defaults: Mapping[str, int | None], fallback: int | None) -> int | None:
     if isinstance(limit, dict):
         return limit.get(suite, defaults.get(suite, fallback))
@@ -64,8 +65,9 @@ class ProfileSettings:
 
     def sweep_limit_for(self, suite: str) -> int | None:
         """Leading items of ``suite`` scored under ablations: never more than are scored intact."""
-        return _smaller(_limit_of(self.sweep_limit, suite, DEFAULT_SWEEP_LIMITS, DEFAULT_SWEEP_LIMIT),
-                        self.limit_for(suite))
+        return _smaller(
+            _limit_of(self.sweep_limit, suite, DEFAULT_SWEEP_LIMITS, DEFAULT_SWEEP_LIMIT), self.limit_for(suite)
+        )
 
     def describe(self) -> dict[str, object]:
         return {

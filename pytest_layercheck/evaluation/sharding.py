@@ -139,8 +139,12 @@ def split(job: SweepJob, keys: Sequence[str], count: int) -> list[tuple[str, ...
 
 def plan_units(jobs: Sequence[SweepJob], pending: Sequence[Sequence[str]], count: int) -> list[Unit]:
     """The units of work: each job's pending keys split ``count`` ways."""
-    return [Unit(j, group, jobs[j].cost(group)) for j, keys in enumerate(pending) if keys
-            for group in split(jobs[j], keys, count)]
+    return [
+        Unit(j, group, jobs[j].cost(group))
+        for j, keys in enumerate(pending)
+        if keys
+        for group in split(jobs[j], keys, count)
+    ]
 
 
 def assign(units: Sequence[Unit], count: int) -> list[int]:
@@ -215,8 +219,9 @@ class Exchange:
         for generation, path in sorted(found, reverse=True):
             try:
                 data = json.loads(path.read_text())
-                return Claim(generation, str(data["worker"]), int(data["pid"]), str(data["host"]),
-                             str(data["state"]), path)
+                return Claim(
+                    generation, str(data["worker"]), int(data["pid"]), str(data["host"]), str(data["state"]), path
+                )
             except (OSError, ValueError, KeyError, TypeError):
                 continue
         return None
@@ -236,8 +241,9 @@ class Exchange:
             staging.unlink()
 
     def _record(self, state: str) -> str:
-        return json.dumps({"worker": self.shard.name, "pid": os.getpid(), "host": HOST, "state": state,
-                           "time": time.time()})
+        return json.dumps(
+            {"worker": self.shard.name, "pid": os.getpid(), "host": HOST, "state": state, "time": time.time()}
+        )
 
     def mark(self, digest: str, state: str) -> None:
         claim = self.holder(digest)
@@ -277,8 +283,9 @@ def _process_alive(pid: int) -> bool:
 
 
 # ------------------------------------------------------------------------------------ the run
-def run_sharded(jobs: Sequence[SweepJob], shard: Shard, cache: ResultCache,
-                log: Callable[[str], None] | None = None) -> list[dict[str, Evaluation]]:
+def run_sharded(
+    jobs: Sequence[SweepJob], shard: Shard, cache: ResultCache, log: Callable[[str], None] | None = None
+) -> list[dict[str, Evaluation]]:
     """Every job's evaluations, computed here for this worker's share and taken from the others'.
 
     Counts on ``cache``: ``hits`` (found in the result cache before this run's workers computed
@@ -345,15 +352,23 @@ def work_order(units: Sequence[Unit], owners: Sequence[int], index: int, count: 
     me = index % max(1, count)
     by_cost = sorted(range(len(units)), key=lambda i: (-units[i].cost, i))
     mine = [units[i] for i in by_cost if owners[i] == me]
-    others = [units[i] for i in sorted(reversed(by_cost), key=lambda i: (owners[i] - me) % max(1, count))
-              if owners[i] != me]
+    others = [
+        units[i] for i in sorted(reversed(by_cost), key=lambda i: (owners[i] - me) % max(1, count)) if owners[i] != me
+    ]
     return mine + others
 
 
-def _wait(jobs: Sequence[SweepJob], shard: Shard, exchange: Exchange, pending: Sequence[Sequence[str]],
-          results: list[dict[str, Evaluation]], digests: Sequence[Mapping[str, str]],
-          lookup: Callable[[int, str], tuple[Evaluation | None, bool]], compute: Callable[[int, Sequence[str]], None],
-          log: Callable[[str], None] | None) -> None:
+def _wait(
+    jobs: Sequence[SweepJob],
+    shard: Shard,
+    exchange: Exchange,
+    pending: Sequence[Sequence[str]],
+    results: list[dict[str, Evaluation]],
+    digests: Sequence[Mapping[str, str]],
+    lookup: Callable[[int, str], tuple[Evaluation | None, bool]],
+    compute: Callable[[int, Sequence[str]], None],
+    log: Callable[[str], None] | None,
+) -> None:
     """3. Wait for the evaluations other workers claimed; take over those whose claimant is gone."""
     waiting = [(j, k) for j, keys in enumerate(pending) for k in keys if k not in results[j]]
     while waiting:
@@ -385,9 +400,12 @@ def _wait(jobs: Sequence[SweepJob], shard: Shard, exchange: Exchange, pending: S
         for j, keys in taken.items():
             compute(j, sorted(keys, key=jobs[j].keys.index))
         if notes and log is not None:
-            log(f"{shard.name} computed {len(notes)} evaluation(s) that another xdist worker had claimed: "
-                + "; ".join(notes) + ". The profile is complete; if that worker was only slow, raise "
-                f"--layercheck-shard-timeout (now {shard.timeout:.0f} s)")
+            log(
+                f"{shard.name} computed {len(notes)} evaluation(s) that another xdist worker had claimed: "
+                + "; ".join(notes)
+                + ". The profile is complete; if that worker was only slow, raise "
+                f"--layercheck-shard-timeout (now {shard.timeout:.0f} s)"
+            )
         waiting = still
         if waiting and not taken:
             time.sleep(shard.poll)
@@ -397,8 +415,9 @@ def _cell(job: SweepJob, key: str) -> str:
     return f"{job.label}/{key}"
 
 
-def _timeout_error(jobs: Sequence[SweepJob], gone: Sequence[tuple[int, str, Claim | None, str]],
-                   shard: Shard) -> ShardTimeoutError:
+def _timeout_error(
+    jobs: Sequence[SweepJob], gone: Sequence[tuple[int, str, Claim | None, str]], shard: Shard
+) -> ShardTimeoutError:
     cells = "; ".join(f"{_cell(jobs[j], key)} ({reason})" for j, key, _, reason in gone)
     return ShardTimeoutError(
         f"{shard.name} waited for evaluations other pytest-xdist workers had claimed, and they did not come: {cells}",

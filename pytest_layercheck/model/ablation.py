@@ -39,6 +39,8 @@ __all__ = [
     "ablate", "eager_attention", "mask_heads", "normalize_heads", "normalize_layers", "normalize_swap",
     "original_layers", "resolve_heads", "skip_layers", "swap_layers",
 ]  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Ablation:
     """A composed ablation: skipped layers, masked heads and donor-swapped layers (original indices).
@@ -134,9 +136,7 @@ def ablate(model: nn.Module, ablation: Ablation, donor: nn.Module | None = None)
                 )
             stack.enter_context(swap_layers(model, donor, ablation.swap))
         if ablation.heads:
-            stack.enter_context(
-                mask_heads(model, ablation.heads, mode=ablation.head_mode, gqa=ablation.gqa)
-            )
+            stack.enter_context(mask_heads(model, ablation.heads, mode=ablation.head_mode, gqa=ablation.gqa))
         if ablation.skip:
             stack.enter_context(skip_layers(model, ablation.skip))
         yield model

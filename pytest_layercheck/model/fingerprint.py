@@ -22,8 +22,15 @@ from pytest_layercheck.core.hashing import file_sha256
 
 #: Config fields that describe where or how a model was saved, not what it computes.
 _VOLATILE_CONFIG_KEYS = frozenset(
-    {"_name_or_path", "transformers_version", "_commit_hash", "dtype", "torch_dtype", "quantization_config",
-     "_attn_implementation_autoset"}
+    {
+        "_name_or_path",
+        "transformers_version",
+        "_commit_hash",
+        "dtype",
+        "torch_dtype",
+        "quantization_config",
+        "_attn_implementation_autoset",
+    }
 )
 _CHUNK = 1 << 24  # elements copied to the host at a time, so huge GPU tensors never need a full copy
 
@@ -68,26 +75,56 @@ def _offloaded(model: torch.nn.Module, name: str) -> torch.Tensor:
             return value
     from pytest_layercheck.core.errors import LayercheckError
 
-    raise LayercheckError(f"weight {name!r} is on the meta device and no offload hook holds its value",
-                          "load the model fully (without device_map/offloading), or report this model's layout")
+    raise LayercheckError(
+        f"weight {name!r} is on the meta device and no offload hook holds its value",
+        "load the model fully (without device_map/offloading), or report this model's layout",
+    )
 
 
 #: Files a tokenizer folder may hold; their bytes are hashed when the tokenizer was loaded from a folder.
 TOKENIZER_FILES: tuple[str, ...] = (
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.json",
-    "vocab.txt", "merges.txt", "tokenizer.model", "spiece.model", "chat_template.jinja", "chat_template.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "vocab.txt",
+    "merges.txt",
+    "tokenizer.model",
+    "spiece.model",
+    "chat_template.jinja",
+    "chat_template.json",
 )
 #: Tokenizer attributes that change how text becomes ids.
 _TOKENIZER_ATTRIBUTES: tuple[str, ...] = (
-    "add_bos_token", "add_eos_token", "add_prefix_space", "padding_side", "truncation_side", "model_max_length",
-    "clean_up_tokenization_spaces", "split_special_tokens", "legacy", "do_lower_case",
+    "add_bos_token",
+    "add_eos_token",
+    "add_prefix_space",
+    "padding_side",
+    "truncation_side",
+    "model_max_length",
+    "clean_up_tokenization_spaces",
+    "split_special_tokens",
+    "legacy",
+    "do_lower_case",
 )
 #: Package code whose change can change a score; its hash is part of every result-cache key.
 SCORING_CODE: tuple[str, ...] = (
-    "scoring", "model/ablation.py", "model/ablation_spec.py", "model/layer_skipping.py", "model/head_masking.py",
-    "model/layer_swapping.py", "model/architecture.py", "model/attention.py", "model/probes.py",
-    "evaluation/profiler.py", "evaluation/service.py",
-    "model/loading.py", "model/devices.py", "suites/schema.py", "suites/protocols.py",
+    "scoring",
+    "model/ablation.py",
+    "model/ablation_spec.py",
+    "model/layer_skipping.py",
+    "model/head_masking.py",
+    "model/layer_swapping.py",
+    "model/architecture.py",
+    "model/attention.py",
+    "model/probes.py",
+    "evaluation/profiler.py",
+    "evaluation/service.py",
+    "model/loading.py",
+    "model/devices.py",
+    "suites/schema.py",
+    "suites/protocols.py",
 )
 
 

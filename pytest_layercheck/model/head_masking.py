@@ -109,9 +109,7 @@ def _register_uniform_attention() -> None:
     AttentionMaskInterface.register(UNIFORM_ATTENTION, eager_mask)
 
 
-def _enable_uniform(
-    stack: ExitStack, adapter: ArchitectureAdapter, plan: dict[nn.Module, frozenset[int]]
-) -> None:
+def _enable_uniform(stack: ExitStack, adapter: ArchitectureAdapter, plan: dict[nn.Module, frozenset[int]]) -> None:
     """Route the model's attention through ``_uniform_attention`` with ``plan`` flagged, until exit.
 
     The implementation name is switched on every config object the backbone and the attention modules
@@ -173,9 +171,7 @@ def mask_heads(
         if mode == "zero":
             for layer, layer_heads in plan.items():
                 proj = adapter.out_proj_of(blocks[layer])
-                handle = proj.register_forward_pre_hook(
-                    _zero_heads_hook(layer_heads, adapter.head_dim, width)
-                )
+                handle = proj.register_forward_pre_hook(_zero_heads_hook(layer_heads, adapter.head_dim, width))
                 stack.callback(handle.remove)
         elif plan:
             _enable_uniform(

@@ -29,11 +29,19 @@ from pytest_layercheck.core.errors import ModelLoadError
 __all__ = ["HubModel", "hub_cache_dir", "looks_like_hub_id", "resolve_hub_model", "cached_models"]
 
 #: ``org/name`` or ``org/name@revision``; the characters the hub allows in ids.
-_HUB_ID = re.compile(r"^(?P<org>[A-Za-z0-9][A-Za-z0-9._-]*)/(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)"
-                     r"(?:@(?P<revision>[A-Za-z0-9][A-Za-z0-9._/-]*))?$")
+_HUB_ID = re.compile(
+    r"^(?P<org>[A-Za-z0-9][A-Za-z0-9._-]*)/(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)"
+    r"(?:@(?P<revision>[A-Za-z0-9][A-Za-z0-9._/-]*))?$"
+)
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                "pytorch_model.bin.index.json", "adapter_model.safetensors", "adapter_model.bin")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+    "adapter_model.safetensors",
+    "adapter_model.bin",
+)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
 
 
@@ -74,9 +82,11 @@ def looks_like_hub_id(spec: str | os.PathLike[str]) -> bool:
 
 def _fetch_hint(repo_id: str, revision: str | None) -> str:
     rev = f" --revision {revision}" if revision else ""
-    return (f"fetch it once, where the network is allowed: `huggingface-cli download {repo_id}{rev}` (or "
-            f"`hf download {repo_id}{rev}`), into the same cache (HF_HOME / HF_HUB_CACHE); or save the model to "
-            "a folder (model.save_pretrained(...)) and pass the folder. pytest-layercheck never downloads models")
+    return (
+        f"fetch it once, where the network is allowed: `huggingface-cli download {repo_id}{rev}` (or "
+        f"`hf download {repo_id}{rev}`), into the same cache (HF_HOME / HF_HUB_CACHE); or save the model to "
+        "a folder (model.save_pretrained(...)) and pass the folder. pytest-layercheck never downloads models"
+    )
 
 
 def cached_models(cache: Path | None = None) -> list[str]:
@@ -84,7 +94,7 @@ def cached_models(cache: Path | None = None) -> list[str]:
     cache = hub_cache_dir() if cache is None else cache
     if not cache.is_dir():
         return []
-    return sorted(p.name[len("models--"):].replace("--", "/", 1) for p in cache.glob("models--*--*") if p.is_dir())
+    return sorted(p.name[len("models--") :].replace("--", "/", 1) for p in cache.glob("models--*--*") if p.is_dir())
 
 
 def _commit_for(repo: Path, revision: str) -> str | None:
@@ -147,8 +157,10 @@ def resolve_hub_model(spec: str, *, revision: str | None = None, cache: Path | N
     """
     match = _HUB_ID.match(spec)
     if match is None:
-        raise ModelLoadError(f"{spec!r} is not a hub id of the form org/name or org/name@revision",
-                             "pass a local folder, a .gguf file, 'default', or a hub id such as HuggingFaceTB/SmolLM2-135M")
+        raise ModelLoadError(
+            f"{spec!r} is not a hub id of the form org/name or org/name@revision",
+            "pass a local folder, a .gguf file, 'default', or a hub id such as HuggingFaceTB/SmolLM2-135M",
+        )
     repo_id = f"{match['org']}/{match['name']}"
     revision = revision or match["revision"]
     cache = hub_cache_dir() if cache is None else cache
@@ -156,10 +168,14 @@ def resolve_hub_model(spec: str, *, revision: str | None = None, cache: Path | N
     if not repo.is_dir():
         known = cached_models(cache)
         close = difflib.get_close_matches(repo_id, known, n=3, cutoff=0.6)
-        also = f" Cached models with similar names: {', '.join(close)}." if close else (
-            f" The cache holds {len(known)} model(s)." if known else " The cache is empty or absent.")
-        raise ModelLoadError(f"model {repo_id!r} is not in the local Hugging Face cache ({cache}).{also}",
-                             _fetch_hint(repo_id, revision))
+        also = (
+            f" Cached models with similar names: {', '.join(close)}."
+            if close
+            else (f" The cache holds {len(known)} model(s)." if known else " The cache is empty or absent.")
+        )
+        raise ModelLoadError(
+            f"model {repo_id!r} is not in the local Hugging Face cache ({cache}).{also}", _fetch_hint(repo_id, revision)
+        )
     wanted = revision or "main"
     commit = _commit_for(repo, wanted)
     if commit is None and revision is None:
@@ -173,11 +189,15 @@ def resolve_hub_model(spec: str, *, revision: str | None = None, cache: Path | N
                 f"name the revision: {repo_id}@<commit>",
             )
     if commit is None or not (repo / "snapshots" / commit).is_dir():
-        raise ModelLoadError(f"revision {wanted!r} of model {repo_id!r} is not in the local Hugging Face cache ({repo})",
-                             _fetch_hint(repo_id, revision))
+        raise ModelLoadError(
+            f"revision {wanted!r} of model {repo_id!r} is not in the local Hugging Face cache ({repo})",
+            _fetch_hint(repo_id, revision),
+        )
     folder = repo / "snapshots" / commit
     missing = _missing_parts(folder)
     if missing:
-        raise ModelLoadError(f"the cached snapshot of {repo_id!r} ({folder}) is incomplete: it lacks {'; '.join(missing)}",
-                             "complete the download: " + _fetch_hint(repo_id, revision))
+        raise ModelLoadError(
+            f"the cached snapshot of {repo_id!r} ({folder}) is incomplete: it lacks {'; '.join(missing)}",
+            "complete the download: " + _fetch_hint(repo_id, revision),
+        )
     return HubModel(repo_id=repo_id, revision=wanted, commit=commit, folder=folder)

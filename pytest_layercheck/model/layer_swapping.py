@@ -57,9 +57,7 @@ def _layer_type(adapter: ArchitectureAdapter, index: int) -> str | None:
     return types[index] if types is not None else None
 
 
-def _copy_block(
-    donor: ArchitectureAdapter, source: int, target: ArchitectureAdapter, target_idx: int
-) -> nn.Module:
+def _copy_block(donor: ArchitectureAdapter, source: int, target: ArchitectureAdapter, target_idx: int) -> nn.Module:
     """A deep copy of the donor block that behaves as the target's layer ``target_idx``.
 
     It shares the target's config objects (so attention-implementation switches reach it), lives on the

@@ -212,8 +212,9 @@ def _input_device(model: Any) -> torch.device:
     return model_device(model)
 
 
-def _load_folder(folder: Path, *, dtype: torch.dtype, device_map: Any, trust_remote_code: bool,
-                 **placement: Any) -> tuple[Any, Any]:
+def _load_folder(
+    folder: Path, *, dtype: torch.dtype, device_map: Any, trust_remote_code: bool, **placement: Any
+) -> tuple[Any, Any]:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
@@ -290,12 +291,15 @@ def _check_layer_count(config: Any, weights: list[Path], folder: Path) -> None:
         )
 
 
-_WEIGHTS_FIX = ("the folder needs complete weights (model.safetensors) and tokenizer files as written by "
-                "save_pretrained; re-save or re-download it (a copy interrupted midway leaves a truncated file)")
+_WEIGHTS_FIX = (
+    "the folder needs complete weights (model.safetensors) and tokenizer files as written by "
+    "save_pretrained; re-save or re-download it (a copy interrupted midway leaves a truncated file)"
+)
 
 
-def _load_gguf(path: Path, *, dtype: torch.dtype, device_map: Any, trust_remote_code: bool,
-               **placement: Any) -> tuple[Any, Any]:
+def _load_gguf(
+    path: Path, *, dtype: torch.dtype, device_map: Any, trust_remote_code: bool, **placement: Any
+) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     with path.open("rb") as handle:
@@ -305,7 +309,11 @@ def _load_gguf(path: Path, *, dtype: torch.dtype, device_map: Any, trust_remote_
     try:
         tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         model = AutoModelForCausalLM.from_pretrained(
-            path.parent, gguf_file=path.name, dtype=dtype, device_map=device_map, trust_remote_code=trust_remote_code,
+            path.parent,
+            gguf_file=path.name,
+            dtype=dtype,
+            device_map=device_map,
+            trust_remote_code=trust_remote_code,
             **placement,
         )
     except Exception as exc:  # noqa: BLE001 - transformers raises many types for a bad GGUF
@@ -316,7 +324,9 @@ def _load_gguf(path: Path, *, dtype: torch.dtype, device_map: Any, trust_remote_
     return model, tokenizer
 
 
-def _load_peft(path: Path, adapter_base: str | Path | None, common: dict[str, Any], progress: Progress) -> tuple[Any, Any, str]:
+def _load_peft(
+    path: Path, adapter_base: str | Path | None, common: dict[str, Any], progress: Progress
+) -> tuple[Any, Any, str]:
     """Load the base (recursively, so it may itself be 'default' or a GGUF) and merge the adapter."""
     try:
         from peft import PeftModel
@@ -330,8 +340,10 @@ def _load_peft(path: Path, adapter_base: str | Path | None, common: dict[str, An
         if not isinstance(config, dict):
             raise ValueError("not a JSON object")
     except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"cannot read {path}/adapter_config.json: {first_line(exc)}",
-                             "restore the adapter folder as written by PEFT's save_pretrained") from None
+        raise ModelLoadError(
+            f"cannot read {path}/adapter_config.json: {first_line(exc)}",
+            "restore the adapter folder as written by PEFT's save_pretrained",
+        ) from None
     base_spec = str(adapter_base) if adapter_base is not None else config.get("base_model_name_or_path")
     if not base_spec:
         raise ModelLoadError(
@@ -350,8 +362,11 @@ def _load_peft(path: Path, adapter_base: str | Path | None, common: dict[str, An
                 f"fetch them ({exc.fix}), or merge onto the de-quantised copy on purpose with "
                 "--adapter-base default (--layercheck-adapter-base default)",
             ) from None
-    elif base_spec not in DEFAULT_MODEL_ALIASES and not Path(base_spec).expanduser().exists() \
-            and looks_like_hub_id(base_spec):
+    elif (
+        base_spec not in DEFAULT_MODEL_ALIASES
+        and not Path(base_spec).expanduser().exists()
+        and looks_like_hub_id(base_spec)
+    ):
         try:
             base_spec = str(resolve_hub_model(base_spec).folder)
         except ModelLoadError as exc:
@@ -365,15 +380,18 @@ def _load_peft(path: Path, adapter_base: str | Path | None, common: dict[str, An
             f"the adapter's base model {base_spec!r} is not a local path (hub downloads are disabled)",
             "pass the base explicitly as a local folder, .gguf file or 'default' (adapter_base=... or --layercheck-adapter-base)",
         )
-    base = load_model(base_spec, device="cpu", dtype=common["dtype"], trust_remote_code=common["trust_remote_code"], progress=progress)
+    base = load_model(
+        base_spec, device="cpu", dtype=common["dtype"], trust_remote_code=common["trust_remote_code"], progress=progress
+    )
     progress(f"applying adapter {path.name}")
     try:
         with _quiet_peft():
             peft_model = PeftModel.from_pretrained(base.model, str(path), is_trainable=False)
     except Exception as exc:  # noqa: BLE001 - a broken adapter raises many types
-        raise ModelLoadError(f"cannot apply the adapter in {path}: {first_line(exc)}",
-                             "the adapter must be complete (adapter_model.safetensors) and made for this base model"
-                             ) from None
+        raise ModelLoadError(
+            f"cannot apply the adapter in {path}: {first_line(exc)}",
+            "the adapter must be complete (adapter_model.safetensors) and made for this base model",
+        ) from None
     # Merging gives a plain model whose layers the ablation primitives can address directly.
     with _quiet_peft():
         merged = peft_model.merge_and_unload()

@@ -38,8 +38,9 @@ def block_output(output: Any) -> torch.Tensor:
 
 
 @contextmanager
-def probe_blocks(blocks: Sequence[nn.Module], *, on_input: InputProbe | None = None,
-                 on_output: OutputProbe | None = None) -> Iterator[None]:
+def probe_blocks(
+    blocks: Sequence[nn.Module], *, on_input: InputProbe | None = None, on_output: OutputProbe | None = None
+) -> Iterator[None]:
     """Call ``on_input`` before and ``on_output`` after every block of ``blocks`` runs, inside the ``with``."""
 
     def before(index: int, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:

@@ -81,8 +81,9 @@ class ThreadChoice:
     def describe(self) -> str:
         text = f"{self.threads} torch thread{'s' if self.threads != 1 else ''} ({self.source}"
         if self.timings:
-            text += ", " + ", ".join(f"{t} thread{'s' if t != 1 else ''}: {s * 1e3:.0f} ms"
-                                     for t, s in sorted(self.timings.items()))
+            text += ", " + ", ".join(
+                f"{t} thread{'s' if t != 1 else ''}: {s * 1e3:.0f} ms" for t, s in sorted(self.timings.items())
+            )
         text += f"; {self.cores} usable core{'s' if self.cores != 1 else ''}"
         if self.busy is not None:
             text += f", {self.busy:.1f} busy elsewhere"
@@ -173,8 +174,9 @@ def free_cores(cores: int, busy: float | None) -> int:
     return max(1, cores - taken)
 
 
-def calibrate(counts: tuple[int, ...], rounds: int = CALIBRATION_ROUNDS,
-              shape: tuple[int, int, int] = CALIBRATION_SHAPE) -> dict[int, float]:
+def calibrate(
+    counts: tuple[int, ...], rounds: int = CALIBRATION_ROUNDS, shape: tuple[int, int, int] = CALIBRATION_SHAPE
+) -> dict[int, float]:
     """Best seconds of one float32 matmul of ``shape`` per thread count, counts alternating each round.
 
     Leaves torch's thread count as it found it.
@@ -307,8 +309,9 @@ def configure_threads(force: bool = False) -> ThreadChoice:
     return _CHOSEN
 
 
-def split_over_cores(tasks: Sequence[Callable[[], T]], workers: int,
-                     on_result: Callable[[T], None] | None = None) -> list[T]:
+def split_over_cores(
+    tasks: Sequence[Callable[[], T]], workers: int, on_result: Callable[[T], None] | None = None
+) -> list[T]:
     """Run independent ``tasks`` on ``workers`` threads of one torch thread each; their results, in order.
 
     Why: torch's intra-op threads meet at every operator, and on few cores that costs more than
@@ -318,6 +321,7 @@ def split_over_cores(tasks: Sequence[Callable[[], T]], workers: int,
     ``on_result(result)`` is called in the calling thread for each result, in task order, as soon as
     it and those before it are done (progress bars).
     """
+
     def report(result: T) -> T:
         if on_result is not None:
             on_result(result)

@@ -17,7 +17,6 @@ SESSION_KEY = pytest.StashKey[LayercheckSession]()
 OUTCOME_KEY = pytest.StashKey[CheckOutcome]()
 
 
-
 def session_of(config: pytest.Config) -> LayercheckSession:
     return config.stash[SESSION_KEY]
 
@@ -37,11 +36,13 @@ def assert_check(session: LayercheckSession, check: CellCheck, item: pytest.Item
     The cell's values go into the JUnit XML (``record_property``), and a failure becomes a GitHub
     annotation on the check's file and line.
     """
+
     def verdict() -> CheckOutcome:
         baseline = session.baseline_or_none_for(check)  # a missing baseline fails before the profile's cost
         verdict = session.verdict
-        return run_check(check, session.profile_for(check), baseline, verdict.tolerance, verdict.alpha,
-                         **verdict.options())
+        return run_check(
+            check, session.profile_for(check), baseline, verdict.tolerance, verdict.alpha, **verdict.options()
+        )
 
     outcome = guard(verdict)
     session.record_check(check, outcome)

@@ -40,8 +40,9 @@ class HtmlExtras:
         self.config = config
 
     @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_makereport(self, item: pytest.Item,
-                                  call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
         if report.when == "call" and report.failed:
             evidence = failed_check_html(item)
@@ -51,8 +52,9 @@ class HtmlExtras:
                 report.extras = [*getattr(report, "extras", []), extras.html(evidence)]  # type: ignore[attr-defined]
         return report
 
-    def pytest_html_results_summary(self, prefix: list[str], summary: list[str], postfix: list[str],
-                                    session: pytest.Session) -> None:
+    def pytest_html_results_summary(
+        self, prefix: list[str], summary: list[str], postfix: list[str], session: pytest.Session
+    ) -> None:
         """After pytest-html's own summary, before its results table: what ``--layercheck-html`` shows
         first. Nothing when no check computed a profile."""
         from pytest_layercheck.report.html import esc, scoped_css, summary_html
@@ -66,12 +68,15 @@ class HtmlExtras:
             baseline = state.baseline if comparison is not None else None
         except LayercheckError:
             baseline = None
-        body = summary_html(profile, comparison, baseline=baseline, refused=state.refused,
-                            failed_checks=state.failed_checks)
+        body = summary_html(
+            profile, comparison, baseline=baseline, refused=state.refused, failed_checks=state.failed_checks
+        )
         name = esc(profile.model.get("name", "?"))
-        postfix.append(f"<style>{scoped_css('.' + SCOPE)}</style>"
-                       f'<section class="{SCOPE}" id="layercheck-summary"><h2>layercheck depth-sensitivity '
-                       f"profile of {name}</h2>{body}</section>")
+        postfix.append(
+            f"<style>{scoped_css('.' + SCOPE)}</style>"
+            f'<section class="{SCOPE}" id="layercheck-summary"><h2>layercheck depth-sensitivity '
+            f"profile of {name}</h2>{body}</section>"
+        )
 
 
 def failed_check_html(item: pytest.Item) -> str | None:
@@ -87,6 +92,8 @@ def failed_check_html(item: pytest.Item) -> str | None:
         return None
     verdict = outcome.message.splitlines()[0]
     label = dict(item.user_properties).get("layercheck_cell", cell.label)  # the check's own label
-    return (f'<div class="{SCOPE} layercheck-evidence" data-cell="{esc(str(label))}" '
-            f'data-failed="{str(cell.failed).lower()}"><h3>layercheck cell {esc(cell.label)}</h3>'
-            f'<p class="muted">{esc(verdict)}</p>{findings_list([cell])}{evidence_table([cell])}</div>\n')
+    return (
+        f'<div class="{SCOPE} layercheck-evidence" data-cell="{esc(str(label))}" '
+        f'data-failed="{str(cell.failed).lower()}"><h3>layercheck cell {esc(cell.label)}</h3>'
+        f'<p class="muted">{esc(verdict)}</p>{findings_list([cell])}{evidence_table([cell])}</div>\n'
+    )

@@ -36,16 +36,21 @@ if TYPE_CHECKING:
 
 #: The plugin's own settings; those the ``layercheck`` command shares come from evaluation.options.
 PLUGIN_OPTIONS = (
-    Option("model", "model under test: 'default', a transformers folder, a .gguf file or a PEFT adapter folder",
-           "default"),
+    Option(
+        "model", "model under test: 'default', a transformers folder, a .gguf file or a PEFT adapter folder", "default"
+    ),
     Option("reference", "reference model for comparisons (same spec forms as the model)"),
     Option("baseline-dir", "folder of baseline JSON files (relative to the rootdir)", "baselines"),
     Option("baseline", "baseline name to compare against (default: derived from the model name)"),
     Option("report", "write a JSON report to this path"),
     Option("html", "write a self-contained HTML report (per-layer charts, cells, changed items) to this path"),
     Option("heatmap", "write a per-layer heatmap PNG to this path (needs matplotlib)"),
-    Option("shard-timeout", "under pytest-xdist: seconds a worker waits without a sign of life from the worker "
-                            "computing evaluations it needs, before computing them itself", "600"),
+    Option(
+        "shard-timeout",
+        "under pytest-xdist: seconds a worker waits without a sign of life from the worker "
+        "computing evaluations it needs, before computing them itself",
+        "600",
+    ),
 )
 SHARED_OPTIONS = (*MODEL, *PROFILE, *VERDICT)
 
@@ -53,13 +58,25 @@ SHARED_OPTIONS = (*MODEL, *PROFILE, *VERDICT)
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("layercheck", "layer-level capability regression checks (pytest-layercheck)")
     add_pytest_options(group, parser, (*PLUGIN_OPTIONS, *SHARED_OPTIONS))
-    group.addoption("--layercheck-update", action="store_true", dest="layercheck_update",
-                    help="write a missing baseline, merge this run into an existing one and print what changed")
-    group.addoption("--layercheck-allow-model-change", action="store_true", dest="layercheck_allow_model_change",
-                    help="with --layercheck-update: confirm that this run's model, though not the model the "
-                         "baseline names (or a candidate beside --layercheck-reference), becomes the baseline")
-    parser.addini("layercheck_check_files", "glob patterns of YAML check files collected as tests",
-                  type="args", default=["layercheck_*.yaml", "layercheck_*.yml"])
+    group.addoption(
+        "--layercheck-update",
+        action="store_true",
+        dest="layercheck_update",
+        help="write a missing baseline, merge this run into an existing one and print what changed",
+    )
+    group.addoption(
+        "--layercheck-allow-model-change",
+        action="store_true",
+        dest="layercheck_allow_model_change",
+        help="with --layercheck-update: confirm that this run's model, though not the model the "
+        "baseline names (or a candidate beside --layercheck-reference), becomes the baseline",
+    )
+    parser.addini(
+        "layercheck_check_files",
+        "glob patterns of YAML check files collected as tests",
+        type="args",
+        default=["layercheck_*.yaml", "layercheck_*.yml"],
+    )
 
 
 def _option(config: pytest.Config, option: Option) -> Any:
@@ -115,8 +132,10 @@ def _seconds(text: Any) -> float:
     except (TypeError, ValueError):
         value = float("nan")
     if not value > 0:
-        raise pytest.UsageError(f"pytest-layercheck: bad --layercheck-shard-timeout {text!r}\n"
-                                "  How to fix: give a number of seconds > 0, e.g. 600")
+        raise pytest.UsageError(
+            f"pytest-layercheck: bad --layercheck-shard-timeout {text!r}\n"
+            "  How to fix: give a number of seconds > 0, e.g. 600"
+        )
     return value
 
 
@@ -322,8 +341,10 @@ class TerminalProgress:
         self.shown = step
         elapsed = time.perf_counter() - self.started
         filled = done * 24 // total
-        text = (f"layercheck: profiling {what:<10} [{'#' * filled}{'.' * (24 - filled)}] "
-                f"{done}/{total} evaluations, {elapsed:.0f} s")
+        text = (
+            f"layercheck: profiling {what:<10} [{'#' * filled}{'.' * (24 - filled)}] "
+            f"{done}/{total} evaluations, {elapsed:.0f} s"
+        )
         context = capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext()
         with context:
             if tty:
@@ -396,4 +417,3 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         terminalreporter.section("layercheck analyses")
         for renderable in state.analyses.renderables():
             terminalreporter.write(render_text(renderable, width=width))
-

@@ -210,8 +210,15 @@ class LayercheckSession:
             # Recompute the union: evaluations already done come back from the result cache.
             for suite in self._profile.suites:
                 needs.setdefault(suite, frozenset())
-        self._profile = build_profile(self.model(), self.settings, cache=self.cache, progress=self.progress,
-                                      needs=needs, shard=self.shard, log=self.worker_notes.append)
+        self._profile = build_profile(
+            self.model(),
+            self.settings,
+            cache=self.cache,
+            progress=self.progress,
+            needs=needs,
+            shard=self.shard,
+            log=self.worker_notes.append,
+        )
         self._profile_seconds += time.perf_counter() - started
 
     @property
@@ -236,8 +243,9 @@ class LayercheckSession:
         if self._baseline is None:
             name = self.baseline_name
             if not self.store.exists(name):
-                raise BaselineError(f"no baseline {name!r}: {self.store.path_for(name)} does not exist",
-                                    self._how_to_record(name))
+                raise BaselineError(
+                    f"no baseline {name!r}: {self.store.path_for(name)} does not exist", self._how_to_record(name)
+                )
             self._baseline = self.store.load(name)
         return self._baseline
 
@@ -246,12 +254,16 @@ class LayercheckSession:
         path = self.store.path_for(name)
         suites = ",".join(self.settings.suites)
         if self.options.reference:
-            return (f"record it from the reference model: `layercheck baseline {self.options.reference} "
-                    f"--name {name} --suites {suites}`, review it, and commit {path}")
+            return (
+                f"record it from the reference model: `layercheck baseline {self.options.reference} "
+                f"--name {name} --suites {suites}`, review it, and commit {path}"
+            )
         if self._candidate_reason(name):
-            return (f"this run tests {self.model().name!r}, not the model {name!r} names; record the baseline "
-                    f"from the model you trust: `layercheck baseline MODEL --name {name} --suites {suites}`, "
-                    f"and commit {path}")
+            return (
+                f"this run tests {self.model().name!r}, not the model {name!r} names; record the baseline "
+                f"from the model you trust: `layercheck baseline MODEL --name {name} --suites {suites}`, "
+                f"and commit {path}"
+            )
         return f"record it with `pytest {UPDATE_FLAG}` (or `layercheck baseline`), review it, and commit {path}"
 
     def _candidate_reason(self, name: str) -> str | None:
@@ -267,8 +279,10 @@ class LayercheckSession:
             except BaselineError:
                 return None
             if stored != self.model().fingerprint:
-                return (f"the stored baseline {name!r} was recorded from other weights "
-                        f"(fingerprint {str(stored)[:16]}, this model {self.model().fingerprint[:16]})")
+                return (
+                    f"the stored baseline {name!r} was recorded from other weights "
+                    f"(fingerprint {str(stored)[:16]}, this model {self.model().fingerprint[:16]})"
+                )
         return None
 
     def confirm_update(self) -> None:
@@ -320,15 +334,20 @@ class LayercheckSession:
             return None
         name = options.worker or "this worker"
         if options.exchange is None or not options.exchange.is_dir():
-            where = ("the controller passed no shared folder" if options.exchange is None
-                     else f"the controller's folder {options.exchange} is not on this worker's filesystem")
+            where = (
+                "the controller passed no shared folder"
+                if options.exchange is None
+                else f"the controller's folder {options.exchange} is not on this worker's filesystem"
+            )
             self.worker_notes.append(
                 f"{name}: the profile's evaluations were not shared out among the xdist workers ({where}); "
-                "each worker computed the whole profile. Run the workers on one machine (-n N) to share them")
+                "each worker computed the whole profile. Run the workers on one machine (-n N) to share them"
+            )
             return None
         index = worker_index(options.worker) or 0
-        return Shard(index=index, count=options.workers, folder=options.exchange, worker=name,
-                     timeout=options.shard_timeout)
+        return Shard(
+            index=index, count=options.workers, folder=options.exchange, worker=name, timeout=options.shard_timeout
+        )
 
     def exchange_folder(self) -> Path:
         """The controller's folder for its workers' claims and exchanged results, made on first use
@@ -346,15 +365,17 @@ class LayercheckSession:
         """What a worker sends the controller: its profile, its counts of evaluations, its notes."""
         if self._profile is None and not self.worker_notes:
             return None
-        return json.dumps({
-            "worker": self.options.worker,
-            "profile": self._profile.to_json() if self._profile is not None else None,
-            "seconds": self._profile_seconds,
-            "from_cache": self.cache.hits,
-            "computed": self.cache.misses if self._profile is not None else 0,
-            "notes": self.worker_notes,
-            "threads": self.threads,
-        })
+        return json.dumps(
+            {
+                "worker": self.options.worker,
+                "profile": self._profile.to_json() if self._profile is not None else None,
+                "seconds": self._profile_seconds,
+                "from_cache": self.cache.hits,
+                "computed": self.cache.misses if self._profile is not None else 0,
+                "notes": self.worker_notes,
+                "threads": self.threads,
+            }
+        )
 
     def absorb_worker_payload(self, payload: str) -> None:
         """Take a worker's profile (the most complete one: workers may have computed partial profiles
@@ -365,7 +386,8 @@ class LayercheckSession:
             if self._profile is None or len(profile.evaluations) > len(self._profile.evaluations):
                 self._profile = profile
             self.worker_stats[str(data.get("worker"))] = {
-                key: float(data.get(key) or 0) for key in ("seconds", "from_cache", "computed")}
+                key: float(data.get(key) or 0) for key in ("seconds", "from_cache", "computed")
+            }
         if data.get("threads"):
             self.worker_threads[str(data.get("worker"))] = str(data["threads"])
         for note in data.get("notes") or ():
@@ -381,8 +403,10 @@ class LayercheckSession:
         hits = int(max(s["from_cache"] for s in stats.values()))
         computed = int(sum(s["computed"] for s in stats.values()))
         per_worker = ", ".join(f"{w} {int(s['computed'])}" for w, s in sorted(stats.items()))
-        return (f"profile computed in {seconds:.1f} s by {len(stats)} xdist worker{'s' * (len(stats) > 1)} "
-                f"(evaluations: {hits} from cache, {computed} computed: {per_worker})")
+        return (
+            f"profile computed in {seconds:.1f} s by {len(stats)} xdist worker{'s' * (len(stats) > 1)} "
+            f"(evaluations: {hits} from cache, {computed} computed: {per_worker})"
+        )
 
     # ------------------------------------------------------------- end of run
     def finish(self) -> bool:
@@ -411,16 +435,27 @@ class LayercheckSession:
         assert self._profile is not None
         if self.options.report:
             # The report's verdict is the run's: a refused comparison or a failed check is no pass.
-            write_json_report(Path(self.options.report), self._profile, comparison, refused=self._refused,
-                              failed_checks=self.failed_checks)
+            write_json_report(
+                Path(self.options.report),
+                self._profile,
+                comparison,
+                refused=self._refused,
+                failed_checks=self.failed_checks,
+            )
             self.messages.append(f"JSON report written: {self.options.report}")
         if self.options.html:
             from pytest_layercheck.report.html import run_item_texts, write_html_report
 
             baseline = self._baseline if comparison is not None else None
-            write_html_report(Path(self.options.html), self._profile, comparison, baseline=baseline,
-                              refused=self._refused, failed_checks=self.failed_checks,
-                              item_texts=run_item_texts(self.settings.suites))
+            write_html_report(
+                Path(self.options.html),
+                self._profile,
+                comparison,
+                baseline=baseline,
+                refused=self._refused,
+                failed_checks=self.failed_checks,
+                item_texts=run_item_texts(self.settings.suites),
+            )
             self.messages.append(f"HTML report written: {self.options.html}")
         if self.options.heatmap:
             from pytest_layercheck.report.heatmap import plot_layer_heatmap
@@ -438,8 +473,9 @@ class LayercheckSession:
         comparison = self.comparison()
         baseline = self._baseline if comparison is not None else None
         metrics = [self.verdict.metric] if self.verdict.metric else None
-        lines = render_terminal(self._profile, comparison, metrics=metrics, width=width, color=color,
-                                baseline=baseline).splitlines()
+        lines = render_terminal(
+            self._profile, comparison, metrics=metrics, width=width, color=color, baseline=baseline
+        ).splitlines()
         if comparison is not None:
             from pytest_layercheck.evaluation.comparison import sensitivity_warning
 
@@ -447,8 +483,7 @@ class LayercheckSession:
             if warning:
                 lines += ["", *warning.splitlines()]
         if self._profile_seconds:
-            lines.append(f"profile computed in {self._profile_seconds:.1f} s "
-                         f"(evaluations: {self.cache.summary()})")
+            lines.append(f"profile computed in {self._profile_seconds:.1f} s (evaluations: {self.cache.summary()})")
         workers = self._workers_line()
         if workers:
             lines.append(workers)

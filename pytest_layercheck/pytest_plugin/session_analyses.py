@@ -74,8 +74,10 @@ class SessionAnalyses:
             "transfer": lambda r: transfer_renderable([r]),
             "compare": compare_renderable,
         }
-        return [render[name](result) if name in render else _generic_renderable(name, result)
-                for name, result in self._memo.values()]
+        return [
+            render[name](result) if name in render else _generic_renderable(name, result)
+            for name, result in self._memo.values()
+        ]
 
     def run(self, name: str, **kwargs: Any) -> Any:
         """The registered analysis ``name`` (see :mod:`pytest_layercheck.analysis.registry`) of the
@@ -116,8 +118,9 @@ class SessionAnalyses:
     def compare(self, localise: str = "bands,changed") -> ModelComparison:
         """The session model against ``--layercheck-reference`` (:func:`compare_with_reference`)."""
 
-        return self._once("compare", {"localise": localise},
-                          lambda: compare_with_reference(self.session, localise=localise))
+        return self._once(
+            "compare", {"localise": localise}, lambda: compare_with_reference(self.session, localise=localise)
+        )
 
 
 def _generic_renderable(name: str, result: Any) -> Any:
@@ -130,8 +133,9 @@ def _generic_renderable(name: str, result: Any) -> Any:
     return Group(Text(f"analysis {name}", style="bold"), Pretty(to_dict() if callable(to_dict) else result))
 
 
-def compare_with_reference(session: LayercheckSession, *, localise: str = "bands,changed",
-                           summary: bool = True) -> ModelComparison:
+def compare_with_reference(
+    session: LayercheckSession, *, localise: str = "bands,changed", summary: bool = True
+) -> ModelComparison:
     """The pytest form: the session's model against ``--layercheck-reference``, judged by the session's options.
 
     Uses the session's suites, protocols, mode, bands, limit, tolerance, alpha and result cache, so a test
@@ -141,9 +145,14 @@ def compare_with_reference(session: LayercheckSession, *, localise: str = "bands
     from pytest_layercheck.analysis.compare import CompareSettings, compare_models
 
     verdict = session.verdict
-    settings = CompareSettings(profile=session.settings, tolerance=verdict.tolerance, alpha=verdict.alpha,
-                               correction=verdict.correction, allow_precision_mismatch=verdict.allow_precision_mismatch,
-                               localise=localise)
+    settings = CompareSettings(
+        profile=session.settings,
+        tolerance=verdict.tolerance,
+        alpha=verdict.alpha,
+        correction=verdict.correction,
+        allow_precision_mismatch=verdict.allow_precision_mismatch,
+        localise=localise,
+    )
     result = compare_models(session.reference_model(), session.model(), settings, cache=session.cache)
     if summary and os.environ.get("GITHUB_STEP_SUMMARY"):
         append_step_summary(render_compare_markdown(result))

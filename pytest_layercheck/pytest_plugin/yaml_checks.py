@@ -54,8 +54,9 @@ def _load_entries(path: Path) -> list[tuple[str, dict[str, Any], int]]:
     id of gigabytes, and a key given twice (``max_drop: 0.05`` then ``max_drop: 100%``) would silently
     keep the last.
     """
-    data = read_yaml_file(path, "check file", max_bytes=MAX_CHECK_FILE_BYTES, max_aliases=MAX_CHECK_ALIASES,
-                          max_nodes=MAX_CHECK_NODES)
+    data = read_yaml_file(
+        path, "check file", max_bytes=MAX_CHECK_FILE_BYTES, max_aliases=MAX_CHECK_ALIASES, max_nodes=MAX_CHECK_NODES
+    )
     if not isinstance(data, dict) or not isinstance(data.get("checks"), list):
         raise ConfigError(f"{path}: expected a mapping with a 'checks:' list", "see the example in the README")
     unknown = sorted(set(data) - {"checks"})
@@ -70,8 +71,10 @@ def _load_entries(path: Path) -> list[tuple[str, dict[str, Any], int]]:
         fields = dict(entry)
         name = fields.pop("name", f"{fields.get('capability', 'check')}-{fields.get('band', 'intact')}-{index + 1}")
         if not isinstance(name, (str, int)) or isinstance(name, bool):
-            raise ConfigError(f"{path}:{line}: check #{index + 1}: 'name' must be text",
-                              "e.g. name: facts survive in the shallow layers")
+            raise ConfigError(
+                f"{path}:{line}: check #{index + 1}: 'name' must be text",
+                "e.g. name: facts survive in the shallow layers",
+            )
         entries.append((str(name), fields, line))
     return entries
 

@@ -19,7 +19,16 @@ from pytest_layercheck.report.terminal import (
 )
 
 __all__ = [
-    "append_step_summary", "build_json_report", "github_annotations", "markdown_table", "plot_layer_heatmap",
-    "profile_table", "render_html", "render_markdown", "render_terminal", "terminal_renderable", "write_html_report",
+    "append_step_summary",
+    "build_json_report",
+    "github_annotations",
+    "markdown_table",
+    "plot_layer_heatmap",
+    "profile_table",
+    "render_html",
+    "render_markdown",
+    "render_terminal",
+    "terminal_renderable",
+    "write_html_report",
     "write_json_report",
 ]

@@ -49,7 +49,6 @@ def _markdown(rows: Rows) -> str:
     return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
 
 
-
 # --------------------------------------------------------------------------------------------------
 # Redundancy
 
@@ -78,21 +77,34 @@ def redundancy_rows(result: RedundancyResult) -> Rows:
 
 
 def redundancy_title(result: RedundancyResult) -> str:
-    return (f"layercheck redundancy: {result.model} · blocks of {result.block} of {result.num_layers} layers · "
-            f"{result.prompts} prompts ({', '.join(result.sources)}), {result.tokens} tokens for BI")
+    return (
+        f"layercheck redundancy: {result.model} · blocks of {result.block} of {result.num_layers} layers · "
+        f"{result.prompts} prompts ({', '.join(result.sources)}), {result.tokens} tokens for BI"
+    )
 
 
 def redundancy_caption(result: RedundancyResult) -> str:
-    return (f"Angular distance picks {span(result.suggested)} (d = {result.best_distance:.3f}); "
-            f"the {result.block} lowest-BI layers are {span(result.bi_suggested)}. "
-            "d is measured on the last real token at each layer's input; the block must end before the last layer.")
+    return (
+        f"Angular distance picks {span(result.suggested)} (d = {result.best_distance:.3f}); "
+        f"the {result.block} lowest-BI layers are {span(result.bi_suggested)}. "
+        "d is measured on the last real token at each layer's input; the block must end before the last layer."
+    )
 
 
 def comparison_rows(comparison: RedundancyComparison) -> Rows:
     """One row per capability view: the metric's pick beside the least harmful evaluated block."""
     r = comparison.result
-    headers = ["capability (protocol)", "items", "intact", f"w/o {span(r.suggested)}", "rank",
-               "least harmful", "Spearman", f"w/o BI {span(r.bi_suggested)}", "verdict"]
+    headers = [
+        "capability (protocol)",
+        "items",
+        "intact",
+        f"w/o {span(r.suggested)}",
+        "rank",
+        "least harmful",
+        "Spearman",
+        f"w/o BI {span(r.bi_suggested)}",
+        "verdict",
+    ]
     body = []
     for v in comparison.verdicts:
         view = v.view
@@ -107,30 +119,46 @@ def comparison_rows(comparison: RedundancyComparison) -> Rows:
     return headers, body
 
 
-COMPARISON_CAPTION = ("rank: the pick's place among the evaluated blocks by harm (1 = least harmful); "
-                      "Spearman: rank correlation of distance and accuracy drop over the evaluated blocks")
+COMPARISON_CAPTION = (
+    "rank: the pick's place among the evaluated blocks by harm (1 = least harmful); "
+    "Spearman: rank correlation of distance and accuracy drop over the evaluated blocks"
+)
 
 
 def redundancy_renderable(result: RedundancyResult, comparison: RedundancyComparison | None = None) -> RenderableType:
-    parts: list[RenderableType] = [_rich(redundancy_title(result), redundancy_rows(result),
-                                         redundancy_caption(result))]
+    parts: list[RenderableType] = [_rich(redundancy_title(result), redundancy_rows(result), redundancy_caption(result))]
     if comparison is not None:
-        parts.append(_rich(
-            f"suggestion vs measured capability drops ({comparison.limit or 'all'} items per suite; "
-            f"agrees = within {comparison.tolerance:g} of the least harmful evaluated block)",
-            comparison_rows(comparison), COMPARISON_CAPTION))
+        parts.append(
+            _rich(
+                f"suggestion vs measured capability drops ({comparison.limit or 'all'} items per suite; "
+                f"agrees = within {comparison.tolerance:g} of the least harmful evaluated block)",
+                comparison_rows(comparison),
+                COMPARISON_CAPTION,
+            )
+        )
         parts.extend(Text(line) for line in comparison.summary())
         parts.extend(Text(note, style="dim") for note in comparison.notes)
     return Group(*parts)
 
 
 def redundancy_markdown(result: RedundancyResult, comparison: RedundancyComparison | None = None) -> str:
-    lines = [f"### {redundancy_title(result)}", "", _markdown(redundancy_rows(result)), "",
-             f"_{redundancy_caption(result)}_"]
+    lines = [
+        f"### {redundancy_title(result)}",
+        "",
+        _markdown(redundancy_rows(result)),
+        "",
+        f"_{redundancy_caption(result)}_",
+    ]
     if comparison is not None:
-        lines += ["", _markdown(comparison_rows(comparison)), "", f"_{COMPARISON_CAPTION}_", "",
-                  *(f"- {s}" for s in comparison.summary()),
-                  *(f"- _{n}_" for n in comparison.notes)]
+        lines += [
+            "",
+            _markdown(comparison_rows(comparison)),
+            "",
+            f"_{COMPARISON_CAPTION}_",
+            "",
+            *(f"- {s}" for s in comparison.summary()),
+            *(f"- _{n}_" for n in comparison.notes),
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -139,14 +167,24 @@ def redundancy_markdown(result: RedundancyResult, comparison: RedundancyComparis
 
 
 def _shift_row(shift: Shift) -> list[str]:
-    return [shift.group, str(shift.items), fmt_value(shift.fast_accuracy), fmt_value(shift.slow_accuracy),
-            _signed(shift.difference), str(shift.corrections), str(shift.overthinking), fmt_p(shift.p_value)]
+    return [
+        shift.group,
+        str(shift.items),
+        fmt_value(shift.fast_accuracy),
+        fmt_value(shift.slow_accuracy),
+        _signed(shift.difference),
+        str(shift.corrections),
+        str(shift.overthinking),
+        fmt_p(shift.p_value),
+    ]
 
 
 THINKING_HEADERS = ["domain", "items", "fast", "slow", "Δ", "corrections", "overthinking", "p"]
-THINKING_CAPTION = ("fast / slow = accuracy answering directly / after a chain of thought, Δ = slow − fast; "
-                    "corrections = wrong→right, "
-                    "overthinking = right→wrong (paired per item); p: exact McNemar on those two counts")
+THINKING_CAPTION = (
+    "fast / slow = accuracy answering directly / after a chain of thought, Δ = slow − fast; "
+    "corrections = wrong→right, "
+    "overthinking = right→wrong (paired per item); p: exact McNemar on those two counts"
+)
 
 
 def thinking_rows(result: ThinkingResult, fine: bool = False) -> Rows:
@@ -157,8 +195,10 @@ def thinking_rows(result: ThinkingResult, fine: bool = False) -> Rows:
 
 def thinking_title(result: ThinkingResult) -> str:
     s = result.settings
-    return (f"layercheck thinking: {result.model} · slow = \"{s.get('cot_trigger', '')}\" "
-            f"(greedy, ≤{s.get('cot_tokens')} tokens) · accuracy after answer extraction")
+    return (
+        f'layercheck thinking: {result.model} · slow = "{s.get("cot_trigger", "")}" '
+        f"(greedy, ≤{s.get('cot_tokens')} tokens) · accuracy after answer extraction"
+    )
 
 
 def thinking_renderable(result: ThinkingResult, fine: bool = False) -> RenderableType:
@@ -179,8 +219,17 @@ def thinking_markdown(result: ThinkingResult, fine: bool = False) -> str:
 # Transfer across numbers
 
 
-TRANSFER_HEADERS = ["suite", "variants", "items", "pairs", "base acc", "variant acc", "stability [95% CI]",
-                    "agreement", "kappa [95% CI]"]
+TRANSFER_HEADERS = [
+    "suite",
+    "variants",
+    "items",
+    "pairs",
+    "base acc",
+    "variant acc",
+    "stability [95% CI]",
+    "agreement",
+    "kappa [95% CI]",
+]
 
 
 def _with_interval(text: str, interval: tuple[float, float]) -> str:
@@ -189,9 +238,17 @@ def _with_interval(text: str, interval: tuple[float, float]) -> str:
 
 
 def _score_row(label: str, method: str, s: StabilityScore) -> list[str]:
-    return [label, method, str(s.originals), str(s.pairs), fmt_value(s.base_accuracy), fmt_value(s.variant_accuracy),
-            _with_interval(fmt_value(s.stability), s.stability_ci), fmt_value(s.agreement),
-            _with_interval(_signed(s.kappa), s.kappa_ci)]
+    return [
+        label,
+        method,
+        str(s.originals),
+        str(s.pairs),
+        fmt_value(s.base_accuracy),
+        fmt_value(s.variant_accuracy),
+        _with_interval(fmt_value(s.stability), s.stability_ci),
+        fmt_value(s.agreement),
+        _with_interval(_signed(s.kappa), s.kappa_ci),
+    ]
 
 
 def transfer_rows(results: Sequence[TransferStability], by_domain: bool = False) -> Rows:
@@ -208,14 +265,19 @@ def transfer_rows(results: Sequence[TransferStability], by_domain: bool = False)
 def transfer_title(results: Sequence[TransferStability]) -> str:
     counts = sorted({r.variants_per_item for r in results})
     variants = str(counts[0]) if len(counts) == 1 else "/".join(map(str, counts))
-    return (f"layercheck transfer: {variants} variants per item · "
-            "stability = P(variant right | original right) · "
-            "kappa = chance-corrected agreement of original and variant outcomes (0 = no transfer)")
+    return (
+        f"layercheck transfer: {variants} variants per item · "
+        "stability = P(variant right | original right) · "
+        "kappa = chance-corrected agreement of original and variant outcomes (0 = no transfer)"
+    )
 
 
 def transfer_renderable(results: Sequence[TransferStability], by_domain: bool = False) -> RenderableType:
-    return _rich(transfer_title(results), transfer_rows(results, by_domain),
-                 "CIs: seeded bootstrap over original items (with all their variants).")
+    return _rich(
+        transfer_title(results),
+        transfer_rows(results, by_domain),
+        "CIs: seeded bootstrap over original items (with all their variants).",
+    )
 
 
 def transfer_markdown(results: Sequence[TransferStability], by_domain: bool = False) -> str:

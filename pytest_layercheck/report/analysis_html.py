@@ -88,8 +88,9 @@ def table(rows: Rows, caption: str = "", lead: int = 1, css: str = "", text: Seq
         cells = "".join(f'<td class="{kind(i)}">{esc(v)}</td>' for i, v in enumerate(row))
         lines.append(f"<tr>{cells}</tr>")
     caption_html = f"<caption>{esc(caption)}</caption>" if caption else ""
-    return (f'<table class="{esc(css)}">{caption_html}<thead><tr>{head}</tr></thead>'
-            f"<tbody>{''.join(lines)}</tbody></table>")
+    return (
+        f'<table class="{esc(css)}">{caption_html}<thead><tr>{head}</tr></thead><tbody>{"".join(lines)}</tbody></table>'
+    )
 
 
 def _lines(lines: Iterable[str], css: str = "lines") -> str:
@@ -128,6 +129,7 @@ def ramp(share: float) -> str:
 
 def luminance(colour: str) -> float:
     """Relative luminance (WCAG) of ``#rrggbb``: what a greyscale print keeps of a colour."""
+
     def linear(channel: int) -> float:
         c = channel / 255
         return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
@@ -168,23 +170,31 @@ def head_grid(grid: Grid) -> str:
     parts: list[str] = []
     outlines: list[str] = []
     every = max(1, math.ceil(grid.heads / 32))
-    parts += [f'<text class="small" x="{left + cell * (h + 0.5):.1f}" y="{top - 8:.1f}" text-anchor="middle">'
-              f"{grid.unit}{h}</text>" for h in range(0, grid.heads, every)]
+    parts += [
+        f'<text class="small" x="{left + cell * (h + 0.5):.1f}" y="{top - 8:.1f}" text-anchor="middle">'
+        f"{grid.unit}{h}</text>"
+        for h in range(0, grid.heads, every)
+    ]
     rows_every = max(1, math.ceil(len(grid.layers) / 60)) if height < 12 else 1
     for row, layer in enumerate(grid.layers):
         y = top + row * height
         if row % rows_every == 0:
-            parts.append(f'<text class="small" x="{left - 6:.1f}" y="{y + height / 2 + 4:.1f}" '
-                         f'text-anchor="end">L{layer}</text>')
+            parts.append(
+                f'<text class="small" x="{left - 6:.1f}" y="{y + height / 2 + 4:.1f}" text-anchor="end">L{layer}</text>'
+            )
         for head in range(grid.heads):
             x = left + head * cell
             key = (layer, head)
             value = grid.values.get(key)
-            position = f'data-layer="{layer}" data-head="{head}" x="{x:.1f}" y="{y:.1f}" width="{cell:.1f}" ' \
-                       f'height="{height:.1f}"'
+            position = (
+                f'data-layer="{layer}" data-head="{head}" x="{x:.1f}" y="{y:.1f}" width="{cell:.1f}" '
+                f'height="{height:.1f}"'
+            )
             if value is None:
-                parts.append(f'<rect class="head missing" {position} fill="#fff" stroke="#999" '
-                             f'stroke-dasharray="2 2"><title>L{layer}.{grid.unit}{head}: not evaluated</title></rect>')
+                parts.append(
+                    f'<rect class="head missing" {position} fill="#fff" stroke="#999" '
+                    f'stroke-dasharray="2 2"><title>L{layer}.{grid.unit}{head}: not evaluated</title></rect>'
+                )
                 continue
             fill = ramp(value / grid.high if grid.high > 0 else 0.0)
             shown = f"{value:+.2f}" if grid.signed else f"{value:.2f}"
@@ -196,30 +206,40 @@ def head_grid(grid: Grid) -> str:
             stroke = 'stroke="#fff" stroke-width="0.5"'
             if key in grid.outlined:  # the outline itself is drawn over every cell, below
                 classes.append("outlined")
-                outlines.append(f'<rect class="outline" x="{x + 1.25:.1f}" y="{y + 1.25:.1f}" '
-                                f'width="{cell - 2.5:.1f}" height="{height - 2.5:.1f}" fill="none" stroke="#000" '
-                                'stroke-width="2.5"/>')
+                outlines.append(
+                    f'<rect class="outline" x="{x + 1.25:.1f}" y="{y + 1.25:.1f}" '
+                    f'width="{cell - 2.5:.1f}" height="{height - 2.5:.1f}" fill="none" stroke="#000" '
+                    'stroke-width="2.5"/>'
+                )
             elif grid.signed and value < 0:
                 classes.append("negative")
                 stroke = 'stroke="#444" stroke-width="1.2" stroke-dasharray="3 2"'
             detail = grid.details.get(key, "")
             tip = f"L{layer}.{grid.unit}{head}: {grid.what} {shown}" + (f" ({detail})" if detail else "")
-            parts.append(f'<rect class="{" ".join(classes)}" {position} data-value="{value:.4f}" fill="{fill}" '
-                         f'{stroke}><title>{esc(tip)}</title></rect>')
+            parts.append(
+                f'<rect class="{" ".join(classes)}" {position} data-value="{value:.4f}" fill="{fill}" '
+                f"{stroke}><title>{esc(tip)}</title></rect>"
+            )
             if text:
                 ink = " dark" if _dark(fill) else ""
-                parts.append(f'<text class="v{ink}" x="{x + cell / 2:.1f}" y="{y + height / 2 + 3.5:.1f}" '
-                             f'text-anchor="middle">{esc(shown)}</text>')
+                parts.append(
+                    f'<text class="v{ink}" x="{x + cell / 2:.1f}" y="{y + height / 2 + 3.5:.1f}" '
+                    f'text-anchor="middle">{esc(shown)}</text>'
+                )
     parts += outlines
     bottom = top + len(grid.layers) * height + 16
     legend, legend_end = _grid_legend(grid, left, bottom)
     parts.append(legend)
     total_width = max(left + cell * grid.heads, legend_end) + 16
-    label = (f"{grid.what} per head: {len(grid.layers)} layers × {grid.heads} heads, darker = higher "
-             f"(full scale {grid.high:.2f})")
-    return (f'<svg class="head-grid" data-layers="{len(grid.layers)}" data-heads="{grid.heads}" role="img" '
-            f'aria-label="{esc(label)}" viewBox="0 0 {total_width:.0f} {bottom + 40:.0f}" '
-            f'width="{total_width:.0f}" height="{bottom + 40:.0f}">' + "".join(parts) + "</svg>")
+    label = (
+        f"{grid.what} per head: {len(grid.layers)} layers × {grid.heads} heads, darker = higher "
+        f"(full scale {grid.high:.2f})"
+    )
+    return (
+        f'<svg class="head-grid" data-layers="{len(grid.layers)}" data-heads="{grid.heads}" role="img" '
+        f'aria-label="{esc(label)}" viewBox="0 0 {total_width:.0f} {bottom + 40:.0f}" '
+        f'width="{total_width:.0f}" height="{bottom + 40:.0f}">' + "".join(parts) + "</svg>"
+    )
 
 
 def _grid_legend(grid: Grid, left: float, y: float) -> tuple[str, float]:
@@ -229,11 +249,15 @@ def _grid_legend(grid: Grid, left: float, y: float) -> tuple[str, float]:
     x0 = left + 8 + 7 * len(grid.what)
     for step in range(steps):
         share = step / (steps - 1)
-        parts.append(f'<rect class="scale" x="{x0 + step * width:.1f}" y="{y - 8:.1f}" width="{width:.1f}" '
-                     f'height="14" fill="{ramp(share)}" stroke="#999" stroke-width="0.5"/>')
+        parts.append(
+            f'<rect class="scale" x="{x0 + step * width:.1f}" y="{y - 8:.1f}" width="{width:.1f}" '
+            f'height="14" fill="{ramp(share)}" stroke="#999" stroke-width="0.5"/>'
+        )
     for share in (0.0, 0.5, 1.0):
-        parts.append(f'<text class="small" x="{x0 + share * (steps - 1) * width + width / 2:.1f}" y="{y + 20:.1f}" '
-                     f'text-anchor="middle">{share * grid.high:.2f}{"+" if share == 1.0 else ""}</text>')
+        parts.append(
+            f'<text class="small" x="{x0 + share * (steps - 1) * width + width / 2:.1f}" y="{y + 20:.1f}" '
+            f'text-anchor="middle">{share * grid.high:.2f}{"+" if share == 1.0 else ""}</text>'
+        )
     x = x0 + steps * width + 24
     keys = []
     if grid.outline_label:
@@ -241,8 +265,10 @@ def _grid_legend(grid: Grid, left: float, y: float) -> tuple[str, float]:
     if grid.dashed_label:
         keys.append(('stroke="#444" stroke-width="1.2" stroke-dasharray="3 2"', grid.dashed_label))
     for stroke, name in keys:
-        parts.append(f'<rect x="{x:.1f}" y="{y - 8:.1f}" width="16" height="14" fill="{RAMP[2]}" {stroke}/>'
-                     f'<text class="small" x="{x + 22:.1f}" y="{y + 3:.1f}">{esc(name)}</text>')
+        parts.append(
+            f'<rect x="{x:.1f}" y="{y - 8:.1f}" width="16" height="14" fill="{RAMP[2]}" {stroke}/>'
+            f'<text class="small" x="{x + 22:.1f}" y="{y + 3:.1f}">{esc(name)}</text>'
+        )
         x += 40 + 6 * len(name)
     return "".join(parts), x
 
@@ -261,9 +287,11 @@ class Bar:
 
 
 #: How a marked bar is drawn: its outline and the symbol above it (so a mark reads without colour).
-MARKS = {"picked": ('stroke="#000" stroke-width="2.5"', "▼"),
-         "least": ('stroke="#000" stroke-width="2.5" stroke-dasharray="5 3"', "▽"),
-         "ineligible": ('stroke="#555" stroke-width="1.2" stroke-dasharray="2 2"', "")}
+MARKS = {
+    "picked": ('stroke="#000" stroke-width="2.5"', "▼"),
+    "least": ('stroke="#000" stroke-width="2.5" stroke-dasharray="5 3"', "▽"),
+    "ineligible": ('stroke="#555" stroke-width="1.2" stroke-dasharray="2 2"', ""),
+}
 PLAIN = 'stroke="#000" stroke-width="0.5"'
 
 
@@ -277,17 +305,28 @@ class Series:
     hatched: bool = False
 
 
-def bar_chart(chart_id: str, groups: Sequence[tuple[str, Sequence[Bar | None]]], series: Sequence[Series], *,
-              title: str, x_title: str, low: float | None = None, high: float | None = None,
-              marks: Sequence[tuple[str, str]] = (), css: str = "", counts: bool = False) -> str:
+def bar_chart(
+    chart_id: str,
+    groups: Sequence[tuple[str, Sequence[Bar | None]]],
+    series: Sequence[Series],
+    *,
+    title: str,
+    x_title: str,
+    low: float | None = None,
+    high: float | None = None,
+    marks: Sequence[tuple[str, str]] = (),
+    css: str = "",
+    counts: bool = False,
+) -> str:
     """Vertical bars from a zero line, one group per label and one bar per series in it (``None``: none).
 
     Values are printed above bars wide enough, intervals drawn as whiskers; a bar with ``mark`` set gets
     a thick outline and a ▼ above it, and ``marks`` names those outlines in the legend. ``counts``: whole
     numbers (ticks and labels without decimals)."""
     values = [b.value for _, bars in groups for b in bars if b is not None and math.isfinite(b.value)]
-    ends = values + [v for _, bars in groups for b in bars if b is not None for v in (b.low, b.high)
-                     if math.isfinite(v)]
+    ends = values + [
+        v for _, bars in groups for b in bars if b is not None for v in (b.low, b.high) if math.isfinite(v)
+    ]
     top_value = high if high is not None else nice_scale(max([0.0, *ends]))
     bottom_value = low if low is not None else (-nice_scale(-min(ends)) if ends and min(ends) < 0 else 0.0)
     left, top, plot = 64.0, 30.0, 170.0
@@ -300,20 +339,23 @@ def bar_chart(chart_id: str, groups: Sequence[tuple[str, Sequence[Bar | None]]],
         share = (value - bottom_value) / span if span > 0 else 0.0
         return top + plot * (1 - min(max(share, 0.0), 1.0))
 
-    parts = [f'<defs>{"".join(_hatch(chart_id, s) for s in series if s.hatched)}</defs>']
+    parts = [f"<defs>{''.join(_hatch(chart_id, s) for s in series if s.hatched)}</defs>"]
     middle_tick = (top_value + bottom_value) / 2
     for tick in sorted({bottom_value, 0.0, top_value, math.floor(middle_tick) if counts else middle_tick}):
         dash = "" if tick == 0 else ' stroke-dasharray="2 3"'
-        parts.append(f'<line x1="{left}" x2="{left + width:.1f}" y1="{y(tick):.1f}" y2="{y(tick):.1f}" '
-                     f'stroke="#999"{dash}/><text x="{left - 6}" y="{y(tick) + 4:.1f}" text-anchor="end">'
-                     f"{tick:.{0 if counts else 2}f}</text>")
+        parts.append(
+            f'<line x1="{left}" x2="{left + width:.1f}" y1="{y(tick):.1f}" y2="{y(tick):.1f}" '
+            f'stroke="#999"{dash}/><text x="{left - 6}" y="{y(tick) + 4:.1f}" text-anchor="end">'
+            f"{tick:.{0 if counts else 2}f}</text>"
+        )
     label_every = max(1, math.ceil(len(groups) / 40))
     base = top + plot + 14
     for index, (label, bars) in enumerate(groups):
         centre = left + step * (index + 0.5)
         if index % label_every == 0:
-            parts.append(f'<text class="small" x="{centre:.1f}" y="{base:.1f}" text-anchor="middle">{esc(label)}'
-                         "</text>")
+            parts.append(
+                f'<text class="small" x="{centre:.1f}" y="{base:.1f}" text-anchor="middle">{esc(label)}</text>'
+            )
         for number, (entry, kind) in enumerate(zip(bars, series)):
             if entry is None:
                 continue
@@ -325,15 +367,19 @@ def bar_chart(chart_id: str, groups: Sequence[tuple[str, Sequence[Bar | None]]],
     legend, legend_end = _bar_legend(chart_id, series, marks, left, base + 40)
     parts.append(legend)
     total, bottom = max(left + width, legend_end) + 16, base + 56
-    return (f'<svg class="bar-chart {esc(css)}" id="{esc(chart_id)}" data-groups="{len(groups)}" role="img" '
-            f'aria-label="{esc(title)} per {esc(x_title)}" viewBox="0 0 {total:.0f} {bottom:.0f}" '
-            f'width="{total:.0f}" height="{bottom:.0f}">' + "".join(parts) + "</svg>")
+    return (
+        f'<svg class="bar-chart {esc(css)}" id="{esc(chart_id)}" data-groups="{len(groups)}" role="img" '
+        f'aria-label="{esc(title)} per {esc(x_title)}" viewBox="0 0 {total:.0f} {bottom:.0f}" '
+        f'width="{total:.0f}" height="{bottom:.0f}">' + "".join(parts) + "</svg>"
+    )
 
 
 def _hatch(chart_id: str, series: Series) -> str:
-    return (f'<pattern id="{esc(chart_id)}-{esc(series.css)}" width="6" height="6" patternUnits="userSpaceOnUse" '
-            f'patternTransform="rotate(45)"><rect width="6" height="6" fill="#fff"/>'
-            f'<line x1="0" y1="0" x2="0" y2="6" stroke="{series.colour}" stroke-width="3.5"/></pattern>')
+    return (
+        f'<pattern id="{esc(chart_id)}-{esc(series.css)}" width="6" height="6" patternUnits="userSpaceOnUse" '
+        f'patternTransform="rotate(45)"><rect width="6" height="6" fill="#fff"/>'
+        f'<line x1="0" y1="0" x2="0" y2="6" stroke="{series.colour}" stroke-width="3.5"/></pattern>'
+    )
 
 
 def _fill(chart_id: str, series: Series) -> str:
@@ -344,35 +390,57 @@ def _bar_svg(chart_id: str, entry: Bar, kind: Series, x: float, width: float, y:
     data = "".join(f' data-{esc(k)}="{esc(v)}"' for k, v in entry.data.items())
     classes = " ".join(filter(None, ["bar", kind.css, entry.mark]))
     if not math.isfinite(entry.value):
-        return (f'<text class="{classes} missing"{data} x="{x + width / 2:.1f}" y="{y(0.0) - 4:.1f}" '
-                f'text-anchor="middle">·<title>{esc(entry.tip)}</title></text>')
+        return (
+            f'<text class="{classes} missing"{data} x="{x + width / 2:.1f}" y="{y(0.0) - 4:.1f}" '
+            f'text-anchor="middle">·<title>{esc(entry.tip)}</title></text>'
+        )
     y0, y1 = sorted((y(0.0), y(entry.value)))
     stroke, symbol = MARKS.get(entry.mark, (PLAIN, ""))
-    parts = [f'<rect class="{classes}"{data} data-value="{entry.value:.4f}" x="{x:.1f}" y="{y0:.1f}" '
-             f'width="{width:.1f}" height="{max(y1 - y0, 0.5):.1f}" fill="{_fill(chart_id, kind)}" {stroke}>'
-             f"<title>{esc(entry.tip)}</title></rect>"]
+    parts = [
+        f'<rect class="{classes}"{data} data-value="{entry.value:.4f}" x="{x:.1f}" y="{y0:.1f}" '
+        f'width="{width:.1f}" height="{max(y1 - y0, 0.5):.1f}" fill="{_fill(chart_id, kind)}" {stroke}>'
+        f"<title>{esc(entry.tip)}</title></rect>"
+    ]
     centre = x + width / 2
     if math.isfinite(entry.low) and math.isfinite(entry.high):
         a, b = y(entry.low), y(entry.high)
-        parts.append(f'<path class="interval" d="M{centre - 4:.1f} {a:.1f}H{centre + 4:.1f}M{centre:.1f} {a:.1f}'
-                     f'V{b:.1f}M{centre - 4:.1f} {b:.1f}H{centre + 4:.1f}" stroke="#000" stroke-width="1.2" '
-                     'fill="none"/>')
+        parts.append(
+            f'<path class="interval" d="M{centre - 4:.1f} {a:.1f}H{centre + 4:.1f}M{centre:.1f} {a:.1f}'
+            f'V{b:.1f}M{centre - 4:.1f} {b:.1f}H{centre + 4:.1f}" stroke="#000" stroke-width="1.2" '
+            'fill="none"/>'
+        )
     label_y = min(y0, y(entry.high) if math.isfinite(entry.high) else y0) - 4
     if symbol:
-        parts.append(f'<text x="{centre:.1f}" y="{label_y - (12 if width >= 24 else 0):.1f}" '
-                     f'text-anchor="middle">{symbol}</text>')
+        parts.append(
+            f'<text x="{centre:.1f}" y="{label_y - (12 if width >= 24 else 0):.1f}" '
+            f'text-anchor="middle">{symbol}</text>'
+        )
     if width >= 24:
-        parts.append(f'<text class="small" x="{centre:.1f}" y="{label_y:.1f}" text-anchor="middle">'
-                     f"{entry.value:.{digits}f}</text>")
+        parts.append(
+            f'<text class="small" x="{centre:.1f}" y="{label_y:.1f}" text-anchor="middle">'
+            f"{entry.value:.{digits}f}</text>"
+        )
     return "".join(parts)
 
 
-def _bar_legend(chart_id: str, series: Sequence[Series], marks: Sequence[tuple[str, str]], x: float,
-                y: float) -> tuple[str, float]:
-    keys = [(f'<rect x="0" y="-6" width="16" height="12" fill="{_fill(chart_id, s)}" stroke="#000" '
-             'stroke-width="0.5"/>', s.name) for s in series if len(series) > 1 or marks]
-    keys += [(f'<rect x="0" y="-6" width="16" height="12" fill="#fff" {MARKS[mark][0]}/>',
-              f"{MARKS[mark][1]} {name}".strip()) for mark, name in marks]
+def _bar_legend(
+    chart_id: str, series: Sequence[Series], marks: Sequence[tuple[str, str]], x: float, y: float
+) -> tuple[str, float]:
+    keys = [
+        (
+            f'<rect x="0" y="-6" width="16" height="12" fill="{_fill(chart_id, s)}" stroke="#000" stroke-width="0.5"/>',
+            s.name,
+        )
+        for s in series
+        if len(series) > 1 or marks
+    ]
+    keys += [
+        (
+            f'<rect x="0" y="-6" width="16" height="12" fill="#fff" {MARKS[mark][0]}/>',
+            f"{MARKS[mark][1]} {name}".strip(),
+        )
+        for mark, name in marks
+    ]
     parts = []
     for shape, name in keys:
         parts.append(f'<g transform="translate({x:.1f} {y:.1f})">{shape}<text x="22" y="4">{esc(name)}</text></g>')
@@ -388,15 +456,27 @@ def render_heads_html(result: HeadImportance, top: int = 15) -> str:
     drops = result.drops
     positive = max([d for d in drops.values() if math.isfinite(d)], default=0.0)
     letter = "G" if result.unit == "group" else "H"
-    grid = Grid(values=drops, layers=result.layers, heads=result.heads_per_layer, high=nice_scale(max(positive, 0.0)),
-                what="drop", unit=letter, outlined=frozenset(result.critical_heads()), signed=True,
-                outline_label=f"critical (top 5% of {result.unit}s by drop)",
-                dashed_label="masking raised the metric",
-                details={key: f"{result.metric} {value:.3f} masked, {result.intact:.3f} intact"
-                         for key, value in result.accuracy.items()})
+    grid = Grid(
+        values=drops,
+        layers=result.layers,
+        heads=result.heads_per_layer,
+        high=nice_scale(max(positive, 0.0)),
+        what="drop",
+        unit=letter,
+        outlined=frozenset(result.critical_heads()),
+        signed=True,
+        outline_label=f"critical (top 5% of {result.unit}s by drop)",
+        dashed_label="masking raised the metric",
+        details={
+            key: f"{result.metric} {value:.3f} masked, {result.intact:.3f} intact"
+            for key, value in result.accuracy.items()
+        },
+    )
     totals = result.layer_totals()
-    bars = [(f"L{layer}", [Bar(total, f"L{layer}: positive drops sum to {total:.3f}",
-                               data={"layer": str(layer)})]) for layer, total in totals.items()]
+    bars = [
+        (f"L{layer}", [Bar(total, f"L{layer}: positive drops sum to {total:.3f}", data={"layer": str(layer)})])
+        for layer, total in totals.items()
+    ]
     parts = [
         f'<p class="summary">{esc(importance_summary(result))}</p>',
         f"<h2>Drop per {esc(result.unit)}</h2>",
@@ -404,12 +484,26 @@ def render_heads_html(result: HeadImportance, top: int = 15) -> str:
         f"masked ({esc(result.mode)} masking); darker = masking costs more. Hover a cell for its numbers.</p>",
         head_grid(grid),
         "<h2>Where in depth</h2>",
-        bar_chart("layer-totals", bars, [Series("sum of positive drops", "total")],
-                  title="sum of positive drops", x_title="layer", css="per-layer"),
+        bar_chart(
+            "layer-totals",
+            bars,
+            [Series("sum of positive drops", "total")],
+            title="sum of positive drops",
+            x_title="layer",
+            css="per-layer",
+        ),
         f"<h2>Top {min(top, result.num_units)} {esc(result.unit)}s</h2>",
         table(importance_rows(result, top), lead=1, css="ranking"),
-        _settings("settings", {"model": result.model, "suite": result.suite, "protocol": result.protocol,
-                               "items": len(result.item_ids), **result.settings}),
+        _settings(
+            "settings",
+            {
+                "model": result.model,
+                "suite": result.suite,
+                "protocol": result.protocol,
+                "items": len(result.item_ids),
+                **result.settings,
+            },
+        ),
     ]
     return page(importance_title(result), parts)
 
@@ -426,9 +520,15 @@ def render_retrieval_html(heads: RetrievalHeads, comparison: MaskingComparison |
     )
 
     peak = max([s for s in heads.scores.values() if math.isfinite(s)], default=0.0)
-    grid = Grid(values=heads.scores, layers=range(heads.num_layers), heads=heads.num_heads,
-                high=nice_scale(max(peak, heads.threshold)), what="score",
-                outlined=frozenset(heads.retrieval_heads), outline_label=f"retrieval head (score > {heads.threshold:g})")
+    grid = Grid(
+        values=heads.scores,
+        layers=range(heads.num_layers),
+        heads=heads.num_heads,
+        high=nice_scale(max(peak, heads.threshold)),
+        what="score",
+        outlined=frozenset(heads.retrieval_heads),
+        outline_label=f"retrieval head (score > {heads.threshold:g})",
+    )
     parts = [
         f'<p class="summary">{esc(retrieval_summary(heads))}</p>',
         "<h2>Retrieval score per head</h2>",
@@ -439,17 +539,36 @@ def render_retrieval_html(heads: RetrievalHeads, comparison: MaskingComparison |
         table(retrieval_rows(heads, top), lead=1, css="ranking"),
     ]
     if comparison is not None:
-        parts += [f"<h2>{esc(masking_title(comparison))}</h2>", table(masking_rows(comparison), css="masking"),
-                  f'<p class="summary">{esc(masking_summary(comparison))}</p>']
+        parts += [
+            f"<h2>{esc(masking_title(comparison))}</h2>",
+            table(masking_rows(comparison), css="masking"),
+            f'<p class="summary">{esc(masking_summary(comparison))}</p>',
+        ]
     if heads.tests:
         shown = heads.tests[:MAX_ITEMS]
-        rows = [[t.id, t.size, f"{t.depth:.2f}", _cut(t.needle), _cut(t.answer), f"{t.recall:.2f}",
-                 "yes" if t.valid else "no"] for t in shown]
-        parts += ["<h2>Needle tests</h2>",
-                  table((["test", "size", "depth", "needle", "answer", "recall", "valid"], rows), lead=2,
-                        caption=f"{heads.valid_tests} of {len(heads.tests)} valid (recall > {heads.min_recall:g})"
-                        + (f"; the first {len(shown)} shown" if len(shown) < len(heads.tests) else ""),
-                        css="needles", text=(3, 4))]
+        rows = [
+            [
+                t.id,
+                t.size,
+                f"{t.depth:.2f}",
+                _cut(t.needle),
+                _cut(t.answer),
+                f"{t.recall:.2f}",
+                "yes" if t.valid else "no",
+            ]
+            for t in shown
+        ]
+        parts += [
+            "<h2>Needle tests</h2>",
+            table(
+                (["test", "size", "depth", "needle", "answer", "recall", "valid"], rows),
+                lead=2,
+                caption=f"{heads.valid_tests} of {len(heads.tests)} valid (recall > {heads.min_recall:g})"
+                + (f"; the first {len(shown)} shown" if len(shown) < len(heads.tests) else ""),
+                css="needles",
+                text=(3, 4),
+            ),
+        ]
     parts.append(_settings("settings", {"model": heads.model, **heads.settings}))
     return page(retrieval_title(heads), parts)
 
@@ -467,9 +586,20 @@ def render_redundancy_html(result: RedundancyResult, comparison: RedundancyCompa
     )
 
     lowest = set(result.bi_suggested)
-    influence = [(f"L{layer}", [Bar(value, f"L{layer}: BI {_num(value)}" + (" (lowest BI)" if layer in lowest else ""),
-                                    mark="picked" if layer in lowest else "", data={"layer": str(layer)})])
-                 for layer, value in enumerate(result.influence)]
+    influence = [
+        (
+            f"L{layer}",
+            [
+                Bar(
+                    value,
+                    f"L{layer}: BI {_num(value)}" + (" (lowest BI)" if layer in lowest else ""),
+                    mark="picked" if layer in lowest else "",
+                    data={"layer": str(layer)},
+                )
+            ],
+        )
+        for layer, value in enumerate(result.influence)
+    ]
     picked = result.best_start
     distances: list[tuple[str, Sequence[Bar | None]]] = []
     for layer in range(result.num_layers):
@@ -478,38 +608,79 @@ def render_redundancy_html(result: RedundancyResult, comparison: RedundancyCompa
             continue
         d, se = result.distances[layer], result.distance_stderr[layer]
         eligible = layer in result.eligible
-        tip = (f"block {span(result.block_layers(layer))}: d {_num(d)} ± {_num(se)}"
-               + ("" if eligible else " (holds the last layer: never suggested)")
-               + (" (the most prunable block)" if layer == picked else ""))
-        distances.append((f"L{layer}", [Bar(d, tip, d - se, d + se, "picked" if layer == picked else
-                                            ("" if eligible else "ineligible"), {"layer": str(layer)})]))
+        tip = (
+            f"block {span(result.block_layers(layer))}: d {_num(d)} ± {_num(se)}"
+            + ("" if eligible else " (holds the last layer: never suggested)")
+            + (" (the most prunable block)" if layer == picked else "")
+        )
+        distances.append(
+            (
+                f"L{layer}",
+                [
+                    Bar(
+                        d,
+                        tip,
+                        d - se,
+                        d + se,
+                        "picked" if layer == picked else ("" if eligible else "ineligible"),
+                        {"layer": str(layer)},
+                    )
+                ],
+            )
+        )
     n = result.block
     parts = [
         f'<p class="summary">{esc(redundancy_caption(result))}</p>',
         "<h2>Block Influence per layer (ShortGPT)</h2>",
         '<p class="muted">1 − cosine similarity of a layer\'s input and output, averaged over tokens: low = the '
         "layer changes little.</p>",
-        bar_chart("influence", influence, [Series("Block Influence", "bi")], title="BI", x_title="layer",
-                  marks=[("picked", f"the {n} lowest-BI layer(s)")], css="per-layer"),
+        bar_chart(
+            "influence",
+            influence,
+            [Series("Block Influence", "bi")],
+            title="BI",
+            x_title="layer",
+            marks=[("picked", f"the {n} lowest-BI layer(s)")],
+            css="per-layer",
+        ),
         f"<h2>Angular distance of the {n}-layer block starting at each layer (Gromov et al.)</h2>",
         '<p class="muted">d(l, l+n) on the last real token, with ± one standard error; low = the block '
         "changes the stream little. A block holding the last layer is never suggested.</p>",
-        bar_chart("distance", distances, [Series("angular distance", "distance", RUN_COLOUR, hatched=True)],
-                  title=f"d(l, l+{n})", x_title="first layer of the block",
-                  marks=[("picked", f"most prunable block {span(result.suggested)}"),
-                         ("ineligible", "holds the last layer: never suggested")], css="per-layer"),
+        bar_chart(
+            "distance",
+            distances,
+            [Series("angular distance", "distance", RUN_COLOUR, hatched=True)],
+            title=f"d(l, l+{n})",
+            x_title="first layer of the block",
+            marks=[
+                ("picked", f"most prunable block {span(result.suggested)}"),
+                ("ineligible", "holds the last layer: never suggested"),
+            ],
+            css="per-layer",
+        ),
         "<h2>Per layer</h2>",
         table(redundancy_rows(result), css="redundancy"),
     ]
     if comparison is not None:
-        parts += [f"<h2>The suggestion vs measured capability drops ({esc(comparison.limit or 'all')} items per "
-                  f"suite; agrees = within {comparison.tolerance:g} of the least harmful evaluated block)</h2>",
-                  table(comparison_rows(comparison), COMPARISON_CAPTION, css="views"),
-                  _lines(comparison.summary())]
+        parts += [
+            f"<h2>The suggestion vs measured capability drops ({esc(comparison.limit or 'all')} items per "
+            f"suite; agrees = within {comparison.tolerance:g} of the least harmful evaluated block)</h2>",
+            table(comparison_rows(comparison), COMPARISON_CAPTION, css="views"),
+            _lines(comparison.summary()),
+        ]
         parts += [_view_chart(index, verdict) for index, verdict in enumerate(comparison.verdicts)]
         parts.append(_lines(comparison.notes, "lines muted"))
-    parts.append(_settings("run", {"model": result.model, "prompts": result.prompts, "tokens": result.tokens,
-                                   "sources": ", ".join(result.sources)}))
+    parts.append(
+        _settings(
+            "run",
+            {
+                "model": result.model,
+                "prompts": result.prompts,
+                "tokens": result.tokens,
+                "sources": ", ".join(result.sources),
+            },
+        )
+    )
     return page(redundancy_title(result), parts)
 
 
@@ -519,19 +690,41 @@ def _view_chart(index: int, verdict: ViewVerdict) -> str:
     groups = []
     for start in sorted(view.after):
         drop = view.drop(start)
-        notes = [note for note, at in (("the metric's pick", verdict.suggested),
-                                       ("least harmful", verdict.least_harmful)) if start == at]
-        groups.append((f"L{start}", [Bar(drop, f"block at L{start}: drop {drop:+.3f} "
-                                               f"({view.accuracy(start):.3f} vs {view.intact_accuracy:.3f} intact)"
-                                               + (f"; {', '.join(notes)}" if notes else ""),
-                                         mark="picked" if start == verdict.suggested else
-                                         ("least" if start == verdict.least_harmful else ""),
-                                         data={"layer": str(start)})]))
-    return (f"<h3>{esc(view.label)}: {esc(view.metric)} lost when each evaluated block is removed "
-            f"({esc(verdict.status)})</h3>"
-            + bar_chart(f"view-{index}", groups, [Series("drop", "drop")], title=f"drop in {view.metric}",
-                        x_title="first layer of the removed block",
-                        marks=[("picked", "the metric's pick"), ("least", "least harmful")], css="view"))
+        notes = [
+            note
+            for note, at in (("the metric's pick", verdict.suggested), ("least harmful", verdict.least_harmful))
+            if start == at
+        ]
+        groups.append(
+            (
+                f"L{start}",
+                [
+                    Bar(
+                        drop,
+                        f"block at L{start}: drop {drop:+.3f} "
+                        f"({view.accuracy(start):.3f} vs {view.intact_accuracy:.3f} intact)"
+                        + (f"; {', '.join(notes)}" if notes else ""),
+                        mark="picked"
+                        if start == verdict.suggested
+                        else ("least" if start == verdict.least_harmful else ""),
+                        data={"layer": str(start)},
+                    )
+                ],
+            )
+        )
+    return (
+        f"<h3>{esc(view.label)}: {esc(view.metric)} lost when each evaluated block is removed "
+        f"({esc(verdict.status)})</h3>"
+        + bar_chart(
+            f"view-{index}",
+            groups,
+            [Series("drop", "drop")],
+            title=f"drop in {view.metric}",
+            x_title="first layer of the removed block",
+            marks=[("picked", "the metric's pick"), ("least", "least harmful")],
+            css="view",
+        )
+    )
 
 
 # -------------------------------------------------------------------------------------- thinking
@@ -541,22 +734,38 @@ def render_thinking_html(result: ThinkingResult, fine: bool = True) -> str:
 
     shifts = result.shifts()
     fast, slow = Series("fast (direct)", "fast"), Series("slow (chain of thought)", "slow", RUN_COLOUR, hatched=True)
-    accuracy = [(s.group, [Bar(s.fast_accuracy, f"{s.group}: fast {_num(s.fast_accuracy)} of {s.items}",
-                               data={"group": s.group}),
-                           Bar(s.slow_accuracy, f"{s.group}: slow {_num(s.slow_accuracy)} of {s.items}",
-                               data={"group": s.group})]) for s in shifts]
-    wrong, right = Series("corrections (wrong → right)", "corrections"), \
-        Series("overthinking (right → wrong)", "overthinking", RUN_COLOUR, hatched=True)
-    flips = [(s.group, [Bar(float(s.corrections), f"{s.group}: {s.corrections} corrections", data={"group": s.group}),
-                        Bar(float(s.overthinking), f"{s.group}: {s.overthinking} overthinking",
-                            data={"group": s.group})]) for s in shifts]
+    accuracy = [
+        (
+            s.group,
+            [
+                Bar(s.fast_accuracy, f"{s.group}: fast {_num(s.fast_accuracy)} of {s.items}", data={"group": s.group}),
+                Bar(s.slow_accuracy, f"{s.group}: slow {_num(s.slow_accuracy)} of {s.items}", data={"group": s.group}),
+            ],
+        )
+        for s in shifts
+    ]
+    wrong, right = (
+        Series("corrections (wrong → right)", "corrections"),
+        Series("overthinking (right → wrong)", "overthinking", RUN_COLOUR, hatched=True),
+    )
+    flips = [
+        (
+            s.group,
+            [
+                Bar(float(s.corrections), f"{s.group}: {s.corrections} corrections", data={"group": s.group}),
+                Bar(float(s.overthinking), f"{s.group}: {s.overthinking} overthinking", data={"group": s.group}),
+            ],
+        )
+        for s in shifts
+    ]
     peak = max([float(s.corrections) for s in shifts] + [float(s.overthinking) for s in shifts] + [1.0])
     parts = [
         "<h2>Accuracy per group</h2>",
         bar_chart("accuracy", accuracy, [fast, slow], title="accuracy", x_title="group", low=0.0, high=1.0),
         "<h2>Items that changed answer</h2>",
-        bar_chart("flips", flips, [wrong, right], title="items", x_title="group", low=0.0, high=math.ceil(peak),
-                  counts=True),
+        bar_chart(
+            "flips", flips, [wrong, right], title="items", x_title="group", low=0.0, high=math.ceil(peak), counts=True
+        ),
         table(thinking_rows(result), THINKING_CAPTION, css="groups"),
     ]
     if fine:
@@ -564,13 +773,33 @@ def render_thinking_html(result: ThinkingResult, fine: bool = True) -> str:
     changed = [p for p in result.items if p.fast.correct != p.slow.correct]
     if changed:
         shown = changed[:MAX_ITEMS]
-        rows = [[p.item_id, f"{p.suite}/{p.domain}", "correction" if p.slow.correct else "overthinking", p.target,
-                 p.fast.answer or "(none)", p.slow.answer or "(none)", _cut(p.slow_text)] for p in shown]
-        more = f"; the first {len(shown)} of {len(changed)} shown (--json has every one)" if len(shown) < len(changed) \
+        rows = [
+            [
+                p.item_id,
+                f"{p.suite}/{p.domain}",
+                "correction" if p.slow.correct else "overthinking",
+                p.target,
+                p.fast.answer or "(none)",
+                p.slow.answer or "(none)",
+                _cut(p.slow_text),
+            ]
+            for p in shown
+        ]
+        more = (
+            f"; the first {len(shown)} of {len(changed)} shown (--json has every one)"
+            if len(shown) < len(changed)
             else ""
-        parts += ["<h3>The items</h3>",
-                  table((["item", "domain", "change", "gold", "fast answer", "slow answer", "chain of thought"], rows),
-                        "answers after extraction" + more, lead=3, css="items", text=(3, 4, 5, 6))]
+        )
+        parts += [
+            "<h3>The items</h3>",
+            table(
+                (["item", "domain", "change", "gold", "fast answer", "slow answer", "chain of thought"], rows),
+                "answers after extraction" + more,
+                lead=3,
+                css="items",
+                text=(3, 4, 5, 6),
+            ),
+        ]
     parts.append(_settings("settings", {"model": result.model, **result.settings}))
     return page(thinking_title(result), parts)
 
@@ -585,31 +814,62 @@ def render_transfer_html(results: Sequence[TransferStability], by_domain: bool =
     for r in results:
         scores = [(r.suite, r.score)] + ([(f"{r.suite}/{d}", s) for d, s in r.by_domain.items()] if by_domain else [])
         for label, s in scores:
-            groups.append((label, [
-                Bar(s.stability, f"{label}: stability {_num(s.stability)} [{_num(s.stability_ci[0], 2)}, "
-                                 f"{_num(s.stability_ci[1], 2)}]", *s.stability_ci, data={"suite": r.suite}),
-                Bar(s.kappa, f"{label}: kappa {_num(s.kappa)} [{_num(s.kappa_ci[0], 2)}, {_num(s.kappa_ci[1], 2)}]",
-                    *s.kappa_ci, data={"suite": r.suite})]))
+            groups.append(
+                (
+                    label,
+                    [
+                        Bar(
+                            s.stability,
+                            f"{label}: stability {_num(s.stability)} [{_num(s.stability_ci[0], 2)}, "
+                            f"{_num(s.stability_ci[1], 2)}]",
+                            *s.stability_ci,
+                            data={"suite": r.suite},
+                        ),
+                        Bar(
+                            s.kappa,
+                            f"{label}: kappa {_num(s.kappa)} [{_num(s.kappa_ci[0], 2)}, {_num(s.kappa_ci[1], 2)}]",
+                            *s.kappa_ci,
+                            data={"suite": r.suite},
+                        ),
+                    ],
+                )
+            )
     parts = [
         "<h2>Stability and agreement</h2>",
         '<p class="muted">stability = P(variant right | original right); kappa = chance-corrected agreement of '
         "original and variant outcomes (0 = no transfer). Whiskers: seeded bootstrap 95% CIs over original "
         "items.</p>",
-        bar_chart("transfer", groups, [stability, kappa], title="stability, kappa", x_title="suite / domain",
-                  high=1.0),
-        table(transfer_rows(results, by_domain), "CIs: seeded bootstrap over original items (with all their variants).",
-              css="transfer"),
+        bar_chart("transfer", groups, [stability, kappa], title="stability, kappa", x_title="suite / domain", high=1.0),
+        table(
+            transfer_rows(results, by_domain),
+            "CIs: seeded bootstrap over original items (with all their variants).",
+            css="transfer",
+        ),
     ]
     for r in results:
         mixed = [p for p in r.pairs if any(v != p.correct for v in p.variant_correct)]
         if not mixed:
             continue
         shown = mixed[:MAX_ITEMS]
-        rows = [[p.item_id, p.domain, "right" if p.correct else "wrong",
-                 f"{sum(p.variant_correct)} of {len(p.variant_correct)} right", ", ".join(p.variant_ids)]
-                for p in shown]
+        rows = [
+            [
+                p.item_id,
+                p.domain,
+                "right" if p.correct else "wrong",
+                f"{sum(p.variant_correct)} of {len(p.variant_correct)} right",
+                ", ".join(p.variant_ids),
+            ]
+            for p in shown
+        ]
         more = f"; the first {len(shown)} of {len(mixed)} shown" if len(shown) < len(mixed) else ""
-        parts += [f"<h3>{esc(r.suite)}: items whose variants went the other way</h3>",
-                  table((["item", "domain", "original", "variants", "variant ids"], rows),
-                        "an original and a variant disagree" + more, lead=2, css="items", text=(4,))]
+        parts += [
+            f"<h3>{esc(r.suite)}: items whose variants went the other way</h3>",
+            table(
+                (["item", "domain", "original", "variants", "variant ids"], rows),
+                "an original and a variant disagree" + more,
+                lead=2,
+                css="items",
+                text=(4,),
+            ),
+        ]
     return page(transfer_title(results), parts)

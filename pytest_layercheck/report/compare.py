@@ -43,8 +43,8 @@ def _bar(value: float, peak: float) -> str:
 
 
 def _pooled_relative(parts: Sequence[ModuleDelta]) -> float:
-    delta = math.sqrt(sum(p.delta_norm ** 2 for p in parts))
-    base = math.sqrt(sum(p.base_norm ** 2 for p in parts))
+    delta = math.sqrt(sum(p.delta_norm**2 for p in parts))
+    base = math.sqrt(sum(p.base_norm**2 for p in parts))
     return delta / base if base > 0 else (0.0 if delta == 0 else math.inf)
 
 
@@ -81,8 +81,7 @@ def weight_rows(weights: WeightDelta, bands: dict[str, tuple[int, ...]] | None =
         if still:
             label = f"L{still[0]}" if len(still) == 1 else f"L{still[0]}-{still[-1]}"
             names = sorted({band_of.get(i, "") for i in still} - {""}, key=list(bands or {}).index)
-            rows.append([label, *(["/".join(names)] if bands else []), "0", "", *("0" for _ in parts),
-                         "(unchanged)"])
+            rows.append([label, *(["/".join(names)] if bands else []), "0", "", *("0" for _ in parts), "(unchanged)"])
             still.clear()
 
     for layer in weights.layers:
@@ -92,11 +91,19 @@ def weight_rows(weights: WeightDelta, bands: dict[str, tuple[int, ...]] | None =
         flush()
         modules = [m for m in weights.modules if m.layer == layer.layer]
         top = max(modules, key=lambda m: (m.relative, m.module))
-        by_part = [fmt_relative(_pooled_relative([m for m in modules if m.module.split(".", 1)[0] == part]))
-                   for part in parts]
-        rows.append([f"L{layer.layer}", *([band_of.get(layer.layer, "")] if bands else []),
-                     fmt_relative(layer.relative), _bar(layer.relative, peak), *by_part,
-                     f"{part_header(top.short_name)} {fmt_relative(top.relative)}"])
+        by_part = [
+            fmt_relative(_pooled_relative([m for m in modules if m.module.split(".", 1)[0] == part])) for part in parts
+        ]
+        rows.append(
+            [
+                f"L{layer.layer}",
+                *([band_of.get(layer.layer, "")] if bands else []),
+                fmt_relative(layer.relative),
+                _bar(layer.relative, peak),
+                *by_part,
+                f"{part_header(top.short_name)} {fmt_relative(top.relative)}",
+            ]
+        )
     flush()
     return _Rows(headers, rows)
 
@@ -122,8 +129,16 @@ def localisation_rows(entry: SuiteLocalisation) -> _Rows:
     rows = [["nothing (the candidate)", f"{entry.candidate:.3f}", "0%", "", "", ""]]
     for r in entry.restorations:
         recovered = "n/a" if r.recovered is None else f"{100 * r.recovered:.0f}%"
-        rows.append([r.group.label, f"{r.accuracy:.3f}", recovered, f"{r.fixed} / {r.broken}", fmt_p(r.p_value),
-                     WINNER if winner is not None and r is winner else ""])
+        rows.append(
+            [
+                r.group.label,
+                f"{r.accuracy:.3f}",
+                recovered,
+                f"{r.fixed} / {r.broken}",
+                fmt_p(r.p_value),
+                WINNER if winner is not None and r is winner else "",
+            ]
+        )
     rows.append(["everything (the base)", f"{entry.base:.3f}", "100%", "", "", ""])
     return _Rows(headers, rows)
 
@@ -131,8 +146,10 @@ def localisation_rows(entry: SuiteLocalisation) -> _Rows:
 def header_text(result: ModelComparison) -> str:
     base, cand = result.base.model, result.candidate.model
     verdict = "passed" if result.passed else f"FAILED ({len(result.comparison.failures)} failing cell(s))"
-    return (f"layercheck compare: {cand.get('name')} ({fingerprint_text(cand.get('fingerprint'))}) against base "
-            f"{base.get('name')} ({fingerprint_text(base.get('fingerprint'))}): {verdict}")
+    return (
+        f"layercheck compare: {cand.get('name')} ({fingerprint_text(cand.get('fingerprint'))}) against base "
+        f"{base.get('name')} ({fingerprint_text(base.get('fingerprint'))}): {verdict}"
+    )
 
 
 def _timing_text(result: ModelComparison) -> str:
@@ -153,8 +170,10 @@ def weight_table(weights: WeightDelta, bands: dict[str, tuple[int, ...]] | None 
     lead = 2 if bands else 1
     narrow = rows.without(range(lead + 2, len(rows.headers) - 1))
     layouts = [(rows, False), (rows, True), (narrow, True), (narrow.without([lead + 1]), True)]
-    return Fitting(*(rows_table(r.headers, r.rows, title, lead=lead, light=light) for r, light in layouts),
-                   records(narrow.headers, narrow.rows, title))
+    return Fitting(
+        *(rows_table(r.headers, r.rows, title, lead=lead, light=light) for r, light in layouts),
+        records(narrow.headers, narrow.rows, title),
+    )
 
 
 def compare_renderable(result: ModelComparison) -> RenderableType:
@@ -171,8 +190,9 @@ def compare_renderable(result: ModelComparison) -> RenderableType:
             if entry.localised:
                 rows = localisation_rows(entry)
                 parts.append(Text(""))
-                parts.append(fitted_rows(rows.headers, rows.rows,
-                                         f"delta replacement: {entry.suite} ({entry.items} items)"))
+                parts.append(
+                    fitted_rows(rows.headers, rows.rows, f"delta replacement: {entry.suite} ({entry.items} items)")
+                )
         for entry in result.localisation.suites:
             style = "bold" if entry.restored_by is not None else "yellow"
             parts.append(Text(f"⇒ {entry.verdict}", style=style))
@@ -201,22 +221,35 @@ def render_compare_markdown(result: ModelComparison) -> str:
     mark = "✅" if result.passed else "❌"
     lines = [f"## {mark} {header_text(result)}", "", render_markdown(result.candidate, result.comparison).rstrip()]
     if result.weights is not None:
-        lines += ["", "#### Weight change per layer (‖ΔW‖_F / ‖W‖_F)", "",
-                  _md(weight_rows(result.weights, result.candidate.bands)), "",
-                  f"_{most_changed_text(result.weights)} · {outside_text(result.weights)}_"]
+        lines += [
+            "",
+            "#### Weight change per layer (‖ΔW‖_F / ‖W‖_F)",
+            "",
+            _md(weight_rows(result.weights, result.candidate.bands)),
+            "",
+            f"_{most_changed_text(result.weights)} · {outside_text(result.weights)}_",
+        ]
     if result.localisation is not None:
         localised = [e for e in result.localisation.suites if e.localised]
         if localised:
             lines += ["", "#### Delta replacement: reverting layers to the base"]
         for entry in localised:
             lines += ["", f"**{entry.suite}** ({entry.items} items)", "", _md(localisation_rows(entry))]
-        lines += ["", *(f"- **{e.verdict}**" if e.restored_by else f"- {e.verdict}"
-                        for e in result.localisation.suites)]
+        lines += [
+            "",
+            *(f"- **{e.verdict}**" if e.restored_by else f"- {e.verdict}" for e in result.localisation.suites),
+        ]
     timing = _timing_text(result)
     if timing:
         lines += ["", f"_{timing}_"]
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["compare_renderable", "fmt_relative", "localisation_rows", "render_compare_markdown",
-           "render_compare_terminal", "weight_rows"]
+__all__ = [
+    "compare_renderable",
+    "fmt_relative",
+    "localisation_rows",
+    "render_compare_markdown",
+    "render_compare_terminal",
+    "weight_rows",
+]

@@ -53,9 +53,11 @@ def suite_metric(profile: DepthProfile, suite: str, metrics: Sequence[str] | Non
 
 def _ablations(profile: DepthProfile, suite: str, metric: str) -> list[Evaluation]:
     protocol = profile.suites[suite].protocol
-    return [ev for (name, proto, key), ev in sorted(profile.evaluations.items())
-            if name == suite and proto == protocol and key != INTACT and ev.removed_layers
-            and metric in ev.outcomes]
+    return [
+        ev
+        for (name, proto, key), ev in sorted(profile.evaluations.items())
+        if name == suite and proto == protocol and key != INTACT and ev.removed_layers and metric in ev.outcomes
+    ]
 
 
 def layer_centre(values: Mapping[int, tuple[float, float]], layers: Sequence[int], depth: int) -> float:
@@ -81,7 +83,7 @@ def layer_values(profile: DepthProfile, suite: str, metric: str) -> tuple[dict[i
     pooled: dict[int, list[tuple[float, float]]] = {}
     for ev in chosen:
         values = ev.outcomes[metric]
-        pair = (mean(values), mean(intact[:len(values)]))
+        pair = (mean(values), mean(intact[: len(values)]))
         for layer in ev.removed_layers:
             pooled.setdefault(layer, []).append(pair)
     out = {layer: (mean([p[0] for p in pairs]), mean([p[1] for p in pairs])) for layer, pairs in pooled.items()}
@@ -137,7 +139,7 @@ def segments(bands: Mapping[str, Sequence[int]], layers: int) -> list[Segment]:
 
 
 def _chunks(layers: tuple[int, ...], per: int) -> list[tuple[int, ...]]:
-    return [layers[i:i + per] for i in range(0, len(layers), per)]
+    return [layers[i : i + per] for i in range(0, len(layers), per)]
 
 
 @dataclass(frozen=True)
@@ -203,7 +205,7 @@ class DepthStrip:
                 yield Text(" " * prefix + row.note, style="dim")
                 continue
             line = Text(no_wrap=True, overflow="crop")
-            label = row.label if len(row.label) <= label_w else row.label[:label_w - 1] + "…"
+            label = row.label if len(row.label) <= label_w else row.label[: label_w - 1] + "…"
             line.append(f"{label:<{label_w}} " + (f"{row.lead:>{lead_w}} " if lead_w >= 0 else ""))
             for index, segment in enumerate(segs):
                 if index:
@@ -237,11 +239,10 @@ class DepthStrip:
             room = starts[index + 1] - starts[index] - (1 if index + 1 < len(segs) else 0)
             name = segment.band or ""
             if len(name) > room:
-                name = name[:room - 1] + "…" if room >= 3 else name[:room]
-            chars[starts[index]:starts[index] + len(name)] = name
+                name = name[: room - 1] + "…" if room >= 3 else name[:room]
+            chars[starts[index] : starts[index] + len(name)] = name
         header = self.lead_header if lead else ""
-        return Text(f"{header:>{prefix - 1}} " + "".join(chars).rstrip(), style="dim", no_wrap=True,
-                    overflow="crop")
+        return Text(f"{header:>{prefix - 1}} " + "".join(chars).rstrip(), style="dim", no_wrap=True, overflow="crop")
 
     def _axis_line(self, segs: Sequence[Segment], layout: Layout, prefix: int) -> Text:
         """Layer numbers under the first cell of each segment and under the last cell."""
@@ -254,10 +255,9 @@ class DepthStrip:
             marks.append((max(0, starts[-1] - len(last)), last))
         for column, text in marks:
             if column >= free:
-                chars[column:column + len(text)] = text
+                chars[column : column + len(text)] = text
                 free = column + len(text) + 1
-        return Text(f"{'layer':>{prefix - 1}} " + "".join(chars).rstrip(), style="dim", no_wrap=True,
-                    overflow="crop")
+        return Text(f"{'layer':>{prefix - 1}} " + "".join(chars).rstrip(), style="dim", no_wrap=True, overflow="crop")
 
 
 def _scale_text(scale: float) -> str:
@@ -285,6 +285,7 @@ def _drop_glyph(scale: float) -> Callable[[float], Glyph]:
             return Glyph(GAIN, "bold cyan")
         level = _level(max(0.0, drop), scale, len(RAMP))
         return Glyph(RAMP[level], DROP_STYLES[level])
+
     return glyph
 
 
@@ -297,6 +298,7 @@ def _accuracy_glyph(value: float) -> Glyph:
 
 def _signed_glyph(scale: float, rising: bool) -> Callable[[float], Glyph]:
     """The upper row draws rises, the lower row drops; the other sign (and no change) is blank."""
+
     def glyph(delta: float) -> Glyph:
         if not math.isfinite(delta):
             return Glyph(MISSING, "dim")
@@ -304,6 +306,7 @@ def _signed_glyph(scale: float, rising: bool) -> Callable[[float], Glyph]:
             return Glyph(" ")
         level = max(0, min(2, math.ceil(abs(delta) / scale * 3) - 1))
         return Glyph(RISE[level], RISE_STYLES[level]) if rising else Glyph(FALL[level], FALL_STYLES[level])
+
     return glyph
 
 
@@ -312,8 +315,9 @@ def _worst(layers: Mapping[int, float], key: Callable[[float], float]) -> tuple[
     return max(finite, key=lambda item: (key(item[1]), -item[0])) if finite else None
 
 
-def profile_strip(profile: DepthProfile, metrics: Sequence[str] | None = None, *,
-                  value: str = "drop") -> DepthStrip | None:
+def profile_strip(
+    profile: DepthProfile, metrics: Sequence[str] | None = None, *, value: str = "drop"
+) -> DepthStrip | None:
     """One row per suite: the drop (or, with ``value="accuracy"``, the metric) with each layer removed.
 
     None when no suite has any layer ablation (an intact-only profile): there is nothing to draw.
@@ -350,20 +354,26 @@ def profile_strip(profile: DepthProfile, metrics: Sequence[str] | None = None, *
     title = f"where each capability lives: {what}"
     common = [_key(MISSING, ("dim",), "not evaluated"), _key(EDGE, ("dim",), "band edge")]
     if value == "drop":
-        legend = [_key(RAMP, DROP_STYLES, f"drop 0 to {_scale_text(scale)}"),
-                  _key(GAIN, ("bold cyan",), "removing the layer raised it"), *common]
+        legend = [
+            _key(RAMP, DROP_STYLES, f"drop 0 to {_scale_text(scale)}"),
+            _key(GAIN, ("bold cyan",), "removing the layer raised it"),
+            *common,
+        ]
     else:
         legend = [_key(RAMP, ACCURACY_STYLES, "metric 0 to 1"), *common]
     notes = [f"no layer ablations for {', '.join(intact_only)} (intact only)"] if intact_only else []
     grouped = [s for s, (_, _, single) in per_suite.items() if not single]
     if grouped:
-        notes.append(f"{', '.join(grouped)}: no single-layer ablations (mode {profile.settings.get('mode', '?')}); "
-                     "each layer shows the mean of the ablations that removed it")
+        notes.append(
+            f"{', '.join(grouped)}: no single-layer ablations (mode {profile.settings.get('mode', '?')}); "
+            "each layer shows the mean of the ablations that removed it"
+        )
     return DepthStrip(title, groups, profile.bands, num_layers(profile), legend, "intact", notes)
 
 
-def delta_strip(baseline: DepthProfile, current: DepthProfile,
-                metrics: Sequence[str] | None = None) -> DepthStrip | None:
+def delta_strip(
+    baseline: DepthProfile, current: DepthProfile, metrics: Sequence[str] | None = None
+) -> DepthStrip | None:
     """Two rows per suite both profiles share: where the metric with each layer removed rose and fell.
 
     Layers evaluated in only one of the two are drawn as not evaluated. The lead is the intact cell's
@@ -385,8 +395,11 @@ def delta_strip(baseline: DepthProfile, current: DepthProfile,
             continue
         intact_delta = current.evaluation(suite).mean(metric) - baseline.evaluation(suite).mean(metric)
         shared = sorted(moved)
-        centres[suite] = (layer_centre(before, shared, num_layers(baseline)), layer_centre(now, shared, num_layers(current))) \
-            if single_now and single_before and len(shared) >= 3 else None
+        centres[suite] = (
+            (layer_centre(before, shared, num_layers(baseline)), layer_centre(now, shared, num_layers(current)))
+            if single_now and single_before and len(shared) >= 3
+            else None
+        )
         deltas[suite] = (moved, intact_delta)
         peak = max([peak, *(abs(v) for v in moved.values() if math.isfinite(v))])
     if not deltas:
@@ -397,19 +410,39 @@ def delta_strip(baseline: DepthProfile, current: DepthProfile,
         fall = _worst(moved, lambda v: -v)
         up = f"most up L{rise[0]} {rise[1]:+.3f}" if rise and rise[1] > 1e-9 else ""
         down = f"most down L{fall[0]} {fall[1]:+.3f}" if fall and fall[1] < -1e-9 else ""
-        groups.append([
-            StripRow(suite, f"{intact_delta:+.3f} ▲", moved, up or ("" if down else "no layer moved"),
-                     max, _signed_glyph(scale, True)),
-            StripRow("", "▼", moved, down, min, _signed_glyph(scale, False)),
-        ])
+        groups.append(
+            [
+                StripRow(
+                    suite,
+                    f"{intact_delta:+.3f} ▲",
+                    moved,
+                    up or ("" if down else "no layer moved"),
+                    max,
+                    _signed_glyph(scale, True),
+                ),
+                StripRow("", "▼", moved, down, min, _signed_glyph(scale, False)),
+            ]
+        )
         centre = centres.get(suite)
         if centre is not None and all(math.isfinite(c) for c in centre):
-            groups[-1].append(StripRow("", "", {}, f"centre of depth {centre[0]:.2f} → {centre[1]:.2f} "
-                                       f"({centre[1] - centre[0]:+.2f} of depth)", max, _signed_glyph(scale, True),
-                                       text_only=True))
+            groups[-1].append(
+                StripRow(
+                    "",
+                    "",
+                    {},
+                    f"centre of depth {centre[0]:.2f} → {centre[1]:.2f} ({centre[1] - centre[0]:+.2f} of depth)",
+                    max,
+                    _signed_glyph(scale, True),
+                    text_only=True,
+                )
+            )
     title = "where it moved: metric with one layer removed, this run − baseline"
-    legend = [_key(RISE, RISE_STYLES, "rose (▲)"), _key(FALL, FALL_STYLES, f"fell (▼), up to {_scale_text(scale)}"),
-              _key(MISSING, ("dim",), "not in both runs"), _key(EDGE, ("dim",), "band edge")]
+    legend = [
+        _key(RISE, RISE_STYLES, "rose (▲)"),
+        _key(FALL, FALL_STYLES, f"fell (▼), up to {_scale_text(scale)}"),
+        _key(MISSING, ("dim",), "not in both runs"),
+        _key(EDGE, ("dim",), "band edge"),
+    ]
     return DepthStrip(title, groups, current.bands, num_layers(current), legend, "intact Δ")
 
 

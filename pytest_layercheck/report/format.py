@@ -25,8 +25,10 @@ from pytest_layercheck.evaluation.describe import (  # noqa: F401 - the renderer
 #: Marker next to a compared cell; "✗" is reserved for cells that fail the run.
 FAIL_MARK = "✗"
 STATUS_MARKS = {"regressed": FAIL_MARK, "moved": FAIL_MARK, "changed": "~", "improved": "↑", "ok": ""}
-LEGEND = (f"{FAIL_MARK} fails (a significant drop of at least half the tolerance) · ~ beyond tolerance, "
-          "not significant · ↑ improved")
+LEGEND = (
+    f"{FAIL_MARK} fails (a significant drop of at least half the tolerance) · ~ beyond tolerance, "
+    "not significant · ↑ improved"
+)
 
 
 def band_order(profile: DepthProfile) -> list[str]:
@@ -53,8 +55,13 @@ def cell_text(value: float, compared: CellComparison | None = None) -> str:
 def status_line(comparison: ProfileComparison) -> str:
     """``FAILED: 1 regressed, 2 changed (not significant), 9 ok`` or ``passed: 12 ok``."""
     counts = comparison.counts()
-    labels = {"regressed": "regressed", "moved": "moved along depth", "improved": "improved",
-              "changed": "changed (not significant)", "ok": "ok"}
+    labels = {
+        "regressed": "regressed",
+        "moved": "moved along depth",
+        "improved": "improved",
+        "changed": "changed (not significant)",
+        "ok": "ok",
+    }
     parts = [f"{n} {labels[status]}" for status, n in counts.items() if n]
     verdict = "passed" if comparison.passed else "FAILED"
     return f"{verdict}: {', '.join(parts) or 'no cells compared'}"
@@ -73,11 +80,14 @@ def metrics_text(profile: DepthProfile, metrics: Sequence[str] | None = None) ->
     return ", ".join(f"{metric} ({', '.join(names)})" for metric, names in by_metric.items())
 
 
-def title_text(profile: DepthProfile, comparison: ProfileComparison | None = None,
-               metrics: Sequence[str] | None = None) -> str:
+def title_text(
+    profile: DepthProfile, comparison: ProfileComparison | None = None, metrics: Sequence[str] | None = None
+) -> str:
     """Model, fingerprint (and the baseline's), metric names and mode: what a reader needs to trust the numbers."""
-    parts = [f"layercheck: {profile.model.get('name', '?')}",
-             f"fingerprint {fingerprint_text(profile.model.get('fingerprint'))}"]
+    parts = [
+        f"layercheck: {profile.model.get('name', '?')}",
+        f"fingerprint {fingerprint_text(profile.model.get('fingerprint'))}",
+    ]
     if comparison is not None:
         parts[-1] += f" vs baseline {fingerprint_text(comparison.baseline_model.get('fingerprint'))}"
     parts.append(f"metric: {metrics_text(profile, metrics)}")
@@ -96,8 +106,15 @@ def render_text(renderable: Any, width: int = 120, color: bool = False) -> str:
 
     from rich.console import Console
 
-    console = Console(record=True, width=width, file=io.StringIO(), force_terminal=color, no_color=not color,
-                      color_system="standard" if color else None, highlight=False)
+    console = Console(
+        record=True,
+        width=width,
+        file=io.StringIO(),
+        force_terminal=color,
+        no_color=not color,
+        color_system="standard" if color else None,
+        highlight=False,
+    )
     console.print(renderable)
     return console.export_text(styles=color)
 

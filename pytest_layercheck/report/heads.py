@@ -126,8 +126,9 @@ GRID_TITLE = "drop per head (intact - masked; · = no change)"
 
 def _grid_table(rows: Rows, title: str | None) -> Table:
     headers, body = rows
-    table = Table(title=title, title_justify="left", box=box.SIMPLE, padding=(0, 1), pad_edge=False,
-                  collapse_padding=True)
+    table = Table(
+        title=title, title_justify="left", box=box.SIMPLE, padding=(0, 1), pad_edge=False, collapse_padding=True
+    )
     for header in headers:
         table.add_column(header, justify="right", no_wrap=True)
     for row in body:
@@ -141,8 +142,13 @@ def importance_grid(result: HeadImportance) -> RenderableType:
     heads = len(headers) - 1
     layouts = []
     for per in sorted({heads, *(n for n in (16, 12, 8, 4) if n < heads)}, reverse=True):
-        blocks = [([headers[0], *headers[1 + start:1 + start + per]],
-                   [[row[0], *row[1 + start:1 + start + per]] for row in body]) for start in range(0, heads, per)]
+        blocks = [
+            (
+                [headers[0], *headers[1 + start : 1 + start + per]],
+                [[row[0], *row[1 + start : 1 + start + per]] for row in body],
+            )
+            for start in range(0, heads, per)
+        ]
         layouts.append(Group(*(_grid_table(block, GRID_TITLE if i == 0 else None) for i, block in enumerate(blocks))))
     return Fitting(*layouts)
 
@@ -153,8 +159,12 @@ def importance_markdown(result: HeadImportance, top: int = 15, grid: bool = True
     lines.append(tabulate(body, headers=headers, tablefmt="github", disable_numparse=True))
     if grid:
         headers, body = importance_grid_rows(result)
-        lines += ["", "**Drop per head** (intact − masked)", "",
-                  tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)]
+        lines += [
+            "",
+            "**Drop per head** (intact − masked)",
+            "",
+            tabulate(body, headers=headers, tablefmt="github", disable_numparse=True),
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -191,10 +201,20 @@ def masking_rows(comparison: MaskingComparison) -> Rows:
     headers = ["masking", "heads", comparison.metric, "Δ vs intact", "p vs intact"]
     rows = [
         ["none (intact)", "0", _num(comparison.intact_accuracy), "", ""],
-        [f"top-{comparison.k} retrieval heads", str(comparison.k), _num(comparison.top_accuracy),
-         _signed(comparison.top_accuracy - comparison.intact_accuracy), _p(comparison.p_top_vs_intact)],
-        [f"{comparison.k} random non-retrieval heads", str(comparison.k), _num(comparison.random_accuracy),
-         _signed(comparison.random_accuracy - comparison.intact_accuracy), _p(comparison.p_random_vs_intact)],
+        [
+            f"top-{comparison.k} retrieval heads",
+            str(comparison.k),
+            _num(comparison.top_accuracy),
+            _signed(comparison.top_accuracy - comparison.intact_accuracy),
+            _p(comparison.p_top_vs_intact),
+        ],
+        [
+            f"{comparison.k} random non-retrieval heads",
+            str(comparison.k),
+            _num(comparison.random_accuracy),
+            _signed(comparison.random_accuracy - comparison.intact_accuracy),
+            _p(comparison.p_random_vs_intact),
+        ],
     ]
     return headers, rows
 
@@ -216,10 +236,13 @@ def masking_summary(comparison: MaskingComparison) -> str:
     )
 
 
-def retrieval_renderable(result: RetrievalHeads, comparison: MaskingComparison | None = None,
-                         top: int = 20) -> RenderableType:
-    parts: list[RenderableType] = [_rich_table(retrieval_title(result), retrieval_rows(result, top)),
-                                   Text(retrieval_summary(result))]
+def retrieval_renderable(
+    result: RetrievalHeads, comparison: MaskingComparison | None = None, top: int = 20
+) -> RenderableType:
+    parts: list[RenderableType] = [
+        _rich_table(retrieval_title(result), retrieval_rows(result, top)),
+        Text(retrieval_summary(result)),
+    ]
     if comparison is not None:
         parts += [_rich_table(masking_title(comparison), masking_rows(comparison)), Text(masking_summary(comparison))]
     return Group(*parts)
@@ -227,12 +250,21 @@ def retrieval_renderable(result: RetrievalHeads, comparison: MaskingComparison |
 
 def retrieval_markdown(result: RetrievalHeads, comparison: MaskingComparison | None = None, top: int = 20) -> str:
     headers, body = retrieval_rows(result, top)
-    lines = [f"### {retrieval_title(result)}", "", retrieval_summary(result), "",
-             tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)]
+    lines = [
+        f"### {retrieval_title(result)}",
+        "",
+        retrieval_summary(result),
+        "",
+        tabulate(body, headers=headers, tablefmt="github", disable_numparse=True),
+    ]
     if comparison is not None:
         headers, body = masking_rows(comparison)
-        lines += ["", f"### {masking_title(comparison)}", "",
-                  tabulate(body, headers=headers, tablefmt="github", disable_numparse=True), "",
-                  masking_summary(comparison)]
+        lines += [
+            "",
+            f"### {masking_title(comparison)}",
+            "",
+            tabulate(body, headers=headers, tablefmt="github", disable_numparse=True),
+            "",
+            masking_summary(comparison),
+        ]
     return "\n".join(lines) + "\n"
-

@@ -41,8 +41,10 @@ def plot_layer_heatmap(profile: DepthProfile, path: Path | str, metrics: Mapping
     """
     Figure, FigureCanvasAgg, colormaps = _matplotlib()
     suites = list(profile.suites)
-    num_layers = int(profile.model.get("num_layers") or 1 + max(
-        (layer for layers in profile.bands.values() for layer in layers), default=0))
+    num_layers = int(
+        profile.model.get("num_layers")
+        or 1 + max((layer for layers in profile.bands.values() for layer in layers), default=0)
+    )
     grid: list[list[float]] = []
     labels: list[str] = []
     for suite in suites:
@@ -52,8 +54,10 @@ def plot_layer_heatmap(profile: DepthProfile, path: Path | str, metrics: Mapping
         intact = profile.evaluation(suite).mean(metric)
         labels.append(f"{suite} ({metric})\nintact {fmt_value(intact)}")
     if all(math.isnan(v) for row in grid for v in row):
-        raise ConfigError("the profile has no single-layer ablations, so there is no per-layer heatmap",
-                          "record the profile in per-layer mode ('layers')")
+        raise ConfigError(
+            "the profile has no single-layer ablations, so there is no per-layer heatmap",
+            "record the profile in per-layer mode ('layers')",
+        )
 
     fig = Figure(figsize=(max(6.0, 0.35 * num_layers + 3), 1.0 + 0.7 * len(suites)))
     FigureCanvasAgg(fig)
@@ -68,8 +72,15 @@ def plot_layer_heatmap(profile: DepthProfile, path: Path | str, metrics: Mapping
         for row, row_values in enumerate(grid):
             for col, value in enumerate(row_values):
                 if not math.isnan(value):
-                    ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=7,
-                            color="black" if value > 0.6 else "white")
+                    ax.text(
+                        col,
+                        row,
+                        f"{value:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="black" if value > 0.6 else "white",
+                    )
     _mark_bands(ax, profile)
     ax.set_title(f"{profile.model.get('name', '?')}: depth sensitivity", loc="left", pad=16)
     fig.tight_layout()
@@ -86,5 +97,6 @@ def _mark_bands(ax: Any, profile: DepthProfile) -> None:
     for index, (first, last, band) in enumerate(spans):
         if index:
             ax.axvline(first - 0.5, color="white", linestyle="--", linewidth=1.5)
-        ax.text((first + last) / 2, 1.01, band, ha="center", va="bottom", fontsize=8,
-                transform=ax.get_xaxis_transform())
+        ax.text(
+            (first + last) / 2, 1.01, band, ha="center", va="bottom", fontsize=8, transform=ax.get_xaxis_transform()
+        )

@@ -27,8 +27,9 @@ class ProfileTable:
         return [[cell.text for cell in row] for row in self.rows]
 
 
-def build_table(profile: DepthProfile, comparison: ProfileComparison | None = None,
-                metrics: Sequence[str] | None = None) -> ProfileTable:
+def build_table(
+    profile: DepthProfile, comparison: ProfileComparison | None = None, metrics: Sequence[str] | None = None
+) -> ProfileTable:
     """One row per suite × metric, one column per band (intact first); Δ and markers when compared.
 
     ``metrics`` defaults to each suite's primary metric. A capability column appears only when some
@@ -36,8 +37,13 @@ def build_table(profile: DepthProfile, comparison: ProfileComparison | None = No
     """
     bands = band_order(profile)
     show_capability = any(info.capability != name for name, info in profile.suites.items())
-    headers = ["suite", *(["capability"] if show_capability else []), "metric", "items",
-               *(band_header(profile, band) for band in bands)]
+    headers = [
+        "suite",
+        *(["capability"] if show_capability else []),
+        "metric",
+        "items",
+        *(band_header(profile, band) for band in bands),
+    ]
     compared: dict[tuple[str, str, str], CellComparison] = {
         (c.suite, c.band, c.metric): c for c in (comparison.cells if comparison else [])
     }
@@ -45,7 +51,8 @@ def build_table(profile: DepthProfile, comparison: ProfileComparison | None = No
     for cell in profile.cells(metrics):
         match = compared.get((cell.suite, cell.band, cell.metric))
         by_row.setdefault((cell.suite, cell.metric), {})[cell.band] = TableCell(
-            cell_text(cell.value, match), match.status if match else None, match.failed if match else False)
+            cell_text(cell.value, match), match.status if match else None, match.failed if match else False
+        )
     rows = []
     for (suite, metric), cells in by_row.items():
         info = profile.suites[suite]

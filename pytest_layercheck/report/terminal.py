@@ -86,18 +86,29 @@ def _longest_word(text: str) -> str:
     return max(text.split(), key=len, default="")
 
 
-def rows_table(headers: Sequence[str], rows: Sequence[Sequence[str]], title: str | None = None, *,
-               caption: str | None = None, lead: int = 1, light: bool = False,
-               wrap: Sequence[int] = ()) -> tuple[Table, Table]:
+def rows_table(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    title: str | None = None,
+    *,
+    caption: str | None = None,
+    lead: int = 1,
+    light: bool = False,
+    wrap: Sequence[int] = (),
+) -> tuple[Table, Table]:
     """A table of plain strings (the first ``lead`` columns left-aligned, the rest right-aligned) and
     its probe for :class:`Fitting`. Only the columns in ``wrap`` (free text, such as notes) may wrap."""
 
     def build(probe: bool) -> Table:
-        table = Table(title=title, title_justify="left", caption=caption, caption_justify="left",
-                      **(LIGHT if light else BOXED))
+        table = Table(
+            title=title, title_justify="left", caption=caption, caption_justify="left", **(LIGHT if light else BOXED)
+        )
         for index, header in enumerate(headers):
-            table.add_column(_longest_word(header) if probe and index in wrap else header,
-                             justify="left" if index < lead else "right", no_wrap=index not in wrap)
+            table.add_column(
+                _longest_word(header) if probe and index in wrap else header,
+                justify="left" if index < lead else "right",
+                no_wrap=index not in wrap,
+            )
         for row in rows:
             table.add_row(*(_longest_word(cell) if probe and index in wrap else cell for index, cell in enumerate(row)))
         return table
@@ -105,25 +116,36 @@ def rows_table(headers: Sequence[str], rows: Sequence[Sequence[str]], title: str
     return build(False), build(True)
 
 
-def records(headers: Sequence[str], rows: Sequence[Sequence[str]], title: str | None = None, *,
-            caption: str | None = None) -> Group:
+def records(
+    headers: Sequence[str], rows: Sequence[Sequence[str]], title: str | None = None, *, caption: str | None = None
+) -> Group:
     """The layout of last resort: one paragraph per row, ``header value`` pairs that wrap at any width."""
     parts: list[RenderableType] = [Text(title, style="italic")] if title else []
     for row in rows:
-        fields = [f"{header} {cell}" if header else cell for header, cell in zip(headers[1:], row[1:], strict=True)
-                  if cell]
+        fields = [
+            f"{header} {cell}" if header else cell for header, cell in zip(headers[1:], row[1:], strict=True) if cell
+        ]
         parts.append(Text.assemble((row[0].strip(), "bold"), "  ", " · ".join(fields)))
     if caption:
         parts.append(Text(caption, style="dim"))
     return Group(*parts)
 
 
-def fitted_rows(headers: Sequence[str], rows: Sequence[Sequence[str]], title: str | None = None, *,
-                caption: str | None = None, lead: int = 1, wrap: Sequence[int] = ()) -> Fitting:
+def fitted_rows(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    title: str | None = None,
+    *,
+    caption: str | None = None,
+    lead: int = 1,
+    wrap: Sequence[int] = (),
+) -> Fitting:
     """The boxed table where it fits; else the light frame; else one paragraph per row."""
-    return Fitting(rows_table(headers, rows, title, caption=caption, lead=lead, wrap=wrap),
-                   rows_table(headers, rows, title, caption=caption, lead=lead, wrap=wrap, light=True),
-                   records(headers, rows, title, caption=caption))
+    return Fitting(
+        rows_table(headers, rows, title, caption=caption, lead=lead, wrap=wrap),
+        rows_table(headers, rows, title, caption=caption, lead=lead, wrap=wrap, light=True),
+        records(headers, rows, title, caption=caption),
+    )
 
 
 def _stacked(text: str) -> str:
@@ -131,8 +153,13 @@ def _stacked(text: str) -> str:
     return text.replace(" (", "\n(", 1)
 
 
-def profile_table(profile: DepthProfile, comparison: ProfileComparison | None = None,
-                  metrics: Sequence[str] | None = None, *, narrow: bool = False) -> Table:
+def profile_table(
+    profile: DepthProfile,
+    comparison: ProfileComparison | None = None,
+    metrics: Sequence[str] | None = None,
+    *,
+    narrow: bool = False,
+) -> Table:
     """Suites × bands with accuracy per cell (and Δ vs baseline, coloured by status).
 
     ``narrow``: a light frame, band headers and compared cells on two lines, no item-count column and
@@ -141,24 +168,35 @@ def profile_table(profile: DepthProfile, comparison: ProfileComparison | None = 
     model = build_table(profile, comparison, metrics)
     title = title_text(profile, comparison, metrics)
     keep = [i for i, header in enumerate(model.headers) if not (narrow and header == "items")]
-    table = Table(title=None if narrow else title, title_justify="left", caption=LEGEND if comparison else None,
-                  caption_justify="left", **(LIGHT if narrow else BOXED))
+    table = Table(
+        title=None if narrow else title,
+        title_justify="left",
+        caption=LEGEND if comparison else None,
+        caption_justify="left",
+        **(LIGHT if narrow else BOXED),
+    )
     for index in keep:
         header = model.headers[index]
         text_column = index < model.lead_columns and header != "items"
-        table.add_column(_stacked(header) if narrow else header, justify="left" if text_column else "right",
-                         no_wrap=True)
+        table.add_column(
+            _stacked(header) if narrow else header, justify="left" if text_column else "right", no_wrap=True
+        )
     for row in model.rows:
         table.add_row(*(Text(_stacked(row[i].text) if narrow else row[i].text, style=_style(row[i])) for i in keep))
     return table
 
 
-def fitted_profile_table(profile: DepthProfile, comparison: ProfileComparison | None = None,
-                         metrics: Sequence[str] | None = None) -> Fitting:
+def fitted_profile_table(
+    profile: DepthProfile, comparison: ProfileComparison | None = None, metrics: Sequence[str] | None = None
+) -> Fitting:
     """The boxed table where it fits; else the narrow one, its title above it at the console's width."""
     narrow = profile_table(profile, comparison, metrics, narrow=True)
-    title = Text(title_text(profile, comparison, metrics) + " · items: " + ", ".join(
-        f"{name} {len(info.item_ids)}" for name, info in profile.suites.items()), style="italic")
+    title = Text(
+        title_text(profile, comparison, metrics)
+        + " · items: "
+        + ", ".join(f"{name} {len(info.item_ids)}" for name, info in profile.suites.items()),
+        style="italic",
+    )
     return Fitting(profile_table(profile, comparison, metrics), (Group(title, narrow), narrow))
 
 
@@ -204,12 +242,19 @@ def evidence_table(comparison: ProfileComparison, *, interval: bool = True) -> T
         ("95% CI", [_interval(c) if interval else "" for c in cells]),
         ("p", [fmt_p(c.p_value) for c in cells]),
         ("p adj", [_optional(_number(c, "p_adjusted"), fmt_p) for c in cells]),
-        ("detectable", [_optional(_number(c, "detectable_drop"), _detectable) + ("*" if _underpowered(c) else "")
-                        for c in cells]),
+        (
+            "detectable",
+            [_optional(_number(c, "detectable_drop"), _detectable) + ("*" if _underpowered(c) else "") for c in cells],
+        ),
         ("", [marker(c) for c in cells]),
     ]
-    table = Table(title="evidence per cell (this run vs baseline)", title_justify="left",
-                  caption=_evidence_caption(comparison), caption_justify="left", **LIGHT)
+    table = Table(
+        title="evidence per cell (this run vs baseline)",
+        title_justify="left",
+        caption=_evidence_caption(comparison),
+        caption_justify="left",
+        **LIGHT,
+    )
     shown = [(header, values) for header, values in columns if any(values) or header == "p"]
     for index, (header, _) in enumerate(shown):
         table.add_column(header, justify="left" if index == 0 else "right", no_wrap=True)
@@ -241,15 +286,25 @@ def _evidence_caption(comparison: ProfileComparison) -> str:
     if any(_number(c, "detectable_drop") is not None for c in comparison.cells):
         power = getattr(comparison, "power", None)
         at = f" with {power:.0%} power" if isinstance(power, float) else ""
-        parts.append(f"detectable: the smallest drop this test would catch{at}"
-                     + ("; * above the tolerance: a drop of the tolerance's size would likely go unnoticed"
-                        if any(_underpowered(c) for c in comparison.cells) else ""))
+        parts.append(
+            f"detectable: the smallest drop this test would catch{at}"
+            + (
+                "; * above the tolerance: a drop of the tolerance's size would likely go unnoticed"
+                if any(_underpowered(c) for c in comparison.cells)
+                else ""
+            )
+        )
     return " · ".join(parts)
 
 
-def terminal_renderable(profile: DepthProfile, comparison: ProfileComparison | None = None,
-                        metrics: Sequence[str] | None = None, *, baseline: DepthProfile | None = None,
-                        strip: str = "drop") -> RenderableType:
+def terminal_renderable(
+    profile: DepthProfile,
+    comparison: ProfileComparison | None = None,
+    metrics: Sequence[str] | None = None,
+    *,
+    baseline: DepthProfile | None = None,
+    strip: str = "drop",
+) -> RenderableType:
     """The table and the depth strip; when compared, the evidence per cell, where it moved (needs the
     ``baseline`` profile, per layer), the verdict, each non-ok cell with its evidence, warnings and notes.
 
@@ -281,12 +336,18 @@ def terminal_renderable(profile: DepthProfile, comparison: ProfileComparison | N
     return Group(*parts)
 
 
-def render_terminal(profile: DepthProfile, comparison: ProfileComparison | None = None, *,
-                    metrics: Sequence[str] | None = None, width: int = 120, color: bool = False,
-                    baseline: DepthProfile | None = None, strip: str = "drop") -> str:
+def render_terminal(
+    profile: DepthProfile,
+    comparison: ProfileComparison | None = None,
+    *,
+    metrics: Sequence[str] | None = None,
+    width: int = 120,
+    color: bool = False,
+    baseline: DepthProfile | None = None,
+    strip: str = "drop",
+) -> str:
     """The renderable as text for ``terminalreporter.write``; ANSI colours only when ``color``.
 
     Without colour every strip still reads: heights, ``▲``/``▼`` rows, ``·`` and ``│`` carry the meaning.
     """
-    return render_text(terminal_renderable(profile, comparison, metrics, baseline=baseline, strip=strip), width,
-                       color)
+    return render_text(terminal_renderable(profile, comparison, metrics, baseline=baseline, strip=strip), width, color)

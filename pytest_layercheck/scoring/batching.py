@@ -53,8 +53,14 @@ class BatchSettings:
         )
 
 
-def _chunks(lengths: Sequence[int], settings: BatchSettings, scored_all: bool, cached: int = 0,
-            shared: int = 0, min_fill: float = 0.0) -> list[slice]:
+def _chunks(
+    lengths: Sequence[int],
+    settings: BatchSettings,
+    scored_all: bool,
+    cached: int = 0,
+    shared: int = 0,
+    min_fill: float = 0.0,
+) -> list[slice]:
     """Split length-sorted (descending) rows into consecutive slices that fit ``settings``.
 
     The first row of a slice is its longest, so its length is the padded width. ``scored_all``:

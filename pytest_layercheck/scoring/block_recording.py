@@ -88,7 +88,7 @@ class _Recorder:
         n = len(self.blocks)
         if len(self.records) % n:
             raise RuntimeError(f"recorded {len(self.records)} block calls, not a multiple of {n} blocks")
-        calls.extend(self.records[i:i + n] for i in range(0, len(self.records), n))
+        calls.extend(self.records[i : i + n] for i in range(0, len(self.records), n))
         self.records = []
 
 

@@ -143,6 +143,7 @@ def prepare_loglikelihood(requests: Sequence[tuple[Sequence[int], Sequence[int]]
         prefix=shared_prefix(list(context_index)),
     )
 
+
 def _plan_loglikelihood(prepared: PreparedLoglikelihood, settings: BatchSettings) -> LoglikelihoodPlan:
     """Pad prepared requests into prompt batches and continuation chunks (done once per setting)."""
     requests_of_context: list[list[int]] = [[] for _ in prepared.contexts]
@@ -222,14 +223,20 @@ def _plan_chunks(
         )
     return tuple(out)
 
+
 # --------------------------------------------------------------------------------------------
 # Execution
 # --------------------------------------------------------------------------------------------
 
 
 @torch.inference_mode()
-def run_loglikelihood(model: Any, plan: LoglikelihoodPlan, share_prefix: bool = True,
-                      workers: int | None = None, on_batch: Callable[[], None] | None = None) -> LoglikelihoodOutput:
+def run_loglikelihood(
+    model: Any,
+    plan: LoglikelihoodPlan,
+    share_prefix: bool = True,
+    workers: int | None = None,
+    on_batch: Callable[[], None] | None = None,
+) -> LoglikelihoodOutput:
     """Score every request of ``plan`` with ``model`` (the scheme: :mod:`.loglikelihood`).
 
     ``share_prefix``: run the contexts' common token prefix once instead of once per context.

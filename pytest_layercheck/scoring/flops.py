@@ -32,7 +32,11 @@ def _linear_flops(block: nn.Module) -> int:
     total = 0
     for module in block.modules():
         weight = getattr(module, "weight", None)
-        if weight is not None and weight.ndim == 2 and (isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"):
+        if (
+            weight is not None
+            and weight.ndim == 2
+            and (isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D")
+        ):
             total += 2 * weight.numel()
     return total
 
@@ -101,7 +105,8 @@ class TokenWork:
         attended = sum(p + 1 for p in self.positions)
         unread = tokens - self.scored if final_read_only and shape.num_layers - 1 in layers else 0
         return {
-            "linear": tokens * sum(shape.linear_per_token[i] for i in layers) - unread * shape.final_read_only_per_token,
+            "linear": tokens * sum(shape.linear_per_token[i] for i in layers)
+            - unread * shape.final_read_only_per_token,
             "attention": attended * shape.attention_per_pair * len(layers),
             "lm_head": self.scored * shape.lm_head_per_token,
         }

@@ -89,7 +89,7 @@ class _StopOnStrings(StoppingCriteria):
         self.prompt_width = prompt_width
 
     def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
-        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_width:].tolist(), skip_special_tokens=True)
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_width :].tolist(), skip_special_tokens=True)
         done = [any(stop in text for stop in self.until) for text in texts]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)  # type: ignore[return-value]  # transformers annotates a BoolTensor
 
@@ -111,7 +111,10 @@ class _FiniteLogits(LogitsProcessor):
 def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
     """EOS ids from the tokenizer and the model's generation config (either may list several)."""
     ids: set[int] = set()
-    for value in (getattr(tokenizer, "eos_token_id", None), getattr(getattr(model, "generation_config", None), "eos_token_id", None)):
+    for value in (
+        getattr(tokenizer, "eos_token_id", None),
+        getattr(getattr(model, "generation_config", None), "eos_token_id", None),
+    ):
         if isinstance(value, int):
             ids.add(value)
         elif isinstance(value, (list, tuple)):
@@ -139,8 +142,14 @@ def greedy_config(model: Any, tokenizer: Any, max_new_tokens: int) -> Generation
     )
 
 
-def _generate(model: Any, tokenizer: Any, prepared: PreparedGeneration, settings: BatchSettings,
-              prefix: PrefixCache | None, texts: list[str]) -> None:
+def _generate(
+    model: Any,
+    tokenizer: Any,
+    prepared: PreparedGeneration,
+    settings: BatchSettings,
+    prefix: PrefixCache | None,
+    texts: list[str],
+) -> None:
     """Fill ``texts`` with the greedy continuations of ``run_generation``, on ``prefix`` when shared."""
     device = model_device(model)
     config = greedy_config(model, tokenizer, prepared.max_new_tokens)

@@ -87,13 +87,15 @@ def _accumulate(logits: torch.Tensor, scored: _Scored, total: torch.Tensor, miss
     misses.index_add_(0, scored.request, miss.long().cpu())
 
 
-def _prompt_inputs(model: Any, batch: _PromptBatch, prefix: PrefixCache | None,
-                   device: torch.device) -> dict[str, Any]:
+def _prompt_inputs(model: Any, batch: _PromptBatch, prefix: PrefixCache | None, device: torch.device) -> dict[str, Any]:
     """Model inputs of a left-padded prompt batch; with ``prefix``, its first columns come from the cache."""
     mask = batch.attention_mask
     if prefix is None:
-        return {"input_ids": batch.input_ids.to(device), "attention_mask": mask.to(device),
-                "position_ids": batch.position_ids.to(device)}
+        return {
+            "input_ids": batch.input_ids.to(device),
+            "attention_mask": mask.to(device),
+            "position_ids": batch.position_ids.to(device),
+        }
     cached = prefix.length
     return {
         "input_ids": batch.input_ids[:, cached:].to(device),
@@ -103,8 +105,14 @@ def _prompt_inputs(model: Any, batch: _PromptBatch, prefix: PrefixCache | None,
     }
 
 
-def run_batch(model: Any, batch: _PromptBatch, prefix: PrefixCache | None, device: torch.device,
-              total: torch.Tensor, misses: torch.Tensor) -> int:
+def run_batch(
+    model: Any,
+    batch: _PromptBatch,
+    prefix: PrefixCache | None,
+    device: torch.device,
+    total: torch.Tensor,
+    misses: torch.Tensor,
+) -> int:
     """Score one prompt batch and its continuation chunks into ``total``/``misses``.
 
     Makes one forward call for the prompts, then one per continuation chunk, in that order

@@ -75,5 +75,8 @@ class _Head:
         if self.direct is None:
             sample = hidden[:1, -4:]
             self.direct = self.lm_head is not None and all(
-                torch.allclose(self._apply(sample, keep), _head_logits(self.model, self.norm, sample, keep),
-                               rtol=1e-5, atol=1e-4) for keep in (True, False))
+                torch.allclose(
+                    self._apply(sample, keep), _head_logits(self.model, self.norm, sample, keep), rtol=1e-5, atol=1e-4
+                )
+                for keep in (True, False)
+            )

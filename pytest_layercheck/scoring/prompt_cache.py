@@ -68,23 +68,24 @@ class FilledLayer(DynamicLayer):
             buffer = prefix.new_empty(streams * rows, heads, width, dim)
             grid = buffer.view(streams, rows, heads, width, dim)
             for row, pad in enumerate(min(int(p), length) for p in pads.tolist()):  # padding may pass the prefix
-                grid[:, row, :, pad:length] = prefix[:, :, :length - pad]
+                grid[:, row, :, pad:length] = prefix[:, :, : length - pad]
                 if pad:
                     grid[:, row, :, :pad] = prefix[:, :, :1]
             buffers.append(buffer)
         return cls(buffers[0], buffers[1], keys.shape[2])
 
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
-               **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         keys, values = self.buffers
         end = self.filled + key_states.shape[-2]
         if end > keys.shape[-2]:  # no room left (a continuation extends selected rows): grow as DynamicLayer does
-            keys = torch.cat([keys[:, :, :self.filled], key_states], dim=-2)
-            values = torch.cat([values[:, :, :self.filled], value_states], dim=-2)
+            keys = torch.cat([keys[:, :, : self.filled], key_states], dim=-2)
+            values = torch.cat([values[:, :, : self.filled], value_states], dim=-2)
             self.buffers = (keys, values)
         else:
-            keys[:, :, self.filled:end] = key_states
-            values[:, :, self.filled:end] = value_states
+            keys[:, :, self.filled : end] = key_states
+            values[:, :, self.filled : end] = value_states
         self.filled = end
         self.keys, self.values = keys[:, :, :end], values[:, :, :end]
         return self.keys, self.values
@@ -93,8 +94,10 @@ class FilledLayer(DynamicLayer):
         """Keep rows ``indices`` (new tensors, full: a gather into a strided buffer measured twice as slow
         as gathering, then concatenating)."""
         keys, values = self.buffers
-        self.buffers = (select_rows(keys.narrow(2, 0, self.filled), indices),
-                        select_rows(values.narrow(2, 0, self.filled), indices))
+        self.buffers = (
+            select_rows(keys.narrow(2, 0, self.filled), indices),
+            select_rows(values.narrow(2, 0, self.filled), indices),
+        )
         self.keys, self.values = self.buffers
 
 
@@ -125,8 +128,14 @@ class PrefixCache:
         layers = getattr(cache, "layers", None)
         if not isinstance(cache, DynamicCache) or not layers:
             return None
-        if any(type(layer) is not DynamicLayer or layer.keys is None or layer.keys.ndim != 4
-               or layer.keys.shape[0] != 1 or layer.keys.shape[-2] != len(prefix) for layer in layers):
+        if any(
+            type(layer) is not DynamicLayer
+            or layer.keys is None
+            or layer.keys.ndim != 4
+            or layer.keys.shape[0] != 1
+            or layer.keys.shape[-2] != len(prefix)
+            for layer in layers
+        ):
             return None
         return cls([(layer.keys, layer.values) for layer in layers], len(prefix))
 
@@ -188,8 +197,9 @@ class RowsOfLayer(CacheLayerMixin):
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         raise RuntimeError("a selection of a prompt cache layer is initialised by that layer")
 
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
-               **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         # Shallow: the selection makes new tensors, the source keeps its own (every layer class can select).
         layer: Any = copy.copy(self.source)
         if type(layer).batch_select_indices is DynamicLayer.batch_select_indices and layer.get_seq_length() > 0:
@@ -216,8 +226,11 @@ def _select_cache(cache: Any, rows: torch.Tensor, keep_original: bool) -> Any:
     cache is copied (when the original is still needed) and its rows selected up front.
     """
     layers = getattr(cache, "layers", None)
-    if isinstance(cache, Cache) and layers and all(isinstance(layer, CacheLayerMixin) and layer.is_initialized
-                                                   for layer in layers):
+    if (
+        isinstance(cache, Cache)
+        and layers
+        and all(isinstance(layer, CacheLayerMixin) and layer.is_initialized for layer in layers)
+    ):
         selection = copy.copy(cache)
         selection.layers = [RowsOfLayer(layer, rows) for layer in layers]
         return selection

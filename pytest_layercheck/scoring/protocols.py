@@ -107,7 +107,9 @@ def prepare(
     items = tuple(render(suite, protocol))
     max_length = max_length if max_length is not None else tokenizer_max_length(tokenizer)
     rule = encoding_rule(tokenizer)
-    common = dict(suite=suite, protocol=protocol, settings=settings, items=items, tokenizer=tokenizer, max_length=max_length)
+    common = dict(
+        suite=suite, protocol=protocol, settings=settings, items=items, tokenizer=tokenizer, max_length=max_length
+    )
 
     if get_protocol(protocol).generates:
         prompts = encode_texts(tokenizer, rule, [r.prompt for r in items])
@@ -161,8 +163,14 @@ def score(
     return _score(model, prepared, batch_size, token_budget, share_prefix, None)
 
 
-def _score(model: Any, prepared: PreparedSuite, batch_size: int | None, token_budget: int | None,
-           share_prefix: bool, ablation: Ablation | None) -> ProtocolResult:
+def _score(
+    model: Any,
+    prepared: PreparedSuite,
+    batch_size: int | None,
+    token_budget: int | None,
+    share_prefix: bool,
+    ablation: Ablation | None,
+) -> ProtocolResult:
     """:func:`score`, naming ``ablation`` (None: not known) when the scores are not finite."""
     _check_fits(model, prepared)
     settings = batch_settings(model, batch_size, token_budget)
@@ -208,8 +216,9 @@ def score_sweep(
                 on_step(done, len(ablations) + 1)
         return results[0], results[1:]
     plan = prepared.loglikelihood.plan(batch_settings(model, batch_size, token_budget))
-    intact, outputs = run_loglikelihood_sweep(model, plan, ablations, donor=donor, share_prefix=share_prefix,
-                                              on_step=on_step)
+    intact, outputs = run_loglikelihood_sweep(
+        model, plan, ablations, donor=donor, share_prefix=share_prefix, on_step=on_step
+    )
     _check_finite(prepared, [(Ablation(), intact)])  # an intact model's NaN is named as such, not per ablation
     _check_finite(prepared, list(zip(ablations, outputs)))
     return _loglikelihood_result(prepared, intact), [_loglikelihood_result(prepared, o) for o in outputs]
@@ -255,8 +264,10 @@ def vocabulary_rows(model: Any) -> int | None:
 def _check_finite(prepared: PreparedSuite, outputs: Sequence[tuple[Ablation | None, LoglikelihoodOutput]]) -> None:
     """Refuse non-finite log-likelihoods: an argmax over NaN picks the first choice, so a diverged model
     (or one whose activations overflow in float16) would score as if it knew every answer."""
-    bad = [(ablation, int((~torch.isfinite(output.loglikelihood)).sum()), output.loglikelihood.numel())
-           for ablation, output in outputs]
+    bad = [
+        (ablation, int((~torch.isfinite(output.loglikelihood)).sum()), output.loglikelihood.numel())
+        for ablation, output in outputs
+    ]
     bad = [entry for entry in bad if entry[1]]
     if bad:
         _, count, total = bad[0]
@@ -265,8 +276,9 @@ def _check_finite(prepared: PreparedSuite, outputs: Sequence[tuple[Ablation | No
 
 def _non_finite(prepared: PreparedSuite, ablations: Sequence[Ablation | None], what: str) -> NonFiniteScoreError:
     """The error for non-finite scores of ``prepared`` under ``ablations`` (None: an ablation not known)."""
-    problem = (f"{what} are not finite (NaN or infinite), so its answers cannot be scored "
-               "(an argmax over NaN still picks one)")
+    problem = (
+        f"{what} are not finite (NaN or infinite), so its answers cannot be scored (an argmax over NaN still picks one)"
+    )
     first = ablations[0]
     if first is None or first.is_intact:
         where = "on the model as given" if first is None else "on the intact model"
@@ -336,8 +348,12 @@ def _choice_outcomes(prepared: PreparedSuite, lls: torch.Tensor) -> list[ItemOut
         outcomes.append(
             ItemOutcome(
                 rendered.item.id,
-                {"acc": float(pred[i] == gold), "acc_norm": float(pred_norm[i] == gold),
-                 "p_correct": p_correct[i], "margin": margin[i]},
+                {
+                    "acc": float(pred[i] == gold),
+                    "acc_norm": float(pred_norm[i] == gold),
+                    "p_correct": p_correct[i],
+                    "margin": margin[i],
+                },
                 {
                     "loglikelihoods": table[i, :n].tolist(),
                     "candidates": list(rendered.candidates),

@@ -145,20 +145,27 @@ class ChatTemplate:
             elif text in _CHAT_ON or text in _CHAT_SINGLETURN:
                 enabled, multiturn = True, text not in _CHAT_SINGLETURN
             else:
-                raise ConfigError(f"cannot read chat-template option {spec!r}",
-                                  "use 'on' (lm-eval's --apply_chat_template, few-shot examples as turns), "
-                                  "'singleturn' (with --fewshot_as_multiturn false) or 'off'")
+                raise ConfigError(
+                    f"cannot read chat-template option {spec!r}",
+                    "use 'on' (lm-eval's --apply_chat_template, few-shot examples as turns), "
+                    "'singleturn' (with --fewshot_as_multiturn false) or 'off'",
+                )
         if not enabled:
             if system_instruction:
-                raise ConfigError("a system instruction was given without a chat template",
-                                  "turn the chat template on, or drop the system instruction")
+                raise ConfigError(
+                    "a system instruction was given without a chat template",
+                    "turn the chat template on, or drop the system instruction",
+                )
             return None
         return cls(fewshot_as_multiturn=multiturn, system_instruction=system_instruction or None)
 
     def describe(self) -> dict[str, Any]:
         """What a baseline and a cache key record (JSON)."""
-        return {"apply_chat_template": True, "fewshot_as_multiturn": self.fewshot_as_multiturn,
-                "system_instruction": self.system_instruction}
+        return {
+            "apply_chat_template": True,
+            "fewshot_as_multiturn": self.fewshot_as_multiturn,
+            "system_instruction": self.system_instruction,
+        }
 
 
 @dataclass(frozen=True)
@@ -206,8 +213,10 @@ def apply_chat_template(tokenizer: Any, messages: list[dict[str, str]]) -> str:
             raise
         text = tokenizer.apply_chat_template(without_system, **kwargs)
     if not isinstance(text, str):
-        raise ProtocolError(f"the tokenizer's apply_chat_template returned {type(text).__name__}, not text",
-                            "use a tokenizer whose chat template renders to a string")
+        raise ProtocolError(
+            f"the tokenizer's apply_chat_template returned {type(text).__name__}, not text",
+            "use a tokenizer whose chat template renders to a string",
+        )
     return text
 
 
@@ -223,18 +232,28 @@ def with_chat_template(suite: Suite, tokenizer: Any, chat: ChatTemplate | None =
     if isinstance(suite, ChatRenderedSuite):
         if suite.chat == chat and suite.tokenizer is tokenizer:
             return suite
-        raise ProtocolError(f"suite {suite.name!r} is already rendered through a chat template",
-                            "apply the chat template to the plain suite")
+        raise ProtocolError(
+            f"suite {suite.name!r} is already rendered through a chat template",
+            "apply the chat template to the plain suite",
+        )
     if not getattr(tokenizer, "chat_template", None):
         raise ProtocolError(
             f"the tokenizer has no chat template, so suite {suite.name!r} cannot be rendered as chat",
             "turn the chat-template option off for this model (base models have none), or use its instruct variant",
         )
-    scored = {name: replace(settings, target_delimiter="") if not get_protocol(name).generates else settings
-              for name, settings in suite.protocols.items()}
-    digest = hashlib.sha256(json.dumps({"format": CHAT_HASH_FORMAT, "suite": suite.content_hash, "chat": chat.describe()},
-                                       sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
+    scored = {
+        name: replace(settings, target_delimiter="") if not get_protocol(name).generates else settings
+        for name, settings in suite.protocols.items()
+    }
+    digest = hashlib.sha256(
+        json.dumps(
+            {"format": CHAT_HASH_FORMAT, "suite": suite.content_hash, "chat": chat.describe()},
+            sort_keys=True,
+            ensure_ascii=False,
+        ).encode("utf-8")
+    ).hexdigest()
     fields_ = {f: getattr(suite, f) for f in Suite.__dataclass_fields__}
     fields_.update(protocols=scored, content_hash="sha256:" + digest)
-    return ChatRenderedSuite(**fields_, chat=chat, tokenizer=tokenizer, plain_protocols=dict(suite.protocols),
-                             plain_hash=suite.content_hash)
+    return ChatRenderedSuite(
+        **fields_, chat=chat, tokenizer=tokenizer, plain_protocols=dict(suite.protocols), plain_hash=suite.content_hash
+    )

@@ -30,8 +30,9 @@ class _StreamCache(DynamicCache):
     def __init__(self, layer: Any) -> None:
         Cache.__init__(self, layers=[layer])
 
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args: Any,
-               **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         layer: Any = self.layers[0]  # a full-attention layer: the union's linear-attention member has no update
         return layer.update(key_states, value_states, *args, **kwargs)
 
@@ -111,8 +112,9 @@ class _BlockEdits:
         x = args[0]
         if edit.drop is not None:
             if x.shape[-1] != edit.drop.shape[-1] or x.shape[0] != edit.drop.shape[0]:
-                raise RuntimeError(f"output projection input {tuple(x.shape)} does not fit the head mask "
-                                   f"{tuple(edit.drop.shape)}")
+                raise RuntimeError(
+                    f"output projection input {tuple(x.shape)} does not fit the head mask {tuple(edit.drop.shape)}"
+                )
             x = x.masked_fill(edit.drop.to(x.device).view(x.shape[0], *([1] * (x.ndim - 2)), x.shape[-1]), 0)
         return (_last_position(x) if edit.last_only else x, *args[1:])
 
@@ -128,8 +130,16 @@ def _last_position(x: torch.Tensor) -> torch.Tensor:
     return x[:, -1:] if x.ndim == 3 else x
 
 
-def _run_block(adapter: ArchitectureAdapter, group: _Group, call: _BlockCall, hidden: torch.Tensor,
-               layer: Any, memo: dict[tuple[int, int], Any], edits: _BlockEdits, last_only: bool) -> torch.Tensor:
+def _run_block(
+    adapter: ArchitectureAdapter,
+    group: _Group,
+    call: _BlockCall,
+    hidden: torch.Tensor,
+    layer: Any,
+    memo: dict[tuple[int, int], Any],
+    edits: _BlockEdits,
+    last_only: bool,
+) -> torch.Tensor:
     """One stacked block call for ``group`` with the recorded arguments of ``call``; with
     ``last_only``, only the output's last position is exact (see :class:`_BlockEdits`)."""
     rows, times = call.hidden.shape[0], len(group.members)
@@ -148,11 +158,17 @@ def _run_block(adapter: ArchitectureAdapter, group: _Group, call: _BlockCall, hi
 def _stack(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     return tensors[0] if len(tensors) == 1 else torch.cat(list(tensors))
 
-def _advance(adapter: ArchitectureAdapter, edits: _BlockEdits, streams: Sequence[_Stream],
-             calls: Sequence[list[_BlockCall]], last_only: Sequence[bool],
-             first_state: Callable[[int, _Group, _BlockCall], Any],
-             later_state: Callable[[int, int, _Group, Any], Any] | None = None,
-             on_state: Callable[[int, _Group, Any], None] | None = None) -> list[dict[int, torch.Tensor]]:
+
+def _advance(
+    adapter: ArchitectureAdapter,
+    edits: _BlockEdits,
+    streams: Sequence[_Stream],
+    calls: Sequence[list[_BlockCall]],
+    last_only: Sequence[bool],
+    first_state: Callable[[int, _Group, _BlockCall], Any],
+    later_state: Callable[[int, int, _Group, Any], Any] | None = None,
+    on_state: Callable[[int, _Group, Any], None] | None = None,
+) -> list[dict[int, torch.Tensor]]:
     """Run ``streams`` through a prompt batch's recorded forward calls, ALL CALLS TOGETHER layer by layer.
 
     ``calls[0]`` is the prompt call, ``calls[1:]`` the continuation calls that extend its cache.
@@ -179,7 +195,9 @@ def _advance(adapter: ArchitectureAdapter, edits: _BlockEdits, streams: Sequence
                 if c == 0:
                     state = prompt_state = first_state(layer, group, record)
                 else:
-                    state = later_state(c - 1, layer, group, prompt_state) if later_state and _uses_cache(record) else None
+                    state = (
+                        later_state(c - 1, layer, group, prompt_state) if later_state and _uses_cache(record) else None
+                    )
                 x = _stack([hidden[c][s.index] for s in group.members])
                 out = _run_block(adapter, group, record, x, state, memo, edits, last_only[c] and layer == final)
                 for s, part in zip(group.members, out.split(record.hidden.shape[0])):

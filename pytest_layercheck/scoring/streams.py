@@ -81,8 +81,13 @@ def in_wavefront(ablation: Ablation) -> bool:
     return ablation.head_mode == "zero"
 
 
-def _streams_of(model: nn.Module, adapter: ArchitectureAdapter, ablations: Sequence[Ablation],
-                indices: Sequence[int], donor: nn.Module | None) -> list[_Stream]:
+def _streams_of(
+    model: nn.Module,
+    adapter: ArchitectureAdapter,
+    ablations: Sequence[Ablation],
+    indices: Sequence[int],
+    donor: nn.Module | None,
+) -> list[_Stream]:
     """Streams for ``ablations[i]``, ``i`` in ``indices`` (none of them intact)."""
     width = adapter.num_heads * adapter.head_dim
     originals = list(adapter.layers)
@@ -109,7 +114,7 @@ def _streams_of(model: nn.Module, adapter: ArchitectureAdapter, ablations: Seque
         for layer, layer_heads in resolve_heads(model, ablation.heads, ablation.gqa).items():
             drop = torch.zeros(width, dtype=torch.bool)
             for h in layer_heads:
-                drop[h * adapter.head_dim:(h + 1) * adapter.head_dim] = True
+                drop[h * adapter.head_dim : (h + 1) * adapter.head_dim] = True
             heads[layer] = drop
         for layer in ablation.skip:
             blocks[layer] = None

@@ -70,8 +70,9 @@ class _Injector:
 
 
 @contextmanager
-def _tail_of(model: nn.Module, ablation: Ablation, donor: nn.Module | None, start: int | None,
-             injector: _Injector) -> Iterator[None]:
+def _tail_of(
+    model: nn.Module, ablation: Ablation, donor: nn.Module | None, start: int | None, injector: _Injector
+) -> Iterator[None]:
     """The ablated model; with ``start``, also without layers ``0..start-1`` and fed recorded inputs."""
     with ExitStack() as stack:
         stack.enter_context(ablate(model, ablation, donor=donor))
@@ -86,9 +87,15 @@ class _OneByOne:
     """The per-ablation part of one sweep: each ablation's own forward, from the layer it may resume at
     (:func:`resume_layer`), fed the intact model's recorded input there."""
 
-    def __init__(self, model: nn.Module, ablations: Sequence[Ablation], indices: Sequence[int],
-                 donor: nn.Module | None, totals: list[tuple[torch.Tensor, torch.Tensor]],
-                 prefix_tokens: Sequence[int]) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        ablations: Sequence[Ablation],
+        indices: Sequence[int],
+        donor: nn.Module | None,
+        totals: list[tuple[torch.Tensor, torch.Tensor]],
+        prefix_tokens: Sequence[int],
+    ) -> None:
         self.model, self.ablations, self.indices, self.donor, self.totals = model, ablations, indices, donor, totals
         self.prefix_tokens, self.device = prefix_tokens, model_device(model)
         num_layers = get_adapter(model).num_layers
@@ -96,8 +103,14 @@ class _OneByOne:
         self.injector = _Injector()
         self.prefixes: dict[int, PrefixCache | None] = {}  # each ablated model's own prefix cache, made once
 
-    def run_batch(self, batch: _PromptBatch, calls: list[list[_BlockCall]], prefix: PrefixCache | None,
-                  prefix_calls: list[list[_BlockCall]], on_ablation: Callable[[], None]) -> None:
+    def run_batch(
+        self,
+        batch: _PromptBatch,
+        calls: list[list[_BlockCall]],
+        prefix: PrefixCache | None,
+        prefix_calls: list[list[_BlockCall]],
+        on_ablation: Callable[[], None],
+    ) -> None:
         """Score ``batch`` under each ablation, given the intact model's recorded calls of the batch (and of
         the shared prefix, when ``prefix`` is shared)."""
         for index in self.indices:
@@ -129,8 +142,15 @@ class _Progress:
             self.on_step(self.done, self.total)
 
 
-def _intact_only(model: nn.Module, plan: LoglikelihoodPlan, ablations: int, share_prefix: bool, workers: int,
-                 step: Callable[[], None], steps_per_batch: int) -> tuple[LoglikelihoodOutput, list[LoglikelihoodOutput]]:
+def _intact_only(
+    model: nn.Module,
+    plan: LoglikelihoodPlan,
+    ablations: int,
+    share_prefix: bool,
+    workers: int,
+    step: Callable[[], None],
+    steps_per_batch: int,
+) -> tuple[LoglikelihoodOutput, list[LoglikelihoodOutput]]:
     """The sweep when nothing branches off the intact model: its batches run on every core."""
 
     def batch_done() -> None:
@@ -174,8 +194,11 @@ def run_loglikelihood_sweep(
     single = [i for i, a in enumerate(ablations) if not a.is_intact and i not in set(wave)]
     streams = _streams_of(model, adapter, ablations, wave, donor)
     workers = workers if workers is not None else cores_for(device)
-    front = (_Wavefront(model, adapter, norm, streams, budget or StreamBudget.for_device(device), totals, workers)
-             if streams and norm is not None else None)
+    front = (
+        _Wavefront(model, adapter, norm, streams, budget or StreamBudget.for_device(device), totals, workers)
+        if streams and norm is not None
+        else None
+    )
     if front is None and not single:
         return _intact_only(model, plan, len(ablations), share_prefix, workers, step, 1 + len(intact_copies))
     one_by_one = _OneByOne(model, ablations, single, donor, totals, plan.prefix)

@@ -76,7 +76,7 @@ def encode_texts(tokenizer: Any, rule: EncodingRule, texts: Sequence[str]) -> li
 def split_trailing_whitespace(context: str, continuation: str) -> tuple[str, str]:
     """Move the context's trailing whitespace onto the continuation (lm-eval's first rule)."""
     stripped = context.rstrip()
-    return stripped, context[len(stripped):] + continuation
+    return stripped, context[len(stripped) :] + continuation
 
 
 def encode_pairs(
@@ -98,7 +98,7 @@ def encode_pairs(
     for ctx, cont in moved:
         if ctx:
             context_enc = ids[ctx]
-            continuation_enc = ids[ctx + cont][len(context_enc):]
+            continuation_enc = ids[ctx + cont][len(context_enc) :]
         else:
             continuation_enc = list(plain_ids[cont])
             if continuation_enc[:1] == [rule.empty_context_token]:
@@ -114,9 +114,7 @@ def encode_pairs(
     return out
 
 
-def truncate_pair(
-    context_enc: list[int], continuation_enc: list[int], max_length: int | None
-) -> list[int]:
+def truncate_pair(context_enc: list[int], continuation_enc: list[int], max_length: int | None) -> list[int]:
     """Left-truncate the context so the model input (context + continuation[:-1]) fits ``max_length``."""
     if max_length is None:
         return context_enc

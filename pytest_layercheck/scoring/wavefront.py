@@ -70,15 +70,25 @@ class _Wavefront:
     may run beside it).
     """
 
-    def __init__(self, model: nn.Module, adapter: ArchitectureAdapter, norm: nn.Module, streams: list[_Stream],
-                 budget: StreamBudget, totals: list[tuple[torch.Tensor, torch.Tensor]], workers: int = 1) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        adapter: ArchitectureAdapter,
+        norm: nn.Module,
+        streams: list[_Stream],
+        budget: StreamBudget,
+        totals: list[tuple[torch.Tensor, torch.Tensor]],
+        workers: int = 1,
+    ) -> None:
         self.model, self.adapter, self.head = model, adapter, _Head(model, adapter, norm)
         self.streams, self.budget, self.totals, self.workers = streams, budget, totals, max(1, workers)
         self.edits = _BlockEdits()
         self.prefix: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}  # (stream, layer) -> [1,h,K,d]
         config = adapter.config
-        vocab = (getattr(getattr(model, "config", None), "vocab_size", None)
-                 or cast(Any, model).get_output_embeddings().weight.shape[0])
+        vocab = (
+            getattr(getattr(model, "config", None), "vocab_size", None)
+            or cast(Any, model).get_output_embeddings().weight.shape[0]
+        )
         self.logit_rows = max(1, LOGIT_BUDGET // int(vocab))
         dtype = next(model.parameters()).dtype
         self.kv_bytes = 2 * adapter.num_kv_heads * adapter.head_dim * torch.finfo(dtype).bits // 8
@@ -94,11 +104,15 @@ class _Wavefront:
         mlps = [mlp for module in final if (mlp := self.adapter.mlp_of(module)) is not None]
         return self.edits.installed([self.adapter.out_proj_of(m) for m in masked + final], mlps)
 
-    def _in_waves(self, chunks: list[list[_Stream]], work: Callable[[list[_Stream]], T],
-                  then: Callable[[list[_Stream], T], None] | None = None) -> None:
+    def _in_waves(
+        self,
+        chunks: list[list[_Stream]],
+        work: Callable[[list[_Stream]], T],
+        then: Callable[[list[_Stream], T], None] | None = None,
+    ) -> None:
         """``work`` on every chunk, ``self.workers`` chunks at a time; ``then`` on each result, between waves."""
         for start in range(0, len(chunks), self.workers):
-            wave = chunks[start:start + self.workers]
+            wave = chunks[start : start + self.workers]
             results = split_over_cores([partial(work, chunk) for chunk in wave], self.workers)
             for chunk, result in zip(wave, results):
                 if then is not None:
@@ -115,8 +129,15 @@ class _Wavefront:
                 self.prefix[(s.index, layer)] = (k, v)
 
         def advance(chunk: list[_Stream]) -> None:
-            _advance(self.adapter, self.edits, chunk, [prefix_call], [True],
-                     lambda layer, group, call: call.new_layer(), on_state=keep)
+            _advance(
+                self.adapter,
+                self.edits,
+                chunk,
+                [prefix_call],
+                [True],
+                lambda layer, group, call: call.new_layer(),
+                on_state=keep,
+            )
 
         self._in_waves(self._chunks(self.streams, [length], cache_tokens=length, scores=length * length), advance)
 
@@ -128,13 +149,19 @@ class _Wavefront:
         return FilledLayer.shifted(keys, values, pads, width)
 
     # -- one prompt batch -------------------------------------------------------------------
-    def run_batch(self, batch: _PromptBatch, calls: list[list[_BlockCall]], prefix: PrefixCache | None,
-                  on_stream: Callable[[], None]) -> None:
+    def run_batch(
+        self,
+        batch: _PromptBatch,
+        calls: list[list[_BlockCall]],
+        prefix: PrefixCache | None,
+        on_stream: Callable[[], None],
+    ) -> None:
         """Score ``batch`` for every stream, given the intact model's recorded calls of the batch."""
         rows, width = batch.attention_mask.shape
         tokens = [call[0].hidden.shape[0] * call[0].hidden.shape[1] for call in calls]
-        cache_tokens = rows * width + max((int(c.source.shape[0]) * (width + c.input_ids.shape[1])
-                                           for c in batch.chunks), default=0)
+        cache_tokens = rows * width + max(
+            (int(c.source.shape[0]) * (width + c.input_ids.shape[1]) for c in batch.chunks), default=0
+        )
         pads = width - batch.attention_mask.sum(1)
 
         def first_state(layer: int, group: _Group, call: _BlockCall) -> Any:
@@ -147,15 +174,22 @@ class _Wavefront:
             index = torch.cat([m * rows + source for m in range(len(group.members))])
             return RowsOfLayer(prompt_state, index.to(prompt_state.keys.device))
 
-        scores = max(call[0].hidden.shape[0] * call[0].hidden.shape[1] * (width + extra)
-                     for call, extra in zip(calls, [0, *(c.input_ids.shape[1] for c in batch.chunks)]))
+        scores = max(
+            call[0].hidden.shape[0] * call[0].hidden.shape[1] * (width + extra)
+            for call, extra in zip(calls, [0, *(c.input_ids.shape[1] for c in batch.chunks)])
+        )
         uses_cache = any(_uses_cache(call[0]) for call in calls)
 
         def score(chunk: list[_Stream], hidden: list[dict[int, torch.Tensor]]) -> None:
             """Into each stream's own totals: chunks on several threads never share one."""
-            self._score(chunk, hidden[0], keep_last=True,
-                        scored=lambda logits, s: _accumulate(logits[:, -1], batch.scored, *self.totals[s.index]))
+            self._score(
+                chunk,
+                hidden[0],
+                keep_last=True,
+                scored=lambda logits, s: _accumulate(logits[:, -1], batch.scored, *self.totals[s.index]),
+            )
             for plan, final in zip(batch.chunks, hidden[1:]):
+
                 def scored(logits: torch.Tensor, s: Any, c: Any = plan) -> Any:
                     return _accumulate(logits, c.scored, *self.totals[s.index])
 
@@ -165,8 +199,9 @@ class _Wavefront:
         self.head.check(calls[0][-1].hidden)  # here, before any wave: the model's own head rewires it
 
         def advance(chunk: list[_Stream]) -> list[dict[int, torch.Tensor]] | None:
-            hidden = _advance(self.adapter, self.edits, chunk, calls, [True] + [False] * (len(calls) - 1),
-                              first_state, later_state)
+            hidden = _advance(
+                self.adapter, self.edits, chunk, calls, [True] + [False] * (len(calls) - 1), first_state, later_state
+            )
             if not self.head.direct:
                 return hidden  # scored between waves
             score(chunk, hidden)
@@ -180,21 +215,27 @@ class _Wavefront:
 
         self._in_waves(self._chunks(self.streams, tokens, cache_tokens if uses_cache else 0, scores), advance, done)
 
-    def _score(self, chunk: list[_Stream], hidden: dict[int, torch.Tensor], keep_last: bool,
-               scored: Callable[[torch.Tensor, _Stream], None]) -> None:
+    def _score(
+        self,
+        chunk: list[_Stream],
+        hidden: dict[int, torch.Tensor],
+        keep_last: bool,
+        scored: Callable[[torch.Tensor, _Stream], None],
+    ) -> None:
         """Final norm + LM head for the streams' hidden states, as few calls as the logit budget allows."""
         rows, columns = next(iter(hidden.values())).shape[:2]
         per_stream = rows * (1 if keep_last else columns)
         step = max(1, self.logit_rows // max(1, per_stream))
         for i in range(0, len(chunk), step):
-            part = chunk[i:i + step]
+            part = chunk[i : i + step]
             logits = self.head(_stack([hidden[s.index] for s in part]), keep_last)
             for s, piece in zip(part, logits.split(rows)):
                 scored(piece, s)
             del logits
 
-    def _chunks(self, streams: list[_Stream], tokens: Sequence[int], cache_tokens: int,
-                scores: int) -> list[list[_Stream]]:
+    def _chunks(
+        self, streams: list[_Stream], tokens: Sequence[int], cache_tokens: int, scores: int
+    ) -> list[list[_Stream]]:
         """The streams dealt into as few chunks as each worker's share of the token cap and the byte
         budget allows, a multiple of the workers, every ``n``-th stream to the same chunk: streams
         are ordered by branch point, so each chunk gets a like share of early (long) and late streams.
@@ -203,11 +244,18 @@ class _Wavefront:
         ``cache_tokens``: KV-cache tokens per stream of one layer (the prompt's and one continuation's);
         ``scores``: (query, key) pairs per head of the largest call (attention scores and weights).
         """
-        cost = (2 * sum(tokens) * self.hidden_size * self.elem  # hidden states of every call, in and out
-                + cache_tokens * self.kv_bytes  # one layer's caches
-                + 2 * scores * self.heads * 4)  # float32 attention scores and weights of one call
-        fits = max(1, min(self.budget.tokens // self.workers // max(1, max(tokens)),
-                          self.budget.bytes // self.workers // max(1, cost)))
+        cost = (
+            2 * sum(tokens) * self.hidden_size * self.elem  # hidden states of every call, in and out
+            + cache_tokens * self.kv_bytes  # one layer's caches
+            + 2 * scores * self.heads * 4
+        )  # float32 attention scores and weights of one call
+        fits = max(
+            1,
+            min(
+                self.budget.tokens // self.workers // max(1, max(tokens)),
+                self.budget.bytes // self.workers // max(1, cost),
+            ),
+        )
         count = -(-len(streams) // fits)
         if len(streams) >= self.workers:
             count = -(-count // self.workers) * self.workers

@@ -51,9 +51,7 @@ def builtin_suite_path(name: str) -> Path:
         raise _unknown(name)
     path = builtin_suites_dir() / f"{name}.yaml"
     if not path.is_file():
-        raise SuiteFormatError(
-            f"built-in suite file {path} is missing", "reinstall pytest-layercheck"
-        )
+        raise SuiteFormatError(f"built-in suite file {path} is missing", "reinstall pytest-layercheck")
     return path
 
 

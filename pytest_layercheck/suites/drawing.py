@@ -101,9 +101,7 @@ def draw_distinct(
     with _without_local_constants():
         collect()
     if len(found) < count:
-        raise RuntimeError(
-            f"{label}: hypothesis produced only {len(found)} distinct examples, {count} needed"
-        )
+        raise RuntimeError(f"{label}: hypothesis produced only {len(found)} distinct examples, {count} needed")
     ordered = sorted(found, key=lambda k: hashlib.sha256(k.encode("utf-8")).hexdigest())
     return [found[k] for k in ordered[:count]]
 
@@ -113,11 +111,7 @@ def interleave(groups: Sequence[Sequence[T]]) -> list[T]:
 
     Users run quick profiles on the first N items, so the first N must be a balanced sample.
     """
-    slots = [
-        ((index + 0.5) / len(group), g, index)
-        for g, group in enumerate(groups)
-        for index in range(len(group))
-    ]
+    slots = [((index + 0.5) / len(group), g, index) for g, group in enumerate(groups) for index in range(len(group))]
     return [groups[g][index] for _, g, index in sorted(slots)]
 
 

@@ -85,9 +85,7 @@ class _Fields:
             if key not in allowed:
                 close = difflib.get_close_matches(key, allowed, n=1)
                 hint = f"did you mean '{close[0]}'? " if close else ""
-                self.fail(
-                    key, f"unknown field '{key}'", f"{hint}allowed fields: {', '.join(allowed)}"
-                )
+                self.fail(key, f"unknown field '{key}'", f"{hint}allowed fields: {', '.join(allowed)}")
         for key in required:
             if key not in self.raw:
                 self.fail(None, f"required field '{key}' is missing", f"add '{key}: ...'")
@@ -129,11 +127,7 @@ class _Fields:
             )
         for i, element in enumerate(value):
             if not isinstance(element, str) or not element:
-                fix = (
-                    _QUOTE_FIX
-                    if isinstance(element, (int, float, bool))
-                    else "use a non-empty string"
-                )
+                fix = _QUOTE_FIX if isinstance(element, (int, float, bool)) else "use a non-empty string"
                 problem = f"field '{key}' element {i} is {_describe(element)}, expected text"
                 _fail(self.path, value.line_of(i), self.where, problem, fix)
         return tuple(value)

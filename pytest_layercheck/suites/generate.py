@@ -52,9 +52,7 @@ def render_yaml(document: Mapping[str, Any]) -> str:
         "# regenerate; `python -m pytest_layercheck.suites.generate --check` checks the file.\n#\n"
         + "".join(f"# {line}".rstrip() + "\n" for line in FORMAT_SUMMARY.splitlines())
     )
-    body = yaml.dump(
-        flow_lists(document), Dumper=SuiteDumper, sort_keys=False, allow_unicode=True, width=1_000_000
-    )
+    body = yaml.dump(flow_lists(document), Dumper=SuiteDumper, sort_keys=False, allow_unicode=True, width=1_000_000)
     return header + body
 
 
@@ -81,12 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m pytest_layercheck.suites.generate",
         description="Write (or with --check verify) suites/reasoning.yaml and retrieval.yaml.",
     )
-    parser.add_argument(
-        "--check", action="store_true", help="fail if a file differs from what would be written"
-    )
-    parser.add_argument(
-        "--out", type=Path, default=None, help="folder to write to (default: <repo>/suites)"
-    )
+    parser.add_argument("--check", action="store_true", help="fail if a file differs from what would be written")
+    parser.add_argument("--out", type=Path, default=None, help="folder to write to (default: <repo>/suites)")
     args = parser.parse_args(argv)
     out = args.out or source_suites_dir()
     if out is None:

@@ -65,11 +65,7 @@ def reasoning_groups() -> list[list[_Group]]:
 def retrieval_groups() -> list[list[_Group]]:
     return [
         [(f"kv_lookup/{pairs}", key_value_problems(pairs), 30) for pairs in (4, 8, 16)],
-        [
-            (f"needle/{size}/{depth}", needle_problems(size, depth), 8)
-            for size in HAYSTACK_WORDS
-            for depth in DEPTHS
-        ],
+        [(f"needle/{size}/{depth}", needle_problems(size, depth), 8) for size in HAYSTACK_WORDS for depth in DEPTHS],
     ]
 
 
@@ -87,9 +83,7 @@ class SuiteSpec:
     distinct_by: Callable[[Problem], str]
 
 
-def _domain_items(
-    spec: SuiteSpec, groups: Sequence[_Group], taken: set[str]
-) -> list[dict[str, Any]]:
+def _domain_items(spec: SuiteSpec, groups: Sequence[_Group], taken: set[str]) -> list[dict[str, Any]]:
     """Draw every group, split by kind, interleave kinds; gold positions cycle within each kind.
 
     ``taken`` holds the ``distinct_by`` keys used so far (few-shot examples, earlier groups): they
@@ -134,9 +128,7 @@ SPECS: tuple[SuiteSpec, ...] = (
             "(comparisons: the other numbers asked about)."
         ),
         default_protocol="mc_text",
-        protocols=_protocols(
-            "{context}\nAnswer:", "{context}\n{choices_block}\nAnswer:", r"(-?\d+)"
-        ),
+        protocols=_protocols("{context}\nAnswer:", "{context}\n{choices_block}\nAnswer:", r"(-?\d+)"),
         fewshot=REASONING_FEWSHOT,
         groups=reasoning_groups,
         distinct_by=lambda p: p.context,

@@ -124,8 +124,7 @@ def load_suites(paths: Iterable[_PathLike]) -> list[Suite]:
         suite = load_suite(path)
         if suite.name in by_name:
             raise SuiteFormatError(
-                f"{suite.source}: suite name {suite.name!r} is also used by "
-                f"{by_name[suite.name].source}",
+                f"{suite.source}: suite name {suite.name!r} is also used by {by_name[suite.name].source}",
                 "give each suite a distinct 'name'",
             )
         by_name[suite.name] = suite

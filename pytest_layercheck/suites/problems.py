@@ -101,6 +101,4 @@ class Problem:
 
 def _numeric(domain: str, kind: str, context: str, answer: int, expression: str) -> Problem:
     """A numeric problem; ``expression`` (also computing the answer) lets tests re-check it."""
-    return Problem(
-        domain, kind, context, str(answer), metadata={"expression": expression}, numeric=True
-    )
+    return Problem(domain, kind, context, str(answer), metadata={"expression": expression}, numeric=True)

@@ -126,9 +126,28 @@ def _no_empty_choice(item: SuiteItem) -> str | None:
     return None if all(item.choices) else "an empty choice cannot be scored (acc_norm divides by the choice length)"
 
 
-MC_LETTERS = register(Protocol("mc_letters", "loglikelihood", "acc", True, _letters,
-                               frozenset({"context", "choices_block"}), _letters_fit, judged_by="p_correct"))
-MC_TEXT = register(Protocol("mc_text", "loglikelihood", "acc", True, lambda item: tuple(item.choices),
-                            item_check=_no_empty_choice, judged_by="p_correct"))
+MC_LETTERS = register(
+    Protocol(
+        "mc_letters",
+        "loglikelihood",
+        "acc",
+        True,
+        _letters,
+        frozenset({"context", "choices_block"}),
+        _letters_fit,
+        judged_by="p_correct",
+    )
+)
+MC_TEXT = register(
+    Protocol(
+        "mc_text",
+        "loglikelihood",
+        "acc",
+        True,
+        lambda item: tuple(item.choices),
+        item_check=_no_empty_choice,
+        judged_by="p_correct",
+    )
+)
 CONTINUATION = register(Protocol("continuation", "loglikelihood", "exact_match", False, _target))
 GENERATE_UNTIL = register(Protocol("generate_until", "generation", "exact_match", False, _target))

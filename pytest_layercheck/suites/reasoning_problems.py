@@ -95,9 +95,7 @@ def comparison(kind: str, values: Sequence[int]) -> Problem:
         context = f"Which number is the {kind}: {listed}?"
     others = tuple(str(v) for v in values if v != answer)
     expression = f"{pick.__name__}({listed})"
-    return Problem(
-        "comparison", kind, context, str(answer), others, {"expression": expression}, True
-    )
+    return Problem("comparison", kind, context, str(answer), others, {"expression": expression}, True)
 
 
 #: (big unit, small unit, small units per big unit)
@@ -143,9 +141,7 @@ def arithmetic_problems(draw: st.DrawFn, kind: str) -> Problem:
     if kind in ("add", "subtract"):
         a, b = draw(numbers(2, 60)), draw(numbers(2, 40))
         assume(a != b)
-        return (
-            arithmetic(kind, max(a, b), min(a, b)) if kind == "subtract" else arithmetic(kind, a, b)
-        )
+        return arithmetic(kind, max(a, b), min(a, b)) if kind == "subtract" else arithmetic(kind, a, b)
     if kind == "add_subtract":
         a, b = draw(numbers(5, 40)), draw(numbers(2, 30))
         return arithmetic(kind, a, b, draw(numbers(1, a + b - 1)))
@@ -155,9 +151,7 @@ def arithmetic_problems(draw: st.DrawFn, kind: str) -> Problem:
 @st.composite
 def comparison_problems(draw: st.DrawFn, kind: str) -> Problem:
     size = 2 if kind in ("larger", "smaller") else 3
-    return comparison(
-        kind, draw(st.lists(numbers(10, 99), min_size=size, max_size=size, unique=True))
-    )
+    return comparison(kind, draw(st.lists(numbers(10, 99), min_size=size, max_size=size, unique=True)))
 
 
 @st.composite

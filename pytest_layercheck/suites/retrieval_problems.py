@@ -115,9 +115,7 @@ def codes(count: int) -> st.SearchStrategy[list[int]]:
     """
     hundreds = st.lists(numbers(10, 99), min_size=count, max_size=count, unique=True)
     offsets = st.lists(numbers(0, MIN_GAP - 1), min_size=count, max_size=count)
-    return st.tuples(hundreds, offsets).map(
-        lambda drawn: [h * 100 + o for h, o in zip(*drawn, strict=True)]
-    )
+    return st.tuples(hundreds, offsets).map(lambda drawn: [h * 100 + o for h, o in zip(*drawn, strict=True)])
 
 
 def key_value(names: Sequence[str], values: Sequence[int], attribute: str, query: int) -> Problem:

@@ -53,14 +53,23 @@ def _capability(doc: _Fields) -> str:
     """Any label is allowed, but one a letter or two from a built-in capability is almost always a typo."""
     label = doc.string("capability")
     if not _LABEL_PATTERN.match(label):
-        doc.fail("capability", f"field 'capability' is {label!r}",
-                 "use letters, digits and . _ - only, e.g. knowledge or safety")
+        doc.fail(
+            "capability",
+            f"field 'capability' is {label!r}",
+            "use letters, digits and . _ - only, e.g. knowledge or safety",
+        )
     if label not in CAPABILITIES:
-        close = [c for c in difflib.get_close_matches(label, CAPABILITIES, n=1, cutoff=0.85)
-                 if not (label.startswith(c) or c.startswith(label))]
+        close = [
+            c
+            for c in difflib.get_close_matches(label, CAPABILITIES, n=1, cutoff=0.85)
+            if not (label.startswith(c) or c.startswith(label))
+        ]
         if close:
-            doc.fail("capability", f"field 'capability' is {label!r}",
-                     f"did you mean '{close[0]}'? (labels of your own are allowed, e.g. safety)")
+            doc.fail(
+                "capability",
+                f"field 'capability' is {label!r}",
+                f"did you mean '{close[0]}'? (labels of your own are allowed, e.g. safety)",
+            )
     return label
 
 
@@ -84,9 +93,7 @@ class _SuiteBuilder:
         protocols = self._protocols()
         default = doc.string("default_protocol")
         if default not in protocols:
-            problem = (
-                f"field 'default_protocol' is {default!r}, which is not declared under 'protocols'"
-            )
+            problem = f"field 'default_protocol' is {default!r}, which is not declared under 'protocols'"
             doc.fail("default_protocol", problem, f"use one of: {', '.join(protocols)}")
         fewshot = self._items("fewshot", protocols) if "fewshot" in doc else ()
         items = self._items("items", protocols)
@@ -117,9 +124,7 @@ class _SuiteBuilder:
                 )
             body = declared.mapping(name, f"protocol '{name}'")
             generation = get_protocol(name).generates
-            body.check_keys(
-                [f for f in SETTINGS_FIELDS if generation or f not in GENERATION_FIELDS]
-            )
+            body.check_keys([f for f in SETTINGS_FIELDS if generation or f not in GENERATION_FIELDS])
             values: dict[str, Any] = {}
             if "template" in body:
                 values["template"] = body.string("template")
@@ -183,9 +188,7 @@ class _SuiteBuilder:
 
     def _item(self, fields: _Fields, index: int, *, fewshot: bool) -> SuiteItem:
         """Few-shot examples need only a context and an answer; ids and domains default."""
-        fields.check_keys(
-            ITEM_FIELDS, ("context",) if fewshot else ("id", "context", "domain", "kind")
-        )
+        fields.check_keys(ITEM_FIELDS, ("context",) if fewshot else ("id", "context", "domain", "kind"))
         item_id = fields.string("id") if "id" in fields else f"fewshot-{index}"
         if not _ID_PATTERN.match(item_id):
             fields.fail(
@@ -218,9 +221,7 @@ class _SuiteBuilder:
                 "add 'gold: N', the 0-based index of the right choice",
             )
         if len(choices) < 2:
-            problem = (
-                f"field 'choices' has only {len(choices)}, a multiple-choice item needs at least 2"
-            )
+            problem = f"field 'choices' has only {len(choices)}, a multiple-choice item needs at least 2"
             fields.fail("choices" if choices else "gold", problem, "add plausible wrong answers")
         if len(choices) > len(LETTERS):
             fields.fail(
@@ -240,9 +241,7 @@ class _SuiteBuilder:
             fields.fail("gold", problem, "gold is the 0-based index of the right choice")
 
     @staticmethod
-    def _check_protocol_needs(
-        fields: _Fields, item: SuiteItem, protocols: Mapping[str, ProtocolSettings]
-    ) -> None:
+    def _check_protocol_needs(fields: _Fields, item: SuiteItem, protocols: Mapping[str, ProtocolSettings]) -> None:
         """Every item must be scorable under every declared protocol."""
         for protocol, settings in protocols.items():
             spec = get_protocol(protocol)
@@ -276,9 +275,7 @@ class _SuiteBuilder:
         shots = {example.context: example for example in fewshot}
         for item in items:
             if item.context in shots:
-                problem = (
-                    f"field 'context' is the same as few-shot example '{shots[item.context].id}'"
-                )
+                problem = f"field 'context' is the same as few-shot example '{shots[item.context].id}'"
                 _fail(
                     self.path,
                     item.line or 0,

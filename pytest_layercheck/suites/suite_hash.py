@@ -40,7 +40,5 @@ def canonical_content(suite: Suite) -> dict[str, Any]:
 
 def content_hash(suite: Suite) -> str:
     """``sha256:<64 hex>`` of the canonical JSON of :func:`canonical_content`."""
-    text = json.dumps(
-        canonical_content(suite), sort_keys=True, ensure_ascii=False, separators=(",", ":")
-    )
+    text = json.dumps(canonical_content(suite), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -54,9 +54,7 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> _Mark
         line = key_node.start_mark.line + 1
         key = loader.construct_object(key_node, deep=True)
         if not isinstance(key, str):
-            raise _YamlProblem(
-                line, f"mapping key {key!r} is not a string", "write the key as a plain word"
-            )
+            raise _YamlProblem(line, f"mapping key {key!r} is not a string", "write the key as a plain word")
         if key in result:
             raise _YamlProblem(
                 line,
@@ -93,8 +91,10 @@ def _size_limit() -> int:
     if not text:
         return MAX_SUITE_BYTES
     if not text.isdigit() or int(text) < 1:
-        raise SuiteFormatError(f"{SIZE_ENV}={text!r} is not a positive number of bytes",
-                               f"set {SIZE_ENV} to a byte count, e.g. {MAX_SUITE_BYTES * 4}, or unset it")
+        raise SuiteFormatError(
+            f"{SIZE_ENV}={text!r} is not a positive number of bytes",
+            f"set {SIZE_ENV} to a byte count, e.g. {MAX_SUITE_BYTES * 4}, or unset it",
+        )
     return int(text)
 
 
@@ -106,7 +106,8 @@ def _check_size(size: int, source: Path, limit: int | None = None, what: str = "
         raise SuiteFormatError(
             f"{source}: {what} is {size / 1e6:.1f} MB, more than the limit of {limit / 1e6:.1f} MB",
             f"split it into several suites, or raise the limit with {SIZE_ENV}=<bytes> if it is meant to be this large"
-            if suite else f"split it into several {what}s",
+            if suite
+            else f"split it into several {what}s",
         )
 
 
@@ -126,9 +127,7 @@ def _read_text(path: Path, limit: int | None = None, what: str = "suite file") -
     except FileNotFoundError:
         raise SuiteFormatError(f"{path}: {what} not found", "check the path") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise SuiteFormatError(
-            f"{path}: cannot read {what}: {exc}", "save it as UTF-8 text"
-        ) from None
+        raise SuiteFormatError(f"{path}: cannot read {what}: {exc}", "save it as UTF-8 text") from None
 
 
 def _check_aliases(text: str, max_aliases: int = MAX_ALIASES, max_nodes: int = MAX_EXPANDED_NODES) -> None:
@@ -141,8 +140,11 @@ def _check_aliases(text: str, max_aliases: int = MAX_ALIASES, max_nodes: int = M
             aliases += 1
             count = sizes.get(event.anchor or "", 1)
             if aliases > max_aliases:
-                raise _YamlProblem(event.start_mark.line + 1, f"more than {max_aliases} YAML aliases",
-                                   "write the repeated values out; these files need few aliases, if any")
+                raise _YamlProblem(
+                    event.start_mark.line + 1,
+                    f"more than {max_aliases} YAML aliases",
+                    "write the repeated values out; these files need few aliases, if any",
+                )
         elif isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
             open_nodes.append((event.anchor, 1))
             continue
@@ -161,9 +163,11 @@ def _check_aliases(text: str, max_aliases: int = MAX_ALIASES, max_nodes: int = M
             anchor, inner = open_nodes[-1]
             open_nodes[-1] = (anchor, inner + count)
         if expanded > max_nodes:
-            raise _YamlProblem(event.start_mark.line + 1,
-                               f"YAML aliases expand the document to more than {max_nodes} nodes",
-                               "write the repeated values out instead of nesting aliases")
+            raise _YamlProblem(
+                event.start_mark.line + 1,
+                f"YAML aliases expand the document to more than {max_nodes} nodes",
+                "write the repeated values out instead of nesting aliases",
+            )
 
 
 def _parse_yaml(text: str, source: Path, max_aliases: int = MAX_ALIASES, max_nodes: int = MAX_EXPANDED_NODES) -> Any:

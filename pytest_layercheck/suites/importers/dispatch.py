@@ -13,15 +13,18 @@ from pytest_layercheck.suites.importers.records import import_records
 from pytest_layercheck.suites.importers.suite_file import ImportedSuite
 
 
-def import_source(source: str, fmt: str = "auto", fmap: FieldMap | str | None = None,
-                  options: ImportOptions | None = None) -> ImportedSuite:
+def import_source(
+    source: str, fmt: str = "auto", fmap: FieldMap | str | None = None, options: ImportOptions | None = None
+) -> ImportedSuite:
     """Import ``source`` in format ``fmt`` (``auto``: by suffix; see :func:`detect_format`)."""
     options = options or ImportOptions()
     kind = detect_format(source, fmt)
     if kind == "lm-eval":
         if fmap is not None and (fmap.fields if isinstance(fmap, FieldMap) else str(fmap).strip()):
-            raise SuiteFormatError("--map does not apply to lm-eval tasks",
-                                   "the task's doc_to_text, doc_to_choice and doc_to_target say what each field is")
+            raise SuiteFormatError(
+                "--map does not apply to lm-eval tasks",
+                "the task's doc_to_text, doc_to_choice and doc_to_target say what each field is",
+            )
         return import_lm_eval_task(source, options)
     if kind == "datasets":
         return import_dataset(Path(source), fmap, options)

@@ -13,8 +13,10 @@ def _require(module: str, extra: str, requirement: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise SuiteFormatError(f"this import needs the {module!r} package, which is not installed",
-                               f"pip install 'pytest-layercheck[{extra}]' (or pip install '{requirement}')") from None
+        raise SuiteFormatError(
+            f"this import needs the {module!r} package, which is not installed",
+            f"pip install 'pytest-layercheck[{extra}]' (or pip install '{requirement}')",
+        ) from None
 
 
 def _first_line(exc: BaseException) -> str:

@@ -20,7 +20,9 @@ from pytest_layercheck.suites.importers.suite_file import ImportedSuite
 DATASETS_REQUIREMENT = "datasets>=2.16"
 
 
-def import_dataset(path: Path, fmap: FieldMap | str | None = None, options: ImportOptions | None = None) -> ImportedSuite:
+def import_dataset(
+    path: Path, fmap: FieldMap | str | None = None, options: ImportOptions | None = None
+) -> ImportedSuite:
     """A suite from a Hugging Face dataset on disk: a ``save_to_disk`` folder, or parquet/arrow files."""
     options = options or ImportOptions()
     datasets = _require("datasets", "datasets", DATASETS_REQUIREMENT)
@@ -31,23 +33,31 @@ def import_dataset(path: Path, fmap: FieldMap | str | None = None, options: Impo
         if path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file()):
             loaded = datasets.load_from_disk(str(path))
         else:
-            files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix.lower() in DATASET_SUFFIXES)
+            files = (
+                [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix.lower() in DATASET_SUFFIXES)
+            )
             if not files:
-                raise SuiteFormatError(f"{path}: no .parquet or .arrow files and no save_to_disk dataset",
-                                       "pass the folder written by Dataset.save_to_disk, or parquet/arrow files")
+                raise SuiteFormatError(
+                    f"{path}: no .parquet or .arrow files and no save_to_disk dataset",
+                    "pass the folder written by Dataset.save_to_disk, or parquet/arrow files",
+                )
             builder = "parquet" if files[0].suffix.lower() == ".parquet" else "arrow"
             loaded = datasets.load_dataset(builder, data_files={options.split or "train": [str(f) for f in files]})
     except SuiteFormatError:
         raise
     except Exception as exc:  # noqa: BLE001 - datasets raises many kinds
-        raise SuiteFormatError(f"{path}: the datasets library cannot read it: {_first_line(exc)}",
-                               "pass a save_to_disk folder or parquet/arrow files") from None
+        raise SuiteFormatError(
+            f"{path}: the datasets library cannot read it: {_first_line(exc)}",
+            "pass a save_to_disk folder or parquet/arrow files",
+        ) from None
     if isinstance(loaded, datasets.DatasetDict):
         splits = list(loaded)
         split = options.split or (splits[0] if len(splits) == 1 else None)
         if split not in loaded:
-            raise SuiteFormatError(f"{path}: " + (f"has no split {options.split!r}" if options.split else
-                                                  f"has {len(splits)} splits"), f"pick one with --split: {', '.join(splits)}")
+            raise SuiteFormatError(
+                f"{path}: " + (f"has no split {options.split!r}" if options.split else f"has {len(splits)} splits"),
+                f"pick one with --split: {', '.join(splits)}",
+            )
         data = loaded[split]
     else:
         split, data = options.split, loaded

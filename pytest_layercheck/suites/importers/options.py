@@ -33,11 +33,14 @@ class FieldMap:
                 continue
             key, sep, source = (s.strip() for s in part.partition("="))
             if not sep or not key or not source:
-                raise SuiteFormatError(f"cannot read field map entry {part!r}",
-                                       "write suite_field=source_field pairs, e.g. context=prompt,target=answer")
+                raise SuiteFormatError(
+                    f"cannot read field map entry {part!r}",
+                    "write suite_field=source_field pairs, e.g. context=prompt,target=answer",
+                )
             if key not in MAPPABLE:
-                raise SuiteFormatError(f"field map names unknown suite field {key!r}",
-                                       f"map one of: {', '.join(MAPPABLE)}")
+                raise SuiteFormatError(
+                    f"field map names unknown suite field {key!r}", f"map one of: {', '.join(MAPPABLE)}"
+                )
             if key in fields:
                 raise SuiteFormatError(f"field map gives {key!r} twice", "map each suite field once")
             fields[key] = source
@@ -71,6 +74,7 @@ def _lookup(record: Any, path: str) -> Any:
             return _MISSING
     return node
 
+
 @dataclass(frozen=True)
 class ImportOptions:
     """What the imported suite is called and how it is scored (None: chosen from the data)."""
@@ -94,9 +98,11 @@ class ImportOptions:
     #: The command line that made the file, written into its header (None: not written).
     command: str | None = None
 
+
 def _slug(text: str, fallback: str = "suite") -> str:
     slug = _ID_BAD.sub("-", text.strip()).strip("-._:/")
     return slug or fallback
+
 
 def _defaults(options: ImportOptions, name: str, kind: str) -> dict[str, str]:
     return {"domain": options.domain or name, "kind": options.kind or kind}

@@ -34,9 +34,18 @@ class ImportedSuite:
         return self.header + _dump(self.document)
 
 
-def _build(name: str, capability: str | None, description: str, protocols: dict[str, Any], default: str,
-           items: list[dict[str, Any]], fewshot: list[dict[str, Any]], provenance: dict[str, Any],
-           warnings: list[str], command: str | None) -> ImportedSuite:
+def _build(
+    name: str,
+    capability: str | None,
+    description: str,
+    protocols: dict[str, Any],
+    default: str,
+    items: list[dict[str, Any]],
+    fewshot: list[dict[str, Any]],
+    provenance: dict[str, Any],
+    warnings: list[str],
+    command: str | None,
+) -> ImportedSuite:
     document: dict[str, Any] = {
         "name": name,
         "capability": capability or name,
@@ -46,15 +55,19 @@ def _build(name: str, capability: str | None, description: str, protocols: dict[
     }
     if fewshot:
         document["fewshot"] = fewshot
-    document["metadata"] = {"imported_from": provenance, "importer": f"pytest-layercheck {__version__}",
-                            **({"import_warnings": list(warnings)} if warnings else {})}
+    document["metadata"] = {
+        "imported_from": provenance,
+        "importer": f"pytest-layercheck {__version__}",
+        **({"import_warnings": list(warnings)} if warnings else {}),
+    }
     document["items"] = items
     text = _dump(document)
     try:
         suite = load_suite_text(text, f"<imported {name}>")
     except SuiteFormatError as exc:
-        raise SuiteFormatError(f"the imported suite does not validate: {exc.problem}",
-                               exc.fix or "fix the source data or the options") from None
+        raise SuiteFormatError(
+            f"the imported suite does not validate: {exc.problem}", exc.fix or "fix the source data or the options"
+        ) from None
     _check_round_trip(suite, items)
     header = _header(suite, provenance, command)
     return ImportedSuite(document=document, suite=suite, warnings=list(warnings), header=header)
@@ -63,10 +76,15 @@ def _build(name: str, capability: str | None, description: str, protocols: dict[
 def _check_round_trip(suite: Suite, items: list[dict[str, Any]]) -> None:
     """The written YAML must read back as exactly the imported texts (block scalars, quoting)."""
     for written, original in zip(suite.items, items):
-        if written.context != original["context"] or written.target != original.get("target") or \
-                list(written.choices) != original.get("choices", []):
-            raise SuiteFormatError(f"item {original['id']!r} does not survive the YAML round trip",
-                                   "please report this with the record; as a workaround, edit its text")
+        if (
+            written.context != original["context"]
+            or written.target != original.get("target")
+            or list(written.choices) != original.get("choices", [])
+        ):
+            raise SuiteFormatError(
+                f"item {original['id']!r} does not survive the YAML round trip",
+                "please report this with the record; as a workaround, edit its text",
+            )
 
 
 def _header(suite: Suite, provenance: Mapping[str, Any], command: str | None) -> str:
@@ -109,10 +127,15 @@ def write_suite(imported: ImportedSuite, path: Path, *, force: bool = False) -> 
                 old_hash = load_suite(path).content_hash
             except SuiteFormatError:
                 old_hash = "an unreadable suite"
-            what = ("only its comments or metadata differ" if old_hash == imported.suite.content_hash
-                    else f"content hash {old_hash} -> {imported.suite.content_hash}")
-            raise SuiteFormatError(f"{path} exists and differs from this import ({what})",
-                                   "pass --force to replace it, or write elsewhere with --output")
+            what = (
+                "only its comments or metadata differ"
+                if old_hash == imported.suite.content_hash
+                else f"content hash {old_hash} -> {imported.suite.content_hash}"
+            )
+            raise SuiteFormatError(
+                f"{path} exists and differs from this import ({what})",
+                "pass --force to replace it, or write elsewhere with --output",
+            )
         atomic_write_text(path, text)
         return "replaced"
     atomic_write_text(path, text)
