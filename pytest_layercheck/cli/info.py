@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any, cast
 
 from pytest_layercheck.cli.common import add_model_arguments, console, load
 
@@ -17,10 +18,9 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from pytest_layercheck.data.bands import DepthBands
-    from pytest_layercheck.model.architecture import get_adapter
 
     loaded = load(args.model, args)
-    adapter = get_adapter(loaded.model)
+    adapter = loaded.adapter
     default = DepthBands()
     bands = {name: default.layers(name, adapter.num_layers) for name in default.names}  # may be empty: shown as such
     for key, value in loaded.describe().items():
@@ -34,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     prompt = "The capital of France is"
     inputs = loaded.tokenizer(prompt, return_tensors="pt").to(loaded.device)
     with torch.inference_mode():
-        output = loaded.model.generate(**inputs, max_new_tokens=4, do_sample=False)
+        # generate comes from the GenerationMixin every causal LM class mixes in; the stubs do not say so
+        output = cast(Any, loaded.model).generate(**inputs, max_new_tokens=4, do_sample=False)
     continuation = loaded.tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
     console.print(f"{'check':>12}: {prompt!r} -> {continuation!r}")
     return 0

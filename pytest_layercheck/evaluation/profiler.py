@@ -27,7 +27,6 @@ from pytest_layercheck.evaluation.service import (  # noqa: F401 - the service's
 from pytest_layercheck.evaluation.settings import ProfileSettings
 from pytest_layercheck.evaluation.sharding import Shard, SweepJob, run_sharded
 from pytest_layercheck.model.ablation import Ablation
-from pytest_layercheck.model.architecture import get_adapter
 from pytest_layercheck.model.environment import collect_environment
 from pytest_layercheck.model.loading import LoadedModel
 from pytest_layercheck.scoring.flops import ModelShape, TokenWork, evaluation_flops
@@ -92,7 +91,7 @@ def build_profile(
     """
     settings = settings or ProfileSettings()
     cache = cache if cache is not None else ResultCache()
-    num_layers = get_adapter(loaded.model).num_layers
+    num_layers = loaded.num_layers
     plan = plan_ablations(num_layers, settings.mode, settings.bands)
     band_layers = settings.bands.as_dict(num_layers)
     # Every suite is loaded and checked first, also those this run skips: bad input fails early.

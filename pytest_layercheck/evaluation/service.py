@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -22,10 +22,13 @@ from pytest_layercheck.scoring.results import ProtocolResult
 from pytest_layercheck.suites.protocols import get_protocol
 from pytest_layercheck.suites.schema import Suite
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
 
 def evaluate_ablations(
-    model: Any,
-    tokenizer: Any,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
     suite: Suite,
     info: SuiteInfo,
     ablations: Sequence[Ablation],

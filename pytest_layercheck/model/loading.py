@@ -16,11 +16,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from pytest_layercheck.core.errors import LayercheckError, ModelLoadError, first_line
+from pytest_layercheck.model.architecture import ArchitectureAdapter, get_adapter, get_adapter_for_config
 from pytest_layercheck.model.default_model import (
     DEFAULT_MODEL_ALIASES,
     DEFAULT_MODEL_NAME,
@@ -34,15 +35,19 @@ from pytest_layercheck.model.devices import dtype_name, model_device, resolve_de
 from pytest_layercheck.model.fingerprint import generation_config_digest, model_fingerprint, tokenizer_fingerprint
 from pytest_layercheck.model.hub_cache import looks_like_hub_id, resolve_hub_model
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
 SPEC_HELP = "a spec is 'default', a local transformers folder, a .gguf file or a PEFT adapter folder"
 
 
 @dataclass
 class LoadedModel:
-    """A model ready for evaluation, with what a baseline needs to identify it."""
+    """The typed handle every layer above ``model/`` passes around: the model, its tokenizer and its
+    architecture adapter (derived once), with what a baseline needs to identify them."""
 
-    model: Any
-    tokenizer: Any
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
     spec: str
     name: str
     kind: str
@@ -50,6 +55,16 @@ class LoadedModel:
     dtype: torch.dtype
     load_seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, name: str = "model") -> LoadedModel:
+        """A handle for a model and tokenizer already in memory (``kind`` ``"in-memory"``), on the model's device."""
+        return cls(model, tokenizer, name, name, "in-memory", model_device(model), next(model.parameters()).dtype)
+
+    @cached_property
+    def adapter(self) -> ArchitectureAdapter:
+        """Where the model keeps its layers, heads and norms (raises for an unsupported family)."""
+        return get_adapter(self.model)
 
     @cached_property
     def fingerprint(self) -> str:
@@ -66,9 +81,7 @@ class LoadedModel:
 
     @property
     def num_layers(self) -> int:
-        from pytest_layercheck.model.architecture import get_adapter
-
-        return get_adapter(self.model).num_layers
+        return self.adapter.num_layers
 
     def describe(self) -> dict[str, Any]:
         """The identity recorded in baselines and reports."""
@@ -234,7 +247,6 @@ def _load_folder(
             f"{folder} holds a {what}, which is not a causal language model",
             "pass a decoder-only causal LM checkpoint (e.g. Llama, Qwen2, GPT-2 families) saved with its LM head",
         )
-    from pytest_layercheck.model.architecture import get_adapter_for_config
 
     get_adapter_for_config(config)  # fail before reading weights if the family is unsupported
     weights = sorted(folder.glob("*.safetensors"))
@@ -408,8 +420,6 @@ def _quiet_peft() -> Iterator[None]:
 
 
 def _check_architecture(model: Any, spec: str) -> None:
-    from pytest_layercheck.model.architecture import get_adapter
-
     get_adapter(model)
 
 

@@ -165,7 +165,6 @@ def layercheck_ablate(layercheck_model: LoadedModel) -> Callable[..., contextlib
     """Factory of ablation contexts on the session model: ``with layercheck_ablate(band="deep"): ...``."""
     from pytest_layercheck.data.bands import DepthBands
     from pytest_layercheck.model.ablation import Ablation
-    from pytest_layercheck.model.architecture import get_adapter
 
     def factory(
         skip: Iterable[int] = (),
@@ -177,7 +176,7 @@ def layercheck_ablate(layercheck_model: LoadedModel) -> Callable[..., contextlib
     ) -> contextlib.AbstractContextManager[LoadedModel]:
         layers = tuple(skip)
         if band is not None:
-            num_layers = get_adapter(layercheck_model.model).num_layers
+            num_layers = layercheck_model.num_layers
             layers += tuple(DepthBands().layers(band, num_layers))
         donor_model = getattr(donor, "model", donor)
         ablation = Ablation.build(skip=layers, heads=heads or {}, head_mode=head_mode, swap=swap)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, partial
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -49,6 +49,9 @@ from pytest_layercheck.scoring.loglikelihood import (
 )
 from pytest_layercheck.scoring.prompt_cache import FilledLayer, PrefixCache, RowsOfLayer
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
 __all__ = [
     "ACCELERATOR_TOKEN_BUDGET", "CACHE_READS", "CPU_TOKEN_BUDGET", "LOGIT_BUDGET", "MIN_FILL", "MIN_SHARED_PREFIX",
     "BatchSettings", "FilledLayer", "LoglikelihoodOutput", "LoglikelihoodPlan", "PrefixCache", "PreparedGeneration",
@@ -66,7 +69,7 @@ MIN_SHARED_PREFIX = 16
 MIN_FILL = 0.6
 
 
-def prefix_for(model: Any, prefix: Sequence[int], share: bool) -> PrefixCache | None:
+def prefix_for(model: PreTrainedModel, prefix: Sequence[int], share: bool) -> PrefixCache | None:
     """The prefix cache to use for one evaluation, or None (sharing off, prefix too short)."""
     if not share or len(prefix) < MIN_SHARED_PREFIX:
         return None
@@ -231,7 +234,7 @@ def _plan_chunks(
 
 @torch.inference_mode()
 def run_loglikelihood(
-    model: Any,
+    model: PreTrainedModel,
     plan: LoglikelihoodPlan,
     share_prefix: bool = True,
     workers: int | None = None,
@@ -268,7 +271,11 @@ def run_loglikelihood(
 
 @torch.inference_mode()
 def run_generation(
-    model: Any, tokenizer: Any, prepared: PreparedGeneration, settings: BatchSettings, share_prefix: bool = True
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prepared: PreparedGeneration,
+    settings: BatchSettings,
+    share_prefix: bool = True,
 ) -> list[str]:
     """Greedy continuations of every prompt, cut at the first EOS and the first stop string.
 

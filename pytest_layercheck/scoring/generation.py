@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from transformers import (
@@ -27,6 +27,9 @@ from pytest_layercheck.model import kv_cache
 from pytest_layercheck.model.devices import model_device
 from pytest_layercheck.scoring.batching import BatchSettings, _chunks, _pad, shared_prefix
 from pytest_layercheck.scoring.prompt_cache import PrefixCache
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,7 @@ def cut_at_stop(text: str, until: Sequence[str]) -> str:
 class _StopOnStrings(StoppingCriteria):
     """Marks a row finished once its generated text contains a stop string."""
 
-    def __init__(self, tokenizer: Any, until: Sequence[str], prompt_width: int) -> None:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, until: Sequence[str], prompt_width: int) -> None:
         self.tokenizer = tokenizer
         self.until = [s for s in until if s]
         self.prompt_width = prompt_width
@@ -108,7 +111,7 @@ class _FiniteLogits(LogitsProcessor):
         return scores
 
 
-def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
+def eos_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
     """EOS ids from the tokenizer and the model's generation config (either may list several)."""
     ids: set[int] = set()
     for value in (
@@ -122,7 +125,7 @@ def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
     return sorted(ids)
 
 
-def greedy_config(model: Any, tokenizer: Any, max_new_tokens: int) -> GenerationConfig:
+def greedy_config(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, max_new_tokens: int) -> GenerationConfig:
     """Plain greedy decoding: logit processors a model's generation config may carry are neutralised."""
     eos = eos_token_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos[0] if eos else 0)
@@ -143,8 +146,8 @@ def greedy_config(model: Any, tokenizer: Any, max_new_tokens: int) -> Generation
 
 
 def _generate(
-    model: Any,
-    tokenizer: Any,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
     prepared: PreparedGeneration,
     settings: BatchSettings,
     prefix: PrefixCache | None,
@@ -158,7 +161,7 @@ def _generate(
         width = batch.input_ids.shape[1]
         stops = StoppingCriteriaList([_StopOnStrings(tokenizer, prepared.until, width)]) if prepared.until else None
         past = kv_cache.generate_kwargs(None if prefix is None else prefix.expand(width - batch.attention_mask.sum(1)))
-        out = model.generate(
+        out = cast(Any, model).generate(  # from the GenerationMixin that every causal LM class mixes in
             input_ids=batch.input_ids.to(device),
             attention_mask=batch.attention_mask.to(device),
             generation_config=config,

@@ -24,13 +24,16 @@ positions at once; ``greedy`` is whether every target token is the argmax.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from pytest_layercheck.model import kv_cache
 from pytest_layercheck.scoring.forward import _forward_logits
 from pytest_layercheck.scoring.prompt_cache import PrefixCache, _select_cache
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,9 @@ def _accumulate(logits: torch.Tensor, scored: _Scored, total: torch.Tensor, miss
     misses.index_add_(0, scored.request, miss.long().cpu())
 
 
-def _prompt_inputs(model: Any, batch: _PromptBatch, prefix: PrefixCache | None, device: torch.device) -> dict[str, Any]:
+def _prompt_inputs(
+    model: PreTrainedModel, batch: _PromptBatch, prefix: PrefixCache | None, device: torch.device
+) -> dict[str, Any]:
     """Model inputs of a left-padded prompt batch; with ``prefix``, its first columns come from the cache."""
     mask = batch.attention_mask
     if prefix is None:
@@ -106,7 +111,7 @@ def _prompt_inputs(model: Any, batch: _PromptBatch, prefix: PrefixCache | None, 
 
 
 def run_batch(
-    model: Any,
+    model: PreTrainedModel,
     batch: _PromptBatch,
     prefix: PrefixCache | None,
     device: torch.device,

@@ -7,7 +7,7 @@ skipped and the norm's input replaced), which is used instead wherever the two d
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -16,6 +16,9 @@ from pytest_layercheck.model.ablation import skip_layers
 from pytest_layercheck.model.architecture import ArchitectureAdapter, get_adapter
 from pytest_layercheck.model.devices import model_device
 from pytest_layercheck.scoring.forward import _forward_logits
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 #: Final-norm attribute names on the backbone, by family (llama-like, GPT-2, GPT-NeoX).
 _FINAL_NORMS = ("norm", "ln_f", "final_layer_norm")
@@ -29,7 +32,7 @@ def _final_norm(adapter: ArchitectureAdapter) -> nn.Module | None:
     return None
 
 
-def _head_logits(model: nn.Module, norm: nn.Module, hidden: torch.Tensor, keep_last: bool) -> torch.Tensor:
+def _head_logits(model: PreTrainedModel, norm: nn.Module, hidden: torch.Tensor, keep_last: bool) -> torch.Tensor:
     """The model's own final norm + LM head on ``hidden`` (run with every layer skipped)."""
 
     def replace(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -53,7 +56,7 @@ class _Head:
     model's own logits on the sweep's data; else every head runs through the model, between waves.
     """
 
-    def __init__(self, model: nn.Module, adapter: ArchitectureAdapter, norm: nn.Module) -> None:
+    def __init__(self, model: PreTrainedModel, adapter: ArchitectureAdapter, norm: nn.Module) -> None:
         self.model, self.norm = model, norm
         self.lm_head = cast(Any, adapter.model).get_output_embeddings()
         self.softcap = getattr(adapter.config, "final_logit_softcapping", None)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import DynamicCache
@@ -32,6 +32,9 @@ from transformers.cache_utils import Cache, CacheLayerMixin, DynamicLayer
 
 from pytest_layercheck.model import kv_cache
 from pytest_layercheck.scoring.forward import _forward_logits
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 def select_rows(states: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -113,7 +116,7 @@ class PrefixCache:
         self.length = length
 
     @classmethod
-    def compute(cls, model: Any, prefix: Sequence[int], device: torch.device) -> PrefixCache | None:
+    def compute(cls, model: PreTrainedModel, prefix: Sequence[int], device: torch.device) -> PrefixCache | None:
         """Run ``prefix`` once; None when the model's cache is not a plain full-length DynamicCache."""
         ids = torch.tensor([list(prefix)], dtype=torch.long, device=device)
         _, cache = _forward_logits(

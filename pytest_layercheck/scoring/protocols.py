@@ -18,11 +18,12 @@ Metrics per protocol (lm-evaluation-harness semantics, read in its source; suite
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -55,6 +56,9 @@ from pytest_layercheck.scoring.tokenization import (
 from pytest_layercheck.suites.protocols import get_protocol
 from pytest_layercheck.suites.schema import ProtocolSettings, Suite
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
 
 @dataclass(frozen=True)
 class PreparedSuite:
@@ -65,7 +69,7 @@ class PreparedSuite:
     protocol: str
     settings: ProtocolSettings
     items: tuple[RenderedItem, ...]
-    tokenizer: Any
+    tokenizer: PreTrainedTokenizerBase
     max_length: int | None
     loglikelihood: PreparedLoglikelihood | None = None
     generation: PreparedGeneration | None = None
@@ -92,7 +96,7 @@ class PreparedSuite:
 def prepare(
     suite: Suite,
     protocol: str | None,
-    tokenizer: Any,
+    tokenizer: PreTrainedTokenizerBase,
     limit: int | None = None,
     max_length: int | None = None,
 ) -> PreparedSuite:
@@ -107,14 +111,19 @@ def prepare(
     items = tuple(render(suite, protocol))
     max_length = max_length if max_length is not None else tokenizer_max_length(tokenizer)
     rule = encoding_rule(tokenizer)
-    common = dict(
-        suite=suite, protocol=protocol, settings=settings, items=items, tokenizer=tokenizer, max_length=max_length
+    common = functools.partial(
+        PreparedSuite,
+        suite=suite,
+        protocol=protocol,
+        settings=settings,
+        items=items,
+        tokenizer=tokenizer,
+        max_length=max_length,
     )
 
     if get_protocol(protocol).generates:
         prompts = encode_texts(tokenizer, rule, [r.prompt for r in items])
-        return PreparedSuite(
-            **common,
+        return common(
             generation=PreparedGeneration(
                 prompts=tuple(tuple(truncate_prompt(p, max_length, settings.max_gen_toks)) for p in prompts),
                 until=tuple(settings.until),
@@ -125,15 +134,16 @@ def prepare(
     pairs = [(r.prompt, settings.target_delimiter + cand) for r in items for cand in r.candidates]
     encoded = encode_pairs(tokenizer, rule, pairs)
     requests = [(truncate_pair(ctx, cont, max_length), cont) for ctx, cont in encoded]
-    return PreparedSuite(
-        **common,
+    return common(
         loglikelihood=prepare_loglikelihood(requests),
         request_item=torch.tensor([i for i, r in enumerate(items) for _ in r.candidates], dtype=torch.long),
         request_choice=torch.tensor([c for r in items for c in range(len(r.candidates))], dtype=torch.long),
     )
 
 
-def batch_settings(model: Any, batch_size: int | None = None, token_budget: int | None = None) -> BatchSettings:
+def batch_settings(
+    model: PreTrainedModel, batch_size: int | None = None, token_budget: int | None = None
+) -> BatchSettings:
     """Forward-pass limits for ``model``: a device-dependent token budget, optionally a row cap."""
     config = getattr(model, "config", None)
     vocab = getattr(config, "vocab_size", None) or model.get_output_embeddings().weight.shape[0]
@@ -145,7 +155,7 @@ def batch_settings(model: Any, batch_size: int | None = None, token_budget: int 
 
 
 def score(
-    model: Any,
+    model: PreTrainedModel,
     prepared: PreparedSuite,
     batch_size: int | None = None,
     token_budget: int | None = None,
@@ -164,7 +174,7 @@ def score(
 
 
 def _score(
-    model: Any,
+    model: PreTrainedModel,
     prepared: PreparedSuite,
     batch_size: int | None,
     token_budget: int | None,
@@ -189,7 +199,7 @@ def _score(
 
 
 def score_sweep(
-    model: Any,
+    model: PreTrainedModel,
     prepared: PreparedSuite,
     ablations: Sequence[Ablation],
     *,
@@ -224,7 +234,7 @@ def score_sweep(
     return _loglikelihood_result(prepared, intact), [_loglikelihood_result(prepared, o) for o in outputs]
 
 
-def _check_fits(model: Any, prepared: PreparedSuite) -> None:
+def _check_fits(model: PreTrainedModel, prepared: PreparedSuite) -> None:
     limit = model_max_length(model)
     if limit is not None and prepared.longest_input > limit:
         raise ProtocolError(
@@ -243,7 +253,7 @@ def _check_fits(model: Any, prepared: PreparedSuite) -> None:
         )
 
 
-def vocabulary_rows(model: Any) -> int | None:
+def vocabulary_rows(model: PreTrainedModel) -> int | None:
     """How many token ids ``model`` can embed and score: its embedding's rows (its LM head's, if fewer).
 
     Checked before scoring: an id beyond them is an ``IndexError`` on a CPU and a device-side assert,
@@ -311,8 +321,8 @@ def _loglikelihood_result(prepared: PreparedSuite, output: LoglikelihoodOutput) 
 
 
 def score_suite(
-    model: Any,
-    tokenizer: Any,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
     suite: Suite,
     protocol: str | None = None,
     limit: int | None = None,

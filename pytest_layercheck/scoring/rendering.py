@@ -26,11 +26,14 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_layercheck.core.errors import ConfigError, ProtocolError
 from pytest_layercheck.suites.protocols import get_protocol
 from pytest_layercheck.suites.schema import LETTERS, ProtocolSettings, Suite, SuiteItem
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 _PLACEHOLDER = re.compile(r"\{(context|choices_block)\}")
 
@@ -177,7 +180,7 @@ class ChatRenderedSuite(Suite):
     """
 
     chat: ChatTemplate = field(default_factory=ChatTemplate)
-    tokenizer: Any = field(default=None, compare=False, repr=False)
+    tokenizer: PreTrainedTokenizerBase | None = field(default=None, compare=False, repr=False)
     plain_protocols: Mapping[str, ProtocolSettings] = field(default_factory=dict)
     plain_hash: str = ""
 
@@ -196,15 +199,16 @@ class ChatRenderedSuite(Suite):
         return system + [{"role": "user", "content": "".join(c + d for _, c, d in turns[:-1]) + turns[-1][1]}]
 
     def render_chat(self, protocol: str, item: SuiteItem) -> str:
+        assert self.tokenizer is not None, "with_chat_template() sets the tokenizer"
         return apply_chat_template(self.tokenizer, self.chat_messages(protocol, item))
 
 
-def apply_chat_template(tokenizer: Any, messages: list[dict[str, str]]) -> str:
+def apply_chat_template(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]]) -> str:
     """``tokenizer.apply_chat_template`` as lm-eval's HFLM calls it: text, generation prompt added; a template
     that rejects the system role is retried without it (lm-eval does the same, with a warning)."""
     import jinja2
 
-    kwargs = dict(tokenize=False, add_generation_prompt=True, continue_final_message=False)
+    kwargs: dict[str, Any] = dict(tokenize=False, add_generation_prompt=True, continue_final_message=False)
     try:
         text = tokenizer.apply_chat_template(messages, **kwargs)
     except jinja2.exceptions.TemplateError:
@@ -220,7 +224,7 @@ def apply_chat_template(tokenizer: Any, messages: list[dict[str, str]]) -> str:
     return text
 
 
-def with_chat_template(suite: Suite, tokenizer: Any, chat: ChatTemplate | None = None) -> Suite:
+def with_chat_template(suite: Suite, tokenizer: PreTrainedTokenizerBase, chat: ChatTemplate | None = None) -> Suite:
     """``suite`` with its prompts rendered through ``tokenizer``'s chat template (``chat`` None: unchanged).
 
     Log-likelihood protocols score candidates right after the assistant header (``target_delimiter`` "",

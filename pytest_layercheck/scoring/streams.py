@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from pytest_layercheck.model.ablation import Ablation, ablate, resolve_heads, swap_layers
 from pytest_layercheck.model.architecture import ArchitectureAdapter
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 @dataclass
@@ -82,11 +86,11 @@ def in_wavefront(ablation: Ablation) -> bool:
 
 
 def _streams_of(
-    model: nn.Module,
+    model: PreTrainedModel,
     adapter: ArchitectureAdapter,
     ablations: Sequence[Ablation],
     indices: Sequence[int],
-    donor: nn.Module | None,
+    donor: PreTrainedModel | None,
 ) -> list[_Stream]:
     """Streams for ``ablations[i]``, ``i`` in ``indices`` (none of them intact)."""
     width = adapter.num_heads * adapter.head_dim

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, nullcontext
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from pytest_layercheck.model.ablation import Ablation, ablate, skip_layers
-from pytest_layercheck.model.architecture import get_adapter
+from pytest_layercheck.model.architecture import ArchitectureAdapter, get_adapter
 from pytest_layercheck.model.attention import grouped_query_sdpa
 from pytest_layercheck.model.devices import model_device
 from pytest_layercheck.model.probes import block_input
@@ -42,6 +42,9 @@ from pytest_layercheck.scoring.model_head import _final_norm
 from pytest_layercheck.scoring.prompt_cache import PrefixCache
 from pytest_layercheck.scoring.streams import _streams_of, first_affected_layer, in_wavefront, resume_layer
 from pytest_layercheck.scoring.wavefront import StreamBudget, _Wavefront
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 __all__ = [
     "StepHook", "StreamBudget", "first_affected_layer", "in_wavefront", "resume_layer", "run_loglikelihood_sweep",
@@ -71,14 +74,18 @@ class _Injector:
 
 @contextmanager
 def _tail_of(
-    model: nn.Module, ablation: Ablation, donor: nn.Module | None, start: int | None, injector: _Injector
+    model: PreTrainedModel,
+    ablation: Ablation,
+    donor: PreTrainedModel | None,
+    start: int | None,
+    injector: _Injector,
 ) -> Iterator[None]:
     """The ablated model; with ``start``, also without layers ``0..start-1`` and fed recorded inputs."""
     with ExitStack() as stack:
         stack.enter_context(ablate(model, ablation, donor=donor))
         if start:
             stack.enter_context(skip_layers(model, range(start)))
-            first_block = get_adapter(model).layers[0]
+            first_block = get_adapter(model).layers[0]  # the first block left once the others are skipped
             stack.callback(first_block.register_forward_pre_hook(injector, with_kwargs=True).remove)
         yield
 
@@ -89,17 +96,17 @@ class _OneByOne:
 
     def __init__(
         self,
-        model: nn.Module,
+        model: PreTrainedModel,
+        adapter: ArchitectureAdapter,
         ablations: Sequence[Ablation],
         indices: Sequence[int],
-        donor: nn.Module | None,
+        donor: PreTrainedModel | None,
         totals: list[tuple[torch.Tensor, torch.Tensor]],
         prefix_tokens: Sequence[int],
     ) -> None:
         self.model, self.ablations, self.indices, self.donor, self.totals = model, ablations, indices, donor, totals
         self.prefix_tokens, self.device = prefix_tokens, model_device(model)
-        num_layers = get_adapter(model).num_layers
-        self.starts = {i: resume_layer(ablations[i], num_layers) for i in indices}
+        self.starts = {i: resume_layer(ablations[i], adapter.num_layers) for i in indices}
         self.injector = _Injector()
         self.prefixes: dict[int, PrefixCache | None] = {}  # each ablated model's own prefix cache, made once
 
@@ -143,7 +150,7 @@ class _Progress:
 
 
 def _intact_only(
-    model: nn.Module,
+    model: PreTrainedModel,
     plan: LoglikelihoodPlan,
     ablations: int,
     share_prefix: bool,
@@ -163,11 +170,11 @@ def _intact_only(
 
 @torch.inference_mode()
 def run_loglikelihood_sweep(
-    model: nn.Module,
+    model: PreTrainedModel,
     plan: LoglikelihoodPlan,
     ablations: Sequence[Ablation],
     *,
-    donor: nn.Module | None = None,
+    donor: PreTrainedModel | None = None,
     share_prefix: bool = True,
     on_step: StepHook | None = None,
     wavefront: bool = True,
@@ -201,7 +208,7 @@ def run_loglikelihood_sweep(
     )
     if front is None and not single:
         return _intact_only(model, plan, len(ablations), share_prefix, workers, step, 1 + len(intact_copies))
-    one_by_one = _OneByOne(model, ablations, single, donor, totals, plan.prefix)
+    one_by_one = _OneByOne(model, adapter, ablations, single, donor, totals, plan.prefix)
     with grouped_query_sdpa(model), recorder.installed(), front.installed() if front is not None else nullcontext():
         with recorder.recording() as prefix_calls:
             prefix = prefix_for(model, plan.prefix, share_prefix)

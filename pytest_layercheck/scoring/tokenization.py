@@ -21,9 +21,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pytest_layercheck.core.errors import ProtocolError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 #: Tokenizers report a huge sentinel as ``model_max_length`` when they do not know the limit.
 _UNKNOWN_LENGTH = 1_000_000
@@ -40,7 +43,7 @@ class EncodingRule:
     empty_context_token: int
 
 
-def encoding_rule(tokenizer: Any) -> EncodingRule:
+def encoding_rule(tokenizer: PreTrainedTokenizerBase) -> EncodingRule:
     """Probe ``tokenizer`` once for the BOS rule documented in this module."""
     bos_id = getattr(tokenizer, "bos_token_id", None)
     eos_id = getattr(tokenizer, "eos_token_id", None)
@@ -60,7 +63,7 @@ def encoding_rule(tokenizer: Any) -> EncodingRule:
     )
 
 
-def encode_texts(tokenizer: Any, rule: EncodingRule, texts: Sequence[str]) -> list[list[int]]:
+def encode_texts(tokenizer: PreTrainedTokenizerBase, rule: EncodingRule, texts: Sequence[str]) -> list[list[int]]:
     """Encode many texts in one (parallel, for fast tokenizers) call, applying the BOS rule."""
     if not texts:
         return []
@@ -80,7 +83,7 @@ def split_trailing_whitespace(context: str, continuation: str) -> tuple[str, str
 
 
 def encode_pairs(
-    tokenizer: Any, rule: EncodingRule, pairs: Sequence[tuple[str, str]]
+    tokenizer: PreTrainedTokenizerBase, rule: EncodingRule, pairs: Sequence[tuple[str, str]]
 ) -> list[tuple[list[int], list[int]]]:
     """Encode (context, continuation) pairs exactly as lm-eval's causal ``loglikelihood`` does.
 
@@ -140,13 +143,13 @@ def truncate_prompt(prompt_enc: list[int], max_length: int | None, max_new_token
     return prompt_enc[-room:]
 
 
-def tokenizer_max_length(tokenizer: Any) -> int | None:
+def tokenizer_max_length(tokenizer: PreTrainedTokenizerBase) -> int | None:
     """The tokenizer's declared maximum length, or None when it only reports a sentinel."""
     value = getattr(tokenizer, "model_max_length", None)
     return int(value) if isinstance(value, int) and 0 < value < _UNKNOWN_LENGTH else None
 
 
-def model_max_length(model: Any) -> int | None:
+def model_max_length(model: PreTrainedModel) -> int | None:
     """The longest input a model accepts, from the config attributes lm-eval also consults."""
     config = getattr(model, "config", None)
     for attr in ("n_positions", "max_position_embeddings", "n_ctx"):

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import torch
 from torch import nn
@@ -37,6 +37,9 @@ from pytest_layercheck.scoring.model_head import _Head
 from pytest_layercheck.scoring.prompt_cache import FilledLayer, PrefixCache, RowsOfLayer
 from pytest_layercheck.scoring.stacked_blocks import _advance, _BlockEdits, _stack
 from pytest_layercheck.scoring.streams import _Group, _Stream
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 T = TypeVar("T")
 
@@ -72,7 +75,7 @@ class _Wavefront:
 
     def __init__(
         self,
-        model: nn.Module,
+        model: PreTrainedModel,
         adapter: ArchitectureAdapter,
         norm: nn.Module,
         streams: list[_Stream],
