@@ -23,6 +23,7 @@ from pytest_layercheck.data.records import (  # noqa: F401 - re-exported: the pr
     SuiteInfo,
 )
 from pytest_layercheck.data.statistics import mean
+from pytest_layercheck.data.validation import check_derived, check_profile_json, decode_outcomes
 
 
 @dataclass
@@ -150,8 +151,6 @@ class DepthProfile:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> DepthProfile:
         """Decode a profile document strictly: a malformed, non-finite or hand-edited one raises SchemaError."""
-        from pytest_layercheck.data.validation import check_derived, check_profile_json, decode_outcomes
-
         check_profile_json(data)
         suites = {
             name: SuiteInfo(
@@ -186,7 +185,7 @@ class DepthProfile:
             bands={k: tuple(v) for k, v in data["bands"].items()},
             evaluations=evaluations,
         )
-        check_derived(data, profile)
+        check_derived(data, profile.to_json())
         return profile
 
 

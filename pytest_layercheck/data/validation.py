@@ -15,12 +15,19 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pytest_layercheck.core.errors import LayercheckError
-
-if TYPE_CHECKING:
-    from pytest_layercheck.data.profile_data import DepthProfile, Evaluation
+from pytest_layercheck.data.metrics import metric_kind
+from pytest_layercheck.data.records import (
+    CELL_METRIC,
+    INTACT,
+    MAX_ANSWER_CHARS,
+    PRIMARY_METRIC,
+    SCHEMA_VERSION,
+    Evaluation,
+)
+from pytest_layercheck.suites.protocols import get_protocol, protocol_names
 
 #: Keys of a profile document, exactly (``DepthProfile.to_json``).
 PROFILE_KEYS = frozenset(
@@ -194,7 +201,6 @@ def decode_outcomes(encoded: Any, where: str, expected: int, metric: str) -> tup
     Each value must be what the metric can hold (:func:`metrics.metric_kind`): 0/1 for accuracy-style
     metrics, a probability for ``p_correct``, a finite number for margins, <= 0 for log-likelihoods.
     """
-    from pytest_layercheck.data.metrics import metric_kind
 
     kind = metric_kind(metric)
     if isinstance(encoded, str):
@@ -235,7 +241,6 @@ def _item_ids(value: Any, where: str) -> tuple[str, ...]:
 
 def check_profile_json(data: Any) -> None:
     """Raise :class:`SchemaError` unless ``data`` is an exact, well-typed, finite, binary profile document."""
-    from pytest_layercheck.data.records import CELL_METRIC, INTACT, PRIMARY_METRIC, SCHEMA_VERSION
 
     top = expect_object(data, "profile", PROFILE_KEYS)
     check_finite(top, "profile")
@@ -326,9 +331,10 @@ def _differs(stored: Any, derived: Any) -> bool:
     return stored != derived
 
 
-def check_derived(data: Mapping[str, Any], profile: DepthProfile) -> None:
-    """The stored ``means`` and ``cells`` are the ones ``profile``'s outcomes give (nothing edited by hand)."""
-    fresh = _normal(profile.to_json())
+def check_derived(data: Mapping[str, Any], derived: Mapping[str, Any]) -> None:
+    """The stored ``means`` and ``cells`` of ``data`` are those of ``derived``, the document its decoded outcomes
+    give (nothing edited by hand)."""
+    fresh = _normal(derived)
     for suite, by_key in data["evaluations"].items():
         for key, ev in by_key.items():
             if _differs(ev["means"], fresh["evaluations"][suite][key]["means"]):
@@ -356,7 +362,6 @@ def decode_cache_entry(payload: Any, identity: Mapping[str, Any], choices: Seque
     identity names; outcomes must be what their metric can hold and as many as the identity's ``items``; ``answers``, if present,
     as :func:`decode_answers` requires (``choices``: each item's number of choices, when the caller knows them).
     """
-    from pytest_layercheck.data.records import CELL_METRIC, INTACT, PRIMARY_METRIC, Evaluation
 
     entry = expect_object(payload, "cache entry", CACHE_ENTRY_KEYS, CACHE_ENTRY_KEYS - CACHE_ENTRY_OPTIONAL)
     check_finite(entry, "cache entry")
@@ -411,8 +416,6 @@ def decode_answers(
     indices (0 <= index < the item's number of choices, or :data:`MAX_CHOICE_INDEX` where unknown) for a
     multiple-choice protocol, strings of at most ``MAX_ANSWER_CHARS`` for a generating one; a protocol that
     chooses nothing records no answers."""
-    from pytest_layercheck.data.records import MAX_ANSWER_CHARS
-    from pytest_layercheck.suites.protocols import get_protocol, protocol_names
 
     values = expect_list(value, where)
     if protocol not in protocol_names():
