@@ -13,7 +13,8 @@ from profile_factory import make_profile
 from pytest_layercheck.core.errors import BaselineError, ConfigError
 from pytest_layercheck.data.profile_data import DepthProfile
 from pytest_layercheck.evaluation.baseline import BaselineStore, read_baseline, slugify, summarize_saves
-from pytest_layercheck.evaluation.comparison import SHIFT, compare_profiles
+from pytest_layercheck.evaluation.comparison import compare_profiles
+from pytest_layercheck.evaluation.comparison_result import SHIFT
 
 NAME = "SmolLM2-135M-Instruct"
 

@@ -10,18 +10,11 @@ from profile_factory import DEFAULT_SUITES, make_profile
 
 from pytest_layercheck.core.errors import BaselineError, ConfigError
 from pytest_layercheck.data.profile_data import INTACT, DepthProfile
-from pytest_layercheck.data.statistics import sign_flip_test
+from pytest_layercheck.data.statistics import exact_mcnemar, sign_flip_test
 from pytest_layercheck.evaluation.checks import CellCheck, run_check
-from pytest_layercheck.evaluation.comparison import (
-    EFFECT_FLOOR,
-    SHIFT,
-    Tolerance,
-    baseline_sensitivity,
-    classify,
-    compare_profiles,
-    exact_mcnemar,
-    sensitivity_warning,
-)
+from pytest_layercheck.evaluation.comparison import baseline_sensitivity, compare_profiles, sensitivity_warning
+from pytest_layercheck.evaluation.comparison_result import EFFECT_FLOOR, SHIFT, Tolerance
+from pytest_layercheck.evaluation.drop_cells import classify
 
 # ------------------------------------------------------------------------------ exact McNemar
 

@@ -14,7 +14,8 @@ from profile_factory import make_profile
 from pytest_layercheck.core.errors import ConfigError
 from pytest_layercheck.data.bands import format_layers
 from pytest_layercheck.data.profile_data import DepthProfile
-from pytest_layercheck.evaluation.comparison import DEFAULT_MAX_SHIFT, ProfileComparison, compare_profiles
+from pytest_layercheck.evaluation.comparison import compare_profiles
+from pytest_layercheck.evaluation.comparison_result import DEFAULT_MAX_SHIFT, ProfileComparison
 from pytest_layercheck.report import (
     append_step_summary,
     github_annotations,

@@ -26,7 +26,8 @@ from pytest_layercheck.data.statistics import (
     score_spread,
     signed_rank_test,
 )
-from pytest_layercheck.evaluation.comparison import SHIFT, compare_profiles
+from pytest_layercheck.evaluation.comparison import compare_profiles
+from pytest_layercheck.evaluation.comparison_result import SHIFT
 
 ALPHA = 0.05
 LAYERS = 30

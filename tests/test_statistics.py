@@ -20,12 +20,15 @@ from pytest_layercheck.data.statistics import (
     adjust_p_values,
     detectable_drop,
     detection_power,
+    exact_mcnemar,
     mean_difference_ci,
     per_test_alpha,
     sign_flip_null,
     sign_flip_test,
 )
-from pytest_layercheck.evaluation.comparison import EFFECT_FLOOR, SHIFT, classify, compare_profiles, exact_mcnemar
+from pytest_layercheck.evaluation.comparison import compare_profiles
+from pytest_layercheck.evaluation.comparison_result import EFFECT_FLOOR, SHIFT
+from pytest_layercheck.evaluation.drop_cells import classify
 
 ALPHA = 0.05
 

@@ -25,13 +25,13 @@ from pytest_layercheck.core.errors import ConfigError
 from pytest_layercheck.data.metrics import METRICS
 from pytest_layercheck.data.profile_data import INTACT, DepthProfile
 from pytest_layercheck.data.statistics import CI_LEVEL, DEFAULT_CORRECTION
-from pytest_layercheck.evaluation.comparison import (
+from pytest_layercheck.evaluation.comparison import compare_profiles
+from pytest_layercheck.evaluation.comparison_result import (
     DEFAULT_MAX_SHIFT,
     SHIFT,
     CellComparison,
     ProfileComparison,
     Tolerance,
-    compare_profiles,
 )
 
 CHECK_FIELDS = ("capability", "band", "protocol", "metric", "max_drop", "relative", "alpha", "min", "max_shift")
@@ -122,6 +122,34 @@ class CheckOutcome:
     cell: CellComparison | None = None
 
 
+@dataclass(frozen=True)
+class _CheckRun:
+    """One check against the session's profile and baseline, under the session's verdict settings."""
+
+    check: CellCheck
+    suite: str
+    metric: str
+    profile: DepthProfile
+    baseline: DepthProfile | None
+    default_tolerance: Tolerance
+    default_alpha: float
+    #: ``run_check``'s keyword arguments of :func:`compare_profiles`, and ``default_metric``.
+    options: Mapping[str, Any]
+
+    def compare(self, baseline: DepthProfile, tolerance: Tolerance) -> ProfileComparison:
+        """The session's comparison (its family, its settings) under the check's alpha and ``tolerance``,
+        covering the check's metric of its suite too."""
+        alpha = self.check.alpha if self.check.alpha is not None else self.default_alpha
+        return compare_profiles(
+            baseline,
+            self.profile,
+            tolerance=tolerance,
+            alpha=alpha,
+            metrics=session_metrics(self.profile, self.suite, self.metric, self.options.get("default_metric")),
+            **{k: v for k, v in self.options.items() if k != "default_metric"},
+        )
+
+
 def run_check(
     check: CellCheck,
     profile: DepthProfile,
@@ -144,6 +172,23 @@ def run_check(
     metric), so the verdict for a cell is the session's.
     """
     suite = _suite_for(check, profile)
+    metric = _checked_metric(check, profile, suite, default_metric)
+    options: dict[str, Any] = {
+        "correction": correction,
+        "fail_on_improvement": fail_on_improvement,
+        "allow_precision_mismatch": allow_precision_mismatch,
+        "flip_rate": flip_rate,
+        "max_shift": max_shift,
+        "default_metric": default_metric,
+    }
+    if check.band == SHIFT and check.max_shift is not None:
+        options["max_shift"] = check.max_shift
+    run = _CheckRun(check, suite, metric, profile, baseline, default_tolerance, default_alpha, options)
+    return _run_shift_check(run) if check.band == SHIFT else _run_drop_check(run)
+
+
+def _checked_metric(check: CellCheck, profile: DepthProfile, suite: str, default_metric: str | None) -> str:
+    """The metric ``check`` is judged by, once its protocol and band are known to be the profile's."""
     info = profile.suites[suite]
     if check.protocol and check.protocol != info.protocol:
         raise ConfigError(
@@ -156,23 +201,13 @@ def run_check(
             f"check {check.label}: unknown band {check.band!r}",
             f"use 'intact', '{SHIFT}' or one of {sorted(profile.bands)}",
         )
-    metric = check.metric or _session_metric(profile, suite, default_metric)
-    if check.band == SHIFT:
-        return _run_shift_check(
-            check,
-            suite,
-            metric,
-            profile,
-            baseline,
-            default_tolerance,
-            default_alpha,
-            correction=correction,
-            fail_on_improvement=fail_on_improvement,
-            allow_precision_mismatch=allow_precision_mismatch,
-            flip_rate=flip_rate,
-            max_shift=check.max_shift if check.max_shift is not None else max_shift,
-            default_metric=default_metric,
-        )
+    return check.metric or _session_metric(profile, suite, default_metric)
+
+
+def _run_drop_check(run: _CheckRun) -> CheckOutcome:
+    """An intact or band check: the cell has not regressed (judged in the session's family), and is not below
+    ``min``."""
+    check, suite, metric, profile = run.check, run.suite, run.metric, run.profile
     try:
         current = profile.cell(suite, check.band, metric)
     except KeyError:
@@ -183,36 +218,33 @@ def run_check(
     failures: list[str] = []
     if check.min is not None and current.value < check.min:
         failures.append(f"{check.label}: {metric} = {current.value:.3f} is below the required minimum {check.min:.3f}")
-    only_floor = check.min is not None and not check.has_tolerance
     comparison: ProfileComparison | None = None
-    if not only_floor:
-        if baseline is None:
+    cell: CellComparison | None = None
+    if check.min is None or check.has_tolerance:  # not only a floor: judged against the baseline
+        if run.baseline is None:
             return CheckOutcome(False, "no baseline to compare against")
-        alpha = check.alpha if check.alpha is not None else default_alpha
-        comparison = compare_profiles(
-            baseline,
-            profile,
-            tolerance=check.tolerance(default_tolerance),
-            alpha=alpha,
-            fail_on_improvement=fail_on_improvement,
-            metrics=session_metrics(profile, suite, metric, default_metric),
-            correction=correction,
-            allow_precision_mismatch=allow_precision_mismatch,
-            flip_rate=flip_rate,
-            max_shift=max_shift,
-        )
+        comparison = run.compare(run.baseline, check.tolerance(run.default_tolerance))
         try:
-            verdict = comparison.cell(suite, check.band, metric)
+            cell = comparison.cell(suite, check.band, metric)
         except KeyError:
             raise ConfigError(
                 f"check {check.label}: the baseline has no {check.band!r} cell of {suite!r} "
                 f"for {metric!r} to compare with",
                 "re-record the baseline with --layercheck-update",
             ) from None
-        if verdict.status == "regressed":
-            failures.append(failure_text(check.label, verdict, comparison))
-    properties: dict[str, Any] = {"metric": metric, "value": round(current.value, 6)}
-    cell = comparison.cell(suite, check.band, metric) if comparison is not None else None
+        if cell.status == "regressed":
+            failures.append(failure_text(check.label, cell, comparison))
+    properties = _properties(metric, current.value, cell)
+    if not failures:
+        return CheckOutcome(True, f"{check.label}: ok ({metric} = {current.value:.3f})", properties, cell)
+    table = band_table(comparison, suite, metric) if comparison is not None else ""
+    message = "\n".join(failures) + (f"\n\n{table}" if table else "") + f"\n\n{UPDATE_HINT}"
+    return CheckOutcome(False, message, properties, cell)
+
+
+def _properties(metric: str, value: float, cell: CellComparison | None) -> dict[str, Any]:
+    """The check's numbers for the JUnit XML: the value, and the compared cell's evidence when there is one."""
+    properties: dict[str, Any] = {"metric": metric, "value": round(value, 6)}
     if cell is not None:
         properties.update(
             baseline=round(cell.baseline, 6),
@@ -222,11 +254,7 @@ def run_check(
             detectable_drop=round(cell.detectable_drop, 4),
             status=cell.status,
         )
-    if not failures:
-        return CheckOutcome(True, f"{check.label}: ok ({metric} = {current.value:.3f})", properties, cell)
-    table = band_table(comparison, suite, metric) if comparison is not None else ""
-    message = "\n".join(failures) + (f"\n\n{table}" if table else "") + f"\n\n{UPDATE_HINT}"
-    return CheckOutcome(False, message, properties, cell)
+    return properties
 
 
 def _session_metric(profile: DepthProfile, suite: str, default_metric: str | None) -> str:
@@ -251,29 +279,13 @@ def _has_drop(values: Mapping[str, Any]) -> bool:
     return values.get("max_drop") is not None or values.get("relative") is not None
 
 
-def _run_shift_check(
-    check: CellCheck,
-    suite: str,
-    metric: str,
-    profile: DepthProfile,
-    baseline: DepthProfile | None,
-    default_tolerance: Tolerance,
-    default_alpha: float,
-    **options: Any,
-) -> CheckOutcome:
+def _run_shift_check(run: _CheckRun) -> CheckOutcome:
     """A shift check: the suite's centre of depth has not moved significantly by ``max_shift`` or more
     (at least half of it, as drops), judged in the session's family."""
-    if baseline is None:
+    check, suite, metric = run.check, run.suite, run.metric
+    if run.baseline is None:
         return CheckOutcome(False, "no baseline to compare against")
-    alpha = check.alpha if check.alpha is not None else default_alpha
-    comparison = compare_profiles(
-        baseline,
-        profile,
-        tolerance=default_tolerance,
-        alpha=alpha,
-        metrics=session_metrics(profile, suite, metric, options.get("default_metric")),
-        **{k: v for k, v in options.items() if k != "default_metric"},
-    )
+    comparison = run.compare(run.baseline, run.default_tolerance)
     try:
         cell = comparison.cell(suite, SHIFT, metric)
     except KeyError:
@@ -282,16 +294,7 @@ def _run_shift_check(
             "than 3 single-layer removals of it",
             "profile layer by layer (--layercheck-mode layers) with a sweep (--layercheck-sweep-limit)",
         ) from None
-    properties: dict[str, Any] = {
-        "metric": metric,
-        "value": round(cell.current, 6),
-        "baseline": round(cell.baseline, 6),
-        "delta": round(cell.delta, 6),
-        "p": f"{cell.p_value:.3g}",
-        "p_adjusted": f"{cell.p_adjusted:.3g}",
-        "detectable_drop": round(cell.detectable_drop, 4),
-        "status": cell.status,
-    }
+    properties = _properties(metric, cell.current, cell)
     if cell.status != "moved":
         return CheckOutcome(
             True, f"{check.label}: ok (centre of depth {cell.baseline:.3f} -> {cell.current:.3f})", properties, cell

@@ -15,13 +15,8 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from pytest_layercheck.data.profile_data import INTACT, DepthProfile
-from pytest_layercheck.evaluation.comparison import (
-    EFFECT_FLOOR,
-    SHIFT,
-    CellComparison,
-    ProfileComparison,
-    sensitivity_warning,
-)
+from pytest_layercheck.evaluation.comparison import sensitivity_warning
+from pytest_layercheck.evaluation.comparison_result import EFFECT_FLOOR, SHIFT, CellComparison, ProfileComparison
 
 if TYPE_CHECKING:
     from pytest_layercheck.suites.schema import SuiteItem

@@ -298,7 +298,8 @@ def model_arguments(values: Mapping[str, Any]) -> dict[str, Any]:
 
 def verdict(values: Mapping[str, Any]) -> Verdict:
     """How a comparison is judged, from the VERDICT options' values (keyed by :attr:`Option.key`)."""
-    from pytest_layercheck.evaluation.comparison import Tolerance, Verdict
+    from pytest_layercheck.evaluation.comparison import Verdict
+    from pytest_layercheck.evaluation.comparison_result import Tolerance
 
     get = {option.key: _value(values, option) for option in VERDICT}
     return Verdict(
