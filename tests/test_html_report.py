@@ -27,8 +27,10 @@ from fault_world import RECORDED, SUITE, assert_exit, environment, layercheck
 from profile_factory import make_profile
 
 from pytest_layercheck.data.profile_data import DepthProfile
-from pytest_layercheck.evaluation.comparison import ProfileComparison, compare_profiles
-from pytest_layercheck.report.html import MAX_ITEMS, RUN_COLOUR, render_html, write_html_report
+from pytest_layercheck.evaluation.comparison import compare_profiles
+from pytest_layercheck.evaluation.comparison_result import ProfileComparison
+from pytest_layercheck.report.html import MAX_ITEMS, RUN_COLOUR
+from pytest_layercheck.report.html_page import render_html, write_html_report
 
 html5lib = pytest.importorskip("html5lib", reason="html5lib is in the test extra: pip install -e '.[test]'")
 

@@ -6,7 +6,7 @@ Registered by :func:`..plugin.pytest_configure` only when pytest-html is loaded 
 
 - ``pytest_html_results_summary``: the summary gets the run's verdict, the capability × band table and,
   per suite profiled by the checks that ran, the findings and the per-layer chart (the parts of the
-  ``--layercheck-html`` page, :func:`..report.html.summary_html`), styled by a copy of that page's CSS
+  ``--layercheck-html`` page, :func:`..report.html_page.summary_html`), styled by a copy of that page's CSS
   scoped to them, so pytest-html's own page keeps its look.
 - ``pytest_runtest_makereport``: a failed check's test row gets its cell's evidence (values, Δ, CI, raw
   and adjusted p, detectable drop, verdict) as an HTML extra. Under pytest-xdist the worker that ran the
@@ -57,7 +57,8 @@ class HtmlExtras:
     ) -> None:
         """After pytest-html's own summary, before its results table: what ``--layercheck-html`` shows
         first. Nothing when no check computed a profile."""
-        from pytest_layercheck.report.html import esc, scoped_css, summary_html
+        from pytest_layercheck.report.html import esc, scoped_css
+        from pytest_layercheck.report.html_page import summary_html
 
         state = session_of(session.config)
         profile = state.current
@@ -84,7 +85,8 @@ def failed_check_html(item: pytest.Item) -> str | None:
     compared, kept with its outcome), as an HTML fragment; None when the item is no layercheck check, or it
     failed before there was a cell to judge (no profile, no baseline, a bad argument, a pure ``min`` check:
     its failure message says why)."""
-    from pytest_layercheck.report.html import esc, evidence_table, findings_list
+    from pytest_layercheck.report.html import esc
+    from pytest_layercheck.report.html_verdict import evidence_table, findings_list
 
     outcome = item.stash.get(OUTCOME_KEY, None)
     cell = outcome.cell if outcome is not None else None

@@ -4,7 +4,7 @@ Each lives in its own module; matplotlib is imported only when a heatmap is draw
 """
 
 from pytest_layercheck.report.heatmap import plot_layer_heatmap
-from pytest_layercheck.report.html import render_html, write_html_report
+from pytest_layercheck.report.html_page import render_html, write_html_report
 from pytest_layercheck.report.json_report import build_json_report, write_json_report
 from pytest_layercheck.report.markdown import (
     append_step_summary,

@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from pytest_layercheck.data.profile_data import DepthProfile
-from pytest_layercheck.evaluation.comparison import CellComparison, ProfileComparison
+from pytest_layercheck.evaluation.comparison_result import CellComparison, ProfileComparison
 from pytest_layercheck.report.depth_strip import delta_strip, profile_strip
 from pytest_layercheck.report.format import (
     LEGEND,
@@ -141,11 +141,10 @@ def fitted_rows(
     wrap: Sequence[int] = (),
 ) -> Fitting:
     """The boxed table where it fits; else the light frame; else one paragraph per row."""
-    return Fitting(
-        rows_table(headers, rows, title, caption=caption, lead=lead, wrap=wrap),
-        rows_table(headers, rows, title, caption=caption, lead=lead, wrap=wrap, light=True),
-        records(headers, rows, title, caption=caption),
+    tables = (
+        rows_table(headers, rows, title, caption=caption, lead=lead, wrap=wrap, light=light) for light in (False, True)
     )
+    return Fitting(*tables, records(headers, rows, title, caption=caption))
 
 
 def _stacked(text: str) -> str:
