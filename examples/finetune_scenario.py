@@ -214,11 +214,11 @@ def build_candidate(
 
 def guard(out: Path, limit: int | None, localise: str, width: int) -> tuple[bool, dict[str, Any]]:
     """Compare both candidates with the base on the knowledge suite; True when harmful fails and benign passes."""
-    from pytest_layercheck.analysis.compare import CompareSettings, compare_models
+    from pytest_layercheck.analysis.compare.models import CompareSettings, compare_models
+    from pytest_layercheck.analysis.compare.render import render_compare_markdown, render_compare_terminal
     from pytest_layercheck.evaluation.profiler import ProfileSettings
     from pytest_layercheck.evaluation.result_cache import ResultCache
     from pytest_layercheck.model.loading import load_model
-    from pytest_layercheck.report.compare import render_compare_markdown, render_compare_terminal
 
     settings = CompareSettings(
         profile=ProfileSettings(suites=("knowledge",), limit=limit, sweep_limit=limit, mode="bands"), localise=localise
@@ -306,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from pytest_layercheck.analysis.localise import layer_span
+    from pytest_layercheck.analysis.localise.replacement import layer_span
     from pytest_layercheck.model.loading import load_model
 
     harmful, benign = recipes(args)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from pytest_layercheck.analysis.registry import public_functions
 from pytest_layercheck.core.version import __version__
 
 #: Public name -> the module that defines it (and the name there, when it differs).
@@ -37,18 +38,11 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "DepthProfile": ("pytest_layercheck.data.profile_data", "DepthProfile"),
     "BaselineStore": ("pytest_layercheck.evaluation.baseline", "BaselineStore"),
     "compare_profiles": ("pytest_layercheck.evaluation.comparison", "compare_profiles"),
-    "Tolerance": ("pytest_layercheck.evaluation.comparison", "Tolerance"),
+    "Tolerance": ("pytest_layercheck.evaluation.comparison_result", "Tolerance"),
     "Verdict": ("pytest_layercheck.evaluation.comparison", "Verdict"),
     "ResultCache": ("pytest_layercheck.evaluation.result_cache", "ResultCache"),
-    # analyses
-    "head_importance": ("pytest_layercheck.analysis.heads", "head_importance"),
-    "find_retrieval_heads": ("pytest_layercheck.analysis.retrieval_heads", "find_retrieval_heads"),
-    "compare_masking": ("pytest_layercheck.analysis.retrieval_heads", "compare_masking"),
-    "measure_redundancy": ("pytest_layercheck.analysis.redundancy", "measure_redundancy"),
-    "compare_thinking": ("pytest_layercheck.analysis.thinking", "compare_thinking"),
-    "transfer_stability": ("pytest_layercheck.analysis.transfer", "stability"),
-    "weight_delta": ("pytest_layercheck.analysis.weight_delta", "weight_delta"),
-    "compare_models": ("pytest_layercheck.analysis.compare", "compare_models"),
+    # analyses: each built-in's function, as the analysis registry names it (head_importance, ...)
+    **public_functions(),
     "Analysis": ("pytest_layercheck.analysis.registry", "Analysis"),
     "register_analysis": ("pytest_layercheck.analysis.registry", "register_analysis"),
     # errors
@@ -58,19 +52,21 @@ _EXPORTS: dict[str, tuple[str, str]] = {
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ loads these on first use
-    from pytest_layercheck.analysis.compare import compare_models
-    from pytest_layercheck.analysis.heads import head_importance
-    from pytest_layercheck.analysis.redundancy import measure_redundancy
+    from pytest_layercheck.analysis.compare.models import compare_models
+    from pytest_layercheck.analysis.heads.importance import head_importance
+    from pytest_layercheck.analysis.redundancy.metrics import measure_redundancy
     from pytest_layercheck.analysis.registry import Analysis, register_analysis
-    from pytest_layercheck.analysis.retrieval_heads import compare_masking, find_retrieval_heads
-    from pytest_layercheck.analysis.thinking import compare_thinking
-    from pytest_layercheck.analysis.transfer import stability as transfer_stability
-    from pytest_layercheck.analysis.weight_delta import weight_delta
+    from pytest_layercheck.analysis.retrieval_heads.detection import find_retrieval_heads
+    from pytest_layercheck.analysis.retrieval_heads.masking import compare_masking
+    from pytest_layercheck.analysis.thinking.fast_slow import compare_thinking
+    from pytest_layercheck.analysis.transfer.stability import stability as transfer_stability
+    from pytest_layercheck.analysis.weight_delta.deltas import weight_delta
     from pytest_layercheck.core.errors import LayercheckError
     from pytest_layercheck.data.bands import DepthBands
     from pytest_layercheck.data.profile_data import DepthProfile
     from pytest_layercheck.evaluation.baseline import BaselineStore
-    from pytest_layercheck.evaluation.comparison import Tolerance, Verdict, compare_profiles
+    from pytest_layercheck.evaluation.comparison import Verdict, compare_profiles
+    from pytest_layercheck.evaluation.comparison_result import Tolerance
     from pytest_layercheck.evaluation.profiler import ProfileSettings, build_profile
     from pytest_layercheck.evaluation.result_cache import ResultCache
     from pytest_layercheck.evaluation.service import score_suite_under as score

@@ -11,14 +11,14 @@ import torch
 from tiny_models import tiny_tokenizer
 from trained_tiny import perturbed, save, train_fact_model, write_fact_suite
 
-from pytest_layercheck.analysis.compare import CompareSettings, compare_models
+from pytest_layercheck.analysis.compare.models import CompareSettings, compare_models
+from pytest_layercheck.analysis.compare.render import render_compare_markdown, render_compare_terminal
 from pytest_layercheck.cli import compare as compare_cli
 from pytest_layercheck.core.errors import ConfigError
-from pytest_layercheck.evaluation.comparison import Tolerance
+from pytest_layercheck.evaluation.comparison_result import Tolerance
 from pytest_layercheck.evaluation.profiler import ProfileSettings
 from pytest_layercheck.evaluation.result_cache import ResultCache
 from pytest_layercheck.model.loading import LoadedModel
-from pytest_layercheck.report.compare import render_compare_markdown, render_compare_terminal
 
 FACTS = 24
 
@@ -101,7 +101,7 @@ def test_reports_show_cells_weights_and_the_verdict(models: dict, settings: Comp
 def test_mismatched_models_are_refused_before_anything_is_profiled(models: dict, settings: CompareSettings) -> None:
     from tiny_models import tiny_model
 
-    from pytest_layercheck.analysis.weight_delta import ArchitectureMismatchError
+    from pytest_layercheck.analysis.weight_delta.deltas import ArchitectureMismatchError
 
     cache = ResultCache(enabled=False)
     with pytest.raises(ArchitectureMismatchError, match="layer count: base has 6, candidate has 4"):

@@ -9,17 +9,19 @@ import types
 import pytest
 from profile_factory import make_profile
 
-from pytest_layercheck.analysis.heads import HeadImportance
-from pytest_layercheck.analysis.thinking import Shift
-from pytest_layercheck.analysis.transfer import StabilityScore
-from pytest_layercheck.analysis.weight_delta import ModuleDelta, WeightDelta
+from pytest_layercheck.analysis.heads.importance import HeadImportance
+from pytest_layercheck.analysis.heads.render import importance_renderable
+from pytest_layercheck.analysis.thinking import render as thinking_render
+from pytest_layercheck.analysis.thinking.fast_slow import Shift
+from pytest_layercheck.analysis.transfer import render as transfer_render
+from pytest_layercheck.analysis.transfer.stability import StabilityScore
+from pytest_layercheck.analysis.weight_delta.deltas import ModuleDelta, WeightDelta
+from pytest_layercheck.analysis.weight_delta.render import weight_table
 from pytest_layercheck.data.profile_data import INTACT, DepthProfile
-from pytest_layercheck.evaluation.comparison import ProfileComparison, compare_profiles
-from pytest_layercheck.report import analyses
-from pytest_layercheck.report.compare import weight_table
+from pytest_layercheck.evaluation.comparison import compare_profiles
+from pytest_layercheck.evaluation.comparison_result import ProfileComparison
 from pytest_layercheck.report.depth_strip import FALL, MISSING, RAMP, RISE, delta_strip, profile_strip, segments
 from pytest_layercheck.report.format import render_text
-from pytest_layercheck.report.heads import importance_renderable
 from pytest_layercheck.report.terminal import evidence_table, fitted_rows, render_terminal
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -282,20 +284,21 @@ def test_head_grid_splits_into_blocks_of_heads() -> None:
 
 
 def test_analysis_tables_fit_80_columns() -> None:
-    thinking = [analyses._shift_row(Shift(group, 40, 20, 25, 8, 3)) for group in ("medicine", "other knowledge")]
+    thinking = [thinking_render.shift_row(Shift(group, 40, 20, 25, 8, 3)) for group in ("medicine", "other knowledge")]
     text = render_text(
-        fitted_rows(analyses.THINKING_HEADERS, thinking, "thinking", caption=analyses.THINKING_CAPTION), width=80
+        fitted_rows(thinking_render.THINKING_HEADERS, thinking, "thinking", caption=thinking_render.THINKING_CAPTION),
+        width=80,
     )
     assert_fits(text)
     assert "corrections" in text and "overthinking" in text and "other knowledge" in text
 
     score = StabilityScore(40, 120, 30, 80, 10, 10, 20, (0.7, 0.9), (0.3, 0.7))
-    rows = [analyses._score_row("knowledge · acc (mc_text)", "same-kind items", score)]
-    narrow = render_text(fitted_rows(analyses.TRANSFER_HEADERS, rows, "transfer"), width=80)
+    rows = [transfer_render.score_row("knowledge · acc (mc_text)", "same-kind items", score)]
+    narrow = render_text(fitted_rows(transfer_render.TRANSFER_HEADERS, rows, "transfer"), width=80)
     assert_fits(narrow)  # one paragraph per row: every header and value, nothing cut
-    for header, value in zip(analyses.TRANSFER_HEADERS[1:], rows[0][1:], strict=True):
+    for header, value in zip(transfer_render.TRANSFER_HEADERS[1:], rows[0][1:], strict=True):
         assert f"{header} {value}" in " ".join(narrow.split())
-    assert "┃" in render_text(fitted_rows(analyses.TRANSFER_HEADERS, rows, "transfer"), width=200)
+    assert "┃" in render_text(fitted_rows(transfer_render.TRANSFER_HEADERS, rows, "transfer"), width=200)
 
     notes = [
         [

@@ -13,7 +13,7 @@ import torch
 from tiny_models import tiny_model, tiny_tokenizer
 from trained_tiny import save, write_fact_suite
 
-from pytest_layercheck.analysis.heads import (
+from pytest_layercheck.analysis.heads.importance import (
     HeadImportance,
     head_importance,
     parse_layers,
@@ -252,11 +252,8 @@ def test_bad_input_names_the_fix(model: torch.nn.Module, fact_suite) -> None:
 
 
 def test_reports_show_the_numbers() -> None:
-    from pytest_layercheck.report.heads import (
-        importance_markdown,
-        importance_renderable,
-        render_text,
-    )
+    from pytest_layercheck.analysis.heads.render import importance_markdown, importance_renderable
+    from pytest_layercheck.report.format import render_text
 
     result = hand_made(DROPS)
     text = render_text(importance_renderable(result, top=3), width=120)

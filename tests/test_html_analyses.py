@@ -27,22 +27,20 @@ from test_html_report import (
 from tiny_models import tiny_model
 from trained_tiny import save
 
-from pytest_layercheck.analysis.heads import HeadImportance
-from pytest_layercheck.analysis.redundancy import CapabilityView, RedundancyComparison, RedundancyResult, judge_view
-from pytest_layercheck.analysis.retrieval_heads import MaskingComparison, NeedleOutcome, RetrievalHeads
-from pytest_layercheck.analysis.thinking import Judgement, PairedItem, ThinkingResult
-from pytest_layercheck.analysis.transfer import PairOutcome, TransferStability, stability_from_outcomes
+from pytest_layercheck.analysis.heads.html import render_heads_html
+from pytest_layercheck.analysis.heads.importance import HeadImportance
+from pytest_layercheck.analysis.redundancy.capabilities import CapabilityView, RedundancyComparison, judge_view
+from pytest_layercheck.analysis.redundancy.html import render_redundancy_html
+from pytest_layercheck.analysis.redundancy.metrics import RedundancyResult
+from pytest_layercheck.analysis.retrieval_heads.detection import NeedleOutcome, RetrievalHeads
+from pytest_layercheck.analysis.retrieval_heads.html import render_retrieval_html
+from pytest_layercheck.analysis.retrieval_heads.masking import MaskingComparison
+from pytest_layercheck.analysis.thinking.fast_slow import Judgement, PairedItem, ThinkingResult
+from pytest_layercheck.analysis.thinking.html import render_thinking_html
+from pytest_layercheck.analysis.transfer.html import render_transfer_html
+from pytest_layercheck.analysis.transfer.stability import PairOutcome, TransferStability, stability_from_outcomes
 from pytest_layercheck.cli import main
-from pytest_layercheck.report.analysis_html import (
-    RAMP,
-    luminance,
-    ramp,
-    render_heads_html,
-    render_redundancy_html,
-    render_retrieval_html,
-    render_thinking_html,
-    render_transfer_html,
-)
+from pytest_layercheck.report.analysis_html import RAMP, luminance, ramp
 
 HOSTILE = "<script>alert('x')</script>"
 ESCAPED = "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;"

@@ -21,8 +21,8 @@ LAYERS: dict[str, int] = {
     "model": 2,
     "scoring": 3,
     "evaluation": 4,
-    "analysis": 5,
-    "report": 6,
+    "report": 5,
+    "analysis": 6,
     "pytest_plugin": 7,
     "cli": 7,
     "__main__": 8,  # ``python -m pytest_layercheck``: the command's entry, above both front ends

@@ -10,10 +10,10 @@ import torch
 from tiny_models import tiny_model, tiny_tokenizer
 from trained_tiny import perturbed, train_fact_model, write_fact_suite
 
-from pytest_layercheck.analysis.localise import LayerGroup, layer_groups, localise
-from pytest_layercheck.analysis.weight_delta import weight_delta
+from pytest_layercheck.analysis.localise.replacement import LayerGroup, layer_groups, localise
+from pytest_layercheck.analysis.weight_delta.deltas import weight_delta
 from pytest_layercheck.core.errors import ConfigError, LayercheckError
-from pytest_layercheck.evaluation.comparison import exact_mcnemar
+from pytest_layercheck.data.statistics import exact_mcnemar
 from pytest_layercheck.evaluation.profiler import ProfileSettings
 from pytest_layercheck.evaluation.result_cache import ResultCache
 from pytest_layercheck.model.fingerprint import model_fingerprint

@@ -14,32 +14,30 @@ from tiny_models import tiny_model, tiny_tokenizer
 from torch import nn
 from trained_tiny import save
 
-from pytest_layercheck.analysis.redundancy import (
+from pytest_layercheck.analysis.redundancy.capabilities import (
     CapabilityView,
+    compare_with_capabilities,
+    generation_candidates,
+    judge_view,
+    spearman,
+)
+from pytest_layercheck.analysis.redundancy.metrics import (
     angular_distances,
     best_start,
     block_influence,
     check_block_size,
-    collect_layer_states,
-    compare_with_capabilities,
     eligible_starts,
-    generation_candidates,
-    judge_view,
     lowest_influence,
     measure_redundancy,
-    merge_states,
-    spearman,
 )
+from pytest_layercheck.analysis.redundancy.render import redundancy_markdown, redundancy_renderable
+from pytest_layercheck.analysis.redundancy.states import collect_layer_states, merge_states
 from pytest_layercheck.cli import main
 from pytest_layercheck.core.errors import ConfigError
 from pytest_layercheck.evaluation.profiler import score_suite_under
 from pytest_layercheck.model.ablation import Ablation
 from pytest_layercheck.model.loading import LoadedModel
-from pytest_layercheck.report.analyses import (
-    redundancy_markdown,
-    redundancy_renderable,
-    render_text,
-)
+from pytest_layercheck.report.format import render_text
 from pytest_layercheck.suites.schema import ProtocolSettings, Suite, SuiteItem
 
 PROMPTS = [

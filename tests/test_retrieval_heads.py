@@ -13,23 +13,20 @@ import yaml
 from tiny_models import tiny_config, tiny_model, tiny_tokenizer
 from transformers import AutoModelForCausalLM
 
-from pytest_layercheck.analysis.retrieval_heads import (
-    MaskingComparison,
+from pytest_layercheck.analysis.retrieval_heads.decoding import greedy_decode
+from pytest_layercheck.analysis.retrieval_heads.detection import RetrievalHeads, find_retrieval_heads
+from pytest_layercheck.analysis.retrieval_heads.masking import MaskingComparison, compare_masking, random_control_heads
+from pytest_layercheck.analysis.retrieval_heads.needles import (
     NeedleTest,
-    RetrievalHeads,
-    compare_masking,
     copy_counts,
-    find_retrieval_heads,
-    greedy_decode,
     needle_recall,
     needle_scores,
     needle_tests,
-    random_control_heads,
     tokenize_needle,
 )
 from pytest_layercheck.cli import main
 from pytest_layercheck.core.errors import ConfigError
-from pytest_layercheck.evaluation.comparison import exact_mcnemar
+from pytest_layercheck.data.statistics import exact_mcnemar
 from pytest_layercheck.model import kv_cache
 from pytest_layercheck.model.ablation import mask_heads
 from pytest_layercheck.scoring.protocols import normalize_answer, prepare, score
@@ -412,11 +409,8 @@ def test_compare_masking_rejects_bad_k_and_foreign_heads() -> None:
 
 
 def test_reports_show_scores_and_comparison() -> None:
-    from pytest_layercheck.report.heads import (
-        render_text,
-        retrieval_markdown,
-        retrieval_renderable,
-    )
+    from pytest_layercheck.analysis.retrieval_heads.render import retrieval_markdown, retrieval_renderable
+    from pytest_layercheck.report.format import render_text
 
     heads = synthetic_heads(SCORES)
     comparison = MaskingComparison(

@@ -11,7 +11,7 @@ import torch
 from tiny_models import tiny_model, tiny_tokenizer
 from trained_tiny import save
 
-from pytest_layercheck.analysis.thinking import (
+from pytest_layercheck.analysis.thinking.fast_slow import (
     ALL,
     COT_TRIGGER,
     MATHS,
@@ -27,14 +27,11 @@ from pytest_layercheck.analysis.thinking import (
     question_text,
     slow_prompt,
 )
+from pytest_layercheck.analysis.thinking.render import thinking_markdown, thinking_renderable
 from pytest_layercheck.cli import main
 from pytest_layercheck.core.errors import ConfigError
 from pytest_layercheck.model.loading import LoadedModel
-from pytest_layercheck.report.analyses import (
-    render_text,
-    thinking_markdown,
-    thinking_renderable,
-)
+from pytest_layercheck.report.format import render_text
 from pytest_layercheck.scoring.engine import cut_at_stop
 from pytest_layercheck.suites.schema import ProtocolSettings, Suite, SuiteItem
 

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from tiny_models import tiny_model, tiny_tokenizer
 from trained_tiny import save
 
-from pytest_layercheck.analysis.transfer import (
+from pytest_layercheck.analysis.transfer.render import transfer_markdown, transfer_renderable
+from pytest_layercheck.analysis.transfer.stability import (
     cohen_kappa,
     knowledge_siblings,
     reasoning_variants,
@@ -30,11 +31,7 @@ from pytest_layercheck.cli import main
 from pytest_layercheck.core.errors import ConfigError
 from pytest_layercheck.evaluation.profiler import score_suite_under
 from pytest_layercheck.model.loading import LoadedModel
-from pytest_layercheck.report.analyses import (
-    render_text,
-    transfer_markdown,
-    transfer_renderable,
-)
+from pytest_layercheck.report.format import render_text
 from pytest_layercheck.suites.builtin import load_builtin_suite
 from pytest_layercheck.suites.schema import SuiteItem
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from tiny_models import tiny_model
 
-from pytest_layercheck.analysis.weight_delta import ArchitectureMismatchError, weight_delta
+from pytest_layercheck.analysis.weight_delta.deltas import ArchitectureMismatchError, weight_delta
 from pytest_layercheck.core.errors import LayercheckError
 
 

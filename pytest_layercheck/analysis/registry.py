@@ -1,48 +1,164 @@
-"""The analyses, one entry each: a name, the function that runs it on a loaded model, and what it needs.
+"""The analyses, one entry each: what runs it, how the front ends show it, and its ``layercheck`` subcommand.
 
-The ``layercheck_analyses`` fixture runs, memoises and reports analyses by name through this
-registry, so a new analysis is one module with a function ``run(loaded, **kwargs) -> result`` and
-one :func:`register_analysis` call, as a protocol is one entry in ``suites/protocols.py``. A result
-that has ``to_dict()`` is reported in the terminal summary even without a renderer of its own.
+An analysis is one room, a package of ``analysis/`` (or of another distribution): its computation, its
+result type, its renderers and an :class:`Analysis` entry per analysis in the room's ``ANALYSES``. The
+front ends read this registry: the ``layercheck_analyses`` fixture runs, memoises and reports analyses by
+name, ``cli/analyses.py`` builds a subcommand from every entry with a :class:`Command`, and the package
+root exports each entry's public function. A new analysis is its room plus one line in
+:data:`BUILTIN_ROOMS` (or, from another distribution, an entry point in the ``layercheck.analyses``
+group naming its room); a conftest can also :func:`register_analysis` one directly. A result that has
+``to_dict()`` is reported in pytest's summary even without a renderer of its own.
 
-Built-in entries name their function by import path, so listing the analyses imports no model code.
+Entries name their functions by import path (``"module:function"``), and rooms are imported on the first
+lookup, so listing the analyses (and ``layercheck --help``) imports no model code.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
+from pytest_layercheck.analysis.arguments import Argument
 from pytest_layercheck.core.errors import ConfigError
 from pytest_layercheck.core.registry import Registry
+
+if TYPE_CHECKING:
+    from pytest_layercheck.evaluation.profiler import ProgressHook
+    from pytest_layercheck.model.loading import LoadedModel
+
+#: A function, or ``"module:attribute"`` imported on first use.
+Target = Callable[..., Any] | str
+
+#: The built-in rooms, each a module with ``ANALYSES``; ``layercheck --help`` lists their subcommands in this order.
+BUILTIN_ROOMS: tuple[str, ...] = (
+    "pytest_layercheck.analysis.heads",
+    "pytest_layercheck.analysis.retrieval_heads",
+    "pytest_layercheck.analysis.redundancy",
+    "pytest_layercheck.analysis.thinking",
+    "pytest_layercheck.analysis.transfer",
+    "pytest_layercheck.analysis.weight_delta",
+    "pytest_layercheck.analysis.localise",
+    "pytest_layercheck.analysis.compare",
+)
+#: Entry point group of rooms from other distributions (the entry point names the room's module).
+ENTRY_POINTS = "layercheck.analyses"
+
+
+def resolve(target: Target) -> Any:
+    """The object ``target`` names (importing its module), or ``target`` itself."""
+    if not isinstance(target, str):
+        return target
+    module, _, attribute = target.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+class Stage(Protocol):
+    """One step of a command as the front end shows it: ``with stage("metrics", "removing blocks") as hook``
+    times the step (saying ``metrics: 1.2 s``, with ``note()`` in brackets) and, when ``bar`` names a
+    progress bar, yields its hook (else None)."""
+
+    def __call__(
+        self, label: str, bar: str | None = None, note: Callable[[], str] | None = None
+    ) -> AbstractContextManager[ProgressHook | None]: ...
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """What the subcommand's ``--json``, ``--markdown`` and ``--html`` options say they write (no ``--html``
+    when ``html`` is empty)."""
+
+    json: str = "the result"
+    markdown: str = "the markdown report"
+    html: str = ""
+
+
+@dataclass(frozen=True)
+class Command:
+    """An analysis's ``layercheck`` subcommand, which ``cli/analyses.py`` builds.
+
+    The subcommand takes the model (and its loading options), ``arguments``, the output files and, for an
+    analysis that ``uses_cache``, ``--no-cache``. ``module`` is the room's command module; it defines:
+
+    * ``run(loaded, stage, **keywords)``: the computation, its steps shown through ``stage``
+      (:class:`Stage`); the keywords are the arguments that are not ``view`` options (and ``cache``);
+    * ``terminal(result, view)``, ``markdown(result, view)`` and ``html(result, view)``: the result as a rich
+      renderable, markdown and an HTML page, ``view`` mapping the ``view`` options' keys to their values;
+    * ``to_json(result)``: the result as JSON-ready data.
+    """
+
+    name: str
+    help: str
+    module: str
+    arguments: tuple[Argument, ...] = ()
+    outputs: Outputs = field(default_factory=Outputs)
+
+    def function(self, name: str) -> Callable[..., Any]:
+        function: Callable[..., Any] = resolve(f"{self.module}:{name}")
+        return function
 
 
 @dataclass(frozen=True)
 class Analysis:
-    """One analysis: ``target`` is the function, or ``"module:function"`` to import on first use."""
+    """One analysis: ``target`` is its function, ``run(loaded, **kwargs) -> result``.
+
+    ``compares``: the function takes a reference (base) model first, ``run(reference, loaded, **kwargs)``,
+    and the fixture passes ``--layercheck-reference``. ``summary`` renders a result for pytest's terminal
+    summary (default: its name and ``to_dict()``). ``export``: the function's name in the public API.
+    """
 
     name: str
-    target: Callable[..., Any] | str
+    target: Target
     #: One line for listings and error messages.
     description: str
     #: The function takes ``cache=`` (a result cache) and should share the session's.
     uses_cache: bool = False
+    compares: bool = False
+    summary: Target | None = None
+    command: Command | None = None
+    export: str | None = None
 
     def function(self) -> Callable[..., Any]:
-        if callable(self.target):
-            return self.target
-        module, _, attribute = self.target.partition(":")
-        function: Callable[..., Any] = getattr(importlib.import_module(module), attribute)
+        function: Callable[..., Any] = resolve(self.target)
         return function
 
-    def run(self, loaded: Any, **kwargs: Any) -> Any:
-        """The analysis of ``loaded`` (a :class:`~pytest_layercheck.model.loading.LoadedModel`)."""
+    def run(self, loaded: LoadedModel, reference: LoadedModel | None = None, **kwargs: Any) -> Any:
+        """The analysis of ``loaded`` (a :class:`~pytest_layercheck.model.loading.LoadedModel`), against
+        ``reference`` when it ``compares``."""
+        if self.compares:
+            if reference is None:
+                raise ConfigError(f"analysis {self.name!r} compares two models", "pass the reference model")
+            return self.function()(reference, loaded, **kwargs)
         return self.function()(loaded, **kwargs)
 
 
 _REGISTRY: Registry[Analysis] = Registry("analysis", ConfigError)
+_loaded_rooms: list[str] = []
+
+
+def _rooms() -> list[str]:
+    """The built-in rooms, then those other distributions declare as entry points."""
+    from importlib.metadata import entry_points  # read on the first lookup: importing the package stays cheap
+
+    return [*BUILTIN_ROOMS, *(point.value for point in entry_points(group=ENTRY_POINTS))]
+
+
+def _load_rooms() -> None:
+    """Register every room's analyses, once (on the first lookup, not at import)."""
+    if _loaded_rooms:
+        return
+    for room in _rooms():
+        _loaded_rooms.append(room)
+        for analysis in room_analyses(room):
+            register_analysis(analysis)
+
+
+def room_analyses(room: str) -> tuple[Analysis, ...]:
+    """The ``ANALYSES`` a room module declares."""
+    analyses: tuple[Analysis, ...] = importlib.import_module(room).ANALYSES
+    return analyses
 
 
 def register_analysis(analysis: Analysis) -> Analysis:
@@ -58,44 +174,28 @@ def unregister_analysis(name: str) -> None:
 
 
 def get_analysis(name: str) -> Analysis:
+    _load_rooms()
     return _REGISTRY.get(name, ", or register_analysis() your own")
 
 
 def analysis_names() -> tuple[str, ...]:
+    _load_rooms()
     return tuple(sorted(_REGISTRY.names()))
 
 
-for _builtin in (
-    Analysis(
-        "heads",
-        "pytest_layercheck.analysis.heads:head_importance",
-        "accuracy drop when each attention head is masked",
-        uses_cache=True,
-    ),
-    Analysis(
-        "retrieval_heads",
-        "pytest_layercheck.analysis.retrieval_heads:find_retrieval_heads",
-        "retrieval score of every head on needle-in-a-haystack tests",
-    ),
-    Analysis(
-        "masking",
-        "pytest_layercheck.analysis.retrieval_heads:compare_masking",
-        "top-k retrieval heads against k random heads, masked",
-    ),
-    Analysis(
-        "redundancy",
-        "pytest_layercheck.analysis.redundancy:measure_redundancy",
-        "angular distance and Block Influence per layer",
-    ),
-    Analysis(
-        "thinking",
-        "pytest_layercheck.analysis.thinking:compare_thinking",
-        "fast (direct) against slow (step-by-step) answers",
-    ),
-    Analysis(
-        "transfer",
-        "pytest_layercheck.analysis.transfer:stability",
-        "stability of correctness under new numbers or sibling facts",
-    ),
-):
-    register_analysis(_builtin)
+def commands() -> list[Analysis]:
+    """The analyses with a ``layercheck`` subcommand, in registration order."""
+    _load_rooms()
+    entries = [_REGISTRY.get(name) for name in _REGISTRY.names()]
+    return [analysis for analysis in entries if analysis.command is not None]
+
+
+def public_functions() -> Mapping[str, tuple[str, str]]:
+    """The built-in analyses' functions in the public API: name -> (module, attribute)."""
+    exported = {}
+    for room in BUILTIN_ROOMS:
+        for analysis in room_analyses(room):
+            if analysis.export is not None and isinstance(analysis.target, str):
+                module, _, attribute = analysis.target.partition(":")
+                exported[analysis.export] = (module, attribute)
+    return exported

@@ -1,4 +1,4 @@
-"""The ``layercheck`` command line: one module per subcommand, registered in :data:`COMMANDS`.
+"""The ``layercheck`` command line: its modules, registered in :data:`COMMANDS`, add the subcommands.
 
     layercheck profile [MODEL]              depth-sensitivity profile, printed as a table
     layercheck baseline [MODEL]             record (or refresh) the baseline in baselines/
@@ -15,7 +15,9 @@
     layercheck compare-samples A B          paired comparison of two lm-eval --log_samples runs
 
 MODEL defaults to ``default`` (SmolLM2-135M-Instruct, fetched and cached on first use). Each
-command module defines ``register(subparsers)``, which adds its parser and sets ``handler``.
+command module defines ``register(subparsers)``, which adds its parsers and sets ``handler``; the
+analyses' subcommands (heads, retrieval-heads, redundancy, thinking, transfer) come from the analysis
+registry, through :mod:`.analyses`.
 
 Exit status, the same for every command (and the README's "Reliability" section):
 
@@ -43,10 +45,7 @@ COMMANDS: tuple[str, ...] = (
     "profile",
     "compare",
     "compare_samples",
-    "heads",
-    "redundancy",
-    "thinking",
-    "transfer",
+    "analyses",
     "info",
     "suite",
     "cache",
@@ -54,17 +53,6 @@ COMMANDS: tuple[str, ...] = (
 
 #: Exit statuses (see the module docstring).
 EXIT_PASSED, EXIT_REGRESSED, EXIT_ERROR, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-
-
-def count(text: str) -> int:
-    """An argparse type: a whole number >= 0 (a negative limit would silently mean "all but the last N")."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is negative; use a whole number >= 0")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

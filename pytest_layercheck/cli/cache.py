@@ -12,7 +12,8 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
-from pytest_layercheck.cli import EXIT_ERROR, EXIT_PASSED, count
+from pytest_layercheck.analysis.arguments import count
+from pytest_layercheck.cli import EXIT_ERROR, EXIT_PASSED
 from pytest_layercheck.cli.common import console, err_console
 
 

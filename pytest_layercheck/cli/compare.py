@@ -17,7 +17,7 @@ from pytest_layercheck.cli.profile import add_profile_arguments, add_verdict_arg
 from pytest_layercheck.evaluation.options import MODEL, add_cli_arguments
 
 if TYPE_CHECKING:
-    from pytest_layercheck.analysis.compare import CompareSettings
+    from pytest_layercheck.analysis.compare.models import CompareSettings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -52,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def compare_settings_from(args: argparse.Namespace) -> CompareSettings:
-    from pytest_layercheck.analysis.compare import CompareSettings
+    from pytest_layercheck.analysis.compare.models import CompareSettings
 
     localise = args.localise
     if args.no_weights and "changed" in localise:
@@ -71,11 +71,12 @@ def compare_settings_from(args: argparse.Namespace) -> CompareSettings:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from pytest_layercheck.analysis.compare import compare_models
+    from pytest_layercheck.analysis.compare.models import compare_models
+    from pytest_layercheck.analysis.compare.render import render_compare_markdown, render_compare_terminal
     from pytest_layercheck.evaluation.result_cache import ResultCache
-    from pytest_layercheck.report.compare import render_compare_markdown, render_compare_terminal
     from pytest_layercheck.report.format import json_text
-    from pytest_layercheck.report.html import render_html, run_item_texts
+    from pytest_layercheck.report.html_items import run_item_texts
+    from pytest_layercheck.report.html_page import render_html
 
     settings = compare_settings_from(args)  # before loading: a typo should not cost two model loads
     base = load(args.base, args)

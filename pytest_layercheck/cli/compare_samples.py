@@ -35,9 +35,10 @@ from pytest_layercheck.cli.profile import add_verdict_arguments, verdict_from
 from pytest_layercheck.core.errors import BaselineError, ConfigError
 
 if TYPE_CHECKING:
-    from pytest_layercheck.analysis.compare import ModelComparison
+    from pytest_layercheck.analysis.compare.models import ModelComparison
     from pytest_layercheck.data.profile_data import DepthProfile
     from pytest_layercheck.evaluation.comparison import Verdict
+    from pytest_layercheck.evaluation.comparison_result import ProfileComparison
 
 #: lm-eval metrics per protocol label, in the order a task is judged by them by default.
 _PRIMARY = ("acc", "exact_match")
@@ -326,22 +327,8 @@ def _check_pairing(base: SamplesRun, candidate: SamplesRun, tasks: Sequence[str]
         )
 
 
-def compare_samples(
-    base: SamplesRun,
-    candidate: SamplesRun,
-    *,
-    tasks: Sequence[str] | None = None,
-    metrics: Sequence[str] | None = None,
-    verdict: Verdict | None = None,
-) -> ModelComparison:
-    """Judge ``candidate`` against ``base`` task by task, as ``layercheck compare`` judges intact cells
-    (``verdict``: tolerance, alpha, correction and the rest; default: the defaults of ``layercheck compare``)."""
-    from pytest_layercheck.analysis.compare import CompareSettings, ModelComparison
-    from pytest_layercheck.evaluation.comparison import Verdict, compare_profiles, sensitivity_warning
-    from pytest_layercheck.evaluation.settings import ProfileSettings
-
-    verdict = verdict or Verdict()
-
+def _shared_tasks(base: SamplesRun, candidate: SamplesRun, tasks: Sequence[str] | None) -> list[str]:
+    """The tasks to compare: those named (each must be in both runs), else every task both runs logged."""
     shared = [t for t in base.tasks if t in candidate.tasks]
     if tasks:
         unknown = [t for t in tasks if t not in shared]
@@ -356,19 +343,11 @@ def compare_samples(
             f"the runs share no task (A: {sorted(base.tasks)}, B: {sorted(candidate.tasks)})",
             "compare runs of the same task(s)",
         )
-    _check_pairing(base, candidate, shared)
-    started = time.perf_counter()
-    base_profile, cand_profile = samples_profile(base, shared), samples_profile(candidate, shared)
-    judged = {t: _judged(candidate.tasks[t], metrics) for t in shared}
-    comparison = compare_profiles(
-        base_profile,
-        cand_profile,
-        tolerance=verdict.tolerance,
-        alpha=verdict.alpha,
-        metrics=judged,
-        **verdict.options(),
-    )
-    sensitivity_warning(comparison, strict=verdict.strict_power)  # strict: an underpowered cell is an error
+    return shared
+
+
+def _annotate(comparison: ProfileComparison, base: SamplesRun, candidate: SamplesRun, shared: Sequence[str]) -> None:
+    """Warn of tasks one run logged alone and of prompts that differ; note each run's notes and filters."""
     only = sorted(set(base.tasks) ^ set(candidate.tasks))
     if only:
         comparison.warnings.append(f"tasks logged by one run only (not compared): {', '.join(only)}")
@@ -382,6 +361,38 @@ def compare_samples(
                     f"{run.source}: task {name!r} has filters {list(samples.filters)}; "
                     f"compared: {samples.filter!r} (choose with --filter)"
                 )
+
+
+def compare_samples(
+    base: SamplesRun,
+    candidate: SamplesRun,
+    *,
+    tasks: Sequence[str] | None = None,
+    metrics: Sequence[str] | None = None,
+    verdict: Verdict | None = None,
+) -> ModelComparison:
+    """Judge ``candidate`` against ``base`` task by task, as ``layercheck compare`` judges intact cells
+    (``verdict``: tolerance, alpha, correction and the rest; default: the defaults of ``layercheck compare``)."""
+    from pytest_layercheck.analysis.compare.models import CompareSettings, ModelComparison
+    from pytest_layercheck.evaluation.comparison import Verdict, compare_profiles, sensitivity_warning
+    from pytest_layercheck.evaluation.settings import ProfileSettings
+
+    verdict = verdict or Verdict()
+    shared = _shared_tasks(base, candidate, tasks)
+    _check_pairing(base, candidate, shared)
+    started = time.perf_counter()
+    base_profile, cand_profile = samples_profile(base, shared), samples_profile(candidate, shared)
+    judged = {t: _judged(candidate.tasks[t], metrics) for t in shared}
+    comparison = compare_profiles(
+        base_profile,
+        cand_profile,
+        tolerance=verdict.tolerance,
+        alpha=verdict.alpha,
+        metrics=judged,
+        **verdict.options(),
+    )
+    sensitivity_warning(comparison, strict=verdict.strict_power)  # strict: an underpowered cell is an error
+    _annotate(comparison, base, candidate, shared)
     settings = CompareSettings(
         profile=ProfileSettings(suites=tuple(shared), limit=None, sweep_limit=None),
         tolerance=verdict.tolerance,
@@ -423,7 +434,7 @@ def _names(text: str) -> list[str]:
 
 
 def run_compare_samples(args: argparse.Namespace) -> int:
-    from pytest_layercheck.report.compare import render_compare_markdown, render_compare_terminal
+    from pytest_layercheck.analysis.compare.render import render_compare_markdown, render_compare_terminal
     from pytest_layercheck.report.format import json_text
 
     verdict = verdict_from(args)

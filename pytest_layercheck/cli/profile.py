@@ -19,7 +19,8 @@ from pytest_layercheck.cli.common import (
 
 if TYPE_CHECKING:
     from pytest_layercheck.data.profile_data import DepthProfile
-    from pytest_layercheck.evaluation.comparison import ProfileComparison, Verdict
+    from pytest_layercheck.evaluation.comparison import Verdict
+    from pytest_layercheck.evaluation.comparison_result import ProfileComparison
     from pytest_layercheck.evaluation.settings import ProfileSettings
 
 
@@ -141,7 +142,8 @@ def cli_words(fix: str | None) -> str | None:
 
 def run_profile(args: argparse.Namespace) -> int:
     from pytest_layercheck.core.errors import BaselineError, ConfigError
-    from pytest_layercheck.report.html import render_html, run_item_texts
+    from pytest_layercheck.report.html_items import run_item_texts
+    from pytest_layercheck.report.html_page import render_html
     from pytest_layercheck.report.terminal import terminal_renderable
 
     verdict = verdict_from(args)  # before the model loads: a typo should not cost a profile

@@ -25,7 +25,7 @@ from pytest_layercheck.core.errors import BaselineError, ConfigError, Layercheck
 from pytest_layercheck.data.profile_data import INTACT, DepthProfile
 from pytest_layercheck.evaluation.baseline import UPDATE_FLAG, BaselineStore, slugify
 from pytest_layercheck.evaluation.checks import CellCheck, CheckOutcome
-from pytest_layercheck.evaluation.comparison import ProfileComparison
+from pytest_layercheck.evaluation.comparison_result import ProfileComparison
 from pytest_layercheck.evaluation.options import model_arguments, profile_settings, verdict
 from pytest_layercheck.evaluation.result_cache import ResultCache
 from pytest_layercheck.evaluation.sharding import DEFAULT_TIMEOUT, Shard
@@ -115,7 +115,7 @@ class LayercheckSession:
         if self._analyses is None:
             from pytest_layercheck.pytest_plugin.session_analyses import SessionAnalyses
 
-            self._analyses = SessionAnalyses(self)
+            self._analyses = SessionAnalyses(self.model, self.reference_model, self.cache, self.settings, self.verdict)
         return self._analyses
 
     @property
@@ -444,7 +444,8 @@ class LayercheckSession:
             )
             self.messages.append(f"JSON report written: {self.options.report}")
         if self.options.html:
-            from pytest_layercheck.report.html import run_item_texts, write_html_report
+            from pytest_layercheck.report.html_items import run_item_texts
+            from pytest_layercheck.report.html_page import write_html_report
 
             baseline = self._baseline if comparison is not None else None
             write_html_report(

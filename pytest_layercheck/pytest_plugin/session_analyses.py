@@ -7,7 +7,8 @@ Tests assert on analyses the way they assert on profiles::
         assert heads.concentration() > 0.5
 
 Results are memoised per argument set for the session (analyses are deterministic), so several
-tests can look at one analysis without paying for it twice.
+tests can look at one analysis without paying for it twice. The analyses are the registry's
+(:mod:`pytest_layercheck.analysis.registry`), and so are the renderers of pytest's summary.
 """
 
 from __future__ import annotations
@@ -15,28 +16,57 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
-from pytest_layercheck.report.compare import render_compare_markdown
+from pytest_layercheck.analysis.registry import get_analysis, resolve
 from pytest_layercheck.report.markdown import append_step_summary
 
 if TYPE_CHECKING:
-    from pytest_layercheck.analysis.compare import ModelComparison
-    from pytest_layercheck.analysis.heads import HeadImportance
-    from pytest_layercheck.analysis.redundancy import RedundancyResult
-    from pytest_layercheck.analysis.retrieval_heads import MaskingComparison, RetrievalHeads
-    from pytest_layercheck.analysis.thinking import ThinkingResult
-    from pytest_layercheck.analysis.transfer import TransferStability
-    from pytest_layercheck.pytest_plugin.session import LayercheckSession
+    from pytest_layercheck.analysis.compare.models import ModelComparison
+    from pytest_layercheck.analysis.heads.importance import HeadImportance
+    from pytest_layercheck.analysis.redundancy.metrics import RedundancyResult
+    from pytest_layercheck.analysis.retrieval_heads.detection import RetrievalHeads
+    from pytest_layercheck.analysis.retrieval_heads.masking import MaskingComparison
+    from pytest_layercheck.analysis.thinking.fast_slow import ThinkingResult
+    from pytest_layercheck.analysis.transfer.stability import TransferStability
+    from pytest_layercheck.evaluation.comparison import Verdict
+    from pytest_layercheck.evaluation.result_cache import ResultCache
+    from pytest_layercheck.evaluation.settings import ProfileSettings
+    from pytest_layercheck.model.loading import LoadedModel
 
 T = TypeVar("T")
 
 
-class SessionAnalyses:
-    """Library analyses bound to the session's model (and reference model, for ``compare``)."""
+class ReferenceSession(Protocol):
+    """What a comparison with the reference model reads from a pytest session (``layercheck_session``)."""
 
-    def __init__(self, session: LayercheckSession) -> None:
-        self.session = session
+    settings: ProfileSettings
+    verdict: Verdict
+    cache: ResultCache
+
+    def model(self) -> LoadedModel: ...
+
+    def reference_model(self) -> LoadedModel: ...
+
+
+class SessionAnalyses:
+    """Library analyses bound to the session's model (and its reference model, for the analyses that
+    compare two). ``model`` and ``reference`` load their model on first call; ``cache`` is the session's
+    result cache, ``settings`` and ``verdict`` what ``compare`` profiles and how it judges."""
+
+    def __init__(
+        self,
+        model: Callable[[], LoadedModel],
+        reference: Callable[[], LoadedModel],
+        cache: ResultCache,
+        settings: ProfileSettings,
+        verdict: Verdict,
+    ) -> None:
+        self._model = model
+        self._reference = reference
+        self.cache = cache
+        self.settings = settings
+        self.verdict = verdict
         self._memo: dict[str, tuple[str, Any]] = {}
 
     def _once(self, name: str, kwargs: dict[str, Any], compute: Callable[[], T]) -> T:
@@ -48,83 +78,66 @@ class SessionAnalyses:
     def __len__(self) -> int:
         return len(self._memo)
 
+    def model(self) -> LoadedModel:
+        return self._model()
+
+    def reference_model(self) -> LoadedModel:
+        return self._reference()
+
     def renderables(self) -> list[Any]:
         """A rich report of every analysis computed this session, for pytest's terminal summary."""
-        from rich.text import Text
-
-        from pytest_layercheck.report.analyses import (
-            redundancy_renderable,
-            thinking_renderable,
-            transfer_renderable,
-        )
-        from pytest_layercheck.report.compare import compare_renderable
-        from pytest_layercheck.report.heads import (
-            importance_renderable,
-            masking_summary,
-            masking_title,
-            retrieval_renderable,
-        )
-
-        render: dict[str, Callable[[Any], Any]] = {
-            "heads": lambda r: importance_renderable(r, top=10, grid=False),
-            "retrieval_heads": retrieval_renderable,
-            "masking": lambda r: Text(f"{masking_title(r)}\n{masking_summary(r)}"),
-            "redundancy": redundancy_renderable,
-            "thinking": thinking_renderable,
-            "transfer": lambda r: transfer_renderable([r]),
-            "compare": compare_renderable,
-        }
-        return [
-            render[name](result) if name in render else _generic_renderable(name, result)
-            for name, result in self._memo.values()
-        ]
+        return [_summary(name, result) for name, result in self._memo.values()]
 
     def run(self, name: str, **kwargs: Any) -> Any:
         """The registered analysis ``name`` (see :mod:`pytest_layercheck.analysis.registry`) of the
-        session model, computed once per argument set; analyses that take a result cache share the session's."""
-        from pytest_layercheck.analysis.registry import get_analysis
-
+        session model (against the reference model, for one that compares two), computed once per
+        argument set; analyses that take a result cache share the session's."""
         analysis = get_analysis(name)
         call = dict(kwargs)
         if analysis.uses_cache:
-            call.setdefault("cache", self.session.cache)
+            call.setdefault("cache", self.cache)
         shown = {k: v for k, v in kwargs.items() if k != "cache"}
-        return self._once(name, shown, lambda: analysis.run(self.session.model(), **call))
+        return self._once(
+            name,
+            shown,
+            lambda: analysis.run(self._model(), self._reference() if analysis.compares else None, **call),
+        )
 
     def heads(self, suite: str = "knowledge", **kwargs: Any) -> HeadImportance:
-        """Head importance (:func:`.heads.head_importance`), sharing the session's result cache."""
+        """Head importance (:func:`.heads.importance.head_importance`), sharing the session's result cache."""
         return cast("HeadImportance", self.run("heads", suite=suite, **kwargs))
 
     def retrieval_heads(self, **kwargs: Any) -> RetrievalHeads:
-        """Retrieval heads on generated needle tests (:func:`.retrieval_heads.find_retrieval_heads`)."""
+        """Retrieval heads on generated needle tests (:func:`.retrieval_heads.detection.find_retrieval_heads`)."""
         return cast("RetrievalHeads", self.run("retrieval_heads", **kwargs))
 
     def masking(self, k: int, **kwargs: Any) -> MaskingComparison:
-        """Top-k retrieval heads vs k random heads masked (:func:`.retrieval_heads.compare_masking`)."""
+        """Top-k retrieval heads vs k random heads masked (:func:`.retrieval_heads.masking.compare_masking`)."""
         return cast("MaskingComparison", self.run("masking", k=k, **kwargs))
 
     def redundancy(self, block: int = 1, **kwargs: Any) -> RedundancyResult:
-        """Angular distance and Block Influence (:func:`.redundancy.measure_redundancy`)."""
+        """Angular distance and Block Influence (:func:`.redundancy.metrics.measure_redundancy`)."""
         return cast("RedundancyResult", self.run("redundancy", block=block, **kwargs))
 
     def thinking(self, **kwargs: Any) -> ThinkingResult:
-        """Fast vs slow answers (:func:`.thinking.compare_thinking`)."""
+        """Fast vs slow answers (:func:`.thinking.fast_slow.compare_thinking`)."""
         return cast("ThinkingResult", self.run("thinking", **kwargs))
 
     def transfer(self, suite: str = "reasoning", **kwargs: Any) -> TransferStability:
-        """Stability of correctness under new numbers or sibling facts (:func:`.transfer.stability`)."""
+        """Stability of correctness under new numbers or sibling facts (:func:`.transfer.stability.stability`)."""
         return cast("TransferStability", self.run("transfer", suite=suite, **kwargs))
 
     def compare(self, localise: str = "bands,changed") -> ModelComparison:
         """The session model against ``--layercheck-reference`` (:func:`compare_with_reference`)."""
-
-        return self._once(
-            "compare", {"localise": localise}, lambda: compare_with_reference(self.session, localise=localise)
-        )
+        return self._once("compare", {"localise": localise}, lambda: compare_with_reference(self, localise=localise))
 
 
-def _generic_renderable(name: str, result: Any) -> Any:
-    """An analysis without a renderer of its own: its name and its ``to_dict()`` (or its repr)."""
+def _summary(name: str, result: Any) -> Any:
+    """An analysis's report in pytest's summary: its registered renderer, else its name and its
+    ``to_dict()`` (or its repr)."""
+    renderer = get_analysis(name).summary
+    if renderer is not None:
+        return resolve(renderer)(result)
     from rich.console import Group
     from rich.pretty import Pretty
     from rich.text import Text
@@ -134,7 +147,7 @@ def _generic_renderable(name: str, result: Any) -> Any:
 
 
 def compare_with_reference(
-    session: LayercheckSession, *, localise: str = "bands,changed", summary: bool = True
+    session: ReferenceSession, *, localise: str = "bands,changed", summary: bool = True
 ) -> ModelComparison:
     """The pytest form: the session's model against ``--layercheck-reference``, judged by the session's options.
 
@@ -142,7 +155,8 @@ def compare_with_reference(
     reads ``assert result.passed, result.failure_message()``. Under GitHub Actions (``summary``) the
     comparison's markdown is appended to the job summary.
     """
-    from pytest_layercheck.analysis.compare import CompareSettings, compare_models
+    from pytest_layercheck.analysis.compare.models import CompareSettings, compare_models
+    from pytest_layercheck.analysis.compare.render import render_compare_markdown
 
     verdict = session.verdict
     settings = CompareSettings(

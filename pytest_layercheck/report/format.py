@@ -12,7 +12,7 @@ from typing import Any
 
 from pytest_layercheck.data.bands import format_layers
 from pytest_layercheck.data.profile_data import INTACT, DepthProfile
-from pytest_layercheck.evaluation.comparison import CellComparison, ProfileComparison
+from pytest_layercheck.evaluation.comparison_result import CellComparison, ProfileComparison
 from pytest_layercheck.evaluation.describe import (  # noqa: F401 - the renderers' shared vocabulary
     describe_change,
     describe_detail,

@@ -13,7 +13,7 @@ from typing import Any
 
 from pytest_layercheck.core.atomic import atomic_write_text
 from pytest_layercheck.data.profile_data import DepthProfile
-from pytest_layercheck.evaluation.comparison import ProfileComparison
+from pytest_layercheck.evaluation.comparison_result import ProfileComparison
 from pytest_layercheck.evaluation.describe import comparison_to_json, profile_answers
 from pytest_layercheck.report.format import finite, json_text
 

@@ -10,7 +10,8 @@ from tabulate import tabulate
 
 from pytest_layercheck.data.profile_data import DepthProfile
 from pytest_layercheck.data.statistics import CI_LEVEL
-from pytest_layercheck.evaluation.comparison import SHIFT, CellComparison, ProfileComparison, sensitivity_warning
+from pytest_layercheck.evaluation.comparison import sensitivity_warning
+from pytest_layercheck.evaluation.comparison_result import SHIFT, CellComparison, ProfileComparison
 from pytest_layercheck.report.format import (
     LEGEND,
     describe_change,

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pytest_layercheck.data.profile_data import DepthProfile
-from pytest_layercheck.evaluation.comparison import CellComparison, ProfileComparison, Status
+from pytest_layercheck.evaluation.comparison_result import CellComparison, ProfileComparison, Status
 from pytest_layercheck.report.format import band_header, band_order, cell_text
 
 

@@ -52,12 +52,12 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_layercheck.core.errors import ConfigError
-from pytest_layercheck.evaluation.comparison import exact_mcnemar
+from pytest_layercheck.data.statistics import exact_mcnemar
 from pytest_layercheck.scoring.engine import PreparedGeneration, run_generation
 from pytest_layercheck.scoring.protocols import batch_settings
 from pytest_layercheck.scoring.tokenization import (
@@ -68,6 +68,12 @@ from pytest_layercheck.scoring.tokenization import (
 )
 from pytest_layercheck.suites.builtin import resolve_suite
 from pytest_layercheck.suites.schema import Suite, SuiteItem
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from pytest_layercheck.evaluation.profiler import ProgressHook
+    from pytest_layercheck.model.loading import LoadedModel
 
 DEFAULT_SUITES: tuple[str, ...] = ("knowledge", "reasoning")
 DEFAULT_LIMIT = 40
@@ -86,8 +92,6 @@ MEDICINE = "medicine"
 OTHER_KNOWLEDGE = "other knowledge"
 GROUP_ORDER: tuple[str, ...] = (MEDICINE, OTHER_KNOWLEDGE, MATHS)
 ALL = "all"
-
-Progress = Callable[[str, int, int], None]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -354,8 +358,8 @@ class ThinkingResult:
 
 
 def generate(
-    model: Any,
-    tokenizer: Any,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[str],
     max_new_tokens: int,
     until: Sequence[str],
@@ -372,14 +376,14 @@ def generate(
 
 
 def compare_thinking(
-    loaded: Any,
+    loaded: LoadedModel,
     *,
     suites: Sequence[str | Suite] = DEFAULT_SUITES,
     limit: int | None = DEFAULT_LIMIT,
     cot_tokens: int = DEFAULT_COT_TOKENS,
     fast_tokens: int = DEFAULT_FAST_TOKENS,
     batch_size: int | None = None,
-    progress: Progress | None = None,
+    progress: ProgressHook | None = None,
 ) -> ThinkingResult:
     """Answer the first ``limit`` items of each suite fast and slow; pair the outcomes per item."""
     if cot_tokens < 1 or fast_tokens < 1:
@@ -418,4 +422,4 @@ def compare_thinking(
         "decoding": "greedy",
         "cot_trigger": COT_TRIGGER,
     }
-    return ThinkingResult(str(getattr(loaded, "name", "model")), items, settings)
+    return ThinkingResult(loaded.name, items, settings)

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 from pytest_layercheck.core.errors import ConfigError, LayercheckError
 from pytest_layercheck.data.bands import DepthBands, layer_runs
 from pytest_layercheck.data.profile_data import INTACT, PRIMARY_METRIC, SuiteInfo
-from pytest_layercheck.data.statistics import mean
-from pytest_layercheck.evaluation.comparison import Tolerance, exact_mcnemar
+from pytest_layercheck.data.statistics import exact_mcnemar, mean
+from pytest_layercheck.evaluation.comparison_result import Tolerance
 from pytest_layercheck.evaluation.profiler import (
     ProfileSettings,
     ProgressHook,
@@ -39,7 +39,9 @@ from pytest_layercheck.suites.builtin import resolve_suite
 from pytest_layercheck.suites.schema import Suite
 
 if TYPE_CHECKING:
-    from pytest_layercheck.analysis.weight_delta import WeightDelta
+    from transformers import PreTrainedTokenizerBase
+
+    from pytest_layercheck.analysis.weight_delta.deltas import WeightDelta
     from pytest_layercheck.data.profile_data import DepthProfile
     from pytest_layercheck.model.loading import LoadedModel
 
@@ -330,7 +332,7 @@ class _SuiteJob:
     metric: str
     prepared: PreparedSuite | None = None
 
-    def prepared_for(self, tokenizer: Any) -> PreparedSuite:
+    def prepared_for(self, tokenizer: PreTrainedTokenizerBase) -> PreparedSuite:
         if self.prepared is None:  # tokenised lazily: fully cached runs never tokenise
             self.prepared = prepare(self.suite, self.info.protocol, tokenizer)
         return self.prepared
@@ -444,6 +446,52 @@ def localise(
     """
     settings = settings or ProfileSettings()
     tol = Tolerance() if tolerance is None else Tolerance.parse(tolerance)
+    _check_pair(base, candidate, threshold)
+    group_list = _group_list(candidate.num_layers, groups, settings.bands, weights, include_all)
+    cache = cache if cache is not None else ResultCache()
+    jobs = _jobs(settings, suites)
+    ticks = _Ticks(progress, 2 * len(jobs))
+    entries: list[SuiteLocalisation] = []
+    candidate_outcomes: dict[str, tuple[float, ...]] = {}
+    with deterministic(settings.seed):
+        for job in jobs:
+            pair = []
+            for side, model, profile in (("base", base, profiles[0]), ("candidate", candidate, profiles[1])):
+                ticks.tick(f"{job.info.name} · {side}")
+                outcomes = _from_profile(profile, job.info, job.metric)
+                pair.append(outcomes if outcomes is not None else _intact(model, job, cache, settings))
+                ticks.done += 1
+            candidate_outcomes[job.info.name] = pair[1]
+            entries.append(_suite_loss(job, pair[0], pair[1], tol.allowed(mean(pair[0])), threshold, alpha))
+        dropped = [(job, entry) for job, entry in zip(jobs, entries, strict=True) if entry.loss > entry.allowed + 1e-9]
+        ticks.total += len(dropped)
+        ablations = [Ablation.swapping(group.layers) for group in group_list]
+        for job, entry in dropped:
+            ticks.tick(f"{job.info.name} · reverting {len(group_list)} layer groups")
+            restored = _restored(candidate, base, job, ablations, cache, settings)
+            before = candidate_outcomes[job.info.name]
+            for group, ablation in zip(group_list, ablations, strict=True):
+                entry.restorations.append(_restoration(group, entry, before, restored[ablation.key]))
+            ticks.done += 1
+    ticks.tick("done")
+    return Localisation(groups=group_list, suites=entries, threshold=threshold, alpha=alpha)
+
+
+@dataclass
+class _Ticks:
+    """Progress over a total that grows once the dropped suites are known."""
+
+    progress: ProgressHook | None
+    total: int
+    done: int = 0
+
+    def tick(self, message: str) -> None:
+        if self.progress:
+            self.progress(message, self.done, self.total)
+
+
+def _check_pair(base: LoadedModel, candidate: LoadedModel, threshold: float) -> None:
+    """Refuse a threshold outside (0, 1], one model object twice, or models of different depth."""
     if not 0 < threshold <= 1:
         raise ConfigError(f"restoration threshold must be in (0, 1], got {threshold!r}", "use e.g. 0.8 for 80%")
     if base.model is candidate.model:
@@ -451,69 +499,62 @@ def localise(
             "the base and the candidate are the same model object",
             "load the base and the candidate separately (two load_model calls)",
         )
-    num_layers = candidate.num_layers
-    if base.num_layers != num_layers:
+    if base.num_layers != candidate.num_layers:
         raise LayercheckError(
-            f"the base has {base.num_layers} layers and the candidate {num_layers}, so layers cannot be swapped back",
+            f"the base has {base.num_layers} layers and the candidate {candidate.num_layers}, so layers "
+            "cannot be swapped back",
             "localise a fine-tune against the model it was fine-tuned from (same architecture and depth)",
         )
+
+
+def _group_list(
+    num_layers: int,
+    groups: Sequence[LayerGroup] | str,
+    bands: DepthBands,
+    weights: WeightDelta | None,
+    include_all: bool,
+) -> list[LayerGroup]:
+    """The groups to revert: from a strategy string, or the given ones (plus "all" unless present)."""
     if isinstance(groups, str):
-        group_list = layer_groups(num_layers, groups, bands=settings.bands, weights=weights, include_all=include_all)
-    else:
-        group_list = list(groups)
-        if include_all and all(g.layers != tuple(range(num_layers)) for g in group_list):
-            group_list.append(LayerGroup("all", tuple(range(num_layers)), "all"))
-    cache = cache if cache is not None else ResultCache()
-    jobs = _jobs(settings, suites)
-    done, total = 0, 2 * len(jobs)
+        return layer_groups(num_layers, groups, bands=bands, weights=weights, include_all=include_all)
+    group_list = list(groups)
+    if include_all and all(g.layers != tuple(range(num_layers)) for g in group_list):
+        group_list.append(LayerGroup("all", tuple(range(num_layers)), "all"))
+    return group_list
 
-    def tick(message: str) -> None:
-        if progress:
-            progress(message, done, total)
 
-    entries: list[SuiteLocalisation] = []
-    candidate_outcomes: dict[str, tuple[float, ...]] = {}
-    with deterministic(settings.seed):
-        for job in jobs:
-            pair = []
-            for side, model, profile in (("base", base, profiles[0]), ("candidate", candidate, profiles[1])):
-                tick(f"{job.info.name} · {side}")
-                outcomes = _from_profile(profile, job.info, job.metric)
-                pair.append(outcomes if outcomes is not None else _intact(model, job, cache, settings))
-                done += 1
-            candidate_outcomes[job.info.name] = pair[1]
-            b_acc, c_acc = mean(pair[0]), mean(pair[1])
-            entries.append(
-                SuiteLocalisation(
-                    suite=job.info.name,
-                    capability=job.info.capability,
-                    protocol=job.info.protocol,
-                    metric=job.metric,
-                    items=len(pair[0]),
-                    base=b_acc,
-                    candidate=c_acc,
-                    loss_p_value=_paired(pair[0], pair[1])[2],
-                    allowed=tol.allowed(b_acc),
-                    threshold=threshold,
-                    alpha=alpha,
-                )
-            )
-        dropped = [(job, entry) for job, entry in zip(jobs, entries, strict=True) if entry.loss > entry.allowed + 1e-9]
-        total += len(dropped)
-        ablations = [Ablation.swapping(group.layers) for group in group_list]
-        for job, entry in dropped:
-            tick(f"{job.info.name} · reverting {len(group_list)} layer groups")
-            restored = _restored(candidate, base, job, ablations, cache, settings)
-            before = candidate_outcomes[job.info.name]
-            for group, ablation in zip(group_list, ablations, strict=True):
-                outcomes = restored[ablation.key]
-                fixed, broken, p_value = _paired(before, outcomes)
-                accuracy = mean(outcomes)
-                recovered = (accuracy - entry.candidate) / entry.loss if entry.loss > 0 else None
-                entry.restorations.append(Restoration(group, accuracy, recovered, fixed, broken, p_value, outcomes))
-            done += 1
-    tick("done")
-    return Localisation(groups=group_list, suites=entries, threshold=threshold, alpha=alpha)
+def _suite_loss(
+    job: _SuiteJob,
+    base: tuple[float, ...],
+    candidate: tuple[float, ...],
+    allowed: float,
+    threshold: float,
+    alpha: float,
+) -> SuiteLocalisation:
+    """One suite's base and candidate intact outcomes, before any restoration."""
+    return SuiteLocalisation(
+        suite=job.info.name,
+        capability=job.info.capability,
+        protocol=job.info.protocol,
+        metric=job.metric,
+        items=len(base),
+        base=mean(base),
+        candidate=mean(candidate),
+        loss_p_value=_paired(base, candidate)[2],
+        allowed=allowed,
+        threshold=threshold,
+        alpha=alpha,
+    )
+
+
+def _restoration(
+    group: LayerGroup, entry: SuiteLocalisation, before: tuple[float, ...], outcomes: tuple[float, ...]
+) -> Restoration:
+    """The candidate with ``group`` reverted: its accuracy, the share of the loss it recovers, its paired test."""
+    fixed, broken, p_value = _paired(before, outcomes)
+    accuracy = mean(outcomes)
+    recovered = (accuracy - entry.candidate) / entry.loss if entry.loss > 0 else None
+    return Restoration(group, accuracy, recovered, fixed, broken, p_value, outcomes)
 
 
 def restoration_table(localisation: Localisation) -> list[Mapping[str, Any]]:
@@ -530,18 +571,3 @@ def restoration_table(localisation: Localisation) -> list[Mapping[str, Any]]:
         for s in localisation.suites
         for r in s.restorations
     ]
-
-
-__all__ = [
-    "DEFAULT_THRESHOLD",
-    "STRATEGIES",
-    "LayerGroup",
-    "Localisation",
-    "Restoration",
-    "SuiteLocalisation",
-    "layer_groups",
-    "layer_span",
-    "localise",
-    "parse_strategies",
-    "restoration_table",
-]

@@ -11,25 +11,22 @@ Three views of one change, from cheap to telling:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from pytest_layercheck.analysis.localise import (
+from pytest_layercheck.analysis.localise.replacement import (
     DEFAULT_THRESHOLD,
     Localisation,
     localise,
     parse_strategies,
 )
-from pytest_layercheck.analysis.weight_delta import WeightDelta, weight_delta
+from pytest_layercheck.analysis.weight_delta.deltas import WeightDelta, weight_delta
 from pytest_layercheck.core.errors import ConfigError
 from pytest_layercheck.data.profile_data import INTACT, DepthProfile
-from pytest_layercheck.evaluation.comparison import (
-    DEFAULT_ALPHA,
-    DEFAULT_CORRECTION,
-    ProfileComparison,
-    Tolerance,
-    Verdict,
-)
+from pytest_layercheck.data.statistics import DEFAULT_CORRECTION
+from pytest_layercheck.evaluation.comparison import Verdict
+from pytest_layercheck.evaluation.comparison_result import DEFAULT_ALPHA, ProfileComparison, Tolerance
 from pytest_layercheck.evaluation.describe import comparison_to_json, describe_change, describe_detail, profile_answers
 from pytest_layercheck.evaluation.profiler import ProfileSettings, ProgressHook, build_profile
 from pytest_layercheck.evaluation.result_cache import ResultCache
@@ -143,6 +140,24 @@ def dropped_suites(comparison: ProfileComparison) -> list[str]:
     return [c.suite for c in comparison.cells if c.band == INTACT and c.delta < -c.allowed - 1e-9]
 
 
+T = TypeVar("T")
+
+
+def _timed(seconds: dict[str, float], name: str, work: Callable[[], T]) -> T:
+    """``work()``, its wall time noted in ``seconds[name]``."""
+    started = time.perf_counter()
+    result = work()
+    seconds[name] = round(time.perf_counter() - started, 2)
+    return result
+
+
+def _prefixed(progress: ProgressHook | None, prefix: str) -> ProgressHook | None:
+    """``progress`` with each message under ``prefix`` (``base · knowledge``)."""
+    if progress is None:
+        return None
+    return lambda message, done, total: progress(f"{prefix} · {message}", done, total)
+
+
 def compare_models(
     base: LoadedModel,
     candidate: LoadedModel,
@@ -161,51 +176,42 @@ def compare_models(
         settings = CompareSettings()
     elif isinstance(settings, ProfileSettings):
         settings = CompareSettings(profile=settings)
-    cache = cache if cache is not None else ResultCache()
+    shared = cache if cache is not None else ResultCache()
+    profile = settings.profile
     seconds: dict[str, float] = {}
-
-    def timed(name: str, work: Any) -> Any:
-        started = time.perf_counter()
-        result = work()
-        seconds[name] = round(time.perf_counter() - started, 2)
-        return result
-
-    def hook(prefix: str) -> ProgressHook | None:
-        if progress is None:
-            return None
-        return lambda message, done, total: progress(f"{prefix} · {message}", done, total)
-
     # Weight deltas first: cheap, and they refuse mismatched architectures before two profiles are paid for.
-    weights = timed("weights", lambda: weight_delta(base, candidate)) if settings.weights else None
-    base_profile = timed(
-        "profile_base", lambda: build_profile(base, settings.profile, cache=cache, progress=hook("base"))
+    weights = _timed(seconds, "weights", lambda: weight_delta(base, candidate)) if settings.weights else None
+    base_profile = _timed(
+        seconds,
+        "profile_base",
+        lambda: build_profile(base, profile, cache=shared, progress=_prefixed(progress, "base")),
     )
-    cand_profile = timed(
-        "profile_candidate", lambda: build_profile(candidate, settings.profile, cache=cache, progress=hook("candidate"))
+    cand_profile = _timed(
+        seconds,
+        "profile_candidate",
+        lambda: build_profile(candidate, profile, cache=shared, progress=_prefixed(progress, "candidate")),
     )
     comparison = settings.verdict.compare(base_profile, cand_profile)
     localisation = None
     strategies = parse_strategies(settings.localise)
     dropped = dropped_suites(comparison)
     if strategies and dropped:
-        localisation = timed(
+        localisation = _timed(
+            seconds,
             "localise",
             lambda: localise(
                 base,
                 candidate,
-                settings.profile,
+                profile,
                 ",".join(strategies),
                 weights=weights,
                 suites=dropped,
                 tolerance=settings.tolerance,
                 threshold=settings.threshold,
                 alpha=settings.alpha,
-                cache=cache,
+                cache=shared,
                 profiles=(base_profile, cand_profile),
-                progress=hook("localise"),
+                progress=_prefixed(progress, "localise"),
             ),
         )
     return ModelComparison(base_profile, cand_profile, comparison, weights, localisation, settings, seconds)
-
-
-__all__ = ["CompareSettings", "ModelComparison", "compare_models", "dropped_suites"]

@@ -37,7 +37,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from hypothesis import strategies as st
@@ -49,6 +49,10 @@ from pytest_layercheck.suites import generate as gen
 from pytest_layercheck.suites.builtin import resolve_suite
 from pytest_layercheck.suites.protocols import get_protocol
 from pytest_layercheck.suites.schema import Suite, SuiteItem
+
+if TYPE_CHECKING:
+    from pytest_layercheck.evaluation.profiler import ProgressHook
+    from pytest_layercheck.model.loading import LoadedModel
 
 DEFAULT_LIMIT = 40
 DEFAULT_VARIANTS = 3
@@ -64,8 +68,6 @@ VARIANT_STRATEGIES: Mapping[str, Callable[[str], st.SearchStrategy[gen.Problem]]
     "algebra": gen.algebra_problems,
     "word_problem": gen.word_problems,
 }
-
-Progress = Callable[[str, int, int], None]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -349,7 +351,7 @@ def _method(suite: Suite, method: str | None) -> str:
 
 
 def stability(
-    loaded: Any,
+    loaded: LoadedModel,
     suite: str | Suite = "reasoning",
     *,
     limit: int | None = DEFAULT_LIMIT,
@@ -372,14 +374,7 @@ def stability(
     originals = suite.limited(limit).items
     if not originals:
         raise ConfigError(f"suite {suite.name!r} has no items to test", "use a limit above 0")
-    children: dict[str, list[SuiteItem]] = {}
-    if how == "numbers":
-        taken = [i.context for i in suite.items] + [f.context for f in suite.fewshot]
-        for item in originals:
-            children[item.id] = reasoning_variants(item, variants, seed, exclude=taken)
-    else:
-        for item in originals:
-            children[item.id] = knowledge_siblings(suite, item, variants, seed)
+    children = _children(suite, originals, how, variants, seed)
     unique: dict[str, SuiteItem] = {i.id: i for i in originals}
     for kids in children.values():
         unique.update({k.id: k for k in kids})
@@ -400,24 +395,37 @@ def stability(
         )
         for item in originals
     )
-    by_domain: dict[str, StabilityScore] = {}
-    for domain in dict.fromkeys(p.domain for p in pairs):
-        chosen = [p for p in pairs if p.domain == domain]
-        by_domain[domain] = stability_from_outcomes(
-            {p.item_id: p.correct for p in chosen}, {p.item_id: p.variant_correct for p in chosen}, seed, 0
-        )
-    overall = stability_from_outcomes(
-        {p.item_id: p.correct for p in pairs}, {p.item_id: p.variant_correct for p in pairs}, seed, resamples
-    )
+    by_domain = {
+        domain: _score_of([p for p in pairs if p.domain == domain], seed, 0)
+        for domain in dict.fromkeys(p.domain for p in pairs)
+    }
+    overall = _score_of(pairs, seed, resamples)
     return TransferStability(
         suite.name, suite.capability, how, protocol, metric, variants, seed, overall, pairs, by_domain
     )
 
 
+def _children(
+    suite: Suite, originals: Sequence[SuiteItem], how: str, variants: int, seed: int
+) -> dict[str, list[SuiteItem]]:
+    """Each original's variants: regenerated numbers (``how="numbers"``) or sibling items."""
+    if how == "numbers":
+        taken = [i.context for i in suite.items] + [f.context for f in suite.fewshot]
+        return {item.id: reasoning_variants(item, variants, seed, exclude=taken) for item in originals}
+    return {item.id: knowledge_siblings(suite, item, variants, seed) for item in originals}
+
+
+def _score_of(pairs: Sequence[PairOutcome], seed: int, resamples: int) -> StabilityScore:
+    """The stability score of some (original, variants) pairs."""
+    return stability_from_outcomes(
+        {p.item_id: p.correct for p in pairs}, {p.item_id: p.variant_correct for p in pairs}, seed, resamples
+    )
+
+
 def contrast(
-    loaded: Any,
+    loaded: LoadedModel,
     suites: Sequence[str | Suite] = ("reasoning", "knowledge"),
-    progress: Progress | None = None,
+    progress: ProgressHook | None = None,
     **kwargs: Any,
 ) -> list[TransferStability]:
     """:func:`stability` for each suite (reasoning vs knowledge: procedural vs factual)."""

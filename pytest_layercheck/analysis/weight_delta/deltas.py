@@ -1,7 +1,7 @@
 """How much a candidate's weights moved from its base, per decoder layer and module.
 
 The relative change ``‖W_candidate − W_base‖_F / ‖W_base‖_F`` says where a fine-tune wrote. It is the
-cheap first look before the expensive one (delta replacement, :mod:`.localise`): a layer that did not
+cheap first look before the expensive one (delta replacement, :mod:`..localise.replacement`): a layer that did not
 move cannot hold the change, and the most-moved layers are the natural candidates to revert.
 
 Modules are named by their path inside the decoder block (``self_attn.q_proj``, ``mlp.down_proj``,
@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -23,9 +23,19 @@ from torch import nn
 from pytest_layercheck.core.errors import LayercheckError
 from pytest_layercheck.model.architecture import get_adapter, unwrap_model
 
+if TYPE_CHECKING:
+    from pytest_layercheck.model.loading import LoadedModel
+
 
 class ArchitectureMismatchError(LayercheckError):
     """Two models cannot be compared weight by weight (different family, depth or shapes)."""
+
+
+def relative_change(delta_norm: float, base_norm: float) -> float:
+    """‖ΔW‖ / ‖W‖: inf when a zero weight moved, 0 when nothing moved."""
+    if base_norm > 0:
+        return delta_norm / base_norm
+    return 0.0 if delta_norm == 0 else math.inf
 
 
 @dataclass(frozen=True)
@@ -41,9 +51,7 @@ class ModuleDelta:
     @property
     def relative(self) -> float:
         """‖ΔW‖_F / ‖W_base‖_F; inf when a zero base weight moved, 0 when nothing moved."""
-        if self.base_norm > 0:
-            return self.delta_norm / self.base_norm
-        return 0.0 if self.delta_norm == 0 else math.inf
+        return relative_change(self.delta_norm, self.base_norm)
 
     @property
     def short_name(self) -> str:
@@ -71,9 +79,7 @@ class LayerDelta:
 
     @property
     def relative(self) -> float:
-        if self.base_norm > 0:
-            return self.delta_norm / self.base_norm
-        return 0.0 if self.delta_norm == 0 else math.inf
+        return relative_change(self.delta_norm, self.base_norm)
 
 
 @dataclass
@@ -257,7 +263,7 @@ def _module_deltas(
     return out
 
 
-def weight_delta(base: Any, candidate: Any) -> WeightDelta:
+def weight_delta(base: LoadedModel | nn.Module, candidate: LoadedModel | nn.Module) -> WeightDelta:
     """‖ΔW‖_F/‖W‖_F per layer and module between ``base`` and ``candidate`` (models or LoadedModels).
 
     Raises :class:`ArchitectureMismatchError` when family, layer count, parameter names or shapes
@@ -281,16 +287,13 @@ def weight_delta(base: Any, candidate: Any) -> WeightDelta:
     )
 
 
-def _module_of(model: Any) -> nn.Module:
+def _module_of(model: LoadedModel | nn.Module) -> nn.Module:
     """The torch module of a LoadedModel, or the module itself (a causal LM has its own ``.model``)."""
     return model if isinstance(model, nn.Module) else model.model
 
 
-def _describe(model: Any) -> dict[str, Any]:
+def _describe(model: LoadedModel | nn.Module) -> dict[str, Any]:
     if not isinstance(model, nn.Module):
         info = model.describe()
         return {key: info[key] for key in ("name", "spec", "fingerprint") if key in info}
     return _identity(model)
-
-
-__all__ = ["ArchitectureMismatchError", "LayerDelta", "ModuleDelta", "WeightDelta", "weight_delta"]

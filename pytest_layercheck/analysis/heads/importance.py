@@ -21,31 +21,31 @@ import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+from pytest_layercheck.analysis.heads import DEFAULT_HEAD_LIMIT
 from pytest_layercheck.core.errors import AblationError, ConfigError
 from pytest_layercheck.data.bands import format_layers
-from pytest_layercheck.data.profile_data import PRIMARY_METRIC, SuiteInfo
-from pytest_layercheck.evaluation.profiler import cache_identity, deterministic, evaluate_ablations
+from pytest_layercheck.data.records import PRIMARY_METRIC, SuiteInfo
 from pytest_layercheck.evaluation.result_cache import ResultCache
+from pytest_layercheck.evaluation.service import cache_identity, deterministic, evaluate_ablations
 from pytest_layercheck.model.ablation import GQA_MODES, HEAD_MODES, Ablation
-from pytest_layercheck.model.architecture import get_adapter
+from pytest_layercheck.model.architecture import ArchitectureAdapter, get_adapter
 from pytest_layercheck.model.loading import LoadedModel
 from pytest_layercheck.scoring.tokenization import model_max_length
 from pytest_layercheck.suites.builtin import resolve_suite
 from pytest_layercheck.suites.schema import Suite
 
-#: Items per head evaluation by default. Each head costs one suite evaluation: on a 2-core CPU,
-#: single-threaded, SmolLM2-135M scores 24 knowledge items (mc_text) in about 2.5 s, so all
-#: 270 heads take about 11 minutes and a few chosen layers well under two.
-DEFAULT_HEAD_LIMIT = 24
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from pytest_layercheck.data.records import Evaluation
+    from pytest_layercheck.evaluation.profiler import ProgressHook
 
 #: Share of heads whose drops :meth:`HeadImportance.concentration` sums ("the top 5% of heads").
 TOP_FRACTION = 0.05
 
 HeadKey = tuple[int, int]
-ProgressHook = Callable[[str, int, int], None]
 OverlapMeasure = Literal["jaccard", "retained"]
 
 
@@ -200,7 +200,7 @@ class HeadImportance:
             "heads_per_layer": self.heads_per_layer,
             "items": list(self.item_ids),
             "intact": self.intact,
-            "concentration_top5pct": _json_float(self.concentration()),
+            "concentration_top5pct": json_float(self.concentration()),
             "critical_heads": [list(key) for key in self.critical_heads()],
             "heads": [
                 {"layer": layer, "head": head, "accuracy": self.accuracy[(layer, head)], "drop": d}
@@ -228,7 +228,8 @@ class HeadImportance:
         )
 
 
-def _json_float(value: float) -> float | None:
+def json_float(value: float) -> float | None:
+    """NaN as JSON's null."""
     return None if math.isnan(value) else value
 
 
@@ -293,7 +294,9 @@ def parse_layers(text: str | int | Iterable[int] | None, num_layers: int | None 
 # --------------------------------------------------------------------------------------------------
 
 
-def model_and_tokenizer(model: LoadedModel | Any, tokenizer: Any | None) -> tuple[Any, Any, str]:
+def model_and_tokenizer(
+    model: LoadedModel | PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str]:
     """(model, tokenizer, name) from a ``LoadedModel`` or a bare model plus tokenizer (the head analyses
     accept either)."""
     if isinstance(tokenizer, (str, os.PathLike, Suite)):
@@ -312,8 +315,13 @@ def model_and_tokenizer(model: LoadedModel | Any, tokenizer: Any | None) -> tupl
     return model, tokenizer, str(name)
 
 
+def adapter_of(model: LoadedModel | PreTrainedModel) -> ArchitectureAdapter:
+    """Where the model keeps its layers and heads: a ``LoadedModel``'s own adapter, else derived."""
+    return model.adapter if isinstance(model, LoadedModel) else get_adapter(model)
+
+
 def head_ablations(
-    model: Any, layers: Sequence[int], mode: str = "zero", gqa: str = "query"
+    model: PreTrainedModel, layers: Sequence[int], mode: str = "zero", gqa: str = "query"
 ) -> dict[HeadKey, Ablation]:
     """One ablation per unit: each query head (``gqa="query"``) or KV group (``"group"``) of ``layers``."""
     if mode not in HEAD_MODES:
@@ -337,8 +345,8 @@ def head_ablations(
 
 
 def head_importance(
-    model: LoadedModel | Any,
-    tokenizer: Any | None = None,
+    model: LoadedModel | PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase | None = None,
     suite: str | os.PathLike[str] | Suite = "knowledge",
     protocol: str | None = None,
     *,
@@ -364,42 +372,20 @@ def head_importance(
     profiles for the intact model.
     """
     net, tok, name = model_and_tokenizer(model, tokenizer)
-    adapter = get_adapter(net)
-    chosen = parse_layers(layers, adapter.num_layers)
-    chosen = tuple(range(adapter.num_layers)) if chosen is None else chosen
-    if not chosen:
-        raise ConfigError("no layers to evaluate", "pass at least one layer, e.g. layers=[0] or '0-3'")
+    adapter = adapter_of(model)
+    chosen = _chosen_layers(layers, adapter.num_layers)
     suite_obj = resolve_suite(suite)
     protocol = protocol or suite_obj.default_protocol
     limited = suite_obj.limited(limit)
-    metric = metric or PRIMARY_METRIC.get(protocol)
     if not limited.items:
         raise ConfigError(f"suite {suite_obj.name!r} has no items to score", "use a suite with items or a larger limit")
     plan = head_ablations(net, chosen, mode, gqa)
     item_ids = tuple(item.id for item in limited.items)
-
     info = SuiteInfo(limited.name, limited.capability, limited.content_hash, protocol, item_ids)
-    keys: list[HeadKey] = list(plan)
-    with deterministic(seed):
-        evaluations = evaluate_ablations(
-            net,
-            tok,
-            limited,
-            info,
-            [plan[k] for k in keys],
-            cache=cache if isinstance(model, LoadedModel) else None,
-            identity=(lambda key: cache_identity(model, info, key, seed)) if isinstance(model, LoadedModel) else None,
-            batch_size=batch_size,
-            max_length=model_max_length(net),
-            progress=(lambda done, total: progress(limited.name, done, total)) if progress else None,
-        )
-    if metric is None or metric not in evaluations[0].outcomes:
-        raise ConfigError(
-            f"metric {metric!r} is not produced by protocol {protocol!r}",
-            f"use one of {', '.join(sorted(evaluations[0].outcomes))}",
-        )
-    intact = evaluations[0].mean(metric)
-    accuracy = {key: evaluation.mean(metric) for key, evaluation in zip(keys, evaluations[1:])}
+    hook = (lambda done, total: progress(limited.name, done, total)) if progress else None
+    loaded = model if isinstance(model, LoadedModel) else None
+    evaluations = _evaluate(net, tok, limited, info, list(plan.values()), loaded, seed, cache, batch_size, hook)
+    metric = _checked_metric(metric or PRIMARY_METRIC.get(protocol), protocol, evaluations)
     return HeadImportance(
         model=name,
         suite=limited.name,
@@ -410,18 +396,54 @@ def head_importance(
         layers=chosen,
         heads_per_layer=adapter.num_kv_heads if gqa == "group" else adapter.num_heads,
         item_ids=item_ids,
-        intact=intact,
-        accuracy=accuracy,
+        intact=evaluations[0].mean(metric),
+        accuracy={key: evaluation.mean(metric) for key, evaluation in zip(plan, evaluations[1:])},
         settings={"limit": limit, "seed": seed, "suite_hash": suite_obj.content_hash},
     )
 
 
-def save_json(result: HeadImportance, path: str | os.PathLike[str]) -> Path:
-    """Write ``result.to_dict()`` as JSON (atomically)."""
-    import json
+def _evaluate(
+    net: PreTrainedModel,
+    tok: PreTrainedTokenizerBase,
+    suite: Suite,
+    info: SuiteInfo,
+    ablations: list[Ablation],
+    loaded: LoadedModel | None,
+    seed: int,
+    cache: ResultCache | None,
+    batch_size: int | None,
+    progress: Callable[[int, int], None] | None,
+) -> list[Evaluation]:
+    """``suite`` intact, then under each ablation (seeded); with a ``LoadedModel`` (``loaded``), through ``cache``."""
+    with deterministic(seed):
+        return evaluate_ablations(
+            net,
+            tok,
+            suite,
+            info,
+            ablations,
+            cache=cache if loaded is not None else None,
+            identity=(lambda key: cache_identity(loaded, info, key, seed)) if loaded is not None else None,
+            batch_size=batch_size,
+            max_length=model_max_length(net),
+            progress=progress,
+        )
 
-    from pytest_layercheck.core.atomic import atomic_write_text
 
-    target = Path(path)
-    atomic_write_text(target, json.dumps(result.to_dict(), indent=2))
-    return target
+def _chosen_layers(layers: str | Iterable[int] | None, num_layers: int) -> tuple[int, ...]:
+    """The layers to scan (every layer when ``layers`` is None or "all"); none at all is refused."""
+    chosen = parse_layers(layers, num_layers)
+    chosen = tuple(range(num_layers)) if chosen is None else chosen
+    if not chosen:
+        raise ConfigError("no layers to evaluate", "pass at least one layer, e.g. layers=[0] or '0-3'")
+    return chosen
+
+
+def _checked_metric(metric: str | None, protocol: str, evaluations: Sequence[Evaluation]) -> str:
+    """``metric`` when the protocol produced it (else a ConfigError naming the ones it did)."""
+    if metric is None or metric not in evaluations[0].outcomes:
+        raise ConfigError(
+            f"metric {metric!r} is not produced by protocol {protocol!r}",
+            f"use one of {', '.join(sorted(evaluations[0].outcomes))}",
+        )
+    return metric
