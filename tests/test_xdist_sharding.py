@@ -42,7 +42,7 @@ from pytest_layercheck.evaluation.sharding import (
 from pytest_layercheck.model.ablation import Ablation
 from pytest_layercheck.model.devices import device_for_worker, worker_device
 from pytest_layercheck.model.threads import usable_cores
-from pytest_layercheck.pytest_plugin.session import worker_index
+from pytest_layercheck.pytest_plugin.session_workers import worker_index
 from pytest_layercheck.scoring.flops import ModelShape, TokenWork, evaluation_flops
 from pytest_layercheck.scoring.protocols import prepare
 from pytest_layercheck.suites.builtin import load_builtin_suite
@@ -68,7 +68,8 @@ def test_each_worker_gets_its_own_gpu_only_when_there_are_several() -> None:
 
 
 def test_workers_without_the_controllers_folder_each_compute_everything_and_say_so(tmp_path: Path) -> None:
-    from pytest_layercheck.pytest_plugin.session import LayercheckSession, SessionOptions
+    from pytest_layercheck.pytest_plugin.session import LayercheckSession
+    from pytest_layercheck.pytest_plugin.session_options import SessionOptions
 
     def session(exchange: Path | None, worker: str = "gw1") -> LayercheckSession:
         return LayercheckSession(
@@ -76,19 +77,23 @@ def test_workers_without_the_controllers_folder_each_compute_everything_and_say_
         )
 
     remote = session(tmp_path / "on-the-controller-host")
-    assert remote.shard is None
-    assert "not on this worker's filesystem" in remote.worker_notes[0]
-    assert "each worker computed the whole profile" in remote.worker_notes[0]
+    assert remote.workers.shard is None
+    assert "not on this worker's filesystem" in remote.workers.notes[0]
+    assert "each worker computed the whole profile" in remote.workers.notes[0]
     (tmp_path / "run").mkdir()
     local = session(tmp_path / "run", "gw1")
-    assert local.shard is not None and (local.shard.index, local.shard.count) == (1, 2) and not local.worker_notes
+    assert (
+        local.workers.shard is not None
+        and (local.workers.shard.index, local.workers.shard.count) == (1, 2)
+        and not local.workers.notes
+    )
     controller = LayercheckSession(SessionOptions(baseline_dir=tmp_path))
-    assert controller.shard is None
+    assert controller.workers.shard is None
     controller.absorb_worker_payload(remote.worker_payload() or "")
-    assert controller.messages == remote.worker_notes  # the controller's summary shows it
-    folder = controller.exchange_folder()
-    assert folder.is_dir() and controller.exchange_folder() == folder
-    controller.cleanup()
+    assert controller.messages == remote.workers.notes  # the controller's summary shows it
+    folder = controller.workers.folder()
+    assert folder.is_dir() and controller.workers.folder() == folder
+    controller.workers.cleanup()
     assert not folder.exists()
 
 

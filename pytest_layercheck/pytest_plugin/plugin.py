@@ -23,7 +23,8 @@ from pytest_layercheck.core.errors import LayercheckError
 from pytest_layercheck.evaluation.checks import CellCheck
 from pytest_layercheck.evaluation.options import MODEL, PROFILE, VERDICT, Option, add_pytest_options
 from pytest_layercheck.pytest_plugin.checking import SESSION_KEY, assert_check, guard, session_of
-from pytest_layercheck.pytest_plugin.session import LayercheckSession, SessionOptions
+from pytest_layercheck.pytest_plugin.session import LayercheckSession
+from pytest_layercheck.pytest_plugin.session_options import SessionOptions
 from pytest_layercheck.pytest_plugin.yaml_checks import collect_yaml_checks, is_check_file
 
 if TYPE_CHECKING:
@@ -381,7 +382,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
     """xdist controller, before a worker starts: the folder the run's workers share evaluations through."""
-    node.workerinput["layercheck_exchange"] = str(session_of(node.config).exchange_folder())
+    node.workerinput["layercheck_exchange"] = str(session_of(node.config).workers.folder())
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -394,7 +395,7 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     if SESSION_KEY in config.stash:
-        session_of(config).cleanup()
+        session_of(config).workers.cleanup()
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
