@@ -210,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     peak = matmul_peak(device, dtype, 8192 if device.type == "cuda" else 2048)
     from pytest_layercheck.model.loading import load_model
-    from pytest_layercheck.scoring.tokenization import model_max_length
+    from pytest_layercheck.scoring.tokenisation import model_max_length
 
     loaded = load_model(args.model, device=str(device), dtype=dtype)
     compare = not args.no_compare

@@ -12,7 +12,7 @@ from profile_factory import make_profile
 
 from pytest_layercheck.core.errors import BaselineError, ConfigError
 from pytest_layercheck.data.profile_data import DepthProfile
-from pytest_layercheck.evaluation.baseline import BaselineStore, read_baseline, slugify, summarize_saves
+from pytest_layercheck.evaluation.baseline import BaselineStore, read_baseline, slugify, summarise_saves
 from pytest_layercheck.evaluation.comparison import compare_profiles
 from pytest_layercheck.evaluation.comparison_result import SHIFT
 
@@ -247,9 +247,9 @@ def test_stored_and_summary(store: BaselineStore) -> None:
     results = [store.save(make_profile(), name, update=True) for name in ("a", "b")]
     results.append(store.save(make_profile(), "a", update=True))
     assert [p.name for p in store.stored()] == ["a.json", "b.json"]
-    assert summarize_saves(results) == "2 baselines written, 1 unchanged"
-    assert summarize_saves(results[2:]) == "1 baseline unchanged"
-    assert summarize_saves([]) == ""
+    assert summarise_saves(results) == "2 baselines written, 1 unchanged"
+    assert summarise_saves(results[2:]) == "1 baseline unchanged"
+    assert summarise_saves([]) == ""
 
 
 def test_float_rounding_in_continuous_scores_is_no_change(store: BaselineStore) -> None:

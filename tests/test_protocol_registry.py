@@ -13,10 +13,10 @@ from pytest_layercheck.core.errors import ProtocolError
 from pytest_layercheck.data.records import PRIMARY_METRIC
 from pytest_layercheck.scoring.protocols import prepare, score
 from pytest_layercheck.suites.loader import load_suite_text
-from pytest_layercheck.suites.protocols import Protocol, get_protocol, protocol_names, register, unregister
+from pytest_layercheck.suites.protocols import ScoringProtocol, get_protocol, protocol_names, register, unregister
 
 #: Options numbered 1, 2, 3 instead of lettered: what a user's own protocol might look like.
-MC_NUMBERS = Protocol(
+MC_NUMBERS = ScoringProtocol(
     "mc_numbers", "loglikelihood", "acc", True, lambda item: tuple(str(i + 1) for i in range(len(item.choices)))
 )
 
@@ -35,12 +35,12 @@ items:
 
 
 @pytest.fixture
-def numbers() -> Iterator[Protocol]:
+def numbers() -> Iterator[ScoringProtocol]:
     yield register(MC_NUMBERS)
     unregister(MC_NUMBERS.name)
 
 
-def test_a_registered_protocol_is_loaded_rendered_and_scored(numbers: Protocol) -> None:
+def test_a_registered_protocol_is_loaded_rendered_and_scored(numbers: ScoringProtocol) -> None:
     torch.manual_seed(0)
     model, tokenizer = tiny_model("llama", layers=2), tiny_tokenizer()
     toy = load_suite_text(SUITE.format(protocol="mc_numbers"))
@@ -58,6 +58,6 @@ def test_an_unregistered_protocol_is_refused_with_the_known_ones() -> None:
     assert "mc_numbers" not in protocol_names()
 
 
-def test_names_are_unique(numbers: Protocol) -> None:
+def test_names_are_unique(numbers: ScoringProtocol) -> None:
     with pytest.raises(ProtocolError, match="already registered"):
-        register(Protocol("mc_numbers", "generation", "exact_match", False, lambda item: ()))
+        register(ScoringProtocol("mc_numbers", "generation", "exact_match", False, lambda item: ()))

@@ -22,14 +22,14 @@ from pytest_layercheck.analysis.retrieval_heads.needles import (
     needle_recall,
     needle_scores,
     needle_tests,
-    tokenize_needle,
+    tokenise_needle,
 )
 from pytest_layercheck.cli import main
 from pytest_layercheck.core.errors import ConfigError
 from pytest_layercheck.data.statistics import exact_mcnemar
 from pytest_layercheck.model import kv_cache
 from pytest_layercheck.model.ablation import mask_heads
-from pytest_layercheck.scoring.protocols import normalize_answer, prepare, score
+from pytest_layercheck.scoring.protocols import normalise_answer, prepare, score
 from pytest_layercheck.suites.generate import DECOYS
 from pytest_layercheck.suites.loader import load_suite
 
@@ -97,7 +97,7 @@ def test_needle_tests_are_deterministic_and_prefix_stable() -> None:
 def test_tokenize_needle_span_holds_the_code() -> None:
     tok = tiny_tokenizer(add_bos=True)
     for test in needle_tests(3):
-        tokenized = tokenize_needle(test, tok)
+        tokenized = tokenise_needle(test, tok)
         assert tokenized.prompt_ids[0] == 1  # the BOS rule of the scoring code applies
         assert tok.decode(list(tokenized.needle_ids)) == test.needle
         assert tok.decode(list(tokenized.prompt_ids[1:]), skip_special_tokens=True) == test.prompt
@@ -166,7 +166,7 @@ def self_consistent_needle(model: torch.nn.Module, tok, filler: str) -> NeedleTe
         test = NeedleTest(
             f"fixed-{filler[:4]}", f"{filler} {sentence} Then more.\nThe code is", needle, sentence, 0.5, "short"
         )
-        answer = tok.decode(list(greedy_decode(model, tok, tokenize_needle(test, tok).prompt_ids, 8).tokens))
+        answer = tok.decode(list(greedy_decode(model, tok, tokenise_needle(test, tok).prompt_ids, 8).tokens))
         new = answer.split("\n")[0].strip()[:6].strip()
         if new == needle:
             return test
@@ -184,7 +184,7 @@ def test_detection_equals_hand_computation() -> None:
     total = torch.zeros(4, 4, dtype=torch.float64)
     counted = 0
     for test in (valid[0], invalid, valid[1]):
-        tokenized = tokenize_needle(test, tok)
+        tokenized = tokenise_needle(test, tok)
         prompt, (start, end) = list(tokenized.prompt_ids), tokenized.span
         generated = list(greedy_decode(model, tok, prompt, 8).tokens)
         needle = prompt[start:end]
@@ -379,7 +379,7 @@ def test_compare_masking_against_independent_decoding(echo_suite: Path) -> None:
             spec.setdefault(layer, []).append(head)
         answers = reference_masked_answers(model, tok, echo_suite, spec)
         assert comparison.answers["top" if outcomes is comparison.top_masked else "random"] == tuple(answers)
-        assert outcomes == tuple(float(normalize_answer(a) == normalize_answer(t)) for a, t in zip(answers, targets))
+        assert outcomes == tuple(float(normalise_answer(a) == normalise_answer(t)) for a, t in zip(answers, targets))
     assert comparison.top_masked != comparison.intact  # masking changes answers here: the check is sharp
 
 

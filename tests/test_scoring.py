@@ -23,13 +23,13 @@ from pytest_layercheck.scoring import engine
 from pytest_layercheck.scoring.engine import BatchSettings
 from pytest_layercheck.scoring.protocols import (
     extract_answer,
-    normalize_answer,
+    normalise_answer,
     prepare,
     score,
     score_suite,
 )
 from pytest_layercheck.scoring.rendering import render_prompt
-from pytest_layercheck.scoring.tokenization import encode_pairs, encoding_rule
+from pytest_layercheck.scoring.tokenisation import encode_pairs, encoding_rule
 from pytest_layercheck.suites.schema import ProtocolSettings, Suite, SuiteItem
 
 TOL = 1e-4
@@ -264,7 +264,7 @@ def test_generate_until_matches_plain_greedy_loop(family: str) -> None:
         assert outcome.detail["generation"] == expected[item.id]
         assert outcome.detail["answer"] == expected[item.id].strip()
         assert outcome.scores["exact_match"] == float(
-            normalize_answer(expected[item.id]) == normalize_answer(item.target)
+            normalise_answer(expected[item.id]) == normalise_answer(item.target)
         )
     assert result.mean("exact_match") > 0
 
@@ -291,13 +291,13 @@ def test_generate_until_answer_regex() -> None:
         assert outcome.detail["answer"] == first
 
 
-def test_extract_and_normalize_answer() -> None:
+def test_extract_and_normalise_answer() -> None:
     assert extract_answer("  Paris.\n", None) == "Paris."
     assert extract_answer("The answer is 42, surely", r"answer is (\d+)") == "42"
     assert extract_answer("#### 17", r"#### \d+") == "#### 17"
     assert extract_answer("no number", r"(\d+)") is None
-    assert normalize_answer(" Paris. ") == normalize_answer("paris") == "paris"
-    assert normalize_answer("3.5") == "3.5"
+    assert normalise_answer(" Paris. ") == normalise_answer("paris") == "paris"
+    assert normalise_answer("3.5") == "3.5"
 
 
 # --------------------------------------------------------------------------------------------

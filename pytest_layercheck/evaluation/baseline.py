@@ -50,7 +50,7 @@ class SaveResult:
     changes: list[str] = field(default_factory=list)
 
 
-def summarize_saves(results: Iterable[SaveResult]) -> str:
+def summarise_saves(results: Iterable[SaveResult]) -> str:
     """``"1 baseline written, 2 updated, 3 unchanged"`` (empty string when nothing was saved)."""
     counts = Counter(r.status for r in results)
     statuses: tuple[SaveStatus, ...] = ("written", "updated", "unchanged")
@@ -304,5 +304,5 @@ __all__ = [
     "dumps_baseline",
     "read_baseline",
     "slugify",
-    "summarize_saves",
+    "summarise_saves",
 ]

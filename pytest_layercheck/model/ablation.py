@@ -26,9 +26,9 @@ from pytest_layercheck.model.ablation_spec import (
     HeadSpec,
     SwapSpec,
     _check_choice,
-    normalize_heads,
-    normalize_layers,
-    normalize_swap,
+    normalise_heads,
+    normalise_layers,
+    normalise_swap,
 )
 from pytest_layercheck.model.head_masking import UNIFORM_ATTENTION, eager_attention, mask_heads, resolve_heads
 from pytest_layercheck.model.layer_skipping import original_layers, skip_layers
@@ -36,7 +36,7 @@ from pytest_layercheck.model.layer_swapping import swap_layers
 
 __all__ = [
     "GQA_MODES", "HEAD_MODES", "UNIFORM_ATTENTION", "Ablation", "GqaMode", "HeadMode", "HeadSpec", "SwapSpec",
-    "ablate", "eager_attention", "mask_heads", "normalize_heads", "normalize_layers", "normalize_swap",
+    "ablate", "eager_attention", "mask_heads", "normalise_heads", "normalise_layers", "normalise_swap",
     "original_layers", "resolve_heads", "skip_layers", "swap_layers",
 ]  # fmt: skip
 
@@ -59,9 +59,9 @@ class Ablation:
     def __post_init__(self) -> None:
         _check_choice(self.head_mode, HEAD_MODES, "head mask mode")
         _check_choice(self.gqa, GQA_MODES, "gqa mode")
-        object.__setattr__(self, "skip", normalize_layers(self.skip))
-        object.__setattr__(self, "heads", normalize_heads(self.heads))
-        object.__setattr__(self, "swap", normalize_swap(self.swap))
+        object.__setattr__(self, "skip", normalise_layers(self.skip))
+        object.__setattr__(self, "heads", normalise_heads(self.heads))
+        object.__setattr__(self, "swap", normalise_swap(self.swap))
         if not self.heads:
             object.__setattr__(self, "head_mode", "zero")
             object.__setattr__(self, "gqa", "query")

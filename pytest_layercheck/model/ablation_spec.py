@@ -38,14 +38,14 @@ def _as_index(value: object, what: str) -> int:
     return index
 
 
-def normalize_layers(layers: Iterable[int] | int) -> tuple[int, ...]:
+def normalise_layers(layers: Iterable[int] | int) -> tuple[int, ...]:
     """Sorted, de-duplicated layer indices."""
     if isinstance(layers, (int, str)) or not isinstance(layers, Iterable):
         layers = [layers]
     return tuple(sorted({_as_index(i, "layer") for i in layers}))
 
 
-def normalize_heads(heads: HeadSpec) -> tuple[tuple[int, tuple[int, ...]], ...]:
+def normalise_heads(heads: HeadSpec) -> tuple[tuple[int, tuple[int, ...]], ...]:
     """``((layer, (head, ...)), ...)`` sorted by layer with sorted unique heads; empty entries dropped."""
     items = heads.items() if isinstance(heads, Mapping) else heads
     merged: dict[int, set[int]] = {}
@@ -63,7 +63,7 @@ def normalize_heads(heads: HeadSpec) -> tuple[tuple[int, tuple[int, ...]], ...]:
     return tuple((layer, tuple(sorted(hs))) for layer, hs in sorted(merged.items()) if hs)
 
 
-def normalize_swap(layers: SwapSpec) -> tuple[tuple[int, int], ...]:
+def normalise_swap(layers: SwapSpec) -> tuple[tuple[int, int], ...]:
     """``((target, donor), ...)`` sorted by target; a bare index ``i`` means ``(i, i)``."""
     items = layers.items() if isinstance(layers, Mapping) else layers
     pairs: dict[int, int] = {}

@@ -23,7 +23,7 @@ from pytest_layercheck.model.ablation_spec import (
     HeadSpec,
     _check_choice,
     _check_range,
-    normalize_heads,
+    normalise_heads,
 )
 from pytest_layercheck.model.architecture import ArchitectureAdapter, get_adapter
 from pytest_layercheck.model.attention import attention_configs, use_attention
@@ -125,7 +125,7 @@ def _enable_uniform(stack: ExitStack, adapter: ArchitectureAdapter, plan: dict[n
 
 def _resolve_heads(adapter: ArchitectureAdapter, heads: HeadSpec, gqa: str) -> dict[int, tuple[int, ...]]:
     _check_choice(gqa, GQA_MODES, "gqa mode")
-    spec = normalize_heads(heads)
+    spec = normalise_heads(heads)
     num_layers = len(_skip_origin(adapter).blocks)
     _check_range([layer for layer, _ in spec], num_layers, "layer", _describe(adapter))
     resolved: dict[int, tuple[int, ...]] = {}

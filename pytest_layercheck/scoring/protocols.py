@@ -44,7 +44,7 @@ from pytest_layercheck.scoring.engine import (
 from pytest_layercheck.scoring.rendering import RenderedItem, render
 from pytest_layercheck.scoring.results import ItemOutcome, ProtocolResult
 from pytest_layercheck.scoring.sweep import run_loglikelihood_sweep
-from pytest_layercheck.scoring.tokenization import (
+from pytest_layercheck.scoring.tokenisation import (
     encode_pairs,
     encode_texts,
     encoding_rule,
@@ -415,7 +415,7 @@ def extract_answer(text: str, answer_regex: str | None) -> str | None:
 _TRAILING = string.punctuation + string.whitespace
 
 
-def normalize_answer(text: str) -> str:
+def normalise_answer(text: str) -> str:
     """Strip, lowercase, and drop trailing punctuation/whitespace ("Paris." == "paris")."""
     return text.strip().lower().rstrip(_TRAILING)
 
@@ -426,7 +426,7 @@ def _generation_outcomes(prepared: PreparedSuite, texts: list[str]) -> list[Item
     for rendered, text in zip(prepared.items, texts):
         target = rendered.candidates[0]
         answer = extract_answer(text, regex)
-        correct = answer is not None and normalize_answer(answer) == normalize_answer(target)
+        correct = answer is not None and normalise_answer(answer) == normalise_answer(target)
         outcomes.append(
             ItemOutcome(
                 rendered.item.id,

@@ -2,10 +2,10 @@
 
 A protocol is either a *log-likelihood* protocol (candidates scored after the prompt, lm-eval's
 ``loglikelihood`` requests) or a *generation* protocol (greedy decoding until a stop string, lm-eval's
-``generate_until``). Everything else that differs between protocols lives on its :class:`Protocol`:
+``generate_until``). Everything else that differs between protocols lives on its :class:`ScoringProtocol`:
 the candidates an item offers, its primary metric, the placeholders its template must contain and
 the items it can score. The suite loader, the renderer, the scorer and the profile records all ask
-the registry instead of branching on protocol names, so a new protocol is one :class:`Protocol`
+the registry instead of branching on protocol names, so a new protocol is one :class:`ScoringProtocol`
 and one :func:`register` call, as model families are one entry in ``model/architecture.py``.
 
 The built-in four follow lm-evaluation-harness semantics:
@@ -34,7 +34,7 @@ GENERATION_FIELDS: tuple[str, ...] = ("until", "max_gen_toks", "answer_regex")
 
 
 @dataclass(frozen=True)
-class Protocol:
+class ScoringProtocol:
     """One scoring protocol (see the module docstring)."""
 
     name: str
@@ -83,10 +83,10 @@ class Protocol:
         return self.item_check(item)
 
 
-_REGISTRY: Registry[Protocol] = Registry("protocol", ProtocolError)
+_REGISTRY: Registry[ScoringProtocol] = Registry("protocol", ProtocolError)
 
 
-def register(protocol: Protocol) -> Protocol:
+def register(protocol: ScoringProtocol) -> ScoringProtocol:
     """Make ``protocol`` available to suites, the renderer and the scorer by its name."""
     return _REGISTRY.register(protocol.name, protocol, "give the new protocol its own name")
 
@@ -100,7 +100,7 @@ def protocol_names() -> tuple[str, ...]:
     return _REGISTRY.names()
 
 
-def get_protocol(name: str) -> Protocol:
+def get_protocol(name: str) -> ScoringProtocol:
     return _REGISTRY.get(name)
 
 
@@ -127,7 +127,7 @@ def _no_empty_choice(item: SuiteItem) -> str | None:
 
 
 MC_LETTERS = register(
-    Protocol(
+    ScoringProtocol(
         "mc_letters",
         "loglikelihood",
         "acc",
@@ -139,7 +139,7 @@ MC_LETTERS = register(
     )
 )
 MC_TEXT = register(
-    Protocol(
+    ScoringProtocol(
         "mc_text",
         "loglikelihood",
         "acc",
@@ -149,5 +149,5 @@ MC_TEXT = register(
         judged_by="p_correct",
     )
 )
-CONTINUATION = register(Protocol("continuation", "loglikelihood", "exact_match", False, _target))
-GENERATE_UNTIL = register(Protocol("generate_until", "generation", "exact_match", False, _target))
+CONTINUATION = register(ScoringProtocol("continuation", "loglikelihood", "exact_match", False, _target))
+GENERATE_UNTIL = register(ScoringProtocol("generate_until", "generation", "exact_match", False, _target))

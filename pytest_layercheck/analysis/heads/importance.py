@@ -32,7 +32,7 @@ from pytest_layercheck.evaluation.service import cache_identity, deterministic, 
 from pytest_layercheck.model.ablation import GQA_MODES, HEAD_MODES, Ablation
 from pytest_layercheck.model.architecture import ArchitectureAdapter, get_adapter
 from pytest_layercheck.model.loading import LoadedModel
-from pytest_layercheck.scoring.tokenization import model_max_length
+from pytest_layercheck.scoring.tokenisation import model_max_length
 from pytest_layercheck.suites.builtin import resolve_suite
 from pytest_layercheck.suites.schema import Suite
 

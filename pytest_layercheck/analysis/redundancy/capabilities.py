@@ -21,7 +21,7 @@ from pytest_layercheck.model.ablation import Ablation
 from pytest_layercheck.report.analyses import span
 from pytest_layercheck.scoring.protocols import prepare, score_sweep
 from pytest_layercheck.scoring.results import ProtocolResult
-from pytest_layercheck.scoring.tokenization import model_max_length
+from pytest_layercheck.scoring.tokenisation import model_max_length
 from pytest_layercheck.suites.builtin import resolve_suite
 from pytest_layercheck.suites.protocols import get_protocol
 from pytest_layercheck.suites.schema import Suite

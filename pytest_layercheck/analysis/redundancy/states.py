@@ -32,7 +32,7 @@ from pytest_layercheck.scoring.engine import (
     model_device,
     shared_prefix,
 )
-from pytest_layercheck.scoring.tokenization import (
+from pytest_layercheck.scoring.tokenisation import (
     encode_texts,
     encoding_rule,
     model_max_length,

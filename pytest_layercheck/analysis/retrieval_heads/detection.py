@@ -22,12 +22,12 @@ from pytest_layercheck.analysis.retrieval_heads.needles import (
     needle_recall,
     needle_scores,
     needle_tests,
-    tokenize_needle,
+    tokenise_needle,
 )
 from pytest_layercheck.core.errors import ConfigError
 from pytest_layercheck.evaluation.service import deterministic
 from pytest_layercheck.model.ablation import original_layers
-from pytest_layercheck.scoring.tokenization import model_max_length
+from pytest_layercheck.scoring.tokenisation import model_max_length
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -188,7 +188,7 @@ def _needle_test(
     min_recall: float,
 ) -> tuple[NeedleOutcome, torch.Tensor | None]:
     """One test decoded with attention recorded: its outcome, and every head's score when it counts."""
-    needle = tokenize_needle(case, tok)
+    needle = tokenise_needle(case, tok)
     new_tokens = max_new_tokens or len(needle.needle_ids) + 4
     limit = model_max_length(net)
     if limit is not None and len(needle.prompt_ids) + new_tokens > limit:

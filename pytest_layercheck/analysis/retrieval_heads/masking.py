@@ -24,8 +24,8 @@ from pytest_layercheck.evaluation.service import deterministic
 from pytest_layercheck.model.ablation import Ablation, ablate, original_layers
 from pytest_layercheck.model.architecture import get_adapter
 from pytest_layercheck.scoring.engine import cut_at_stop
-from pytest_layercheck.scoring.protocols import PreparedSuite, extract_answer, normalize_answer, prepare, score
-from pytest_layercheck.scoring.tokenization import model_max_length
+from pytest_layercheck.scoring.protocols import PreparedSuite, extract_answer, normalise_answer, prepare, score
+from pytest_layercheck.scoring.tokenisation import model_max_length
 from pytest_layercheck.suites.builtin import resolve_suite
 from pytest_layercheck.suites.schema import Suite
 
@@ -176,7 +176,7 @@ def _generation_outcomes(
         text = cut_at_stop(decode(tok, decoded.tokens), generation.until)
         answer = extract_answer(text, regex)
         target = rendered.candidates[0]
-        outcomes.append(float(answer is not None and normalize_answer(answer) == normalize_answer(target)))
+        outcomes.append(float(answer is not None and normalise_answer(answer) == normalise_answer(target)))
         texts.append(text)
         progress()
     return tuple(outcomes), tuple(texts)

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from pytest_layercheck.core.errors import ConfigError
-from pytest_layercheck.scoring.tokenization import encoding_rule
+from pytest_layercheck.scoring.tokenisation import encoding_rule
 from pytest_layercheck.suites.generate import DECOYS, DEPTHS, FILLER, HAYSTACK_WORDS, NEEDLE_THINGS
 
 if TYPE_CHECKING:
@@ -105,7 +105,7 @@ def needle_tests(
 
 
 @dataclass(frozen=True)
-class TokenizedNeedle:
+class TokenisedNeedle:
     """A needle test as model input: prompt ids and the needle's token span ``[start, end)``."""
 
     test: NeedleTest
@@ -117,7 +117,7 @@ class TokenizedNeedle:
         return self.prompt_ids[self.span[0] : self.span[1]]
 
 
-def tokenize_needle(test: NeedleTest, tokenizer: PreTrainedTokenizerBase) -> TokenizedNeedle:
+def tokenise_needle(test: NeedleTest, tokenizer: PreTrainedTokenizerBase) -> TokenisedNeedle:
     """Encode the prompt (with the model's BOS rule) and find the needle's tokens by character offsets.
 
     The span is every token overlapping the needle's characters inside the needle sentence.
@@ -140,7 +140,7 @@ def tokenize_needle(test: NeedleTest, tokenizer: PreTrainedTokenizerBase) -> Tok
     if not inside:
         raise ConfigError(f"needle test {test.id!r}: no token covers the needle", "use a non-empty needle")
     shift = len(rule.prefix)
-    return TokenizedNeedle(test, (*rule.prefix, *ids), (inside[0] + shift, inside[-1] + 1 + shift))
+    return TokenisedNeedle(test, (*rule.prefix, *ids), (inside[0] + shift, inside[-1] + 1 + shift))
 
 
 # --------------------------------------------------------------------------------------------------

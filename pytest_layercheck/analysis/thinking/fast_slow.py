@@ -60,7 +60,7 @@ from pytest_layercheck.core.errors import ConfigError
 from pytest_layercheck.data.statistics import exact_mcnemar
 from pytest_layercheck.scoring.engine import PreparedGeneration, run_generation
 from pytest_layercheck.scoring.protocols import batch_settings
-from pytest_layercheck.scoring.tokenization import (
+from pytest_layercheck.scoring.tokenisation import (
     encode_texts,
     encoding_rule,
     model_max_length,

@@ -44,7 +44,7 @@ from hypothesis import strategies as st
 
 from pytest_layercheck.core.errors import ConfigError
 from pytest_layercheck.scoring.protocols import prepare, score
-from pytest_layercheck.scoring.tokenization import model_max_length
+from pytest_layercheck.scoring.tokenisation import model_max_length
 from pytest_layercheck.suites import generate as gen
 from pytest_layercheck.suites.builtin import resolve_suite
 from pytest_layercheck.suites.protocols import get_protocol
