@@ -12,25 +12,11 @@ from __future__ import annotations
 
 import argparse
 import functools
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pytest_layercheck.analysis.registry import Analysis, Command, commands
 from pytest_layercheck.cli import EXIT_PASSED
-from pytest_layercheck.cli.common import (
-    add_model_arguments,
-    add_output_arguments,
-    console,
-    err_console,
-    load,
-    progress_bar,
-    write_outputs,
-)
-
-if TYPE_CHECKING:
-    from pytest_layercheck.evaluation.profiler import ProgressHook
+from pytest_layercheck.cli.common import add_output_arguments, add_subcommand, console, load, stage, write_outputs
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,27 +28,14 @@ def add_command(subparsers: argparse._SubParsersAction, analysis: Analysis) -> N
     """The subcommand of ``analysis``: model, its arguments, the output files (and ``--no-cache``)."""
     command = analysis.command
     assert command is not None
-    parser = subparsers.add_parser(command.name, help=command.help)
-    add_model_arguments(parser)
+    handler = functools.partial(run_command, analysis, command)
+    parser = add_subcommand(subparsers, command.name, help=command.help, handler=handler, model=True)
     for argument in command.arguments:
         parser.add_argument(*argument.flags, **argument.options)
     outputs = command.outputs
     add_output_arguments(parser, outputs.json, outputs.markdown, html=outputs.html or False)
     if analysis.uses_cache:
         parser.add_argument("--no-cache", action="store_true", help="recompute instead of reading the result cache")
-    parser.set_defaults(handler=functools.partial(run_command, analysis, command))
-
-
-@contextmanager
-def stage(label: str, bar: str | None = None, note: Callable[[], str] | None = None) -> Iterator[ProgressHook | None]:
-    """One step of a command (see :class:`~pytest_layercheck.analysis.registry.Stage`): timed on stderr."""
-    started = time.perf_counter()
-    if bar is None:
-        yield None
-    else:
-        with progress_bar(bar) as hook:
-            yield hook
-    err_console.print(f"{label}: {time.perf_counter() - started:.1f} s" + (f" ({note()})" if note else ""))
 
 
 def run_command(analysis: Analysis, command: Command, args: argparse.Namespace) -> int:

@@ -14,21 +14,25 @@ from pathlib import Path
 
 from pytest_layercheck.analysis.arguments import count
 from pytest_layercheck.cli import EXIT_ERROR, EXIT_PASSED
-from pytest_layercheck.cli.common import console, err_console
+from pytest_layercheck.cli.common import add_subcommand, console, err_console
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
+    parser = add_subcommand(
+        subparsers,
         "cache",
         help="show, verify or prune the result cache",
         description="Inspect, check and clean the result cache (see the README's "
         "Reliability section for what a shared CI cache may hold).",
+        handler=run,
     )
     actions = parser.add_subparsers(dest="action", required=True)
-    show = actions.add_parser("show", help="where the cache is, its mode and signing key, entries per model")
-    verify = actions.add_parser("verify", help="check every entry; exit 2 if any fails")
+    show = add_subcommand(actions, "show", help="where the cache is, its mode and signing key, entries per model")
+    verify = add_subcommand(actions, "verify", help="check every entry; exit 2 if any fails")
     verify.add_argument("--delete", action="store_true", help="delete the entries that fail")
-    prune = actions.add_parser("prune", help="delete failing entries, leftovers of interrupted writes, old entries")
+    prune = add_subcommand(
+        actions, "prune", help="delete failing entries, leftovers of interrupted writes, old entries"
+    )
     prune.add_argument(
         "--older-than",
         type=count,
@@ -42,7 +46,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         sub.add_argument(
             "--cache-dir", default=None, help="the results folder (default: $LAYERCHECK_CACHE_DIR/results)"
         )
-    parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:

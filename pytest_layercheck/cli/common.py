@@ -1,8 +1,10 @@
-"""What every ``layercheck`` command shares: consoles, model arguments, loading and the progress bar."""
+"""What every ``layercheck`` command shares: how its parser is made, the model and output arguments, consoles,
+loading, timed steps and the progress bar."""
 
 from __future__ import annotations
 
 import argparse
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, cast
@@ -10,6 +12,7 @@ from typing import TYPE_CHECKING, Any, cast
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from pytest_layercheck.evaluation.profiler import ProgressHook
     from pytest_layercheck.model.loading import LoadedModel
 
 
@@ -34,6 +37,30 @@ class _LazyConsole:
 
 console = cast("Console", _LazyConsole(stderr=False))
 err_console = cast("Console", _LazyConsole(stderr=True))
+
+
+#: What a subcommand runs: its parsed arguments -> the exit status.
+Handler = Callable[[argparse.Namespace], int]
+
+
+def add_subcommand(
+    subparsers: argparse._SubParsersAction,
+    name: str,
+    help: str,
+    description: str | None = None,
+    *,
+    handler: Handler | None = None,
+    model: bool = False,
+) -> argparse.ArgumentParser:
+    """A subcommand's parser, made the same way for every command: its line in the listing (``help``), its
+    own ``--help`` text (``description``), the ``handler`` it runs (a group of actions sets it on the group
+    or on each action) and, with ``model``, the model to load and its loading flags, first."""
+    parser = subparsers.add_parser(name, help=help, description=description)
+    if model:
+        add_model_arguments(parser)
+    if handler is not None:
+        parser.set_defaults(handler=handler)
+    return parser
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, positional: str = "model") -> None:
@@ -91,6 +118,18 @@ def progress_bar(what: str = "profiling") -> Iterator[Callable[[str, int, int], 
             progress.update(task, description=description, completed=done, total=total)
 
         yield hook
+
+
+@contextmanager
+def stage(label: str, bar: str | None = None, note: Callable[[], str] | None = None) -> Iterator[ProgressHook | None]:
+    """One step of a command (see :class:`~pytest_layercheck.analysis.registry.Stage`): timed on stderr."""
+    started = time.perf_counter()
+    if bar is None:
+        yield None
+    else:
+        with progress_bar(bar) as hook:
+            yield hook
+    err_console.print(f"{label}: {time.perf_counter() - started:.1f} s" + (f" ({note()})" if note else ""))
 
 
 def add_output_arguments(

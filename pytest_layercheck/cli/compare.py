@@ -9,10 +9,9 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import time
 from typing import TYPE_CHECKING
 
-from pytest_layercheck.cli.common import add_output_arguments, console, err_console, load, progress_bar, write_outputs
+from pytest_layercheck.cli.common import add_output_arguments, add_subcommand, console, load, stage, write_outputs
 from pytest_layercheck.cli.profile import add_profile_arguments, add_verdict_arguments, settings_from, verdict_from
 from pytest_layercheck.evaluation.options import MODEL, add_cli_arguments
 
@@ -21,11 +20,13 @@ if TYPE_CHECKING:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
+    parser = add_subcommand(
+        subparsers,
         "compare",
         help="compare a candidate (fine-tune, PEFT adapter, GGUF) with its base model",
         description="Profile BASE and CANDIDATE, show the shift of every cell with its significance, the "
         "relative weight change per layer, and which layers, reverted to the base, restore a lost capability.",
+        handler=run_compare,
     )
     parser.add_argument("base", help="the trusted model: 'default', a transformers folder or a .gguf file")
     parser.add_argument(
@@ -48,7 +49,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--no-weights", action="store_true", help="skip the per-layer weight deltas")
     add_output_arguments(parser, "the full comparison", summary=True, html=True)
-    parser.set_defaults(handler=run_compare)
 
 
 def compare_settings_from(args: argparse.Namespace) -> CompareSettings:
@@ -82,10 +82,8 @@ def run_compare(args: argparse.Namespace) -> int:
     base = load(args.base, args)
     candidate = load(args.candidate, args)
     cache = ResultCache(enabled=not args.no_cache)
-    started = time.perf_counter()
-    with progress_bar("comparing") as hook:
+    with stage("compare", "comparing", note=lambda: f"evaluations: {cache.summary()}") as hook:
         result = compare_models(base, candidate, settings, cache=cache, progress=hook)
-    err_console.print(f"compare: {time.perf_counter() - started:.1f} s (evaluations: {cache.summary()})")
     console.print(render_compare_terminal(result, width=console.width), highlight=False)
     markdown = functools.cache(lambda: render_compare_markdown(result))  # rendered once for file and summary
     write_outputs(

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_layercheck.cli.common import add_output_arguments, console, write_outputs
+from pytest_layercheck.cli.common import add_output_arguments, add_subcommand, console, write_outputs
 from pytest_layercheck.cli.profile import add_verdict_arguments, verdict_from
 from pytest_layercheck.core.errors import BaselineError, ConfigError
 
@@ -413,11 +413,13 @@ def compare_samples(
 
 # ------------------------------------------------------------------------------------------ command
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
+    parser = add_subcommand(
+        subparsers,
         "compare-samples",
         help="paired comparison of two lm-eval --log_samples runs (base A, candidate B)",
         description="Pair the documents two lm-eval --log_samples runs scored (the same task, two models) and judge "
         "B against A with the paired exact McNemar test, as `layercheck compare` judges its intact cells.",
+        handler=run_compare_samples,
     )
     parser.add_argument("base", help="samples_<task>_<date>.jsonl of the base model, or the --output_path folder")
     parser.add_argument("candidate", help="the same for the candidate model")
@@ -426,7 +428,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--filter", default=None, help="lm-eval filter to compare when a task logged several")
     add_verdict_arguments(parser)
     add_output_arguments(parser, "the comparison", summary=True)
-    parser.set_defaults(handler=run_compare_samples)
 
 
 def _names(text: str) -> list[str]:

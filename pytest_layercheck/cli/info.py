@@ -5,13 +5,17 @@ from __future__ import annotations
 import argparse
 from typing import Any, cast
 
-from pytest_layercheck.cli.common import add_model_arguments, console, load
+from pytest_layercheck.cli.common import add_subcommand, console, load
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("info", help="load a model and show its layers, heads, bands and fingerprint")
-    add_model_arguments(parser)
-    parser.set_defaults(handler=run)
+    add_subcommand(
+        subparsers,
+        "info",
+        help="load a model and show its layers, heads, bands and fingerprint",
+        handler=run,
+        model=True,
+    )
 
 
 def run(args: argparse.Namespace) -> int:

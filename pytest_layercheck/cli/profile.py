@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pytest_layercheck.cli.common import (
-    add_model_arguments,
+    Handler,
     add_output_arguments,
+    add_subcommand,
     console,
     err_console,
     load,
@@ -32,10 +33,13 @@ def add_profile_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    profile = subparsers.add_parser("profile", help="print the depth-sensitivity profile of a model")
-    add_model_arguments(profile)
-    add_profile_arguments(profile)
-    profile.add_argument("--baseline-dir", default="baselines", help="compare with the baseline here if one exists")
+    profile = _add_profiling_command(
+        subparsers,
+        "profile",
+        help="print the depth-sensitivity profile of a model",
+        handler=run_profile,
+        baseline_dir="compare with the baseline here if one exists",
+    )
     profile.add_argument("--baseline", default=None, help="baseline name to compare with (default: the model name)")
     profile.add_argument(
         "--no-compare",
@@ -45,19 +49,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_verdict_arguments(profile)
     add_output_arguments(profile, "the report", "the markdown table", html=True)
     profile.add_argument("--heatmap", default=None, help="write a per-layer heatmap PNG here (needs matplotlib)")
-    profile.set_defaults(handler=run_profile)
 
-    baseline = subparsers.add_parser("baseline", help="record or refresh a model's baseline")
-    add_model_arguments(baseline)
-    add_profile_arguments(baseline)
-    baseline.add_argument("--baseline-dir", default="baselines", help="folder of baseline files")
+    baseline = _add_profiling_command(
+        subparsers,
+        "baseline",
+        help="record or refresh a model's baseline",
+        handler=run_baseline,
+        baseline_dir="folder of baseline files",
+    )
     baseline.add_argument("--name", default=None, help="baseline name (default: the model name)")
     baseline.add_argument(
         "--update",
         action="store_true",
         help="replace an existing baseline that differs (a missing one is always written)",
     )
-    baseline.set_defaults(handler=run_baseline)
+
+
+def _add_profiling_command(
+    subparsers: argparse._SubParsersAction, name: str, help: str, *, handler: Handler, baseline_dir: str
+) -> argparse.ArgumentParser:
+    """A command that profiles a model: the model, what to profile and the folder of baselines
+    (``baseline_dir``: what the command does with it)."""
+    parser = add_subcommand(subparsers, name, help=help, handler=handler, model=True)
+    add_profile_arguments(parser)
+    parser.add_argument("--baseline-dir", default="baselines", help=baseline_dir)
+    return parser
 
 
 def add_verdict_arguments(parser: argparse.ArgumentParser) -> None:

@@ -19,11 +19,12 @@ import os
 import shlex
 from pathlib import Path
 
-from pytest_layercheck.cli.common import console, err_console
+from pytest_layercheck.cli.common import add_subcommand, console, err_console
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
+    parser = add_subcommand(
+        subparsers,
         "suite",
         help="import your own evaluations as a suite; check a suite file",
         description="Turn JSONL/JSON/CSV records, a Hugging Face dataset on disk or an "
@@ -31,11 +32,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     actions = parser.add_subparsers(dest="suite_command", required=True)
 
-    imp = actions.add_parser(
+    imp = add_subcommand(
+        actions,
         "import",
         help="write a suite YAML from records, a dataset or an lm-eval task",
         description="Write a suite YAML from a .jsonl/.json/.csv file, a datasets folder or "
         ".parquet/.arrow file, or an lm-eval task YAML (or registered task name).",
+        handler=run_import,
     )
     imp.add_argument(
         "source",
@@ -81,11 +84,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     imp.add_argument("--limit", type=int, default=None, help="import at most N items")
     imp.add_argument("--force", action="store_true", help="replace an existing suite file that differs")
-    imp.set_defaults(handler=run_import)
 
-    check = actions.add_parser("check", help="validate a suite file and print its name, items and content hash")
+    check = add_subcommand(
+        actions, "check", help="validate a suite file and print its name, items and content hash", handler=run_check
+    )
     check.add_argument("path", nargs="+", help="suite YAML file(s), or .jsonl files with suite field names")
-    check.set_defaults(handler=run_check)
 
 
 def _unescape(text: str) -> str:

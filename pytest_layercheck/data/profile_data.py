@@ -9,6 +9,7 @@ a later run can be compared with a paired test instead of by means alone.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -75,21 +76,8 @@ class DepthProfile:
                 if metric not in intact.outcomes:
                     continue
                 intact_value = intact.mean(metric)
-                out.append(
-                    Cell(
-                        name,
-                        info.capability,
-                        info.protocol,
-                        metric,
-                        INTACT,
-                        (),
-                        (INTACT,),
-                        intact_value,
-                        intact_value,
-                        intact_value,
-                        INTACT,
-                    )
-                )
+                cell = functools.partial(Cell, name, info.capability, info.protocol, metric)
+                out.append(cell(INTACT, (), (INTACT,), intact_value, intact_value, intact_value, INTACT))
                 # A band's drop is measured on the items the sweep scored, against the intact model's
                 # outcomes on those same items.
                 swept = intact.outcomes[metric][: len(info.swept_ids)]
@@ -101,11 +89,7 @@ class DepthProfile:
                     means = [ev.mean(metric) for ev in group]
                     worst_index = min(range(len(means)), key=means.__getitem__)
                     out.append(
-                        Cell(
-                            name,
-                            info.capability,
-                            info.protocol,
-                            metric,
+                        cell(
                             band,
                             tuple(layers),
                             tuple(ev.ablation for ev in group),

@@ -91,11 +91,13 @@ def _check_choice(value: str, choices: tuple[str, ...], what: str) -> None:
         raise AblationError(f"unknown {what} {value!r}.", fix=f"use one of: {', '.join(repr(c) for c in choices)}.")
 
 
-def _check_range(indices: Iterable[int], count: int, what: str, model_desc: str) -> None:
+def check_range(indices: Iterable[int], count: int, what: str, model_desc: str, fix: str | None = None) -> None:
+    """Refuse the indices the model has no ``what`` for (``count`` of them), naming them and the valid range;
+    ``fix`` replaces the default advice."""
     bad = [i for i in indices if i >= count]
     if bad:
         raise AblationError(
             f"{what} {', '.join(map(str, bad))} out of range: the {model_desc} has {count} {what}s "
             f"(valid: 0-{count - 1}).",
-            fix=f"use original {what} indices between 0 and {count - 1}.",
+            fix=fix or f"use original {what} indices between 0 and {count - 1}.",
         )

@@ -22,7 +22,7 @@ from pytest_layercheck.model.ablation_spec import (
     HeadMode,
     HeadSpec,
     _check_choice,
-    _check_range,
+    check_range,
     normalise_heads,
 )
 from pytest_layercheck.model.architecture import ArchitectureAdapter, get_adapter
@@ -127,10 +127,10 @@ def _resolve_heads(adapter: ArchitectureAdapter, heads: HeadSpec, gqa: str) -> d
     _check_choice(gqa, GQA_MODES, "gqa mode")
     spec = normalise_heads(heads)
     num_layers = len(_skip_origin(adapter).blocks)
-    _check_range([layer for layer, _ in spec], num_layers, "layer", _describe(adapter))
+    check_range([layer for layer, _ in spec], num_layers, "layer", _describe(adapter))
     resolved: dict[int, tuple[int, ...]] = {}
     for layer, layer_heads in spec:
-        _check_range(layer_heads, adapter.num_heads, "head", f"{_describe(adapter)} (per layer)")
+        check_range(layer_heads, adapter.num_heads, "head", f"{_describe(adapter)} (per layer)")
         if gqa == "group":
             groups = sorted({adapter.kv_head_of(h) for h in layer_heads})
             layer_heads = tuple(h for g in groups for h in adapter.query_heads_of(g))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from pytest_layercheck.model.ablation_spec import _check_range, normalise_layers
+from pytest_layercheck.model.ablation_spec import check_range, normalise_layers
 from pytest_layercheck.model.architecture import ArchitectureAdapter, get_adapter
 
 
@@ -83,7 +83,7 @@ def skip_layers(model: nn.Module, layers: Iterable[int] | int) -> Iterator[nn.Mo
     adapter = get_adapter(model)
     origin = _skip_origin(adapter)
     skip = normalise_layers(layers)
-    _check_range(skip, len(origin.blocks), "layer", _describe(adapter))
+    check_range(skip, len(origin.blocks), "layer", _describe(adapter))
     installed = {id(b) for b in adapter.layers}
     keep = [i for i, b in enumerate(origin.blocks) if id(b) in installed and i not in skip]
     with ExitStack() as stack:

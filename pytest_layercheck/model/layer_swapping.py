@@ -13,7 +13,7 @@ from contextlib import ExitStack, contextmanager
 from torch import nn
 
 from pytest_layercheck.core.errors import AblationError
-from pytest_layercheck.model.ablation_spec import SwapSpec, _check_range, normalise_swap
+from pytest_layercheck.model.ablation_spec import SwapSpec, check_range, normalise_swap
 from pytest_layercheck.model.architecture import ArchitectureAdapter, get_adapter
 from pytest_layercheck.model.layer_skipping import _ACTIVE_SKIPS, _describe, _renumber
 
@@ -114,8 +114,8 @@ def swap_layers(model: nn.Module, donor: nn.Module, layers: SwapSpec) -> Iterato
         )
     _check_donor(adapter, donor_adapter)
     pairs = normalise_swap(layers)
-    _check_range([t for t, _ in pairs], adapter.num_layers, "layer", _describe(adapter))
-    _check_range([s for _, s in pairs], donor_adapter.num_layers, "layer", "donor model")
+    check_range([t for t, _ in pairs], adapter.num_layers, "layer", _describe(adapter))
+    check_range([s for _, s in pairs], donor_adapter.num_layers, "layer", "donor model")
     for target, source in pairs:
         if _layer_type(adapter, target) != _layer_type(donor_adapter, source):
             raise AblationError(

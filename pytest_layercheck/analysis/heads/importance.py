@@ -24,12 +24,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from pytest_layercheck.analysis.heads import DEFAULT_HEAD_LIMIT
-from pytest_layercheck.core.errors import AblationError, ConfigError
+from pytest_layercheck.core.errors import ConfigError
 from pytest_layercheck.data.bands import format_layers
 from pytest_layercheck.data.records import PRIMARY_METRIC, SuiteInfo
 from pytest_layercheck.evaluation.result_cache import ResultCache
 from pytest_layercheck.evaluation.service import cache_identity, deterministic, evaluate_ablations
 from pytest_layercheck.model.ablation import GQA_MODES, HEAD_MODES, Ablation
+from pytest_layercheck.model.ablation_spec import check_range
 from pytest_layercheck.model.architecture import ArchitectureAdapter, get_adapter
 from pytest_layercheck.model.loading import LoadedModel
 from pytest_layercheck.scoring.tokenisation import model_max_length
@@ -279,13 +280,8 @@ def parse_layers(text: str | int | Iterable[int] | None, num_layers: int | None 
     if bad:
         raise ConfigError(f"bad layer indices {bad}", "use zero-based, non-negative layer indices")
     if num_layers is not None:
-        out = [i for i in result if i >= num_layers]
-        if out:
-            raise AblationError(
-                f"layer {', '.join(map(str, out))} out of range: the model has {num_layers} layers "
-                f"(valid: 0-{num_layers - 1}).",
-                fix=f"choose layers between 0 and {num_layers - 1}, e.g. --layers 0-{min(3, num_layers - 1)}.",
-            )
+        fix = f"choose layers between 0 and {num_layers - 1}, e.g. --layers 0-{min(3, num_layers - 1)}."
+        check_range(result, num_layers, "layer", "model", fix)
     return result
 
 
