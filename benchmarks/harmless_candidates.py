@@ -25,8 +25,9 @@ import torch
 
 from pytest_layercheck.evaluation.baseline import BaselineStore
 from pytest_layercheck.evaluation.comparison import Verdict
-from pytest_layercheck.evaluation.profiler import ProfileSettings, build_profile
+from pytest_layercheck.evaluation.profiler import build_profile
 from pytest_layercheck.evaluation.result_cache import ResultCache
+from pytest_layercheck.evaluation.settings import ProfileSettings
 from pytest_layercheck.model.loading import LoadedModel, load_model
 
 REPO = Path(__file__).resolve().parents[1]

@@ -216,8 +216,8 @@ def guard(out: Path, limit: int | None, localise: str, width: int) -> tuple[bool
     """Compare both candidates with the base on the knowledge suite; True when harmful fails and benign passes."""
     from pytest_layercheck.analysis.compare.models import CompareSettings, compare_models
     from pytest_layercheck.analysis.compare.render import render_compare_markdown, render_compare_terminal
-    from pytest_layercheck.evaluation.profiler import ProfileSettings
     from pytest_layercheck.evaluation.result_cache import ResultCache
+    from pytest_layercheck.evaluation.settings import ProfileSettings
     from pytest_layercheck.model.loading import load_model
 
     settings = CompareSettings(

@@ -1,6 +1,7 @@
 """pytest-layercheck: depth-sensitivity profiles of language models as pytest regression tests.
 
-The public API is what this module exports; deeper module paths may move between releases::
+The public API is what this module exports, and the analyses in :mod:`pytest_layercheck.analysis`; deeper
+module paths may move between releases::
 
     from pytest_layercheck import load_model, build_profile, BaselineStore, compare_profiles
 
@@ -14,10 +15,9 @@ not pay for the model and scoring layers.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from pytest_layercheck.analysis.registry import public_functions
+from pytest_layercheck.core.lazy import lazy_attributes
 from pytest_layercheck.core.version import __version__
 
 #: Public name -> the module that defines it (and the name there, when it differs).
@@ -31,9 +31,9 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     # suites and scoring
     "load_suite": ("pytest_layercheck.suites.loader", "load_suite"),
     "resolve_suite": ("pytest_layercheck.suites.builtin", "resolve_suite"),
-    "score": ("pytest_layercheck.evaluation.service", "score_suite_under"),
+    "score_suite": ("pytest_layercheck.evaluation.service", "score_suite"),
     # profiles, baselines, verdicts
-    "ProfileSettings": ("pytest_layercheck.evaluation.profiler", "ProfileSettings"),
+    "ProfileSettings": ("pytest_layercheck.evaluation.settings", "ProfileSettings"),
     "build_profile": ("pytest_layercheck.evaluation.profiler", "build_profile"),
     "DepthProfile": ("pytest_layercheck.data.profile_data", "DepthProfile"),
     "BaselineStore": ("pytest_layercheck.evaluation.baseline", "BaselineStore"),
@@ -41,10 +41,6 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "Tolerance": ("pytest_layercheck.evaluation.comparison_result", "Tolerance"),
     "Verdict": ("pytest_layercheck.evaluation.comparison", "Verdict"),
     "ResultCache": ("pytest_layercheck.evaluation.result_cache", "ResultCache"),
-    # analyses: each built-in's function, as the analysis registry names it (head_importance, ...)
-    **public_functions(),
-    "Analysis": ("pytest_layercheck.analysis.registry", "Analysis"),
-    "register_analysis": ("pytest_layercheck.analysis.registry", "register_analysis"),
     # errors
     "LayercheckError": ("pytest_layercheck.core.errors", "LayercheckError"),
 }
@@ -52,38 +48,20 @@ _EXPORTS: dict[str, tuple[str, str]] = {
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ loads these on first use
-    from pytest_layercheck.analysis.compare.models import compare_models
-    from pytest_layercheck.analysis.heads.importance import head_importance
-    from pytest_layercheck.analysis.redundancy.metrics import measure_redundancy
-    from pytest_layercheck.analysis.registry import Analysis, register_analysis
-    from pytest_layercheck.analysis.retrieval_heads.detection import find_retrieval_heads
-    from pytest_layercheck.analysis.retrieval_heads.masking import compare_masking
-    from pytest_layercheck.analysis.thinking.fast_slow import compare_thinking
-    from pytest_layercheck.analysis.transfer.stability import stability as transfer_stability
-    from pytest_layercheck.analysis.weight_delta.deltas import weight_delta
     from pytest_layercheck.core.errors import LayercheckError
     from pytest_layercheck.data.bands import DepthBands
     from pytest_layercheck.data.profile_data import DepthProfile
     from pytest_layercheck.evaluation.baseline import BaselineStore
     from pytest_layercheck.evaluation.comparison import Verdict, compare_profiles
     from pytest_layercheck.evaluation.comparison_result import Tolerance
-    from pytest_layercheck.evaluation.profiler import ProfileSettings, build_profile
+    from pytest_layercheck.evaluation.profiler import build_profile
     from pytest_layercheck.evaluation.result_cache import ResultCache
-    from pytest_layercheck.evaluation.service import score_suite_under as score
+    from pytest_layercheck.evaluation.service import score_suite
+    from pytest_layercheck.evaluation.settings import ProfileSettings
     from pytest_layercheck.model.ablation import Ablation, ablate
     from pytest_layercheck.model.loading import LoadedModel, load_model
     from pytest_layercheck.suites.builtin import resolve_suite
     from pytest_layercheck.suites.loader import load_suite
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'pytest_layercheck' has no attribute {name!r}")
-    module, attribute = _EXPORTS[name]
-    value = getattr(importlib.import_module(module), attribute)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS, __all__)

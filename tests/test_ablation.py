@@ -19,14 +19,10 @@ from transformers import AutoModelForCausalLM
 
 from pytest_layercheck.core.errors import AblationError
 from pytest_layercheck.model import kv_cache
-from pytest_layercheck.model.ablation import (
-    Ablation,
-    ablate,
-    mask_heads,
-    resolve_heads,
-    skip_layers,
-    swap_layers,
-)
+from pytest_layercheck.model.ablation import Ablation, ablate
+from pytest_layercheck.model.head_masking import mask_heads, resolve_heads
+from pytest_layercheck.model.layer_skipping import skip_layers
+from pytest_layercheck.model.layer_swapping import swap_layers
 
 HEAD_DIM = 16
 IDS = torch.randint(3, 128, (2, 12), generator=torch.Generator().manual_seed(0))  # longer than window 8
@@ -627,7 +623,7 @@ def _attention_weights(model: nn.Module, family: str, layer: int) -> list[object
 def test_eager_attention_returns_weights_and_restores_sdpa(family: str) -> None:
     """On an SDPA model the attention modules return no weights; inside ``eager_attention`` they
     return softmax rows over the visible keys, the logits stay the same, and SDPA comes back."""
-    from pytest_layercheck.model.ablation import eager_attention
+    from pytest_layercheck.model.head_masking import eager_attention
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(tiny_config(family), attn_implementation="sdpa").eval()
@@ -648,7 +644,7 @@ def test_eager_attention_returns_weights_and_restores_sdpa(family: str) -> None:
 
 def test_eager_attention_inside_uniform_mask_keeps_the_mask() -> None:
     """A head flagged by an enclosing uniform mask still attends uniformly (weights 1/(t+1))."""
-    from pytest_layercheck.model.ablation import eager_attention
+    from pytest_layercheck.model.head_masking import eager_attention
 
     model = sharpened("llama")
     seen = _attention_weights(model, "llama", 2)

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from pytest_layercheck.model import kv_cache
-from pytest_layercheck.model.ablation import mask_heads
 from pytest_layercheck.model.architecture import get_adapter
 from pytest_layercheck.model.attention import GROUPED_SDPA, attention_configs, grouped_query_sdpa
+from pytest_layercheck.model.head_masking import mask_heads
 from tests.tiny_models import FAMILIES, tiny_model
 
 

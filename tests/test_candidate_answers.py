@@ -14,8 +14,9 @@ from trained_tiny import fact_suite_items, save, shared_fact_model, write_fact_s
 from pytest_layercheck.data.profile_data import INTACT, DepthProfile
 from pytest_layercheck.evaluation.baseline import read_baseline
 from pytest_layercheck.evaluation.comparison import compare_profiles
-from pytest_layercheck.evaluation.profiler import ProfileSettings, build_profile
+from pytest_layercheck.evaluation.profiler import build_profile
 from pytest_layercheck.evaluation.result_cache import CacheEntryWarning, ResultCache
+from pytest_layercheck.evaluation.settings import ProfileSettings
 from pytest_layercheck.model.loading import LoadedModel, load_model
 from pytest_layercheck.suites.loader import load_suite
 

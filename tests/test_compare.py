@@ -16,8 +16,8 @@ from pytest_layercheck.analysis.compare.render import render_compare_markdown, r
 from pytest_layercheck.cli import compare as compare_cli
 from pytest_layercheck.core.errors import ConfigError
 from pytest_layercheck.evaluation.comparison_result import Tolerance
-from pytest_layercheck.evaluation.profiler import ProfileSettings
 from pytest_layercheck.evaluation.result_cache import ResultCache
+from pytest_layercheck.evaluation.settings import ProfileSettings
 from pytest_layercheck.model.loading import LoadedModel
 
 FACTS = 24

@@ -10,13 +10,9 @@ from tiny_models import tiny_model
 from torch.utils.flop_counter import FlopCounterMode
 
 from pytest_layercheck.model.ablation import Ablation
-from pytest_layercheck.scoring.engine import (
-    MIN_SHARED_PREFIX,
-    PreparedGeneration,
-    prepare_loglikelihood,
-    run_loglikelihood,
-)
+from pytest_layercheck.scoring.engine import MIN_SHARED_PREFIX, prepare_loglikelihood, run_loglikelihood
 from pytest_layercheck.scoring.flops import ModelShape, TokenWork, evaluation_flops, sweep_flops
+from pytest_layercheck.scoring.generation import PreparedGeneration
 from pytest_layercheck.scoring.protocols import batch_settings
 from pytest_layercheck.scoring.sweep import run_loglikelihood_sweep
 

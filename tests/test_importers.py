@@ -459,8 +459,9 @@ def assert_scored_like_lm_eval(
 
 
 def intact_profile(loaded: Any, suites: Sequence[Any], paths: Sequence[Path], chat_template: Any = None) -> Any:
-    from pytest_layercheck.evaluation.profiler import ProfileSettings, build_profile
+    from pytest_layercheck.evaluation.profiler import build_profile
     from pytest_layercheck.evaluation.result_cache import ResultCache
+    from pytest_layercheck.evaluation.settings import ProfileSettings
 
     settings = ProfileSettings(
         suites=tuple(str(p) for p in paths), limit=None, sweep_limit=None, chat_template=chat_template

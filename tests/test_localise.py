@@ -11,11 +11,11 @@ from tiny_models import tiny_model, tiny_tokenizer
 from trained_tiny import perturbed, train_fact_model, write_fact_suite
 
 from pytest_layercheck.analysis.localise.replacement import LayerGroup, layer_groups, localise
-from pytest_layercheck.analysis.weight_delta.deltas import weight_delta
+from pytest_layercheck.analysis.weight_delta.deltas import measure_weight_delta
 from pytest_layercheck.core.errors import ConfigError, LayercheckError
 from pytest_layercheck.data.statistics import exact_mcnemar
-from pytest_layercheck.evaluation.profiler import ProfileSettings
 from pytest_layercheck.evaluation.result_cache import ResultCache
+from pytest_layercheck.evaluation.settings import ProfileSettings
 from pytest_layercheck.model.fingerprint import model_fingerprint
 from pytest_layercheck.model.loading import LoadedModel
 
@@ -52,7 +52,7 @@ def test_localisation_points_at_the_damaged_layer_not_the_merely_changed_one(
     trained: torch.nn.Module, damaged: torch.nn.Module, settings: ProfileSettings
 ) -> None:
     base, candidate = loaded(trained, "base"), loaded(damaged, "damaged")
-    weights = weight_delta(base, candidate)
+    weights = measure_weight_delta(base, candidate)
     assert set(weights.changed_layers()) == {0, 4}  # both moved: the weights alone cannot tell which matters
 
     result = localise(base, candidate, settings, "bands,layers,changed", weights=weights, cache=nocache())

@@ -20,10 +20,13 @@ import pytest
 import torch
 from scoring_references import hand_generate, hand_loglikelihood, sharp_model
 from tiny_models import tiny_tokenizer
+from transformers.cache_utils import CacheLayerMixin
 
 from pytest_layercheck.model.ablation import Ablation, ablate
 from pytest_layercheck.scoring import engine
-from pytest_layercheck.scoring.engine import MIN_SHARED_PREFIX, BatchSettings, shared_prefix
+from pytest_layercheck.scoring.batching import BatchSettings, shared_prefix
+from pytest_layercheck.scoring.engine import MIN_SHARED_PREFIX
+from pytest_layercheck.scoring.prompt_cache import RowsOfLayer
 from pytest_layercheck.scoring.protocols import batch_settings, prepare, score
 from pytest_layercheck.suites.schema import ProtocolSettings, Suite, SuiteItem
 
@@ -441,8 +444,8 @@ def test_continuation_calls_read_the_prompt_cache_one_layer_at_a_time(family: st
     plan = prepared.loglikelihood.plan(BatchSettings(token_budget=30))
     assert any(len(batch.chunks) > 1 for batch in plan.batches)  # later calls reuse the same prompt cache
     alive: list[weakref.ref] = []
-    sources: list[tuple[engine.CacheLayerMixin, torch.Tensor]] = []
-    update, init = engine.RowsOfLayer.update, engine.RowsOfLayer.__init__
+    sources: list[tuple[CacheLayerMixin, torch.Tensor]] = []
+    update, init = RowsOfLayer.update, RowsOfLayer.__init__
 
     def recorded_init(self, source, index):
         sources.append((source, source.keys.clone()))
@@ -454,11 +457,11 @@ def test_continuation_calls_read_the_prompt_cache_one_layer_at_a_time(family: st
         alive[:] = [weakref.ref(keys), weakref.ref(values)]
         return keys, values
 
-    engine.RowsOfLayer.update, engine.RowsOfLayer.__init__ = recorded_update, recorded_init
+    RowsOfLayer.update, RowsOfLayer.__init__ = recorded_update, recorded_init
     try:
         result = engine.run_loglikelihood(m, plan, share_prefix=share, workers=1)
     finally:
-        engine.RowsOfLayer.update, engine.RowsOfLayer.__init__ = update, init
+        RowsOfLayer.update, RowsOfLayer.__init__ = update, init
     assert sources and all(torch.equal(source.keys, before) for source, before in sources)
     expected = [hand_loglikelihood(m, ctx, cont)[0] for pairs in hand_requests(prepared) for ctx, cont in pairs]
     assert result.loglikelihood.tolist() == pytest.approx(expected, abs=TOL)

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 import torch
 
-from pytest_layercheck.model.ablation import eager_attention
 from pytest_layercheck.model.architecture import get_adapter
+from pytest_layercheck.model.head_masking import eager_attention
 from pytest_layercheck.model.probes import block_input, block_output, probe_attention, probe_blocks
 from tests.tiny_models import FAMILIES, tiny_model
 

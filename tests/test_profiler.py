@@ -11,15 +11,10 @@ from trained_tiny import save, shared_fact_model, write_fact_suite
 from pytest_layercheck.core.errors import ConfigError
 from pytest_layercheck.data.profile_data import INTACT
 from pytest_layercheck.evaluation.options import parse_limit
-from pytest_layercheck.evaluation.profiler import (
-    ALL_BANDS,
-    ProfileSettings,
-    build_profile,
-    plan_ablations,
-    score_suite_under,
-)
+from pytest_layercheck.evaluation.profiler import ALL_BANDS, build_profile, plan_ablations
 from pytest_layercheck.evaluation.result_cache import ResultCache
-from pytest_layercheck.evaluation.settings import DEFAULT_LIMITS
+from pytest_layercheck.evaluation.service import score_suite
+from pytest_layercheck.evaluation.settings import DEFAULT_LIMITS, ProfileSettings
 from pytest_layercheck.model.ablation import Ablation
 from pytest_layercheck.model.loading import LoadedModel, load_model
 from pytest_layercheck.suites.loader import load_suite
@@ -44,7 +39,7 @@ def test_every_evaluation_equals_scoring_that_ablated_model(fact_model, tmp_path
         ablation = Ablation.skipping(removed)
         key = ablation.key if removed else INTACT
         evaluation = profile.evaluations[("facts", "mc_text", key)]
-        reference = score_suite_under(loaded, suite, "mc_text", ablation)
+        reference = score_suite(loaded, suite, "mc_text", ablation)
         assert list(evaluation.outcomes["acc"]) == [o.scores["acc"] for o in reference.outcomes], key
     intact = profile.evaluations[("facts", "mc_text", INTACT)].outcomes["acc"]
     assert sum(intact) / len(intact) > 0.9  # the memorised facts are known
@@ -103,11 +98,11 @@ def test_the_sweep_scores_a_prefix_and_intact_every_item(fact_model, tmp_path: P
     assert len(info.item_ids) == 24 and info.sweep_items == 8 and len(info.swept_ids) == 8
     suite = load_suite(suite_path)
     intact = profile.evaluations[("facts", "mc_text", INTACT)].outcomes["acc"]
-    assert list(intact) == [o.scores["acc"] for o in score_suite_under(loaded, suite, "mc_text").outcomes]
-    leading = score_suite_under(loaded, suite, "mc_text", limit=8)  # the sweep's own intact run
+    assert list(intact) == [o.scores["acc"] for o in score_suite(loaded, suite, "mc_text").outcomes]
+    leading = score_suite(loaded, suite, "mc_text", limit=8)  # the sweep's own intact run
     assert list(intact[:8]) == [o.scores["acc"] for o in leading.outcomes]
     removed = profile.evaluations[("facts", "mc_text", Ablation.skipping((2,)).key)].outcomes["acc"]
-    reference = score_suite_under(loaded, suite, "mc_text", Ablation.skipping((2,)), limit=8)
+    reference = score_suite(loaded, suite, "mc_text", Ablation.skipping((2,)), limit=8)
     assert list(removed) == [o.scores["acc"] for o in reference.outcomes]
     band = profile.cell("facts", "middle", metric="acc")
     assert band.intact == sum(intact[:8]) / 8  # a band's drop is measured on the items it scored

@@ -11,14 +11,31 @@ import sys
 from pathlib import Path
 
 import pytest_layercheck
+import pytest_layercheck.analysis
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def test_every_export_is_the_defining_object() -> None:
-    for name, (module, attribute) in pytest_layercheck._EXPORTS.items():
-        assert getattr(pytest_layercheck, name) is getattr(importlib.import_module(module), attribute), name
+def test_every_export_is_the_defining_object_under_its_own_name() -> None:
+    for namespace in (pytest_layercheck, pytest_layercheck.analysis):
+        for name, (module, attribute) in namespace._EXPORTS.items():
+            assert name == attribute, f"{namespace.__name__}.{name} renames {module}.{attribute}"
+            assert getattr(namespace, name) is getattr(importlib.import_module(module), attribute), name
     assert set(pytest_layercheck.__all__) == {"__version__", *pytest_layercheck._EXPORTS}
+    assert set(pytest_layercheck.analysis.__all__) == set(pytest_layercheck.analysis._EXPORTS)
+
+
+def test_the_root_holds_a_handful_of_entry_points_and_the_analyses_their_namespace() -> None:
+    analyses = {
+        "head_importance",
+        "find_retrieval_heads",
+        "measure_redundancy",
+        "compare_thinking",
+        "register_analysis",
+    }
+    assert not analyses & set(pytest_layercheck.__all__)
+    assert analyses <= set(pytest_layercheck.analysis.__all__)
+    assert len(pytest_layercheck.__all__) <= 20
 
 
 def test_importing_the_package_loads_no_model_code() -> None:
@@ -66,4 +83,4 @@ def test_layercheck_help_loads_no_model_code(tmp_path: Path) -> None:
 
 def test_the_readme_imports_only_the_public_api() -> None:
     imports = re.findall(r"^\s*from (pytest_layercheck[\w.]*) import", README.read_text(encoding="utf-8"), re.M)
-    assert imports and set(imports) == {"pytest_layercheck"}, imports
+    assert imports and set(imports) <= {"pytest_layercheck", "pytest_layercheck.analysis"}, imports

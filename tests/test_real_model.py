@@ -42,11 +42,11 @@ def test_removing_the_first_layer_breaks_recall_and_restores_exactly(smollm: Loa
 @pytest.mark.parametrize("suite_name", ["knowledge", "reasoning", "retrieval"])
 def test_intact_default_model_is_clearly_above_chance(smollm: LoadedModel, suite_name: str) -> None:
     """A suite where the intact model sits at chance would say nothing about ablation."""
-    from pytest_layercheck.scoring.protocols import score_suite
+    from pytest_layercheck.scoring.protocols import prepare_and_score
     from pytest_layercheck.suites.builtin import load_builtin_suite
 
     suite = load_builtin_suite(suite_name).limited(24)
-    result = score_suite(smollm.model, smollm.tokenizer, suite)
+    result = prepare_and_score(smollm.model, smollm.tokenizer, suite)
     chance = sum(1 / len(item.choices) for item in suite.items) / len(suite.items)
     assert result.mean("acc") >= chance + 0.15, (suite_name, result.mean("acc"), chance)
 

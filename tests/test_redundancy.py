@@ -34,7 +34,7 @@ from pytest_layercheck.analysis.redundancy.render import redundancy_markdown, re
 from pytest_layercheck.analysis.redundancy.states import collect_layer_states, merge_states
 from pytest_layercheck.cli import main
 from pytest_layercheck.core.errors import ConfigError
-from pytest_layercheck.evaluation.profiler import score_suite_under
+from pytest_layercheck.evaluation.service import score_suite
 from pytest_layercheck.model.ablation import Ablation
 from pytest_layercheck.model.loading import LoadedModel
 from pytest_layercheck.report.format import render_text
@@ -279,12 +279,12 @@ def test_comparison_removes_the_blocks_for_real(llama: nn.Module) -> None:
     assert likelihood.least_harmful in generation.view.after  # the likelihood winner is re-checked by generation
     for verdict, metric in ((likelihood, "acc"), (generation, "exact_match")):
         protocol = verdict.view.protocol
-        intact = score_suite_under(model, suite, protocol)
+        intact = score_suite(model, suite, protocol)
         assert verdict.view.intact == tuple(intact.values(metric))
         for start, outcomes in verdict.view.after.items():
-            removed = score_suite_under(model, suite, protocol, Ablation.skipping(result.block_layers(start)))
+            removed = score_suite(model, suite, protocol, Ablation.skipping(result.block_layers(start)))
             assert outcomes == tuple(removed.values(metric)), (protocol, start)
-        bi = score_suite_under(model, suite, protocol, Ablation.skipping(result.bi_suggested))
+        bi = score_suite(model, suite, protocol, Ablation.skipping(result.bi_suggested))
         assert verdict.view.bi_drop == pytest.approx(intact.mean(metric) - bi.mean(metric))
     text = render_text(redundancy_renderable(result, comparison), width=200)
     assert "most prunable block" in text and "facts/mc_text (likelihood)" in text

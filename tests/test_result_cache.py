@@ -17,13 +17,15 @@ from trained_tiny import write_fact_suite
 
 from pytest_layercheck.core.errors import ConfigError
 from pytest_layercheck.data.profile_data import INTACT, Evaluation, SuiteInfo
-from pytest_layercheck.evaluation.profiler import ProfileSettings, build_profile, cache_identity
+from pytest_layercheck.evaluation.profiler import build_profile
 from pytest_layercheck.evaluation.result_cache import (
     CacheEntryWarning,
     ResultCache,
     _sign,
     signing_key,
 )
+from pytest_layercheck.evaluation.service import cache_identity
+from pytest_layercheck.evaluation.settings import ProfileSettings
 from pytest_layercheck.model import fingerprint
 from pytest_layercheck.model.loading import LoadedModel
 

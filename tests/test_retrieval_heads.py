@@ -28,10 +28,10 @@ from pytest_layercheck.cli import main
 from pytest_layercheck.core.errors import ConfigError
 from pytest_layercheck.data.statistics import exact_mcnemar
 from pytest_layercheck.model import kv_cache
-from pytest_layercheck.model.ablation import mask_heads
+from pytest_layercheck.model.head_masking import mask_heads
 from pytest_layercheck.scoring.protocols import normalise_answer, prepare, score
-from pytest_layercheck.suites.generate import DECOYS
 from pytest_layercheck.suites.loader import load_suite
+from pytest_layercheck.suites.retrieval_problems import DECOYS
 
 # --------------------------------------------------------------------------------------------------
 # The score on hand-built attention patterns

@@ -19,14 +19,14 @@ from scoring_references import hand_generate, hand_loglikelihood, sharp_model
 from tiny_models import FAMILIES, tiny_tokenizer
 
 from pytest_layercheck.core.errors import ProtocolError
-from pytest_layercheck.scoring import engine
-from pytest_layercheck.scoring.engine import BatchSettings
+from pytest_layercheck.scoring import batching
+from pytest_layercheck.scoring.batching import BatchSettings
 from pytest_layercheck.scoring.protocols import (
     extract_answer,
     normalise_answer,
     prepare,
+    prepare_and_score,
     score,
-    score_suite,
 )
 from pytest_layercheck.scoring.rendering import render_prompt
 from pytest_layercheck.scoring.tokenisation import encode_pairs, encoding_rule
@@ -149,7 +149,7 @@ def hand_prompt(item: SuiteItem, shots: tuple[SuiteItem, ...], answer, delimiter
 @pytest.mark.parametrize("family", FAMILIES)
 def test_mc_text_matches_hand_computation(family: str) -> None:
     model, tok, suite = sharp_model(family), tokenizer(), make_suite()
-    result = score_suite(model, tok, suite, "mc_text", batch_size=4)
+    result = prepare_and_score(model, tok, suite, "mc_text", batch_size=4)
     for item, outcome in zip(suite.items, result.outcomes):
         prompt = hand_prompt(item, suite.fewshot, lambda s: s.choices[s.gold])
         lls = [hand_loglikelihood(model, *hand_pair(tok, prompt, " " + c))[0] for c in item.choices]
@@ -163,7 +163,7 @@ def test_mc_text_matches_hand_computation(family: str) -> None:
 
 def test_acc_norm_divides_by_character_length() -> None:
     model, tok = sharp_model("llama"), tokenizer()
-    result = score_suite(model, tok, make_suite(24), "mc_text")
+    result = prepare_and_score(model, tok, make_suite(24), "mc_text")
     disagreements = 0
     for outcome in result.outcomes:
         lls, cands = outcome.detail["loglikelihoods"], outcome.detail["candidates"]
@@ -177,7 +177,7 @@ def test_acc_norm_divides_by_character_length() -> None:
 @pytest.mark.parametrize("family", ["llama", "gpt2", "gemma2"])
 def test_mc_letters_matches_hand_computation(family: str) -> None:
     model, tok, suite = sharp_model(family), tokenizer(), make_suite()
-    result = score_suite(model, tok, suite, "mc_letters", batch_size=3)
+    result = prepare_and_score(model, tok, suite, "mc_letters", batch_size=3)
     for item, outcome in zip(suite.items, result.outcomes):
         letters = "ABCD"[: len(item.choices)]
         block = "\n".join(f"{L}. {c}" for L, c in zip(letters, item.choices))
@@ -225,7 +225,7 @@ def test_continuation_matches_hand_computation(family: str) -> None:
             item = replace(item, target=greedy or item.target)
         items.append(item)
     suite = replace(suite, items=tuple(items))
-    result = score_suite(model, tok, suite, "continuation", batch_size=5)
+    result = prepare_and_score(model, tok, suite, "continuation", batch_size=5)
     hits = 0
     for item, outcome in zip(suite.items, result.outcomes):
         prompt = hand_prompt(item, suite.fewshot, lambda s: s.answer_text, delimiter="")
@@ -259,7 +259,7 @@ def test_generate_until_matches_plain_greedy_loop(family: str) -> None:
             for k, item in enumerate(suite.items)
         ),
     )
-    result = score_suite(model, tok, suite, "generate_until", batch_size=3)
+    result = prepare_and_score(model, tok, suite, "generate_until", batch_size=3)
     for item, outcome in zip(suite.items, result.outcomes):
         assert outcome.detail["generation"] == expected[item.id]
         assert outcome.detail["answer"] == expected[item.id].strip()
@@ -272,19 +272,19 @@ def test_generate_until_matches_plain_greedy_loop(family: str) -> None:
 def test_generation_ignores_sampling_settings_of_the_model() -> None:
     """A model's generation_config (sampling, repetition penalty, ...) must not change greedy scoring."""
     model, tok, suite = sharp_model("llama"), tokenizer(), make_suite(4)
-    expected = [o.detail["generation"] for o in score_suite(model, tok, suite, "generate_until").outcomes]
+    expected = [o.detail["generation"] for o in prepare_and_score(model, tok, suite, "generate_until").outcomes]
     tuned = copy.deepcopy(model)
     config = tuned.generation_config
     config.do_sample, config.temperature, config.top_p = True, 0.6, 0.9
     config.repetition_penalty, config.no_repeat_ngram_size, config.min_new_tokens = 1.5, 2, 5
-    assert [o.detail["generation"] for o in score_suite(tuned, tok, suite, "generate_until").outcomes] == expected
+    assert [o.detail["generation"] for o in prepare_and_score(tuned, tok, suite, "generate_until").outcomes] == expected
 
 
 def test_generate_until_answer_regex() -> None:
     model, tok = sharp_model("llama"), tokenizer()
     settings = ProtocolSettings(template="Q: {context}\nA:", until=("\n",), max_gen_toks=6, answer_regex=r"(\S)")
     suite = make_suite(4, generate_until=settings)
-    result = score_suite(model, tok, suite, "generate_until")
+    result = prepare_and_score(model, tok, suite, "generate_until")
     for outcome in result.outcomes:
         text = outcome.detail["generation"]
         first = text.split()[0][0] if text.split() else None
@@ -348,7 +348,7 @@ def test_continuation_calls_count_the_prompt_tokens_they_read_at_a_discount(budg
         for chunk in batch.chunks:
             rows, width = chunk.input_ids.shape
             reads.append(rows * (width + cached))
-            assert rows == 1 or (rows * width <= budget and reads[-1] <= engine.CACHE_READS * budget)
+            assert rows == 1 or (rows * width <= budget and reads[-1] <= batching.CACHE_READS * budget)
     assert max(reads) > budget  # more than the old rule (computed and cached tokens within one budget) allowed
 
 
@@ -366,8 +366,8 @@ def test_batches_mix_lengths_and_continuation_pass_is_used(one_batch: None) -> N
 def test_sdpa_attention_with_padding_matches_eager(family: str) -> None:
     """Fully masked (left-padding) rows must not produce NaNs or leak into real rows under SDPA."""
     tok, suite = tokenizer(), make_suite()
-    eager = score_suite(sharp_model(family, "eager"), tok, suite, "mc_text", batch_size=8)
-    sdpa = score_suite(sharp_model(family, "sdpa"), tok, suite, "mc_text", batch_size=8)
+    eager = prepare_and_score(sharp_model(family, "eager"), tok, suite, "mc_text", batch_size=8)
+    sdpa = prepare_and_score(sharp_model(family, "sdpa"), tok, suite, "mc_text", batch_size=8)
     for a, b in zip(eager.outcomes, sdpa.outcomes):
         assert b.detail["loglikelihoods"] == pytest.approx(a.detail["loglikelihoods"], abs=TOL)
 
@@ -387,8 +387,8 @@ def test_trailing_space_moves_onto_the_continuation() -> None:
     model = sharp_model("llama")
     spaced = make_suite(4, mc_text=ProtocolSettings(template="Q: {context}\nA: ", target_delimiter=""))
     plain = make_suite(4)
-    a = score_suite(model, tok, spaced, "mc_text", batch_size=2)
-    b = score_suite(model, tok, plain, "mc_text", batch_size=2)
+    a = prepare_and_score(model, tok, spaced, "mc_text", batch_size=2)
+    b = prepare_and_score(model, tok, plain, "mc_text", batch_size=2)
     for x, y in zip(a.outcomes, b.outcomes):
         assert x.detail["loglikelihoods"] == pytest.approx(y.detail["loglikelihoods"], abs=TOL)
 
@@ -406,7 +406,7 @@ def test_bos_rule_follows_the_tokenizer() -> None:
     ((ctx, cont),) = encode_pairs(with_bos, encoding_rule(with_bos), [("Q: hi\nA:", " B")])
     assert ctx[0] == with_bos.bos_token_id and with_bos.bos_token_id not in cont
     model, suite = sharp_model("gemma"), make_suite(4)
-    result = score_suite(model, with_bos, suite, "mc_text")
+    result = prepare_and_score(model, with_bos, suite, "mc_text")
     for item, outcome in zip(suite.items, result.outcomes):
         prompt = hand_prompt(item, suite.fewshot, lambda s: s.choices[s.gold])
         lls = [hand_loglikelihood(model, *hand_pair(with_bos, prompt, " " + c, bos=True))[0] for c in item.choices]
@@ -460,18 +460,18 @@ def test_inputs_longer_than_the_model_are_refused_with_a_fix() -> None:
     prepared = prepare(long_suite, "mc_text", tokenizer(), max_length=10_000)
     with pytest.raises(ProtocolError, match="max_length=256"):
         score(sharp_model("gpt2"), prepared)
-    result = score_suite(sharp_model("gpt2"), tokenizer(), long_suite, "mc_text")  # truncates for you
+    result = prepare_and_score(sharp_model("gpt2"), tokenizer(), long_suite, "mc_text")  # truncates for you
     assert len(result.outcomes) == 1
 
 
 def test_empty_suite_scores_to_no_outcomes() -> None:
     suite = replace(make_suite(1), items=())
     for protocol in ("mc_text", "generate_until"):
-        assert score_suite(sharp_model("llama"), tokenizer(), suite, protocol).outcomes == ()
+        assert prepare_and_score(sharp_model("llama"), tokenizer(), suite, protocol).outcomes == ()
 
 
 def test_default_protocol_and_limit() -> None:
-    result = score_suite(sharp_model("llama"), tokenizer(), make_suite(6), limit=2)
+    result = prepare_and_score(sharp_model("llama"), tokenizer(), make_suite(6), limit=2)
     assert result.protocol == "mc_text" and [o.item_id for o in result.outcomes] == ["q1", "q2"]
     assert result.suite == "tiny" and result.suite_hash == "h"
 
@@ -480,11 +480,11 @@ def test_prompt_batches_split_where_padding_would_dominate() -> None:
     settings = BatchSettings(token_budget=10_000)
     # Computed widths (after a 20-token shared prefix): 20, 18, 13, 12 | 11 | 4, 3 (each >= 0.6 of the first).
     lengths = [40, 38, 33, 32, 31, 24, 23]
-    assert engine._chunks(lengths, settings, scored_all=False, shared=20, min_fill=0.6) == [
+    assert batching._chunks(lengths, settings, scored_all=False, shared=20, min_fill=0.6) == [
         slice(0, 4),
         slice(4, 5),
         slice(5, 7),
     ]
-    assert engine._chunks(lengths, settings, scored_all=False, shared=20) == [slice(0, 7)]  # no fill rule
+    assert batching._chunks(lengths, settings, scored_all=False, shared=20) == [slice(0, 7)]  # no fill rule
     # Nothing shared: whole lengths count, and only 23 < 0.6 * 40.
-    assert engine._chunks(lengths, settings, scored_all=False, min_fill=0.6) == [slice(0, 6), slice(6, 7)]
+    assert batching._chunks(lengths, settings, scored_all=False, min_fill=0.6) == [slice(0, 6), slice(6, 7)]

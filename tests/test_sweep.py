@@ -20,16 +20,13 @@ from transformers.cache_utils import DynamicLayer
 
 from pytest_layercheck.model.ablation import Ablation, ablate
 from pytest_layercheck.model.architecture import get_adapter
-from pytest_layercheck.scoring.engine import FilledLayer, PrefixCache, run_loglikelihood
+from pytest_layercheck.scoring.engine import run_loglikelihood
 from pytest_layercheck.scoring.model_head import _final_norm, _Head, _head_logits
+from pytest_layercheck.scoring.prompt_cache import FilledLayer, PrefixCache
 from pytest_layercheck.scoring.protocols import batch_settings, prepare
-from pytest_layercheck.scoring.sweep import (
-    StreamBudget,
-    first_affected_layer,
-    resume_layer,
-    run_loglikelihood_sweep,
-)
-from pytest_layercheck.scoring.wavefront import _Wavefront
+from pytest_layercheck.scoring.streams import first_affected_layer, resume_layer
+from pytest_layercheck.scoring.sweep import run_loglikelihood_sweep
+from pytest_layercheck.scoring.wavefront import StreamBudget, _Wavefront
 from pytest_layercheck.suites.schema import ProtocolSettings, Suite, SuiteItem
 
 LAYERS = 5

@@ -32,7 +32,7 @@ from pytest_layercheck.cli import main
 from pytest_layercheck.core.errors import ConfigError
 from pytest_layercheck.model.loading import LoadedModel
 from pytest_layercheck.report.format import render_text
-from pytest_layercheck.scoring.engine import cut_at_stop
+from pytest_layercheck.scoring.generation import cut_at_stop
 from pytest_layercheck.suites.schema import ProtocolSettings, Suite, SuiteItem
 
 

@@ -23,13 +23,13 @@ from pytest_layercheck.analysis.transfer.stability import (
     cohen_kappa,
     knowledge_siblings,
     reasoning_variants,
-    stability,
     stability_from_outcomes,
+    transfer_stability,
     variant_strategy,
 )
 from pytest_layercheck.cli import main
 from pytest_layercheck.core.errors import ConfigError
-from pytest_layercheck.evaluation.profiler import score_suite_under
+from pytest_layercheck.evaluation.service import score_suite
 from pytest_layercheck.model.loading import LoadedModel
 from pytest_layercheck.report.format import render_text
 from pytest_layercheck.suites.builtin import load_builtin_suite
@@ -205,13 +205,13 @@ def tiny() -> LoadedModel:
 
 def test_stability_on_a_tiny_model_matches_separate_scoring(tiny: LoadedModel) -> None:
     suite = replace(REASONING, fewshot=())
-    result = stability(tiny, suite, limit=6, variants=2, resamples=50)
+    result = transfer_stability(tiny, suite, limit=6, variants=2, resamples=50)
     assert result.method == "numbers" and result.metric == "acc" and result.score.pairs == 12
-    originals = score_suite_under(tiny, suite, "mc_text", limit=6)
+    originals = score_suite(tiny, suite, "mc_text", limit=6)
     assert [p.correct for p in result.pairs] == [bool(v) for v in originals.values("acc")]
     exclude = [i.context for i in REASONING.items] + [f.context for f in REASONING.fewshot]
     kids = [v for it in suite.items[:6] for v in reasoning_variants(it, 2, 0, exclude)]
-    scored = score_suite_under(tiny, replace(suite, items=tuple(kids)), "mc_text")
+    scored = score_suite(tiny, replace(suite, items=tuple(kids)), "mc_text")
     assert [c for p in result.pairs for c in p.variant_correct] == [bool(v) for v in scored.values("acc")]
     table = result.score
     assert table.both_right + table.right_wrong == 2 * sum(p.correct for p in result.pairs)
@@ -220,11 +220,11 @@ def test_stability_on_a_tiny_model_matches_separate_scoring(tiny: LoadedModel) -
 
 def test_knowledge_contrast_and_reports(tiny: LoadedModel) -> None:
     knowledge = replace(KNOWLEDGE, fewshot=())
-    facts = stability(tiny, knowledge, limit=5, variants=2, resamples=50)
+    facts = transfer_stability(tiny, knowledge, limit=5, variants=2, resamples=50)
     assert facts.method == "siblings" and facts.score.originals == 5
     for pair in facts.pairs:
         assert all(k.startswith(pair.item_id.split("-")[0]) for k in pair.variant_ids)
-    numbers = stability(tiny, replace(REASONING, fewshot=()), limit=3, variants=2, resamples=50)
+    numbers = transfer_stability(tiny, replace(REASONING, fewshot=()), limit=3, variants=2, resamples=50)
     text = render_text(transfer_renderable([numbers, facts], by_domain=True), width=220)
     assert "new numbers" in text and "same-kind items" in text and "reasoning/arithmetic" in text
     markdown = transfer_markdown([numbers, facts])
@@ -232,9 +232,9 @@ def test_knowledge_contrast_and_reports(tiny: LoadedModel) -> None:
     assert len({line.count("|") for line in markdown.splitlines() if line.startswith("|")}) == 1  # no stray pipes
     json.dumps([numbers.to_json(), facts.to_json()])
     with pytest.raises(ConfigError, match="retrieval"):
-        stability(tiny, load_builtin_suite("retrieval"), limit=2)
+        transfer_stability(tiny, load_builtin_suite("retrieval"), limit=2)
     with pytest.raises(ConfigError, match="unknown transfer method"):
-        stability(tiny, knowledge, method="entities")
+        transfer_stability(tiny, knowledge, method="entities")
 
 
 def test_cli_runs_on_a_saved_tiny_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -268,7 +268,7 @@ def test_cli_runs_on_a_saved_tiny_model(tmp_path: Path, capsys: pytest.CaptureFi
 @pytest.mark.real_model
 def test_real_model_originals_score_as_in_a_profile(smollm: LoadedModel) -> None:
     """The originals' outcomes are the suite's own mc_text outcomes; variants add pairs, not noise to them."""
-    result = stability(smollm, "reasoning", limit=4, variants=1, resamples=100)
-    plain = score_suite_under(smollm, REASONING, "mc_text", limit=4)
+    result = transfer_stability(smollm, "reasoning", limit=4, variants=1, resamples=100)
+    plain = score_suite(smollm, REASONING, "mc_text", limit=4)
     assert [p.correct for p in result.pairs] == [bool(v) for v in plain.values("acc")]
     assert result.score.pairs == 4 and 0 <= result.score.variant_accuracy <= 1

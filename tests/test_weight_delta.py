@@ -10,7 +10,7 @@ import pytest
 import torch
 from tiny_models import tiny_model
 
-from pytest_layercheck.analysis.weight_delta.deltas import ArchitectureMismatchError, weight_delta
+from pytest_layercheck.analysis.weight_delta.deltas import ArchitectureMismatchError, measure_weight_delta
 from pytest_layercheck.core.errors import LayercheckError
 
 
@@ -32,7 +32,7 @@ def test_one_changed_projection_matches_the_hand_computation(base: torch.nn.Modu
         q.add_(change)
         candidate.model.layers[4].mlp.down_proj.weight.mul_(1.1)
 
-    delta = weight_delta(base, candidate)
+    delta = measure_weight_delta(base, candidate)
 
     base_q = base.model.layers[2].self_attn.q_proj.weight
     expected_q = _norm(q.detach() - base_q) / _norm(base_q)
@@ -54,7 +54,7 @@ def test_modules_are_named_by_block_path_and_embeddings_are_reported_apart(base:
     candidate = copy.deepcopy(base)
     with torch.no_grad():
         candidate.model.embed_tokens.weight[5] += 1.0
-    delta = weight_delta(base, candidate)
+    delta = measure_weight_delta(base, candidate)
 
     assert delta.module_names == [
         "self_attn.q_proj",
@@ -76,7 +76,7 @@ def test_modules_are_named_by_block_path_and_embeddings_are_reported_apart(base:
 
 
 def test_identical_models_have_no_change_and_serialise(base: torch.nn.Module) -> None:
-    delta = weight_delta(base, copy.deepcopy(base))
+    delta = measure_weight_delta(base, copy.deepcopy(base))
     assert delta.unchanged and delta.most_changed() == [] and delta.changed_layers() == ()
     data = json.loads(json.dumps(delta.to_dict(), allow_nan=False))
     assert data["num_layers"] == 6 and len(data["layers"]) == 6 and data["most_changed"] == []
@@ -88,7 +88,7 @@ def test_fused_qkv_families_work_too() -> None:
     candidate = copy.deepcopy(base)
     with torch.no_grad():
         candidate.transformer.h[1].attn.c_attn.bias += 0.5
-    delta = weight_delta(base, candidate)
+    delta = measure_weight_delta(base, candidate)
     assert [d.layer for d in delta.most_changed()] == [1]
     assert delta.module(1, "c_attn").relative > 0 and delta.module(1, "c_proj").relative == 0
     assert "attn.c_attn" in delta.module_names
@@ -96,13 +96,13 @@ def test_fused_qkv_families_work_too() -> None:
 
 def test_a_different_depth_is_refused_naming_the_layer_counts(base: torch.nn.Module) -> None:
     with pytest.raises(ArchitectureMismatchError, match="layer count: base has 6, candidate has 4") as info:
-        weight_delta(base, tiny_model("llama", layers=4))
+        measure_weight_delta(base, tiny_model("llama", layers=4))
     assert isinstance(info.value, LayercheckError) and "How to fix" in str(info.value)
 
 
 def test_a_different_family_is_refused(base: torch.nn.Module) -> None:
     with pytest.raises(ArchitectureMismatchError, match="model family: base is 'llama', candidate is 'qwen2'"):
-        weight_delta(base, tiny_model("qwen2", layers=6))
+        measure_weight_delta(base, tiny_model("qwen2", layers=6))
 
 
 def test_different_sizes_are_refused_naming_the_parameter() -> None:
@@ -117,7 +117,7 @@ def test_different_sizes_are_refused_naming_the_parameter() -> None:
         match=r"layer 0 mlp.gate_proj.weight: base shape \(128, 64\), "
         r"candidate shape \(96, 64\)",
     ):
-        weight_delta(tiny_model("llama", layers=2), wider)
+        measure_weight_delta(tiny_model("llama", layers=2), wider)
 
 
 def test_accepts_loaded_models_and_records_their_identity(base: torch.nn.Module) -> None:
@@ -128,6 +128,6 @@ def test_accepts_loaded_models_and_records_their_identity(base: torch.nn.Module)
     def loaded(model: torch.nn.Module, name: str) -> LoadedModel:
         return LoadedModel(model, tiny_tokenizer(), name, name, "test", torch.device("cpu"), torch.float32)
 
-    delta = weight_delta(loaded(base, "base"), loaded(copy.deepcopy(base), "copy"))
+    delta = measure_weight_delta(loaded(base, "base"), loaded(copy.deepcopy(base), "copy"))
     assert delta.base["name"] == "base" and delta.candidate["name"] == "copy"
     assert delta.base["fingerprint"] == delta.candidate["fingerprint"]

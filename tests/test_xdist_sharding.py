@@ -362,7 +362,8 @@ def test_a_sweep_split_into_groups_gives_bit_identical_loglikelihoods(tiny_folde
 def test_sharded_build_profile_equals_the_serial_one(tiny_folder: Path, tmp_path: Path) -> None:
     """Two workers (threads, each with its own copy of the model) build the profile sharded: together
     they compute what one serial build computes, each evaluation once, and both get its profile."""
-    from pytest_layercheck.evaluation.profiler import ProfileSettings, build_profile
+    from pytest_layercheck.evaluation.profiler import build_profile
+    from pytest_layercheck.evaluation.settings import ProfileSettings
     from pytest_layercheck.model.loading import load_model
 
     settings = ProfileSettings(suites=(str(tiny_folder / "facts.yaml"),), limit=None)

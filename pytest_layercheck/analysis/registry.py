@@ -3,8 +3,8 @@
 An analysis is one room, a package of ``analysis/`` (or of another distribution): its computation, its
 result type, its renderers and an :class:`Analysis` entry per analysis in the room's ``ANALYSES``. The
 front ends read this registry: the ``layercheck_analyses`` fixture runs, memoises and reports analyses by
-name, ``cli/analyses.py`` builds a subcommand from every entry with a :class:`Command`, and the package
-root exports each entry's public function. A new analysis is its room plus one line in
+name, ``cli/analyses.py`` builds a subcommand from every entry with a :class:`Command`, and
+:mod:`pytest_layercheck.analysis` exports each public entry's function. A new analysis is its room plus one line in
 :data:`BUILTIN_ROOMS` (or, from another distribution, an entry point in the ``layercheck.analyses``
 group naming its room); a conftest can also :func:`register_analysis` one directly. A result that has
 ``to_dict()`` is reported in pytest's summary even without a renderer of its own.
@@ -106,7 +106,8 @@ class Analysis:
 
     ``compares``: the function takes a reference (base) model first, ``run(reference, loaded, **kwargs)``,
     and the fixture passes ``--layercheck-reference``. ``summary`` renders a result for pytest's terminal
-    summary (default: its name and ``to_dict()``). ``export``: the function's name in the public API.
+    summary (default: its name and ``to_dict()``). ``public``: the function is in the public API
+    (:mod:`pytest_layercheck.analysis`), under its own name.
     """
 
     name: str
@@ -118,7 +119,7 @@ class Analysis:
     compares: bool = False
     summary: Target | None = None
     command: Command | None = None
-    export: str | None = None
+    public: bool = False
 
     def function(self) -> Callable[..., Any]:
         function: Callable[..., Any] = resolve(self.target)
@@ -191,11 +192,11 @@ def commands() -> list[Analysis]:
 
 
 def public_functions() -> Mapping[str, tuple[str, str]]:
-    """The built-in analyses' functions in the public API: name -> (module, attribute)."""
+    """The built-in analyses' public functions: name -> (defining module, the same name)."""
     exported = {}
     for room in BUILTIN_ROOMS:
         for analysis in room_analyses(room):
-            if analysis.export is not None and isinstance(analysis.target, str):
+            if analysis.public and isinstance(analysis.target, str):
                 module, _, attribute = analysis.target.partition(":")
-                exported[analysis.export] = (module, attribute)
+                exported[attribute] = (module, attribute)
     return exported

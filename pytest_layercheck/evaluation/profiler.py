@@ -17,12 +17,10 @@ from pytest_layercheck.core.errors import ConfigError
 from pytest_layercheck.data.bands import DepthBands
 from pytest_layercheck.data.profile_data import INTACT, DepthProfile, Evaluation, SuiteInfo
 from pytest_layercheck.evaluation.result_cache import ResultCache
-from pytest_layercheck.evaluation.service import (  # noqa: F401 - the service's names, as analyses import them
+from pytest_layercheck.evaluation.service import (
     cache_identity,
     deterministic,
     evaluate_ablations,
-    score_suite_under,
-    to_evaluation,
 )
 from pytest_layercheck.evaluation.settings import ProfileSettings
 from pytest_layercheck.evaluation.sharding import Shard, SweepJob, run_sharded

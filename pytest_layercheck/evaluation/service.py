@@ -178,7 +178,7 @@ def deterministic(seed: int) -> Iterator[None]:
         torch.use_deterministic_algorithms(previous, warn_only=previous_warn)
 
 
-def score_suite_under(
+def score_suite(
     loaded: LoadedModel,
     suite: Suite,
     protocol: str | None = None,

@@ -4,8 +4,8 @@ Every primitive is a context manager. On exit (also after an exception in the bo
 as before: the same module objects, the same config values, no hooks left behind. Indices always refer
 to the model's ORIGINAL layer indices, also while a ``skip_layers`` is active, so ablations compose without
 index arithmetic. ``ablate`` applies an :class:`Ablation` (swap, then head masks, then skip). The primitives
-live in :mod:`.layer_skipping`, :mod:`.head_masking` and :mod:`.layer_swapping`; this module is where the
-rest of the package takes them from.
+live in :mod:`.layer_skipping`, :mod:`.head_masking` and :mod:`.layer_swapping`, the specification types
+and their normalisation in :mod:`.ablation_spec`.
 """
 
 from __future__ import annotations
@@ -30,15 +30,11 @@ from pytest_layercheck.model.ablation_spec import (
     normalise_layers,
     normalise_swap,
 )
-from pytest_layercheck.model.head_masking import UNIFORM_ATTENTION, eager_attention, mask_heads, resolve_heads
-from pytest_layercheck.model.layer_skipping import original_layers, skip_layers
+from pytest_layercheck.model.head_masking import mask_heads
+from pytest_layercheck.model.layer_skipping import skip_layers
 from pytest_layercheck.model.layer_swapping import swap_layers
 
-__all__ = [
-    "GQA_MODES", "HEAD_MODES", "UNIFORM_ATTENTION", "Ablation", "GqaMode", "HeadMode", "HeadSpec", "SwapSpec",
-    "ablate", "eager_attention", "mask_heads", "normalise_heads", "normalise_layers", "normalise_swap",
-    "original_layers", "resolve_heads", "skip_layers", "swap_layers",
-]  # fmt: skip
+__all__ = ["Ablation", "ablate"]
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,8 @@ from pytest_layercheck.pytest_plugin.yaml_checks import collect_yaml_checks, is_
 
 if TYPE_CHECKING:
     from pytest_layercheck.data.profile_data import DepthProfile
-    from pytest_layercheck.model.ablation import Ablation, HeadMode
+    from pytest_layercheck.model.ablation import Ablation
+    from pytest_layercheck.model.ablation_spec import HeadMode
     from pytest_layercheck.model.loading import LoadedModel
     from pytest_layercheck.pytest_plugin.session_analyses import SessionAnalyses
     from pytest_layercheck.suites.schema import Suite

@@ -27,7 +27,7 @@ import pytest
 from pytest_layercheck.core.errors import ConfigError, LayercheckError
 from pytest_layercheck.evaluation.checks import CellCheck
 from pytest_layercheck.pytest_plugin.checking import SESSION_KEY, assert_check
-from pytest_layercheck.suites.loader import read_yaml_file
+from pytest_layercheck.suites.yaml_reader import read_yaml_file
 
 if TYPE_CHECKING:
     from _pytest._code.code import TerminalRepr  # pytest does not export it; Item.repr_failure returns it

@@ -9,8 +9,8 @@ then only model calls plus vectorised gathers.
 The parts: :mod:`.batching` (how much one pass holds), :mod:`.prompt_cache` (shared-prefix and
 continuation caches), :mod:`.loglikelihood` (running a plan; the prompt-sharing scheme) and
 :mod:`.generation` (greedy generation). The two settings that decide planning and prefix sharing,
-:data:`MIN_SHARED_PREFIX` and :data:`MIN_FILL`, live here with the code that reads them; the rest of
-the package imports the engine's names from here.
+:data:`MIN_SHARED_PREFIX` and :data:`MIN_FILL`, live here with the code that reads them; each of the
+other names is imported from the part that defines it.
 """
 
 from __future__ import annotations
@@ -25,19 +25,8 @@ import torch
 from pytest_layercheck.model.attention import grouped_query_sdpa
 from pytest_layercheck.model.devices import model_device
 from pytest_layercheck.model.threads import cores_for, split_over_cores
-from pytest_layercheck.scoring.batching import (
-    ACCELERATOR_TOKEN_BUDGET,
-    CACHE_READS,
-    CPU_TOKEN_BUDGET,
-    LOGIT_BUDGET,
-    BatchSettings,
-    _chunks,
-    _pad,
-    default_token_budget,
-    shared_prefix,
-)
-from pytest_layercheck.scoring.forward import accepts_logits_to_keep
-from pytest_layercheck.scoring.generation import PreparedGeneration, _generate, cut_at_stop, eos_token_ids
+from pytest_layercheck.scoring.batching import BatchSettings, _chunks, _pad, shared_prefix
+from pytest_layercheck.scoring.generation import PreparedGeneration, _generate
 from pytest_layercheck.scoring.loglikelihood import (
     LoglikelihoodOutput,
     LoglikelihoodPlan,
@@ -47,17 +36,14 @@ from pytest_layercheck.scoring.loglikelihood import (
     empty_totals,
     run_batch,
 )
-from pytest_layercheck.scoring.prompt_cache import FilledLayer, PrefixCache, RowsOfLayer
+from pytest_layercheck.scoring.prompt_cache import PrefixCache
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 __all__ = [
-    "ACCELERATOR_TOKEN_BUDGET", "CACHE_READS", "CPU_TOKEN_BUDGET", "LOGIT_BUDGET", "MIN_FILL", "MIN_SHARED_PREFIX",
-    "BatchSettings", "FilledLayer", "LoglikelihoodOutput", "LoglikelihoodPlan", "PrefixCache", "PreparedGeneration",
-    "PreparedLoglikelihood", "RowsOfLayer", "accepts_logits_to_keep", "cut_at_stop", "default_token_budget",
-    "eos_token_ids", "model_device", "prefix_for", "prepare_loglikelihood", "run_generation", "run_loglikelihood",
-    "shared_prefix",
+    "MIN_FILL", "MIN_SHARED_PREFIX", "PreparedLoglikelihood", "prefix_for", "prepare_loglikelihood", "run_generation",
+    "run_loglikelihood",
 ]  # fmt: skip
 
 

@@ -23,8 +23,9 @@ from torch import nn
 
 from pytest_layercheck.model.ablation import Ablation
 from pytest_layercheck.model.architecture import get_adapter
-from pytest_layercheck.scoring.engine import MIN_SHARED_PREFIX, PreparedGeneration, PreparedLoglikelihood
-from pytest_layercheck.scoring.sweep import first_affected_layer, in_wavefront
+from pytest_layercheck.scoring.engine import MIN_SHARED_PREFIX, PreparedLoglikelihood
+from pytest_layercheck.scoring.generation import PreparedGeneration
+from pytest_layercheck.scoring.streams import first_affected_layer, in_wavefront
 
 
 def _linear_flops(block: nn.Module) -> int:

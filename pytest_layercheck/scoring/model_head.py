@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any, cast
 import torch
 from torch import nn
 
-from pytest_layercheck.model.ablation import skip_layers
 from pytest_layercheck.model.architecture import ArchitectureAdapter, get_adapter
 from pytest_layercheck.model.devices import model_device
+from pytest_layercheck.model.layer_skipping import skip_layers
 from pytest_layercheck.scoring.forward import _forward_logits
 
 if TYPE_CHECKING:

@@ -29,18 +29,16 @@ import torch
 
 from pytest_layercheck.core.errors import ModelLoadError, NonFiniteScoreError, ProtocolError
 from pytest_layercheck.model.ablation import Ablation, ablate
+from pytest_layercheck.model.devices import model_device
+from pytest_layercheck.scoring.batching import LOGIT_BUDGET, BatchSettings, default_token_budget
 from pytest_layercheck.scoring.engine import (
-    LOGIT_BUDGET,
-    BatchSettings,
-    LoglikelihoodOutput,
-    PreparedGeneration,
     PreparedLoglikelihood,
-    default_token_budget,
-    model_device,
     prepare_loglikelihood,
     run_generation,
     run_loglikelihood,
 )
+from pytest_layercheck.scoring.generation import PreparedGeneration
+from pytest_layercheck.scoring.loglikelihood import LoglikelihoodOutput
 from pytest_layercheck.scoring.rendering import RenderedItem, render
 from pytest_layercheck.scoring.results import ItemOutcome, ProtocolResult
 from pytest_layercheck.scoring.sweep import run_loglikelihood_sweep
@@ -103,7 +101,7 @@ def prepare(
     """Render, validate and tokenise ``suite`` for ``protocol`` (None: the suite's default).
 
     ``max_length`` left-truncates contexts to fit a model's window; None uses the tokenizer's
-    declared maximum (``score_suite`` passes the model's own limit).
+    declared maximum (``prepare_and_score`` passes the model's own limit).
     """
     protocol = protocol or suite.default_protocol
     suite = suite.limited(limit)
@@ -240,7 +238,7 @@ def _check_fits(model: PreTrainedModel, prepared: PreparedSuite) -> None:
         raise ProtocolError(
             f"suite {prepared.suite.name!r} has inputs of {prepared.longest_input} tokens, "
             f"more than the model's maximum of {limit}",
-            f"prepare it with max_length={limit} (score_suite does this for you)",
+            f"prepare it with max_length={limit} (prepare_and_score does this for you)",
         )
     rows = vocabulary_rows(model)
     highest = prepared.highest_token_id
@@ -320,7 +318,7 @@ def _loglikelihood_result(prepared: PreparedSuite, output: LoglikelihoodOutput) 
     return _result(prepared, _continuation_outcomes(prepared, output.loglikelihood, output.greedy))
 
 
-def score_suite(
+def prepare_and_score(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     suite: Suite,

@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from pytest_layercheck.model.ablation import Ablation, ablate, resolve_heads, swap_layers
+from pytest_layercheck.model.ablation import Ablation, ablate
 from pytest_layercheck.model.architecture import ArchitectureAdapter
+from pytest_layercheck.model.head_masking import resolve_heads
+from pytest_layercheck.model.layer_swapping import swap_layers
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel

@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from pytest_layercheck.model.ablation import Ablation, ablate, skip_layers
+from pytest_layercheck.model.ablation import Ablation, ablate
 from pytest_layercheck.model.architecture import ArchitectureAdapter, get_adapter
 from pytest_layercheck.model.attention import grouped_query_sdpa
 from pytest_layercheck.model.devices import model_device
+from pytest_layercheck.model.layer_skipping import skip_layers
 from pytest_layercheck.model.probes import block_input
 from pytest_layercheck.model.threads import cores_for
 from pytest_layercheck.scoring.block_recording import _BlockCall, _Recorder
@@ -40,15 +41,13 @@ from pytest_layercheck.scoring.loglikelihood import (
 )
 from pytest_layercheck.scoring.model_head import _final_norm
 from pytest_layercheck.scoring.prompt_cache import PrefixCache
-from pytest_layercheck.scoring.streams import _streams_of, first_affected_layer, in_wavefront, resume_layer
+from pytest_layercheck.scoring.streams import _streams_of, in_wavefront, resume_layer
 from pytest_layercheck.scoring.wavefront import StreamBudget, _Wavefront
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-__all__ = [
-    "StepHook", "StreamBudget", "first_affected_layer", "in_wavefront", "resume_layer", "run_loglikelihood_sweep",
-]  # fmt: skip
+__all__ = ["StepHook", "run_loglikelihood_sweep"]
 
 
 StepHook = Callable[[int, int], None]

@@ -2,8 +2,7 @@
 
 The suites are drawn deterministically with hypothesis (:mod:`.drawing`) from the problems of
 :mod:`.reasoning_problems` and :mod:`.retrieval_problems`, as :mod:`.generated_suites` lays them out;
-this script renders them, validates each with the loader and writes or compares the files. The
-strategy names the analyses import from here are re-exported from those modules.
+this script renders them, validates each with the loader and writes or compares the files.
 
 Usage: ``python -m pytest_layercheck.suites.generate [--check] [--out DIR]``.
 """
@@ -21,26 +20,11 @@ import yaml
 
 from pytest_layercheck.core.atomic import atomic_write_text
 from pytest_layercheck.suites.builtin import source_suites_dir
-from pytest_layercheck.suites.drawing import draw_distinct
 from pytest_layercheck.suites.generated_suites import SPECS, build_document
 from pytest_layercheck.suites.loader import FORMAT_SUMMARY, load_suite_text
-from pytest_layercheck.suites.problems import Problem
-from pytest_layercheck.suites.reasoning_problems import (
-    algebra_problems,
-    arithmetic_problems,
-    comparison_problems,
-    unit_conversion_problems,
-    word_problems,
-)
-from pytest_layercheck.suites.retrieval_problems import DECOYS, DEPTHS, FILLER, HAYSTACK_WORDS, NEEDLE_THINGS
 from pytest_layercheck.suites.yaml_style import SuiteDumper, flow_lists
 
-__all__ = [
-    "generate_texts", "main", "render_yaml",
-    # The library's names the analyses (transfer, retrieval heads) import from here.
-    "DECOYS", "DEPTHS", "FILLER", "HAYSTACK_WORDS", "NEEDLE_THINGS", "Problem", "algebra_problems",
-    "arithmetic_problems", "comparison_problems", "draw_distinct", "unit_conversion_problems", "word_problems",
-]  # fmt: skip
+__all__ = ["generate_texts", "main", "render_yaml"]
 
 
 def render_yaml(document: Mapping[str, Any]) -> str:

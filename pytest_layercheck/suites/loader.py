@@ -54,20 +54,9 @@ from pytest_layercheck.core.errors import SuiteFormatError
 from pytest_layercheck.suites.field_checks import _plain
 from pytest_layercheck.suites.schema import Suite
 from pytest_layercheck.suites.suite_builder import _SuiteBuilder
-from pytest_layercheck.suites.suite_hash import canonical_content, content_hash
-from pytest_layercheck.suites.yaml_reader import (
-    _check_size,
-    _MarkedDict,
-    _parse_yaml,
-    _read_text,
-    check_suite_size,
-    read_yaml_file,
-)
+from pytest_layercheck.suites.yaml_reader import _check_size, _MarkedDict, _parse_yaml, _read_text
 
-__all__ = [
-    "FORMAT_SUMMARY", "load_suite", "load_suite_text", "load_suites", "load_suite_metadata",
-    "canonical_content", "content_hash", "check_suite_size", "read_yaml_file",
-]  # fmt: skip
+__all__ = ["FORMAT_SUMMARY", "load_suite", "load_suite_text", "load_suites", "load_suite_metadata"]
 
 #: The file format in brief; written at the top of every built-in suite file.
 FORMAT_SUMMARY = """\

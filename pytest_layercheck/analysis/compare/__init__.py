@@ -18,6 +18,6 @@ ANALYSES = (
         uses_cache=True,
         compares=True,
         summary="pytest_layercheck.analysis.compare.render:compare_renderable",
-        export="compare_models",
+        public=True,
     ),
 )

@@ -21,15 +21,16 @@ from pytest_layercheck.analysis.localise.replacement import (
     localise,
     parse_strategies,
 )
-from pytest_layercheck.analysis.weight_delta.deltas import WeightDelta, weight_delta
+from pytest_layercheck.analysis.weight_delta.deltas import WeightDelta, measure_weight_delta
 from pytest_layercheck.core.errors import ConfigError
 from pytest_layercheck.data.profile_data import INTACT, DepthProfile
 from pytest_layercheck.data.statistics import DEFAULT_CORRECTION
 from pytest_layercheck.evaluation.comparison import Verdict
 from pytest_layercheck.evaluation.comparison_result import DEFAULT_ALPHA, ProfileComparison, Tolerance
 from pytest_layercheck.evaluation.describe import comparison_to_json, describe_change, describe_detail, profile_answers
-from pytest_layercheck.evaluation.profiler import ProfileSettings, ProgressHook, build_profile
+from pytest_layercheck.evaluation.profiler import ProgressHook, build_profile
 from pytest_layercheck.evaluation.result_cache import ResultCache
+from pytest_layercheck.evaluation.settings import ProfileSettings
 
 if TYPE_CHECKING:
     from pytest_layercheck.model.loading import LoadedModel
@@ -180,7 +181,7 @@ def compare_models(
     profile = settings.profile
     seconds: dict[str, float] = {}
     # Weight deltas first: cheap, and they refuse mismatched architectures before two profiles are paid for.
-    weights = _timed(seconds, "weights", lambda: weight_delta(base, candidate)) if settings.weights else None
+    weights = _timed(seconds, "weights", lambda: measure_weight_delta(base, candidate)) if settings.weights else None
     base_profile = _timed(
         seconds,
         "profile_base",

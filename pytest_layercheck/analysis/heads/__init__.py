@@ -43,7 +43,7 @@ ANALYSES = (
         "accuracy drop when each attention head is masked",
         uses_cache=True,
         summary="pytest_layercheck.analysis.heads.render:summary_renderable",
-        export="head_importance",
+        public=True,
         command=Command(
             "heads",
             "mask each attention head in turn and show which ones a suite needs",

@@ -29,8 +29,8 @@ from pytest_layercheck.data.bands import format_layers
 from pytest_layercheck.data.records import PRIMARY_METRIC, SuiteInfo
 from pytest_layercheck.evaluation.result_cache import ResultCache
 from pytest_layercheck.evaluation.service import cache_identity, deterministic, evaluate_ablations
-from pytest_layercheck.model.ablation import GQA_MODES, HEAD_MODES, Ablation
-from pytest_layercheck.model.ablation_spec import check_range
+from pytest_layercheck.model.ablation import Ablation
+from pytest_layercheck.model.ablation_spec import GQA_MODES, HEAD_MODES, check_range
 from pytest_layercheck.model.architecture import ArchitectureAdapter, get_adapter
 from pytest_layercheck.model.loading import LoadedModel
 from pytest_layercheck.scoring.tokenisation import model_max_length

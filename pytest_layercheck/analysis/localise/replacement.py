@@ -25,14 +25,10 @@ from pytest_layercheck.data.bands import DepthBands, layer_runs
 from pytest_layercheck.data.profile_data import INTACT, PRIMARY_METRIC, SuiteInfo
 from pytest_layercheck.data.statistics import exact_mcnemar, mean
 from pytest_layercheck.evaluation.comparison_result import Tolerance
-from pytest_layercheck.evaluation.profiler import (
-    ProfileSettings,
-    ProgressHook,
-    cache_identity,
-    deterministic,
-    evaluate_ablations,
-)
+from pytest_layercheck.evaluation.profiler import ProgressHook
 from pytest_layercheck.evaluation.result_cache import ResultCache
+from pytest_layercheck.evaluation.service import cache_identity, deterministic, evaluate_ablations
+from pytest_layercheck.evaluation.settings import ProfileSettings
 from pytest_layercheck.model.ablation import Ablation
 from pytest_layercheck.scoring.protocols import PreparedSuite, prepare
 from pytest_layercheck.suites.builtin import resolve_suite
@@ -135,7 +131,7 @@ def layer_groups(
             if weights is None:
                 raise ConfigError(
                     "the 'changed' localisation strategy needs the weight deltas",
-                    "pass weights=weight_delta(base, candidate), or use bands/layers",
+                    "pass weights=measure_weight_delta(base, candidate), or use bands/layers",
                 )
             runs = layer_runs(weights.changed_layers(changed_fraction))
             groups += [LayerGroup(f"changed {layer_span(r)}", r, "changed") for r in runs]

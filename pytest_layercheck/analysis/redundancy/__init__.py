@@ -72,7 +72,7 @@ ANALYSES = (
         "pytest_layercheck.analysis.redundancy.metrics:measure_redundancy",
         "angular distance and Block Influence per layer",
         summary="pytest_layercheck.analysis.redundancy.render:redundancy_renderable",
-        export="measure_redundancy",
+        public=True,
         command=Command(
             "redundancy",
             "angular distance and Block Influence per layer; the most prunable block vs measured drops",

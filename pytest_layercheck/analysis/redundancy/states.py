@@ -23,15 +23,12 @@ from torch.nn import functional as F
 from pytest_layercheck.core.errors import ConfigError
 from pytest_layercheck.model import kv_cache
 from pytest_layercheck.model.architecture import get_adapter
+from pytest_layercheck.model.devices import model_device
 from pytest_layercheck.model.probes import block_input, block_output, probe_blocks
-from pytest_layercheck.scoring.engine import (
-    MIN_SHARED_PREFIX,
-    PrefixCache,
-    accepts_logits_to_keep,
-    default_token_budget,
-    model_device,
-    shared_prefix,
-)
+from pytest_layercheck.scoring.batching import default_token_budget, shared_prefix
+from pytest_layercheck.scoring.engine import MIN_SHARED_PREFIX
+from pytest_layercheck.scoring.forward import accepts_logits_to_keep
+from pytest_layercheck.scoring.prompt_cache import PrefixCache
 from pytest_layercheck.scoring.tokenisation import (
     encode_texts,
     encoding_rule,
@@ -127,7 +124,7 @@ def collect_layer_states(
     model's window lose tokens from the left, as everywhere in layercheck.
 
     ``share_prefix``: few-shot suites repeat one long token prefix in every prompt. It is run once
-    (the engine's :class:`~pytest_layercheck.scoring.engine.PrefixCache`) and its tokens enter
+    (the engine's :class:`~pytest_layercheck.scoring.prompt_cache.PrefixCache`) and its tokens enter
     Block Influence once, not once per prompt; the last-token states are unchanged (a prefix
     token's states do not depend on what follows it). Without sharing, every prompt's copy of the
     prefix counts.

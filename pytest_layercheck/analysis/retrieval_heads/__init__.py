@@ -37,7 +37,7 @@ ANALYSES = (
         "pytest_layercheck.analysis.retrieval_heads.detection:find_retrieval_heads",
         "retrieval score of every head on needle-in-a-haystack tests",
         summary="pytest_layercheck.analysis.retrieval_heads.render:retrieval_renderable",
-        export="find_retrieval_heads",
+        public=True,
         command=Command(
             "retrieval-heads",
             "find retrieval heads on needle tests and compare masking them with random heads",
@@ -55,6 +55,6 @@ ANALYSES = (
         "pytest_layercheck.analysis.retrieval_heads.masking:compare_masking",
         "top-k retrieval heads against k random heads, masked",
         summary="pytest_layercheck.analysis.retrieval_heads.render:masking_renderable",
-        export="compare_masking",
+        public=True,
     ),
 )

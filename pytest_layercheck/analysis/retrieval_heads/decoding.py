@@ -17,10 +17,13 @@ from torch import nn
 
 from pytest_layercheck.core.errors import ConfigError, LayercheckError
 from pytest_layercheck.model import kv_cache
-from pytest_layercheck.model.ablation import eager_attention, mask_heads, original_layers
 from pytest_layercheck.model.architecture import get_adapter
+from pytest_layercheck.model.devices import model_device
+from pytest_layercheck.model.head_masking import eager_attention, mask_heads
+from pytest_layercheck.model.layer_skipping import original_layers
 from pytest_layercheck.model.probes import probe_attention
-from pytest_layercheck.scoring.engine import accepts_logits_to_keep, eos_token_ids, model_device
+from pytest_layercheck.scoring.forward import accepts_logits_to_keep
+from pytest_layercheck.scoring.generation import eos_token_ids
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase

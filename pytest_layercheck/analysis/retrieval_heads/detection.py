@@ -26,7 +26,7 @@ from pytest_layercheck.analysis.retrieval_heads.needles import (
 )
 from pytest_layercheck.core.errors import ConfigError
 from pytest_layercheck.evaluation.service import deterministic
-from pytest_layercheck.model.ablation import original_layers
+from pytest_layercheck.model.layer_skipping import original_layers
 from pytest_layercheck.scoring.tokenisation import model_max_length
 
 if TYPE_CHECKING:

@@ -21,9 +21,10 @@ from pytest_layercheck.core.errors import ConfigError
 from pytest_layercheck.data.records import PRIMARY_METRIC
 from pytest_layercheck.data.statistics import exact_mcnemar, mean
 from pytest_layercheck.evaluation.service import deterministic
-from pytest_layercheck.model.ablation import Ablation, ablate, original_layers
+from pytest_layercheck.model.ablation import Ablation, ablate
 from pytest_layercheck.model.architecture import get_adapter
-from pytest_layercheck.scoring.engine import cut_at_stop
+from pytest_layercheck.model.layer_skipping import original_layers
+from pytest_layercheck.scoring.generation import cut_at_stop
 from pytest_layercheck.scoring.protocols import PreparedSuite, extract_answer, normalise_answer, prepare, score
 from pytest_layercheck.scoring.tokenisation import model_max_length
 from pytest_layercheck.suites.builtin import resolve_suite

@@ -31,7 +31,7 @@ import torch
 
 from pytest_layercheck.core.errors import ConfigError
 from pytest_layercheck.scoring.tokenisation import encoding_rule
-from pytest_layercheck.suites.generate import DECOYS, DEPTHS, FILLER, HAYSTACK_WORDS, NEEDLE_THINGS
+from pytest_layercheck.suites.retrieval_problems import DECOYS, DEPTHS, FILLER, HAYSTACK_WORDS, NEEDLE_THINGS
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

@@ -15,7 +15,7 @@ ANALYSES = (
         "pytest_layercheck.analysis.thinking.fast_slow:compare_thinking",
         "fast (direct) against slow (step-by-step) answers",
         summary="pytest_layercheck.analysis.thinking.render:thinking_renderable",
-        export="compare_thinking",
+        public=True,
         command=Command(
             "thinking",
             "fast (direct) vs slow (chain-of-thought) answers: corrections and overthinking per domain",

@@ -58,7 +58,8 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_layercheck.core.errors import ConfigError
 from pytest_layercheck.data.statistics import exact_mcnemar
-from pytest_layercheck.scoring.engine import PreparedGeneration, run_generation
+from pytest_layercheck.scoring.engine import run_generation
+from pytest_layercheck.scoring.generation import PreparedGeneration
 from pytest_layercheck.scoring.protocols import batch_settings
 from pytest_layercheck.scoring.tokenisation import (
     encode_texts,

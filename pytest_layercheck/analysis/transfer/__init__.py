@@ -12,10 +12,10 @@ from pytest_layercheck.analysis.registry import Analysis, Command, Outputs
 ANALYSES = (
     Analysis(
         "transfer",
-        "pytest_layercheck.analysis.transfer.stability:stability",
+        "pytest_layercheck.analysis.transfer.stability:transfer_stability",
         "stability of correctness under new numbers or sibling facts",
         summary="pytest_layercheck.analysis.transfer.render:stability_renderable",
-        export="transfer_stability",
+        public=True,
         command=Command(
             "transfer",
             "stability of correctness under new numbers (reasoning) vs other facts (knowledge)",

@@ -4,7 +4,7 @@ Research notes, section 5: reasoning rests on procedures that transfer across in
 method with different numbers), factual recall on specific memorised facts. So:
 
 * **Reasoning items** get *variants*: the same procedure (the item's ``domain``/``kind`` strategy in
-  :mod:`pytest_layercheck.suites.generate`) with freshly drawn numbers, under a seed. A variant
+  :mod:`pytest_layercheck.suites.reasoning_problems`) with freshly drawn numbers, under a seed. A variant
   keeps the original's gold position and, where the distractor shape allows, the answer's rank in
   size among the choices, so only the numbers change. Variants never repeat the original, a
   few-shot example or any other item of the suite.
@@ -29,7 +29,7 @@ resamples ORIGINAL items with all their variants (pairs of one item are not inde
 
 Fixture one-liner::
 
-    transfer = lambda suite="reasoning", **kw: stability(layercheck_model, suite, **kw)
+    transfer = lambda suite="reasoning", **kw: transfer_stability(layercheck_model, suite, **kw)
 """
 
 from __future__ import annotations
@@ -45,9 +45,17 @@ from hypothesis import strategies as st
 from pytest_layercheck.core.errors import ConfigError
 from pytest_layercheck.scoring.protocols import prepare, score
 from pytest_layercheck.scoring.tokenisation import model_max_length
-from pytest_layercheck.suites import generate as gen
 from pytest_layercheck.suites.builtin import resolve_suite
+from pytest_layercheck.suites.drawing import draw_distinct
+from pytest_layercheck.suites.problems import Problem
 from pytest_layercheck.suites.protocols import get_protocol
+from pytest_layercheck.suites.reasoning_problems import (
+    algebra_problems,
+    arithmetic_problems,
+    comparison_problems,
+    unit_conversion_problems,
+    word_problems,
+)
 from pytest_layercheck.suites.schema import Suite, SuiteItem
 
 if TYPE_CHECKING:
@@ -59,14 +67,14 @@ DEFAULT_VARIANTS = 3
 DEFAULT_SEED = 0
 DEFAULT_RESAMPLES = 1000
 
-#: Reasoning domains whose procedure has a strategy in suites/generate.py: domain -> kind -> strategy.
-VARIANT_STRATEGIES: Mapping[str, Callable[[str], st.SearchStrategy[gen.Problem]]] = {
-    "arithmetic": gen.arithmetic_problems,
-    "multi_step": gen.arithmetic_problems,
-    "comparison": gen.comparison_problems,
-    "unit_conversion": gen.unit_conversion_problems,
-    "algebra": gen.algebra_problems,
-    "word_problem": gen.word_problems,
+#: Reasoning domains whose procedure has a strategy in suites/reasoning_problems.py: domain -> kind -> strategy.
+VARIANT_STRATEGIES: Mapping[str, Callable[[str], st.SearchStrategy[Problem]]] = {
+    "arithmetic": arithmetic_problems,
+    "multi_step": arithmetic_problems,
+    "comparison": comparison_problems,
+    "unit_conversion": unit_conversion_problems,
+    "algebra": algebra_problems,
+    "word_problem": word_problems,
 }
 
 
@@ -96,7 +104,7 @@ def _shape_index(item: SuiteItem) -> int:
     return candidates[0]
 
 
-def _to_item(problem: gen.Problem, original: SuiteItem, item_id: str) -> SuiteItem:
+def _to_item(problem: Problem, original: SuiteItem, item_id: str) -> SuiteItem:
     record = problem.item(item_id, _shape_index(original))
     return SuiteItem(
         id=item_id, context=record["context"], domain=record["domain"], kind=record["kind"],
@@ -105,7 +113,7 @@ def _to_item(problem: gen.Problem, original: SuiteItem, item_id: str) -> SuiteIt
     )  # fmt: skip
 
 
-def _strategy_for(item: SuiteItem) -> st.SearchStrategy[gen.Problem]:
+def _strategy_for(item: SuiteItem) -> st.SearchStrategy[Problem]:
     build = VARIANT_STRATEGIES.get(item.domain)
     if build is None:
         raise ConfigError(
@@ -134,7 +142,7 @@ def reasoning_variants(
 ) -> list[SuiteItem]:
     """``count`` distinct variants of ``item`` (ids ``<id>~v1`` ...), the same for the same seed.
 
-    Drawn with the suite generator's deterministic machinery (:func:`suites.generate.draw_distinct`,
+    Drawn with the suite generator's deterministic machinery (:func:`suites.drawing.draw_distinct`,
     seeded by ``seed`` and the item id). ``exclude`` lists contexts never to produce (other items,
     few-shot examples); the original's context is always excluded.
     """
@@ -142,7 +150,7 @@ def reasoning_variants(
         raise ConfigError(f"variants per item must be at least 1, got {count}", "ask for 1 or more variants")
     strategy = _strategy_for(item)
     try:
-        problems = gen.draw_distinct(
+        problems = draw_distinct(
             f"transfer/{seed}/{item.id}",
             strategy,
             count,
@@ -350,7 +358,7 @@ def _method(suite: Suite, method: str | None) -> str:
     )
 
 
-def stability(
+def transfer_stability(
     loaded: LoadedModel,
     suite: str | Suite = "reasoning",
     *,
@@ -433,7 +441,7 @@ def contrast(
     for step, spec in enumerate(suites):
         if progress:
             progress(str(spec if isinstance(spec, str) else spec.name), step, len(suites))
-        results.append(stability(loaded, spec, **kwargs))
+        results.append(transfer_stability(loaded, spec, **kwargs))
     if progress:
         progress("done", len(suites), len(suites))
     return results

@@ -11,10 +11,10 @@ from pytest_layercheck.analysis.registry import Analysis
 ANALYSES = (
     Analysis(
         "weight_delta",
-        "pytest_layercheck.analysis.weight_delta.deltas:weight_delta",
+        "pytest_layercheck.analysis.weight_delta.deltas:measure_weight_delta",
         "relative weight change per layer and module against the reference model",
         compares=True,
         summary="pytest_layercheck.analysis.weight_delta.render:weights_renderable",
-        export="weight_delta",
+        public=True,
     ),
 )

@@ -263,7 +263,7 @@ def _module_deltas(
     return out
 
 
-def weight_delta(base: LoadedModel | nn.Module, candidate: LoadedModel | nn.Module) -> WeightDelta:
+def measure_weight_delta(base: LoadedModel | nn.Module, candidate: LoadedModel | nn.Module) -> WeightDelta:
     """‖ΔW‖_F/‖W‖_F per layer and module between ``base`` and ``candidate`` (models or LoadedModels).
 
     Raises :class:`ArchitectureMismatchError` when family, layer count, parameter names or shapes

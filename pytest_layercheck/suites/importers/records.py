@@ -25,8 +25,8 @@ from pytest_layercheck.suites.importers.formats import RECORD_FORMATS, detect_fo
 from pytest_layercheck.suites.importers.options import _MISSING, FieldMap, ImportOptions, _defaults, _slug
 from pytest_layercheck.suites.importers.suite_file import ImportedSuite, _build
 from pytest_layercheck.suites.importers.values import _gold_index, _kind, _text
-from pytest_layercheck.suites.loader import check_suite_size
 from pytest_layercheck.suites.schema import Suite, SuiteWarning
+from pytest_layercheck.suites.yaml_reader import check_suite_size
 
 
 def read_records(path: Path, fmt: str, split: str | None = None) -> tuple[list[tuple[int, Any]], str]:
