@@ -5,21 +5,20 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
-from fault_world import world, ws  # noqa: F401  (the fault-injection matrix's fixtures, for every module)
-from run_shared import run_once
+from repo_files import REPO
+from run_shared import Scenario, run_once
 
 from pytest_layercheck.model.loading import LoadedModel, load_model
 from pytest_layercheck.scoring import engine
 
-pytest_plugins = ["pytester"]
-REPO = Path(__file__).resolve().parents[1]
+#: The helper modules that define fixtures, for every module: the fault-injection matrix's world, the plugin
+#: tests' project and models, lm-eval's task folder (test modules import the helpers' functions themselves).
+pytest_plugins = ["pytester", "fault_world", "plugin_project", "lm_eval_parity"]
 
 torch.set_num_threads(1)
 # The plugin and the CLI choose their thread count when they load a model; in this process (and the
@@ -67,22 +66,6 @@ def smollm() -> LoadedModel:
 def one_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     """Prompt batches mix any lengths (no split where padding dominates), as some engine tests need."""
     monkeypatch.setattr(engine, "MIN_FILL", 0.0)
-
-
-@dataclass(frozen=True)
-class Scenario:
-    """What ``examples/finetune_scenario.py`` made and printed: both candidates, the guard's report."""
-
-    folder: Path
-    process: subprocess.CompletedProcess[str]
-
-    @property
-    def harmful(self) -> Path:
-        return self.folder / "harmful"
-
-    @property
-    def benign(self) -> Path:
-        return self.folder / "benign"
 
 
 @pytest.fixture(scope="session")
