@@ -162,6 +162,7 @@ def test_folders_use_the_newest_run_and_bad_files_are_named(tmp_path: Path) -> N
         read_samples(tmp_path / "missing")
 
 
+@pytest.mark.slow
 def test_the_command_as_a_user_runs_it(tmp_path: Path) -> None:
     write_samples(tmp_path / "base", "facts", [1.0] * 40, model="org/base")
     write_samples(tmp_path / "bad", "facts", [1.0] * 20 + [0.0] * 20, model="org/bad")
@@ -251,6 +252,7 @@ def acc_report(report: dict[str, Any]) -> dict[str, Any]:
     return {"comparison": comparison_to_json(compare_profiles(base, candidate, metrics=["acc"]))}
 
 
+@pytest.mark.slow
 def test_compare_samples_gives_the_verdict_of_compare_on_the_same_items(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -23,11 +23,13 @@ def found_by_name(ws: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_the_same_settings_compare_and_pass(ws: Path) -> None:
     found_by_name(ws)
     assert_exit(layercheck(ws, "profile", "good", *SUITE), 0, "baseline")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "reason"),
     [
@@ -47,12 +49,14 @@ def test_a_baseline_found_by_name_that_cannot_compare_is_exit_2(ws: Path, args: 
     assert "cannot compare" not in alone
 
 
+@pytest.mark.slow
 def test_no_compare_ignores_a_regressed_model_only_when_asked(ws: Path) -> None:
     shutil.copy(ws / "baselines" / "facts.json", ws / "baselines" / "damaged.json")
     assert_exit(layercheck(ws, "profile", "damaged", *SUITE), 1, "regressed")
     assert_exit(layercheck(ws, "profile", "damaged", *SUITE, "--no-compare"), 0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["dangling symlink", "directory"])
 def test_a_baseline_path_that_is_no_file_is_exit_2(ws: Path, kind: str) -> None:
     path = ws / "baselines" / "good.json"
@@ -66,6 +70,7 @@ def test_a_baseline_path_that_is_no_file_is_exit_2(ws: Path, kind: str) -> None:
     assert path.is_symlink() or path.is_dir()  # left as it was
 
 
+@pytest.mark.slow
 def test_no_compare_and_a_named_baseline_contradict(ws: Path) -> None:
     assert_exit(
         layercheck(ws, "profile", "good", *SUITE, "--no-compare", "--baseline", "facts"),
@@ -74,6 +79,7 @@ def test_no_compare_and_a_named_baseline_contradict(ws: Path) -> None:
     )
 
 
+@pytest.mark.slow
 def test_pytest_refuses_a_dangling_baseline_symlink(world: Path, pytester: pytest.Pytester) -> None:
     (pytester.path / "baselines").mkdir()
     (pytester.path / "baselines" / "facts.json").symlink_to(pytester.path / "baselines" / "gone.json")
@@ -129,6 +135,7 @@ def guard_run(world: Path, pytester: pytest.Pytester, model: str, *args: str) ->
     return result.ret, json.loads(report.read_text())
 
 
+@pytest.mark.slow
 def test_the_json_report_agrees_with_pytests_exit_status(world: Path, pytester: pytest.Pytester) -> None:
     status, report = guard_run(world, pytester, "good")
     assert (status, report["passed"], report["refused"], report["failed_checks"]) == (0, True, None, [])
@@ -146,6 +153,7 @@ def test_the_json_report_agrees_with_pytests_exit_status(world: Path, pytester: 
 PLUGIN_OFF = [(("-p", "no:layercheck"), {}), ((), {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"})]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("args", "env"), PLUGIN_OFF, ids=["-p no:layercheck", "autoload disabled"])
 def test_the_examples_config_fails_a_run_without_the_plugin(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...], env: dict[str, str]

@@ -37,6 +37,7 @@ def _outside(folder: Path) -> Path:
 # Nothing inside the cache is followed
 
 
+@pytest.mark.slow
 def test_prune_and_verify_never_follow_a_symlink_out_of_the_cache(ws: Path) -> None:
     outside = _outside(ws)
     before = snapshot(outside)
@@ -76,6 +77,7 @@ def test_prune_and_verify_never_follow_a_symlink_out_of_the_cache(ws: Path) -> N
     assert not os.path.lexists(shard_link) and entries(ws) == {}
 
 
+@pytest.mark.slow
 def test_a_fifo_or_a_link_to_dev_zero_as_a_cache_entry_is_recomputed_not_a_hang(ws: Path) -> None:
     damaged = fingerprint_of(ws, "damaged")
     fifo, zero = [p for p, payload in entries(ws).items() if payload["identity"]["fingerprint"] == damaged][:2]
@@ -138,6 +140,7 @@ def _key_file(folder: Path) -> Path:
     return folder / "config" / "pytest-layercheck" / "cache-key"
 
 
+@pytest.mark.slow
 def test_a_key_file_that_is_not_hex_is_exit_2_naming_the_file_and_the_fix(ws: Path) -> None:
     key = _key_file(ws)
     key.write_text("this is not a key at all\n")
@@ -151,6 +154,7 @@ def test_a_key_file_that_is_not_hex_is_exit_2_naming_the_file_and_the_fix(ws: Pa
     assert key.read_text() == "this is not a key at all\n"  # left for the user to look at
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", [0o644, 0o620, 0o604], ids=lambda mode: f"{mode:04o}")
 def test_a_key_file_group_or_others_can_read_or_write_is_refused(ws: Path, mode: int) -> None:
     key = _key_file(ws)
@@ -170,6 +174,7 @@ def test_a_key_file_group_or_others_can_read_or_write_is_refused(ws: Path, mode:
     assert_exit(layercheck(ws, "cache", "show"), 0, f"key {key}")
 
 
+@pytest.mark.slow
 def test_a_short_cache_secret_is_refused_with_the_minimum_length(ws: Path) -> None:
     before = snapshot(ws / "cache")
     env = environment(ws, LAYERCHECK_CACHE_SECRET="hunter2")
@@ -209,6 +214,7 @@ def default_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return fake_default_model(tmp_path / "cache")
 
 
+@pytest.mark.slow
 def test_an_extra_special_tokens_map_in_the_default_model_folder_is_exit_2(
     tmp_path: Path, default_folder: Path
 ) -> None:

@@ -148,6 +148,7 @@ def _alias_bomb(levels: int) -> str:
     return text
 
 
+@pytest.mark.slow
 def test_an_alias_bomb_or_an_oversized_check_file_is_refused_naming_the_file(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -167,6 +168,7 @@ def test_an_alias_bomb_or_an_oversized_check_file_is_refused_naming_the_file(
 
 
 # ------------------------------------------------------------------------------- suite names in settings
+@pytest.mark.slow
 @pytest.mark.parametrize("option", ["--limit", "--sweep-limit", "--protocols"])
 def test_a_suite_name_not_in_the_run_is_exit_2_before_the_model_loads(tmp_path: Path, option: str) -> None:
     """Before: ``--limit knowlege=10`` was dropped and the suite profiled with its default item count."""
@@ -213,6 +215,7 @@ def test_a_suite_name_not_in_the_run_is_a_usage_error_in_pytest(
 
 
 # ------------------------------------------------------------------------------------------ JSONL suites
+@pytest.mark.slow
 def test_a_jsonl_suite_over_the_size_cap_is_refused_before_it_is_read(tmp_path: Path) -> None:
     """Before: the whole file was imported (105 s and 1 GB for a large one), then refused. Its lines are not
     even JSON, so a reader would stop at line 1 with another message."""
@@ -239,6 +242,7 @@ def _fact_records(path: Path, answer: str = "{}", gold_shift: int = 0, spaced: r
     return path
 
 
+@pytest.mark.slow
 def test_answers_that_begin_with_a_space_are_not_scored_after_two(ws: Path) -> None:
     """Written as continuations (``" red"``), the facts the model knows score 1.0, not 0: the importer drops the
     delimiter's space and says so. Forced back to a space, they score 0, and the profile warns that a guard
@@ -294,6 +298,7 @@ def test_some_answers_with_a_leading_space_are_a_warning_at_import(tmp_path: Pat
     assert "target_delimiter" not in (tmp_path / "mixed.yaml").read_text()
 
 
+@pytest.mark.slow
 def test_a_multiple_choice_suite_at_chance_warns_in_the_cli_and_in_pytest(
     ws: Path, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -343,6 +348,7 @@ def test_a_multiple_choice_suite_at_chance_warns_in_the_cli_and_in_pytest(
 
 
 # --------------------------------------------------------------------------------------------- baselines
+@pytest.mark.slow
 def test_a_key_given_twice_in_a_baseline_is_exit_2_naming_the_file_and_line(ws: Path) -> None:
     """Before: JSON kept the last of the two keys, and the run compared against it (here: exit 1, regressed)."""
     path = ws / "baselines" / "facts.json"

@@ -20,6 +20,9 @@ import yaml
 from fault_world import RECORDED, SUITE, assert_exit, entries, environment, layercheck
 from safetensors.torch import load_file, save_file
 
+#: Every row runs a command on the fault world (a trained model, a recorded baseline): none is in the fast tier.
+pytestmark = pytest.mark.slow
+
 Tensors = dict[str, torch.Tensor]
 Config = dict[str, Any]
 

@@ -47,6 +47,7 @@ from pytest_layercheck.evaluation.baseline import BaselineStore, dumps_baseline
 # The result cache is untrusted input
 
 
+@pytest.mark.slow
 def test_nan_in_a_cached_outcome_is_recomputed_not_a_pass(ws: Path) -> None:
     baselines = snapshot(ws / "baselines")
     for path, payload in entries(ws).items():
@@ -58,6 +59,7 @@ def test_nan_in_a_cached_outcome_is_recomputed_not_a_pass(ws: Path) -> None:
     assert snapshot(ws / "baselines") == baselines
 
 
+@pytest.mark.slow
 def test_a_forged_cache_entry_cannot_turn_a_regression_into_a_pass(ws: Path) -> None:
     """Copy the good model's outcomes into the damaged model's entries, as someone without the key could."""
     damaged = fingerprint_of(ws, "damaged")
@@ -81,6 +83,7 @@ def test_a_forged_cache_entry_cannot_turn_a_regression_into_a_pass(ws: Path) -> 
     assert cache_hits(output) == 0
 
 
+@pytest.mark.slow
 def test_a_swapped_tokenizer_is_never_served_from_the_cache(ws: Path) -> None:
     """Same weights, a tokenizer that adds BOS: the candidate's evaluations are computed, not looked up."""
     shutil.rmtree(ws / "cache" / "results")
@@ -90,6 +93,7 @@ def test_a_swapped_tokenizer_is_never_served_from_the_cache(ws: Path) -> None:
     assert cache_hits(output) == 0, output
 
 
+@pytest.mark.slow
 def test_the_cache_can_be_read_only_or_ignored(ws: Path) -> None:
     before = snapshot(ws / "cache")
     shutil.rmtree(ws / "baselines")
@@ -144,6 +148,7 @@ def kill_during_first_write(folder: Path, *args: str) -> None:
     assert process.returncode == -signal.SIGKILL
 
 
+@pytest.mark.slow
 def test_kill_9_during_a_baseline_write_keeps_the_old_baseline(ws: Path) -> None:
     before = snapshot(ws / "baselines")
     kill_during_first_write(
@@ -155,6 +160,7 @@ def test_kill_9_during_a_baseline_write_keeps_the_old_baseline(ws: Path) -> None
     assert_exit(layercheck(ws, "profile", "good", *SUITE, *RECORDED), 0)
 
 
+@pytest.mark.slow
 def test_kill_9_during_a_cache_write_leaves_no_half_entry(ws: Path) -> None:
     damaged = fingerprint_of(ws, "damaged")
     victim = next(p for p, payload in entries(ws).items() if payload["identity"]["fingerprint"] == damaged)
@@ -172,6 +178,7 @@ def test_kill_9_during_a_cache_write_leaves_no_half_entry(ws: Path) -> None:
     assert_exit(layercheck(ws, "cache", "verify"), 0, f"{total} of {total} entries sound")
 
 
+@pytest.mark.slow
 def test_cache_show_names_folder_mode_and_key(ws: Path) -> None:
     total = len(entries(ws))
     assert_exit(
@@ -249,6 +256,7 @@ def test_a_partial_profile_with_fewer_swept_items_round_trips() -> None:
         DepthProfile.from_json(data)
 
 
+@pytest.mark.slow
 def test_nan_in_the_baseline_fails_pytest_with_a_message_not_a_traceback(
     world: Path, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -276,6 +284,7 @@ def test_nan_in_the_baseline_fails_pytest_with_a_message_not_a_traceback(
     assert "facts.json is malformed" in output and "is not a finite number" in output
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["not json", "nan outcome"])
 def test_layercheck_profile_refuses_a_corrupt_baseline(ws: Path, damage: str) -> None:
     path = ws / "baselines" / "facts.json"
@@ -290,6 +299,7 @@ def test_layercheck_profile_refuses_a_corrupt_baseline(ws: Path, damage: str) ->
     assert path.read_bytes() == before
 
 
+@pytest.mark.slow
 def test_layercheck_baseline_refuses_to_silently_replace_a_corrupt_baseline(ws: Path) -> None:
     path = ws / "baselines" / "facts.json"
     path.write_text("{ <<<<<<< HEAD")
@@ -320,6 +330,7 @@ def test_no_cells_compared_is_a_failure_not_a_pass() -> None:
 # Broken input is exit 2 with the problem and the fix, never a traceback or exit 1
 
 
+@pytest.mark.slow
 def test_a_truncated_model_safetensors_is_exit_2(ws: Path) -> None:
     shutil.copytree(ws / "good", ws / "truncated", symlinks=False)
     weights = ws / "truncated" / "model.safetensors"
@@ -327,6 +338,7 @@ def test_a_truncated_model_safetensors_is_exit_2(ws: Path) -> None:
     assert_exit(layercheck(ws, "profile", "truncated", *SUITE), 2, "truncated", "How to fix")
 
 
+@pytest.mark.slow
 def test_a_truncated_default_model_in_the_cache_is_exit_2(tmp_path: Path) -> None:
     target = fake_default_model(tmp_path / "cache")
     weights = target / "model.safetensors"
@@ -336,6 +348,7 @@ def test_a_truncated_default_model_in_the_cache_is_exit_2(tmp_path: Path) -> Non
     )
 
 
+@pytest.mark.slow
 def test_a_default_gguf_with_the_wrong_hash_is_exit_2(tmp_path: Path) -> None:
     gguf = tmp_path / "cache" / "models" / "gguf" / "SmolLM2-135M-Instruct.Q4_1.gguf"
     gguf.parent.mkdir(parents=True)
@@ -343,6 +356,7 @@ def test_a_default_gguf_with_the_wrong_hash_is_exit_2(tmp_path: Path) -> None:
     assert_exit(layercheck(tmp_path, "info", "default"), 2, "not the pinned", f"delete {gguf}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args",
     [
@@ -356,6 +370,7 @@ def test_a_negative_limit_is_refused(ws: Path, args: tuple[str, ...]) -> None:
     assert "negative" in result or ">= 0" in result
 
 
+@pytest.mark.slow
 def test_two_suites_with_one_name_are_refused(ws: Path) -> None:
     shutil.copy(ws / "facts.yaml", ws / "facts-copy.yaml")
     assert_exit(
@@ -365,6 +380,7 @@ def test_two_suites_with_one_name_are_refused(ws: Path) -> None:
     )
 
 
+@pytest.mark.slow
 def test_a_user_file_named_like_a_builtin_suite_is_refused(ws: Path) -> None:
     text = (ws / "facts.yaml").read_text().replace("name: facts", "name: knowledge")
     (ws / "mine.yaml").write_text(text)
@@ -375,6 +391,7 @@ def test_a_user_file_named_like_a_builtin_suite_is_refused(ws: Path) -> None:
     )
 
 
+@pytest.mark.slow
 def test_a_band_that_holds_no_layer_is_exit_2(ws: Path) -> None:
     assert_exit(
         layercheck(ws, "profile", "good", *SUITE, "--bands", "shallow=0:0.01,middle=0.01:0.7,deep=0.7:1"),
@@ -383,6 +400,7 @@ def test_a_band_that_holds_no_layer_is_exit_2(ws: Path) -> None:
     )
 
 
+@pytest.mark.slow
 def test_an_oversized_suite_and_an_alias_bomb_are_exit_2(ws: Path) -> None:
     (ws / "big.yaml").write_text((ws / "facts.yaml").read_text() + "# padding\n" * 2_000_000)  # 20 MB
     (ws / "bomb.yaml").write_text(billion_laughs())
@@ -390,11 +408,13 @@ def test_an_oversized_suite_and_an_alias_bomb_are_exit_2(ws: Path) -> None:
     assert_exit(layercheck(ws, "profile", "good", "--suites", "bomb.yaml"), 2, "aliases expand the document")
 
 
+@pytest.mark.slow
 def test_suites_are_checked_before_the_model_loads(ws: Path) -> None:
     (ws / "bomb.yaml").write_text(billion_laughs())
     assert_exit(layercheck(ws, "profile", "no-such-model", "--suites", "bomb.yaml"), 2, "aliases expand the document")
 
 
+@pytest.mark.slow
 def test_alpha_out_of_range_is_a_usage_error_in_pytest(
     world: Path, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -19,7 +19,8 @@ import pytest
 from repo_files import EXAMPLES
 from run_shared import Scenario
 
-pytestmark = pytest.mark.real_model
+#: Minutes of fine-tuning, started first: its candidates serve the user journey too.
+pytestmark = [pytest.mark.real_model, pytest.mark.early]
 
 SCRIPT = EXAMPLES / "finetune_scenario.py"
 

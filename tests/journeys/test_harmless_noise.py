@@ -17,7 +17,7 @@ from pytest_layercheck.evaluation.profiler import ProfileSettings, build_profile
 from pytest_layercheck.evaluation.result_cache import ResultCache
 from pytest_layercheck.model.loading import LoadedModel
 
-pytestmark = pytest.mark.real_model
+pytestmark = [pytest.mark.real_model, pytest.mark.early]  # minutes of scoring: started first
 
 SEEDS = (1,)  # a copy costs ~50 s of the CI budget; benign false-alarm rates are simulated in test_statistics
 

@@ -25,7 +25,8 @@ from pathlib import Path
 import pytest
 from repo_files import REPO, quick_start_commands
 
-pytestmark = pytest.mark.real_model  # layercheck info loads the default model
+# layercheck info loads the default model; two pip installs take minutes, so they start first.
+pytestmark = [pytest.mark.real_model, pytest.mark.early]
 
 #: What a clone has that a user's copy must not inherit from this checkout.
 NOT_COPIED = shutil.ignore_patterns(

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 from repo_files import REPO
 from small_suites import mixed_suite
@@ -48,6 +49,7 @@ def test_rows_on_a_small_random_llama() -> None:
     assert len(first.cells(peak)) == len(bench.HEADERS)
 
 
+@pytest.mark.slow
 def test_every_benchmark_parses_its_own_defaults() -> None:
     """Each script's ``--help`` works and the default sweep limits parse (a default built from a setting
     that may be None once broke ``python benchmarks/depth_sweep.py`` before it measured anything)."""
@@ -70,6 +72,7 @@ def test_every_benchmark_parses_its_own_defaults() -> None:
     assert depth_sweep.parse_limits(depth_sweep.SWEEP_LIMITS_TEXT) == DEFAULT_SWEEP_LIMITS
 
 
+@pytest.mark.slow
 def test_the_memory_benchmark_counts_each_weight_once_and_sees_an_allocation() -> None:
     """``benchmarks/profile_memory.py``: tied embeddings count once in the weights, and a 64 MiB
     tensor shows in the phase it lived in, in the resident set and (with glibc) the live heap."""

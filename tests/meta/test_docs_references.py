@@ -50,7 +50,7 @@ PACKAGE_DIRS = tuple(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is
 USER_PATHS = {"tests/layercheck", "tests/layercheck/"}
 #: ``layercheck help [COMMAND]`` is handled by ``cli.main`` before the parser, as git's and pip's users type it.
 HELP_WORD = "help"
-#: Options of other tools that the pages name on their own in backticks (pip, pytest, pytest-html).
+#: Options of other tools that the pages name on their own in backticks (pip, pytest, pytest-html, pytest-xdist).
 OTHER_OPTIONS = {
     "--index-url",
     "--require-hashes",
@@ -58,6 +58,8 @@ OTHER_OPTIONS = {
     "--junitxml",
     "--strict-markers",
     "--self-contained-html",
+    "--dist",
+    "--tx",
 }
 
 MAX_README_LINES = 250

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from repo_files import README
 
 import pytest_layercheck
@@ -30,6 +31,7 @@ def test_importing_the_package_loads_no_model_code() -> None:
     )
 
 
+@pytest.mark.slow
 def test_layercheck_help_loads_no_model_code(tmp_path: Path) -> None:
     """``layercheck --help`` (every subcommand's parser) must answer at once: no torch, no transformers,
     no report renderers."""

@@ -49,6 +49,7 @@ def test_toy_analysis_runs_once_per_argument_set(layercheck_analyses):
 """
 
 
+@pytest.mark.slow
 def test_a_registered_toy_analysis_runs_on_the_session_model(
     guarded_project: pytest.Pytester,
     fact_models: dict[str, Path],

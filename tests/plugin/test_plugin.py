@@ -129,6 +129,7 @@ def test_json_report_and_step_summary_are_written(
     assert "|" in summary.read_text() and "facts" in summary.read_text()
 
 
+@pytest.mark.slow
 def test_yaml_check_file_is_collected_as_tests(guarded_project: pytest.Pytester, fact_models: dict[str, Path]) -> None:
     record(guarded_project, fact_models["good"])
     (guarded_project.path / "test_guards.py").unlink()
@@ -148,6 +149,7 @@ def test_yaml_check_file_is_collected_as_tests(guarded_project: pytest.Pytester,
     result.stdout.fnmatch_lines(["*below the required minimum*"])
 
 
+@pytest.mark.slow
 def test_malformed_yaml_check_is_a_clear_collection_error(
     guarded_project: pytest.Pytester, fact_models: dict[str, Path]
 ) -> None:
@@ -158,6 +160,7 @@ def test_malformed_yaml_check_is_a_clear_collection_error(
     result.stdout.fnmatch_lines(["*layercheck_bad.yaml:2*unknown field*bandd*"])
 
 
+@pytest.mark.slow
 def test_incompatible_baseline_is_refused_not_compared(
     guarded_project: pytest.Pytester, fact_models: dict[str, Path]
 ) -> None:
@@ -188,6 +191,7 @@ def test_skip_first_layer_changes_logits(layercheck_model, layercheck_ablate):
     run(guarded_project, fact_models["good"]).assert_outcomes(passed=1)
 
 
+@pytest.mark.slow
 def test_xdist_workers_share_results_and_only_the_controller_writes(
     guarded_project: pytest.Pytester, fact_models: dict[str, Path]
 ) -> None:
@@ -219,6 +223,7 @@ def test_analyses_fixture_runs_on_the_session_model(
     result.stdout.fnmatch_lines(["*layercheck analyses*", "*Head importance*", "*layercheck redundancy*"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("module", "computed"),
     [
@@ -242,6 +247,7 @@ def test_a_run_computes_only_what_its_checks_need(
     )
 
 
+@pytest.mark.slow
 def test_failed_checks_become_annotations_and_junit_properties(
     guarded_project: pytest.Pytester, fact_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -260,6 +266,7 @@ def test_failed_checks_become_annotations_and_junit_properties(
     assert float(cell["layercheck_delta"]) == pytest.approx(float(cell["layercheck_value"]) - recorded, abs=2e-6)
 
 
+@pytest.mark.slow
 def test_a_run_that_checks_no_model_never_imports_torch(pytester: pytest.Pytester) -> None:
     """The plugin is installed in every pytest run of the environment; a run whose tests use none of it
     starts without importing torch or transformers (seconds on a CPU runner), and a model test still works."""

@@ -80,6 +80,7 @@ def report(world: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path,
     return folder / "report.html", result.stdout
 
 
+@pytest.mark.slow
 def test_the_summary_holds_the_band_cells_and_the_per_layer_chart(report: tuple[Path, str]) -> None:
     tree = parse(report[0].read_text(encoding="utf-8"), strict=False)
     section = next((e for e in tree.iter() if e.get("id") == "layercheck-summary"), None)
@@ -99,6 +100,7 @@ def test_the_summary_holds_the_band_cells_and_the_per_layer_chart(report: tuple[
     assert ".layercheck .failed-cell{" in style
 
 
+@pytest.mark.slow
 def test_the_failed_checks_row_carries_its_cells_evidence(report: tuple[Path, str]) -> None:
     page = report[0].read_text(encoding="utf-8")
     blob = re.search(r'id="data-container" data-jsonblob="([^"]*)"', page)
@@ -118,6 +120,7 @@ def test_the_failed_checks_row_carries_its_cells_evidence(report: tuple[Path, st
     assert [e for e in box.iter() if "evidence" in classes(e) and e.tag == "table"]
 
 
+@pytest.mark.slow
 @NEEDS_CHROMIUM
 def test_chromium_shows_the_evidence_in_the_failed_checks_row(report: tuple[Path, str]) -> None:
     """pytest-html's script builds the rows from its data: the evidence reaches the rendered page."""
@@ -128,6 +131,7 @@ def test_chromium_shows_the_evidence_in_the_failed_checks_row(report: tuple[Path
     assert re.search(r'<div class="layercheck layercheck-evidence" data-cell="facts/intact"', dom), dom[-3000:]
 
 
+@pytest.mark.slow
 def test_without_pytest_html_the_run_and_its_verdict_are_unchanged(world: Path, tmp_path: Path) -> None:
     """pytest-html absent: its two plugins blocked, and any import of it fails; layercheck never reaches
     for it."""

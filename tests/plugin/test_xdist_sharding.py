@@ -449,6 +449,7 @@ def computed(result: pytest.RunResult) -> tuple[int, int, str | None]:
     return int(match[1] or 0), int(match[3]), match[4]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("cache", "whole"),
     [
@@ -490,6 +491,7 @@ def test_two_workers_together_compute_what_one_process_computes_and_agree(
     assert not list((tmp_path / "tmp").iterdir())  # the controller removed the run's folder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("value", ["0", "-5", "soon"])
 def test_a_bad_shard_timeout_is_a_usage_error_that_says_the_fix(pytester: pytest.Pytester, value: str) -> None:
     """``--layercheck-shard-timeout`` as a user passes it: a bad value stops pytest before any test runs."""

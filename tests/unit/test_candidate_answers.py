@@ -107,6 +107,7 @@ def test_a_cache_entry_with_malformed_answers_is_rejected_and_recomputed(fact_mo
     )
 
 
+@pytest.mark.slow
 def test_the_page_shows_the_candidate_s_choice_for_a_worsened_item(ws: Path) -> None:
     result = layercheck(ws, "profile", "damaged", *SUITE, *RECORDED, "--html", "out/r.html", "--json", "out/r.json")
     assert_exit(result, 1, "regressed")

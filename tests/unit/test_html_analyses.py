@@ -323,6 +323,7 @@ def test_user_strings_are_escaped() -> None:
 
 
 # ------------------------------------------------------------------------------ as a user would
+@pytest.mark.slow
 def test_layercheck_heads_writes_the_grid_page(ws: Path) -> None:
     result = layercheck(
         ws,
@@ -352,6 +353,7 @@ def test_layercheck_heads_writes_the_grid_page(ws: Path) -> None:
     assert sorted(p.name for p in (ws / "out").iterdir()) == ["heads.html", "heads.json"]  # no temporary left
 
 
+@pytest.mark.slow
 def test_layercheck_redundancy_writes_bars_per_layer(ws: Path) -> None:
     result = layercheck(
         ws, "redundancy", "good", "--suites", "facts.yaml", "--prompts", "6", "--no-compare", "--html", "r.html"
@@ -377,6 +379,7 @@ def test_thinking_and_transfer_write_their_pages(command: list[str], tmp_path: P
 
 
 # ------------------------------------------------------------------------------ in a browser
+@pytest.mark.slow
 @NEEDS_CHROMIUM
 def test_chromium_renders_the_head_grid(tmp_path: Path) -> None:
     page = tmp_path / "heads.html"

@@ -169,6 +169,7 @@ def test_a_5000_item_suite_stays_small_and_quick(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------ as a user would
+@pytest.mark.slow
 def test_layercheck_profile_writes_the_page_of_a_failing_model(ws: Path) -> None:
     result = layercheck(ws, "profile", "damaged", *SUITE, *RECORDED, "--html", "out/r.html")
     assert_exit(result, 1, "regressed", "HTML: out/r.html")
@@ -181,6 +182,7 @@ def test_layercheck_profile_writes_the_page_of_a_failing_model(ws: Path) -> None
     assert [p.name for p in (ws / "out").iterdir()] == ["r.html"]  # written atomically: no temporary left
 
 
+@pytest.mark.slow
 def test_a_refused_comparison_still_writes_the_page_saying_why(ws: Path) -> None:
     result = layercheck(
         ws, "profile", "damaged", "--suites", "facts.yaml", "--limit", "8", *RECORDED, "--html", "r.html"
@@ -191,6 +193,7 @@ def test_a_refused_comparison_still_writes_the_page_saying_why(ws: Path) -> None
     assert "has different items: baseline 48 items, this run 8" in "".join(verdict.itertext())
 
 
+@pytest.mark.slow
 def test_layercheck_compare_writes_the_page_with_where_the_loss_lives(ws: Path) -> None:
     result = layercheck(ws, "compare", "good", "damaged", *SUITE, "--html", "c.html")
     assert_exit(result, 1, "HTML: c.html")
@@ -200,6 +203,7 @@ def test_layercheck_compare_writes_the_page_with_where_the_loss_lives(ws: Path) 
     assert "is restored by reverting layers" in "".join(tree.itertext())  # the localisation's finding
 
 
+@pytest.mark.slow
 def test_pytest_writes_the_page_of_a_failing_check(ws: Path) -> None:
     (ws / "test_guard.py").write_text(
         textwrap.dedent("""
@@ -239,6 +243,7 @@ def test_pytest_writes_the_page_of_a_failing_check(ws: Path) -> None:
 
 
 # ------------------------------------------------------------------------------ in a browser
+@pytest.mark.slow
 @NEEDS_CHROMIUM
 def test_chromium_renders_the_page_with_its_marks_and_failing_cell(
     tmp_path: Path, regressed: tuple[DepthProfile, DepthProfile, ProfileComparison]
@@ -259,6 +264,7 @@ def test_chromium_renders_the_page_with_its_marks_and_failing_cell(
     assert counts.get(hex_rgb("#fbe3d6"), 0) > 200  # the failing cell's background
 
 
+@pytest.mark.slow
 @NEEDS_CHROMIUM
 def test_chromium_runs_the_item_search(
     tmp_path: Path, regressed: tuple[DepthProfile, DepthProfile, ProfileComparison]

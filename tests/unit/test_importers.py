@@ -380,6 +380,7 @@ def test_imported_lm_eval_tasks_score_the_same_as_lm_eval(lm_eval_dir: Path, tmp
 
 
 # ------------------------------------------------------------------------------------------ the command
+@pytest.mark.slow
 def test_suite_import_and_check_as_a_user_runs_them(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "evals.jsonl", [{"prompt": "2 + 2 =", "answer": "4"}, {"prompt": "3 + 3 =", "answer": "6"}])
     done = sh(
@@ -443,6 +444,7 @@ def test_suite_import_and_check_as_a_user_runs_them(tmp_path: Path) -> None:
     assert usage.returncode == 2 and "the following arguments are required: source" in usage.stderr
 
 
+@pytest.mark.slow
 def test_suite_import_of_an_lm_eval_task_from_its_folder(tmp_path: Path) -> None:
     pytest.importorskip("lm_eval")
     for path in LMEVAL_TASKS.iterdir():
@@ -492,6 +494,7 @@ def test_non_binary_outcomes_survive_a_baseline_file() -> None:
     assert read.evaluations == profile.evaluations
 
 
+@pytest.mark.slow
 def test_a_users_jsonl_guarded_by_a_marker_on_its_own_label(tmp_path: Path) -> None:
     """Import prompt/answer pairs with one command, record the baseline, guard it with a marker; a damaged model fails."""
     from trained_tiny import fact_suite_items, perturbed, save, train_fact_model

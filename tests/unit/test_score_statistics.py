@@ -154,6 +154,7 @@ def test_a_full_comparison_has_twelve_score_cells_and_three_shift_cells() -> Non
 HARMLESS = [(0.01, 0.0), (0.05, 0.0), (0.3, 0.0), (0.05, -0.01), (0.05, -0.02)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("noise, drift", HARMLESS)
 def test_harmless_candidates_fail_a_full_comparison_at_most_alpha_of_the_time(noise: float, drift: float) -> None:
     """Run noise (logit sd ``noise``) plus a systematic harmless drift of every logit (``drift``): the
@@ -168,6 +169,7 @@ def test_harmless_candidates_fail_a_full_comparison_at_most_alpha_of_the_time(no
     assert rate <= ALPHA + 3 * math.sqrt(ALPHA * (1 - ALPHA) / trials), rate
 
 
+@pytest.mark.slow
 def test_a_drop_of_the_detectable_size_is_caught_about_as_often_as_promised() -> None:
     """Every item of one suite loses the same logit amount; its intact cell's reported detectable drop
     (at the observed spread) is the drop at which the test, at the run's level, should fire ~80% of the time."""

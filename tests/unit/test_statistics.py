@@ -340,6 +340,7 @@ def benign_runs() -> dict[str, float]:
     }
 
 
+@pytest.mark.slow
 def test_benign_candidates_fail_a_full_comparison_at_most_alpha_of_the_time(benign_runs: dict[str, float]) -> None:
     standard_error = math.sqrt(ALPHA * (1 - ALPHA) / benign_runs["trials"])
     assert benign_runs["holm"] <= ALPHA + 2 * standard_error
@@ -347,6 +348,7 @@ def test_benign_candidates_fail_a_full_comparison_at_most_alpha_of_the_time(beni
     assert benign_runs["none"] > ALPHA + 2 * standard_error
 
 
+@pytest.mark.slow
 def test_the_old_pooled_band_test_is_over_confident(benign_runs: dict[str, float]) -> None:
     # one-sided at alpha, per band cell, no correction: the item-level test keeps its level, the
     # pooled (item, ablation) pairs test rejects benign cells many times more often
@@ -354,6 +356,7 @@ def test_the_old_pooled_band_test_is_over_confident(benign_runs: dict[str, float
     assert benign_runs["band pooled"] > 3 * ALPHA
 
 
+@pytest.mark.slow
 def test_benign_candidates_with_improvements_failing_too() -> None:
     rng = np.random.default_rng(7)
     trials, failed = 80, 0
@@ -366,6 +369,7 @@ def test_benign_candidates_with_improvements_failing_too() -> None:
     assert failed / trials <= ALPHA + 2 * math.sqrt(ALPHA * (1 - ALPHA) / trials)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("suite", ["knowledge", "reasoning"])
 def test_a_real_005_drop_fails_at_the_default_item_counts(suite: str) -> None:
     """Every right item of the intact cell turns wrong with probability 0.05 / accuracy, nothing else

@@ -252,6 +252,7 @@ def regenerated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         sys.modules.pop("layercheck_literals", None)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", GENERATED)
 def test_generation_is_deterministic(regenerated: dict[str, str], name: str) -> None:
     path = builtin_suite_path(name)
@@ -267,6 +268,7 @@ def test_generation_is_deterministic(regenerated: dict[str, str], name: str) -> 
         assert generate_texts()[name] == regenerated[name]
 
 
+@pytest.mark.slow
 def test_generate_command_writes_and_checks(
     regenerated: dict[str, str],
     tmp_path: Path,

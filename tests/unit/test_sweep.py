@@ -231,6 +231,7 @@ def test_every_family_under_a_mixed_sweep(family: str) -> None:
         assert_same(output, reference(m, plan, ablation, donor=donor))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["llama", "gemma2"])
 def test_chunks_run_on_several_cores_give_the_same_numbers(family: str) -> None:
     """Chunks of streams on two threads (one torch thread each) give the numbers of scoring from

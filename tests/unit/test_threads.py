@@ -135,6 +135,7 @@ def test_the_counters_are_read_per_cpu(tmp_path) -> None:
     assert threads._cpu_counters(None, tmp_path / "missing") is None
 
 
+@pytest.mark.slow
 def test_a_busy_process_is_seen_and_this_ones_own_work_is_not() -> None:
     """A real busy loop in another process shows as (nearly) a whole core; the sample subtracts this
     process's own CPU time, so a busy thread here adds nothing."""
@@ -149,6 +150,7 @@ def test_a_busy_process_is_seen_and_this_ones_own_work_is_not() -> None:
         hog.wait()
 
 
+@pytest.mark.slow
 def test_configure_threads_beside_a_busy_core_sets_a_sleeping_wait_policy() -> None:
     """In a fresh process (torch not imported yet) the policy is set before OpenMP starts: with a
     core taken by another process, fewer threads than cores and idle threads that sleep."""
@@ -223,6 +225,7 @@ def test_a_bad_batch_size_names_the_option_and_the_fix(value: str) -> None:
     assert profile_settings({"batch_size": "3"}).batch_size == 3
 
 
+@pytest.mark.slow
 def test_a_users_wait_policy_is_kept() -> None:
     """docs/performance.md: on a dedicated machine ``OMP_WAIT_POLICY=ACTIVE`` is kept as given."""
     env = {**{k: v for k, v in os.environ.items() if k != threads.ENV}, "OMP_WAIT_POLICY": "ACTIVE"}
@@ -243,6 +246,7 @@ def test_policy():
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("given", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
 def test_pytest_starts_torch_with_sleeping_threads_unless_the_user_chose(
     tmp_path, given: str | None, expected: str
@@ -265,6 +269,7 @@ def test_pytest_starts_torch_with_sleeping_threads_unless_the_user_chose(
     assert f"POLICY {expected}" in run.stdout
 
 
+@pytest.mark.slow
 def test_a_wait_policy_that_came_too_late_is_said() -> None:
     """torch imported before layercheck, nobody set a policy: the thread choice says OpenMP's default applies."""
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY",)}
@@ -277,6 +282,7 @@ def test_a_wait_policy_that_came_too_late_is_said() -> None:
     assert "OpenMP's default wait policy (torch was imported before layercheck could set PASSIVE)" in run.stdout
 
 
+@pytest.mark.slow
 def test_the_command_line_starts_torch_with_sleeping_threads(tmp_path) -> None:
     """``layercheck`` sets the policy before its commands import torch, and says so when it loads a model."""
     from tiny_models import tiny_model, tiny_tokenizer
