@@ -12,12 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
-from repo_files import REPO
-from run_shared import Scenario, run_once
 
-from pytest_layercheck.model.loading import LoadedModel, load_model
-from pytest_layercheck.scoring import engine
+# The helpers hold asserts that tests share: pytest rewrites them as it does test modules, so that a
+# failure shows its values (registered before any helper is imported).
+pytest.register_assert_rewrite(*sorted(path.stem for path in (Path(__file__).parent / "helpers").glob("*.py")))
+
+import torch  # noqa: E402
+from repo_files import REPO  # noqa: E402
+from run_shared import Scenario, run_once  # noqa: E402
+
+from pytest_layercheck.model.loading import LoadedModel, load_model  # noqa: E402
+from pytest_layercheck.scoring import engine  # noqa: E402
 
 #: The helper modules that define fixtures, for every module: the fault-injection matrix's world, the plugin
 #: tests' project and models, lm-eval's task folder (test modules import the helpers' functions themselves).
