@@ -145,7 +145,7 @@ page = (
 
 Every subcommand and every option, in both spellings. The tables below are generated from the parsers
 themselves (`layercheck <command> --help` and `python -m pytest --help -p pytest_layercheck`), so their
-wording is the help's; `tests/test_docs_references.py` checks that every option this documentation names
+wording is the help's; `tests/meta/test_docs_references.py` checks that every option this documentation names
 exists.
 
 - `layercheck --help` lists the subcommands, `layercheck <command> --help` (or `layercheck help <command>`)

@@ -1,25 +1,32 @@
 """Test-wide settings: tiny-model tests run single-threaded (thread start-up dominates their tiny
-matmuls, and 2 threads on a busy 2-core machine made them ~100x slower)."""
+matmuls, and 2 threads on a busy 2-core machine made them ~100x slower); pytest-xdist's workers when it
+is installed; the run order and the fast tier by markers (``early``, ``late``, ``slow``; see
+docs/contributing.md); the fixtures many modules share."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
-import torch
-from fault_world import world, ws  # noqa: F401  (the fault-injection matrix's fixtures, for every module)
-from run_shared import run_once
 
-from pytest_layercheck.model.loading import LoadedModel, load_model
-from pytest_layercheck.scoring import engine
+# The helpers hold asserts that tests share: pytest rewrites them as it does test modules, so that a
+# failure shows its values (registered before any helper is imported).
+pytest.register_assert_rewrite(*sorted(path.stem for path in (Path(__file__).parent / "helpers").glob("*.py")))
 
-pytest_plugins = ["pytester"]
-REPO = Path(__file__).resolve().parents[1]
+import torch  # noqa: E402
+from repo_files import REPO  # noqa: E402
+from run_shared import Scenario, run_once  # noqa: E402
+
+from pytest_layercheck.model.loading import LoadedModel, load_model  # noqa: E402
+from pytest_layercheck.scoring import engine  # noqa: E402
+
+#: The helper modules that define fixtures, for every module: the fault-injection matrix's world, the plugin
+#: tests' project and models, lm-eval's task folder (test modules import the helpers' functions themselves).
+pytest_plugins = ["pytester", "fault_world", "plugin_project", "lm_eval_parity"]
 
 torch.set_num_threads(1)
 # The plugin and the CLI choose their thread count when they load a model; in this process (and the
@@ -27,27 +34,52 @@ torch.set_num_threads(1)
 os.environ.setdefault("LAYERCHECK_THREADS", "1")
 
 
-#: Modules of long tests, first to last: xdist hands tests out one by one in collection order, so these
-#: start first and no worker is left with a long one at the end. The fine-tune scenario leads (one
-#: worker makes the candidates while the other runs the quick start's installs).
-LONG_FIRST = ("test_finetune_scenario.py", "test_quick_start.py", "test_user_journey.py", "test_harmless_noise.py")
-#: Tests that find part of their work in the run's result cache when they run after the long ones: the
-#: committed baseline's knowledge suite shares 11 of its 32 evaluations with the examples on the default
-#: model (on the quiet 2-core CPU, 22.5 s wall after them against 40.3 s with an empty result cache).
-LAST = ("test_the_committed_baseline_is_what_layercheck_baseline_computes",)
+#: The key in each xdist worker's input that says whether the run groups tests by ``xdist_group``.
+LOADGROUP = "layercheck_tests_loadgroup"
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """With pytest-xdist installed, a run given no ``-n``, ``--dist`` or ``--tx`` uses one worker per core
+    and ``--dist loadgroup``: the tests of one ``xdist_group`` share a worker, the others are handed out one
+    at a time in the order :func:`pytest_collection_modifyitems` sets. Without xdist (or with ``-p
+    no:xdist`` or ``-n 0``) the tests run in this process. Runs before xdist's own hook, which turns
+    ``auto`` into the number of cores."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    option = config.option
+    if hasattr(config, "workerinput"):
+        # A worker parses the command line, not this default: it groups as the controller tells it.
+        option.loadgroup = config.workerinput.get(LOADGROUP, option.loadgroup)
+        return
+    if option.numprocesses is None and option.dist == "no" and not option.tx and not option.distload:
+        option.numprocesses, option.dist = "auto", "loadgroup"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """pytest-xdist's hook on the controller, per worker: pass the grouping on (see pytest_cmdline_main)."""
+    node.workerinput[LOADGROUP] = node.config.option.dist == "loadgroup"
+
+
+#: Where a marked test goes in the run order; unmarked tests sit between, in collection order.
+ORDER = {"early": 0, "late": 2}
+UNMARKED = 1
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Longest work first, then the rest as collected, then :data:`LAST`; the order within each group is
-    kept, so the run stays deterministic."""
+    """Every ``real_model`` test is ``slow`` too (before ``-m`` deselects). Then the ``early`` tests first,
+    the ``late`` ones last: xdist hands tests out in this order, so the long ones start at once and no
+    worker is left with one at the end. The sort is stable, so the run stays deterministic."""
+    for item in items:
+        if item.get_closest_marker("real_model"):
+            item.add_marker(pytest.mark.slow)
 
-    def rank(item: pytest.Item) -> int:
-        name = item.path.name
-        if getattr(item, "originalname", item.name) in LAST:
-            return len(LONG_FIRST) + 1
-        return LONG_FIRST.index(name) if name in LONG_FIRST else len(LONG_FIRST)
+    def rank(item: pytest.Item) -> int:  # a late test in an early module is late
+        return max((place for name, place in ORDER.items() if item.get_closest_marker(name)), default=UNMARKED)
 
-    items.sort(key=rank)  # stable
+    items.sort(key=rank)
 
 
 @pytest.fixture(scope="session")
@@ -67,22 +99,6 @@ def smollm() -> LoadedModel:
 def one_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     """Prompt batches mix any lengths (no split where padding dominates), as some engine tests need."""
     monkeypatch.setattr(engine, "MIN_FILL", 0.0)
-
-
-@dataclass(frozen=True)
-class Scenario:
-    """What ``examples/finetune_scenario.py`` made and printed: both candidates, the guard's report."""
-
-    folder: Path
-    process: subprocess.CompletedProcess[str]
-
-    @property
-    def harmful(self) -> Path:
-        return self.folder / "harmful"
-
-    @property
-    def benign(self) -> Path:
-        return self.folder / "benign"
 
 
 @pytest.fixture(scope="session")

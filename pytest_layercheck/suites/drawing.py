@@ -48,7 +48,7 @@ def _without_local_constants() -> Iterator[None]:
     modules that happen to be imported (this project, in an editable install). The suites would
     then change with unrelated edits anywhere in the package and differ between a plain run and a
     pytest run (which imports more modules). The hook is internal, so if it moves this is a no-op
-    and ``tests/test_suites.py`` (which imports an extra module full of constants) notices.
+    and ``tests/unit/test_suites.py`` (which imports an extra module full of constants) notices.
     """
     try:
         from hypothesis.internal.conjecture import providers
