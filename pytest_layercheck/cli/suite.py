@@ -23,6 +23,7 @@ from pytest_layercheck.cli.common import add_subcommand, console, err_console
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``suite`` with its ``import`` and ``check`` subcommands."""
     parser = add_subcommand(
         subparsers,
         "suite",
@@ -31,7 +32,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "lm-eval task into a reviewable, hashed suite YAML; check a suite file.",
     )
     actions = parser.add_subparsers(dest="suite_command", required=True)
+    _register_import(actions)
+    check = add_subcommand(
+        actions, "check", help="validate a suite file and print its name, items and content hash", handler=run_check
+    )
+    check.add_argument("path", nargs="+", help="suite YAML file(s), or .jsonl files with suite field names")
 
+
+def _register_import(actions: argparse._SubParsersAction) -> None:
+    """Add ``suite import``: the source, where it goes, how its fields map, then the suite's defaults."""
     imp = add_subcommand(
         actions,
         "import",
@@ -84,11 +93,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     imp.add_argument("--limit", type=int, default=None, help="import at most N items")
     imp.add_argument("--force", action="store_true", help="replace an existing suite file that differs")
-
-    check = add_subcommand(
-        actions, "check", help="validate a suite file and print its name, items and content hash", handler=run_check
-    )
-    check.add_argument("path", nargs="+", help="suite YAML file(s), or .jsonl files with suite field names")
 
 
 def _unescape(text: str) -> str:

@@ -132,11 +132,15 @@ def centre_of_depth(drops: npt.ArrayLike, layers: Sequence[int], num_layers: int
     nothing, since removing such a layer does not hurt the capability. NaN when no layer's removal hurts
     on average: the capability then depends on none of them and has no centre.
     """
+    positions = _positions(layers, num_layers)
+    return _centre(_drops(drops, "drops", len(positions)), positions)
+
+
+def _centre(drops: FloatArray, positions: FloatArray) -> float:
+    """The centre of one items × layers drop matrix: that of its per-layer mean drops."""
     import numpy as np
 
-    positions = _positions(layers, num_layers)
-    array = _drops(drops, "drops", len(positions))
-    return float(_centres(array.mean(axis=0)[np.newaxis, :], positions)[0])
+    return float(_centres(drops.mean(axis=0)[np.newaxis, :], positions)[0])
 
 
 def _block(draws: int, items: int) -> int:
@@ -237,19 +241,11 @@ def depth_shift_test(
     items; ``correlation`` enters only the detectable shift (see :data:`DEFAULT_CORRELATION`). Seeded:
     the same inputs and seed give the same numbers.
     """
-    import numpy as np
-
     _check_settings(alpha, power, level, permutations, bootstraps, correlation)
-    positions = _positions(layers, num_layers)
-    baseline = _drops(before, "before", len(positions))
-    current = _drops(after, "after", len(positions))
-    if baseline.shape != current.shape:
-        raise ValueError(
-            f"before and after differ in shape: {baseline.shape} vs {current.shape} (rows must be the same items)"
-        )
+    positions, baseline, current = _paired_drops(before, after, layers, num_layers)
     items = baseline.shape[0]
-    baseline_centre = float(_centres(baseline.mean(axis=0)[np.newaxis, :], positions)[0])
-    current_centre = float(_centres(current.mean(axis=0)[np.newaxis, :], positions)[0])
+    baseline_centre = _centre(baseline, positions)
+    current_centre = _centre(current, positions)
     shift = current_centre - baseline_centre
     if math.isnan(shift):
         return ShiftTest(
@@ -265,24 +261,12 @@ def depth_shift_test(
             permutations=permutations,
         )
 
-    # Separate streams: changing the number of permutations leaves the bootstrap draws as they were.
-    permutation_seed, bootstrap_seed = np.random.SeedSequence(seed).spawn(2)
-    hits = _permutation_hits(baseline, current, positions, shift, permutations, np.random.default_rng(permutation_seed))
-    p_value = (1 + hits) / (1 + permutations)
-
-    baseline_draws, shift_draws = _bootstrap(
-        baseline, current, positions, bootstraps, np.random.default_rng(bootstrap_seed)
+    p_value, baseline_draws, shift_draws = _seeded_draws(
+        baseline, current, positions, shift, permutations, bootstraps, seed
     )
-    finite = shift_draws[np.isfinite(shift_draws)]
-    if len(finite):
-        ci_low, ci_high = (float(q) for q in np.quantile(finite, [(1 - level) / 2, (1 + level) / 2]))
-    else:
-        ci_low = ci_high = math.nan
+    ci_low, ci_high = _percentile_interval(shift_draws, level)
     standard_error = _std(shift_draws)
-    floor = math.sqrt(2 * (1 - correlation)) * _std(baseline_draws)
-    se = math.nan if math.isnan(standard_error) or math.isnan(floor) else max(standard_error, floor)
-    z = NormalDist().inv_cdf(1 - alpha / 2) + NormalDist().inv_cdf(power)
-    detectable = math.inf if math.isnan(se) else z * se
+    detectable = _detectable(standard_error, baseline_draws, alpha, power, correlation)
     return ShiftTest(
         baseline_centre=baseline_centre,
         current_centre=current_centre,
@@ -295,6 +279,67 @@ def depth_shift_test(
         items=items,
         permutations=permutations,
     )
+
+
+def _paired_drops(
+    before: npt.ArrayLike, after: npt.ArrayLike, layers: Sequence[int], num_layers: int
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """The layers' positions and the two drop matrices, checked to pair item by item."""
+    positions = _positions(layers, num_layers)
+    baseline = _drops(before, "before", len(positions))
+    current = _drops(after, "after", len(positions))
+    if baseline.shape != current.shape:
+        raise ValueError(
+            f"before and after differ in shape: {baseline.shape} vs {current.shape} (rows must be the same items)"
+        )
+    return positions, baseline, current
+
+
+def _seeded_draws(
+    baseline: FloatArray,
+    current: FloatArray,
+    positions: FloatArray,
+    shift: float,
+    permutations: int,
+    bootstraps: int,
+    seed: int,
+) -> tuple[float, FloatArray, FloatArray]:
+    """The permutation p-value of ``shift`` and the bootstrap draws of (baseline centre, shift), each
+    from its own stream of ``seed``."""
+    import numpy as np
+
+    # Separate streams: changing the number of permutations leaves the bootstrap draws as they were.
+    permutation_seed, bootstrap_seed = np.random.SeedSequence(seed).spawn(2)
+    hits = _permutation_hits(baseline, current, positions, shift, permutations, np.random.default_rng(permutation_seed))
+    p_value = (1 + hits) / (1 + permutations)
+
+    baseline_draws, shift_draws = _bootstrap(
+        baseline, current, positions, bootstraps, np.random.default_rng(bootstrap_seed)
+    )
+    return p_value, baseline_draws, shift_draws
+
+
+def _percentile_interval(shift_draws: FloatArray, level: float) -> tuple[float, float]:
+    """The percentile interval of the finite bootstrap shifts at ``level`` (NaN when none is finite)."""
+    import numpy as np
+
+    finite = shift_draws[np.isfinite(shift_draws)]
+    if len(finite):
+        ci_low, ci_high = (float(q) for q in np.quantile(finite, [(1 - level) / 2, (1 + level) / 2]))
+    else:
+        ci_low = ci_high = math.nan
+    return ci_low, ci_high
+
+
+def _detectable(
+    standard_error: float, baseline_draws: FloatArray, alpha: float, power: float, correlation: float
+) -> float:
+    """The smallest shift found with ``power``: the standard error floored by what a candidate correlated
+    ``correlation`` with the baseline would give, so a baseline compared with itself still has an answer."""
+    floor = math.sqrt(2 * (1 - correlation)) * _std(baseline_draws)
+    se = math.nan if math.isnan(standard_error) or math.isnan(floor) else max(standard_error, floor)
+    z = NormalDist().inv_cdf(1 - alpha / 2) + NormalDist().inv_cdf(power)
+    return math.inf if math.isnan(se) else z * se
 
 
 __all__ = ["DEFAULT_CORRELATION", "ShiftTest", "centre_of_depth", "depth_shift_test"]

@@ -244,6 +244,14 @@ def check_profile_json(data: Any) -> None:
 
     top = expect_object(data, "profile", PROFILE_KEYS)
     check_finite(top, "profile")
+    num_layers = _check_header(top)
+    expected = _check_suites(top["suites"])
+    _check_evaluations(top["evaluations"], expected, num_layers)
+
+
+def _check_header(top: dict[str, Any]) -> int:
+    """Check everything of a profile before its suites (version, model, environment, settings, cells,
+    bands); return the model's number of layers, which bounds every layer index after it."""
     version = expect_int(top["schema_version"], "schema_version")
     if version != SCHEMA_VERSION:
         raise _fail("schema_version", f"{version} is not the version this pytest-layercheck reads ({SCHEMA_VERSION})")
@@ -256,8 +264,13 @@ def check_profile_json(data: Any) -> None:
     expect_list(top["cells"], "cells")
     for band, layers in expect_object(top["bands"], "bands").items():
         _layers(layers, f"bands.{band}", num_layers)
+    return num_layers
 
-    suites = expect_object(top["suites"], "suites")
+
+def _check_suites(value: Any) -> dict[str, tuple[str, int, int]]:
+    """Check a profile's ``suites``; return each suite's protocol, item count and swept item count, which
+    its evaluations are held to."""
+    suites = expect_object(value, "suites")
     if not suites:
         raise _fail("suites", "is empty; a profile holds at least one suite")
     expected: dict[str, tuple[str, int, int]] = {}
@@ -275,41 +288,53 @@ def check_profile_json(data: Any) -> None:
         sweep = entry.get("sweep_items")
         swept = items if sweep is None else expect_int(sweep, f"{where}.sweep_items", 1, items)
         expected[name] = (protocol, items, swept)
+    return expected
 
-    evaluations = expect_object(top["evaluations"], "evaluations")
+
+def _check_evaluations(value: Any, expected: Mapping[str, tuple[str, int, int]], num_layers: int) -> None:
+    """Check a profile's ``evaluations``: each belongs to a listed suite, every suite has an intact one,
+    and all of a suite's evaluations record the same metrics."""
+    evaluations = expect_object(value, "evaluations")
     for suite, by_key in evaluations.items():
         if suite not in expected:
             raise _fail(f"evaluations.{suite}", "belongs to no suite listed under 'suites'")
-        protocol, items, swept = expected[suite]
         metrics: set[str] | None = None
         for key, raw in expect_object(by_key, f"evaluations.{suite}").items():
-            where = f"evaluations.{suite}.{key}"
-            ev = expect_object(raw, where, EVALUATION_KEYS)
-            if ev["protocol"] != protocol:
-                raise _fail(f"{where}.protocol", f"{ev['protocol']!r} is not the suite's protocol {protocol!r}")
-            removed = _layers(ev["removed_layers"], f"{where}.removed_layers", num_layers)
-            if (key == INTACT) != (not removed):
-                raise _fail(f"{where}.removed_layers", "only the 'intact' evaluation removes no layer")
-            outcomes = expect_object(ev["outcomes"], f"{where}.outcomes")
-            if metrics is None:
-                metrics = set(outcomes)
-            required = {PRIMARY_METRIC[protocol], CELL_METRIC[protocol]}
-            if set(outcomes) != metrics or not required <= set(outcomes):
-                raise _fail(
-                    f"{where}.outcomes",
-                    f"metrics {sorted(outcomes)} differ from the suite's "
-                    f"{sorted(metrics)} or lack one of {sorted(required)}",
-                )
-            for metric, encoded in outcomes.items():
-                decode_outcomes(encoded, f"{where}.outcomes.{metric}", items if key == INTACT else swept, metric)
-            means = expect_object(ev["means"], f"{where}.means")
-            if set(means) != set(outcomes):
-                raise _fail(f"{where}.means", f"metrics {sorted(means)} differ from the outcomes' {sorted(outcomes)}")
+            metrics = _check_evaluation(raw, f"evaluations.{suite}.{key}", key, expected[suite], num_layers, metrics)
         if metrics is None or INTACT not in by_key:
             raise _fail(f"evaluations.{suite}", "has no 'intact' evaluation")
     missing = sorted(set(expected) - set(evaluations))
     if missing:
         raise _fail("evaluations", f"suite(s) {', '.join(map(repr, missing))} have no evaluations")
+
+
+def _check_evaluation(
+    raw: Any, where: str, key: str, suite: tuple[str, int, int], num_layers: int, metrics: set[str] | None
+) -> set[str]:
+    """Check one evaluation of a suite (its protocol, item count and swept item count in ``suite``); return
+    the suite's metrics, which are this evaluation's when ``metrics`` (those of the ones before) is None."""
+    protocol, items, swept = suite
+    ev = expect_object(raw, where, EVALUATION_KEYS)
+    if ev["protocol"] != protocol:
+        raise _fail(f"{where}.protocol", f"{ev['protocol']!r} is not the suite's protocol {protocol!r}")
+    removed = _layers(ev["removed_layers"], f"{where}.removed_layers", num_layers)
+    if (key == INTACT) != (not removed):
+        raise _fail(f"{where}.removed_layers", "only the 'intact' evaluation removes no layer")
+    outcomes = expect_object(ev["outcomes"], f"{where}.outcomes")
+    if metrics is None:
+        metrics = set(outcomes)
+    required = {PRIMARY_METRIC[protocol], CELL_METRIC[protocol]}
+    if set(outcomes) != metrics or not required <= set(outcomes):
+        raise _fail(
+            f"{where}.outcomes",
+            f"metrics {sorted(outcomes)} differ from the suite's {sorted(metrics)} or lack one of {sorted(required)}",
+        )
+    for metric, encoded in outcomes.items():
+        decode_outcomes(encoded, f"{where}.outcomes.{metric}", items if key == INTACT else swept, metric)
+    means = expect_object(ev["means"], f"{where}.means")
+    if set(means) != set(outcomes):
+        raise _fail(f"{where}.means", f"metrics {sorted(means)} differ from the outcomes' {sorted(outcomes)}")
+    return metrics
 
 
 def _normal(value: Any) -> Any:

@@ -92,16 +92,52 @@ def build_profile(
     num_layers = loaded.num_layers
     plan = plan_ablations(num_layers, settings.mode, settings.bands)
     band_layers = settings.bands.as_dict(num_layers)
-    # Every suite is loaded and checked first, also those this run skips: bad input fails early.
-    suites = [
-        with_chat_template(suite, loaded.tokenizer, settings.chat_template)
-        for suite in resolve_suites(settings.suites)
-        if needs is None or suite.name in needs
-    ]
+    suites = _suites_to_profile(loaded, settings, needs)
     work = {
         suite.name: plan_for(plan, band_layers, needs[suite.name] if needs is not None else ALL_BANDS)
         for suite in suites
     }
+    infos, scored, calls = _plan_calls(suites, settings, work)
+    total = sum(len(call.ablations) + call.counts_intact for call in calls)
+    with deterministic(settings.seed):
+        if shard is None:
+            outputs = _run_calls(loaded, settings, calls, cache, progress, total)
+        else:
+            outputs = _run_sharded(loaded, settings, calls, cache, shard, log)
+    evaluations, intact_parts = _gathered(calls, outputs)
+    for (name, protocol), parts in intact_parts.items():
+        evaluations[(name, protocol, INTACT)] = _joined(parts)
+        # Here, not in a helper: the warning's stacklevel names build_profile's caller.
+        warn_if_at_chance(scored[name], infos[name], evaluations[(name, protocol, INTACT)])
+    if progress:
+        progress("done", total, total)
+    return DepthProfile(
+        model=loaded.describe(),
+        environment=collect_environment(loaded.device),
+        settings=settings.describe(),
+        suites=infos,
+        bands=band_layers,
+        evaluations=evaluations,
+    )
+
+
+def _suites_to_profile(loaded: LoadedModel, settings: ProfileSettings, needs: Needs | None) -> list[Suite]:
+    """The suites the profile scores, with the chat template applied when asked for.
+
+    Every suite is loaded and checked first, also those this run skips: bad input fails early.
+    """
+    return [
+        with_chat_template(suite, loaded.tokenizer, settings.chat_template)
+        for suite in resolve_suites(settings.suites)
+        if needs is None or suite.name in needs
+    ]
+
+
+def _plan_calls(
+    suites: Sequence[Suite], settings: ProfileSettings, work: Mapping[str, Sequence[tuple[int, ...]]]
+) -> tuple[dict[str, SuiteInfo], dict[str, Suite], list[_Call]]:
+    """Per suite its info and the items it is scored on intact, and the service calls of every suite,
+    in suite order; ``work`` names the layer sets each suite's ablations remove."""
     infos: dict[str, SuiteInfo] = {}
     scored: dict[str, Suite] = {}
     calls: list[_Call] = []
@@ -120,41 +156,45 @@ def build_profile(
         )
         infos[suite.name] = info
         ablations = [Ablation.skipping(removed) for removed in work[suite.name]]
-        if info.sweep_items is None:
-            calls.append(_Call(suite.name, protocol, limited, info, ablations, intact_part=0, counts_intact=True))
-        else:
-            # The intact cell is the sweep's own intact run on the leading items, then the other items
-            # scored intact on their own: no item is scored intact twice. A profile that needs no
-            # ablation of the suite splits the same way, so every profile has the same cell values.
-            rest = replace(limited, items=limited.items[info.sweep_items :])
-            calls.append(
-                _Call(
-                    suite.name,
-                    protocol,
-                    swept,
-                    replace(info, item_ids=info.swept_ids, sweep_items=None),
-                    ablations,
-                    intact_part=0,
-                    counts_intact=False,
-                )
-            )
-            calls.append(
-                _Call(
-                    suite.name,
-                    protocol,
-                    rest,
-                    replace(info, item_ids=ids[info.sweep_items :], sweep_items=None),
-                    [],
-                    intact_part=1,
-                    counts_intact=True,
-                )
-            )
-    total = sum(len(call.ablations) + call.counts_intact for call in calls)
-    with deterministic(settings.seed):
-        if shard is None:
-            outputs = _run_calls(loaded, settings, calls, cache, progress, total)
-        else:
-            outputs = _run_sharded(loaded, settings, calls, cache, shard, log)
+        calls.extend(_suite_calls(limited, swept, info, ablations))
+    return infos, scored, calls
+
+
+def _suite_calls(limited: Suite, swept: Suite, info: SuiteInfo, ablations: list[Ablation]) -> list[_Call]:
+    """One suite's service calls: one call when the sweep scores every item, else two (see below)."""
+    if info.sweep_items is None:
+        return [_Call(info.name, info.protocol, limited, info, ablations, intact_part=0, counts_intact=True)]
+    # The intact cell is the sweep's own intact run on the leading items, then the other items
+    # scored intact on their own: no item is scored intact twice. A profile that needs no
+    # ablation of the suite splits the same way, so every profile has the same cell values.
+    rest = replace(limited, items=limited.items[info.sweep_items :])
+    return [
+        _Call(
+            info.name,
+            info.protocol,
+            swept,
+            replace(info, item_ids=info.swept_ids, sweep_items=None),
+            ablations,
+            intact_part=0,
+            counts_intact=False,
+        ),
+        _Call(
+            info.name,
+            info.protocol,
+            rest,
+            replace(info, item_ids=info.item_ids[info.sweep_items :], sweep_items=None),
+            [],
+            intact_part=1,
+            counts_intact=True,
+        ),
+    ]
+
+
+def _gathered(
+    calls: Sequence[_Call], outputs: Sequence[Sequence[Evaluation]]
+) -> tuple[dict[tuple[str, str, str], Evaluation], dict[tuple[str, str], list[Evaluation]]]:
+    """The calls' ablated evaluations by (suite, protocol, ablation), and the parts of each suite's
+    intact cell by (suite, protocol), in item order."""
     evaluations: dict[tuple[str, str, str], Evaluation] = {}
     intact_parts: dict[tuple[str, str], list[Evaluation]] = {}
     for call, output in zip(calls, outputs):
@@ -162,19 +202,7 @@ def build_profile(
         intact_parts.setdefault((call.suite, call.protocol), []).insert(call.intact_part, intact)
         for evaluation in ablated:
             evaluations[(call.suite, call.protocol, evaluation.ablation)] = evaluation
-    for (name, protocol), parts in intact_parts.items():
-        evaluations[(name, protocol, INTACT)] = _joined(parts)
-        warn_if_at_chance(scored[name], infos[name], evaluations[(name, protocol, INTACT)])
-    if progress:
-        progress("done", total, total)
-    return DepthProfile(
-        model=loaded.describe(),
-        environment=collect_environment(loaded.device),
-        settings=settings.describe(),
-        suites=infos,
-        bands=band_layers,
-        evaluations=evaluations,
-    )
+    return evaluations, intact_parts
 
 
 def chance_level(suite: Suite, protocol: str) -> float:

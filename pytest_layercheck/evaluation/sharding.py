@@ -48,6 +48,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Protocol
 
 from pytest_layercheck.core.atomic import atomic_write_text
 from pytest_layercheck.core.errors import LayercheckError
@@ -85,6 +86,12 @@ class Shard:
 
 #: Computes the named keys of one sweep in ONE call; the second argument is called at every step.
 Compute = Callable[[Sequence[str], Callable[[], None]], Mapping[str, Evaluation]]
+
+
+class _Lookup(Protocol):
+    """A stored evaluation of job ``j``'s ``key``, and whether the result cache had it (``run_sharded``)."""
+
+    def __call__(self, j: int, key: str, polling: bool = True) -> tuple[Evaluation | None, bool]: ...
 
 
 @dataclass(frozen=True)
@@ -304,17 +311,7 @@ def run_sharded(
             return found, found is not None
         return exchange.store.peek(identity), False
 
-    # 1. What the cache holds, or this run's workers computed already (for an earlier partial profile).
-    for j, job in enumerate(jobs):
-        for key in job.keys:
-            evaluation, cached = lookup(j, key, polling=False)
-            if evaluation is not None:
-                results[j][key] = evaluation
-                claim = exchange.holder(digests[j][key])
-                if claim is not None and not exchange.mine(claim):
-                    cache.shared += 1
-                elif cached:
-                    cache.hits += 1  # as a run without xdist counts it; its own result in the run's folder: not at all
+    _take_stored(jobs, exchange, results, digests, lookup)
 
     # 2. Own units first (claimed up front), then units nobody has claimed.
     pending = [[k for k in job.keys if k not in results[j]] for j, job in enumerate(jobs)]
@@ -337,13 +334,45 @@ def run_sharded(
             compute(unit.job, [k for k in unit.keys if exchange.claim(digests[unit.job][k])])
         _wait(jobs, shard, exchange, pending, results, digests, lookup, compute, log)
     except BaseException:
-        for j, keys in enumerate(pending):
-            for key in keys:
-                if key not in results[j]:
-                    with contextlib.suppress(OSError):
-                        exchange.mark(digests[j][key], "released")
+        _release(exchange, pending, results, digests)
         raise
     return results
+
+
+def _take_stored(
+    jobs: Sequence[SweepJob],
+    exchange: Exchange,
+    results: list[dict[str, Evaluation]],
+    digests: Sequence[Mapping[str, str]],
+    lookup: _Lookup,
+) -> None:
+    """1. What the cache holds, or this run's workers computed already (for an earlier partial profile)."""
+    cache = exchange.cache
+    for j, job in enumerate(jobs):
+        for key in job.keys:
+            evaluation, cached = lookup(j, key, polling=False)
+            if evaluation is not None:
+                results[j][key] = evaluation
+                claim = exchange.holder(digests[j][key])
+                if claim is not None and not exchange.mine(claim):
+                    cache.shared += 1
+                elif cached:
+                    cache.hits += 1  # as a run without xdist counts it; its own result in the run's folder: not at all
+
+
+def _release(
+    exchange: Exchange,
+    pending: Sequence[Sequence[str]],
+    results: Sequence[Mapping[str, Evaluation]],
+    digests: Sequence[Mapping[str, str]],
+) -> None:
+    """Give up this worker's claims of the pending evaluations it has not computed (it is failing), so
+    the waiting workers take them over at once instead of after the timeout."""
+    for j, keys in enumerate(pending):
+        for key in keys:
+            if key not in results[j]:
+                with contextlib.suppress(OSError):
+                    exchange.mark(digests[j][key], "released")
 
 
 def work_order(units: Sequence[Unit], owners: Sequence[int], index: int, count: int) -> list[Unit]:
@@ -365,7 +394,7 @@ def _wait(
     pending: Sequence[Sequence[str]],
     results: list[dict[str, Evaluation]],
     digests: Sequence[Mapping[str, str]],
-    lookup: Callable[[int, str], tuple[Evaluation | None, bool]],
+    lookup: _Lookup,
     compute: Callable[[int, Sequence[str]], None],
     log: Callable[[str], None] | None,
 ) -> None:

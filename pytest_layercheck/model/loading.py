@@ -347,6 +347,27 @@ def _load_peft(
             f"{path} is a PEFT adapter but the 'peft' package is not installed",
             "pip install 'pytest-layercheck[peft]'",
         ) from None
+    base_spec = _adapter_base_spec(path, adapter_base, _read_adapter_config(path))
+    base = load_model(
+        base_spec, device="cpu", dtype=common["dtype"], trust_remote_code=common["trust_remote_code"], progress=progress
+    )
+    progress(f"applying adapter {path.name}")
+    try:
+        with _quiet_peft():
+            peft_model = PeftModel.from_pretrained(base.model, str(path), is_trainable=False)
+    except Exception as exc:  # noqa: BLE001 - a broken adapter raises many types
+        raise ModelLoadError(
+            f"cannot apply the adapter in {path}: {first_line(exc)}",
+            "the adapter must be complete (adapter_model.safetensors) and made for this base model",
+        ) from None
+    # Merging gives a plain model whose layers the ablation primitives can address directly.
+    with _quiet_peft():
+        merged = peft_model.merge_and_unload()
+    return merged, base.tokenizer, base_spec
+
+
+def _read_adapter_config(path: Path) -> dict[str, Any]:
+    """The adapter's ``adapter_config.json``, which must be a JSON object."""
     try:
         config = json.loads((path / "adapter_config.json").read_text())
         if not isinstance(config, dict):
@@ -356,6 +377,12 @@ def _load_peft(
             f"cannot read {path}/adapter_config.json: {first_line(exc)}",
             "restore the adapter folder as written by PEFT's save_pretrained",
         ) from None
+    return config
+
+
+def _adapter_base_spec(path: Path, adapter_base: str | Path | None, config: dict[str, Any]) -> str:
+    """The spec of the adapter's base: ``adapter_base`` if given, else the one its config names, with a hub
+    id resolved to its folder in the local cache (never downloaded)."""
     base_spec = str(adapter_base) if adapter_base is not None else config.get("base_model_name_or_path")
     if not base_spec:
         raise ModelLoadError(
@@ -392,22 +419,7 @@ def _load_peft(
             f"the adapter's base model {base_spec!r} is not a local path (hub downloads are disabled)",
             "pass the base explicitly as a local folder, .gguf file or 'default' (adapter_base=... or --layercheck-adapter-base)",
         )
-    base = load_model(
-        base_spec, device="cpu", dtype=common["dtype"], trust_remote_code=common["trust_remote_code"], progress=progress
-    )
-    progress(f"applying adapter {path.name}")
-    try:
-        with _quiet_peft():
-            peft_model = PeftModel.from_pretrained(base.model, str(path), is_trainable=False)
-    except Exception as exc:  # noqa: BLE001 - a broken adapter raises many types
-        raise ModelLoadError(
-            f"cannot apply the adapter in {path}: {first_line(exc)}",
-            "the adapter must be complete (adapter_model.safetensors) and made for this base model",
-        ) from None
-    # Merging gives a plain model whose layers the ablation primitives can address directly.
-    with _quiet_peft():
-        merged = peft_model.merge_and_unload()
-    return merged, base.tokenizer, base_spec
+    return base_spec
 
 
 @contextlib.contextmanager

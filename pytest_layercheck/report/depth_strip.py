@@ -371,16 +371,11 @@ def profile_strip(
     return DepthStrip(title, groups, profile.bands, num_layers(profile), legend, "intact", notes)
 
 
-def delta_strip(
-    baseline: DepthProfile, current: DepthProfile, metrics: Sequence[str] | None = None
-) -> DepthStrip | None:
-    """Two rows per suite both profiles share: where the metric with each layer removed rose and fell.
-
-    Layers evaluated in only one of the two are drawn as not evaluated. The lead is the intact cell's
-    change, so a shift that lowers every layer alike reads as the intact change, not as depth.
-    None when the two profiles share no layer ablation.
-    """
-    groups = []
+def _suite_deltas(
+    baseline: DepthProfile, current: DepthProfile, metrics: Sequence[str] | None
+) -> tuple[dict[str, tuple[dict[int, float], float]], dict[str, tuple[float, float] | None], float]:
+    """Per shared suite: each layer's change and the intact change; the centres of depth before and after
+    (None unless both runs ablated at least three shared layers singly); and the largest change, for the scale."""
     peak = 0.0
     deltas: dict[str, tuple[dict[int, float], float]] = {}
     centres: dict[str, tuple[float, float] | None] = {}
@@ -402,40 +397,60 @@ def delta_strip(
         )
         deltas[suite] = (moved, intact_delta)
         peak = max([peak, *(abs(v) for v in moved.values() if math.isfinite(v))])
+    return deltas, centres, peak
+
+
+def _delta_group(
+    suite: str, moved: dict[int, float], intact_delta: float, centre: tuple[float, float] | None, scale: float
+) -> list[StripRow]:
+    """A suite's rows of a delta strip: rises, drops, and the shift in the centre of depth when it is known."""
+    rise = _worst(moved, lambda v: v)
+    fall = _worst(moved, lambda v: -v)
+    up = f"most up L{rise[0]} {rise[1]:+.3f}" if rise and rise[1] > 1e-9 else ""
+    down = f"most down L{fall[0]} {fall[1]:+.3f}" if fall and fall[1] < -1e-9 else ""
+    group = [
+        StripRow(
+            suite,
+            f"{intact_delta:+.3f} ▲",
+            moved,
+            up or ("" if down else "no layer moved"),
+            max,
+            _signed_glyph(scale, True),
+        ),
+        StripRow("", "▼", moved, down, min, _signed_glyph(scale, False)),
+    ]
+    if centre is not None and all(math.isfinite(c) for c in centre):
+        group.append(
+            StripRow(
+                "",
+                "",
+                {},
+                f"centre of depth {centre[0]:.2f} → {centre[1]:.2f} ({centre[1] - centre[0]:+.2f} of depth)",
+                max,
+                _signed_glyph(scale, True),
+                text_only=True,
+            )
+        )
+    return group
+
+
+def delta_strip(
+    baseline: DepthProfile, current: DepthProfile, metrics: Sequence[str] | None = None
+) -> DepthStrip | None:
+    """Two rows per suite both profiles share: where the metric with each layer removed rose and fell.
+
+    Layers evaluated in only one of the two are drawn as not evaluated. The lead is the intact cell's
+    change, so a shift that lowers every layer alike reads as the intact change, not as depth.
+    None when the two profiles share no layer ablation.
+    """
+    deltas, centres, peak = _suite_deltas(baseline, current, metrics)
     if not deltas:
         return None
     scale = nice_scale(peak)
-    for suite, (moved, intact_delta) in deltas.items():
-        rise = _worst(moved, lambda v: v)
-        fall = _worst(moved, lambda v: -v)
-        up = f"most up L{rise[0]} {rise[1]:+.3f}" if rise and rise[1] > 1e-9 else ""
-        down = f"most down L{fall[0]} {fall[1]:+.3f}" if fall and fall[1] < -1e-9 else ""
-        groups.append(
-            [
-                StripRow(
-                    suite,
-                    f"{intact_delta:+.3f} ▲",
-                    moved,
-                    up or ("" if down else "no layer moved"),
-                    max,
-                    _signed_glyph(scale, True),
-                ),
-                StripRow("", "▼", moved, down, min, _signed_glyph(scale, False)),
-            ]
-        )
-        centre = centres.get(suite)
-        if centre is not None and all(math.isfinite(c) for c in centre):
-            groups[-1].append(
-                StripRow(
-                    "",
-                    "",
-                    {},
-                    f"centre of depth {centre[0]:.2f} → {centre[1]:.2f} ({centre[1] - centre[0]:+.2f} of depth)",
-                    max,
-                    _signed_glyph(scale, True),
-                    text_only=True,
-                )
-            )
+    groups = [
+        _delta_group(suite, moved, intact_delta, centres.get(suite), scale)
+        for suite, (moved, intact_delta) in deltas.items()
+    ]
     title = "where it moved: metric with one layer removed, this run − baseline"
     legend = [
         _key(RISE, RISE_STYLES, "rose (▲)"),

@@ -160,44 +160,9 @@ class _Wavefront:
         on_stream: Callable[[], None],
     ) -> None:
         """Score ``batch`` for every stream, given the intact model's recorded calls of the batch."""
-        rows, width = batch.attention_mask.shape
-        tokens = [call[0].hidden.shape[0] * call[0].hidden.shape[1] for call in calls]
-        cache_tokens = rows * width + max(
-            (int(c.source.shape[0]) * (width + c.input_ids.shape[1]) for c in batch.chunks), default=0
-        )
-        pads = width - batch.attention_mask.sum(1)
-
-        def first_state(layer: int, group: _Group, call: _BlockCall) -> Any:
-            if not _uses_cache(call):
-                return None
-            return self._prefix_layer(group, layer, pads, width) if prefix is not None else call.new_layer()
-
-        def later_state(k: int, layer: int, group: _Group, prompt_state: Any) -> Any:
-            source = batch.chunks[k].source
-            index = torch.cat([m * rows + source for m in range(len(group.members))])
-            return RowsOfLayer(prompt_state, index.to(prompt_state.keys.device))
-
-        scores = max(
-            call[0].hidden.shape[0] * call[0].hidden.shape[1] * (width + extra)
-            for call, extra in zip(calls, [0, *(c.input_ids.shape[1] for c in batch.chunks)])
-        )
-        uses_cache = any(_uses_cache(call[0]) for call in calls)
-
-        def score(chunk: list[_Stream], hidden: list[dict[int, torch.Tensor]]) -> None:
-            """Into each stream's own totals: chunks on several threads never share one."""
-            self._score(
-                chunk,
-                hidden[0],
-                keep_last=True,
-                scored=lambda logits, s: _accumulate(logits[:, -1], batch.scored, *self.totals[s.index]),
-            )
-            for plan, final in zip(batch.chunks, hidden[1:]):
-
-                def scored(logits: torch.Tensor, s: Any, c: Any = plan) -> Any:
-                    return _accumulate(logits, c.scored, *self.totals[s.index])
-
-                self._score(chunk, final, keep_last=False, scored=scored)
-            hidden.clear()
+        tokens, cache_tokens, scores = _batch_sizes(batch, calls)
+        first_state, later_state = self._batch_states(batch, prefix)
+        score = partial(self._score_batch, batch)
 
         self.head.check(calls[0][-1].hidden)  # here, before any wave: the model's own head rewires it
 
@@ -216,7 +181,44 @@ class _Wavefront:
             for _ in chunk:
                 on_stream()
 
-        self._in_waves(self._chunks(self.streams, tokens, cache_tokens if uses_cache else 0, scores), advance, done)
+        self._in_waves(self._chunks(self.streams, tokens, cache_tokens, scores), advance, done)
+
+    def _batch_states(
+        self, batch: _PromptBatch, prefix: PrefixCache | None
+    ) -> tuple[Callable[[int, _Group, _BlockCall], Any], Callable[[int, int, _Group, Any], Any]]:
+        """The cache layers the streams start a batch's calls from (``first_state`` and ``later_state``
+        of :func:`_advance`): the prompt call's holds the prefix states, if any; a continuation call's
+        reads its prompt rows of the prompt call's."""
+        rows, width = batch.attention_mask.shape
+        pads = width - batch.attention_mask.sum(1)
+
+        def first_state(layer: int, group: _Group, call: _BlockCall) -> Any:
+            if not _uses_cache(call):
+                return None
+            return self._prefix_layer(group, layer, pads, width) if prefix is not None else call.new_layer()
+
+        def later_state(k: int, layer: int, group: _Group, prompt_state: Any) -> Any:
+            source = batch.chunks[k].source
+            index = torch.cat([m * rows + source for m in range(len(group.members))])
+            return RowsOfLayer(prompt_state, index.to(prompt_state.keys.device))
+
+        return first_state, later_state
+
+    def _score_batch(self, batch: _PromptBatch, chunk: list[_Stream], hidden: list[dict[int, torch.Tensor]]) -> None:
+        """Into each stream's own totals: chunks on several threads never share one."""
+        self._score(
+            chunk,
+            hidden[0],
+            keep_last=True,
+            scored=lambda logits, s: _accumulate(logits[:, -1], batch.scored, *self.totals[s.index]),
+        )
+        for plan, final in zip(batch.chunks, hidden[1:]):
+
+            def scored(logits: torch.Tensor, s: Any, c: Any = plan) -> Any:
+                return _accumulate(logits, c.scored, *self.totals[s.index])
+
+            self._score(chunk, final, keep_last=False, scored=scored)
+        hidden.clear()
 
     def _score(
         self,
@@ -263,3 +265,19 @@ class _Wavefront:
         if len(streams) >= self.workers:
             count = -(-count // self.workers) * self.workers
         return [chunk for j in range(count) if (chunk := streams[j::count])]
+
+
+def _batch_sizes(batch: _PromptBatch, calls: list[list[_BlockCall]]) -> tuple[list[int], int, int]:
+    """What one stream of ``batch`` holds, for :meth:`_Wavefront._chunks`: hidden-state tokens per call,
+    KV-cache tokens of one layer (0 when no call uses a cache) and the largest call's attention scores."""
+    rows, width = batch.attention_mask.shape
+    tokens = [call[0].hidden.shape[0] * call[0].hidden.shape[1] for call in calls]
+    cache_tokens = rows * width + max(
+        (int(c.source.shape[0]) * (width + c.input_ids.shape[1]) for c in batch.chunks), default=0
+    )
+    scores = max(
+        call[0].hidden.shape[0] * call[0].hidden.shape[1] * (width + extra)
+        for call, extra in zip(calls, [0, *(c.input_ids.shape[1] for c in batch.chunks)])
+    )
+    uses_cache = any(_uses_cache(call[0]) for call in calls)
+    return tokens, cache_tokens if uses_cache else 0, scores
