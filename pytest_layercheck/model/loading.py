@@ -56,11 +56,6 @@ class LoadedModel:
     load_seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
-    @classmethod
-    def of(cls, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, name: str = "model") -> LoadedModel:
-        """A handle for a model and tokenizer already in memory (``kind`` ``"in-memory"``), on the model's device."""
-        return cls(model, tokenizer, name, name, "in-memory", model_device(model), next(model.parameters()).dtype)
-
     @cached_property
     def adapter(self) -> ArchitectureAdapter:
         """Where the model keeps its layers, heads and norms (raises for an unsupported family)."""
