@@ -69,15 +69,17 @@ UNMARKED = 1
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every ``real_model`` test is ``slow`` too (before ``-m`` deselects). Then the ``early`` tests first,
-    the ``late`` ones last: xdist hands tests out in this order, so the long ones start at once and no
+    """Every ``real_model`` test is ``slow`` too (before ``-m`` deselects). Then the ``early`` tests first
+    (``early(N)``: N-th among them), the ``late`` ones last: xdist hands tests out in this order, so the long ones start at once and no
     worker is left with one at the end. The sort is stable, so the run stays deterministic."""
     for item in items:
         if item.get_closest_marker("real_model"):
             item.add_marker(pytest.mark.slow)
 
-    def rank(item: pytest.Item) -> int:  # a late test in an early module is late
-        return max((place for name, place in ORDER.items() if item.get_closest_marker(name)), default=UNMARKED)
+    def rank(item: pytest.Item) -> tuple[int, int]:  # a late test in an early module is late
+        place = max((place for name, place in ORDER.items() if item.get_closest_marker(name)), default=UNMARKED)
+        early = item.get_closest_marker("early")
+        return place, early.args[0] if place == ORDER["early"] and early is not None and early.args else 0
 
     items.sort(key=rank)
 
