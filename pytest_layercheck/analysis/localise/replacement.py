@@ -16,7 +16,7 @@ swapping cannot revert.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -551,19 +551,3 @@ def _restoration(
     accuracy = mean(outcomes)
     recovered = (accuracy - entry.candidate) / entry.loss if entry.loss > 0 else None
     return Restoration(group, accuracy, recovered, fixed, broken, p_value, outcomes)
-
-
-def restoration_table(localisation: Localisation) -> list[Mapping[str, Any]]:
-    """Flat rows (suite, group, layers, accuracy, recovered, p) for custom reports and tests."""
-    return [
-        {
-            "suite": s.suite,
-            "group": r.group.name,
-            "layers": r.group.layers,
-            "accuracy": r.accuracy,
-            "recovered": r.recovered,
-            "p_value": r.p_value,
-        }
-        for s in localisation.suites
-        for r in s.restorations
-    ]
