@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from pytest_layercheck.analysis.heads import DEFAULT_HEAD_LIMIT
+from pytest_layercheck.analysis.jsonable import attributes, json_float
 from pytest_layercheck.core.errors import ConfigError
 from pytest_layercheck.data.bands import format_layers
 from pytest_layercheck.data.records import PRIMARY_METRIC, SuiteInfo
@@ -190,14 +191,7 @@ class HeadImportance:
         ranked = self.ranked()
         return {
             "analysis": "head_importance",
-            "model": self.model,
-            "suite": self.suite,
-            "protocol": self.protocol,
-            "metric": self.metric,
-            "mode": self.mode,
-            "gqa": self.gqa,
-            "unit": self.unit,
-            "layers": list(self.layers),
+            **attributes(self, "model", "suite", "protocol", "metric", "mode", "gqa", "unit", "layers"),
             "heads_per_layer": self.heads_per_layer,
             "items": list(self.item_ids),
             "intact": self.intact,
@@ -227,11 +221,6 @@ class HeadImportance:
             accuracy={(int(h["layer"]), int(h["head"])): float(h["accuracy"]) for h in data["heads"]},
             settings=dict(data.get("settings", {})),
         )
-
-
-def json_float(value: float) -> float | None:
-    """NaN as JSON's null."""
-    return None if math.isnan(value) else value
 
 
 def _span(layers: Sequence[int]) -> str:

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from pytest_layercheck.analysis.heads.importance import HeadKey, adapter_of, json_float, model_and_tokenizer
+from pytest_layercheck.analysis.heads.importance import HeadKey, adapter_of, model_and_tokenizer
+from pytest_layercheck.analysis.jsonable import attributes, json_float
 from pytest_layercheck.analysis.retrieval_heads.decoding import decode, greedy_decode
 from pytest_layercheck.analysis.retrieval_heads.needles import (
     DEFAULT_SIZES,
@@ -104,11 +105,7 @@ class RetrievalHeads:
     def to_dict(self) -> dict[str, Any]:
         return {
             "analysis": "retrieval_heads",
-            "model": self.model,
-            "num_layers": self.num_layers,
-            "num_heads": self.num_heads,
-            "threshold": self.threshold,
-            "min_recall": self.min_recall,
+            **attributes(self, "model", "num_layers", "num_heads", "threshold", "min_recall"),
             "tests": len(self.tests),
             "valid_tests": self.valid_tests,
             "share": json_float(self.share),

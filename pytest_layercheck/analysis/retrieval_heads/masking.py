@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pytest_layercheck.analysis.heads.importance import HeadKey, model_and_tokenizer
+from pytest_layercheck.analysis.jsonable import attributes, plain
 from pytest_layercheck.analysis.retrieval_heads.decoding import decode, greedy_decode
 from pytest_layercheck.analysis.retrieval_heads.detection import RetrievalHeads, check_k, find_retrieval_heads
 from pytest_layercheck.analysis.retrieval_heads.needles import DEFAULT_TESTS, NeedleTest
@@ -110,32 +111,20 @@ class MaskingComparison:
     def to_dict(self) -> dict[str, Any]:
         return {
             "analysis": "retrieval_masking",
-            "model": self.model,
-            "suite": self.suite,
-            "protocol": self.protocol,
-            "metric": self.metric,
-            "k": self.k,
-            "seed": self.seed,
-            "decode_only": self.decode_only,
+            **attributes(self, "model", "suite", "protocol", "metric", "k", "seed", "decode_only"),
             "items": len(self.item_ids),
             "intact": self.intact_accuracy,
             "top_k_masked": self.top_accuracy,
             "random_masked": self.random_accuracy,
-            "difference": self.difference,
-            "p_value": self.p_value,
-            "p_top_vs_intact": self.p_top_vs_intact,
-            "p_random_vs_intact": self.p_random_vs_intact,
-            "top_heads": [list(h) for h in self.top_heads],
-            "top_scores": list(self.top_scores),
-            "retrieval_heads_masked": self.retrieval_heads_masked,
-            "random_heads": [list(h) for h in self.random_heads],
+            **attributes(self, "difference", "p_value", "p_top_vs_intact", "p_random_vs_intact", "top_heads"),
+            **attributes(self, "top_scores", "retrieval_heads_masked", "random_heads"),
             "outcomes": {
                 "item_ids": list(self.item_ids),
                 "intact": list(self.intact),
                 "top_k_masked": list(self.top_masked),
                 "random_masked": list(self.random_masked),
             },
-            "answers": {condition: list(texts) for condition, texts in self.answers.items()},
+            "answers": plain(self.answers),
         }
 
 

@@ -56,6 +56,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pytest_layercheck.analysis.jsonable import attributes
 from pytest_layercheck.core.errors import ConfigError
 from pytest_layercheck.data.statistics import exact_mcnemar
 from pytest_layercheck.scoring.engine import run_generation
@@ -333,16 +334,8 @@ class ThinkingResult:
 
     def to_json(self) -> dict[str, Any]:
         def row(s: Shift) -> dict[str, Any]:
-            return {
-                "group": s.group,
-                "items": s.items,
-                "fast_accuracy": s.fast_accuracy,
-                "slow_accuracy": s.slow_accuracy,
-                "difference": s.difference,
-                "corrections": s.corrections,
-                "overthinking": s.overthinking,
-                "p_value": s.p_value,
-            }
+            fields = ("group", "items", "fast_accuracy", "slow_accuracy", "difference", "corrections")
+            return attributes(s, *fields, "overthinking", "p_value")
 
         return {
             "model": self.model, "settings": dict(self.settings), "groups": [row(s) for s in self.shifts()],

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from hypothesis import strategies as st
 
+from pytest_layercheck.analysis.jsonable import attributes
 from pytest_layercheck.core.errors import ConfigError
 from pytest_layercheck.scoring.protocols import prepare, score
 from pytest_layercheck.scoring.tokenisation import model_max_length
@@ -315,16 +316,10 @@ class TransferStability:
 
     def to_json(self) -> dict[str, Any]:
         def score_json(s: StabilityScore) -> dict[str, Any]:
+            counts = attributes(s, "originals", "pairs", "base_accuracy", "variant_accuracy", "stability")
             return {
-                "originals": s.originals,
-                "pairs": s.pairs,
-                "base_accuracy": s.base_accuracy,
-                "variant_accuracy": s.variant_accuracy,
-                "stability": s.stability,
-                "stability_ci": list(s.stability_ci),
-                "agreement": s.agreement,
-                "kappa": s.kappa,
-                "kappa_ci": list(s.kappa_ci),
+                **counts,
+                **attributes(s, "stability_ci", "agreement", "kappa", "kappa_ci"),
                 "table": [s.both_right, s.right_wrong, s.wrong_right, s.both_wrong],
             }
 
