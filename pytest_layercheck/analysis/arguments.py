@@ -43,6 +43,15 @@ def argument(*flags: str, convert: Callable[[Any], Any] | None = None, view: boo
     return Argument(flags, options, convert, view)
 
 
+#: The model a subcommand loads unless its command names others: optional, ``default`` when left out.
+MODEL_ARGUMENT = argument(
+    "model",
+    nargs="?",
+    default="default",
+    help="'default', a transformers folder, a .gguf file or a PEFT adapter folder",
+)
+
+
 def count(text: str) -> int:
     """An argparse type: a whole number >= 0 (a negative limit would silently mean "all but the last N")."""
     try:

@@ -21,7 +21,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pytest_layercheck.analysis.arguments import Argument
+from pytest_layercheck.analysis.arguments import MODEL_ARGUMENT, Argument
 from pytest_layercheck.core.errors import ConfigError
 from pytest_layercheck.core.registry import Registry
 
@@ -68,25 +68,37 @@ class Stage(Protocol):
 @dataclass(frozen=True)
 class Outputs:
     """What the subcommand's ``--json``, ``--markdown`` and ``--html`` options say they write (no ``--html``
-    when ``html`` is empty)."""
+    when ``html`` is empty; True: the depth report's page), and whether ``--summary`` appends the markdown
+    to the GitHub step summary."""
 
     json: str = "the result"
     markdown: str = "the markdown report"
-    html: str = ""
+    html: bool | str = ""
+    summary: bool = False
 
 
 @dataclass(frozen=True)
 class Command:
     """An analysis's ``layercheck`` subcommand, which ``cli/analyses.py`` builds.
 
-    The subcommand takes the model (and its loading options), ``arguments``, the output files and, for an
-    analysis that ``uses_cache``, ``--no-cache``. ``module`` is the room's command module; it defines:
+    The subcommand takes ``models`` (positional; loaded in this order) and their loading options, the
+    option groups of :mod:`pytest_layercheck.evaluation.options` that ``options`` names (``"PROFILE"``,
+    ``"VERDICT"``), ``arguments``, the output files and, for an analysis that ``uses_cache``, ``--no-cache``.
+    ``module`` is the room's command module; it defines:
 
-    * ``run(loaded, stage, **keywords)``: the computation, its steps shown through ``stage``
-      (:class:`Stage`); the keywords are the arguments that are not ``view`` options (and ``cache``);
+    * ``run(*models, stage, **keywords)``: the computation on the loaded models, its steps shown through
+      ``stage`` (:class:`Stage`); the keywords are the arguments that are not ``view`` options (and ``cache``);
     * ``terminal(result, view)``, ``markdown(result, view)`` and ``html(result, view)``: the result as a rich
       renderable, markdown and an HTML page, ``view`` mapping the ``view`` options' keys to their values;
-    * ``to_json(result)``: the result as JSON-ready data.
+    * ``to_json(result)``: the result as JSON-ready data;
+
+    and may define:
+
+    * ``settings(keywords, values)``: the keywords ``run`` takes instead, made from the arguments' keywords
+      and every parsed value (the option groups' too, by :attr:`~pytest_layercheck.evaluation.options.Option.key`)
+      before any model loads, so that a typo costs no load;
+    * ``passed(result)``: False when the result is a regression (the command then exits 1);
+    * ``workflow_commands(result)``: GitHub workflow commands (annotations), printed in GitHub Actions.
     """
 
     name: str
@@ -94,10 +106,19 @@ class Command:
     module: str
     arguments: tuple[Argument, ...] = ()
     outputs: Outputs = field(default_factory=Outputs)
+    #: The subcommand's own ``--help`` text (None: argparse shows none).
+    description: str | None = None
+    models: tuple[Argument, ...] = (MODEL_ARGUMENT,)
+    options: tuple[str, ...] = ()
 
     def function(self, name: str) -> Callable[..., Any]:
         function: Callable[..., Any] = resolve(f"{self.module}:{name}")
         return function
+
+    def hook(self, name: str) -> Callable[..., Any] | None:
+        """The command module's optional function ``name``, or None where it defines none."""
+        hook: Callable[..., Any] | None = getattr(importlib.import_module(self.module), name, None)
+        return hook
 
 
 @dataclass(frozen=True)

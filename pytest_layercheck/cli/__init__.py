@@ -16,8 +16,8 @@
 
 MODEL defaults to ``default`` (SmolLM2-135M-Instruct, fetched and cached on first use). Each
 command module defines ``register(subparsers)``, which adds its parsers and sets ``handler``; the
-analyses' subcommands (heads, retrieval-heads, redundancy, thinking, transfer) come from the analysis
-registry, through :mod:`.analyses`.
+analyses' subcommands (compare, heads, retrieval-heads, redundancy, thinking, transfer) come from the
+analysis registry, through :mod:`.analyses`.
 
 Exit status, the same for every command (and the README's "Reliability" section):
 
@@ -40,10 +40,11 @@ from pytest_layercheck.cli.common import err_console
 from pytest_layercheck.core.errors import LayercheckError
 from pytest_layercheck.core.version import __version__
 
-#: Subcommand modules, in the order ``--help`` lists them.
+#: Subcommand modules, in the order ``--help`` lists them: ``module`` adds its own with ``register``,
+#: ``module:function`` with that function instead.
 COMMANDS: tuple[str, ...] = (
     "profile",
-    "compare",
+    "analyses:register_comparisons",
     "compare_samples",
     "analyses",
     "info",
@@ -64,8 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"layercheck (pytest-layercheck) {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for name in COMMANDS:
-        importlib.import_module(f"{__name__}.{name}").register(subparsers)
+    for entry in COMMANDS:
+        module, _, function = entry.partition(":")
+        getattr(importlib.import_module(f"{__name__}.{module}"), function or "register")(subparsers)
     return parser
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, cast
+
+from pytest_layercheck.analysis.arguments import MODEL_ARGUMENT, Argument
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -63,14 +65,10 @@ def add_subcommand(
     return parser
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, positional: str = "model") -> None:
-    """The model to load and where: the same flags for every command."""
-    parser.add_argument(
-        positional,
-        nargs="?",
-        default="default",
-        help="'default', a transformers folder, a .gguf file or a PEFT adapter folder",
-    )
+def add_model_arguments(parser: argparse.ArgumentParser, models: Iterable[Argument] = (MODEL_ARGUMENT,)) -> None:
+    """The models to load (positional) and where: the same flags for every command."""
+    for model in models:
+        parser.add_argument(*model.flags, **model.options)
     from pytest_layercheck.evaluation.options import MODEL, add_cli_arguments
 
     add_cli_arguments(parser, MODEL)

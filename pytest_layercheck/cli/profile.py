@@ -92,12 +92,9 @@ def verdict_from(args: argparse.Namespace) -> Verdict:
 
 def settings_from(args: argparse.Namespace) -> ProfileSettings:
     """What to profile; every suite is read and checked here, before any model loads."""
-    from pytest_layercheck.evaluation.options import profile_settings
-    from pytest_layercheck.suites.builtin import resolve_suites
+    from pytest_layercheck.evaluation.options import checked_profile_settings
 
-    settings = profile_settings(vars(args))
-    resolve_suites(settings.suites)
-    return settings
+    return checked_profile_settings(vars(args))
 
 
 def compute_profile(args: argparse.Namespace, spec: str | None = None) -> DepthProfile:

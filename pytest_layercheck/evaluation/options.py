@@ -257,6 +257,15 @@ def profile_settings(values: Mapping[str, Any]) -> ProfileSettings:
     return settings
 
 
+def checked_profile_settings(values: Mapping[str, Any]) -> ProfileSettings:
+    """:func:`profile_settings` with every suite read and checked: what a command calls before any model loads."""
+    from pytest_layercheck.suites.builtin import resolve_suites
+
+    settings = profile_settings(values)
+    resolve_suites(settings.suites)
+    return settings
+
+
 def check_suite_names(suites: Iterable[str], named: Mapping[str, Iterable[str]]) -> None:
     """Every suite a per-suite setting names (``limit``: ``knowlege=10``) must be a suite of the run: a
     name that matches none would be dropped silently, and the suite it meant profiled with its defaults."""

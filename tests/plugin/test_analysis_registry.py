@@ -87,6 +87,7 @@ def test_builtin_analyses_are_registered_without_importing_model_code() -> None:
         "redundancy",
         "thinking",
         "transfer",
+        "compare",
     ]
     from pytest_layercheck.analysis.heads.importance import head_importance
 

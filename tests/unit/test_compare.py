@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from trained_tiny import perturbed, save, train_fact_model, write_fact_suite
 
 from pytest_layercheck.analysis.compare.models import CompareSettings, compare_models
 from pytest_layercheck.analysis.compare.render import render_compare_markdown, render_compare_terminal
-from pytest_layercheck.cli import compare as compare_cli
+from pytest_layercheck.cli import build_parser
 from pytest_layercheck.core.errors import ConfigError
 from pytest_layercheck.evaluation.comparison_result import Tolerance
 from pytest_layercheck.evaluation.result_cache import ResultCache
@@ -121,10 +120,8 @@ def test_settings_are_checked_before_any_model_is_profiled() -> None:
 
 # --------------------------------------------------------------------------------------------- CLI
 def cli(*argv: str) -> int:
-    """Run ``layercheck compare`` through its own register(), as cli.main would."""
-    parser = argparse.ArgumentParser(prog="layercheck")
-    compare_cli.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["compare", *argv])
+    """Run ``layercheck compare`` through the parser cli.main uses (errors raise instead of exiting 2)."""
+    args = build_parser().parse_args(["compare", *argv])
     return int(args.handler(args))
 
 
