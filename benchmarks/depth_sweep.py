@@ -187,8 +187,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     loaded = load_model(args.model, device=args.device)
-    device, model = loaded.device, loaded.model
-    shape = ModelShape.of(model)
+    device, model, runtime = loaded.device, loaded.model, loaded.runtime
+    shape = ModelShape.of(runtime)
     num_layers = shape.num_layers
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     peak = matmul_peak(device, loaded.dtype)
@@ -210,12 +210,12 @@ def main() -> None:
         prepared_of[name] = prepared
         assert prepared.loglikelihood is not None
         work, n = TokenWork.of(prepared.loglikelihood), len(prepared.items)
-        score(model, prepared)  # warm-up (plans, allocator)
-        seconds, _ = timed(lambda prepared=prepared: score(model, prepared), device)
+        score(runtime, prepared)  # warm-up (plans, allocator)
+        seconds, _ = timed(lambda prepared=prepared: score(runtime, prepared), device)
         rows.append(Row(f"{name}: intact", n, 1, seconds, evaluation_flops(work, shape)))
-        seconds, _ = timed(lambda prepared=prepared: score_sweep(model, prepared, bands), device)
+        seconds, _ = timed(lambda prepared=prepared: score_sweep(runtime, prepared, bands), device)
         rows.append(Row(f"{name}: band sweep", n, 1 + len(bands), seconds, sweep_flops(work, shape, bands)[1]))
-        seconds, _ = timed(lambda prepared=prepared: score_sweep(model, prepared, layers), device)
+        seconds, _ = timed(lambda prepared=prepared: score_sweep(runtime, prepared, layers), device)
         scratch, reused = sweep_flops(work, shape, layers)
         rows.append(
             Row(
@@ -233,7 +233,7 @@ def main() -> None:
             def plain(prepared: Any = prepared) -> None:
                 for ablation in [Ablation(), *layers]:
                     with ablate(model, ablation):
-                        score(model, prepared)
+                        score(runtime, prepared)
 
             seconds, _ = timed(plain, device)
             rows.append(Row(f"{name}: per-layer, no reuse", n, 1 + num_layers, seconds, scratch))
@@ -258,7 +258,7 @@ def main() -> None:
         for name in BUILTIN_SUITES:
             suite = load_builtin_suite(name)
             prepared = prepare(suite.limited(lm_limits.get(name)), suite.default_protocol, loaded.tokenizer)
-            seconds, (intact, ablated) = timed(lambda prepared=prepared: score_sweep(model, prepared, layers), device)
+            seconds, (intact, ablated) = timed(lambda prepared=prepared: score_sweep(runtime, prepared, layers), device)
             ours = [r.mean("acc") for r in [intact, *ablated]]
             theirs, their_seconds = lm_eval_sweep(loaded, prepared, [Ablation(), *layers], args.lm_eval_batch_size)
             differ = sum(abs(a - b) > 1e-9 for a, b in zip(ours, theirs))

@@ -38,6 +38,7 @@ import torch
 from tabulate import tabulate
 
 from pytest_layercheck.model.ablation import Ablation
+from pytest_layercheck.model.runtime import ModelRuntime
 from pytest_layercheck.scoring.flops import ModelShape, TokenWork, sweep_flops
 from pytest_layercheck.scoring.protocols import PreparedSuite, batch_settings, prepare
 from pytest_layercheck.scoring.sweep import run_loglikelihood_sweep
@@ -129,14 +130,15 @@ def sweep_row(
 ) -> Row:
     """Time the per-layer sweep of ``prepared`` with the wavefront and, if ``compare``, per ablation."""
     assert prepared.loglikelihood is not None
-    shape = ModelShape.of(model)
+    runtime = ModelRuntime.of(model)
+    shape = ModelShape.of(runtime)
     layers = [Ablation.skipping(i) for i in range(shape.num_layers)]
-    plan = prepared.loglikelihood.plan(batch_settings(model))
+    plan = prepared.loglikelihood.plan(batch_settings(runtime))
     _, flops = sweep_flops(TokenWork.of(prepared.loglikelihood), shape, layers)
-    wave_s, (_, wave) = timed(lambda: run_loglikelihood_sweep(model, plan, layers), device)
+    wave_s, (_, wave) = timed(lambda: run_loglikelihood_sweep(runtime, plan, layers), device)
     per_s = delta = flips = None
     if compare:
-        per_s, (_, single) = timed(lambda: run_loglikelihood_sweep(model, plan, layers, wavefront=False), device)
+        per_s, (_, single) = timed(lambda: run_loglikelihood_sweep(runtime, plan, layers, wavefront=False), device)
         delta = max(float((a.loglikelihood - b.loglikelihood).abs().max()) for a, b in zip(wave, single))
         flips = sum(int((a.greedy != b.greedy).sum()) for a, b in zip(wave, single))
     return Row(name, prepared.suite.name, len(prepared.items), 1 + len(layers), wave_s, per_s, flops, delta, flips)
@@ -210,7 +212,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     peak = matmul_peak(device, dtype, 8192 if device.type == "cuda" else 2048)
     from pytest_layercheck.model.loading import load_model
-    from pytest_layercheck.scoring.tokenisation import model_max_length
 
     loaded = load_model(args.model, device=str(device), dtype=dtype)
     compare = not args.no_compare
@@ -221,9 +222,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"peak measured in this process: {rate}"
     )
     print(header, flush=True)
-    warm = prepared_suites(loaded.tokenizer, {"knowledge": 4}, model_max_length(loaded.model))
+    warm = prepared_suites(loaded.tokenizer, {"knowledge": 4}, loaded.runtime.max_length)
     sweep_row(loaded.model, "warm-up", warm[0], device, compare=False)  # kernels, allocator, plans
-    small = prepared_suites(loaded.tokenizer, parse_limits(args.limits), model_max_length(loaded.model))
+    small = prepared_suites(loaded.tokenizer, parse_limits(args.limits), loaded.runtime.max_length)
     rows = run_rows(loaded.model, loaded.name, small, device, deadline, compare, peak)
     memory = []
     if device.type == "cpu":

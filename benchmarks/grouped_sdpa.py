@@ -19,10 +19,10 @@ import time
 import torch
 from depth_sweep import publish, section  # a sibling script
 
-import pytest_layercheck.scoring.engine as engine
 import pytest_layercheck.scoring.sweep as sweep
 from pytest_layercheck.model.ablation import Ablation
 from pytest_layercheck.model.loading import load_model
+from pytest_layercheck.model.runtime import ModelRuntime
 from pytest_layercheck.scoring.protocols import batch_settings, prepare
 from pytest_layercheck.suites.builtin import load_builtin_suite
 
@@ -32,12 +32,12 @@ LIMITS = "knowledge=40,reasoning=40,retrieval=10"
 @contextlib.contextmanager
 def repeat_kv_path():
     """Scoring without the grouped-query switch: transformers' own SDPA function throughout."""
-    kept = engine.grouped_query_sdpa, sweep.grouped_query_sdpa
-    engine.grouped_query_sdpa = sweep.grouped_query_sdpa = contextlib.nullcontext  # type: ignore[assignment]
+    kept = ModelRuntime.grouped_query_sdpa
+    ModelRuntime.grouped_query_sdpa = lambda self: contextlib.nullcontext()  # type: ignore[method-assign]
     try:
         yield
     finally:
-        engine.grouped_query_sdpa, sweep.grouped_query_sdpa = kept
+        ModelRuntime.grouped_query_sdpa = kept  # type: ignore[method-assign]
 
 
 def main() -> None:
@@ -56,14 +56,14 @@ def main() -> None:
         suite = load_builtin_suite(name)
         prepared = prepare(suite.limited(int(limit)), suite.default_protocol, loaded.tokenizer)
         assert prepared.loglikelihood is not None
-        plan = prepared.loglikelihood.plan(batch_settings(loaded.model))
+        plan = prepared.loglikelihood.plan(batch_settings(loaded.runtime))
         seconds: dict[str, list[float]] = {"grouped": [], "repeat_kv": []}
         outputs = {}
         for _ in range(2):
             for path in ("repeat_kv", "grouped"):
                 with repeat_kv_path() if path == "repeat_kv" else contextlib.nullcontext():
                     start = time.perf_counter()
-                    intact, ablated = sweep.run_loglikelihood_sweep(loaded.model, plan, layers)
+                    intact, ablated = sweep.run_loglikelihood_sweep(loaded.runtime, plan, layers)
                     seconds[path].append(time.perf_counter() - start)
                 outputs[path] = [intact, *ablated]
         difference = max(

@@ -46,6 +46,7 @@ def main() -> None:
 
     loaded = load_model(args.model, device="cpu", dtype="float32")
     model, tokenizer = loaded.model, loaded.tokenizer
+    runtime = loaded.runtime
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=args.batch_size, device="cpu")
     suite = synthetic_suite(args.items)
     # One few-shot example, so the prompts exercise the few-shot path as well.
@@ -56,7 +57,7 @@ def main() -> None:
         prepared = prepare(suite, protocol, tokenizer)
         delimiter = prepared.settings.target_delimiter
         t0 = time.perf_counter()
-        ours = score(model, prepared)
+        ours = score(runtime, prepared)
         t1 = time.perf_counter()
         instances = [
             Instance("loglikelihood", {}, (r.prompt, delimiter + cand), k)
@@ -91,7 +92,7 @@ def main() -> None:
     settings = ProtocolSettings(template="Question: {context}\nAnswer:", until=("\n", "."), max_gen_toks=16)
     gen_suite = replace(suite, protocols={**suite.protocols, "generate_until": settings})
     prepared = prepare(gen_suite, "generate_until", tokenizer)
-    ours = score(model, prepared)
+    ours = score(runtime, prepared)
     gen_kwargs = {"until": list(settings.until), "max_gen_toks": settings.max_gen_toks, "do_sample": False}
     theirs = lm.generate_until(
         [Instance("generate_until", {}, (r.prompt, gen_kwargs), k) for k, r in enumerate(prepared.items)],

@@ -24,6 +24,7 @@ import time
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from pytest_layercheck.model.runtime import ModelRuntime
 from pytest_layercheck.scoring.protocols import prepare, score
 from pytest_layercheck.suites.schema import ProtocolSettings, Suite, SuiteItem
 
@@ -90,6 +91,7 @@ def builtin_prefix_sharing(
     """items/s of built-in suites with and without shared-prefix reuse, runs interleaved."""
     from pytest_layercheck.suites.builtin import load_builtin_suite
 
+    runtime = ModelRuntime.of(model)
     for name in names:
         prepared = prepare(load_builtin_suite(name).limited(limit), protocol, tokenizer)
         engine = prepared.loglikelihood or prepared.generation
@@ -105,7 +107,7 @@ def builtin_prefix_sharing(
             for share in (False, True):
                 load = os.getloadavg()[0]
                 start = time.perf_counter()
-                results[share] = score(model, prepared, token_budget=token_budget, share_prefix=share)
+                results[share] = score(runtime, prepared, token_budget=token_budget, share_prefix=share)
                 elapsed = time.perf_counter() - start
                 if run:
                     times[share].append(elapsed)
@@ -160,6 +162,7 @@ def main() -> None:
         )
         return
     suite = synthetic_suite(args.items)
+    runtime = ModelRuntime.of(model)
     print(
         f"model {args.model}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.1f}, "
         f"attn={model.config._attn_implementation}"
@@ -168,9 +171,9 @@ def main() -> None:
         t0 = time.perf_counter()
         prepared = prepare(suite, protocol, tokenizer)
         t1 = time.perf_counter()
-        score(model, prepared, token_budget=args.token_budget)  # warm-up, builds the plan
+        score(runtime, prepared, token_budget=args.token_budget)  # warm-up, builds the plan
         t2 = time.perf_counter()
-        result = score(model, prepared, token_budget=args.token_budget)
+        result = score(runtime, prepared, token_budget=args.token_budget)
         t3 = time.perf_counter()
         tokens = prepared.longest_input
         print(

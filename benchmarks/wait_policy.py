@@ -33,9 +33,9 @@ loaded = load_model("default")
 suite = load_builtin_suite(sys.argv[2])
 prepared = prepare(suite.limited(int(sys.argv[3])), suite.default_protocol, loaded.tokenizer)
 layers = [Ablation.skipping(i) for i in range(loaded.num_layers)]
-score_sweep(loaded.model, prepare(suite.limited(2), suite.default_protocol, loaded.tokenizer), layers[:2])  # warm-up
+score_sweep(loaded.runtime, prepare(suite.limited(2), suite.default_protocol, loaded.tokenizer), layers[:2])  # warm-up
 start = time.perf_counter()
-score_sweep(loaded.model, prepared, layers)
+score_sweep(loaded.runtime, prepared, layers)
 print(time.perf_counter() - start)
 """
 

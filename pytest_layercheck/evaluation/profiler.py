@@ -275,7 +275,7 @@ def _run_calls(
 
         outputs.append(
             evaluate_ablations(
-                loaded.model,
+                loaded.runtime,
                 loaded.tokenizer,
                 call.subset,
                 call.info,
@@ -342,7 +342,7 @@ def _run_sharded(
 ) -> list[list[Evaluation]]:
     """The calls' evaluations shared out among the run's xdist workers (:func:`sharding.run_sharded`)."""
     jobs = []
-    shape = functools.cache(lambda: ModelShape.of(loaded.model))
+    shape = functools.cache(lambda: ModelShape.of(loaded.runtime))
     for call in calls:
         tokenised = _tokenised(loaded, call)
         by_key = {a.key: a for a in call.ablations}
@@ -356,7 +356,7 @@ def _run_sharded(
         ) -> dict[str, Evaluation]:
             wanted = [by_key[k] for k in keys if k != INTACT]
             computed = evaluate_ablations(
-                loaded.model,
+                loaded.runtime,
                 loaded.tokenizer,
                 call.subset,
                 call.info,

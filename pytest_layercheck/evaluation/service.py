@@ -17,17 +17,18 @@ from pytest_layercheck.evaluation.result_cache import ResultCache
 from pytest_layercheck.model.ablation import Ablation, ablate
 from pytest_layercheck.model.devices import dtype_name
 from pytest_layercheck.model.loading import LoadedModel
+from pytest_layercheck.model.runtime import ModelRuntime
 from pytest_layercheck.scoring.protocols import PreparedSuite, prepare, score, score_sweep
 from pytest_layercheck.scoring.results import ProtocolResult
 from pytest_layercheck.suites.protocols import get_protocol
 from pytest_layercheck.suites.schema import Suite
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import PreTrainedTokenizerBase
 
 
 def evaluate_ablations(
-    model: PreTrainedModel,
+    runtime: ModelRuntime,
     tokenizer: PreTrainedTokenizerBase,
     suite: Suite,
     info: SuiteInfo,
@@ -68,7 +69,7 @@ def evaluate_ablations(
             if progress:
                 progress(cached + step * (total - cached) // steps, total)
 
-        intact, results = score_sweep(model, tokenised, missing, donor=donor, batch_size=batch_size, on_step=on_step)
+        intact, results = score_sweep(runtime, tokenised, missing, donor=donor, batch_size=batch_size, on_step=on_step)
         for ablation, result in [(Ablation(), intact), *zip(missing, results)]:
             key = ablation.key if not ablation.is_intact else INTACT
             if found[key] is None:
@@ -189,4 +190,4 @@ def score_suite(
     limited = suite.limited(limit)
     prepared = prepare(limited, protocol or suite.default_protocol, loaded.tokenizer)
     with ablate(loaded.model, ablation or Ablation()):
-        return score(loaded.model, prepared)
+        return score(loaded.runtime, prepared)

@@ -7,7 +7,8 @@ shared prefix). On the CPU, torch's SDPA computes grouped-query attention itself
 (``enable_gqa=True``), masked or not, on the same flash kernel with bit-identical outputs; skipping
 the copies made the prompt-cache attention of a layer sweep 5× faster (``benchmarks/RESULTS.md``).
 Transformers enables that path only where it avoids the copies on every device, so scoring switches
-the model to :data:`GROUPED_SDPA` for its duration with :func:`grouped_query_sdpa`.
+the model to :data:`GROUPED_SDPA` for its duration with :func:`grouped_query_sdpa`
+(:meth:`~.runtime.ModelRuntime.grouped_query_sdpa` for a model being scored).
 
 The switch is the one ``mask_heads(mode="uniform")`` uses too: :func:`use_attention` sets the
 implementation name on every config the backbone and the attention modules read, and puts the old
@@ -23,9 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pytest_layercheck.core.errors import UnsupportedArchitectureError
-from pytest_layercheck.model.architecture import ArchitectureAdapter, get_adapter
-from pytest_layercheck.model.devices import model_device
+from pytest_layercheck.model.architecture import ArchitectureAdapter
 
 #: Name under which the CPU grouped-query SDPA function and its mask format are registered.
 GROUPED_SDPA = "layercheck_grouped_sdpa"
@@ -110,27 +109,23 @@ def _supports_enable_gqa() -> bool:
 
 
 @contextmanager
-def grouped_query_sdpa(model: nn.Module) -> Iterator[nn.Module]:
+def grouped_query_sdpa(adapter: ArchitectureAdapter, device: torch.device) -> Iterator[None]:
     """Run a CPU model's SDPA attention with grouped-query heads left to the kernel, until exit.
 
-    Changes nothing on other devices, for models without grouped-query attention, or when the
-    model runs another attention function (eager, flash, or an ablation's own).
+    ``device``: where the model's inputs go. Changes nothing on other devices, for models without
+    grouped-query attention, or when the model runs another attention function (eager, flash, or an
+    ablation's own).
     """
-    try:
-        adapter = get_adapter(model)
-    except UnsupportedArchitectureError:  # not a decoder layercheck knows: leave it exactly as it is
-        yield model
-        return
     configs = attention_configs(adapter)
     if (
-        model_device(model).type != "cpu"
+        device.type != "cpu"
         or adapter.num_kv_heads == adapter.num_heads
         or not _supports_enable_gqa()
         or any(getattr(c, _IMPLEMENTATION, None) != "sdpa" for c in configs)
     ):
-        yield model
+        yield
         return
     _register()
     with ExitStack() as stack:
         use_attention(stack, configs, GROUPED_SDPA)
-        yield model
+        yield

@@ -119,6 +119,7 @@ SCORING_CODE: tuple[str, ...] = (
     "model/architecture.py",
     "model/attention.py",
     "model/probes.py",
+    "model/runtime.py",
     "evaluation/profiler.py",
     "evaluation/service.py",
     "model/loading.py",

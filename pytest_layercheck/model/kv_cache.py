@@ -44,14 +44,19 @@ def argument_name(model: Any) -> str:
     return installed_name()
 
 
+def as_keyword(name: str, cache: Any) -> dict[str, Any]:
+    """``{name: cache}``; empty when there is no cache to pass."""
+    return {} if cache is None else {name: cache}
+
+
 def cache_kwargs(model: Any, cache: Any) -> dict[str, Any]:
     """``{name: cache}`` for ``model(**...)``; empty when there is no cache to pass."""
-    return {} if cache is None else {argument_name(model): cache}
+    return as_keyword(argument_name(model), cache)
 
 
 def generate_kwargs(cache: Any) -> dict[str, Any]:
     """``{name: cache}`` for ``model.generate(**...)`` (generation is transformers' own code)."""
-    return {} if cache is None else {installed_name(): cache}
+    return as_keyword(installed_name(), cache)
 
 
 def returned_cache(output: Any) -> Any:

@@ -34,6 +34,7 @@ from pytest_layercheck.model.default_model import (
 from pytest_layercheck.model.devices import dtype_name, model_device, resolve_device, resolve_dtype
 from pytest_layercheck.model.fingerprint import generation_config_digest, model_fingerprint, tokenizer_fingerprint
 from pytest_layercheck.model.hub_cache import looks_like_hub_id, resolve_hub_model
+from pytest_layercheck.model.runtime import ModelRuntime
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -43,8 +44,8 @@ SPEC_HELP = "a spec is 'default', a local transformers folder, a .gguf file or a
 
 @dataclass
 class LoadedModel:
-    """The typed handle every layer above ``model/`` passes around: the model, its tokenizer and its
-    architecture adapter (derived once), with what a baseline needs to identify them."""
+    """The typed handle every layer above ``model/`` passes around: the model, its tokenizer, what scoring
+    reads about the model (:attr:`runtime`, derived once), with what a baseline needs to identify them."""
 
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
@@ -57,9 +58,14 @@ class LoadedModel:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @cached_property
+    def runtime(self) -> ModelRuntime:
+        """The model as scoring runs it: its device, window, vocabulary and adapter, read once."""
+        return ModelRuntime.of(self.model)
+
+    @property
     def adapter(self) -> ArchitectureAdapter:
         """Where the model keeps its layers, heads and norms (raises for an unsupported family)."""
-        return get_adapter(self.model)
+        return self.runtime.adapter
 
     @cached_property
     def fingerprint(self) -> str:

@@ -22,9 +22,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from pytest_layercheck.model.attention import grouped_query_sdpa
-from pytest_layercheck.model.devices import model_device
-from pytest_layercheck.model.threads import cores_for, split_over_cores
+from pytest_layercheck.model.runtime import ModelRuntime
+from pytest_layercheck.model.threads import split_over_cores
 from pytest_layercheck.scoring.batching import BatchSettings, _chunks, _pad, shared_prefix
 from pytest_layercheck.scoring.generation import PreparedGeneration, _generate
 from pytest_layercheck.scoring.loglikelihood import (
@@ -39,7 +38,7 @@ from pytest_layercheck.scoring.loglikelihood import (
 from pytest_layercheck.scoring.prompt_cache import PrefixCache
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import PreTrainedTokenizerBase
 
 __all__ = [
     "MIN_FILL", "MIN_SHARED_PREFIX", "PreparedLoglikelihood", "prefix_for", "prepare_loglikelihood", "run_generation",
@@ -55,11 +54,11 @@ MIN_SHARED_PREFIX = 16
 MIN_FILL = 0.6
 
 
-def prefix_for(model: PreTrainedModel, prefix: Sequence[int], share: bool) -> PrefixCache | None:
+def prefix_for(runtime: ModelRuntime, prefix: Sequence[int], share: bool) -> PrefixCache | None:
     """The prefix cache to use for one evaluation, or None (sharing off, prefix too short)."""
     if not share or len(prefix) < MIN_SHARED_PREFIX:
         return None
-    return PrefixCache.compute(model, prefix, model_device(model))
+    return PrefixCache.compute(runtime, prefix)
 
 
 # --------------------------------------------------------------------------------------------
@@ -220,13 +219,13 @@ def _plan_chunks(
 
 @torch.inference_mode()
 def run_loglikelihood(
-    model: PreTrainedModel,
+    runtime: ModelRuntime,
     plan: LoglikelihoodPlan,
     share_prefix: bool = True,
     workers: int | None = None,
     on_batch: Callable[[], None] | None = None,
 ) -> LoglikelihoodOutput:
-    """Score every request of ``plan`` with ``model`` (the scheme: :mod:`.loglikelihood`).
+    """Score every request of ``plan`` with ``runtime``'s model (the scheme: :mod:`.loglikelihood`).
 
     ``share_prefix``: run the contexts' common token prefix once instead of once per context.
     ``workers``: how many prompt batches run at once, each on one core (:func:`split_over_cores`;
@@ -234,15 +233,14 @@ def run_loglikelihood(
     per-batch totals add up exactly to the serial ones. ``on_batch()`` is called after each batch,
     in the calling thread (progress bars).
     """
-    device = model_device(model)
-    workers = workers if workers is not None else cores_for(device)
+    workers = workers if workers is not None else runtime.workers
     total, misses = empty_totals(plan)
-    with grouped_query_sdpa(model):
-        prefix = prefix_for(model, plan.prefix, share_prefix)
+    with runtime.grouped_query_sdpa():
+        prefix = prefix_for(runtime, plan.prefix, share_prefix)
 
         def score(batch: _PromptBatch) -> tuple[torch.Tensor, torch.Tensor]:
             totals = empty_totals(plan)
-            run_batch(model, batch, prefix, device, *totals)
+            run_batch(runtime, batch, prefix, *totals)
             return totals
 
         def add(totals: tuple[torch.Tensor, torch.Tensor]) -> None:
@@ -257,7 +255,7 @@ def run_loglikelihood(
 
 @torch.inference_mode()
 def run_generation(
-    model: PreTrainedModel,
+    runtime: ModelRuntime,
     tokenizer: PreTrainedTokenizerBase,
     prepared: PreparedGeneration,
     settings: BatchSettings,
@@ -269,6 +267,6 @@ def run_generation(
     left-padded prompts and a cache covering their first columns, and computes only the rest.
     """
     texts: list[str] = [""] * len(prepared.prompts)
-    with grouped_query_sdpa(model):
-        _generate(model, tokenizer, prepared, settings, prefix_for(model, prepared.prefix, share_prefix), texts)
+    with runtime.grouped_query_sdpa():
+        _generate(runtime, tokenizer, prepared, settings, prefix_for(runtime, prepared.prefix, share_prefix), texts)
     return texts

@@ -22,7 +22,7 @@ from typing import Any, cast
 from torch import nn
 
 from pytest_layercheck.model.ablation import Ablation
-from pytest_layercheck.model.architecture import get_adapter
+from pytest_layercheck.model.runtime import ModelRuntime
 from pytest_layercheck.scoring.engine import MIN_SHARED_PREFIX, PreparedLoglikelihood
 from pytest_layercheck.scoring.generation import PreparedGeneration
 from pytest_layercheck.scoring.streams import first_affected_layer, in_wavefront
@@ -52,9 +52,9 @@ class ModelShape:
     final_read_only_per_token: int = 0  # the final layer's output projection and feed-forward
 
     @classmethod
-    def of(cls, model: nn.Module) -> ModelShape:
-        adapter = get_adapter(model)
-        head = cast(Any, model).get_output_embeddings()
+    def of(cls, runtime: ModelRuntime) -> ModelShape:
+        adapter = runtime.adapter
+        head = cast(Any, runtime.model).get_output_embeddings()
         final = adapter.layers[-1]
         mlp = adapter.mlp_of(final)
         return cls(

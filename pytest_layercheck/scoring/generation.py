@@ -24,7 +24,7 @@ from transformers import (
 
 from pytest_layercheck.core.errors import NonFiniteScoreError
 from pytest_layercheck.model import kv_cache
-from pytest_layercheck.model.devices import model_device
+from pytest_layercheck.model.runtime import ModelRuntime
 from pytest_layercheck.scoring.batching import BatchSettings, _chunks, _pad, shared_prefix
 from pytest_layercheck.scoring.prompt_cache import PrefixCache
 
@@ -146,7 +146,7 @@ def greedy_config(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, ma
 
 
 def _generate(
-    model: PreTrainedModel,
+    runtime: ModelRuntime,
     tokenizer: PreTrainedTokenizerBase,
     prepared: PreparedGeneration,
     settings: BatchSettings,
@@ -154,7 +154,7 @@ def _generate(
     texts: list[str],
 ) -> None:
     """Fill ``texts`` with the greedy continuations of ``run_generation``, on ``prefix`` when shared."""
-    device = model_device(model)
+    model, device = runtime.model, runtime.device
     config = greedy_config(model, tokenizer, prepared.max_new_tokens)
     eos = torch.tensor(eos_token_ids(model, tokenizer), dtype=torch.long)
     for batch in prepared.plan(settings):

@@ -24,16 +24,13 @@ positions at once; ``greedy`` is whether every target token is the argmax.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from pytest_layercheck.model import kv_cache
+from pytest_layercheck.model.runtime import ModelRuntime
 from pytest_layercheck.scoring.forward import _forward_logits
 from pytest_layercheck.scoring.prompt_cache import PrefixCache, _select_cache
-
-if TYPE_CHECKING:
-    from transformers import PreTrainedModel
 
 
 @dataclass(frozen=True)
@@ -90,10 +87,9 @@ def _accumulate(logits: torch.Tensor, scored: _Scored, total: torch.Tensor, miss
     misses.index_add_(0, scored.request, miss.long().cpu())
 
 
-def _prompt_inputs(
-    model: PreTrainedModel, batch: _PromptBatch, prefix: PrefixCache | None, device: torch.device
-) -> dict[str, Any]:
+def _prompt_inputs(runtime: ModelRuntime, batch: _PromptBatch, prefix: PrefixCache | None) -> dict[str, Any]:
     """Model inputs of a left-padded prompt batch; with ``prefix``, its first columns come from the cache."""
+    device = runtime.device
     mask = batch.attention_mask
     if prefix is None:
         return {
@@ -106,27 +102,23 @@ def _prompt_inputs(
         "input_ids": batch.input_ids[:, cached:].to(device),
         "attention_mask": mask.to(device),  # covers the cached columns too
         "position_ids": batch.position_ids[:, cached:].to(device),
-        **kv_cache.cache_kwargs(model, prefix.expand(mask.shape[1] - mask.sum(1), width=mask.shape[1])),
+        **runtime.cache_kwargs(prefix.expand(mask.shape[1] - mask.sum(1), width=mask.shape[1])),
     }
 
 
 def run_batch(
-    model: PreTrainedModel,
-    batch: _PromptBatch,
-    prefix: PrefixCache | None,
-    device: torch.device,
-    total: torch.Tensor,
-    misses: torch.Tensor,
+    runtime: ModelRuntime, batch: _PromptBatch, prefix: PrefixCache | None, total: torch.Tensor, misses: torch.Tensor
 ) -> int:
     """Score one prompt batch and its continuation chunks into ``total``/``misses``.
 
     Makes one forward call for the prompts, then one per continuation chunk, in that order
     (the layer-sweep relies on the order); returns the number of calls.
     """
+    model, device = runtime.model, runtime.device
     logits, cache = _forward_logits(
         model,
         keep_last=True,
-        **_prompt_inputs(model, batch, prefix, device),
+        **_prompt_inputs(runtime, batch, prefix),
         use_cache=bool(batch.chunks) or prefix is not None,
     )
     _accumulate(logits[:, -1], batch.scored, total, misses)
@@ -138,7 +130,7 @@ def run_batch(
             input_ids=chunk.input_ids.to(device),
             attention_mask=chunk.attention_mask.to(device),
             position_ids=chunk.position_ids.to(device),
-            **kv_cache.cache_kwargs(model, past),
+            **runtime.cache_kwargs(past),
             use_cache=True,
         )
         _accumulate(logits, chunk.scored, total, misses)

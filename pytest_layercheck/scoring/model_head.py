@@ -7,18 +7,15 @@ skipped and the norm's input replaced), which is used instead wherever the two d
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import torch
 from torch import nn
 
-from pytest_layercheck.model.architecture import ArchitectureAdapter, get_adapter
-from pytest_layercheck.model.devices import model_device
+from pytest_layercheck.model.architecture import ArchitectureAdapter
 from pytest_layercheck.model.layer_skipping import skip_layers
+from pytest_layercheck.model.runtime import ModelRuntime
 from pytest_layercheck.scoring.forward import _forward_logits
-
-if TYPE_CHECKING:
-    from transformers import PreTrainedModel
 
 #: Final-norm attribute names on the backbone, by family (llama-like, GPT-2, GPT-NeoX).
 _FINAL_NORMS = ("norm", "ln_f", "final_layer_norm")
@@ -32,14 +29,15 @@ def _final_norm(adapter: ArchitectureAdapter) -> nn.Module | None:
     return None
 
 
-def _head_logits(model: PreTrainedModel, norm: nn.Module, hidden: torch.Tensor, keep_last: bool) -> torch.Tensor:
+def _head_logits(runtime: ModelRuntime, norm: nn.Module, hidden: torch.Tensor, keep_last: bool) -> torch.Tensor:
     """The model's own final norm + LM head on ``hidden`` (run with every layer skipped)."""
 
     def replace(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
         return (hidden, *args[1:])
 
-    ids = torch.zeros(hidden.shape[:2], dtype=torch.long, device=model_device(model))
-    with skip_layers(model, range(len(get_adapter(model).layers))):
+    model = runtime.model
+    ids = torch.zeros(hidden.shape[:2], dtype=torch.long, device=runtime.device)
+    with skip_layers(model, range(len(runtime.adapter.layers))):
         handle = norm.register_forward_pre_hook(replace)
         try:
             logits, _ = _forward_logits(model, keep_last=keep_last, input_ids=ids, use_cache=False)
@@ -56,14 +54,17 @@ class _Head:
     model's own logits on the sweep's data; else every head runs through the model, between waves.
     """
 
-    def __init__(self, model: PreTrainedModel, adapter: ArchitectureAdapter, norm: nn.Module) -> None:
-        self.model, self.norm = model, norm
+    def __init__(self, runtime: ModelRuntime, norm: nn.Module) -> None:
+        self.runtime, self.norm = runtime, norm
+        adapter = runtime.adapter
         self.lm_head = cast(Any, adapter.model).get_output_embeddings()
         self.softcap = getattr(adapter.config, "final_logit_softcapping", None)
         self.direct: bool | None = None  # None: not checked yet
 
     def __call__(self, hidden: torch.Tensor, keep_last: bool) -> torch.Tensor:
-        return self._apply(hidden, keep_last) if self.direct else _head_logits(self.model, self.norm, hidden, keep_last)
+        return (
+            self._apply(hidden, keep_last) if self.direct else _head_logits(self.runtime, self.norm, hidden, keep_last)
+        )
 
     def _apply(self, hidden: torch.Tensor, keep_last: bool) -> torch.Tensor:
         x = self.norm(hidden[:, -1:] if keep_last else hidden)  # the norm acts per position
@@ -79,7 +80,7 @@ class _Head:
             sample = hidden[:1, -4:]
             self.direct = self.lm_head is not None and all(
                 torch.allclose(
-                    self._apply(sample, keep), _head_logits(self.model, self.norm, sample, keep), rtol=1e-5, atol=1e-4
+                    self._apply(sample, keep), _head_logits(self.runtime, self.norm, sample, keep), rtol=1e-5, atol=1e-4
                 )
                 for keep in (True, False)
             )

@@ -24,17 +24,14 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from transformers import DynamicCache
 from transformers.cache_utils import Cache, CacheLayerMixin, DynamicLayer
 
-from pytest_layercheck.model import kv_cache
+from pytest_layercheck.model.runtime import ModelRuntime
 from pytest_layercheck.scoring.forward import _forward_logits
-
-if TYPE_CHECKING:
-    from transformers import PreTrainedModel
 
 
 def select_rows(states: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -116,16 +113,18 @@ class PrefixCache:
         self.length = length
 
     @classmethod
-    def compute(cls, model: PreTrainedModel, prefix: Sequence[int], device: torch.device) -> PrefixCache | None:
-        """Run ``prefix`` once; None when the model's cache is not a plain full-length DynamicCache."""
+    def compute(cls, runtime: ModelRuntime, prefix: Sequence[int]) -> PrefixCache | None:
+        """Run ``prefix`` once through the model as it is now; None when its cache is not a plain full-length
+        DynamicCache."""
+        device = runtime.device
         ids = torch.tensor([list(prefix)], dtype=torch.long, device=device)
         _, cache = _forward_logits(
-            model,
+            runtime.model,
             keep_last=True,
             input_ids=ids,
             attention_mask=torch.ones_like(ids),
             position_ids=torch.arange(len(prefix), device=device).unsqueeze(0),
-            **kv_cache.cache_kwargs(model, DynamicCache()),  # no config: full-length layers, none slides or drops
+            **runtime.cache_kwargs(DynamicCache()),  # no config: full-length layers, none slides or drops
             use_cache=True,
         )
         layers = getattr(cache, "layers", None)

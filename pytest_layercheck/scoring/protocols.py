@@ -1,8 +1,10 @@
 """Public entry points: prepare a suite once, score it under any number of ablations.
 
     prepared = prepare(suite, "mc_text", tokenizer)       # render + tokenise + group, once
-    for ablated_model in ...:                              # ~31 times in a depth profile
-        result = score(ablated_model, prepared)            # model calls only
+    runtime = ModelRuntime.of(model)                       # what scoring reads about the model, once
+    for ablation in ...:                                   # ~31 times in a depth profile
+        with ablate(model, ablation):
+            result = score(runtime, prepared)              # model calls only
 
 Metrics per protocol (lm-evaluation-harness semantics, read in its source; suites/protocols.py):
 
@@ -29,7 +31,7 @@ import torch
 
 from pytest_layercheck.core.errors import ModelLoadError, NonFiniteScoreError, ProtocolError
 from pytest_layercheck.model.ablation import Ablation, ablate
-from pytest_layercheck.model.devices import model_device
+from pytest_layercheck.model.runtime import ModelRuntime
 from pytest_layercheck.scoring.batching import LOGIT_BUDGET, BatchSettings, default_token_budget
 from pytest_layercheck.scoring.engine import (
     PreparedLoglikelihood,
@@ -46,7 +48,6 @@ from pytest_layercheck.scoring.tokenisation import (
     encode_pairs,
     encode_texts,
     encoding_rule,
-    model_max_length,
     tokenizer_max_length,
     truncate_pair,
     truncate_prompt,
@@ -55,7 +56,7 @@ from pytest_layercheck.suites.protocols import get_protocol
 from pytest_layercheck.suites.schema import ProtocolSettings, Suite
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import PreTrainedTokenizerBase
 
 
 @dataclass(frozen=True)
@@ -140,26 +141,24 @@ def prepare(
 
 
 def batch_settings(
-    model: PreTrainedModel, batch_size: int | None = None, token_budget: int | None = None
+    runtime: ModelRuntime, batch_size: int | None = None, token_budget: int | None = None
 ) -> BatchSettings:
-    """Forward-pass limits for ``model``: a device-dependent token budget, optionally a row cap."""
-    config = getattr(model, "config", None)
-    vocab = getattr(config, "vocab_size", None) or model.get_output_embeddings().weight.shape[0]
+    """Forward-pass limits for ``runtime``'s model: a device-dependent token budget, optionally a row cap."""
     return BatchSettings(
-        token_budget=token_budget or default_token_budget(model_device(model)),
+        token_budget=token_budget or default_token_budget(runtime.device),
         max_rows=batch_size,
-        logit_rows=max(1, LOGIT_BUDGET // int(vocab)),
+        logit_rows=max(1, LOGIT_BUDGET // runtime.vocab_size),
     )
 
 
 def score(
-    model: PreTrainedModel,
+    runtime: ModelRuntime,
     prepared: PreparedSuite,
     batch_size: int | None = None,
     token_budget: int | None = None,
     share_prefix: bool = True,
 ) -> ProtocolResult:
-    """Score prepared requests with ``model`` on its own device.
+    """Score prepared requests with ``runtime``'s model on its own device.
 
     ``batch_size`` caps sequences per forward pass; by default only the token budget limits
     batches. ``share_prefix`` runs the token prefix common to all prompts (few-shot examples)
@@ -168,11 +167,11 @@ def score(
     torch thread each (``run_loglikelihood``'s ``workers``): hooks you add to the model are called
     from those threads. Non-finite log-likelihoods or logits raise :class:`NonFiniteScoreError`.
     """
-    return _score(model, prepared, batch_size, token_budget, share_prefix, None)
+    return _score(runtime, prepared, batch_size, token_budget, share_prefix, None)
 
 
 def _score(
-    model: PreTrainedModel,
+    runtime: ModelRuntime,
     prepared: PreparedSuite,
     batch_size: int | None,
     token_budget: int | None,
@@ -180,24 +179,26 @@ def _score(
     ablation: Ablation | None,
 ) -> ProtocolResult:
     """:func:`score`, naming ``ablation`` (None: not known) when the scores are not finite."""
-    _check_fits(model, prepared)
-    settings = batch_settings(model, batch_size, token_budget)
+    _check_fits(runtime, prepared)
+    settings = batch_settings(runtime, batch_size, token_budget)
     if not prepared.items:
         return _result(prepared, [])
     if prepared.generation is not None:
         try:
-            texts = run_generation(model, prepared.tokenizer, prepared.generation, settings, share_prefix=share_prefix)
+            texts = run_generation(
+                runtime, prepared.tokenizer, prepared.generation, settings, share_prefix=share_prefix
+            )
         except NonFiniteScoreError:
             raise _non_finite(prepared, [ablation], "greedy generation's logits") from None
         return _result(prepared, _generation_outcomes(prepared, texts))
     assert prepared.loglikelihood is not None
-    output = run_loglikelihood(model, prepared.loglikelihood.plan(settings), share_prefix=share_prefix)
+    output = run_loglikelihood(runtime, prepared.loglikelihood.plan(settings), share_prefix=share_prefix)
     _check_finite(prepared, [(ablation, output)])
     return _loglikelihood_result(prepared, output)
 
 
 def score_sweep(
-    model: PreTrainedModel,
+    runtime: ModelRuntime,
     prepared: PreparedSuite,
     ablations: Sequence[Ablation],
     *,
@@ -214,33 +215,33 @@ def score_sweep(
     equal ``score`` under ``ablate`` for each ablation, up to float rounding. Non-finite scores, intact
     or under any ablation, raise :class:`NonFiniteScoreError` before any result is returned (so none is cached).
     """
-    _check_fits(model, prepared)
+    _check_fits(runtime, prepared)
     if prepared.loglikelihood is None or not prepared.items:
         results = []
         for done, ablation in enumerate([Ablation(), *ablations], start=1):
-            with ablate(model, ablation, donor=donor):
-                results.append(_score(model, prepared, batch_size, token_budget, share_prefix, ablation))
+            with ablate(runtime.model, ablation, donor=donor):
+                results.append(_score(runtime, prepared, batch_size, token_budget, share_prefix, ablation))
             if on_step:
                 on_step(done, len(ablations) + 1)
         return results[0], results[1:]
-    plan = prepared.loglikelihood.plan(batch_settings(model, batch_size, token_budget))
+    plan = prepared.loglikelihood.plan(batch_settings(runtime, batch_size, token_budget))
     intact, outputs = run_loglikelihood_sweep(
-        model, plan, ablations, donor=donor, share_prefix=share_prefix, on_step=on_step
+        runtime, plan, ablations, donor=donor, share_prefix=share_prefix, on_step=on_step
     )
     _check_finite(prepared, [(Ablation(), intact)])  # an intact model's NaN is named as such, not per ablation
     _check_finite(prepared, list(zip(ablations, outputs)))
     return _loglikelihood_result(prepared, intact), [_loglikelihood_result(prepared, o) for o in outputs]
 
 
-def _check_fits(model: PreTrainedModel, prepared: PreparedSuite) -> None:
-    limit = model_max_length(model)
+def _check_fits(runtime: ModelRuntime, prepared: PreparedSuite) -> None:
+    limit = runtime.max_length
     if limit is not None and prepared.longest_input > limit:
         raise ProtocolError(
             f"suite {prepared.suite.name!r} has inputs of {prepared.longest_input} tokens, "
             f"more than the model's maximum of {limit}",
             f"prepare it with max_length={limit} (prepare_and_score does this for you)",
         )
-    rows = vocabulary_rows(model)
+    rows = runtime.vocabulary_rows
     highest = prepared.highest_token_id
     if rows is not None and highest >= rows:
         raise ModelLoadError(
@@ -249,24 +250,6 @@ def _check_fits(model: PreTrainedModel, prepared: PreparedSuite) -> None:
             "use the tokenizer that matches the model: the one saved with it (its folder's tokenizer files, "
             "from tokenizer.save_pretrained), not one of another model or vocabulary size",
         )
-
-
-def vocabulary_rows(model: PreTrainedModel) -> int | None:
-    """How many token ids ``model`` can embed and score: its embedding's rows (its LM head's, if fewer).
-
-    Checked before scoring: an id beyond them is an ``IndexError`` on a CPU and a device-side assert,
-    which ends the process, on CUDA. None where the model exposes neither matrix.
-    """
-    rows = []
-    for getter in ("get_input_embeddings", "get_output_embeddings"):
-        try:
-            module = getattr(model, getter, lambda: None)()
-        except (NotImplementedError, AttributeError):  # custom code without the accessor
-            continue
-        weight = getattr(module, "weight", None)
-        if isinstance(weight, torch.Tensor) and weight.ndim == 2:
-            rows.append(int(weight.shape[0]))
-    return min(rows) if rows else None
 
 
 def _check_finite(prepared: PreparedSuite, outputs: Sequence[tuple[Ablation | None, LoglikelihoodOutput]]) -> None:
@@ -319,7 +302,7 @@ def _loglikelihood_result(prepared: PreparedSuite, output: LoglikelihoodOutput) 
 
 
 def prepare_and_score(
-    model: PreTrainedModel,
+    runtime: ModelRuntime,
     tokenizer: PreTrainedTokenizerBase,
     suite: Suite,
     protocol: str | None = None,
@@ -327,8 +310,8 @@ def prepare_and_score(
     batch_size: int | None = None,
 ) -> ProtocolResult:
     """One-shot convenience: ``prepare`` (truncating to the model's window) then ``score``."""
-    prepared = prepare(suite, protocol, tokenizer, limit=limit, max_length=model_max_length(model))
-    return score(model, prepared, batch_size=batch_size)
+    prepared = prepare(suite, protocol, tokenizer, limit=limit, max_length=runtime.max_length)
+    return score(runtime, prepared, batch_size=batch_size)
 
 
 # --------------------------------------------------------------------------------------------

@@ -14,9 +14,9 @@ import torch
 from torch import nn
 
 from pytest_layercheck.model.ablation import Ablation, ablate
-from pytest_layercheck.model.architecture import ArchitectureAdapter
 from pytest_layercheck.model.head_masking import resolve_heads
 from pytest_layercheck.model.layer_swapping import swap_layers
+from pytest_layercheck.model.runtime import ModelRuntime
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -88,13 +88,10 @@ def in_wavefront(ablation: Ablation) -> bool:
 
 
 def _streams_of(
-    model: PreTrainedModel,
-    adapter: ArchitectureAdapter,
-    ablations: Sequence[Ablation],
-    indices: Sequence[int],
-    donor: PreTrainedModel | None,
+    runtime: ModelRuntime, ablations: Sequence[Ablation], indices: Sequence[int], donor: PreTrainedModel | None
 ) -> list[_Stream]:
     """Streams for ``ablations[i]``, ``i`` in ``indices`` (none of them intact)."""
+    model, adapter = runtime.model, runtime.adapter
     width = adapter.num_heads * adapter.head_dim
     originals = list(adapter.layers)
     swapped: dict[tuple[int, int], nn.Module] = {}

@@ -24,12 +24,9 @@ import torch
 from torch import nn
 
 from pytest_layercheck.model.ablation import Ablation, ablate
-from pytest_layercheck.model.architecture import ArchitectureAdapter, get_adapter
-from pytest_layercheck.model.attention import grouped_query_sdpa
-from pytest_layercheck.model.devices import model_device
 from pytest_layercheck.model.layer_skipping import skip_layers
 from pytest_layercheck.model.probes import block_input
-from pytest_layercheck.model.threads import cores_for
+from pytest_layercheck.model.runtime import ModelRuntime
 from pytest_layercheck.scoring.block_recording import _BlockCall, _Recorder
 from pytest_layercheck.scoring.engine import prefix_for, run_loglikelihood
 from pytest_layercheck.scoring.loglikelihood import (
@@ -73,7 +70,7 @@ class _Injector:
 
 @contextmanager
 def _tail_of(
-    model: PreTrainedModel,
+    runtime: ModelRuntime,
     ablation: Ablation,
     donor: PreTrainedModel | None,
     start: int | None,
@@ -81,10 +78,10 @@ def _tail_of(
 ) -> Iterator[None]:
     """The ablated model; with ``start``, also without layers ``0..start-1`` and fed recorded inputs."""
     with ExitStack() as stack:
-        stack.enter_context(ablate(model, ablation, donor=donor))
+        stack.enter_context(ablate(runtime.model, ablation, donor=donor))
         if start:
-            stack.enter_context(skip_layers(model, range(start)))
-            first_block = get_adapter(model).layers[0]  # the first block left once the others are skipped
+            stack.enter_context(skip_layers(runtime.model, range(start)))
+            first_block = runtime.adapter.layers[0]  # the first block left once the others are skipped
             stack.callback(first_block.register_forward_pre_hook(injector, with_kwargs=True).remove)
         yield
 
@@ -95,17 +92,16 @@ class _OneByOne:
 
     def __init__(
         self,
-        model: PreTrainedModel,
-        adapter: ArchitectureAdapter,
+        runtime: ModelRuntime,
         ablations: Sequence[Ablation],
         indices: Sequence[int],
         donor: PreTrainedModel | None,
         totals: list[tuple[torch.Tensor, torch.Tensor]],
         prefix_tokens: Sequence[int],
     ) -> None:
-        self.model, self.ablations, self.indices, self.donor, self.totals = model, ablations, indices, donor, totals
-        self.prefix_tokens, self.device = prefix_tokens, model_device(model)
-        self.starts = {i: resume_layer(ablations[i], adapter.num_layers) for i in indices}
+        self.runtime, self.ablations, self.indices, self.donor = runtime, ablations, indices, donor
+        self.totals, self.prefix_tokens = totals, prefix_tokens
+        self.starts = {i: resume_layer(ablations[i], runtime.adapter.num_layers) for i in indices}
         self.injector = _Injector()
         self.prefixes: dict[int, PrefixCache | None] = {}  # each ablated model's own prefix cache, made once
 
@@ -121,16 +117,16 @@ class _OneByOne:
         the shared prefix, when ``prefix`` is shared)."""
         for index in self.indices:
             start = self.starts[index]
-            with _tail_of(self.model, self.ablations[index], self.donor, start, self.injector):
+            with _tail_of(self.runtime, self.ablations[index], self.donor, start, self.injector):
                 if index not in self.prefixes:
                     self.prefixes[index] = None
                     if prefix is not None:
                         if start:
                             self.injector.queue = [prefix_calls[0][start].hidden]
-                        self.prefixes[index] = PrefixCache.compute(self.model, self.prefix_tokens, self.device)
+                        self.prefixes[index] = PrefixCache.compute(self.runtime, self.prefix_tokens)
                 if start:
                     self.injector.queue = [call[start].hidden for call in calls]
-                run_batch(self.model, batch, self.prefixes[index], self.device, *self.totals[index])
+                run_batch(self.runtime, batch, self.prefixes[index], *self.totals[index])
                 if self.injector.queue:
                     raise RuntimeError("the layer sweep made fewer forward calls than it recorded")
             on_ablation()
@@ -149,7 +145,7 @@ class _Progress:
 
 
 def _intact_only(
-    model: PreTrainedModel,
+    runtime: ModelRuntime,
     plan: LoglikelihoodPlan,
     ablations: int,
     share_prefix: bool,
@@ -163,13 +159,13 @@ def _intact_only(
         for _ in range(steps_per_batch):
             step()
 
-    intact = run_loglikelihood(model, plan, share_prefix, workers, on_batch=batch_done)
+    intact = run_loglikelihood(runtime, plan, share_prefix, workers, on_batch=batch_done)
     return intact, [LoglikelihoodOutput(intact.loglikelihood.clone(), intact.greedy.clone()) for _ in range(ablations)]
 
 
 @torch.inference_mode()
 def run_loglikelihood_sweep(
-    model: PreTrainedModel,
+    runtime: ModelRuntime,
     plan: LoglikelihoodPlan,
     ablations: Sequence[Ablation],
     *,
@@ -189,7 +185,7 @@ def run_loglikelihood_sweep(
     CPU, else 1); the results do not depend on it.
     ``on_step(done, total)`` is called after each (batch, model variant) step, for progress bars.
     """
-    device, adapter = model_device(model), get_adapter(model)
+    adapter = runtime.adapter
     recorder = _Recorder(adapter.layers)
     intact_totals = empty_totals(plan)
     totals = [empty_totals(plan) for _ in ablations]
@@ -198,24 +194,24 @@ def run_loglikelihood_sweep(
     intact_copies = [i for i, a in enumerate(ablations) if a.is_intact]
     wave = [i for i, a in enumerate(ablations) if not a.is_intact and norm is not None and in_wavefront(a)]
     single = [i for i, a in enumerate(ablations) if not a.is_intact and i not in set(wave)]
-    streams = _streams_of(model, adapter, ablations, wave, donor)
-    workers = workers if workers is not None else cores_for(device)
+    streams = _streams_of(runtime, ablations, wave, donor)
+    workers = workers if workers is not None else runtime.workers
     front = (
-        _Wavefront(model, adapter, norm, streams, budget or StreamBudget.for_device(device), totals, workers)
+        _Wavefront(runtime, norm, streams, budget or StreamBudget.for_device(runtime.device), totals, workers)
         if streams and norm is not None
         else None
     )
     if front is None and not single:
-        return _intact_only(model, plan, len(ablations), share_prefix, workers, step, 1 + len(intact_copies))
-    one_by_one = _OneByOne(model, adapter, ablations, single, donor, totals, plan.prefix)
-    with grouped_query_sdpa(model), recorder.installed(), front.installed() if front is not None else nullcontext():
+        return _intact_only(runtime, plan, len(ablations), share_prefix, workers, step, 1 + len(intact_copies))
+    one_by_one = _OneByOne(runtime, ablations, single, donor, totals, plan.prefix)
+    with runtime.grouped_query_sdpa(), recorder.installed(), front.installed() if front is not None else nullcontext():
         with recorder.recording() as prefix_calls:
-            prefix = prefix_for(model, plan.prefix, share_prefix)
+            prefix = prefix_for(runtime, plan.prefix, share_prefix)
         if front is not None and prefix is not None:
             front.run_prefix(prefix_calls)
         for batch in plan.batches:
             with recorder.recording() as calls:
-                run_batch(model, batch, prefix, device, *intact_totals)
+                run_batch(runtime, batch, prefix, *intact_totals)
             for _ in range(1 + len(intact_copies)):  # the intact model, and its copies (filled in at the end)
                 step()
             if front is not None:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from pytest_layercheck.core.errors import ProtocolError
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import PreTrainedTokenizerBase
 
 #: Tokenizers report a huge sentinel as ``model_max_length`` when they do not know the limit.
 _UNKNOWN_LENGTH = 1_000_000
@@ -147,13 +147,3 @@ def tokenizer_max_length(tokenizer: PreTrainedTokenizerBase) -> int | None:
     """The tokenizer's declared maximum length, or None when it only reports a sentinel."""
     value = getattr(tokenizer, "model_max_length", None)
     return int(value) if isinstance(value, int) and 0 < value < _UNKNOWN_LENGTH else None
-
-
-def model_max_length(model: PreTrainedModel) -> int | None:
-    """The longest input a model accepts, from the config attributes lm-eval also consults."""
-    config = getattr(model, "config", None)
-    for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
-        value = getattr(config, attr, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None

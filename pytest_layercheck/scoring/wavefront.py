@@ -23,12 +23,12 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
-from pytest_layercheck.model.architecture import ArchitectureAdapter
+from pytest_layercheck.model.runtime import ModelRuntime
 from pytest_layercheck.model.threads import split_over_cores
 from pytest_layercheck.scoring.batching import LOGIT_BUDGET
 from pytest_layercheck.scoring.block_recording import _BlockCall, _uses_cache
@@ -37,9 +37,6 @@ from pytest_layercheck.scoring.model_head import _Head
 from pytest_layercheck.scoring.prompt_cache import FilledLayer, PrefixCache, RowsOfLayer
 from pytest_layercheck.scoring.stacked_blocks import _advance, _BlockEdits, _stack
 from pytest_layercheck.scoring.streams import _Group, _Stream
-
-if TYPE_CHECKING:
-    from transformers import PreTrainedModel
 
 T = TypeVar("T")
 
@@ -75,25 +72,21 @@ class _Wavefront:
 
     def __init__(
         self,
-        model: PreTrainedModel,
-        adapter: ArchitectureAdapter,
+        runtime: ModelRuntime,
         norm: nn.Module,
         streams: list[_Stream],
         budget: StreamBudget,
         totals: list[tuple[torch.Tensor, torch.Tensor]],
         workers: int = 1,
     ) -> None:
-        self.model, self.adapter, self.head = model, adapter, _Head(model, adapter, norm)
+        adapter = runtime.adapter
+        self.adapter, self.head = adapter, _Head(runtime, norm)
         self.streams, self.budget, self.totals, self.workers = streams, budget, totals, max(1, workers)
         self.edits = _BlockEdits()
         self.prefix: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}  # (stream, layer) -> [1,h,K,d]
         config = adapter.config
-        vocab = (
-            getattr(getattr(model, "config", None), "vocab_size", None)
-            or cast(Any, model).get_output_embeddings().weight.shape[0]
-        )
-        self.logit_rows = max(1, LOGIT_BUDGET // int(vocab))
-        dtype = next(model.parameters()).dtype
+        self.logit_rows = max(1, LOGIT_BUDGET // runtime.vocab_size)
+        dtype = runtime.dtype
         self.kv_bytes = 2 * adapter.num_kv_heads * adapter.head_dim * torch.finfo(dtype).bits // 8
         self.hidden_size = int(getattr(config, "hidden_size", None) or getattr(config, "n_embd", 0) or 1)
         self.elem = torch.finfo(dtype).bits // 8

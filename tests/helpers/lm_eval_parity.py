@@ -101,7 +101,7 @@ def assert_scored_like_lm_eval(
     from pytest_layercheck.scoring.protocols import prepare, score
 
     evaluation = profile.evaluation(suite.name)
-    ours = score(loaded.model, prepare(suite, None, loaded.tokenizer))
+    ours = score(loaded.runtime, prepare(suite, None, loaded.tokenizer))
     assert len(ours.outcomes) == len(samples) == len(evaluation.outcomes[profile.suites[suite.name].primary_metric])
     if suite.default_protocol == "mc_text":
         for metric in ("acc", "acc_norm"):

@@ -46,7 +46,7 @@ def test_intact_default_model_is_clearly_above_chance(smollm: LoadedModel, suite
     from pytest_layercheck.suites.builtin import load_builtin_suite
 
     suite = load_builtin_suite(suite_name).limited(24)
-    result = prepare_and_score(smollm.model, smollm.tokenizer, suite)
+    result = prepare_and_score(smollm.runtime, smollm.tokenizer, suite)
     chance = sum(1 / len(item.choices) for item in suite.items) / len(suite.items)
     assert result.mean("acc") >= chance + 0.15, (suite_name, result.mean("acc"), chance)
 

@@ -42,6 +42,7 @@ from pytest_layercheck.evaluation.sharding import (
 )
 from pytest_layercheck.model.ablation import Ablation
 from pytest_layercheck.model.devices import device_for_worker, worker_device
+from pytest_layercheck.model.runtime import ModelRuntime
 from pytest_layercheck.model.threads import usable_cores
 from pytest_layercheck.pytest_plugin.session_workers import worker_index
 from pytest_layercheck.scoring.flops import ModelShape, TokenWork, evaluation_flops
@@ -186,9 +187,9 @@ def test_work_is_shared_out_by_the_flops_it_needs_not_by_items() -> None:
         suite = load_builtin_suite(name).limited(4)
         prepared = prepare(suite, suite.default_protocol, tokenizer)
         call = cast(Any, SimpleNamespace(ablations=ablations))
-        base, costs = _estimate(lambda: ModelShape.of(model), call, lambda p=prepared: p)()
+        base, costs = _estimate(lambda: ModelShape.of(ModelRuntime.of(model)), call, lambda p=prepared: p)()
         assert prepared.loglikelihood is not None
-        work, shape = TokenWork.of(prepared.loglikelihood), ModelShape.of(model)
+        work, shape = TokenWork.of(prepared.loglikelihood), ModelShape.of(ModelRuntime.of(model))
         assert base == evaluation_flops(work, shape)
         assert [costs[a.key] for a in ablations] == [evaluation_flops(work, shape, a, reuse=True) for a in ablations]
         assert costs[ablations[0].key] > costs[ablations[2].key] > costs[ablations[3].key]
@@ -351,11 +352,11 @@ def test_a_sweep_split_into_groups_gives_bit_identical_loglikelihoods(tiny_folde
     loaded = load_model(tiny_folder, device="cpu")
     prepared = prepare(resolve_suite(str(tiny_folder / "facts.yaml")).limited(40), "mc_text", loaded.tokenizer)
     assert prepared.loglikelihood is not None
-    plan = prepared.loglikelihood.plan(batch_settings(loaded.model, None, None))
+    plan = prepared.loglikelihood.plan(batch_settings(loaded.runtime, None, None))
     ablations = [Ablation.skipping((i,)) for i in range(6)]
-    intact, whole = run_loglikelihood_sweep(loaded.model, plan, ablations)
+    intact, whole = run_loglikelihood_sweep(loaded.runtime, plan, ablations)
     for group in ([0, 3, 4], [1, 2, 5], [5]):
-        again, part = run_loglikelihood_sweep(loaded.model, plan, [ablations[i] for i in group])
+        again, part = run_loglikelihood_sweep(loaded.runtime, plan, [ablations[i] for i in group])
         assert torch.equal(again.loglikelihood, intact.loglikelihood)
         assert all(torch.equal(p.loglikelihood, whole[i].loglikelihood) for i, p in zip(group, part))
 

@@ -8,8 +8,9 @@ from tiny_models import FAMILIES, tiny_model
 
 from pytest_layercheck.model import kv_cache
 from pytest_layercheck.model.architecture import get_adapter
-from pytest_layercheck.model.attention import GROUPED_SDPA, attention_configs, grouped_query_sdpa
+from pytest_layercheck.model.attention import GROUPED_SDPA, attention_configs
 from pytest_layercheck.model.head_masking import mask_heads
+from pytest_layercheck.model.runtime import ModelRuntime
 
 
 def _implementations(model: torch.nn.Module) -> list[str]:
@@ -44,7 +45,7 @@ def test_grouped_sdpa_gives_the_models_own_numbers(family: str) -> None:
     model = tiny_model(family, attention="eager" if family == "gemma2" else "sdpa")  # Gemma 2: no SDPA
     before = _implementations(model)
     reference = _logits(model)
-    with grouped_query_sdpa(model):
+    with ModelRuntime.of(model).grouped_query_sdpa():
         switched = _implementations(model)
         grouped = _logits(model)
     assert _implementations(model) == before
@@ -58,7 +59,7 @@ def test_grouped_sdpa_gives_the_models_own_numbers(family: str) -> None:
 
 def test_grouped_sdpa_restores_after_an_exception() -> None:
     model = tiny_model("llama", attention="sdpa")
-    with pytest.raises(RuntimeError, match="boom"), grouped_query_sdpa(model):
+    with pytest.raises(RuntimeError, match="boom"), ModelRuntime.of(model).grouped_query_sdpa():
         assert set(_implementations(model)) == {GROUPED_SDPA}
         raise RuntimeError("boom")
     assert set(_implementations(model)) == {"sdpa"}
@@ -69,9 +70,9 @@ def test_an_ablations_attention_function_wins_inside_and_out() -> None:
     model = tiny_model("llama", attention="sdpa")
     with mask_heads(model, {1: [0]}, mode="uniform"):
         masked = _logits(model)
-        with grouped_query_sdpa(model):  # another function is active: nothing to switch
+        with ModelRuntime.of(model).grouped_query_sdpa():  # another function is active: nothing to switch
             assert GROUPED_SDPA not in _implementations(model)
             torch.testing.assert_close(_logits(model), masked, rtol=0, atol=0)
-    with grouped_query_sdpa(model), mask_heads(model, {1: [0]}, mode="uniform"):
+    with ModelRuntime.of(model).grouped_query_sdpa(), mask_heads(model, {1: [0]}, mode="uniform"):
         torch.testing.assert_close(_logits(model), masked, rtol=0, atol=1e-6)
     assert set(_implementations(model)) == {"sdpa"}

@@ -63,9 +63,9 @@ def test_an_offloaded_model_scores_as_the_plain_one(folder: Path, tmp_path: Path
     assert offloaded.fingerprint == plain.fingerprint
     prepared = prepare(small_suite(), "mc_text", plain.tokenizer)
     ablations = [Ablation.skipping(i) for i in range(LAYERS)] + [Ablation.masking({1: [0]})]
-    expected_intact, expected = score_sweep(plain.model, prepared, ablations)
-    intact, swept = score_sweep(offloaded.model, prepared, ablations)
-    assert score(offloaded.model, prepared).outcomes == score(plain.model, prepared).outcomes
+    expected_intact, expected = score_sweep(plain.runtime, prepared, ablations)
+    intact, swept = score_sweep(offloaded.runtime, prepared, ablations)
+    assert score(offloaded.runtime, prepared).outcomes == score(plain.runtime, prepared).outcomes
     for got, want in zip([intact, *swept], [expected_intact, *expected]):
         for a, b in zip(got.outcomes, want.outcomes):
             assert a.scores == b.scores

@@ -10,6 +10,7 @@ from tiny_models import tiny_model
 from torch.utils.flop_counter import FlopCounterMode
 
 from pytest_layercheck.model.ablation import Ablation
+from pytest_layercheck.model.runtime import ModelRuntime
 from pytest_layercheck.scoring.engine import MIN_SHARED_PREFIX, prepare_loglikelihood, run_loglikelihood
 from pytest_layercheck.scoring.flops import ModelShape, TokenWork, evaluation_flops, sweep_flops
 from pytest_layercheck.scoring.generation import PreparedGeneration
@@ -29,7 +30,7 @@ def counted(model: torch.nn.Module, length: int) -> dict[str, int]:
 @pytest.mark.parametrize("family", ["llama", "qwen3", "gpt2", "phi3"])
 def test_one_context_matches_torch_flop_counter(family: str) -> None:
     model, length = tiny_model(family, layers=3), 11
-    shape = ModelShape.of(model)
+    shape = ModelShape.of(ModelRuntime.of(model))
     work = TokenWork.of(prepare_loglikelihood([(list(range(5, 5 + length)), [7])]))
     ours = work.flops(shape, range(3))
     torch_counts = counted(model, length)
@@ -57,7 +58,7 @@ def test_token_positions_of_contexts_rows_and_shared_prefix() -> None:
 
 def test_sweep_reuse_counts_only_the_tail() -> None:
     model = tiny_model("llama", layers=4)
-    shape = ModelShape.of(model)
+    shape = ModelShape.of(ModelRuntime.of(model))
     work = TokenWork.of(prepare_loglikelihood([([5, 6, 7], [8, 9])]))
     per_layer = sum(work.flops(shape, [0]).values()) - work.flops(shape, [])["lm_head"]
     head = work.flops(shape, [])["lm_head"]
@@ -82,9 +83,10 @@ def test_a_streams_count_matches_torch_flop_counter_on_the_real_sweep(family: st
     what the head's one-off check adds (10 head rows: 1 + 1 last positions, 4 + 4 of every position)
     is added to the count."""
     model = tiny_model(family, layers=4)
-    shape = ModelShape.of(model)
+    runtime = ModelRuntime.of(model)
+    shape = ModelShape.of(runtime)
     prepared = prepare_loglikelihood([(list(range(5, 16)), [20, 21, 22, 23])])
-    plan = prepared.plan(batch_settings(model))
+    plan = prepared.plan(batch_settings(runtime))
     ablation = Ablation.skipping(1)
 
     def matmuls(run: Callable[[], object]) -> int:
@@ -93,8 +95,8 @@ def test_a_streams_count_matches_torch_flop_counter_on_the_real_sweep(family: st
         ops = {str(op): n for op, n in counter.get_flop_counts()["Global"].items()}
         return ops.get("aten.mm", 0) + ops.get("aten.addmm", 0)
 
-    stream = matmuls(lambda: run_loglikelihood_sweep(model, plan, [ablation])) - matmuls(
-        lambda: run_loglikelihood(model, plan)
+    stream = matmuls(lambda: run_loglikelihood_sweep(runtime, plan, [ablation])) - matmuls(
+        lambda: run_loglikelihood(runtime, plan)
     )
     counted = TokenWork.of(prepared).flops(shape, [2, 3], final_read_only=True)
     assert stream == counted["linear"] + counted["lm_head"] + 10 * shape.lm_head_per_token
@@ -104,7 +106,7 @@ def test_generation_work_matches_torch_flop_counter_on_a_real_generate() -> None
     """Greedy generation of ``max_new_tokens``: the prompt, then every generated token but the last fed
     back, with logits once per generated token."""
     model, length, new = tiny_model("llama", layers=2), 9, 4
-    shape = ModelShape.of(model)
+    shape = ModelShape.of(ModelRuntime.of(model))
     work = TokenWork.of_generation(
         PreparedGeneration(prompts=(tuple(range(5, 5 + length)),), until=(), max_new_tokens=new)
     )

@@ -24,6 +24,7 @@ from pytest_layercheck.data.bands import format_layers
 from pytest_layercheck.evaluation.result_cache import ResultCache
 from pytest_layercheck.model.ablation import Ablation, ablate
 from pytest_layercheck.model.loading import LoadedModel
+from pytest_layercheck.model.runtime import ModelRuntime
 from pytest_layercheck.scoring.protocols import prepare, score
 from pytest_layercheck.suites.builtin import resolve_suite
 from pytest_layercheck.suites.loader import load_suite
@@ -171,7 +172,7 @@ def surgery_loglikelihood(model: torch.nn.Module, prepared, layer: int, heads: l
     with torch.no_grad():
         for head in heads:
             damaged.model.layers[layer].self_attn.o_proj.weight[:, head * HEAD_DIM : (head + 1) * HEAD_DIM] = 0
-    return score(damaged, prepared).mean("loglikelihood")
+    return score(ModelRuntime.of(damaged), prepared).mean("loglikelihood")
 
 
 def test_every_entry_equals_weight_surgery(model: torch.nn.Module, fact_suite) -> None:
@@ -180,7 +181,7 @@ def test_every_entry_equals_weight_surgery(model: torch.nn.Module, fact_suite) -
     tok = tiny_tokenizer()
     result = head_importance(model, tok, fact_suite, "continuation", layers=[1, 3], limit=None, metric="loglikelihood")
     prepared = prepare(fact_suite, "continuation", tok)
-    assert result.intact == pytest.approx(score(model, prepared).mean("loglikelihood"), abs=1e-9)
+    assert result.intact == pytest.approx(score(ModelRuntime.of(model), prepared).mean("loglikelihood"), abs=1e-9)
     assert sorted(result.accuracy) == [(layer, h) for layer in (1, 3) for h in range(4)]
     for (layer, head), value in result.accuracy.items():
         assert value == pytest.approx(surgery_loglikelihood(model, prepared, layer, [head]), abs=1e-4)
@@ -195,7 +196,7 @@ def test_one_head_equals_direct_ablate_scoring(model: torch.nn.Module, fact_suit
     prepared = prepare(fact_suite.limited(8), "mc_text", tok)
     for head in range(4):
         with ablate(model, Ablation.masking({2: [head]}, mode="uniform")):
-            expected = score(model, prepared).mean("acc")
+            expected = score(ModelRuntime.of(model), prepared).mean("acc")
         assert result.accuracy[(2, head)] == expected
 
 
@@ -307,7 +308,7 @@ def test_real_model_layer_0_has_a_critical_knowledge_head(smollm: LoadedModel) -
     critical = result.critical_heads()
     assert critical, "no head of layer 0 lowers knowledge accuracy"
     prepared = prepare(resolve_suite("knowledge").limited(8), "mc_text", smollm.tokenizer)
-    assert result.intact == score(smollm.model, prepared).mean("acc")
+    assert result.intact == score(smollm.runtime, prepared).mean("acc")
     layer, head = critical[0]
     with ablate(smollm.model, Ablation.masking({layer: [head]})):
-        assert result.accuracy[(layer, head)] == score(smollm.model, prepared).mean("acc") < result.intact
+        assert result.accuracy[(layer, head)] == score(smollm.runtime, prepared).mean("acc") < result.intact

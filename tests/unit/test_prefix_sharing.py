@@ -23,6 +23,7 @@ from tiny_models import tiny_tokenizer
 from transformers.cache_utils import CacheLayerMixin
 
 from pytest_layercheck.model.ablation import Ablation, ablate
+from pytest_layercheck.model.runtime import ModelRuntime
 from pytest_layercheck.scoring import engine
 from pytest_layercheck.scoring.batching import BatchSettings, shared_prefix
 from pytest_layercheck.scoring.engine import MIN_SHARED_PREFIX
@@ -226,6 +227,7 @@ def test_few_shot_prompts_share_a_long_prefix_and_batches_mix_lengths(one_batch:
 @pytest.mark.parametrize("protocol", ["mc_text", "continuation"])
 def test_loglikelihood_with_sharing_equals_hand_computation(family: str, protocol: str) -> None:
     m, tok = model(family), tokenizer()
+    runtime = ModelRuntime.of(m)
     # An empty delimiter lets a continuation target be the model's own greedy text (exact_match 1).
     suite = few_shot_suite(continuation=ProtocolSettings(template="Q: {context}\nA:", target_delimiter=""))
     if protocol == "continuation":
@@ -241,9 +243,9 @@ def test_loglikelihood_with_sharing_equals_hand_computation(family: str, protoco
         )
     prepared = prepare(suite, protocol, tok)
     expected = [[hand_loglikelihood(m, ctx, cont) for ctx, cont in pairs] for pairs in hand_requests(prepared)]
-    unshared = score(m, prepared, batch_size=4, share_prefix=False)
-    results = {bs: score(m, prepared, batch_size=bs) for bs in BATCHES}
-    results["budget"] = score(m, prepared, token_budget=300)  # budget-driven batches of a few rows
+    unshared = score(runtime, prepared, batch_size=4, share_prefix=False)
+    results = {bs: score(runtime, prepared, batch_size=bs) for bs in BATCHES}
+    results["budget"] = score(runtime, prepared, token_budget=300)  # budget-driven batches of a few rows
     for result in results.values():
         assert_same_result(result, unshared)
         for item, outcome, ref in zip(prepared.items, result.outcomes, expected):
@@ -272,11 +274,12 @@ def test_loglikelihood_with_sharing_equals_hand_computation(family: str, protoco
 def test_single_token_candidates_with_sharing(family: str) -> None:
     """mc_letters: every score comes from the shared pass's last position, no continuation pass."""
     m, tok = model(family), tokenizer()
+    runtime = ModelRuntime.of(m)
     prepared = prepare(few_shot_suite(8, shots=2), "mc_letters", tok)
     assert len(prepared.loglikelihood.prefix) >= MIN_SHARED_PREFIX
-    unshared = score(m, prepared, share_prefix=False)
+    unshared = score(runtime, prepared, share_prefix=False)
     for bs in BATCHES:
-        result = score(m, prepared, batch_size=bs)
+        result = score(runtime, prepared, batch_size=bs)
         assert_same_result(result, unshared)
         for outcome, pairs in zip(result.outcomes, hand_requests(prepared)):
             assert outcome.detail["loglikelihoods"] == pytest.approx(
@@ -287,6 +290,7 @@ def test_single_token_candidates_with_sharing(family: str) -> None:
 @pytest.mark.parametrize("family", FAMILIES)
 def test_generation_with_sharing_equals_plain_greedy_loop(family: str) -> None:
     m, tok = model(family), tokenizer()
+    runtime = ModelRuntime.of(m)
     settings = ProtocolSettings(template="Q: {context}\nA:", until=("\n", "?"), max_gen_toks=8)
     prepared = prepare(few_shot_suite(generate_until=settings), "generate_until", tok)
     assert len(prepared.generation.prefix) >= MIN_SHARED_PREFIX
@@ -294,10 +298,10 @@ def test_generation_with_sharing_equals_plain_greedy_loop(family: str) -> None:
         hand_generate(m, tok, tok.encode(r.prompt), settings.until, settings.max_gen_toks) for r in prepared.items
     ]
     assert len(set(expected)) > 1
-    unshared = score(m, prepared, batch_size=4, share_prefix=False)
+    unshared = score(runtime, prepared, batch_size=4, share_prefix=False)
     assert [o.detail["generation"] for o in unshared.outcomes] == expected
     for bs in BATCHES:
-        result = score(m, prepared, batch_size=bs)
+        result = score(runtime, prepared, batch_size=bs)
         assert [o.detail["generation"] for o in result.outcomes] == expected
         assert_same_result(result, unshared)
 
@@ -307,10 +311,10 @@ def test_sdpa_attention_with_sharing(family: str) -> None:
     """SDPA builds its (sliding-window) masks its own way; sharing must not depend on that."""
     tok = tokenizer()
     prepared = prepare(few_shot_suite(), "mc_text", tok)
-    eager = score(model(family, "eager"), prepared, share_prefix=False)
+    eager = score(ModelRuntime.of(model(family, "eager")), prepared, share_prefix=False)
     sdpa_model = model(family, "sdpa")
     for bs in (2, None):
-        assert_same_result(score(sdpa_model, prepared, batch_size=bs), eager)
+        assert_same_result(score(ModelRuntime.of(sdpa_model), prepared, batch_size=bs), eager)
 
 
 def test_rows_padded_past_the_whole_prefix(one_batch: None) -> None:
@@ -327,12 +331,12 @@ def test_rows_padded_past_the_whole_prefix(one_batch: None) -> None:
         m = model(family)
         prepared = prepare(suite, "mc_text", tokenizer())
         ll = prepared.loglikelihood
-        (batch,) = ll.plan(batch_settings(m)).batches
+        (batch,) = ll.plan(batch_settings(ModelRuntime.of(m))).batches
         pads = batch.attention_mask.shape[1] - batch.attention_mask.sum(1)
         assert len(ll.prefix) >= MIN_SHARED_PREFIX
         assert ((pads > 0) & (pads < len(ll.prefix))).sum() >= 2 and (pads > len(ll.prefix)).sum() >= 2
-        result = score(m, prepared)
-        assert_same_result(result, score(m, prepared, share_prefix=False))
+        result = score(ModelRuntime.of(m), prepared)
+        assert_same_result(result, score(ModelRuntime.of(m), prepared, share_prefix=False))
         for outcome, pairs in zip(result.outcomes, hand_requests(prepared)):
             assert outcome.detail["loglikelihoods"] == pytest.approx(
                 [hand_loglikelihood(m, *p)[0] for p in pairs], abs=TOL
@@ -341,15 +345,16 @@ def test_rows_padded_past_the_whole_prefix(one_batch: None) -> None:
 
 def test_duplicate_prompts_and_truncated_contexts() -> None:
     m, tok = model("llama"), tokenizer()
+    runtime = ModelRuntime.of(m)
     suite = few_shot_suite(4)
     doubled = prepare(replace(suite, items=suite.items + suite.items), "mc_text", tok)
-    result = score(m, doubled)
+    result = score(runtime, doubled)
     assert lls_of(result)[:4] == lls_of(result)[4:]
-    assert_same_result(result, score(m, doubled, share_prefix=False))
+    assert_same_result(result, score(runtime, doubled, share_prefix=False))
     # Left truncation cuts the few-shot block differently per prompt: nothing is shared, still right.
     truncated = prepare(suite, "mc_text", tok, max_length=40)
     assert len(truncated.loglikelihood.prefix) < MIN_SHARED_PREFIX
-    assert_same_result(score(m, truncated), score(m, truncated, share_prefix=False))
+    assert_same_result(score(runtime, truncated), score(runtime, truncated, share_prefix=False))
 
 
 # --------------------------------------------------------------------------------------------
@@ -360,28 +365,30 @@ def test_duplicate_prompts_and_truncated_contexts() -> None:
 @pytest.mark.parametrize("protocol", ["mc_text", "generate_until"])
 def test_prefix_runs_once_per_score_call(protocol: str, one_batch: None) -> None:
     m, tok = model("llama"), tokenizer()
+    runtime = ModelRuntime.of(m)
     prepared = prepare(few_shot_suite(), protocol, tok)
     prompts = prepared.loglikelihood.contexts if prepared.loglikelihood else prepared.generation.prompts
     prefix, width = len((prepared.loglikelihood or prepared.generation).prefix), max(map(len, prompts))
     for _ in range(2):  # again on the second call: the prefix cache is never kept between calls
         with ForwardLog(m) as log:
-            score(m, prepared, batch_size=3)
+            score(runtime, prepared, batch_size=3)
         assert log.shapes[0] == (1, prefix) and log.shapes.count((1, prefix)) == 1
         assert log.shapes[1] == (3, width - prefix)  # the first batch runs only the columns after the prefix
     with ForwardLog(m) as log:
-        score(m, prepared, batch_size=3, share_prefix=False)
+        score(runtime, prepared, batch_size=3, share_prefix=False)
     assert (1, prefix) not in log.shapes and log.shapes[0] == (3, width)
 
 
 def test_no_prefix_pass_below_the_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
     m, tok = model("llama"), tokenizer()
+    runtime = ModelRuntime.of(m)
     prepared = prepare(few_shot_suite(), "mc_text", tok)
     prefix, width = len(prepared.loglikelihood.prefix), max(map(len, prepared.loglikelihood.contexts))
     monkeypatch.setattr(engine, "MIN_SHARED_PREFIX", prefix + 1)
     with ForwardLog(m) as log:
-        result = score(m, prepared, batch_size=3)
+        result = score(runtime, prepared, batch_size=3)
     assert (1, prefix) not in log.shapes and log.shapes[0] == (3, width)
-    assert_same_result(result, score(m, prepared, batch_size=3, share_prefix=False))
+    assert_same_result(result, score(runtime, prepared, batch_size=3, share_prefix=False))
 
 
 @pytest.mark.parametrize("family", ["llama", "gemma2", "gpt2"])
@@ -389,14 +396,15 @@ def test_sharing_follows_the_ablation_of_each_call(family: str) -> None:
     """Layer skipping deletes blocks and renumbers KV slots between calls: the prefix cache must be
     the current model's, so the same prepared suite is scored intact, ablated and intact again."""
     m, tok = model(family), tokenizer()
+    runtime = ModelRuntime.of(m)
     prepared = prepare(few_shot_suite(6), "continuation", tok)
-    intact = score(m, prepared)
+    intact = score(runtime, prepared)
     with ablate(m, Ablation.skipping((1,))):
-        ablated = score(m, prepared, batch_size=2)
-        assert_same_result(ablated, score(m, prepared, batch_size=2, share_prefix=False))
+        ablated = score(runtime, prepared, batch_size=2)
+        assert_same_result(ablated, score(runtime, prepared, batch_size=2, share_prefix=False))
         for outcome, pairs in zip(ablated.outcomes, hand_requests(prepared)):
             assert outcome.scores["loglikelihood"] == pytest.approx(hand_loglikelihood(m, *pairs[0])[0], abs=TOL)
-    assert_same_result(score(m, prepared), intact)
+    assert_same_result(score(runtime, prepared), intact)
     assert max(abs(a - b) for a, b in zip(intact.values("loglikelihood"), ablated.values("loglikelihood"))) > 0.1
 
 
@@ -409,6 +417,7 @@ def test_batches_on_several_cores_give_the_serial_numbers(family: str) -> None:
     from pytest_layercheck.model.architecture import get_adapter
 
     m, tok = model(family), tokenizer()
+    runtime = ModelRuntime.of(m)
     prepared = prepare(few_shot_suite(), "mc_text", tok)
     assert prepared.loglikelihood is not None
     plan = prepared.loglikelihood.plan(BatchSettings(token_budget=300))
@@ -418,9 +427,9 @@ def test_batches_on_several_cores_give_the_serial_numbers(family: str) -> None:
     idents: set[int] = set()
     hook = get_adapter(m).layers[-1].register_forward_pre_hook(lambda *_: idents.add(threading.get_ident()))
     try:
-        split = engine.run_loglikelihood(m, plan, workers=2)
+        split = engine.run_loglikelihood(runtime, plan, workers=2)
         hook.remove()
-        serial = engine.run_loglikelihood(m, plan, workers=1)
+        serial = engine.run_loglikelihood(runtime, plan, workers=1)
     finally:
         hook.remove()
         torch.set_num_threads(before)
@@ -459,7 +468,7 @@ def test_continuation_calls_read_the_prompt_cache_one_layer_at_a_time(family: st
 
     RowsOfLayer.update, RowsOfLayer.__init__ = recorded_update, recorded_init
     try:
-        result = engine.run_loglikelihood(m, plan, share_prefix=share, workers=1)
+        result = engine.run_loglikelihood(ModelRuntime.of(m), plan, share_prefix=share, workers=1)
     finally:
         RowsOfLayer.update, RowsOfLayer.__init__ = update, init
     assert sources and all(torch.equal(source.keys, before) for source, before in sources)

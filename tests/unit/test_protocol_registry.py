@@ -11,6 +11,7 @@ from tiny_models import tiny_model, tiny_tokenizer
 
 from pytest_layercheck.core.errors import ProtocolError
 from pytest_layercheck.data.records import PRIMARY_METRIC
+from pytest_layercheck.model.runtime import ModelRuntime
 from pytest_layercheck.scoring.protocols import prepare, score
 from pytest_layercheck.suites.loader import load_suite_text
 from pytest_layercheck.suites.protocols import ScoringProtocol, get_protocol, protocol_names, register, unregister
@@ -43,11 +44,12 @@ def numbers() -> Iterator[ScoringProtocol]:
 def test_a_registered_protocol_is_loaded_rendered_and_scored(numbers: ScoringProtocol) -> None:
     torch.manual_seed(0)
     model, tokenizer = tiny_model("llama", layers=2), tiny_tokenizer()
+    runtime = ModelRuntime.of(model)
     toy = load_suite_text(SUITE.format(protocol="mc_numbers"))
     # Its candidates are the digits, which for these items are exactly the choice texts: mc_text agrees.
     reference = load_suite_text(SUITE.format(protocol="mc_text"))
-    ours = score(model, prepare(toy, "mc_numbers", tokenizer))
-    theirs = score(model, prepare(reference, "mc_text", tokenizer))
+    ours = score(runtime, prepare(toy, "mc_numbers", tokenizer))
+    theirs = score(runtime, prepare(reference, "mc_text", tokenizer))
     assert [o.scores for o in ours.outcomes] == [o.scores for o in theirs.outcomes]
     assert PRIMARY_METRIC["mc_numbers"] == "acc" and "mc_numbers" in protocol_names()
 

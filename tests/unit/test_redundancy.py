@@ -37,6 +37,7 @@ from pytest_layercheck.core.errors import ConfigError
 from pytest_layercheck.evaluation.service import score_suite
 from pytest_layercheck.model.ablation import Ablation
 from pytest_layercheck.model.loading import LoadedModel
+from pytest_layercheck.model.runtime import ModelRuntime
 from pytest_layercheck.report.format import render_text
 from pytest_layercheck.suites.schema import ProtocolSettings, Suite, SuiteItem
 
@@ -89,7 +90,7 @@ def llama() -> nn.Module:
 def test_states_are_the_layer_inputs_of_output_hidden_states(llama: nn.Module) -> None:
     """hidden_states[i] is layer i's input for i < N, but hidden_states[N] is the FINAL-NORMED output
     (transformers 5.x), so x^N comes from a hook: x^N differs from it and norm(x^N) equals it."""
-    states = collect_layer_states(llama, tiny_tokenizer(), PROMPTS)
+    states = collect_layer_states(ModelRuntime.of(llama), tiny_tokenizer(), PROMPTS)
     assert states.last.shape == (len(PROMPTS), LAYERS + 1, 64)
     for p, prompt in enumerate(PROMPTS):
         ids = tiny_tokenizer()(prompt, return_tensors="pt")["input_ids"]
@@ -104,7 +105,7 @@ def test_states_are_the_layer_inputs_of_output_hidden_states(llama: nn.Module) -
 
 
 def test_angular_distance_and_block_influence_match_a_hand_computation(llama: nn.Module) -> None:
-    states = collect_layer_states(llama, tiny_tokenizer(), PROMPTS)
+    states = collect_layer_states(ModelRuntime.of(llama), tiny_tokenizer(), PROMPTS)
     hand = [[h.numpy() for h in by_hand(llama, prompt)] for prompt in PROMPTS]  # [prompt][layer][token, hidden]
     for n in (1, 2, 5):
         mean, stderr = angular_distances(states, n)
@@ -125,20 +126,22 @@ def np_angle_cos(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_padding_and_batching_do_not_change_the_statistics(llama: nn.Module) -> None:
-    together = collect_layer_states(llama, tiny_tokenizer(), PROMPTS)
-    one_by_one = merge_states([collect_layer_states(llama, tiny_tokenizer(), [p]) for p in PROMPTS])
+    runtime = ModelRuntime.of(llama)
+    together = collect_layer_states(runtime, tiny_tokenizer(), PROMPTS)
+    one_by_one = merge_states([collect_layer_states(runtime, tiny_tokenizer(), [p]) for p in PROMPTS])
     torch.testing.assert_close(together.last, one_by_one.last, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(together.cos_sum, one_by_one.cos_sum, atol=1e-6, rtol=1e-6)
     assert together.tokens == one_by_one.tokens
-    tiny_budget = collect_layer_states(llama, tiny_tokenizer(), PROMPTS, token_budget=30)
+    tiny_budget = collect_layer_states(runtime, tiny_tokenizer(), PROMPTS, token_budget=30)
     torch.testing.assert_close(together.last, tiny_budget.last, atol=1e-5, rtol=1e-5)
 
 
 def test_a_shared_prefix_is_run_once_and_counted_once(llama: nn.Module) -> None:
+    runtime = ModelRuntime.of(llama)
     prefix = "Q: The capital of Belgium is Brussels.\nQ: The capital of Spain is Madrid.\nQ: "
     prompts = [prefix + p for p in PROMPTS]
-    shared = collect_layer_states(llama, tiny_tokenizer(), prompts, share_prefix=True)
-    plain = collect_layer_states(llama, tiny_tokenizer(), prompts, share_prefix=False)
+    shared = collect_layer_states(runtime, tiny_tokenizer(), prompts, share_prefix=True)
+    plain = collect_layer_states(runtime, tiny_tokenizer(), prompts, share_prefix=False)
     torch.testing.assert_close(shared.last, plain.last, atol=1e-5, rtol=1e-5)
     hand = [[h.numpy() for h in by_hand(llama, p)] for p in prompts]
     ids = [tiny_tokenizer()(p)["input_ids"] for p in prompts]
@@ -157,7 +160,7 @@ def test_a_shared_prefix_is_run_once_and_counted_once(llama: nn.Module) -> None:
 @pytest.mark.parametrize("family", ["gpt2", "gemma2", "qwen3"])
 def test_other_families_give_the_layer_inputs(family: str) -> None:
     model = tiny_model(family, layers=4, seed=2)
-    states = collect_layer_states(model, tiny_tokenizer(), PROMPTS[:3])
+    states = collect_layer_states(ModelRuntime.of(model), tiny_tokenizer(), PROMPTS[:3])
     for p, prompt in enumerate(PROMPTS[:3]):
         ids = tiny_tokenizer()(prompt, return_tensors="pt")["input_ids"]
         with torch.inference_mode():

@@ -30,6 +30,7 @@ from pytest_layercheck.core.errors import ConfigError
 from pytest_layercheck.data.statistics import exact_mcnemar
 from pytest_layercheck.model import kv_cache
 from pytest_layercheck.model.head_masking import mask_heads
+from pytest_layercheck.model.runtime import ModelRuntime
 from pytest_layercheck.scoring.protocols import normalise_answer, prepare, score
 from pytest_layercheck.suites.loader import load_suite
 from pytest_layercheck.suites.retrieval_problems import DECOYS
@@ -319,7 +320,7 @@ def echo_suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "items": items,
     }
     path.write_text(yaml.safe_dump(document))
-    answers = score(model, prepare(load_suite(path), "generate_until", tok)).outcomes
+    answers = score(ModelRuntime.of(model), prepare(load_suite(path), "generate_until", tok)).outcomes
     kept = [(item, outcome.detail["answer"]) for item, outcome in zip(items, answers) if outcome.detail["answer"]][:6]
     assert len(kept) == 6  # targets must be non-empty
     for i, (item, answer) in enumerate(kept):

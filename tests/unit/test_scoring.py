@@ -19,6 +19,7 @@ from scoring_references import hand_generate, hand_loglikelihood, sharp_model
 from tiny_models import FAMILIES, tiny_tokenizer
 
 from pytest_layercheck.core.errors import ProtocolError
+from pytest_layercheck.model.runtime import ModelRuntime
 from pytest_layercheck.scoring import batching
 from pytest_layercheck.scoring.batching import BatchSettings
 from pytest_layercheck.scoring.protocols import (
@@ -149,7 +150,7 @@ def hand_prompt(item: SuiteItem, shots: tuple[SuiteItem, ...], answer, delimiter
 @pytest.mark.parametrize("family", FAMILIES)
 def test_mc_text_matches_hand_computation(family: str) -> None:
     model, tok, suite = sharp_model(family), tokenizer(), make_suite()
-    result = prepare_and_score(model, tok, suite, "mc_text", batch_size=4)
+    result = prepare_and_score(ModelRuntime.of(model), tok, suite, "mc_text", batch_size=4)
     for item, outcome in zip(suite.items, result.outcomes):
         prompt = hand_prompt(item, suite.fewshot, lambda s: s.choices[s.gold])
         lls = [hand_loglikelihood(model, *hand_pair(tok, prompt, " " + c))[0] for c in item.choices]
@@ -163,7 +164,7 @@ def test_mc_text_matches_hand_computation(family: str) -> None:
 
 def test_acc_norm_divides_by_character_length() -> None:
     model, tok = sharp_model("llama"), tokenizer()
-    result = prepare_and_score(model, tok, make_suite(24), "mc_text")
+    result = prepare_and_score(ModelRuntime.of(model), tok, make_suite(24), "mc_text")
     disagreements = 0
     for outcome in result.outcomes:
         lls, cands = outcome.detail["loglikelihoods"], outcome.detail["candidates"]
@@ -177,7 +178,7 @@ def test_acc_norm_divides_by_character_length() -> None:
 @pytest.mark.parametrize("family", ["llama", "gpt2", "gemma2"])
 def test_mc_letters_matches_hand_computation(family: str) -> None:
     model, tok, suite = sharp_model(family), tokenizer(), make_suite()
-    result = prepare_and_score(model, tok, suite, "mc_letters", batch_size=3)
+    result = prepare_and_score(ModelRuntime.of(model), tok, suite, "mc_letters", batch_size=3)
     for item, outcome in zip(suite.items, result.outcomes):
         letters = "ABCD"[: len(item.choices)]
         block = "\n".join(f"{L}. {c}" for L, c in zip(letters, item.choices))
@@ -207,7 +208,7 @@ def test_identical_requests_are_computed_once() -> None:
     prepared = prepare(duplicated, "mc_text", tokenizer())
     assert len(prepared.loglikelihood.contexts) == 3
     assert len(prepared.loglikelihood.rows) <= sum(len(i.choices) for i in suite.items)
-    result = score(sharp_model("llama"), prepared)
+    result = score(ModelRuntime.of(sharp_model("llama")), prepared)
     first, second = result.outcomes[:3], result.outcomes[3:]
     assert [o.detail["loglikelihoods"] for o in first] == [o.detail["loglikelihoods"] for o in second]
 
@@ -225,7 +226,7 @@ def test_continuation_matches_hand_computation(family: str) -> None:
             item = replace(item, target=greedy or item.target)
         items.append(item)
     suite = replace(suite, items=tuple(items))
-    result = prepare_and_score(model, tok, suite, "continuation", batch_size=5)
+    result = prepare_and_score(ModelRuntime.of(model), tok, suite, "continuation", batch_size=5)
     hits = 0
     for item, outcome in zip(suite.items, result.outcomes):
         prompt = hand_prompt(item, suite.fewshot, lambda s: s.answer_text, delimiter="")
@@ -259,7 +260,7 @@ def test_generate_until_matches_plain_greedy_loop(family: str) -> None:
             for k, item in enumerate(suite.items)
         ),
     )
-    result = prepare_and_score(model, tok, suite, "generate_until", batch_size=3)
+    result = prepare_and_score(ModelRuntime.of(model), tok, suite, "generate_until", batch_size=3)
     for item, outcome in zip(suite.items, result.outcomes):
         assert outcome.detail["generation"] == expected[item.id]
         assert outcome.detail["answer"] == expected[item.id].strip()
@@ -272,19 +273,23 @@ def test_generate_until_matches_plain_greedy_loop(family: str) -> None:
 def test_generation_ignores_sampling_settings_of_the_model() -> None:
     """A model's generation_config (sampling, repetition penalty, ...) must not change greedy scoring."""
     model, tok, suite = sharp_model("llama"), tokenizer(), make_suite(4)
-    expected = [o.detail["generation"] for o in prepare_and_score(model, tok, suite, "generate_until").outcomes]
+    expected = [
+        o.detail["generation"] for o in prepare_and_score(ModelRuntime.of(model), tok, suite, "generate_until").outcomes
+    ]
     tuned = copy.deepcopy(model)
     config = tuned.generation_config
     config.do_sample, config.temperature, config.top_p = True, 0.6, 0.9
     config.repetition_penalty, config.no_repeat_ngram_size, config.min_new_tokens = 1.5, 2, 5
-    assert [o.detail["generation"] for o in prepare_and_score(tuned, tok, suite, "generate_until").outcomes] == expected
+    assert [
+        o.detail["generation"] for o in prepare_and_score(ModelRuntime.of(tuned), tok, suite, "generate_until").outcomes
+    ] == expected
 
 
 def test_generate_until_answer_regex() -> None:
     model, tok = sharp_model("llama"), tokenizer()
     settings = ProtocolSettings(template="Q: {context}\nA:", until=("\n",), max_gen_toks=6, answer_regex=r"(\S)")
     suite = make_suite(4, generate_until=settings)
-    result = prepare_and_score(model, tok, suite, "generate_until")
+    result = prepare_and_score(ModelRuntime.of(model), tok, suite, "generate_until")
     for outcome in result.outcomes:
         text = outcome.detail["generation"]
         first = text.split()[0][0] if text.split() else None
@@ -308,9 +313,10 @@ def test_extract_and_normalise_answer() -> None:
 @pytest.mark.parametrize("protocol", ["mc_text", "mc_letters", "continuation"])
 def test_scores_do_not_depend_on_batch_size(protocol: str) -> None:
     model, tok = sharp_model("llama"), tokenizer()
+    runtime = ModelRuntime.of(model)
     prepared = prepare(make_suite(16), protocol, tok)
-    results = {bs: score(model, prepared, batch_size=bs) for bs in (1, 3, 16)}
-    results["tokens"] = score(model, prepared, token_budget=64)  # budget-driven batches
+    results = {bs: score(runtime, prepared, batch_size=bs) for bs in (1, 3, 16)}
+    results["tokens"] = score(runtime, prepared, token_budget=64)  # budget-driven batches
     reference = results[1]
     metric_keys = reference.metrics
     for other in results.values():
@@ -330,7 +336,10 @@ def test_scores_do_not_depend_on_batch_size(protocol: str) -> None:
 def test_generation_does_not_depend_on_batch_size() -> None:
     model, tok = sharp_model("gpt2"), tokenizer()
     prepared = prepare(make_suite(9), "generate_until", tok)
-    texts = {bs: [o.detail["generation"] for o in score(model, prepared, batch_size=bs).outcomes] for bs in (1, 3, 16)}
+    texts = {
+        bs: [o.detail["generation"] for o in score(ModelRuntime.of(model), prepared, batch_size=bs).outcomes]
+        for bs in (1, 3, 16)
+    }
     assert texts[1] == texts[3] == texts[16]
 
 
@@ -366,8 +375,8 @@ def test_batches_mix_lengths_and_continuation_pass_is_used(one_batch: None) -> N
 def test_sdpa_attention_with_padding_matches_eager(family: str) -> None:
     """Fully masked (left-padding) rows must not produce NaNs or leak into real rows under SDPA."""
     tok, suite = tokenizer(), make_suite()
-    eager = prepare_and_score(sharp_model(family, "eager"), tok, suite, "mc_text", batch_size=8)
-    sdpa = prepare_and_score(sharp_model(family, "sdpa"), tok, suite, "mc_text", batch_size=8)
+    eager = prepare_and_score(ModelRuntime.of(sharp_model(family, "eager")), tok, suite, "mc_text", batch_size=8)
+    sdpa = prepare_and_score(ModelRuntime.of(sharp_model(family, "sdpa")), tok, suite, "mc_text", batch_size=8)
     for a, b in zip(eager.outcomes, sdpa.outcomes):
         assert b.detail["loglikelihoods"] == pytest.approx(a.detail["loglikelihoods"], abs=TOL)
 
@@ -385,10 +394,11 @@ def test_trailing_space_moves_onto_the_continuation() -> None:
     assert ctx == tok.encode("Answer:", add_special_tokens=False)
     # A prompt ending in a space scores exactly like the same prompt with " " + candidate.
     model = sharp_model("llama")
+    runtime = ModelRuntime.of(model)
     spaced = make_suite(4, mc_text=ProtocolSettings(template="Q: {context}\nA: ", target_delimiter=""))
     plain = make_suite(4)
-    a = prepare_and_score(model, tok, spaced, "mc_text", batch_size=2)
-    b = prepare_and_score(model, tok, plain, "mc_text", batch_size=2)
+    a = prepare_and_score(runtime, tok, spaced, "mc_text", batch_size=2)
+    b = prepare_and_score(runtime, tok, plain, "mc_text", batch_size=2)
     for x, y in zip(a.outcomes, b.outcomes):
         assert x.detail["loglikelihoods"] == pytest.approx(y.detail["loglikelihoods"], abs=TOL)
 
@@ -406,7 +416,7 @@ def test_bos_rule_follows_the_tokenizer() -> None:
     ((ctx, cont),) = encode_pairs(with_bos, encoding_rule(with_bos), [("Q: hi\nA:", " B")])
     assert ctx[0] == with_bos.bos_token_id and with_bos.bos_token_id not in cont
     model, suite = sharp_model("gemma"), make_suite(4)
-    result = prepare_and_score(model, with_bos, suite, "mc_text")
+    result = prepare_and_score(ModelRuntime.of(model), with_bos, suite, "mc_text")
     for item, outcome in zip(suite.items, result.outcomes):
         prompt = hand_prompt(item, suite.fewshot, lambda s: s.choices[s.gold])
         lls = [hand_loglikelihood(model, *hand_pair(with_bos, prompt, " " + c, bos=True))[0] for c in item.choices]
@@ -417,7 +427,7 @@ def test_long_contexts_are_left_truncated_keeping_the_continuation() -> None:
     model, tok, suite = sharp_model("gpt2"), tokenizer(), make_suite(4)
     prepared = prepare(suite, "mc_text", tok, max_length=20)
     assert prepared.longest_input <= 20
-    result = score(model, prepared)
+    result = score(ModelRuntime.of(model), prepared)
     for item, outcome in zip(suite.items, result.outcomes):
         prompt = hand_prompt(item, suite.fewshot, lambda s: s.choices[s.gold])
         lls = []
@@ -459,19 +469,21 @@ def test_inputs_longer_than_the_model_are_refused_with_a_fix() -> None:
     long_suite = replace(prepared.suite, items=(replace(prepared.suite.items[0], context="word " * 80),))
     prepared = prepare(long_suite, "mc_text", tokenizer(), max_length=10_000)
     with pytest.raises(ProtocolError, match="max_length=256"):
-        score(sharp_model("gpt2"), prepared)
-    result = prepare_and_score(sharp_model("gpt2"), tokenizer(), long_suite, "mc_text")  # truncates for you
+        score(ModelRuntime.of(sharp_model("gpt2")), prepared)
+    result = prepare_and_score(
+        ModelRuntime.of(sharp_model("gpt2")), tokenizer(), long_suite, "mc_text"
+    )  # truncates for you
     assert len(result.outcomes) == 1
 
 
 def test_empty_suite_scores_to_no_outcomes() -> None:
     suite = replace(make_suite(1), items=())
     for protocol in ("mc_text", "generate_until"):
-        assert prepare_and_score(sharp_model("llama"), tokenizer(), suite, protocol).outcomes == ()
+        assert prepare_and_score(ModelRuntime.of(sharp_model("llama")), tokenizer(), suite, protocol).outcomes == ()
 
 
 def test_default_protocol_and_limit() -> None:
-    result = prepare_and_score(sharp_model("llama"), tokenizer(), make_suite(6), limit=2)
+    result = prepare_and_score(ModelRuntime.of(sharp_model("llama")), tokenizer(), make_suite(6), limit=2)
     assert result.protocol == "mc_text" and [o.item_id for o in result.outcomes] == ["q1", "q2"]
     assert result.suite == "tiny" and result.suite_hash == "h"
 

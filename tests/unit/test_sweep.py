@@ -21,6 +21,7 @@ from transformers.cache_utils import DynamicLayer
 
 from pytest_layercheck.model.ablation import Ablation, ablate
 from pytest_layercheck.model.architecture import get_adapter
+from pytest_layercheck.model.runtime import ModelRuntime
 from pytest_layercheck.scoring.engine import run_loglikelihood
 from pytest_layercheck.scoring.model_head import _final_norm, _Head, _head_logits
 from pytest_layercheck.scoring.prompt_cache import FilledLayer, PrefixCache
@@ -56,13 +57,13 @@ BUDGET = 64
 def plan_of(family: str, protocol: str, shots: int, token_budget: int | None = None):
     prepared = prepare(mixed_suite(shots), protocol, tiny_tokenizer())
     assert prepared.loglikelihood is not None
-    settings = batch_settings(model(family), token_budget=token_budget)
+    settings = batch_settings(ModelRuntime.of(model(family)), token_budget=token_budget)
     return prepared.loglikelihood.plan(settings)
 
 
 def reference(m: torch.nn.Module, plan, ablation: Ablation, donor=None):
     with ablate(m, ablation, donor=donor):
-        return run_loglikelihood(m, plan)
+        return run_loglikelihood(ModelRuntime.of(m), plan)
 
 
 def assert_same(a, b) -> None:
@@ -78,7 +79,7 @@ def test_sweep_equals_scoring_each_ablated_model(family: str, protocol: str, sho
     plan = plan_of(family, protocol, shots, token_budget=BUDGET)
     assert len(plan.batches) > 1
     assert protocol != "mc_text" or any(len(batch.chunks) > 1 for batch in plan.batches)
-    intact, outputs = run_loglikelihood_sweep(m, plan, ABLATIONS, wavefront=wavefront)
+    intact, outputs = run_loglikelihood_sweep(ModelRuntime.of(m), plan, ABLATIONS, wavefront=wavefront)
     assert_same(intact, reference(m, plan, Ablation()))
     for ablation, output in zip(ABLATIONS, outputs):
         assert_same(output, reference(m, plan, ablation))
@@ -88,18 +89,19 @@ def test_sweep_with_a_donor_swap() -> None:
     m, donor = model("llama"), sharp_model("llama", seed=11, sharpen_embeddings=False, layers=LAYERS)
     plan = plan_of("llama", "mc_text", 3)
     swaps = [Ablation.swapping([2]), Ablation.swapping([0, 4])]
-    _, outputs = run_loglikelihood_sweep(m, plan, swaps, donor=donor)
+    _, outputs = run_loglikelihood_sweep(ModelRuntime.of(m), plan, swaps, donor=donor)
     for ablation, output in zip(swaps, outputs):
         assert_same(output, reference(m, plan, ablation, donor=donor))
 
 
 def test_the_model_is_left_as_it_was() -> None:
     m = model("llama")
+    runtime = ModelRuntime.of(m)
     plan = plan_of("llama", "mc_text", 3)
-    before = run_loglikelihood(m, plan)
+    before = run_loglikelihood(runtime, plan)
     adapter = get_adapter(m)
     blocks = list(adapter.layers)
-    run_loglikelihood_sweep(m, plan, ABLATIONS)
+    run_loglikelihood_sweep(runtime, plan, ABLATIONS)
     assert list(get_adapter(m).layers) == blocks
     assert all(not block._forward_pre_hooks for block in blocks)
     assert all(
@@ -108,7 +110,7 @@ def test_the_model_is_left_as_it_was() -> None:
         for module in (adapter.out_proj_of(block), adapter.mlp_of(block))
         if module is not None
     )
-    assert_same(run_loglikelihood(m, plan), before)
+    assert_same(run_loglikelihood(runtime, plan), before)
 
 
 def count_block_calls(m, run) -> tuple[list[int], list[int]]:
@@ -136,7 +138,10 @@ def test_per_ablation_runs_only_compute_the_layers_after_the_resume_point() -> N
     m = model("llama")
     plan = plan_of("llama", "mc_text", 3)
     calls, _ = count_block_calls(
-        m, lambda: run_loglikelihood_sweep(m, plan, [Ablation.skipping(i) for i in range(LAYERS)], wavefront=False)
+        m,
+        lambda: run_loglikelihood_sweep(
+            ModelRuntime.of(m), plan, [Ablation.skipping(i) for i in range(LAYERS)], wavefront=False
+        ),
     )
     forwards = 1 + sum(1 + len(batch.chunks) for batch in plan.batches)  # prefix pass + prompt/chunk passes
     # Layer i runs once intact, and once for each removed layer k < i (removing k >= i starts after i),
@@ -148,10 +153,13 @@ def test_per_ablation_runs_only_compute_the_layers_after_the_resume_point() -> N
 
 def test_the_wavefront_runs_each_layer_once_for_all_streams() -> None:
     m = model("llama")
+    runtime = ModelRuntime.of(m)
     plan = plan_of("llama", "mc_text", 3, token_budget=BUDGET)
     ablations = [Ablation.skipping(i) for i in range(LAYERS)]
-    calls, rows = count_block_calls(m, lambda: run_loglikelihood_sweep(m, plan, ablations))
-    old_calls, old_rows = count_block_calls(m, lambda: run_loglikelihood_sweep(m, plan, ablations, wavefront=False))
+    calls, rows = count_block_calls(m, lambda: run_loglikelihood_sweep(runtime, plan, ablations))
+    old_calls, old_rows = count_block_calls(
+        m, lambda: run_loglikelihood_sweep(runtime, plan, ablations, wavefront=False)
+    )
     forwards = 1 + sum(1 + len(batch.chunks) for batch in plan.batches)
     # Per forward: layer 0 only intact (every stream branches at or after it); every later layer
     # once intact and once for all the streams that removed an earlier layer.
@@ -171,6 +179,7 @@ def test_the_final_layer_works_only_on_the_positions_that_are_read() -> None:
     so the streams' final-layer feed-forward sees one position per row there; continuation calls are
     scored at every position and keep them all. The intact forward is the model's own, untouched."""
     m = model("llama")
+    runtime = ModelRuntime.of(m)
     plan = plan_of("llama", "mc_text", 3, token_budget=BUDGET)
     assert plan.prefix and all(batch.chunks for batch in plan.batches)
     adapter = get_adapter(m)
@@ -179,11 +188,11 @@ def test_the_final_layer_works_only_on_the_positions_that_are_read() -> None:
         lambda module, args, output: positions.append(output.shape[0] * output.shape[1])
     )
     try:
-        run_loglikelihood(m, plan)
+        run_loglikelihood(runtime, plan)
         intact = sum(positions)
         positions.clear()
         ablations = [Ablation.skipping(i) for i in range(LAYERS - 1)]  # every stream runs the final layer
-        run_loglikelihood_sweep(m, plan, ablations)
+        run_loglikelihood_sweep(runtime, plan, ablations)
     finally:
         handle.remove()
     prompts = 1 + sum(batch.input_ids.shape[0] for batch in plan.batches)  # the prefix's row, the prompt rows
@@ -194,14 +203,15 @@ def test_the_final_layer_works_only_on_the_positions_that_are_read() -> None:
 
 def test_streams_split_by_the_budget_give_the_same_numbers() -> None:
     m = model("gemma2")
+    runtime = ModelRuntime.of(m)
     plan = plan_of("gemma2", "continuation", 0, token_budget=BUDGET)
-    _, whole = run_loglikelihood_sweep(m, plan, ABLATIONS)
+    _, whole = run_loglikelihood_sweep(runtime, plan, ABLATIONS)
     one_at_a_time = StreamBudget(tokens=1, bytes=1)
-    calls, _ = count_block_calls(m, lambda: run_loglikelihood_sweep(m, plan, ABLATIONS, budget=one_at_a_time))
-    _, split = run_loglikelihood_sweep(m, plan, ABLATIONS, budget=one_at_a_time)
+    calls, _ = count_block_calls(m, lambda: run_loglikelihood_sweep(runtime, plan, ABLATIONS, budget=one_at_a_time))
+    _, split = run_loglikelihood_sweep(runtime, plan, ABLATIONS, budget=one_at_a_time)
     for a, b in zip(whole, split):
         assert_same(a, b)
-    whole_calls, _ = count_block_calls(m, lambda: run_loglikelihood_sweep(m, plan, ABLATIONS))
+    whole_calls, _ = count_block_calls(m, lambda: run_loglikelihood_sweep(runtime, plan, ABLATIONS))
     assert sum(calls) > sum(whole_calls)
 
 
@@ -222,7 +232,7 @@ def test_every_family_under_a_mixed_sweep(family: str) -> None:
         Ablation.masking({3: [2]}, mode="uniform"),
         Ablation.skipping(range(LAYERS)),
     ]
-    intact, outputs = run_loglikelihood_sweep(m, plan, ablations, donor=donor)
+    intact, outputs = run_loglikelihood_sweep(ModelRuntime.of(m), plan, ablations, donor=donor)
     assert_same(intact, reference(m, plan, Ablation()))
     for ablation, output in zip(ablations, outputs):
         assert_same(output, reference(m, plan, ablation, donor=donor))
@@ -237,6 +247,7 @@ def test_chunks_run_on_several_cores_give_the_same_numbers(family: str) -> None:
     import threading
 
     m = sharp_model(family, seed=3, sharpen_embeddings=False, layers=LAYERS)
+    runtime = ModelRuntime.of(m)
     donor = sharp_model(family, seed=11, sharpen_embeddings=False, layers=LAYERS)
     plan = plan_of(family, "mc_text", 3, token_budget=BUDGET)
     ablations = [
@@ -257,14 +268,14 @@ def test_chunks_run_on_several_cores_give_the_same_numbers(family: str) -> None:
         hook = last.register_forward_pre_hook(lambda *_: idents.add(threading.get_ident()))
         head_hook = m.get_output_embeddings().register_forward_pre_hook(lambda *_: heads.add(threading.get_ident()))
         try:
-            _, split = run_loglikelihood_sweep(m, plan, ablations, donor=donor, budget=few, workers=2)
+            _, split = run_loglikelihood_sweep(runtime, plan, ablations, donor=donor, budget=few, workers=2)
         finally:
             hook.remove()
             head_hook.remove()
         assert len(idents - {threading.get_ident()}) >= 2  # the chunks ran on other threads, two at a time
         assert len(heads - {threading.get_ident()}) >= 2  # and scored their streams there
-        _, alone = run_loglikelihood_sweep(m, plan, ablations, donor=donor, budget=one, workers=2)
-        _, serial = run_loglikelihood_sweep(m, plan, ablations, donor=donor, budget=one, workers=1)
+        _, alone = run_loglikelihood_sweep(runtime, plan, ablations, donor=donor, budget=one, workers=2)
+        _, serial = run_loglikelihood_sweep(runtime, plan, ablations, donor=donor, budget=one, workers=1)
     finally:
         torch.set_num_threads(before)
     for ablation, output in zip(ablations, split):
@@ -278,8 +289,8 @@ def test_chunks_run_on_several_cores_give_the_same_numbers(family: str) -> None:
 def test_the_direct_head_gives_the_models_own_logits(family: str) -> None:
     """Final norm, LM head and soft-cap applied directly (what chunks on other threads run) against the
     model run with every layer skipped; a head that differs is found by the check and not used."""
-    m = model(family)
-    adapter = get_adapter(m)
+    runtime = ModelRuntime.of(model(family))
+    adapter = runtime.adapter
     norm = _final_norm(adapter)
     assert norm is not None
     hidden = (
@@ -288,20 +299,20 @@ def test_the_direct_head_gives_the_models_own_logits(family: str) -> None:
         )
         * 3
     )
-    head = _Head(m, adapter, norm)
+    head = _Head(runtime, norm)
     head.check(hidden)
     assert head.direct
     for keep_last in (True, False):
         with torch.inference_mode():
             torch.testing.assert_close(
-                head(hidden, keep_last), _head_logits(m, norm, hidden, keep_last), rtol=1e-6, atol=1e-5
+                head(hidden, keep_last), _head_logits(runtime, norm, hidden, keep_last), rtol=1e-6, atol=1e-5
             )
-    wrong = _Head(m, adapter, norm)
+    wrong = _Head(runtime, norm)
     wrong.softcap = 0.5  # a family detail the direct way would miss
     wrong.check(hidden)
     assert wrong.direct is False
     with torch.inference_mode():
-        assert torch.equal(wrong(hidden, True), _head_logits(m, norm, hidden, True))
+        assert torch.equal(wrong(hidden, True), _head_logits(runtime, norm, hidden, True))
 
 
 def test_resume_points() -> None:
@@ -317,7 +328,9 @@ def test_progress_steps_cover_every_batch_and_variant() -> None:
     m = model("llama")
     plan = plan_of("llama", "mc_text", 3, token_budget=BUDGET)
     seen: list[tuple[int, int]] = []
-    run_loglikelihood_sweep(m, plan, ABLATIONS[:3], on_step=lambda done, total: seen.append((done, total)))
+    run_loglikelihood_sweep(
+        ModelRuntime.of(m), plan, ABLATIONS[:3], on_step=lambda done, total: seen.append((done, total))
+    )
     total = len(plan.batches) * 4
     assert seen == [(i, total) for i in range(1, total + 1)]
 
@@ -328,6 +341,7 @@ def test_a_sweep_with_nothing_to_branch_off_runs_the_intact_batches_on_every_cor
     import threading
 
     m = model("llama")
+    runtime = ModelRuntime.of(m)
     plan = plan_of("llama", "mc_text", 3, token_budget=BUDGET)
     assert len(plan.batches) >= 4
     before = torch.get_num_threads()
@@ -337,13 +351,17 @@ def test_a_sweep_with_nothing_to_branch_off_runs_the_intact_batches_on_every_cor
     seen: list[tuple[int, int]] = []
     try:
         intact, copies = run_loglikelihood_sweep(
-            m, plan, [Ablation(), Ablation()], workers=2, on_step=lambda done, total: seen.append((done, total))
+            runtime,
+            plan,
+            [Ablation(), Ablation()],
+            workers=2,
+            on_step=lambda done, total: seen.append((done, total)),
         )
     finally:
         hook.remove()
         torch.set_num_threads(before)
     assert len(idents - {threading.get_ident()}) == 2
-    serial = run_loglikelihood(m, plan, workers=1)
+    serial = run_loglikelihood(runtime, plan, workers=1)
     for output in (intact, *copies):
         assert torch.equal(output.loglikelihood, serial.loglikelihood) and torch.equal(output.greedy, serial.greedy)
     pointers = {o.loglikelihood.data_ptr() for o in (intact, *copies)} | {
@@ -364,7 +382,7 @@ def test_grouped_sdpa_sweep_equals_eager_scoring(family: str) -> None:
     assert get_adapter(fast).num_kv_heads < get_adapter(fast).num_heads
     plan = plan_of(family, "mc_text", 3, token_budget=BUDGET)
     ablations = [Ablation.skipping(1), Ablation.masking({2: [0, 3]}), Ablation.skipping(range(LAYERS))]
-    intact, outputs = run_loglikelihood_sweep(fast, plan, ablations)
+    intact, outputs = run_loglikelihood_sweep(ModelRuntime.of(fast), plan, ablations)
     for ablation, output in zip([Ablation(), *ablations], [intact, *outputs]):
         expected = reference(eager, plan, ablation)
         # two attention implementations round differently: log-likelihoods of about -60 agree to 1e-6

@@ -32,9 +32,9 @@ from pytest_layercheck.evaluation.result_cache import ResultCache
 from pytest_layercheck.evaluation.service import cache_identity, deterministic, evaluate_ablations
 from pytest_layercheck.model.ablation import Ablation
 from pytest_layercheck.model.ablation_spec import GQA_MODES, HEAD_MODES, check_range
-from pytest_layercheck.model.architecture import ArchitectureAdapter, get_adapter
+from pytest_layercheck.model.architecture import get_adapter
 from pytest_layercheck.model.loading import LoadedModel
-from pytest_layercheck.scoring.tokenisation import model_max_length
+from pytest_layercheck.model.runtime import ModelRuntime
 from pytest_layercheck.suites.builtin import resolve_suite
 from pytest_layercheck.suites.schema import Suite
 
@@ -281,8 +281,8 @@ def parse_layers(text: str | int | Iterable[int] | None, num_layers: int | None 
 
 def model_and_tokenizer(
     model: LoadedModel | PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str]:
-    """(model, tokenizer, name) from a ``LoadedModel`` or a bare model plus tokenizer (the head analyses
+) -> tuple[ModelRuntime, PreTrainedTokenizerBase, str]:
+    """(runtime, tokenizer, name) from a ``LoadedModel`` or a bare model plus tokenizer (the head analyses
     accept either)."""
     if isinstance(tokenizer, (str, os.PathLike, Suite)):
         raise ConfigError(
@@ -290,19 +290,14 @@ def model_and_tokenizer(
             "pass the suite by keyword: head_importance(loaded, suite='knowledge', ...)",
         )
     if isinstance(model, LoadedModel):
-        return model.model, tokenizer or model.tokenizer, model.name
+        return model.runtime, tokenizer or model.tokenizer, model.name
     if tokenizer is None:
         raise ConfigError(
             "a bare model was given without a tokenizer",
             "pass the tokenizer (head_importance(model, tokenizer, ...)) or a LoadedModel from load_model()",
         )
     name = getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
-    return model, tokenizer, str(name)
-
-
-def adapter_of(model: LoadedModel | PreTrainedModel) -> ArchitectureAdapter:
-    """Where the model keeps its layers and heads: a ``LoadedModel``'s own adapter, else derived."""
-    return model.adapter if isinstance(model, LoadedModel) else get_adapter(model)
+    return ModelRuntime.of(model), tokenizer, str(name)
 
 
 def head_ablations(
@@ -356,20 +351,20 @@ def head_importance(
     ``ResultCache``, only with a ``LoadedModel``) reuses earlier evaluations, shared with depth
     profiles for the intact model.
     """
-    net, tok, name = model_and_tokenizer(model, tokenizer)
-    adapter = adapter_of(model)
+    runtime, tok, name = model_and_tokenizer(model, tokenizer)
+    adapter = runtime.adapter
     chosen = _chosen_layers(layers, adapter.num_layers)
     suite_obj = resolve_suite(suite)
     protocol = protocol or suite_obj.default_protocol
     limited = suite_obj.limited(limit)
     if not limited.items:
         raise ConfigError(f"suite {suite_obj.name!r} has no items to score", "use a suite with items or a larger limit")
-    plan = head_ablations(net, chosen, mode, gqa)
+    plan = head_ablations(runtime.model, chosen, mode, gqa)
     item_ids = tuple(item.id for item in limited.items)
     info = SuiteInfo(limited.name, limited.capability, limited.content_hash, protocol, item_ids)
     hook = (lambda done, total: progress(limited.name, done, total)) if progress else None
     loaded = model if isinstance(model, LoadedModel) else None
-    evaluations = _evaluate(net, tok, limited, info, list(plan.values()), loaded, seed, cache, batch_size, hook)
+    evaluations = _evaluate(runtime, tok, limited, info, list(plan.values()), loaded, seed, cache, batch_size, hook)
     metric = _checked_metric(metric or PRIMARY_METRIC.get(protocol), protocol, evaluations)
     return HeadImportance(
         model=name,
@@ -388,7 +383,7 @@ def head_importance(
 
 
 def _evaluate(
-    net: PreTrainedModel,
+    runtime: ModelRuntime,
     tok: PreTrainedTokenizerBase,
     suite: Suite,
     info: SuiteInfo,
@@ -402,7 +397,7 @@ def _evaluate(
     """``suite`` intact, then under each ablation (seeded); with a ``LoadedModel`` (``loaded``), through ``cache``."""
     with deterministic(seed):
         return evaluate_ablations(
-            net,
+            runtime,
             tok,
             suite,
             info,
@@ -410,7 +405,7 @@ def _evaluate(
             cache=cache if loaded is not None else None,
             identity=(lambda key: cache_identity(loaded, info, key, seed)) if loaded is not None else None,
             batch_size=batch_size,
-            max_length=model_max_length(net),
+            max_length=runtime.max_length,
             progress=progress,
         )
 

@@ -367,7 +367,7 @@ def _from_profile(profile: DepthProfile | None, info: SuiteInfo, metric: str) ->
 def _intact(model: LoadedModel, job: _SuiteJob, cache: ResultCache, settings: ProfileSettings) -> tuple[float, ...]:
     """Intact outcomes through the profiler's own cached path, so a profile's entries are reused."""
     evaluation = evaluate_ablations(
-        model.model,
+        model.runtime,
         model.tokenizer,
         job.suite,
         job.info,
@@ -400,7 +400,7 @@ def _restored(
         return plain if key == INTACT else {**plain, "donor": base.fingerprint}  # intact needs no donor
 
     evaluations = evaluate_ablations(
-        candidate.model,
+        candidate.runtime,
         candidate.tokenizer,
         job.suite,
         job.info,

@@ -21,7 +21,6 @@ from pytest_layercheck.model.ablation import Ablation
 from pytest_layercheck.report.analyses import span
 from pytest_layercheck.scoring.protocols import prepare, score_sweep
 from pytest_layercheck.scoring.results import ProtocolResult
-from pytest_layercheck.scoring.tokenisation import model_max_length
 from pytest_layercheck.suites.builtin import resolve_suite
 from pytest_layercheck.suites.protocols import get_protocol
 from pytest_layercheck.suites.schema import Suite
@@ -350,10 +349,10 @@ def measure_view(
 ) -> CapabilityView:
     """``suite`` under ``protocol`` intact, with each block at ``starts`` removed and with ShortGPT's
     lowest-BI layers removed, in one layer sweep."""
-    prepared = prepare(suite, protocol, loaded.tokenizer, max_length=model_max_length(loaded.model))
+    prepared = prepare(suite, protocol, loaded.tokenizer, max_length=loaded.runtime.max_length)
     ablations = [Ablation.skipping(result.block_layers(s)) for s in starts]
     ablations.append(Ablation.skipping(result.bi_suggested))
-    intact, removed = score_sweep(loaded.model, prepared, ablations)
+    intact, removed = score_sweep(loaded.runtime, prepared, ablations)
     metric = _view_metric(protocol)
     order = [r.item.id for r in prepared.items]
     return CapabilityView(

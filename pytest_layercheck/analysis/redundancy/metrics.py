@@ -210,7 +210,7 @@ def measure_redundancy(
     check_block_size(loaded.num_layers, block)
     groups = suite_prompts(suites, limit) if prompts is None else [(f"{len(prompts)} given prompts", list(prompts))]
     states = merge_states(
-        [collect_layer_states(loaded.model, loaded.tokenizer, texts, token_budget) for _, texts in groups]
+        [collect_layer_states(loaded.runtime, loaded.tokenizer, texts, token_budget) for _, texts in groups]
     )
     model = loaded.name or type(loaded.model).__name__
     return redundancy_from_states(states, block, model, [label for label, _ in groups])

@@ -21,10 +21,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from pytest_layercheck.core.errors import ConfigError
-from pytest_layercheck.model import kv_cache
-from pytest_layercheck.model.architecture import get_adapter
-from pytest_layercheck.model.devices import model_device
 from pytest_layercheck.model.probes import block_input, block_output, probe_blocks
+from pytest_layercheck.model.runtime import ModelRuntime
 from pytest_layercheck.scoring.batching import default_token_budget, shared_prefix
 from pytest_layercheck.scoring.engine import MIN_SHARED_PREFIX
 from pytest_layercheck.scoring.forward import accepts_logits_to_keep
@@ -32,12 +30,11 @@ from pytest_layercheck.scoring.prompt_cache import PrefixCache
 from pytest_layercheck.scoring.tokenisation import (
     encode_texts,
     encoding_rule,
-    model_max_length,
     tokenizer_max_length,
 )
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import PreTrainedTokenizerBase
 
 
 # --------------------------------------------------------------------------------------------------
@@ -111,7 +108,7 @@ def _batches(lengths: Sequence[int], budget: int, skip: int = 0) -> list[list[in
 
 @torch.inference_mode()
 def collect_layer_states(
-    model: PreTrainedModel,
+    runtime: ModelRuntime,
     tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[str],
     token_budget: int | None = None,
@@ -131,11 +128,11 @@ def collect_layer_states(
     """
     if not prompts:
         raise ConfigError("no prompts to measure redundancy on", "pass at least one prompt (or a non-empty suite)")
-    blocks = list(get_adapter(model).layers)
+    blocks = list(runtime.adapter.layers)
     if not blocks:
         raise ConfigError("the model has no decoder layers installed", "measure a model with at least two layers")
-    encoded, pad = _encode(model, tokenizer, prompts)
-    device = model_device(model)
+    encoded, pad = _encode(runtime, tokenizer, prompts)
+    model, device = runtime.model, runtime.device
     budget = token_budget or default_token_budget(device)
     recorder = _StreamRecorder(blocks)
     rows_last: dict[int, torch.Tensor] = {}
@@ -147,12 +144,12 @@ def collect_layer_states(
         common = shared_prefix(encoded) if share_prefix else ()
         if len(common) >= MIN_SHARED_PREFIX:
             recorder.mask = torch.ones((1, len(common)), dtype=torch.bool)
-            prefix = PrefixCache.compute(model, common, device)
+            prefix = PrefixCache.compute(runtime, common)
             if prefix is not None:  # None: a cache layout the prefix cache does not handle
                 cos_sum += torch.stack(recorder.cos)  # type: ignore[arg-type]
                 tokens += len(common)
         for group in _batches([len(ids) for ids in encoded], budget, prefix.length if prefix is not None else 0):
-            inputs, recorder.mask = _batch_inputs(model, [encoded[i] for i in group], pad, prefix, device)
+            inputs, recorder.mask = _batch_inputs(runtime, [encoded[i] for i in group], pad, prefix)
             model(**inputs, **keep)
             stacked = torch.stack(recorder.last, dim=1)  # type: ignore[arg-type]
             for row, index in enumerate(group):
@@ -164,12 +161,12 @@ def collect_layer_states(
 
 
 def _encode(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str]
+    runtime: ModelRuntime, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str]
 ) -> tuple[list[list[int]], int]:
     """The prompts' token ids (with the model's BOS rule, cut from the left to the window) and the pad id."""
     rule = encoding_rule(tokenizer)
     encoded = encode_texts(tokenizer, rule, list(prompts))
-    limit = model_max_length(model) or tokenizer_max_length(tokenizer)
+    limit = runtime.max_length or tokenizer_max_length(tokenizer)
     if limit is not None:
         encoded = [ids[-limit:] for ids in encoded]
     if any(not ids for ids in encoded):
@@ -179,13 +176,10 @@ def _encode(
 
 
 def _batch_inputs(
-    model: PreTrainedModel,
-    seqs: Sequence[Sequence[int]],
-    pad: int,
-    prefix: PrefixCache | None,
-    device: torch.device,
+    runtime: ModelRuntime, seqs: Sequence[Sequence[int]], pad: int, prefix: PrefixCache | None
 ) -> tuple[dict[str, Any], torch.Tensor]:
     """One left-padded batch's forward arguments, and the mask of the tokens its statistics count."""
+    device = runtime.device
     width = len(seqs[0])
     ids = torch.full((len(seqs), width), pad, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -203,7 +197,7 @@ def _batch_inputs(
     inputs.update(
         input_ids=ids[:, skip:].to(device),
         position_ids=positions[:, skip:].to(device),
-        **kv_cache.cache_kwargs(model, prefix.expand(width - mask.sum(1))),
+        **runtime.cache_kwargs(prefix.expand(width - mask.sum(1))),
     )
     return inputs, mask[:, skip:].bool() & (positions[:, skip:] >= skip)
 

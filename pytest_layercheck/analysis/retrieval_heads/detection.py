@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from pytest_layercheck.analysis.heads.importance import HeadKey, adapter_of, model_and_tokenizer
+from pytest_layercheck.analysis.heads.importance import HeadKey, model_and_tokenizer
 from pytest_layercheck.analysis.jsonable import attributes, json_float
 from pytest_layercheck.analysis.retrieval_heads.decoding import decode, greedy_decode
 from pytest_layercheck.analysis.retrieval_heads.needles import (
@@ -28,13 +28,13 @@ from pytest_layercheck.analysis.retrieval_heads.needles import (
 from pytest_layercheck.core.errors import ConfigError
 from pytest_layercheck.evaluation.service import deterministic
 from pytest_layercheck.model.layer_skipping import original_layers
-from pytest_layercheck.scoring.tokenisation import model_max_length
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
     from pytest_layercheck.evaluation.profiler import ProgressHook
     from pytest_layercheck.model.loading import LoadedModel
+    from pytest_layercheck.model.runtime import ModelRuntime
 
 #: The paper's threshold: heads whose retrieval score exceeds it are retrieval heads.
 RETRIEVAL_THRESHOLD = 0.1
@@ -146,8 +146,8 @@ def find_retrieval_heads(
     stopping at a newline or EOS) while each head's top-1 attended position is recorded; scores are
     averaged over the tests whose answer recovers more than ``min_recall`` of the needle.
     """
-    net, tok, name = model_and_tokenizer(model, tokenizer)
-    num_layers, num_heads = len(original_layers(net)), adapter_of(model).num_heads
+    runtime, tok, name = model_and_tokenizer(model, tokenizer)
+    num_layers, num_heads = len(original_layers(runtime.model)), runtime.adapter.num_heads
     cases = needle_tests(tests, seed, sizes) if isinstance(tests, int) else list(tests)
     if not cases:
         raise ConfigError("no needle tests given", "pass tests=N or a non-empty list of NeedleTest")
@@ -157,7 +157,7 @@ def find_retrieval_heads(
         for done, case in enumerate(cases):
             if progress:
                 progress(f"needle {case.id}", done, len(cases))
-            outcome, scores = _needle_test(net, tok, case, max_new_tokens, min_recall)
+            outcome, scores = _needle_test(runtime, tok, case, max_new_tokens, min_recall)
             if scores is not None:
                 totals += scores
             outcomes.append(outcome)
@@ -178,7 +178,7 @@ def find_retrieval_heads(
 
 
 def _needle_test(
-    net: PreTrainedModel,
+    runtime: ModelRuntime,
     tok: PreTrainedTokenizerBase,
     case: NeedleTest,
     max_new_tokens: int | None,
@@ -187,14 +187,14 @@ def _needle_test(
     """One test decoded with attention recorded: its outcome, and every head's score when it counts."""
     needle = tokenise_needle(case, tok)
     new_tokens = max_new_tokens or len(needle.needle_ids) + 4
-    limit = model_max_length(net)
+    limit = runtime.max_length
     if limit is not None and len(needle.prompt_ids) + new_tokens > limit:
         raise ConfigError(
             f"needle test {case.id!r} needs {len(needle.prompt_ids) + new_tokens} positions, "
             f"more than the model's {limit}",
             "use smaller haystacks (sizes=('short',))",
         )
-    decoded = greedy_decode(net, tok, needle.prompt_ids, new_tokens, until=("\n",), record=True)
+    decoded = greedy_decode(runtime.model, tok, needle.prompt_ids, new_tokens, until=("\n",), record=True)
     recall = needle_recall(decoded.tokens, needle.needle_ids)
     valid = recall > min_recall
     scores = None

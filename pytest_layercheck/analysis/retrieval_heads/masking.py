@@ -27,7 +27,6 @@ from pytest_layercheck.model.architecture import get_adapter
 from pytest_layercheck.model.layer_skipping import original_layers
 from pytest_layercheck.scoring.generation import cut_at_stop
 from pytest_layercheck.scoring.protocols import PreparedSuite, extract_answer, normalise_answer, prepare, score
-from pytest_layercheck.scoring.tokenisation import model_max_length
 from pytest_layercheck.suites.builtin import resolve_suite
 from pytest_layercheck.suites.schema import Suite
 
@@ -36,6 +35,7 @@ if TYPE_CHECKING:
 
     from pytest_layercheck.evaluation.profiler import ProgressHook
     from pytest_layercheck.model.loading import LoadedModel
+    from pytest_layercheck.model.runtime import ModelRuntime
 
 
 # --------------------------------------------------------------------------------------------------
@@ -173,7 +173,7 @@ def _generation_outcomes(
 
 
 def _condition_outcomes(
-    net: PreTrainedModel,
+    runtime: ModelRuntime,
     tok: PreTrainedTokenizerBase,
     prepared: PreparedSuite,
     metric: str,
@@ -195,11 +195,11 @@ def _condition_outcomes(
                 if progress:
                     progress(label, done, total)
 
-            outcomes, answers[condition] = _generation_outcomes(net, tok, prepared, masked, step)
+            outcomes, answers[condition] = _generation_outcomes(runtime.model, tok, prepared, masked, step)
             results.append(outcomes)
         else:
-            with ablate(net, Ablation.masking(masked, mode="uniform") if masked else Ablation()):
-                result = score(net, prepared)
+            with ablate(runtime.model, Ablation.masking(masked, mode="uniform") if masked else Ablation()):
+                result = score(runtime, prepared)
             by_id = {o.item_id: o for o in result.outcomes}
             results.append(tuple(float(by_id[i].scores[metric]) for i in item_ids))
             done += len(item_ids)
@@ -240,7 +240,8 @@ def compare_masking(
     during decoding only, as in the paper. Likelihood protocols have no decoding step; there the
     heads are masked at every position (``decode_only`` is False in the result).
     """
-    net, tok, name = model_and_tokenizer(model, tokenizer)
+    runtime, tok, name = model_and_tokenizer(model, tokenizer)
+    net = runtime.model
     if heads is None:
         heads = find_retrieval_heads(net, tok, tests=tests, seed=seed)
     _check_same_shape(heads, net)
@@ -248,7 +249,7 @@ def compare_masking(
     top = heads.top(k)
     control = random_control_heads(heads, k, seed)
     limited = resolve_suite(suite).limited(limit)
-    prepared = prepare(limited, protocol, tok, max_length=model_max_length(net))
+    prepared = prepare(limited, protocol, tok, max_length=runtime.max_length)
     metric = PRIMARY_METRIC[protocol]
     conditions: tuple[Condition, ...] = (
         ("intact", "intact", None),
@@ -256,7 +257,7 @@ def compare_masking(
         ("random", f"random {k} masked", _as_spec(control)),
     )
     with deterministic(seed):
-        results, answers = _condition_outcomes(net, tok, prepared, metric, conditions, progress)
+        results, answers = _condition_outcomes(runtime, tok, prepared, metric, conditions, progress)
     return MaskingComparison(
         model=name,
         suite=limited.name,

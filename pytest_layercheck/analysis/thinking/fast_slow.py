@@ -65,17 +65,17 @@ from pytest_layercheck.scoring.protocols import batch_settings
 from pytest_layercheck.scoring.tokenisation import (
     encode_texts,
     encoding_rule,
-    model_max_length,
     truncate_prompt,
 )
 from pytest_layercheck.suites.builtin import resolve_suite
 from pytest_layercheck.suites.schema import Suite, SuiteItem
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import PreTrainedTokenizerBase
 
     from pytest_layercheck.evaluation.profiler import ProgressHook
     from pytest_layercheck.model.loading import LoadedModel
+    from pytest_layercheck.model.runtime import ModelRuntime
 
 DEFAULT_SUITES: tuple[str, ...] = ("knowledge", "reasoning")
 DEFAULT_LIMIT = 40
@@ -352,7 +352,7 @@ class ThinkingResult:
 
 
 def generate(
-    model: PreTrainedModel,
+    runtime: ModelRuntime,
     tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[str],
     max_new_tokens: int,
@@ -363,10 +363,10 @@ def generate(
     if not prompts:
         return []
     rule = encoding_rule(tokenizer)
-    limit = model_max_length(model)
+    limit = runtime.max_length
     encoded = [tuple(truncate_prompt(ids, limit, max_new_tokens)) for ids in encode_texts(tokenizer, rule, prompts)]
     prepared = PreparedGeneration(prompts=tuple(encoded), until=tuple(until), max_new_tokens=max_new_tokens)
-    return run_generation(model, tokenizer, prepared, batch_settings(model, batch_size))
+    return run_generation(runtime, tokenizer, prepared, batch_settings(runtime, batch_size))
 
 
 def compare_thinking(
@@ -391,13 +391,13 @@ def compare_thinking(
         chosen += [(suite, item) for item in suite.limited(limit).items]
     if not chosen:
         raise ConfigError("no items to answer", "pass at least one suite with items (and a limit above 0)")
-    model, tokenizer = loaded.model, loaded.tokenizer
+    runtime, tokenizer = loaded.runtime, loaded.tokenizer
     if progress:
         progress("fast (direct answer)", 0, 2)
-    fast_texts = generate(model, tokenizer, [fast_prompt(i) for _, i in chosen], fast_tokens, FAST_UNTIL, batch_size)
+    fast_texts = generate(runtime, tokenizer, [fast_prompt(i) for _, i in chosen], fast_tokens, FAST_UNTIL, batch_size)
     if progress:
         progress("slow (chain of thought)", 1, 2)
-    slow_texts = generate(model, tokenizer, [slow_prompt(i) for _, i in chosen], cot_tokens, SLOW_UNTIL, batch_size)
+    slow_texts = generate(runtime, tokenizer, [slow_prompt(i) for _, i in chosen], cot_tokens, SLOW_UNTIL, batch_size)
     if progress:
         progress("done", 2, 2)
     items = tuple(

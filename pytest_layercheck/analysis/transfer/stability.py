@@ -45,7 +45,6 @@ from hypothesis import strategies as st
 from pytest_layercheck.analysis.jsonable import attributes
 from pytest_layercheck.core.errors import ConfigError
 from pytest_layercheck.scoring.protocols import prepare, score
-from pytest_layercheck.scoring.tokenisation import model_max_length
 from pytest_layercheck.suites.builtin import resolve_suite
 from pytest_layercheck.suites.drawing import draw_distinct
 from pytest_layercheck.suites.problems import Problem
@@ -382,9 +381,9 @@ def transfer_stability(
     for kids in children.values():
         unique.update({k.id: k for k in kids})
     scored_suite = replace(suite, items=tuple(unique.values()))
-    model = loaded.model
-    prepared = prepare(scored_suite, protocol, loaded.tokenizer, max_length=model_max_length(model))
-    result = score(model, prepared, batch_size=batch_size)
+    runtime = loaded.runtime
+    prepared = prepare(scored_suite, protocol, loaded.tokenizer, max_length=runtime.max_length)
+    result = score(runtime, prepared, batch_size=batch_size)
     metric = _metric(protocol)
     outcome = {o.item_id: bool(o.scores[metric]) for o in result.outcomes}
     pairs = tuple(
