@@ -41,7 +41,9 @@ LOADGROUP = "layercheck_tests_loadgroup"
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config: pytest.Config) -> None:
     """With pytest-xdist installed, a run given no ``-n``, ``--dist`` or ``--tx`` uses one worker per core
-    and ``--dist loadgroup``: the tests of one ``xdist_group`` share a worker, the others are handed out one
+    and ``--dist loadgroup``: the tests of one ``xdist_group`` share a worker where the installed pytest and
+    pytest-xdist honour the mark (with pytest 9.2 and pytest-xdist 3.8 they do not, so work the workers
+    must share goes through the run's folder: ``run_shared.once_per_run``), the others are handed out one
     at a time in the order :func:`pytest_collection_modifyitems` sets. Without xdist (or with ``-p
     no:xdist`` or ``-n 0``) the tests run in this process. Runs before xdist's own hook, which turns
     ``auto`` into the number of cores."""

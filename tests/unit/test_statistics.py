@@ -5,13 +5,16 @@ seeded simulations of whole comparisons (false failures of benign candidates, po
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from statistics import NormalDist
 
 import numpy as np
 import pytest
+from run_shared import once_per_run
 
 from pytest_layercheck.core.errors import ConfigError
 from pytest_layercheck.data.profile_data import INTACT, DepthProfile, Evaluation, SuiteInfo
@@ -305,7 +308,19 @@ def _metrics(suite: SimSuite, values: np.ndarray) -> dict[str, tuple[float, ...]
 
 
 @pytest.fixture(scope="module")
-def benign_runs() -> dict[str, float]:
+def benign_runs(run_folder: Path) -> dict[str, float]:
+    """The false-alarm rates of :func:`_benign_runs`, simulated once per run: the first xdist worker to ask
+    writes them to the run's shared folder, the other reads them."""
+
+    def make(folder: Path) -> None:
+        folder.mkdir(parents=True)
+        (folder / "rates.json").write_text(json.dumps(_benign_runs()))
+
+    rates: dict[str, float] = json.loads((once_per_run(run_folder, "benign_runs", make) / "rates.json").read_text())
+    return rates
+
+
+def _benign_runs() -> dict[str, float]:
     """250 benign candidates (a fifth of the items unstable), each compared in full: 12 band cells and a shift
     cell per suite (every suite is swept layer by layer), 15 hypotheses."""
     rng = np.random.default_rng(2026)
