@@ -2,7 +2,8 @@
 
 Rows run the real entry point (``python -m pytest_layercheck.cli``) in a temporary folder, as a user
 would, and assert the exit status, the message, that no traceback was printed, and that no file was lost.
-The ``world`` is made once per worker; each test gets a private copy of its baseline and cache (``ws``).
+The ``world`` is made once per run (by the first worker to ask); each test gets a private copy of its
+baseline and cache (``ws``).
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ import re
 import shutil
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
+from run_shared import once_per_run
 from tiny_models import tiny_tokenizer
 from trained_tiny import perturbed, save, shared_fact_model, write_fact_suite
 
@@ -74,9 +77,14 @@ def cache_hits(output: str) -> int:
 
 
 @pytest.fixture(scope="session")
-def world(tmp_path_factory: pytest.TempPathFactory, run_folder: Path) -> Path:
-    """Models, the fact suite, a recorded baseline of the good model and a cache holding both models."""
-    root = tmp_path_factory.mktemp("fault-world")
+def world(run_folder: Path) -> Path:
+    """Models, the fact suite, a recorded baseline of the good model and a cache holding both models:
+    made once per run and shared read-only by every worker (tests change copies: ``ws``)."""
+    return once_per_run(run_folder, "fault-world", partial(_make_world, run_folder))
+
+
+def _make_world(run_folder: Path, root: Path) -> None:
+    root.mkdir(parents=True)
     model = shared_fact_model(run_folder)
     save(model, root / "good")
     save(perturbed(model, [0, 1], scale=2.0), root / "damaged")
@@ -85,7 +93,6 @@ def world(tmp_path_factory: pytest.TempPathFactory, run_folder: Path) -> Path:
     write_fact_suite(root / "facts.yaml")
     assert_exit(layercheck(root, "baseline", "good", *SUITE, "--baseline-dir", "baselines", "--name", "facts"), 0)
     assert_exit(layercheck(root, "profile", "damaged", *SUITE, *RECORDED), 1, "regressed")
-    return root
 
 
 @pytest.fixture
