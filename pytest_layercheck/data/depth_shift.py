@@ -247,26 +247,15 @@ def depth_shift_test(
     baseline_centre = _centre(baseline, positions)
     current_centre = _centre(current, positions)
     shift = current_centre - baseline_centre
-    if math.isnan(shift):
-        return ShiftTest(
-            baseline_centre=baseline_centre,
-            current_centre=current_centre,
-            shift=math.nan,
-            p_value=1.0,
-            ci_low=math.nan,
-            ci_high=math.nan,
-            standard_error=math.nan,
-            detectable_shift=math.inf,
-            items=items,
-            permutations=permutations,
+    if math.isnan(shift):  # a centre is undefined (no layer's removal costs anything): no test
+        p_value, ci_low, ci_high, standard_error, detectable = 1.0, math.nan, math.nan, math.nan, math.inf
+    else:
+        p_value, baseline_draws, shift_draws = _seeded_draws(
+            baseline, current, positions, shift, permutations, bootstraps, seed
         )
-
-    p_value, baseline_draws, shift_draws = _seeded_draws(
-        baseline, current, positions, shift, permutations, bootstraps, seed
-    )
-    ci_low, ci_high = _percentile_interval(shift_draws, level)
-    standard_error = _std(shift_draws)
-    detectable = _detectable(standard_error, baseline_draws, alpha, power, correlation)
+        ci_low, ci_high = _percentile_interval(shift_draws, level)
+        standard_error = _std(shift_draws)
+        detectable = _detectable(standard_error, baseline_draws, alpha, power, correlation)
     return ShiftTest(
         baseline_centre=baseline_centre,
         current_centre=current_centre,
