@@ -24,6 +24,7 @@ def found_by_name(ws: Path) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.early(0)  # makes the fault-injection world that many tests share: started first, so no worker waits for it
 def test_the_same_settings_compare_and_pass(ws: Path) -> None:
     found_by_name(ws)
     assert_exit(layercheck(ws, "profile", "good", *SUITE), 0, "baseline")

@@ -20,7 +20,7 @@ from repo_files import EXAMPLES
 from run_shared import Scenario
 
 #: Minutes of fine-tuning, started first: its candidates serve the user journey too.
-pytestmark = [pytest.mark.real_model, pytest.mark.early(0)]
+pytestmark = [pytest.mark.real_model, pytest.mark.early(1)]
 
 SCRIPT = EXAMPLES / "finetune_scenario.py"
 

@@ -18,7 +18,7 @@ from pytest_layercheck.evaluation.result_cache import ResultCache
 from pytest_layercheck.evaluation.settings import ProfileSettings
 from pytest_layercheck.model.loading import LoadedModel
 
-pytestmark = [pytest.mark.real_model, pytest.mark.early(3)]  # minutes of scoring: started first
+pytestmark = [pytest.mark.real_model, pytest.mark.early(4)]  # minutes of scoring: started first
 
 SEEDS = (1,)  # a copy costs ~50 s of the CI budget; benign false-alarm rates are simulated in test_statistics
 

@@ -26,7 +26,7 @@ import pytest
 from repo_files import REPO, quick_start_commands
 
 # layercheck info loads the default model; two pip installs take minutes, so they start first.
-pytestmark = [pytest.mark.real_model, pytest.mark.early(1)]
+pytestmark = [pytest.mark.real_model, pytest.mark.early(2)]
 
 #: What a clone has that a user's copy must not inherit from this checkout.
 NOT_COPIED = shutil.ignore_patterns(

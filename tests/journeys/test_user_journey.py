@@ -22,7 +22,7 @@ from repo_files import REPO
 from run_shared import Scenario, run_once
 from user_shell import sh, user_env
 
-pytestmark = [pytest.mark.real_model, pytest.mark.early(2)]  # minutes of CLI runs on the default model: started first
+pytestmark = [pytest.mark.real_model, pytest.mark.early(3)]  # minutes of CLI runs on the default model: started first
 
 BASELINE = "smollm2-135m-instruct"
 SUBCOMMANDS = (
